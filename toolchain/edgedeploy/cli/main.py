@@ -1,0 +1,123 @@
+"""Entry point: global options, the command modules, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+
+import typer
+from rich.markup import escape
+
+from edgedeploy import __version__
+from edgedeploy.cli import output
+from edgedeploy.errors import EdgeDeployError, ExitCode
+
+try:  # typer >= 0.24 vendors click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
+app = typer.Typer(
+    name="edgedeploy",
+    help="Plan, compile and deploy CNN inference on heterogeneous edge boards.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # they print locals: hosts, keys
+    add_completion=False,  # `edgedeploy completion SHELL` instead
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+#: Command modules under edgedeploy.cli; each has ``register(app)``. One line per verb.
+COMMANDS = [
+    "targets_cmd",
+    "schema_cmd",
+    "validate_cmd",
+    "inspect_cmd",
+    "zoo_cmd",
+    "completion_cmd",
+]
+
+
+def _version_text() -> str:
+    parts = [f"edgedeploy {__version__}"]
+    for label, module in (("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
+                          ("litert", "ai_edge_litert"), ("numpy", "numpy")):
+        try:
+            mod = importlib.import_module(module)
+            version = getattr(mod, "__version__", None)
+            if version is None:
+                from importlib.metadata import version as dist_version
+
+                version = dist_version("ai-edge-litert" if module == "ai_edge_litert" else module)
+            parts.append(f"{label} {version}")
+        except Exception:
+            parts.append(f"{label} (not installed)")
+    return "\n".join(parts)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(_version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print versions of edgedeploy, onnx, onnxruntime, LiteRT."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv: debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+) -> None:
+    """Plan, compile and deploy CNN inference on heterogeneous edge boards.
+
+    Example: edgedeploy inspect resnet50.onnx
+    """
+    output.settings.verbosity = -1 if quiet else verbose
+    output.settings.debug = debug
+    output.setup_logging()
+
+
+for _name in COMMANDS:
+    importlib.import_module(f"edgedeploy.cli.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry: run the app, map errors to documented exit codes."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, standalone_mode=False)
+    except EdgeDeployError as exc:
+        if debug:
+            traceback.print_exc()
+        output.error(escape(str(exc)))
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        output.error("aborted")
+        return ExitCode.FAILURE
+    except KeyboardInterrupt:
+        output.error("interrupted")
+        return 130
+    except Exception as exc:  # click usage errors arrive here too
+        if isinstance(exc, click_exceptions.UsageError):
+            exc.show()
+            return ExitCode.BAD_INPUT
+        if isinstance(exc, click_exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if debug:
+            traceback.print_exc()
+        output.error(f"internal error: {escape(type(exc).__name__)}: {escape(str(exc))}\n"
+                     "  hint: rerun with --debug for the traceback and report it")
+        return ExitCode.FAILURE
+    return ExitCode.OK
+
+
+def run() -> None:  # pragma: no cover - console script shim
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Rendering for people and machines: data on stdout, logs and errors on stderr.
+
+Rich tables and progress on a terminal; plain line-per-event output when stdout is not a terminal
+(Makefile and CI logs); NO_COLOR respected (rich reads it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+log = logging.getLogger("edgedeploy")
+
+
+@dataclass
+class Settings:
+    verbosity: int = 0  # -1 quiet, 0 normal, 1+ verbose
+    debug: bool = False
+
+
+settings = Settings()
+
+
+def stdout() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def interactive() -> bool:
+    """True when a person is watching stdout (progress bars, colours, prompts are allowed)."""
+    return sys.stdout.isatty()
+
+
+def emit_json(data: Any) -> None:
+    """The machine-readable answer of a command, alone on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=_default) + "\n")
+    sys.stdout.flush()
+
+
+def _default(value: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return str(value)
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]],
+          justify: dict[str, str] | None = None) -> None:
+    """Print a table: rich on a terminal, tab-separated lines otherwise (easy to grep)."""
+    justify = justify or {}
+    if not interactive():
+        if title:
+            print(f"# {title}")
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join(_cell(c) for c in row))
+        return
+    t = Table(title=title, show_lines=False)
+    for col in columns:
+        t.add_column(col, justify=justify.get(col, "left"))  # type: ignore[arg-type]
+    for row in rows:
+        t.add_row(*(_cell(c) for c in row))
+    stdout().print(t)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def info(message: str) -> None:
+    if settings.verbosity >= 0:
+        stderr().print(message)
+
+
+def error(message: str) -> None:
+    stderr().print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+
+
+def setup_logging() -> None:
+    level = logging.WARNING
+    if settings.verbosity > 0:
+        level = logging.INFO if settings.verbosity == 1 else logging.DEBUG
+    elif settings.verbosity < 0:
+        level = logging.ERROR
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,1 @@
+"""Device side: runs on the board. Imports numpy and, lazily, onnxruntime / LiteRT; nothing host-side."""

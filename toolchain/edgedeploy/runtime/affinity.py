@@ -1,0 +1,53 @@
+"""Pinning a process to its cores and bounding library threads to them, so stages never fight.
+
+Linux only for pinning (``os.sched_setaffinity``); elsewhere these are no-ops that report so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+
+
+def available_cpus() -> list[int]:
+    """CPUs this process may run on (respects cgroups/taskset, unlike os.cpu_count())."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def pin_process(cpus: Sequence[int]) -> bool:
+    """Pin the calling process (all its future threads) to ``cpus``; False if unsupported."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return False
+    os.sched_setaffinity(0, set(cpus))
+    return True
+
+
+def ort_thread_affinities(cpus: Sequence[int]) -> str:
+    """Value for onnxruntime's ``session.intra_op_thread_affinities`` for ``len(cpus)`` threads.
+
+    ORT takes 1-based logical processor ids, one group per *extra* thread (the calling thread is
+    thread 0 and is not pinned by ORT: pin it with :func:`pin_process`), separated by ``;``.
+    """
+    return ";".join(str(c + 1) for c in list(cpus)[1:])
+
+
+@contextlib.contextmanager
+def limit_blas_threads(n: int) -> Iterator[None]:
+    """Bound BLAS/OpenMP pools to ``n`` threads inside the block (threadpoolctl when present)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # device without threadpoolctl: env vars only affect future pools
+        yield
+        return
+    with threadpool_limits(limits=max(1, int(n))):
+        yield
+
+
+def set_thread_env(n: int) -> None:
+    """Set thread-count env vars before numpy/BLAS is imported in a fresh process."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ[var] = str(max(1, int(n)))

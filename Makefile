@@ -25,10 +25,10 @@ sshd:
 	fi
 
 test: install sshd
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --ignore=tests/bench tests
 
 test-fast: install
-	$(BIN)/python -m pytest -q -x -m "not slow" tests
+	$(BIN)/python -m pytest -q -x -m "not slow" --ignore=tests/bench tests
 
 demo: install
 	@mkdir -p $(DEMO)

@@ -1,0 +1,281 @@
+"""Runs a contiguous range of an IR graph with a per-layer choice of primitive or engine.
+
+A *choice* names, for each layer, how it runs:
+
+* a conv primitive from :mod:`edgedeploy.runtime.primitives` (``"winograd_f4x3/nchw"`` ...);
+* ``"native"`` for a non-conv op run by :mod:`edgedeploy.runtime.ops`;
+* ``"ort"``: onnxruntime's own kernel. Maximal runs of consecutive ``ort`` layers become one
+  onnxruntime session over the sub-graph (its model bytes come from a *segment provider*: the host
+  cuts it from the source ONNX model, a bundle ships it as a file).
+
+Tensors carry a layout (NCHW or NHWC); where a primitive's layout differs from the tensor's, a
+layout-transform primitive is inserted, exactly as the planner costs it. Tensors are freed after
+their last reader so peak memory follows the live set, not the graph size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgedeploy.runtime import ir
+from edgedeploy.runtime.errors import ExecutionError
+
+NATIVE = "native"
+ORT = "ort"
+NCHW = "nchw"
+NHWC = "nhwc"
+
+#: (segment input names, segment output names) -> ONNX model bytes (or a path) for onnxruntime.
+SegmentProvider = Callable[[list[str], list[str]], "bytes | str"]
+
+
+@dataclass
+class _Step:
+    """One executable unit: a single layer, or an onnxruntime segment of several layers."""
+
+    kind: str  # "primitive" | "op" | "ort"
+    layers: list[ir.Layer]
+    inputs: list[str]
+    outputs: list[str]
+    layout_in: str = NCHW
+    layout_out: str = NCHW
+    primitive: object | None = None
+    packed: Mapping[str, np.ndarray] = field(default_factory=dict)
+    activation: object | None = None
+    session: object | None = None
+    weights: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+def segment_io(graph: ir.Graph, start: int, stop: int) -> tuple[list[str], list[str]]:
+    """Tensors crossing the boundary of ``graph.layers[start:stop]`` (deterministic order).
+
+    Inputs: read inside but produced before ``start`` (or graph inputs). Outputs: produced inside
+    and read at or after ``stop``, or graph outputs.
+    """
+    produced_inside: list[str] = []
+    inputs: list[str] = []
+    for layer in graph.layers[start:stop]:
+        for t in layer.inputs:
+            if t not in produced_inside and t not in inputs:
+                inputs.append(t)
+        produced_inside.extend(layer.outputs)
+    later = {t for layer in graph.layers[stop:] for t in layer.inputs}
+    graph_outputs = {t.name for t in graph.outputs}
+    outputs = [t for t in produced_inside if t in later or t in graph_outputs]
+    return inputs, outputs
+
+
+def default_choice(layer: ir.Layer) -> str:
+    """A choice that needs no cost model: the planner's choices replace it."""
+    if layer.op == ir.OPAQUE:
+        return ORT
+    if layer.op != ir.CONV2D:
+        return NATIVE
+    from edgedeploy.runtime import primitives
+
+    d = layer.descriptor
+    preferred = ["depthwise/nchw", "gemm_1x1/nchw", "winograd_f4x3/nchw", "im2col_gemm/nchw"]
+    names = {p.name for p in primitives.applicable(d)}
+    for name in preferred:
+        if name in names and not (name.startswith("winograd") and min(d.c_in, d.c_out) < 96):
+            return name
+    return "im2col_gemm/nchw"
+
+
+class GraphExecutor:
+    """Executes ``graph.layers[start:stop]`` with the given choices, in one process.
+
+    Offline work (weight transforms, onnxruntime session creation) happens in ``__init__`` so
+    ``run`` is the hot path only.
+    """
+
+    def __init__(
+        self,
+        graph: ir.Graph,
+        choices: Mapping[str, str] | None = None,
+        *,
+        start: int = 0,
+        stop: int | None = None,
+        segment_provider: SegmentProvider | None = None,
+        cpus: Sequence[int] | None = None,
+        packed_weights: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    ) -> None:
+        self.graph = graph
+        self.start = start
+        self.stop = len(graph.layers) if stop is None else stop
+        self.inputs, self.outputs = segment_io(graph, self.start, self.stop)
+        self.choices = {
+            layer.name: (choices or {}).get(layer.name) or default_choice(layer)
+            for layer in graph.layers[self.start:self.stop]
+        }
+        self._cpus = list(cpus) if cpus else None
+        self._segment_provider = segment_provider
+        self._packed_given = packed_weights or {}
+        self.steps = self._compile()
+        self._last_use = self._last_uses()
+
+    # --- compilation ---------------------------------------------------------------------------
+    def _compile(self) -> list[_Step]:
+        steps: list[_Step] = []
+        layers = self.graph.layers[self.start:self.stop]
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            choice = self.choices[layer.name]
+            if choice == ORT:
+                j = i
+                while j < len(layers) and self.choices[layers[j].name] == ORT:
+                    j += 1
+                steps.append(self._ort_step(self.start + i, self.start + j))
+                i = j
+                continue
+            if layer.op == ir.CONV2D:
+                steps.append(self._primitive_step(layer, choice))
+            elif layer.op == ir.OPAQUE:
+                raise ExecutionError(
+                    f"layer {layer.name!r} ({layer.attrs.get('onnx_op_type', 'opaque')}) has no "
+                    "native implementation", hint="run it with the onnxruntime engine (choice 'ort')")
+            else:
+                if choice != NATIVE:
+                    raise ExecutionError(f"layer {layer.name!r} ({layer.op}): choice {choice!r} is "
+                                         "not a primitive of this op; use 'native' or 'ort'")
+                weights = {role: self.graph.weights[key] for role, key in layer.weights.items()}
+                steps.append(_Step("op", [layer], list(layer.inputs), list(layer.outputs),
+                                   weights=weights))
+            i += 1
+        return steps
+
+    def _primitive_step(self, layer: ir.Layer, name: str) -> _Step:
+        from edgedeploy.runtime import primitives
+        from edgedeploy.runtime.primitives.registry import Activation
+
+        prim = primitives.get(name)
+        if prim.op != ir.CONV2D or not prim.applies(layer.descriptor):
+            raise ExecutionError(f"primitive {name!r} does not apply to layer {layer.name!r}",
+                                 hint="choose one of: " + ", ".join(
+                                     p.name for p in primitives.applicable(layer.descriptor)))
+        if layer.name in self._packed_given:
+            packed = dict(self._packed_given[layer.name])
+        else:
+            raw = {role: self.graph.weights[key] for role, key in layer.weights.items()}
+            packed = prim.transform_weights(layer.descriptor, raw)
+        act = Activation(layer.attrs.get("activation", "none") or "none",
+                         dict(layer.attrs.get("activation_params") or {}))
+        return _Step("primitive", [layer], list(layer.inputs), list(layer.outputs),
+                     layout_in=prim.layout_in, layout_out=prim.layout_out, primitive=prim,
+                     packed=packed, activation=act)
+
+    def _ort_step(self, start: int, stop: int) -> _Step:
+        from edgedeploy.runtime.engines.onnxruntime import OrtSegment
+
+        if self._segment_provider is None:
+            raise ExecutionError("layers need onnxruntime but no segment model is available",
+                                 hint="run from an ONNX model or a bundle that ships segments")
+        inputs, outputs = segment_io(self.graph, start, stop)
+        model = self._segment_provider(inputs, outputs)
+        session = OrtSegment(model, cpus=self._cpus)
+        return _Step("ort", list(self.graph.layers[start:stop]), inputs, outputs, session=session)
+
+    def _last_uses(self) -> dict[str, int]:
+        last: dict[str, int] = {}
+        for k, step in enumerate(self.steps):
+            for t in step.inputs:
+                last[t] = k
+        for t in self.outputs:
+            last[t] = len(self.steps)
+        return last
+
+    # --- execution -----------------------------------------------------------------------------
+    def run(self, feeds: Mapping[str, np.ndarray],
+            timings: list[float] | None = None) -> dict[str, np.ndarray]:
+        """Run once. ``feeds`` holds every segment input (NCHW); returns the segment outputs.
+
+        With ``timings`` given, appends each step's seconds to it (for profiling).
+        """
+        env: dict[str, np.ndarray] = {}
+        layouts: dict[str, str] = {}
+        for name in self.inputs:
+            if name not in feeds:
+                raise ExecutionError(f"missing input tensor {name!r}",
+                                     hint=f"this segment reads: {', '.join(self.inputs)}")
+            env[name] = np.ascontiguousarray(feeds[name], dtype=np.float32)
+            layouts[name] = NCHW
+        for k, step in enumerate(self.steps):
+            t0 = time.perf_counter() if timings is not None else 0.0
+            self._run_step(step, env, layouts)
+            if timings is not None:
+                timings.append(time.perf_counter() - t0)
+            for t in step.inputs:
+                if self._last_use.get(t, -1) <= k and t not in self.outputs:
+                    env.pop(t, None)
+        return {name: _to_layout(env[name], layouts[name], NCHW) for name in self.outputs}
+
+    def _run_step(self, step: _Step, env: dict[str, np.ndarray], layouts: dict[str, str]) -> None:
+        layer = step.layers[0]
+        try:
+            if step.kind == "primitive":
+                x = _to_layout(env[step.inputs[0]], layouts[step.inputs[0]], step.layout_in)
+                y = step.primitive.run(layer.descriptor, step.packed, x, step.activation)
+                env[step.outputs[0]] = y
+                layouts[step.outputs[0]] = step.layout_out
+            elif step.kind == "op":
+                from edgedeploy.runtime.ops import run_op
+
+                xs = [_to_layout(env[t], layouts[t], NCHW) for t in step.inputs]
+                for name, y in zip(step.outputs, run_op(layer, xs, step.weights), strict=True):
+                    env[name] = y
+                    layouts[name] = NCHW
+            else:
+                feeds = {t: _to_layout(env[t], layouts[t], NCHW) for t in step.inputs}
+                result = step.session.run(feeds)
+                for name in step.outputs:
+                    env[name] = result[name]
+                    layouts[name] = NCHW
+        except ExecutionError:
+            raise
+        except Exception as exc:  # name the layer: a bare numpy error says nothing useful
+            raise ExecutionError(f"layer {layer.name!r} ({layer.op}, {self.choices[layer.name]}) "
+                                 f"failed: {type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        for step in self.steps:
+            if step.session is not None and hasattr(step.session, "close"):
+                step.session.close()
+
+    # --- facts for the planner and the memory report -------------------------------------------
+    def weight_bytes(self) -> int:
+        total = 0
+        for step in self.steps:
+            if step.kind == "primitive":
+                total += sum(a.nbytes for a in step.packed.values())
+            else:
+                total += sum(a.nbytes for a in step.weights.values())
+        return total
+
+
+def _to_layout(x: np.ndarray, have: str, want: str) -> np.ndarray:
+    if have == want or x.ndim != 4:
+        return x
+    if have == NCHW and want == NHWC:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def random_inputs(graph: ir.Graph, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded standard-normal inputs for every graph input (NCHW, float32)."""
+    rng = np.random.default_rng(seed)
+    return {t.name: rng.standard_normal(t.shape).astype(np.float32) for t in graph.inputs}
+
+
+def max_rel_error(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> float:
+    """max |got - want| / max |want| over all outputs (the project's one error measure)."""
+    worst = 0.0
+    for name, ref in want.items():
+        ref = np.asarray(ref, dtype=np.float64)
+        diff = np.max(np.abs(np.asarray(got[name], dtype=np.float64) - ref)) if ref.size else 0.0
+        worst = max(worst, float(diff / max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-6)))
+    return worst

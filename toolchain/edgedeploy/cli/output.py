@@ -88,7 +88,7 @@ def _cell(value: Any) -> str:
 
 def info(message: str) -> None:
     if settings.verbosity >= 0:
-        stderr().print(message)
+        stderr().print(message, soft_wrap=True)
 
 
 def error(message: str) -> None:

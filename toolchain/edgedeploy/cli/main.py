@@ -34,6 +34,10 @@ COMMANDS = [
     "validate_cmd",
     "inspect_cmd",
     "zoo_cmd",
+    "run_cmd",
+    "bench_cmd",
+    "profile_cmd",
+    "costmodel_cmd",
     "completion_cmd",
 ]
 

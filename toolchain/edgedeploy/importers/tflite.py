@@ -1,0 +1,282 @@
+"""Import a float32 .tflite model (float16 weights included) into the layer IR.
+
+Why this shape: the flatbuffer is read with the schema module LiteRT itself ships
+(``ai_edge_litert.schema_py_generated``), never by hand, so the reader follows the format LiteRT
+runs. TFLite images are NHWC; the IR is NCHW, so rank-4 tensors are transposed (shapes, and
+weights: OHWI -> OIHW) and ops that mix ranks convert element order explicitly (see
+:mod:`tflite_context`). Graph inputs stay described in ``Graph.source["inputs"]`` with their
+TFLite shape and layout, so an executor knows to transpose at the boundary.
+
+FULLY_CONNECTED after a rank-4 tensor permutes its weights (flatten stays a plain NCHW flatten);
+RESHAPE of a rank-4 tensor gets explicit transposes (skipped when NHWC and NCHW orders agree).
+Integer-quantised models are refused with :class:`UnsupportedModelError`: they still run whole
+through LiteRT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from edgedeploy.errors import InputError, ModelError, UnsupportedModelError
+from edgedeploy.importers.descriptor import build_descriptor
+from edgedeploy.importers.tflite_context import (
+    Context,
+    NotConvertible,
+    to_ir_shape,
+    to_tflite_shape,
+)
+from edgedeploy.importers.tflite_ops import CONVERTERS, Op, opaque
+from edgedeploy.runtime import ir
+
+_TT = schema.TensorType
+_DTYPES: dict[int, Any] = {
+    _TT.FLOAT32: np.float32, _TT.FLOAT16: np.float16, _TT.FLOAT64: np.float64,
+    _TT.INT32: np.int32, _TT.INT64: np.int64, _TT.INT16: np.int16, _TT.INT8: np.int8,
+    _TT.UINT8: np.uint8, _TT.BOOL: np.bool_, _TT.UINT32: np.uint32, _TT.UINT16: np.uint16,
+}
+_QUANTIZED = {_TT.INT8, _TT.UINT8, _TT.INT16, _TT.INT4, _TT.UINT4, _TT.INT2}
+_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+_TYPE_NAMES = {v: k.lower() for k, v in vars(_TT).items() if not k.startswith("_")}
+
+ShapeOverride = Sequence[int] | Mapping[str, Sequence[int]] | None
+
+
+def import_tflite(path: str | Path, *, input_shape: ShapeOverride = None,
+                  input_name: str | None = None) -> ir.Graph:
+    """Read ``path`` into an IR :class:`~edgedeploy.runtime.ir.Graph` (subgraph 0).
+
+    ``input_shape`` overrides input shapes in the IR's layout (N, C, H, W for images), as
+    ``--input-shape`` does for ONNX: one shape for the first input (or for ``input_name``), or a
+    mapping name -> shape.
+    Raises :class:`ModelError` for an unreadable file, :class:`UnsupportedModelError` for an
+    integer-quantised model.
+    """
+    path = Path(path)
+    data, model = _read_model(path)
+    sg = model.subgraphs[0]
+    names = _tensor_names(sg)
+    _refuse_quantized(path, model, sg, names)
+    tflite_shapes = [tuple(_ints(t.shape)) for t in
+                     sg.tensors]
+    ctx = Context(names=names, tflite_shapes=tflite_shapes,
+                  consts=_constants(path, model, sg, data, names))
+    if input_name is not None and input_shape is not None and not isinstance(input_shape, Mapping):
+        input_shape = {input_name: input_shape}
+    inputs = _inputs(ctx, sg, names, input_shape)
+    for index, op in enumerate(sg.operators):
+        kind = _op_kind(model, op)
+        view = Op(name=f"{kind.lower()}_{index}", kind=kind, inputs=_ints(op.inputs),
+                  outputs=_ints(op.outputs), options=op.builtinOptions)
+        try:
+            _convert(ctx, view)
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc.message}") from None
+    graph = _assemble(path, data, model, ctx, inputs, sg)
+    try:
+        graph.validate()
+    except ValueError as exc:
+        raise ModelError(f"{path}: the TFLite graph is inconsistent: {exc}") from exc
+    return graph
+
+
+def _read_model(path: Path) -> tuple[bytes, Any]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such model file") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model: {exc.strerror or exc}") from None
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ModelError(f"{path}: not a TFLite model (no 'TFL3' flatbuffer identifier)",
+                         hint="TFLite files come from the TFLite converter (.tflite)")
+    try:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
+        _check_structure(model)
+    except ModelError as exc:
+        raise ModelError(f"{path}: corrupt TFLite file: {exc.message}") from None
+    except Exception as exc:  # a truncated flatbuffer fails anywhere in the generated reader
+        raise ModelError(f"{path}: corrupt or truncated TFLite file "
+                         f"({type(exc).__name__}: {exc})") from None
+    return data, model
+
+
+def _check_structure(model: Any) -> None:
+    """Indices in range, so later code can trust the tables."""
+    if not model.subgraphs:
+        raise ModelError("no subgraph")
+    sg = model.subgraphs[0]
+    n_tensors, n_buffers = len(sg.tensors or []), len(model.buffers or [])
+    n_codes = len(model.operatorCodes or [])
+    for t in sg.tensors or []:
+        if not 0 <= t.buffer < max(n_buffers, 1):
+            raise ModelError(f"tensor {t.name!r} names buffer {t.buffer} of {n_buffers}")
+    for i, op in enumerate(sg.operators or []):
+        if not 0 <= op.opcodeIndex < n_codes:
+            raise ModelError(f"operator {i} has opcode index {op.opcodeIndex} of {n_codes}")
+        for t in [*_ints(op.inputs), *_ints(op.outputs)]:
+            if not -1 <= t < n_tensors:
+                raise ModelError(f"operator {i} names tensor {t} of {n_tensors}")
+    for t in [*_ints(sg.inputs), *_ints(sg.outputs)]:
+        if not 0 <= t < n_tensors:
+            raise ModelError(f"graph input/output {t} of {n_tensors} tensors")
+
+
+def _ints(values: Any) -> list[int]:
+    """A flatbuffer int vector (None, list or numpy array) as a list."""
+    return [] if values is None else [int(v) for v in values]
+
+
+def _text(value: bytes | str | None) -> str:
+    """A flatbuffer string; undecodable bytes are replaced, not fatal."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value or ""
+
+
+def _tensor_names(sg: Any) -> list[str]:
+    """TFLite names, made unique deterministically (a repeat gets ``_<index>``)."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for i, t in enumerate(sg.tensors or []):
+        name = _text(t.name) or f"tensor_{i}"
+        if name in seen:
+            name = f"{name}_{i}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _op_kind(model: Any, op: Any) -> str:
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+    if builtin == schema.BuiltinOperator.CUSTOM:
+        return f"CUSTOM:{_text(code.customCode) or '?'}"
+    return _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
+
+
+def _refuse_quantized(path: Path, model: Any, sg: Any, names: list[str]) -> None:
+    """Integer tensors with quantisation parameters mean an int8/uint8/int16 model."""
+    quantized = [i for i, t in enumerate(sg.tensors or []) if t.type in _QUANTIZED]
+    if not quantized:
+        return
+    qset = set(quantized)
+    ops = sorted({_op_kind(model, op) for op in sg.operators or []
+                  if qset & {*_ints(op.inputs), *_ints(op.outputs)}})
+    types = sorted({_TYPE_NAMES.get(sg.tensors[i].type, "?") for i in quantized})
+    shown = ", ".join(repr(names[i]) for i in quantized[:4])
+    more = f" and {len(quantized) - 4} more" if len(quantized) > 4 else ""
+    raise UnsupportedModelError(
+        f"{path}: quantized TFLite model ({'/'.join(types)}): {len(quantized)} quantized tensors "
+        f"({shown}{more}) used by {', '.join(ops) or 'no operator'}; edgedeploy imports float32 "
+        "models (float16 weights included) into its layer IR",
+        hint="it can still run whole through the LiteRT engine; or export a float32 or "
+             "float16-weight model to plan it layer by layer")
+
+
+def _constants(path: Path, model: Any, sg: Any, data: bytes,
+               names: list[str]) -> dict[int, np.ndarray]:
+    """Constant tensors (those with buffer data), in TFLite layout and their own dtype."""
+    consts: dict[int, np.ndarray] = {}
+    for i, t in enumerate(sg.tensors or []):
+        buf = model.buffers[t.buffer] if t.buffer > 0 else None
+        if buf is None or t.type not in _DTYPES:
+            continue
+        if buf.offset > 1:  # large models keep buffers after the flatbuffer
+            raw = data[buf.offset:buf.offset + buf.size]
+            if len(raw) != buf.size:
+                raise ModelError(f"{path}: buffer of {names[i]!r} lies past the end of the file")
+        elif buf.data is not None and len(buf.data):
+            raw = bytes(np.asarray(buf.data, dtype=np.uint8))
+        else:
+            continue
+        shape = _ints(t.shape)
+        dtype = np.dtype(_DTYPES[t.type])
+        if len(raw) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise ModelError(f"{path}: constant {names[i]!r} holds {len(raw)} bytes, "
+                             f"not the {shape} {dtype.name} its shape needs")
+        consts[i] = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return consts
+
+
+def _inputs(ctx: Context, sg: Any, names: list[str],
+            override: ShapeOverride) -> list[ir.TensorInfo]:
+    wanted: dict[str, Sequence[int]] = {}
+    if isinstance(override, Mapping):
+        wanted = dict(override)
+        unknown = sorted(set(wanted) - {names[t] for t in _ints(sg.inputs)})
+        if unknown:
+            raise InputError(f"input_shape names unknown inputs {unknown}; the model's inputs "
+                             f"are {[names[t] for t in _ints(sg.inputs)]}")
+    elif override is not None and _ints(sg.inputs):
+        wanted = {names[_ints(sg.inputs)[0]]: override}
+    infos = []
+    for t in _ints(sg.inputs):
+        shape = to_ir_shape(ctx.tflite_shapes[t])
+        if names[t] in wanted:
+            new = tuple(int(d) for d in wanted[names[t]])
+            if len(new) != len(shape) or min(new, default=1) < 1:
+                raise InputError(f"input_shape {list(new)} does not fit input {names[t]!r} of "
+                                 f"shape {list(shape)} (N, C, H, W for images)")
+            shape = new
+        ctx.set_output(t, shape)
+        dtype = np.dtype(_DTYPES.get(sg.tensors[t].type, np.float32)).name
+        infos.append(ir.TensorInfo(names[t], shape, dtype))
+    return infos
+
+
+def _convert(ctx: Context, op: Op) -> None:
+    """Run the op's converter; anything it cannot express becomes an opaque layer."""
+    fn = CONVERTERS.get(op.kind)
+    if fn is None:
+        opaque(ctx, op)
+        return
+    n_layers, tensors, weights = len(ctx.layers), set(ctx.tensors), set(ctx.weights)
+    try:
+        fn(ctx, op)
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        # Operands that contradict each other (a corrupt but parseable file).
+        raise ModelError(f"operator {op.name} ({op.kind}) is inconsistent: {exc}") from None
+    except NotConvertible as exc:
+        del ctx.layers[n_layers:]
+        for key in set(ctx.tensors) - tensors:
+            del ctx.tensors[key]
+        for key in set(ctx.weights) - weights:
+            del ctx.weights[key]
+        opaque(ctx, op, str(exc))
+
+
+def _boundary(name: str, ir_shape: Sequence[int]) -> dict[str, Any]:
+    rank4 = len(ir_shape) == 4
+    return {"name": name, "shape": list(to_tflite_shape(ir_shape)),
+            "layout": "NHWC" if rank4 else "plain",
+            "to_ir_perm": [0, 3, 1, 2] if rank4 else list(range(len(ir_shape)))}
+
+
+def _assemble(path: Path, data: bytes, model: Any, ctx: Context, inputs: list[ir.TensorInfo],
+              sg: Any) -> ir.Graph:
+    outputs = []
+    for t in _ints(sg.outputs):
+        if t not in ctx.shapes:
+            raise ModelError(f"{path}: graph output {ctx.names[t]!r} is a constant or unused")
+        outputs.append(ir.TensorInfo(ctx.names[t], ctx.shapes[t]))
+    for info in inputs:
+        ctx.tensors[info.name] = info
+    shapes = {k: v.shape for k, v in ctx.tensors.items()}
+    for layer in ctx.layers:
+        layer.descriptor = build_descriptor(layer, shapes, ctx.weights)
+    source = {
+        "format": "tflite", "path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
+        "input_layout": "NHWC",
+        "inputs": [_boundary(t.name, t.shape) for t in inputs],
+        "outputs": [_boundary(t.name, t.shape) for t in outputs],
+        "subgraphs": len(model.subgraphs), "tflite_schema_version": int(model.version),
+        "opaque_ops": sorted({x.attrs["tflite_op"] for x in ctx.layers if x.op == ir.OPAQUE}),
+    }
+    return ir.Graph(name=path.stem, inputs=inputs, outputs=outputs, layers=ctx.layers,
+                    tensors=dict(ctx.tensors), weights=ctx.weights, source=source)

@@ -69,7 +69,8 @@ def _version_callback(value: bool) -> None:
 def _global(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
                                  help="Print versions of edgedeploy, onnx, onnxruntime, LiteRT."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv: debug)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                help="More logging (-vv: debug)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> None:
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry: run the app, map errors to documented exit codes."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # returns a typer.Exit's code, not raising
     except EdgeDeployError as exc:
         if debug:
             traceback.print_exc()
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         output.error(f"internal error: {escape(type(exc).__name__)}: {escape(str(exc))}\n"
                      "  hint: rerun with --debug for the traceback and report it")
         return ExitCode.FAILURE
-    return ExitCode.OK
+    return rc if isinstance(rc, int) else ExitCode.OK
 
 
 def run() -> None:  # pragma: no cover - console script shim

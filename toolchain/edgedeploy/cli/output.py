@@ -101,4 +101,5 @@ def setup_logging() -> None:
         level = logging.INFO if settings.verbosity == 1 else logging.DEBUG
     elif settings.verbosity < 0:
         level = logging.ERROR
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")

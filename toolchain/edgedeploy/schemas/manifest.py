@@ -1,0 +1,318 @@
+"""The manifest a user writes: which model, what to optimise, under which limits, on which boards.
+
+Relative paths resolve against the manifest's own folder; :func:`edgedeploy.schemas.loader.
+load_manifest` passes that folder as validation context (``base_dir``), so a manifest means the same
+thing whatever the current directory. Secrets never live here: SSH goes through ssh-agent,
+identity files and ~/.ssh/config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+Objective = Literal["throughput", "latency", "energy"]
+ModelFormat = Literal["onnx", "tflite"]
+Transport = Literal["local", "ssh", "sim"]
+HostKeyPolicy = Literal["strict", "accept-new"]
+
+SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
+#: Keys that would hold a secret; the loader turns them into a pointed message.
+SECRET_KEYS = frozenset({"password", "passwd", "passphrase", "pass", "secret", "token",
+                         "ssh_password", "sudo_password", "key_passphrase"})
+SECRET_HINT = ("edgedeploy never stores secrets: load your key into ssh-agent, or set "
+               "identity_file (and per-host options in ~/.ssh/config)")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_PRIMITIVE = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)?$")
+Alias = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=64)]
+
+
+class HintedValueError(ValueError):
+    """A validation failure with a hint line; the loader shows ``hint`` under the message."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    ctx = info.context if isinstance(info.context, dict) else {}
+    return Path(ctx.get("base_dir") or ".")
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    path = Path(value).expanduser()
+    return Path(os.path.normpath(path if path.is_absolute() else _base_dir(info) / path))
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # too long, NUL byte...
+        return False
+
+
+class ModelSpec(_Strict):
+    """The network to deploy. ``format`` defaults from the suffix (.onnx, .tflite)."""
+
+    format: ModelFormat | None = Field(default=None,
+                                       description="onnx or tflite; default from suffix.")
+    path: Path = Field(description="Model file, relative to the manifest's folder.")
+    input_name: str | None = Field(default=None, min_length=1,
+                                   description="Input to feed (default: the model's first input).")
+    input_shape: list[int] | None = Field(
+        default=None, min_length=1, max_length=8,
+        description="Full input shape, fixing dynamic dims (e.g. [1, 3, 224, 224]).")
+    batch: int = Field(default=1, ge=1, le=4096, description="Frames per inference.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"path": data} if isinstance(data, str) else data  # `model: net.onnx`
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: Path, info: ValidationInfo) -> Path:
+        path = _resolve(value, info)
+        fmt = info.data.get("format")
+        if fmt is None and path.suffix.lower() not in SUFFIX_FORMATS:
+            raise ValueError(f"cannot tell the format of {value.name!r} from its suffix; "
+                             "name it .onnx or .tflite, or set model.format")
+        if not _exists(path):
+            raise HintedValueError(f"model file not found: {path}",
+                                   "paths are relative to the manifest's folder")
+        if path.is_dir():
+            raise ValueError(f"model path is a folder, not a file: {path}")
+        return path
+
+    @field_validator("input_shape")
+    @classmethod
+    def _shape(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(d < 1 for d in value):
+            raise ValueError(f"every dimension must be >= 1, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _format(self) -> ModelSpec:
+        if self.format is None:
+            self.format = SUFFIX_FORMATS[self.path.suffix.lower()]  # type: ignore[assignment]
+        return self
+
+
+class Constraints(_Strict):
+    """Limits a plan must meet; absent means unconstrained."""
+
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    min_throughput_fps: float | None = Field(default=None, gt=0)
+    max_power_w: float | None = Field(default=None, gt=0)
+    max_memory_mb: float | None = Field(default=None, gt=0,
+                                        description="Bounds primitive workspace.")
+
+
+class Pipeline(_Strict):
+    max_stages: int = Field(default=4, ge=1, le=16)
+    allow_replication: bool = True
+
+
+class Primitives(_Strict):
+    """Allow/deny lists of primitive names (``winograd_f4x3`` or ``winograd_f4x3/nchw``)."""
+
+    allow: list[str] = Field(default_factory=list, description="Only these (empty: all).")
+    deny: list[str] = Field(default_factory=list, description="Never these.")
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _PRIMITIVE.match(name):
+                raise ValueError(f"{name!r} is not a primitive name like 'winograd_f4x3' or "
+                                 "'im2col_gemm/nchw'")
+        return value
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> Primitives:
+        both = sorted(set(self.allow) & set(self.deny))
+        if both:
+            raise ValueError(f"listed in both allow and deny: {', '.join(both)}")
+        return self
+
+
+class TargetRef(_Strict):
+    """Where to deploy: a board descriptor plus how to reach it (nothing: this host)."""
+
+    board: str = Field(default="local", min_length=1,
+                       description="A name from targets/ ('jetson-tx2'), 'local', or a YAML path.")
+    host: str | None = Field(default=None, min_length=1,
+                             description="Host name or ~/.ssh/config alias.")
+    hosts: list[str] | None = Field(default=None, min_length=1, description="A fleet of hosts.")
+    user: str | None = Field(default=None, min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    path: str = Field(default="~/edgedeploy", min_length=1, description="Remote install folder.")
+    identity_file: Path | None = None
+    host_key_policy: HostKeyPolicy = "strict"
+    transport: Transport | None = Field(
+        default=None, description="Default: ssh when a host is given, else local.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty(cls, data: Any) -> Any:
+        return {} if data is None else data  # `local:` with nothing under it
+
+    @field_validator("board")
+    @classmethod
+    def _board(cls, value: str, info: ValidationInfo) -> str:
+        if is_board_path(value):
+            path = _resolve(Path(value), info)
+            if not _exists(path):
+                raise ValueError(f"board file not found: {path}")
+            return str(path)
+        from edgedeploy.boards.catalog import list_targets
+
+        known = list_targets()
+        if value not in known:
+            close = difflib.get_close_matches(value, known, n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            raise HintedValueError(f"unknown board {value!r}{guess}",
+                                   f"known boards: {', '.join(known)}; or a path to a YAML file")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        return None if value is None else _check_host(value)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if len(set(value)) != len(value):
+            raise ValueError("hosts must not repeat")
+        return [_check_host(h) for h in value]
+
+    @field_validator("identity_file")
+    @classmethod
+    def _identity(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        if not _exists(path):
+            raise ValueError(f"identity file not found: {path}")
+        return path
+
+    @model_validator(mode="after")
+    def _transport(self) -> TargetRef:
+        if self.host is not None and self.hosts is not None:
+            raise ValueError("give either host or hosts, not both")
+        remote = self.host is not None or self.hosts is not None
+        if self.transport is None:
+            self.transport = "ssh" if remote else "local"
+        elif self.transport == "ssh" and not remote:
+            raise ValueError("transport ssh needs host (or hosts)")
+        elif self.transport != "ssh" and remote:
+            raise ValueError(f"transport {self.transport} runs on this machine: drop host/hosts "
+                             "or use transport ssh")
+        if self.transport == "sim" and self.board == "local":
+            raise ValueError("a simulated target needs a board descriptor, not 'local'")
+        return self
+
+    @property
+    def all_hosts(self) -> list[str]:
+        """The fleet (one host or several); empty for local and simulated targets."""
+        if self.hosts:
+            return list(self.hosts)
+        return [self.host] if self.host else []
+
+
+def is_board_path(value: str) -> bool:
+    """A board given as a file path rather than a catalogue name."""
+    return "/" in value or "\\" in value or value.endswith((".yaml", ".yml"))
+
+
+def _check_host(value: str) -> str:
+    if "@" in value:
+        raise ValueError(f"{value!r}: put the user name in `user:`, not in the host")
+    if any(ch.isspace() for ch in value) or value.startswith("-"):
+        raise ValueError(f"{value!r} is not a host name")
+    return value
+
+
+class Refine(_Strict):
+    """Budget of the on-device refinement pass."""
+
+    budget_s: float = Field(default=300.0, gt=0)
+    max_evals: int = Field(default=30, ge=1)
+    frames_per_eval: int = Field(default=50, ge=1)
+
+
+class Output(_Strict):
+    plans_dir: Path = Field(default=Path("."), validate_default=True,
+                            description="Where plan lockfiles go.")
+    build_dir: Path = Field(default=Path("build"), validate_default=True,
+                            description="Where bundles are built.")
+
+    @field_validator("plans_dir", "build_dir")
+    @classmethod
+    def _dirs(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+
+class Manifest(_Strict):
+    """The whole deployment request; the input of ``plan``, ``build`` and ``push``."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=64,
+                      description="Names plan files: <name>.<alias>.plan.json.")
+    model: ModelSpec = Field(description="The network: {path: model.onnx or .tflite, ...}.")
+    objective: Objective = Field(default="throughput", description="What the planner optimises.")
+    constraints: Constraints = Field(default_factory=Constraints)
+    pipeline: Pipeline = Field(default_factory=Pipeline)
+    primitives: Primitives = Field(default_factory=Primitives)
+    targets: dict[Alias, TargetRef] = Field(
+        default_factory=lambda: {"local": TargetRef()}, min_length=1,
+        description="Alias -> board and connection. Default: {local: {board: local}}.")
+    refine: Refine = Field(default_factory=Refine, description="On-device refinement budget.")
+    output: Output = Field(default_factory=Output, description="Where plans and bundles go.")
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_resolve(cls, data: Any, info: ValidationInfo) -> Any:
+        # Default sub-models skip validation, so resolve output dirs against base_dir here.
+        if isinstance(data, dict) and "output" not in data:
+            data = {**data, "output": {}}
+        return data
+
+    @property
+    def source(self) -> Path | None:
+        """The YAML file this manifest was loaded from (None when built in Python)."""
+        return self._source
+
+    def target(self, alias: str) -> TargetRef:
+        """The target entry ``alias``; a ManifestError with a did-you-mean otherwise."""
+        if alias in self.targets:
+            return self.targets[alias]
+        from edgedeploy.errors import ManifestError
+
+        close = difflib.get_close_matches(alias, list(self.targets), n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ManifestError(f"manifest {self.name!r} has no target {alias!r}{guess}",
+                            hint=f"its targets: {', '.join(self.targets)}")

@@ -34,10 +34,12 @@ COMMANDS = [
     "validate_cmd",
     "inspect_cmd",
     "zoo_cmd",
+    "plan_cmd",
     "run_cmd",
     "bench_cmd",
     "profile_cmd",
     "costmodel_cmd",
+    "deploy_cmd",
     "completion_cmd",
 ]
 

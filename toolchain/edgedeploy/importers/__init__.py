@@ -1,0 +1,82 @@
+"""Model importers: ONNX and TFLite files -> :class:`edgedeploy.runtime.ir.Graph`.
+
+:func:`load_model` is the one entry point the CLI and the API use; it picks the importer from an
+explicit format, the file suffix, or the file's magic bytes (TFLite flatbuffers carry ``TFL3`` at
+offset 4), in that order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgedeploy.errors import InputError, ModelError
+from edgedeploy.runtime.ir import Graph
+
+__all__ = ["FORMATS", "detect_format", "load_model", "parse_shape"]
+
+FORMATS = ("onnx", "tflite")
+_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
+
+
+def detect_format(path: str | Path, fmt: str | None = None) -> str:
+    """``fmt`` if given, else from the suffix, else from the magic bytes."""
+    path = Path(path)
+    if fmt is not None:
+        norm = fmt.lower().lstrip(".")
+        if norm not in FORMATS:
+            raise InputError(f"unknown model format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+        return norm
+    if path.suffix.lower() in _SUFFIXES:
+        return _SUFFIXES[path.suffix.lower()]
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc.strerror}",
+                         "check the path and its permissions") from exc
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    if head[:1] == b"\x08":  # protobuf field 1 (ir_version), varint: how every .onnx starts
+        return "onnx"
+    raise ModelError(f"cannot tell the format of {path}",
+                     "name it .onnx or .tflite, or give the format explicitly")
+
+
+def load_model(path: str | Path, *, input_shape: Sequence[int] | None = None,
+               input_name: str | None = None, fmt: str | None = None) -> Graph:
+    """Import a model file into the IR, whatever its format.
+
+    Raises :class:`ModelError` (exit code 2) for a missing, unreadable or corrupt file, and
+    :class:`InputError` for dynamic input dims without ``input_shape``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}", "check the path (relative to the "
+                         "current directory, or to the manifest for manifest paths)")
+    if not path.is_file():
+        raise ModelError(f"not a model file: {path}", "give the path of an .onnx or .tflite file")
+    if path.stat().st_size == 0:
+        raise ModelError(f"model file is empty: {path}", "re-export or re-download it")
+    kind = detect_format(path, fmt)
+    if kind == "tflite":
+        from edgedeploy.importers.tflite import import_tflite
+
+        return import_tflite(path, input_shape=input_shape)
+    from edgedeploy.importers.onnx import import_onnx
+
+    return import_onnx(path, input_shape=input_shape, input_name=input_name)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,224,224"`` (also ``1x3x224x224`` or with spaces) -> ``(1, 3, 224, 224)``."""
+    cleaned = text.strip().strip("()[]").replace("x", ",").replace(" ", ",")
+    parts = [p for p in cleaned.split(",") if p]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise InputError(f"bad shape {text!r}",
+                         "give positive integers separated by commas, e.g. 1,3,224,224")
+    return dims

@@ -1,0 +1,133 @@
+"""ONNX -> layer IR: the entry point that strings preparation, op mapping and fusion together.
+
+Steps: load (:mod:`onnx_prep`), fix dynamic inputs and infer every shape and fold constants
+(:mod:`onnx_const`), drop Identity/Dropout, map each remaining node to a layer (:mod:`onnx_ops`,
+:mod:`onnx_ops_tensor`), fuse (:mod:`fold`), describe (:mod:`descriptor`). Tensor names are the
+source model's throughout, so an onnxruntime segment can be cut from the original file with
+``onnx.utils.Extractor`` by the names the IR uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+
+from edgedeploy.errors import ModelError
+from edgedeploy.importers import onnx_ops_tensor  # noqa: F401  (registers its converters)
+from edgedeploy.importers.descriptor import build_descriptor
+from edgedeploy.importers.fold import Rewriter, fuse_all
+from edgedeploy.importers.onnx_const import prepare
+from edgedeploy.importers.onnx_ops import Ctx, convert, layer
+from edgedeploy.importers.onnx_prep import Prepared, load_proto
+from edgedeploy.runtime import ir
+from edgedeploy.runtime.ir import Graph, Layer, TensorInfo
+
+_PASS_THROUGH = frozenset({"Identity", "Dropout"})
+
+
+def import_onnx(model: str | Path | onnx.ModelProto, *, input_shape: Sequence[int] | None = None,
+                input_name: str | None = None) -> Graph:
+    """Import an ONNX model (a path or a loaded proto) into the layer IR.
+
+    ``input_shape`` fixes the dynamic dims of ``input_name`` (or of the only / the only dynamic
+    input); a dynamic dim left without an override raises :class:`InputError` saying how to give it.
+    """
+    proto, source = load_proto(model)
+    prep = prepare(proto, input_shape, input_name)
+    nodes = _bypass_pass_through(prep)
+    consumers: dict[str, int] = {}
+    for node in nodes:
+        for t in node.input:
+            consumers[t] = consumers.get(t, 0) + 1
+    ctx = Ctx(prep, consumers=consumers)
+    layers = [convert(ctx, node) for node in nodes]
+    layers = _constant_outputs(ctx, layers) + layers
+    rw = Rewriter(layers, ctx.weights, prep.shapes, set(prep.outputs))
+    fuse_all(rw)
+    for lyr in rw.layers:
+        lyr.descriptor = build_descriptor(lyr, prep.shapes, rw.weights)
+    used = {k for lyr in rw.layers for k in lyr.weights.values()}
+    graph = Graph(
+        name=proto.graph.name or (Path(source["path"]).stem if source["path"] else "model"),
+        inputs=[TensorInfo(n, s, d) for n, s, d in prep.inputs],
+        outputs=[_info(prep, o) for o in prep.outputs],
+        layers=rw.layers,
+        tensors={},
+        weights={k: v for k, v in rw.weights.items() if k in used},
+        source=source,
+    )
+    graph.tensors = {t.name: t for t in graph.inputs}
+    for lyr in graph.layers:
+        graph.tensors.update((o, _info(prep, o)) for o in lyr.outputs)
+    try:
+        graph.validate()
+    except ValueError as exc:  # a bug in the importer, but say which model triggered it
+        raise ModelError(f"import produced an inconsistent graph: {exc}",
+                         "please report this with the model attached") from exc
+    return graph
+
+
+def _info(prep: Prepared, name: str) -> TensorInfo:
+    if name not in prep.shapes:
+        raise ModelError(f"no shape known for tensor {name!r}",
+                         "check the model runs in onnxruntime with the given input shape")
+    return TensorInfo(name, tuple(int(d) for d in prep.shapes[name]),
+                      prep.dtypes.get(name, "float32"))
+
+
+def _bypass_pass_through(prep: Prepared) -> list[onnx.NodeProto]:
+    """Remove Identity and inference Dropout by renaming tensors (see :func:`_resolve`).
+
+    Normally consumers of the output read the input instead; when the output is a graph output
+    the producer of the input is renamed to emit it, so graph outputs keep their names.
+    """
+    outputs, rename = set(prep.outputs), {}
+    produced = {o for n in prep.nodes for o in n.output}
+    kept: list[onnx.NodeProto] = []
+    for node in prep.nodes:
+        mask_used = node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]
+        if node.op_type not in _PASS_THROUGH or mask_used or node.input[0] in prep.consts:
+            kept.append(node)
+            continue
+        src, out = _resolve(rename, node.input[0]), node.output[0]
+        if out not in outputs:
+            rename[out] = src
+        elif src in produced and src not in outputs and src not in prep.consts:
+            rename[src] = out
+        else:  # graph input straight to a graph output: let onnxruntime copy it
+            kept.append(node)
+    if not rename:
+        return kept
+    result = []
+    for node in kept:
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        new.input[:] = [_resolve(rename, i) if i else i for i in node.input]
+        new.output[:] = [_resolve(rename, o) if o else o for o in node.output]
+        result.append(new)
+    return result
+
+
+def _resolve(rename: dict[str, str], name: str) -> str:
+    seen = set()
+    while name in rename and name not in seen:
+        seen.add(name)
+        name = rename[name]
+    return name
+
+
+def _constant_outputs(ctx: Ctx, layers: list[Layer]) -> list[Layer]:
+    """Graph outputs that are constants (detector anchors, say) get a producing opaque layer."""
+    produced = {o for lyr in layers for o in lyr.outputs}
+    extra = []
+    for name in ctx.prep.outputs:
+        if name in produced or name not in ctx.prep.consts:
+            continue
+        node = onnx.helper.make_node("Constant", [], [name], name=f"{name}::constant")
+        lyr = layer(node, ir.OPAQUE, [], {"onnx_op_type": "Constant", "domain": "ai.onnx",
+                                          "onnx_attrs": {}, "onnx_inputs": []},
+                    {"value": ctx.weight(name)})
+        extra.append(lyr)
+    return extra

@@ -1,0 +1,205 @@
+"""Preparing an ONNX model for conversion: load, fix dynamic inputs, shapes, names.
+
+Real exporters leave work for the importer: PyTorch computes a Flatten's target shape at run time
+(Shape -> Gather -> Unsqueeze -> Concat -> Reshape), TF2ONNX and Paddle emit Constant nodes, and
+symbolic batch or spatial dims hide shapes. After this module every activation tensor has a
+concrete shape and every tensor computable from constants alone is a numpy value (a weight).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgedeploy.errors import InputError, ModelError
+
+log = logging.getLogger(__name__)
+
+#: Ops never folded even when their inputs are constant (their value is not a function of them).
+_NON_DETERMINISTIC = frozenset(
+    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+     "Bernoulli"}
+)
+
+SHAPE_HINT = ("pass --input-shape N,C,H,W on the command line, or model.input_shape in the "
+              "manifest")
+
+
+@dataclass
+class Prepared:
+    """A model ready for op mapping: concrete shapes, constants as values, nodes still ONNX."""
+
+    model: onnx.ModelProto
+    opset: int
+    inputs: list[tuple[str, tuple[int, ...], str]]
+    outputs: list[str]
+    nodes: list[onnx.NodeProto]  # the non-constant nodes, uniquely named, in topological order
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)
+    consts: dict[str, np.ndarray] = field(default_factory=dict)
+    initializers: frozenset[str] = frozenset()
+
+
+def load_proto(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, object]]:
+    """Read a model file (or take a proto) and describe where it came from."""
+    if isinstance(model, onnx.ModelProto):
+        data = model.SerializeToString()
+        proto = model
+        path = None
+    else:
+        path = Path(model)
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}", "check the path")
+        data = path.read_bytes()
+        try:
+            proto = onnx.load_from_string(data)
+        except Exception as exc:
+            raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__})",
+                             "is the file complete? re-export or re-download it") from exc
+        if path.parent != Path() and any(_uses_external_data(t) for t in proto.graph.initializer):
+            onnx.load_external_data_for_model(proto, str(path.parent))
+    if not proto.graph.node and not proto.graph.input:
+        where = path or "model"
+        raise ModelError(f"{where}: the ONNX model has no graph",
+                         "is this really an .onnx file? re-export it")
+    source = {
+        "format": "onnx",
+        "path": str(path) if path else None,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "opset": default_opset(proto),
+        "producer": " ".join(x for x in (proto.producer_name, proto.producer_version) if x),
+    }
+    return proto, source
+
+
+def _uses_external_data(t: onnx.TensorProto) -> bool:
+    return t.data_location == onnx.TensorProto.EXTERNAL
+
+
+def default_opset(proto: onnx.ModelProto) -> int:
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 1
+
+
+def real_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are not initializers (old exporters list weights as inputs too)."""
+    inits = {t.name for t in proto.graph.initializer}
+    return [v for v in proto.graph.input if v.name not in inits]
+
+
+def fix_inputs(proto: onnx.ModelProto, input_shape: Sequence[int] | None,
+               input_name: str | None) -> onnx.ModelProto:
+    """Return a copy whose inputs all have concrete dims, from the override where one is given."""
+    proto = copy.deepcopy(proto)
+    inputs = real_inputs(proto)
+    target = _override_target(inputs, input_shape, input_name)
+    for vi in inputs:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name == target and input_shape is not None:
+            _apply_override(vi, input_shape)
+            continue
+        dynamic = [i for i, d in enumerate(dims) if not d.HasField("dim_value") or d.dim_value <= 0]
+        if dynamic or not vi.type.tensor_type.HasField("shape"):
+            names = ", ".join(dims[i].dim_param or "?" for i in dynamic) or "rank unknown"
+            raise InputError(f"model input {vi.name!r} has dynamic dimensions ({names})",
+                             SHAPE_HINT)
+    # Stale symbolic annotations would fight the concrete shapes during inference.
+    del proto.graph.value_info[:]
+    for out in proto.graph.output:
+        if out.type.HasField("tensor_type"):
+            out.type.tensor_type.ClearField("shape")
+    return proto
+
+
+def _override_target(inputs: list[onnx.ValueInfoProto], input_shape: Sequence[int] | None,
+                     input_name: str | None) -> str | None:
+    names = [v.name for v in inputs]
+    if input_name is not None and input_name not in names:
+        raise InputError(f"model has no input named {input_name!r}",
+                         f"its inputs are: {', '.join(names) or '(none)'}")
+    if input_shape is None:
+        return input_name
+    if input_name is not None:
+        return input_name
+    if len(names) == 1:
+        return names[0]
+    dynamic = [v.name for v in inputs if any(
+        not d.HasField("dim_value") or d.dim_value <= 0 for d in v.type.tensor_type.shape.dim)]
+    if len(dynamic) == 1:
+        return dynamic[0]
+    raise InputError(f"the model has {len(names)} inputs; which one does the shape override mean?",
+                     f"name it with --input-name (one of: {', '.join(names)})")
+
+
+def _apply_override(vi: onnx.ValueInfoProto, shape: Sequence[int]) -> None:
+    tt = vi.type.tensor_type
+    dims = tt.shape.dim
+    if tt.HasField("shape") and len(dims) != len(shape):
+        raise InputError(f"input {vi.name!r} has rank {len(dims)} but the shape override "
+                         f"{tuple(shape)} has rank {len(shape)}",
+                         f"give {len(dims)} comma-separated sizes")
+    for i, d in enumerate(dims):
+        if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != shape[i]:
+            raise InputError(f"input {vi.name!r} has a fixed size {d.dim_value} in dimension {i};"
+                             f" the override asks for {shape[i]}",
+                             "only dynamic dimensions can be overridden")
+    tt.ClearField("shape")
+    tt.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=int(s)) for s in shape)
+
+
+def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX shape inference with data propagation (strict first, lenient if strict refuses)."""
+    try:
+        return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    except Exception as exc:  # onnx raises InferenceError and friends; fall back, then check
+        log.info("strict shape inference failed (%s); retrying leniently", exc)
+    try:
+        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception as exc:
+        raise ModelError(f"ONNX shape inference failed: {exc}",
+                         "check the model with onnx.checker; is the input shape right?") from exc
+
+
+def known_shapes(proto: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Concrete shapes and dtypes of every annotated tensor (unknown dims are left out)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, str] = {}
+    g = proto.graph
+    for vi in [*g.input, *g.value_info, *g.output]:
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            continue
+        if tt.elem_type:
+            dtypes[vi.name] = _dtype_name(tt.elem_type)
+        if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
+            shapes[vi.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
+    return shapes, dtypes
+
+
+def _dtype_name(elem_type: int) -> str:
+    try:
+        return str(np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)))
+    except Exception:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def name_nodes(proto: onnx.ModelProto) -> None:
+    """Give every node a unique, deterministic name (unnamed ones: ``<OpType>_<index>``)."""
+    seen: set[str] = set()
+    for i, node in enumerate(proto.graph.node):
+        base = node.name or f"{node.op_type}_{i}"
+        name, k = base, 1
+        while name in seen:
+            name, k = f"{base}_{k}", k + 1
+        node.name = name
+        seen.add(name)

@@ -1,0 +1,127 @@
+"""Timing samples and the summaries a pipeline run reports (per stage and end to end).
+
+Samples are kept in fixed-size circular buffers so that a long (soak) run holds constant memory:
+percentiles then describe the most recent ``capacity`` frames, while counts and busy time stay
+exact over the whole run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+DEFAULT_CAPACITY = 65536
+
+
+def percentile_ms(samples_s: Sequence[float] | np.ndarray, q: float) -> float:
+    """The ``q``-th percentile of samples given in seconds, in milliseconds (0.0 when empty)."""
+    arr = np.asarray(samples_s, dtype=np.float64)
+    if arr.size == 0:
+        return 0.0
+    return float(np.percentile(arr, q) * 1e3)
+
+
+class SampleBuffer:
+    """Fixed-capacity circular buffer of float samples with an exact running count and sum."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self._data = np.zeros(max(1, int(capacity)), dtype=np.float64)
+        self.count = 0
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        self._data[self.count % self._data.size] = value
+        self.count += 1
+        self.total += value
+
+    def values(self) -> np.ndarray:
+        """The retained samples (the last ``capacity`` ones), as a copy."""
+        return self._data[: min(self.count, self._data.size)].copy()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.total = 0.0
+
+
+@dataclass
+class StageMetrics:
+    """What one stage did during a run: frames, service and input-wait times, utilisation.
+
+    ``service`` is the time inside the stage's callable; ``wait`` the time a replica sat waiting for
+    its next input (starved stages have large waits); ``utilisation`` is busy time over the run's
+    wall time, averaged over replicas (1.0 = the bottleneck).
+    """
+
+    name: str
+    replicas: int
+    cpus: list[int]
+    frames: int
+    service_ms_p50: float
+    service_ms_p99: float
+    wait_ms_p50: float
+    utilisation: float
+    service_ms_mean: float = 0.0
+    wait_ms_p99: float = 0.0
+    replica_cpus: list[list[int]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def stage_metrics(name: str, cpus: Sequence[int], replica_cpus: Sequence[Sequence[int]],
+                  service_s: np.ndarray, wait_s: np.ndarray, frames: int, busy_s: float,
+                  wall_s: float) -> StageMetrics:
+    """Summarise one stage's pooled replica samples."""
+    replicas = max(1, len(replica_cpus))
+    util = busy_s / (wall_s * replicas) if wall_s > 0 else 0.0
+    return StageMetrics(
+        name=name, replicas=replicas, cpus=[int(c) for c in cpus], frames=int(frames),
+        service_ms_p50=percentile_ms(service_s, 50), service_ms_p99=percentile_ms(service_s, 99),
+        wait_ms_p50=percentile_ms(wait_s, 50), utilisation=round(float(util), 4),
+        service_ms_mean=float(np.mean(service_s) * 1e3) if len(service_s) else 0.0,
+        wait_ms_p99=percentile_ms(wait_s, 99),
+        replica_cpus=[[int(c) for c in rc] for rc in replica_cpus],
+    )
+
+
+@dataclass
+class PipelineResult:
+    """End-to-end figures of a run plus per-stage metrics; ``outputs`` per ``keep_outputs``.
+
+    ``throughput_fps`` is the steady-state departure rate ((frames - 1) over the time between the
+    first and the last result), so pipeline fill does not count against it; ``latency_ms_*`` is
+    from a frame's entry into the pipeline to its result.
+    """
+
+    throughput_fps: float
+    latency_ms_p50: float
+    latency_ms_p99: float
+    stages: list[StageMetrics]
+    frames: int
+    wall_s: float
+    mode: str = "pipeline"
+    latency_ms_mean: float = 0.0
+    outputs: list[list[np.ndarray]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (outputs are left out: they are arrays)."""
+        return {
+            "mode": self.mode,
+            "frames": self.frames,
+            "wall_s": round(self.wall_s, 6),
+            "throughput_fps": self.throughput_fps,
+            "latency_ms_p50": self.latency_ms_p50,
+            "latency_ms_p99": self.latency_ms_p99,
+            "latency_ms_mean": self.latency_ms_mean,
+            "stages": [s.to_dict() for s in self.stages],
+        }
+
+
+def throughput_fps(t_first: float, t_last: float, frames: int, wall_s: float) -> float:
+    """Steady-state rate from the first and last result times; frames / wall for tiny runs."""
+    if frames >= 2 and t_last > t_first:
+        return float((frames - 1) / (t_last - t_first))
+    return float(frames / wall_s) if wall_s > 0 else 0.0

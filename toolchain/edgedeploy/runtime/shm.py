@@ -1,0 +1,189 @@
+"""Shared-memory ring buffers that carry tensors between pipeline stages without pickling them.
+
+A :class:`Ring` is a single-producer/single-consumer FIFO of ``capacity`` fixed-size slots in one
+``multiprocessing.shared_memory.SharedMemory`` segment. Each slot holds a 64-byte header
+(``index`` = the pipeline's dense frame counter, ``seq`` = the caller's label, ``flags``) followed
+by the tensors' bytes laid out by the ring's :class:`TensorSpec` list, each 64-byte aligned, so
+both sides see the tensors as numpy views straight into the buffer. Two counting semaphores
+(``free`` and ``filled``) synchronise the sides; because the ring is bounded, a full ring blocks
+its producer: that is the pipeline's backpressure.
+
+Every blocking call takes a timeout and returns ``None`` on expiry instead of blocking forever, so
+callers can check for dead peers between polls (a killed process never releases a semaphore).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+
+from .errors import ExecutionError, InputError
+
+ALIGN = 64
+HEADER_BYTES = 64
+#: Slot flags: a frame, the end of the stream, or a statistics mark (see pipeline.py).
+DATA, EOS, MARK = 1, 2, 4
+#: Set on DATA slots whose timings stages leave out of their statistics.
+WARMUP = 8
+#: Prefix of every segment this module creates, so tests and operators can find leaks.
+SHM_PREFIX = "edgedeploy_"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape and dtype of one tensor crossing a ring (fixed per ring: slots are fixed-size)."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    def as_tuple(self) -> tuple[tuple[int, ...], str]:
+        return (tuple(int(d) for d in self.shape), str(np.dtype(self.dtype)))
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def slot_layout(specs: Sequence[TensorSpec]) -> tuple[list[int], int]:
+    """Byte offsets of each tensor inside a slot and the (aligned) slot size."""
+    offsets, pos = [], HEADER_BYTES
+    for spec in specs:
+        offsets.append(pos)
+        pos = _align(pos + max(spec.nbytes, 1))
+    return offsets, pos
+
+
+class Ring:
+    """A bounded SPSC ring of tensor slots in shared memory (parent creates, children attach).
+
+    Usage on the producer side: ``slot = ring.reserve(timeout)`` then write into
+    ``ring.tensors(slot)`` (or :meth:`write`), then :meth:`publish`. Consumer side:
+    ``slot = ring.take(timeout)``, read ``ring.header(slot)`` and ``ring.tensors(slot)``, then
+    :meth:`release`. Each side keeps its own slot counter, which is why there is one producer and
+    one consumer per ring.
+    """
+
+    def __init__(self, shm: shared_memory.SharedMemory, capacity: int,
+                 specs: Sequence[TensorSpec], free: Any, filled: Any, owner: bool) -> None:
+        self._shm = shm
+        self.name = shm.name
+        self.capacity = capacity
+        self.specs = tuple(specs)
+        self._free, self._filled = free, filled
+        self._owner = owner
+        self._next_reserve = 0
+        self._next_take = 0
+        offsets, self.slot_bytes = slot_layout(self.specs)
+        buf = shm.buf
+        self._headers = [np.ndarray((4,), np.int64, buf, s * self.slot_bytes)
+                         for s in range(capacity)]
+        self._views = [
+            [np.ndarray(sp.shape, np.dtype(sp.dtype), buf, s * self.slot_bytes + off)
+             for sp, off in zip(self.specs, offsets, strict=False)]
+            for s in range(capacity)
+        ]
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, ctx: Any, capacity: int, specs: Sequence[TensorSpec]) -> Ring:
+        """Allocate a ring; ``ctx`` is the multiprocessing context its semaphores must match."""
+        if capacity < 1:
+            raise InputError(f"ring capacity must be >= 1, got {capacity}")
+        _, slot_bytes = slot_layout(specs)
+        name = SHM_PREFIX + secrets.token_hex(6)
+        shm = shared_memory.SharedMemory(name=name, create=True, size=capacity * slot_bytes)
+        return cls(shm, capacity, specs, ctx.Semaphore(capacity), ctx.Semaphore(0), owner=True)
+
+    def handle(self) -> tuple:
+        """Plain tuple to hand to a child at spawn time (unpickling it needs no numpy)."""
+        return (self.name, self.capacity, tuple(s.as_tuple() for s in self.specs),
+                self._free, self._filled)
+
+    @classmethod
+    def attach(cls, handle: tuple) -> Ring:
+        """Open a ring created by another process from its :meth:`handle`."""
+        name, capacity, specs, free, filled = handle
+        shm = shared_memory.SharedMemory(name=name)
+        return cls(shm, capacity, [TensorSpec(tuple(s), d) for s, d in specs], free, filled,
+                   owner=False)
+
+    def resource_names(self) -> list[str]:
+        """Entries this ring holds in /dev/shm: the segment and its two named semaphores."""
+        names = [self.name]
+        for sem in (self._free, self._filled):
+            sem_name = getattr(getattr(sem, "_semlock", None), "name", None)
+            if sem_name:
+                names.append("sem." + sem_name.lstrip("/"))
+        return names
+
+    # -- producer -----------------------------------------------------------------------------
+    def reserve(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` s for a free slot; its number, or None on timeout."""
+        if not self._free.acquire(timeout=timeout):
+            return None
+        slot = self._next_reserve % self.capacity
+        self._next_reserve += 1
+        return slot
+
+    def write(self, slot: int, tensors: Sequence[np.ndarray] | np.ndarray) -> None:
+        """Copy ``tensors`` into a reserved slot, checking them against the ring's specs."""
+        if isinstance(tensors, np.ndarray):  # a stage returning one bare array
+            tensors = [tensors]
+        views = self._views[slot]
+        if len(tensors) != len(views):
+            raise ExecutionError(f"expected {len(views)} tensors, got {len(tensors)}")
+        for k, (dst, src) in enumerate(zip(views, tensors, strict=False)):
+            src = np.asarray(src)
+            if src.shape != dst.shape:
+                raise ExecutionError(
+                    f"tensor {k} has shape {src.shape}, the ring expects {dst.shape}")
+            np.copyto(dst, src, casting="same_kind")
+
+    def publish(self, slot: int, index: int, seq: int, flags: int) -> None:
+        """Fill the slot's header and hand it to the consumer."""
+        header = self._headers[slot]
+        header[0], header[1], header[2] = index, seq, flags
+        self._filled.release()
+
+    # -- consumer -----------------------------------------------------------------------------
+    def take(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` s for a filled slot; its number, or None on timeout."""
+        if not self._filled.acquire(timeout=timeout):
+            return None
+        slot = self._next_take % self.capacity
+        self._next_take += 1
+        return slot
+
+    def header(self, slot: int) -> tuple[int, int, int]:
+        """(index, seq, flags) of a taken slot."""
+        h = self._headers[slot]
+        return int(h[0]), int(h[1]), int(h[2])
+
+    def tensors(self, slot: int) -> list[np.ndarray]:
+        """Views into the slot (valid until :meth:`release`; copy what must outlive it)."""
+        return self._views[slot]
+
+    def release(self, slot: int) -> None:
+        """Give a taken slot back to the producer."""
+        self._free.release()
+
+    # -- teardown -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Drop the views and close the mapping; the creating side also unlinks the segment."""
+        self._headers, self._views = [], []
+        with contextlib.suppress(BufferError, OSError):
+            self._shm.close()
+        if self._owner:
+            with contextlib.suppress(FileNotFoundError):
+                self._shm.unlink()
+        self._free = self._filled = None

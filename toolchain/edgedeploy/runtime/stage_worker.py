@@ -1,0 +1,184 @@
+"""The body of one pipeline stage replica: runs in its own process (see pipeline.py).
+
+This module imports nothing heavy at import time on purpose: the child unpickles its target
+(``stage_main``) before it runs, and numpy/BLAS must only load *after* the thread-count variables
+are set and the process is pinned, so that BLAS pools are sized and placed on the stage's cores.
+The stage spec therefore arrives as pickled bytes and is unpickled after pinning.
+
+Routing (why the order is trivial): frame ``k`` goes to replica ``k % R`` of every stage with
+``R`` replicas. Between a stage with ``P`` replicas and one with ``C`` replicas there is one SPSC
+ring per (producer i, consumer j) pair, carrying exactly the frames with ``k % P == i`` and
+``k % C == j`` in increasing order. Consumer ``j`` reads its frames ``j, j + C, ...`` in order,
+frame ``k`` from ring ``k % P``, so every ring is read in FIFO order and nothing needs reordering.
+Control records (end of stream, statistics mark) are broadcast to all rings of a boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+from .affinity import limit_blas_threads, set_thread_env
+
+POLL_S = 0.1
+
+
+class _ParentGone(Exception):
+    """The parent closed its end of the control pipe (it exited or was killed)."""
+
+
+def pin_all_threads(cpus: tuple[int, ...]) -> None:
+    """Pin every existing thread of this process (sched_setaffinity(0) only pins the caller)."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        with contextlib.suppress(OSError):  # a thread that just exited
+            os.sched_setaffinity(tid, set(cpus))
+
+
+def _check_parent(conn: Any) -> None:
+    """Raise _ParentGone when the parent's end of the pipe is closed or asks us to stop."""
+    try:
+        if conn.poll(0):
+            msg = conn.recv()
+            if msg == "stop":
+                raise _ParentGone
+    except (EOFError, OSError) as exc:
+        raise _ParentGone from exc
+
+
+def _take(ring: Any, conn: Any) -> int:
+    while True:
+        slot = ring.take(POLL_S)
+        if slot is not None:
+            return slot
+        _check_parent(conn)
+
+
+def _reserve(ring: Any, conn: Any) -> int:
+    while True:
+        slot = ring.reserve(POLL_S)
+        if slot is not None:
+            return slot
+        _check_parent(conn)
+
+
+def stage_main(spec_blob: bytes, replica: int, replicas: int, cpus: tuple[int, ...],
+               threads: int, in_handles: list, out_handles: list, conn: Any,
+               stats_capacity: int) -> None:
+    """Entry point of a replica process: pin, build the stage, then serve frames until EOS."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and cleans up
+    set_thread_env(threads)
+    pin_all_threads(cpus)
+    from . import shm  # numpy loads here, after pinning and the thread variables
+
+    spec = pickle.loads(spec_blob)
+    ins = [shm.Ring.attach(h) for h in in_handles]
+    outs = [shm.Ring.attach(h) for h in out_handles]
+    try:
+        with limit_blas_threads(threads):
+            try:
+                fn = spec.factory(*spec.factory_args)
+            except Exception as exc:
+                _send_error(conn, exc, "factory failed at start-up")
+                return
+            conn.send(("ready", {"pid": os.getpid(), "replica": replica,
+                                 "cpus": sorted(os.sched_getaffinity(0))
+                                 if hasattr(os, "sched_getaffinity") else []}))
+            _serve(fn, replica, replicas, ins, outs, conn, stats_capacity)
+    except _ParentGone:
+        pass
+    finally:
+        for ring in ins + outs:
+            ring.close()
+
+
+def _send_error(conn: Any, exc: BaseException, context: str) -> None:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    with contextlib.suppress(OSError):
+        conn.send(("error", {"type": type(exc).__name__, "message": str(exc),
+                             "context": context, "traceback": tb[-4000:]}))
+    sys.stderr.flush()
+
+
+class _Stats:
+    """Per-replica timings, reset at every statistics mark."""
+
+    def __init__(self, capacity: int) -> None:
+        from .metrics import SampleBuffer
+
+        self.service = SampleBuffer(capacity)
+        self.wait = SampleBuffer(capacity)
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = {"frames": self.service.count, "busy_s": self.service.total,
+                "service": self.service.values(), "wait": self.wait.values()}
+        self.service.reset()
+        self.wait.reset()
+        return snap
+
+
+def _serve(fn: Any, replica: int, replicas: int, ins: list, outs: list, conn: Any,
+           stats_capacity: int) -> None:
+    """Frame loop: take frame k from ring k % P, run, write to ring k % C, release the input."""
+    from . import shm
+
+    stats = _Stats(stats_capacity)
+    k = replica  # next frame index this replica owns
+    while True:
+        t0 = time.perf_counter()
+        src = ins[k % len(ins)]
+        slot = _take(src, conn)
+        index, seq, flags = src.header(slot)
+        if not flags & shm.DATA:
+            src.release(slot)
+            _drain_control(ins, src, conn)
+            if flags & shm.MARK:
+                conn.send(("stats", stats.snapshot()))
+            _broadcast(outs, conn, index, flags)
+            if flags & shm.EOS:
+                return
+            continue
+        t1 = time.perf_counter()
+        try:
+            result = fn(src.tensors(slot))
+            t2 = time.perf_counter()
+            dst = outs[index % len(outs)]
+            out_slot = _reserve(dst, conn)
+            dst.write(out_slot, result)
+        except _ParentGone:
+            raise
+        except Exception as exc:
+            _send_error(conn, exc, f"while processing frame {seq} (index {index})")
+            return
+        dst.publish(out_slot, index, seq, flags)
+        src.release(slot)
+        if not flags & shm.WARMUP:
+            stats.service.add(t2 - t1)
+            stats.wait.add(t1 - t0)
+        k += replicas
+
+
+def _drain_control(ins: list, first: Any, conn: Any) -> None:
+    """A control record is broadcast: take its copy from every other input ring too."""
+    for ring in ins:
+        if ring is first:
+            continue
+        slot = _take(ring, conn)
+        ring.release(slot)
+
+
+def _broadcast(outs: list, conn: Any, index: int, flags: int) -> None:
+    for ring in outs:
+        slot = _reserve(ring, conn)
+        ring.publish(slot, index, -1, flags)

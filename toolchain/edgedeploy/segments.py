@@ -1,0 +1,122 @@
+"""Cutting a contiguous segment of a model into its own ONNX model (host side: imports onnx).
+
+The onnxruntime engine runs a stage's layers as one session; the bundle ships that session's
+model, cut from the original by tensor name (the IR keeps source tensor names for this reason).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+import onnx.checker
+import onnx.shape_inference
+import onnx.utils
+from onnx import helper
+
+from edgedeploy.errors import InputError, ModelError
+from edgedeploy.runtime.ir import Graph
+
+
+def _load(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    try:
+        return onnx.load(str(model))
+    except Exception as exc:  # OSError, protobuf DecodeError, ...
+        raise ModelError(f"cannot read ONNX model {model}: {exc}") from exc
+
+
+def _known_tensors(model: onnx.ModelProto) -> set[str]:
+    g = model.graph
+    names = {i.name for i in g.input} | {i.name for i in g.initializer}
+    for node in g.node:
+        names.update(node.output)
+    return names
+
+
+def extract_segment(model: str | Path | onnx.ModelProto, inputs: Sequence[str],
+                    outputs: Sequence[str]) -> bytes:
+    """The sub-model computing ``outputs`` from ``inputs``, serialized and checker-validated.
+
+    Uses onnx.utils.Extractor, which keeps exactly the nodes and initializers the outputs need
+    and types the new graph inputs/outputs from shape inference.
+    """
+    proto = _load(model)
+    known = _known_tensors(proto)
+    unknown = [t for t in [*inputs, *outputs] if t not in known]
+    if unknown:
+        raise InputError(f"segment boundary names tensor(s) not in the model: {unknown}",
+                         hint="use the tensor names of the original model (edgedeploy inspect)")
+    typed = _with_value_infos(proto, [*inputs, *outputs])
+    try:
+        sub = onnx.utils.Extractor(typed).extract_model(list(inputs), list(outputs))
+    except (KeyError, ValueError) as exc:
+        raise ModelError(
+            f"cannot cut the segment {list(inputs)} -> {list(outputs)}: {exc}") from exc
+    _check_closed(sub, inputs)
+    try:
+        onnx.checker.check_model(sub)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"the extracted segment is not a valid ONNX model: {exc}") from exc
+    return sub.SerializeToString()
+
+
+def _with_value_infos(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy typed by shape inference (the Extractor types the cut from value_info); a boundary
+    tensor inference cannot type (custom ops) is declared float32 of unknown shape, the IR's
+    activation type."""
+    try:
+        typed = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # inference is best effort: custom domains, partial models
+        typed = onnx.ModelProto()
+        typed.CopyFrom(proto)
+    g = typed.graph
+    have = {v.name for v in [*g.value_info, *g.input, *g.output]}
+    for name in names:
+        if name not in have:
+            g.value_info.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return typed
+
+
+def _check_closed(sub: onnx.ModelProto, inputs: Sequence[str]) -> None:
+    """Every tensor a kept node reads must come from the segment inputs, an initializer or a
+    kept node; otherwise the boundary misses an input."""
+    available = set(inputs) | {i.name for i in sub.graph.initializer} | {""}
+    missing: list[str] = []
+    for node in sub.graph.node:
+        missing += [t for t in node.input if t not in available and t not in missing]
+        available.update(node.output)
+    if missing:
+        raise InputError(f"the segment reads tensor(s) {missing} that are not among its inputs",
+                         hint="add them to the segment inputs (segment_io computes the boundary)")
+
+
+def segment_io(graph: Graph, layers_range: range | tuple[int, int]) -> tuple[list[str], list[str]]:
+    """(inputs, outputs) crossing the boundary of ``graph.layers[start:stop]``.
+
+    Inputs: tensors read inside and produced before ``start`` (or graph inputs), in order of
+    first read. Outputs: tensors produced inside and read at or after ``stop`` or being graph
+    outputs, in order of production. Weights are not tensors here (they travel as initializers).
+    """
+    if isinstance(layers_range, range):
+        if layers_range.step != 1:
+            raise InputError(f"a segment is a contiguous range, got step {layers_range.step}")
+        start, stop = layers_range.start, layers_range.stop
+    else:
+        start, stop = layers_range
+    if not 0 <= start < stop <= len(graph.layers):
+        raise InputError(f"segment [{start}, {stop}) is empty or outside the graph's "
+                         f"{len(graph.layers)} layers")
+    inside = graph.layers[start:stop]
+    produced = {t for layer in inside for t in layer.outputs}
+    ins: list[str] = []
+    for layer in inside:
+        ins += [t for t in layer.inputs if t not in produced and t not in ins]
+    later = {t for layer in graph.layers[stop:] for t in layer.inputs}
+    later |= {t.name for t in graph.outputs}
+    outs: list[str] = []
+    for layer in inside:
+        outs += [t for t in layer.outputs if t in later and t not in outs]
+    return ins, outs

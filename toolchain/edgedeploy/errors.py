@@ -17,18 +17,18 @@ from edgedeploy.runtime.errors import (
 )
 
 __all__ = [
+    "DeployError",
     "EdgeDeployError",
     "ExecutionError",
     "ExitCode",
+    "InfeasibleError",
     "InputError",
     "ManifestError",
     "ModelError",
+    "PlanError",
     "StageError",
     "TargetError",
     "UnsupportedModelError",
-    "PlanError",
-    "InfeasibleError",
-    "DeployError",
 ]
 
 

@@ -38,29 +38,39 @@ def _known_tensors(model: onnx.ModelProto) -> set[str]:
 
 def extract_segment(model: str | Path | onnx.ModelProto, inputs: Sequence[str],
                     outputs: Sequence[str]) -> bytes:
-    """The sub-model computing ``outputs`` from ``inputs``, serialized and checker-validated.
+    """The sub-model computing ``outputs`` from ``inputs``, serialized and checker-validated."""
+    return SegmentCutter(model)(inputs, outputs)
+
+
+class SegmentCutter:
+    """Cuts many segments from one model, paying for loading and shape inference once.
 
     Uses onnx.utils.Extractor, which keeps exactly the nodes and initializers the outputs need
-    and types the new graph inputs/outputs from shape inference.
+    and types the new graph inputs/outputs from the value_infos shape inference produced.
     """
-    proto = _load(model)
-    known = _known_tensors(proto)
-    unknown = [t for t in [*inputs, *outputs] if t not in known]
-    if unknown:
-        raise InputError(f"segment boundary names tensor(s) not in the model: {unknown}",
-                         hint="use the tensor names of the original model (edgedeploy inspect)")
-    typed = _with_value_infos(proto, [*inputs, *outputs])
-    try:
-        sub = onnx.utils.Extractor(typed).extract_model(list(inputs), list(outputs))
-    except (KeyError, ValueError) as exc:
-        raise ModelError(
-            f"cannot cut the segment {list(inputs)} -> {list(outputs)}: {exc}") from exc
-    _check_closed(sub, inputs)
-    try:
-        onnx.checker.check_model(sub)
-    except onnx.checker.ValidationError as exc:
-        raise ModelError(f"the extracted segment is not a valid ONNX model: {exc}") from exc
-    return sub.SerializeToString()
+
+    def __init__(self, model: str | Path | onnx.ModelProto) -> None:
+        proto = _load(model)
+        self._known = _known_tensors(proto)
+        typed = _with_value_infos(proto, sorted(self._known))
+        self._extractor = onnx.utils.Extractor(typed)
+
+    def __call__(self, inputs: Sequence[str], outputs: Sequence[str]) -> bytes:
+        unknown = [t for t in [*inputs, *outputs] if t not in self._known]
+        if unknown:
+            raise InputError(f"segment boundary names tensor(s) not in the model: {unknown}",
+                             hint="use the tensor names of the original model (edgedeploy inspect)")
+        try:
+            sub = self._extractor.extract_model(list(inputs), list(outputs))
+        except (KeyError, ValueError) as exc:
+            raise ModelError(
+                f"cannot cut the segment {list(inputs)} -> {list(outputs)}: {exc}") from exc
+        _check_closed(sub, inputs)
+        try:
+            onnx.checker.check_model(sub)
+        except onnx.checker.ValidationError as exc:
+            raise ModelError(f"the extracted segment is not a valid ONNX model: {exc}") from exc
+        return sub.SerializeToString()
 
 
 def _with_value_infos(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:

@@ -1,1 +1,4 @@
-"""Device side: runs on the board. Imports numpy and, lazily, onnxruntime / LiteRT; nothing host-side."""
+"""Device side: runs on the board.
+
+Imports numpy and, lazily, onnxruntime / LiteRT; nothing host-side.
+"""

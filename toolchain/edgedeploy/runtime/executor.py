@@ -136,9 +136,10 @@ class GraphExecutor:
             if layer.op == ir.CONV2D:
                 steps.append(self._primitive_step(layer, choice))
             elif layer.op == ir.OPAQUE:
+                op_type = layer.attrs.get("onnx_op_type") or layer.attrs.get("tflite_op", "opaque")
                 raise ExecutionError(
-                    f"layer {layer.name!r} ({layer.attrs.get('onnx_op_type', 'opaque')}) has no "
-                    "native implementation", hint="run it with the onnxruntime engine (choice 'ort')")
+                    f"layer {layer.name!r} ({op_type}) has no native implementation",
+                    hint="run it with the onnxruntime engine (choice 'ort')")
             else:
                 if choice != NATIVE:
                     raise ExecutionError(f"layer {layer.name!r} ({layer.op}): choice {choice!r} is "

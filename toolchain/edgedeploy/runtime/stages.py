@@ -7,6 +7,7 @@ A skip connection that jumps over a whole stage is passed through by that stage 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,9 +31,9 @@ def boundary_tensors(graph: ir.Graph, cut: int) -> list[str]:
 def stage_ranges(n_layers: int, cuts: Sequence[int]) -> list[tuple[int, int]]:
     """``cuts`` are the first layer index of every stage after the first."""
     bounds = [0, *sorted(cuts), n_layers]
-    if any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(bounds)):
         raise ValueError(f"cuts {list(cuts)} do not split {n_layers} layers into non-empty stages")
-    return list(zip(bounds, bounds[1:], strict=False))
+    return list(itertools.pairwise(bounds))
 
 
 @dataclass(frozen=True)

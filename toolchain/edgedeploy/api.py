@@ -1,0 +1,68 @@
+"""The library verbs: every CLI command is one call here, so Python users get the same thing.
+
+Heavy modules are imported inside the functions so ``import edgedeploy.api`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgedeploy.execute import RunReport
+    from edgedeploy.runtime.ir import Graph
+    from edgedeploy.schemas.manifest import Manifest
+    from edgedeploy.schemas.target import Target
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    from edgedeploy.schemas import load_manifest as _load
+
+    return _load(path)
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    from edgedeploy.boards.catalog import load_target as _load
+
+    return _load(name_or_path)
+
+
+def load_model(path: str | Path, input_shape: str | tuple[int, ...] | None = None) -> Graph:
+    from edgedeploy.importers import load_model as _load
+    from edgedeploy.importers import parse_shape
+
+    shape = parse_shape(input_shape) if isinstance(input_shape, str) else input_shape
+    return _load(path, input_shape=shape)
+
+
+def run(source: str | Path, *, primitive: str = "auto", stages: int = 1, cores: str | None = None,
+        replicas: int = 1, frames: int = 100, warmup: int = 5, verify: bool = False,
+        sequential: bool = False, input_shape: str | None = None, seed: int = 0) -> RunReport:
+    """Run a model with a simple FLOP-balanced split (or a plan lockfile) on this host."""
+    from edgedeploy import execute
+    from edgedeploy.errors import InputError
+    from edgedeploy.runtime.stages import plan_stage_io
+
+    source = Path(source)
+    request = execute.RunRequest(frames=frames, warmup=warmup, verify=verify, seed=seed,
+                                 sequential=sequential)
+    if source.name.endswith(".plan.json"):
+        return run_plan(source, request)
+    if replicas < 1:
+        raise InputError("--replicas must be >= 1")
+    graph = load_model(source, input_shape)
+    choices = execute.resolve_choices(graph, primitive)
+    cuts = execute.balanced_cuts(graph, stages)
+    cpu_groups = execute.parse_cores(cores, stages)
+    plans = [execute.StagePlan(io=io, cpus=cpus, replicas=replicas, name=f"stage{k}")
+             for k, (io, cpus) in enumerate(zip(plan_stage_io(graph, cuts), cpu_groups,
+                                                strict=True))]
+    return execute.run_stages(graph, plans, choices, request, model_path=source)
+
+
+def run_plan(plan_path: str | Path, request: object) -> RunReport:
+    """Run exactly what a plan lockfile says (stages, cores, replicas, per-layer choices)."""
+    from edgedeploy.errors import InputError
+
+    raise InputError(f"{plan_path}: running plan lockfiles needs the planner",
+                     hint="run the model file instead")

@@ -1,0 +1,266 @@
+"""Running a model on this host: stage specs for the pipeline executor, and verification.
+
+Host side of ``edgedeploy run``: it imports the model, decides how layers run (per-layer choices),
+cuts onnxruntime segments from the source model, builds :class:`StageSpec` objects whose factory
+rebuilds the stage inside its pinned process, runs frames and checks outputs against the reference
+runtime of the input format (onnxruntime for ONNX, LiteRT for TFLite).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedeploy.errors import InputError
+from edgedeploy.runtime import ir
+from edgedeploy.runtime.affinity import available_cpus
+from edgedeploy.runtime.executor import ORT, default_choice, max_rel_error
+from edgedeploy.runtime.stages import GraphStage, StageIO, ort_segments_needed
+
+SegmentMap = dict[tuple[tuple[str, ...], tuple[str, ...]], bytes]
+
+
+@dataclass
+class StagePlan:
+    """How one stage runs: its layer range, cores, replicas (plans produce these too)."""
+
+    io: StageIO
+    cpus: tuple[int, ...]
+    replicas: int = 1
+    name: str = ""
+
+
+@dataclass
+class RunRequest:
+    frames: int = 100
+    warmup: int = 5
+    verify: bool = False
+    seed: int = 0
+    pool: int = 4  # distinct random inputs cycled through (generating per frame would dominate)
+    sequential: bool = False  # one process, no pipeline
+
+
+@dataclass
+class RunReport:
+    model: str
+    result: dict[str, Any]
+    stages: list[dict[str, Any]]
+    choices: dict[str, str]
+    max_rel_error: float | None = None
+    reference: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "model": self.model,
+            "throughput_fps": self.result["throughput_fps"],
+            "latency_ms_p50": self.result["latency_ms_p50"],
+            "latency_ms_p99": self.result["latency_ms_p99"],
+            "frames": self.result.get("frames"),
+            "stages": self.stages,
+            "primitive_mix": primitive_mix(self.choices),
+        }
+        if self.max_rel_error is not None:
+            out["max_rel_error"] = self.max_rel_error
+            out["reference"] = self.reference
+        out.update(self.extra)
+        return out
+
+
+def primitive_mix(choices: Mapping[str, str]) -> dict[str, int]:
+    mix: dict[str, int] = {}
+    for choice in choices.values():
+        mix[choice] = mix.get(choice, 0) + 1
+    return dict(sorted(mix.items()))
+
+
+# --- choices and splits -----------------------------------------------------------------------
+def resolve_choices(graph: ir.Graph, primitive: str = "auto") -> dict[str, str]:
+    """``auto``: the runtime default per layer; ``ort``: onnxruntime everywhere; a primitive name
+    (``winograd_f4x3`` or ``winograd_f4x3/nchw``): that primitive wherever it applies."""
+    from edgedeploy.runtime import primitives
+
+    if primitive == "auto":
+        return {layer.name: default_choice(layer) for layer in graph.layers}
+    if primitive == ORT:
+        if graph.source.get("format") != "onnx":
+            raise InputError("--primitive ort needs an ONNX model",
+                             hint="TFLite models run natively or whole through LiteRT")
+        return {layer.name: ORT for layer in graph.layers}
+    names = primitives.names()
+    full = primitive if "/" in primitive else f"{primitive}/nchw"
+    if full not in names:
+        import difflib
+
+        close = difflib.get_close_matches(full, names, n=1)
+        raise InputError(f"unknown primitive {primitive!r}" + (
+            f" (did you mean {close[0]!r}?)" if close else ""),
+            hint="one of: auto, ort, " + ", ".join(n for n in names if not n.startswith("layout")))
+    prim = primitives.get(full)
+    choices = {}
+    for layer in graph.layers:
+        use = layer.op == ir.CONV2D and prim.applies(layer.descriptor)
+        choices[layer.name] = full if use else default_choice(layer)
+    return choices
+
+
+def balanced_cuts(graph: ir.Graph, stages: int) -> list[int]:
+    """Cut points that split the graph's FLOPs as evenly as possible into ``stages`` parts."""
+    n = len(graph.layers)
+    if stages < 1 or stages > n:
+        raise InputError(f"--stages must be between 1 and the number of layers ({n})")
+    flops = np.array([max(layer.descriptor.flops, 1) for layer in graph.layers], dtype=np.float64)
+    prefix = np.cumsum(flops)
+    cuts: list[int] = []
+    for k in range(1, stages):
+        target = prefix[-1] * k / stages
+        cut = int(np.searchsorted(prefix, target)) + 1
+        lo = (cuts[-1] + 1) if cuts else 1
+        hi = n - (stages - k)
+        cuts.append(min(max(cut, lo), hi))
+    return cuts
+
+
+def parse_cores(text: str | None, stages: int) -> list[tuple[int, ...]]:
+    """``"0:1"`` -> stage 0 on core 0, stage 1 on core 1; ``"0,1"`` -> one stage on cores 0,1.
+
+    Without ``text`` the available cores are split evenly (shared when fewer than stages).
+    """
+    cpus = available_cpus()
+    if not text:
+        if stages <= len(cpus):
+            parts = np.array_split(np.array(cpus), stages)
+            return [tuple(int(c) for c in p) for p in parts]
+        return [tuple(cpus)] * stages
+    groups = []
+    for part in text.split(":"):
+        try:
+            ids = tuple(int(c) for c in part.split(",") if c.strip() != "")
+        except ValueError:
+            raise InputError(f"--cores {text!r}: expected core ids like 0,1:2,3") from None
+        if not ids:
+            raise InputError(f"--cores {text!r}: empty core group")
+        unknown = sorted(set(ids) - set(cpus))
+        if unknown:
+            raise InputError(f"--cores {text!r}: cores {unknown} are not available here",
+                             hint=f"available cores: {cpus}")
+        groups.append(ids)
+    if len(groups) == 1 and stages > 1:
+        return groups * stages
+    if len(groups) != stages:
+        raise InputError(f"--cores gives {len(groups)} core groups for {stages} stages",
+                         hint="separate the stages' core groups with ':' (e.g. 0:1)")
+    return groups
+
+
+# --- ONNX segments and references ------------------------------------------------------------
+def segments_for(graph: ir.Graph, ios: Sequence[StageIO], choices: Mapping[str, str],
+                 model_path: str | Path | None) -> SegmentMap:
+    """Every onnxruntime segment the stages need, cut from the source ONNX model."""
+    wanted = [seg for io in ios for seg in ort_segments_needed(graph, io, choices)]
+    if not wanted:
+        return {}
+    if graph.source.get("format") != "onnx" or model_path is None:
+        raise InputError("some layers need onnxruntime but the model is not ONNX",
+                         hint="choose native primitives, or run the .tflite whole through LiteRT")
+    from edgedeploy.segments import SegmentCutter
+
+    cut = SegmentCutter(model_path)
+    return {(tuple(i), tuple(o)): cut(list(i), list(o)) for i, o in wanted}
+
+
+def reference_outputs(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> tuple[str, dict]:
+    """Outputs of the format's own runtime for IR-layout feeds, returned in IR layout."""
+    fmt = graph.source.get("format")
+    path = graph.source.get("path")
+    if fmt == "onnx":
+        from edgedeploy.runtime.engines.onnxruntime import OrtSegment
+
+        session = OrtSegment(path)
+        return "onnxruntime", session.run(dict(feeds))
+    if fmt == "tflite":
+        from edgedeploy.runtime.engines.litert import LiteRTModel
+
+        metas = {m["name"]: m for m in graph.source.get("inputs", [])}
+        model = LiteRTModel(path)
+        nhwc = {}
+        for name, x in feeds.items():
+            perm = metas.get(name, {}).get("to_ir_perm")
+            nhwc[name] = np.transpose(x, np.argsort(perm)) if perm else x
+        out = model.run(nhwc)
+        result = {}
+        for meta in graph.source.get("outputs", []):
+            y = out[meta["name"]]
+            perm = meta.get("to_ir_perm")
+            result[meta["name"]] = np.transpose(y, perm) if perm else y
+        return "litert", result
+    raise InputError(f"no reference runtime for format {fmt!r}")
+
+
+# --- stages ------------------------------------------------------------------------------------
+def build_graph_stage(graph: ir.Graph, io: StageIO, choices: Mapping[str, str],
+                      segments: SegmentMap, cpus: Sequence[int]) -> GraphStage:
+    """Pipeline factory (module-level so spawn can pickle it): the stage's callable."""
+    stage = GraphStage(graph, io, choices, segments, cpus=cpus)
+    return stage
+
+
+def stage_specs(graph: ir.Graph, plans: Sequence[StagePlan], choices: Mapping[str, str],
+                segments: SegmentMap) -> list:
+    from edgedeploy.runtime.pipeline import StageSpec, TensorSpec
+
+    def specs(names: Sequence[str]) -> tuple:
+        return tuple(TensorSpec(graph.tensors[t].shape if t in graph.tensors else
+                                _io_shape(graph, t)) for t in names)
+
+    out = []
+    for k, sp in enumerate(plans):
+        out.append(StageSpec(
+            name=sp.name or f"stage{k}", cpus=tuple(sp.cpus), replicas=sp.replicas,
+            factory=build_graph_stage,
+            factory_args=(graph, sp.io, dict(choices), segments, tuple(sp.cpus)),
+            inputs=specs(sp.io.inputs), outputs=specs(sp.io.outputs)))
+    return out
+
+
+def _io_shape(graph: ir.Graph, name: str) -> tuple[int, ...]:
+    for t in [*graph.inputs, *graph.outputs]:
+        if t.name == name:
+            return t.shape
+    raise KeyError(name)
+
+
+def run_stages(graph: ir.Graph, plans: Sequence[StagePlan], choices: Mapping[str, str],
+               request: RunRequest, model_path: str | Path | None = None) -> RunReport:
+    """Run frames through the stages (pipeline processes, or in-process when sequential)."""
+    from edgedeploy.runtime.executor import random_inputs
+    from edgedeploy.runtime.pipeline import Pipeline, run_sequential
+
+    segments = segments_for(graph, [p.io for p in plans], choices, model_path)
+    pool = [random_inputs(graph, request.seed + k) for k in range(max(1, request.pool))]
+    input_names = list(plans[0].io.inputs)
+    frames = [[feeds[n] for n in input_names] for feeds in pool]
+
+    def frame(k: int) -> list[np.ndarray]:
+        return frames[k % len(frames)]
+
+    if request.sequential:
+        fns = [(p.name or f"stage{k}", GraphStage(graph, p.io, choices, segments))
+               for k, p in enumerate(plans)]
+        result = run_sequential(fns, frame, request.frames, warmup=request.warmup)
+    else:
+        with Pipeline(stage_specs(graph, plans, choices, segments)) as pipe:
+            result = pipe.run(frame, request.frames, warmup=request.warmup)
+    report = RunReport(model=str(model_path or graph.name), result=result.to_dict(),
+                       stages=result.to_dict()["stages"], choices=dict(choices))
+    if request.verify and result.outputs:
+        last = (request.warmup + request.frames - 1) % len(pool)
+        ref_name, ref = reference_outputs(graph, pool[last])
+        got = dict(zip(plans[-1].io.outputs, result.outputs[-1], strict=True))
+        report.max_rel_error = max_rel_error({k: got[k] for k in ref}, ref)
+        report.reference = ref_name
+    return report

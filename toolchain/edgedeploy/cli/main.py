@@ -39,7 +39,9 @@ COMMANDS = [
     "bench_cmd",
     "profile_cmd",
     "costmodel_cmd",
+    "build_cmd",
     "deploy_cmd",
+    "init_cmd",
     "completion_cmd",
 ]
 

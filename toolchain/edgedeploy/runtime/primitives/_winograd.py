@@ -108,9 +108,9 @@ class Winograd:
 
     def pack(self, d: Descriptor, weights: Weights) -> dict[str, np.ndarray]:
         """``U = G g G^T`` for every (C_out, C_in) pair, as (α², C_out, C_in) float32."""
-        w = np.asarray(weights["weight"], dtype=np.float64)
-        u = np.einsum("ui,ocij,vj->uvoc", self.g64, w, self.g64, optimize=True)
-        u = u.reshape(self.a * self.a, d.c_out, d.c_in).astype(np.float32)
+        w = np.asarray(weights["weight"], dtype=np.float64).reshape(-1, R, R)
+        u = np.matmul(np.matmul(self.g64, w), self.g64.T)  # batched G g G^T: (O*C, α, α)
+        u = u.reshape(d.c_out, d.c_in, self.a * self.a).transpose(2, 0, 1).astype(np.float32)
         return {"weight": np.ascontiguousarray(u), **keep_bias_slope(weights)}
 
     def run(self, d: Descriptor, packed: Weights, x: np.ndarray, act: Activation,

@@ -25,7 +25,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     sizes = {"resnet18": 32, "mobilenet_v2": 32, "googlenet": 32, "yolo_tiny": 64}
     paths = {name: zoo.export(name, root / f"{name}.onnx", size=size)
              for name, size in sizes.items()}
-    return {name: (path, load_model(path), SegmentCutter(path)) for name, path in paths.items()}
+    graphs = {name: load_model(path) for name, path in paths.items()}
+    return {name: (path, graphs[name], SegmentCutter.for_graph(graphs[name], path))
+            for name, path in paths.items()}
 
 
 def _reference(graph: ir.Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -169,7 +169,7 @@ def segments_for(graph: ir.Graph, ios: Sequence[StageIO], choices: Mapping[str, 
                          hint="choose native primitives, or run the .tflite whole through LiteRT")
     from edgedeploy.segments import SegmentCutter
 
-    cut = SegmentCutter(model_path)
+    cut = SegmentCutter.for_graph(graph, model_path)
     return {(tuple(i), tuple(o)): cut(list(i), list(o)) for i, o in wanted}
 
 

@@ -6,14 +6,15 @@ model, cut from the original by tensor name (the IR keeps source tensor names fo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx.checker
 import onnx.shape_inference
 import onnx.utils
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from edgedeploy.errors import InputError, ModelError
 from edgedeploy.runtime.ir import Graph
@@ -49,22 +50,40 @@ class SegmentCutter:
     and types the new graph inputs/outputs from the value_infos shape inference produced.
     """
 
-    def __init__(self, model: str | Path | onnx.ModelProto) -> None:
+    def __init__(self, model: str | Path | onnx.ModelProto, *,
+                 constants: Mapping[str, np.ndarray] | None = None,
+                 shapes: Mapping[str, Sequence[int]] | None = None) -> None:
+        """``constants``: tensors the importer folded (name -> value), fed to segments as
+        initializers; ``shapes``: concrete tensor shapes (the IR's), declared on boundaries."""
         proto = _load(model)
         self._known = _known_tensors(proto)
-        typed = _with_value_infos(proto, sorted(self._known))
+        self._constants = dict(constants or {})
+        self._producer = {o: n for n in proto.graph.node for o in n.output}
+        typed = _with_value_infos(proto, sorted(self._known), shapes or {})
         self._extractor = onnx.utils.Extractor(typed)
+
+    @classmethod
+    def for_graph(cls, graph: Graph, model: str | Path | onnx.ModelProto | None = None
+                  ) -> SegmentCutter:
+        """A cutter for the ONNX model ``graph`` was imported from, with its folded constants
+        and concrete (override-resolved) tensor shapes."""
+        folded = graph.source.get("onnx_folded", [])
+        return cls(model if model is not None else graph.source["path"],
+                   constants={name: graph.weights[name] for name in folded},
+                   shapes={name: t.shape for name, t in graph.tensors.items()})
 
     def __call__(self, inputs: Sequence[str], outputs: Sequence[str]) -> bytes:
         unknown = [t for t in [*inputs, *outputs] if t not in self._known]
         if unknown:
             raise InputError(f"segment boundary names tensor(s) not in the model: {unknown}",
                              hint="use the tensor names of the original model (edgedeploy inspect)")
+        folded = self._folded_reads(inputs, outputs)
         try:
-            sub = self._extractor.extract_model(list(inputs), list(outputs))
+            sub = self._extractor.extract_model([*inputs, *folded], list(outputs))
         except (KeyError, ValueError) as exc:
             raise ModelError(
                 f"cannot cut the segment {list(inputs)} -> {list(outputs)}: {exc}") from exc
+        _inline_constants(sub, {name: self._constants[name] for name in folded})
         _check_closed(sub, inputs)
         try:
             onnx.checker.check_model(sub)
@@ -73,7 +92,37 @@ class SegmentCutter:
         return sub.SerializeToString()
 
 
-def _with_value_infos(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    def _folded_reads(self, inputs: Sequence[str], outputs: Sequence[str]) -> list[str]:
+        """Folded constants the segment's nodes read (walking back from the outputs)."""
+        stop, seen, found = set(inputs), set(), []
+        todo = list(outputs)
+        while todo:
+            t = todo.pop()
+            if t in seen or t in stop:
+                continue
+            seen.add(t)
+            if t in self._constants:
+                found.append(t)
+                continue
+            node = self._producer.get(t)
+            if node is not None:
+                todo.extend(i for i in node.input if i)
+        return sorted(found)
+
+
+def _inline_constants(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> None:
+    """Turn the graph inputs named in ``values`` into initializers holding those values."""
+    if not values:
+        return
+    keep = [vi for vi in model.graph.input if vi.name not in values]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    for name in sorted(values):
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(values[name]), name))
+
+
+def _with_value_infos(proto: onnx.ModelProto, names: Sequence[str],
+                      shapes: Mapping[str, Sequence[int]] | None = None) -> onnx.ModelProto:
     """A copy typed by shape inference (the Extractor types the cut from value_info); a boundary
     tensor inference cannot type (custom ops) is declared float32 of unknown shape, the IR's
     activation type."""
@@ -83,10 +132,13 @@ def _with_value_infos(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.Mode
         typed = onnx.ModelProto()
         typed.CopyFrom(proto)
     g = typed.graph
-    have = {v.name for v in [*g.value_info, *g.input, *g.output]}
+    shapes = shapes or {}
+    typed_ok = {v.name for v in [*g.value_info, *g.input, *g.output]
+                if v.type.tensor_type.HasField("shape")}
     for name in names:
-        if name not in have:
-            g.value_info.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        if name not in typed_ok:
+            shape = [int(d) for d in shapes[name]] if name in shapes else None
+            g.value_info.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape))
     return typed
 
 

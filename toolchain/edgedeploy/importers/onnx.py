@@ -58,6 +58,9 @@ def import_onnx(model: str | Path | onnx.ModelProto, *, input_shape: Sequence[in
         weights={k: v for k, v in rw.weights.items() if k in used},
         source=source,
     )
+    folded = _folded_constants(proto, prep, nodes)
+    graph.weights.update(folded)
+    graph.source["onnx_folded"] = sorted(folded)
     graph.tensors = {t.name: t for t in graph.inputs}
     for lyr in graph.layers:
         graph.tensors.update((o, _info(prep, o)) for o in lyr.outputs)
@@ -67,6 +70,22 @@ def import_onnx(model: str | Path | onnx.ModelProto, *, input_shape: Sequence[in
         raise ModelError(f"import produced an inconsistent graph: {exc}",
                          "please report this with the model attached") from exc
     return graph
+
+
+def _folded_constants(proto: onnx.ModelProto, prep: Prepared,
+                      nodes: list[onnx.NodeProto]) -> dict[str, object]:
+    """Tensors computed by nodes but constant here (shape arithmetic, anchor grids) that a
+    non-constant node reads: an onnxruntime segment takes them as initializers instead of
+    recomputing them from the graph input they were derived from."""
+    initializers = {t.name for t in proto.graph.initializer}
+    out = {}
+    for node in nodes:
+        if all(o in prep.consts for o in node.output if o):
+            continue  # a constant node: folded away itself
+        for t in node.input:
+            if t and t in prep.consts and t not in initializers:
+                out[t] = prep.consts[t]
+    return out
 
 
 def _info(prep: Prepared, name: str) -> TensorInfo:

@@ -1,9 +1,84 @@
-"""Placeholder: filled in by its owner."""
+"""`edgedeploy plan`: manifest -> plan lockfile per target, with a table beside the baselines."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from edgedeploy.cli import output
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command()
+    def plan(
+        manifest: Path = typer.Argument(..., help="The manifest (edgedeploy.yaml)."),
+        target: str = typer.Option(None, "--target", "-t", help="Plan only this target alias."),
+        out: Path = typer.Option(None, "--output", "-o",
+                                 help="Lockfile path (default: <plans_dir>/<name>.<alias>"
+                                      ".plan.json)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the plans as JSON."),
+        report: Path = typer.Option(None, "--report",
+                                    help="Also write charts and an HTML summary here."),
+        check: bool = typer.Option(False, "--check",
+                                   help="Write nothing; exit 1 if a committed lockfile is stale."),
+    ) -> None:
+        """Plan stages, cores and primitives for every target of a manifest; write lockfiles.
+
+        The lockfile is deterministic: the same model, manifest, target and cost-model profile give
+        a byte-identical file. With --check nothing is written and the exit code is 1 when a
+        lockfile is missing, its recorded input hashes differ from the current inputs, or its
+        content differs from what the planner computes now (for CI). An infeasible constraint
+        exits with code 3 and names the constraint and the best value reachable.
+
+        Example: edgedeploy plan plans/demo.yaml --target local --report out/
+        """
+        from edgedeploy import planner
+
+        if check:
+            results = planner.check(manifest, target, output=out)
+            stale = [r for r in results if r.stale]
+            if as_json:
+                output.emit_json({"stale": bool(stale), "plans": [
+                    {"alias": r.alias, "plan_file": str(r.plan_file), "stale": r.stale}
+                    for r in results]})
+            else:
+                for r in results:
+                    state = "stale: " + "; ".join(r.stale) if r.stale else "up to date"
+                    print(f"{r.plan_file}: {state}")
+            if stale:
+                raise typer.Exit(1)
+            return
+        results = planner.plan(manifest, target, output=out)
+        if report is not None:
+            from edgedeploy.planner.report import write_report
+
+            for r in results:
+                files = write_report(r, report)
+                output.info(f"report for {r.alias}: {', '.join(str(f) for f in files)}")
+        if as_json:
+            data = [r.summary() for r in results]
+            output.emit_json(data[0] if len(data) == 1 else {"plans": data})
+            return
+        for r in results:
+            _render(r)
+
+
+def _render(r) -> None:
+    d = r.doc
+    rows = [[s["name"], f"{s['start']}..{s['stop'] - 1}", f"{s['cluster']}:{s['cores']}",
+             ",".join(map(str, s["cpus"])) or "-", s["replicas"],
+             ", ".join(f"{k} x{v}" for k, v in s["primitive_mix"].items()), s["predicted_ms"]]
+            for s in d["stages"]]
+    output.table(f"{d['name']} on {d['target']['alias']} ({d['target']['board']}), "
+                 f"objective {d['objective']}",
+                 ["stage", "layers", "config", "cpus", "replicas", "primitive mix",
+                  "predicted ms"], rows, justify={"predicted ms": "right"})
+    p = d["predicted"]
+    rows = [["edgedeploy plan", p["throughput_fps"], p["latency_ms"], p["energy_mj"]]]
+    rows += [[name, b["predicted"]["throughput_fps"], b["predicted"]["latency_ms"],
+              b["predicted"]["energy_mj"]] for name, b in d["baselines"].items()]
+    output.table("predicted", ["system", "fps", "latency ms", "energy mJ"], rows,
+                 justify={"fps": "right", "latency ms": "right", "energy mJ": "right"})
+    state = "written" if r.written else "unchanged"
+    print(f"{r.plan_file} ({state})")

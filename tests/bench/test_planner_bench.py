@@ -1,0 +1,58 @@
+"""Planner speed (issue 5, item 6): ResNet-50 on jetson-tx2 under 1 s; plan time ~linear in layers.
+
+Benchmarks, run by `make bench`; they print the measured times (best of 3 to damp the noise of a
+shared machine) and assert the targets the issue sets.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from edgedeploy.planner.partition import Limits
+from edgedeploy.planner.solve import solve_problem
+from edgedeploy.planner.synthetic import chain_problem
+
+
+def _best_of(fn, n: int = 3) -> float:
+    best = float("inf")
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@pytest.mark.slow
+def test_resnet50_on_jetson_tx2_plans_in_under_a_second(tmp_path):
+    from edgedeploy import zoo
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.costmodel import CostModel
+    from edgedeploy.importers import load_model
+    from edgedeploy.planner.adapter import build_problem
+
+    path = tmp_path / "resnet50.onnx"
+    zoo.export("resnet50", path)
+    graph = load_model(path)
+    target = load_target("jetson-tx2")
+
+    def run() -> None:
+        model = CostModel.for_target(target)
+        solve_problem(build_problem(graph, target, model), "throughput", Limits())
+
+    seconds = _best_of(run)
+    print(f"\nplan resnet50 ({len(graph.layers)} layers) on jetson-tx2: {seconds * 1000:.0f} ms")
+    assert seconds < 1.0
+
+
+@pytest.mark.slow
+def test_plan_time_grows_at_most_linearly_with_layer_count():
+    times = {}
+    for n in (50, 100, 200, 400):
+        problem = chain_problem(n)
+        times[n] = _best_of(lambda p=problem: solve_problem(p, "throughput", Limits()))
+    shown = ", ".join(f"{n}: {t * 1000:.0f} ms" for n, t in times.items())
+    print(f"\nplan time by layers: {shown}")
+    for small, big in ((50, 100), (100, 200), (200, 400)):
+        assert times[big] <= 2.5 * times[small], (small, big, times)

@@ -1,0 +1,142 @@
+"""Pipeline mapping equals brute force on small graphs; random DAGs always give valid plans."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgedeploy.errors import InfeasibleError
+from edgedeploy.planner.brute import brute_best, brute_mappings
+from edgedeploy.planner.document import assign_cpus
+from edgedeploy.planner.pareto import dominates, pareto_front
+from edgedeploy.planner.partition import Limits, map_stages
+from edgedeploy.planner.select import select
+from edgedeploy.planner.synthetic import clusters_for, random_problem
+
+VALUE = {"throughput": "period_ms", "latency": "latency_ms", "energy": "energy_mj"}
+
+
+def _problem(seed, n, dag, n_clusters, gpu=False):
+    rng = np.random.default_rng(seed)
+    return random_problem(rng, n, n_options=3, dag=dag,
+                          clusters=clusters_for(n_clusters, cores=2, gpu=gpu))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(3, 7), dag=st.booleans(),
+       n_clusters=st.integers(1, 2), objective=st.sampled_from(sorted(VALUE)),
+       max_stages=st.integers(1, 3), replication=st.booleans())
+def test_mapping_equals_brute_force(seed, n, dag, n_clusters, objective, max_stages, replication):
+    p = _problem(seed, n, dag, n_clusters)
+    sel = select(p)
+    limits = Limits(max_stages=max_stages, allow_replication=replication)
+    got = map_stages(p, sel, objective, limits, sweep_limit=200)
+    want = brute_best(p, sel, objective, limits)
+    key = VALUE[objective]
+    assert getattr(got.best.metrics, key) == pytest.approx(getattr(want.metrics, key), rel=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(3, 6), objective=st.sampled_from(
+    ["throughput", "latency"]), frac=st.floats(0.3, 1.5))
+def test_constrained_mapping_equals_brute_force(seed, n, objective, frac):
+    """Throughput under a latency bound, latency under a throughput bound: exact sweeps."""
+    p = _problem(seed, n, True, 2)
+    sel = select(p)
+    base = Limits(max_stages=3)
+    free = brute_best(p, sel, objective, base)
+    if objective == "throughput":
+        limits = Limits(max_stages=3, max_latency_ms=free.metrics.latency_ms * frac)
+    else:
+        limits = Limits(max_stages=3, min_throughput_fps=free.metrics.throughput_fps / frac)
+    want = brute_best(p, sel, objective, limits)
+    if want is None:
+        with pytest.raises(InfeasibleError):
+            map_stages(p, sel, objective, limits, sweep_limit=200)
+        return
+    got = map_stages(p, sel, objective, limits, sweep_limit=200)
+    key = VALUE[objective]
+    assert getattr(got.best.metrics, key) == pytest.approx(getattr(want.metrics, key), rel=1e-9)
+
+
+def _assert_valid(p, cand, limits):
+    stages = cand.stages
+    assert stages[0].start == 0 and stages[-1].stop == p.n_layers
+    assert all(a.stop == b.start for a, b in itertools.pairwise(stages))
+    assert all(s.stop > s.start for s in stages)
+    assert len(stages) <= limits.max_stages
+    cpus = [c for ids in assign_cpus(p, cand) for c in ids]
+    assert len(cpus) == len(set(cpus)), "cores shared between stages"
+    gpu_stages = [s for s in stages if p.configs[s.config].cluster == "gpu"]
+    assert len(gpu_stages) <= 1 and all(s.replicas == 1 for s in gpu_stages)
+    m = cand.metrics
+    if limits.max_latency_ms is not None:
+        assert m.latency_ms <= limits.max_latency_ms * (1 + 1e-9)
+    if limits.min_throughput_fps is not None:
+        assert m.throughput_fps >= limits.min_throughput_fps * (1 - 1e-9)
+    if limits.max_power_w is not None:
+        assert m.power_w <= limits.max_power_w * (1 + 1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(3, 60), objective=st.sampled_from(sorted(VALUE)),
+       lat=st.one_of(st.none(), st.floats(1.0, 200.0)), fps=st.one_of(st.none(), st.floats(1, 500)),
+       power=st.one_of(st.none(), st.floats(0.5, 20.0)), max_stages=st.integers(1, 5))
+def test_random_dags_give_valid_plans_or_a_named_infeasible_constraint(
+        seed, n, objective, lat, fps, power, max_stages):
+    p = _problem(seed, n, True, 2, gpu=True)
+    sel = select(p)
+    limits = Limits(max_latency_ms=lat, min_throughput_fps=fps, max_power_w=power,
+                    max_stages=max_stages)
+    try:
+        got = map_stages(p, sel, objective, limits, max_cuts=16)
+    except InfeasibleError as exc:
+        assert "best reachable" in str(exc) or "together" in str(exc)
+        return
+    _assert_valid(p, got.best, limits)
+    for cand in got.candidates:
+        _assert_valid(p, cand, Limits(max_stages=max_stages))
+
+
+def test_infeasible_throughput_names_the_constraint_and_the_best_reachable_value():
+    p = _problem(4, 5, False, 2)
+    sel = select(p)
+    best = max(c.metrics.throughput_fps for c in brute_mappings(p, sel, Limits()))
+    with pytest.raises(InfeasibleError) as err:
+        map_stages(p, sel, "throughput", Limits(min_throughput_fps=best * 10))
+    text = str(err.value)
+    assert "min_throughput_fps" in text and f"{best:.4g} fps" in text
+    assert err.value.exit_code == 3
+
+
+def test_infeasible_latency_names_the_constraint_and_the_lowest_latency():
+    p = _problem(9, 5, True, 2)
+    sel = select(p)
+    low = min(c.metrics.latency_ms for c in brute_mappings(p, sel, Limits()))
+    with pytest.raises(InfeasibleError) as err:
+        map_stages(p, sel, "throughput", Limits(max_latency_ms=low / 2))
+    assert "max_latency_ms" in str(err.value) and f"{low:.4g} ms" in str(err.value)
+
+
+def test_pareto_front_is_non_dominated_and_contains_the_best_throughput():
+    p = _problem(21, 7, True, 2, gpu=True)
+    sel = select(p)
+    m = map_stages(p, sel, "throughput", Limits(max_stages=3), sweep_limit=50)
+    front = pareto_front(m.candidates)
+    assert all(not dominates(a, b) for a in front for b in front)
+    assert front[0].metrics.throughput_fps == pytest.approx(m.best.metrics.throughput_fps)
+
+
+def test_replication_is_the_lever_on_a_homogeneous_two_core_host():
+    """One cluster of 2 cores, no transfers help: 2 replicas x 1 core beat 1 stage x 2 cores
+    when the cost model says threading scales sub-linearly."""
+    p = _problem(2, 6, False, 1)
+    sel = select(p)
+    m = map_stages(p, sel, "throughput", Limits(max_stages=2))
+    assert m.best.metrics.throughput_fps >= max(
+        c.metrics.throughput_fps for c in brute_mappings(p, sel, Limits(max_stages=2))) * (1 - 1e-9)
+    assert sum(s.replicas * p.configs[s.config].cores for s in m.best.stages) <= 2

@@ -1,0 +1,129 @@
+"""``plan``: manifest -> one lockfile per target alias (the library verb of `edgedeploy plan`).
+
+Pipeline: load manifest, model (IR) and target; price every (layer, primitive, configuration) with
+the target's cost model; select primitives per configuration; map stages; compute baselines and
+the Pareto set; write the canonical lockfile. ``check`` answers whether committed lockfiles are
+stale without writing anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.planner.lock import dumps, input_hashes, read_lock, stale_reasons
+from edgedeploy.schemas.manifest import Manifest
+
+
+@dataclass
+class PlanResult:
+    """One target alias's plan: where it went, the document, and whether it changed."""
+
+    alias: str
+    plan_file: Path
+    doc: dict[str, Any]
+    text: str
+    written: bool = False
+    stale: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The ``--json`` answer: plan_file, predicted, baselines, stages (and a bit more)."""
+        d = self.doc
+        return {
+            "alias": self.alias,
+            "plan_file": str(self.plan_file),
+            "target": d["target"]["board"],
+            "objective": d["objective"],
+            "predicted": d["predicted"],
+            "baselines": {k: v["predicted"] for k, v in d["baselines"].items()},
+            "stages": d["stages"],
+            "pareto_size": len(d["pareto"]),
+            "stale": self.stale,
+        }
+
+
+def plan_file_for(manifest: Manifest, alias: str, output: str | Path | None = None) -> Path:
+    if output is not None:
+        return Path(output)
+    return Path(manifest.output.plans_dir) / f"{manifest.name}.{alias}.plan.json"
+
+
+def plan(manifest_path: str | Path, target_alias: str | None = None, *,
+         output: str | Path | None = None, write: bool = True) -> list[PlanResult]:
+    """Plan every target alias of the manifest (or one); writes lockfiles unless ``write=False``."""
+    from edgedeploy.schemas import load_manifest
+
+    manifest = load_manifest(manifest_path)
+    aliases = [target_alias] if target_alias else list(manifest.targets)
+    if output is not None and len(aliases) > 1:
+        from edgedeploy.errors import InputError
+
+        raise InputError("-o/--output names one file; give --target ALIAS with it")
+    graph = _load_graph(manifest)
+    results = []
+    for alias in aliases:
+        ref = manifest.target(alias)
+        path = plan_file_for(manifest, alias, output)
+        doc = plan_document(manifest, Path(manifest_path), alias, ref.board, graph, path)
+        text = dumps(doc)
+        result = PlanResult(alias, path, doc, text)
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            old = path.read_text() if path.exists() else None
+            if old != text:
+                path.write_text(text)
+                result.written = True
+        results.append(result)
+    return results
+
+
+def check(manifest_path: str | Path, target_alias: str | None = None, *,
+          output: str | Path | None = None) -> list[PlanResult]:
+    """Re-plan in memory and compare with the committed lockfiles; ``stale`` lists why."""
+    results = plan(manifest_path, target_alias, output=output, write=False)
+    for r in results:
+        recorded = read_lock(r.plan_file)
+        if recorded is None:
+            r.stale = [f"{r.plan_file} is missing or unreadable"]
+            continue
+        r.stale = stale_reasons(recorded.get("inputs", {}), r.doc["inputs"])
+        if not r.stale and r.plan_file.read_text() != r.text:
+            r.stale = ["plan content differs from what the planner computes now"]
+    return results
+
+
+def _load_graph(manifest: Manifest):
+    from edgedeploy.importers import load_model
+
+    spec = manifest.model
+    return load_model(spec.path, input_shape=spec.input_shape, input_name=spec.input_name,
+                      fmt=spec.format)
+
+
+def plan_document(manifest: Manifest, manifest_path: Path, alias: str, board: str, graph,
+                  plan_path: Path) -> dict[str, Any]:
+    """Plan one target and return the lockfile document."""
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.costmodel import CostModel
+    from edgedeploy.planner.adapter import build_problem
+    from edgedeploy.planner.document import build_document
+    from edgedeploy.planner.solve import solve
+
+    target = load_target(board)
+    model = CostModel.for_target(target)
+    problem = build_problem(graph, target, model)
+    solution = solve(problem, manifest)
+    inputs = input_hashes(manifest_path, manifest.model.path, target, model.digest(), model.source)
+    return build_document(manifest, alias, board, target, graph, problem, solution, inputs,
+                          plan_path)
+
+
+def stage_plans(plan_obj, graph) -> list:
+    """``execute.StagePlan`` per stage of a loaded :class:`~edgedeploy.schemas.plan.Plan`."""
+    from edgedeploy.execute import StagePlan
+    from edgedeploy.runtime.stages import plan_stage_io
+
+    ios = plan_stage_io(graph, plan_obj.cuts)
+    return [StagePlan(io=io, cpus=tuple(s.cpus), replicas=s.replicas, name=s.name)
+            for io, s in zip(ios, plan_obj.stages, strict=True)]

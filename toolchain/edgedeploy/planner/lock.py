@@ -1,0 +1,109 @@
+"""The plan lockfile: canonical JSON of every choice and prediction plus the hashes of its inputs.
+
+Terraform-shaped (STYLE.md, 7): same inputs give a byte-identical file -- sorted keys, floats
+written with 6 significant digits (so last-bit noise of a BLAS never changes the file), no
+timestamps, paths relative to the lockfile. ``inputs`` hashes the model file, the manifest file,
+the target descriptor (its validated JSON, so comments and key order do not matter) and the cost
+model (prior version + calibration from the profile); a lockfile whose recorded hashes differ
+from the current ones is *stale*.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedeploy.schemas.target import Target
+
+SCHEMA_VERSION = 1
+#: Bumped when the planner's algorithm changes what it would write for the same inputs.
+PLANNER_VERSION = 1
+FLOAT_DIGITS = 6
+
+
+def canonical_value(value: Any) -> Any:
+    """Floats rounded to FLOAT_DIGITS significant digits, non-finite as null, tuples as lists."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        x = float(value)
+        return float(f"{x:.{FLOAT_DIGITS}g}") if math.isfinite(x) else None
+    if isinstance(value, dict):
+        return {str(k): canonical_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical_value(v) for v in value]
+    return str(value)
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    """The canonical text of a lockfile document."""
+    return json.dumps(canonical_value(doc), sort_keys=True, indent=1, ensure_ascii=True,
+                      allow_nan=False) + "\n"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def target_digest(target: Target) -> str:
+    """Hash of the validated descriptor (a detected local target hashes its hardware facts)."""
+    data = target.model_dump(mode="json")
+    return sha256_text(json.dumps(data, sort_keys=True))
+
+
+def relpath(path: str | Path, start: str | Path) -> str:
+    """``path`` relative to ``start`` in POSIX form (stable across checkouts)."""
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path(start).resolve())).as_posix()
+    except ValueError:  # another drive on Windows
+        return Path(path).resolve().as_posix()
+
+
+def input_hashes(manifest_path: str | Path, model_path: str | Path, target: Target,
+                 costmodel_digest: str, costmodel_source: str) -> dict[str, Any]:
+    """The ``inputs`` block: what the plan was computed from, hashed."""
+    return {
+        "manifest": {"sha256": sha256_file(manifest_path)},
+        "model": {"sha256": sha256_file(model_path)},
+        "target": {"name": target.name, "sha256": target_digest(target)},
+        "costmodel": {"sha256": costmodel_digest, "source": costmodel_source},
+        "planner_version": PLANNER_VERSION,
+    }
+
+
+def stale_reasons(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Which inputs changed since the lockfile was written (empty: up to date)."""
+    reasons = []
+    for key in ("model", "manifest", "target", "costmodel"):
+        old = (recorded.get(key) or {}).get("sha256")
+        new = current[key]["sha256"]
+        if old != new:
+            reasons.append(f"{key} changed (sha256 {str(old)[:12]} -> {new[:12]})")
+    if recorded.get("planner_version") != current["planner_version"]:
+        reasons.append(f"planner version {recorded.get('planner_version')} -> "
+                       f"{current['planner_version']}")
+    return reasons
+
+
+def read_lock(path: str | Path) -> dict[str, Any] | None:
+    """The JSON of an existing lockfile, or None if missing or unreadable (treated as stale)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

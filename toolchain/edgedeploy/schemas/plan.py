@@ -1,0 +1,149 @@
+"""The plan lockfile as a typed object (``plans/<name>.<alias>.plan.json``).
+
+It mirrors what :mod:`edgedeploy.planner.lock` writes; ``load_plan`` turns any unreadable,
+malformed or foreign file into a clean :class:`PlanError` (exit code 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgedeploy.errors import PlanError
+
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Predicted(_Model):
+    throughput_fps: float | None
+    latency_ms: float | None
+    energy_mj: float | None
+    power_w: float | None
+    period_ms: float | None
+
+
+class PlanLayer(_Model):
+    name: str
+    op: str
+    choice: str
+    stage: int
+    predicted_ms: float | None
+
+
+class PlanStage(_Model):
+    index: int
+    name: str
+    start: int = Field(ge=0)
+    stop: int = Field(ge=1)
+    cluster: str
+    cores: int = Field(ge=1)
+    replicas: int = Field(ge=1)
+    cpus: list[int]
+    inputs: list[str]
+    outputs: list[str]
+    predicted_ms: float | None
+    primitive_mix: dict[str, int]
+
+
+class ParetoStage(_Model):
+    start: int
+    stop: int
+    cluster: str
+    cores: int
+    replicas: int
+    cpus: list[int]
+    choices: list[str]
+
+
+class ParetoPoint(_Model):
+    stages: list[ParetoStage]
+    predicted: Predicted
+
+
+class Baseline(_Model):
+    description: str
+    predicted: Predicted
+
+
+class Plan(_Model):
+    """A plan lockfile; ``choices`` and ``stage_ranges`` are what the executor needs."""
+
+    schema_version: int
+    kind: str
+    name: str
+    objective: str
+    constraints: dict[str, Any]
+    pipeline: dict[str, Any]
+    primitives: dict[str, list[str]]
+    target: dict[str, Any]
+    model: dict[str, Any]
+    inputs: dict[str, Any]
+    planner: dict[str, Any]
+    predicted: Predicted
+    stages: list[PlanStage]
+    layers: list[PlanLayer]
+    baselines: dict[str, Baseline]
+    pareto: list[ParetoPoint]
+
+    @property
+    def choices(self) -> dict[str, str]:
+        return {layer.name: layer.choice for layer in self.layers}
+
+    @property
+    def cuts(self) -> list[int]:
+        """First layer index of every stage after the first (``runtime.stages`` convention)."""
+        return [s.start for s in self.stages[1:]]
+
+    def model_path(self, plan_file: str | Path) -> Path:
+        """The model file, resolved against the lockfile's folder."""
+        return (Path(plan_file).parent / self.model["path"]).resolve()
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and validate a lockfile; PlanError naming the file and the first problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError(f"plan file not found: {path}",
+                        hint="create it with: edgedeploy plan MANIFEST") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"cannot read plan file {path}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise PlanError(f"{path}: not valid JSON ({exc})",
+                        hint="re-create it with: edgedeploy plan MANIFEST") from None
+    if not isinstance(data, dict) or data.get("kind") != "edgedeploy-plan":
+        raise PlanError(f"{path}: not an edgedeploy plan lockfile")
+    if data.get("schema_version") not in SUPPORTED_SCHEMA_VERSIONS:
+        raise PlanError(f"{path}: plan schema_version {data.get('schema_version')!r} is not "
+                        f"supported (this edgedeploy reads {SUPPORTED_SCHEMA_VERSIONS})",
+                        hint="re-plan with this version: edgedeploy plan MANIFEST")
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise PlanError(f"{path}: invalid plan at {where}: {first['msg']}") from None
+    _check_consistent(path, plan)
+    return plan
+
+
+def _check_consistent(path: Path, plan: Plan) -> None:
+    n = len(plan.layers)
+    expect = 0
+    for s in plan.stages:
+        if s.start != expect or s.stop <= s.start:
+            raise PlanError(f"{path}: stage {s.index} covers layers {s.start}..{s.stop}, "
+                            f"expected to start at {expect}")
+        expect = s.stop
+    if expect != n:
+        raise PlanError(f"{path}: stages cover {expect} of {n} layers")

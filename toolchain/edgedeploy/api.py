@@ -5,11 +5,12 @@ Heavy modules are imported inside the functions so ``import edgedeploy.api`` sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgedeploy.execute import RunReport
+    from edgedeploy.execute import RunReport, RunRequest
     from edgedeploy.runtime.ir import Graph
     from edgedeploy.schemas.manifest import Manifest
     from edgedeploy.schemas.target import Target
@@ -60,9 +61,41 @@ def run(source: str | Path, *, primitive: str = "auto", stages: int = 1, cores: 
     return execute.run_stages(graph, plans, choices, request, model_path=source)
 
 
-def run_plan(plan_path: str | Path, request: object) -> RunReport:
+def run_plan(plan_path: str | Path, request: RunRequest) -> RunReport:
     """Run exactly what a plan lockfile says (stages, cores, replicas, per-layer choices)."""
-    from edgedeploy.errors import InputError
+    from edgedeploy import execute
+    from edgedeploy.planner.api import stage_plans
+    from edgedeploy.schemas.plan import load_plan
 
-    raise InputError(f"{plan_path}: running plan lockfiles needs the planner",
-                     hint="run the model file instead")
+    plan = load_plan(plan_path)
+    model = plan.model_path(plan_path)
+    shape = plan.model.get("input_shape")
+    graph = load_model(model, tuple(shape) if shape else None)
+    report = execute.run_stages(graph, stage_plans(plan, graph), plan.choices, request,
+                                model_path=model)
+    report.extra["plan"] = str(plan_path)
+    report.extra["predicted"] = plan.predicted.model_dump()
+    return report
+
+
+def bench(source: str | Path, *, target: str = "local", frames: int = 200, rounds: int = 4,
+          input_shape: str | None = None, progress: Callable[[str], None] | None = None
+          ) -> dict[str, Any]:
+    """The planned deployment beside the baselines a user would otherwise run, measured."""
+    from edgedeploy.benchmarks.compare import BenchRequest
+    from edgedeploy.benchmarks.compare import bench as _bench
+    from edgedeploy.importers import parse_shape
+
+    request = BenchRequest(frames=frames, rounds=rounds, target=target,
+                           input_shape=parse_shape(input_shape) if input_shape else None)
+    return _bench(source, request, progress)
+
+
+def bench_layers(model: str | Path, *, threads: int = 1, runs: int | None = None,
+                 input_shape: str | None = None,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every conv layer x every applicable primitive vs onnxruntime's kernel."""
+    from edgedeploy.benchmarks.layers import bench_layers as _bench_layers
+
+    return _bench_layers(load_model(model, input_shape), threads=threads, runs=runs,
+                         progress=progress)

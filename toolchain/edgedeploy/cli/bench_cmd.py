@@ -1,9 +1,81 @@
-"""Placeholder: filled in by its owner."""
+"""`edgedeploy bench`: measured side by side in one run, never asserted as absolute times."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from edgedeploy.cli import output
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command()
+    def bench(
+        what: str = typer.Argument(..., metavar="MANIFEST_OR_MODEL|layers",
+                                   help="A manifest or model; or `layers` followed by a model."),
+        model: Path = typer.Argument(None, help="With `layers`: the model."),
+        target: str = typer.Option("local", "--target", "-t", help="Manifest target alias."),
+        frames: int = typer.Option(200, "--frames", min=1, help="Frames per system."),
+        rounds: int = typer.Option(4, "--rounds", min=1, help="Alternation rounds."),
+        threads: int = typer.Option(1, "--threads", min=1, help="`layers`: threads per kernel."),
+        runs: int = typer.Option(None, "--runs", min=1, help="`layers`: timed runs per kernel."),
+        input_shape: str = typer.Option(None, "--input-shape",
+                                        help="N,C,H,W for models with dynamic dimensions."),
+        out: Path = typer.Option(None, "--out", "-o", help="Also write the JSON to this file."),
+        as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    ) -> None:
+        """Run the planned deployment beside onnxruntime's default session, one-thread
+        replicas and LiteRT (for .tflite), alternating in one run; or time every conv layer
+        with every primitive against onnxruntime's kernel (`bench layers MODEL`).
+
+        Example: edgedeploy bench plans/demo.yaml --target local --json
+        """
+        from edgedeploy import api
+
+        progress = None if as_json or not output.interactive() else output.info
+        if what == "layers":
+            if model is None:
+                from edgedeploy.errors import InputError
+
+                raise InputError("bench layers needs a model",
+                                 hint="edgedeploy bench layers resnet50.onnx --threads 1")
+            data = api.bench_layers(model, threads=threads, runs=runs, input_shape=input_shape,
+                                    progress=progress)
+        else:
+            data = api.bench(Path(what), target=target, frames=frames, rounds=rounds,
+                             input_shape=input_shape, progress=progress)
+        if out is not None:
+            import json
+
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(data, indent=1) + "\n")
+        if as_json:
+            output.emit_json(data)
+        elif what == "layers":
+            _render_layers(data)
+        else:
+            _render(data)
+
+
+def _render(data: dict) -> None:
+    rows = [[r["system"], r["description"], r["throughput_fps"], r["latency_ms_p50"],
+             r["latency_ms_p99"]] for r in data["results"]]
+    output.table(f"{data['model']} on {data['target']} (measured, alternating)",
+                 ["system", "what", "fps", "latency p50 ms", "latency p99 ms"], rows)
+    print(f"edgedeploy / default: {data['ratio_vs_default']:.2f}x, / best baseline "
+          f"({data['best_baseline']}): {data['ratio_vs_best_baseline']:.2f}x; predicted "
+          f"{data['predicted_throughput_fps']:.1f} fps")
+
+
+def _render_layers(data: dict) -> None:
+    rows = []
+    for layer in data["layers"]:
+        d = layer["descriptor"]
+        shape = (f"{d['c_in']}->{d['c_out']} {d['h']}x{d['w']} k{d['kernel_h']} "
+                 f"s{d['stride_h']} g{d['groups']}")
+        best = layer["best"]
+        rows.append([layer["name"], shape, layer["times_ms"]["ort"], best,
+                     layer["times_ms"][best], layer["ratio_vs_ort"].get(best, 1.0)])
+    output.table(f"{data['model']}: conv layers, {data['threads']} thread(s)",
+                 ["layer", "shape", "ort ms", "best", "best ms", "x vs ort"], rows)

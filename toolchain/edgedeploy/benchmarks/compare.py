@@ -1,0 +1,123 @@
+"""`edgedeploy bench MANIFEST_OR_MODEL`: the planned deployment beside what a user would otherwise
+run, alternating in one run (a shared, noisy machine makes separate runs incomparable)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedeploy import execute
+from edgedeploy.benchmarks import systems
+from edgedeploy.errors import InputError
+from edgedeploy.runtime import ir
+from edgedeploy.runtime.executor import random_inputs
+
+
+@dataclass
+class BenchRequest:
+    frames: int = 200
+    rounds: int = 4
+    target: str = "local"
+    input_shape: tuple[int, ...] | None = None
+    seed: int = 0
+
+
+def planned_for(source: Path, target: str, input_shape: tuple[int, ...] | None
+                ) -> tuple[Path, Any]:
+    """(model path, plan document) for a manifest's alias or for a bare model on this host."""
+    from edgedeploy.planner.api import plan
+
+    if source.suffix in (".yaml", ".yml"):
+        result = plan(source, target, write=False)[0]
+        # lockfile paths are relative to where the lockfile would be written
+        return (result.plan_file.parent / result.doc["model"]["path"]).resolve(), result.doc
+    if target != "local":
+        raise InputError("benchmarking a bare model runs on this host: use --target local",
+                         hint="give a manifest to benchmark another alias")
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "bench.yaml"
+        shape = f"\n  input_shape: {list(input_shape)}" if input_shape else ""
+        manifest.write_text(f"name: {source.stem}\nmodel:\n  path: {source.resolve()}{shape}\n"
+                            "targets:\n  local: {}\n")
+        return source.resolve(), plan(manifest, "local", write=False)[0].doc
+
+
+def bench(source: str | Path, request: BenchRequest,
+          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure the plan and the baselines; returns the JSON answer of `edgedeploy bench`."""
+    from edgedeploy.importers import load_model
+
+    source = Path(source)
+    model_path, doc = planned_for(source, request.target, request.input_shape)
+    if doc["target"].get("simulated") or doc["target"]["board"] != "local":
+        raise InputError(f"target {request.target!r} is board {doc['target']['board']!r}; "
+                         "bench measures on this host", hint="use a local target alias")
+    shape = doc["model"].get("input_shape")
+    graph = load_model(model_path, input_shape=tuple(shape) if shape else None)
+    candidates = _systems(graph, model_path, doc)
+    pool = [random_inputs(graph, request.seed + k) for k in range(4)]
+    names = [t.name for t in graph.inputs]
+    frames = [[feeds[n] for n in names] for feeds in pool]
+
+    def frame(k: int) -> list[np.ndarray]:
+        return frames[k % len(frames)]
+
+    per_round = max(1, request.frames // max(1, request.rounds))
+    try:
+        for r in range(request.rounds):
+            for system in candidates:
+                if progress:
+                    progress(f"round {r + 1}/{request.rounds}: {system.name}")
+                system.rounds.append(system.run(per_round, frame))
+    finally:
+        for system in candidates:
+            system.close()
+    return _answer(candidates, doc, graph)
+
+
+def _systems(graph: ir.Graph, model_path: Path, doc: dict[str, Any]) -> list[systems.System]:
+    from edgedeploy.runtime.stages import plan_stage_io
+
+    cuts = [s["start"] for s in doc["stages"][1:]]
+    ios = plan_stage_io(graph, cuts)
+    plans = [execute.StagePlan(io=io, cpus=tuple(s["cpus"]), replicas=s["replicas"],
+                               name=s["name"]) for io, s in zip(ios, doc["stages"], strict=True)]
+    choices = {layer["name"]: layer["choice"] for layer in doc["layers"]}
+    out = [systems.pipelined("edgedeploy", _describe(doc), graph, plans, choices, model_path)]
+    if graph.source.get("format") == "onnx":
+        out += [systems.ort_default(model_path), systems.ort_replicas(graph, model_path)]
+    else:
+        out += [systems.litert_all_cores(graph, model_path)]
+    return out
+
+
+def _describe(doc: dict[str, Any]) -> str:
+    parts = [f"{s['cluster']}:{s['cores']}x{s['replicas']}" for s in doc["stages"]]
+    return f"planned: {len(doc['stages'])} stage(s) " + " | ".join(parts)
+
+
+def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Graph
+            ) -> dict[str, Any]:
+    results = [s.summary() for s in candidates]
+    by_name = {r["system"]: r for r in results}
+    ours = by_name["edgedeploy"]["throughput_fps"]
+    default = by_name.get("ort_default") or by_name["litert"]
+    baselines = [r for r in results if r["system"] != "edgedeploy"]
+    best = max(baselines, key=lambda r: r["throughput_fps"])
+    return {
+        "model": graph.name,
+        "target": doc["target"]["board"],
+        "results": results,
+        "ratio_vs_default": ours / default["throughput_fps"],
+        "ratio_vs_best_baseline": ours / best["throughput_fps"],
+        "best_baseline": best["system"],
+        "predicted_throughput_fps": doc["predicted"]["throughput_fps"],
+        "prediction_error": (doc["predicted"]["throughput_fps"] - ours) / ours if ours else None,
+        "plan": {"stages": [{k: s[k] for k in ("name", "cluster", "cores", "replicas", "cpus",
+                                               "primitive_mix")} for s in doc["stages"]]},
+    }

@@ -1,0 +1,51 @@
+# edgedeploy.mk: plan, build and push a CNN deployment from a firmware repository's Makefile.
+#
+#   include edgedeploy.mk            # written by `edgedeploy init`
+#   make edgedeploy-push TARGET=jetson
+#
+# Override any variable on the command line or before the include.
+# Including this file never changes the including Makefile's default goal.
+_EDGEDEPLOY_GOAL := $(.DEFAULT_GOAL)
+
+EDGEDEPLOY ?= edgedeploy
+MANIFEST ?= edgedeploy.yaml
+TARGET ?= local
+BUILD_DIR ?= build/edgedeploy/$(TARGET)
+EDGEDEPLOY_FLAGS ?=
+
+.PHONY: edgedeploy-plan edgedeploy-check edgedeploy-build edgedeploy-push edgedeploy-status \
+	edgedeploy-logs edgedeploy-rollback
+
+edgedeploy-plan:  ## plan (or re-plan) the deployment for TARGET; writes the plan lockfile
+	$(EDGEDEPLOY) $(EDGEDEPLOY_FLAGS) plan "$(MANIFEST)" --target "$(TARGET)"
+
+edgedeploy-check:  ## fail when the committed plan lockfile is stale (for CI)
+	$(EDGEDEPLOY) $(EDGEDEPLOY_FLAGS) plan "$(MANIFEST)" --target "$(TARGET)" --check
+
+edgedeploy-build:  ## build the runner bundle for TARGET into BUILD_DIR
+	$(EDGEDEPLOY) $(EDGEDEPLOY_FLAGS) build "$(MANIFEST)" --target "$(TARGET)" -o "$(BUILD_DIR)"
+
+edgedeploy-push:  ## build, upload, switch and health-check the release on TARGET
+	$(EDGEDEPLOY) $(EDGEDEPLOY_FLAGS) push -m "$(MANIFEST)" --target "$(TARGET)"
+
+edgedeploy-status:  ## what runs on TARGET: release, health, throughput
+	$(EDGEDEPLOY) $(EDGEDEPLOY_FLAGS) status -m "$(MANIFEST)" --target "$(TARGET)"
+
+edgedeploy-logs:  ## the runner's log on TARGET
+	$(EDGEDEPLOY) $(EDGEDEPLOY_FLAGS) logs -m "$(MANIFEST)" --target "$(TARGET)"
+
+edgedeploy-rollback:  ## restore the previous release on TARGET
+	$(EDGEDEPLOY) $(EDGEDEPLOY_FLAGS) rollback -m "$(MANIFEST)" --target "$(TARGET)"
+
+# Short aliases plan/build/push/status. A Makefile with its own target of one of these names
+# must set EDGEDEPLOY_ALIASES = 0 before the include (make would merge the prerequisites).
+EDGEDEPLOY_ALIASES ?= 1
+ifeq ($(EDGEDEPLOY_ALIASES),1)
+plan: edgedeploy-plan
+build: edgedeploy-build
+push: edgedeploy-push
+status: edgedeploy-status
+.PHONY: plan build push status
+endif
+
+.DEFAULT_GOAL := $(_EDGEDEPLOY_GOAL)

@@ -1,0 +1,35 @@
+"""A small real bundle shared by the generator and runner tests (built once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgedeploy import api, zoo
+from edgedeploy.generator import BuildInput, PlanInput, StageInput, build_bundle
+from edgedeploy.runtime.executor import default_choice
+
+
+def small_build(tmp: Path, family: str = "linux") -> tuple[BuildInput, object, Path]:
+    """squeezenet1_1 at 32x32 with a two-stage plan (one onnxruntime segment) and a 1-stage
+    replicated alternative: a small Pareto set."""
+    model = tmp / "net.onnx"
+    if not model.exists():
+        zoo.export("squeezenet1_1", model, size=32, num_classes=10)
+    graph = api.load_model(model)
+    n = len(graph.layers)
+    choices = {layer.name: default_choice(layer) for layer in graph.layers}
+    for layer in graph.layers[n // 2:n // 2 + 2]:
+        choices[layer.name] = "ort"
+    two = PlanInput("plan0", (StageInput(0, n // 2, (0,)), StageInput(n // 2, n, (0,))),
+                    choices, {"throughput_fps": 100.0, "latency_ms": 5.0})
+    one = PlanInput("plan1", (StageInput(0, n, (0,), replicas=2),), {}, {})
+    return BuildInput("tiny", "local", family, (two, one)), graph, model
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("bundle")
+    build, graph, model = small_build(tmp)
+    return build_bundle(build, graph, model, tmp / "bundle").root

@@ -1,0 +1,155 @@
+"""The generator's inputs and the frozen context the templates render from.
+
+:class:`BuildInput` is the plan-like input (name, target, family, plans of stages and per-layer
+choices, predictions): the planner's lockfile, ``execute.StagePlan`` lists (``edgedeploy run``'s
+simple splits) and tests all reduce to it, so the generator never depends on how a plan was made.
+Templates get a :class:`RenderContext`: every value already computed, nothing left to decide in
+Jinja (STYLE.md: templates hold layout, not logic; families differ by small tables).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from edgedeploy.errors import InputError
+
+FAMILIES = ("linux", "jetson", "rpi")
+
+#: Small per-family tables the templates read (the only place families differ in data).
+FAMILY_TABLES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "linux": MappingProxyType({}),
+    # nvpmodel mode 0 is MAXN on TX2/Xavier/Orin; tegrastats samples power rails every interval.
+    "jetson": MappingProxyType({"nvpmodel_mode": 0, "tegrastats_interval_ms": 1000,
+                                "power_log": "tegrastats.log"}),
+    "rpi": MappingProxyType({"governor": "performance"}),
+})
+
+_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class StageInput:
+    """One pipeline stage of a plan: layers ``[start, stop)`` on ``cpus``, ``replicas`` copies."""
+
+    start: int
+    stop: int
+    cpus: tuple[int, ...] = ()
+    replicas: int = 1
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    name: str
+    stages: tuple[StageInput, ...]
+    choices: Mapping[str, str] = field(default_factory=dict)
+    predicted: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildInput:
+    """What a bundle is built from. ``plans[0]`` is active unless ``active`` names another."""
+
+    name: str
+    target: str
+    family: str
+    plans: tuple[PlanInput, ...]
+    plan_sha256: str = ""
+    active: str = ""
+    tolerance: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise InputError(f"unknown template family {self.family!r}",
+                             hint=f"one of: {', '.join(FAMILIES)}")
+        if not self.plans:
+            raise InputError("a bundle needs at least one plan")
+        names = [p.name for p in self.plans]
+        if len(set(names)) != len(names):
+            raise InputError(f"plan names must be unique, got {names}")
+        if self.active and self.active not in names:
+            raise InputError(f"active plan {self.active!r} is not among {names}")
+
+    @property
+    def active_plan(self) -> PlanInput:
+        return next(p for p in self.plans if p.name == (self.active or self.plans[0].name))
+
+    def plans_dict(self) -> dict[str, Any]:
+        """Canonical JSON-ready plans (also what ``plan_sha256`` hashes when no lockfile exists)."""
+        return {p.name: {
+            "stages": [{"name": s.name or f"stage{k}", "start": s.start, "stop": s.stop,
+                        "cpus": list(s.cpus), "replicas": s.replicas}
+                       for k, s in enumerate(p.stages)],
+            "choices": dict(sorted(p.choices.items())),
+            "predicted": dict(sorted(p.predicted.items())),
+        } for p in self.plans}
+
+    def digest(self) -> str:
+        """``plan_sha256``, or the hash of the canonical plans when no lockfile was given."""
+        if self.plan_sha256:
+            return self.plan_sha256
+        blob = json.dumps({"name": self.name, "target": self.target, "active": self.active,
+                           "plans": self.plans_dict()}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def from_execute_plans(name: str, target: str, family: str, stage_plans: Sequence[Any],
+                       choices: Mapping[str, str], *, predicted: Mapping[str, float] | None = None,
+                       plan_sha256: str = "", plan_name: str = "plan0") -> BuildInput:
+    """A one-plan BuildInput from ``execute.StagePlan`` objects (``io.start``/``io.stop``)."""
+    stages = tuple(StageInput(start=sp.io.start, stop=sp.io.stop, cpus=tuple(sp.cpus),
+                              replicas=sp.replicas, name=sp.name or f"stage{k}")
+                   for k, sp in enumerate(stage_plans))
+    plan = PlanInput(plan_name, stages, dict(choices), dict(predicted or {}))
+    return BuildInput(name=name, target=target, family=family, plans=(plan,),
+                      plan_sha256=plan_sha256)
+
+
+def safe_name(name: str) -> str:
+    """A name usable in file names and unit names (systemd, env files)."""
+    cleaned = _NAME.sub("-", name).strip("-.")
+    return cleaned or "model"
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Everything the templates see; built once, frozen, rendered with StrictUndefined."""
+
+    name: str
+    service: str
+    target: str
+    family: str
+    release_note: str
+    python: str
+    env: tuple[tuple[str, str], ...]
+    table: Mapping[str, Any]
+    runner_dir: str = "runner"
+    config: str = "app/config.json"
+    #: The deployer's default remote folder (manifest ``targets.<alias>.path``), systemd syntax.
+    install_root: str = "%h/edgedeploy"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "service": self.service, "target": self.target,
+                "family": self.family, "release_note": self.release_note, "python": self.python,
+                "env": self.env, "table": self.table, "runner_dir": self.runner_dir,
+                "config": self.config, "install_root": self.install_root}
+
+
+def render_context(build: BuildInput, threads: int, version: str) -> RenderContext:
+    """The frozen context for ``build``: env file entries, unit name, family table."""
+    name = safe_name(build.name)
+    env = (("EDGEDEPLOY_BUNDLE_NAME", name), ("EDGEDEPLOY_TARGET", safe_name(build.target)),
+           ("OMP_NUM_THREADS", str(threads)), ("OPENBLAS_NUM_THREADS", str(threads)),
+           ("MKL_NUM_THREADS", str(threads)), ("PYTHONDONTWRITEBYTECODE", "1"),
+           ("PYTHONUNBUFFERED", "1"))
+    return RenderContext(
+        name=name, service=f"edgedeploy-{name}", target=safe_name(build.target),
+        family=build.family, release_note=f"edgedeploy {version}, plan {build.digest()[:16]}",
+        python="python3", env=env, table=FAMILY_TABLES[build.family])

@@ -1,0 +1,121 @@
+"""What ``edgedeploy build`` accepts, reduced to a BuildInput: a plan lockfile, a manifest, a model.
+
+* ``*.plan.json``: exactly that plan (active) plus its Pareto set (``pareto0``...), model and
+  target from the lockfile, ``plan_sha256`` = sha256 of the lockfile's bytes.
+* ``*.yaml``/``*.yml`` manifest: its committed lockfile for ``--target`` when one exists,
+  else the model as one stage.
+* a model (``.onnx``/``.tflite``): one stage on every local core with the runtime's default
+  choices, so a bundle can be built and tested before any planning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.errors import InputError
+from edgedeploy.generator.bundle import BundleInfo, build_bundle
+from edgedeploy.generator.context import BuildInput, PlanInput, StageInput
+
+MODEL_SUFFIXES = (".onnx", ".tflite")
+
+
+def _family(board: str | None) -> str:
+    if not board:
+        return "linux"
+    from edgedeploy.boards.catalog import load_target
+
+    return str(load_target(board).family)
+
+
+def from_plan(plan: Any, plan_file: str | Path) -> BuildInput:
+    """The BuildInput of a validated lockfile (``schemas.plan.Plan``): best plan + Pareto set."""
+    plan_file = Path(plan_file)
+    board = str(plan.target.get("board") or "local")
+    if "/" in board or board.endswith((".yaml", ".yml")):
+        board = str((plan_file.parent / board).resolve())
+    names = [layer.name for layer in plan.layers]
+
+    def preds(p: Any) -> dict[str, float]:
+        return {k: float(v) for k, v in p.model_dump().items() if v is not None}
+
+    best = PlanInput("plan", tuple(
+        StageInput(s.start, s.stop, tuple(s.cpus), s.replicas, s.name) for s in plan.stages),
+        dict(plan.choices), preds(plan.predicted))
+    others = []
+    for k, point in enumerate(plan.pareto):
+        choices = {names[i]: c for s in point.stages
+                   for i, c in zip(range(s.start, s.stop), s.choices, strict=True)}
+        others.append(PlanInput(f"pareto{k}", tuple(
+            StageInput(s.start, s.stop, tuple(s.cpus), s.replicas, f"stage{j}")
+            for j, s in enumerate(point.stages)), choices, preds(point.predicted)))
+    return BuildInput(name=plan.name, target=str(plan.target.get("alias") or "local"),
+                      family=_family(board), plans=(best, *others), active="plan",
+                      plan_sha256=hashlib.sha256(plan_file.read_bytes()).hexdigest())
+
+
+def model_build_input(graph: Any, name: str, target: str, family: str, *,
+                      local: bool = True) -> BuildInput:
+    """One stage over every layer, default choices; on this host's cores for ``local``, else on
+    whatever cores the device has (empty ``cpus``: the runner uses every available core)."""
+    from edgedeploy.runtime.affinity import available_cpus
+    from edgedeploy.runtime.executor import default_choice
+
+    choices = {layer.name: default_choice(layer) for layer in graph.layers}
+    cpus = tuple(available_cpus()) if local else ()
+    stage = StageInput(0, len(graph.layers), cpus, 1, "stage0")
+    return BuildInput(name=name, target=target, family=family,
+                      plans=(PlanInput("plan0", (stage,), choices),))
+
+
+def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
+                    target: str | None = None, family: str | None = None,
+                    input_shape: str | None = None) -> BundleInfo:
+    """Build a bundle from a lockfile, a manifest or a model file (see the module doc)."""
+    from edgedeploy import api
+
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"not found: {source}", hint="give a .plan.json, a manifest or a model")
+    if source.name.endswith(".plan.json"):
+        from edgedeploy.schemas.plan import load_plan
+
+        plan = load_plan(source)
+        build = from_plan(plan, source)
+        model = plan.model_path(source)
+        graph = api.load_model(model, tuple(plan.model.get("input_shape") or ()) or None)
+        out = out_dir or Path("build") / f"{build.name}.{build.target}"
+        return build_bundle(build, graph, model, out, family=family)
+    if source.suffix in (".yaml", ".yml"):
+        return _from_manifest(source, out_dir, target, family)
+    if source.suffix.lower() not in MODEL_SUFFIXES:
+        raise InputError(f"{source}: expected a .plan.json, a manifest (.yaml) or a model "
+                         f"({', '.join(MODEL_SUFFIXES)})")
+    board = target or "local"
+    graph = api.load_model(source, input_shape)
+    build = model_build_input(graph, source.stem, board, family or _family(board),
+                              local=board == "local")
+    return build_bundle(build, graph, source, out_dir or Path("build") / source.stem)
+
+
+def _from_manifest(path: Path, out_dir: str | Path | None, alias: str | None,
+                   family: str | None) -> BundleInfo:
+    from edgedeploy import api
+
+    manifest = api.load_manifest(path)
+    if alias is None:
+        alias = "local" if "local" in manifest.targets else sorted(manifest.targets)[0]
+    if alias not in manifest.targets:
+        raise InputError(f"{path}: no target {alias!r}",
+                         hint=f"targets: {', '.join(sorted(manifest.targets))}")
+    out = Path(out_dir) if out_dir else Path(manifest.output.build_dir) / f"{manifest.name}.{alias}"
+    lock = Path(manifest.output.plans_dir) / f"{manifest.name}.{alias}.plan.json"
+    if lock.exists():
+        return build_from_path(lock, out, family=family)
+    spec = manifest.model
+    graph = api.load_model(spec.path, tuple(spec.input_shape) if spec.input_shape else None)
+    board = manifest.targets[alias].board
+    build = model_build_input(graph, manifest.name, alias, family or _family(board),
+                              local=board == "local")
+    return build_bundle(build, graph, spec.path, out)

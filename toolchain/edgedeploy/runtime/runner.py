@@ -1,0 +1,242 @@
+"""The bundle runner: what ``main.py`` on the board calls (device side: numpy + edgedeploy.runtime).
+
+Commands (run from the bundle directory; ``python3 main.py CMD --help``)::
+
+    serve   [--frames N] [--duration-s S] [--state-dir DIR]   run the active plan, write status
+    health  [--json]                                          smoke inference vs the host reference
+    measure (--plan NAME | --config-json JSON) --frames N [--warmup W] [--json]
+
+``app/config.json`` (schema_version 1), written by the host's generator::
+
+    {"schema_version": 1, "name": "demo",
+     "graph": "app/graph.json", "weights": "app/weights.npz",      # IR (Graph.save format)
+     "inputs": [{"name", "shape"}], "outputs": [{"name", "shape"}],
+     "active": "plan0",
+     "plans": {"plan0": {"stages": [{"name", "start", "stop", "inputs", "outputs",
+                                     "cpus", "replicas"}],        # layers [start, stop)
+                         "choices": {layer: "winograd_f4x3/nchw" | "native" | "ort" | ...},
+                         "predicted": {"throughput_fps", "latency_ms"}}},
+     "segments": [{"inputs", "outputs", "file": "app/segments/0.onnx"}],   # onnxruntime cuts
+     "reference": {"file": "app/reference.npz", "inputs": [...], "outputs": [...]},
+     "tolerance": 0.001, "state_dir": null, "source": {"kind": "random", "seed": 0}}
+
+Several plans (a Pareto set) can be carried; ``active`` runs. ``serve`` switches plans only
+between chunks with an empty pipeline (see runner_serve.py), when ``runner.control.json`` in the
+state dir asks for another plan or a :data:`SwitchPolicy` does. The status file
+``runner.status.json`` in the state dir (see ``RunnerConfig.state_dir``) is replaced atomically
+every second: pid, state, active plan, frames, throughput, latency p50/p99, per-stage metrics,
+shared-memory names, plan switches and the last error.
+
+Exit codes: 0 ok (SIGTERM/SIGINT is a clean stop), 1 operational failure (a stage died, health
+mismatch), 2 bad bundle or arguments. Errors print one line (plus a hint) on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.runtime.errors import EdgeDeployError, ExitCode
+from edgedeploy.runtime.runner_config import (
+    STATUS_FILE,
+    BundleConfigError,
+    RunnerConfig,
+    load_config,
+    load_graph,
+    parse_plan,
+    resolve_stages,
+    stage_segments,
+)
+
+
+class Terminated(BaseException):
+    """SIGTERM/SIGINT arrived: unwind (closing the pipeline) and exit 0."""
+
+
+def _install_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not break cleanup
+            signal.signal(sig, signal.SIG_IGN)
+        raise Terminated(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="main.py", description="edgedeploy bundle runner")
+    p.add_argument("--root", default=None, help="bundle directory (default: main.py's folder)")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the active plan and write the status file")
+    s.add_argument("--frames", type=int, default=None)
+    s.add_argument("--duration-s", type=float, default=None)
+    s.add_argument("--state-dir", default=None)
+    h = sub.add_parser("health", help="smoke inference compared with the host's reference")
+    h.add_argument("--json", action="store_true")
+    m = sub.add_parser("measure", help="run a plan or a variant for N frames and report times")
+    g = m.add_mutually_exclusive_group()
+    g.add_argument("--plan", default=None)
+    g.add_argument("--config-json", default=None)
+    m.add_argument("--frames", type=int, default=50)
+    m.add_argument("--warmup", type=int, default=5)
+    m.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, root: str | Path | None = None) -> int:
+    """Entry point: parse, run one command, map errors to exit codes."""
+    args = _parser().parse_args(argv)
+    bundle = Path(args.root or root or Path.cwd()).resolve()
+    stop = threading.Event()
+    _install_signals(stop)
+    try:
+        cfg = load_config(bundle)
+        if args.command == "serve":
+            return serve(cfg, frames=args.frames, duration_s=args.duration_s,
+                         state_dir=args.state_dir, stop=stop)
+        if args.command == "health":
+            report = health(cfg)
+            _print(report, args.json)
+            return ExitCode.OK if report["ok"] else ExitCode.FAILURE
+        _print(measure(cfg, args.plan, args.config_json, args.frames, args.warmup), args.json)
+        return ExitCode.OK
+    except Terminated:
+        return ExitCode.OK
+    except EdgeDeployError as exc:
+        if stop.is_set():  # a stage killed by the same group signal: still a clean stop
+            return ExitCode.OK
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    finally:
+        _stop_sidecars()
+
+
+def _stop_sidecars() -> None:
+    """Stop helpers run.sh started for us (Jetson's tegrastats) so none outlives the runner."""
+    for pid in os.environ.get("EDGEDEPLOY_SIDECAR_PIDS", "").split():
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGTERM)
+
+
+def _print(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, sort_keys=True))
+        return
+    for key, value in data.items():
+        print(f"{key}: {value}")
+
+
+# --- serve ------------------------------------------------------------------------------------
+def serve(cfg: RunnerConfig, *, frames: int | None = None, duration_s: float | None = None,
+          state_dir: str | None = None, stop: threading.Event | None = None) -> int:
+    """Run the active plan until ``frames``/``duration_s`` or a signal; keep the status fresh."""
+    from edgedeploy.runtime.runner_serve import Server, StatusWriter
+
+    if frames is not None and frames < 1:
+        raise BundleConfigError("--frames must be >= 1")
+    path = cfg.state_dir(state_dir) / STATUS_FILE
+    base = {"pid": os.getpid(), "name": cfg.name, "active": cfg.active, "state": "starting",
+            "frames": 0, "started": time.time(), "plans": sorted(cfg.plans), "last_error": None,
+            "switches": [], "simulated": False}
+    try:
+        status = StatusWriter(path, base)
+    except OSError as exc:
+        raise BundleConfigError(f"cannot write the status file in {path.parent}: {exc}",
+                                hint="set EDGEDEPLOY_STATE_DIR or --state-dir") from None
+    with status:
+        try:
+            Server(cfg, status, stop=stop).serve(frames, duration_s)
+        except Terminated:
+            status.update(state="stopped")
+            raise
+        except EdgeDeployError as exc:
+            stopping = stop is not None and stop.is_set()
+            status.update(state="stopped" if stopping else "failed",
+                          last_error=None if stopping else str(exc))
+            raise
+        status.update(state="stopped" if stop is not None and stop.is_set() else "finished")
+    return ExitCode.OK
+
+
+# --- health -----------------------------------------------------------------------------------
+def run_in_process(cfg: RunnerConfig, plan_name: str | None,
+                   feeds: dict[str, Any]) -> dict[str, Any]:
+    """Run one frame through every stage of a plan sequentially in this process (no pinning)."""
+    from edgedeploy.runtime.stages import GraphStage
+
+    plan = cfg.plan(plan_name)
+    graph = load_graph(cfg)
+    env = dict(feeds)
+    for st in resolve_stages(graph, plan):
+        stage = GraphStage(graph, st.io, plan.choices,
+                           stage_segments(cfg, graph, st.io, plan.choices))
+        try:
+            env.update(zip(st.outputs, stage([env[t] for t in st.inputs]), strict=True))
+        finally:
+            stage.executor.close()
+    return env
+
+
+def health(cfg: RunnerConfig, plan_name: str | None = None) -> dict[str, Any]:
+    """The smoke inference: the reference input through the plan, compared with the host's output.
+
+    Every plan of the bundle shares one graph and weights, so checking the active one checks
+    the artifacts; ``plan_name`` checks another.
+    """
+    import numpy as np
+
+    from edgedeploy.runtime.executor import max_rel_error
+
+    ref = cfg.raw.get("reference") or {}
+    try:
+        with np.load(cfg.root / ref["file"]) as npz:
+            feeds = {name: npz[f"in{k}"] for k, name in enumerate(ref["inputs"])}
+            want = {name: npz[f"out{k}"] for k, name in enumerate(ref["outputs"])}
+    except (OSError, KeyError, ValueError) as exc:
+        raise BundleConfigError(f"cannot read the reference data: {exc}") from None
+    name = plan_name or cfg.active
+    t0 = time.perf_counter()
+    got = run_in_process(cfg, name, feeds)
+    err = max_rel_error({k: got[k] for k in want}, want)
+    ok = bool(np.isfinite(err) and err <= cfg.tolerance)
+    return {"ok": ok, "max_rel_error": float(err), "plan": name, "tolerance": cfg.tolerance,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+# --- measure ----------------------------------------------------------------------------------
+def measure(cfg: RunnerConfig, plan_name: str | None, config_json: str | None, frames: int,
+            warmup: int) -> dict[str, Any]:
+    """Run a plan (or a variant given as a plan object in JSON) for ``frames`` frames, pinned."""
+    from edgedeploy.runtime.pipeline import Pipeline
+    from edgedeploy.runtime.runner_config import stage_specs
+    from edgedeploy.runtime.runner_serve import make_source
+
+    if frames < 1 or warmup < 0:
+        raise BundleConfigError("--frames must be >= 1 and --warmup >= 0")
+    if config_json is not None:
+        try:
+            plan = parse_plan("variant", json.loads(config_json))
+        except ValueError as exc:
+            raise BundleConfigError(f"--config-json is not JSON: {exc}") from None
+    else:
+        plan = cfg.plan(plan_name)
+    graph = load_graph(cfg, 0, 0)
+    source = make_source(cfg, [(t.name, tuple(t.shape)) for t in graph.inputs])
+    with Pipeline(stage_specs(cfg, graph, plan)) as pipe:
+        result = pipe.run(source, frames, warmup=warmup, keep_outputs="none")
+    data = result.to_dict()
+    data.update(plan=plan.name, warmup=warmup, predicted=dict(plan.predicted),
+                stage_ms=[s["service_ms_mean"] for s in data["stages"]])
+    return data
+

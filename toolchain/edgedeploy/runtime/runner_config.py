@@ -1,0 +1,226 @@
+"""The bundle's runner configuration (``app/config.json``): reading, checking, and stage building.
+
+Device side: numpy and edgedeploy.runtime only. The schema is documented in runner.py; this module
+turns it into plain objects and into :class:`StageSpec` lists for the pipeline executor. Weights
+ship raw (OIHW) and each stage process transforms only its own layers' weights at start-up, so one
+weight file serves every plan of the Pareto set whatever primitives they pick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedeploy.runtime import ir
+from edgedeploy.runtime.errors import InputError
+from edgedeploy.runtime.stages import GraphStage, StageIO, boundary_tensors, ort_segments_needed
+
+SCHEMA_VERSION = 1
+CONFIG_PATH = "app/config.json"
+STATUS_FILE = "runner.status.json"
+CONTROL_FILE = "runner.control.json"
+
+
+class BundleConfigError(InputError):
+    """The bundle's config.json (or a plan given to ``measure``) is missing or inconsistent."""
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str
+    start: int
+    stop: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    cpus: tuple[int, ...]
+    replicas: int = 1
+
+    @property
+    def io(self) -> StageIO:
+        return StageIO(self.start, self.stop, self.inputs, self.outputs)
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    name: str
+    stages: tuple[StageConfig, ...]
+    choices: Mapping[str, str]
+    predicted: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """``app/config.json`` resolved against the bundle root ``root``."""
+
+    root: Path
+    raw: Mapping[str, Any]
+    name: str
+    active: str
+    plans: Mapping[str, PlanConfig]
+    segments: Mapping[tuple[tuple[str, ...], tuple[str, ...]], str]
+    tolerance: float
+
+    def path(self, key: str) -> Path:
+        return self.root / str(self.raw[key])
+
+    def plan(self, name: str | None = None) -> PlanConfig:
+        name = name or self.active
+        if name not in self.plans:
+            raise BundleConfigError(f"no plan {name!r} in this bundle",
+                                    hint=f"plans: {', '.join(sorted(self.plans))}")
+        return self.plans[name]
+
+    def state_dir(self, override: str | None = None) -> Path:
+        """``--state-dir`` > $EDGEDEPLOY_STATE_DIR > config ``state_dir`` > deploy layout > XDG.
+
+        Deployed as ``<root>/releases/<id>`` the state goes to ``<root>/run`` beside the
+        deployer's pidfile; elsewhere to ``$XDG_STATE_HOME/edgedeploy/<name>``: never inside
+        the bundle, whose files are checksummed.
+        """
+        chosen = override or os.environ.get("EDGEDEPLOY_STATE_DIR") or self.raw.get("state_dir")
+        if chosen:
+            return (self.root / chosen).resolve()
+        if self.root.resolve().parent.name == "releases":
+            return self.root.resolve().parent.parent / "run"
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "edgedeploy" / self.name
+
+
+def load_config(root: str | Path, path: str = CONFIG_PATH) -> RunnerConfig:
+    root = Path(root)
+    file = root / path
+    try:
+        raw = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise BundleConfigError(f"{file}: not found", hint="run from a bundle directory "
+                                "(built by `edgedeploy build`)") from None
+    except (OSError, ValueError) as exc:
+        raise BundleConfigError(f"{file}: unreadable: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
+        raise BundleConfigError(f"{file}: schema_version must be {SCHEMA_VERSION}",
+                                hint="rebuild the bundle with this edgedeploy version")
+    try:
+        plans = {name: parse_plan(name, p) for name, p in raw["plans"].items()}
+        segments = {(tuple(s["inputs"]), tuple(s["outputs"])): str(s["file"])
+                    for s in raw.get("segments", [])}
+        cfg = RunnerConfig(root=root, raw=raw, name=str(raw["name"]), active=str(raw["active"]),
+                           plans=plans, segments=segments,
+                           tolerance=float(raw.get("tolerance", 1e-3)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleConfigError(f"{file}: malformed: {type(exc).__name__}: {exc}") from None
+    cfg.plan()  # the active plan must exist
+    return cfg
+
+
+def parse_plan(name: str, data: Mapping[str, Any]) -> PlanConfig:
+    """A plan entry of config.json (also what ``measure --config-json`` takes)."""
+    try:
+        stages = tuple(
+            StageConfig(name=str(s.get("name") or f"stage{k}"), start=int(s["start"]),
+                        stop=int(s["stop"]), inputs=tuple(s.get("inputs", ())),
+                        outputs=tuple(s.get("outputs", ())),
+                        cpus=tuple(int(c) for c in s.get("cpus", ())),
+                        replicas=int(s.get("replicas", 1)))
+            for k, s in enumerate(data["stages"]))
+        choices = {str(k): str(v) for k, v in dict(data.get("choices", {})).items()}
+        predicted = {str(k): float(v) for k, v in dict(data.get("predicted", {})).items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BundleConfigError(f"plan {name!r} is malformed: {type(exc).__name__}: {exc}",
+                                hint="each stage needs start, stop (and cpus, replicas)") from None
+    if not stages:
+        raise BundleConfigError(f"plan {name!r} has no stages")
+    return PlanConfig(name, stages, choices, predicted)
+
+
+def load_graph(cfg: RunnerConfig, start: int = 0, stop: int | None = None) -> ir.Graph:
+    """The IR with only the weights that ``layers[start:stop]`` use (a stage loads its own)."""
+    try:
+        data = json.loads(cfg.path("graph").read_text())
+        graph = ir.Graph.from_dict(data)
+        keys = {k for layer in graph.layers[start:stop] for k in layer.weights.values()}
+        with np.load(cfg.path("weights")) as npz:
+            graph.weights = {k: npz[k] for k in sorted(keys)}
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleConfigError(f"cannot load the model from the bundle: {exc}",
+                                hint="the bundle may be incomplete; rebuild and push it") from None
+    return graph
+
+
+def resolve_stages(graph: ir.Graph, plan: PlanConfig) -> list[StageConfig]:
+    """Check a plan against the graph; fill in boundary tensors a variant left out."""
+    n = len(graph.layers)
+    out: list[StageConfig] = []
+    expect = 0
+    for st in plan.stages:
+        if st.start != expect or not st.start < st.stop <= n:
+            raise BundleConfigError(
+                f"plan {plan.name!r}, stage {st.name}: layers [{st.start}, {st.stop}) do not "
+                f"continue the previous stage (expected start {expect}, {n} layers in all)")
+        ins = tuple(boundary_tensors(graph, st.start))
+        outs = tuple(boundary_tensors(graph, st.stop))
+        if (st.inputs and st.inputs != ins) or (st.outputs and st.outputs != outs):
+            raise BundleConfigError(f"plan {plan.name!r}, stage {st.name}: boundary tensors do "
+                                    "not match the graph", hint="rebuild the bundle")
+        out.append(StageConfig(st.name, st.start, st.stop, ins, outs, st.cpus, st.replicas))
+        expect = st.stop
+    if expect != n:
+        raise BundleConfigError(f"plan {plan.name!r} covers layers [0, {expect}) of {n}")
+    return out
+
+
+def stage_segments(cfg: RunnerConfig, graph: ir.Graph, io: StageIO,
+                   choices: Mapping[str, str]) -> dict[tuple[tuple[str, ...], tuple[str, ...]],
+                                                       bytes]:
+    """The onnxruntime segment models a stage needs, read from the bundle's files."""
+    out = {}
+    for ins, outs in ort_segments_needed(graph, io, choices):
+        key = (tuple(ins), tuple(outs))
+        if key not in cfg.segments:
+            raise BundleConfigError(
+                f"layers {ins} -> {outs} run on onnxruntime but the bundle ships no such segment",
+                hint="choose native primitives for them, or rebuild the bundle with this plan")
+        out[key] = (cfg.root / cfg.segments[key]).read_bytes()
+    return out
+
+
+def build_stage(root: str, config_path: str, stage: StageConfig, choices: Mapping[str, str],
+                cpus: Sequence[int] | None) -> GraphStage:
+    """Pipeline factory (module-level, so spawn pickles it by reference): runs in the stage's
+    pinned process and loads only what that stage needs."""
+    cfg = load_config(root, config_path)
+    graph = load_graph(cfg, stage.start, stage.stop)
+    segments = stage_segments(cfg, graph, stage.io, choices)
+    return GraphStage(graph, stage.io, choices, segments, cpus=cpus)
+
+
+def tensor_shape(graph: ir.Graph, name: str) -> tuple[int, ...]:
+    if name in graph.tensors:
+        return tuple(graph.tensors[name].shape)
+    for t in [*graph.inputs, *graph.outputs]:
+        if t.name == name:
+            return tuple(t.shape)
+    raise BundleConfigError(f"tensor {name!r} has no known shape in the bundle's graph")
+
+
+def stage_specs(cfg: RunnerConfig, graph: ir.Graph, plan: PlanConfig,
+                config_path: str = CONFIG_PATH) -> list:
+    """StageSpecs for the pipeline executor; cpus default to every available core."""
+    from edgedeploy.runtime.affinity import available_cpus
+    from edgedeploy.runtime.pipeline import StageSpec, TensorSpec
+
+    allowed = available_cpus()
+    specs = []
+    for st in resolve_stages(graph, plan):
+        cpus = st.cpus or tuple(allowed)
+        specs.append(StageSpec(
+            name=st.name, cpus=cpus, replicas=st.replicas, factory=build_stage,
+            factory_args=(str(cfg.root), config_path, st, dict(plan.choices), cpus),
+            inputs=tuple(TensorSpec(tensor_shape(graph, t)) for t in st.inputs),
+            outputs=tuple(TensorSpec(tensor_shape(graph, t)) for t in st.outputs)))
+    return specs

@@ -1,0 +1,191 @@
+"""The serving loop of the bundle runner: frames through the active plan, a live status file, and
+the plan-switch seam the runtime manager builds on.
+
+Frames run in *chunks* of about a second each (``Pipeline.run``): after every chunk the pipeline
+is empty, the per-stage metrics are fresh, and the status file is rewritten. The chunk boundary is
+also the only place a plan changes: the new plan's pipeline is started while the old one is idle
+and empty, then the old one is closed, and frame indices continue, so a switch drops, duplicates
+and reorders nothing (Dynamic-OFA-style switching, issue 7; the policy deciding *when* is
+pluggable: :data:`SwitchPolicy`, plus a request file ``runner.control.json`` in the state dir
+holding ``{"active": "PLAN"}`` that an operator or ``edgedeploy`` can write).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedeploy.runtime.runner_config import (
+    CONTROL_FILE,
+    BundleConfigError,
+    RunnerConfig,
+    load_graph,
+    stage_specs,
+)
+
+#: ``index -> tensors`` for the first stage, in graph-input order.
+FrameSource = Callable[[int], list[np.ndarray]]
+#: ``(status snapshot, config) -> plan name to switch to, or None to stay``.
+SwitchPolicy = Callable[[Mapping[str, Any], RunnerConfig], "str | None"]
+
+CHUNK_S = 1.0
+
+
+def make_source(cfg: RunnerConfig, graph_inputs: list[tuple[str, tuple[int, ...]]]) -> FrameSource:
+    """The frame source named by config ``source`` (default: seeded random inputs).
+
+    * ``{"kind": "random", "seed": 0, "pool": 4}``: a pool of seeded inputs, cycled;
+    * ``{"kind": "npz", "file": "app/frames.npz"}``: arrays named like the graph inputs, with a
+      leading frame axis, cycled;
+    * ``{"kind": "python", "callable": "camera:frames"}``: a real application's feed. The module
+      is imported from ``app/``; ``frames(config_dict)`` returns a callable ``index -> list of
+      NCHW float32 arrays`` (one per graph input). Blocking in it is fine: the pipeline waits.
+    """
+    spec = dict(cfg.raw.get("source") or {"kind": "random"})
+    kind = spec.get("kind", "random")
+    if kind == "random":
+        rng = np.random.default_rng(int(spec.get("seed", 0)))
+        pool = [[rng.standard_normal(shape).astype(np.float32) for _, shape in graph_inputs]
+                for _ in range(max(1, int(spec.get("pool", 4))))]
+        return lambda k: pool[k % len(pool)]
+    if kind == "npz":
+        with np.load(cfg.root / spec["file"]) as npz:
+            arrays = [np.asarray(npz[name], dtype=np.float32) for name, _ in graph_inputs]
+        count = min(a.shape[0] for a in arrays)
+        return lambda k: [a[k % count] for a in arrays]
+    if kind == "python":
+        module, _, attr = str(spec["callable"]).partition(":")
+        sys.path.insert(0, str(cfg.root / "app"))
+        return getattr(importlib.import_module(module), attr)(dict(cfg.raw))
+    raise BundleConfigError(f"unknown frame source kind {kind!r}",
+                            hint="use random, npz or python")
+
+
+class StatusWriter:
+    """Keeps the latest status snapshot and rewrites the status file atomically every second."""
+
+    def __init__(self, path: Path, base: Mapping[str, Any]) -> None:
+        self.path = path
+        self._data: dict[str, Any] = dict(base)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="edgedeploy-status", daemon=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def update(self, **fields: Any) -> None:
+        with self._lock:
+            self._data.update(fields)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return json.loads(json.dumps(self._data))
+
+    def write(self) -> None:
+        data = self.snapshot()
+        data["updated"] = time.time()
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            with contextlib.suppress(OSError):
+                self.write()
+
+    def __enter__(self) -> StatusWriter:
+        self.write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        with contextlib.suppress(OSError):
+            self.write()
+
+
+class Server:
+    """Runs the active plan until told to stop; one pipeline at a time, switched between chunks."""
+
+    def __init__(self, cfg: RunnerConfig, status: StatusWriter, *,
+                 policy: SwitchPolicy | None = None, stop: threading.Event | None = None) -> None:
+        self.cfg = cfg
+        self.status = status
+        self.policy = policy
+        self.stop = stop or threading.Event()
+        self.graph = load_graph(cfg, 0, 0)  # structure only: stages load their own weights
+        self.source = make_source(cfg, [(t.name, tuple(t.shape)) for t in self.graph.inputs])
+        self.frames = 0
+        self.switches: list[dict[str, Any]] = []
+
+    def serve(self, max_frames: int | None, duration_s: float | None) -> None:
+        from edgedeploy.runtime.pipeline import Pipeline
+
+        plan = self.cfg.plan()
+        t_end = None if duration_s is None else time.monotonic() + duration_s
+        while not self._done(max_frames, t_end):
+            pipe = Pipeline(stage_specs(self.cfg, self.graph, plan))
+            with pipe:
+                self.status.update(active=plan.name, state="running",
+                                   shm=sorted(pipe.resource_names()),
+                                   replicas=pipe.replica_info)
+                nxt = self._run_plan(pipe, plan.name, max_frames, t_end)
+            if nxt is None:
+                break
+            self._record_switch(plan.name, nxt.name, nxt.predicted)
+            plan = nxt
+
+    def _run_plan(self, pipe: Any, name: str, max_frames: int | None,
+                  t_end: float | None) -> Any:
+        chunk, warmup = 8, 2
+        while not self._done(max_frames, t_end):
+            n = chunk if max_frames is None else min(chunk, max_frames - self.frames)
+            base = self.frames
+            result = pipe.run(lambda k, b=base, w=warmup: self.source(b + max(0, k - w)), n,
+                              warmup=warmup, keep_outputs="none")
+            warmup = 0
+            self.frames += result.frames
+            chunk = max(4, min(100_000, round(result.throughput_fps * CHUNK_S) or 4))
+            self.status.update(frames=self.frames, **_figures(result))
+            target = self._requested(name)
+            if target is not None:
+                return target
+        return None
+
+    def _done(self, max_frames: int | None, t_end: float | None) -> bool:
+        return (self.stop.is_set() or (max_frames is not None and self.frames >= max_frames)
+                or (t_end is not None and time.monotonic() >= t_end))
+
+    def _requested(self, current: str) -> Any:
+        """The plan to switch to: the request file first, then the policy; None to stay."""
+        wanted = None
+        control = self.status.path.with_name(CONTROL_FILE)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            wanted = json.loads(control.read_text()).get("active")
+        if wanted is None and self.policy is not None:
+            wanted = self.policy(self.status.snapshot(), self.cfg)
+        if wanted is None or wanted == current or wanted not in self.cfg.plans:
+            return None
+        return self.cfg.plan(wanted)
+
+    def _record_switch(self, old: str, new: str, predicted: Mapping[str, float]) -> None:
+        self.switches.append({"t": time.time(), "from": old, "to": new, "at_frame": self.frames,
+                              "predicted": dict(predicted)})
+        self.status.update(switches=list(self.switches))
+
+
+def _figures(result: Any) -> dict[str, Any]:
+    return {"throughput_fps": round(result.throughput_fps, 3),
+            "latency_ms_p50": round(result.latency_ms_p50, 3),
+            "latency_ms_p99": round(result.latency_ms_p99, 3),
+            "stages": [s.to_dict() for s in result.stages]}

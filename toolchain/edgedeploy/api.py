@@ -99,3 +99,28 @@ def bench_layers(model: str | Path, *, threads: int = 1, runs: int | None = None
 
     return _bench_layers(load_model(model, input_shape), threads=threads, runs=runs,
                          progress=progress)
+
+
+def plan(manifest: str | Path, target: str | None = None, *, output: str | Path | None = None,
+         write: bool = True) -> list[Any]:
+    """Plan every target alias of a manifest (or one) and write the lockfiles."""
+    from edgedeploy.planner import plan as _plan
+
+    return _plan(manifest, target, output=output, write=write)
+
+
+def build(source: str | Path, out_dir: str | Path | None = None, *, target: str | None = None,
+          family: str | None = None, input_shape: str | None = None) -> Any:
+    """A deterministic runner bundle from a lockfile, a manifest or a model."""
+    from edgedeploy.generator.sources import build_from_path
+
+    return build_from_path(source, out_dir, target=target, family=family,
+                           input_shape=input_shape)
+
+
+def init(directory: str | Path = ".", *, model: str | Path | None = None,
+         board: str | None = None, force: bool = False) -> Any:
+    """Scaffold edgedeploy.yaml and the Makefile include in ``directory``."""
+    from edgedeploy.generator.scaffold import init_project
+
+    return init_project(directory, model=model, board=board, force=force)

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
 
         Example: edgedeploy build plans/demo.local.plan.json -o build/demo
         """
-        from edgedeploy.generator.sources import build_from_path
+        from edgedeploy.api import build as build_from_path
 
         info = build_from_path(source, out_dir, target=target, family=family,
                                input_shape=input_shape)

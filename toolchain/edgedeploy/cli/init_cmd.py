@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
         Example: edgedeploy init --model net.onnx --board jetson-tx2
         """
-        from edgedeploy.generator.scaffold import init_project
+        from edgedeploy.api import init as init_project
 
         result = init_project(directory, model=model, board=board, force=force)
         if as_json:

@@ -42,6 +42,7 @@ COMMANDS = [
     "build_cmd",
     "deploy_cmd",
     "init_cmd",
+    "refine_cmd",
     "completion_cmd",
 ]
 

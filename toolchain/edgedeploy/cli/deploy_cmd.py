@@ -1,9 +1,174 @@
-"""Placeholder: filled in by its owner."""
+"""Deployer commands: status, logs, stop, rollback, releases, doctor (push is a thin call to
+:func:`edgedeploy.deploy.api.push_bundle`, rendered with :func:`render_result`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from edgedeploy.cli import output
+from edgedeploy.deploy import api
+from edgedeploy.deploy.fleet import DeployResult
+from edgedeploy.deploy.transport import TransportOptions
+from edgedeploy.errors import EdgeDeployError, InputError
+from edgedeploy.schemas.manifest import TargetRef
+
+DEFAULT_MANIFEST = Path("edgedeploy.yaml")
+
+MANIFEST_OPT = typer.Option(None, "--manifest", "-m", help="Manifest (default: ./edgedeploy.yaml;"
+                            " without one, target 'local' is this host's ~/edgedeploy).")
+TARGET_OPT = typer.Option("local", "--target", "-t", help="Target alias from the manifest.")
+JSON_OPT = typer.Option(False, "--json", help="One JSON object on stdout.")
+ACCEPT_OPT = typer.Option(False, "--accept-new-host-keys",
+                          help="Trust and record unknown SSH host keys (never changed ones).")
+
+
+def resolve_cli_target(manifest: Path | None, alias: str) -> TargetRef:
+    """The TargetRef for ``--target ALIAS``: from the manifest, or the embedded local default."""
+    path = manifest or (DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else None)
+    if path is None:
+        if alias == "local":
+            return TargetRef()
+        raise InputError(f"no manifest to look up target {alias!r} in",
+                         hint="pass -m MANIFEST (or create edgedeploy.yaml with `edgedeploy init`)")
+    from edgedeploy.schemas.loader import load_manifest
+
+    return load_manifest(path).target(alias)
+
+
+def _access(accept_new: bool) -> TransportOptions:
+    return TransportOptions(accept_new_host_keys=accept_new)
+
+
+def render_result(result: DeployResult, as_json: bool) -> None:
+    """Per-host outcome table (or JSON) for push, stop and rollback."""
+    if as_json:
+        output.emit_json(result.to_dict())
+        return
+    cols, rows = result.table()
+    output.table(f"{result.op} {result.target}", cols, rows)
+    for host in result.hosts:
+        if host.dry_run:
+            output.info(f"[{host.host}] DRY RUN - nothing was changed; would run:")
+            for command in host.commands:
+                output.info(f"  {command}")
+
+
+def _finish(result: DeployResult, as_json: bool) -> None:
+    render_result(result, as_json)
+    if not result.ok:
+        result.raise_for_status()
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("status")(status_cmd)
+    app.command("logs")(logs_cmd)
+    app.command("stop")(stop_cmd)
+    app.command("rollback")(rollback_cmd)
+    app.command("releases")(releases_cmd)
+    app.command("doctor")(doctor_cmd)
+
+
+def status_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+               as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
+    """Show each host's current release, runner pid, uptime and last health check.
+
+    Example: edgedeploy status -m edgedeploy.yaml --target jetson --json
+    """
+    rows = api.status(resolve_cli_target(manifest, target), access=_access(accept_new))
+    if as_json:
+        output.emit_json({"target": target, "hosts": rows})
+        return
+    output.table(f"status {target}", ["host", "current", "running", "pid", "uptime_s", "health"],
+                 [[r["host"], r.get("current") or "-", r.get("running") or "-",
+                   r.get("pid") or "-", r.get("uptime_s") if r.get("uptime_s") is not None
+                   else "-", _health(r)] for r in rows])
+
+
+def _health(row: dict[str, Any]) -> str:
+    if "error" in row:
+        return f"error: {row['error'].splitlines()[0]}"
+    health = row.get("health")
+    return "-" if not health else ("ok" if health["ok"] else f"failing ({health['exit_code']})")
+
+
+def logs_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+             lines: int = typer.Option(100, "--lines", "-n", min=1, help="Lines per host."),
+             as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
+    """Print the newest lines of the runner log on each host.
+
+    Example: edgedeploy logs --target jetson -n 50
+    """
+    rows = api.logs(resolve_cli_target(manifest, target), lines=lines, access=_access(accept_new))
+    if as_json:
+        output.emit_json({"target": target, "hosts": rows})
+        return
+    for row in rows:
+        if len(rows) > 1:
+            print(f"==> {row['host']} <==")
+        print(row.get("log", f"error: {row.get('error')}"), end="")
+
+
+def stop_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+             dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run."),
+             as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
+    """Stop the runner on each host (the release stays current).
+
+    Example: edgedeploy stop --target jetson
+    """
+    _finish(api.stop(resolve_cli_target(manifest, target), alias=target, dry_run=dry_run,
+                     access=_access(accept_new), check=False), as_json)
+
+
+def rollback_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+                 to: str | None = typer.Option(None, "--to", help="Release id (default: the "
+                                               "previously active one)."),
+                 dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run."),
+                 as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
+    """Switch each host back to its previous release, restart it and check its health.
+
+    Example: edgedeploy rollback --target jetson
+    """
+    _finish(api.rollback(resolve_cli_target(manifest, target), to=to, alias=target,
+                         dry_run=dry_run, access=_access(accept_new), check=False), as_json)
+
+
+def releases_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+                 as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
+    """List the releases kept on each host, newest first, marking the current one.
+
+    Example: edgedeploy releases --target jetson --json
+    """
+    rows = api.releases(resolve_cli_target(manifest, target), access=_access(accept_new))
+    if as_json:
+        output.emit_json({"target": target, "hosts": rows})
+        return
+    output.table(f"releases {target}", ["host", "release", "current"],
+                 [[r["host"], rid, "*" if rid == r.get("current") else ""]
+                  for r in rows for rid in r.get("releases", [])])
+
+
+def doctor_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+               python: str = typer.Option("python3", "--python", help="Python on the board."),
+               require: list[str] = typer.Option(["numpy"], "--require",
+                                                 help="Distributions the bundle needs."),
+               as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
+    """Show what each host has (architecture, Python, numpy, onnxruntime, LiteRT) and lacks.
+
+    Example: edgedeploy doctor --target jetson
+    """
+    reports = api.doctor(resolve_cli_target(manifest, target), python=python,
+                         requires=tuple(require), access=_access(accept_new))
+    if as_json:
+        output.emit_json({"target": target, "ok": all(r.ok for r in reports),
+                          "hosts": [r.to_dict() for r in reports]})
+    else:
+        output.table(f"doctor {target}",
+                     ["host", "arch", "python", "numpy", "onnxruntime", "litert", "missing"],
+                     [[r.host, r.arch or "-", r.python or "-", r.numpy or "-",
+                       r.onnxruntime or "-", r.litert or "-", "; ".join(r.missing) or "nothing"]
+                      for r in reports])
+    if not all(r.ok for r in reports):
+        raise EdgeDeployError("some hosts lack what a bundle needs (see `missing`)")

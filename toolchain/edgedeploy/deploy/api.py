@@ -1,0 +1,221 @@
+"""Library verbs of the deployer; the CLI's push/status/logs/stop/rollback/releases/doctor call
+exactly these (parse, call, render).
+
+A target is a manifest :class:`TargetRef` (one host, a fleet, or local) or a host spec string:
+``local``, ``local:/some/dir``, or ``[user@]host[:port]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from edgedeploy.deploy.board import Board
+from edgedeploy.deploy.bundle import load_bundle
+from edgedeploy.deploy.doctor import DoctorReport
+from edgedeploy.deploy.doctor import doctor as _doctor
+from edgedeploy.deploy.fleet import MAX_PARALLEL, DeployResult, run_fleet
+from edgedeploy.deploy.local import LocalTransport
+from edgedeploy.deploy.release import (
+    HostResult,
+    ReleaseOptions,
+    host_status,
+    push_release,
+    rollback_release,
+    stop_release,
+)
+from edgedeploy.deploy.transport import Transport, TransportOptions
+from edgedeploy.errors import EdgeDeployError, InputError
+from edgedeploy.schemas.manifest import TargetRef
+
+T = TypeVar("T")
+LOCAL = "local"
+
+
+def resolve_target(target: TargetRef | str, *, path: str | None = None) -> TargetRef:
+    """A TargetRef from a manifest entry or a host spec; ``path`` overrides the install path."""
+    if isinstance(target, TargetRef):
+        return target.model_copy(update={"path": path}) if path else target
+    data: dict[str, Any] = {}
+    if target == LOCAL or target.startswith(LOCAL + ":"):
+        data["transport"] = "local"
+        if target.startswith(LOCAL + ":"):
+            data["path"] = target[len(LOCAL) + 1:]
+    else:
+        user, _, hostport = target.rpartition("@")
+        host, _, port = hostport.partition(":")
+        data.update(host=host, user=user or None)
+        if port:
+            if not port.isdigit():
+                raise InputError(f"bad host spec {target!r}: the port must be a number")
+            data["port"] = int(port)
+    if path:
+        data["path"] = path
+    try:
+        return TargetRef.model_validate(data)
+    except ValueError as exc:
+        raise InputError(f"bad host spec {target!r}: {exc}") from None
+
+
+def hosts_of(ref: TargetRef) -> list[str]:
+    return ref.all_hosts or [LOCAL]
+
+
+def open_transport(ref: TargetRef, host: str, *, dry_run: bool = False,
+                   access: TransportOptions | None = None) -> Transport:
+    """The transport for one host of a target (not yet connected)."""
+    if ref.transport == "local":
+        return LocalTransport(dry_run=dry_run)
+    if ref.transport != "ssh":
+        raise InputError(f"transport {ref.transport!r} cannot be deployed to by this deployer")
+    from edgedeploy.deploy.ssh import SshTransport
+
+    access = access or TransportOptions()
+    if ref.host_key_policy == "accept-new" and not access.accept_new_host_keys:
+        access = TransportOptions(**{**access.__dict__, "accept_new_host_keys": True})
+    return SshTransport(host, user=ref.user, port=ref.port, identity_file=ref.identity_file,
+                        options=access, dry_run=dry_run)
+
+
+def _access(accept_new_host_keys: bool, access: TransportOptions | None) -> TransportOptions:
+    access = access or TransportOptions()
+    if accept_new_host_keys:
+        access = TransportOptions(**{**access.__dict__, "accept_new_host_keys": True})
+    return access
+
+
+def push_bundle(bundle_dir: str | Path, target: TargetRef | str, *, alias: str = "target",
+                path: str | None = None, dry_run: bool = False,
+                accept_new_host_keys: bool = False, access: TransportOptions | None = None,
+                options: ReleaseOptions | None = None, serial: int | None = None,
+                max_fail_percent: float = 100.0, check: bool = True) -> DeployResult:
+    """Push a built bundle to every host of ``target``; with ``check`` raise the mapped error
+    (it carries ``.result``) when a host failed: exit 4 unreachable, 5 rolled back, 6 broken."""
+    bundle = load_bundle(bundle_dir)
+    ref = resolve_target(target, path=path)
+    access = _access(accept_new_host_keys, access)
+
+    def one(host: str) -> HostResult:
+        transport = open_transport(ref, host, dry_run=dry_run, access=access)
+        try:
+            return push_release(transport, ref.path, bundle, options)
+        finally:
+            transport.close()
+
+    result = run_fleet(alias, "push", hosts_of(ref), one, serial=serial,
+                       max_fail_percent=max_fail_percent)
+    if check:
+        result.raise_for_status()
+    return result
+
+
+def _per_host(target: TargetRef | str, op: str, fn: Callable[[Transport, str], HostResult], *,
+              alias: str, dry_run: bool, access: TransportOptions | None,
+              check: bool) -> DeployResult:
+    ref = resolve_target(target)
+
+    def one(host: str) -> HostResult:
+        transport = open_transport(ref, host, dry_run=dry_run, access=access)
+        try:
+            return fn(transport, ref.path)
+        finally:
+            transport.close()
+
+    result = run_fleet(alias, op, hosts_of(ref), one)
+    if check:
+        result.raise_for_status()
+    return result
+
+
+def rollback(target: TargetRef | str, *, to: str | None = None, alias: str = "target",
+             dry_run: bool = False, access: TransportOptions | None = None,
+             options: ReleaseOptions | None = None, check: bool = True) -> DeployResult:
+    """Return every host to its previous release (or ``to``), restarted and health-checked."""
+    return _per_host(target, "rollback",
+                     lambda t, p: rollback_release(t, p, to, options), alias=alias,
+                     dry_run=dry_run, access=access, check=check)
+
+
+def stop(target: TargetRef | str, *, alias: str = "target", dry_run: bool = False,
+         access: TransportOptions | None = None, options: ReleaseOptions | None = None,
+         check: bool = True) -> DeployResult:
+    """Stop the runner on every host (the release stays current)."""
+    return _per_host(target, "stop", lambda t, p: stop_release(t, p, options), alias=alias,
+                     dry_run=dry_run, access=access, check=check)
+
+
+def _query(target: TargetRef | str, fn: Callable[[Transport, str], T],
+           access: TransportOptions | None) -> list[tuple[str, T | EdgeDeployError]]:
+    """Run a read-only ``fn`` on every host in parallel; errors are returned, not raised."""
+    ref = resolve_target(target)
+
+    def one(host: str) -> tuple[str, T | EdgeDeployError]:
+        transport = open_transport(ref, host, access=access)
+        try:
+            return transport.label, fn(transport, ref.path)
+        except EdgeDeployError as exc:
+            return transport.label, exc
+        finally:
+            transport.close()
+
+    hosts = hosts_of(ref)
+    with ThreadPoolExecutor(max_workers=min(len(hosts), MAX_PARALLEL)) as pool:
+        return list(pool.map(one, hosts))
+
+
+def _rows(pairs: list[tuple[str, Any]], key: str, single_raises: bool = True) -> list[dict]:
+    if single_raises and len(pairs) == 1 and isinstance(pairs[0][1], EdgeDeployError):
+        raise pairs[0][1]
+    rows = []
+    for host, value in pairs:
+        if isinstance(value, EdgeDeployError):
+            rows.append({"host": host, "error": str(value), "exit_code": value.exit_code})
+        elif isinstance(value, dict):
+            rows.append(value)
+        else:
+            rows.append({"host": host, key: value})
+    return rows
+
+
+def status(target: TargetRef | str, *, access: TransportOptions | None = None) -> list[dict]:
+    """Per host: current release, pid and liveness, uptime, last health, releases."""
+    return _rows(_query(target, host_status, access), "status")
+
+
+def logs(target: TargetRef | str, *, lines: int = 100,
+         access: TransportOptions | None = None) -> list[dict]:
+    """Per host: the newest ``lines`` of the runner log."""
+    def fn(t: Transport, p: str) -> str:
+        t.open()
+        return Board(t, t.expand(p)).logs(lines)
+    return _rows(_query(target, fn, access), "log")
+
+
+def releases(target: TargetRef | str, *, access: TransportOptions | None = None) -> list[dict]:
+    """Per host: release ids newest first, and which one is current."""
+    def fn(t: Transport, p: str) -> dict:
+        t.open()
+        board = Board(t, t.expand(p))
+        return {"host": t.label, "path": board.root, "current": board.probe().current,
+                "releases": [rid for _, rid in board.releases()]}
+    return _rows(_query(target, fn, access), "releases")
+
+
+def doctor(target: TargetRef | str, *, python: str = "python3",
+           requires: tuple[str, ...] = ("numpy",),
+           access: TransportOptions | None = None) -> list[DoctorReport]:
+    """Per host: what the board has and lacks (see :func:`edgedeploy.deploy.doctor.doctor`)."""
+    def fn(t: Transport, _p: str) -> DoctorReport:
+        t.open()
+        return _doctor(t, python, requires)
+    pairs = _query(target, fn, access)
+    out: list[DoctorReport] = []
+    for host, value in pairs:
+        if isinstance(value, EdgeDeployError):
+            if len(pairs) == 1:
+                raise value
+            value = DoctorReport(host=host, python_cmd=python, missing=[f"unreachable: {value}"])
+        out.append(value)
+    return out

@@ -1,0 +1,199 @@
+"""The ``ssh`` transport: Fabric over Paramiko, with strict host-key checking that Fabric lacks.
+
+Fabric honours ~/.ssh/config (HostName, Port, User, IdentityFile, ProxyJump), ssh-agent and
+identity files, but it creates every client - ProxyJump hops included - with Paramiko's
+``AutoAddPolicy`` and never loads known_hosts, i.e. it trusts any server. Here every client of the
+chain gets known_hosts loaded and a rejecting policy: an unknown key is refused with the exact
+line to add (or ``--accept-new-host-keys``, which appends it, as OpenSSH's ``accept-new`` does); a
+changed key raises Paramiko's BadHostKeyException whatever the policy, and is always refused.
+No password is ever passed, so nothing can prompt.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut
+
+from edgedeploy.deploy.transport import (
+    Capabilities,
+    ConnectionLostError,
+    Transport,
+    TransportOptions,
+)
+from edgedeploy.errors import EdgeDeployError, UnreachableError
+
+log = logging.getLogger("edgedeploy.deploy")
+_KNOWN_HOSTS_LOCK = threading.Lock()  # fleets trust several hosts at once
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class UnknownHostKeyError(paramiko.SSHException):
+    """Raised from the strict policy; carries what the user needs to decide."""
+
+    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
+        super().__init__(f"unknown host key for {hostname}")
+        self.hostname = hostname
+        self.key = key
+
+
+class StrictPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse servers whose key is not in known_hosts (OpenSSH StrictHostKeyChecking=yes)."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        raise UnknownHostKeyError(hostname, key)
+
+
+class AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
+    """Trust a first-seen key and append it to known_hosts (OpenSSH ``accept-new``)."""
+
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        with _KNOWN_HOSTS_LOCK:
+            self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with self.known_hosts.open("a") as fh:
+                fh.write(line)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        log.warning("trusted new host key for %s (%s %s), recorded in %s", hostname,
+                    key.get_name(), fingerprint(key), self.known_hosts)
+
+
+def _known_hosts_path(conn: Connection, options: TransportOptions) -> Path:
+    if options.known_hosts is not None:
+        return Path(options.known_hosts).expanduser()
+    configured = conn.ssh_config.get("userknownhostsfile")
+    if configured:
+        return Path(str(configured).split()[0]).expanduser()
+    return Path("~/.ssh/known_hosts").expanduser()
+
+
+def _harden(conn: Connection, options: TransportOptions) -> None:
+    """Give ``conn`` and every ProxyJump hop known_hosts and a strict policy."""
+    hop: Any = conn
+    while isinstance(hop, Connection):
+        path = _known_hosts_path(hop, options)
+        if path.is_file():
+            hop.client.load_host_keys(str(path))
+        if Path("/etc/ssh/ssh_known_hosts").is_file():
+            hop.client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
+        policy: paramiko.MissingHostKeyPolicy = (
+            AcceptNewPolicy(path) if options.accept_new_host_keys else StrictPolicy())
+        hop.client.set_missing_host_key_policy(policy)
+        hop = hop.gateway
+
+
+class SshTransport(Transport):
+    """A board over SSH (one Fabric Connection, reused for every command and upload)."""
+
+    capabilities = Capabilities(name="ssh", remote=True)
+
+    def __init__(self, host: str, *, user: str | None = None, port: int | None = None,
+                 identity_file: Path | None = None, options: TransportOptions | None = None,
+                 dry_run: bool = False) -> None:
+        self.options = options or TransportOptions()
+        config = (Config(runtime_ssh_path=str(self.options.ssh_config))
+                  if self.options.ssh_config else Config())
+        connect_kwargs: dict[str, Any] = {"allow_agent": True}
+        if identity_file is not None:
+            connect_kwargs["key_filename"] = [str(identity_file)]
+        self.conn = Connection(host, user=user, port=port, config=config,
+                               connect_timeout=int(self.options.connect_timeout_s),
+                               connect_kwargs=connect_kwargs)
+        _harden(self.conn, self.options)
+        label = f"{self.conn.user}@{host}" + (f":{self.conn.port}" if self.conn.port != 22 else "")
+        super().__init__(label, dry_run=dry_run)
+
+    @property
+    def _host_id(self) -> str:
+        port = self.conn.port
+        return self.conn.host if port == 22 else f"[{self.conn.host}]:{port}"
+
+    def open(self) -> None:
+        try:
+            self.conn.open()
+        except UnknownHostKeyError as exc:
+            raise UnreachableError(
+                f"{self.label}: unknown host key {exc.key.get_name()} {fingerprint(exc.key)} for "
+                f"{exc.hostname}; refusing to connect (strict host-key checking)",
+                hint=("if that fingerprint is the board's, trust it with `ssh-keyscan -p "
+                      f"{self.conn.port} {self.conn.host} >> ~/.ssh/known_hosts`, or rerun with "
+                      "--accept-new-host-keys (or host_key_policy: accept-new)")) from None
+        except paramiko.BadHostKeyException as exc:
+            raise UnreachableError(
+                f"{self.label}: HOST KEY CHANGED for {exc.hostname}: known_hosts has "
+                f"{fingerprint(exc.expected_key)}, the server offers {fingerprint(exc.key)}; "
+                "refusing to connect (this can be an attack)",
+                hint=(f"if the board was reinstalled, remove the old key with `ssh-keygen -R "
+                      f"'{self._host_id}'` and trust the new one")) from None
+        except paramiko.PasswordRequiredException:
+            raise UnreachableError(f"{self.label}: the identity file is passphrase-protected",
+                                   hint="load the key into ssh-agent (ssh-add KEY)") from None
+        except paramiko.AuthenticationException as exc:
+            raise UnreachableError(
+                f"{self.label}: authentication failed ({exc})",
+                hint="edgedeploy uses keys only: load one into ssh-agent, or set identity_file "
+                     "or IdentityFile in ~/.ssh/config") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise UnreachableError(f"{self.label}: cannot connect: {exc or type(exc).__name__}",
+                                   hint="check the host, port and network (ssh -v HOST)") from None
+        except ValueError as exc:  # fabric: ambiguous settings
+            raise UnreachableError(f"{self.label}: {exc}") from None
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception as exc:  # closing a dead link must not mask the real error
+            log.debug("closing %s: %s", self.label, exc)
+
+    def _alive(self) -> bool:
+        transport = self.conn.client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def _lost(self, exc: BaseException, doing: str) -> ConnectionLostError:
+        return ConnectionLostError(f"{self.label}: connection lost while {doing}: "
+                                   f"{exc or type(exc).__name__}",
+                                   hint="check that the board is up and rerun the command")
+
+    def _exec(self, argv: list[str], command: str,
+              timeout: float | None) -> tuple[int, str, str]:
+        if not self.conn.is_connected:
+            self.open()
+        try:
+            res = self.conn.run(command, hide=True, warn=True, in_stream=False,
+                                timeout=timeout)
+        except CommandTimedOut as exc:
+            raise EdgeDeployError(f"{self.label}: `{command}` timed out after {timeout} s") \
+                from exc
+        except (TimeoutError, OSError, EOFError, paramiko.SSHException) as exc:
+            raise self._lost(exc, f"running `{argv[0]}`") from exc
+        if res.exited is None or (res.exited == -1 and not self._alive()):
+            raise self._lost(EOFError("channel closed"), f"running `{argv[0]}`")
+        return int(res.exited), res.stdout, res.stderr
+
+    def _put(self, local: Path, remote: str) -> None:
+        if not self.conn.is_connected:
+            self.open()
+        try:
+            self.conn.put(os.fspath(local), remote=remote, preserve_mode=True)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            if not self._alive():
+                raise self._lost(exc, f"uploading {local.name}") from exc
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise EdgeDeployError(f"{self.label}: cannot write {remote}: {reason}") from exc

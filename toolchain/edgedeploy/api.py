@@ -6,6 +6,7 @@ Heavy modules are imported inside the functions so ``import edgedeploy.api`` sta
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,3 +125,61 @@ def init(directory: str | Path = ".", *, model: str | Path | None = None,
     from edgedeploy.generator.scaffold import init_project
 
     return init_project(directory, model=model, board=board, force=force)
+
+
+@dataclass
+class PushOutcome:
+    """What push did: the plan it used, the bundle it built, the per-host deploy result."""
+
+    plan_file: Path
+    replanned: bool
+    predicted: dict[str, Any]
+    bundle: Any
+    deploy: Any
+    refine: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": {"file": str(self.plan_file), "replanned": self.replanned,
+                         "predicted": self.predicted},
+                "bundle": self.bundle.to_dict(), "deploy": self.deploy.to_dict(),
+                "refined": self.refine is not None, "refine": self.refine}
+
+
+def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
+         accept_new_host_keys: bool = False, serial: int | None = None,
+         max_fail_percent: float = 100.0, refine: bool = False,
+         progress: Callable[[str], None] | None = None) -> PushOutcome:
+    """Plan (again, if the lockfile is stale), build, then deploy to every host of ``target``.
+
+    Raises the deployer's mapped error (exit 4/5/6, carrying ``.result``) when a host failed;
+    the previous release keeps running there.
+    """
+    from edgedeploy.deploy.api import push_bundle
+    from edgedeploy.planner import check as check_plans
+
+    say = progress or (lambda _msg: None)
+    m = load_manifest(manifest)
+    ref = m.target(target)
+    current = check_plans(manifest, target)[0]
+    replanned = bool(current.stale)
+    if replanned:
+        say(f"plan: {'; '.join(current.stale)}: re-planning")
+        current = plan(manifest, target)[0]
+    bundle_dir = Path(m.output.build_dir) / f"{m.name}.{target}"
+    say(f"build: {current.plan_file} -> {bundle_dir}")
+    info = build(current.plan_file, bundle_dir)
+    say(f"push: release {info.id} to {', '.join(ref.all_hosts) or 'this host'}")
+    result = push_bundle(info.root, ref, alias=target, dry_run=dry_run,
+                         accept_new_host_keys=accept_new_host_keys, serial=serial,
+                         max_fail_percent=max_fail_percent, check=True)
+    outcome = PushOutcome(current.plan_file, replanned, current.doc["predicted"], info, result)
+    if refine and not dry_run:
+        outcome.refine = _refine_after_push(manifest, target)
+    return outcome
+
+
+def _refine_after_push(manifest: str | Path, target: str) -> dict[str, Any]:
+    from edgedeploy.errors import InputError
+
+    raise InputError("online refinement after push is not available yet",
+                     hint="push with --no-refine")

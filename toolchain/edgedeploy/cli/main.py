@@ -40,6 +40,7 @@ COMMANDS = [
     "profile_cmd",
     "costmodel_cmd",
     "build_cmd",
+    "push_cmd",
     "deploy_cmd",
     "init_cmd",
     "refine_cmd",

@@ -247,7 +247,7 @@ def _seal(out: Path, build: BuildInput) -> BundleInfo:
     release = sha256_bytes(sums.encode())[:16]
     meta = {"id": release, "name": build.name, "target": build.target,
             "plan_sha256": build.digest(), "entry": "run.sh", "health": "health.sh",
-            "python": "python3", "family": build.family, "requires": ["numpy"]}
+            "python": build.python, "family": build.family, "requires": ["numpy"]}
     if any(rel.startswith("app/segments/") for rel, _ in entries):
         meta["requires"] = ["numpy", "onnxruntime"]
     (out / META).write_text(canonical_json(meta))

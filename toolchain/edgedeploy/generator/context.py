@@ -64,6 +64,7 @@ class BuildInput:
     active: str = ""
     tolerance: float = 1e-3
     seed: int = 0
+    python: str = "python3"  # the board's interpreter (this one's, for the local target)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -152,4 +153,4 @@ def render_context(build: BuildInput, threads: int, version: str) -> RenderConte
     return RenderContext(
         name=name, service=f"edgedeploy-{name}", target=safe_name(build.target),
         family=build.family, release_note=f"edgedeploy {version}, plan {build.digest()[:16]}",
-        python="python3", env=env, table=FAMILY_TABLES[build.family])
+        python=build.python, env=env, table=FAMILY_TABLES[build.family])

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,16 @@ def _family(board: str | None) -> str:
     from edgedeploy.boards.catalog import load_target
 
     return str(load_target(board).family)
+
+
+def _python(board: str | None) -> str:
+    """The runner's interpreter: this one for the local target (it has numpy, onnxruntime),
+    else the board descriptor's ``ssh.python``."""
+    if not board or board == "local":
+        return sys.executable
+    from edgedeploy.boards.catalog import load_target
+
+    return str(load_target(board).ssh.python or "python3")
 
 
 def from_plan(plan: Any, plan_file: str | Path) -> BuildInput:
@@ -52,11 +63,12 @@ def from_plan(plan: Any, plan_file: str | Path) -> BuildInput:
             for j, s in enumerate(point.stages)), choices, preds(point.predicted)))
     return BuildInput(name=plan.name, target=str(plan.target.get("alias") or "local"),
                       family=_family(board), plans=(best, *others), active="plan",
+                      python=_python(board),
                       plan_sha256=hashlib.sha256(plan_file.read_bytes()).hexdigest())
 
 
 def model_build_input(graph: Any, name: str, target: str, family: str, *,
-                      local: bool = True) -> BuildInput:
+                      local: bool = True, board: str | None = None) -> BuildInput:
     """One stage over every layer, default choices; on this host's cores for ``local``, else on
     whatever cores the device has (empty ``cpus``: the runner uses every available core)."""
     from edgedeploy.runtime.affinity import available_cpus
@@ -66,7 +78,8 @@ def model_build_input(graph: Any, name: str, target: str, family: str, *,
     cpus = tuple(available_cpus()) if local else ()
     stage = StageInput(0, len(graph.layers), cpus, 1, "stage0")
     return BuildInput(name=name, target=target, family=family,
-                      plans=(PlanInput("plan0", (stage,), choices),))
+                      plans=(PlanInput("plan0", (stage,), choices),),
+                      python=_python(board or ("local" if local else None)))
 
 
 def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
@@ -95,7 +108,7 @@ def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
     board = target or "local"
     graph = api.load_model(source, input_shape)
     build = model_build_input(graph, source.stem, board, family or _family(board),
-                              local=board == "local")
+                              local=board == "local", board=board)
     return build_bundle(build, graph, source, out_dir or Path("build") / source.stem)
 
 
@@ -117,5 +130,5 @@ def _from_manifest(path: Path, out_dir: str | Path | None, alias: str | None,
     graph = api.load_model(spec.path, tuple(spec.input_shape) if spec.input_shape else None)
     board = manifest.targets[alias].board
     build = model_build_input(graph, manifest.name, alias, family or _family(board),
-                              local=board == "local")
+                              local=board == "local", board=board)
     return build_bundle(build, graph, spec.path, out)

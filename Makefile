@@ -5,6 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo-out
+ED     := $(BIN)/edgedeploy
 
 .PHONY: install demo test test-fast bench lint sshd clean
 
@@ -30,12 +31,20 @@ test: install sshd
 test-fast: install
 	$(BIN)/python -m pytest -q -x -m "not slow" --ignore=tests/bench tests
 
+# The main job end to end on this host: zoo model -> plan -> build -> push (local directory
+# transport) -> health check -> stop -> measured throughput beside onnxruntime's (the runner is
+# stopped first so it does not compete with the benchmark for the cores).
 demo: install
 	@mkdir -p $(DEMO)
-	$(BIN)/edgedeploy targets list
-	$(BIN)/edgedeploy zoo export mobilenet_v2 -o $(DEMO)/mobilenet_v2.onnx
-	$(BIN)/edgedeploy inspect $(DEMO)/mobilenet_v2.onnx
-	$(BIN)/edgedeploy validate plans/demo.yaml
+	$(ED) targets list
+	$(ED) zoo export mobilenet_v2 -o $(DEMO)/mobilenet_v2.onnx
+	$(ED) inspect $(DEMO)/mobilenet_v2.onnx
+	$(ED) validate plans/demo.yaml
+	$(ED) plan plans/demo.yaml
+	$(ED) push -m plans/demo.yaml --target local
+	$(ED) status -m plans/demo.yaml --target local
+	$(ED) stop -m plans/demo.yaml --target local
+	$(ED) bench plans/demo.yaml --target local --frames 200
 
 bench: install
 	$(BIN)/python -m pytest -q tests/bench -p no:cacheprovider -s

@@ -208,6 +208,16 @@ class TargetRef(_Strict):
             raise ValueError("hosts must not repeat")
         return [_check_host(h) for h in value]
 
+    @field_validator("path")
+    @classmethod
+    def _install_path(cls, value: str, info: ValidationInfo) -> str:
+        """A relative install folder of a target on this machine is relative to the manifest,
+        like every other path in it; on a remote host it stays as written (its home)."""
+        remote = info.data.get("host") is not None or info.data.get("hosts") is not None
+        if remote or value.startswith(("~", "/")):
+            return value
+        return str(_resolve(Path(value), info))
+
     @field_validator("identity_file")
     @classmethod
     def _identity(cls, value: Path | None, info: ValidationInfo) -> Path | None:

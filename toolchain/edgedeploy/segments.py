@@ -17,6 +17,7 @@ import onnx.utils
 from onnx import helper, numpy_helper
 
 from edgedeploy.errors import InputError, ModelError
+from edgedeploy.runtime.executor import segment_io as runtime_segment_io
 from edgedeploy.runtime.ir import Graph
 
 
@@ -171,14 +172,4 @@ def segment_io(graph: Graph, layers_range: range | tuple[int, int]) -> tuple[lis
     if not 0 <= start < stop <= len(graph.layers):
         raise InputError(f"segment [{start}, {stop}) is empty or outside the graph's "
                          f"{len(graph.layers)} layers")
-    inside = graph.layers[start:stop]
-    produced = {t for layer in inside for t in layer.outputs}
-    ins: list[str] = []
-    for layer in inside:
-        ins += [t for t in layer.inputs if t not in produced and t not in ins]
-    later = {t for layer in graph.layers[stop:] for t in layer.inputs}
-    later |= {t.name for t in graph.outputs}
-    outs: list[str] = []
-    for layer in inside:
-        outs += [t for t in layer.outputs if t in later and t not in outs]
-    return ins, outs
+    return runtime_segment_io(graph, start, stop)

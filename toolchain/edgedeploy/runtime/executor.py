@@ -259,11 +259,17 @@ class GraphExecutor:
 
 
 def _to_layout(x: np.ndarray, have: str, want: str) -> np.ndarray:
+    """Convert through the registry's layout primitive, the same one the planner prices."""
     if have == want or x.ndim != 4:
         return x
-    if have == NCHW and want == NHWC:
-        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    from edgedeploy.runtime.primitives import NO_ACTIVATION
+    from edgedeploy.runtime.primitives.layout import layout_primitive
+
+    prim = layout_primitive(have, want)
+    return prim.run(_LAYOUT_DESCRIPTOR, {}, x, NO_ACTIVATION)
+
+
+_LAYOUT_DESCRIPTOR = ir.Descriptor(op="layout")
 
 
 def random_inputs(graph: ir.Graph, seed: int = 0) -> dict[str, np.ndarray]:

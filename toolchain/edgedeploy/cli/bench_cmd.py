@@ -25,9 +25,11 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", "-o", help="Also write the JSON to this file."),
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     ) -> None:
-        """Run the planned deployment beside onnxruntime's default session, one-thread
-        replicas and LiteRT (for .tflite), alternating in one run; or time every conv layer
-        with every primitive against onnxruntime's kernel (`bench layers MODEL`).
+        """Measure the planned deployment beside what a user would otherwise run.
+
+        The baselines are onnxruntime's default session, one-thread onnxruntime replicas and,
+        for .tflite models, LiteRT; all alternate in one run. `bench layers MODEL` instead times
+        every conv layer with every primitive against onnxruntime's own kernel.
 
         Example: edgedeploy bench plans/demo.yaml --target local --json
         """

@@ -25,9 +25,11 @@ def register(app: typer.Typer) -> None:
                                        help="Stop after more than P % of a batch failed."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     ) -> None:
-        """Re-plan if the lockfile is stale, build the bundle, upload it into releases/<id>,
-        switch `current` atomically, start the runner, check its health, and roll back
-        automatically on any failure (exit 4 unreachable, 5 rolled back, 6 rollback failed).
+        """Deploy a manifest's target: plan if stale, build, upload, switch, health-check.
+
+        The bundle is uploaded into releases/<id> and verified; `current` is switched
+        atomically, the runner started and its health checked. Any failure rolls back to the
+        previous release (exit 4 unreachable, 5 rolled back, 6 rollback failed).
 
         Example: edgedeploy push -m edgedeploy.yaml --target jetson
         """

@@ -1,0 +1,88 @@
+"""Calibration and transfer on synthetic boards whose true correction is known."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgedeploy.boards.catalog import load_target
+from edgedeploy.costmodel import CoreConfig, CostModel, Sample
+from edgedeploy.costmodel.fit import Correction, fine_tune, fit_correction
+from edgedeploy.costmodel.model import candidates
+from edgedeploy.costmodel.shapes import space_filling
+
+
+def _synthetic(model: CostModel, shapes, truth, seed=0, noise=0.05) -> list[Sample]:
+    """Samples whose time is the prior times a known function of the descriptor."""
+    rng = np.random.default_rng(seed)
+    rows = [(d, p, c) for d in shapes for p in candidates(d) for c in model.configs
+            if not c.is_gpu]
+    prior = model.predict([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    return [Sample(d, p, c, float(t * truth(d, p, c) * np.exp(rng.normal(0, noise))))
+            for (d, p, c), t in zip(rows, prior, strict=True)]
+
+
+def _truth_a(d, p, c):
+    fam = {"direct": 2.5, "fft": 0.4, "ort": 0.6}.get(p.split("/")[0], 1.3)
+    return fam * (1.0 + 0.3 * np.log2(c.cores)) * (d.c_in / 64) ** 0.1
+
+
+def _mape(model, samples):
+    pred = model.predict([s.descriptor for s in samples], [s.primitive for s in samples],
+                         [s.config for s in samples])
+    meas = np.array([s.ms for s in samples])
+    return float(np.mean(np.abs(pred - meas) / meas))
+
+
+def test_fit_recovers_a_known_correction_on_unseen_shapes():
+    target = load_target("rk3399")
+    prior = CostModel(target)
+    train = _synthetic(prior, space_filling(30, seed=1), _truth_a)
+    test = _synthetic(prior, space_filling(15, seed=7), _truth_a, seed=3)
+    fitted = CostModel.fit(target, train)
+    assert fitted.correction is not None
+    assert _mape(fitted, test) < 0.5 * _mape(prior, test)
+    assert _mape(fitted, test) < 0.12
+
+
+def test_transfer_with_few_samples_beats_the_untransferred_model():
+    source, dest = load_target("rk3399"), load_target("rpi4")
+    train = _synthetic(CostModel(source), space_filling(30, seed=1), _truth_a)
+    src_model = CostModel.fit(source, train)
+
+    def truth_b(d, p, c):  # the new board: everything 1.8x slower, threading scales worse
+        return _truth_a(d, p, c) * 1.8 / (1.0 + 0.2 * np.log2(c.cores))
+
+    dest_prior = CostModel(dest)
+    pool = _synthetic(dest_prior, space_filling(12, seed=2), truth_b, seed=4)
+    k = [pool[i] for i in np.random.default_rng(0).permutation(len(pool))[:15]]
+    test = _synthetic(dest_prior, space_filling(15, seed=9), truth_b, seed=5)
+    untransferred = CostModel(dest, src_model.correction)
+    transferred = src_model.transferred(dest, k)
+    assert _mape(transferred, test) < 0.6 * _mape(untransferred, test)
+    assert _mape(transferred, test) < 0.25
+
+
+def test_robust_fit_ignores_a_wild_outlier():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 3))
+    y = x @ np.array([0.5, -0.2, 0.1]) + 0.3
+    y_bad = y.copy()
+    y_bad[0] += 8.0  # a preempted measurement
+    c = fit_correction(x, y_bad, lam=0.01)
+    assert np.max(np.abs(c.predict_log(x[1:]) - y[1:])) < 0.1
+
+
+def test_correction_round_trips_through_json():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 20))
+    base = fit_correction(x, x[:, 0] * 0.3, lam=1.0)
+    tuned = fine_tune(base, np.hstack([x[:10], np.zeros((10, 0))]), x[:10, 0] * 0.3 + 0.2)
+    again = Correction.from_dict(tuned.to_dict())
+    np.testing.assert_allclose(again.predict_log(x), tuned.predict_log(x), atol=1e-6)
+
+
+def test_too_few_samples_leave_the_prior_alone():
+    target = load_target("rpi4")
+    d = space_filling(1)[0]
+    model = CostModel.fit(target, [Sample(d, "ort", CoreConfig("a72", 1), 1.0)])
+    assert model.correction is None and model.source == "prior"

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgedeploy.boards.catalog import list_targets, load_target
+from edgedeploy.costmodel import CoreConfig, CostModel
+from edgedeploy.costmodel.model import candidates
+from edgedeploy.costmodel.shapes import conv_descriptor
+
+
+def test_prior_grows_with_flops_for_every_primitive():
+    model = CostModel(load_target("rpi4"))
+    cfg = CoreConfig("a72", 4)
+    for c_out in (32, 64, 128, 256):
+        small = conv_descriptor(64, c_out, 28, 3)
+        big = conv_descriptor(64, c_out * 2, 28, 3)
+        for prim in candidates(small):
+            a, b = model.predict([small, big], [prim, prim], [cfg, cfg])
+            assert b > a, (prim, c_out)
+
+
+def test_prior_falls_with_more_cores_for_blas_backed_primitives():
+    model = CostModel(load_target("rpi4"))
+    d = conv_descriptor(128, 128, 28, 3)
+    for prim in ("im2col_gemm/nchw", "winograd_f4x3/nchw", "gemm_1x1/nchw", "ort"):
+        if prim == "gemm_1x1/nchw":
+            d = conv_descriptor(128, 128, 28, 1)
+        times = model.predict([d] * 4, [prim] * 4, [CoreConfig("a72", n) for n in (1, 2, 3, 4)])
+        assert np.all(np.diff(times) < 0), (prim, times)
+
+
+@pytest.mark.parametrize("board", [b for b in list_targets() if b != "local"])
+def test_every_catalogue_board_gets_finite_cpu_predictions_without_a_profile(board):
+    model = CostModel(load_target(board))
+    d = conv_descriptor(64, 64, 56, 3)
+    prims = candidates(d)
+    for cfg in model.configs:
+        t = model.predict([d] * len(prims), prims, [cfg] * len(prims))
+        if cfg.is_gpu:
+            assert np.isfinite(t[prims.index("ort")]) and np.isinf(t[0])
+        else:
+            assert np.isfinite(t).all() and (t > 0).all()
+
+
+def test_faster_clock_predicts_faster():
+    slow = CostModel(load_target("rpi4"))
+    fast = CostModel(load_target("rpi5"))
+    d = conv_descriptor(64, 64, 56, 3)
+    a = slow.predict([d], ["im2col_gemm/nchw"], [slow.configs[-1]])[0]
+    b = fast.predict([d], ["im2col_gemm/nchw"], [fast.configs[-1]])[0]
+    assert b < a
+
+
+def test_transfer_cost_is_zero_within_a_configuration_and_positive_across():
+    model = CostModel(load_target("jetson-tx2"))
+    a, b, g = CoreConfig("denver", 2), CoreConfig("a57", 4), CoreConfig("gpu", 1)
+    assert model.transfer_ms(10**6, a, a) == 0
+    assert 0 < model.transfer_ms(10**6, a, b) < model.transfer_ms(10**7, a, b)
+    assert model.transfer_ms(10**6, a, g) > 0
+    assert model.layout_transform_ms(10**6, a) > model.layout_transform_ms(10**4, a) > 0

@@ -1,0 +1,238 @@
+"""CostModel: predicted milliseconds for every (layer, primitive, core configuration).
+
+``prediction = prior(descriptor, primitive, configuration) * exp(correction(features))``; the
+prior comes from the board descriptor (prior.py), the correction from the board's profile
+(fit.py). Without a profile the correction is zero and the prior stands alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgedeploy.costmodel import prior as prior_mod
+from edgedeploy.costmodel.configs import CoreConfig, config_matrix, core_configs
+from edgedeploy.costmodel.features import (
+    NATIVE,
+    ORT,
+    descriptor_matrix,
+    feature_matrix,
+    neighbour_coords,
+    primitive_key,
+)
+from edgedeploy.costmodel.fit import Correction, NeighbourResidual, fine_tune, fit_correction
+from edgedeploy.costmodel.profile import Profile, Sample
+from edgedeploy.runtime import ir
+from edgedeploy.schemas.target import Target
+
+#: A profile with fewer usable samples than this is not used for calibration.
+MIN_FIT_SAMPLES = 12
+MODEL_VERSION = 1
+
+
+def _noise_weights(spread: np.ndarray) -> np.ndarray:
+    """A sample whose repetitions disagreed (load from elsewhere) counts for less."""
+    return 1.0 / (1.0 + (spread / 0.25) ** 2)
+
+
+def candidates(d: ir.Descriptor) -> list[str]:
+    """Primitive names a layer can run with: applicable conv primitives + ``ort``; other ops
+    ``native`` (where implemented) + ``ort``."""
+    if d.op == ir.CONV2D:
+        from edgedeploy.runtime import primitives
+
+        return [p.name for p in primitives.applicable(d)] + [ORT]
+    if d.op == ir.OPAQUE:
+        return [ORT]
+    return [NATIVE, ORT]
+
+
+@dataclass
+class PredictionTable:
+    """Dense predictions: ``ms[layer, primitive, config]``, ``inf`` where a primitive does not
+    apply to the layer (or cannot run on that configuration, e.g. numpy code on a GPU)."""
+
+    layers: list[str]
+    primitives: list[str]
+    configs: list[CoreConfig]
+    ms: np.ndarray
+
+    def get(self, layer: str | int, primitive: str, config: CoreConfig) -> float:
+        li = layer if isinstance(layer, int) else self.layers.index(layer)
+        return float(self.ms[li, self.primitives.index(primitive), self.configs.index(config)])
+
+    def candidates(self, layer: int) -> list[str]:
+        """Primitives with a finite time on some configuration for layer index ``layer``."""
+        ok = np.isfinite(self.ms[layer]).any(axis=1)
+        return [p for p, k in zip(self.primitives, ok, strict=False) if k]
+
+    def best(self, layer: int, config: CoreConfig) -> tuple[str, float]:
+        col = self.ms[layer, :, self.configs.index(config)]
+        j = int(np.argmin(col))
+        return self.primitives[j], float(col[j])
+
+    def to_dict(self) -> dict[str, object]:
+        """{layer: {config key: {primitive: ms}}} with only finite entries (for JSON)."""
+        out: dict[str, object] = {}
+        for i, name in enumerate(self.layers):
+            out[name] = {
+                c.key: {p: round(float(self.ms[i, j, k]), 6) for j, p in enumerate(self.primitives)
+                        if np.isfinite(self.ms[i, j, k])}
+                for k, c in enumerate(self.configs)
+            }
+        return out
+
+
+class CostModel:
+    """Predicts layer times on one target; see the module docstring."""
+
+    def __init__(self, target: Target, correction: Correction | None = None,
+                 source: str = "prior") -> None:
+        self.target = target
+        self.configs = core_configs(target)
+        self._cm = config_matrix(target, self.configs)
+        self._cfg_index = {c: i for i, c in enumerate(self.configs)}
+        self.correction = correction
+        self.neighbours: NeighbourResidual | None = None
+        #: What calibrated it: "prior", "profile:<digest>", "transfer:<digest>+<k>".
+        self.source = source
+
+    # ---- construction ---------------------------------------------------------------------
+    @classmethod
+    def for_target(cls, target: Target, profile: Profile | None = None) -> CostModel:
+        """The target's model: calibrated from ``profile`` (default: the stored one, if any)."""
+        if profile is None:
+            from edgedeploy.costmodel.profile import open_profile, profile_path
+
+            if not profile_path(target).exists():
+                return cls(target)
+            profile = open_profile(target)
+        return cls.fit(target, profile.select("fit") + profile.select("refine"),
+                       source=f"profile:{profile.digest()[:16]}")
+
+    @classmethod
+    def fit(cls, target: Target, samples: Sequence[Sample], source: str = "samples") -> CostModel:
+        """Calibrate on ``samples`` of this target (prior only when there are too few)."""
+        model = cls(target, source="prior")
+        rows = model._sample_rows(samples)
+        if rows is None or len(rows[0]) < MIN_FIT_SAMPLES:
+            return model
+        x, y, groups, coords, nkeys = rows
+        spread = np.array([s.spread for s in samples if s.config in model._cfg_index and s.ms > 0])
+        model.correction = fit_correction(x, y, groups, weights=_noise_weights(spread))
+        # clipped: a preempted measurement must not drag its neighbourhood along
+        resid = np.clip(y - model.correction.predict_log(x), -0.5, 0.5)
+        model.neighbours = NeighbourResidual(coords, nkeys, resid)
+        model.source = source
+        return model
+
+    def transferred(self, target: Target, samples: Sequence[Sample]) -> CostModel:
+        """This model (fitted on another board) fine-tuned with a few ``samples`` of ``target``."""
+        model = CostModel(target, source=f"transfer:{self.source}+{len(samples)}")
+        base = self.correction or Correction(np.zeros(0), 0.0, np.zeros(0), np.ones(0),
+                                             np.zeros(0, int))
+        rows = model._sample_rows(samples)
+        if rows is None:
+            model.correction = base
+            return model
+        spread = np.array([s.spread for s in samples if s.config in model._cfg_index and s.ms > 0])
+        model.correction = fine_tune(base, rows[0], rows[1], weights=_noise_weights(spread))
+        return model
+
+    def _sample_rows(self, samples: Sequence[Sample]
+                     ) -> tuple[np.ndarray, ...] | None:
+        usable = [s for s in samples if s.config in self._cfg_index and s.ms > 0]
+        if not usable:
+            return None
+        dm = descriptor_matrix([s.descriptor for s in usable])
+        keys = np.array([primitive_key(s.primitive) for s in usable])
+        cm = self._cm[[self._cfg_index[s.config] for s in usable]]
+        base = prior_mod.prior_ms(dm, keys, cm)
+        x = feature_matrix(dm, keys, cm, base)
+        y = np.log(np.array([s.ms for s in usable]) / base)
+        ids: dict[str, int] = {}
+        groups = np.array([ids.setdefault(json.dumps(s.descriptor.to_dict(), sort_keys=True),
+                                          len(ids)) for s in usable])
+        cfg_rows = np.array([self._cfg_index[s.config] for s in usable])
+        return x, y, groups, neighbour_coords(dm), keys * 1000 + cfg_rows
+
+    # ---- prediction -----------------------------------------------------------------------
+    def _predict_rows(self, dm: np.ndarray, keys: np.ndarray, cm: np.ndarray,
+                      cfg_rows: np.ndarray) -> np.ndarray:
+        base = prior_mod.prior_ms(dm, keys, cm)
+        if self.correction is None or not len(base):
+            return base
+        finite = np.isfinite(base)
+        out = base.copy()
+        if finite.any():
+            x = feature_matrix(dm[finite], keys[finite], cm[finite], base[finite])
+            log_corr = self.correction.predict_log(x)
+            if self.neighbours is not None:
+                log_corr = log_corr + self.neighbours.predict_log(
+                    neighbour_coords(dm[finite]), keys[finite] * 1000 + cfg_rows[finite])
+            out[finite] = base[finite] * np.exp(np.clip(log_corr, -5, 5))
+        return out
+
+    def predict(self, descriptors: Sequence[ir.Descriptor], primitive_names: Sequence[str],
+                configs: Sequence[CoreConfig]) -> np.ndarray:
+        """Milliseconds of each aligned row (descriptor i with primitive i on config i)."""
+        if not (len(descriptors) == len(primitive_names) == len(configs)):
+            raise ValueError("predict: descriptors, primitive_names and configs differ in length")
+        dm = descriptor_matrix(descriptors)
+        keys = np.array([primitive_key(p) for p in primitive_names], dtype=int)
+        rows = np.array([self._cfg_index[c] for c in configs], dtype=int)
+        ms = self._predict_rows(dm, keys, self._cm[rows], rows)
+        opaque = np.array([d.op == ir.OPAQUE and p == NATIVE
+                           for d, p in zip(descriptors, primitive_names, strict=False)], dtype=bool)
+        return np.where(opaque, np.inf, ms)
+
+    def predict_table(self, graph: ir.Graph | Sequence[ir.Layer],
+                      configs: Sequence[CoreConfig] | None = None) -> PredictionTable:
+        """Every (layer, candidate primitive, configuration) at once, vectorised."""
+        layers = list(graph.layers if isinstance(graph, ir.Graph) else graph)
+        configs = list(configs) if configs is not None else list(self.configs)
+        cand = [candidates(layer.descriptor) for layer in layers]
+        prims = sorted({p for c in cand for p in c})
+        pidx = {p: j for j, p in enumerate(prims)}
+        li = np.array([i for i, c in enumerate(cand) for _ in c], dtype=int)
+        pj = np.array([pidx[p] for c in cand for p in c], dtype=int)
+        keys = np.array([primitive_key(p) for c in cand for p in c], dtype=int)
+        dm_layers = descriptor_matrix([layer.descriptor for layer in layers])
+        ci = np.array([self._cfg_index[c] for c in configs], dtype=int)
+        n_rows, n_cfg = len(li), len(ci)
+        dm = np.repeat(dm_layers[li], n_cfg, axis=0)
+        cm = np.tile(self._cm[ci], (n_rows, 1))
+        ms = self._predict_rows(dm, np.repeat(keys, n_cfg), cm, np.tile(ci, n_rows))
+        table = np.full((len(layers), len(prims), n_cfg), np.inf)
+        table[np.repeat(li, n_cfg), np.repeat(pj, n_cfg), np.tile(np.arange(n_cfg), n_rows)] = ms
+        return PredictionTable([layer.name for layer in layers], prims, configs, table)
+
+    def layout_transform_ms(self, tensor_elems: int, config: CoreConfig) -> float:
+        """An NCHW <-> NHWC transform of ``tensor_elems`` float32 elements on ``config``."""
+        cm = self._cm[[self._cfg_index[config]]]
+        return float(prior_mod.layout_ms(np.array([float(tensor_elems)]), cm)[0])
+
+    def transfer_ms(self, nbytes: int, from_config: CoreConfig, to_config: CoreConfig) -> float:
+        """Handing a tensor between stages: zero within one configuration; the GPU's copy
+        latency and bandwidth when either side is the GPU; the board's inter-cluster
+        hand-over (shared-memory queue + wake-up) otherwise."""
+        if from_config == to_config:
+            return 0.0
+        if (from_config.is_gpu or to_config.is_gpu) and self.target.gpu is not None:
+            g = self.target.gpu
+            return g.transfer_latency_us / 1000.0 + nbytes / (g.transfer_gbps * 1e6)
+        ic = self.target.inter_cluster
+        return ic.latency_us / 1000.0 + nbytes / (ic.bandwidth_gbps * 1e6)
+
+    def digest(self) -> str:
+        """Identity of this model (prior version + correction) for plan lockfile hashes."""
+        blob = json.dumps({"version": MODEL_VERSION, "source": self.source,
+                           "correction": None if self.correction is None
+                           else self.correction.to_dict(),
+                           "neighbours": None if self.neighbours is None
+                           else self.neighbours.to_dict()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()

@@ -9,7 +9,6 @@ import pytest
 from edgedeploy.deploy.release import ReleaseOptions
 from edgedeploy.deploy.transport import TransportOptions
 
-pytest_plugins = ["edgedeploy.testing.sshd"]
 
 
 @pytest.fixture

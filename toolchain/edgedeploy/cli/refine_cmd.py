@@ -1,9 +1,124 @@
-"""Placeholder: filled in by its owner."""
+"""`edgedeploy refine` and `edgedeploy refine score`: parse, call edgedeploy.refine, render."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from edgedeploy.cli import output
+
+refine_app = typer.Typer(no_args_is_help=False, invoke_without_command=True,
+                         help="Refine a plan by measurement on the device (or a board twin).")
+
+
+def _progress(total: int):
+    """A rich bar on a terminal, plain lines otherwise (logs, CI)."""
+    if output.interactive():
+        from rich.progress import Progress
+
+        bar = Progress(console=output.stderr())
+        bar.start()
+        task = bar.add_task("refining", total=total or None)
+
+        def on_eval(rec) -> None:
+            bar.update(task, advance=1, description=f"best {rec.best_value:.4g}")
+        return on_eval, bar.stop
+
+    def plain(rec) -> None:
+        output.info(f"eval {rec.index}/{total or '?'}: {rec.meas.throughput_fps:.4g} fps "
+                    f"({rec.origin}), best {rec.best_value:.4g}")
+    return plain, lambda: None
+
+
+@refine_app.callback()
+def refine_cmd(
+    ctx: typer.Context,
+    manifest: Path = typer.Option(Path("edgedeploy.yaml"), "--manifest", "-m",
+                                  help="Manifest file."),
+    target: str = typer.Option("local", "--target", "-t", help="Alias, or sim:<board>."),
+    max_evals: int | None = typer.Option(None, "--max-evals", help="Measured evaluations."),
+    budget_s: float | None = typer.Option(None, "--budget-s", help="Seconds of measurement."),
+    seed: int = typer.Option(0, "--seed", help="Search (and twin) seed."),
+    out: Path | None = typer.Option(None, "-o", "--output", help="Refined plan file."),
+    no_feedback: bool = typer.Option(False, "--no-feedback",
+                                     help="Do not append measured samples to the profile."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """Measure candidates from the plan (guided evolutionary search) and write the refined plan.
+
+    Example: edgedeploy refine -m plans/tx2.yaml --target sim:jetson-tx2 --json
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from edgedeploy.refine.api import refine
+
+    on_eval, stop = _progress(max_evals or 0)
+    try:
+        res = refine(manifest, target, max_evals=max_evals, budget_s=budget_s, seed=seed,
+                     output=out, feedback=not no_feedback, on_eval=on_eval)
+    finally:
+        stop()
+    s = res.summary()
+    if as_json:
+        output.emit_json(s)
+        return
+    label = " [simulated]" if res.simulated else ""
+    rows = [[st["index"], f"{st['start']}..{st['stop']}", f"{st['cluster']}:{st['cores']}",
+             st["replicas"], st["predicted_ms"], st.get("measured_ms")] for st in s["stages"]]
+    output.table(f"refined plan{label}", ["stage", "layers", "unit", "replicas", "pred ms",
+                                          "measured ms"], rows)
+    b, p = s["best"], s["plan_before"]["measured"]
+    print(f"plan {p['throughput_fps']:.4g} fps -> refined {b['throughput_fps']:.4g} fps "
+          f"(x{s['improvement']:.3f}) in {s['evaluations']} evaluations{label}")
+    print(f"wrote {s['plan_file']}")
+
+
+@refine_app.command("score")
+def score_cmd(
+    boards: str = typer.Option("all", "--boards", help="all, or b1,b2."),
+    models: str = typer.Option("zoo", "--models", help="zoo, or m1,m2."),
+    budget: int = typer.Option(30, "--budget", help="Evaluations per method."),
+    size: int = typer.Option(96, "--size", help="Zoo input size."),
+    seed: int = typer.Option(0, "--seed"),
+    plot: Path | None = typer.Option(None, "--plot", help="Convergence plot (PNG)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Score refinement on board twins against the exhaustive optimum (simulated).
+
+    Example: edgedeploy refine score --boards rpi4 --models mobilenet_v2 --budget 30 --json
+    """
+    from edgedeploy import zoo
+    from edgedeploy.boards.catalog import list_targets
+    from edgedeploy.refine.score import METHODS, score
+    from edgedeploy.refine.score import plot as plot_fn
+
+    bl = [b for b in list_targets() if b != "local"] if boards == "all" else boards.split(",")
+    ml = zoo.list_models() if models == "zoo" else models.split(",")
+    res = score(bl, ml, size=size, budget=budget, seed=seed,
+                on_row=lambda r: output.info(f"[simulated] {r['board']} x {r['model']} done"))
+    if plot:
+        res["plot"] = str(plot_fn(res, plot))
+    if as_json:
+        output.emit_json(res)
+        return
+    rows = []
+    for r in res["rows"]:
+        for name in METHODS:
+            m = r["methods"][name]
+            rows.append([r["board"], r["model"], name, m["near_optimal_fraction"],
+                         m["evals_to_95pct"] if m["evals_to_95pct"] is not None else f">{budget}",
+                         m["final_vs_plan"], m["final_vs_optimum"]])
+    output.table("refinement score [simulated twins]",
+                 ["board", "model", "method", "near_opt", "evals_95", "final/plan", "final/opt"],
+                 rows)
+    for name in METHODS:
+        s = res["summary"][name]
+        print(f"{name}: near_optimal {s['near_optimal_fraction']:.3f}, "
+              f"evals_to_95 median {s['evals_to_95pct_median']}, "
+              f"final/plan {s['final_vs_plan']:.3f}")
+    print(f"targets: {res['summary']['targets']}")
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(refine_app, name="refine")

@@ -50,6 +50,8 @@ class PlanStage(_Model):
     outputs: list[str]
     predicted_ms: float | None
     primitive_mix: dict[str, int]
+    #: Written by `edgedeploy refine` (a refined lockfile): the stage's measured time.
+    measured_ms: float | None = None
 
 
 class ParetoStage(_Model):
@@ -91,6 +93,9 @@ class Plan(_Model):
     layers: list[PlanLayer]
     baselines: dict[str, Baseline]
     pareto: list[ParetoPoint]
+    #: Written by `edgedeploy refine`: measured figures and the search's record (optional).
+    measured: dict[str, Any] | None = None
+    refinement: dict[str, Any] | None = None
 
     @property
     def choices(self) -> dict[str, str]:

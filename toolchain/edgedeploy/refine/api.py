@@ -1,0 +1,203 @@
+"""``refine``: plan -> measured guided search on the device -> refined lockfile + profile samples.
+
+The library verb behind ``edgedeploy refine``. Back-end by target: ``sim:<board>`` (or a
+manifest alias with ``transport: sim``) is a board twin spoken to through the runner protocol;
+a local alias measures on this host through ``execute.run_stages``; an SSH alias runs the
+deployed bundle's ``main.py measure`` through the deployer's transport.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.errors import InputError
+from edgedeploy.refine.candidate import Candidate, seeds_from_plan
+from edgedeploy.refine.measure import LocalBackend, Measurement, RunnerBackend
+from edgedeploy.refine.search import Budget, Goal, OnEval, SearchResult, guided_search
+
+
+@dataclass
+class RefineResult:
+    plan_file: Path
+    doc: dict[str, Any]
+    search: SearchResult
+    simulated: bool
+    profile: dict[str, Any] | None
+
+    def summary(self) -> dict[str, Any]:
+        start_m, best_m = self.search.start[1], self.search.best[1]
+        return {"plan_file": str(self.plan_file), "evaluations": self.search.evaluations,
+                "seconds": round(self.search.seconds, 3),
+                "best": _figures(best_m), "plan_before": {"measured": _figures(start_m)},
+                "improvement": best_m.throughput_fps / start_m.throughput_fps
+                if start_m.throughput_fps else None,
+                "simulated": self.simulated, "stages": self.doc["stages"],
+                "profile": self.profile}
+
+
+def _figures(m: Measurement) -> dict[str, Any]:
+    return {"throughput_fps": m.throughput_fps, "latency_ms": m.latency_ms,
+            "stage_ms": m.stage_ms, "power_w": m.power_w, "energy_mj": m.energy_mj}
+
+
+def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = None,
+           budget_s: float | None = None, seed: int = 0, output: str | Path | None = None,
+           feedback: bool = True, on_eval: OnEval | None = None) -> RefineResult:
+    """Refine the manifest's plan for ``target`` (an alias or ``sim:<board>``)."""
+    from edgedeploy.planner.api import _load_graph, plan_file_for
+    from edgedeploy.planner.lock import dumps
+    from edgedeploy.refine.calibrate import feed_profile, stage_samples
+    from edgedeploy.refine.setup import build_context
+    from edgedeploy.schemas import load_manifest
+
+    manifest = load_manifest(manifest_path)
+    graph = _load_graph(manifest)
+    alias, board, kind = _resolve(manifest, target)
+    tgt = _target(board, kind)
+    limits = _limits(manifest)
+    ctx = build_context(graph, tgt, limits=limits, allow=manifest.primitives.allow,
+                        deny=manifest.primitives.deny,
+                        max_memory_mb=manifest.constraints.max_memory_mb)
+    label = alias.replace(":", "-")
+    out = Path(output) if output else plan_file_for(manifest, label).with_suffix("").with_suffix(
+        ".refined.plan.json")
+    doc = _plan_doc(manifest, Path(manifest_path), label, board, tgt, graph, ctx, out)
+    backend = _backend(kind, ctx, graph, manifest, alias, tgt, seed)
+    from edgedeploy.refine.cache import MeasureCache
+
+    r = manifest.refine
+    cache = MeasureCache(backend, r.frames_per_eval, max(2, r.frames_per_eval // 10))
+    c = manifest.constraints
+    goal = Goal(manifest.objective, c.max_latency_ms, c.min_throughput_fps, c.max_power_w)
+    budget = Budget(max_evals or r.max_evals, budget_s or r.budget_s)
+    res = guided_search(seeds_from_plan(ctx.space, doc), ctx.space, cache, goal=goal,
+                        budget=budget, predict=ctx.predict, seed=seed, on_eval=on_eval)
+    refined = refined_document(doc, ctx, res, backend.simulated, backend.label)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(dumps(refined))
+    prof = None
+    if feedback:
+        samples = []
+        for cand, m in (res.start, res.best):
+            samples += stage_samples(ctx.problem, graph, cand, m, ctx.stage_prediction)
+        prof = feed_profile(tgt, samples) if samples else None
+    return RefineResult(out, refined, res, backend.simulated, prof)
+
+
+def _resolve(manifest, target: str) -> tuple[str, str, str]:
+    """(alias, board, kind) with kind one of sim | local | ssh."""
+    from edgedeploy.twins import SIM_PREFIX, is_sim
+
+    if is_sim(target):
+        return target, target[len(SIM_PREFIX):], "sim"
+    ref = manifest.target(target)
+    if ref.transport == "sim":
+        return target, ref.board, "sim"
+    return target, ref.board, "ssh" if ref.transport == "ssh" else "local"
+
+
+def _target(board: str, kind: str):
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.twins import twin_target
+
+    return twin_target(board) if kind == "sim" else load_target(board)
+
+
+def _limits(manifest):
+    from edgedeploy.planner.partition import Limits
+
+    c = manifest.constraints
+    return Limits(max_latency_ms=c.max_latency_ms, min_throughput_fps=c.min_throughput_fps,
+                  max_power_w=c.max_power_w, max_stages=manifest.pipeline.max_stages,
+                  allow_replication=manifest.pipeline.allow_replication)
+
+
+def _plan_doc(manifest, manifest_path: Path, alias: str, board: str, tgt, graph, ctx,
+              out: Path) -> dict[str, Any]:
+    """What `edgedeploy plan` would write for this target (in memory, same cost model)."""
+    from edgedeploy.planner.document import build_document
+    from edgedeploy.planner.lock import input_hashes
+    from edgedeploy.planner.solve import solve
+
+    sol = solve(ctx.problem, manifest)
+    inputs = input_hashes(manifest_path, manifest.model.path, tgt, ctx.model.digest(),
+                          ctx.model.source)
+    return build_document(manifest, alias, board, tgt, graph, ctx.problem, sol, inputs, out)
+
+
+def _backend(kind: str, ctx, graph, manifest, alias: str, tgt, seed: int):
+    if kind == "sim":
+        from edgedeploy.twins import TwinDevice
+
+        device = TwinDevice(tgt, graph, seed)
+        return RunnerBackend(ctx.space, device.run, label=f"sim:{tgt.name}", simulated=True)
+    if kind == "local":
+        return LocalBackend(ctx.space, graph, manifest.model.path)
+    return _ssh_backend(ctx, manifest, alias)
+
+
+def _ssh_backend(ctx, manifest, alias: str) -> RunnerBackend:
+    """The deployed bundle's runner over the deployer's transport (needs a prior `push`)."""
+    try:
+        from edgedeploy.deploy.api import hosts_of, open_transport
+    except ImportError:  # pragma: no cover - deployer not installed
+        raise InputError("SSH refinement needs the deployer: deploy first with "
+                         f"`edgedeploy push --target {alias}`") from None
+    ref = manifest.target(alias)
+    transport = open_transport(ref, hosts_of(ref)[0])
+    transport.open()
+    root = transport.expand(ref.path)
+
+    def run(argv: list[str]) -> str:
+        return transport.run(argv, changes=False, timeout=600.0, what="measure").stdout
+
+    return RunnerBackend(ctx.space, run, entry=(f"{root}/current/main.py",),
+                         label=f"ssh:{alias}")
+
+
+def refined_document(doc: dict[str, Any], ctx, res: SearchResult, simulated: bool,
+                     backend: str) -> dict[str, Any]:
+    """The plan lockfile rewritten for the refined configuration, measured beside predicted."""
+    from edgedeploy.runtime.stages import plan_stage_io
+
+    cand, m = res.best
+    out = copy.deepcopy(doc)
+    pred = ctx.predicted_metrics(cand)
+    ios = plan_stage_io(ctx.graph, [s.start for s in cand.stages[1:]])
+    stages, layers = [], []
+    for k, (s, io, ids) in enumerate(zip(cand.stages, ios, ctx.space.cpus(cand), strict=True)):
+        mix: dict[str, int] = {}
+        for i in range(s.start, s.stop):
+            mix[cand.choices[i]] = mix.get(cand.choices[i], 0) + 1
+        stages.append({"index": k, "name": f"stage{k}", "start": s.start, "stop": s.stop,
+                       "cluster": s.cluster, "cores": s.cores, "replicas": s.replicas,
+                       "cpus": ids, "inputs": list(io.inputs), "outputs": list(io.outputs),
+                       "predicted_ms": pred["stage_ms"][k],
+                       "measured_ms": m.stage_ms[k] if k < len(m.stage_ms) else None,
+                       "primitive_mix": dict(sorted(mix.items()))})
+        layer_ms, _hop = ctx.stage_prediction(cand, s)
+        for i, ms in zip(range(s.start, s.stop), layer_ms, strict=True):
+            layers.append({"name": ctx.graph.layers[i].name, "op": ctx.graph.layers[i].op,
+                           "choice": cand.choices[i], "stage": k, "predicted_ms": ms})
+    out["stages"], out["layers"] = stages, layers
+    out["predicted"] = {**doc["predicted"], "throughput_fps": pred["throughput_fps"],
+                        "latency_ms": pred["latency_ms"], "period_ms": pred["period_ms"]}
+    out["measured"] = {**_figures(m), "simulated": simulated}
+    start_m = res.start[1]
+    out["refinement"] = {"backend": backend, "simulated": simulated,
+                         "evaluations": res.evaluations,
+                         "plan_before": {"measured": _figures(start_m),
+                                         "predicted": doc["predicted"]},
+                         "improvement": m.throughput_fps / start_m.throughput_fps
+                         if start_m.throughput_fps else None,
+                         "trace": [{"eval": r.index, "throughput_fps": r.meas.throughput_fps,
+                                    "origin": r.origin} for r in res.records]}
+    out["target"] = {**doc["target"], "simulated": simulated}
+    return out
+
+
+def best_candidate(res: SearchResult) -> Candidate:
+    return res.best[0]

@@ -1,0 +1,172 @@
+"""The configuration a refiner mutates, and the space that says which ones are valid.
+
+A :class:`Candidate` is a full deployment choice: contiguous stages (layer range, cluster, cores
+per replica, replicas) and one primitive per layer. :class:`Space` holds what makes one valid on a
+board: per-layer options (the manifest's allow/deny lists already applied), cluster capacities
+(a GPU is one unit, never replicated), the manifest's ``max_stages`` and ``allow_replication``.
+Cores are disjoint across stages by construction: each cluster's cpu ids are handed out in
+pipeline order (the planner's ``assign_cpus`` rule), so validity is "the counts fit".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+GPU = "gpu"
+ORT = "ort"
+
+
+@dataclass(frozen=True)
+class StageConf:
+    start: int
+    stop: int
+    cluster: str
+    cores: int
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    stages: tuple[StageConf, ...]
+    choices: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """Canonical text identity (the measurement cache's key)."""
+        st = ";".join(f"{s.start}-{s.stop}@{s.cluster}:{s.cores}x{s.replicas}" for s in self.stages)
+        return st + "|" + ",".join(self.choices)
+
+    def with_stages(self, stages: Sequence[StageConf]) -> Candidate:
+        return replace(self, stages=tuple(stages))
+
+    def with_choice(self, layer: int, choice: str) -> Candidate:
+        ch = list(self.choices)
+        ch[layer] = choice
+        return replace(self, choices=tuple(ch))
+
+    def stage_of(self, layer: int) -> int:
+        return next(k for k, s in enumerate(self.stages) if s.start <= layer < s.stop)
+
+    def as_tuples(self) -> list[tuple[int, int, str, int, int]]:
+        return [(s.start, s.stop, s.cluster, s.cores, s.replicas) for s in self.stages]
+
+
+@dataclass
+class Space:
+    """What a valid candidate may use on one board for one model."""
+
+    layer_names: list[str]
+    options: list[tuple[str, ...]]
+    clusters: dict[str, tuple[int, ...]]  # name -> cpu ids ("gpu" -> ())
+    max_stages: int = 4
+    allow_replication: bool = True
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_names)
+
+    def capacity(self, cluster: str) -> int:
+        return 1 if cluster == GPU else len(self.clusters[cluster])
+
+    def options_on(self, layer: int, cluster: str) -> tuple[str, ...]:
+        """A GPU runs only onnxruntime kernels (numpy code cannot)."""
+        opts = self.options[layer]
+        return tuple(o for o in opts if o == ORT) if cluster == GPU else opts
+
+    def fallback(self, layer: int, cluster: str, current: str) -> str | None:
+        """``current`` if it runs on ``cluster``, else the first option that does."""
+        opts = self.options_on(layer, cluster)
+        if current in opts:
+            return current
+        return opts[0] if opts else None
+
+    def violations(self, cand: Candidate) -> list[str]:
+        """Why a candidate is invalid (empty: valid)."""
+        out: list[str] = []
+        st = cand.stages
+        if not st or len(st) > self.max_stages:
+            out.append(f"{len(st)} stages (1..{self.max_stages} allowed)")
+        if len(cand.choices) != self.n_layers:
+            out.append("one choice per layer needed")
+            return out
+        expect = 0
+        used: dict[str, int] = {}
+        for k, s in enumerate(st):
+            if s.start != expect or s.stop <= s.start:
+                out.append(f"stage {k} is not contiguous ({s.start}..{s.stop})")
+            expect = s.stop
+            if s.cluster not in self.clusters:
+                out.append(f"stage {k}: unknown cluster {s.cluster!r}")
+                continue
+            if s.cores < 1 or s.replicas < 1:
+                out.append(f"stage {k}: cores and replicas must be >= 1")
+            if s.cluster == GPU and (s.cores != 1 or s.replicas != 1):
+                out.append(f"stage {k}: a GPU stage is one unit, not replicated")
+            if s.replicas > 1 and not self.allow_replication:
+                out.append(f"stage {k}: replication is not allowed")
+            used[s.cluster] = used.get(s.cluster, 0) + s.cores * s.replicas
+            for i in range(max(0, s.start), min(s.stop, self.n_layers)):
+                if cand.choices[i] not in self.options_on(i, s.cluster):
+                    out.append(f"layer {i}: {cand.choices[i]!r} cannot run on {s.cluster}")
+        if expect != self.n_layers:
+            out.append(f"stages cover {expect} of {self.n_layers} layers")
+        for cl, n in used.items():
+            if cl in self.clusters and n > self.capacity(cl):
+                out.append(f"cluster {cl}: {n} cores used, {self.capacity(cl)} available")
+        return out
+
+    def is_valid(self, cand: Candidate) -> bool:
+        return not self.violations(cand)
+
+    def free(self, cand: Candidate, cluster: str, skip: int | None = None) -> int:
+        """Units of ``cluster`` not used by the candidate's stages (except stage ``skip``)."""
+        used = sum(s.cores * s.replicas for k, s in enumerate(cand.stages)
+                   if s.cluster == cluster and k != skip)
+        return self.capacity(cluster) - used
+
+    def cpus(self, cand: Candidate) -> list[list[int]]:
+        """Concrete cpu ids per stage: each cluster's ids handed out in pipeline order."""
+        taken: dict[str, int] = {}
+        out = []
+        for s in cand.stages:
+            ids = self.clusters[s.cluster]
+            n = 0 if s.cluster == GPU else s.cores * s.replicas
+            k = taken.get(s.cluster, 0)
+            out.append(list(ids[k:k + n]))
+            taken[s.cluster] = k + n
+        return out
+
+    def variant(self, cand: Candidate, predicted: dict[str, float] | None = None
+                ) -> dict[str, Any]:
+        """The runner's ``--config-json`` plan object for this candidate."""
+        stages = [{"name": f"stage{k}", "start": s.start, "stop": s.stop, "cpus": ids,
+                   "replicas": s.replicas, "cluster": s.cluster, "cores": s.cores}
+                  for k, (s, ids) in enumerate(zip(cand.stages, self.cpus(cand), strict=True))]
+        return {"stages": stages, "choices": dict(zip(self.layer_names, cand.choices,
+                                                      strict=True)),
+                "predicted": dict(predicted or {})}
+
+
+def from_stages(space: Space, stages: Sequence[dict[str, Any]], choices: Sequence[str]
+                ) -> Candidate:
+    """A candidate from plan-document stage entries (``start, stop, cluster, cores, replicas``)."""
+    return Candidate(tuple(StageConf(int(s["start"]), int(s["stop"]), str(s["cluster"]),
+                                     int(s["cores"]), int(s.get("replicas", 1)))
+                           for s in stages), tuple(choices))
+
+
+def seeds_from_plan(space: Space, doc: dict[str, Any], limit: int = 4) -> list[Candidate]:
+    """The guided start (Soomro et al. 2021): the plan, then its Pareto neighbours (valid,
+    distinct), fastest predicted first."""
+    plan = from_stages(space, doc["stages"], [layer["choice"] for layer in doc["layers"]])
+    out = [plan]
+    for point in doc.get("pareto", []):
+        ch = [c for s in point["stages"] for c in s["choices"]]
+        cand = from_stages(space, point["stages"], ch)
+        if space.is_valid(cand) and cand.key not in {c.key for c in out}:
+            out.append(cand)
+        if len(out) >= limit:
+            break
+    return out

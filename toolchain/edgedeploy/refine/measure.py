@@ -1,0 +1,126 @@
+"""Measurement back-ends behind one interface (as west's runners hide flash back-ends).
+
+* :class:`LocalBackend`: this host, for real, through ``execute.run_stages`` (pinned pipeline
+  processes, warm-up, medians).
+* :class:`RunnerBackend`: a deployed bundle's ``main.py measure --config-json ... --json``,
+  through any ``run(argv) -> stdout`` callable -- the deployer's transport (SSH), or a board twin
+  (:meth:`edgedeploy.twins.TwinDevice.run`), so refinement runs unchanged on a simulated board.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from edgedeploy.errors import ExecutionError
+from edgedeploy.refine.candidate import Candidate, Space
+
+Command = Callable[[list[str]], str]
+
+
+@dataclass
+class Measurement:
+    """One configuration's measured figures (medians over frames; merged over re-runs)."""
+
+    throughput_fps: float
+    latency_ms: float
+    stage_ms: list[float]
+    seconds: float = 0.0
+    power_w: float | None = None
+    energy_mj: float | None = None
+    simulated: bool = False
+    runs: list[float] = field(default_factory=list)  # throughput of each run
+
+    def merged(self, other: Measurement) -> Measurement:
+        """Two runs of the same configuration: the median of the runs' throughputs."""
+        import statistics
+
+        runs = self.runs + other.runs
+        fps = statistics.median(runs)
+        k = fps / self.throughput_fps if self.throughput_fps else 1.0
+        return Measurement(fps, self.latency_ms / k, [t / k for t in self.stage_ms],
+                           self.seconds + other.seconds, self.power_w,
+                           None if self.energy_mj is None else self.energy_mj / k,
+                           self.simulated, runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"throughput_fps": self.throughput_fps, "latency_ms": self.latency_ms,
+                "stage_ms": list(self.stage_ms), "power_w": self.power_w,
+                "energy_mj": self.energy_mj, "runs": len(self.runs) or 1,
+                "simulated": self.simulated}
+
+
+class Backend(Protocol):
+    label: str
+    simulated: bool
+
+    def measure(self, cand: Candidate, frames: int, warmup: int) -> Measurement: ...
+
+
+def from_runner_json(data: dict[str, Any], wall_s: float) -> Measurement:
+    fps = float(data["throughput_fps"])
+    lat = float(data.get("latency_ms_p50", data.get("latency_ms", 0.0)))
+    stage = [float(x) for x in data.get("stage_ms") or
+             [s.get("service_ms_mean", 0.0) for s in data.get("stages", [])]]
+    return Measurement(fps, lat, stage, float(data.get("seconds", wall_s)),
+                       data.get("power_w"), data.get("energy_mj"),
+                       bool(data.get("simulated", False)), [fps])
+
+
+class RunnerBackend:
+    """``main.py measure --config-json`` through a command callable (SSH transport or twin)."""
+
+    def __init__(self, space: Space, run: Command, *, python: str = "python3",
+                 entry: Sequence[str] = ("main.py",), label: str = "runner",
+                 simulated: bool = False) -> None:
+        self.space, self.run, self.python, self.entry = space, run, python, list(entry)
+        self.label, self.simulated = label, simulated
+
+    def argv(self, cand: Candidate, frames: int, warmup: int) -> list[str]:
+        cfg = json.dumps(self.space.variant(cand), sort_keys=True, separators=(",", ":"))
+        return [self.python, *self.entry, "measure", "--config-json", cfg, "--frames",
+                str(frames), "--warmup", str(warmup), "--json"]
+
+    def measure(self, cand: Candidate, frames: int, warmup: int) -> Measurement:
+        t0 = time.perf_counter()
+        out = self.run(self.argv(cand, frames, warmup))
+        try:
+            line = [ln for ln in out.strip().splitlines() if ln.startswith("{")][-1]
+            data = json.loads(line)
+        except (IndexError, ValueError) as exc:
+            raise ExecutionError(f"{self.label}: `main.py measure` answered no JSON ({exc})",
+                                 hint=f"output tail: {out[-300:]!r}") from None
+        m = from_runner_json(data, time.perf_counter() - t0)
+        m.simulated = m.simulated or self.simulated
+        return m
+
+
+class LocalBackend:
+    """Real measurement on this host: the candidate's stages run pinned through run_stages."""
+
+    label = "local"
+    simulated = False
+
+    def __init__(self, space: Space, graph, model_path) -> None:
+        self.space, self.graph, self.model_path = space, graph, model_path
+
+    def measure(self, cand: Candidate, frames: int, warmup: int) -> Measurement:
+        from edgedeploy.execute import RunRequest, StagePlan, run_stages
+        from edgedeploy.runtime.stages import plan_stage_io
+
+        ios = plan_stage_io(self.graph, [s.start for s in cand.stages[1:]])
+        plans = [StagePlan(io=io, cpus=tuple(ids), replicas=s.replicas, name=f"stage{k}")
+                 for k, (io, s, ids) in enumerate(zip(ios, cand.stages, self.space.cpus(cand),
+                                                      strict=True))]
+        choices = dict(zip(self.space.layer_names, cand.choices, strict=True))
+        t0 = time.perf_counter()
+        report = run_stages(self.graph, plans, choices,
+                            RunRequest(frames=frames, warmup=warmup), self.model_path)
+        r = report.result
+        stage_ms = [float(s.get("service_ms_mean", 0.0)) for s in report.stages]
+        fps = float(r["throughput_fps"])
+        return Measurement(fps, float(r["latency_ms_p50"]), stage_ms,
+                           time.perf_counter() - t0, runs=[fps])

@@ -1,0 +1,99 @@
+"""From (graph, target, planner settings) to what the refiner needs: the space, the plan's
+seeds and a stage predictor -- all through the planner's own problem, so the refiner prices a
+candidate exactly as the planner would."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgedeploy.planner.partition import Limits
+from edgedeploy.planner.problem import Problem
+from edgedeploy.planner.solve import Solution, stage_choices
+from edgedeploy.refine.candidate import GPU, Candidate, Space, StageConf
+from edgedeploy.runtime import ir
+
+
+@dataclass
+class Context:
+    graph: ir.Graph
+    target: object
+    problem: Problem
+    space: Space
+    model: object  # CostModel
+
+    def stage_prediction(self, cand: Candidate, s: StageConf) -> tuple[list[float], float]:
+        """(predicted ms of each layer of stage ``s``, predicted hand-over into it)."""
+        p = self.problem
+        ci = self._cfg[(s.cluster, s.cores)]
+        ms = []
+        for i in range(s.start, s.stop):
+            layer = p.layers[i]
+            o = layer.options.index(cand.choices[i]) if cand.choices[i] in layer.options else -1
+            ms.append(float(layer.ms[o, ci]) if o >= 0 else float("inf"))
+        k = cand.stages.index(s)
+        hop = 0.0
+        if k:
+            prev = cand.stages[k - 1].cluster
+            hop = p.transfer_ms(int(self._bytes[s.start]), prev, s.cluster)
+        return ms, hop
+
+    def predict(self, cand: Candidate) -> list[float] | None:
+        """Predicted stage times (hand-over included); None if a layer cannot run."""
+        out = []
+        for s in cand.stages:
+            ms, hop = self.stage_prediction(cand, s)
+            t = sum(ms) + hop
+            if t == float("inf"):
+                return None
+            out.append(t)
+        return out
+
+    def predicted_metrics(self, cand: Candidate) -> dict[str, float]:
+        times = self.predict(cand) or [float("inf")]
+        period = max(t / s.replicas for t, s in zip(times, cand.stages, strict=False))
+        return {"throughput_fps": 1000.0 / period if period > 0 else 0.0,
+                "latency_ms": float(sum(times)), "period_ms": period,
+                "stage_ms": times}
+
+    def __post_init__(self) -> None:
+        self._cfg = {(c.cluster, c.cores): k for k, c in enumerate(self.problem.configs)}
+        self._bytes = self.problem.boundary_bytes()
+
+
+def build_context(graph: ir.Graph, target, *, limits: Limits | None = None,
+                  allow=(), deny=(), max_memory_mb: float | None = None,
+                  model=None) -> Context:
+    """The planner's problem for ``target`` and the refiner's space over it."""
+    from edgedeploy.costmodel import CostModel
+    from edgedeploy.planner.adapter import build_problem
+    from edgedeploy.planner.select import option_mask
+
+    limits = limits or Limits()
+    model = model or CostModel.for_target(target)
+    problem = build_problem(graph, target, model)
+    ws = max_memory_mb * 2**20 if max_memory_mb is not None else None
+    masks = option_mask(problem, allow, deny, ws)
+    options = [tuple(o for o, ok in zip(layer.options, m, strict=True) if ok)
+               for layer, m in zip(problem.layers, masks, strict=True)]
+    clusters = {c.name: tuple(c.cpu_ids) for c in target.clusters}
+    if target.gpu is not None:
+        clusters[GPU] = ()
+    space = Space([layer.name for layer in graph.layers], options, clusters,
+                  limits.max_stages, limits.allow_replication)
+    return Context(graph, target, problem, space, model)
+
+
+def seeds_from_solution(ctx: Context, sol: Solution, limit: int = 4) -> list[Candidate]:
+    """The plan and its Pareto neighbours as candidates (the guided start)."""
+    out: list[Candidate] = []
+    for cand in [sol.best, *sol.pareto]:
+        names = stage_choices(ctx.problem, sol.selection, cand)
+        stages = tuple(StageConf(s.start, s.stop, ctx.problem.configs[s.config].cluster,
+                                 ctx.problem.configs[s.config].cores, s.replicas)
+                       for s in cand.stages)
+        c = Candidate(stages, tuple(names))
+        if ctx.space.is_valid(c) and c.key not in {x.key for x in out}:
+            out.append(c)
+        if len(out) >= limit:
+            break
+    return out

@@ -10,7 +10,6 @@ from edgedeploy.deploy.release import ReleaseOptions
 from edgedeploy.deploy.transport import TransportOptions
 
 
-
 @pytest.fixture
 def fast(tmp_path: Path) -> ReleaseOptions:
     """Short health windows: the synthetic runners are up in well under a second."""

@@ -203,10 +203,10 @@ def reference_outputs(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> tuple
 
 # --- stages ------------------------------------------------------------------------------------
 def build_graph_stage(graph: ir.Graph, io: StageIO, choices: Mapping[str, str],
-                      segments: SegmentMap, cpus: Sequence[int]) -> GraphStage:
-    """Pipeline factory (module-level so spawn can pickle it): the stage's callable."""
-    stage = GraphStage(graph, io, choices, segments, cpus=cpus)
-    return stage
+                      segments: SegmentMap) -> GraphStage:
+    """Pipeline factory (module-level so spawn can pickle it): the stage's callable, built in the
+    replica's process on the cores that replica was pinned to (its share of the stage's)."""
+    return GraphStage(graph, io, choices, segments, cpus=available_cpus())
 
 
 def stage_specs(graph: ir.Graph, plans: Sequence[StagePlan], choices: Mapping[str, str],
@@ -222,7 +222,7 @@ def stage_specs(graph: ir.Graph, plans: Sequence[StagePlan], choices: Mapping[st
         out.append(StageSpec(
             name=sp.name or f"stage{k}", cpus=tuple(sp.cpus), replicas=sp.replicas,
             factory=build_graph_stage,
-            factory_args=(graph, sp.io, dict(choices), segments, tuple(sp.cpus)),
+            factory_args=(graph, sp.io, dict(choices), segments),
             inputs=specs(sp.io.inputs), outputs=specs(sp.io.outputs)))
     return out
 

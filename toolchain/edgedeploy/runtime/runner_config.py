@@ -189,14 +189,17 @@ def stage_segments(cfg: RunnerConfig, graph: ir.Graph, io: StageIO,
     return out
 
 
-def build_stage(root: str, config_path: str, stage: StageConfig, choices: Mapping[str, str],
-                cpus: Sequence[int] | None) -> GraphStage:
-    """Pipeline factory (module-level, so spawn pickles it by reference): runs in the stage's
-    pinned process and loads only what that stage needs."""
+def build_stage(root: str, config_path: str, stage: StageConfig,
+                choices: Mapping[str, str]) -> GraphStage:
+    """Pipeline factory (module-level, so spawn pickles it by reference): runs in the replica's
+    pinned process and loads only what that stage needs. Its engines use the cores this replica
+    was pinned to (a replica of a stage gets a share of the stage's cores, not all of them)."""
+    from edgedeploy.runtime.affinity import available_cpus
+
     cfg = load_config(root, config_path)
     graph = load_graph(cfg, stage.start, stage.stop)
     segments = stage_segments(cfg, graph, stage.io, choices)
-    return GraphStage(graph, stage.io, choices, segments, cpus=cpus)
+    return GraphStage(graph, stage.io, choices, segments, cpus=available_cpus())
 
 
 def tensor_shape(graph: ir.Graph, name: str) -> tuple[int, ...]:
@@ -220,7 +223,7 @@ def stage_specs(cfg: RunnerConfig, graph: ir.Graph, plan: PlanConfig,
         cpus = st.cpus or tuple(allowed)
         specs.append(StageSpec(
             name=st.name, cpus=cpus, replicas=st.replicas, factory=build_stage,
-            factory_args=(str(cfg.root), config_path, st, dict(plan.choices), cpus),
+            factory_args=(str(cfg.root), config_path, st, dict(plan.choices)),
             inputs=tuple(TensorSpec(tensor_shape(graph, t)) for t in st.inputs),
             outputs=tuple(TensorSpec(tensor_shape(graph, t)) for t in st.outputs)))
     return specs

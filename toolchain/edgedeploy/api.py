@@ -160,11 +160,12 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
     say = progress or (lambda _msg: None)
     m = load_manifest(manifest)
     ref = m.target(target)
-    current = check_plans(manifest, target)[0]
+    current = check_plans(manifest, target)[0]  # plans in memory and compares with the lockfile
     replanned = bool(current.stale)
     if replanned:
-        say(f"plan: {'; '.join(current.stale)}: re-planning")
-        current = plan(manifest, target)[0]
+        say(f"plan: {'; '.join(current.stale)}: writing the new plan")
+        current.plan_file.parent.mkdir(parents=True, exist_ok=True)
+        current.plan_file.write_text(current.text)
     bundle_dir = Path(m.output.build_dir) / f"{m.name}.{target}"
     say(f"build: {current.plan_file} -> {bundle_dir}")
     info = build(current.plan_file, bundle_dir)

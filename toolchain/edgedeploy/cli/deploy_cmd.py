@@ -81,10 +81,18 @@ def status_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
     if as_json:
         output.emit_json({"target": target, "hosts": rows})
         return
-    output.table(f"status {target}", ["host", "current", "running", "pid", "uptime_s", "health"],
+    output.table(f"status {target}", ["host", "current", "running", "pid", "uptime_s", "health",
+                                      "plan", "fps", "latency p50 ms"],
                  [[r["host"], r.get("current") or "-", r.get("running") or "-",
                    r.get("pid") or "-", r.get("uptime_s") if r.get("uptime_s") is not None
-                   else "-", _health(r)] for r in rows])
+                   else "-", _health(r), *_runner(r)] for r in rows])
+
+
+def _runner(row: dict[str, Any]) -> list[Any]:
+    """Active plan and measured throughput/latency from the runner's own status file."""
+    runner = row.get("runner") or {}
+    return [runner.get("active", "-"), runner.get("throughput_fps", "-"),
+            runner.get("latency_ms_p50", "-")]
 
 
 def _health(row: dict[str, Any]) -> str:

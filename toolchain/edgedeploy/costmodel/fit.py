@@ -70,13 +70,13 @@ class Correction:
 
 
 def _solve(z: np.ndarray, y: np.ndarray, w: np.ndarray, lam: float) -> tuple[np.ndarray, float]:
-    """Weighted ridge with an unpenalised intercept (closed form via lstsq on augmented rows)."""
-    sw = np.sqrt(w)
+    """Weighted ridge with an unpenalised intercept, by its normal equations
+    ``(Zc^T W Zc + lam I) coef = Zc^T W yc`` (a p x p solve: p is a few dozen features)."""
     ybar = float(np.sum(w * y) / np.sum(w))
     zbar = (w[:, None] * z).sum(0) / np.sum(w)
-    a = np.vstack([(z - zbar) * sw[:, None], np.sqrt(lam) * np.eye(z.shape[1])])
-    b = np.concatenate([(y - ybar) * sw, np.zeros(z.shape[1])])
-    coef = np.linalg.lstsq(a, b, rcond=None)[0]
+    zc = z - zbar
+    gram = (zc * w[:, None]).T @ zc + lam * np.eye(z.shape[1])
+    coef = np.linalg.solve(gram, (zc * w[:, None]).T @ (y - ybar))
     return coef, ybar - float(zbar @ coef)
 
 

@@ -200,6 +200,19 @@ class Board:
                                   f"{last[1].strip()[-600:]}")
             time.sleep(poll_s)
 
+    def runner_status(self) -> dict[str, Any] | None:
+        """The runner's own status file (throughput, latency, active plan, plan switches), which
+        it rewrites every second under ``<root>/run``; None when there is none or it is torn."""
+        res = self.t.run(["cat", f"{self.root}/run/runner.status.json"], what="reading status",
+                         changes=False, check=False)
+        if res.exit_code != 0:
+            return None
+        try:
+            data = json.loads(res.stdout)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
     def logs(self, lines: int = 100) -> str:
         res = self._sh(scripts.LOGS, str(int(lines)), what="reading logs", changes=False,
                        check=False)

@@ -300,4 +300,5 @@ def host_status(transport: Transport, path: str) -> dict[str, Any]:
             "running": state.running, "pid": state.int_fact("pid"), "alive": state.alive,
             "uptime_s": (now - started) if state.alive and started and now else None,
             "health": health, "systemd_user": state.systemd_user,
+            "runner": board.runner_status() if state.alive else None,
             "releases": [rid for _, rid in board.releases()], "checked_at": time.time()}

@@ -1,0 +1,60 @@
+"""`edgedeploy push` end to end on the local directory transport: plan, build, deploy, a running
+runner reporting measured throughput, stop; and a stale lockfile is re-planned first."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from edgedeploy import zoo
+from edgedeploy.cli.main import main
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    zoo.export("squeezenet1_1", tmp_path / "net.onnx", size=64)
+    (tmp_path / "edgedeploy.yaml").write_text(
+        "name: sq\nmodel:\n  path: net.onnx\ntargets:\n  local:\n    path: board\n"
+        "output:\n  plans_dir: plans\n  build_dir: build\n")
+    return tmp_path
+
+
+def _status(manifest: Path, capsys: pytest.CaptureFixture[str]) -> dict:
+    capsys.readouterr()
+    assert main(["status", "-m", str(manifest), "--target", "local", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["hosts"][0]
+
+
+def test_push_plans_builds_deploys_and_the_runner_reports_throughput(project, capsys) -> None:
+    manifest = project / "edgedeploy.yaml"
+    try:
+        assert main(["push", "-m", str(manifest), "--target", "local", "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["plan"]["replanned"] is True  # no lockfile yet
+        assert (project / "plans" / "sq.local.plan.json").is_file()
+        release = answer["bundle"]["id"]
+        assert answer["deploy"]["hosts"][0]["outcome"] == "deployed"
+        assert (project / "board" / "current").resolve().name == release
+        deadline = time.monotonic() + 20
+        row = _status(manifest, capsys)
+        while not (row.get("runner") or {}).get("frames") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            row = _status(manifest, capsys)
+        assert row["current"] == release and row["alive"]
+        assert row["runner"]["throughput_fps"] > 0
+        # a second push of the same inputs keeps the lockfile (not stale) and the release
+        assert main(["push", "-m", str(manifest), "--target", "local", "--json"]) == 0
+        again = json.loads(capsys.readouterr().out)
+        assert again["plan"]["replanned"] is False and again["bundle"]["id"] == release
+    finally:
+        main(["stop", "-m", str(manifest), "--target", "local"])
+    assert not _status(manifest, capsys)["alive"]
+
+
+def test_push_without_a_manifest_is_a_clear_input_error(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["push", "--target", "local"]) == 2
+    assert "edgedeploy init" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from edgedeploy.costmodel import CostModel
 from edgedeploy.planner.partition import Limits
 from edgedeploy.planner.solve import solve_problem
 from edgedeploy.refine.cache import MeasureCache
+from edgedeploy.refine.guide import Guide
 from edgedeploy.refine.measure import RunnerBackend
 from edgedeploy.refine.operators import OPERATORS, mutate, random_candidate
 from edgedeploy.refine.search import Budget, guided_search
@@ -67,7 +68,7 @@ def test_cache_never_measures_a_configuration_twice(ctx, small_graph):
     b, fresh_b = cache.measure(ctx.seeds[0])
     assert fresh_a and not fresh_b and a is b and len(be.calls) == 1
     res = guided_search(ctx.seeds, ctx.space, MeasureCache(be, 10, 1), budget=Budget(25, 1e9),
-                        predict=ctx.predict)
+                        guide=Guide(ctx))
     fresh = [r.cand.key for r in res.records if r.origin != "remeasure"]
     assert len(fresh) == len(set(fresh))
 
@@ -76,7 +77,7 @@ def test_cache_never_measures_a_configuration_twice(ctx, small_graph):
 def test_refiner_never_returns_worse_than_its_start(ctx, small_graph, seed):
     cache = MeasureCache(_backend(ctx, small_graph, seed), 10, 1)
     res = guided_search(ctx.seeds, ctx.space, cache, budget=Budget(15, 1e9),
-                        predict=ctx.predict, seed=seed)
+                        guide=Guide(ctx), seed=seed)
     assert res.best[1].throughput_fps >= res.start[1].throughput_fps
     assert res.start[0].key == ctx.seeds[0].key
     assert ctx.space.is_valid(res.best[0])

@@ -61,19 +61,24 @@ def profile(
     export: Path | None = typer.Option(None, "--export", help="Write the profile to FILE; no run."),
     import_: Path | None = typer.Option(None, "--import",
                                         help="Merge FILE into the profile; no run."),
+    model: Path | None = typer.Option(None, "--model",
+                                      help="Measure this model's own layer shapes first."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Measure layer shapes x primitives x core counts on the target; append to its profile.
 
     Profiles live in the user cache directory, keyed by the board's hardware fingerprint.
+    A board twin (``sim:<board>``) is profiled like a real board into its own profile
+    (fingerprint sim-<board>-v1); its budget counts simulated device seconds.
 
     Example: edgedeploy profile --target local --budget-s 60
     """
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.costmodel import profile as prof_mod
     from edgedeploy.errors import InputError
+    from edgedeploy.twins import SIM_PREFIX, is_sim, twin_target
 
-    tgt = load_target(target)
+    tgt = twin_target(target[len(SIM_PREFIX):]) if is_sim(target) else load_target(target)
     if export is not None and import_ is not None:
         raise InputError("--export and --import exclude each other")
     if export is not None:
@@ -85,7 +90,27 @@ def profile(
         _answer({"imported": str(import_), "profile": str(prof.path),
                  "samples": len(prof.samples)}, as_json)
         return
+    if is_sim(target):
+        _answer(_run_twin(tgt, budget_s, shapes, model), as_json)
+        return
     _answer(_run(tgt, budget_s, shapes), as_json)
+
+
+def _run_twin(tgt: Target, budget_s: float, shapes: str, model: Path | None
+              ) -> dict[str, object]:
+    """Profile a board twin: simulated measurements, simulated budget, the twin's profile."""
+    from edgedeploy.errors import InputError
+    from edgedeploy.twins.profile import profile_twin_into_store
+
+    if shapes not in ("designed", "space"):
+        raise InputError(f"--shapes must be 'designed' or 'space', not {shapes!r}")
+    graph = None
+    if model is not None:
+        from edgedeploy.importers import load_model
+
+        graph = load_model(model)
+    with progress_reporter("profiling [simulated]") as cb:
+        return profile_twin_into_store(tgt, budget_s, shapes=shapes, progress=cb, graph=graph)
 
 
 def _run(tgt: Target, budget_s: float, shapes: str) -> dict[str, object]:

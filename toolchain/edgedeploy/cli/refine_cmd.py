@@ -81,6 +81,8 @@ def score_cmd(
     budget: int = typer.Option(30, "--budget", help="Evaluations per method."),
     size: int = typer.Option(96, "--size", help="Zoo input size."),
     seed: int = typer.Option(0, "--seed"),
+    profile_s: float = typer.Option(60.0, "--profile-s",
+                                    help="Simulated profile before planning (0: prior only)."),
     plot: Path | None = typer.Option(None, "--plot", help="Convergence plot (PNG)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -95,7 +97,7 @@ def score_cmd(
 
     bl = [b for b in list_targets() if b != "local"] if boards == "all" else boards.split(",")
     ml = zoo.list_models() if models == "zoo" else models.split(",")
-    res = score(bl, ml, size=size, budget=budget, seed=seed,
+    res = score(bl, ml, size=size, budget=budget, seed=seed, profile_s=profile_s,
                 on_row=lambda r: output.info(f"[simulated] {r['board']} x {r['model']} done"))
     if plot:
         res["plot"] = str(plot_fn(res, plot))
@@ -106,11 +108,13 @@ def score_cmd(
     for r in res["rows"]:
         for name in METHODS:
             m = r["methods"][name]
-            rows.append([r["board"], r["model"], name, m["near_optimal_fraction"],
+            rows.append([r["board"], r["model"], r["plan_prior_vs_optimum"],
+                         r["plan_vs_optimum"], name, m["near_optimal_fraction"],
                          m["evals_to_95pct"] if m["evals_to_95pct"] is not None else f">{budget}",
                          m["final_vs_plan"], m["final_vs_optimum"]])
     output.table("refinement score [simulated twins]",
-                 ["board", "model", "method", "near_opt", "evals_95", "final/plan", "final/opt"],
+                 ["board", "model", "plan(prior)/opt", "plan(calibrated)/opt", "method",
+                  "near_opt", "evals_95", "final/plan", "final/opt"],
                  rows)
     for name in METHODS:
         s = res["summary"][name]

@@ -142,36 +142,40 @@ class LocalMeasure:
 
 
 def tasks_for(target: Target, shapes: Sequence[ir.Descriptor],
-              configs: Sequence[CoreConfig] | None = None
+              configs: Sequence[CoreConfig] | None = None, gpu: bool = False
               ) -> Iterator[tuple[ir.Descriptor, str, CoreConfig]]:
-    """Every (shape, applicable primitive, CPU configuration), shape by shape."""
-    cfgs = [c for c in (configs or core_configs(target)) if not c.is_gpu]
+    """Every (shape, applicable primitive, CPU configuration), shape by shape; with ``gpu``
+    (a back-end that can run onnxruntime on the GPU, e.g. a board twin) also ``ort`` on it."""
+    cfgs = [c for c in (configs or core_configs(target)) if gpu or not c.is_gpu]
     for d in shapes:
         for prim in candidates(d):
             for cfg in cfgs:
-                yield d, prim, cfg
+                if not cfg.is_gpu or prim == ORT:
+                    yield d, prim, cfg
 
 
 def run_profile(target: Target, shapes: Sequence[ir.Descriptor], budget_s: float,
                 measure: Measure, tag: str = "fit", progress: Progress | None = None,
-                configs: Sequence[CoreConfig] | None = None) -> list[Sample]:
+                configs: Sequence[CoreConfig] | None = None, *, gpu: bool = False,
+                clock: Callable[[], float] = time.monotonic) -> list[Sample]:
     """Measure tasks in order until the budget is spent; returns the samples taken.
 
     A task whose expected time (the prior scaled by how the measurements so far compare with
     it) would overrun the budget is skipped, so a small budget still yields many samples.
+    ``clock`` is what the budget is counted in (a board twin passes its simulated clock).
     """
-    tasks = list(tasks_for(target, shapes, configs))
+    tasks = list(tasks_for(target, shapes, configs, gpu))
     all_cfgs = core_configs(target)
     cidx = {c: i for i, c in enumerate(all_cfgs)}
     expect = prior_ms(descriptor_matrix([t[0] for t in tasks]),
                       np.array([primitive_key(t[1]) for t in tasks], dtype=int),
                       config_matrix(target, all_cfgs)[[cidx[t[2]] for t in tasks]]) \
         if tasks else np.zeros(0)
-    start = time.monotonic()
+    start = clock()
     samples: list[Sample] = []
     ratios: list[float] = []
     for i, (d, prim, cfg) in enumerate(tasks):
-        elapsed = time.monotonic() - start
+        elapsed = clock() - start
         scale = float(np.median(ratios)) if ratios else 1.0
         # warm-up + reps + setup, about 6 runs of an ordinary layer
         cost_s = expect[i] * scale * 6 / 1000.0
@@ -184,7 +188,7 @@ def run_profile(target: Target, shapes: Sequence[ir.Descriptor], budget_s: float
         if np.isfinite(expect[i]) and expect[i] > 0:
             ratios.append(m.ms / expect[i])
         if progress is not None:
-            elapsed = time.monotonic() - start
+            elapsed = clock() - start
             left = float(np.sum(expect[i + 1:])) * scale * 6 / 1000.0
             progress(elapsed, budget_s, len(samples), min(budget_s - elapsed, left),
                      f"{prim} {cfg.key} c{d.c_in}->{d.c_out} {d.h}x{d.w} k{d.kernel_h}")

@@ -35,6 +35,7 @@ class RefineResult:
                 "improvement": best_m.throughput_fps / start_m.throughput_fps
                 if start_m.throughput_fps else None,
                 "simulated": self.simulated, "stages": self.doc["stages"],
+                "cost_model": self.doc.get("refinement", {}).get("cost_model"),
                 "profile": self.profile}
 
 
@@ -73,8 +74,11 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
     c = manifest.constraints
     goal = Goal(manifest.objective, c.max_latency_ms, c.min_throughput_fps, c.max_power_w)
     budget = Budget(max_evals or r.max_evals, budget_s or r.budget_s)
+    from edgedeploy.refine.guide import Guide
+
     res = guided_search(seeds_from_plan(ctx.space, doc), ctx.space, cache, goal=goal,
-                        budget=budget, predict=ctx.predict, seed=seed, on_eval=on_eval)
+                        budget=budget, seed=seed, on_eval=on_eval,
+                        guide=Guide(ctx, manifest.objective))
     refined = refined_document(doc, ctx, res, backend.simulated, backend.label)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(dumps(refined))
@@ -188,6 +192,7 @@ def refined_document(doc: dict[str, Any], ctx, res: SearchResult, simulated: boo
     out["measured"] = {**_figures(m), "simulated": simulated}
     start_m = res.start[1]
     out["refinement"] = {"backend": backend, "simulated": simulated,
+                         "cost_model": getattr(ctx.model, "source", None),
                          "evaluations": res.evaluations,
                          "plan_before": {"measured": _figures(start_m),
                                          "predicted": doc["predicted"]},

@@ -1,9 +1,11 @@
 """Unguided search baselines with the same budget, moves and measurements as the refiner.
 
-As in Shisha's and Soomro et al.'s comparisons, the baselines start from a random configuration
-(no plan, no cost model): random search draws independent configurations; hill climbing takes
-the first neighbour (same mutation operators) that measures better; simulated annealing accepts a
-worse neighbour with probability exp(-relative loss / T), T falling geometrically.
+For a fair comparison (``refine score``) every baseline starts from the same configuration as the
+guided search -- the plan, measured first -- when ``start`` is given (else from a random one, as
+in Shisha's comparison); after that they use no cost model: random search draws independent
+configurations; hill climbing takes the first neighbour (same mutation operators) that measures
+better; simulated annealing accepts a worse neighbour with probability exp(-relative loss / T),
+T falling geometrically.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ def _finish(run: _Run, start: tuple[Candidate, object]) -> SearchResult:
 
 def random_search(space: Space, cache: MeasureCache, base_choices: tuple[str, ...], *,
                   goal: Goal | None = None, budget: Budget | None = None, seed: int = 0,
-                  on_eval: OnEval | None = None) -> SearchResult:
+                  on_eval: OnEval | None = None, start: Candidate | None = None) -> SearchResult:
     rng = np.random.default_rng(seed)
     run = _Run(cache, goal or Goal(), budget or Budget(), on_eval)
-    first = random_candidate(space, rng, base_choices)
+    first = start or random_candidate(space, rng, base_choices)
     start = (first, run.measure(first, "seed"))
     run.best = start
     tries = 0
@@ -52,10 +54,10 @@ def _neighbour(cur: Candidate, space: Space, cache: MeasureCache, rng) -> Candid
 
 def hill_climb(space: Space, cache: MeasureCache, base_choices: tuple[str, ...], *,
                goal: Goal | None = None, budget: Budget | None = None, seed: int = 0,
-               on_eval: OnEval | None = None) -> SearchResult:
+               on_eval: OnEval | None = None, start: Candidate | None = None) -> SearchResult:
     rng = np.random.default_rng(seed)
     run = _Run(cache, goal or Goal(), budget or Budget(), on_eval)
-    first = random_candidate(space, rng, base_choices)
+    first = start or random_candidate(space, rng, base_choices)
     cur = (first, run.measure(first, "seed"))
     start = run.best = cur
     while run.left():
@@ -76,11 +78,11 @@ def hill_climb(space: Space, cache: MeasureCache, base_choices: tuple[str, ...],
 def simulated_annealing(space: Space, cache: MeasureCache, base_choices: tuple[str, ...], *,
                         goal: Goal | None = None, budget: Budget | None = None, seed: int = 0,
                         on_eval: OnEval | None = None, t0: float = 0.2,
-                        cooling: float = 0.9) -> SearchResult:
+                        cooling: float = 0.9, start: Candidate | None = None) -> SearchResult:
     g = goal or Goal()
     rng = np.random.default_rng(seed)
     run = _Run(cache, g, budget or Budget(), on_eval)
-    first = random_candidate(space, rng, base_choices)
+    first = start or random_candidate(space, rng, base_choices)
     cur = (first, run.measure(first, "seed"))
     start = run.best = cur
     temp = t0

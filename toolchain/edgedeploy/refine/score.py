@@ -28,17 +28,41 @@ from edgedeploy.refine.measure import RunnerBackend
 from edgedeploy.refine.search import Budget, SearchResult, guided_search
 
 METHODS = ("guided", *BASELINES)
+PROFILE_S = 60.0
+_PROFILES: dict[tuple, list] = {}
+
+
+def twin_profile(board: str, seed: int = 0, budget_s: float = PROFILE_S, graph=None) -> list:
+    """The short simulated profile every method's plan starts from: the model's own layer
+    shapes first (``edgedeploy profile --model``), then the designed sample; memoised."""
+    from edgedeploy.twins import twin_target
+    from edgedeploy.twins.profile import model_shapes, profile_twin, twin_shapes
+
+    key = (board, seed, budget_s, graph.name if graph is not None else "")
+    if key not in _PROFILES:
+        first = model_shapes(graph) if graph is not None else []
+        _PROFILES[key] = profile_twin(twin_target(board), budget_s, seed=seed,
+                                      shapes=first + twin_shapes("designed"))
+    return _PROFILES[key]
+
+
+def _plan(graph, tgt, model, limits):
+    from edgedeploy.planner.solve import solve_problem
+    from edgedeploy.refine.setup import build_context, seeds_from_solution
+
+    ctx = build_context(graph, tgt, limits=limits, model=model)
+    return ctx, seeds_from_solution(ctx, solve_problem(ctx.problem, "throughput", limits))
 
 
 def score_one(board: str, model: str, *, size: int = 96, budget: int = 30, seed: int = 0,
-              max_stages: int = 3, frames: int = 30) -> dict[str, Any]:
-    """One twin x one zoo model: every method's metrics and convergence curve."""
+              max_stages: int = 3, frames: int = 30,
+              profile_s: float = PROFILE_S) -> dict[str, Any]:
+    """One twin x one zoo model: short profile -> plan -> every method from that plan."""
     from edgedeploy import zoo
     from edgedeploy.costmodel import CostModel
     from edgedeploy.importers import load_model
     from edgedeploy.planner.partition import Limits
-    from edgedeploy.planner.solve import solve_problem
-    from edgedeploy.refine.setup import build_context, seeds_from_solution
+    from edgedeploy.refine.guide import Guide
     from edgedeploy.twins import TwinDevice, twin_target
 
     info = zoo.get(model)
@@ -49,9 +73,10 @@ def score_one(board: str, model: str, *, size: int = 96, budget: int = 30, seed:
         graph = load_model(path)
     tgt = twin_target(board)
     limits = Limits(max_stages=max_stages)
-    ctx = build_context(graph, tgt, limits=limits, model=CostModel(tgt))  # prior: reproducible
-    sol = solve_problem(ctx.problem, "throughput", limits)
-    seeds = seeds_from_solution(ctx, sol)
+    samples = twin_profile(board, seed, profile_s, graph) if profile_s > 0 else []
+    calibrated = CostModel.fit(tgt, samples, source=f"twin-profile:{profile_s:g}s")
+    _pctx, prior_seeds = _plan(graph, tgt, CostModel(tgt), limits)
+    ctx, seeds = _plan(graph, tgt, calibrated, limits)
     truth = TwinDevice(tgt, graph, seed).truth
     opt = float(truth.optimum(max_stages)["throughput_fps"])
 
@@ -59,17 +84,23 @@ def score_one(board: str, model: str, *, size: int = 96, budget: int = 30, seed:
         return float(truth.pipeline(c.as_tuples(), c.choices)["throughput_fps"])
 
     plan_true = true(seeds[0])
-    row: dict[str, Any] = {"board": board, "model": model, "size": size, "layers":
-                           len(graph.layers), "optimum_fps": opt, "plan_fps": plan_true,
-                           "plan_vs_optimum": plan_true / opt, "simulated": True, "methods": {}}
+    row: dict[str, Any] = {
+        "board": board, "model": model, "size": size, "layers": len(graph.layers),
+        "optimum_fps": opt, "plan_fps": plan_true, "plan_vs_optimum": plan_true / opt,
+        "plan_prior_vs_optimum": true(prior_seeds[0]) / opt,
+        "profile": {"simulated_s": profile_s, "samples": len(samples),
+                    "model": calibrated.source},
+        "simulated": True, "start": "calibrated plan (same for every method)", "methods": {}}
     for name in METHODS:
         device = TwinDevice(tgt, graph, seed)
         cache = MeasureCache(RunnerBackend(ctx.space, device.run, simulated=True), frames, 3)
         b = Budget(budget, float("inf"))
         if name == "guided":
-            res = guided_search(seeds, ctx.space, cache, budget=b, predict=ctx.predict, seed=seed)
+            res = guided_search(seeds, ctx.space, cache, budget=b, seed=seed,
+                                guide=Guide(ctx))
         else:
-            res = BASELINES[name](ctx.space, cache, seeds[0].choices, budget=b, seed=seed)
+            res = BASELINES[name](ctx.space, cache, seeds[0].choices, budget=b, seed=seed,
+                                  start=seeds[0])
         row["methods"][name] = _metrics(res, true, opt, plan_true)
     return row
 
@@ -89,12 +120,13 @@ def _metrics(res: SearchResult, true: Callable, opt: float, plan_true: float) ->
 
 
 def score(boards: list[str], models: list[str], *, size: int = 96, budget: int = 30,
-          seed: int = 0, max_stages: int = 3,
+          seed: int = 0, max_stages: int = 3, profile_s: float = PROFILE_S,
           on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     rows = []
     for b in boards:
         for m in models:
-            row = score_one(b, m, size=size, budget=budget, seed=seed, max_stages=max_stages)
+            row = score_one(b, m, size=size, budget=budget, seed=seed, max_stages=max_stages,
+                            profile_s=profile_s)
             rows.append(row)
             if on_row:
                 on_row(row)

@@ -1,15 +1,17 @@
 """Measurement-guided evolutionary search from the plan (Soomro et al. 2021; Shisha, 2022).
 
-The population starts from the plan and its Pareto neighbours (the guided start: the cost model's
-best guesses, measured first). Each step picks a parent (the incumbent mostly, else a tournament
-among the best measured), draws a brood of valid mutants focused on the parent's *measured*
-bottleneck stage, and measures the one a surrogate likes best: the cost model's prediction of each
-mutant's stages, corrected stage by stage with the parent's measured/predicted ratios -- the model
-proposes, the device decides. A small share of steps measures a random mutant instead, so the
-surrogate's blind spots still get explored. Close calls (a new best by less than CLOSE) are
-re-measured, because devices are noisy. Selection is feasibility first (the manifest's
-constraints), then the objective. The search never returns anything measured worse than the
-plan: the plan is measured first and only a better measurement replaces the incumbent.
+The population starts from the plan and its Pareto neighbours (the guided start). After every
+measurement a :class:`~edgedeploy.refine.guide.Guide` refits per-cluster, per-(cluster, cores),
+per-primitive-family and hand-over factors of the cost model to the measured stage times and
+re-solves the planner's selection + mapping on the corrected costs; the corrected re-plan is the
+next candidate when it is new and predicted at least as good as the incumbent, else the
+best-predicted of the re-plans, the remaining seeds and a brood of mutants (the operators' moves,
+two in three focused on the measured bottleneck stage) of the best measured configurations --
+the model proposes, the device decides. Close calls (a new best by less than CLOSE) are
+re-measured, because devices are noisy; the cache never measures a configuration twice. Selection
+is feasibility first (the manifest's constraints), then the objective. The search never returns
+anything measured worse than the plan: the plan is measured first and only a better measurement
+replaces the incumbent.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import numpy as np
 
 from edgedeploy.refine.cache import MeasureCache
 from edgedeploy.refine.candidate import Candidate, Space
+from edgedeploy.refine.guide import Guide
 from edgedeploy.refine.measure import Measurement
-from edgedeploy.refine.operators import WEIGHTS, mutate
+from edgedeploy.refine.operators import mutate
 
 CLOSE = 0.03
-BROOD = 16
+BROOD = 24
 EXPLORE = 0.15
-PRIMITIVE_MOVES = ("change_primitive", "stage_primitive")
+PARENTS = 3
 
 
 @dataclass(frozen=True)
@@ -159,8 +162,13 @@ class _Run:
 def guided_search(seeds: Sequence[Candidate], space: Space, cache: MeasureCache, *,
                   goal: Goal | None = None, budget: Budget | None = None,
                   predict: StagePredictor | None = None, seed: int = 0,
-                  on_eval: OnEval | None = None) -> SearchResult:
-    """Refine from ``seeds[0]`` (the plan); see the module docstring."""
+                  on_eval: OnEval | None = None, guide: Guide | None = None) -> SearchResult:
+    """Refine from ``seeds[0]`` (the plan); see the module docstring.
+
+    With a ``guide`` (refine.guide.Guide) every measurement recalibrates the cost model and the
+    next candidate is the corrected re-plan when it is new, else the best-predicted of the
+    re-plans, the remaining seeds and the mutants of the best measured configurations. Without
+    one, ``predict`` (uncorrected stage times) ranks the mutants, parent-ratio corrected."""
     goal, budget = goal or Goal(), budget or Budget()
     rng = np.random.default_rng(seed)
     run = _Run(cache, goal, budget, on_eval)
@@ -168,38 +176,59 @@ def guided_search(seeds: Sequence[Candidate], space: Space, cache: MeasureCache,
     start_m = run.measure(start, "seed")
     run.best = (start, start_m)
     pop: list[tuple[Candidate, Measurement]] = [(start, start_m)]
-    for cand in seeds[1:]:
-        if not run.left():
-            break
-        m = run.measure(cand, "seed")
-        pop.append((cand, m))
-        run.offer(cand, m)
+    if guide is not None:
+        guide.observe(start, start_m)
+    pending = [c for c in seeds[1:] if c not in cache]
     stalls = 0
-    wins = {op: 1.0 for op in WEIGHTS}
-    tries = {op: 2.0 for op in WEIGHTS}
-    while run.left() and stalls < 200:
-        parent = _parent(run, pop, rng)
-        op = _operator(wins, tries, rng)
-        brood = _brood(parent, space, cache, rng, op)
-        if not brood:
+    while run.left() and stalls < 50:
+        if guide is not None:
+            child, origin = _propose(run, pop, pending, space, cache, rng, guide)
+        else:
+            child, origin = _propose_unguided(run, pop, space, cache, rng, predict, goal)
+        if child is None:
             stalls += 1
             continue
-        # the cost model ranks structure moves; it is what mis-ranks primitives, so the device
-        # alone judges primitive moves (and a share of random picks keeps exploring)
-        explore = predict is None or op in PRIMITIVE_MOVES or rng.random() < EXPLORE
-        child = brood[int(rng.integers(len(brood)))] if explore else \
-            _pick(brood, parent, predict, goal)
-        m = run.measure(child, "explore" if explore else "guided")
+        pending = [c for c in pending if c.key != child.key]
+        m = run.measure(child, origin)
         pop.append((child, m))
-        tries[op] += 1
-        if run.better(m, parent[1]):
-            wins[op] += 1
+        if guide is not None:
+            guide.observe(child, m)
         run.offer(child, m)
     best = run.best or (start, start_m)
     if goal.key(start_m) <= goal.key(best[1]):  # never worse than the plan, as measured
         best = (start, cache.get(start) or start_m)
     return SearchResult((start, cache.get(start) or start_m), best, run.records,
                         time.perf_counter() - run.t0)
+
+
+def _propose(run: _Run, pop, pending: list[Candidate], space: Space, cache: MeasureCache, rng,
+             guide: Guide) -> tuple[Candidate | None, str]:
+    """The corrected re-plan if new; else the best-predicted re-plan, seed or mutant."""
+    replans = [c for c in guide.replan() if c not in cache]
+    if replans and guide.value(replans[0]) <= guide.value(run.best[0]) * (1 + CLOSE):
+        return replans[0], "replan"
+    pool: dict[str, tuple[Candidate, str]] = {c.key: (c, "replan") for c in replans}
+    pool.update({c.key: (c, "seed") for c in pending if c not in cache})
+    ranked = sorted(pop, key=lambda cm: run.goal.key(cm[1]))
+    parents = [run.best, *[p for p in ranked[:PARENTS] if p[0].key != run.best[0].key]]
+    for parent in parents:
+        for c in _brood(parent, space, cache, rng, None):
+            pool.setdefault(c.key, (c, "mutant"))
+    if not pool:
+        return None, ""
+    scored = sorted(pool.values(), key=lambda co: (guide.value(co[0]), co[0].key))
+    return scored[0]
+
+
+def _propose_unguided(run: _Run, pop, space: Space, cache: MeasureCache, rng,
+                      predict: StagePredictor | None, goal: Goal) -> tuple[Candidate | None, str]:
+    parent = _parent(run, pop, rng)
+    brood = _brood(parent, space, cache, rng, None)
+    if not brood:
+        return None, ""
+    if predict is None or rng.random() < EXPLORE:
+        return brood[int(rng.integers(len(brood)))], "explore"
+    return _pick(brood, parent, predict, goal), "guided"
 
 
 def _parent(run: _Run, pop, rng) -> tuple[Candidate, Measurement]:
@@ -216,20 +245,13 @@ def bottleneck(cand: Candidate, m: Measurement) -> int | None:
     return int(np.argmax(per))
 
 
-def _operator(wins: dict[str, float], tries: dict[str, float], rng) -> str:
-    """Adaptive operator selection: a move's weight grows with its measured success rate."""
-    names = list(WEIGHTS)
-    p = np.array([WEIGHTS[n] * wins[n] / tries[n] for n in names])
-    return names[int(rng.choice(len(names), p=p / p.sum()))]
-
-
-def _brood(parent, space: Space, cache: MeasureCache, rng, op: str) -> list[Candidate]:
+def _brood(parent, space: Space, cache: MeasureCache, rng, op: str | None) -> list[Candidate]:
     cand, m = parent
     focus = bottleneck(cand, m)
     out: dict[str, Candidate] = {}
     for k in range(BROOD):
         f = focus if k % 3 != 2 else None  # two in three mutants act on the bottleneck
-        child = mutate(cand, space, rng, f, weights={op: 1.0})
+        child = mutate(cand, space, rng, f, weights={op: 1.0} if op else None)
         if child is not None and rng.random() < 0.3:  # sometimes a double move
             child = mutate(child, space, rng, None) or child
         if child is not None and child not in cache:

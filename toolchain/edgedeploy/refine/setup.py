@@ -4,7 +4,8 @@ candidate exactly as the planner would."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from edgedeploy.planner.partition import Limits
 from edgedeploy.planner.problem import Problem
@@ -20,6 +21,10 @@ class Context:
     problem: Problem
     space: Space
     model: object  # CostModel
+    limits: Limits = field(default_factory=Limits)
+    allow: Sequence[str] = ()
+    deny: Sequence[str] = ()
+    max_memory_mb: float | None = None
 
     def stage_prediction(self, cand: Candidate, s: StageConf) -> tuple[list[float], float]:
         """(predicted ms of each layer of stage ``s``, predicted hand-over into it)."""
@@ -80,7 +85,8 @@ def build_context(graph: ir.Graph, target, *, limits: Limits | None = None,
         clusters[GPU] = ()
     space = Space([layer.name for layer in graph.layers], options, clusters,
                   limits.max_stages, limits.allow_replication)
-    return Context(graph, target, problem, space, model)
+    return Context(graph, target, problem, space, model, limits, tuple(allow), tuple(deny),
+                   max_memory_mb)
 
 
 def seeds_from_solution(ctx: Context, sol: Solution, limit: int = 4) -> list[Candidate]:

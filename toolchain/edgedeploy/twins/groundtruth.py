@@ -90,6 +90,20 @@ class GroundTruth:
                                    for layer in graph.layers])
         self.cut_bytes = self._cut_bytes()
 
+    @classmethod
+    def layers_only(cls, target: Target, seed: int = 0) -> GroundTruth:
+        """The per-layer truth of a board without a model: what profiling a twin measures
+        (any descriptor x primitive x unit); the pipeline methods need a graph."""
+        obj = cls.__new__(cls)
+        obj.target, obj.seed, obj.graph = target, seed, None
+        return obj
+
+    def unit_ms(self, d: ir.Descriptor, prim: str, cluster: str, cores: int) -> float:
+        """True time of one layer with ``prim`` on (cluster, cores); inf where it cannot run."""
+        if prim not in layer_options(d):
+            return float("inf")
+        return self._layer_ms(d, prim, Unit(cluster, cores))
+
     # ---- one layer --------------------------------------------------------------------------
     def _layer_ms(self, d: ir.Descriptor, prim: str, u: Unit) -> float:
         if u.cluster == GPU_CLUSTER:

@@ -18,7 +18,9 @@ Commands (run from the bundle directory; ``python3 main.py CMD --help``)::
                          "predicted": {"throughput_fps", "latency_ms"}}},
      "segments": [{"inputs", "outputs", "file": "app/segments/0.onnx"}],   # onnxruntime cuts
      "reference": {"file": "app/reference.npz", "inputs": [...], "outputs": [...]},
-     "tolerance": 0.001, "state_dir": null, "source": {"kind": "random", "seed": 0}}
+     "tolerance": 0.001, "state_dir": null, "source": {"kind": "random", "seed": 0},
+     "targets": {"min_throughput_fps", "max_latency_ms"},           # optional, for the manager
+     "manager": {"enabled": true, ...}}                              # optional, see manager.py
 
 Several plans (a Pareto set) can be carried; ``active`` runs. ``serve`` switches plans only
 between chunks with an empty pipeline (see runner_serve.py), when ``runner.control.json`` in the
@@ -141,14 +143,16 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
 def serve(cfg: RunnerConfig, *, frames: int | None = None, duration_s: float | None = None,
           state_dir: str | None = None, stop: threading.Event | None = None) -> int:
     """Run the active plan until ``frames``/``duration_s`` or a signal; keep the status fresh."""
-    from edgedeploy.runtime.runner_serve import Server, StatusWriter
+    from edgedeploy.runtime.manager import policy_from_config
+    from edgedeploy.runtime.runner_serve import CHUNK_S, Server, StatusWriter
 
     if frames is not None and frames < 1:
         raise BundleConfigError("--frames must be >= 1")
+    policy = policy_from_config(cfg)  # None unless enabled (manager.py): serving is unchanged
     path = cfg.state_dir(state_dir) / STATUS_FILE
     base = {"pid": os.getpid(), "name": cfg.name, "active": cfg.active, "state": "starting",
             "frames": 0, "started": time.time(), "plans": sorted(cfg.plans), "last_error": None,
-            "switches": [], "simulated": False}
+            "switches": [], "simulated": False, "manager": {"enabled": policy is not None}}
     try:
         status = StatusWriter(path, base)
     except OSError as exc:
@@ -156,7 +160,8 @@ def serve(cfg: RunnerConfig, *, frames: int | None = None, duration_s: float | N
                                 hint="set EDGEDEPLOY_STATE_DIR or --state-dir") from None
     with status:
         try:
-            Server(cfg, status, stop=stop).serve(frames, duration_s)
+            Server(cfg, status, policy=policy, stop=stop,
+                   chunk_s=policy.chunk_s if policy else CHUNK_S).serve(frames, duration_s)
         except Terminated:
             status.update(state="stopped")
             raise

@@ -35,8 +35,12 @@ from edgedeploy.runtime.runner_config import (
 
 #: ``index -> tensors`` for the first stage, in graph-input order.
 FrameSource = Callable[[int], list[np.ndarray]]
-#: ``(status snapshot, config) -> plan name to switch to, or None to stay``.
-SwitchPolicy = Callable[[Mapping[str, Any], RunnerConfig], "str | None"]
+#: ``(status snapshot, config) -> plan name to switch to, or None to stay``; it may instead
+#: return a mapping with ``to`` plus what the status timeline should record (reason, measured
+#: figures: see manager.py), and may have a ``report()`` whose result goes to status ``manager``.
+SwitchPolicy = Callable[[Mapping[str, Any], RunnerConfig], "str | Mapping[str, Any] | None"]
+#: ``(frame index, outputs)`` for every frame served, in index order (only when given).
+FrameSink = Callable[[int, list[np.ndarray]], None]
 
 CHUNK_S = 1.0
 
@@ -118,10 +122,14 @@ class Server:
     """Runs the active plan until told to stop; one pipeline at a time, switched between chunks."""
 
     def __init__(self, cfg: RunnerConfig, status: StatusWriter, *,
-                 policy: SwitchPolicy | None = None, stop: threading.Event | None = None) -> None:
+                 policy: SwitchPolicy | None = None, stop: threading.Event | None = None,
+                 sink: FrameSink | None = None, chunk_s: float = CHUNK_S) -> None:
         self.cfg = cfg
         self.status = status
         self.policy = policy
+        self.sink = sink
+        self.chunk_s = chunk_s
+        self._why: dict[str, Any] = {}
         self.stop = stop or threading.Event()
         self.graph = load_graph(cfg, 0, 0)  # structure only: stages load their own weights
         self.source = make_source(cfg, [(t.name, tuple(t.shape)) for t in self.graph.inputs])
@@ -142,7 +150,7 @@ class Server:
                 nxt = self._run_plan(pipe, plan.name, max_frames, t_end)
             if nxt is None:
                 break
-            self._record_switch(plan.name, nxt.name, nxt.predicted)
+            self._record_switch(plan.name, nxt.name, nxt.predicted, self._why)
             plan = nxt
 
     def _run_plan(self, pipe: Any, name: str, max_frames: int | None,
@@ -152,10 +160,12 @@ class Server:
             n = chunk if max_frames is None else min(chunk, max_frames - self.frames)
             base = self.frames
             result = pipe.run(lambda k, b=base, w=warmup: self.source(b + max(0, k - w)), n,
-                              warmup=warmup, keep_outputs="none")
+                              warmup=warmup, keep_outputs="all" if self.sink else "none")
             warmup = 0
+            for k, outs in enumerate(result.outputs or ()):
+                self.sink(base + k, outs)  # type: ignore[misc]
             self.frames += result.frames
-            chunk = max(4, min(100_000, round(result.throughput_fps * CHUNK_S) or 4))
+            chunk = max(4, min(100_000, round(result.throughput_fps * self.chunk_s) or 4))
             self.status.update(frames=self.frames, **_figures(result))
             target = self._requested(name)
             if target is not None:
@@ -172,15 +182,24 @@ class Server:
         control = self.status.path.with_name(CONTROL_FILE)
         with contextlib.suppress(OSError, ValueError, AttributeError):
             wanted = json.loads(control.read_text()).get("active")
+        self._why = {"trigger": "control", "reason": f"requested in {CONTROL_FILE}"}
         if wanted is None and self.policy is not None:
             wanted = self.policy(self.status.snapshot(), self.cfg)
+            report = getattr(self.policy, "report", None)
+            if callable(report):
+                self.status.update(manager=report())
+            self._why = {"trigger": "policy"}
+            if isinstance(wanted, Mapping):
+                self._why = {k: v for k, v in wanted.items() if k != "to"}
+                wanted = wanted.get("to")
         if wanted is None or wanted == current or wanted not in self.cfg.plans:
             return None
         return self.cfg.plan(wanted)
 
-    def _record_switch(self, old: str, new: str, predicted: Mapping[str, float]) -> None:
-        self.switches.append({"t": time.time(), "from": old, "to": new, "at_frame": self.frames,
-                              "predicted": dict(predicted)})
+    def _record_switch(self, old: str, new: str, predicted: Mapping[str, float],
+                       why: Mapping[str, Any]) -> None:
+        self.switches.append({**why, "t": time.time(), "from": old, "to": new,
+                              "at_frame": self.frames, "predicted": dict(predicted)})
         self.status.update(switches=list(self.switches))
 
 

@@ -86,6 +86,13 @@ def status_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
                  [[r["host"], r.get("current") or "-", r.get("running") or "-",
                    r.get("pid") or "-", r.get("uptime_s") if r.get("uptime_s") is not None
                    else "-", _health(r), *_runner(r)] for r in rows])
+    from edgedeploy.status import TIMELINE_COLUMNS, timeline_rows
+
+    for r in rows:
+        switches = timeline_rows(r["runner"]) if r.get("runner") else []
+        if switches:
+            output.table(f"{r['host']}: plan switches (runtime manager)", list(TIMELINE_COLUMNS),
+                         switches)
 
 
 def _runner(row: dict[str, Any]) -> list[Any]:

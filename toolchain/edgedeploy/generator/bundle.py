@@ -158,6 +158,7 @@ def _config(graph: ir.Graph, build: BuildInput, plans: dict[str, Any],
         "segments": [{k: v for k, v in s.items() if k != "model"} for s in segments],
         "reference": reference, "tolerance": build.tolerance, "state_dir": None,
         "source": {"kind": "random", "seed": build.seed, "pool": 4},
+        "targets": dict(build.targets),
     }
 
 

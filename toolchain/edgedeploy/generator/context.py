@@ -65,6 +65,8 @@ class BuildInput:
     tolerance: float = 1e-3
     seed: int = 0
     python: str = "python3"  # the board's interpreter (this one's, for the local target)
+    #: What the runtime manager keeps (min_throughput_fps, max_latency_ms, min_throughput_ratio).
+    targets: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -40,6 +40,20 @@ def _python(board: str | None) -> str:
     return str(load_target(board).ssh.python or "python3")
 
 
+#: Without a throughput or latency constraint, the runtime manager still guards the plan's own
+#: measured throughput: it may switch when a frame rate falls below this share of it.
+DEFAULT_THROUGHPUT_RATIO = 0.75
+
+
+def manager_targets(constraints: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    """The runtime manager's targets from a lockfile's constraints (issue 7: the manifest's)."""
+    keys = ("min_throughput_fps", "max_latency_ms")
+    targets = {k: float(constraints[k]) for k in keys if constraints.get(k) is not None}
+    if "min_throughput_fps" not in targets:
+        targets["min_throughput_ratio"] = DEFAULT_THROUGHPUT_RATIO
+    return tuple(sorted(targets.items()))
+
+
 def from_plan(plan: Any, plan_file: str | Path) -> BuildInput:
     """The BuildInput of a validated lockfile (``schemas.plan.Plan``): best plan + Pareto set."""
     plan_file = Path(plan_file)
@@ -63,7 +77,7 @@ def from_plan(plan: Any, plan_file: str | Path) -> BuildInput:
             for j, s in enumerate(point.stages)), choices, preds(point.predicted)))
     return BuildInput(name=plan.name, target=str(plan.target.get("alias") or "local"),
                       family=_family(board), plans=(best, *others), active="plan",
-                      python=_python(board),
+                      python=_python(board), targets=manager_targets(plan.constraints),
                       plan_sha256=hashlib.sha256(plan_file.read_bytes()).hexdigest())
 
 

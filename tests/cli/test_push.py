@@ -31,7 +31,8 @@ def _status(manifest: Path, capsys: pytest.CaptureFixture[str]) -> dict:
 def test_push_plans_builds_deploys_and_the_runner_reports_throughput(project, capsys) -> None:
     manifest = project / "edgedeploy.yaml"
     try:
-        assert main(["push", "-m", str(manifest), "--target", "local", "--json"]) == 0
+        assert main(["push", "-m", str(manifest), "--target", "local", "--no-refine",
+                     "--json"]) == 0
         answer = json.loads(capsys.readouterr().out)
         assert answer["plan"]["replanned"] is True  # no lockfile yet
         assert (project / "plans" / "sq.local.plan.json").is_file()
@@ -46,7 +47,8 @@ def test_push_plans_builds_deploys_and_the_runner_reports_throughput(project, ca
         assert row["current"] == release and row["alive"]
         assert row["runner"]["throughput_fps"] > 0
         # a second push of the same inputs keeps the lockfile (not stale) and the release
-        assert main(["push", "-m", str(manifest), "--target", "local", "--json"]) == 0
+        assert main(["push", "-m", str(manifest), "--target", "local", "--no-refine",
+                     "--json"]) == 0
         again = json.loads(capsys.readouterr().out)
         assert again["plan"]["replanned"] is False and again["bundle"]["id"] == release
     finally:
@@ -58,3 +60,18 @@ def test_push_without_a_manifest_is_a_clear_input_error(tmp_path, capsys, monkey
     monkeypatch.chdir(tmp_path)
     assert main(["push", "--target", "local"]) == 2
     assert "edgedeploy init" in capsys.readouterr().err
+
+
+def test_push_refines_on_the_device_and_keeps_serving(project, capsys) -> None:
+    manifest = project / "edgedeploy.yaml"
+    manifest.write_text(manifest.read_text() + "refine:\n  max_evals: 3\n  frames_per_eval: 8\n")
+    try:
+        assert main(["push", "-m", str(manifest), "--target", "local", "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        refine = answer["refine"]
+        assert answer["refined"] and refine["evaluations"] >= 1
+        assert refine["improvement"] >= 1.0 or refine["release"] == answer["bundle"]["id"]
+        row = _status(manifest, capsys)
+        assert row["alive"] and row["current"] == refine["release"]
+    finally:
+        main(["stop", "-m", str(manifest), "--target", "local"])

@@ -147,7 +147,7 @@ class PushOutcome:
 
 def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
          accept_new_host_keys: bool = False, serial: int | None = None,
-         max_fail_percent: float = 100.0, refine: bool = False,
+         max_fail_percent: float = 100.0, refine: bool = True,
          progress: Callable[[str], None] | None = None) -> PushOutcome:
     """Plan (again, if the lockfile is stale), build, then deploy to every host of ``target``.
 
@@ -175,12 +175,39 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
                          max_fail_percent=max_fail_percent, check=True)
     outcome = PushOutcome(current.plan_file, replanned, current.doc["predicted"], info, result)
     if refine and not dry_run:
-        outcome.refine = _refine_after_push(manifest, target)
+        outcome.refine = _refine_after_push(manifest, target, outcome,
+                                            accept_new_host_keys=accept_new_host_keys, say=say)
     return outcome
 
 
-def _refine_after_push(manifest: str | Path, target: str) -> dict[str, Any]:
-    from edgedeploy.errors import InputError
+def _refine_after_push(manifest: str | Path, target: str, outcome: PushOutcome, *,
+                       accept_new_host_keys: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    """Online refinement on the device (Soomro et al.: measured search from the plan).
 
-    raise InputError("online refinement after push is not available yet",
-                     hint="push with --no-refine")
+    The serving runner is stopped so candidates are measured without it competing for the
+    cores; a refined plan that measures better is built and pushed as a new release (health
+    checked, rolled back on failure); otherwise the pushed release is started again.
+    """
+    from edgedeploy.deploy.api import push_bundle, stop
+    from edgedeploy.deploy.transport import TransportOptions
+    from edgedeploy.refine.api import refine as _refine
+
+    m = load_manifest(manifest)
+    ref = m.target(target)
+    say("refine: stopping the runner while candidates are measured")
+    stop(ref, alias=target, access=TransportOptions(accept_new_host_keys=accept_new_host_keys),
+         check=True)
+    bundle = outcome.bundle
+    try:
+        result = _refine(manifest, target)
+        summary = result.summary()
+        if (summary.get("improvement") or 0.0) > 1.0:
+            say(f"refine: {summary['improvement']:.2f}x measured; pushing {result.plan_file}")
+            bundle = build(result.plan_file,
+                           Path(m.output.build_dir) / f"{m.name}.{target}.refined")
+    finally:  # serving resumes whatever happened: the refined release or the pushed one
+        say(f"refine: starting release {bundle.id}")
+        push_bundle(bundle.root, ref, alias=target, accept_new_host_keys=accept_new_host_keys,
+                    check=True)
+    summary["release"] = bundle.id
+    return summary

@@ -15,8 +15,8 @@ def register(app: typer.Typer) -> None:
         manifest: Path = typer.Option(None, "--manifest", "-m",
                                       help="Manifest (default: ./edgedeploy.yaml)."),
         target: str = typer.Option("local", "--target", "-t", help="Target alias."),
-        no_refine: bool = typer.Option(True, "--no-refine/--refine",
-                                       help="Skip (default) or run online refinement after."),
+        no_refine: bool = typer.Option(False, "--no-refine",
+                                       help="Skip the online refinement after the deploy."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change."),
         accept_new: bool = typer.Option(False, "--accept-new-host-keys",
                                         help="Trust and record unknown SSH host keys."),
@@ -29,7 +29,9 @@ def register(app: typer.Typer) -> None:
 
         The bundle is uploaded into releases/<id> and verified; `current` is switched
         atomically, the runner started and its health checked. Any failure rolls back to the
-        previous release (exit 4 unreachable, 5 rolled back, 6 rollback failed).
+        previous release (exit 4 unreachable, 5 rolled back, 6 rollback failed). Then the
+        plan is refined on the device within the manifest's refine budget, and a refined plan
+        that measures faster is deployed as a new release (--no-refine skips this).
 
         Example: edgedeploy push -m edgedeploy.yaml --target jetson
         """

@@ -249,10 +249,15 @@ class GraphExecutor:
 
     # --- facts for the planner and the memory report -------------------------------------------
     def weight_bytes(self) -> int:
+        """Bytes of weights this executor holds: packed for primitives, raw for native ops,
+        and the layers' weights inside onnxruntime sessions (which keep their own copy)."""
         total = 0
         for step in self.steps:
             if step.kind == "primitive":
                 total += sum(a.nbytes for a in step.packed.values())
+            elif step.kind == "ort":
+                total += sum(self.graph.weights[k].nbytes for layer in step.layers
+                             for k in layer.weights.values() if k in self.graph.weights)
             else:
                 total += sum(a.nbytes for a in step.weights.values())
         return total

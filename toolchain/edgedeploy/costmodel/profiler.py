@@ -71,23 +71,26 @@ def _time_runs(fn: Callable[[], object]) -> Measurement:
     return Measurement(med, reps, float((q3 - q1) / med) if med > 0 else 0.0)
 
 
-def conv_onnx(d: ir.Descriptor, weight: np.ndarray, bias: np.ndarray) -> bytes:
-    """A one-node ONNX model of the conv ``d`` (onnxruntime's own kernel, the ``ort`` choice)."""
-    import onnx
+def conv_onnx(d: ir.Descriptor, weight: np.ndarray, bias: np.ndarray | None = None) -> bytes:
+    """A one-node ONNX model of the conv ``d`` (onnxruntime's own kernel, the ``ort`` choice):
+    input "x", output "y"."""
     from onnx import TensorProto, helper, numpy_helper
 
+    inits = [numpy_helper.from_array(np.asarray(weight, np.float32), "w")]
+    if bias is not None:
+        inits.append(numpy_helper.from_array(np.asarray(bias, np.float32), "b"))
     node = helper.make_node(
-        "Conv", ["x", "w", "b"], ["y"], kernel_shape=[d.kernel_h, d.kernel_w],
+        "Conv", ["x", "w", "b"][:len(inits) + 1], ["y"], kernel_shape=[d.kernel_h, d.kernel_w],
         strides=[d.stride_h, d.stride_w], dilations=[d.dilation_h, d.dilation_w],
         pads=[d.pad_top, d.pad_left, d.pad_bottom, d.pad_right], group=d.groups)
     graph = helper.make_graph(
         [node], "conv",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [d.n, d.c_in, d.h, d.w])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [d.n, d.c_out, d.h_out, d.w_out])],
-        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+        inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    return onnx._serialize(model) if hasattr(onnx, "_serialize") else model.SerializeToString()
+    return model.SerializeToString()
 
 
 class LocalMeasure:

@@ -77,26 +77,9 @@ def ort_conv(x: np.ndarray, weights: Mapping[str, np.ndarray], d: Descriptor,
 
 def conv_model_bytes(d: Descriptor, weights: Mapping[str, np.ndarray]) -> bytes:
     """A one-node ONNX model computing ``Conv`` with ``d``'s attributes (input "x", output "y")."""
-    from onnx import TensorProto, helper, numpy_helper
+    from edgedeploy.costmodel.profiler import conv_onnx
 
-    inits = [numpy_helper.from_array(np.asarray(weights["weight"], np.float32), "w")]
-    inputs = ["x", "w"]
-    if weights.get("bias") is not None:
-        inits.append(numpy_helper.from_array(np.asarray(weights["bias"], np.float32), "b"))
-        inputs.append("b")
-    node = helper.make_node(
-        "Conv", inputs, ["y"], kernel_shape=list(d.kernel), strides=list(d.stride),
-        dilations=list(d.dilation), group=d.groups,
-        pads=[d.pad_top, d.pad_left, d.pad_bottom, d.pad_right])
-    graph = helper.make_graph(
-        [node], "conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [d.n, d.c_in, d.h, d.w])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT,
-                                       [d.n, d.c_out, d.h_out, d.w_out])],
-        inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
+    return conv_onnx(d, weights["weight"], weights.get("bias"))
 
 
 def ort_conv_session(d: Descriptor, weights: Mapping[str, np.ndarray]):

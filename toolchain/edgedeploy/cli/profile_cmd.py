@@ -136,10 +136,23 @@ def _run(tgt: Target, budget_s: float, shapes: str) -> dict[str, object]:
             new = ensure_fit_sample(tgt, prof, budget_s, measure, cb, sample)
     finally:
         measure.close()
+    factors = _segment_factors(tgt, Path(prof.path))
     return {"target": prof.target_name, "fingerprint": prof.fingerprint, "profile": str(prof.path),
             "new_samples": len(new), "samples": before + len(new),
             "shapes": len({shapes_mod.shape_key(s.descriptor) for s in new}),
-            "elapsed_s": round(time.monotonic() - start, 2)}
+            "segment_factors": factors, "elapsed_s": round(time.monotonic() - start, 2)}
+
+
+def _segment_factors(tgt: Target, profile_file: Path) -> dict[str, dict[str, float]]:
+    """Whole-model runs of both engines on every core count (see costmodel.segments)."""
+    from edgedeploy.costmodel import CostModel
+    from edgedeploy.costmodel.segments import measure_factors, save_factors
+
+    model = CostModel.for_target(tgt)
+    factors, runs = measure_factors(model, model.configs, lambda c: c.cpus(tgt),
+                                    progress=output.info)
+    save_factors(profile_file, factors, runs)
+    return factors
 
 
 def _answer(data: dict[str, object], as_json: bool) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -100,6 +101,8 @@ class CostModel:
         self.neighbours: NeighbourResidual | None = None
         #: What calibrated it: "prior", "profile:<digest>", "transfer:<digest>+<k>".
         self.source = source
+        #: {engine: {config key: factor}}: whole-run vs per-layer time (costmodel.segments).
+        self.segment_factors: dict[str, dict[str, float]] = {}
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -111,8 +114,19 @@ class CostModel:
             if not profile_path(target).exists():
                 return cls(target)
             profile = open_profile(target)
-        return cls.fit(target, profile.select("fit") + profile.select("refine"),
-                       source=f"profile:{profile.digest()[:16]}")
+        from edgedeploy.costmodel.segments import load_factors
+
+        model = cls.fit(target, profile.select("fit") + profile.select("refine"),
+                        source=f"profile:{profile.digest()[:16]}")
+        if profile.path is not None:
+            model.segment_factors = load_factors(Path(profile.path))
+        return model
+
+    def segment_factor(self, engine: str, config: CoreConfig) -> float:
+        """Multiplier for per-layer predictions of ``engine`` ("ort"/"native") run whole."""
+        from edgedeploy.costmodel.segments import factor
+
+        return factor(self.segment_factors, engine, config)
 
     @classmethod
     def fit(cls, target: Target, samples: Sequence[Sample], source: str = "samples") -> CostModel:
@@ -234,5 +248,6 @@ class CostModel:
                            "correction": None if self.correction is None
                            else self.correction.to_dict(),
                            "neighbours": None if self.neighbours is None
-                           else self.neighbours.to_dict()}, sort_keys=True)
+                           else self.neighbours.to_dict(),
+                           "segments": self.segment_factors}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()

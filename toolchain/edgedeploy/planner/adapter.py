@@ -46,6 +46,10 @@ def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
     """The planning problem of ``graph`` on ``target`` priced by ``model``."""
     table = model.predict_table(graph)
     configs = [Config(c.cluster, c.cores) for c in table.configs]
+    # per-layer predictions come from layers timed alone; scale them to a whole run of each
+    # engine (onnxruntime fuses across a segment, native layers pay dispatch): costmodel.segments
+    scale = {engine: np.array([model.segment_factor(engine, c) for c in table.configs])
+             for engine in (ORT, NATIVE)}
     ort_ok = graph.source.get("format", "onnx") == "onnx" and "onnxruntime" in target.engines
     layers = []
     for i, layer in enumerate(graph.layers):
@@ -54,9 +58,11 @@ def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
             names = [ORT]
         idx = [table.primitives.index(p) for p in names]
         facts = [_layouts(p, layer.descriptor) for p in names]
+        ms = np.array(table.ms[i, idx, :], dtype=np.float64)
+        ms *= np.stack([scale[ORT] if p == ORT else scale[NATIVE] for p in names])
         layers.append(LayerSpec(layer.name, tuple(names), tuple(f[0] for f in facts),
                                 tuple(f[1] for f in facts), tuple(f[2] for f in facts),
-                                np.array(table.ms[i, idx, :], dtype=np.float64), op=layer.op))
+                                ms, op=layer.op))
     tensors = tensors_from_graph(graph)
     layout = np.array([[model.layout_transform_ms(t.nbytes // ir.BYTES_PER_ELEMENT,
                                                   CoreConfig(c.cluster, c.cores))

@@ -1,0 +1,149 @@
+"""Segment-level calibration: what a layer costs inside a whole run, not in isolation.
+
+The profiler times each conv layer alone (one single-conv onnxruntime session, one primitive
+call). Inside a run two things change, and both bias the planner towards native layers:
+
+* onnxruntime optimises a whole segment (operator fusion, NCHWc layout propagation between
+  convolutions), so its layers cost less there than alone: measured 0.58-1.03 x on the zoo;
+* native layers pay Python dispatch, fresh allocations and cold caches between layers, and
+  non-conv ops are not profiled at all, so they cost more than predicted (about 1.5 x).
+
+So `edgedeploy profile` also runs a few whole models both ways on each core count and stores,
+per engine and configuration, the factor *measured whole-model time / sum of per-layer
+predictions*. The planner multiplies each engine's per-layer predictions by it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedeploy.costmodel.configs import CoreConfig
+from edgedeploy.runtime import ir
+
+#: Small zoo models at a reduced size: a few seconds for every core count of a cluster.
+CALIBRATION_MODELS = (("mobilenet_v2", 160), ("resnet18", 160), ("squeezenet1_1", 160))
+ORT, NATIVE = "ort", "native"
+
+
+def factors_path(profile_file: Path) -> Path:
+    return profile_file.with_suffix(".segments.json")
+
+
+def load_factors(profile_file: Path) -> dict[str, dict[str, float]]:
+    """``{engine: {config key: factor}}``; empty when never measured or unreadable."""
+    path = factors_path(profile_file)
+    try:
+        data = json.loads(path.read_text())
+        return {e: {k: float(v) for k, v in d.items()} for e, d in data["factors"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def save_factors(profile_file: Path, factors: dict[str, dict[str, float]],
+                 detail: list[dict[str, Any]]) -> Path:
+    path = factors_path(profile_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"schema_version": 1, "factors": factors, "runs": detail},
+                              indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _median_ms(fn: Callable[[], object], reps: int = 7) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(statistics.median(sorted(times)[: max(1, (reps + 1) // 2)]))
+
+
+def _predicted_sum(model: Any, graph: ir.Graph, config: CoreConfig,
+                   choices: dict[str, str]) -> float:
+    table = model.predict_table(graph, [config])
+    total = 0.0
+    for i, layer in enumerate(graph.layers):
+        name = choices[layer.name]
+        if name in table.primitives:
+            ms = float(table.ms[i, table.primitives.index(name), 0])
+            total += ms if np.isfinite(ms) else 0.0
+    return total
+
+
+def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable,
+                    models: Sequence[tuple[str, int]] = CALIBRATION_MODELS,
+                    progress: Callable[[str], None] | None = None
+                    ) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """Run each calibration model whole, both engines, on every CPU configuration (pinned)."""
+    import tempfile
+
+    from edgedeploy import zoo
+    from edgedeploy.importers.onnx import import_onnx
+    from edgedeploy.runtime.affinity import available_cpus, limit_blas_threads, pin_process
+    from edgedeploy.runtime.engines.onnxruntime import OrtSegment
+    from edgedeploy.runtime.executor import GraphExecutor, default_choice, random_inputs
+
+    original = available_cpus()
+    runs: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, size in models:
+                path = zoo.export(name, Path(tmp) / f"{name}.onnx", size=size)
+                graph = import_onnx(path)
+                feeds = random_inputs(graph)
+                native = {layer.name: default_choice(layer) for layer in graph.layers}
+                ort = {layer.name: ORT for layer in graph.layers}
+                for config in configs:
+                    if config.is_gpu:
+                        continue
+                    cpus = list(cpus_of(config))
+                    if progress:
+                        progress(f"segments: {name} on {config.key}")
+                    pin_process(cpus)
+                    with limit_blas_threads(len(cpus)):
+                        session = OrtSegment(path, cpus=cpus)
+                        ort_ms = _median_ms(lambda s=session, f=feeds: s.run(f))
+                        session.close()
+                        ex = GraphExecutor(graph, native)
+                        native_ms = _median_ms(lambda e=ex, f=feeds: e.run(f))
+                    runs.append({"model": name, "size": size, "config": config.key,
+                                 ORT: [ort_ms, _predicted_sum(model, graph, config, ort)],
+                                 NATIVE: [native_ms, _predicted_sum(model, graph, config,
+                                                                    native)]})
+    finally:
+        pin_process(original)
+    return summarise(runs), runs
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per engine and config: the geometric mean of measured / predicted over the models."""
+    out: dict[str, dict[str, float]] = {ORT: {}, NATIVE: {}}
+    for engine in (ORT, NATIVE):
+        by_config: dict[str, list[float]] = {}
+        for run in runs:
+            measured, predicted = run[engine]
+            if predicted > 0 and measured > 0:
+                by_config.setdefault(run["config"], []).append(np.log(measured / predicted))
+        for key, logs in by_config.items():
+            out[engine][key] = round(float(np.exp(np.mean(logs))), 4)
+    return out
+
+
+def factor(factors: dict[str, dict[str, float]], engine: str, config: CoreConfig) -> float:
+    """The factor for ``engine`` on ``config``: its own, else the nearest core count's, else 1."""
+    table = factors.get(engine) or {}
+    if config.key in table:
+        return table[config.key]
+    same = [(abs(CoreConfig.parse(k).cores - config.cores), v) for k, v in table.items()
+            if CoreConfig.parse(k).cluster == config.cluster]
+    return min(same)[1] if same else 1.0

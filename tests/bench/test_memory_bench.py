@@ -1,7 +1,9 @@
 """Runner memory (issue 3): peak RSS growth vs weights + largest live activations + workspaces.
 
-Each model runs in a fresh interpreter (peak RSS is per process) with the planner's choices for
-this host. Writes ``results/bench_memory.json``; the 1.5x target is reported, not asserted.
+For each model the parent plans it for this host and writes a one-stage runner bundle (graph,
+weights, onnxruntime segment files); a fresh interpreter that imports only the runner's modules
+then builds the stage as a device runner does (``runner_config.build_stage``) and runs frames.
+Writes ``results/bench_memory.json``; the 1.5x target is reported, not asserted.
 """
 
 from __future__ import annotations
@@ -12,29 +14,37 @@ import sys
 from pathlib import Path
 
 from edgedeploy import zoo
+from edgedeploy.benchmarks.compare import planned_for
+from edgedeploy.benchmarks.memory import write_stage_bundle
+from edgedeploy.importers import load_model
+from edgedeploy.segments import SegmentCutter
 
 OUT = Path(__file__).resolve().parents[2] / "results" / "bench_memory.json"
 CHILD = """
 import json, sys
 import numpy, onnxruntime  # the runner's own imports: part of the baseline
-from edgedeploy.benchmarks.compare import planned_for
-from edgedeploy.benchmarks.memory import measure_runner_memory
-from edgedeploy.importers import load_model
-from edgedeploy.segments import SegmentCutter
-path, doc = planned_for(__import__("pathlib").Path(sys.argv[1]), "local", None)
-graph = load_model(path)
-choices = {layer["name"]: layer["choice"] for layer in doc["layers"]}
-cutter = SegmentCutter.for_graph(graph, path)
+import edgedeploy.runtime.runner_config, edgedeploy.runtime.engines.onnxruntime
+import edgedeploy.runtime.primitives, edgedeploy.runtime.ops
+from edgedeploy.benchmarks.memory import measure_stage_memory
 import gc; gc.collect()
-print(json.dumps(measure_runner_memory(graph, choices, cutter)))
+print(json.dumps(measure_stage_memory(sys.argv[1])))
 """
+
+
+def _bundle(name: str, tmp_path: Path) -> Path:
+    path = zoo.export(name, tmp_path / f"{name}.onnx")
+    path, doc = planned_for(path, "local", None)
+    graph = load_model(path)
+    choices = {layer["name"]: layer["choice"] for layer in doc["layers"]}
+    return write_stage_bundle(graph, choices, SegmentCutter.for_graph(graph, path),
+                              tmp_path / f"{name}-bundle")
 
 
 def test_runner_peak_rss_against_its_memory_budget(tmp_path: Path) -> None:
     rows = {}
     for name in ("mobilenet_v2", "resnet18", "resnet50"):
-        path = zoo.export(name, tmp_path / f"{name}.onnx")
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True,
+        root = _bundle(name, tmp_path)
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(root)], capture_output=True,
                               text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-2000:]
         rows[name] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -42,3 +52,4 @@ def test_runner_peak_rss_against_its_memory_budget(tmp_path: Path) -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(rows, indent=1) + "\n")
     assert all(r["peak_growth"] > 0 for r in rows.values())
+    assert all(r["weights"] > 0 and r["budget"] > r["weights"] for r in rows.values())

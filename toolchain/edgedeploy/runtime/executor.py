@@ -48,6 +48,7 @@ class _Step:
     activation: object | None = None
     session: object | None = None
     weights: Mapping[str, np.ndarray] = field(default_factory=dict)
+    weight_nbytes: int = 0  # the layers' weights an onnxruntime session holds (for the budget)
 
 
 def segment_io(graph: ir.Graph, start: int, stop: int) -> tuple[list[str], list[str]]:
@@ -91,6 +92,13 @@ class GraphExecutor:
 
     Offline work (weight transforms, onnxruntime session creation) happens in ``__init__`` so
     ``run`` is the hot path only.
+
+    What stays resident: packed weights of primitive layers, the raw weights of native ops, and
+    the onnxruntime sessions. Raw weights of primitive and onnxruntime layers are read from
+    ``graph.weights`` only while compiling and never kept, so when that mapping loads on access
+    (a bundle's :class:`~edgedeploy.runtime.runner_config.NpzWeights`) they leave the process
+    once packed. A plain dict is the caller's (several executors may share one graph): it is
+    never mutated here.
     """
 
     def __init__(
@@ -117,6 +125,9 @@ class GraphExecutor:
         self._packed_given = packed_weights or {}
         self.steps = self._compile()
         self._last_use = self._last_uses()
+        # Start-up inputs are spent: keep no reference to segment models or given packings.
+        self._segment_provider = None
+        self._packed_given = {}
 
     # --- compilation ---------------------------------------------------------------------------
     def _compile(self) -> list[_Step]:
@@ -179,7 +190,11 @@ class GraphExecutor:
         inputs, outputs = segment_io(self.graph, start, stop)
         model = self._segment_provider(inputs, outputs)
         session = OrtSegment(model, cpus=self._cpus)
-        return _Step("ort", list(self.graph.layers[start:stop]), inputs, outputs, session=session)
+        del model  # the session holds its own copy of the segment's weights
+        layers = list(self.graph.layers[start:stop])
+        held = sum(_nbytes(self.graph.weights, k) for layer in layers
+                   for k in layer.weights.values() if k in self.graph.weights)
+        return _Step("ort", layers, inputs, outputs, session=session, weight_nbytes=held)
 
     def _last_uses(self) -> dict[str, int]:
         last: dict[str, int] = {}
@@ -256,11 +271,16 @@ class GraphExecutor:
             if step.kind == "primitive":
                 total += sum(a.nbytes for a in step.packed.values())
             elif step.kind == "ort":
-                total += sum(self.graph.weights[k].nbytes for layer in step.layers
-                             for k in layer.weights.values() if k in self.graph.weights)
+                total += step.weight_nbytes
             else:
                 total += sum(a.nbytes for a in step.weights.values())
         return total
+
+
+def _nbytes(weights: Mapping[str, np.ndarray], key: str) -> int:
+    """An array's size without loading it where the mapping can tell (a bundle's lazy npz)."""
+    size_of = getattr(weights, "nbytes_of", None)
+    return int(size_of(key)) if size_of is not None else int(weights[key].nbytes)
 
 
 def _to_layout(x: np.ndarray, have: str, want: str) -> np.ndarray:

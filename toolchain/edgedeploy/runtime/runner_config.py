@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,15 +139,65 @@ def parse_plan(name: str, data: Mapping[str, Any]) -> PlanConfig:
     return PlanConfig(name, stages, choices, predicted)
 
 
-def load_graph(cfg: RunnerConfig, start: int = 0, stop: int | None = None) -> ir.Graph:
-    """The IR with only the weights that ``layers[start:stop]`` use (a stage loads its own)."""
+class NpzWeights(Mapping[str, np.ndarray]):
+    """A bundle's weights read from its .npz on each access and never cached.
+
+    Why: a stage process must not keep the raw (OIHW) copy of every layer once its primitives
+    have packed them, nor ever load the weights of layers its onnxruntime sessions hold
+    themselves. With this mapping the executor alone decides what stays resident.
+    """
+
+    def __init__(self, path: str | Path, keys: Iterable[str] | None = None) -> None:
+        self.path = Path(path)
+        with zipfile.ZipFile(self.path) as zf:
+            present = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+        wanted = present if keys is None else set(keys)
+        missing = sorted(wanted - present)
+        if missing:
+            raise KeyError(f"{self.path.name} has no weight(s) {missing[:5]}")
+        self._keys = sorted(wanted)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._keys:
+            raise KeyError(key)
+        with np.load(self.path) as npz:
+            return npz[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def nbytes_of(self, key: str) -> int:
+        """An array's size from its .npy header, without reading the data."""
+        fmt = np.lib.format
+        with zipfile.ZipFile(self.path) as zf, zf.open(key + ".npy") as fh:
+            version = fmt.read_magic(fh)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read(fh)
+        return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def load_graph(cfg: RunnerConfig, start: int = 0, stop: int | None = None, *,
+               lazy: bool = False) -> ir.Graph:
+    """The IR with only the weights that ``layers[start:stop]`` use (a stage loads its own).
+
+    ``lazy``: weights are an :class:`NpzWeights` view, read when the executor asks for them.
+    """
     try:
         data = json.loads(cfg.path("graph").read_text())
         graph = ir.Graph.from_dict(data)
         keys = {k for layer in graph.layers[start:stop] for k in layer.weights.values()}
-        with np.load(cfg.path("weights")) as npz:
-            graph.weights = {k: npz[k] for k in sorted(keys)}
-    except (OSError, ValueError, KeyError) as exc:
+        if lazy:
+            graph.weights = NpzWeights(cfg.path("weights"), keys)  # type: ignore[assignment]
+        else:
+            with np.load(cfg.path("weights")) as npz:
+                graph.weights = {k: npz[k] for k in sorted(keys)}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise BundleConfigError(f"cannot load the model from the bundle: {exc}",
                                 hint="the bundle may be incomplete; rebuild and push it") from None
     return graph
@@ -176,8 +227,9 @@ def resolve_stages(graph: ir.Graph, plan: PlanConfig) -> list[StageConfig]:
 
 def stage_segments(cfg: RunnerConfig, graph: ir.Graph, io: StageIO,
                    choices: Mapping[str, str]) -> dict[tuple[tuple[str, ...], tuple[str, ...]],
-                                                       bytes]:
-    """The onnxruntime segment models a stage needs, read from the bundle's files."""
+                                                       str]:
+    """The paths of the onnxruntime segment models a stage needs (onnxruntime reads the file
+    itself: no bytes copy of the model stays in the stage process beside the session)."""
     out = {}
     for ins, outs in ort_segments_needed(graph, io, choices):
         key = (tuple(ins), tuple(outs))
@@ -185,7 +237,11 @@ def stage_segments(cfg: RunnerConfig, graph: ir.Graph, io: StageIO,
             raise BundleConfigError(
                 f"layers {ins} -> {outs} run on onnxruntime but the bundle ships no such segment",
                 hint="choose native primitives for them, or rebuild the bundle with this plan")
-        out[key] = (cfg.root / cfg.segments[key]).read_bytes()
+        path = cfg.root / cfg.segments[key]
+        if not path.is_file():
+            raise BundleConfigError(f"segment file {path} is missing",
+                                    hint="the bundle may be incomplete; rebuild and push it")
+        out[key] = str(path)
     return out
 
 
@@ -196,10 +252,29 @@ def build_stage(root: str, config_path: str, stage: StageConfig,
     was pinned to (a replica of a stage gets a share of the stage's cores, not all of them)."""
     from edgedeploy.runtime.affinity import available_cpus
 
+    limit_heap_retention()
     cfg = load_config(root, config_path)
-    graph = load_graph(cfg, stage.start, stage.stop)
+    graph = load_graph(cfg, stage.start, stage.stop, lazy=True)
     segments = stage_segments(cfg, graph, stage.io, choices)
     return GraphStage(graph, stage.io, choices, segments, cpus=available_cpus())
+
+
+def limit_heap_retention(threshold: int = 1 << 20) -> bool:
+    """Fix glibc's mmap threshold so buffers above ``threshold`` bytes go back to the OS on free.
+
+    Why: glibc raises the threshold each time a large mmapped block is freed (up to 32 MiB), so
+    the transient copies of weights made at start-up (onnxruntime's graph optimizer, weight
+    transforms) end up in the heap, where freeing them leaves the pages resident. Fixing it
+    keeps a stage's RSS near its live data. A no-op (False) where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, int(threshold)))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 def tensor_shape(graph: ir.Graph, name: str) -> tuple[int, ...]:

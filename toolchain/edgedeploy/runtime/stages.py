@@ -57,13 +57,15 @@ class GraphStage:
     """The callable a pipeline process runs: list of input arrays -> list of output arrays."""
 
     def __init__(self, graph: ir.Graph, io: StageIO, choices: Mapping[str, str],
-                 segments: Mapping[tuple[tuple[str, ...], tuple[str, ...]], bytes] | None = None,
+                 segments: Mapping[tuple[tuple[str, ...], tuple[str, ...]], bytes | str]
+                 | None = None,
                  cpus: Sequence[int] | None = None) -> None:
         self.io = io
         segs = dict(segments or {})
 
-        def provider(inputs: list[str], outputs: list[str]) -> bytes:
-            return segs[(tuple(inputs), tuple(outputs))]
+        def provider(inputs: list[str], outputs: list[str]) -> bytes | str:
+            # Handed over, not kept: a segment's model bytes must not outlive its session.
+            return segs.pop((tuple(inputs), tuple(outputs)))
 
         self.executor = GraphExecutor(graph, choices, start=io.start, stop=io.stop,
                                       segment_provider=provider if segs else None, cpus=cpus)

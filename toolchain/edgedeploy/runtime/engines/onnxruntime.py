@@ -6,7 +6,8 @@ the process affinity (ORT never pins thread 0) and the other threads through
 ``session.intra_op_thread_affinities`` (1-based CPU ids, one group per extra thread). Setting a
 thread count drops ORT's own default pinning, so both must be set together. When ``threads``
 differs from ``len(cpus)`` the threads are not pinned one by one but float within the process's
-CPU set. ``allow_spinning=False`` stops idle intra-op threads from spinning, for a stage that
+CPU set. Such runner sessions also go without ORT's CPU memory arena (see ``_options``).
+``allow_spinning=False`` stops idle intra-op threads from spinning, for a stage that
 shares its cores with another stage. With neither ``cpus`` nor ``threads`` every ORT default is
 left untouched: that is the "onnxruntime default session" baseline the planner compares against.
 The default provider is ``CPUExecutionProvider``; pass ``providers`` for CUDA/TensorRT stages.
@@ -67,6 +68,10 @@ class OrtSegment:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No CPU arena: it grows in power-of-two chunks and never shrinks, which measured +13 MB
+        # (MobileNetV2) to +28 MB (ResNet-50) of resident memory per stage for no time measurable
+        # on this host (the segments' tensors are large; malloc serves them as well).
+        opts.enable_cpu_mem_arena = False
         # One CPU per thread when the counts agree; otherwise the threads float within the
         # process affinity (threads inherit it from the pinned calling thread).
         if self.cpus and n > 1 and n == len(self.cpus):

@@ -1,0 +1,90 @@
+"""What a stage keeps resident: packed weights and sessions, never the raw copy of its layers."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgedeploy import zoo
+from edgedeploy.importers import load_model
+from edgedeploy.runtime.executor import GraphExecutor, random_inputs
+from edgedeploy.runtime.runner_config import NpzWeights
+from edgedeploy.segments import SegmentCutter
+
+
+class _Handing(Mapping[str, np.ndarray]):
+    """Hands out a fresh copy per access and remembers a weak reference to each one."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray]) -> None:
+        self._weights = dict(weights)
+        self.handed: list[tuple[str, weakref.ref]] = []
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        arr = self._weights[key].copy()
+        self.handed.append((key, weakref.ref(arr)))
+        return arr
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._weights)
+
+    def __len__(self) -> int:
+        return len(self._weights)
+
+
+@pytest.fixture(scope="module")
+def resnet(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    path = zoo.export("resnet18", tmp_path_factory.mktemp("m") / "r.onnx", size=64)
+    return load_model(path), path
+
+
+def _choices(graph) -> dict[str, str]:
+    convs = [layer for layer in graph.layers if layer.op == "conv2d"]
+    return {convs[0].name: "im2col_gemm/nchw", convs[1].name: "winograd_f4x3/nchw",
+            **{layer.name: "ort" for layer in convs[2:]}}
+
+
+def test_executor_keeps_no_raw_weights_of_packed_or_onnxruntime_layers(resnet) -> None:
+    graph, path = resnet
+    original = graph.weights
+    lazy = _Handing(original)
+    graph.weights = lazy  # type: ignore[assignment]
+    try:
+        ex = GraphExecutor(graph, _choices(graph), segment_provider=SegmentCutter.for_graph(
+            graph, path))
+        gc.collect()
+        kept = {k for k, ref in lazy.handed if ref() is not None}
+        ort_keys = {k for step in ex.steps if step.kind == "ort"
+                    for layer in step.layers for k in layer.weights.values()}
+        winograd = next(s for s in ex.steps if s.primitive and "winograd" in s.primitive.name)
+        assert ort_keys and not kept & ort_keys  # the sessions hold their own copy
+        assert winograd.layers[0].weights["weight"] not in kept  # replaced by its transform
+        assert ex._segment_provider is None  # segment models are not kept beside the sessions
+        out = ex.run(random_inputs(graph))
+        assert all(np.isfinite(v).all() for v in out.values())
+    finally:
+        graph.weights = original
+
+
+def test_weight_bytes_counts_onnxruntime_layers_without_loading_them(resnet, tmp_path) -> None:
+    graph, path = resnet
+    graph.save(tmp_path)
+    lazy = NpzWeights(tmp_path / "weights.npz")
+    assert set(lazy) == set(graph.weights)
+    assert all(lazy.nbytes_of(k) == graph.weights[k].nbytes for k in graph.weights)
+    key = next(iter(graph.weights))
+    np.testing.assert_array_equal(lazy[key], graph.weights[key])
+    eager = GraphExecutor(graph, _choices(graph), segment_provider=SegmentCutter.for_graph(
+        graph, path))
+    assert eager.weight_bytes() > 0
+
+
+def test_lazy_weights_refuse_a_key_the_file_lacks(tmp_path: Path) -> None:
+    np.savez(tmp_path / "w.npz", a=np.zeros(3, np.float32))
+    with pytest.raises(KeyError):
+        NpzWeights(tmp_path / "w.npz", ["a", "b"])
+    assert "b" not in NpzWeights(tmp_path / "w.npz", ["a"])

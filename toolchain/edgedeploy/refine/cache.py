@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from edgedeploy.refine.candidate import Candidate
-from edgedeploy.refine.measure import Backend, Measurement
+from edgedeploy.refine.measure import Backend, Measurement, parse_layer_ms
 
 
 class MeasureCache:
@@ -63,7 +63,8 @@ class MeasureCache:
                 self.entries[key] = Measurement(d["throughput_fps"], d["latency_ms"],
                                                 d["stage_ms"], 0.0, d.get("power_w"),
                                                 d.get("energy_mj"), d.get("simulated", False),
-                                                [d["throughput_fps"]])
+                                                [d["throughput_fps"]],
+                                                parse_layer_ms(d.get("layer_ms")))
         except (OSError, ValueError, KeyError, TypeError):
             self.entries = {}  # a broken cache is only a cache: start over
 

@@ -13,7 +13,10 @@ against the planner's per-stage predictions, in log space with a ridge prior tow
 
 ``log(measured) ~ log(sum_f pred_f * exp(theta_unit + theta_f) + hop * exp(theta_hop))`` is
 linearised around the current factors and solved by a few Gauss-Newton ridge steps (milliseconds).
-The corrected problem (every layer's ``ms[option, config]`` scaled) goes back through the
+Where the device also reports per-layer times (``Measurement.layer_ms``), per-layer corrections
+on top of these factors (:mod:`edgedeploy.refine.layerfit`, shrunk towards them) single out the
+layers whose primitive is mispriced. The corrected problem (every layer's ``ms[option, config]``
+scaled) goes back through the
 planner's own selection + mapping DP (tens of ms), and its best mappings are the next proposals:
 the model proposes, the device decides. A stage measured exactly as a candidate has it is priced
 by its measurement (rescaled by the current factors of its neighbours' contention-free model only
@@ -29,6 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edgedeploy.refine.candidate import Candidate, StageConf
+from edgedeploy.refine.layerfit import LayerCorrections
 from edgedeploy.refine.measure import Measurement
 
 #: Ridge strengths (prior precision, in squared log units) of each factor group.
@@ -61,14 +65,21 @@ class Guide:
         self.measured_stage: dict[tuple, float] = {}
         self._fam_index = [np.array([self.families.index(family(o)) for o in layer.options])
                            for layer in p.layers]
+        self.layers = LayerCorrections(p, ctx.graph)
+        self._cfg = {(c.cluster, c.cores): k for k, c in enumerate(p.configs)}
 
     # ---- observations -----------------------------------------------------------------------
-    def _parts(self, cand: Candidate, s: StageConf) -> tuple[dict[str, float], float]:
-        """(predicted ms per family, predicted hop) of stage ``s`` of ``cand``, uncorrected."""
+    def _parts(self, cand: Candidate, s: StageConf, per_layer: bool = False
+               ) -> tuple[dict[str, float], float]:
+        """(predicted ms per family, predicted hop) of stage ``s`` of ``cand``; with
+        ``per_layer`` each layer scaled by its per-layer correction (layerfit)."""
         layer_ms, hop = self.ctx.stage_prediction(cand, s)
+        k = self._cfg[(s.cluster, s.cores)]
         parts: dict[str, float] = {}
         for i, ms in zip(range(s.start, s.stop), layer_ms, strict=True):
             f = family(cand.choices[i])
+            if per_layer:
+                ms *= self.layers.factor(i, cand.choices[i], k)
             parts[f] = parts.get(f, 0.0) + ms
         return parts, hop
 
@@ -83,7 +94,12 @@ class Guide:
             self.rows.append((parts, hop, self.clusters.index(s.cluster),
                               self.units.index((s.cluster, s.cores)), float(t)))
             self.measured_stage[self._stage_key(cand, k)] = float(t)
+        if meas.layer_ms is not None:
+            self.layers.add(cand.stages, cand.choices, meas.layer_ms)
         self.fit()
+        if not self.layers.empty:
+            uf, ff = self.unit_factor(), self.family_factor()
+            self.layers.fit(lambda i, o, k: float(uf[k] * ff[self.families.index(family(o))]))
 
     def _stage_key(self, cand: Candidate, k: int) -> tuple:
         s = cand.stages[k]
@@ -133,8 +149,10 @@ class Guide:
         """The planner's problem with every layer time and hand-over scaled by the factors."""
         p = self.ctx.problem
         uf, ff = self.unit_factor(), self.family_factor()
-        layers = [dataclasses.replace(layer, ms=layer.ms * ff[fi][:, None] * uf[None, :])
-                  for layer, fi in zip(p.layers, self._fam_index, strict=True)]
+        mult = (self.layers.multipliers() if not self.layers.empty
+                else [1.0] * len(p.layers))
+        layers = [dataclasses.replace(layer, ms=layer.ms * ff[fi][:, None] * uf[None, :] * m)
+                  for layer, fi, m in zip(p.layers, self._fam_index, mult, strict=True)]
         hop_f = math.exp(self.theta[-1])
         base = p.transfer_ms
         return dataclasses.replace(p, layers=layers,
@@ -149,7 +167,7 @@ class Guide:
             if got is not None:
                 out.append(got)
                 continue
-            parts, hop = self._parts(cand, s)
+            parts, hop = self._parts(cand, s, per_layer=True)
             unit = math.exp(self.theta[self.clusters.index(s.cluster)]
                             + self.theta[n_c + self.units.index((s.cluster, s.cores))])
             t = sum(v * unit * math.exp(self.theta[self.col[("family", f)]])

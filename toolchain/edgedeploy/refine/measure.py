@@ -1,7 +1,11 @@
 """Measurement back-ends behind one interface (as west's runners hide flash back-ends).
 
 * :class:`LocalBackend`: this host, for real, through ``execute.run_stages`` (pinned pipeline
-  processes, warm-up, medians).
+  processes, warm-up, medians), then each stage alone in-process for per-layer times.
+
+Every back-end may answer ``layer_ms`` beside the pipeline figures: per stage, ``[start, stop,
+ms]`` for each executor step (one layer, or an onnxruntime segment of several), measured with the
+stage alone on one replica's cores. The guide uses them to correct single layers' primitives.
 * :class:`RunnerBackend`: a deployed bundle's ``main.py measure --config-json ... --json``,
   through any ``run(argv) -> stdout`` callable -- the deployer's transport (SSH), or a board twin
   (:meth:`edgedeploy.twins.TwinDevice.run`), so refinement runs unchanged on a simulated board.
@@ -33,6 +37,9 @@ class Measurement:
     energy_mj: float | None = None
     simulated: bool = False
     runs: list[float] = field(default_factory=list)  # throughput of each run
+    #: per stage, ``(start, stop, ms)`` per executor step, measured in-process one stage at a
+    #: time (no contention); None where the device does not report them
+    layer_ms: list[list[tuple[int, int, float]]] | None = None
 
     def merged(self, other: Measurement) -> Measurement:
         """Two runs of the same configuration: the median of the runs' throughputs."""
@@ -44,13 +51,15 @@ class Measurement:
         return Measurement(fps, self.latency_ms / k, [t / k for t in self.stage_ms],
                            self.seconds + other.seconds, self.power_w,
                            None if self.energy_mj is None else self.energy_mj / k,
-                           self.simulated, runs)
+                           self.simulated, runs, self.layer_ms or other.layer_ms)
 
     def to_dict(self) -> dict[str, Any]:
         return {"throughput_fps": self.throughput_fps, "latency_ms": self.latency_ms,
                 "stage_ms": list(self.stage_ms), "power_w": self.power_w,
                 "energy_mj": self.energy_mj, "runs": len(self.runs) or 1,
-                "simulated": self.simulated}
+                "simulated": self.simulated,
+                "layer_ms": None if self.layer_ms is None else
+                [[list(e) for e in st] for st in self.layer_ms]}
 
 
 class Backend(Protocol):
@@ -67,7 +76,19 @@ def from_runner_json(data: dict[str, Any], wall_s: float) -> Measurement:
              [s.get("service_ms_mean", 0.0) for s in data.get("stages", [])]]
     return Measurement(fps, lat, stage, float(data.get("seconds", wall_s)),
                        data.get("power_w"), data.get("energy_mj"),
-                       bool(data.get("simulated", False)), [fps])
+                       bool(data.get("simulated", False)), [fps],
+                       parse_layer_ms(data.get("layer_ms")))
+
+
+def parse_layer_ms(raw: Any) -> list[list[tuple[int, int, float]]] | None:
+    """The answer's ``layer_ms`` (per stage, ``[start, stop, ms]`` entries); None if absent or
+    malformed -- an old runner simply gives no per-layer evidence."""
+    if not isinstance(raw, list):
+        return None
+    try:
+        return [[(int(a), int(b), float(ms)) for a, b, ms in stage] for stage in raw]
+    except (TypeError, ValueError):
+        return None
 
 
 class RunnerBackend:
@@ -104,8 +125,9 @@ class LocalBackend:
     label = "local"
     simulated = False
 
-    def __init__(self, space: Space, graph, model_path) -> None:
+    def __init__(self, space: Space, graph, model_path, layer_frames: int = 3) -> None:
         self.space, self.graph, self.model_path = space, graph, model_path
+        self.layer_frames = layer_frames
 
     def measure(self, cand: Candidate, frames: int, warmup: int) -> Measurement:
         from edgedeploy.execute import RunRequest, StagePlan, run_stages
@@ -122,5 +144,27 @@ class LocalBackend:
         r = report.result
         stage_ms = [float(s.get("service_ms_mean", 0.0)) for s in report.stages]
         fps = float(r["throughput_fps"])
+        layers = self.layer_ms(cand, plans, choices) if self.layer_frames > 0 else None
         return Measurement(fps, float(r["latency_ms_p50"]), stage_ms,
-                           time.perf_counter() - t0, runs=[fps])
+                           time.perf_counter() - t0, runs=[fps], layer_ms=layers)
+
+    def layer_ms(self, cand: Candidate, plans, choices) -> list[list[tuple[int, int, float]]]:
+        """Per-step times of each stage in-process on one replica's cores (the runner's
+        ``chain_layer_ms``, so a bundle and this host report the same figure)."""
+        from edgedeploy.execute import segments_for
+        from edgedeploy.runtime.executor import random_inputs
+        from edgedeploy.runtime.runner import chain_layer_ms
+        from edgedeploy.runtime.stages import GraphStage
+
+        segs = segments_for(self.graph, [p.io for p in plans], choices, self.model_path)
+        makers = [lambda io=p.io: GraphStage(self.graph, io, choices, segs,
+                                             cpus=_allowed()).executor for p in plans]
+        cpus = [list(p.cpus)[:max(1, len(p.cpus) // p.replicas)] for p in plans]
+        raw = chain_layer_ms(makers, cpus, random_inputs(self.graph, 0), self.layer_frames)
+        return [[(int(a), int(b), float(ms)) for a, b, ms in st] for st in raw]
+
+
+def _allowed() -> list[int]:
+    from edgedeploy.runtime.affinity import available_cpus
+
+    return available_cpus()

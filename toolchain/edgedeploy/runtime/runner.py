@@ -221,8 +221,9 @@ def health(cfg: RunnerConfig, plan_name: str | None = None) -> dict[str, Any]:
 
 # --- measure ----------------------------------------------------------------------------------
 def measure(cfg: RunnerConfig, plan_name: str | None, config_json: str | None, frames: int,
-            warmup: int) -> dict[str, Any]:
-    """Run a plan (or a variant given as a plan object in JSON) for ``frames`` frames, pinned."""
+            warmup: int, layer_frames: int = 3) -> dict[str, Any]:
+    """Run a plan (or a variant given as a plan object in JSON) for ``frames`` frames, pinned;
+    then ``layer_frames`` in-process runs per stage for per-layer times (``layer_ms``)."""
     from edgedeploy.runtime.pipeline import Pipeline
     from edgedeploy.runtime.runner_config import stage_specs
     from edgedeploy.runtime.runner_serve import make_source
@@ -243,5 +244,71 @@ def measure(cfg: RunnerConfig, plan_name: str | None, config_json: str | None, f
     data = result.to_dict()
     data.update(plan=plan.name, warmup=warmup, predicted=dict(plan.predicted),
                 stage_ms=[s["service_ms_mean"] for s in data["stages"]])
+    if layer_frames > 0:
+        from functools import partial
+
+        from edgedeploy.runtime.runner_config import CONFIG_PATH, build_stage, resolve_stages
+
+        stages = resolve_stages(graph, plan)
+        makers = [partial(build_stage, str(cfg.root), CONFIG_PATH, st, dict(plan.choices))
+                  for st in stages]
+        feeds = dict(zip([t.name for t in graph.inputs], source(0), strict=True))
+        data["layer_ms"] = chain_layer_ms(
+            [lambda mk=mk: mk().executor for mk in makers],
+            [_replica_cpus(st.cpus, st.replicas) for st in stages], feeds, layer_frames)
+        data["layer_ms_source"] = LAYER_MS_SOURCE
     return data
+
+
+#: How the per-layer figures of ``measure`` are taken (reported beside them).
+LAYER_MS_SOURCE = ("in-process, one stage at a time on one replica's cores; median step ms over "
+                   "the layer frames; [start, stop, ms] per executor step (an onnxruntime "
+                   "segment covers several layers)")
+
+
+def _replica_cpus(cpus: Sequence[int], replicas: int) -> list[int]:
+    """One replica's share of a stage's cores (every allowed core when none are named)."""
+    ids = list(cpus) or (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                         else [])
+    return ids[:max(1, len(ids) // max(1, replicas))]
+
+
+def chain_layer_ms(makers: Sequence[Any], cpus: Sequence[Sequence[int]],
+                   feeds: dict[str, Any], frames: int) -> list[list[list[float]]]:
+    """Per-step milliseconds of each stage's executor, run in order in this process.
+
+    Why in-process and alone: a pipeline's per-stage figure cannot say which layer is slow; a
+    stage run by itself on its own cores (``GraphExecutor.run(timings=...)``) can. ``makers``
+    build each stage's GraphExecutor once pinned, so its engines take the stage's cores. Each
+    stage is fed the previous stages' outputs; one warm-up run, then the median of ``frames``.
+    Entries are ``[start, stop, ms]`` with global layer indices (``stop - start > 1`` for an
+    onnxruntime segment)."""
+    import numpy as np
+
+    from edgedeploy.runtime.affinity import limit_blas_threads, pin_process
+
+    env = dict(feeds)
+    old = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    out: list[list[list[float]]] = []
+    try:
+        for make, ids in zip(makers, cpus, strict=True):
+            pin_process(ids)
+            ex = make()
+            runs = []
+            with limit_blas_threads(max(1, len(ids))):
+                for k in range(frames + 1):
+                    t: list[float] = []
+                    got = ex.run({n: env[n] for n in ex.inputs}, timings=t)
+                    if k:
+                        runs.append(t)
+            env.update(got)
+            med = np.median(np.array(runs), axis=0) * 1e3
+            entries, i = [], ex.start
+            for step, ms in zip(ex.steps, med, strict=True):
+                entries.append([i, i + len(step.layers), float(ms)])
+                i += len(step.layers)
+            out.append(entries)
+    finally:
+        pin_process(old)
+    return out
 

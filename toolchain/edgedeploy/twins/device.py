@@ -28,6 +28,8 @@ RUN_SIGMA = 0.012
 SPIKE_P = 0.03
 THERMAL_TAU_S = 30.0
 THROTTLE = 0.07
+LAYER_SIGMA = 0.06  # per-step jitter of an in-process layer timing
+LAYER_FRAMES = 3
 
 
 def is_sim(alias: str) -> bool:
@@ -57,6 +59,7 @@ class TwinDevice:
         self.seed = seed
         self.truth = GroundTruth(self.target, graph, seed)
         self._rng = np.random.default_rng(seed + 7919)
+        self._layer_rng = np.random.default_rng(seed + 15485863)  # pipeline noise unchanged
         self._names = {layer.name: i for i, layer in enumerate(graph.layers)}
         self.heat = 0.0
         self.clock_s = 0.0
@@ -131,6 +134,7 @@ class TwinDevice:
         scale = float(np.median(periods)) / period
         lat = float(true["latency_ms"]) * scale
         stage_ms = [t * scale for t in true["stage_ms"]]
+        layer_ms, layer_s = self.layer_timings(stages, choices, run * drift[-1])
         return {"throughput_fps": 1000.0 / float(np.median(periods)),
                 "latency_ms_p50": lat, "latency_ms_p99": lat * float(
                     np.quantile(periods, 0.99) / np.median(periods)),
@@ -139,8 +143,35 @@ class TwinDevice:
                            for k, t in enumerate(stage_ms)],
                 "power_w": float(true["power_w"]),
                 "energy_mj": float(true["power_w"]) * float(np.median(periods)),
-                "seconds": total * period * run / 1e3, "plan": "variant",
+                "seconds": total * period * run / 1e3 + layer_s, "plan": "variant",
+                "layer_ms": layer_ms,
+                "layer_ms_source": "simulated: ground-truth layer times of each stage alone on "
+                                   "one replica's cores (no contention), x drift, x jitter; "
+                                   f"median of {LAYER_FRAMES} frames",
                 "simulated": True, "board": self.target.name}
+
+    def layer_timings(self, stages: list[tuple[int, int, str, int, int]],
+                      choices: Sequence[str], scale: float) -> tuple[list, float]:
+        """What the runner's ``chain_layer_ms`` would report: per stage, ``[start, stop, ms]``
+        per executor step (consecutive ``ort`` layers are one onnxruntime segment, as on a
+        board), each the median of LAYER_FRAMES jittered runs; and the seconds it took."""
+        out, spent = [], 0.0
+        for a, b, cluster, cores, _r in stages:
+            entries: list[list[float]] = []
+            i = a
+            while i < b:
+                j = i + 1
+                while choices[i] == "ort" and j < b and choices[j] == "ort":
+                    j += 1
+                true = sum(self.truth.layer_time(k, choices[k], cluster, cores)
+                           for k in range(i, j))
+                noise = np.exp(self._layer_rng.normal(0.0, LAYER_SIGMA, LAYER_FRAMES))
+                ms = float(np.median(true * scale * noise))
+                entries.append([i, j, ms])
+                spent += ms * (LAYER_FRAMES + 1) / 1e3
+                i = j
+            out.append(entries)
+        return out, spent
 
     def _max_power(self) -> float:
         t = self.target

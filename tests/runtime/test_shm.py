@@ -1,18 +1,30 @@
-"""Shared-memory rings: layout, FIFO order across wrap-around, bounded capacity, two processes."""
+"""Shared-memory rings: layout, FIFO order across wrap-around, bounded capacity, two processes,
+and the bounded spin-before-block wait with its rule for who may spin."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgedeploy.runtime import pipeline as pipeline_module
 from edgedeploy.runtime import shm
-from edgedeploy.runtime.errors import ExecutionError, InputError
+from edgedeploy.runtime.affinity import available_cpus
+from edgedeploy.runtime.errors import ExecutionError, InputError, StageError
+from edgedeploy.runtime.pipeline import Pipeline, StageSpec, spin_budgets
 from edgedeploy.runtime.shm import Ring, TensorSpec, slot_layout
+
+sys.path.insert(0, str(Path(__file__).parent))
+import pipeline_stages as ps
 
 CTX = mp.get_context("spawn")
 
@@ -125,3 +137,110 @@ def test_another_process_reads_and_writes_through_attached_rings() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_spin_that_catches_the_data_returns_it_without_blocking() -> None:
+    sem = CTX.Semaphore(0)
+    spin = shm.Spin(5.0)  # far longer than the release below takes
+    timer = threading.Timer(0.01, sem.release)
+    timer.start()
+    try:
+        assert spin.acquire(sem, timeout=0.0)
+    finally:
+        timer.join()
+    assert (spin.spins, spin.caught) == (1, 1)
+
+
+def test_failed_spins_back_off_exponentially_and_a_caught_one_resets_the_backoff() -> None:
+    sem = CTX.Semaphore(0)
+    spin = shm.Spin(1e-4)
+    spun = []
+    for _ in range(8):  # nothing ever arrives: spin, skip 1, spin, skip 2, spin, skip 4 ...
+        before = spin.spins
+        assert not spin.acquire(sem, timeout=0.0)
+        spun.append(spin.spins - before)
+    assert spun == [1, 0, 1, 0, 0, 1, 0, 0]
+    assert spin.caught == 0
+    sem.release()  # data already there: taken at once, no spin, backoff unchanged
+    assert spin.acquire(sem, timeout=0.0) and spin.spins == 3
+
+
+def test_a_spin_budget_of_zero_is_a_plain_blocking_wait() -> None:
+    sem = CTX.Semaphore(1)
+    spin = shm.Spin(0.0)
+    assert spin.acquire(sem, timeout=0.0)
+    assert not spin.acquire(sem, timeout=0.01)
+    assert spin.spins == 0
+
+
+def test_a_spinning_ring_keeps_fifo_order_capacity_and_timeouts(ring: Ring) -> None:
+    ring.set_spin(1e-3)
+    assert ring.take(0.0) is None  # empty: spins, then times out instead of blocking forever
+    for k in range(3):
+        put(ring, k, np.full((2, 3), k, np.float32), np.arange(5))
+    assert ring.reserve(0.0) is None  # full: backpressure still holds
+    for k in range(3):
+        slot = ring.take(0.0)
+        assert ring.header(slot)[0] == k
+        ring.release(slot)
+
+
+@pytest.mark.parametrize(("layout", "expected"), [
+    ([((0,), 1), ((1,), 1)], [50e-6, 50e-6]),  # a core each: both spin
+    ([((0, 1), 2)], [50e-6, 50e-6]),  # replicas split the cores: a core each
+    ([((0,), 1), ((0, 1), 1)], [0.0, 0.0]),  # overlapping stages: neither
+    ([((0,), 2)], [0.0, 0.0]),  # two replicas on one core: neither
+    ([((0,), 1), ((1,), 1), ((1,), 1)], [50e-6, 0.0, 0.0]),
+    ([((), 1)], [0.0]),  # unpinned: may land anywhere, so no
+])
+def test_only_replicas_on_cores_of_their_own_spin(layout: list, expected: list) -> None:
+    stages = [StageSpec(name=f"s{i}", cpus=cpus, replicas=r, factory=_child_doubles,
+                        inputs=(TensorSpec((1,)),), outputs=(TensorSpec((1,)),))
+              for i, (cpus, r) in enumerate(layout)]
+    assert spin_budgets(stages, 50.0) == pytest.approx(expected)
+    assert spin_budgets(stages, 0.0) == [0.0] * len(expected)
+
+
+def _one_stage(cpus: tuple[int, ...]) -> list[StageSpec]:
+    return [StageSpec(name="s", cpus=cpus, factory=_child_doubles, inputs=(TensorSpec((1,)),),
+                      outputs=(TensorSpec((1,)),))]
+
+
+def test_the_automatic_budget_needs_a_core_left_free_for_the_parent(monkeypatch) -> None:
+    monkeypatch.delenv("EDGEDEPLOY_SPIN_US", raising=False)
+    monkeypatch.setattr(pipeline_module, "available_cpus", lambda: [0, 1])
+    assert spin_budgets(_one_stage((0,))) == pytest.approx([shm.DEFAULT_SPIN_S])
+    assert spin_budgets(_one_stage((0, 1))) == [0.0]  # every core taken: the parent starves
+    assert spin_budgets(_one_stage((0, 1)), 80.0) == pytest.approx([80e-6])  # explicit: spins
+
+
+def test_the_spin_budget_comes_from_the_environment_and_is_checked(monkeypatch) -> None:
+    stages = _one_stage((0,))
+    monkeypatch.setattr(pipeline_module, "available_cpus", lambda: [0, 1])
+    monkeypatch.setenv("EDGEDEPLOY_SPIN_US", "120")
+    assert spin_budgets(stages) == pytest.approx([120e-6])
+    monkeypatch.delenv("EDGEDEPLOY_SPIN_US")
+    assert spin_budgets(stages) == pytest.approx([shm.DEFAULT_SPIN_S])
+    monkeypatch.setenv("EDGEDEPLOY_SPIN_US", "fast")
+    with pytest.raises(InputError, match="EDGEDEPLOY_SPIN_US"):
+        spin_budgets(stages)
+    with pytest.raises(InputError, match="spin_us"):
+        spin_budgets(stages, -1.0)
+
+
+@pytest.mark.skipif(len(available_cpus()) < 2, reason="needs two cpus")
+def test_spinning_stages_deliver_every_frame_in_order_and_a_killed_one_fails_fast() -> None:
+    cpus = available_cpus()[:2]
+    vec = (TensorSpec((8,)),)
+    stages = [StageSpec(name=f"s{c}", cpus=(c,), factory=ps.affine, factory_args=(1.0, 1.0),
+                        inputs=vec, outputs=vec) for c in cpus]
+    with Pipeline(stages, spin_us=200.0) as pipe:
+        assert [r["spin_us"] for r in pipe.replica_info] == pytest.approx([200.0, 200.0])
+        result = pipe.run(lambda k: [np.full(8, k, np.float32)], 300, keep_outputs="all")
+        got = [float(out[0][0]) for out in result.outputs]
+        assert got == [k + 2.0 for k in range(300)]
+        os.kill(pipe.replica_info[1]["pid"], signal.SIGKILL)
+        t0 = time.monotonic()
+        with pytest.raises(StageError, match="SIGKILL"):
+            pipe.run(lambda k: [np.zeros(8, np.float32)], 1000)
+        assert time.monotonic() - t0 < 10.0

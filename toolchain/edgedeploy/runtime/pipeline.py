@@ -50,6 +50,7 @@ from .pipeline_spec import (
     TensorSpec,
     check_inputs,
     pickle_spec,
+    spin_budgets,
     split_cpus,
     validate_stages,
 )
@@ -57,7 +58,7 @@ from .sequential import run_sequential
 from .stage_worker import stage_main
 
 __all__ = ["Pipeline", "PipelineResult", "StageSpec", "TensorSpec", "run_sequential",
-           "split_cpus"]
+           "spin_budgets", "split_cpus"]
 
 
 
@@ -78,12 +79,15 @@ class Pipeline:
 
     ``submit``/``get`` (one producer thread, one consumer thread) or ``run`` (feeds from a thread,
     collects in the calling one). At most :attr:`max_in_flight` frames are inside at once.
+    ``spin_us`` bounds how long a replica spins on its rings before it sleeps (None: automatic,
+    see :func:`spin_budgets`; 0: never), trading an idle core's power for the wake-up latency.
     """
 
     def __init__(self, stages: Sequence[StageSpec], queue_depth: int = 4,
                  start_method: str = "spawn", *, poll_s: float = 0.05,
                  startup_timeout_s: float = 300.0,
-                 stats_capacity: int = DEFAULT_CAPACITY) -> None:
+                 stats_capacity: int = DEFAULT_CAPACITY,
+                 spin_us: float | None = None) -> None:
         self.stages = list(stages)
         validate_stages(self.stages, queue_depth, start_method)
         self.queue_depth = int(queue_depth)
@@ -91,6 +95,7 @@ class Pipeline:
         self._poll_s = poll_s
         self._startup_timeout_s = startup_timeout_s
         self._stats_capacity = stats_capacity
+        self._spins = spin_budgets(self.stages, spin_us)
         self._grid: list[list[list[shm.Ring]]] = []
         self._replicas: list[_Replica] = []
         self._failure: BaseException | None = None
@@ -152,6 +157,7 @@ class Pipeline:
                                 for _ in range(consumers)] for _ in range(producers)])
 
     def _spawn(self) -> None:
+        spins = iter(self._spins)
         for s, spec in enumerate(self.stages):
             blob = pickle_spec(spec)
             for j, cpus in enumerate(split_cpus(spec.cpus, spec.replicas)):
@@ -162,7 +168,7 @@ class Pipeline:
                 proc = self._ctx.Process(
                     target=stage_main, name=f"edgedeploy-{spec.name}-{j}", daemon=True,
                     args=(blob, j, spec.replicas, cpus, threads, ins, outs, theirs,
-                          self._stats_capacity))
+                          self._stats_capacity, next(spins)))
                 try:
                     proc.start()
                 except BaseException:

@@ -75,8 +75,12 @@ def _reserve(ring: Any, conn: Any) -> int:
 
 def stage_main(spec_blob: bytes, replica: int, replicas: int, cpus: tuple[int, ...],
                threads: int, in_handles: list, out_handles: list, conn: Any,
-               stats_capacity: int) -> None:
-    """Entry point of a replica process: pin, build the stage, then serve frames until EOS."""
+               stats_capacity: int, spin_s: float = 0.0) -> None:
+    """Entry point of a replica process: pin, build the stage, then serve frames until EOS.
+
+    ``spin_s`` > 0 makes this replica's ring waits spin that long before blocking (shm.Spin):
+    the parent grants it only to replicas with cores of their own (see pipeline.spin_budgets).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and cleans up
     set_thread_env(threads)
     pin_all_threads(cpus)
@@ -85,6 +89,8 @@ def stage_main(spec_blob: bytes, replica: int, replicas: int, cpus: tuple[int, .
     spec = pickle.loads(spec_blob)
     ins = [shm.Ring.attach(h) for h in in_handles]
     outs = [shm.Ring.attach(h) for h in out_handles]
+    for ring in ins + outs:
+        ring.set_spin(spin_s)
     try:
         with limit_blas_threads(threads):
             try:
@@ -92,7 +98,7 @@ def stage_main(spec_blob: bytes, replica: int, replicas: int, cpus: tuple[int, .
             except Exception as exc:
                 _send_error(conn, exc, "factory failed at start-up")
                 return
-            conn.send(("ready", {"pid": os.getpid(), "replica": replica,
+            conn.send(("ready", {"pid": os.getpid(), "replica": replica, "spin_us": spin_s * 1e6,
                                  "cpus": sorted(os.sched_getaffinity(0))
                                  if hasattr(os, "sched_getaffinity") else []}))
             _serve(fn, replica, replicas, ins, outs, conn, stats_capacity)

@@ -75,3 +75,12 @@ def test_push_refines_on_the_device_and_keeps_serving(project, capsys) -> None:
         assert row["alive"] and row["current"] == refine["release"]
     finally:
         main(["stop", "-m", str(manifest), "--target", "local"])
+
+
+def test_a_dry_run_push_changes_neither_the_lockfile_nor_the_board(project, capsys) -> None:
+    manifest = project / "edgedeploy.yaml"
+    assert main(["push", "-m", str(manifest), "--target", "local", "--dry-run", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["deploy"]["hosts"][0]["dry_run"] is True
+    assert not (project / "plans" / "sq.local.plan.json").exists()
+    assert not (project / "board" / "current").exists()

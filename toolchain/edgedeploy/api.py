@@ -162,18 +162,21 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
     ref = m.target(target)
     current = check_plans(manifest, target)[0]  # plans in memory and compares with the lockfile
     replanned = bool(current.stale)
-    if replanned:
-        say(f"plan: {'; '.join(current.stale)}: writing the new plan")
-        current.plan_file.parent.mkdir(parents=True, exist_ok=True)
-        current.plan_file.write_text(current.text)
     bundle_dir = Path(m.output.build_dir) / f"{m.name}.{target}"
-    say(f"build: {current.plan_file} -> {bundle_dir}")
-    info = build(current.plan_file, bundle_dir)
+    plan_file = current.plan_file
+    if replanned:
+        if dry_run:  # a dry run changes nothing committed: the new plan goes beside the build
+            plan_file = bundle_dir.with_name(f"{bundle_dir.name}.dry-run.plan.json")
+        say(f"plan: {'; '.join(current.stale)}: writing the new plan to {plan_file}")
+        plan_file.parent.mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(current.text)
+    say(f"build: {plan_file} -> {bundle_dir}")
+    info = build(plan_file, bundle_dir)
     say(f"push: release {info.id} to {', '.join(ref.all_hosts) or 'this host'}")
     result = push_bundle(info.root, ref, alias=target, dry_run=dry_run,
                          accept_new_host_keys=accept_new_host_keys, serial=serial,
                          max_fail_percent=max_fail_percent, check=True)
-    outcome = PushOutcome(current.plan_file, replanned, current.doc["predicted"], info, result)
+    outcome = PushOutcome(plan_file, replanned, current.doc["predicted"], info, result)
     if refine and not dry_run:
         outcome.refine = _refine_after_push(manifest, target, outcome,
                                             accept_new_host_keys=accept_new_host_keys, say=say)

@@ -68,3 +68,29 @@ def test_the_planner_scales_each_engine_by_its_factor():
             want = 0.5 if name == ORT else 2.0
             assert b.ms[k, col] == pytest.approx(a.ms[k, col] * want)
     assert model.digest() != CostModel(target).digest()  # lockfiles see the calibration
+
+
+def test_the_planner_prices_replicas_by_their_measured_speed_up():
+    from edgedeploy import zoo
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.costmodel import CostModel
+    from edgedeploy.costmodel.segments import REPLICAS
+    from edgedeploy.importers.onnx import import_onnx
+    from edgedeploy.planner.adapter import build_problem
+    from edgedeploy.planner.partition import Stage, StageCosts, evaluate
+    from edgedeploy.planner.select import select
+
+    graph = import_onnx(zoo.build("squeezenet1_1", size=32))
+    target = load_target("rpi4")
+    model = CostModel(target)
+    perfect = build_problem(graph, target, model)
+    model.segment_factors = {REPLICAS: {"a72": {"2": 1.5}}}
+    measured = build_problem(graph, target, model)
+    one = [c.cores for c in perfect.configs].index(1)
+    assert perfect.replica_speedup(one, 2) == 2.0 and perfect.replica_speedup(one, 1) == 1.0
+    assert measured.replica_speedup(one, 2) == 1.5
+    assert measured.replica_speedup(one, 4) == pytest.approx(3.0)  # 2's efficiency, scaled
+    stages = (Stage(0, len(graph.layers), one, 2),)
+    fast = evaluate(perfect, StageCosts(perfect, select(perfect)), stages).throughput_fps
+    slow = evaluate(measured, StageCosts(measured, select(measured)), stages).throughput_fps
+    assert slow == pytest.approx(fast * 0.75, rel=1e-6)

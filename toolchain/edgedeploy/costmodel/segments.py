@@ -11,6 +11,10 @@ call). Inside a run two things change, and both bias the planner towards native 
 So `edgedeploy profile` also runs a few whole models both ways on each core count and stores,
 per engine and configuration, the factor *measured whole-model time / sum of per-layer
 predictions*. The planner multiplies each engine's per-layer predictions by it.
+
+Replicas are measured the same way: r one-core replicas of a whole model in the pipeline executor
+share memory bandwidth, caches and the feeding process, so they are rarely r times as fast as one;
+the measured speed-up per cluster and replica count replaces the planner's linear assumption.
 """
 
 from __future__ import annotations
@@ -31,20 +35,34 @@ from edgedeploy.runtime import ir
 #: Small zoo models at a reduced size: a few seconds for every core count of a cluster.
 CALIBRATION_MODELS = (("mobilenet_v2", 160), ("resnet18", 160), ("squeezenet1_1", 160))
 ORT, NATIVE = "ort", "native"
+REPLICAS = "replicas"
 
 
 def factors_path(profile_file: Path) -> Path:
     return profile_file.with_suffix(".segments.json")
 
 
-def load_factors(profile_file: Path) -> dict[str, dict[str, float]]:
-    """``{engine: {config key: factor}}``; empty when never measured or unreadable."""
+def load_factors(profile_file: Path) -> dict[str, dict[str, Any]]:
+    """``{engine: {config key: factor}, "replicas": {cluster: {r: speed-up}}}``; empty when never
+    measured or unreadable."""
     path = factors_path(profile_file)
     try:
         data = json.loads(path.read_text())
-        return {e: {k: float(v) for k, v in d.items()} for e, d in data["factors"].items()}
+        out: dict[str, dict[str, Any]] = {}
+        for e, d in data["factors"].items():
+            if e == REPLICAS:
+                out[e] = {cl: {str(r): float(v) for r, v in m.items()} for cl, m in d.items()}
+            else:
+                out[e] = {k: float(v) for k, v in d.items()}
+        return out
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+
+
+def replica_scaling(factors: dict[str, Any]) -> dict[str, dict[int, float]]:
+    """The planner's form of the measured replica speed-ups: {cluster: {r: speed-up}}."""
+    return {cl: {int(r): float(v) for r, v in m.items()}
+            for cl, m in (factors.get(REPLICAS) or {}).items()}
 
 
 def save_factors(profile_file: Path, factors: dict[str, dict[str, float]],
@@ -120,9 +138,52 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                                  ORT: [ort_ms, _predicted_sum(model, graph, config, ort)],
                                  NATIVE: [native_ms, _predicted_sum(model, graph, config,
                                                                     native)]})
+        replicas = measure_replicas(configs, cpus_of, models, runs, progress)
     finally:
         pin_process(original)
-    return summarise(runs), runs
+    return {**summarise(runs), REPLICAS: replicas}, runs
+
+
+def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
+                     models: Sequence[tuple[str, int]], runs: list[dict[str, Any]],
+                     progress: Callable[[str], None] | None = None
+                     ) -> dict[str, dict[str, float]]:
+    """Throughput of r one-core onnxruntime replicas over one core's, per cluster and r."""
+    import tempfile
+
+    from edgedeploy import execute, zoo
+    from edgedeploy.importers.onnx import import_onnx
+    from edgedeploy.runtime.executor import random_inputs
+    from edgedeploy.runtime.pipeline import Pipeline
+    from edgedeploy.runtime.stages import plan_stage_io
+
+    one = {(r["model"], CoreConfig.parse(r["config"]).cluster): r[ORT][0] for r in runs
+           if CoreConfig.parse(r["config"]).cores == 1}
+    logs: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, size in models:
+            path = zoo.export(name, Path(tmp) / f"{name}.onnx", size=size)
+            graph = import_onnx(path)
+            feeds = random_inputs(graph)
+            frame = [feeds[t.name] for t in graph.inputs]
+            choices = {layer.name: ORT for layer in graph.layers}
+            io = plan_stage_io(graph, [])[0]
+            segments = execute.segments_for(graph, [io], choices, path)
+            for config in configs:
+                base = one.get((name, config.cluster))
+                if config.is_gpu or config.cores < 2 or not base:
+                    continue
+                if progress:
+                    progress(f"replicas: {name} x{config.cores} on {config.cluster}")
+                plan = execute.StagePlan(io=io, cpus=tuple(cpus_of(config)),
+                                         replicas=config.cores)
+                with Pipeline(execute.stage_specs(graph, [plan], choices, segments)) as pipe:
+                    fps = pipe.run(lambda _k, f=frame: f, 40, warmup=8,
+                                   keep_outputs="none").throughput_fps
+                logs.setdefault(config.cluster, {}).setdefault(str(config.cores), []).append(
+                    float(np.log(max(fps * base / 1000.0, 1e-3))))
+    return {cl: {r: round(float(np.exp(np.mean(v))), 4) for r, v in m.items()}
+            for cl, m in logs.items()}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

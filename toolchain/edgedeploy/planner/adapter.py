@@ -71,4 +71,7 @@ def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
     def transfer(nbytes: int, a: str, b: str) -> float:
         return model.transfer_ms(nbytes, CoreConfig(a, 1), CoreConfig(b, 1))
 
-    return Problem(layers, tensors, clusters_of(target), configs, layout, transfer)
+    from edgedeploy.costmodel.segments import replica_scaling
+
+    return Problem(layers, tensors, clusters_of(target), configs, layout, transfer,
+                   replica_scaling=replica_scaling(model.segment_factors))

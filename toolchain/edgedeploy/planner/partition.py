@@ -3,7 +3,8 @@
 Stage ``[a, b)`` on configuration ``c`` (cluster q, n cores) with ``r`` replicas takes ``n * r``
 cores of q (a GPU: one unit, never replicated); stages never share cores. Its time is the prefix
 sum of the per-configuration selected layer times plus the hand-over from the previous stage
-(``transfer_ms`` of the bytes live across the cut). Period = max over stages of time / replicas;
+(``transfer_ms`` of the bytes live across the cut). Period = max over stages of time / the
+measured speed-up of its replicas (``Problem.replica_speedup``; r when never measured);
 throughput = 1000 / period; latency = sum of stage times; energy per frame = sum of stage time x
 busy power + the board's idle power x period (power model from the target; Pipe-it, TVM-TX2).
 
@@ -112,7 +113,8 @@ def evaluate(problem: Problem, costs: StageCosts, stages: tuple[Stage, ...]) -> 
         times.append(t)
         energy += t * problem.active_w(s.config)
         prev = q
-    period = max(t / s.replicas for t, s in zip(times, stages, strict=True))
+    period = max(t / problem.replica_speedup(s.config, s.replicas)
+                 for t, s in zip(times, stages, strict=True))
     energy += problem.idle_w() * period
     return Metrics(tuple(times), period, 1000.0 / period if period > 0 else float("inf"),
                    float(sum(times)), energy, energy / period if period > 0 else 0.0)
@@ -224,7 +226,8 @@ class _Dp:
         sub = cur[:, src, prev]  # (G, ns, P')
         if not np.isfinite(sub).any():
             return
-        _c, r, q, _u = self.opts[o]
+        c, r, q, _u = self.opts[o]
+        r = self.problem.replica_speedup(c, r)  # measured, not assumed linear
         t = self.T[o][prev, i, i + 1:]  # (P', npts')
         if kind == "bottleneck":
             val = np.maximum(sub[..., None], (t / r)[None, None])

@@ -82,9 +82,25 @@ class Problem:
     #: ``layout_ms[t, c]``: one NCHW<->NHWC conversion of tensor ``t`` on configuration ``c``.
     layout_ms: np.ndarray
     transfer_ms: TransferFn = field(default=lambda nbytes, a, b: 0.0)
+    #: Measured speed-up of ``r`` replicas on a cluster ({cluster: {r: speedup}}); replicas
+    #: share memory bandwidth and caches, so r of them are rarely r times as fast.
+    replica_scaling: dict[str, dict[int, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def replica_speedup(self, config: int, replicas: int) -> float:
+        """Effective parallelism of ``replicas`` copies of a stage on ``config``'s cluster."""
+        if replicas <= 1:
+            return 1.0
+        table = self.replica_scaling.get(self.configs[config].cluster) or {}
+        if replicas in table:
+            return min(float(replicas), max(1.0, table[replicas]))
+        known = [r for r in table if r < replicas]
+        if known:  # scale the largest measured count's efficiency
+            r0 = max(known)
+            return min(float(replicas), max(1.0, replicas * table[r0] / r0))
+        return float(replicas)
 
     @property
     def n_layers(self) -> int:

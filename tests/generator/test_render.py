@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -51,13 +52,19 @@ def test_unknown_family_is_a_clean_error() -> None:
         BuildInput("x", "t", "windows", (PlanInput("p", (StageInput(0, 1),)),))
 
 
+def _make(*args: str) -> subprocess.CompletedProcess:
+    """A top-level make, whatever make runs this test (``make test`` exports MAKELEVEL and
+    MAKEFLAGS, which turn on "Entering directory" lines in a nested make)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    return subprocess.run(["make", "--no-print-directory", *args], capture_output=True,
+                          text=True, check=True, env=env)
+
+
 def test_makefile_include_parses_with_make(tmp_path: Path) -> None:
     mk = templates_dir() / "make" / "edgedeploy.mk"
-    out = subprocess.run(["make", "-n", "-f", str(mk), "push", "TARGET=jetson",
-                          "EDGEDEPLOY=echo-ed"], capture_output=True, text=True, check=True)
+    out = _make("-n", "-f", str(mk), "push", "TARGET=jetson", "EDGEDEPLOY=echo-ed")
     assert 'echo-ed  push -m "edgedeploy.yaml" --target "jetson"' in out.stdout
     fw = tmp_path / "Makefile"
     fw.write_text(f"include {mk}\nall:\n\t@echo firmware\n")
-    out = subprocess.run(["make", "-n", "-f", str(fw)], capture_output=True, text=True,
-                         check=True)
+    out = _make("-n", "-f", str(fw))
     assert out.stdout.strip() == "echo firmware"  # the include keeps the default goal

@@ -173,6 +173,16 @@ def segments_for(graph: ir.Graph, ios: Sequence[StageIO], choices: Mapping[str, 
     return {(tuple(i), tuple(o)): cut(list(i), list(o)) for i, o in wanted}
 
 
+def litert_feeds(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """IR-layout (NCHW) inputs back in the .tflite model's own layout (NHWC), by input name."""
+    metas = {m["name"]: m for m in graph.source.get("inputs", [])}
+    out = {}
+    for name, x in feeds.items():
+        perm = metas.get(name, {}).get("to_ir_perm")
+        out[name] = np.ascontiguousarray(np.transpose(x, np.argsort(perm)) if perm else x)
+    return out
+
+
 def reference_outputs(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> tuple[str, dict]:
     """Outputs of the format's own runtime for IR-layout feeds, returned in IR layout."""
     fmt = graph.source.get("format")
@@ -185,13 +195,7 @@ def reference_outputs(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> tuple
     if fmt == "tflite":
         from edgedeploy.runtime.engines.litert import LiteRTModel
 
-        metas = {m["name"]: m for m in graph.source.get("inputs", [])}
-        model = LiteRTModel(path)
-        nhwc = {}
-        for name, x in feeds.items():
-            perm = metas.get(name, {}).get("to_ir_perm")
-            nhwc[name] = np.transpose(x, np.argsort(perm)) if perm else x
-        out = model.run(nhwc)
+        out = LiteRTModel(path).run(litert_feeds(graph, feeds))
         result = {}
         for meta in graph.source.get("outputs", []):
             y = out[meta["name"]]
@@ -214,8 +218,7 @@ def stage_specs(graph: ir.Graph, plans: Sequence[StagePlan], choices: Mapping[st
     from edgedeploy.runtime.pipeline import StageSpec, TensorSpec
 
     def specs(names: Sequence[str]) -> tuple:
-        return tuple(TensorSpec(graph.tensors[t].shape if t in graph.tensors else
-                                _io_shape(graph, t)) for t in names)
+        return tuple(TensorSpec(graph.shape(t)) for t in names)
 
     out = []
     for k, sp in enumerate(plans):
@@ -225,13 +228,6 @@ def stage_specs(graph: ir.Graph, plans: Sequence[StagePlan], choices: Mapping[st
             factory_args=(graph, sp.io, dict(choices), segments),
             inputs=specs(sp.io.inputs), outputs=specs(sp.io.outputs)))
     return out
-
-
-def _io_shape(graph: ir.Graph, name: str) -> tuple[int, ...]:
-    for t in [*graph.inputs, *graph.outputs]:
-        if t.name == name:
-            return t.shape
-    raise KeyError(name)
 
 
 def run_stages(graph: ir.Graph, plans: Sequence[StagePlan], choices: Mapping[str, str],

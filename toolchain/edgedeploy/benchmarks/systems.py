@@ -118,14 +118,9 @@ def litert_all_cores(graph: ir.Graph, model_path: Path, threads: int | None = No
 
     threads = threads or len(available_cpus())
     model = LiteRTModel(model_path, num_threads=threads)
-    metas = graph.source.get("inputs", [])
+    names = [t.name for t in graph.inputs]
 
     def fn(xs: list[np.ndarray]) -> object:
-        feeds = {}
-        for meta, x in zip(metas, xs, strict=True):
-            perm = meta.get("to_ir_perm")
-            feeds[meta["name"]] = np.ascontiguousarray(np.transpose(x, np.argsort(perm))
-                                                       if perm else x)
-        return model.run(feeds)
+        return model.run(execute.litert_feeds(graph, dict(zip(names, xs, strict=True))))
 
     return in_process("litert", f"LiteRT, {threads} threads", fn)

@@ -238,6 +238,15 @@ class Graph:
                 return layer
         raise KeyError(name)
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Shape of an activation tensor, graph inputs and outputs included (KeyError if none)."""
+        if name in self.tensors:
+            return tuple(self.tensors[name].shape)
+        for t in [*self.inputs, *self.outputs]:
+            if t.name == name:
+                return tuple(t.shape)
+        raise KeyError(name)
+
     def producers(self) -> dict[str, int]:
         """Tensor name -> index of the layer producing it (graph inputs are absent)."""
         return {t: i for i, layer in enumerate(self.layers) for t in layer.outputs}

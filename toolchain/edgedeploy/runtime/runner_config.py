@@ -278,12 +278,11 @@ def limit_heap_retention(threshold: int = 1 << 20) -> bool:
 
 
 def tensor_shape(graph: ir.Graph, name: str) -> tuple[int, ...]:
-    if name in graph.tensors:
-        return tuple(graph.tensors[name].shape)
-    for t in [*graph.inputs, *graph.outputs]:
-        if t.name == name:
-            return tuple(t.shape)
-    raise BundleConfigError(f"tensor {name!r} has no known shape in the bundle's graph")
+    try:
+        return graph.shape(name)
+    except KeyError:
+        raise BundleConfigError(
+            f"tensor {name!r} has no known shape in the bundle's graph") from None
 
 
 def stage_specs(cfg: RunnerConfig, graph: ir.Graph, plan: PlanConfig,

@@ -17,7 +17,7 @@ from edgedeploy import zoo
 from edgedeploy.benchmarks.compare import planned_for
 from edgedeploy.benchmarks.memory import write_stage_bundle
 from edgedeploy.importers import load_model
-from edgedeploy.segments import SegmentCutter
+from edgedeploy.importers.segments import segment_provider
 
 OUT = Path(__file__).resolve().parents[2] / "results" / "bench_memory.json"
 CHILD = """
@@ -36,7 +36,7 @@ def _bundle(name: str, tmp_path: Path) -> Path:
     path, doc = planned_for(path, "local", None)
     graph = load_model(path)
     choices = {layer["name"]: layer["choice"] for layer in doc["layers"]}
-    return write_stage_bundle(graph, choices, SegmentCutter.for_graph(graph, path),
+    return write_stage_bundle(graph, choices, segment_provider(graph, path),
                               tmp_path / f"{name}-bundle")
 
 

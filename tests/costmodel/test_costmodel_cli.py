@@ -51,7 +51,7 @@ def test_predict_prints_every_layer_for_a_board_never_profiled(capsys, tmp_path)
     assert out["source"] == "prior"
     assert out["configs"][-1] == "gpu:1" and len(out["configs"]) == 7
     conv = next(layer for layer in out["layers"] if layer["op"] == "conv2d")
-    assert "ort" in conv["ms"]["gpu:1"] and "im2col_gemm/nchw" in conv["ms"]["a57:4"]
+    assert "onnxruntime" in conv["ms"]["gpu:1"] and "im2col_gemm/nchw" in conv["ms"]["a57:4"]
     assert all(v > 0 for v in out["best_total_ms"].values())
     assert main(["costmodel", "predict", str(path), "--target", "rpi4"]) == 0
     assert "a72:4" in capsys.readouterr().out

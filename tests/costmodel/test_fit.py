@@ -22,7 +22,7 @@ def _synthetic(model: CostModel, shapes, truth, seed=0, noise=0.05) -> list[Samp
 
 
 def _truth_a(d, p, c):
-    fam = {"direct": 2.5, "fft": 0.4, "ort": 0.6}.get(p.split("/")[0], 1.3)
+    fam = {"direct": 2.5, "fft": 0.4, "onnxruntime": 0.6}.get(p.split("/")[0], 1.3)
     return fam * (1.0 + 0.3 * np.log2(c.cores)) * (d.c_in / 64) ** 0.1
 
 
@@ -84,5 +84,5 @@ def test_correction_round_trips_through_json():
 def test_too_few_samples_leave_the_prior_alone():
     target = load_target("rpi4")
     d = space_filling(1)[0]
-    model = CostModel.fit(target, [Sample(d, "ort", CoreConfig("a72", 1), 1.0)])
+    model = CostModel.fit(target, [Sample(d, "onnxruntime", CoreConfig("a72", 1), 1.0)])
     assert model.correction is None and model.source == "prior"

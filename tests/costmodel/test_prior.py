@@ -23,7 +23,7 @@ def test_prior_grows_with_flops_for_every_primitive():
 def test_prior_falls_with_more_cores_for_blas_backed_primitives():
     model = CostModel(load_target("rpi4"))
     d = conv_descriptor(128, 128, 28, 3)
-    for prim in ("im2col_gemm/nchw", "winograd_f4x3/nchw", "gemm_1x1/nchw", "ort"):
+    for prim in ("im2col_gemm/nchw", "winograd_f4x3/nchw", "gemm_1x1/nchw", "onnxruntime"):
         if prim == "gemm_1x1/nchw":
             d = conv_descriptor(128, 128, 28, 1)
         times = model.predict([d] * 4, [prim] * 4, [CoreConfig("a72", n) for n in (1, 2, 3, 4)])
@@ -38,7 +38,7 @@ def test_every_catalogue_board_gets_finite_cpu_predictions_without_a_profile(boa
     for cfg in model.configs:
         t = model.predict([d] * len(prims), prims, [cfg] * len(prims))
         if cfg.is_gpu:
-            assert np.isfinite(t[prims.index("ort")]) and np.isinf(t[0])
+            assert np.isfinite(t[prims.index("onnxruntime")]) and np.isinf(t[0])
         else:
             assert np.isfinite(t).all() and (t > 0).all()
 

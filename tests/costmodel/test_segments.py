@@ -11,7 +11,7 @@ import pytest
 from edgedeploy.costmodel import CoreConfig
 from edgedeploy.costmodel.segments import (
     NATIVE,
-    ORT,
+    ONNXRUNTIME,
     factor,
     load_factors,
     save_factors,
@@ -20,29 +20,29 @@ from edgedeploy.costmodel.segments import (
 
 
 def test_factor_is_the_geometric_mean_of_measured_over_predicted_per_engine_and_config():
-    runs = [{"config": "cpu:1", ORT: [5.0, 10.0], NATIVE: [30.0, 20.0]},
-            {"config": "cpu:1", ORT: [2.0, 2.0], NATIVE: [10.0, 10.0]},
-            {"config": "cpu:2", ORT: [3.0, 4.0], NATIVE: [0.0, 5.0]}]  # a failed run is skipped
+    runs = [{"config": "cpu:1", ONNXRUNTIME: [5.0, 10.0], NATIVE: [30.0, 20.0]},
+            {"config": "cpu:1", ONNXRUNTIME: [2.0, 2.0], NATIVE: [10.0, 10.0]},
+            {"config": "cpu:2", ONNXRUNTIME: [3.0, 4.0], NATIVE: [0.0, 5.0]}]  # failed: skipped
     out = summarise(runs)
-    assert out[ORT]["cpu:1"] == pytest.approx(np.sqrt(0.5 * 1.0), rel=1e-3)
+    assert out[ONNXRUNTIME]["cpu:1"] == pytest.approx(np.sqrt(0.5 * 1.0), rel=1e-3)
     assert out[NATIVE]["cpu:1"] == pytest.approx(np.sqrt(1.5 * 1.0), rel=1e-3)
-    assert out[ORT]["cpu:2"] == pytest.approx(0.75, rel=1e-3)
+    assert out[ONNXRUNTIME]["cpu:2"] == pytest.approx(0.75, rel=1e-3)
     assert "cpu:2" not in out[NATIVE]
 
 
 def test_an_unmeasured_core_count_takes_the_nearest_measured_one_of_its_cluster():
-    table = {ORT: {"big:1": 0.5, "big:4": 0.8}}
-    assert factor(table, ORT, CoreConfig("big", 3)) == 0.8
-    assert factor(table, ORT, CoreConfig("big", 2)) == 0.5
-    assert factor(table, ORT, CoreConfig("little", 2)) == 1.0  # never measured: unchanged
+    table = {ONNXRUNTIME: {"big:1": 0.5, "big:4": 0.8}}
+    assert factor(table, ONNXRUNTIME, CoreConfig("big", 3)) == 0.8
+    assert factor(table, ONNXRUNTIME, CoreConfig("big", 2)) == 0.5
+    assert factor(table, ONNXRUNTIME, CoreConfig("little", 2)) == 1.0  # never measured: unchanged
     assert factor(table, NATIVE, CoreConfig("big", 1)) == 1.0
 
 
 def test_factors_round_trip_beside_the_profile_and_a_torn_file_means_none(tmp_path: Path):
     profile = tmp_path / "abc.json"
-    path = save_factors(profile, {ORT: {"cpu:1": 0.6}}, [{"config": "cpu:1"}])
+    path = save_factors(profile, {ONNXRUNTIME: {"cpu:1": 0.6}}, [{"config": "cpu:1"}])
     assert path.name == "abc.segments.json"
-    assert load_factors(profile) == {ORT: {"cpu:1": 0.6}}
+    assert load_factors(profile) == {ONNXRUNTIME: {"cpu:1": 0.6}}
     path.write_text("{not json")
     assert load_factors(profile) == {}
     path.write_text(json.dumps({"factors": [1, 2]}))
@@ -60,12 +60,12 @@ def test_the_planner_scales_each_engine_by_its_factor():
     target = load_target("rpi4")
     plain = build_problem(graph, target, CostModel(target))
     model = CostModel(target)
-    model.segment_factors = {ORT: {"a72:1": 0.5}, NATIVE: {"a72:1": 2.0}}
+    model.segment_factors = {ONNXRUNTIME: {"a72:1": 0.5}, NATIVE: {"a72:1": 2.0}}
     scaled = build_problem(graph, target, model)
     col = [c.cores for c in plain.configs].index(1)
     for a, b in zip(plain.layers, scaled.layers, strict=True):
         for k, name in enumerate(a.options):
-            want = 0.5 if name == ORT else 2.0
+            want = 0.5 if name == ONNXRUNTIME else 2.0
             assert b.ms[k, col] == pytest.approx(a.ms[k, col] * want)
     assert model.digest() != CostModel(target).digest()  # lockfiles see the calibration
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgedeploy import api, zoo
-from edgedeploy.generator import BuildInput, PlanInput, StageInput, build_bundle
+from edgedeploy.generator import BuildInput, PlanConfig, StageConfig, build_bundle
 from edgedeploy.runtime.executor import default_choice
 
 
@@ -21,10 +21,11 @@ def small_build(tmp: Path, family: str = "linux") -> tuple[BuildInput, object, P
     n = len(graph.layers)
     choices = {layer.name: default_choice(layer) for layer in graph.layers}
     for layer in graph.layers[n // 2:n // 2 + 2]:
-        choices[layer.name] = "ort"
-    two = PlanInput("plan0", (StageInput(0, n // 2, (0,)), StageInput(n // 2, n, (0,))),
+        choices[layer.name] = "onnxruntime"
+    two = PlanConfig("plan0", (StageConfig("stage0", 0, n // 2, cpus=(0,)),
+                               StageConfig("stage1", n // 2, n, cpus=(0,))),
                     choices, {"throughput_fps": 100.0, "latency_ms": 5.0})
-    one = PlanInput("plan1", (StageInput(0, n, (0,), replicas=2),), {}, {})
+    one = PlanConfig("plan1", (StageConfig("stage0", 0, n, cpus=(0,), replicas=2),), {}, {})
     return BuildInput("tiny", "local", family, (two, one)), graph, model
 
 

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from edgedeploy.generator.context import BuildInput, PlanInput, StageInput, render_context
+from edgedeploy.generator.context import BuildInput, render_context
 from edgedeploy.generator.render import render_all, template_name
 from edgedeploy.resources import templates_dir
+from edgedeploy.runtime.runner_config import PlanConfig, StageConfig
 
 
 def _ctx(family: str):
-    build = BuildInput("cam", "board", family, (PlanInput("p", (StageInput(0, 3, (0, 1)),)),))
+    plan = PlanConfig("p", (StageConfig("s0", 0, 3, cpus=(0, 1)),), {})
+    build = BuildInput("cam", "board", family, (plan,))
     return render_context(build, 2, "0.0")
 
 
@@ -49,7 +51,7 @@ def test_linux_has_no_board_specific_setup() -> None:
 
 def test_unknown_family_is_a_clean_error() -> None:
     with pytest.raises(Exception, match="unknown template family"):
-        BuildInput("x", "t", "windows", (PlanInput("p", (StageInput(0, 1),)),))
+        BuildInput("x", "t", "windows", (PlanConfig("p", (StageConfig("s0", 0, 1),), {}),))
 
 
 def _make(*args: str) -> subprocess.CompletedProcess:

@@ -51,14 +51,14 @@ def test_deny_list_removes_a_family_and_allow_list_restricts_conv_primitives():
         return
     for i, layer in enumerate(p.layers):
         names = {layer.options[o] for o in sel.choice[i]}
-        assert names <= {"direct/nchw", "im2col_gemm/nchw", "fft/nchw", "ort"}
+        assert names <= {"direct/nchw", "im2col_gemm/nchw", "fft/nchw", "onnxruntime"}
 
 
 def test_selection_under_allow_deny_equals_brute_force_over_allowed_options():
     rng = np.random.default_rng(11)
     p = random_problem(rng, 6, n_options=4, dag=True)
-    masks = option_mask(p, deny=["ort"])
-    np.testing.assert_allclose(select(p, deny=["ort"]).total_ms, brute_select(p, masks))
+    masks = option_mask(p, deny=["onnxruntime"])
+    np.testing.assert_allclose(select(p, deny=["onnxruntime"]).total_ms, brute_select(p, masks))
 
 
 def test_memory_bound_excludes_primitives_with_too_much_workspace():

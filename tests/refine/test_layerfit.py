@@ -34,7 +34,7 @@ def _ctx(graph, board: str, deny: tuple[str, ...]):
 @pytest.fixture(scope="module")
 def ctx(small_graph):
     """Native primitives only (onnxruntime denied): the plan uses gemm_1x1 on many layers."""
-    return _ctx(small_graph, "rpi4", ("ort",))
+    return _ctx(small_graph, "rpi4", ("onnxruntime",))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def _victim(ctx, plan) -> tuple[int, str, float]:
         fams = [family(plan.choices[i]) for i in range(s.start, s.stop)]
         for i in range(s.start, s.stop):
             ch, opts = plan.choices[i], p.layers[i].options
-            if ch == "ort" or fams.count(family(ch)) < 4:
+            if ch == "onnxruntime" or fams.count(family(ch)) < 4:
                 continue
             alts = [o for o in ctx.space.options_on(i, s.cluster) if o != ch]
             if not alts:
@@ -170,7 +170,7 @@ def test_twin_answers_per_layer_times_for_every_stage(tx2, small_graph):
         assert all(a < b and ms > 0 for a, b, ms in entries)
         assert all(e[1] == n[0] for e, n in itertools.pairwise(entries))
         for a, b, ms in entries:  # one step per layer, except onnxruntime segments
-            assert b - a == 1 or all(plan.choices[i] == "ort" for i in range(a, b))
+            assert b - a == 1 or all(plan.choices[i] == "onnxruntime" for i in range(a, b))
             true = sum(dev.truth.layer_time(i, plan.choices[i], s.cluster, s.cores)
                        for i in range(a, b))
             assert abs(np.log(ms / true)) < 0.5

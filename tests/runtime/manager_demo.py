@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy import api
-from edgedeploy.generator import BuildInput, PlanInput, StageInput, build_bundle
+from edgedeploy.generator import BuildInput, PlanConfig, StageConfig, build_bundle
 from edgedeploy.runtime.executor import default_choice
 
 SOURCE_MODULE = '''"""Frames whose channel 0 holds their sequence index (the frame-order tests)."""
@@ -76,7 +76,8 @@ def seq_bundle(tmp: Path, plans: dict[str, list[tuple[int, int, tuple[int, ...],
     n = len(graph.layers)
     choices = {layer.name: default_choice(layer) for layer in graph.layers}
     build = BuildInput("seq", "local", "linux", tuple(
-        PlanInput(name, tuple(StageInput(a, n if b < 0 else b, cpus, r) for a, b, cpus, r in st),
+        PlanConfig(name, tuple(StageConfig(f"stage{k}", a, n if b < 0 else b, cpus=cpus, replicas=r)
+                               for k, (a, b, cpus, r) in enumerate(st)),
                   choices, (predicted or {}).get(name, {}))
         for name, st in plans.items()))
     root = build_bundle(build, graph, model, tmp / "bundle").root

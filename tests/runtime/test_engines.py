@@ -45,11 +45,16 @@ def conv_model() -> bytes:
 X = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
 
 
-def test_registry_lists_onnxruntime_and_litert_and_both_import_here():
-    assert {"onnxruntime", "litert"} <= set(ENGINES)
-    assert {"onnxruntime", "litert"} <= set(available_engines())
-    assert "segment" in ENGINES["onnxruntime"].capabilities
-    assert "segment" not in ENGINES["litert"].capabilities
+def test_registry_holds_every_engine_with_its_declarations():
+    assert set(ENGINES) >= {"native", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt",
+                            "litert"}
+    assert {"native", "onnxruntime", "litert"} <= set(available_engines())
+    assert ENGINES["onnxruntime"].is_segment and ENGINES["litert"].is_segment
+    assert not ENGINES["native"].is_segment
+    assert ENGINES["litert"].formats == ("tflite",) and ENGINES["onnxruntime"].formats == ("onnx",)
+    assert ENGINES["onnxruntime-cuda"].on_gpu and ENGINES["onnxruntime-cuda"].providers == (
+        "CUDAExecutionProvider",)
+    assert "provider:TensorrtExecutionProvider" in ENGINES["onnxruntime-tensorrt"].requires
     assert engine_class("onnxruntime") is OrtSegment
 
 
@@ -178,7 +183,7 @@ def test_ops_and_engines_import_on_a_device_without_host_packages_or_backends():
         "from edgedeploy.runtime.ops import OPS\n"
         "from edgedeploy.runtime.engines import available_engines, engine_class\n"
         "from edgedeploy.runtime.errors import ExecutionError\n"
-        "assert available_engines() == [], available_engines()\n"
+        "assert available_engines() == ['native'], available_engines()\n"
         "try:\n"
         "    engine_class('onnxruntime')(b'')\n"
         "except ExecutionError as e:\n"

@@ -9,9 +9,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.errors import InputError
+from edgedeploy.importers.onnx_cut import extract_segment, segment_io
 from edgedeploy.runtime.engines.onnxruntime import OrtSegment
 from edgedeploy.runtime.ir import Descriptor, Graph, Layer, TensorInfo
-from edgedeploy.segments import extract_segment, segment_io
 
 
 def branching_model() -> onnx.ModelProto:

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from edgedeploy import execute, zoo
 from edgedeploy.errors import ExecutionError
 from edgedeploy.importers import load_model
+from edgedeploy.importers.segments import segment_provider
 from edgedeploy.runtime import ir, primitives
-from edgedeploy.runtime.executor import ORT, GraphExecutor, max_rel_error, random_inputs
+from edgedeploy.runtime.executor import ONNXRUNTIME, GraphExecutor, max_rel_error, random_inputs
 from edgedeploy.runtime.stages import GraphStage, plan_stage_io
-from edgedeploy.segments import SegmentCutter
 from edgedeploy.testing.tflite_builder import TFLiteBuilder, he_weights
 
 
@@ -26,7 +26,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = {name: zoo.export(name, root / f"{name}.onnx", size=size)
              for name, size in sizes.items()}
     graphs = {name: load_model(path) for name, path in paths.items()}
-    return {name: (path, graphs[name], SegmentCutter.for_graph(graphs[name], path))
+    return {name: (path, graphs[name], segment_provider(graphs[name], path))
             for name, path in paths.items()}
 
 
@@ -42,9 +42,9 @@ def test_random_mixed_primitive_choice_matches_onnxruntime(models, name, data) -
     choices = {}
     for layer in graph.layers:
         if layer.op == ir.CONV2D:
-            options = [p.name for p in primitives.applicable(layer.descriptor)] + [ORT]
+            options = [p.name for p in primitives.applicable(layer.descriptor)] + [ONNXRUNTIME]
         else:
-            options = ["native", ORT] if layer.op != ir.OPAQUE else [ORT]
+            options = ["native", ONNXRUNTIME] if layer.op != ir.OPAQUE else [ONNXRUNTIME]
         choices[layer.name] = data.draw(st.sampled_from(sorted(options)), label=layer.name)
     ex = GraphExecutor(graph, choices, segment_provider=cutter)
     feeds = random_inputs(graph, seed=3)
@@ -78,7 +78,7 @@ def test_a_primitive_that_does_not_apply_is_refused_with_the_alternatives(models
 def test_ort_layers_without_a_segment_source_are_a_clear_error(models) -> None:
     graph = models["resnet18"][1]
     with pytest.raises(ExecutionError, match="onnxruntime"):
-        GraphExecutor(graph, {graph.layers[0].name: ORT})
+        GraphExecutor(graph, {graph.layers[0].name: ONNXRUNTIME})
 
 
 def test_tflite_model_runs_natively_and_matches_litert(tmp_path: Path) -> None:

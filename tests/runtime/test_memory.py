@@ -12,9 +12,9 @@ import pytest
 
 from edgedeploy import zoo
 from edgedeploy.importers import load_model
+from edgedeploy.importers.segments import segment_provider
 from edgedeploy.runtime.executor import GraphExecutor, random_inputs
 from edgedeploy.runtime.runner_config import NpzWeights
-from edgedeploy.segments import SegmentCutter
 
 
 class _Handing(Mapping[str, np.ndarray]):
@@ -45,7 +45,7 @@ def resnet(tmp_path_factory: pytest.TempPathFactory) -> tuple:
 def _choices(graph) -> dict[str, str]:
     convs = [layer for layer in graph.layers if layer.op == "conv2d"]
     return {convs[0].name: "im2col_gemm/nchw", convs[1].name: "winograd_f4x3/nchw",
-            **{layer.name: "ort" for layer in convs[2:]}}
+            **{layer.name: "onnxruntime" for layer in convs[2:]}}
 
 
 def test_executor_keeps_no_raw_weights_of_packed_or_onnxruntime_layers(resnet) -> None:
@@ -54,11 +54,11 @@ def test_executor_keeps_no_raw_weights_of_packed_or_onnxruntime_layers(resnet) -
     lazy = _Handing(original)
     graph.weights = lazy  # type: ignore[assignment]
     try:
-        ex = GraphExecutor(graph, _choices(graph), segment_provider=SegmentCutter.for_graph(
+        ex = GraphExecutor(graph, _choices(graph), segment_provider=segment_provider(
             graph, path))
         gc.collect()
         kept = {k for k, ref in lazy.handed if ref() is not None}
-        ort_keys = {k for step in ex.steps if step.kind == "ort"
+        ort_keys = {k for step in ex.steps if step.kind == "segment"
                     for layer in step.layers for k in layer.weights.values()}
         winograd = next(s for s in ex.steps if s.primitive and "winograd" in s.primitive.name)
         assert ort_keys and not kept & ort_keys  # the sessions hold their own copy
@@ -78,7 +78,7 @@ def test_weight_bytes_counts_onnxruntime_layers_without_loading_them(resnet, tmp
     assert all(lazy.nbytes_of(k) == graph.weights[k].nbytes for k in graph.weights)
     key = next(iter(graph.weights))
     np.testing.assert_array_equal(lazy[key], graph.weights[key])
-    eager = GraphExecutor(graph, _choices(graph), segment_provider=SegmentCutter.for_graph(
+    eager = GraphExecutor(graph, _choices(graph), segment_provider=segment_provider(
         graph, path))
     assert eager.weight_bytes() > 0
 

@@ -19,7 +19,7 @@ NATIVE_OPS = {"dense", "maxpool", "avgpool", "global_avgpool", "mean", "add", "m
               "pad", "resize", "softmax"}
 
 
-ort.set_default_logger_severity(3)  # empty slices make ORT warn about shape inference
+ort.set_default_logger_severity(3)  # empty slices make onnxruntime warn about shape inference
 
 
 def ort_run(nodes, feeds: dict[str, np.ndarray], outputs: list[str],

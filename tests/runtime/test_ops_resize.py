@@ -22,7 +22,7 @@ LINEAR_CTMS = ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "alig
                "asymmetric"]
 NEAREST_MODES = ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]
 
-ort.set_default_logger_severity(3)  # tf_half_pixel_for_nn is deprecated: ORT warns per session
+ort.set_default_logger_severity(3)  # tf_half_pixel_for_nn: deprecated, warns per session
 
 
 def ort_resize(x: np.ndarray, attrs: dict, scales=None, sizes=None) -> np.ndarray:

@@ -7,9 +7,9 @@ import pytest
 
 from edgedeploy import execute
 from edgedeploy.importers import load_model
+from edgedeploy.importers.segments import segment_provider
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import GraphExecutor, max_rel_error, random_inputs
-from edgedeploy.segments import SegmentCutter
 from edgedeploy.testing import thirdparty
 
 
@@ -33,7 +33,7 @@ def test_imports_with_concrete_shapes_and_real_conv_layers(real_model) -> None:
 
 def test_runs_natively_and_matches_the_reference_runtime(real_model) -> None:
     spec, path, graph = real_model
-    cutter = SegmentCutter.for_graph(graph, path) if graph.source["format"] == "onnx" else None
+    cutter = segment_provider(graph, path)
     feeds = random_inputs(graph, seed=5)
     got = GraphExecutor(graph, segment_provider=cutter).run(feeds)
     name, ref = execute.reference_outputs(graph, feeds)

@@ -14,7 +14,7 @@ from edgedeploy.twins import TwinDevice, twin_target
 
 def _variant(dev: TwinDevice) -> str:
     n = len(dev.graph.layers)
-    choices = {layer.name: "ort" for layer in dev.graph.layers}
+    choices = {layer.name: "onnxruntime" for layer in dev.graph.layers}
     stages = [{"start": 0, "stop": n // 2, "cpus": [4], "replicas": 1, "cluster": "big",
                "cores": 1},
               {"start": n // 2, "stop": n, "cpus": [0, 1], "replicas": 1, "cluster": "little",
@@ -43,7 +43,7 @@ def test_every_answer_says_it_is_simulated(small_graph):
     n = len(small_graph.layers)
     cfg = json.dumps({"stages": [{"start": 0, "stop": n, "cpus": [0, 1], "replicas": 1,
                                   "cluster": "a72", "cores": 2}],
-                      "choices": {layer.name: "ort" for layer in small_graph.layers}})
+                      "choices": {layer.name: "onnxruntime" for layer in small_graph.layers}})
     data = json.loads(dev.run(_argv(cfg)))
     assert data["simulated"] is True and data["throughput_fps"] > 0
     assert twin_target("rpi4").simulated and twin_target("rpi4").fingerprint.startswith("sim-")

@@ -35,7 +35,7 @@ def test_budget_counts_simulated_device_seconds():
                           clock=measure.clock)
     assert 3.0 <= measure.clock() < 3.0 + 1.0  # stops at the simulated budget, not wall time
     assert any(s.config.is_gpu for s in samples)  # a twin profiles its GPU (ort) too
-    assert all(s.primitive == "ort" for s in samples if s.config.is_gpu)
+    assert all(s.primitive == "onnxruntime" for s in samples if s.config.is_gpu)
 
 
 def test_cli_profiles_a_twin_into_its_own_simulated_profile(tmp_path, monkeypatch, capsys):

@@ -18,10 +18,17 @@ import numpy as np
 from edgedeploy.errors import InputError
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.affinity import available_cpus
-from edgedeploy.runtime.executor import ORT, default_choice, max_rel_error
-from edgedeploy.runtime.stages import GraphStage, StageIO, ort_segments_needed
+from edgedeploy.runtime.executor import default_choice, max_rel_error
+from edgedeploy.runtime.stages import (
+    GraphStage,
+    SegmentKey,
+    StageIO,
+    segment_key,
+    segments_needed,
+)
+from edgedeploy.runtime.vocab import ONNX
 
-SegmentMap = dict[tuple[tuple[str, ...], tuple[str, ...]], bytes]
+SegmentMap = dict[SegmentKey, bytes]
 
 
 @dataclass
@@ -80,17 +87,21 @@ def primitive_mix(choices: Mapping[str, str]) -> dict[str, int]:
 
 # --- choices and splits -----------------------------------------------------------------------
 def resolve_choices(graph: ir.Graph, primitive: str = "auto") -> dict[str, str]:
-    """``auto``: the runtime default per layer; ``ort``: onnxruntime everywhere; a primitive name
-    (``winograd_f4x3`` or ``winograd_f4x3/nchw``): that primitive wherever it applies."""
+    """``auto``: the runtime default per layer; a segment engine (``onnxruntime``, ``litert``):
+    every layer through it; a primitive name (``winograd_f4x3`` or ``winograd_f4x3/nchw``):
+    that primitive wherever it applies."""
     from edgedeploy.runtime import primitives
+    from edgedeploy.runtime.engines import ENGINES, is_segment_choice
 
+    fmt = str(graph.source.get("format") or ONNX)
     if primitive == "auto":
-        return {layer.name: default_choice(layer) for layer in graph.layers}
-    if primitive == ORT:
-        if graph.source.get("format") != "onnx":
-            raise InputError("--primitive ort needs an ONNX model",
-                             hint="TFLite models run natively or whole through LiteRT")
-        return {layer.name: ORT for layer in graph.layers}
+        return {layer.name: default_choice(layer, fmt) for layer in graph.layers}
+    if is_segment_choice(primitive):
+        if fmt not in ENGINES[primitive].formats:
+            raise InputError(f"--primitive {primitive} cannot run a {fmt} model",
+                             hint="engines for it: " + ", ".join(
+                                 n for n, s in sorted(ENGINES.items()) if fmt in s.formats))
+        return {layer.name: primitive for layer in graph.layers}
     names = primitives.names()
     full = primitive if "/" in primitive else f"{primitive}/nchw"
     if full not in names:
@@ -99,12 +110,13 @@ def resolve_choices(graph: ir.Graph, primitive: str = "auto") -> dict[str, str]:
         close = difflib.get_close_matches(full, names, n=1)
         raise InputError(f"unknown primitive {primitive!r}" + (
             f" (did you mean {close[0]!r}?)" if close else ""),
-            hint="one of: auto, ort, " + ", ".join(n for n in names if not n.startswith("layout")))
+            hint="one of: auto, onnxruntime, litert, "
+            + ", ".join(n for n in names if not n.startswith("layout")))
     prim = primitives.get(full)
     choices = {}
     for layer in graph.layers:
         use = layer.op == ir.CONV2D and prim.applies(layer.descriptor)
-        choices[layer.name] = full if use else default_choice(layer)
+        choices[layer.name] = full if use else default_choice(layer, fmt)
     return choices
 
 
@@ -160,17 +172,14 @@ def parse_cores(text: str | None, stages: int) -> list[tuple[int, ...]]:
 # --- ONNX segments and references ------------------------------------------------------------
 def segments_for(graph: ir.Graph, ios: Sequence[StageIO], choices: Mapping[str, str],
                  model_path: str | Path | None) -> SegmentMap:
-    """Every onnxruntime segment the stages need, cut from the source ONNX model."""
-    wanted = [seg for io in ios for seg in ort_segments_needed(graph, io, choices)]
+    """Every engine segment the stages need, cut from the source model."""
+    wanted = [seg for io in ios for seg in segments_needed(graph, io, choices)]
     if not wanted:
         return {}
-    if graph.source.get("format") != "onnx" or model_path is None:
-        raise InputError("some layers need onnxruntime but the model is not ONNX",
-                         hint="choose native primitives, or run the .tflite whole through LiteRT")
-    from edgedeploy.segments import SegmentCutter
+    from edgedeploy.importers.segments import segment_provider
 
-    cut = SegmentCutter.for_graph(graph, model_path)
-    return {(tuple(i), tuple(o)): cut(list(i), list(o)) for i, o in wanted}
+    provide = segment_provider(graph, model_path)
+    return {segment_key(e, i, o): provide(e, list(i), list(o)) for e, i, o in wanted}
 
 
 def litert_feeds(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -34,7 +34,7 @@ def _ort_conv(d: ir.Descriptor, weights: dict[str, np.ndarray], threads: int) ->
 
 
 def candidates(d: ir.Descriptor, threads: int, seed: int = 0) -> dict[str, Callable[[], object]]:
-    """Zero-argument callables, one per applicable primitive plus ``ort``, on shared inputs."""
+    """Zero-argument callables, one per applicable primitive and onnxruntime, shared inputs."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((d.n, d.c_in, d.h, d.w)).astype(np.float32)
     weights = {
@@ -44,7 +44,7 @@ def candidates(d: ir.Descriptor, threads: int, seed: int = 0) -> dict[str, Calla
         "bias": rng.standard_normal(d.c_out).astype(np.float32),
     }
     ort_fn = _ort_conv(d, weights, threads)
-    out: dict[str, Callable[[], object]] = {"ort": lambda: ort_fn(x)}
+    out: dict[str, Callable[[], object]] = {"onnxruntime": lambda: ort_fn(x)}
     x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     for p in primitives.applicable(d):
         packed = p.transform_weights(d, weights)
@@ -69,7 +69,7 @@ def time_candidates(cands: dict[str, Callable[[], object]], runs: int) -> dict[s
 
 def bench_layers(graph: ir.Graph, *, threads: int = 1, runs: int | None = None,
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Time each distinct conv layer of ``graph``; JSON-ready result with ratios vs ``ort``."""
+    """Time each distinct conv layer of ``graph``; JSON-ready, with ratios vs onnxruntime."""
     seen: dict[tuple, str] = {}
     layers = []
     for layer in graph.layers:
@@ -88,7 +88,7 @@ def bench_layers(graph: ir.Graph, *, threads: int = 1, runs: int | None = None,
                 progress(f"[{k + 1}/{len(layers)}] {name}")
             n = runs or (3 if d.macs > 1e9 else 5 if d.macs > 2e8 else 9)
             times = time_candidates(candidates(d, threads), n)
-            ratios = {p: times["ort"] / t for p, t in times.items() if p != "ort"}
+            ratios = {p: times["onnxruntime"] / t for p, t in times.items() if p != "onnxruntime"}
             best = min(times, key=times.__getitem__)
             rows.append({"name": name, "descriptor": d.to_dict(), "times_ms": times,
                          "ratio_vs_ort": ratios, "best": best})

@@ -75,21 +75,24 @@ def write_stage_bundle(graph: ir.Graph, choices: Mapping[str, str],
                        segment_provider: SegmentProvider | None, out_dir: str | Path) -> Path:
     """A minimal runner bundle (one single-stage plan) in the layout ``build_stage`` reads:
     ``app/config.json``, ``app/graph.json``, ``app/weights.npz``, ``app/segments/<k>.onnx``."""
+    from edgedeploy.runtime.engines import engine_spec
     from edgedeploy.runtime.runner_config import CONFIG_PATH
-    from edgedeploy.runtime.stages import StageIO, ort_segments_needed
+    from edgedeploy.runtime.stages import StageIO, segments_needed
 
     root = Path(out_dir)
     graph.save(root / "app")
     io = StageIO(0, len(graph.layers), (), ())
     segments = []
-    for k, (ins, outs) in enumerate(ort_segments_needed(graph, io, choices)):
+    for k, (engine, ins, outs) in enumerate(segments_needed(graph, io, choices)):
         if segment_provider is None:
-            raise ValueError("the choices run layers on onnxruntime: give a segment provider")
-        model = segment_provider(ins, outs)
+            raise ValueError(f"the choices run layers on {engine}: give a segment provider")
+        model = segment_provider(engine, ins, outs)
         data = model if isinstance(model, bytes) else Path(model).read_bytes()
+        fmt = engine_spec(engine).segment_format
         (root / "app" / "segments").mkdir(parents=True, exist_ok=True)
-        (root / "app" / "segments" / f"{k}.onnx").write_bytes(data)
-        segments.append({"inputs": ins, "outputs": outs, "file": f"app/segments/{k}.onnx"})
+        (root / "app" / "segments" / f"{k}.{fmt}").write_bytes(data)
+        segments.append({"format": fmt, "inputs": ins, "outputs": outs,
+                         "file": f"app/segments/{k}.{fmt}"})
     stage = {"name": "stage0", "start": 0, "stop": len(graph.layers), "cpus": []}
     config = {"schema_version": 1, "name": graph.name or "model", "active": "memory",
               "graph": "app/graph.json", "weights": "app/weights.npz", "segments": segments,

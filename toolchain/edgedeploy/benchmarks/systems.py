@@ -16,7 +16,7 @@ import numpy as np
 from edgedeploy import execute
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.affinity import available_cpus
-from edgedeploy.runtime.executor import ORT
+from edgedeploy.runtime.executor import ONNXRUNTIME
 
 Frame = Callable[[int], list[np.ndarray]]
 
@@ -107,9 +107,9 @@ def ort_replicas(graph: ir.Graph, model_path: Path, cpus: Sequence[int] | None =
 
     cpus = tuple(cpus or available_cpus())
     io = plan_stage_io(graph, [])[0]
-    plans = [execute.StagePlan(io=io, cpus=cpus, replicas=len(cpus), name="ort")]
+    plans = [execute.StagePlan(io=io, cpus=cpus, replicas=len(cpus), name="onnxruntime")]
     return pipelined("ort_replicas", f"onnxruntime, {len(cpus)} one-thread replicas", graph,
-                     plans, {layer.name: ORT for layer in graph.layers}, model_path)
+                     plans, {layer.name: ONNXRUNTIME for layer in graph.layers}, model_path)
 
 
 def litert_all_cores(graph: ir.Graph, model_path: Path, threads: int | None = None) -> System:

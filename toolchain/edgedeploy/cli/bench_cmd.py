@@ -77,7 +77,7 @@ def _render_layers(data: dict) -> None:
         shape = (f"{d['c_in']}->{d['c_out']} {d['h']}x{d['w']} k{d['kernel_h']} "
                  f"s{d['stride_h']} g{d['groups']}")
         best = layer["best"]
-        rows.append([layer["name"], shape, layer["times_ms"]["ort"], best,
+        rows.append([layer["name"], shape, layer["times_ms"]["onnxruntime"], best,
                      layer["times_ms"][best], layer["ratio_vs_ort"].get(best, 1.0)])
     output.table(f"{data['model']}: conv layers, {data['threads']} thread(s)",
-                 ["layer", "shape", "ort ms", "best", "best ms", "x vs ort"], rows)
+                 ["layer", "shape", "onnxruntime ms", "best", "best ms", "x vs onnxruntime"], rows)

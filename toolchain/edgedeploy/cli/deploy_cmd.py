@@ -10,6 +10,7 @@ import typer
 
 from edgedeploy.cli import output
 from edgedeploy.deploy import api
+from edgedeploy.deploy.doctor import DoctorReport
 from edgedeploy.deploy.fleet import DeployResult
 from edgedeploy.deploy.transport import TransportOptions
 from edgedeploy.errors import EdgeDeployError, InputError
@@ -167,12 +168,14 @@ def releases_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
 
 def doctor_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
                python: str = typer.Option("python3", "--python", help="Python on the board."),
-               require: list[str] = typer.Option(["numpy"], "--require",
-                                                 help="Distributions the bundle needs."),
+               require: list[str] = typer.Option(
+                   ["numpy"], "--require", help="What the bundle needs: a distribution name, or "
+                   "provider:<Name> for an onnxruntime execution provider."),
                as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
-    """Show what each host has (architecture, Python, numpy, onnxruntime, LiteRT) and lacks.
+    """Show what each host has (architecture, Python, numpy, onnxruntime and its execution
+    providers, LiteRT) and lacks.
 
-    Example: edgedeploy doctor --target jetson
+    Example: edgedeploy doctor --target jetson --require provider:CUDAExecutionProvider
     """
     reports = api.doctor(resolve_cli_target(manifest, target), python=python,
                          requires=tuple(require), access=_access(accept_new))
@@ -181,9 +184,17 @@ def doctor_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
                           "hosts": [r.to_dict() for r in reports]})
     else:
         output.table(f"doctor {target}",
-                     ["host", "arch", "python", "numpy", "onnxruntime", "litert", "missing"],
+                     ["host", "arch", "python", "numpy", "onnxruntime", "providers", "litert",
+                      "missing"],
                      [[r.host, r.arch or "-", r.python or "-", r.numpy or "-",
-                       r.onnxruntime or "-", r.litert or "-", "; ".join(r.missing) or "nothing"]
-                      for r in reports])
+                       r.onnxruntime or "-", _providers(r), r.litert or "-",
+                       "; ".join(r.missing) or "nothing"] for r in reports])
     if not all(r.ok for r in reports):
         raise EdgeDeployError("some hosts lack what a bundle needs (see `missing`)")
+
+
+def _providers(report: DoctorReport) -> str:
+    """The providers cell: what onnxruntime offers, or why it could not say."""
+    if report.providers is not None:
+        return ", ".join(report.providers) or "none"
+    return f"- ({report.providers_error})" if report.providers_error else "-"

@@ -74,6 +74,11 @@ def _render(r) -> None:
                  f"objective {d['objective']}",
                  ["stage", "layers", "config", "cpus", "replicas", "primitive mix",
                   "predicted ms"], rows, justify={"predicted ms": "right"})
+    for s in d["stages"]:
+        if not s.get("verified", True):
+            output.info(f"{s['name']} runs on {s['engine']} (device {s['device_id']}, feeding "
+                        f"core {','.join(map(str, s['cpus'])) or '-'}; needs "
+                        f"{', '.join(s['providers'])}): unverified until measured on the board")
     p = d["predicted"]
     rows = [["edgedeploy plan", p["throughput_fps"], p["latency_ms"], p["energy_mj"]]]
     rows += [[name, b["predicted"]["throughput_fps"], b["predicted"]["latency_ms"],

@@ -14,7 +14,8 @@ def register(app: typer.Typer) -> None:
     def run(
         source: Path = typer.Argument(..., help="An .onnx/.tflite model or a .plan.json lockfile."),
         primitive: str = typer.Option("auto", "--primitive", "-p",
-                                      help="auto, ort, or a conv primitive (e.g. winograd_f4x3)."),
+                                      help="auto, onnxruntime, or a conv primitive "
+                                      "(e.g. winograd_f4x3)."),
         stages: int = typer.Option(1, "--stages", help="Pipeline stages (FLOP-balanced split)."),
         cores: str = typer.Option(None, "--cores",
                                   help="Cores per stage: '0:1' (stage 0 on 0, stage 1 on 1)."),

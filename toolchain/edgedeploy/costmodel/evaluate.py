@@ -22,7 +22,7 @@ import numpy as np
 
 from edgedeploy.costmodel import shapes as shapes_mod
 from edgedeploy.costmodel.configs import CoreConfig, core_configs
-from edgedeploy.costmodel.model import CostModel, candidates
+from edgedeploy.costmodel.model import CostModel
 from edgedeploy.costmodel.profile import (
     Profile,
     ProfileError,
@@ -31,7 +31,13 @@ from edgedeploy.costmodel.profile import (
     profile_target,
     read_profile,
 )
-from edgedeploy.costmodel.profiler import LocalMeasure, Measure, Progress, run_profile
+from edgedeploy.costmodel.profiler import (
+    LocalMeasure,
+    Measure,
+    Progress,
+    measurable,
+    run_profile,
+)
 from edgedeploy.schemas.target import Target
 
 DEFAULT_BUDGET_S = 60.0
@@ -89,7 +95,7 @@ def ensure_fit_sample(target: Target, profile: Profile, budget_s: float | None,
             for s in profile.select("fit")}
     # continue where earlier runs stopped: shapes fully measured move to the end
     fresh = [d for d in todo if not any((shapes_mod.shape_key(d), p, c) in done
-                                        for p in candidates(d) for c in core_configs(target))]
+                                        for p in measurable(d) for c in core_configs(target))]
     order = fresh + [d for d in todo if d not in fresh]
     new = run_profile(target, order, budget_s or DEFAULT_BUDGET_S, measure, "fit", progress)
     profile.append(new)

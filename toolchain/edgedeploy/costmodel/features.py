@@ -14,6 +14,7 @@ import numpy as np
 
 from edgedeploy.costmodel.configs import CF
 from edgedeploy.runtime import ir
+from edgedeploy.runtime.vocab import LITERT, NATIVE, ONNXRUNTIME
 
 #: Columns of :func:`descriptor_matrix`.
 DESC_FIELDS = ("n", "c_in", "h", "w", "c_out", "h_out", "w_out", "kernel_h", "kernel_w",
@@ -24,14 +25,17 @@ DF = {name: i for i, name in enumerate(DESC_FIELDS)}
 #: Conv families the prior knows; a registered primitive of another family is priced as ``direct``.
 CONV_FAMILIES = ("direct", "im2col_gemm", "gemm_1x1", "winograd_f2x3", "winograd_f4x3", "fft",
                  "depthwise")
-ORT = "ort"
-NATIVE = "native"
+
 LAYOUTS = ("nchw", "nhwc")
 #: Every primitive key with its own learned correction, in a fixed order (one-hot columns).
-PRIMITIVE_KEYS = (*(f"{f}/{lay}" for f in CONV_FAMILIES for lay in LAYOUTS), ORT, NATIVE)
+PRIMITIVE_KEYS = (*(f"{f}/{lay}" for f in CONV_FAMILIES for lay in LAYOUTS), ONNXRUNTIME, NATIVE,
+                  LITERT)
 PK = {name: i for i, name in enumerate(PRIMITIVE_KEYS)}
-#: Family of each key: conv families first, then ort, native.
-FAMILIES = (*CONV_FAMILIES, ORT, NATIVE)
+#: Family of each key: conv families first, then the engines (onnxruntime, native, litert).
+FAMILIES = (*CONV_FAMILIES, ONNXRUNTIME, NATIVE, LITERT)
+#: Segment engines of the CPU, priced alike by the prior (vendor GEMM/conv kernels with fusion:
+#: MLAS for onnxruntime, XNNPACK for LiteRT); calibration separates them per board.
+CPU_ENGINE_FAMILIES = (ONNXRUNTIME, LITERT)
 KEY_FAMILY = np.array([FAMILIES.index(k.split("/")[0]) for k in PRIMITIVE_KEYS])
 KEY_NHWC = np.array([k.endswith("/nhwc") for k in PRIMITIVE_KEYS], dtype=np.float64)
 

@@ -18,8 +18,8 @@ import numpy as np
 from edgedeploy.costmodel import prior as prior_mod
 from edgedeploy.costmodel.configs import CoreConfig, config_matrix, core_configs
 from edgedeploy.costmodel.features import (
+    CPU_ENGINE_FAMILIES,
     NATIVE,
-    ORT,
     descriptor_matrix,
     feature_matrix,
     neighbour_coords,
@@ -41,15 +41,17 @@ def _noise_weights(spread: np.ndarray) -> np.ndarray:
 
 
 def candidates(d: ir.Descriptor) -> list[str]:
-    """Primitive names a layer can run with: applicable conv primitives + ``ort``; other ops
-    ``native`` (where implemented) + ``ort``."""
+    """Choices a layer can run with: applicable conv primitives (other ops: ``native``), plus
+    the CPU segment engines. Which engines a board and a model format allow is the planner's
+    filter (``planner.adapter``); the GPU is priced as onnxruntime's kernels on ``gpu:1``."""
+    engines = list(CPU_ENGINE_FAMILIES)
     if d.op == ir.CONV2D:
         from edgedeploy.runtime import primitives
 
-        return [p.name for p in primitives.applicable(d)] + [ORT]
+        return [p.name for p in primitives.applicable(d)] + engines
     if d.op == ir.OPAQUE:
-        return [ORT]
-    return [NATIVE, ORT]
+        return engines
+    return [NATIVE, *engines]
 
 
 @dataclass
@@ -123,9 +125,12 @@ class CostModel:
         return model
 
     def segment_factor(self, engine: str, config: CoreConfig) -> float:
-        """Multiplier for per-layer predictions of ``engine`` ("ort"/"native") run whole."""
+        """Multiplier for per-layer predictions of ``engine`` run whole (a CPU segment engine
+        never measured here takes onnxruntime's: both fuse inside a segment)."""
         from edgedeploy.costmodel.segments import factor
 
+        if engine in CPU_ENGINE_FAMILIES and engine not in self.segment_factors:
+            engine = CPU_ENGINE_FAMILIES[0]
         return factor(self.segment_factors, engine, config)
 
     @classmethod

@@ -35,13 +35,22 @@ from __future__ import annotations
 import numpy as np
 
 from edgedeploy.costmodel.configs import CF
-from edgedeploy.costmodel.features import DF, FAMILIES, KEY_FAMILY, KEY_NHWC, counts
+from edgedeploy.costmodel.features import (
+    CPU_ENGINE_FAMILIES,
+    DF,
+    FAMILIES,
+    KEY_FAMILY,
+    KEY_NHWC,
+    counts,
+)
 
 #: (gemm efficiency, parallel fraction, calls per run) by family, in FAMILIES order.
 GEMM_EFF = {"direct": 0.55, "im2col_gemm": 0.70, "gemm_1x1": 0.70, "winograd_f2x3": 0.60,
-            "winograd_f4x3": 0.60, "fft": 0.05, "depthwise": 0.0, "ort": 0.75, "native": 0.5}
+            "winograd_f4x3": 0.60, "fft": 0.05, "depthwise": 0.0, "onnxruntime": 0.75,
+            "native": 0.5, "litert": 0.75}
 PARALLEL = {"direct": 0.95, "im2col_gemm": 0.95, "gemm_1x1": 0.95, "winograd_f2x3": 0.95,
-            "winograd_f4x3": 0.95, "fft": 0.0, "depthwise": 0.0, "ort": 0.90, "native": 0.0}
+            "winograd_f4x3": 0.95, "fft": 0.0, "depthwise": 0.0, "onnxruntime": 0.90, "native": 0.0,
+            "litert": 0.90}
 FFT_EFF = 0.08
 GPU_EFF = 0.35
 #: Python + numpy dispatch cost of one numpy call at 2 GHz, and of entering a primitive.
@@ -78,7 +87,7 @@ def _family_terms(dm: np.ndarray, fam: np.ndarray) -> dict[str, np.ndarray]:
 
     flops, p, taps, cig, cog = k["flops"], k["pixels"], k["taps"], k["cig"], k["cog"]
     io = k["bytes_in"] + k["bytes_out"]
-    for name in ("direct", "im2col_gemm", "gemm_1x1", "ort"):
+    for name in ("direct", "im2col_gemm", "gemm_1x1", *CPU_ENGINE_FAMILIES):
         s = sel(name)
         gemm[s], m_[s], n_[s] = flops[s], cog[s], p[s]
         k_[s] = cig[s] * (1 if name in ("direct", "gemm_1x1") else taps[s])
@@ -112,7 +121,7 @@ def _family_terms(dm: np.ndarray, fam: np.ndarray) -> dict[str, np.ndarray]:
     dram[dense] = k["bytes_w"][dense]
     copy[s & ~dense] = io[s & ~dense]
     calls[s] = 3.0
-    s = sel("ort")
+    s = sel(CPU_ENGINE_FAMILIES[0]) | sel(CPU_ENGINE_FAMILIES[1])
     dram[s] = io[s] + k["bytes_w"][s]
     calls[s] = 1.0
     # onnxruntime runs depthwise convs with a dedicated channel-vectorised kernel, not a GEMM of
@@ -143,7 +152,8 @@ def prior_ms(dm: np.ndarray, keys: np.ndarray, cm: np.ndarray) -> np.ndarray:
                            0.0)
     roof = np.maximum(compute, t["dram"] / bw)  # FLOP / GFLOPS = ns; bytes / (GB/s) = ns
     copy_bw = np.minimum(bw, freq_ghz * COPY_BYTES_PER_CYCLE) * _cache_factor(t["copy"], cm)
-    copy_speed = np.where(names[fam] == "ort", copy_bw * speedup, copy_bw)
+    engine = np.isin(names[fam], CPU_ENGINE_FAMILIES)
+    copy_speed = np.where(engine, copy_bw * speedup, copy_bw)
     ns = (roof + t["serial"] / (core_gflops * FFT_EFF) + t["copy"] / copy_speed
           + (t["calls"] * CALL_US + BASE_US) * 1000.0 * (2.0 / np.maximum(freq_ghz, 0.1)))
     ms = ns * 1e-6 * np.where(KEY_NHWC[keys] > 0, NHWC_PENALTY, 1.0)
@@ -160,7 +170,7 @@ def _gpu_ms(dm: np.ndarray, cm: np.ndarray, fam_names: np.ndarray) -> np.ndarray
     nbytes = k["bytes_in"] + k["bytes_out"] + k["bytes_w"]
     ns = np.maximum(flops / (cm[:, CF["peak_gflops"]] * GPU_EFF), nbytes / cm[:, CF["bw_gbps"]])
     ms = ns * 1e-6 + 0.03
-    return np.where(fam_names == "ort", ms, np.inf)
+    return np.where(fam_names == "onnxruntime", ms, np.inf)
 
 
 def layout_ms(elems: np.ndarray, cm: np.ndarray) -> np.ndarray:

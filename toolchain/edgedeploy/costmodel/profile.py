@@ -28,6 +28,7 @@ from typing import Any
 from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.errors import InputError
 from edgedeploy.runtime.ir import Descriptor
+from edgedeploy.runtime.vocab import canonical_choice
 from edgedeploy.schemas.target import Target
 
 SCHEMA_VERSION = 1
@@ -63,7 +64,7 @@ class Sample:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Sample:
-        return cls(Descriptor.from_dict(d["descriptor"]), str(d["primitive"]),
+        return cls(Descriptor.from_dict(d["descriptor"]), canonical_choice(str(d["primitive"])),
                    CoreConfig.parse(str(d["config"])), float(d["ms"]), int(d.get("reps", 1)),
                    float(d.get("spread", 0.0)), str(d.get("tag", "fit")))
 

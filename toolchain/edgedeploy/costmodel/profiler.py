@@ -3,7 +3,7 @@
 Measurement is behind one callable, :data:`Measure` (descriptor, primitive, configuration) ->
 :class:`Measurement`, so a transport other than this process (SSH, a board twin) plugs in
 without touching the scheduling. :class:`LocalMeasure` runs the runtime's own primitives (and a
-one-node onnxruntime session for ``ort``) here, pinned to the configuration's cores with BLAS
+one-node session for ``onnxruntime``) here, pinned to the configuration's cores with BLAS
 bounded to as many threads: warm-up, then the median of repetitions.
 """
 
@@ -16,11 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgedeploy.costmodel.configs import CoreConfig, config_matrix, core_configs
-from edgedeploy.costmodel.features import ORT, descriptor_matrix, primitive_key
+from edgedeploy.costmodel.features import ONNXRUNTIME, descriptor_matrix, primitive_key
 from edgedeploy.costmodel.model import candidates
 from edgedeploy.costmodel.prior import prior_ms
 from edgedeploy.costmodel.profile import Sample
 from edgedeploy.runtime import affinity, ir
+from edgedeploy.runtime.vocab import LITERT
 from edgedeploy.schemas.target import Target
 
 #: Target wall time of the timed repetitions of one measurement, and their bounds.
@@ -72,7 +73,7 @@ def _time_runs(fn: Callable[[], object]) -> Measurement:
 
 
 def conv_onnx(d: ir.Descriptor, weight: np.ndarray, bias: np.ndarray | None = None) -> bytes:
-    """A one-node ONNX model of the conv ``d`` (onnxruntime's own kernel, the ``ort`` choice):
+    """A one-node ONNX model of the conv ``d`` (the ``onnxruntime`` choice):
     input "x", output "y"."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -123,7 +124,7 @@ class LocalMeasure:
         w = self._rng.standard_normal((d.c_out, d.c_in // d.groups, d.kernel_h, d.kernel_w),
                                       dtype=np.float32) * 0.1
         b = np.zeros(d.c_out, dtype=np.float32)
-        if primitive == ORT:
+        if primitive == ONNXRUNTIME:
             from edgedeploy.runtime.engines.onnxruntime import OrtSegment
 
             seg = OrtSegment(conv_onnx(d, w, b), cpus=cpus)
@@ -144,16 +145,23 @@ class LocalMeasure:
         affinity.pin_process(self._saved)
 
 
+def measurable(d: ir.Descriptor) -> list[str]:
+    """Candidates the profiler can time as one layer: primitives, native ops and onnxruntime.
+    LiteRT is priced by the prior beside onnxruntime (a one-op .tflite writer is not here yet)
+    and calibrated by the whole-model runs of ``costmodel.segments``."""
+    return [p for p in candidates(d) if p != LITERT]
+
+
 def tasks_for(target: Target, shapes: Sequence[ir.Descriptor],
               configs: Sequence[CoreConfig] | None = None, gpu: bool = False
               ) -> Iterator[tuple[ir.Descriptor, str, CoreConfig]]:
     """Every (shape, applicable primitive, CPU configuration), shape by shape; with ``gpu``
-    (a back-end that can run onnxruntime on the GPU, e.g. a board twin) also ``ort`` on it."""
+    (a back-end that can run onnxruntime on the GPU, e.g. a twin) also ``onnxruntime`` on it."""
     cfgs = [c for c in (configs or core_configs(target)) if gpu or not c.is_gpu]
     for d in shapes:
-        for prim in candidates(d):
+        for prim in measurable(d):
             for cfg in cfgs:
-                if not cfg.is_gpu or prim == ORT:
+                if not cfg.is_gpu or prim == ONNXRUNTIME:
                     yield d, prim, cfg
 
 

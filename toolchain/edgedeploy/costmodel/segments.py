@@ -31,10 +31,11 @@ import numpy as np
 
 from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.runtime import ir
+from edgedeploy.runtime.vocab import NATIVE, ONNXRUNTIME, canonical_choice
 
 #: Small zoo models at a reduced size: a few seconds for every core count of a cluster.
 CALIBRATION_MODELS = (("mobilenet_v2", 160), ("resnet18", 160), ("squeezenet1_1", 160))
-ORT, NATIVE = "ort", "native"
+
 REPLICAS = "replicas"
 
 
@@ -53,7 +54,7 @@ def load_factors(profile_file: Path) -> dict[str, dict[str, Any]]:
             if e == REPLICAS:
                 out[e] = {cl: {str(r): float(v) for r, v in m.items()} for cl, m in d.items()}
             else:
-                out[e] = {k: float(v) for k, v in d.items()}
+                out[canonical_choice(e)] = {k: float(v) for k, v in d.items()}
         return out
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
@@ -120,7 +121,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                 graph = import_onnx(path)
                 feeds = random_inputs(graph)
                 native = {layer.name: default_choice(layer) for layer in graph.layers}
-                ort = {layer.name: ORT for layer in graph.layers}
+                ort = {layer.name: ONNXRUNTIME for layer in graph.layers}
                 for config in configs:
                     if config.is_gpu:
                         continue
@@ -135,7 +136,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                         ex = GraphExecutor(graph, native)
                         native_ms = _median_ms(lambda e=ex, f=feeds: e.run(f))
                     runs.append({"model": name, "size": size, "config": config.key,
-                                 ORT: [ort_ms, _predicted_sum(model, graph, config, ort)],
+                                 ONNXRUNTIME: [ort_ms, _predicted_sum(model, graph, config, ort)],
                                  NATIVE: [native_ms, _predicted_sum(model, graph, config,
                                                                     native)]})
         replicas = measure_replicas(configs, cpus_of, models, runs, progress)
@@ -157,7 +158,7 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
     from edgedeploy.runtime.pipeline import Pipeline
     from edgedeploy.runtime.stages import plan_stage_io
 
-    one = {(r["model"], CoreConfig.parse(r["config"]).cluster): r[ORT][0] for r in runs
+    one = {(r["model"], CoreConfig.parse(r["config"]).cluster): r[ONNXRUNTIME][0] for r in runs
            if CoreConfig.parse(r["config"]).cores == 1}
     logs: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +167,7 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
             graph = import_onnx(path)
             feeds = random_inputs(graph)
             frame = [feeds[t.name] for t in graph.inputs]
-            choices = {layer.name: ORT for layer in graph.layers}
+            choices = {layer.name: ONNXRUNTIME for layer in graph.layers}
             io = plan_stage_io(graph, [])[0]
             segments = execute.segments_for(graph, [io], choices, path)
             for config in configs:
@@ -188,8 +189,8 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per engine and config: the geometric mean of measured / predicted over the models."""
-    out: dict[str, dict[str, float]] = {ORT: {}, NATIVE: {}}
-    for engine in (ORT, NATIVE):
+    out: dict[str, dict[str, float]] = {ONNXRUNTIME: {}, NATIVE: {}}
+    for engine in (ONNXRUNTIME, NATIVE):
         by_config: dict[str, list[float]] = {}
         for run in runs:
             measured, predicted = run[engine]

@@ -206,10 +206,12 @@ def releases(target: TargetRef | str, *, access: TransportOptions | None = None)
 def doctor(target: TargetRef | str, *, python: str = "python3",
            requires: tuple[str, ...] = ("numpy",),
            access: TransportOptions | None = None) -> list[DoctorReport]:
-    """Per host: what the board has and lacks (see :func:`edgedeploy.deploy.doctor.doctor`)."""
+    """Per host: what the board has and lacks (see :func:`edgedeploy.deploy.doctor.doctor`),
+    always with the execution providers its onnxruntime offers: whether a GPU plan can run there
+    is the question people ask doctor before a push. ``requires`` may hold ``provider:<Name>``."""
     def fn(t: Transport, _p: str) -> DoctorReport:
         t.open()
-        return _doctor(t, python, requires)
+        return _doctor(t, python, requires, list_providers=True)
     pairs = _query(target, fn, access)
     out: list[DoctorReport] = []
     for host, value in pairs:

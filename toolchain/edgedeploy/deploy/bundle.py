@@ -3,7 +3,9 @@
 A bundle is a directory with ``bundle.json`` (id, name, target, plan_sha256, entry, health,
 python, optional requires), ``SHA256SUMS`` ("<sha256>  <relative path>" for every other file,
 sorted) and the files it lists. It is checked here before anything touches a board, so a
-half-written or tampered bundle never leaves this machine.
+half-written or tampered bundle never leaves this machine. ``requires`` lists Python distribution
+names and ``provider:<Name>`` entries (an onnxruntime execution provider the board must offer,
+e.g. ``provider:CUDAExecutionProvider`` for a stage planned onto the GPU).
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ SUMS = "SHA256SUMS"
 META = "bundle.json"
 #: Python distributions a generated bundle needs unless bundle.json says otherwise.
 DEFAULT_REQUIRES = ("numpy",)
+#: ``provider:<Name>`` in ``requires``: the board's onnxruntime must offer that execution provider.
+PROVIDER_PREFIX = "provider:"
+#: A distribution name as PEP 508 spells it (no version specifier: doctor looks it up verbatim).
+_DIST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+#: onnxruntime provider names are identifiers (CUDAExecutionProvider, TensorrtExecutionProvider).
+_PROVIDER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 class BundleError(InputError):
@@ -69,6 +77,28 @@ def _safe_rel(rel: str, where: str) -> str:
             or rel != str(pure)):
         raise BundleError(f"{where}: unsafe path {rel!r} (must be relative, normalised, no '..')")
     return rel
+
+
+def parse_requirement(entry: str, where: str = META) -> tuple[str, str]:
+    """Split one ``requires`` entry into ``("provider", name)`` or ``("dist", name)``.
+
+    Checked here, before anything reaches a board, so a typo such as ``provider:`` is reported
+    against the bundle instead of showing up later as a puzzling "missing" on every board.
+    """
+    if entry.startswith(PROVIDER_PREFIX):
+        name = entry[len(PROVIDER_PREFIX):]
+        if not _PROVIDER_NAME.match(name):
+            raise BundleError(f"{where}: requirement {entry!r} does not name an onnxruntime "
+                              "execution provider",
+                              hint="write it as provider:<Name>, e.g. "
+                                   "provider:CUDAExecutionProvider")
+        return "provider", name
+    if not _DIST_NAME.match(entry):
+        raise BundleError(f"{where}: requirement {entry!r} is neither a Python distribution name "
+                          f"nor {PROVIDER_PREFIX}<Name>",
+                          hint="e.g. numpy, ONNXRUNTIME or provider:CUDAExecutionProvider "
+                               "(no version specifiers)")
+    return "dist", entry
 
 
 def _read_sums(root: Path) -> dict[str, str]:
@@ -132,7 +162,10 @@ def load_bundle(root: str | Path) -> Bundle:
             raise BundleError(f"{root}: {script} (from {META}) is not in the bundle")
     requires = meta.get("requires", list(DEFAULT_REQUIRES))
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
-        raise BundleError(f"{root / META}: requires must be a list of distribution names")
+        raise BundleError(f"{root / META}: requires must be a list of distribution names "
+                          f"and {PROVIDER_PREFIX}<Name> entries")
+    for requirement in requires:
+        parse_requirement(requirement, str(root / META))
     return Bundle(root=root, id=release_id, name=str(meta.get("name", release_id)),
                   target=str(meta.get("target", "")), plan_sha256=str(meta.get("plan_sha256", "")),
                   entry=entry, health=health, python=str(meta.get("python", "python3")),

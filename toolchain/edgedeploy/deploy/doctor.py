@@ -2,7 +2,11 @@
 
 Asked before anything is uploaded, so a push to a board without numpy is refused with the list of
 what to install instead of failing half-way. Versions come from package metadata, not imports:
-importing onnxruntime on a small board takes seconds.
+importing onnxruntime on a small board takes seconds. The one exception is a bundle that needs an
+execution provider (``provider:CUDAExecutionProvider`` for a stage planned onto the GPU): only
+onnxruntime itself can say which providers it was built with, so it is imported then (and when
+``edgedeploy doctor`` lists them). Without that check a CPU-only onnxruntime would be found
+"present" and the GPU stage would fail - or silently fall back to the CPU - after the switch.
 """
 
 from __future__ import annotations
@@ -12,12 +16,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgedeploy.deploy import scripts
+from edgedeploy.deploy.bundle import parse_requirement
 from edgedeploy.deploy.transport import Transport
 from edgedeploy.errors import TargetError
 
 MIN_PYTHON = (3, 10)
 #: Board tools the supervised runner needs (util-linux setsid, coreutils timeout).
 REQUIRED_TOOLS = ("setsid", "timeout")
+#: How to get an execution provider that a board's onnxruntime lacks (default: _ANY_PROVIDER).
+PROVIDER_HINTS = {
+    "CUDAExecutionProvider": "install onnxruntime-gpu built for the board's CUDA/JetPack",
+    "TensorrtExecutionProvider": "install onnxruntime-gpu built with TensorRT for the board's "
+                                 "CUDA/JetPack, and TensorRT itself",
+}
+_ANY_PROVIDER = "install an onnxruntime build that includes {name}"
 
 
 @dataclass
@@ -31,6 +43,10 @@ class DoctorReport:
     numpy: str | None = None
     onnxruntime: str | None = None
     litert: str | None = None
+    #: Execution providers the board's onnxruntime offers (None: not asked, or no onnxruntime).
+    providers: list[str] | None = None
+    #: Why ``providers`` is None although it was asked for (onnxruntime absent or broken).
+    providers_error: str | None = None
     requires: dict[str, str | None] = field(default_factory=dict)
     tools: dict[str, bool] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
@@ -44,11 +60,18 @@ class DoctorReport:
 
 
 def doctor(transport: Transport, python: str = "python3",
-           requires: tuple[str, ...] | list[str] = ("numpy",)) -> DoctorReport:
-    """Inspect the board; ``missing`` lists each requirement it lacks, with how to get it."""
+           requires: tuple[str, ...] | list[str] = ("numpy",), *,
+           list_providers: bool = False) -> DoctorReport:
+    """Inspect the board; ``missing`` lists each requirement it lacks, with how to get it.
+
+    ``requires`` holds distribution names and ``provider:<Name>`` entries (a malformed one raises
+    BundleError); ``list_providers`` fills ``providers`` even when no entry needs one.
+    """
+    needed = [parse_requirement(r, "requirement") for r in requires]
     report = DoctorReport(host=transport.label, python_cmd=python)
-    res = transport.run([python, "-c", scripts.DOCTOR_PY, *requires], changes=False,
-                        check=False, what="doctor", timeout=60)
+    argv = [python, "-c", scripts.DOCTOR_PY, *requires, *(["--providers"] if list_providers
+                                                          else [])]
+    res = transport.run(argv, changes=False, check=False, what="doctor", timeout=60)
     facts: dict[str, Any] = {}
     if res.ok:
         try:
@@ -59,8 +82,10 @@ def doctor(transport: Transport, python: str = "python3",
         report.missing.append(f"python ({python} did not run: exit {res.exit_code}; install "
                               f"Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]})")
         return report
-    for key in ("arch", "python", "numpy", "onnxruntime", "litert"):
+    for key in ("arch", "python", "numpy", "onnxruntime", "litert", "providers_error"):
         setattr(report, key, facts.get(key))
+    providers = facts.get("providers")
+    report.providers = [str(p) for p in providers] if isinstance(providers, list) else None
     report.requires = dict(facts.get("requires") or {})
     report.tools = dict(facts.get("tools") or {})
     version = tuple(int(p) for p in str(report.python).split(".")[:2] if p.isdigit())
@@ -70,16 +95,39 @@ def doctor(transport: Transport, python: str = "python3",
     for name, found in sorted(report.requires.items()):
         if found is None:
             report.missing.append(f"{name} (install: {python} -m pip install {name})")
+    for kind, name in needed:
+        if kind == "provider" and name not in (report.providers or []):
+            report.missing.append(_missing_provider(report, name))
     for tool in REQUIRED_TOOLS:
         if not report.tools.get(tool):
             report.missing.append(f"{tool} (install util-linux / coreutils)")
     return report
 
 
-def require(report: DoctorReport) -> None:
-    """Refuse a push to a board that lacks something the bundle needs."""
+def _missing_provider(report: DoctorReport, name: str) -> str:
+    """``Name (what the board offers instead; how to get Name)`` for the missing list."""
+    if report.providers is not None:
+        offers = ", ".join(report.providers) or "no providers"
+        have = f"the board's onnxruntime offers {offers}"
+    elif report.onnxruntime is None:
+        have = "the board has no onnxruntime"
+    else:
+        have = (f"the board's onnxruntime {report.onnxruntime} does not import: "
+                f"{report.providers_error or 'unknown error'}")
+    return f"{name} ({have}; {PROVIDER_HINTS.get(name, _ANY_PROVIDER.format(name=name))})"
+
+
+def require(report: DoctorReport, what: str | None = None) -> None:
+    """Refuse a push to a board that lacks something the bundle needs.
+
+    A TargetError (exit 2) is what push_release treats as "refused, nothing touched": it is raised
+    before prepare/upload, so the previous release stays current and running. ``what`` names the
+    bundle and plan (e.g. "bundle demo (release 1a2b...)"), so a fleet log says which plan needs it.
+    """
     if report.missing:
-        raise TargetError(f"{report.host} lacks what this bundle needs: "
+        needs = f" ({what})" if what else ""
+        raise TargetError(f"{report.host} lacks what this bundle needs{needs}: "
                           + "; ".join(report.missing),
                           hint="install them on the board (see `edgedeploy doctor`) and push "
-                               "again; nothing was changed")
+                               "again; nothing on the board was changed (a running release "
+                               "keeps running)")

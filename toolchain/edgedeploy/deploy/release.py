@@ -102,6 +102,12 @@ def _connect(transport: Transport, path: str, journal: Journal) -> Board:
     return Board(transport, root)
 
 
+def _describe(bundle: Bundle) -> str:
+    """``bundle NAME (release ID, plan SHA)``: which plan a refusal is about."""
+    plan = f", plan {bundle.plan_sha256[:12]}" if bundle.plan_sha256.strip("0") else ""
+    return f"bundle {bundle.name} (release {bundle.id}{plan})"
+
+
 def push_release(transport: Transport, path: str, bundle: Bundle,
                  opts: ReleaseOptions | None = None) -> HostResult:
     """Deploy ``bundle`` to ``path`` on the board behind ``transport``."""
@@ -122,7 +128,9 @@ def push_release(transport: Transport, path: str, bundle: Bundle,
             with journal.step("doctor", requires=list(bundle.requires)) as d:
                 report = doctor(transport, bundle.python, bundle.requires)
                 d["missing"] = report.missing
-                require(report)
+                if report.providers is not None:
+                    d["providers"] = report.providers
+                require(report, _describe(bundle))
         if state.current == bundle.id and state.running == bundle.id:
             result.outcome, result.message = "unchanged", f"{bundle.id} is already running"
             journal.record("unchanged", "ok", release=bundle.id)

@@ -111,8 +111,12 @@ APPEND = """cat "$1" >> "$2" && rm -f "$1"
 """
 
 #: python3 -c: facts for doctor as one JSON line (distribution versions without importing them).
+#: Arguments are requirements: distribution names and ``provider:<Name>``; ``--providers`` asks
+#: for the provider list. onnxruntime is imported only then (it takes seconds on a small board),
+#: and in a child interpreter, so an onnxruntime that hangs or crashes on import is reported as
+#: "providers": null with its error instead of taking the whole doctor down with it.
 DOCTOR_PY = """
-import json, platform, shutil, sys
+import json, platform, shutil, subprocess, sys
 from importlib import metadata
 def v(*names):
     for n in names:
@@ -121,11 +125,33 @@ def v(*names):
         except Exception:
             pass
     return None
+def providers():
+    code = "import json, onnxruntime; print(json.dumps(onnxruntime.get_available_providers()))"
+    try:
+        p = subprocess.run([sys.executable or "python3", "-c", code], capture_output=True,
+                           text=True, timeout=45, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, "importing onnxruntime timed out after 45 s"
+    except Exception as e:
+        return None, "importing onnxruntime failed: %s" % e
+    if p.returncode == 0:
+        try:
+            return [str(x) for x in json.loads(p.stdout.strip().splitlines()[-1])], None
+        except Exception:
+            pass
+    lines = p.stderr.strip().splitlines() or ["exit %d" % p.returncode]
+    return None, "importing onnxruntime failed: " + lines[-1][-500:]
+args = sys.argv[1:]
+dists = [a for a in args if a != "--providers" and not a.startswith("provider:")]
+found, error = None, None
+if len(dists) < len(args):
+    found, error = providers()
 print(json.dumps({
   "arch": platform.machine(), "python": platform.python_version(),
   "numpy": v("numpy"), "onnxruntime": v("onnxruntime", "onnxruntime-gpu"),
   "litert": v("ai-edge-litert", "tflite-runtime"),
-  "requires": {n: v(n) for n in sys.argv[1:]},
+  "requires": {n: v(n) for n in dists},
+  "providers": found, "providers_error": error,
   "tools": {t: bool(shutil.which(t)) for t in ("setsid", "timeout", "sha256sum", "systemctl")},
 }))
 """

@@ -6,11 +6,10 @@ from edgedeploy.generator.bundle import BundleInfo, build_bundle, write_npz
 from edgedeploy.generator.context import (
     FAMILIES,
     BuildInput,
-    PlanInput,
     RenderContext,
-    StageInput,
     from_execute_plans,
 )
+from edgedeploy.runtime.runner_config import PlanConfig, StageConfig
 
-__all__ = ["FAMILIES", "BuildInput", "BundleInfo", "PlanInput", "RenderContext", "StageInput",
+__all__ = ["FAMILIES", "BuildInput", "BundleInfo", "PlanConfig", "RenderContext", "StageConfig",
            "build_bundle", "from_execute_plans", "write_npz"]

@@ -38,7 +38,7 @@ from edgedeploy.errors import InputError
 from edgedeploy.generator.context import BuildInput, render_context
 from edgedeploy.generator.render import render_all
 from edgedeploy.runtime import ir
-from edgedeploy.runtime.stages import boundary_tensors, ort_segments_needed
+from edgedeploy.runtime.stages import boundary_tensors, segment_key, segments_needed
 
 SUMS = "SHA256SUMS"
 META = "bundle.json"
@@ -87,7 +87,7 @@ def sha256_bytes(data: bytes) -> str:
 
 # --- artifacts --------------------------------------------------------------------------------
 def _stage_dicts(graph: ir.Graph, build: BuildInput) -> dict[str, Any]:
-    plans = build.plans_dict()
+    plans = build.plans_dict()  # converted once from the runner's own config types
     for name, plan in plans.items():
         for st in plan["stages"]:
             st["inputs"] = boundary_tensors(graph, st["start"])
@@ -112,24 +112,36 @@ def _check_plan(graph: ir.Graph, name: str, plan: Mapping[str, Any]) -> None:
 
 def _segments(graph: ir.Graph, build: BuildInput, plans: Mapping[str, Any],
               model_path: Path | None) -> list[dict[str, Any]]:
-    """Every onnxruntime segment any plan needs, cut once each, numbered in a sorted order."""
+    """Every engine segment any plan needs, cut once each, numbered in a sorted order (engines
+    sharing a segment format, onnxruntime on CPU and GPU, share the file)."""
     from edgedeploy.runtime.stages import StageIO
 
-    wanted: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+    wanted: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
     for p in build.plans:
         for st in plans[p.name]["stages"]:
             io_ = StageIO(st["start"], st["stop"], tuple(st["inputs"]), tuple(st["outputs"]))
-            wanted |= {(tuple(i), tuple(o)) for i, o in ort_segments_needed(graph, io_, p.choices)}
+            for engine, i, o in segments_needed(graph, io_, p.choices):
+                wanted.setdefault(segment_key(engine, i, o), engine)
     if not wanted:
         return []
-    if graph.source.get("format") != "onnx" or model_path is None:
-        raise InputError("the plan runs layers on onnxruntime but the model is not ONNX",
-                         hint="choose native primitives for them")
-    from edgedeploy.segments import SegmentCutter
+    from edgedeploy.importers.segments import segment_provider
 
-    cutter = SegmentCutter(model_path)
-    return [{"inputs": list(i), "outputs": list(o), "file": f"app/segments/{k}.onnx",
-             "model": cutter(list(i), list(o))} for k, (i, o) in enumerate(sorted(wanted))]
+    provide = segment_provider(graph, model_path)
+    return [{"format": fmt, "inputs": list(i), "outputs": list(o),
+             "file": f"app/segments/{k}.{fmt}", "model": provide(wanted[(fmt, i, o)], list(i),
+                                                                  list(o))}
+            for k, (fmt, i, o) in enumerate(sorted(wanted))]
+
+
+def requirements(build: BuildInput) -> list[str]:
+    """What a board must have for this bundle (``doctor`` checks it before anything is
+    uploaded): numpy, and each engine's own requirements (packages, execution providers)."""
+    from edgedeploy.runtime.engines import engine_spec
+
+    needs = {"numpy"}
+    for engine in build.engines():
+        needs.update(engine_spec(engine).requires)
+    return sorted(needs)
 
 
 def _reference(graph: ir.Graph, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -248,9 +260,8 @@ def _seal(out: Path, build: BuildInput) -> BundleInfo:
     release = sha256_bytes(sums.encode())[:16]
     meta = {"id": release, "name": build.name, "target": build.target,
             "plan_sha256": build.digest(), "entry": "run.sh", "health": "health.sh",
-            "python": build.python, "family": build.family, "requires": ["numpy"]}
-    if any(rel.startswith("app/segments/") for rel, _ in entries):
-        meta["requires"] = ["numpy", "onnxruntime"]
+            "python": build.python, "family": build.family,
+            "engines": build.engines(), "requires": requirements(build)}
     (out / META).write_text(canonical_json(meta))
     return BundleInfo(out, release, build.name, build.target, build.family, build.digest(),
                       entries)

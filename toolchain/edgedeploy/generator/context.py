@@ -1,8 +1,9 @@
 """The generator's inputs and the frozen context the templates render from.
 
-:class:`BuildInput` is the plan-like input (name, target, family, plans of stages and per-layer
-choices, predictions): the planner's lockfile, ``execute.StagePlan`` lists (``edgedeploy run``'s
-simple splits) and tests all reduce to it, so the generator never depends on how a plan was made.
+:class:`BuildInput` is the plan-like input (name, target, family, and plans in the runner's own
+config types, ``runtime.runner_config.PlanConfig``): the typed lockfile ``Plan`` converts into it
+once, as do ``execute.StagePlan`` lists (``edgedeploy run``'s simple splits) and tests, so the
+generator never depends on how a plan was made.
 Templates get a :class:`RenderContext`: every value already computed, nothing left to decide in
 Jinja (STYLE.md: templates hold layout, not logic; families differ by small tables).
 """
@@ -13,11 +14,12 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from edgedeploy.errors import InputError
+from edgedeploy.runtime.runner_config import PlanConfig, StageConfig
 
 FAMILIES = ("linux", "jetson", "rpi")
 
@@ -34,32 +36,13 @@ _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
-class StageInput:
-    """One pipeline stage of a plan: layers ``[start, stop)`` on ``cpus``, ``replicas`` copies."""
-
-    start: int
-    stop: int
-    cpus: tuple[int, ...] = ()
-    replicas: int = 1
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class PlanInput:
-    name: str
-    stages: tuple[StageInput, ...]
-    choices: Mapping[str, str] = field(default_factory=dict)
-    predicted: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class BuildInput:
     """What a bundle is built from. ``plans[0]`` is active unless ``active`` names another."""
 
     name: str
     target: str
     family: str
-    plans: tuple[PlanInput, ...]
+    plans: tuple[PlanConfig, ...]
     plan_sha256: str = ""
     active: str = ""
     tolerance: float = 1e-3
@@ -81,18 +64,20 @@ class BuildInput:
             raise InputError(f"active plan {self.active!r} is not among {names}")
 
     @property
-    def active_plan(self) -> PlanInput:
+    def active_plan(self) -> PlanConfig:
         return next(p for p in self.plans if p.name == (self.active or self.plans[0].name))
 
     def plans_dict(self) -> dict[str, Any]:
         """Canonical JSON-ready plans (also what ``plan_sha256`` hashes when no lockfile exists)."""
-        return {p.name: {
-            "stages": [{"name": s.name or f"stage{k}", "start": s.start, "stop": s.stop,
-                        "cpus": list(s.cpus), "replicas": s.replicas}
-                       for k, s in enumerate(p.stages)],
-            "choices": dict(sorted(p.choices.items())),
-            "predicted": dict(sorted(p.predicted.items())),
-        } for p in self.plans}
+        return {p.name: p.to_dict() for p in self.plans}
+
+    def engines(self) -> list[str]:
+        """Every engine any plan of the bundle uses (stage devices and per-layer choices)."""
+        from edgedeploy.runtime.engines import engine_of
+
+        used = {s.engine for p in self.plans for s in p.stages}
+        used |= {engine_of(c) for p in self.plans for c in p.choices.values()}
+        return sorted(used)
 
     def digest(self) -> str:
         """``plan_sha256``, or the hash of the canonical plans when no lockfile was given."""
@@ -107,10 +92,10 @@ def from_execute_plans(name: str, target: str, family: str, stage_plans: Sequenc
                        choices: Mapping[str, str], *, predicted: Mapping[str, float] | None = None,
                        plan_sha256: str = "", plan_name: str = "plan0") -> BuildInput:
     """A one-plan BuildInput from ``execute.StagePlan`` objects (``io.start``/``io.stop``)."""
-    stages = tuple(StageInput(start=sp.io.start, stop=sp.io.stop, cpus=tuple(sp.cpus),
-                              replicas=sp.replicas, name=sp.name or f"stage{k}")
+    stages = tuple(StageConfig(name=sp.name or f"stage{k}", start=sp.io.start, stop=sp.io.stop,
+                               cpus=tuple(sp.cpus), replicas=sp.replicas)
                    for k, sp in enumerate(stage_plans))
-    plan = PlanInput(plan_name, stages, dict(choices), dict(predicted or {}))
+    plan = PlanConfig(plan_name, stages, dict(choices), dict(predicted or {}))
     return BuildInput(name=name, target=target, family=family, plans=(plan,),
                       plan_sha256=plan_sha256)
 

@@ -17,7 +17,9 @@ from typing import Any
 
 from edgedeploy.errors import InputError
 from edgedeploy.generator.bundle import BundleInfo, build_bundle
-from edgedeploy.generator.context import BuildInput, PlanInput, StageInput
+from edgedeploy.generator.context import BuildInput
+from edgedeploy.runtime.runner_config import PlanConfig, StageConfig
+from edgedeploy.runtime.vocab import LOCAL
 
 MODEL_SUFFIXES = (".onnx", ".tflite")
 
@@ -33,7 +35,7 @@ def _family(board: str | None) -> str:
 def _python(board: str | None) -> str:
     """The runner's interpreter: this one for the local target (it has numpy, onnxruntime),
     else the board descriptor's ``ssh.python``."""
-    if not board or board == "local":
+    if not board or board == LOCAL:
         return sys.executable
     from edgedeploy.boards.catalog import load_target
 
@@ -55,28 +57,14 @@ def manager_targets(constraints: dict[str, Any]) -> tuple[tuple[str, float], ...
 
 
 def from_plan(plan: Any, plan_file: str | Path) -> BuildInput:
-    """The BuildInput of a validated lockfile (``schemas.plan.Plan``): best plan + Pareto set."""
+    """The BuildInput of a validated lockfile (``schemas.plan.Plan``): best plan + Pareto set,
+    converted once into the runner's config types."""
     plan_file = Path(plan_file)
-    board = str(plan.target.get("board") or "local")
+    board = str(plan.target.get("board") or LOCAL)
     if "/" in board or board.endswith((".yaml", ".yml")):
         board = str((plan_file.parent / board).resolve())
-    names = [layer.name for layer in plan.layers]
-
-    def preds(p: Any) -> dict[str, float]:
-        return {k: float(v) for k, v in p.model_dump().items() if v is not None}
-
-    best = PlanInput("plan", tuple(
-        StageInput(s.start, s.stop, tuple(s.cpus), s.replicas, s.name) for s in plan.stages),
-        dict(plan.choices), preds(plan.predicted))
-    others = []
-    for k, point in enumerate(plan.pareto):
-        choices = {names[i]: c for s in point.stages
-                   for i, c in zip(range(s.start, s.stop), s.choices, strict=True)}
-        others.append(PlanInput(f"pareto{k}", tuple(
-            StageInput(s.start, s.stop, tuple(s.cpus), s.replicas, f"stage{j}")
-            for j, s in enumerate(point.stages)), choices, preds(point.predicted)))
-    return BuildInput(name=plan.name, target=str(plan.target.get("alias") or "local"),
-                      family=_family(board), plans=(best, *others), active="plan",
+    return BuildInput(name=plan.name, target=str(plan.target.get("alias") or LOCAL),
+                      family=_family(board), plans=plan.runner_plans(), active="plan",
                       python=_python(board), targets=manager_targets(plan.constraints),
                       plan_sha256=hashlib.sha256(plan_file.read_bytes()).hexdigest())
 
@@ -88,11 +76,12 @@ def model_build_input(graph: Any, name: str, target: str, family: str, *,
     from edgedeploy.runtime.affinity import available_cpus
     from edgedeploy.runtime.executor import default_choice
 
-    choices = {layer.name: default_choice(layer) for layer in graph.layers}
+    fmt = str(graph.source.get("format") or "onnx")
+    choices = {layer.name: default_choice(layer, fmt) for layer in graph.layers}
     cpus = tuple(available_cpus()) if local else ()
-    stage = StageInput(0, len(graph.layers), cpus, 1, "stage0")
+    stage = StageConfig("stage0", 0, len(graph.layers), cpus=cpus)
     return BuildInput(name=name, target=target, family=family,
-                      plans=(PlanInput("plan0", (stage,), choices),),
+                      plans=(PlanConfig("plan0", (stage,), choices),),
                       python=_python(board or ("local" if local else None)))
 
 

@@ -60,6 +60,7 @@ class Rewriter:
         """``head`` now also computes ``tail``: it takes over tail's outputs; tail is dropped."""
         head.outputs = list(tail.outputs)
         head.attrs.setdefault("fused", []).append(tail.name)
+        merge_op_ranges(head, tail)
         self.layers.remove(tail)
 
     def run(self, *passes: Callable[[Rewriter], bool]) -> None:
@@ -67,6 +68,14 @@ class Rewriter:
         for p in passes:
             while p(self):
                 pass
+
+
+def merge_op_ranges(keep: Layer, gone: Layer) -> None:
+    """A merged layer covers the TFLite operators of both (``attrs["tflite_ops"]``), so LiteRT
+    segment boundaries (:mod:`tflite_cut`) never fall inside it."""
+    ranges = [x.attrs["tflite_ops"] for x in (keep, gone) if "tflite_ops" in x.attrs]
+    if ranges:
+        keep.attrs["tflite_ops"] = [min(r[0] for r in ranges), max(r[1] for r in ranges)]
 
 
 def is_bn(layer: Layer) -> bool:
@@ -158,8 +167,12 @@ def fuse_swish(rw: Rewriter) -> bool:
                 continue
             if rw.sole_consumer(s, consumers) is not mul:
                 continue
+            ops = mul.attrs.get("tflite_ops")
             mul.op, mul.inputs = ir.ACTIVATION, [x]
             mul.attrs = {"activation": kind, "activation_params": {}, "fused": [gate.name]}
+            if ops is not None:
+                mul.attrs["tflite_ops"] = ops
+            merge_op_ranges(mul, gate)
             rw.layers.remove(gate)
             return True
     return False

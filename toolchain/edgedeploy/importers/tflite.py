@@ -11,6 +11,11 @@ FULLY_CONNECTED after a rank-4 tensor permutes its weights (flatten stays a plai
 RESHAPE of a rank-4 tensor gets explicit transposes (skipped when NHWC and NCHW orders agree).
 Integer-quantised models are refused with :class:`UnsupportedModelError`: they still run whole
 through LiteRT.
+
+Every layer records ``attrs["tflite_ops"] = [first, last]``, the subgraph-0 operator indices it
+came from (one op may emit several layers, e.g. transposes around a RESHAPE; DEQUANTIZE of float16
+weights emits none), so ranges of layers can be cut back into LiteRT segments
+(:mod:`edgedeploy.importers.tflite_cut`).
 """
 
 from __future__ import annotations
@@ -73,10 +78,13 @@ def import_tflite(path: str | Path, *, input_shape: ShapeOverride = None,
         kind = _op_kind(model, op)
         view = Op(name=f"{kind.lower()}_{index}", kind=kind, inputs=_ints(op.inputs),
                   outputs=_ints(op.outputs), options=op.builtinOptions)
+        n_layers = len(ctx.layers)
         try:
             _convert(ctx, view)
         except ModelError as exc:
             raise ModelError(f"{path}: {exc.message}") from None
+        for layer in ctx.layers[n_layers:]:
+            layer.attrs["tflite_ops"] = [index, index]
     graph = _assemble(path, data, model, ctx, inputs, sg)
     try:
         graph.validate()

@@ -1,9 +1,14 @@
 """From (graph, target, cost model) to the planner's explicit :class:`Problem`.
 
 The only module of the planner that knows the cost model's API: options are the cost model's
-candidates (minus ``ort`` where onnxruntime cannot run: a TFLite source or a board without it),
-layouts and workspaces come from the primitive registry, times from one vectorised prediction
-table, layout conversions from ``layout_transform_ms`` and hand-overs from ``transfer_ms``.
+candidates filtered through the engine registry (an engine must be on the board's ``engines`` list
+and run segments of the model's format; primitives need ``native``), layouts and workspaces come
+from the primitive registry, times from one vectorised prediction table, layout conversions from
+``layout_transform_ms`` and hand-overs from ``transfer_ms``.
+
+A GPU joins the problem only when the board lists a GPU engine the runner can run (``gpu_engine``);
+its stage's feeding thread needs a CPU core, so one core of the slowest CPU cluster is reserved as
+the GPU's feeder (``gpu_feeder``) and CPU stages never take it.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import numpy as np
 
 from edgedeploy.costmodel import CoreConfig, CostModel
 from edgedeploy.planner.problem import (
-    NCHW,
     ClusterSpec,
     Config,
     LayerSpec,
@@ -20,21 +24,56 @@ from edgedeploy.planner.problem import (
     tensors_from_graph,
 )
 from edgedeploy.runtime import ir
-from edgedeploy.runtime.executor import NATIVE, ORT
-from edgedeploy.schemas.target import GPU_CLUSTER, Target
+from edgedeploy.runtime.engines import ENGINES, is_segment_choice
+from edgedeploy.runtime.vocab import (
+    GPU_CLUSTER,
+    NATIVE,
+    NCHW,
+    ONNX,
+    ONNXRUNTIME_CUDA,
+    ONNXRUNTIME_TENSORRT,
+)
+from edgedeploy.schemas.target import Target
+
+#: GPU engines in order of preference when a board lists several (TensorRT fuses more).
+GPU_ENGINES = (ONNXRUNTIME_TENSORRT, ONNXRUNTIME_CUDA)
+
+
+def gpu_engine(target: Target) -> str | None:
+    """The engine a GPU stage of ``target`` runs on, None when the board has no usable GPU."""
+    if target.gpu is None:
+        return None
+    return next((e for e in GPU_ENGINES if e in target.engines and e in ENGINES), None)
+
+
+def gpu_feeder(target: Target) -> int | None:
+    """The CPU core a GPU stage's feeding thread is pinned to: the last core of the cluster
+    with the lowest per-core peak (a LITTLE core is enough to launch kernels)."""
+    if gpu_engine(target) is None:
+        return None
+    cluster = min(target.clusters, key=lambda c: (target.peak_gflops(c.name, 1), -len(c.cpu_ids)))
+    return max(cluster.cpu_ids)
 
 
 def clusters_of(target: Target) -> list[ClusterSpec]:
-    out = [ClusterSpec(c.name, tuple(c.cpu_ids), c.idle_power_w, c.active_power_w_per_core)
-           for c in target.clusters]
-    if target.gpu is not None:
+    feeder = gpu_feeder(target)
+    out = [ClusterSpec(c.name, tuple(i for i in c.cpu_ids if i != feeder), c.idle_power_w,
+                       c.active_power_w_per_core) for c in target.clusters]
+    if feeder is not None and target.gpu is not None:
         out.append(ClusterSpec(GPU_CLUSTER, (), target.gpu.idle_power_w,
                                target.gpu.active_power_w, is_gpu=True))
-    return out
+    return [c for c in out if c.is_gpu or c.cpu_ids]
+
+
+def allowed(name: str, target: Target, fmt: str) -> bool:
+    """Whether choice ``name`` can run on ``target`` for a model of format ``fmt``."""
+    if is_segment_choice(name):
+        return name in target.engines and fmt in ENGINES[name].formats
+    return NATIVE in target.engines
 
 
 def _layouts(name: str, d: ir.Descriptor) -> tuple[str, str, int]:
-    if name in (ORT, NATIVE):
+    if name == NATIVE or is_segment_choice(name):
         return NCHW, NCHW, 0
     from edgedeploy.runtime import primitives
 
@@ -44,22 +83,27 @@ def _layouts(name: str, d: ir.Descriptor) -> tuple[str, str, int]:
 
 def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
     """The planning problem of ``graph`` on ``target`` priced by ``model``."""
-    table = model.predict_table(graph)
+    clusters = clusters_of(target)
+    caps = {c.name: c.capacity for c in clusters}
+    table = model.predict_table(graph, [c for c in model.configs
+                                        if c.cores <= caps.get(c.cluster, 0)])
     configs = [Config(c.cluster, c.cores) for c in table.configs]
     # per-layer predictions come from layers timed alone; scale them to a whole run of each
-    # engine (onnxruntime fuses across a segment, native layers pay dispatch): costmodel.segments
-    scale = {engine: np.array([model.segment_factor(engine, c) for c in table.configs])
-             for engine in (ORT, NATIVE)}
-    ort_ok = graph.source.get("format", "onnx") == "onnx" and "onnxruntime" in target.engines
+    # engine (segment engines fuse across a segment, native layers pay dispatch): see
+    # costmodel.segments
+    fmt = str(graph.source.get("format") or ONNX)
+    scale = {p: np.array([model.segment_factor(p if is_segment_choice(p) else NATIVE, c)
+                          for c in table.configs])
+             for p in table.primitives if allowed(p, target, fmt)}
     layers = []
     for i, layer in enumerate(graph.layers):
-        names = [p for p in table.candidates(i) if ort_ok or p != ORT]
-        if not names:  # e.g. an opaque op of a TFLite model: keep ort so the error is clear
-            names = [ORT]
+        names = [p for p in table.candidates(i) if p in scale]
+        if not names:
+            raise _no_engine(graph, layer, target, fmt)
         idx = [table.primitives.index(p) for p in names]
         facts = [_layouts(p, layer.descriptor) for p in names]
         ms = np.array(table.ms[i, idx, :], dtype=np.float64)
-        ms *= np.stack([scale[ORT] if p == ORT else scale[NATIVE] for p in names])
+        ms *= np.stack([scale[p] for p in names])
         layers.append(LayerSpec(layer.name, tuple(names), tuple(f[0] for f in facts),
                                 tuple(f[1] for f in facts), tuple(f[2] for f in facts),
                                 ms, op=layer.op))
@@ -73,5 +117,17 @@ def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
 
     from edgedeploy.costmodel.segments import replica_scaling
 
-    return Problem(layers, tensors, clusters_of(target), configs, layout, transfer,
+    return Problem(layers, tensors, clusters, configs, layout, transfer,
                    replica_scaling=replica_scaling(model.segment_factors))
+
+
+def _no_engine(graph: ir.Graph, layer: ir.Layer, target: Target, fmt: str) -> Exception:
+    from edgedeploy.errors import InputError
+
+    op = layer.attrs.get("onnx_op_type") or layer.attrs.get("tflite_op") or layer.op
+    able = [n for n, s in sorted(ENGINES.items()) if s.is_segment and fmt in s.formats]
+    return InputError(
+        f"layer {layer.name!r} ({op}) of {graph.name} can run on no engine board "
+        f"{target.name!r} offers (engines: {', '.join(target.engines)})",
+        hint=f"it needs one of {', '.join(able) or 'no engine'} for a {fmt} model; add it to "
+             "the board's `engines` if the board has it")

@@ -3,7 +3,7 @@
 * ``best_single_cluster``: the whole model as one stage on all cores of the best cluster (or the
   GPU), with the planner's primitive choice.
 * ``all_cores``: one stage on every CPU core, the planner's primitives.
-* ``ort_default``: onnxruntime's default session -- every layer ``ort``, one stage on every core.
+* ``ort_default``: onnxruntime's default session: every layer on onnxruntime, every core.
 
 A stage spanning several CPU clusters has no configuration of its own in the cost model; it is
 priced as a parallel-for with equal chunks per core (what onnxruntime's and OpenBLAS's static
@@ -53,7 +53,7 @@ def _all_cores(problem: Problem, layer_ms: np.ndarray) -> Metrics | None:
 
 
 def baselines(problem: Problem, selection: Selection) -> list[Baseline]:
-    """The baselines that apply to this problem (``ort_default`` needs ``ort`` on every layer)."""
+    """The baselines that apply to this problem (``ort_default``: onnxruntime on every layer)."""
     out = []
     costs = StageCosts(problem, selection)
     singles = []
@@ -70,8 +70,8 @@ def baselines(problem: Problem, selection: Selection) -> list[Baseline]:
     m = _all_cores(problem, selection.layer_ms)
     if m is not None:
         out.append(Baseline("all_cores", "one stage on every CPU core", m))
-    if all("ort" in layer.options for layer in problem.layers):
-        choice = np.array([[layer.options.index("ort")] * len(problem.configs)
+    if all("onnxruntime" in layer.options for layer in problem.layers):
+        choice = np.array([[layer.options.index("onnxruntime")] * len(problem.configs)
                            for layer in problem.layers])
         m = _all_cores(problem, layer_times(problem, choice))
         if m is not None:

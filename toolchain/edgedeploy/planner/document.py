@@ -1,98 +1,190 @@
-"""The lockfile document of a solved plan (layout: see README "Plan lockfile" and lock.py)."""
+"""The typed :class:`~edgedeploy.schemas.plan.Plan` of a solved problem (see lock.py for the file).
+
+This is where the solver's internal indices become the plan's words: every stage and layer names
+its engine (``runtime.engines``), a GPU stage names its engine, device, providers and feeding core
+and is marked ``verified: false``, and LiteRT runs are aligned to whole TFLite operators
+(:func:`align_segments`) so every segment the plan names can be cut and run.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgedeploy.planner.lock import PLANNER_VERSION, SCHEMA_VERSION, relpath
+from edgedeploy.planner.adapter import gpu_engine, gpu_feeder
+from edgedeploy.planner.lock import PLANNER_VERSION, relpath
 from edgedeploy.planner.partition import Candidate, Metrics
 from edgedeploy.planner.problem import Problem
 from edgedeploy.planner.solve import Solution, stage_choices
 from edgedeploy.runtime import ir
+from edgedeploy.runtime.engines import ENGINES, engine_of
+from edgedeploy.runtime.executor import default_choice
 from edgedeploy.runtime.stages import plan_stage_io
+from edgedeploy.runtime.vocab import GPU_CLUSTER, LITERT, NATIVE, TFLITE
+from edgedeploy.schemas.plan import (
+    SCHEMA_VERSION,
+    Baseline,
+    ParetoPoint,
+    ParetoStage,
+    Plan,
+    PlanLayer,
+    PlanStage,
+    Predicted,
+)
 
 
-def predicted(m: Metrics) -> dict[str, float]:
-    return {"throughput_fps": m.throughput_fps, "latency_ms": m.latency_ms,
-            "energy_mj": m.energy_mj, "power_w": m.power_w, "period_ms": m.period_ms}
+def predicted(m: Metrics) -> Predicted:
+    return Predicted(throughput_fps=m.throughput_fps, latency_ms=m.latency_ms,
+                     energy_mj=m.energy_mj, power_w=m.power_w, period_ms=m.period_ms)
 
 
-def assign_cpus(problem: Problem, cand: Candidate) -> list[list[int]]:
-    """Concrete logical CPUs per stage: each cluster's ids handed out in pipeline order."""
+def assign_cpus(problem: Problem, cand: Candidate, feeder: int | None = None) -> list[list[int]]:
+    """Concrete logical CPUs per stage: each cluster's ids handed out in pipeline order; a GPU
+    stage gets its feeding core (reserved for it when the problem was built)."""
     used: dict[str, int] = {}
     out = []
     for s in cand.stages:
         cfg = problem.configs[s.config]
         cl = problem.cluster(cfg.cluster)
-        n = 0 if cl.is_gpu else cfg.cores * s.replicas
+        if cl.is_gpu:
+            out.append([feeder] if feeder is not None else [])
+            continue
+        n = cfg.cores * s.replicas
         k = used.get(cl.name, 0)
         out.append(list(cl.cpu_ids[k:k + n]))
         used[cl.name] = k + n
     return out
 
 
-def _mix(names: list[str]) -> dict[str, int]:
+def align_segments(graph: ir.Graph, choices: Sequence[str],
+                   ranges: Sequence[tuple[int, int]]) -> list[str]:
+    """Choices with every LiteRT run shrunk to whole TFLite operators within its stage.
+
+    A LiteRT segment is cut from the .tflite by operator, so it must start and end where no
+    operator is split between IR layers; layers left outside get their native default (the
+    layers an operator expands into are IR ops the native engine runs).
+    """
+    out = list(choices)
+    if graph.source.get("format") != TFLITE or LITERT not in out:
+        return out
+    from edgedeploy.importers.tflite_cut import litert_boundaries
+
+    bounds = litert_boundaries(graph)
+    for a, b in ranges:
+        i = a
+        while i < b:
+            if out[i] != LITERT:
+                i += 1
+                continue
+            j = i
+            while j < b and out[j] == LITERT:
+                j += 1
+            lo = min((k for k in bounds if i <= k <= j), default=j)
+            hi = max((k for k in bounds if lo <= k <= j), default=lo)
+            for k in [*range(i, lo), *range(hi, j)]:
+                out[k] = default_choice(graph.layers[k], TFLITE)
+            i = j
+    return out
+
+
+def _device_choices(problem: Problem, cand: Candidate, names: list[str],
+                    gpu: str | None) -> list[str]:
+    """Internal GPU options (onnxruntime priced on ``gpu:1``) named by the GPU engine."""
+    out = list(names)
+    for s in cand.stages:
+        if problem.configs[s.config].cluster == GPU_CLUSTER and gpu is not None:
+            out[s.start:s.stop] = [gpu] * (s.stop - s.start)
+    return out
+
+
+def plan_choices(problem: Problem, graph: ir.Graph, sol: Solution, cand: Candidate,
+                 target: Any) -> list[str]:
+    """A candidate's per-layer choices as the runner runs them (engines named, aligned)."""
+    names = stage_choices(problem, sol.selection, cand)
+    names = _device_choices(problem, cand, names, gpu_engine(target))
+    return align_segments(graph, names, [(s.start, s.stop) for s in cand.stages])
+
+
+def _mix(names: Sequence[str]) -> dict[str, int]:
     mix: dict[str, int] = {}
     for n in names:
         mix[n] = mix.get(n, 0) + 1
     return dict(sorted(mix.items()))
 
 
-def build_document(manifest, alias: str, board: str, target, graph: ir.Graph, problem: Problem,
-                   sol: Solution, inputs: dict[str, Any], plan_path: Path) -> dict[str, Any]:
+def _gpu_fields(engine: str | None, cluster: str) -> dict[str, Any]:
+    if cluster != GPU_CLUSTER or engine is None:
+        return {}
+    return {"engine": engine, "device_id": 0, "fp16": False, "verified": False,
+            "providers": list(ENGINES[engine].providers)}
+
+
+def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, problem: Problem,
+               sol: Solution, inputs: dict[str, Any], plan_path: Path) -> Plan:
+    """The typed plan of ``sol`` (its best candidate, baselines and Pareto set)."""
     best = sol.best
-    choices = sol.choices(problem)
-    cpus = assign_cpus(problem, best)
+    gpu, feeder = gpu_engine(target), gpu_feeder(target)
+    choices = plan_choices(problem, graph, sol, best, target)
+    cpus = assign_cpus(problem, best, feeder)
     ios = plan_stage_io(graph, [s.start for s in best.stages[1:]])
     stages, layers = [], []
     for k, (s, io, ids) in enumerate(zip(best.stages, ios, cpus, strict=True)):
         cfg = problem.configs[s.config]
-        stages.append({"index": k, "name": f"stage{k}", "start": s.start, "stop": s.stop,
-                       "cluster": cfg.cluster, "cores": cfg.cores, "replicas": s.replicas,
-                       "cpus": ids, "inputs": list(io.inputs), "outputs": list(io.outputs),
-                       "predicted_ms": best.metrics.stage_ms[k],
-                       "primitive_mix": _mix(choices[s.start:s.stop])})
+        mine = choices[s.start:s.stop]
+        stages.append(PlanStage(
+            index=k, name=f"stage{k}", start=s.start, stop=s.stop, cluster=cfg.cluster,
+            cores=cfg.cores, replicas=s.replicas, cpus=ids, inputs=list(io.inputs),
+            outputs=list(io.outputs), predicted_ms=best.metrics.stage_ms[k],
+            primitive_mix=_mix(mine), engines=sorted({engine_of(c) for c in mine}),
+            **_gpu_fields(gpu, cfg.cluster)))
         for i in range(s.start, s.stop):
-            layers.append({"name": graph.layers[i].name, "op": graph.layers[i].op,
-                           "choice": choices[i], "stage": k,
-                           "predicted_ms": float(sol.selection.layer_ms[i, s.config])})
+            layers.append(PlanLayer(name=graph.layers[i].name, op=graph.layers[i].op,
+                                    choice=choices[i], engine=engine_of(choices[i]), stage=k,
+                                    predicted_ms=float(sol.selection.layer_ms[i, s.config])))
     pareto = []
     for cand in sol.pareto:
-        names = stage_choices(problem, sol.selection, cand)
-        pareto.append({"predicted": predicted(cand.metrics), "stages": [
-            {"start": s.start, "stop": s.stop, "cluster": problem.configs[s.config].cluster,
-             "cores": problem.configs[s.config].cores, "replicas": s.replicas, "cpus": ids,
-             "choices": names[s.start:s.stop]}
-            for s, ids in zip(cand.stages, assign_cpus(problem, cand), strict=True)]})
+        names = plan_choices(problem, graph, sol, cand, target)
+        pareto.append(ParetoPoint(predicted=predicted(cand.metrics), stages=[
+            ParetoStage(start=s.start, stop=s.stop, cluster=problem.configs[s.config].cluster,
+                        cores=problem.configs[s.config].cores, replicas=s.replicas, cpus=ids,
+                        choices=names[s.start:s.stop],
+                        **{k: v for k, v in _gpu_fields(gpu, problem.configs[s.config].cluster)
+                           .items() if k in ("engine", "device_id", "fp16")})
+            for s, ids in zip(cand.stages, assign_cpus(problem, cand, feeder), strict=True)]))
     c = manifest.constraints
     spec = manifest.model
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "edgedeploy-plan",
-        "name": manifest.name,
-        "objective": sol.objective,
-        "constraints": {"max_latency_ms": c.max_latency_ms,
-                        "min_throughput_fps": c.min_throughput_fps,
-                        "max_power_w": c.max_power_w, "max_memory_mb": c.max_memory_mb},
-        "pipeline": {"max_stages": manifest.pipeline.max_stages,
-                     "allow_replication": manifest.pipeline.allow_replication},
-        "primitives": {"allow": list(manifest.primitives.allow),
-                       "deny": list(manifest.primitives.deny)},
-        "target": {"alias": alias, "board": board if "/" not in board else
-                   relpath(board, plan_path.parent), "name": target.name,
-                   "simulated": bool(target.simulated)},
-        "model": {"path": relpath(spec.path, plan_path.parent), "format": spec.format,
-                  "input_shape": list(graph.inputs[0].shape) if graph.inputs else [],
-                  "layers": len(graph.layers)},
-        "inputs": inputs,
-        "planner": {"version": PLANNER_VERSION, "exact_selection": sol.selection.exact,
-                    "exact_mapping": sol.mapping.exact,
-                    "candidates": len(sol.mapping.candidates)},
-        "predicted": predicted(best.metrics),
-        "stages": stages,
-        "layers": layers,
-        "baselines": {b.name: {"description": b.description, "predicted": predicted(b.metrics)}
-                      for b in sol.baselines},
-        "pareto": pareto,
-    }
+    return Plan(
+        schema_version=SCHEMA_VERSION, kind="edgedeploy-plan", name=manifest.name,
+        objective=sol.objective,
+        constraints={"max_latency_ms": c.max_latency_ms,
+                     "min_throughput_fps": c.min_throughput_fps,
+                     "max_power_w": c.max_power_w, "max_memory_mb": c.max_memory_mb},
+        pipeline={"max_stages": manifest.pipeline.max_stages,
+                  "allow_replication": manifest.pipeline.allow_replication},
+        primitives={"allow": list(manifest.primitives.allow),
+                    "deny": list(manifest.primitives.deny)},
+        target={"alias": alias, "board": board if "/" not in board else
+                relpath(board, plan_path.parent), "name": target.name,
+                "simulated": bool(target.simulated), "engines": list(target.engines)},
+        model={"path": relpath(spec.path, plan_path.parent), "format": spec.format,
+               "input_shape": list(graph.inputs[0].shape) if graph.inputs else [],
+               "layers": len(graph.layers)},
+        inputs=inputs,
+        planner={"version": PLANNER_VERSION, "exact_selection": sol.selection.exact,
+                 "exact_mapping": sol.mapping.exact, "candidates": len(sol.mapping.candidates)},
+        predicted=predicted(best.metrics), stages=stages, layers=layers,
+        baselines={b.name: Baseline(description=b.description, predicted=predicted(b.metrics))
+                   for b in sol.baselines},
+        pareto=pareto)
+
+
+def build_document(manifest, alias: str, board: str, target, graph: ir.Graph, problem: Problem,
+                   sol: Solution, inputs: dict[str, Any], plan_path: Path) -> dict[str, Any]:
+    """The lockfile document (JSON data) of :func:`build_plan`."""
+    return build_plan(manifest, alias, board, target, graph, problem, sol, inputs,
+                      plan_path).model_dump(mode="json")
+
+
+__all__ = ["NATIVE", "align_segments", "assign_cpus", "build_document", "build_plan",
+           "plan_choices", "predicted"]

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy.schemas.plan import SCHEMA_VERSION  # noqa: F401  (the lockfile's, re-exported)
 from edgedeploy.schemas.target import Target
 
-SCHEMA_VERSION = 1
 #: Bumped when the planner's algorithm changes what it would write for the same inputs.
-PLANNER_VERSION = 1
+PLANNER_VERSION = 2
 FLOAT_DIGITS = 6
 
 

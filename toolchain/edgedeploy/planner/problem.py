@@ -15,9 +15,6 @@ import numpy as np
 
 from edgedeploy.runtime import ir
 
-NCHW = "nchw"
-NHWC = "nhwc"
-
 #: ``transfer_ms(nbytes, from_cluster, to_cluster)``: cost of one hand-over between stages.
 TransferFn = Callable[[int, str, str], float]
 

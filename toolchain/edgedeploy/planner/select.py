@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgedeploy.errors import InfeasibleError
-from edgedeploy.planner.problem import NCHW, Problem, primitive_matches
+from edgedeploy.planner.problem import Problem, primitive_matches
+from edgedeploy.runtime.vocab import NCHW
 
 #: RN branches explored exactly before falling back to the heuristic.
 BRANCH_BUDGET = 64
@@ -48,7 +49,7 @@ def option_mask(problem: Problem, allow: Sequence[str] = (), deny: Sequence[str]
                 max_workspace_bytes: float | None = None) -> list[np.ndarray]:
     """Which options each layer may use; InfeasibleError names a layer left with none.
 
-    ``allow`` restricts convolution primitives (``ort`` and ``native`` stay available unless
+    ``allow`` restricts convolution primitives (``onnxruntime`` and ``native`` stay available unless
     listed in ``deny``); ``max_workspace_bytes`` bounds each primitive's scratch memory, as TASO
     bounds its substitutions' memory.
     """

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from edgedeploy.planner.problem import (
-    NCHW,
-    NHWC,
     ClusterSpec,
     Config,
     LayerSpec,
@@ -14,9 +12,10 @@ from edgedeploy.planner.problem import (
     Tensor,
     fixed_transfer,
 )
+from edgedeploy.runtime.vocab import NCHW, NHWC
 
 OPTION_POOL = (("direct/nchw", NCHW), ("winograd_f4x3/nhwc", NHWC), ("im2col_gemm/nchw", NCHW),
-               ("gemm_1x1/nhwc", NHWC), ("ort", NCHW), ("fft/nchw", NCHW))
+               ("gemm_1x1/nhwc", NHWC), ("onnxruntime", NCHW), ("fft/nchw", NCHW))
 
 
 def clusters_for(n_clusters: int, cores: int = 2, gpu: bool = False) -> list[ClusterSpec]:

@@ -8,7 +8,6 @@ deployed bundle's ``main.py measure`` through the deployer's transport.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,44 +163,66 @@ def _ssh_backend(ctx, manifest, alias: str) -> RunnerBackend:
 
 def refined_document(doc: dict[str, Any], ctx, res: SearchResult, simulated: bool,
                      backend: str) -> dict[str, Any]:
-    """The plan lockfile rewritten for the refined configuration, measured beside predicted."""
+    """The plan lockfile rewritten for the refined configuration, measured beside predicted:
+    the typed plan updated with ``model_copy`` (engines named as the planner names them)."""
+    from edgedeploy.planner.adapter import gpu_engine, gpu_feeder
+    from edgedeploy.planner.document import align_segments
+    from edgedeploy.runtime.engines import ENGINES, engine_of
     from edgedeploy.runtime.stages import plan_stage_io
+    from edgedeploy.runtime.vocab import GPU_CLUSTER
+    from edgedeploy.schemas.plan import Plan, PlanLayer, PlanStage
 
+    plan = Plan.model_validate(doc)
     cand, m = res.best
-    out = copy.deepcopy(doc)
     pred = ctx.predicted_metrics(cand)
     ios = plan_stage_io(ctx.graph, [s.start for s in cand.stages[1:]])
+    gpu = gpu_engine(ctx.target)
+    choices = list(cand.choices)
+    for s in cand.stages:
+        if s.cluster == GPU_CLUSTER and gpu is not None:
+            choices[s.start:s.stop] = [gpu] * (s.stop - s.start)
+    choices = align_segments(ctx.graph, choices, [(s.start, s.stop) for s in cand.stages])
     stages, layers = [], []
     for k, (s, io, ids) in enumerate(zip(cand.stages, ios, ctx.space.cpus(cand), strict=True)):
+        mine = choices[s.start:s.stop]
         mix: dict[str, int] = {}
-        for i in range(s.start, s.stop):
-            mix[cand.choices[i]] = mix.get(cand.choices[i], 0) + 1
-        stages.append({"index": k, "name": f"stage{k}", "start": s.start, "stop": s.stop,
-                       "cluster": s.cluster, "cores": s.cores, "replicas": s.replicas,
-                       "cpus": ids, "inputs": list(io.inputs), "outputs": list(io.outputs),
-                       "predicted_ms": pred["stage_ms"][k],
-                       "measured_ms": m.stage_ms[k] if k < len(m.stage_ms) else None,
-                       "primitive_mix": dict(sorted(mix.items()))})
+        for c in mine:
+            mix[c] = mix.get(c, 0) + 1
+        on_gpu = s.cluster == GPU_CLUSTER and gpu is not None
+        extra: dict[str, Any] = {"engine": gpu, "device_id": 0, "verified": False,
+                                 "providers": list(ENGINES[gpu].providers),
+                                 "cpus": [gpu_feeder(ctx.target)]} if on_gpu else {"cpus": ids}
+        if on_gpu and k < len(m.stage_ms) and not simulated:
+            extra["verified"] = True  # a measurement on the board ran it
+        stages.append(PlanStage(
+            index=k, name=f"stage{k}", start=s.start, stop=s.stop, cluster=s.cluster,
+            cores=s.cores, replicas=s.replicas, inputs=list(io.inputs),
+            outputs=list(io.outputs), predicted_ms=pred["stage_ms"][k],
+            measured_ms=m.stage_ms[k] if k < len(m.stage_ms) else None,
+            primitive_mix=dict(sorted(mix.items())),
+            engines=sorted({engine_of(c) for c in mine}), **extra))
         layer_ms, _hop = ctx.stage_prediction(cand, s)
         for i, ms in zip(range(s.start, s.stop), layer_ms, strict=True):
-            layers.append({"name": ctx.graph.layers[i].name, "op": ctx.graph.layers[i].op,
-                           "choice": cand.choices[i], "stage": k, "predicted_ms": ms})
-    out["stages"], out["layers"] = stages, layers
-    out["predicted"] = {**doc["predicted"], "throughput_fps": pred["throughput_fps"],
-                        "latency_ms": pred["latency_ms"], "period_ms": pred["period_ms"]}
-    out["measured"] = {**_figures(m), "simulated": simulated}
+            layers.append(PlanLayer(name=ctx.graph.layers[i].name, op=ctx.graph.layers[i].op,
+                                    choice=choices[i], engine=engine_of(choices[i]), stage=k,
+                                    predicted_ms=ms))
+    predicted = plan.predicted.model_copy(update={
+        "throughput_fps": pred["throughput_fps"], "latency_ms": pred["latency_ms"],
+        "period_ms": pred["period_ms"]})
     start_m = res.start[1]
-    out["refinement"] = {"backend": backend, "simulated": simulated,
-                         "cost_model": getattr(ctx.model, "source", None),
-                         "evaluations": res.evaluations,
-                         "plan_before": {"measured": _figures(start_m),
-                                         "predicted": doc["predicted"]},
-                         "improvement": m.throughput_fps / start_m.throughput_fps
-                         if start_m.throughput_fps else None,
-                         "trace": [{"eval": r.index, "throughput_fps": r.meas.throughput_fps,
-                                    "origin": r.origin} for r in res.records]}
-    out["target"] = {**doc["target"], "simulated": simulated}
-    return out
+    refinement = {"backend": backend, "simulated": simulated,
+                  "cost_model": getattr(ctx.model, "source", None),
+                  "evaluations": res.evaluations,
+                  "plan_before": {"measured": _figures(start_m), "predicted": doc["predicted"]},
+                  "improvement": m.throughput_fps / start_m.throughput_fps
+                  if start_m.throughput_fps else None,
+                  "trace": [{"eval": r.index, "throughput_fps": r.meas.throughput_fps,
+                             "origin": r.origin} for r in res.records]}
+    refined = plan.model_copy(update={
+        "stages": stages, "layers": layers, "predicted": predicted,
+        "measured": {**_figures(m), "simulated": simulated}, "refinement": refinement,
+        "target": {**plan.target, "simulated": simulated}})
+    return refined.model_dump(mode="json")
 
 
 def best_candidate(res: SearchResult) -> Candidate:

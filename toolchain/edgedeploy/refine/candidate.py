@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from edgedeploy.runtime.vocab import ONNXRUNTIME
+
 GPU = "gpu"
-ORT = "ort"
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class Space:
     def options_on(self, layer: int, cluster: str) -> tuple[str, ...]:
         """A GPU runs only onnxruntime kernels (numpy code cannot)."""
         opts = self.options[layer]
-        return tuple(o for o in opts if o == ORT) if cluster == GPU else opts
+        return tuple(o for o in opts if o == ONNXRUNTIME) if cluster == GPU else opts
 
     def fallback(self, layer: int, cluster: str, current: str) -> str | None:
         """``current`` if it runs on ``cluster``, else the first option that does."""
@@ -149,6 +150,15 @@ class Space:
                 "predicted": dict(predicted or {})}
 
 
+def internal_choice(choice: str) -> str:
+    """The search's name for a lockfile choice: a GPU engine is onnxruntime priced on ``gpu``
+    (the planner names the GPU's engine only when it writes the plan)."""
+    from edgedeploy.runtime.engines import ENGINES
+
+    spec = ENGINES.get(choice)
+    return ONNXRUNTIME if spec is not None and spec.on_gpu else choice
+
+
 def from_stages(space: Space, stages: Sequence[dict[str, Any]], choices: Sequence[str]
                 ) -> Candidate:
     """A candidate from plan-document stage entries (``start, stop, cluster, cores, replicas``)."""
@@ -160,10 +170,11 @@ def from_stages(space: Space, stages: Sequence[dict[str, Any]], choices: Sequenc
 def seeds_from_plan(space: Space, doc: dict[str, Any], limit: int = 4) -> list[Candidate]:
     """The guided start (Soomro et al. 2021): the plan, then its Pareto neighbours (valid,
     distinct), fastest predicted first."""
-    plan = from_stages(space, doc["stages"], [layer["choice"] for layer in doc["layers"]])
+    plan = from_stages(space, doc["stages"], [internal_choice(layer["choice"])
+                                              for layer in doc["layers"]])
     out = [plan]
     for point in doc.get("pareto", []):
-        ch = [c for s in point["stages"] for c in s["choices"]]
+        ch = [internal_choice(c) for s in point["stages"] for c in s["choices"]]
         cand = from_stages(space, point["stages"], ch)
         if space.is_valid(cand) and cand.key not in {c.key for c in out}:
             out.append(cand)

@@ -19,7 +19,7 @@ above, i.e. towards the stage-level factors when evidence is thin):
   core type; shared by identical layers (ResNet's repeated blocks) and across core counts;
 * ``u[shape, option, cluster, cores]`` (LAMBDA_UNIT) -- its scaling with cores.
 
-An onnxruntime segment (one step over several layers) informs only ``g["ort", cluster]``.
+An onnxruntime segment (one step over several layers) informs only ``g["onnxruntime", cluster]``.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class LayerCorrections:
 
 def _fam_key(row: tuple) -> tuple[str, str]:
     fams = {family(o) for o in row[3]}
-    return (fams.pop() if len(fams) == 1 else "ort", row[4])
+    return (fams.pop() if len(fams) == 1 else "onnxruntime", row[4])
 
 
 def _shrunk(pairs, lam: float) -> dict:

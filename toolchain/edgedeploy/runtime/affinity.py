@@ -28,8 +28,8 @@ def pin_process(cpus: Sequence[int]) -> bool:
 def ort_thread_affinities(cpus: Sequence[int]) -> str:
     """Value for onnxruntime's ``session.intra_op_thread_affinities`` for ``len(cpus)`` threads.
 
-    ORT takes 1-based logical processor ids, one group per *extra* thread (the calling thread is
-    thread 0 and is not pinned by ORT: pin it with :func:`pin_process`), separated by ``;``.
+    onnxruntime takes 1-based logical CPU ids, one group per *extra* thread (the calling thread is
+    thread 0 and is not pinned by ONNXRUNTIME: pin it with :func:`pin_process`), separated by ``;``.
     """
     return ";".join(str(c + 1) for c in list(cpus)[1:])
 

@@ -1,12 +1,13 @@
 """Runs a contiguous range of an IR graph with a per-layer choice of primitive or engine.
 
-A *choice* names, for each layer, how it runs:
+A *choice* names, for each layer, how it runs (``runtime.vocab``):
 
 * a conv primitive from :mod:`edgedeploy.runtime.primitives` (``"winograd_f4x3/nchw"`` ...);
 * ``"native"`` for a non-conv op run by :mod:`edgedeploy.runtime.ops`;
-* ``"ort"``: onnxruntime's own kernel. Maximal runs of consecutive ``ort`` layers become one
-  onnxruntime session over the sub-graph (its model bytes come from a *segment provider*: the host
-  cuts it from the source ONNX model, a bundle ships it as a file).
+* a segment engine (``"onnxruntime"``, ``"litert"``, ``"onnxruntime-cuda"`` ...): maximal runs of
+  consecutive layers with the same engine become one session of that engine over the sub-graph.
+  Its model comes from a *segment provider* (the host cuts it from the source model, a bundle
+  ships it as a file) and it is opened through the engine registry with the stage's resources.
 
 Tensors carry a layout (NCHW or NHWC); where a primitive's layout differs from the tensor's, a
 layout-transform primitive is inserted, exactly as the planner costs it. Tensors are freed after
@@ -22,22 +23,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgedeploy.runtime import ir
+from edgedeploy.runtime.engines import EngineOptions, is_segment_choice, open_segment
 from edgedeploy.runtime.errors import ExecutionError
+from edgedeploy.runtime.vocab import LITERT, NATIVE, NCHW, ONNX, ONNXRUNTIME, TFLITE
 
-NATIVE = "native"
-ORT = "ort"
-NCHW = "nchw"
-NHWC = "nhwc"
-
-#: (segment input names, segment output names) -> ONNX model bytes (or a path) for onnxruntime.
-SegmentProvider = Callable[[list[str], list[str]], "bytes | str"]
+#: (engine, segment input names, segment output names) -> the segment's model bytes (or a path).
+SegmentProvider = Callable[[str, list[str], list[str]], "bytes | str"]
 
 
 @dataclass
 class _Step:
     """One executable unit: a single layer, or an onnxruntime segment of several layers."""
 
-    kind: str  # "primitive" | "op" | "ort"
+    kind: str  # "primitive" | "op" | "onnxruntime"
     layers: list[ir.Layer]
     inputs: list[str]
     outputs: list[str]
@@ -48,7 +46,8 @@ class _Step:
     activation: object | None = None
     session: object | None = None
     weights: Mapping[str, np.ndarray] = field(default_factory=dict)
-    weight_nbytes: int = 0  # the layers' weights an onnxruntime session holds (for the budget)
+    weight_nbytes: int = 0  # the layers' weights a segment engine holds (for the budget)
+    engine: str = ""
 
 
 def segment_io(graph: ir.Graph, start: int, stop: int) -> tuple[list[str], list[str]]:
@@ -70,10 +69,11 @@ def segment_io(graph: ir.Graph, start: int, stop: int) -> tuple[list[str], list[
     return inputs, outputs
 
 
-def default_choice(layer: ir.Layer) -> str:
-    """A choice that needs no cost model: the planner's choices replace it."""
+def default_choice(layer: ir.Layer, fmt: str = ONNX) -> str:
+    """A choice that needs no cost model (the planner's choices replace it); an opaque layer
+    goes to the CPU segment engine of the model's format (``fmt``)."""
     if layer.op == ir.OPAQUE:
-        return ORT
+        return LITERT if fmt == TFLITE else ONNXRUNTIME
     if layer.op != ir.CONV2D:
         return NATIVE
     from edgedeploy.runtime import primitives
@@ -111,16 +111,23 @@ class GraphExecutor:
         segment_provider: SegmentProvider | None = None,
         cpus: Sequence[int] | None = None,
         packed_weights: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        options: EngineOptions | None = None,
     ) -> None:
         self.graph = graph
         self.start = start
         self.stop = len(graph.layers) if stop is None else stop
         self.inputs, self.outputs = segment_io(graph, self.start, self.stop)
+        fmt = str(graph.source.get("format") or ONNX)
         self.choices = {
-            layer.name: (choices or {}).get(layer.name) or default_choice(layer)
+            layer.name: (choices or {}).get(layer.name) or default_choice(layer, fmt)
             for layer in graph.layers[self.start:self.stop]
         }
         self._cpus = list(cpus) if cpus else None
+        base = options or EngineOptions()
+        self._options = EngineOptions(
+            cpus=tuple(cpus) if cpus else base.cpus, threads=base.threads,
+            device_id=base.device_id, fp16=base.fp16, cache_dir=base.cache_dir,
+            allow_spinning=base.allow_spinning)
         self._segment_provider = segment_provider
         self._packed_given = packed_weights or {}
         self.steps = self._compile()
@@ -137,11 +144,11 @@ class GraphExecutor:
         while i < len(layers):
             layer = layers[i]
             choice = self.choices[layer.name]
-            if choice == ORT:
+            if is_segment_choice(choice):
                 j = i
-                while j < len(layers) and self.choices[layers[j].name] == ORT:
+                while j < len(layers) and self.choices[layers[j].name] == choice:
                     j += 1
-                steps.append(self._ort_step(self.start + i, self.start + j))
+                steps.append(self._segment_step(choice, self.start + i, self.start + j))
                 i = j
                 continue
             if layer.op == ir.CONV2D:
@@ -150,11 +157,12 @@ class GraphExecutor:
                 op_type = layer.attrs.get("onnx_op_type") or layer.attrs.get("tflite_op", "opaque")
                 raise ExecutionError(
                     f"layer {layer.name!r} ({op_type}) has no native implementation",
-                    hint="run it with the onnxruntime engine (choice 'ort')")
+                    hint="run it inside a segment engine (choice 'onnxruntime' or 'litert')")
             else:
                 if choice != NATIVE:
                     raise ExecutionError(f"layer {layer.name!r} ({layer.op}): choice {choice!r} is "
-                                         "not a primitive of this op; use 'native' or 'ort'")
+                                         "not a primitive of this op",
+                                         hint="use 'native' or a segment engine")
                 weights = {role: self.graph.weights[key] for role, key in layer.weights.items()}
                 steps.append(_Step("op", [layer], list(layer.inputs), list(layer.outputs),
                                    weights=weights))
@@ -181,20 +189,20 @@ class GraphExecutor:
                      layout_in=prim.layout_in, layout_out=prim.layout_out, primitive=prim,
                      packed=packed, activation=act)
 
-    def _ort_step(self, start: int, stop: int) -> _Step:
-        from edgedeploy.runtime.engines.onnxruntime import OrtSegment
-
+    def _segment_step(self, engine: str, start: int, stop: int) -> _Step:
         if self._segment_provider is None:
-            raise ExecutionError("layers need onnxruntime but no segment model is available",
-                                 hint="run from an ONNX model or a bundle that ships segments")
+            raise ExecutionError(f"layers need the {engine} engine but no segment model is "
+                                 "available",
+                                 hint="run from the source model or a bundle that ships segments")
         inputs, outputs = segment_io(self.graph, start, stop)
-        model = self._segment_provider(inputs, outputs)
-        session = OrtSegment(model, cpus=self._cpus)
+        model = self._segment_provider(engine, inputs, outputs)
+        session = open_segment(engine, model, self._options)
         del model  # the session holds its own copy of the segment's weights
         layers = list(self.graph.layers[start:stop])
         held = sum(_nbytes(self.graph.weights, k) for layer in layers
                    for k in layer.weights.values() if k in self.graph.weights)
-        return _Step("ort", layers, inputs, outputs, session=session, weight_nbytes=held)
+        return _Step("segment", layers, inputs, outputs, session=session, weight_nbytes=held,
+                     engine=engine)
 
     def _last_uses(self) -> dict[str, int]:
         last: dict[str, int] = {}
@@ -265,12 +273,12 @@ class GraphExecutor:
     # --- facts for the planner and the memory report -------------------------------------------
     def weight_bytes(self) -> int:
         """Bytes of weights this executor holds: packed for primitives, raw for native ops,
-        and the layers' weights inside onnxruntime sessions (which keep their own copy)."""
+        and the layers' weights inside segment engines (which keep their own copy)."""
         total = 0
         for step in self.steps:
             if step.kind == "primitive":
                 total += sum(a.nbytes for a in step.packed.values())
-            elif step.kind == "ort":
+            elif step.kind == "onnxruntime":
                 total += step.weight_nbytes
             else:
                 total += sum(a.nbytes for a in step.weights.values())

@@ -14,7 +14,7 @@ Commands (run from the bundle directory; ``python3 main.py CMD --help``)::
      "active": "plan0",
      "plans": {"plan0": {"stages": [{"name", "start", "stop", "inputs", "outputs",
                                      "cpus", "replicas"}],        # layers [start, stop)
-                         "choices": {layer: "winograd_f4x3/nchw" | "native" | "ort" | ...},
+                         "choices": {layer: "winograd_f4x3/nchw" | "native" | "onnxruntime" | ...},
                          "predicted": {"throughput_fps", "latency_ms"}}},
      "segments": [{"inputs", "outputs", "file": "app/segments/0.onnx"}],   # onnxruntime cuts
      "reference": {"file": "app/reference.npz", "inputs": [...], "outputs": [...]},

@@ -12,20 +12,31 @@ import json
 import os
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgedeploy.runtime import ir
+from edgedeploy.runtime.engines import EngineOptions, engine_spec
 from edgedeploy.runtime.errors import InputError
-from edgedeploy.runtime.stages import GraphStage, StageIO, boundary_tensors, ort_segments_needed
+from edgedeploy.runtime.stages import (
+    GraphStage,
+    SegmentKey,
+    StageIO,
+    boundary_tensors,
+    segment_key,
+    segments_needed,
+)
+from edgedeploy.runtime.vocab import NATIVE, ONNX
 
 SCHEMA_VERSION = 1
 CONFIG_PATH = "app/config.json"
 STATUS_FILE = "runner.status.json"
 CONTROL_FILE = "runner.control.json"
+#: Where engines cache what they compile at start-up (TensorRT engines), inside the release.
+ENGINE_CACHE = "engine-cache"
 
 
 class BundleConfigError(InputError):
@@ -34,25 +45,54 @@ class BundleConfigError(InputError):
 
 @dataclass(frozen=True)
 class StageConfig:
+    """One pipeline stage as the runner runs it: layers ``[start, stop)`` on ``cpus`` (empty:
+    every core the runner may use), ``replicas`` copies, through ``engine``'s device."""
+
     name: str
     start: int
     stop: int
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    cpus: tuple[int, ...]
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    cpus: tuple[int, ...] = ()
     replicas: int = 1
+    #: The stage's device engine: ``native`` for CPU stages (their layers' choices name the
+    #: engines of their segments), a GPU engine for a GPU stage.
+    engine: str = NATIVE
+    device_id: int = 0
+    fp16: bool = False
 
     @property
     def io(self) -> StageIO:
         return StageIO(self.start, self.stop, self.inputs, self.outputs)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The stage as config.json holds it (what :func:`parse_plan` reads back)."""
+        out: dict[str, Any] = {"name": self.name, "start": self.start, "stop": self.stop,
+                               "cpus": list(self.cpus), "replicas": self.replicas,
+                               "engine": self.engine}
+        if self.inputs or self.outputs:
+            out.update(inputs=list(self.inputs), outputs=list(self.outputs))
+        if engine_spec(self.engine).on_gpu:
+            out.update(device_id=self.device_id, fp16=self.fp16)
+        return out
+
+    def engine_options(self, cache_dir: str | None = None) -> EngineOptions:
+        return EngineOptions(device_id=self.device_id, fp16=self.fp16, cache_dir=cache_dir)
+
 
 @dataclass(frozen=True)
 class PlanConfig:
+    """A whole plan as the runner runs it: stages and per-layer choices (one per layer name)."""
+
     name: str
     stages: tuple[StageConfig, ...]
     choices: Mapping[str, str]
     predicted: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stages": [s.to_dict() for s in self.stages],
+                "choices": dict(sorted(self.choices.items())),
+                "predicted": dict(sorted(self.predicted.items()))}
 
 
 @dataclass(frozen=True)
@@ -64,7 +104,7 @@ class RunnerConfig:
     name: str
     active: str
     plans: Mapping[str, PlanConfig]
-    segments: Mapping[tuple[tuple[str, ...], tuple[str, ...]], str]
+    segments: Mapping[SegmentKey, str]
     tolerance: float
 
     def path(self, key: str) -> Path:
@@ -108,8 +148,8 @@ def load_config(root: str | Path, path: str = CONFIG_PATH) -> RunnerConfig:
                                 hint="rebuild the bundle with this edgedeploy version")
     try:
         plans = {name: parse_plan(name, p) for name, p in raw["plans"].items()}
-        segments = {(tuple(s["inputs"]), tuple(s["outputs"])): str(s["file"])
-                    for s in raw.get("segments", [])}
+        segments = {(str(s.get("format", ONNX)), tuple(s["inputs"]), tuple(s["outputs"])):
+                    str(s["file"]) for s in raw.get("segments", [])}
         cfg = RunnerConfig(root=root, raw=raw, name=str(raw["name"]), active=str(raw["active"]),
                            plans=plans, segments=segments,
                            tolerance=float(raw.get("tolerance", 1e-3)))
@@ -127,7 +167,8 @@ def parse_plan(name: str, data: Mapping[str, Any]) -> PlanConfig:
                         stop=int(s["stop"]), inputs=tuple(s.get("inputs", ())),
                         outputs=tuple(s.get("outputs", ())),
                         cpus=tuple(int(c) for c in s.get("cpus", ())),
-                        replicas=int(s.get("replicas", 1)))
+                        replicas=int(s.get("replicas", 1)), engine=str(s.get("engine", NATIVE)),
+                        device_id=int(s.get("device_id", 0)), fp16=bool(s.get("fp16", False)))
             for k, s in enumerate(data["stages"]))
         choices = {str(k): str(v) for k, v in dict(data.get("choices", {})).items()}
         predicted = {str(k): float(v) for k, v in dict(data.get("predicted", {})).items()}
@@ -136,6 +177,11 @@ def parse_plan(name: str, data: Mapping[str, Any]) -> PlanConfig:
                                 hint="each stage needs start, stop (and cpus, replicas)") from None
     if not stages:
         raise BundleConfigError(f"plan {name!r} has no stages")
+    for st in stages:
+        try:
+            engine_spec(st.engine)
+        except Exception as exc:
+            raise BundleConfigError(f"plan {name!r}, stage {st.name}: {exc}") from None
     return PlanConfig(name, stages, choices, predicted)
 
 
@@ -218,7 +264,7 @@ def resolve_stages(graph: ir.Graph, plan: PlanConfig) -> list[StageConfig]:
         if (st.inputs and st.inputs != ins) or (st.outputs and st.outputs != outs):
             raise BundleConfigError(f"plan {plan.name!r}, stage {st.name}: boundary tensors do "
                                     "not match the graph", hint="rebuild the bundle")
-        out.append(StageConfig(st.name, st.start, st.stop, ins, outs, st.cpus, st.replicas))
+        out.append(replace(st, inputs=ins, outputs=outs))
         expect = st.stop
     if expect != n:
         raise BundleConfigError(f"plan {plan.name!r} covers layers [0, {expect}) of {n}")
@@ -226,16 +272,15 @@ def resolve_stages(graph: ir.Graph, plan: PlanConfig) -> list[StageConfig]:
 
 
 def stage_segments(cfg: RunnerConfig, graph: ir.Graph, io: StageIO,
-                   choices: Mapping[str, str]) -> dict[tuple[tuple[str, ...], tuple[str, ...]],
-                                                       str]:
-    """The paths of the onnxruntime segment models a stage needs (onnxruntime reads the file
-    itself: no bytes copy of the model stays in the stage process beside the session)."""
+                   choices: Mapping[str, str]) -> dict[SegmentKey, str]:
+    """The paths of the segment models a stage needs (engines read the file themselves: no
+    bytes copy of the model stays in the stage process beside the session)."""
     out = {}
-    for ins, outs in ort_segments_needed(graph, io, choices):
-        key = (tuple(ins), tuple(outs))
+    for engine, ins, outs in segments_needed(graph, io, choices):
+        key = segment_key(engine, ins, outs)
         if key not in cfg.segments:
             raise BundleConfigError(
-                f"layers {ins} -> {outs} run on onnxruntime but the bundle ships no such segment",
+                f"layers {ins} -> {outs} run on {engine} but the bundle ships no such segment",
                 hint="choose native primitives for them, or rebuild the bundle with this plan")
         path = cfg.root / cfg.segments[key]
         if not path.is_file():
@@ -256,7 +301,9 @@ def build_stage(root: str, config_path: str, stage: StageConfig,
     cfg = load_config(root, config_path)
     graph = load_graph(cfg, stage.start, stage.stop, lazy=True)
     segments = stage_segments(cfg, graph, stage.io, choices)
-    return GraphStage(graph, stage.io, choices, segments, cpus=available_cpus())
+    cache = str(cfg.root / ENGINE_CACHE / stage.name)
+    return GraphStage(graph, stage.io, choices, segments, cpus=available_cpus(),
+                      options=stage.engine_options(cache))
 
 
 def limit_heap_retention(threshold: int = 1 << 20) -> bool:

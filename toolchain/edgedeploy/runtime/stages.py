@@ -14,7 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgedeploy.runtime import ir
-from edgedeploy.runtime.executor import GraphExecutor, segment_io
+from edgedeploy.runtime.engines import EngineOptions, engine_spec, is_segment_choice
+from edgedeploy.runtime.executor import GraphExecutor, default_choice, segment_io
+
+#: A segment model's identity: (segment file format, input names, output names). Engines that
+#: share a format (onnxruntime on CPU and on a GPU) share the file.
+SegmentKey = tuple[str, tuple[str, ...], tuple[str, ...]]
+
+
+def segment_key(engine: str, inputs: Sequence[str], outputs: Sequence[str]) -> SegmentKey:
+    return (engine_spec(engine).segment_format, tuple(inputs), tuple(outputs))
 
 
 def boundary_tensors(graph: ir.Graph, cut: int) -> list[str]:
@@ -57,18 +66,19 @@ class GraphStage:
     """The callable a pipeline process runs: list of input arrays -> list of output arrays."""
 
     def __init__(self, graph: ir.Graph, io: StageIO, choices: Mapping[str, str],
-                 segments: Mapping[tuple[tuple[str, ...], tuple[str, ...]], bytes | str]
-                 | None = None,
-                 cpus: Sequence[int] | None = None) -> None:
+                 segments: Mapping[SegmentKey, bytes | str] | None = None,
+                 cpus: Sequence[int] | None = None,
+                 options: EngineOptions | None = None) -> None:
         self.io = io
         segs = dict(segments or {})
 
-        def provider(inputs: list[str], outputs: list[str]) -> bytes | str:
+        def provider(engine: str, inputs: list[str], outputs: list[str]) -> bytes | str:
             # Handed over, not kept: a segment's model bytes must not outlive its session.
-            return segs.pop((tuple(inputs), tuple(outputs)))
+            return segs.pop(segment_key(engine, inputs, outputs))
 
         self.executor = GraphExecutor(graph, choices, start=io.start, stop=io.stop,
-                                      segment_provider=provider if segs else None, cpus=cpus)
+                                      segment_provider=provider if segs else None, cpus=cpus,
+                                      options=options)
 
     def __call__(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         env = dict(zip(self.io.inputs, xs, strict=True))
@@ -76,22 +86,27 @@ class GraphStage:
         return [env[t] for t in self.io.outputs]
 
 
-def ort_segments_needed(graph: ir.Graph, io: StageIO,
-                        choices: Mapping[str, str]) -> list[tuple[list[str], list[str]]]:
-    """The (inputs, outputs) of every onnxruntime segment a stage will ask its provider for."""
-    from edgedeploy.runtime.executor import ORT, default_choice
+def segments_needed(graph: ir.Graph, io: StageIO,
+                    choices: Mapping[str, str]) -> list[tuple[str, list[str], list[str]]]:
+    """(engine, inputs, outputs) of every segment a stage will ask its provider for: maximal
+    runs of consecutive layers with the same segment-engine choice."""
+    fmt = str(graph.source.get("format") or "onnx")
+
+    def choice(i: int) -> str:
+        layer = graph.layers[i]
+        return choices.get(layer.name) or default_choice(layer, fmt)
 
     result = []
     i = io.start
     while i < io.stop:
-        layer = graph.layers[i]
-        if (choices.get(layer.name) or default_choice(layer)) != ORT:
+        engine = choice(i)
+        if not is_segment_choice(engine):
             i += 1
             continue
         j = i
-        while j < io.stop and (choices.get(graph.layers[j].name)
-                               or default_choice(graph.layers[j])) == ORT:
+        while j < io.stop and choice(j) == engine:
             j += 1
-        result.append(segment_io(graph, i, j))
+        ins, outs = segment_io(graph, i, j)
+        result.append((engine, ins, outs))
         i = j
     return result

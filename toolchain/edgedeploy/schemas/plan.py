@@ -1,7 +1,13 @@
-"""The plan lockfile as a typed object (``plans/<name>.<alias>.plan.json``).
+"""The plan: one typed object from planner to runner (``plans/<name>.<alias>.plan.json``).
 
-It mirrors what :mod:`edgedeploy.planner.lock` writes; ``load_plan`` turns any unreadable,
-malformed or foreign file into a clean :class:`PlanError` (exit code 2), never a traceback.
+The planner builds a :class:`Plan`, measurement and refinement update it (``model_copy``), the
+lockfile writer (:mod:`edgedeploy.planner.lock`) serialises it canonically, and ``build`` converts
+it once into the runner's own config types (:meth:`Plan.runner_plans`). ``load_plan`` turns any
+unreadable, malformed or foreign file into a clean :class:`PlanError` (exit code 2).
+
+Every stage and every per-layer choice names an engine (``runtime.engines``). A stage on a GPU
+names its engine, device and providers, and stays ``verified: false`` until a measurement on a
+board has run it: nothing here can launch a GPU kernel.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgedeploy.errors import PlanError
 
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = (SCHEMA_VERSION,)
 
 
 class _Model(BaseModel):
@@ -32,7 +39,10 @@ class Predicted(_Model):
 class PlanLayer(_Model):
     name: str
     op: str
+    #: A conv primitive (``winograd_f4x3/nchw``), ``native``, or a segment engine's name.
     choice: str
+    #: The engine that runs the choice (``native`` for primitives and native ops).
+    engine: str
     stage: int
     predicted_ms: float | None
 
@@ -50,6 +60,17 @@ class PlanStage(_Model):
     outputs: list[str]
     predicted_ms: float | None
     primitive_mix: dict[str, int]
+    #: The stage's device engine: ``native`` on CPU clusters (its layers name their engines),
+    #: a GPU engine (``onnxruntime-cuda``, ``onnxruntime-tensorrt``) on the GPU.
+    engine: str = "native"
+    #: Every engine the stage's layers run on, sorted.
+    engines: list[str] = Field(default_factory=list)
+    #: GPU stages: the device index, the execution providers the board must offer, fp16 allowed.
+    device_id: int | None = None
+    providers: list[str] = Field(default_factory=list)
+    fp16: bool = False
+    #: False until a measurement on a board ran this stage (GPU stages are planned, not run here).
+    verified: bool = True
     #: Written by `edgedeploy refine` (a refined lockfile): the stage's measured time.
     measured_ms: float | None = None
 
@@ -62,6 +83,9 @@ class ParetoStage(_Model):
     replicas: int
     cpus: list[int]
     choices: list[str]
+    engine: str = "native"
+    device_id: int | None = None
+    fp16: bool = False
 
 
 class ParetoPoint(_Model):
@@ -109,6 +133,41 @@ class Plan(_Model):
     def model_path(self, plan_file: str | Path) -> Path:
         """The model file, resolved against the lockfile's folder."""
         return (Path(plan_file).parent / self.model["path"]).resolve()
+
+    @property
+    def engines(self) -> list[str]:
+        """Every engine the chosen plan uses."""
+        return sorted({e for s in self.stages for e in [s.engine, *s.engines]})
+
+    @property
+    def unverified_stages(self) -> list[str]:
+        return [s.name for s in self.stages if not s.verified]
+
+    def runner_plans(self) -> tuple[Any, ...]:
+        """The chosen plan (``plan``) and its Pareto set (``pareto<k>``) as the runner's own
+        :class:`~edgedeploy.runtime.runner_config.PlanConfig` objects: the one conversion."""
+        from edgedeploy.runtime.runner_config import PlanConfig, StageConfig
+
+        names = [layer.name for layer in self.layers]
+
+        def preds(p: Predicted) -> dict[str, float]:
+            return {k: float(v) for k, v in p.model_dump().items() if v is not None}
+
+        def stage(name: str, s: PlanStage | ParetoStage) -> StageConfig:
+            return StageConfig(name=name, start=s.start, stop=s.stop, cpus=tuple(s.cpus),
+                               replicas=s.replicas, engine=s.engine,
+                               device_id=s.device_id or 0, fp16=s.fp16)
+
+        best = PlanConfig("plan", tuple(stage(s.name, s) for s in self.stages), self.choices,
+                          preds(self.predicted))
+        others = []
+        for k, point in enumerate(self.pareto):
+            choices = {names[i]: c for s in point.stages
+                       for i, c in zip(range(s.start, s.stop), s.choices, strict=True)}
+            others.append(PlanConfig(f"pareto{k}", tuple(
+                stage(f"stage{j}", s) for j, s in enumerate(point.stages)), choices,
+                preds(point.predicted)))
+        return (best, *others)
 
 
 def load_plan(path: str | Path) -> Plan:

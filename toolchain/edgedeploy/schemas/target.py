@@ -12,15 +12,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgedeploy.errors import TargetError
+from edgedeploy.runtime.vocab import GPU_CLUSTER
 
 Arch = Literal["aarch64", "armv7l", "x86_64"]
 Family = Literal["linux", "jetson", "rpi"]
-Engine = Literal["native", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "litert"]
-
-ENGINES: tuple[str, ...] = ("native", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt",
-                            "litert")
-#: The pseudo cluster name under which a GPU takes part in a pipeline.
-GPU_CLUSTER = "gpu"
 
 
 class _Strict(BaseModel):
@@ -108,7 +103,8 @@ class Target(_Strict):
     dram_mib: int = Field(gt=0)
     inter_cluster: InterCluster = Field(
         default_factory=lambda: InterCluster(latency_us=20.0, bandwidth_gbps=5.0))
-    engines: list[Engine] = Field(default_factory=lambda: ["native", "onnxruntime"], min_length=1)
+    engines: list[str] = Field(default_factory=lambda: ["native", "onnxruntime"], min_length=1,
+                               description="Engines the board runs (runtime.engines registry).")
     ssh: SshDefaults = Field(default_factory=SshDefaults)
     simulated: bool = Field(default=False, description="True for board twins (sim:<board>).")
     fingerprint: str | None = Field(default=None, description="Hash of the hardware facts (local).")
@@ -129,6 +125,11 @@ class Target(_Strict):
                 seen[cpu] = c.name
         if len(set(self.engines)) != len(self.engines):
             raise ValueError("engines must not repeat")
+        from edgedeploy.runtime.engines import ENGINES
+
+        unknown = [e for e in self.engines if e not in ENGINES]
+        if unknown:
+            raise ValueError(f"unknown engine(s) {unknown}; known: {', '.join(sorted(ENGINES))}")
         return self
 
     @property

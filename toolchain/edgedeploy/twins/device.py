@@ -153,7 +153,7 @@ class TwinDevice:
     def layer_timings(self, stages: list[tuple[int, int, str, int, int]],
                       choices: Sequence[str], scale: float) -> tuple[list, float]:
         """What the runner's ``chain_layer_ms`` would report: per stage, ``[start, stop, ms]``
-        per executor step (consecutive ``ort`` layers are one onnxruntime segment, as on a
+        per executor step (consecutive ``onnxruntime`` layers are one onnxruntime segment, as on a
         board), each the median of LAYER_FRAMES jittered runs; and the seconds it took."""
         out, spent = [], 0.0
         for a, b, cluster, cores, _r in stages:
@@ -161,7 +161,7 @@ class TwinDevice:
             i = a
             while i < b:
                 j = i + 1
-                while choices[i] == "ort" and j < b and choices[j] == "ort":
+                while choices[i] == "onnxruntime" and j < b and choices[j] == "onnxruntime":
                     j += 1
                 true = sum(self.truth.layer_time(k, choices[k], cluster, cores)
                            for k in range(i, j))

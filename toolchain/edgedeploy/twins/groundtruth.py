@@ -32,13 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgedeploy.runtime import ir
+from edgedeploy.runtime.vocab import NATIVE, ONNXRUNTIME
 from edgedeploy.schemas.target import GPU_CLUSTER, Target
 
-ORT, NATIVE = "ort", "native"
 #: (efficiency of peak, FLOP reduction) per primitive family on a CPU core.
 FAMILY = {"direct": (0.30, 1.0), "im2col_gemm": (0.55, 1.0), "gemm_1x1": (0.66, 1.0),
           "winograd_f2x3": (0.42, 2.25), "winograd_f4x3": (0.34, 4.0), "fft": (0.05, 3.0),
-          "depthwise": (0.16, 1.0), ORT: (0.62, 1.0), NATIVE: (0.25, 1.0)}
+          "depthwise": (0.16, 1.0), ONNXRUNTIME: (0.62, 1.0), NATIVE: (0.25, 1.0)}
 SIMD = 4
 PERSONALITY_SIGMA = 0.15
 LAYER_OVERHEAD_MS = 0.012
@@ -52,10 +52,10 @@ def layer_options(d: ir.Descriptor) -> list[str]:
     if d.op == ir.CONV2D:
         from edgedeploy.runtime import primitives
 
-        return [p.name for p in primitives.applicable(d)] + [ORT]
+        return [p.name for p in primitives.applicable(d)] + [ONNXRUNTIME]
     if d.op == ir.OPAQUE:
-        return [ORT]
-    return [NATIVE, ORT]
+        return [ONNXRUNTIME]
+    return [NATIVE, ONNXRUNTIME]
 
 
 def _unit(seed: int, *parts: object) -> float:
@@ -115,9 +115,9 @@ class GroundTruth:
         if d.op == ir.CONV2D:
             eff *= self._conv_effects(d, family, layout, c.l2_kib)
         else:
-            eff *= 0.5 if prim == ORT else 1.0  # a tiny op: onnxruntime's session overhead
+            eff *= 0.5 if prim == ONNXRUNTIME else 1.0  # a tiny op: onnxruntime's session overhead
         eff *= float(np.exp(PERSONALITY_SIGMA * _unit(self.seed, c.core_type, prim, d.to_dict())))
-        serial = 0.03 + 0.25 / (1.0 + flops / 4e6) + (0.0 if prim == ORT else 0.05)
+        serial = 0.03 + 0.25 / (1.0 + flops / 4e6) + (0.0 if prim == ONNXRUNTIME else 0.05)
         speedup = u.cores / (1.0 + serial * (u.cores - 1))
         compute_ms = flops / reduction / (c.max_freq_mhz * 1e6 * c.flops_per_cycle * eff
                                           * speedup) * 1e3
@@ -138,7 +138,8 @@ class GroundTruth:
             eff /= float(waste)
             tiles = (m + 2) ** 2 * (d.c_in + d.c_out) * 4 * 4
             eff *= 0.65 if tiles > l2_kib * 1024 / 2 else 1.0
-        if family in ("im2col_gemm", "gemm_1x1", ORT) and d.bytes_weights > l2_kib * 1024 * 0.5:
+        big_weights = d.bytes_weights > l2_kib * 1024 * 0.5
+        if family in ("im2col_gemm", "gemm_1x1", ONNXRUNTIME) and big_weights:
             eff *= 0.75
         if family == "fft" and max(d.kernel) >= 5:
             eff *= 1.8
@@ -146,7 +147,7 @@ class GroundTruth:
 
     def _gpu_ms(self, d: ir.Descriptor, prim: str) -> float:
         g = self.target.gpu
-        if prim != ORT or g is None or d.op == ir.OPAQUE:
+        if prim != ONNXRUNTIME or g is None or d.op == ir.OPAQUE:
             return float("inf")
         flops = max(float(d.flops), float(d.elems_out or 1))
         parallel = d.c_out * d.h_out * d.w_out

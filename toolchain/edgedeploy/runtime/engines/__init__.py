@@ -1,5 +1,6 @@
-"""Execution engines: onnxruntime (a graph segment or a whole model as one session) and LiteRT
-(a whole .tflite model); the native engine registers itself beside them.
+"""Execution engines, one module each, registered in :data:`ENGINES` when this package is imported:
+``native`` (edgedeploy's primitives), ``onnxruntime`` (CPU), ``onnxruntime-cuda`` and
+``onnxruntime-tensorrt`` (GPU stages), ``litert`` (XNNPACK).
 
 Importing this package imports neither onnxruntime nor LiteRT: each engine loads its back-end
 when an instance is created, so a device without one of them can still run the others.
@@ -7,6 +8,7 @@ when an instance is created, so a device without one of them can still run the o
 
 from __future__ import annotations
 
+from edgedeploy.runtime.engines import litert, native, onnxruntime, onnxruntime_gpu  # noqa: F401
 from edgedeploy.runtime.engines.base import (
     AFFINITY,
     ENGINES,
@@ -14,30 +16,19 @@ from edgedeploy.runtime.engines.base import (
     THREADS,
     WHOLE_MODEL,
     Engine,
+    EngineOptions,
     EngineSpec,
     available_engines,
     engine_class,
+    engine_of,
+    engine_spec,
+    is_segment_choice,
+    open_segment,
     register_engine,
     require,
+    segment_engines,
+    unregister_engine,
 )
-
-
-def _ort() -> type:
-    from edgedeploy.runtime.engines.onnxruntime import OrtSegment
-
-    return OrtSegment
-
-
-def _litert() -> type:
-    from edgedeploy.runtime.engines.litert import LiteRTModel
-
-    return LiteRTModel
-
-
-register_engine(EngineSpec("onnxruntime", frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY}),
-                           _ort, ("onnxruntime",)))
-register_engine(EngineSpec("litert", frozenset({WHOLE_MODEL, THREADS, AFFINITY}), _litert,
-                           ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")))
 
 __all__ = [
     "AFFINITY",
@@ -46,9 +37,16 @@ __all__ = [
     "THREADS",
     "WHOLE_MODEL",
     "Engine",
+    "EngineOptions",
     "EngineSpec",
     "available_engines",
     "engine_class",
+    "engine_of",
+    "engine_spec",
+    "is_segment_choice",
+    "open_segment",
     "register_engine",
     "require",
+    "segment_engines",
+    "unregister_engine",
 ]

@@ -1,5 +1,9 @@
-"""The LiteRT engine: a whole .tflite model with ``num_threads``, in the model's own layout (NHWC),
-tensors addressed by name. Also the reference for TFLite inputs.
+"""The LiteRT engine: a .tflite model (whole, or a segment cut from one) with ``num_threads``.
+
+:class:`LiteRTModel` speaks the model's own layout (NHWC) and is the reference for TFLite inputs;
+:class:`LiteRTSegment` is the pipeline's engine: IR-layout tensors in and out, converted at its
+edges (rank-4 tensors only; see ``runtime.layouts``), so a LiteRT stage sits beside native and
+onnxruntime stages like any other. XNNPACK threads follow the stage's cores.
 
 ``ai_edge_litert`` is the maintained interpreter; ``tflite_runtime`` is used only where LiteRT is
 absent (tflite-runtime 2.14 fails to load under numpy 2).
@@ -14,8 +18,18 @@ from typing import Any
 import numpy as np
 
 from edgedeploy.runtime import affinity
-from edgedeploy.runtime.engines.base import AFFINITY, THREADS, WHOLE_MODEL
+from edgedeploy.runtime.engines.base import (
+    AFFINITY,
+    SEGMENT,
+    THREADS,
+    WHOLE_MODEL,
+    EngineOptions,
+    EngineSpec,
+    register_engine,
+)
 from edgedeploy.runtime.errors import ExecutionError, ModelError
+from edgedeploy.runtime.layouts import ir_to_tflite, tflite_to_ir
+from edgedeploy.runtime.vocab import LITERT, TFLITE
 
 
 def interpreter_class() -> Any:
@@ -36,8 +50,8 @@ def interpreter_class() -> Any:
 class LiteRTModel:
     """One interpreter over a .tflite model; tensors allocated once at construction."""
 
-    name = "litert"
-    capabilities = frozenset({WHOLE_MODEL, THREADS, AFFINITY})
+    name = LITERT
+    capabilities = frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY})
 
     def __init__(self, path: str | Path | bytes, *, num_threads: int | None = None,
                  cpus: Sequence[int] | None = None,
@@ -114,3 +128,35 @@ class LiteRTModel:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LiteRTSegment:
+    """A cut .tflite segment as a pipeline engine: IR-layout (NCHW) tensors in and out."""
+
+    name = LITERT
+    capabilities = frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY})
+
+    def __init__(self, model: bytes | str | Path, *, cpus: Sequence[int] | None = None,
+                 num_threads: int | None = None) -> None:
+        self.model = LiteRTModel(model, cpus=cpus, num_threads=num_threads)
+        self.input_names = self.model.input_names
+        self.output_names = self.model.output_names
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {n: ir_to_tflite(inputs[n]) for n in self.input_names if n in inputs}
+        return {n: tflite_to_ir(y) for n, y in self.model.run(feeds).items()}
+
+    def close(self) -> None:
+        self.model.close()
+
+
+def _open(model: bytes | str, options: EngineOptions) -> LiteRTSegment:
+    return LiteRTSegment(model, cpus=list(options.cpus) if options.cpus else None,
+                         num_threads=options.threads)
+
+
+SPEC = register_engine(EngineSpec(
+    LITERT, frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY}), lambda: LiteRTSegment,
+    backends=("ai_edge_litert.interpreter", "tflite_runtime.interpreter"), formats=(TFLITE,),
+    segment_format=TFLITE, precisions=("fp32", "fp16", "int8"), runs_opaque=True,
+    requires=("ai-edge-litert",), open=_open))

@@ -1,14 +1,14 @@
-"""The onnxruntime engine: a graph segment (or a whole model) as one pinned ORT session.
+"""The onnxruntime engine: a graph segment (or a whole model) as one pinned onnxruntime session.
 
 Threading follows the runtime issue: with ``cpus`` the session gets ``len(cpus)`` intra-op threads
 (or ``threads``), one inter-op thread and sequential execution; the calling thread is pinned with
-the process affinity (ORT never pins thread 0) and the other threads through
+the process affinity (onnxruntime never pins thread 0) and the other threads through
 ``session.intra_op_thread_affinities`` (1-based CPU ids, one group per extra thread). Setting a
-thread count drops ORT's own default pinning, so both must be set together. When ``threads``
+thread count drops onnxruntime's own default pinning, so both must be set together. When ``threads``
 differs from ``len(cpus)`` the threads are not pinned one by one but float within the process's
-CPU set. Such runner sessions also go without ORT's CPU memory arena (see ``_options``).
+CPU set. Such runner sessions also go without onnxruntime's CPU memory arena (see ``_options``).
 ``allow_spinning=False`` stops idle intra-op threads from spinning, for a stage that
-shares its cores with another stage. With neither ``cpus`` nor ``threads`` every ORT default is
+shares its cores with another stage. With neither ``cpus`` nor ``threads`` every default is
 left untouched: that is the "onnxruntime default session" baseline the planner compares against.
 The default provider is ``CPUExecutionProvider``; pass ``providers`` for CUDA/TensorRT stages.
 """
@@ -22,8 +22,18 @@ from typing import Any
 import numpy as np
 
 from edgedeploy.runtime import affinity
-from edgedeploy.runtime.engines.base import AFFINITY, SEGMENT, THREADS, WHOLE_MODEL, require
+from edgedeploy.runtime.engines.base import (
+    AFFINITY,
+    SEGMENT,
+    THREADS,
+    WHOLE_MODEL,
+    EngineOptions,
+    EngineSpec,
+    register_engine,
+    require,
+)
 from edgedeploy.runtime.errors import ExecutionError, ModelError
+from edgedeploy.runtime.vocab import ONNX, ONNXRUNTIME
 
 AFFINITY_KEY = "session.intra_op_thread_affinities"
 SPINNING_KEY = "session.intra_op.allow_spinning"
@@ -34,13 +44,13 @@ def _ort() -> Any:
 
 
 class OrtSegment:
-    """One ORT session over an ONNX model (bytes or a path), pinned to ``cpus`` when given."""
+    """One onnxruntime session over an ONNX model (bytes or a path), pinned to ``cpus``."""
 
-    name = "onnxruntime"
+    name = ONNXRUNTIME
     capabilities = frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY})
 
     def __init__(self, model: bytes | str | Path, *, cpus: Sequence[int] | None = None,
-                 threads: int | None = None, providers: Sequence[str] | None = None,
+                 threads: int | None = None, providers: Sequence[Any] | None = None,
                  allow_spinning: bool = True) -> None:
         ort = _ort()
         self.cpus = list(cpus) if cpus is not None else None
@@ -52,7 +62,7 @@ class OrtSegment:
         try:
             self.session = ort.InferenceSession(
                 source, self.options, providers=list(providers or ["CPUExecutionProvider"]))
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
             what = "the model bytes" if isinstance(model, bytes) else str(model)
             raise ModelError(f"onnxruntime cannot load {what}: {exc}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -62,7 +72,7 @@ class OrtSegment:
     def _options(self, ort: Any, allow_spinning: bool) -> Any:
         opts = ort.SessionOptions()
         if self.cpus is None and self.threads is None:
-            return opts  # ORT's defaults, untouched: the baseline session
+            return opts  # onnxruntime's defaults, untouched: the baseline session
         n = int(self.threads or len(self.cpus or [])) or 1
         opts.intra_op_num_threads = n
         opts.inter_op_num_threads = 1
@@ -82,14 +92,14 @@ class OrtSegment:
 
     @property
     def intra_op_threads(self) -> int:
-        """The intra-op thread count the session was given (0 means ORT chooses)."""
+        """The intra-op thread count the session was given (0 means onnxruntime chooses)."""
         return int(self.session.get_session_options().intra_op_num_threads)
 
     def config_entry(self, key: str) -> str | None:
         """A session config entry as the live session reports it (None when unset)."""
         try:
             return self.session.get_session_options().get_session_config_entry(key)
-        except Exception:  # ORT raises when the key was never set
+        except Exception:  # onnxruntime raises when the key was never set
             return None
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -125,3 +135,14 @@ class OrtSegment:
 def ort_default_session(path: bytes | str | Path) -> OrtSegment:
     """onnxruntime with every default (all cores, its own pinning): the baseline a user runs."""
     return OrtSegment(path)
+
+
+def _open(model: bytes | str, options: EngineOptions) -> OrtSegment:
+    return OrtSegment(model, cpus=list(options.cpus) if options.cpus else None,
+                      threads=options.threads, allow_spinning=options.allow_spinning)
+
+
+SPEC = register_engine(EngineSpec(
+    ONNXRUNTIME, frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY}), lambda: OrtSegment,
+    backends=("onnxruntime",), formats=(ONNX,), segment_format=ONNX,
+    precisions=("fp32", "int8"), runs_opaque=True, requires=("onnxruntime",), open=_open))

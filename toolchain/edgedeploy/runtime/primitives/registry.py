@@ -17,9 +17,8 @@ import numpy as np
 from ..activations import apply_activation
 from ..errors import ExecutionError
 from ..ir import CONV2D, Descriptor
+from ..vocab import NCHW, NHWC  # noqa: F401  (re-exported for the primitive modules)
 
-NCHW = "nchw"
-NHWC = "nhwc"
 LAYOUT_OP = "layout"
 
 Weights = Mapping[str, np.ndarray]

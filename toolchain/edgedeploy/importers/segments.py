@@ -1,0 +1,60 @@
+"""Segment models for engines, cut from the source model on the host.
+
+One cutter per segment file format (an engine declares the format it runs: onnxruntime and the GPU
+engines ONNX, LiteRT .tflite); :func:`segment_provider` is what an executor on the host and the
+bundle builder ask for "engine E's model of the layers between these tensors".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from edgedeploy.errors import InputError
+from edgedeploy.runtime import ir
+from edgedeploy.runtime.engines import engine_spec
+from edgedeploy.runtime.vocab import ONNX, TFLITE
+
+Cutter = Callable[[list[str], list[str]], bytes]
+
+
+def _onnx_cutter(graph: ir.Graph, model_path: Path) -> Cutter:
+    from edgedeploy.importers.onnx_cut import SegmentCutter
+
+    cut = SegmentCutter.for_graph(graph, model_path)
+    return lambda ins, outs: cut(ins, outs)
+
+
+def _tflite_cutter(graph: ir.Graph, model_path: Path) -> Cutter:
+    from edgedeploy.importers.tflite_cut import cut_tflite
+
+    data = Path(model_path).read_bytes()
+    return lambda ins, outs: cut_tflite(data, ins, outs)
+
+
+#: Segment file format -> (source format it is cut from, cutter factory).
+CUTTERS: dict[str, Callable[[ir.Graph, Path], Cutter]] = {ONNX: _onnx_cutter,
+                                                          TFLITE: _tflite_cutter}
+
+
+def segment_provider(graph: ir.Graph, model_path: str | Path | None
+                     ) -> Callable[[str, list[str], list[str]], bytes]:
+    """``(engine, inputs, outputs) -> segment model bytes`` for ``graph``'s source model.
+
+    Cutters are built on first use; an engine whose segment format is not the model's own gets a
+    clear InputError (onnxruntime cannot run a piece of a .tflite file).
+    """
+    fmt = str(graph.source.get("format") or ONNX)
+    cutters: dict[str, Cutter] = {}
+
+    def provide(engine: str, inputs: list[str], outputs: list[str]) -> bytes:
+        seg_fmt = engine_spec(engine).segment_format
+        if seg_fmt != fmt or model_path is None:
+            raise InputError(f"layers run on {engine}, which runs {seg_fmt or 'no'} segments, "
+                             f"but the model is {fmt}",
+                             hint="choose native primitives or an engine of the model's format")
+        if seg_fmt not in cutters:
+            cutters[seg_fmt] = CUTTERS[seg_fmt](graph, Path(model_path))
+        return cutters[seg_fmt](list(inputs), list(outputs))
+
+    return provide

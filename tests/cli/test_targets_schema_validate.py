@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from edgedeploy.boards.catalog import list_targets
 from edgedeploy.cli.main import app, main
 from edgedeploy.schemas.manifest import Manifest
+from edgedeploy.schemas.plan import Plan
 from edgedeploy.schemas.target import Target
 
 runner = CliRunner()
@@ -70,7 +71,8 @@ def test_targets_show_unknown_board_exits_2_with_suggestion(capsys: pytest.Captu
     assert "unknown board 'rpi3'" in err and "did you mean" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize(("which", "model"), [("manifest", Manifest), ("target", Target)])
+@pytest.mark.parametrize(("which", "model"), [("manifest", Manifest), ("target", Target),
+                                               ("plan", Plan)])
 def test_schema_prints_draft7_json_schema(which: str, model: type) -> None:
     result = runner.invoke(app, ["schema", which])
     assert result.exit_code == 0
@@ -80,7 +82,23 @@ def test_schema_prints_draft7_json_schema(which: str, model: type) -> None:
 
 
 def test_schema_of_an_unknown_kind_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
-    assert main(["schema", "plan"]) == 2
+    assert main(["schema", "lockfile"]) == 2
+
+
+def test_validate_recognises_a_lockfile_and_checks_it(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    lock = Path(__file__).resolve().parents[2] / "plans" / "tx2.jetson.plan.json"
+    assert main(["validate", str(lock)]) == 0
+    captured = capsys.readouterr()
+    assert "plan lockfile of tx2 for jetson (jetson-tx2)" in captured.out
+    assert "unverified" in captured.err and "unknown" not in captured.err
+    data = json.loads(runner.invoke(app, ["validate", str(lock), "--json"]).stdout)
+    assert data["kind"] == "plan" and "onnxruntime-tensorrt" in data["engines"]
+    bad = json.loads(lock.read_text())
+    bad["layers"][0]["engine"] = "tensorrt"
+    (tmp_path / "bad.plan.json").write_text(json.dumps(bad))
+    assert main(["validate", str(tmp_path / "bad.plan.json")]) == 2
+    assert "engine(s) ['tensorrt']" in capsys.readouterr().err
 
 
 def test_validate_ok_prints_a_one_line_summary(tmp_path: Path,

@@ -37,12 +37,35 @@ def load_model(path: str | Path, input_shape: str | tuple[int, ...] | None = Non
     return _load(path, input_shape=shape)
 
 
+def validate(path: str | Path) -> dict[str, Any]:
+    """Check a manifest (schema, model, boards) or a plan lockfile (schema, engines, model):
+    the ``validate --json`` answer; EdgeDeployError (exit 2) naming file:line when invalid."""
+    from edgedeploy.schemas.plan import check_lockfile, is_lockfile
+
+    if is_lockfile(path):
+        plan, warnings = check_lockfile(path)
+        return {"ok": True, "file": str(path), "kind": "plan", "name": plan.name,
+                "target": plan.target, "stages": len(plan.stages), "engines": plan.engines,
+                "unverified": plan.unverified_stages, "warnings": warnings}
+    manifest = load_manifest(path)
+    return {
+        "ok": True, "file": str(manifest.source) if manifest.source else None,
+        "kind": "manifest", "name": manifest.name,
+        "model": {"path": str(manifest.model.path), "format": manifest.model.format},
+        "objective": manifest.objective,
+        "targets": {alias: {"board": ref.board, "transport": ref.transport,
+                            "hosts": ref.all_hosts}
+                    for alias, ref in manifest.targets.items()},
+    }
+
+
 def run(source: str | Path, *, primitive: str = "auto", stages: int = 1, cores: str | None = None,
         replicas: int = 1, frames: int = 100, warmup: int = 5, verify: bool = False,
         sequential: bool = False, input_shape: str | None = None, seed: int = 0) -> RunReport:
     """Run a model with a simple FLOP-balanced split (or a plan lockfile) on this host."""
     from edgedeploy import execute
     from edgedeploy.errors import InputError
+    from edgedeploy.planner.document import align_segments
     from edgedeploy.runtime.stages import plan_stage_io
 
     source = Path(source)
@@ -55,8 +78,11 @@ def run(source: str | Path, *, primitive: str = "auto", stages: int = 1, cores: 
     graph = load_model(source, input_shape)
     choices = execute.resolve_choices(graph, primitive)
     cuts = execute.balanced_cuts(graph, stages)
+    ranges = [(io.start, io.stop) for io in plan_stage_io(graph, cuts)]
+    aligned = align_segments(graph, [choices[layer.name] for layer in graph.layers], ranges)
+    choices = {layer.name: c for layer, c in zip(graph.layers, aligned, strict=True)}
     cpu_groups = execute.parse_cores(cores, stages)
-    plans = [execute.StagePlan(io=io, cpus=cpus, replicas=replicas, name=f"stage{k}")
+    plans = [execute.stage_from_io(io=io, cpus=cpus, replicas=replicas, name=f"stage{k}")
              for k, (io, cpus) in enumerate(zip(plan_stage_io(graph, cuts), cpu_groups,
                                                 strict=True))]
     return execute.run_stages(graph, plans, choices, request, model_path=source)

@@ -19,6 +19,7 @@ from edgedeploy.errors import InputError
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.affinity import available_cpus
 from edgedeploy.runtime.executor import default_choice, max_rel_error
+from edgedeploy.runtime.runner_config import StageConfig
 from edgedeploy.runtime.stages import (
     GraphStage,
     SegmentKey,
@@ -31,14 +32,11 @@ from edgedeploy.runtime.vocab import ONNX
 SegmentMap = dict[SegmentKey, bytes]
 
 
-@dataclass
-class StagePlan:
-    """How one stage runs: its layer range, cores, replicas (plans produce these too)."""
-
-    io: StageIO
-    cpus: tuple[int, ...]
-    replicas: int = 1
-    name: str = ""
+def stage_from_io(io: StageIO, cpus: Sequence[int], replicas: int = 1, name: str = "",
+                  **engine: Any) -> StageConfig:
+    """A stage of ``edgedeploy run``'s simple splits, in the runner's own config type."""
+    return StageConfig(name=name, start=io.start, stop=io.stop, inputs=tuple(io.inputs),
+                       outputs=tuple(io.outputs), cpus=tuple(cpus), replicas=replicas, **engine)
 
 
 @dataclass
@@ -215,14 +213,15 @@ def reference_outputs(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> tuple
 
 
 # --- stages ------------------------------------------------------------------------------------
-def build_graph_stage(graph: ir.Graph, io: StageIO, choices: Mapping[str, str],
+def build_graph_stage(graph: ir.Graph, stage: StageConfig, choices: Mapping[str, str],
                       segments: SegmentMap) -> GraphStage:
     """Pipeline factory (module-level so spawn can pickle it): the stage's callable, built in the
     replica's process on the cores that replica was pinned to (its share of the stage's)."""
-    return GraphStage(graph, io, choices, segments, cpus=available_cpus())
+    return GraphStage(graph, stage.io, choices, segments, cpus=available_cpus(),
+                      options=stage.engine_options())
 
 
-def stage_specs(graph: ir.Graph, plans: Sequence[StagePlan], choices: Mapping[str, str],
+def stage_specs(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[str, str],
                 segments: SegmentMap) -> list:
     from edgedeploy.runtime.pipeline import StageSpec, TensorSpec
 
@@ -234,12 +233,12 @@ def stage_specs(graph: ir.Graph, plans: Sequence[StagePlan], choices: Mapping[st
         out.append(StageSpec(
             name=sp.name or f"stage{k}", cpus=tuple(sp.cpus), replicas=sp.replicas,
             factory=build_graph_stage,
-            factory_args=(graph, sp.io, dict(choices), segments),
+            factory_args=(graph, sp, dict(choices), segments),
             inputs=specs(sp.io.inputs), outputs=specs(sp.io.outputs)))
     return out
 
 
-def run_stages(graph: ir.Graph, plans: Sequence[StagePlan], choices: Mapping[str, str],
+def run_stages(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[str, str],
                request: RunRequest, model_path: str | Path | None = None) -> RunReport:
     """Run frames through the stages (pipeline processes, or in-process when sequential)."""
     from edgedeploy.runtime.executor import random_inputs
@@ -254,7 +253,8 @@ def run_stages(graph: ir.Graph, plans: Sequence[StagePlan], choices: Mapping[str
         return frames[k % len(frames)]
 
     if request.sequential:
-        fns = [(p.name or f"stage{k}", GraphStage(graph, p.io, choices, segments))
+        fns = [(p.name or f"stage{k}", GraphStage(graph, p.io, choices, segments,
+                                                   options=p.engine_options()))
                for k, p in enumerate(plans)]
         result = run_sequential(fns, frame, request.frames, warmup=request.warmup)
     else:

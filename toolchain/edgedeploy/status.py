@@ -4,7 +4,8 @@ The runner (runtime/runner.py) rewrites the file every second; ``edgedeploy stat
 (local directory or SSH) and shows it. Both functions here are pure so every transport can use
 them: :func:`read_status` parses and checks, :func:`render_status` turns the dict into
 ``[field, value]`` rows for ``cli.output.table``, the runtime manager's switch timeline included
-(:func:`timeline_rows` gives the timeline alone as a table).
+(:func:`timeline_rows` gives the timeline alone as a table). Board power (``power_w``,
+``energy_mj`` per frame) shows with its source, or ``-`` and the runner's note saying why.
 """
 
 from __future__ import annotations
@@ -89,6 +90,17 @@ def _before(sw: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+def power_text(status: Mapping[str, Any]) -> str:
+    """Board power and energy per frame with their source, or ``-`` and why it is unknown."""
+    watts, note = status.get("power_w"), str(status.get("power_note") or "")
+    if not isinstance(watts, (int, float)):
+        return f"- ({note})" if note else "-"
+    text = f"{_fmt(float(watts), ' W', 2)}, {_fmt(status.get('energy_mj'), ' mJ/frame', 1)}"
+    if status.get("power_source"):
+        text += f" [{status['power_source']}]"
+    return f"{text} ({note})" if note else text
+
+
 def timeline_rows(status: Mapping[str, Any]) -> list[list[str]]:
     """One row per plan switch (columns: :data:`TIMELINE_COLUMNS`), oldest first."""
     start = status.get("started")
@@ -111,7 +123,8 @@ def render_status(status: Mapping[str, Any]) -> list[list[str]]:
             ["frames", _fmt(status.get("frames"))],
             ["throughput", _fmt(status.get("throughput_fps"), " fps")],
             ["latency p50 / p99", f"{_fmt(status.get('latency_ms_p50'), ' ms')} / "
-                                  f"{_fmt(status.get('latency_ms_p99'), ' ms')}"]]
+                                  f"{_fmt(status.get('latency_ms_p99'), ' ms')}"],
+            ["power", power_text(status)]]
     for st in status.get("stages") or []:
         rows.append([f"stage {st.get('name', '?')}",
                      f"cpus {st.get('cpus')} x{st.get('replicas', 1)}, service p50 "

@@ -85,14 +85,17 @@ def _systems(graph: ir.Graph, model_path: Path, doc: dict[str, Any]) -> list[sys
 
     cuts = [s["start"] for s in doc["stages"][1:]]
     ios = plan_stage_io(graph, cuts)
-    plans = [execute.StagePlan(io=io, cpus=tuple(s["cpus"]), replicas=s["replicas"],
-                               name=s["name"]) for io, s in zip(ios, doc["stages"], strict=True)]
+    plans = [execute.stage_from_io(io=io, cpus=tuple(s["cpus"]), replicas=s["replicas"],
+                                   name=s["name"], engine=s.get("engine", "native"),
+                                   device_id=s.get("device_id") or 0)
+             for io, s in zip(ios, doc["stages"], strict=True)]
     choices = {layer["name"]: layer["choice"] for layer in doc["layers"]}
     out = [systems.pipelined("edgedeploy", _describe(doc), graph, plans, choices, model_path)]
     if graph.source.get("format") == "onnx":
         out += [systems.ort_default(model_path), systems.ort_replicas(graph, model_path)]
     else:
-        out += [systems.litert_all_cores(graph, model_path)]
+        out += [systems.litert_all_cores(graph, model_path),
+                systems.litert_replicas(graph, model_path)]
     return out
 
 
@@ -118,6 +121,7 @@ def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Gra
         "best_baseline": best["system"],
         "predicted_throughput_fps": doc["predicted"]["throughput_fps"],
         "prediction_error": (doc["predicted"]["throughput_fps"] - ours) / ours if ours else None,
-        "plan": {"stages": [{k: s[k] for k in ("name", "cluster", "cores", "replicas", "cpus",
-                                               "primitive_mix")} for s in doc["stages"]]},
+        "plan": {"stages": [{k: s.get(k) for k in ("name", "cluster", "cores", "replicas",
+                                                   "cpus", "engine", "engines", "primitive_mix")}
+                            for s in doc["stages"]]},
     }

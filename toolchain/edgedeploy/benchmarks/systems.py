@@ -16,7 +16,8 @@ import numpy as np
 from edgedeploy import execute
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.affinity import available_cpus
-from edgedeploy.runtime.executor import ONNXRUNTIME
+from edgedeploy.runtime.runner_config import StageConfig
+from edgedeploy.runtime.vocab import LITERT, ONNXRUNTIME
 
 Frame = Callable[[int], list[np.ndarray]]
 
@@ -64,7 +65,7 @@ def in_process(name: str, description: str, fn: Callable[[list[np.ndarray]], obj
     return System(name, description, run)
 
 
-def pipelined(name: str, description: str, graph: ir.Graph, plans: Sequence[execute.StagePlan],
+def pipelined(name: str, description: str, graph: ir.Graph, plans: Sequence[StageConfig],
               choices: dict[str, str], model_path: Path | None, warmup: int = 2) -> System:
     """A system run by the pinned multi-process pipeline (stays started between rounds)."""
     from edgedeploy.runtime.pipeline import Pipeline
@@ -101,15 +102,28 @@ def ort_default(model_path: Path) -> System:
                       lambda xs: session.run(dict(zip(names, xs, strict=True))))
 
 
-def ort_replicas(graph: ir.Graph, model_path: Path, cpus: Sequence[int] | None = None) -> System:
-    """One single-threaded onnxruntime session per core, frames round-robin (a hand trick)."""
+def replicas(name: str, engine: str, graph: ir.Graph, model_path: Path,
+             cpus: Sequence[int] | None = None) -> System:
+    """One single-threaded session of ``engine`` per core over the whole model, frames
+    round-robin (the hand trick a user finds: replicas beat one threaded session)."""
     from edgedeploy.runtime.stages import plan_stage_io
 
     cpus = tuple(cpus or available_cpus())
     io = plan_stage_io(graph, [])[0]
-    plans = [execute.StagePlan(io=io, cpus=cpus, replicas=len(cpus), name="onnxruntime")]
-    return pipelined("ort_replicas", f"onnxruntime, {len(cpus)} one-thread replicas", graph,
-                     plans, {layer.name: ONNXRUNTIME for layer in graph.layers}, model_path)
+    plans = [execute.stage_from_io(io=io, cpus=cpus, replicas=len(cpus), name=engine)]
+    return pipelined(name, f"{engine}, {len(cpus)} one-thread replicas", graph,
+                     plans, {layer.name: engine for layer in graph.layers}, model_path)
+
+
+def ort_replicas(graph: ir.Graph, model_path: Path, cpus: Sequence[int] | None = None) -> System:
+    """One single-threaded onnxruntime session per core (ONNX input)."""
+    return replicas("ort_replicas", ONNXRUNTIME, graph, model_path, cpus)
+
+
+def litert_replicas(graph: ir.Graph, model_path: Path,
+                    cpus: Sequence[int] | None = None) -> System:
+    """One single-threaded LiteRT interpreter per core (TFLite input)."""
+    return replicas("litert_replicas", LITERT, graph, model_path, cpus)
 
 
 def litert_all_cores(graph: ir.Graph, model_path: Path, threads: int | None = None) -> System:

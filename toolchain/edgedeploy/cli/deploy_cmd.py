@@ -83,13 +83,18 @@ def status_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
         output.emit_json({"target": target, "hosts": rows})
         return
     output.table(f"status {target}", ["host", "current", "running", "pid", "uptime_s", "health",
-                                      "plan", "fps", "latency p50 ms"],
+                                      "plan", "fps", "latency p50 ms", "power W", "mJ/frame"],
                  [[r["host"], r.get("current") or "-", r.get("running") or "-",
                    r.get("pid") or "-", r.get("uptime_s") if r.get("uptime_s") is not None
                    else "-", _health(r), *_runner(r)] for r in rows])
+    from rich.markup import escape
+
     from edgedeploy.status import TIMELINE_COLUMNS, timeline_rows
 
     for r in rows:
+        note = (r.get("runner") or {}).get("power_note")
+        if note:  # why power is null (or partial): said once per host, under the table
+            output.info(escape(f"[{r['host']}] power: {note}"))
         switches = timeline_rows(r["runner"]) if r.get("runner") else []
         if switches:
             output.table(f"{r['host']}: plan switches (runtime manager)", list(TIMELINE_COLUMNS),
@@ -97,10 +102,16 @@ def status_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
 
 
 def _runner(row: dict[str, Any]) -> list[Any]:
-    """Active plan and measured throughput/latency from the runner's own status file."""
+    """Active plan, measured throughput/latency and board power (W, mJ per frame; ``-`` where
+    unknown) from the runner's own status file."""
     runner = row.get("runner") or {}
     return [runner.get("active", "-"), runner.get("throughput_fps", "-"),
-            runner.get("latency_ms_p50", "-")]
+            runner.get("latency_ms_p50", "-"), _num(runner.get("power_w"), 2),
+            _num(runner.get("energy_mj"), 1)]
+
+
+def _num(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
 
 
 def _health(row: dict[str, Any]) -> str:

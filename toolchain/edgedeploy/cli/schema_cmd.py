@@ -1,4 +1,4 @@
-"""``edgedeploy schema manifest|target``: JSON Schema for editors' YAML completion."""
+"""``edgedeploy schema manifest|target|plan``: JSON Schema for editors and tools."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ from edgedeploy.schemas import json_schema
 class SchemaName(str, Enum):
     manifest = "manifest"
     target = "target"
+    plan = "plan"
 
 
 def register(app: typer.Typer) -> None:
     @app.command("schema")
     def schema_cmd(
-        which: SchemaName = typer.Argument(..., help="manifest or target."),
+        which: SchemaName = typer.Argument(..., help="manifest, target or plan."),
     ) -> None:
-        """Print the JSON Schema (draft-7) of a manifest or a board descriptor on stdout.
+        """Print the JSON Schema (draft-7) of a manifest, a board descriptor or a plan lockfile.
 
         Example: edgedeploy schema manifest > manifest.schema.json
         """

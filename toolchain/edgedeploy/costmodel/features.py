@@ -4,16 +4,22 @@ Everything is vectorised: descriptors become one float64 matrix (:func:`descript
 index it, and every derived count (FLOPs, bytes, Winograd tiles, im2col matrix size, FFT size) is
 a numpy expression over whole columns. This is what makes predicting every row of ResNet-50 on a
 three-cluster board take milliseconds (issue 4, item 6).
+
+Which conv families have keys is read from the primitive registry (a family that declares
+``CostTerms`` gets its own key), so a new primitive family touches only its own module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from edgedeploy.costmodel.configs import CF
 from edgedeploy.runtime import ir
+from edgedeploy.runtime.primitives import REGISTRY
 from edgedeploy.runtime.vocab import LITERT, NATIVE, ONNXRUNTIME
 
 #: Columns of :func:`descriptor_matrix`.
@@ -22,30 +28,77 @@ DESC_FIELDS = ("n", "c_in", "h", "w", "c_out", "h_out", "w_out", "kernel_h", "ke
                "elems_in", "elems_out", "macs", "weight_params", "is_conv", "is_dense")
 DF = {name: i for i, name in enumerate(DESC_FIELDS)}
 
-#: Conv families the prior knows; a registered primitive of another family is priced as ``direct``.
-CONV_FAMILIES = ("direct", "im2col_gemm", "gemm_1x1", "winograd_f2x3", "winograd_f4x3", "fft",
-                 "depthwise")
-
 LAYOUTS = ("nchw", "nhwc")
-#: Every primitive key with its own learned correction, in a fixed order (one-hot columns).
-PRIMITIVE_KEYS = (*(f"{f}/{lay}" for f in CONV_FAMILIES for lay in LAYOUTS), ONNXRUNTIME, NATIVE,
-                  LITERT)
-PK = {name: i for i, name in enumerate(PRIMITIVE_KEYS)}
-#: Family of each key: conv families first, then the engines (onnxruntime, native, litert).
-FAMILIES = (*CONV_FAMILIES, ONNXRUNTIME, NATIVE, LITERT)
+ENGINES = (ONNXRUNTIME, NATIVE, LITERT)
 #: Segment engines of the CPU, priced alike by the prior (vendor GEMM/conv kernels with fusion:
 #: MLAS for onnxruntime, XNNPACK for LiteRT); calibration separates them per board.
 CPU_ENGINE_FAMILIES = (ONNXRUNTIME, LITERT)
-KEY_FAMILY = np.array([FAMILIES.index(k.split("/")[0]) for k in PRIMITIVE_KEYS])
-KEY_NHWC = np.array([k.endswith("/nhwc") for k in PRIMITIVE_KEYS], dtype=np.float64)
+#: The conv families calibrations were first fitted with, in their column order. The one-hot
+#: columns (and so a fitted correction's coefficients and a plan lockfile's model digest) keep
+#: this order; a family not listed here gets its columns after the engines', sorted by name, so
+#: adding one never moves an existing column. Not a list to extend: new families need no entry.
+FITTED_CONV_ORDER = ("direct", "im2col_gemm", "gemm_1x1", "winograd_f2x3", "winograd_f4x3", "fft",
+                     "depthwise")
+
+
+@dataclass(frozen=True)
+class KeyTable:
+    """Every primitive key with its own learned correction (one-hot columns) and its family."""
+
+    #: Conv families that declare cost terms; other registered families are priced as ``direct``.
+    conv_families: tuple[str, ...]
+    keys: tuple[str, ...]
+    #: Families of :attr:`key_family`: conv families, then the engines.
+    families: tuple[str, ...]
+    index: dict[str, int]
+    key_family: np.ndarray
+    key_nhwc: np.ndarray
+
+
+def key_table() -> KeyTable:
+    """The keys of the primitive families registered now (cached per registry content)."""
+    return _key_table(tuple((p.name, p.family, p.cost is not None) for p in REGISTRY.values()
+                            if p.op == ir.CONV2D))
+
+
+@lru_cache(maxsize=8)
+def _key_table(conv: tuple[tuple[str, str, bool], ...]) -> KeyTable:
+    costed = {family for _, family, has_cost in conv if has_cost}
+    fitted = tuple(f for f in FITTED_CONV_ORDER if f in costed)
+    later = tuple(sorted(costed - set(fitted)))
+    # Fitted families keep a key per layout (fft/nhwc included); a later family has its own names.
+    keys = (*(f"{f}/{lay}" for f in fitted for lay in LAYOUTS), *ENGINES,
+            *sorted(name for name, family, _ in conv if family in later))
+    families = (*fitted, *later, *ENGINES)
+    return KeyTable(
+        conv_families=(*fitted, *later), keys=keys, families=families,
+        index={k: i for i, k in enumerate(keys)},
+        key_family=np.array([families.index(k.split("/")[0]) for k in keys]),
+        key_nhwc=np.array([k.endswith("/nhwc") for k in keys], dtype=np.float64),
+    )
+
+
+def __getattr__(name: str) -> object:
+    """The key tables under their constant names, always as the registry has them now."""
+    attr = {"CONV_FAMILIES": "conv_families", "PRIMITIVE_KEYS": "keys", "PK": "index",
+            "FAMILIES": "families", "KEY_FAMILY": "key_family", "KEY_NHWC": "key_nhwc"}.get(name)
+    if attr is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(key_table(), attr)
 
 
 def primitive_key(name: str) -> int:
-    """Index into :data:`PRIMITIVE_KEYS` of a primitive name (unknown families price as direct)."""
-    if name in PK:
-        return PK[name]
+    """Index into ``key_table().keys`` of a primitive name (families without cost terms, or not
+    registered, price as ``direct`` in their layout)."""
+    pk = key_table().index
+    if name in pk:
+        return pk[name]
+    from edgedeploy.runtime.engines import is_segment_choice
+
+    if is_segment_choice(name):  # an engine the prior has no terms for: priced as onnxruntime
+        return pk[ONNXRUNTIME]
     layout = name.split("/")[-1] if "/" in name else "nchw"
-    return PK[f"direct/{layout if layout in LAYOUTS else 'nchw'}"]
+    return pk[f"direct/{layout if layout in LAYOUTS else 'nchw'}"]
 
 
 def descriptor_matrix(descs: Sequence[ir.Descriptor]) -> np.ndarray:
@@ -60,36 +113,16 @@ def descriptor_matrix(descs: Sequence[ir.Descriptor]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(DESC_FIELDS))
 
 
-def next_fast_len(n: np.ndarray) -> np.ndarray:
-    """Smallest 2^a 3^b 5^c >= n, vectorised (pocketfft's fast sizes, as the fft primitive pads)."""
-    smooth = np.array(sorted({2**a * 3**b * 5**c for a in range(14) for b in range(9)
-                              for c in range(6) if 2**a * 3**b * 5**c <= 1 << 14}),
-                      dtype=np.float64)
-    idx = np.searchsorted(smooth, np.maximum(n, 1))
-    return smooth[np.minimum(idx, len(smooth) - 1)]
-
-
 def counts(dm: np.ndarray) -> dict[str, np.ndarray]:
-    """Primitive-specific work counts for each descriptor row (every family's, side by side)."""
+    """Work counts every family shares, for each descriptor row (a family's own counts, such
+    as Winograd tiles or FFT sizes, live in its ``CostTerms.work``)."""
     c = {name: dm[:, i] for name, i in DF.items()}
-    p = c["n"] * c["h_out"] * c["w_out"]
-    taps = c["kernel_h"] * c["kernel_w"]
-    cig = np.maximum(c["c_in"] / c["groups"], 1)
-    tiles2 = c["n"] * np.ceil(c["h_out"] / 2) * np.ceil(c["w_out"] / 2)
-    tiles4 = c["n"] * np.ceil(c["h_out"] / 4) * np.ceil(c["w_out"] / 4)
-    fh = next_fast_len(c["h"] + c["pad_h"])
-    fw = next_fast_len(c["w"] + c["pad_w"])
     return {
         "flops": 2.0 * c["macs"],
-        "pixels": p,
-        "taps": taps,
-        "cig": cig,
+        "pixels": c["n"] * c["h_out"] * c["w_out"],
+        "taps": c["kernel_h"] * c["kernel_w"],
+        "cig": np.maximum(c["c_in"] / c["groups"], 1),
         "cog": np.maximum(c["c_out"] / c["groups"], 1),
-        "im2col_elems": c["n"] * c["c_in"] * taps * c["h_out"] * c["w_out"],
-        "tiles2": tiles2,
-        "tiles4": tiles4,
-        "fft_n": fh * fw,
-        "fft_freqs": fh * (np.floor(fw / 2) + 1),
         "bytes_in": 4.0 * c["elems_in"],
         "bytes_out": 4.0 * c["elems_out"],
         "bytes_w": 4.0 * c["weight_params"],
@@ -128,7 +161,7 @@ def feature_matrix(dm: np.ndarray, keys: np.ndarray, cm: np.ndarray,
         np.ones(len(dm)), lp, np.log(cm[:, CF["cores"]]), np.log(k["cig"]), np.log1p(k["pixels"]),
         np.log(k["cog"]),
     ])
-    onehot = np.zeros((len(dm), len(PRIMITIVE_KEYS)))
+    onehot = np.zeros((len(dm), len(key_table().keys)))
     onehot[np.arange(len(dm)), keys] = 1.0
     blocks = (onehot[:, :, None] * per_key[:, None, :]).reshape(len(dm), -1)
     return np.hstack([base, blocks])
@@ -144,4 +177,4 @@ def neighbour_coords(dm: np.ndarray) -> np.ndarray:
 
 
 def feature_names() -> list[str]:
-    return [*BASE_FEATURES, *(f"{k}:{f}" for k in PRIMITIVE_KEYS for f in KEY_FEATURES)]
+    return [*BASE_FEATURES, *(f"{k}:{f}" for k in key_table().keys for f in KEY_FEATURES)]

@@ -44,7 +44,10 @@ def candidates(d: ir.Descriptor) -> list[str]:
     """Choices a layer can run with: applicable conv primitives (other ops: ``native``), plus
     the CPU segment engines. Which engines a board and a model format allow is the planner's
     filter (``planner.adapter``); the GPU is priced as onnxruntime's kernels on ``gpu:1``."""
-    engines = list(CPU_ENGINE_FAMILIES)
+    from edgedeploy.runtime.engines import segment_engines
+
+    engines = [*CPU_ENGINE_FAMILIES, *(s.name for s in segment_engines(device="cpu")
+                                       if s.name not in CPU_ENGINE_FAMILIES)]
     if d.op == ir.CONV2D:
         from edgedeploy.runtime import primitives
 

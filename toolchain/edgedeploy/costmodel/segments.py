@@ -176,7 +176,7 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
                     continue
                 if progress:
                     progress(f"replicas: {name} x{config.cores} on {config.cluster}")
-                plan = execute.StagePlan(io=io, cpus=tuple(cpus_of(config)),
+                plan = execute.stage_from_io(io=io, cpus=tuple(cpus_of(config)),
                                          replicas=config.cores)
                 with Pipeline(execute.stage_specs(graph, [plan], choices, segments)) as pipe:
                     fps = pipe.run(lambda _k, f=frame: f, 40, warmup=8,

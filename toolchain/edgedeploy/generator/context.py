@@ -2,7 +2,7 @@
 
 :class:`BuildInput` is the plan-like input (name, target, family, and plans in the runner's own
 config types, ``runtime.runner_config.PlanConfig``): the typed lockfile ``Plan`` converts into it
-once, as do ``execute.StagePlan`` lists (``edgedeploy run``'s simple splits) and tests, so the
+once, as do ``edgedeploy run``'s simple splits (``execute.stage_from_io``) and tests, so the
 generator never depends on how a plan was made.
 Templates get a :class:`RenderContext`: every value already computed, nothing left to decide in
 Jinja (STYLE.md: templates hold layout, not logic; families differ by small tables).
@@ -14,12 +14,12 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
 from edgedeploy.errors import InputError
-from edgedeploy.runtime.runner_config import PlanConfig, StageConfig
+from edgedeploy.runtime.runner_config import PlanConfig
 
 FAMILIES = ("linux", "jetson", "rpi")
 
@@ -91,10 +91,8 @@ class BuildInput:
 def from_execute_plans(name: str, target: str, family: str, stage_plans: Sequence[Any],
                        choices: Mapping[str, str], *, predicted: Mapping[str, float] | None = None,
                        plan_sha256: str = "", plan_name: str = "plan0") -> BuildInput:
-    """A one-plan BuildInput from ``execute.StagePlan`` objects (``io.start``/``io.stop``)."""
-    stages = tuple(StageConfig(name=sp.name or f"stage{k}", start=sp.io.start, stop=sp.io.stop,
-                               cpus=tuple(sp.cpus), replicas=sp.replicas)
-                   for k, sp in enumerate(stage_plans))
+    """A one-plan BuildInput from stages of ``edgedeploy run``'s splits."""
+    stages = tuple(replace(sp, name=sp.name or f"stage{k}") for k, sp in enumerate(stage_plans))
     plan = PlanConfig(plan_name, stages, dict(choices), dict(predicted or {}))
     return BuildInput(name=name, target=target, family=family, plans=(plan,),
                       plan_sha256=plan_sha256)

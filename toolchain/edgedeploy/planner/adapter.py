@@ -73,7 +73,9 @@ def allowed(name: str, target: Target, fmt: str) -> bool:
 
 
 def _layouts(name: str, d: ir.Descriptor) -> tuple[str, str, int]:
-    if name == NATIVE or is_segment_choice(name):
+    if is_segment_choice(name):  # its segments convert at their edges (runtime.layouts)
+        return ENGINES[name].layout, ENGINES[name].layout, 0
+    if name == NATIVE:
         return NCHW, NCHW, 0
     from edgedeploy.runtime import primitives
 

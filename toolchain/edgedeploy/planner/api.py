@@ -120,10 +120,7 @@ def plan_document(manifest: Manifest, manifest_path: Path, alias: str, board: st
 
 
 def stage_plans(plan_obj, graph) -> list:
-    """``execute.StagePlan`` per stage of a loaded :class:`~edgedeploy.schemas.plan.Plan`."""
-    from edgedeploy.execute import StagePlan
-    from edgedeploy.runtime.stages import plan_stage_io
+    """The chosen plan's stages as the runner runs them (boundary tensors filled in)."""
+    from edgedeploy.runtime.runner_config import resolve_stages
 
-    ios = plan_stage_io(graph, plan_obj.cuts)
-    return [StagePlan(io=io, cpus=tuple(s.cpus), replicas=s.replicas, name=s.name)
-            for io, s in zip(ios, plan_obj.stages, strict=True)]
+    return resolve_stages(graph, plan_obj.runner_plans()[0])

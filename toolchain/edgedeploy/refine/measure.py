@@ -75,9 +75,17 @@ def from_runner_json(data: dict[str, Any], wall_s: float) -> Measurement:
     stage = [float(x) for x in data.get("stage_ms") or
              [s.get("service_ms_mean", 0.0) for s in data.get("stages", [])]]
     return Measurement(fps, lat, stage, float(data.get("seconds", wall_s)),
-                       data.get("power_w"), data.get("energy_mj"),
+                       _opt_float(data.get("power_w")), _opt_float(data.get("energy_mj")),
                        bool(data.get("simulated", False)), [fps],
                        parse_layer_ms(data.get("layer_ms")))
+
+
+def _opt_float(value: Any) -> float | None:
+    """A reported figure, or None where the runner reports null (a board without a power
+    sensor says why in ``power_note``) or something that is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 def parse_layer_ms(raw: Any) -> list[list[tuple[int, int, float]]] | None:
@@ -130,11 +138,11 @@ class LocalBackend:
         self.layer_frames = layer_frames
 
     def measure(self, cand: Candidate, frames: int, warmup: int) -> Measurement:
-        from edgedeploy.execute import RunRequest, StagePlan, run_stages
+        from edgedeploy.execute import RunRequest, run_stages, stage_from_io
         from edgedeploy.runtime.stages import plan_stage_io
 
         ios = plan_stage_io(self.graph, [s.start for s in cand.stages[1:]])
-        plans = [StagePlan(io=io, cpus=tuple(ids), replicas=s.replicas, name=f"stage{k}")
+        plans = [stage_from_io(io=io, cpus=tuple(ids), replicas=s.replicas, name=f"stage{k}")
                  for k, (io, s, ids) in enumerate(zip(ios, cand.stages, self.space.cpus(cand),
                                                       strict=True))]
         choices = dict(zip(self.space.layer_names, cand.choices, strict=True))

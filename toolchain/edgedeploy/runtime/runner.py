@@ -6,6 +6,10 @@ Commands (run from the bundle directory; ``python3 main.py CMD --help``)::
     health  [--json]                                          smoke inference vs the host reference
     measure (--plan NAME | --config-json JSON) --frames N [--warmup W] [--json]
 
+``serve``'s status and ``measure``'s report carry board power (runtime/power.py, the tegrastats
+log that Jetson bundles name: see ``runner_serve.power_log_path``): ``power_w``, ``energy_mj`` per
+frame, ``power_source``, and ``power_note`` saying why ``power_w`` is null on boards without one.
+
 ``app/config.json`` (schema_version 1), written by the host's generator::
 
     {"schema_version": 1, "name": "demo",
@@ -223,10 +227,13 @@ def health(cfg: RunnerConfig, plan_name: str | None = None) -> dict[str, Any]:
 def measure(cfg: RunnerConfig, plan_name: str | None, config_json: str | None, frames: int,
             warmup: int, layer_frames: int = 3) -> dict[str, Any]:
     """Run a plan (or a variant given as a plan object in JSON) for ``frames`` frames, pinned;
-    then ``layer_frames`` in-process runs per stage for per-layer times (``layer_ms``)."""
+    then ``layer_frames`` in-process runs per stage for per-layer times (``layer_ms``).
+
+    Board power is the meter's reading right after the pipeline run (before the per-layer runs),
+    and ``energy_mj`` is that power over one frame period (1000 / throughput_fps ms)."""
     from edgedeploy.runtime.pipeline import Pipeline
     from edgedeploy.runtime.runner_config import stage_specs
-    from edgedeploy.runtime.runner_serve import make_source
+    from edgedeploy.runtime.runner_serve import frame_ms, make_source, power_meter
 
     if frames < 1 or warmup < 0:
         raise BundleConfigError("--frames must be >= 1 and --warmup >= 0")
@@ -239,9 +246,11 @@ def measure(cfg: RunnerConfig, plan_name: str | None, config_json: str | None, f
         plan = cfg.plan(plan_name)
     graph = load_graph(cfg, 0, 0)
     source = make_source(cfg, [(t.name, tuple(t.shape)) for t in graph.inputs])
+    meter = power_meter(cfg, cfg.state_dir())
     with Pipeline(stage_specs(cfg, graph, plan)) as pipe:
         result = pipe.run(source, frames, warmup=warmup, keep_outputs="none")
     data = result.to_dict()
+    data.update(meter.sample().fields(frame_ms(result.throughput_fps)))
     data.update(plan=plan.name, warmup=warmup, predicted=dict(plan.predicted),
                 stage_ms=[s["service_ms_mean"] for s in data["stages"]])
     if layer_frames > 0:

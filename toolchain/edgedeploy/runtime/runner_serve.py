@@ -8,6 +8,11 @@ and empty, then the old one is closed, and frame indices continue, so a switch d
 and reorders nothing (Dynamic-OFA-style switching, issue 7; the policy deciding *when* is
 pluggable: :data:`SwitchPolicy`, plus a request file ``runner.control.json`` in the state dir
 holding ``{"active": "PLAN"}`` that an operator or ``edgedeploy`` can write).
+
+Board power (runtime/power.py) goes beside the figures of every chunk: ``power_w``, ``energy_mj``
+per frame (power x the chunk's 1000 / throughput_fps ms), ``power_source`` and ``power_note``
+(why ``power_w`` is null). The log is named by ``$EDGEDEPLOY_POWER_LOG``, else by the bundle's
+``edgedeploy.env`` (Jetson bundles; relative paths are under the state dir), else there is none.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy.runtime.power import PowerMeter
 from edgedeploy.runtime.runner_config import (
     CONTROL_FILE,
     BundleConfigError,
@@ -43,6 +49,41 @@ SwitchPolicy = Callable[[Mapping[str, Any], RunnerConfig], "str | Mapping[str, A
 FrameSink = Callable[[int, list[np.ndarray]], None]
 
 CHUNK_S = 1.0
+#: Names the tegrastats log (run.sh exports it; ``measure`` over SSH finds it in the env file).
+POWER_LOG_ENV = "EDGEDEPLOY_POWER_LOG"
+ENV_FILE = "edgedeploy.env"
+
+
+def power_log_path(cfg: RunnerConfig, state_dir: Path) -> Path | None:
+    """The tegrastats log this bundle's board writes, or None where the bundle names none.
+
+    ``$EDGEDEPLOY_POWER_LOG`` wins (empty: no sensor); otherwise the bundle's ``edgedeploy.env``,
+    which run.sh sources but a runner started directly (``main.py measure`` over SSH) does not.
+    """
+    raw = os.environ.get(POWER_LOG_ENV)
+    if raw is None:
+        raw = _env_file(cfg.root / ENV_FILE).get(POWER_LOG_ENV)
+    return state_dir / raw if raw else None
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines of a systemd-style environment file (empty when it is unreadable)."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    pairs = (ln.strip().partition("=") for ln in lines if not ln.lstrip().startswith("#"))
+    return {k.strip(): v.strip().strip('"') for k, eq, v in pairs if eq and k.strip()}
+
+
+def power_meter(cfg: RunnerConfig, state_dir: Path) -> PowerMeter:
+    """The board's power meter; a null one (saying so) where the bundle names no log."""
+    return PowerMeter(power_log_path(cfg, state_dir))
+
+
+def frame_ms(throughput_fps: float) -> float | None:
+    """Milliseconds of board time per frame at ``throughput_fps`` (None before any frame)."""
+    return 1000.0 / throughput_fps if throughput_fps > 0 else None
 
 
 def make_source(cfg: RunnerConfig, graph_inputs: list[tuple[str, tuple[int, ...]]]) -> FrameSource:
@@ -123,7 +164,8 @@ class Server:
 
     def __init__(self, cfg: RunnerConfig, status: StatusWriter, *,
                  policy: SwitchPolicy | None = None, stop: threading.Event | None = None,
-                 sink: FrameSink | None = None, chunk_s: float = CHUNK_S) -> None:
+                 sink: FrameSink | None = None, chunk_s: float = CHUNK_S,
+                 meter: PowerMeter | None = None) -> None:
         self.cfg = cfg
         self.status = status
         self.policy = policy
@@ -135,6 +177,8 @@ class Server:
         self.source = make_source(cfg, [(t.name, tuple(t.shape)) for t in self.graph.inputs])
         self.frames = 0
         self.switches: list[dict[str, Any]] = []
+        self.meter = meter or power_meter(cfg, status.path.parent)
+        self.status.update(**self.meter.sample().fields(None))
 
     def serve(self, max_frames: int | None, duration_s: float | None) -> None:
         from edgedeploy.runtime.pipeline import Pipeline
@@ -166,7 +210,8 @@ class Server:
                 self.sink(base + k, outs)  # type: ignore[misc]
             self.frames += result.frames
             chunk = max(4, min(100_000, round(result.throughput_fps * self.chunk_s) or 4))
-            self.status.update(frames=self.frames, **_figures(result))
+            self.status.update(frames=self.frames, **_figures(result),
+                               **self.meter.sample().fields(frame_ms(result.throughput_fps)))
             target = self._requested(name)
             if target is not None:
                 return target

@@ -12,18 +12,20 @@ from edgedeploy.schemas.target import Cluster, Gpu, Target
 __all__ = ["Cluster", "Gpu", "Manifest", "ModelSpec", "Target", "TargetRef", "json_schema",
            "load_manifest", "load_yaml_model"]
 
-SCHEMAS = ("manifest", "target")
+SCHEMAS = ("manifest", "target", "plan")
 
 
 def json_schema(which: str) -> dict[str, Any]:
-    """Draft-7-compatible JSON Schema of ``"manifest"`` or ``"target"`` (for YAML editors).
+    """Draft-7-compatible JSON Schema of ``"manifest"``, ``"target"`` or ``"plan"`` (the lockfile).
 
     pydantic writes shared parts under ``$defs`` (draft 2019-09); draft-7 tools expect
     ``definitions``, so the references are rewritten to point there.
     """
     if which not in SCHEMAS:
         raise ValueError(f"unknown schema {which!r}; choose one of {', '.join(SCHEMAS)}")
-    model = Manifest if which == "manifest" else Target
+    from edgedeploy.schemas.plan import Plan
+
+    model = {"manifest": Manifest, "target": Target, "plan": Plan}[which]
     schema = model.model_json_schema(mode="validation", ref_template="#/definitions/{model}")
     definitions = schema.pop("$defs", None)
     out: dict[str, Any] = {"$schema": "http://json-schema.org/draft-07/schema#",

@@ -201,6 +201,44 @@ def load_plan(path: str | Path) -> Plan:
     return plan
 
 
+def is_lockfile(path: str | Path) -> bool:
+    """A plan lockfile by name (``*.plan.json``) or by content (``kind: edgedeploy-plan``)."""
+    path = Path(path)
+    if path.name.endswith(".plan.json"):
+        return True
+    if path.suffix != ".json":
+        return False
+    try:
+        head = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(head, dict) and head.get("kind") == "edgedeploy-plan"
+
+
+def check_lockfile(path: str | Path) -> tuple[Plan, list[str]]:
+    """Load a lockfile and check what it refers to: (the plan, warnings). PlanError (exit 2)
+    when it cannot be used: malformed, an engine this edgedeploy does not know, a choice
+    for a layer of no stage."""
+    from edgedeploy.runtime.engines import ENGINES
+
+    path = Path(path)
+    plan = load_plan(path)
+    unknown = sorted({e for e in plan.engines if e not in ENGINES}
+                     | {layer.engine for layer in plan.layers if layer.engine not in ENGINES})
+    if unknown:
+        raise PlanError(f"{path}: the plan names engine(s) {unknown} this edgedeploy does not "
+                        f"know (known: {', '.join(sorted(ENGINES))})",
+                        hint="re-plan with this version: edgedeploy plan MANIFEST")
+    warnings = []
+    model = plan.model_path(path)
+    if not model.is_file():
+        warnings.append(f"model file {model} is missing (build and push need it)")
+    for s in plan.stages:
+        if not s.verified:
+            warnings.append(f"{s.name} runs on {s.engine}: unverified until measured on a board")
+    return plan, warnings
+
+
 def _check_consistent(path: Path, plan: Plan) -> None:
     n = len(plan.layers)
     expect = 0

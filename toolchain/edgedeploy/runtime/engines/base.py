@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from edgedeploy.runtime.errors import ExecutionError
-from edgedeploy.runtime.vocab import CPU, GPU, NATIVE
+from edgedeploy.runtime.vocab import CPU, GPU, NATIVE, NCHW
 
 #: Capability names an engine may declare.
 SEGMENT = "segment"  # runs a contiguous cut of a graph
@@ -84,6 +84,9 @@ class EngineSpec:
     providers: tuple[str, ...] = ()
     #: Runs ops the IR keeps opaque (no native implementation).
     runs_opaque: bool = False
+    #: The layout of its rank-4 tensors inside a segment: entering or leaving a segment of an
+    #: engine whose layout is not the IR's (NCHW) costs a transpose, which the planner prices.
+    layout: str = NCHW
     #: What a board needs for it, as bundle requirements: Python distributions and
     #: ``provider:<Name>`` entries (onnxruntime execution providers); ``doctor`` checks them.
     requires: tuple[str, ...] = ()

@@ -29,7 +29,7 @@ from edgedeploy.runtime.engines.base import (
 )
 from edgedeploy.runtime.errors import ExecutionError, ModelError
 from edgedeploy.runtime.layouts import ir_to_tflite, tflite_to_ir
-from edgedeploy.runtime.vocab import LITERT, TFLITE
+from edgedeploy.runtime.vocab import LITERT, NHWC, TFLITE
 
 
 def interpreter_class() -> Any:
@@ -158,5 +158,5 @@ def _open(model: bytes | str, options: EngineOptions) -> LiteRTSegment:
 SPEC = register_engine(EngineSpec(
     LITERT, frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY}), lambda: LiteRTSegment,
     backends=("ai_edge_litert.interpreter", "tflite_runtime.interpreter"), formats=(TFLITE,),
-    segment_format=TFLITE, precisions=("fp32", "fp16", "int8"), runs_opaque=True,
+    segment_format=TFLITE, precisions=("fp32", "fp16", "int8"), runs_opaque=True, layout=NHWC,
     requires=("ai-edge-litert",), open=_open))

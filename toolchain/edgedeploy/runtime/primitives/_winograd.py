@@ -20,6 +20,8 @@ from .registry import (
     NCHW,
     NHWC,
     Activation,
+    Columns,
+    CostTerms,
     Primitive,
     Weights,
     finish,
@@ -199,13 +201,33 @@ def _co_block(c_out: int, c_in: int, tiles: int, alpha: int) -> int:
     return max(8, min(MAX_BLOCK, c_out, by_products, by_weights))
 
 
+def cost_terms(m: int) -> CostTerms:
+    """F(m, 3)'s work: α² batched GEMMs (C_out x C_in) @ (C_in x tiles), α = m + 2 (2 α² T C_in
+    C_out FLOPs, Lavin & Gray 2016), blocked by at most MAX_BLOCK output channels; the tile gather,
+    input and output transforms and the product buffers are numpy passes over α² T (3 C_in +
+    2 C_out) floats, plus padding and scattering the output (twice the input and output)."""
+    a = m + R - 1
+
+    def work(c: Columns) -> dict[str, np.ndarray]:
+        tiles = c["n"] * np.ceil(c["h_out"] / m) * np.ceil(c["w_out"] / m)
+        return {"gemm": 2.0 * a * a * tiles * c["c_in"] * c["c_out"],
+                "m": np.minimum(c["c_out"], MAX_BLOCK), "n": tiles, "k": c["c_in"],
+                "copy": 4.0 * a * a * tiles * (3 * c["c_in"] + 2 * c["c_out"]) + 2 * c["io"],
+                "calls": 6.0 * np.ceil(c["c_out"] / MAX_BLOCK) + 8}
+
+    # 0.60 of peak: α² separate, smaller products than one plain GEMM.
+    return CostTerms(gemm_eff=0.60, parallel=0.95, work=work)
+
+
 def register_family(family: str, m: int, points: tuple[Fraction, ...]) -> Winograd:
     """Register ``family/nchw`` and ``family/nhwc`` for F(m, 3) with the given points."""
     algo = Winograd(m, points)
+    cost = cost_terms(m)
     for layout in (NCHW, NHWC):
         register(Primitive(
             f"{family}/{layout}", family, "conv2d", layout, layout, applies, algo.pack,
             lambda d, _m=m: workspace(d, _m),
             lambda d, packed, x, act, _l=layout: algo.run(d, packed, x, act, _l),
+            cost,
         ))
     return algo

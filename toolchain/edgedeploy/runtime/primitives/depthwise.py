@@ -13,6 +13,8 @@ from .registry import (
     NCHW,
     NHWC,
     Activation,
+    Columns,
+    CostTerms,
     Primitive,
     Weights,
     finish,
@@ -50,6 +52,17 @@ def _workspace(d: Descriptor) -> int:
     return padded_bytes(d) + 4 * d.n * d.c_out * d.h_out * d.w_out  # padded input, one temporary
 
 
+def _work(c: Columns) -> dict[str, np.ndarray]:
+    """No GEMM: every tap is a broadcast multiply into a temporary and an add (12 bytes per
+    output element and tap), two numpy calls per tap."""
+    return {"copy": 12.0 * c["taps"] * c["c_out"] * c["pixels"] + c["io"],
+            "calls": 2.0 * c["taps"] + 3}
+
+
+#: Memory-bound numpy passes on one thread: nothing for BLAS, nothing parallel.
+COST = CostTerms(gemm_eff=0.0, parallel=0.0, work=_work)
+
+
 def _run_nchw(d: Descriptor, packed: Weights, x: np.ndarray, act: Activation) -> np.ndarray:
     xp = pad_nchw(x, d)
     wt = packed["weight"]
@@ -75,6 +88,6 @@ def _run_nhwc(d: Descriptor, packed: Weights, x: np.ndarray, act: Activation) ->
 
 
 register(Primitive("depthwise/nchw", "depthwise", "conv2d", NCHW, NCHW, _applies, _pack_nchw,
-                   _workspace, _run_nchw))
+                   _workspace, _run_nchw, COST))
 register(Primitive("depthwise/nhwc", "depthwise", "conv2d", NHWC, NHWC, _applies, _pack_nhwc,
-                   _workspace, _run_nhwc))
+                   _workspace, _run_nhwc, COST))

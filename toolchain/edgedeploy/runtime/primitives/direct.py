@@ -14,6 +14,8 @@ from .registry import (
     NCHW,
     NHWC,
     Activation,
+    Columns,
+    CostTerms,
     Primitive,
     Weights,
     finish,
@@ -46,6 +48,18 @@ def _pack_nhwc(d: Descriptor, weights: Weights) -> dict[str, np.ndarray]:
 def _workspace(d: Descriptor) -> int:
     p = d.n * d.h_out * d.w_out
     return padded_bytes(d) + 4 * p * (d.c_in + 2 * d.c_out)
+
+
+def _work(c: Columns) -> dict[str, np.ndarray]:
+    """One GEMM per tap (reduction over C_in/G only); each tap copies its input slice and
+    accumulates into the output in separate numpy passes, three calls per tap."""
+    taps, p = c["taps"], c["pixels"]
+    return {"gemm": c["flops"], "m": c["cog"], "n": p, "k": c["cig"],
+            "copy": 4.0 * taps * p * (c["c_in"] + 2.0 * c["c_out"]), "calls": 3.0 * taps + 2}
+
+
+#: 0.55 of peak: tap GEMMs are short (depth C_in/G) and accumulate into the output.
+COST = CostTerms(gemm_eff=0.55, parallel=0.95, work=_work)
 
 
 def _run_nchw(d: Descriptor, packed: Weights, x: np.ndarray, act: Activation) -> np.ndarray:
@@ -82,6 +96,6 @@ def _run_nhwc(d: Descriptor, packed: Weights, x: np.ndarray, act: Activation) ->
 
 
 register(Primitive("direct/nchw", "direct", "conv2d", NCHW, NCHW, is_conv, _pack_nchw, _workspace,
-                   _run_nchw))
+                   _run_nchw, COST))
 register(Primitive("direct/nhwc", "direct", "conv2d", NHWC, NHWC, is_conv, _pack_nhwc, _workspace,
-                   _run_nhwc))
+                   _run_nhwc, COST))

@@ -13,6 +13,8 @@ from .registry import (
     NCHW,
     NHWC,
     Activation,
+    Columns,
+    CostTerms,
     Primitive,
     Weights,
     finish,
@@ -43,6 +45,16 @@ def _workspace(d: Descriptor) -> int:
     return 4 * d.n * d.c_in * d.h_out * d.w_out  # the subsampled copy
 
 
+def _work(c: Columns) -> dict[str, np.ndarray]:
+    """One GEMM of depth C_in; a strided 1x1 first copies the subsampled input."""
+    return {"gemm": c["flops"], "m": c["cog"], "n": c["pixels"], "k": c["cig"],
+            "copy": np.where(c["stride_h"] > 1, c["bytes_in"], 0.0) + c["bytes_out"]}
+
+
+#: 0.70 of peak: a plain sgemm, as im2col's.
+COST = CostTerms(gemm_eff=0.70, parallel=0.95, work=_work)
+
+
 def _run_nchw(d: Descriptor, packed: Weights, x: np.ndarray, act: Activation) -> np.ndarray:
     if d.stride != (1, 1):
         x = x[:, :, ::d.stride_h, ::d.stride_w][:, :, :d.h_out, :d.w_out]
@@ -59,6 +71,6 @@ def _run_nhwc(d: Descriptor, packed: Weights, x: np.ndarray, act: Activation) ->
 
 
 register(Primitive("gemm_1x1/nchw", "gemm_1x1", "conv2d", NCHW, NCHW, _applies, _pack_nchw,
-                   _workspace, _run_nchw))
+                   _workspace, _run_nchw, COST))
 register(Primitive("gemm_1x1/nhwc", "gemm_1x1", "conv2d", NHWC, NHWC, _applies, _pack_nhwc,
-                   _workspace, _run_nhwc))
+                   _workspace, _run_nhwc, COST))

@@ -2,8 +2,10 @@
 
 A primitive is data (what it applies to, its layouts, workspace) plus three functions: an offline
 weight transform whose arrays ship in a bundle, a workspace estimate the planner bounds memory with,
-and ``run``. Families register themselves with :func:`register` when ``primitives`` is imported, so
-adding a family touches one module (pattern: onnx's reference evaluator, one file per operator).
+and ``run``; and, optionally, the cost terms the cost model's prior prices it with
+(:class:`CostTerms`). Families register themselves with :func:`register` when ``primitives`` is
+imported, so adding a family touches one module (pattern: onnx's reference evaluator, one file per
+operator).
 """
 
 from __future__ import annotations
@@ -47,6 +49,44 @@ class Activation:
 
 NO_ACTIVATION = Activation()
 
+#: Columns :attr:`CostTerms.work` reads: one float64 array per column, one entry per priced row.
+Columns = Mapping[str, np.ndarray]
+#: The work terms a family may return, and the value a term it leaves out takes.
+WORK_DEFAULTS: Mapping[str, float] = {
+    "gemm": 0.0,  # FLOPs handed to BLAS
+    "m": 1.0, "n": 1.0, "k": 1.0,  # that GEMM's rows, columns and depth (its shape efficiency)
+    "serial": 0.0,  # FLOPs numpy runs outside BLAS on one thread
+    "copy": 0.0,  # bytes the primitive's own single-threaded numpy passes move
+    "dram": 0.0,  # bytes that must stream from DRAM (the memory side of the roofline)
+    "calls": 3.0,  # numpy calls per run (Python dispatch overhead)
+}
+
+
+@dataclass(frozen=True)
+class CostTerms:
+    """What a primitive family costs, declared beside its code so the cost model need not know it.
+
+    The cost model's prior (``costmodel/prior.py``) turns these into milliseconds on a board:
+
+        max(gemm / (peak * gemm_eff * shape_eff(m, n, k) * amdahl(parallel)), dram / bw)
+        + serial / (peak_core * serial_eff) + copy / copy_bw + calls * call_us
+
+    ``work`` is vectorised: it maps the cost model's columns (every descriptor field of
+    ``costmodel.features.DESC_FIELDS``, e.g. ``n``, ``c_in``, ``h_out``, ``kernel_h``, ``pad_h``
+    (top + bottom), ``groups``, ``is_dense``; and the counts ``flops``, ``pixels`` (n x h_out x
+    w_out), ``taps``, ``cig`` / ``cog`` (channels per group), ``bytes_in``, ``bytes_out``,
+    ``bytes_w``, ``io`` (in + out)) to any of :data:`WORK_DEFAULTS`' terms, arrays or scalars.
+    Plain numpy, so the runtime that ships to devices stays light.
+    """
+
+    #: Fraction of the FP32 peak the family's GEMMs reach on large operands.
+    gemm_eff: float
+    #: Amdahl parallel fraction of the GEMM part (BLAS threads; numpy element-wise passes do not).
+    parallel: float
+    work: Callable[[Columns], Mapping[str, np.ndarray | float]]
+    #: Fraction of one core's peak the ``serial`` FLOPs run at (scalar numpy / pocketfft code).
+    serial_eff: float = 0.08
+
 
 @dataclass(frozen=True)
 class Primitive:
@@ -61,6 +101,8 @@ class Primitive:
     transform_weights: Callable[[Descriptor, Weights], dict[str, np.ndarray]]
     workspace_bytes: Callable[[Descriptor], int]
     run: Callable[[Descriptor, Weights, np.ndarray, Activation], np.ndarray]
+    #: How the cost model prices the family (shared by its layouts); None: priced as ``direct``.
+    cost: CostTerms | None = None
 
     def __call__(self, d: Descriptor, packed: Weights, x: np.ndarray,
                  act: Activation = NO_ACTIVATION) -> np.ndarray:
@@ -76,8 +118,21 @@ def register(p: Primitive) -> Primitive:
         raise ValueError(f"primitive {p.name!r} registered twice")
     if p.name != f"{p.family}/{p.name.split('/', 1)[-1]}":
         raise ValueError(f"primitive name {p.name!r} must start with its family {p.family!r}/")
+    if any(q.family == p.family and q.cost != p.cost for q in REGISTRY.values()):
+        raise ValueError(f"primitive {p.name!r} declares other cost terms than its family "
+                         f"{p.family!r}: the prior prices a family, not a layout")
     REGISTRY[p.name] = p
     return p
+
+
+def unregister(name: str) -> Primitive:
+    """Remove and return primitive ``name`` (tests that register a throw-away family)."""
+    return REGISTRY.pop(name)
+
+
+def family_cost(family: str) -> CostTerms | None:
+    """The cost terms ``family`` declares (None when it declares none or is not registered)."""
+    return next((p.cost for p in REGISTRY.values() if p.family == family), None)
 
 
 def get(name: str) -> Primitive:

@@ -17,8 +17,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.runtime.manager_demo import others_on_core0, run_demo, timeline  # noqa: E402
 
+from edgedeploy.deploy.status import render_status  # noqa: E402
 from edgedeploy.runtime.affinity import available_cpus  # noqa: E402
-from edgedeploy.status import render_status  # noqa: E402
 
 RESULTS = ROOT / "results" / "manager_demo.json"
 

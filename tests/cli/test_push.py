@@ -62,11 +62,32 @@ def test_push_without_a_manifest_is_a_clear_input_error(tmp_path, capsys, monkey
     assert "edgedeploy init" in capsys.readouterr().err
 
 
-def test_push_refines_on_the_device_and_keeps_serving(project, capsys) -> None:
+def _counting(monkeypatch, module, name: str) -> list[int]:
+    calls: list[int] = []
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_push_refines_on_the_device_and_keeps_serving(project, capsys, monkeypatch) -> None:
+    import edgedeploy.importers
+    import edgedeploy.planner.solve
+    import edgedeploy.schemas
+
     manifest = project / "edgedeploy.yaml"
     manifest.write_text(manifest.read_text() + "refine:\n  max_evals: 3\n  frames_per_eval: 8\n")
+    loads = _counting(monkeypatch, edgedeploy.schemas, "load_manifest")
+    imports = _counting(monkeypatch, edgedeploy.importers, "load_model")
+    solves = _counting(monkeypatch, edgedeploy.planner.solve, "solve")
     try:
         assert main(["push", "-m", str(manifest), "--target", "local", "--json"]) == 0
+        # one pass: the manifest loaded, the model imported and the plan solved once each
+        assert (len(loads), len(imports), len(solves)) == (1, 1, 1)
         answer = json.loads(capsys.readouterr().out)
         refine = answer["refine"]
         assert answer["refined"] and refine["evaluations"] >= 1

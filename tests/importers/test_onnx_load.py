@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.errors import InputError, ModelError
 from edgedeploy.importers import detect_format, load_model, parse_shape
-from edgedeploy.report import describe
+from edgedeploy.importers.report import describe
 from edgedeploy.testing import onnx_models as zoo
 
 

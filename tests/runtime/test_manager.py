@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgedeploy.deploy.status import StatusError, read_status, render_status, timeline_rows
 from edgedeploy.runtime.cpuload import CoreLoad
 from edgedeploy.runtime.manager import (
     ManagerSettings,
@@ -22,7 +23,6 @@ from edgedeploy.runtime.manager import (
     settings_from_config,
 )
 from edgedeploy.runtime.runner_config import BundleConfigError
-from edgedeploy.status import StatusError, read_status, render_status, timeline_rows
 
 PLANS = [PlanView("A", frozenset({0, 1}), 200.0, 20.0), PlanView("B", frozenset({0}), 100.0, 10.0),
          PlanView("C", frozenset({1}), 100.0, 10.0)]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from tests.generator.conftest import small_build
 
+from edgedeploy.deploy.status import power_text, render_status
 from edgedeploy.generator import build_bundle
 from edgedeploy.refine.measure import from_runner_json
 from edgedeploy.runtime.power import NO_SENSOR
-from edgedeploy.status import power_text, render_status
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,15 +5,21 @@ Heavy modules are imported inside the functions so ``import edgedeploy.api`` sta
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from edgedeploy.costmodel.profiler import Progress
+    from edgedeploy.deploy.doctor import DoctorReport
+    from edgedeploy.deploy.fleet import DeployResult
+    from edgedeploy.deploy.transport import TransportOptions
     from edgedeploy.execute import RunReport, RunRequest
+    from edgedeploy.planner.api import PlanResult
+    from edgedeploy.refine.api import RefineResult
     from edgedeploy.runtime.ir import Graph
-    from edgedeploy.schemas.manifest import Manifest
+    from edgedeploy.schemas.manifest import Manifest, TargetRef
     from edgedeploy.schemas.target import Target
 
 
@@ -182,13 +188,15 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
     """
     from edgedeploy.deploy.api import push_bundle
     from edgedeploy.planner import check as check_plans
+    from edgedeploy.planner.api import model_graph
 
     say = progress or (lambda _msg: None)
-    m = load_manifest(manifest)
+    m = load_manifest(manifest)  # loaded once, imported once, solved once: passed on below
     ref = m.target(target)
-    current = check_plans(manifest, target)[0]  # plans in memory and compares with the lockfile
+    graph = model_graph(m)
+    current = check_plans(manifest, target, manifest=m, graph=graph)[0]
     replanned = bool(current.stale)
-    bundle_dir = Path(m.output.build_dir) / f"{m.name}.{target}"
+    bundle_dir = m.bundle_dir(target)
     plan_file = current.plan_file
     if replanned:
         if dry_run:  # a dry run changes nothing committed: the new plan goes beside the build
@@ -197,20 +205,27 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
         plan_file.parent.mkdir(parents=True, exist_ok=True)
         plan_file.write_text(current.text)
     say(f"build: {plan_file} -> {bundle_dir}")
-    info = build(plan_file, bundle_dir)
+    info = _build_plan(plan_file, bundle_dir, graph)
     say(f"push: release {info.id} to {', '.join(ref.all_hosts) or 'this host'}")
     result = push_bundle(info.root, ref, alias=target, dry_run=dry_run,
                          accept_new_host_keys=accept_new_host_keys, serial=serial,
                          max_fail_percent=max_fail_percent, check=True)
     outcome = PushOutcome(plan_file, replanned, current.doc["predicted"], info, result)
     if refine and not dry_run:
-        outcome.refine = _refine_after_push(manifest, target, outcome,
+        outcome.refine = _refine_after_push(manifest, target, outcome, m, graph, current.doc,
                                             accept_new_host_keys=accept_new_host_keys, say=say)
     return outcome
 
 
-def _refine_after_push(manifest: str | Path, target: str, outcome: PushOutcome, *,
-                       accept_new_host_keys: bool, say: Callable[[str], None]) -> dict[str, Any]:
+def _build_plan(plan_file: Path, out: Path, graph: Graph) -> Any:
+    from edgedeploy.generator.sources import build_from_path
+
+    return build_from_path(plan_file, out, graph=graph)
+
+
+def _refine_after_push(manifest: str | Path, target: str, outcome: PushOutcome, m: Manifest,
+                       graph: Graph, plan_doc: dict[str, Any], *, accept_new_host_keys: bool,
+                       say: Callable[[str], None]) -> dict[str, Any]:
     """Online refinement on the device (Soomro et al.: measured search from the plan).
 
     The serving runner is stopped so candidates are measured without it competing for the
@@ -221,22 +236,357 @@ def _refine_after_push(manifest: str | Path, target: str, outcome: PushOutcome, 
     from edgedeploy.deploy.transport import TransportOptions
     from edgedeploy.refine.api import refine as _refine
 
-    m = load_manifest(manifest)
     ref = m.target(target)
     say("refine: stopping the runner while candidates are measured")
     stop(ref, alias=target, access=TransportOptions(accept_new_host_keys=accept_new_host_keys),
          check=True)
     bundle = outcome.bundle
     try:
-        result = _refine(manifest, target)
+        result = _refine(manifest, target, manifest=m, graph=graph, plan_doc=plan_doc)
         summary = result.summary()
         if (summary.get("improvement") or 0.0) > 1.0:
             say(f"refine: {summary['improvement']:.2f}x measured; pushing {result.plan_file}")
-            bundle = build(result.plan_file,
-                           Path(m.output.build_dir) / f"{m.name}.{target}.refined")
+            bundle = _build_plan(result.plan_file, m.bundle_dir(target, ".refined"), graph)
     finally:  # serving resumes whatever happened: the refined release or the pushed one
         say(f"refine: starting release {bundle.id}")
         push_bundle(bundle.root, ref, alias=target, accept_new_host_keys=accept_new_host_keys,
                     check=True)
     summary["release"] = bundle.id
     return summary
+
+
+# --- catalogue, schemas, models -----------------------------------------------------------------
+
+
+def list_targets() -> list[str]:
+    """Every board name the catalogue knows, ``local`` (this host) included."""
+    from edgedeploy.boards.catalog import list_targets as _list
+
+    return _list()
+
+
+def target_json(name_or_path: str | Path) -> dict[str, Any]:
+    """A board descriptor as ``targets show --json`` prints it: for ``local`` every field (what
+    detection could not tell shows as null), for a catalogue board the fields it sets."""
+    from edgedeploy.runtime.vocab import LOCAL
+
+    return load_target(name_or_path).model_dump(mode="json", exclude_none=name_or_path != LOCAL)
+
+
+def json_schema(which: str) -> dict[str, Any]:
+    """The JSON Schema (draft-7) of ``manifest``, ``target`` or ``plan``, for editors and CI."""
+    from edgedeploy.schemas import json_schema as _schema
+
+    return _schema(which)
+
+
+def inspect(model: str | Path, input_shape: str | None = None, *, input_name: str | None = None,
+            fmt: str | None = None) -> dict[str, Any]:
+    """Every layer of a model (descriptor, MACs, params, bytes) and the totals: the
+    ``inspect --json`` answer, so a notebook sees what the command shows."""
+    from edgedeploy.importers import load_model as _load
+    from edgedeploy.importers import parse_shape
+    from edgedeploy.importers.report import describe
+
+    shape = parse_shape(input_shape) if input_shape else None
+    return describe(_load(model, input_shape=shape, input_name=input_name, fmt=fmt))
+
+
+def zoo_models() -> list[dict[str, Any]]:
+    """The zoo's models with their published MACs and parameters (``zoo list --json``)."""
+    from edgedeploy import zoo
+
+    return [zoo.MODELS[name].to_dict() for name in zoo.list_models()]
+
+
+def zoo_export(name: str, out: str | Path, *, size: int | None = None, seed: int = 0,
+               batch: int = 1, num_classes: int | None = None) -> dict[str, Any]:
+    """Build a zoo model with seeded weights, write it as ONNX and describe the file (its
+    sha256 too: the same arguments always give the same bytes)."""
+    import hashlib
+
+    from edgedeploy import zoo
+
+    model = zoo.build(name, size=size, seed=seed, batch=batch, num_classes=num_classes)
+    path = zoo.write(model, out)
+    stats = zoo.model_stats(model)
+    data = path.read_bytes()
+    return {
+        "model": name, "path": str(path), "size": stats["size"], "seed": seed, "batch": batch,
+        "macs": stats["macs"], "params": stats["params"], "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "inputs": [i.name for i in model.graph.input],
+        "outputs": [o.name for o in model.graph.output],
+    }
+
+
+# --- planning -------------------------------------------------------------------------------------
+
+
+def plan_check(manifest: str | Path, target: str | None = None, *,
+               output: str | Path | None = None) -> list[PlanResult]:
+    """Re-plan in memory and compare with the committed lockfiles (``plan --check``, for CI):
+    each result's ``stale`` says why it differs; nothing is written."""
+    from edgedeploy.planner import check as _check
+
+    return _check(manifest, target, output=output)
+
+
+def plan_report(result: PlanResult, directory: str | Path) -> list[Path]:
+    """Charts and an HTML summary of one plan in ``directory``; returns the files written."""
+    from edgedeploy.planner.report import write_report
+
+    return write_report(result, directory)
+
+
+# --- cost model and profiling ------------------------------------------------------------------
+
+
+def is_twin(target: str) -> bool:
+    """Whether ``target`` names a board twin (``sim:<board>``): simulated, not measured."""
+    from edgedeploy.twins import is_sim
+
+    return is_sim(target)
+
+
+def profile(target: str = "local", *, budget_s: float = 60.0, shapes: str = "designed",
+            export: str | Path | None = None, import_: str | Path | None = None,
+            model: str | Path | None = None, progress: Progress | None = None,
+            info: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure layer shapes x primitives x core counts on ``target`` into its profile, or
+    (``export``/``import_``) copy a profile out or merge one in without measuring.
+
+    A twin (``sim:<board>``) is profiled into its own profile with a simulated budget, its
+    ``model``'s own layer shapes first; ``local`` measures this host. ``progress`` gets
+    (elapsed, budget, samples, eta, label); ``info`` one line per whole-model calibration run.
+    """
+    from edgedeploy.errors import InputError
+    from edgedeploy.twins import SIM_PREFIX, twin_target
+
+    twin = is_twin(target)
+    tgt = twin_target(target[len(SIM_PREFIX):]) if twin else load_target(target)
+    if export is not None and import_ is not None:
+        raise InputError("--export and --import exclude each other")
+    if export is not None or import_ is not None:
+        return _profile_copy(tgt, export, import_)
+    if twin:
+        return _profile_twin(tgt, budget_s, shapes, model, progress)
+    from edgedeploy.costmodel.profiling import profile_local
+
+    return profile_local(tgt, budget_s, shapes, progress, info)
+
+
+def _profile_copy(tgt: Target, export: str | Path | None, import_: str | Path | None
+                  ) -> dict[str, Any]:
+    """Export the profile to a file, or merge a file into it (profiles travel between hosts)."""
+    from edgedeploy.costmodel import profile as prof_mod
+
+    if export is not None:
+        path = prof_mod.export_profile(tgt, export)
+        return {"exported": str(path), "profile": str(prof_mod.profile_path(tgt))}
+    prof = prof_mod.import_profile(tgt, import_)
+    return {"imported": str(import_), "profile": str(prof.path), "samples": len(prof.samples)}
+
+
+def _profile_twin(tgt: Target, budget_s: float, shapes: str, model: str | Path | None,
+                  progress: Progress | None) -> dict[str, Any]:
+    """Profile a board twin: simulated measurements, simulated budget, the twin's profile."""
+    from edgedeploy.costmodel.profiling import check_shapes
+    from edgedeploy.twins.profile import profile_twin_into_store
+
+    check_shapes(shapes)
+    graph = load_model(model) if model is not None else None
+    return profile_twin_into_store(tgt, budget_s, shapes=shapes, progress=progress, graph=graph)
+
+
+def costmodel_eval(target: str = "local", *, budget_s: float | None = None,
+                   heldout_budget_s: float = 90.0, transfer_from: str | Path | None = None,
+                   samples: int = 20, plot: str | Path | None = None,
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """How good the cost model is on ``target``: fit (or transfer from another board's profile)
+    and compare with measured held-out zoo layers (mape, kendall_tau, top1_within_10pct...)."""
+    from edgedeploy.costmodel.evaluate import evaluate
+
+    return evaluate(load_target(target), budget_s=budget_s, heldout_budget_s=heldout_budget_s,
+                    transfer_from=transfer_from, samples=samples, plot=plot, progress=progress)
+
+
+@dataclass
+class CostPrediction:
+    """``costmodel predict``: ``report`` is the JSON answer; ``rows`` the table a person reads,
+    ``[layer, primitive, ms per config...]`` for the pairs some configuration can run."""
+
+    report: dict[str, Any]
+    model_name: str
+    rows: list[list[Any]]
+
+
+def costmodel_predict(model: str | Path, target: str = "local", *,
+                      input_shape: str | None = None) -> CostPrediction:
+    """Predicted ms of every layer x primitive x core configuration (profile-calibrated), and
+    the best total per configuration: what the planner starts from."""
+    import numpy as np
+
+    from edgedeploy.costmodel import CostModel
+
+    tgt = load_target(target)
+    graph = load_model(model, input_shape or None)
+    cm = CostModel.for_target(tgt)
+    table = cm.predict_table(graph)
+    best = np.where(np.isfinite(table.ms), table.ms, np.inf).min(axis=1)  # (layers, configs)
+    best = np.where(np.isfinite(best), best, 0.0)
+    by_layer = table.to_dict()
+    report: dict[str, Any] = {
+        "model": str(model), "target": tgt.name, "source": cm.source,
+        "configs": [c.key for c in table.configs], "primitives": table.primitives,
+        "layers": [{"name": name, "op": graph.layers[i].op, "ms": by_layer[name]}
+                   for i, name in enumerate(table.layers)],
+        "best_total_ms": {c.key: round(float(best[:, k].sum()), 4)
+                          for k, c in enumerate(table.configs)},
+    }
+    rows = [[name, prim, *(float(v) for v in table.ms[i, j])]
+            for i, name in enumerate(table.layers) for j, prim in enumerate(table.primitives)
+            if np.isfinite(table.ms[i, j]).any()]
+    return CostPrediction(report, graph.name, rows)
+
+
+# --- refinement ---------------------------------------------------------------------------------
+
+
+def refine(manifest: str | Path, target: str = "local", *, max_evals: int | None = None,
+           budget_s: float | None = None, seed: int = 0, output: str | Path | None = None,
+           feedback: bool = True, on_eval: Callable[[Any], None] | None = None) -> RefineResult:
+    """Refine the manifest's plan for ``target`` (an alias or ``sim:<board>``) by measuring
+    candidates around it (guided evolutionary search); writes the refined plan, and unless
+    ``feedback`` is off appends the measured samples to the profile."""
+    from edgedeploy.refine.api import refine as _refine
+
+    return _refine(manifest, target, max_evals=max_evals, budget_s=budget_s, seed=seed,
+                   output=output, feedback=feedback, on_eval=on_eval)
+
+
+def refine_methods() -> tuple[str, ...]:
+    """The search methods ``refine_score`` compares: guided first, then the baselines."""
+    from edgedeploy.refine.score import METHODS
+
+    return tuple(METHODS)
+
+
+def refine_score(boards: str | list[str] = "all", models: str | list[str] = "zoo", *,
+                 size: int = 96, budget: int = 30, seed: int = 0, profile_s: float = 60.0,
+                 plot: str | Path | None = None,
+                 on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Score refinement on board twins against the exhaustive optimum (simulated).
+
+    ``boards`` is ``all`` (every catalogue board but this host), names, or ``b1,b2``;
+    ``models`` is ``zoo`` or names likewise. ``plot`` adds a convergence PNG (its path in
+    ``plot``).
+    """
+    from edgedeploy import zoo
+    from edgedeploy.refine.score import plot as plot_fn
+    from edgedeploy.refine.score import score
+
+    bl = ([b for b in list_targets() if b != "local"] if boards == "all" else _names(boards))
+    ml = zoo.list_models() if models == "zoo" else _names(models)
+    res = score(bl, ml, size=size, budget=budget, seed=seed, profile_s=profile_s, on_row=on_row)
+    if plot:
+        res["plot"] = str(plot_fn(res, plot))
+    return res
+
+
+def _names(value: str | list[str]) -> list[str]:
+    return value.split(",") if isinstance(value, str) else list(value)
+
+
+# --- the deployer: per-host verbs on a manifest's target -----------------------------------------
+
+#: The manifest the deployer verbs read when none is named (relative to the working directory).
+DEFAULT_MANIFEST = Path("edgedeploy.yaml")
+
+
+def resolve_target(manifest: str | Path | None, alias: str) -> TargetRef:
+    """The TargetRef for ``alias``: from ``manifest`` (default ./edgedeploy.yaml when present),
+    or, with no manifest at all, ``local`` as this host's ~/edgedeploy."""
+    from edgedeploy.errors import InputError
+    from edgedeploy.schemas.manifest import TargetRef
+
+    path = manifest or (DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else None)
+    if path is None:
+        if alias == "local":
+            return TargetRef()
+        raise InputError(f"no manifest to look up target {alias!r} in",
+                         hint="pass -m MANIFEST (or create edgedeploy.yaml with `edgedeploy init`)")
+    return load_manifest(path).target(alias)
+
+
+def _access(accept_new_host_keys: bool) -> TransportOptions:
+    from edgedeploy.deploy.transport import TransportOptions
+
+    return TransportOptions(accept_new_host_keys=accept_new_host_keys)
+
+
+def status(manifest: str | Path | None, target: str = "local", *,
+           accept_new_host_keys: bool = False) -> list[dict[str, Any]]:
+    """Per host: current release, runner pid and liveness, uptime, last health check, and the
+    runner's own status (plan, throughput, power, plan switches)."""
+    from edgedeploy.deploy import api as deploy
+
+    return deploy.status(resolve_target(manifest, target),
+                         access=_access(accept_new_host_keys))
+
+
+def status_timeline(runner: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The runtime manager's plan switches from a status row's ``runner`` block, as table
+    columns and rows (oldest first): why the runner changed plans, and when."""
+    from edgedeploy.deploy.status import TIMELINE_COLUMNS, timeline_rows
+
+    return list(TIMELINE_COLUMNS), timeline_rows(runner)
+
+
+def logs(manifest: str | Path | None, target: str = "local", *, lines: int = 100,
+         accept_new_host_keys: bool = False) -> list[dict[str, Any]]:
+    """Per host: the newest ``lines`` of the runner log (or the error reaching it)."""
+    from edgedeploy.deploy import api as deploy
+
+    return deploy.logs(resolve_target(manifest, target), lines=lines,
+                       access=_access(accept_new_host_keys))
+
+
+def stop(manifest: str | Path | None, target: str = "local", *, dry_run: bool = False,
+         accept_new_host_keys: bool = False, check: bool = True) -> DeployResult:
+    """Stop the runner on every host (the release stays current); with ``check`` raise the
+    mapped error when a host failed, else return the result for the caller to show first."""
+    from edgedeploy.deploy import api as deploy
+
+    return deploy.stop(resolve_target(manifest, target), alias=target, dry_run=dry_run,
+                       access=_access(accept_new_host_keys), check=check)
+
+
+def rollback(manifest: str | Path | None, target: str = "local", *, to: str | None = None,
+             dry_run: bool = False, accept_new_host_keys: bool = False,
+             check: bool = True) -> DeployResult:
+    """Return every host to its previous release (or ``to``), restarted and health-checked."""
+    from edgedeploy.deploy import api as deploy
+
+    return deploy.rollback(resolve_target(manifest, target), to=to, alias=target,
+                           dry_run=dry_run, access=_access(accept_new_host_keys), check=check)
+
+
+def releases(manifest: str | Path | None, target: str = "local", *,
+             accept_new_host_keys: bool = False) -> list[dict[str, Any]]:
+    """Per host: the release ids kept, newest first, and which one is current."""
+    from edgedeploy.deploy import api as deploy
+
+    return deploy.releases(resolve_target(manifest, target),
+                           access=_access(accept_new_host_keys))
+
+
+def doctor(manifest: str | Path | None, target: str = "local", *, python: str = "python3",
+           requires: tuple[str, ...] = ("numpy",),
+           accept_new_host_keys: bool = False) -> list[DoctorReport]:
+    """Per host: what the board has (architecture, Python, numpy, onnxruntime and its execution
+    providers, LiteRT) and what a bundle needing ``requires`` would lack there."""
+    from edgedeploy.deploy import api as deploy
+
+    return deploy.doctor(resolve_target(manifest, target), python=python, requires=requires,
+                         access=_access(accept_new_host_keys))

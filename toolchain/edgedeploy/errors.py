@@ -14,6 +14,7 @@ from edgedeploy.runtime.errors import (
     ModelError,
     StageError,
     UnsupportedModelError,
+    did_you_mean,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "StageError",
     "TargetError",
     "UnsupportedModelError",
+    "did_you_mean",
 ]
 
 

@@ -103,11 +103,9 @@ def resolve_choices(graph: ir.Graph, primitive: str = "auto") -> dict[str, str]:
     names = primitives.names()
     full = primitive if "/" in primitive else f"{primitive}/nchw"
     if full not in names:
-        import difflib
+        from edgedeploy.errors import did_you_mean
 
-        close = difflib.get_close_matches(full, names, n=1)
-        raise InputError(f"unknown primitive {primitive!r}" + (
-            f" (did you mean {close[0]!r}?)" if close else ""),
+        raise InputError(f"unknown primitive {primitive!r}{did_you_mean(full, names)}",
             hint="one of: auto, onnxruntime, litert, "
             + ", ".join(n for n in names if not n.startswith("layout")))
     prim = primitives.get(full)

@@ -6,7 +6,6 @@ frames, so the benchmark can alternate systems within one run on a noisy shared 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,82 +13,82 @@ from pathlib import Path
 import numpy as np
 
 from edgedeploy import execute
+from edgedeploy.benchmarks.estimator import (
+    Frame,
+    Process,
+    Window,
+    one_in_flight_latency,
+    summarise,
+    timed_round,
+)
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.affinity import available_cpus
 from edgedeploy.runtime.runner_config import StageConfig
 from edgedeploy.runtime.vocab import LITERT, ONNXRUNTIME
 
-Frame = Callable[[int], list[np.ndarray]]
-
-
-@dataclass
-class Round:
-    frames: int
-    wall_s: float
-    latencies_s: np.ndarray
+LATENCY_SAMPLES = 16
 
 
 @dataclass
 class System:
-    """A named way of running the model; ``run(n, frame)`` measures one round."""
+    """A named way of running the model: ``process(n, frame)`` completes n frames (the
+    estimator times it from outside), ``run_one`` one frame with nothing else in flight."""
 
     name: str
     description: str
-    run: Callable[[int, Frame], Round]
+    process: Process
+    run_one: Callable[[list[np.ndarray]], object]
     close: Callable[[], None] = lambda: None
-    rounds: list[Round] = field(default_factory=list)
+    windows: list[Window] = field(default_factory=list)
+    latencies_s: list[np.ndarray] = field(default_factory=list)
+
+    def measure_round(self, frames: int, warmup: int, frame: Frame) -> Window:
+        """One round under the shared rules: warm-up, timed window, then latency samples."""
+        window = timed_round(self.process, frame, frames, warmup)
+        self.windows.append(window)
+        self.latencies_s.append(one_in_flight_latency(self.run_one, frame,
+                                                      min(frames, LATENCY_SAMPLES)))
+        return window
 
     def summary(self) -> dict[str, float | str]:
-        frames = sum(r.frames for r in self.rounds)
-        wall = sum(r.wall_s for r in self.rounds)
-        lat = np.concatenate([r.latencies_s for r in self.rounds]) if self.rounds else np.zeros(1)
+        s = summarise(self.windows)
+        lat = np.concatenate(self.latencies_s) if self.latencies_s else np.zeros(1)
         return {"system": self.name, "description": self.description,
-                "throughput_fps": frames / wall if wall > 0 else 0.0,
+                "throughput_fps": s.median_fps, "throughput_fps_min": s.min_fps,
+                "throughput_fps_max": s.max_fps, "spread": s.spread,
+                "rounds_fps": [w.throughput_fps for w in self.windows],
                 "latency_ms_p50": float(np.percentile(lat, 50) * 1e3),
                 "latency_ms_p99": float(np.percentile(lat, 99) * 1e3),
-                "frames": frames}
+                "frames": s.frames}
 
 
 def in_process(name: str, description: str, fn: Callable[[list[np.ndarray]], object]) -> System:
-    """A system that runs frames one after another in this process (latency = service time)."""
+    """A system that runs frames one after another in this process."""
 
-    def run(n: int, frame: Frame) -> Round:
-        lat = np.empty(n)
-        t0 = time.perf_counter()
+    def process(n: int, frame: Frame) -> None:
         for k in range(n):
-            t = time.perf_counter()
             fn(frame(k))
-            lat[k] = time.perf_counter() - t
-        return Round(n, time.perf_counter() - t0, lat)
 
-    return System(name, description, run)
+    return System(name, description, process, fn)
 
 
 def pipelined(name: str, description: str, graph: ir.Graph, plans: Sequence[StageConfig],
-              choices: dict[str, str], model_path: Path | None, warmup: int = 2) -> System:
-    """A system run by the pinned multi-process pipeline (stays started between rounds)."""
+              choices: dict[str, str], model_path: Path | None) -> System:
+    """A system run by the pinned multi-process pipeline (stays started between rounds), kept
+    full while timed, as a streaming application feeds it."""
     from edgedeploy.runtime.pipeline import Pipeline
 
     segments = execute.segments_for(graph, [p.io for p in plans], choices, model_path)
     pipe = Pipeline(execute.stage_specs(graph, plans, choices, segments))
     pipe.start()
-
     seq = iter(range(1 << 62))
 
-    def run(n: int, frame: Frame) -> Round:
-        # Throughput with the rings kept full; latency with one frame in flight, because a
-        # flood-fed pipeline's latency is mostly time spent queued behind earlier frames.
-        result = pipe.run(frame, n, warmup=warmup, keep_outputs="none")
-        lat = np.empty(max(1, min(n, 16)))
-        for k in range(lat.size):
-            t = time.perf_counter()
-            pipe.submit(next(seq), frame(k))
-            pipe.get(copy=False)
-            lat[k] = time.perf_counter() - t
-        wall = n / result.throughput_fps if result.throughput_fps else 0.0
-        return Round(n, wall, lat)
+    def run_one(xs: list[np.ndarray]) -> object:
+        pipe.submit(next(seq), xs)
+        return pipe.get(copy=False)
 
-    return System(name, description, run, close=pipe.close)
+    return System(name, description, lambda n, frame: pipe.stream(frame, n), run_one,
+                  close=pipe.close)
 
 
 def ort_default(model_path: Path) -> System:

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
-from edgedeploy.errors import TargetError
+from edgedeploy.errors import TargetError, did_you_mean
 from edgedeploy.resources import targets_dir
+from edgedeploy.runtime.vocab import LOCAL
 from edgedeploy.schemas.loader import load_yaml_model
 from edgedeploy.schemas.manifest import is_board_path
-from edgedeploy.schemas.target import Target
-
-LOCAL = "local"
+from edgedeploy.schemas.target import Target, catalog_names
 
 
 def list_targets() -> list[str]:
     """Names of the shipped descriptors (sorted) followed by ``local``."""
-    return [*sorted(p.stem for p in targets_dir().glob("*.yaml")), LOCAL]
+    return catalog_names()
 
 
 def load_target(name_or_path: str | Path) -> Target:
@@ -31,8 +29,7 @@ def load_target(name_or_path: str | Path) -> Target:
     path = targets_dir() / f"{text}.yaml"
     if not path.is_file():
         known = list_targets()
-        close = difflib.get_close_matches(text, known, n=1)
-        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        guess = did_you_mean(text, known)
         raise TargetError(f"unknown board {text!r}{guess}",
                           hint=f"known boards: {', '.join(known)}; or give a path to a YAML file")
     return load_yaml_model(path, Target, TargetError)

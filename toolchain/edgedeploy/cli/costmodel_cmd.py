@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 
 from edgedeploy.cli import output
@@ -36,15 +36,13 @@ def eval_cmd(
 
     Example: edgedeploy costmodel eval --target local --budget-s 60 --plot eval.png --json
     """
-    from edgedeploy.boards.catalog import load_target
+    from edgedeploy import api
     from edgedeploy.cli.profile_cmd import progress_reporter
-    from edgedeploy.costmodel.evaluate import evaluate
 
-    tgt = load_target(target)
     with progress_reporter("evaluating") as cb:
-        report = evaluate(tgt, budget_s=budget_s, heldout_budget_s=heldout_budget_s,
-                          transfer_from=transfer_from, samples=samples, plot=plot,
-                          progress=cb)  # type: ignore[arg-type]
+        report = api.costmodel_eval(target, budget_s=budget_s, heldout_budget_s=heldout_budget_s,
+                                    transfer_from=transfer_from, samples=samples, plot=plot,
+                                    progress=cb)
     if as_json:
         output.emit_json(report)
         return
@@ -67,39 +65,20 @@ def predict_cmd(
 
     Example: edgedeploy costmodel predict resnet50.onnx --target jetson-tx2
     """
-    from edgedeploy.boards.catalog import load_target
-    from edgedeploy.costmodel import CostModel
-    from edgedeploy.importers import load_model, parse_shape
+    from edgedeploy import api
 
-    tgt = load_target(target)
-    graph = load_model(model, input_shape=parse_shape(input_shape) if input_shape else None)
-    cm = CostModel.for_target(tgt)
-    table = cm.predict_table(graph)
-    best = np.where(np.isfinite(table.ms), table.ms, np.inf).min(axis=1)  # (layers, configs)
-    best = np.where(np.isfinite(best), best, 0.0)
-    report: dict[str, Any] = {
-        "model": str(model), "target": tgt.name, "source": cm.source,
-        "configs": [c.key for c in table.configs], "primitives": table.primitives,
-        "layers": [{"name": name, "op": graph.layers[i].op, "ms": table.to_dict()[name]}
-                   for i, name in enumerate(table.layers)],
-        "best_total_ms": {c.key: round(float(best[:, k].sum()), 4)
-                          for k, c in enumerate(table.configs)},
-    }
+    pred = api.costmodel_predict(model, target, input_shape=input_shape)
+    report = pred.report
     if as_json:
         output.emit_json(report)
         return
-    rows = []
-    for i, name in enumerate(table.layers):
-        for j, prim in enumerate(table.primitives):
-            vals = table.ms[i, j]
-            if np.isfinite(vals).any():
-                rows.append([name, prim, *(_fmt(float(v)) for v in vals)])
-    output.table(f"{graph.name} on {tgt.name} (predicted ms; {cm.source})",
+    rows = [[name, prim, *(_fmt(v) for v in ms)] for name, prim, *ms in pred.rows]
+    output.table(f"{pred.model_name} on {report['target']} (predicted ms; {report['source']})",
                  ["layer", "primitive", *report["configs"]], rows)
     print("best total ms: " + ", ".join(f"{k} {v:.2f}" for k, v in report["best_total_ms"].items()))
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return "-" if not np.isfinite(v) else f"{v:.3f}"
+        return "-" if not math.isfinite(v) else f"{v:.3f}"
     return str(v)

@@ -1,22 +1,24 @@
-"""Deployer commands: status, logs, stop, rollback, releases, doctor (push is a thin call to
-:func:`edgedeploy.deploy.api.push_bundle`, rendered with :func:`render_result`)."""
+"""Deployer commands: status, logs, stop, rollback, releases, doctor; each parses, calls the
+verb of the same name in :mod:`edgedeploy.api` and renders (push renders with
+:func:`render_result`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from edgedeploy import api
 from edgedeploy.cli import output
-from edgedeploy.deploy import api
-from edgedeploy.deploy.doctor import DoctorReport
-from edgedeploy.deploy.fleet import DeployResult
-from edgedeploy.deploy.transport import TransportOptions
-from edgedeploy.errors import EdgeDeployError, InputError
-from edgedeploy.schemas.manifest import TargetRef
+from edgedeploy.errors import EdgeDeployError
 
-DEFAULT_MANIFEST = Path("edgedeploy.yaml")
+if TYPE_CHECKING:
+    from edgedeploy.deploy.doctor import DoctorReport
+    from edgedeploy.deploy.fleet import DeployResult
+    from edgedeploy.schemas.manifest import TargetRef
+
+DEFAULT_MANIFEST = api.DEFAULT_MANIFEST
 
 MANIFEST_OPT = typer.Option(None, "--manifest", "-m", help="Manifest (default: ./edgedeploy.yaml;"
                             " without one, target 'local' is this host's ~/edgedeploy).")
@@ -27,20 +29,9 @@ ACCEPT_OPT = typer.Option(False, "--accept-new-host-keys",
 
 
 def resolve_cli_target(manifest: Path | None, alias: str) -> TargetRef:
-    """The TargetRef for ``--target ALIAS``: from the manifest, or the embedded local default."""
-    path = manifest or (DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else None)
-    if path is None:
-        if alias == "local":
-            return TargetRef()
-        raise InputError(f"no manifest to look up target {alias!r} in",
-                         hint="pass -m MANIFEST (or create edgedeploy.yaml with `edgedeploy init`)")
-    from edgedeploy.schemas.loader import load_manifest
-
-    return load_manifest(path).target(alias)
-
-
-def _access(accept_new: bool) -> TransportOptions:
-    return TransportOptions(accept_new_host_keys=accept_new)
+    """The TargetRef for ``--target ALIAS`` (kept for callers of this name; the logic is
+    :func:`edgedeploy.api.resolve_target`)."""
+    return api.resolve_target(manifest, alias)
 
 
 def render_result(result: DeployResult, as_json: bool) -> None:
@@ -78,7 +69,7 @@ def status_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
 
     Example: edgedeploy status -m edgedeploy.yaml --target jetson --json
     """
-    rows = api.status(resolve_cli_target(manifest, target), access=_access(accept_new))
+    rows = api.status(manifest, target, accept_new_host_keys=accept_new)
     if as_json:
         output.emit_json({"target": target, "hosts": rows})
         return
@@ -89,16 +80,13 @@ def status_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
                    else "-", _health(r), *_runner(r)] for r in rows])
     from rich.markup import escape
 
-    from edgedeploy.status import TIMELINE_COLUMNS, timeline_rows
-
     for r in rows:
         note = (r.get("runner") or {}).get("power_note")
         if note:  # why power is null (or partial): said once per host, under the table
             output.info(escape(f"[{r['host']}] power: {note}"))
-        switches = timeline_rows(r["runner"]) if r.get("runner") else []
+        columns, switches = api.status_timeline(r["runner"]) if r.get("runner") else ([], [])
         if switches:
-            output.table(f"{r['host']}: plan switches (runtime manager)", list(TIMELINE_COLUMNS),
-                         switches)
+            output.table(f"{r['host']}: plan switches (runtime manager)", columns, switches)
 
 
 def _runner(row: dict[str, Any]) -> list[Any]:
@@ -128,7 +116,7 @@ def logs_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
 
     Example: edgedeploy logs --target jetson -n 50
     """
-    rows = api.logs(resolve_cli_target(manifest, target), lines=lines, access=_access(accept_new))
+    rows = api.logs(manifest, target, lines=lines, accept_new_host_keys=accept_new)
     if as_json:
         output.emit_json({"target": target, "hosts": rows})
         return
@@ -145,8 +133,8 @@ def stop_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
 
     Example: edgedeploy stop --target jetson
     """
-    _finish(api.stop(resolve_cli_target(manifest, target), alias=target, dry_run=dry_run,
-                     access=_access(accept_new), check=False), as_json)
+    _finish(api.stop(manifest, target, dry_run=dry_run, accept_new_host_keys=accept_new,
+                     check=False), as_json)
 
 
 def rollback_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
@@ -158,8 +146,8 @@ def rollback_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
 
     Example: edgedeploy rollback --target jetson
     """
-    _finish(api.rollback(resolve_cli_target(manifest, target), to=to, alias=target,
-                         dry_run=dry_run, access=_access(accept_new), check=False), as_json)
+    _finish(api.rollback(manifest, target, to=to, dry_run=dry_run,
+                         accept_new_host_keys=accept_new, check=False), as_json)
 
 
 def releases_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
@@ -168,7 +156,7 @@ def releases_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
 
     Example: edgedeploy releases --target jetson --json
     """
-    rows = api.releases(resolve_cli_target(manifest, target), access=_access(accept_new))
+    rows = api.releases(manifest, target, accept_new_host_keys=accept_new)
     if as_json:
         output.emit_json({"target": target, "hosts": rows})
         return
@@ -188,8 +176,8 @@ def doctor_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
 
     Example: edgedeploy doctor --target jetson --require provider:CUDAExecutionProvider
     """
-    reports = api.doctor(resolve_cli_target(manifest, target), python=python,
-                         requires=tuple(require), access=_access(accept_new))
+    reports = api.doctor(manifest, target, python=python, requires=tuple(require),
+                         accept_new_host_keys=accept_new)
     if as_json:
         output.emit_json({"target": target, "ok": all(r.ok for r in reports),
                           "hosts": [r.to_dict() for r in reports]})

@@ -28,13 +28,10 @@ def inspect(
 
     Example: edgedeploy inspect resnet50.onnx --input-shape 1,3,224,224
     """
-    from edgedeploy.importers import load_model, parse_shape
-    from edgedeploy.report import describe
+    from edgedeploy import api
 
-    shape = parse_shape(input_shape) if input_shape else None
     output.log.info("importing %s", model)
-    graph = load_model(model, input_shape=shape, input_name=input_name, fmt=fmt)
-    report = describe(graph)
+    report = api.inspect(model, input_shape, input_name=input_name, fmt=fmt)
     if as_json:
         output.emit_json(report)
         return

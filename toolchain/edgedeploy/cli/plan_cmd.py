@@ -33,10 +33,10 @@ def register(app: typer.Typer) -> None:
 
         Example: edgedeploy plan plans/demo.yaml --target local --report out/
         """
-        from edgedeploy import planner
+        from edgedeploy import api
 
         if check:
-            results = planner.check(manifest, target, output=out)
+            results = api.plan_check(manifest, target, output=out)
             stale = [r for r in results if r.stale]
             if as_json:
                 output.emit_json({"stale": bool(stale), "plans": [
@@ -49,12 +49,10 @@ def register(app: typer.Typer) -> None:
             if stale:
                 raise typer.Exit(1)
             return
-        results = planner.plan(manifest, target, output=out)
+        results = api.plan(manifest, target, output=out)
         if report is not None:
-            from edgedeploy.planner.report import write_report
-
             for r in results:
-                files = write_report(r, report)
+                files = api.plan_report(r, report)
                 output.info(f"report for {r.alias}: {', '.join(str(f) for f in files)}")
         if as_json:
             data = [r.summary() for r in results]

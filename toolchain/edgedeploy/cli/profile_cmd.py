@@ -5,24 +5,22 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from edgedeploy.cli import output
 
-if TYPE_CHECKING:
-    from edgedeploy.schemas.target import Target
-
+#: What a measuring verb reports: (elapsed s, budget s, samples, eta s, label).
+ProgressFn = Callable[[float, float, int, float, str], None]
 
 def register(app: typer.Typer) -> None:
     app.command("profile")(profile)
 
 
 @contextlib.contextmanager
-def progress_reporter(title: str) -> Iterator[object]:
+def progress_reporter(title: str) -> Iterator[ProgressFn]:
     """A progress callback: a rich bar with ETA on a terminal, else a line every few seconds
     on stderr (logs go to stderr; stdout carries only the answer)."""
     quiet = output.settings.verbosity < 0
@@ -73,86 +71,16 @@ def profile(
 
     Example: edgedeploy profile --target local --budget-s 60
     """
-    from edgedeploy.boards.catalog import load_target
-    from edgedeploy.costmodel import profile as prof_mod
-    from edgedeploy.errors import InputError
-    from edgedeploy.twins import SIM_PREFIX, is_sim, twin_target
+    from edgedeploy import api
 
-    tgt = twin_target(target[len(SIM_PREFIX):]) if is_sim(target) else load_target(target)
-    if export is not None and import_ is not None:
-        raise InputError("--export and --import exclude each other")
-    if export is not None:
-        path = prof_mod.export_profile(tgt, export)
-        _answer({"exported": str(path), "profile": str(prof_mod.profile_path(tgt))}, as_json)
+    if export is not None or import_ is not None:  # no measuring: no progress to show
+        _answer(api.profile(target, export=export, import_=import_), as_json)
         return
-    if import_ is not None:
-        prof = prof_mod.import_profile(tgt, import_)
-        _answer({"imported": str(import_), "profile": str(prof.path),
-                 "samples": len(prof.samples)}, as_json)
-        return
-    if is_sim(target):
-        _answer(_run_twin(tgt, budget_s, shapes, model), as_json)
-        return
-    _answer(_run(tgt, budget_s, shapes), as_json)
-
-
-def _run_twin(tgt: Target, budget_s: float, shapes: str, model: Path | None
-              ) -> dict[str, object]:
-    """Profile a board twin: simulated measurements, simulated budget, the twin's profile."""
-    from edgedeploy.errors import InputError
-    from edgedeploy.twins.profile import profile_twin_into_store
-
-    if shapes not in ("designed", "space"):
-        raise InputError(f"--shapes must be 'designed' or 'space', not {shapes!r}")
-    graph = None
-    if model is not None:
-        from edgedeploy.importers import load_model
-
-        graph = load_model(model)
-    with progress_reporter("profiling [simulated]") as cb:
-        return profile_twin_into_store(tgt, budget_s, shapes=shapes, progress=cb, graph=graph)
-
-
-def _run(tgt: Target, budget_s: float, shapes: str) -> dict[str, object]:
-    from edgedeploy.costmodel import profile as prof_mod
-    from edgedeploy.costmodel import shapes as shapes_mod
-    from edgedeploy.costmodel.evaluate import ensure_fit_sample
-    from edgedeploy.costmodel.profiler import LocalMeasure
-    from edgedeploy.errors import InputError
-
-    if tgt.name != "local":
-        raise InputError(f"target {tgt.name!r} cannot be profiled from here yet",
-                         hint="profile --target local (SSH boards come with the deployer)")
-    if shapes not in ("designed", "space"):
-        raise InputError(f"--shapes must be 'designed' or 'space', not {shapes!r}")
-    sample = (shapes_mod.designed_sample() if shapes == "designed"
-              else [d for d in shapes_mod.space_filling(160) if not shapes_mod.is_heldout(d)])
-    prof = prof_mod.open_profile(tgt)
-    before = len(prof.samples)
-    measure = LocalMeasure(tgt)
-    start = time.monotonic()
-    try:
-        with progress_reporter("profiling") as cb:
-            new = ensure_fit_sample(tgt, prof, budget_s, measure, cb, sample)
-    finally:
-        measure.close()
-    factors = _segment_factors(tgt, Path(prof.path))
-    return {"target": prof.target_name, "fingerprint": prof.fingerprint, "profile": str(prof.path),
-            "new_samples": len(new), "samples": before + len(new),
-            "shapes": len({shapes_mod.shape_key(s.descriptor) for s in new}),
-            "segment_factors": factors, "elapsed_s": round(time.monotonic() - start, 2)}
-
-
-def _segment_factors(tgt: Target, profile_file: Path) -> dict[str, dict[str, float]]:
-    """Whole-model runs of both engines on every core count (see costmodel.segments)."""
-    from edgedeploy.costmodel import CostModel
-    from edgedeploy.costmodel.segments import measure_factors, save_factors
-
-    model = CostModel.for_target(tgt)
-    factors, runs = measure_factors(model, model.configs, lambda c: c.cpus(tgt),
-                                    progress=output.info)
-    save_factors(profile_file, factors, runs)
-    return factors
+    title = "profiling [simulated]" if api.is_twin(target) else "profiling"
+    with progress_reporter(title) as cb:
+        data = api.profile(target, budget_s=budget_s, shapes=shapes, model=model,
+                           progress=cb, info=output.info)
+    _answer(data, as_json)
 
 
 def _answer(data: dict[str, object], as_json: bool) -> None:

@@ -1,4 +1,4 @@
-"""`edgedeploy refine` and `edgedeploy refine score`: parse, call edgedeploy.refine, render."""
+"""`edgedeploy refine` and `edgedeploy refine score`: parse, call edgedeploy.api, render."""
 
 from __future__ import annotations
 
@@ -51,11 +51,11 @@ def refine_cmd(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from edgedeploy.refine.api import refine
+    from edgedeploy import api
 
     on_eval, stop = _progress(max_evals or 0)
     try:
-        res = refine(manifest, target, max_evals=max_evals, budget_s=budget_s, seed=seed,
+        res = api.refine(manifest, target, max_evals=max_evals, budget_s=budget_s, seed=seed,
                      output=out, feedback=not no_feedback, on_eval=on_eval)
     finally:
         stop()
@@ -90,23 +90,19 @@ def score_cmd(
 
     Example: edgedeploy refine score --boards rpi4 --models mobilenet_v2 --budget 30 --json
     """
-    from edgedeploy import zoo
-    from edgedeploy.boards.catalog import list_targets
-    from edgedeploy.refine.score import METHODS, score
-    from edgedeploy.refine.score import plot as plot_fn
+    from edgedeploy import api
 
-    bl = [b for b in list_targets() if b != "local"] if boards == "all" else boards.split(",")
-    ml = zoo.list_models() if models == "zoo" else models.split(",")
-    res = score(bl, ml, size=size, budget=budget, seed=seed, profile_s=profile_s,
-                on_row=lambda r: output.info(f"[simulated] {r['board']} x {r['model']} done"))
-    if plot:
-        res["plot"] = str(plot_fn(res, plot))
+    res = api.refine_score(boards, models, size=size, budget=budget, seed=seed,
+                           profile_s=profile_s, plot=plot,
+                           on_row=lambda r: output.info(f"[simulated] {r['board']} x "
+                                                        f"{r['model']} done"))
     if as_json:
         output.emit_json(res)
         return
+    methods = api.refine_methods()
     rows = []
     for r in res["rows"]:
-        for name in METHODS:
+        for name in methods:
             m = r["methods"][name]
             rows.append([r["board"], r["model"], r["plan_prior_vs_optimum"],
                          r["plan_vs_optimum"], name, m["near_optimal_fraction"],
@@ -116,7 +112,7 @@ def score_cmd(
                  ["board", "model", "plan(prior)/opt", "plan(calibrated)/opt", "method",
                   "near_opt", "evals_95", "final/plan", "final/opt"],
                  rows)
-    for name in METHODS:
+    for name in methods:
         s = res["summary"][name]
         print(f"{name}: near_optimal {s['near_optimal_fraction']:.3f}, "
               f"evals_to_95 median {s['evals_to_95pct_median']}, "

@@ -7,7 +7,7 @@ from enum import Enum
 
 import typer
 
-from edgedeploy.schemas import json_schema
+from edgedeploy import api
 
 
 class SchemaName(str, Enum):
@@ -25,4 +25,4 @@ def register(app: typer.Typer) -> None:
 
         Example: edgedeploy schema manifest > manifest.schema.json
         """
-        print(json.dumps(json_schema(which.value), indent=2))
+        print(json.dumps(api.json_schema(which.value), indent=2))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from edgedeploy.boards.catalog import LOCAL, list_targets, load_target
+from edgedeploy import api
 from edgedeploy.cli import output
-from edgedeploy.schemas.target import Target
+
+if TYPE_CHECKING:
+    from edgedeploy.schemas.target import Target
 
 targets_app = typer.Typer(help="Board descriptors: the shipped catalogue and this host.",
                           no_args_is_help=True)
@@ -34,7 +36,7 @@ def list_cmd(
 
     Example: edgedeploy targets list --json
     """
-    rows = [_row(load_target(name)) for name in list_targets()]
+    rows = [_row(api.load_target(name)) for name in api.list_targets()]
     if as_json:
         output.emit_json({"targets": rows})
         return
@@ -52,12 +54,10 @@ def show_cmd(
 
     Example: edgedeploy targets show jetson-tx2 --json
     """
-    target = load_target(name)
-    data = target.model_dump(mode="json", exclude_none=name != LOCAL)
     if as_json:
-        output.emit_json(data)
+        output.emit_json(api.target_json(name))
         return
-    _render(target)
+    _render(api.load_target(name))
 
 
 def _render(target: Target) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import typer
 
-from edgedeploy import zoo
+from edgedeploy import api
 from edgedeploy.cli import output
 
 zoo_app = typer.Typer(
@@ -24,12 +23,13 @@ def list_cmd(
 
     Example: edgedeploy zoo list --json
     """
-    models = [zoo.MODELS[name] for name in zoo.list_models()]
+    models = api.zoo_models()
     if as_json:
-        output.emit_json({"models": [m.to_dict() for m in models]})
+        output.emit_json({"models": models})
         return
-    rows = [[m.name, f"3x{m.reference_size}x{m.reference_size}", f"{m.published_macs / 1e9:.3f}",
-             f"{m.published_params / 1e6:.2f}", m.description] for m in models]
+    rows = [[m["name"], f"3x{m['input_size']}x{m['input_size']}",
+             f"{m['published_macs'] / 1e9:.3f}", f"{m['published_params'] / 1e6:.2f}",
+             m["description"]] for m in models]
     output.table("edgedeploy zoo (published figures at the input size shown)",
                  ["model", "input", "GMACs", "params (M)", "description"], rows,
                  justify={"GMACs": "right", "params (M)": "right"})
@@ -54,20 +54,12 @@ def export_cmd(
 
     Example: edgedeploy zoo export resnet50 -o models/resnet50.onnx --size 224 --seed 0
     """
-    model = zoo.build(name, size=size, seed=seed, batch=batch, num_classes=num_classes)
-    path = zoo.write(model, out)
-    stats = zoo.model_stats(model)
-    data = path.read_bytes()
-    summary = {
-        "model": name, "path": str(path), "size": stats["size"], "seed": seed, "batch": batch,
-        "macs": stats["macs"], "params": stats["params"], "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "inputs": [i.name for i in model.graph.input],
-        "outputs": [o.name for o in model.graph.output],
-    }
-    _log_line(f"wrote {path}: {name} {stats['size']}x{stats['size']} batch {batch} seed {seed}, "
-                f"{stats['macs'] / 1e9:.3f} GMAC/sample, {stats['params'] / 1e6:.2f} M params, "
-                f"{len(data) / 2**20:.1f} MiB")
+    summary = api.zoo_export(name, out, size=size, seed=seed, batch=batch,
+                             num_classes=num_classes)
+    side = summary["size"]
+    _log_line(f"wrote {summary['path']}: {name} {side}x{side} batch {batch} seed {seed}, "
+              f"{summary['macs'] / 1e9:.3f} GMAC/sample, {summary['params'] / 1e6:.2f} M params, "
+              f"{summary['bytes'] / 2**20:.1f} MiB")
     if as_json:
         output.emit_json(summary)
 

@@ -1,12 +1,15 @@
 """Features of a (layer, primitive, core configuration) row, from the descriptor alone.
 
 Everything is vectorised: descriptors become one float64 matrix (:func:`descriptor_matrix`), rows
-index it, and every derived count (FLOPs, bytes, Winograd tiles, im2col matrix size, FFT size) is
-a numpy expression over whole columns. This is what makes predicting every row of ResNet-50 on a
-three-cluster board take milliseconds (issue 4, item 6).
+index it, and every derived count (FLOPs, bytes, pixels, taps) is a numpy expression over whole
+columns; counts only one family needs (Winograd tiles, FFT sizes) live in that family's
+``CostTerms``. This is what makes predicting every row of ResNet-50 on a three-cluster board take
+milliseconds (issue 4, item 6).
 
 Which conv families have keys is read from the primitive registry (a family that declares
-``CostTerms`` gets its own key), so a new primitive family touches only its own module.
+``CostTerms`` gets its own key), so a new primitive family touches only its own module. Families
+register when ``runtime.primitives`` is imported, before any model is fitted; one registered later
+widens the feature matrix, which a correction fitted before it cannot score.
 """
 
 from __future__ import annotations

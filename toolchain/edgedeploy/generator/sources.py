@@ -87,9 +87,10 @@ def model_build_input(graph: Any, name: str, target: str, family: str, *,
 
 def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
                     target: str | None = None, family: str | None = None,
-                    input_shape: str | None = None) -> BundleInfo:
-    """Build a bundle from a lockfile, a manifest or a model file (see the module doc)."""
-    from edgedeploy import api
+                    input_shape: str | None = None, graph: Any = None) -> BundleInfo:
+    """Build a bundle from a lockfile, a manifest or a model file (see the module doc);
+    ``graph``: the lockfile's model already imported by the caller (not imported again)."""
+    from edgedeploy.importers import load_model, parse_shape
 
     source = Path(source)
     if not source.exists():
@@ -100,7 +101,9 @@ def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
         plan = load_plan(source)
         build = from_plan(plan, source)
         model = plan.model_path(source)
-        graph = api.load_model(model, tuple(plan.model.get("input_shape") or ()) or None)
+        if graph is None:
+            graph = load_model(model, input_shape=tuple(plan.model.get("input_shape") or ())
+                               or None)
         out = out_dir or Path("build") / f"{build.name}.{build.target}"
         return build_bundle(build, graph, model, out, family=family)
     if source.suffix in (".yaml", ".yml"):
@@ -109,29 +112,31 @@ def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
         raise InputError(f"{source}: expected a .plan.json, a manifest (.yaml) or a model "
                          f"({', '.join(MODEL_SUFFIXES)})")
     board = target or "local"
-    graph = api.load_model(source, input_shape)
+    graph = load_model(source, input_shape=parse_shape(input_shape) if input_shape else None)
     build = model_build_input(graph, source.stem, board, family or _family(board),
-                              local=board == "local", board=board)
+                              local=board == LOCAL, board=board)
     return build_bundle(build, graph, source, out_dir or Path("build") / source.stem)
 
 
 def _from_manifest(path: Path, out_dir: str | Path | None, alias: str | None,
                    family: str | None) -> BundleInfo:
-    from edgedeploy import api
+    from edgedeploy.importers import load_model
+    from edgedeploy.schemas import load_manifest
 
-    manifest = api.load_manifest(path)
+    manifest = load_manifest(path)
     if alias is None:
-        alias = "local" if "local" in manifest.targets else sorted(manifest.targets)[0]
+        alias = LOCAL if LOCAL in manifest.targets else sorted(manifest.targets)[0]
     if alias not in manifest.targets:
         raise InputError(f"{path}: no target {alias!r}",
                          hint=f"targets: {', '.join(sorted(manifest.targets))}")
-    out = Path(out_dir) if out_dir else Path(manifest.output.build_dir) / f"{manifest.name}.{alias}"
-    lock = Path(manifest.output.plans_dir) / f"{manifest.name}.{alias}.plan.json"
+    out = Path(out_dir) if out_dir else manifest.bundle_dir(alias)
+    lock = manifest.plan_file(alias)
     if lock.exists():
         return build_from_path(lock, out, family=family)
     spec = manifest.model
-    graph = api.load_model(spec.path, tuple(spec.input_shape) if spec.input_shape else None)
+    graph = load_model(spec.path, input_shape=tuple(spec.input_shape) if spec.input_shape
+                       else None)
     board = manifest.targets[alias].board
     build = model_build_input(graph, manifest.name, alias, family or _family(board),
-                              local=board == "local", board=board)
+                              local=board == LOCAL, board=board)
     return build_bundle(build, graph, spec.path, out)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.planner.lock import dumps, input_hashes, read_lock, stale_reasons
+from edgedeploy.runtime import ir
 from edgedeploy.schemas.manifest import Manifest
 
 
@@ -44,23 +45,26 @@ class PlanResult:
 
 
 def plan_file_for(manifest: Manifest, alias: str, output: str | Path | None = None) -> Path:
-    if output is not None:
-        return Path(output)
-    return Path(manifest.output.plans_dir) / f"{manifest.name}.{alias}.plan.json"
+    return Path(output) if output is not None else manifest.plan_file(alias)
 
 
 def plan(manifest_path: str | Path, target_alias: str | None = None, *,
-         output: str | Path | None = None, write: bool = True) -> list[PlanResult]:
-    """Plan every target alias of the manifest (or one); writes lockfiles unless ``write=False``."""
+         output: str | Path | None = None, write: bool = True,
+         manifest: Manifest | None = None, graph: ir.Graph | None = None) -> list[PlanResult]:
+    """Plan every target alias of the manifest (or one); writes lockfiles unless ``write=False``.
+
+    A caller that already holds the loaded ``manifest`` and the imported ``graph`` passes them
+    on (``push`` loads each once), otherwise they are loaded here.
+    """
     from edgedeploy.schemas import load_manifest
 
-    manifest = load_manifest(manifest_path)
+    manifest = manifest or load_manifest(manifest_path)
     aliases = [target_alias] if target_alias else list(manifest.targets)
     if output is not None and len(aliases) > 1:
         from edgedeploy.errors import InputError
 
         raise InputError("-o/--output names one file; give --target ALIAS with it")
-    graph = _load_graph(manifest)
+    graph = graph or model_graph(manifest)
     results = []
     for alias in aliases:
         ref = manifest.target(alias)
@@ -79,9 +83,11 @@ def plan(manifest_path: str | Path, target_alias: str | None = None, *,
 
 
 def check(manifest_path: str | Path, target_alias: str | None = None, *,
-          output: str | Path | None = None) -> list[PlanResult]:
+          output: str | Path | None = None, manifest: Manifest | None = None,
+          graph: ir.Graph | None = None) -> list[PlanResult]:
     """Re-plan in memory and compare with the committed lockfiles; ``stale`` lists why."""
-    results = plan(manifest_path, target_alias, output=output, write=False)
+    results = plan(manifest_path, target_alias, output=output, write=False, manifest=manifest,
+                   graph=graph)
     for r in results:
         recorded = read_lock(r.plan_file)
         if recorded is None:
@@ -93,7 +99,8 @@ def check(manifest_path: str | Path, target_alias: str | None = None, *,
     return results
 
 
-def _load_graph(manifest: Manifest):
+def model_graph(manifest: Manifest) -> ir.Graph:
+    """The manifest's model imported into the IR (its input shape and format applied)."""
     from edgedeploy.importers import load_model
 
     spec = manifest.model

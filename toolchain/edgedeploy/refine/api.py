@@ -45,16 +45,21 @@ def _figures(m: Measurement) -> dict[str, Any]:
 
 def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = None,
            budget_s: float | None = None, seed: int = 0, output: str | Path | None = None,
-           feedback: bool = True, on_eval: OnEval | None = None) -> RefineResult:
-    """Refine the manifest's plan for ``target`` (an alias or ``sim:<board>``)."""
-    from edgedeploy.planner.api import _load_graph, plan_file_for
+           feedback: bool = True, on_eval: OnEval | None = None, manifest: Any = None,
+           graph: Any = None, plan_doc: dict[str, Any] | None = None) -> RefineResult:
+    """Refine the manifest's plan for ``target`` (an alias or ``sim:<board>``).
+
+    ``manifest``, ``graph`` and ``plan_doc`` (the plan to start from) are passed on by a caller
+    that holds them (``push``); otherwise they are loaded, imported and solved here.
+    """
+    from edgedeploy.planner.api import model_graph, plan_file_for
     from edgedeploy.planner.lock import dumps
     from edgedeploy.refine.calibrate import feed_profile, stage_samples
     from edgedeploy.refine.setup import build_context
     from edgedeploy.schemas import load_manifest
 
-    manifest = load_manifest(manifest_path)
-    graph = _load_graph(manifest)
+    manifest = manifest or load_manifest(manifest_path)
+    graph = graph or model_graph(manifest)
     alias, board, kind = _resolve(manifest, target)
     tgt = _target(board, kind)
     limits = _limits(manifest)
@@ -64,7 +69,8 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
     label = alias.replace(":", "-")
     out = Path(output) if output else plan_file_for(manifest, label).with_suffix("").with_suffix(
         ".refined.plan.json")
-    doc = _plan_doc(manifest, Path(manifest_path), label, board, tgt, graph, ctx, out)
+    doc = plan_doc or _plan_doc(manifest, Path(manifest_path), label, board, tgt, graph, ctx,
+                                out)
     backend = _backend(kind, ctx, graph, manifest, alias, tgt, seed)
     from edgedeploy.refine.cache import MeasureCache
 

@@ -7,6 +7,15 @@ errors the host maps to exit codes; it is plain Python with no dependencies.
 from __future__ import annotations
 
 
+def did_you_mean(word: str, choices: object, cutoff: float = 0.6) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``word``, else ``""``: the one
+    suggestion helper every unknown-name error uses."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class ExitCode:
     """Documented process exit codes (README, "Exit codes")."""
 

@@ -384,7 +384,31 @@ class Pipeline:
             self._feeding = False
         return self._result(stages, outputs if keep_outputs != "none" else None)
 
-    def _feed(self, frames: Frames, total: int, warmup: int) -> None:
+    def stream(self, frames: Frames, n_frames: int) -> None:
+        """Feed ``n_frames`` frames from a thread and collect them here, recording nothing.
+
+        What a benchmark times from outside: the pipeline kept full, as a streaming application
+        feeds it, with no statistics or control records inside the timed window.
+        """
+        if self._submitted != self._collected:
+            raise ExecutionError("stream() needs an empty pipeline: collect submitted frames first")
+        self._feed_error = None
+        # every frame flagged warm-up (kept out of the statistics), no control record after
+        feeder = threading.Thread(target=self._feed, args=(frames, n_frames, n_frames, False),
+                                  name="edgedeploy-stream", daemon=True)
+        self._feeding = True
+        feeder.start()
+        try:
+            for _ in range(n_frames):
+                self.get(copy=False)
+        except BaseException:
+            self._stop.set()
+            raise
+        finally:
+            feeder.join()
+            self._feeding = False
+
+    def _feed(self, frames: Frames, total: int, warmup: int, mark: bool = True) -> None:
         try:
             source = None if callable(frames) else iter(frames)
             base = self._submitted
@@ -393,7 +417,8 @@ class Pipeline:
                 if tensors is None:
                     raise InputError(f"frames ran out after {k} of {total}")
                 self.submit(base + k, tensors, warmup=k < warmup, _check=False)
-            self._send_control(shm.MARK)
+            if mark:
+                self._send_control(shm.MARK)
         except BaseException as exc:  # reported by the collecting thread
             self._feed_error = exc
 

@@ -12,7 +12,6 @@ as the caller's error class, never as another exception.
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 import typing
@@ -26,7 +25,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.reader import ReaderError
 
-from edgedeploy.errors import InputError, ManifestError
+from edgedeploy.errors import InputError, ManifestError, did_you_mean
 from edgedeploy.schemas.manifest import SECRET_HINT, SECRET_KEYS, Manifest, is_board_path
 
 M = TypeVar("M", bound=BaseModel)
@@ -84,12 +83,13 @@ def load_manifest(path: str | Path) -> Manifest:
     """Load and validate a manifest; boards given as paths are loaded and checked too."""
     manifest = load_yaml_model(path, Manifest, ManifestError)
     manifest._source = Path(path).resolve()
-    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.errors import TargetError
+    from edgedeploy.schemas.target import Target
 
     for ref in manifest.targets.values():
         if is_board_path(ref.board):
             try:
-                load_target(ref.board)
+                load_yaml_model(Path(ref.board), Target, TargetError)
             except InputError as exc:  # keeps the board file's own file:line in the message
                 err = ManifestError(exc.message, exc.hint)
                 err.issues = getattr(exc, "issues", [])  # type: ignore[attr-defined]
@@ -247,16 +247,14 @@ def _message(model_cls: type[BaseModel], loc: tuple[Any, ...], err: Any) -> tupl
         lowered = key.lower().replace("-", "_")
         if lowered in SECRET_KEYS or any(s in lowered for s in ("password", "passphrase")):
             return f"{key!r}: secrets are not accepted here", SECRET_HINT
-        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        guess = did_you_mean(key, allowed)
         return f"unknown key {key!r}{guess}", (f"allowed here: {', '.join(allowed)}"
                                                 if allowed else None)
     if kind == "missing":
         return "required key missing", _field_doc(model_cls, loc)
     if kind == "literal_error":
         options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.5)
-        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        guess = did_you_mean(str(value), options, cutoff=0.5)
         return f"{_show(value)} is not one of: {', '.join(options)}{guess}", None
     if kind == "value_error":
         cause = ctx.get("error", err.get("msg", "invalid value"))

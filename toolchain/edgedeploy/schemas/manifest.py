@@ -8,7 +8,6 @@ identity files and ~/.ssh/config.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from pathlib import Path
@@ -24,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from edgedeploy.runtime.errors import did_you_mean
 
 Objective = Literal["throughput", "latency", "energy"]
 ModelFormat = Literal["onnx", "tflite"]
@@ -184,12 +185,11 @@ class TargetRef(_Strict):
             if not _exists(path):
                 raise ValueError(f"board file not found: {path}")
             return str(path)
-        from edgedeploy.boards.catalog import list_targets
+        from edgedeploy.schemas.target import catalog_names
 
-        known = list_targets()
+        known = catalog_names()
         if value not in known:
-            close = difflib.get_close_matches(value, known, n=1)
-            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            guess = did_you_mean(value, known)
             raise HintedValueError(f"unknown board {value!r}{guess}",
                                    f"known boards: {', '.join(known)}; or a path to a YAML file")
         return value
@@ -316,13 +316,21 @@ class Manifest(_Strict):
         """The YAML file this manifest was loaded from (None when built in Python)."""
         return self._source
 
+    def plan_file(self, alias: str) -> Path:
+        """The lockfile of target ``alias``: ``<plans_dir>/<name>.<alias>.plan.json``."""
+        return Path(self.output.plans_dir) / f"{self.name}.{alias}.plan.json"
+
+    def bundle_dir(self, alias: str, suffix: str = "") -> Path:
+        """Where ``build``/``push`` write target ``alias``'s bundle (``<build_dir>/<name>.<alias>``
+        and e.g. ``.refined`` for the refined plan's)."""
+        return Path(self.output.build_dir) / f"{self.name}.{alias}{suffix}"
+
     def target(self, alias: str) -> TargetRef:
         """The target entry ``alias``; a ManifestError with a did-you-mean otherwise."""
         if alias in self.targets:
             return self.targets[alias]
         from edgedeploy.errors import ManifestError
 
-        close = difflib.get_close_matches(alias, list(self.targets), n=1)
-        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        guess = did_you_mean(alias, self.targets)
         raise ManifestError(f"manifest {self.name!r} has no target {alias!r}{guess}",
                             hint=f"its targets: {', '.join(self.targets)}")

@@ -6,12 +6,11 @@ without a manual. Figures come from published specifications; the cost model cal
 
 from __future__ import annotations
 
-import difflib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgedeploy.errors import TargetError
+from edgedeploy.errors import TargetError, did_you_mean
 from edgedeploy.runtime.vocab import GPU_CLUSTER
 
 Arch = Literal["aarch64", "armv7l", "x86_64"]
@@ -143,8 +142,7 @@ class Target(_Strict):
             if c.name == name:
                 return c
         names = [c.name for c in self.clusters]
-        close = difflib.get_close_matches(name, names, n=1)
-        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        guess = did_you_mean(name, names)
         raise TargetError(f"target {self.name!r} has no cluster {name!r}{guess}",
                           hint=f"its clusters: {', '.join(names)}")
 
@@ -161,3 +159,11 @@ class Target(_Strict):
     def summary(self) -> str:
         """One line per board for tables: ``2x denver2@2035 + 4x cortex-a57@2035``."""
         return " + ".join(f"{c.cores}x {c.core_type}@{c.max_freq_mhz:g}" for c in self.clusters)
+
+
+def catalog_names() -> list[str]:
+    """Names of the shipped board descriptors (sorted) followed by ``local`` (this host)."""
+    from edgedeploy.resources import targets_dir
+    from edgedeploy.runtime.vocab import LOCAL
+
+    return [*sorted(p.stem for p in targets_dir().glob("*.yaml")), LOCAL]

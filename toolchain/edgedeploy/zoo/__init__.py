@@ -12,7 +12,6 @@ running statistics (the convention of torchvision's model table and the papers).
 
 from __future__ import annotations
 
-import difflib
 import os
 import secrets
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import onnx
 
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, did_you_mean
 from edgedeploy.zoo import classic, googlenet, mobilenet, resnet, squeezenet, yolo
 from edgedeploy.zoo.builder import GraphBuilder, Tensor
 
@@ -111,10 +110,8 @@ def get(name: str) -> ModelInfo:
     try:
         return MODELS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, MODELS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise InputError(f"unknown zoo model {name!r}",
-                         hint=f"{hint}available: {', '.join(MODELS)}") from None
+        raise InputError(f"unknown zoo model {name!r}{did_you_mean(name, MODELS)}",
+                         hint=f"available: {', '.join(MODELS)}") from None
 
 
 def build(name: str, *, size: int | None = None, seed: int = 0, batch: int | str = 1,

@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from edgedeploy.runtime.errors import ExecutionError
+from edgedeploy.runtime.errors import ExecutionError, did_you_mean
 from edgedeploy.runtime.vocab import CPU, GPU, NATIVE, NCHW
 
 #: Capability names an engine may declare.
@@ -137,7 +137,7 @@ def engine_spec(name: str) -> EngineSpec:
         hint = f"engines: {', '.join(sorted(ENGINES))}"
         if name in LEGACY_NAMES:
             hint = f"{name!r} is now called {LEGACY_NAMES[name]!r}; re-plan to update the lockfile"
-        raise ExecutionError(f"unknown engine {name!r}", hint=hint)
+        raise ExecutionError(f"unknown engine {name!r}{did_you_mean(name, ENGINES)}", hint=hint)
     return spec
 
 

@@ -20,15 +20,19 @@ from .registry import (
     NO_ACTIVATION,
     REGISTRY,
     Activation,
+    CostTerms,
     Primitive,
     applicable,
     conv2d_reference,
+    family_cost,
     get,
     names,
     register,
+    unregister,
 )
 
 __all__ = [
-    "LAYOUT_OP", "NCHW", "NHWC", "NO_ACTIVATION", "REGISTRY", "Activation", "Primitive",
-    "applicable", "conv2d_reference", "get", "layout_primitive", "names", "register",
+    "LAYOUT_OP", "NCHW", "NHWC", "NO_ACTIVATION", "REGISTRY", "Activation", "CostTerms",
+    "Primitive", "applicable", "conv2d_reference", "family_cost", "get", "layout_primitive",
+    "names", "register", "unregister",
 ]

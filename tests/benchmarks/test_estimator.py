@@ -1,0 +1,68 @@
+"""Every system in a comparison is scored by one estimator: frames over the wall time of the
+timed window, after the same warm-up, on the same frames; median over alternated rounds."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from edgedeploy import api, zoo
+from edgedeploy.benchmarks import systems
+from edgedeploy.benchmarks.compare import BenchRequest, bench
+from edgedeploy.benchmarks.estimator import Window, summarise, throughput_fps, timed_round
+
+
+def test_throughput_is_frames_over_the_window():
+    assert throughput_fps(50, 0.5) == 100.0 and throughput_fps(3, 0.0) == 0.0
+    s = summarise([Window(10, 0.1), Window(10, 0.2), Window(10, 0.05)])
+    assert (s.median_fps, s.min_fps, s.max_fps, s.frames) == (100.0, 50.0, 200.0, 30)
+    assert s.spread == 1.5
+
+
+def test_warm_up_runs_before_the_window_and_is_not_counted():
+    calls: list[tuple[str, int]] = []
+
+    def process(n, frame):
+        calls.append(("batch", n))
+        for k in range(n):
+            frame(k)
+            time.sleep(0.002)
+
+    w = timed_round(process, lambda k: [np.zeros(1)], frames=10, warmup=4)
+    assert calls == [("batch", 4), ("batch", 10)] and w.frames == 10
+    assert w.throughput_fps <= 1 / 0.002  # every timed frame slept 2 ms inside the window
+
+
+def test_in_process_and_pipelined_systems_are_scored_by_the_same_function(tmp_path):
+    path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    graph = api.load_model(path)
+    frames = [[np.random.default_rng(k).standard_normal(graph.inputs[0].shape)
+               .astype(np.float32)] for k in range(4)]
+    both = [systems.ort_default(path), systems.ort_replicas(graph, path)]
+    try:
+        for r in range(3):
+            for system in both if r % 2 == 0 else both[::-1]:
+                system.measure_round(12, 3, lambda k: frames[k % 4])
+    finally:
+        for system in both:
+            system.close()
+    for system in both:
+        got = system.summary()
+        assert got["throughput_fps"] == float(np.median([w.frames / w.wall_s
+                                                         for w in system.windows]))
+        assert len(got["rounds_fps"]) == 3 and got["frames"] == 36
+        assert got["throughput_fps_min"] <= got["throughput_fps"] <= got["throughput_fps_max"]
+
+
+def test_bench_reports_medians_spread_and_the_estimator(tmp_path):
+    path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    answer = bench(path, BenchRequest(frames=30, rounds=3))
+    names = [r["system"] for r in answer["results"]]
+    assert names == ["edgedeploy", "ort_default", "ort_replicas"]
+    assert all(len(r["rounds_fps"]) == 3 for r in answer["results"])
+    assert "median over rounds" in answer["estimator"]
+    best = max(answer["results"][1:], key=lambda r: r["throughput_fps"])
+    assert answer["best_baseline"] == best["system"]
+    assert abs(answer["ratio_vs_best_baseline"]
+               - answer["results"][0]["throughput_fps"] / best["throughput_fps"]) < 1e-12

@@ -57,7 +57,7 @@ def test_in_process_and_pipelined_systems_are_scored_by_the_same_function(tmp_pa
 
 def test_bench_reports_medians_spread_and_the_estimator(tmp_path):
     path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
-    answer = bench(path, BenchRequest(frames=30, rounds=3))
+    answer = bench(path, BenchRequest(frames=30, rounds=3, measure_budget_s=0))
     names = [r["system"] for r in answer["results"]]
     assert names == ["edgedeploy", "ort_default", "ort_replicas"]
     assert all(len(r["rounds_fps"]) == 3 for r in answer["results"])

@@ -18,7 +18,7 @@ def project(tmp_path: Path) -> Path:
     zoo.export("squeezenet1_1", tmp_path / "net.onnx", size=64)
     (tmp_path / "edgedeploy.yaml").write_text(
         "name: sq\nmodel:\n  path: net.onnx\ntargets:\n  local:\n    path: board\n"
-        "output:\n  plans_dir: plans\n  build_dir: build\n")
+        "output:\n  plans_dir: plans\n  build_dir: build\nmeasure: {budget_s: 3, quick_profile_s: 0}\n")
     return tmp_path
 
 

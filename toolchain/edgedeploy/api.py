@@ -112,15 +112,17 @@ def run_plan(plan_path: str | Path, request: RunRequest) -> RunReport:
 
 
 def bench(source: str | Path, *, target: str = "local", frames: int = 200, rounds: int = 4,
-          input_shape: str | None = None, progress: Callable[[str], None] | None = None
-          ) -> dict[str, Any]:
-    """The planned deployment beside the baselines a user would otherwise run, measured."""
+          input_shape: str | None = None, measure_budget_s: float | None = 30.0,
+          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The planned deployment (planned as `plan` plans it: measured on this host unless
+    ``measure_budget_s`` is 0) beside the baselines a user would otherwise run, measured."""
     from edgedeploy.benchmarks.compare import BenchRequest
     from edgedeploy.benchmarks.compare import bench as _bench
     from edgedeploy.importers import parse_shape
 
     request = BenchRequest(frames=frames, rounds=rounds, target=target,
-                           input_shape=parse_shape(input_shape) if input_shape else None)
+                           input_shape=parse_shape(input_shape) if input_shape else None,
+                           measure_budget_s=measure_budget_s)
     return _bench(source, request, progress)
 
 
@@ -135,11 +137,31 @@ def bench_layers(model: str | Path, *, threads: int = 1, runs: int | None = None
 
 
 def plan(manifest: str | Path, target: str | None = None, *, output: str | Path | None = None,
-         write: bool = True) -> list[Any]:
-    """Plan every target alias of a manifest (or one) and write the lockfiles."""
-    from edgedeploy.planner import plan as _plan
+         write: bool = True, measure: bool | None = None, budget_s: float | None = None,
+         progress: Callable[[str], None] | None = None, loaded: Manifest | None = None,
+         graph: Graph | None = None) -> list[Any]:
+    """Plan every target alias of a manifest (or one) and write the lockfiles.
 
-    return _plan(manifest, target, output=output, write=write)
+    With measurement (the manifest's ``measure.enabled`` unless ``measure`` says otherwise) a
+    target this host can reach -- itself, or a ``sim:`` twin -- gets measure-to-decide: the
+    plan, its next best predicted plans and the baselines are timed there and the winner is
+    written. ``measure=False`` plans from the cost model alone, and the lockfile says so.
+    """
+    from edgedeploy.planner import plan as _plan
+    from edgedeploy.planner.api import model_graph
+
+    m = loaded or load_manifest(manifest)
+    graph = graph or model_graph(m)
+    results = _plan(manifest, target, output=output, write=False, manifest=m, graph=graph)
+    on = m.measure.enabled if measure is None else measure
+    for r in results:
+        if on:  # otherwise the plan says it came from the cost model alone
+            from edgedeploy.benchmarks.decide import measure_result
+
+            measure_result(m, r.alias, r, graph, budget_s=budget_s, progress=progress)
+        if write:
+            r.write()
+    return results
 
 
 def build(source: str | Path, out_dir: str | Path | None = None, *, target: str | None = None,
@@ -199,6 +221,10 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
     bundle_dir = m.bundle_dir(target)
     plan_file = current.plan_file
     if replanned:
+        if m.measure.enabled and not dry_run:  # measure to decide where the target is reachable
+            from edgedeploy.benchmarks.decide import measure_result
+
+            measure_result(m, target, current, graph, progress=say)
         if dry_run:  # a dry run changes nothing committed: the new plan goes beside the build
             plan_file = bundle_dir.with_name(f"{bundle_dir.name}.dry-run.plan.json")
         say(f"plan: {'; '.join(current.stale)}: writing the new plan to {plan_file}")

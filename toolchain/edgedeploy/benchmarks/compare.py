@@ -25,15 +25,32 @@ class BenchRequest:
     target: str = "local"
     input_shape: tuple[int, ...] | None = None
     seed: int = 0
+    #: Measure-to-decide budget while planning (None: the manifest's; 0: no measurement).
+    measure_budget_s: float | None = 30.0
 
 
-def planned_for(source: Path, target: str, input_shape: tuple[int, ...] | None
-                ) -> tuple[Path, Any]:
-    """(model path, plan document) for a manifest's alias or for a bare model on this host."""
-    from edgedeploy.planner.api import plan
+def planned_for(source: Path, target: str, input_shape: tuple[int, ...] | None,
+                measure_budget_s: float | None = None,
+                progress: Callable[[str], None] | None = None) -> tuple[Path, Any]:
+    """(model path, plan document) for a manifest's alias or for a bare model on this host,
+    planned as a user's `edgedeploy plan` plans it: measured on this host unless
+    ``measure_budget_s`` is 0 (from a fresh cache, that is the prior and whatever profile the
+    user has)."""
+    from edgedeploy.benchmarks.decide import measure_result
+    from edgedeploy.planner.api import model_graph, plan
+    from edgedeploy.schemas import load_manifest
+
+    def planned(manifest_path: Path) -> Any:
+        manifest = load_manifest(manifest_path)
+        graph = model_graph(manifest)
+        result = plan(manifest_path, target, write=False, manifest=manifest, graph=graph)[0]
+        if measure_budget_s != 0 and manifest.measure.enabled:
+            measure_result(manifest, target, result, graph, budget_s=measure_budget_s,
+                           progress=progress)
+        return result
 
     if source.suffix in (".yaml", ".yml"):
-        result = plan(source, target, write=False)[0]
+        result = planned(source)
         # lockfile paths are relative to where the lockfile would be written
         return (result.plan_file.parent / result.doc["model"]["path"]).resolve(), result.doc
     if target != "local":
@@ -44,7 +61,7 @@ def planned_for(source: Path, target: str, input_shape: tuple[int, ...] | None
         shape = f"\n  input_shape: {list(input_shape)}" if input_shape else ""
         manifest.write_text(f"name: {source.stem}\nmodel:\n  path: {source.resolve()}{shape}\n"
                             "targets:\n  local: {}\n")
-        return source.resolve(), plan(manifest, "local", write=False)[0].doc
+        return source.resolve(), planned(manifest).doc
 
 
 def bench(source: str | Path, request: BenchRequest,
@@ -53,7 +70,8 @@ def bench(source: str | Path, request: BenchRequest,
     from edgedeploy.importers import load_model
 
     source = Path(source)
-    model_path, doc = planned_for(source, request.target, request.input_shape)
+    model_path, doc = planned_for(source, request.target, request.input_shape,
+                                  request.measure_budget_s, progress)
     if doc["target"].get("simulated") or doc["target"]["board"] != "local":
         raise InputError(f"target {request.target!r} is board {doc['target']['board']!r}; "
                          "bench measures on this host", hint="use a local target alias")
@@ -128,6 +146,7 @@ def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Gra
                      "alternated",
         "best_baseline": best["system"],
         "predicted_throughput_fps": doc["predicted"]["throughput_fps"],
+        "decision": doc.get("decision"),
         "prediction_error": (doc["predicted"]["throughput_fps"] - ours) / ours if ours else None,
         "plan": {"stages": [{k: s.get(k) for k in ("name", "cluster", "cores", "replicas",
                                                    "cpus", "engine", "engines", "primitive_mix")}

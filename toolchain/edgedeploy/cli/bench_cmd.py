@@ -24,12 +24,18 @@ def register(app: typer.Typer) -> None:
                                         help="N,C,H,W for models with dynamic dimensions."),
         out: Path = typer.Option(None, "--out", "-o", help="Also write the JSON to this file."),
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+        measure_budget_s: float = typer.Option(30.0, "--measure-budget-s", min=0.0,
+                                               help="Measure-to-decide seconds while planning "
+                                                    "(0: plan from the cost model alone)."),
     ) -> None:
         """Measure the planned deployment beside what a user would otherwise run.
 
-        The baselines are onnxruntime's default session, one-thread onnxruntime replicas and,
-        for .tflite models, LiteRT; all alternate in one run. `bench layers MODEL` instead times
-        every conv layer with every primitive against onnxruntime's own kernel.
+        The model is planned as `edgedeploy plan` plans it (measured on this host). The
+        baselines are onnxruntime's default session and one-thread onnxruntime replicas (ONNX),
+        LiteRT threaded and one-thread LiteRT replicas (TFLite); all alternate in one run, every
+        system timed by the same estimator (median of the rounds; spread reported).
+        `bench layers MODEL` instead times every conv layer with every primitive against
+        onnxruntime's own kernel.
 
         Example: edgedeploy bench plans/demo.yaml --target local --json
         """
@@ -46,7 +52,8 @@ def register(app: typer.Typer) -> None:
                                     progress=progress)
         else:
             data = api.bench(Path(what), target=target, frames=frames, rounds=rounds,
-                             input_shape=input_shape, progress=progress)
+                             input_shape=input_shape, measure_budget_s=measure_budget_s,
+                             progress=progress)
         if out is not None:
             import json
 
@@ -61,10 +68,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _render(data: dict) -> None:
-    rows = [[r["system"], r["description"], r["throughput_fps"], r["latency_ms_p50"],
-             r["latency_ms_p99"]] for r in data["results"]]
+    rows = [[r["system"], r["description"], r["throughput_fps"],
+             f"{r['throughput_fps_min']:.4g}..{r['throughput_fps_max']:.4g}",
+             r["latency_ms_p50"], r["latency_ms_p99"]] for r in data["results"]]
     output.table(f"{data['model']} on {data['target']} (measured, alternating)",
-                 ["system", "what", "fps", "latency p50 ms", "latency p99 ms"], rows)
+                 ["system", "what", "fps (median)", "rounds", "latency p50 ms",
+                  "latency p99 ms"], rows)
     print(f"edgedeploy / default: {data['ratio_vs_default']:.2f}x, / best baseline "
           f"({data['best_baseline']}): {data['ratio_vs_best_baseline']:.2f}x; predicted "
           f"{data['predicted_throughput_fps']:.1f} fps")

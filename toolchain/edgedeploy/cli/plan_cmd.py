@@ -22,13 +22,24 @@ def register(app: typer.Typer) -> None:
                                     help="Also write charts and an HTML summary here."),
         check: bool = typer.Option(False, "--check",
                                    help="Write nothing; exit 1 if a committed lockfile is stale."),
+        measure: bool = typer.Option(True, "--measure/--no-measure",
+                                     help="Measure the shortlist on a reachable target (this "
+                                          "host, a sim: twin) and keep the winner; "
+                                          "--no-measure plans from the cost model alone."),
+        budget_s: float = typer.Option(None, "--measure-budget-s", min=1.0,
+                                       help="Seconds of measurement (default: the manifest's "
+                                            "measure.budget_s)."),
     ) -> None:
         """Plan stages, cores and primitives for every target of a manifest; write lockfiles.
 
-        The lockfile is deterministic: the same model, manifest, target and cost-model profile give
-        a byte-identical file. With --check nothing is written and the exit code is 1 when a
-        lockfile is missing, its recorded input hashes differ from the current inputs, or its
-        content differs from what the planner computes now (for CI). An infeasible constraint
+        On a target this host can reach (itself, a sim: twin) the plan, its next best predicted
+        plans and the baselines (the whole model through one engine, threaded or replicated) are
+        measured there and the winner is written, measured beside predicted (measure to decide).
+        Without measurement the lockfile is deterministic: the same model, manifest, target and
+        cost-model profile give a byte-identical file. With --check nothing is written and the
+        exit code is 1 when a lockfile is missing, its recorded input hashes differ from the
+        current inputs, or (for a lockfile not measured) its content differs from what the
+        planner computes now (for CI). An infeasible constraint
         exits with code 3 and names the constraint and the best value reachable.
 
         Example: edgedeploy plan plans/demo.yaml --target local --report out/
@@ -49,7 +60,8 @@ def register(app: typer.Typer) -> None:
             if stale:
                 raise typer.Exit(1)
             return
-        results = api.plan(manifest, target, output=out)
+        results = api.plan(manifest, target, output=out, measure=None if measure else False,
+                           budget_s=budget_s, progress=output.info)
         if report is not None:
             for r in results:
                 files = api.plan_report(r, report)
@@ -77,6 +89,7 @@ def _render(r) -> None:
             output.info(f"{s['name']} runs on {s['engine']} (device {s['device_id']}, feeding "
                         f"core {','.join(map(str, s['cpus'])) or '-'}; needs "
                         f"{', '.join(s['providers'])}): unverified until measured on the board")
+    _render_decision(d.get("decision") or {})
     p = d["predicted"]
     rows = [["edgedeploy plan", p["throughput_fps"], p["latency_ms"], p["energy_mj"]]]
     rows += [[name, b["predicted"]["throughput_fps"], b["predicted"]["latency_ms"],
@@ -85,3 +98,20 @@ def _render(r) -> None:
                  justify={"fps": "right", "latency ms": "right", "energy mJ": "right"})
     state = "written" if r.written else "unchanged"
     print(f"{r.plan_file} ({state})")
+
+
+def _render_decision(decision: dict) -> None:
+    """The measured shortlist (measure to decide), or why the plan was not measured."""
+    if not decision.get("measured"):
+        if decision.get("reason"):
+            output.info(f"not measured: {decision['reason']}")
+        return
+    label = " [simulated]" if decision.get("simulated") else ""
+    rows = [[c["name"] + (" *" if c["name"] == decision.get("winner") else ""),
+             c["predicted"]["throughput_fps"], c["measured_fps"],
+             f"{min(c['rounds_fps']):.4g}..{max(c['rounds_fps']):.4g}" if c["rounds_fps"]
+             else "-"] for c in decision.get("contenders", [])]
+    output.table(f"measured on {decision['target']}{label} in {decision.get('seconds')} s "
+                 "(* = the plan written)", ["contender", "predicted fps", "measured fps",
+                                            "rounds fps"], rows,
+                 justify={"predicted fps": "right", "measured fps": "right"})

@@ -28,6 +28,20 @@ class PlanResult:
     written: bool = False
     stale: list[str] = field(default_factory=list)
 
+    def replace_plan(self, plan: Any) -> None:
+        """Take a rewritten plan (measure-to-decide) as this result's document and text."""
+        self.doc = plan.model_dump(mode="json")
+        self.text = dumps(self.doc)
+
+    def write(self) -> bool:
+        """Write the lockfile when its bytes changed; True when written."""
+        self.plan_file.parent.mkdir(parents=True, exist_ok=True)
+        old = self.plan_file.read_text() if self.plan_file.exists() else None
+        if old != self.text:
+            self.plan_file.write_text(self.text)
+            self.written = True
+        return self.written
+
     def summary(self) -> dict[str, Any]:
         """The ``--json`` answer: plan_file, predicted, baselines, stages (and a bit more)."""
         d = self.doc
@@ -40,6 +54,8 @@ class PlanResult:
             "baselines": {k: v["predicted"] for k, v in d["baselines"].items()},
             "stages": d["stages"],
             "pareto_size": len(d["pareto"]),
+            "measured": d.get("measured"),
+            "decision": d.get("decision"),
             "stale": self.stale,
         }
 
@@ -73,11 +89,7 @@ def plan(manifest_path: str | Path, target_alias: str | None = None, *,
         text = dumps(doc)
         result = PlanResult(alias, path, doc, text)
         if write:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            old = path.read_text() if path.exists() else None
-            if old != text:
-                path.write_text(text)
-                result.written = True
+            result.write()
         results.append(result)
     return results
 
@@ -94,7 +106,10 @@ def check(manifest_path: str | Path, target_alias: str | None = None, *,
             r.stale = [f"{r.plan_file} is missing or unreadable"]
             continue
         r.stale = stale_reasons(recorded.get("inputs", {}), r.doc["inputs"])
-        if not r.stale and r.plan_file.read_text() != r.text:
+        measured = bool((recorded.get("decision") or {}).get("measured"))
+        # a measured lockfile holds the board's choice, which no model alone reproduces: it is
+        # up to date while its inputs are
+        if not r.stale and not measured and r.plan_file.read_text() != r.text:
             r.stale = ["plan content differs from what the planner computes now"]
     return results
 

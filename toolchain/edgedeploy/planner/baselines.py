@@ -4,6 +4,11 @@
   GPU), with the planner's primitive choice.
 * ``all_cores``: one stage on every CPU core, the planner's primitives.
 * ``ort_default``: onnxruntime's default session: every layer on onnxruntime, every core.
+* ``<engine>_threads`` / ``<engine>_replicas``: the whole model through one CPU segment engine
+  (onnxruntime for ONNX, LiteRT for TFLite), one session with every core of the biggest cluster,
+  or one one-thread session per core: what a user finds by hand. These are ordinary plans (a
+  stage and a choice per layer), so the planner can never prefer a plan it predicts slower than
+  them (:func:`engine_baselines`) and measurement can try them on the board.
 
 A stage spanning several CPU clusters has no configuration of its own in the cost model; it is
 priced as a parallel-for with equal chunks per core (what onnxruntime's and OpenBLAS's static
@@ -27,6 +32,14 @@ class Baseline:
     name: str
     description: str
     metrics: Metrics
+    #: The baseline as an ordinary plan when the runner can run it as one (one stage and one
+    #: choice per layer); None for a figure-only baseline (one session over several clusters).
+    stages: tuple[Stage, ...] | None = None
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def runnable(self) -> bool:
+        return self.stages is not None and self.choices is not None
 
 
 def _full_config(problem: Problem, cluster: str) -> int | None:
@@ -52,7 +65,43 @@ def _all_cores(problem: Problem, layer_ms: np.ndarray) -> Metrics | None:
     return Metrics((worst,), worst, 1000.0 / worst, worst, energy, energy / worst)
 
 
-def baselines(problem: Problem, selection: Selection) -> list[Baseline]:
+def engine_baselines(problem: Problem, allow_replication: bool = True) -> list[Baseline]:
+    """The whole model through each CPU segment engine every layer can use, threaded on the
+    biggest CPU cluster and, if allowed, replicated one core per replica: plans, not figures."""
+    from edgedeploy.runtime.engines import ENGINES, is_segment_choice
+
+    cpu = [c for c in problem.clusters if not c.is_gpu]
+    if not cpu:
+        return []
+    big = max(cpu, key=lambda c: (c.capacity, c.name))
+    engines = sorted(set.intersection(*(set(layer.options) for layer in problem.layers)))
+    out = []
+    for engine in engines:
+        if not is_segment_choice(engine) or ENGINES[engine].on_gpu:
+            continue
+        choice = np.array([[layer.options.index(engine)] * len(problem.configs)
+                           for layer in problem.layers])
+        costs = StageCosts(problem, Selection(choice, layer_times(problem, choice), True))
+        names = tuple(engine for _ in problem.layers)
+        ways = [("threads", _full_config(problem, big.name), 1,
+                 f"whole model on {engine}, one session on {big.capacity} {big.name} cores")]
+        one = next((i for i, c in enumerate(problem.configs)
+                    if c.cluster == big.name and c.cores == 1), None)
+        if allow_replication and big.capacity > 1:
+            ways.append(("replicas", one, big.capacity,
+                         f"whole model on {engine}, {big.capacity} one-thread replicas"))
+        for kind, cfg, r, text in ways:
+            if cfg is None:
+                continue
+            stages = (Stage(0, problem.n_layers, cfg, r),)
+            m = evaluate(problem, costs, stages)
+            if np.isfinite(m.period_ms):
+                out.append(Baseline(f"{engine}_{kind}", text, m, stages, names))
+    return out
+
+
+def baselines(problem: Problem, selection: Selection,
+              allow_replication: bool = True) -> list[Baseline]:
     """The baselines that apply to this problem (``ort_default``: onnxruntime on every layer)."""
     out = []
     costs = StageCosts(problem, selection)
@@ -76,4 +125,4 @@ def baselines(problem: Problem, selection: Selection) -> list[Baseline]:
         m = _all_cores(problem, layer_times(problem, choice))
         if m is not None:
             out.append(Baseline("ort_default", "onnxruntime's default session on every core", m))
-    return out
+    return out + engine_baselines(problem, allow_replication)

@@ -16,7 +16,7 @@ from edgedeploy.planner.adapter import gpu_engine, gpu_feeder
 from edgedeploy.planner.lock import PLANNER_VERSION, relpath
 from edgedeploy.planner.partition import Candidate, Metrics
 from edgedeploy.planner.problem import Problem
-from edgedeploy.planner.solve import Solution, stage_choices
+from edgedeploy.planner.solve import Solution
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.engines import ENGINES, engine_of
 from edgedeploy.runtime.executor import default_choice
@@ -25,6 +25,7 @@ from edgedeploy.runtime.vocab import GPU_CLUSTER, LITERT, NATIVE, TFLITE
 from edgedeploy.schemas.plan import (
     SCHEMA_VERSION,
     Baseline,
+    Decision,
     ParetoPoint,
     ParetoStage,
     Plan,
@@ -101,7 +102,7 @@ def _device_choices(problem: Problem, cand: Candidate, names: list[str],
 def plan_choices(problem: Problem, graph: ir.Graph, sol: Solution, cand: Candidate,
                  target: Any) -> list[str]:
     """A candidate's per-layer choices as the runner runs them (engines named, aligned)."""
-    names = stage_choices(problem, sol.selection, cand)
+    names = sol.candidate_choices(problem, cand)
     names = _device_choices(problem, cand, names, gpu_engine(target))
     return align_segments(graph, names, [(s.start, s.stop) for s in cand.stages])
 
@@ -118,6 +119,33 @@ def _gpu_fields(engine: str | None, cluster: str) -> dict[str, Any]:
         return {}
     return {"engine": engine, "device_id": 0, "fp16": False, "verified": False,
             "providers": list(ENGINES[engine].providers)}
+
+
+def _baseline(problem: Problem, graph: ir.Graph, b: Any, target: Any,
+              feeder: int | None) -> Baseline:
+    """A baseline for the lockfile: its predicted figures and, when it is an ordinary plan,
+    its stage (so measurement can run it beside the plan)."""
+    stages = None
+    if b.runnable:
+        cand = Candidate(b.stages, b.metrics)
+        ids = assign_cpus(problem, cand, feeder)
+        stages = [ParetoStage(start=s.start, stop=s.stop,
+                              cluster=problem.configs[s.config].cluster,
+                              cores=problem.configs[s.config].cores, replicas=s.replicas,
+                              cpus=cpus, choices=list(b.choices[s.start:s.stop]))
+                  for s, cpus in zip(b.stages, ids, strict=True)]
+    return Baseline(description=b.description, predicted=predicted(b.metrics), stages=stages)
+
+
+def unmeasured(manifest: Any, alias: str) -> Decision:
+    """The decision of a plan from the cost model alone (measure-to-decide replaces it)."""
+    ref = manifest.target(alias) if alias in manifest.targets else None
+    if ref is not None and ref.transport == "ssh":
+        why = (f"{alias} is reached over SSH: its plans are measured on the board by "
+               "`edgedeploy push` (refinement starts from this plan)")
+    else:
+        why = "planned from the cost model alone (no measurement on the target)"
+    return Decision(measured=False, target=alias, reason=why)
 
 
 def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, problem: Problem,
@@ -172,10 +200,11 @@ def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, proble
                "layers": len(graph.layers)},
         inputs=inputs,
         planner={"version": PLANNER_VERSION, "exact_selection": sol.selection.exact,
-                 "exact_mapping": sol.mapping.exact, "candidates": len(sol.mapping.candidates)},
+                 "exact_mapping": sol.mapping.exact, "candidates": len(sol.mapping.candidates),
+                 "baseline_chosen": sol.promoted.name if sol.promoted else None},
         predicted=predicted(best.metrics), stages=stages, layers=layers,
-        baselines={b.name: Baseline(description=b.description, predicted=predicted(b.metrics))
-                   for b in sol.baselines},
+        decision=unmeasured(manifest, alias),
+        baselines={b.name: _baseline(problem, graph, b, target, feeder) for b in sol.baselines},
         pareto=pareto)
 
 

@@ -60,7 +60,7 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
 
     manifest = manifest or load_manifest(manifest_path)
     graph = graph or model_graph(manifest)
-    alias, board, kind = _resolve(manifest, target)
+    alias, board, kind = resolve_kind(manifest, target)
     tgt = _target(board, kind)
     limits = _limits(manifest)
     ctx = build_context(graph, tgt, limits=limits, allow=manifest.primitives.allow,
@@ -96,7 +96,7 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
     return RefineResult(out, refined, res, backend.simulated, prof)
 
 
-def _resolve(manifest, target: str) -> tuple[str, str, str]:
+def resolve_kind(manifest, target: str) -> tuple[str, str, str]:
     """(alias, board, kind) with kind one of sim | local | ssh."""
     from edgedeploy.twins import SIM_PREFIX, is_sim
 

@@ -273,6 +273,21 @@ class Refine(_Strict):
     frames_per_eval: int = Field(default=50, ge=1)
 
 
+class Measure(_Strict):
+    """Measure to decide: `plan` times a shortlist on a reachable target and keeps the winner."""
+
+    enabled: bool = Field(default=True, description="Measure on the target when it can be "
+                          "reached (this host, a sim: twin); false plans from the model alone.")
+    budget_s: float = Field(default=60.0, gt=0, le=3600,
+                            description="Seconds of measurement for the whole shortlist.")
+    shortlist: int = Field(default=4, ge=1, le=16,
+                           description="Predicted plans measured (the baselines come on top).")
+    quick_profile_s: float = Field(default=30.0, ge=0, le=600,
+                                   description="A board never profiled gets a quick profile of "
+                                               "this many seconds before its first measured "
+                                               "plan (0: plan from the prior).")
+
+
 class Output(_Strict):
     plans_dir: Path = Field(default=Path("."), validate_default=True,
                             description="Where plan lockfiles go.")
@@ -299,6 +314,8 @@ class Manifest(_Strict):
         default_factory=lambda: {"local": TargetRef()}, min_length=1,
         description="Alias -> board and connection. Default: {local: {board: local}}.")
     refine: Refine = Field(default_factory=Refine, description="On-device refinement budget.")
+    measure: Measure = Field(default_factory=Measure,
+                             description="Measure-to-decide when planning for a reachable target.")
     output: Output = Field(default_factory=Output, description="Where plans and bundles go.")
 
     _source: Path | None = PrivateAttr(default=None)

@@ -94,8 +94,38 @@ class ParetoPoint(_Model):
 
 
 class Baseline(_Model):
+    """What a user would run instead, priced by the same model; with ``stages`` when it is an
+    ordinary plan (the whole model through one engine, threaded or replicated)."""
+
     description: str
     predicted: Predicted
+    stages: list[ParetoStage] | None = None
+
+
+class Contender(_Model):
+    """One plan measured on the board by measure-to-decide."""
+
+    name: str
+    predicted: Predicted
+    measured_fps: float | None
+    rounds_fps: list[float]
+    latency_ms: float | None = None
+    energy_mj: float | None = None
+
+
+class Decision(_Model):
+    """How the plan was chosen: by measurement on the target (the winner among contenders), or
+    from the cost model alone (``measured: false``, with the reason)."""
+
+    measured: bool
+    target: str
+    simulated: bool = False
+    estimator: str = ""
+    budget_s: float | None = None
+    seconds: float | None = None
+    winner: str | None = None
+    reason: str | None = None
+    contenders: list[Contender] = Field(default_factory=list)
 
 
 class Plan(_Model):
@@ -120,6 +150,8 @@ class Plan(_Model):
     #: Written by `edgedeploy refine`: measured figures and the search's record (optional).
     measured: dict[str, Any] | None = None
     refinement: dict[str, Any] | None = None
+    #: Written by measure-to-decide (``edgedeploy plan`` on a reachable target).
+    decision: Decision | None = None
 
     @property
     def choices(self) -> dict[str, str]:

@@ -1,0 +1,97 @@
+"""Measure to decide: `plan` times the plan, its next best predicted plans and the runnable
+baselines on a reachable target and writes the measured winner; --no-measure says so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgedeploy import api, zoo
+from edgedeploy.benchmarks.decide import shortlist
+from edgedeploy.cli.main import main
+from edgedeploy.schemas.plan import load_plan
+
+MANIFEST = """name: sq
+model:
+  path: sq.onnx
+targets:
+  local: {{}}
+  twin: {{board: rpi4, transport: sim}}
+  pi: {{board: rpi4, host: 127.0.0.1, port: 9}}
+measure: {{budget_s: {budget}, quick_profile_s: {profile}}}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    (tmp_path / "m.yaml").write_text(MANIFEST.format(budget=4, profile=0))
+    return tmp_path / "m.yaml"
+
+
+def _winner_checks(plan) -> None:
+    d = plan.decision
+    assert d.measured and d.winner in {c.name for c in d.contenders}
+    assert all(len(c.rounds_fps) >= 3 for c in d.contenders)  # the same rounds for all
+    best = max(d.contenders, key=lambda c: c.measured_fps)
+    assert d.winner == best.name and plan.measured["throughput_fps"] == best.measured_fps
+    names = {c.name for c in d.contenders}
+    assert "plan" in names
+
+
+def test_plan_on_this_host_measures_the_shortlist_and_writes_the_winner(project):
+    result = api.plan(project, "local")[0]
+    plan = load_plan(result.plan_file)
+    _winner_checks(plan)
+    assert not plan.decision.simulated and plan.planner["measured"] is True
+    winner = next(c for c in plan.decision.contenders if c.name == plan.decision.winner)
+    assert plan.predicted == winner.predicted  # the written plan is the winner
+    assert api.plan_check(project, "local")[0].stale == []  # inputs unchanged: up to date
+
+
+def test_plan_on_a_twin_measures_there_and_says_simulated(project):
+    plan = load_plan(api.plan(project, "twin")[0].plan_file)
+    _winner_checks(plan)
+    assert plan.decision.simulated and plan.measured["simulated"] is True
+    # every runnable baseline (whole model through one engine) was a contender
+    runnable = {n for n, b in plan.baselines.items() if b.stages}
+    own = {json.dumps([s.model_dump() for s in plan.baselines[n].stages]) for n in runnable}
+    assert runnable and own  # onnxruntime threaded and replicated exist for an ONNX model
+
+
+def test_no_measure_plans_from_the_model_and_the_lockfile_says_so(project, capsys):
+    assert main(["plan", str(project), "--target", "local", "--no-measure"]) == 0
+    plan = load_plan(project.parent / "sq.local.plan.json")
+    assert plan.decision.measured is False and "cost model alone" in plan.decision.reason
+    assert "not measured" in capsys.readouterr().err
+    assert main(["plan", str(project), "--target", "local", "--check"]) == 0
+
+
+def test_an_ssh_target_is_not_measured_from_here_and_says_where_it_will_be(project):
+    plan = load_plan(api.plan(project, "pi")[0].plan_file)
+    assert plan.decision.measured is False and "push" in plan.decision.reason
+
+
+def test_the_shortlist_holds_the_plan_the_best_pareto_points_and_runnable_baselines(project):
+    plan = load_plan(api.plan(project, "twin", measure=False)[0].plan_file)
+    entries = shortlist(plan, k=2)
+    names = [e.name for e in entries]
+    assert names[0] == "plan" and len([n for n in names if n.startswith("pareto")]) <= 1
+    stages = [json.dumps([s.model_dump() for s in e.stages], sort_keys=True) for e in entries]
+    assert len(set(stages)) == len(stages)  # no configuration measured twice
+    for e in entries:
+        assert len(e.choices) == len(plan.layers)
+
+
+def test_a_host_never_profiled_gets_a_quick_profile_before_its_first_measured_plan(
+        project, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "fresh-cache"))  # no profile here yet
+    project.write_text(MANIFEST.format(budget=2, profile=2))
+    said: list[str] = []
+    plan = load_plan(api.plan(project, "local", progress=said.append)[0].plan_file)
+    assert any("no profile yet" in line for line in said)
+    assert list((tmp_path / "fresh-cache").rglob("*.json"))  # the profile was stored
+    assert plan.inputs["costmodel"]["source"].startswith("profile:")
+    assert plan.decision.measured

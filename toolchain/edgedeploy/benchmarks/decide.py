@@ -1,0 +1,329 @@
+"""Measure to decide, as TensorRT times its tactics when it builds an engine: the cost model
+ranks, the board chooses.
+
+The shortlist is the plan, the next best predicted plans of its Pareto set (``shortlist`` in all,
+K = 4 by default) and every baseline that is an ordinary plan (the whole model through one
+engine, threaded or replicated). Each contender is measured on the target under the one
+estimator of ``benchmarks.estimator`` -- the same warm-up, the same frames, rounds alternated --
+and the measured winner becomes the plan, its measured figures beside the predicted ones, so a
+measured plan is never slower than what a user would load by hand. On this host contenders run
+as pinned pipelines; on a board twin through the runner's ``measure`` protocol (simulated,
+labelled so).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgedeploy.benchmarks.estimator import Window, summarise, throughput_fps
+from edgedeploy.runtime import ir
+from edgedeploy.schemas.plan import (
+    Contender,
+    Decision,
+    ParetoStage,
+    Plan,
+    PlanLayer,
+    PlanStage,
+    Predicted,
+)
+
+DEFAULT_SHORTLIST = 4
+MIN_ROUNDS = 3
+#: More rounds while the budget lasts shrink the noise of a shared machine, up to this many.
+MAX_ROUNDS = 9
+#: Seconds one contender's timed window aims at (frames per round follow from a probe).
+WINDOW_S = 0.4
+ESTIMATOR = ("median over alternated rounds of frames / wall time of the round, after the same "
+             "warm-up, on the same frames")
+
+
+@dataclass
+class Entry:
+    """A plan the board may choose: its stages and a choice per layer."""
+
+    name: str
+    stages: list[ParetoStage]
+    choices: list[str]
+    predicted: Predicted
+    windows: list[Window] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    energy_mj: list[float] = field(default_factory=list)
+
+    @property
+    def measured_fps(self) -> float:
+        return summarise(self.windows).median_fps if self.windows else 0.0
+
+
+def _objective_value(predicted: Predicted, objective: str) -> float:
+    value = {"throughput": -(predicted.throughput_fps or 0.0),
+             "latency": predicted.latency_ms, "energy": predicted.energy_mj}[objective]
+    return float("inf") if value is None else float(value)
+
+
+def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST) -> list[Entry]:
+    """The plan, its next K-1 best predicted Pareto points, and every runnable baseline."""
+    choices = [layer.choice for layer in plan.layers]
+    own = [ParetoStage(start=s.start, stop=s.stop, cluster=s.cluster, cores=s.cores,
+                       replicas=s.replicas, cpus=s.cpus, choices=choices[s.start:s.stop],
+                       engine=s.engine, device_id=s.device_id, fp16=s.fp16)
+           for s in plan.stages]
+    out = [Entry("plan", own, choices, plan.predicted)]
+    seen = {json.dumps([p.model_dump() for p in own], sort_keys=True)}
+
+    def add(name: str, stages: list[ParetoStage], predicted: Predicted) -> bool:
+        key = json.dumps([p.model_dump() for p in stages], sort_keys=True)
+        if key in seen:
+            return False
+        seen.add(key)
+        out.append(Entry(name, stages, [c for s in stages for c in s.choices], predicted))
+        return True
+
+    ranked = sorted(enumerate(plan.pareto),
+                    key=lambda kp: _objective_value(kp[1].predicted, plan.objective))
+    taken = 1
+    for k_, point in ranked:
+        if taken >= k:
+            break
+        taken += add(f"pareto{k_}", point.stages, point.predicted)
+    for name, b in sorted(plan.baselines.items()):
+        if b.stages:
+            add(name, b.stages, b.predicted)
+    return out
+
+
+Measure = Callable[[Entry, int, int], tuple[Window, float, float | None]]
+
+
+def decide(plan: Plan, graph: ir.Graph, entries: list[Entry], measure: Measure, *,
+           budget_s: float, target: str, simulated: bool,
+           progress: Callable[[str], None] | None = None,
+           max_rounds: int = MAX_ROUNDS) -> tuple[Plan, Decision]:
+    """Measure the entries in alternated rounds within ``budget_s`` and rewrite the plan as the
+    measured winner. ``measure(entry, frames, warmup) -> (window, latency ms, energy mJ)``."""
+    say = progress or (lambda _m: None)
+    start = time.monotonic()
+    probe = {e.name: measure(e, 2, 1)[0].throughput_fps for e in entries}  # sizes the rounds
+    spent = time.monotonic() - start
+    per_round_s = max(spent, 1e-3)
+    frames = {e.name: int(np.clip(probe[e.name] * WINDOW_S, 4, 400)) for e in entries}
+    rounds = max_rounds
+    for r in range(max_rounds):
+        order = entries if r % 2 == 0 else entries[::-1]
+        t0 = time.monotonic()
+        for e in order:
+            elapsed = time.monotonic() - start
+            if r:  # rounds that fit the budget, at least MIN_ROUNDS
+                rounds = int(np.clip((budget_s - (t0 - start)) / per_round_s + r, MIN_ROUNDS,
+                                     max_rounds))
+            eta = per_round_s * (rounds - r)
+            say(f"measure round {r + 1}/{rounds}: {e.name} ({elapsed:.0f} s, ETA {eta:.0f} s)")
+            window, latency, energy = measure(e, frames[e.name], max(2, frames[e.name] // 10))
+            e.windows.append(window)
+            e.latency_ms.append(latency)
+            if energy is not None:
+                e.energy_mj.append(energy)
+        per_round_s = time.monotonic() - t0
+        if r + 1 >= MIN_ROUNDS and time.monotonic() - start + per_round_s > budget_s:
+            break
+    winner = _winner(entries, plan.objective)
+    decision = Decision(
+        measured=True, target=target, simulated=simulated, estimator=ESTIMATOR,
+        budget_s=budget_s, seconds=round(time.monotonic() - start, 2), winner=winner.name,
+        contenders=[Contender(name=e.name, predicted=e.predicted,
+                              measured_fps=e.measured_fps,
+                              rounds_fps=[w.throughput_fps for w in e.windows],
+                              latency_ms=statistics.median(e.latency_ms) if e.latency_ms
+                              else None,
+                              energy_mj=statistics.median(e.energy_mj) if e.energy_mj
+                              else None) for e in entries])
+    return as_plan(plan, graph, winner, decision), decision
+
+
+def _winner(entries: list[Entry], objective: str) -> Entry:
+    if objective == "latency":
+        return min(entries, key=lambda e: (statistics.median(e.latency_ms), e.name))
+    if objective == "energy" and all(e.energy_mj for e in entries):
+        return min(entries, key=lambda e: (statistics.median(e.energy_mj), e.name))
+    return max(entries, key=lambda e: (e.measured_fps, e.name == "plan"))
+
+
+def as_plan(plan: Plan, graph: ir.Graph, winner: Entry, decision: Decision) -> Plan:
+    """The plan rewritten as the winner, measured figures beside the predicted ones."""
+    measured = {"throughput_fps": winner.measured_fps,
+                "latency_ms": statistics.median(winner.latency_ms) if winner.latency_ms
+                else None, "simulated": decision.simulated, "source": "measure-to-decide"}
+    update: dict[str, Any] = {"measured": measured, "decision": decision,
+                              "planner": {**plan.planner, "measured": True}}
+    if winner.name != "plan":
+        update.update(_stages_and_layers(plan, graph, winner))
+        update["predicted"] = winner.predicted
+    return plan.model_copy(update=update)
+
+
+def _stages_and_layers(plan: Plan, graph: ir.Graph, winner: Entry) -> dict[str, Any]:
+    from edgedeploy.runtime.engines import ENGINES, engine_of
+    from edgedeploy.runtime.stages import plan_stage_io
+
+    ios = plan_stage_io(graph, [s.start for s in winner.stages[1:]])
+    stages, layers = [], []
+    for k, (s, io) in enumerate(zip(winner.stages, ios, strict=True)):
+        on_gpu = s.engine in ENGINES and ENGINES[s.engine].on_gpu
+        stages.append(PlanStage(
+            index=k, name=f"stage{k}", start=s.start, stop=s.stop, cluster=s.cluster,
+            cores=s.cores, replicas=s.replicas, cpus=s.cpus,
+            inputs=list(io.inputs), outputs=list(io.outputs),
+            predicted_ms=None, primitive_mix=_mix(s.choices),
+            engines=sorted({engine_of(c) for c in s.choices}), engine=s.engine,
+            device_id=s.device_id, fp16=s.fp16, verified=not on_gpu,
+            providers=list(ENGINES[s.engine].providers) if on_gpu else []))
+        for j, c in enumerate(s.choices):
+            layer = plan.layers[s.start + j]
+            layers.append(PlanLayer(name=layer.name, op=layer.op, choice=c, engine=engine_of(c),
+                                    stage=k, predicted_ms=None))
+    return {"stages": stages, "layers": layers}
+
+
+def _mix(names: list[str]) -> dict[str, int]:
+    mix: dict[str, int] = {}
+    for n in names:
+        mix[n] = mix.get(n, 0) + 1
+    return dict(sorted(mix.items()))
+
+
+# --- measuring on this host and on a twin ----------------------------------------------------
+class LocalTrials:
+    """Contenders as pinned pipelines on this host, started once, timed by the estimator."""
+
+    def __init__(self, graph: ir.Graph, model_path: Any, seed: int = 0) -> None:
+        from edgedeploy.runtime.executor import random_inputs
+
+        self.graph, self.model_path = graph, model_path
+        names = [t.name for t in graph.inputs]
+        self.frames = [[f[n] for n in names] for f in
+                       (random_inputs(graph, seed + k) for k in range(4))]
+        self.systems: dict[str, Any] = {}
+
+    def frame(self, k: int) -> list[np.ndarray]:
+        return self.frames[k % len(self.frames)]
+
+    def _system(self, e: Entry) -> Any:
+        if e.name not in self.systems:
+            from edgedeploy import execute
+            from edgedeploy.benchmarks import systems
+            from edgedeploy.runtime.stages import plan_stage_io
+
+            ios = plan_stage_io(self.graph, [s.start for s in e.stages[1:]])
+            stages = [execute.stage_from_io(io, s.cpus, s.replicas, f"stage{k}",
+                                            engine=s.engine, device_id=s.device_id or 0,
+                                            fp16=s.fp16)
+                      for k, (io, s) in enumerate(zip(ios, e.stages, strict=True))]
+            choices = {layer.name: c for layer, c in zip(self.graph.layers, e.choices,
+                                                         strict=True)}
+            self.systems[e.name] = systems.pipelined(e.name, e.name, self.graph, stages,
+                                                     choices, self.model_path)
+        return self.systems[e.name]
+
+    def __call__(self, e: Entry, frames: int, warmup: int) -> tuple[Window, float, None]:
+        system = self._system(e)
+        window = system.measure_round(frames, warmup, self.frame)
+        return window, float(np.median(system.latencies_s[-1]) * 1e3), None
+
+    def close(self) -> None:
+        for system in self.systems.values():
+            system.close()
+        self.systems.clear()
+
+
+class TwinTrials:
+    """Contenders measured by a board twin's runner protocol (simulated clock and figures)."""
+
+    def __init__(self, device: Any, python: str = "python3") -> None:
+        self.device, self.python = device, python
+
+    def __call__(self, e: Entry, frames: int, warmup: int) -> tuple[Window, float,
+                                                                    float | None]:
+        from edgedeploy.refine.candidate import internal_choice
+
+        variant = {"stages": [{"name": f"stage{k}", "start": s.start, "stop": s.stop,
+                               "cpus": s.cpus, "replicas": s.replicas, "cluster": s.cluster,
+                               "cores": s.cores} for k, s in enumerate(e.stages)],
+                   "choices": {layer.name: internal_choice(c)
+                               for layer, c in zip(self.device.graph.layers, e.choices,
+                                                   strict=True)}}
+        out = self.device.run([self.python, "main.py", "measure", "--config-json",
+                               json.dumps(variant, sort_keys=True), "--frames", str(frames),
+                               "--warmup", str(warmup), "--json"])
+        data = json.loads(out)
+        fps = float(data["throughput_fps"])
+        wall = frames / fps if fps > 0 else float("inf")
+        energy = data.get("energy_mj")
+        return (Window(frames, wall), float(data.get("latency_ms_p50", 0.0)),
+                None if energy is None else float(energy))
+
+    def close(self) -> None:
+        pass
+
+
+__all__ = ["DEFAULT_SHORTLIST", "Entry", "LocalTrials", "TwinTrials", "as_plan", "decide",
+           "shortlist", "throughput_fps"]
+
+
+def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
+                   budget_s: float | None = None, progress: Callable[[str], None] | None = None
+                   ) -> Decision:
+    """Measure-to-decide for one planned target alias, rewriting ``result`` (a
+    ``planner.api.PlanResult``) as the measured winner; a target this host cannot reach is
+    planned from the model alone and the lockfile says why."""
+    from edgedeploy.refine.api import resolve_kind
+
+    plan = Plan.model_validate(result.doc)
+    _, board, kind = resolve_kind(manifest, alias)
+    settings = manifest.measure
+    budget = budget_s if budget_s is not None else settings.budget_s
+    if kind == "ssh" or (kind == "local" and board != "local"):
+        return plan.decision or Decision(measured=False, target=alias)  # as the planner says
+    if kind == "local" and settings.quick_profile_s > 0:
+        calibrated = _quick_profile(manifest, alias, graph, settings.quick_profile_s, progress)
+        if calibrated is not None:
+            result.doc, result.text = calibrated.doc, calibrated.text
+            plan = Plan.model_validate(result.doc)
+    entries = shortlist(plan, settings.shortlist)
+    if kind == "sim":
+        from edgedeploy.twins import TwinDevice, twin_target
+
+        trials: Any = TwinTrials(TwinDevice(twin_target(board), graph))
+    else:
+        trials = LocalTrials(graph, manifest.model.path)
+    try:
+        new, decision = decide(plan, graph, entries, trials, budget_s=budget, target=alias,
+                               simulated=kind == "sim", progress=progress)
+    finally:
+        trials.close()
+    result.replace_plan(new)
+    return decision
+
+
+def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,
+                   progress: Callable[[str], None] | None) -> Any:
+    """Calibrate a host never profiled (announced), then re-plan with the calibrated model;
+    None when this host already has a profile."""
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.costmodel.profile import profile_path
+    from edgedeploy.costmodel.profiling import profile_local
+    from edgedeploy.planner.api import plan as replan
+
+    target = load_target("local")
+    if profile_path(target).exists():
+        return None
+    say = progress or (lambda _m: None)
+    say(f"this host has no profile yet: a quick {budget_s:.0f} s profile before measuring "
+        "(`edgedeploy profile --target local` for a fuller one)")
+    profile_local(target, budget_s, info=say)
+    return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]

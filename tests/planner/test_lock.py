@@ -136,3 +136,34 @@ def test_a_local_plan_runs_through_the_pipeline_executor(project):
                         RunRequest(frames=3, warmup=1, verify=True),
                         model_path=p.model_path(result.plan_file))
     assert report.max_rel_error is not None and report.max_rel_error < 1e-3
+
+
+def test_refinement_feeding_the_profile_does_not_make_a_profiled_lockfile_stale(
+        project, tmp_path, monkeypatch):
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.costmodel.configs import core_configs
+    from edgedeploy.costmodel.profile import Sample, open_profile
+    from edgedeploy.costmodel.profiler import LocalMeasure
+    from edgedeploy.costmodel.shapes import space_filling
+    from edgedeploy.refine.calibrate import feed_profile
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    target = load_target("local")
+    measure, prof = LocalMeasure(target), open_profile(target)
+    config = core_configs(target)[0]
+    try:  # a small real profile of this host: tiny convs, two primitives each
+        for d in space_filling(10, max_mflops=2.0):
+            for primitive in ("im2col_gemm/nchw", "onnxruntime"):
+                m = measure(d, primitive, config)
+                prof.append([Sample(d, primitive, config, m.ms, m.reps, m.spread)])
+    finally:
+        measure.close()
+    prof.save()
+    first = plan(project / "m.yaml", "local")[0]
+    assert first.doc["inputs"]["costmodel"]["source"].startswith("profile:")
+    s = open_profile(target).samples[0]
+    feed_profile(target, [Sample(s.descriptor, s.primitive, s.config, s.ms * 1.5,
+                                 tag="refine")])  # what refinement does after every push
+    again = check(project / "m.yaml", "local")[0]
+    assert again.stale == []  # the profile's digest is information, not an input of staleness
+    assert again.doc["inputs"]["costmodel"]["sha256"] != first.doc["inputs"]["costmodel"]["sha256"]

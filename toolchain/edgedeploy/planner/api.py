@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgedeploy.planner.lock import dumps, input_hashes, read_lock, stale_reasons
+from edgedeploy.planner.lock import (
+    dumps,
+    input_hashes,
+    read_lock,
+    reproducible,
+    stale_reasons,
+)
 from edgedeploy.runtime import ir
 from edgedeploy.schemas.manifest import Manifest
 
@@ -107,9 +113,10 @@ def check(manifest_path: str | Path, target_alias: str | None = None, *,
             continue
         r.stale = stale_reasons(recorded.get("inputs", {}), r.doc["inputs"])
         measured = bool((recorded.get("decision") or {}).get("measured"))
-        # a measured lockfile holds the board's choice, which no model alone reproduces: it is
-        # up to date while its inputs are
-        if not r.stale and not measured and r.plan_file.read_text() != r.text:
+        # a measured lockfile holds the board's choice and a profiled one this machine's
+        # calibration, which the repository cannot reproduce: up to date while its inputs are
+        exact = not measured and reproducible(recorded.get("inputs", {}))
+        if not r.stale and exact and r.plan_file.read_text() != r.text:
             r.stale = ["plan content differs from what the planner computes now"]
     return results
 

@@ -5,7 +5,8 @@ written with 6 significant digits (so last-bit noise of a BLAS never changes the
 timestamps, paths relative to the lockfile. ``inputs`` hashes the model file, the manifest file,
 the target descriptor (its validated JSON, so comments and key order do not matter) and the cost
 model (prior version + calibration from the profile); a lockfile whose recorded hashes differ
-from the current ones is *stale*.
+from the current ones is *stale* -- except a profile's, recorded as information only
+(:func:`stale_reasons`).
 """
 
 from __future__ import annotations
@@ -87,10 +88,23 @@ def input_hashes(manifest_path: str | Path, model_path: str | Path, target: Targ
     }
 
 
+def reproducible(recorded: dict[str, Any]) -> bool:
+    """Whether a lockfile's cost model can be rebuilt from what a repository holds: the prior
+    is code; a profile lives in one machine's cache and grows with every refinement."""
+    return (recorded.get("costmodel") or {}).get("source", "prior") == "prior"
+
+
 def stale_reasons(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Which inputs changed since the lockfile was written (empty: up to date)."""
+    """Which inputs changed since the lockfile was written (empty: up to date).
+
+    The model, the manifest, the target and the planner version always count. The cost model
+    counts only when the lockfile was planned from the prior: a profile's digest is recorded
+    as information (what the plan was computed from) but measurements feeding the profile --
+    refinement does that on every push -- must not make a committed lockfile stale.
+    """
     reasons = []
-    for key in ("model", "manifest", "target", "costmodel"):
+    keys = ("model", "manifest", "target") + (("costmodel",) if reproducible(recorded) else ())
+    for key in keys:
         old = (recorded.get(key) or {}).get("sha256")
         new = current[key]["sha256"]
         if old != new:

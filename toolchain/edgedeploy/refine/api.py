@@ -8,7 +8,7 @@ deployed bundle's ``main.py measure`` through the deployer's transport.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,10 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
                                 out)
     backend = _backend(kind, ctx, graph, manifest, alias, tgt, seed)
     from edgedeploy.refine.cache import MeasureCache
+    from edgedeploy.refine.runnable import check_for
+
+    # only what the device can run: segments the deployed bundle ships, whole TFLite operators
+    ctx.space.runnable = check_for(graph, ctx.space, getattr(backend, "shipped", None))
 
     r = manifest.refine
     cache = MeasureCache(backend, r.frames_per_eval, max(2, r.frames_per_eval // 10))
@@ -84,6 +88,7 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
     res = guided_search(seeds_from_plan(ctx.space, doc), ctx.space, cache, goal=goal,
                         budget=budget, seed=seed, on_eval=on_eval,
                         guide=Guide(ctx, manifest.objective))
+    res = confirm(res, cache)
     refined = refined_document(doc, ctx, res, backend.simulated, backend.label)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(dumps(refined))
@@ -94,6 +99,23 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
             samples += stage_samples(ctx.problem, graph, cand, m, ctx.stage_prediction)
         prof = feed_profile(tgt, samples) if samples else None
     return RefineResult(out, refined, res, backend.simulated, prof)
+
+
+CONFIRM_ROUNDS = 3
+
+
+def confirm(res: SearchResult, cache: Any, rounds: int = CONFIRM_ROUNDS) -> SearchResult:
+    """Before claiming an improvement, measure the winner and the starting plan again,
+    alternately (the same estimator, the same frames), and keep the start unless the winner's
+    median over all its runs still beats it: one lucky measurement is not an improvement."""
+    (start, _), (best, _) = res.start, res.best
+    if best.key == start.key:
+        return res
+    for _ in range(rounds):
+        b = cache.remeasure(best)
+        s = cache.remeasure(start)
+    winner = (best, b) if b.throughput_fps > s.throughput_fps else (start, s)
+    return replace(res, start=(start, s), best=winner)
 
 
 def resolve_kind(manifest, target: str) -> tuple[str, str, str]:
@@ -163,8 +185,23 @@ def _ssh_backend(ctx, manifest, alias: str) -> RunnerBackend:
     def run(argv: list[str]) -> str:
         return transport.run(argv, changes=False, timeout=600.0, what="measure").stdout
 
-    return RunnerBackend(ctx.space, run, entry=(f"{root}/current/main.py",),
-                         label=f"ssh:{alias}")
+    backend = RunnerBackend(ctx.space, run, entry=(f"{root}/current/main.py",),
+                            label=f"ssh:{alias}")
+    backend.shipped = shipped_segments(run, f"{root}/current")
+    return backend
+
+
+def shipped_segments(run: Any, release: str) -> set[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """The segment models the deployed release carries, from its own config.json."""
+    import json
+
+    try:
+        config = json.loads(run(["cat", f"{release}/app/config.json"]))
+        return {(str(s.get("format", "onnx")), tuple(s["inputs"]), tuple(s["outputs"]))
+                for s in config.get("segments", [])}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"cannot read the deployed release's config.json: {exc}",
+                         hint="push the bundle again, then refine") from None
 
 
 def refined_document(doc: dict[str, Any], ctx, res: SearchResult, simulated: bool,

@@ -10,8 +10,8 @@ pipeline order (the planner's ``assign_cpus`` rule), so validity is "the counts 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edgedeploy.runtime.vocab import ONNXRUNTIME
@@ -63,6 +63,10 @@ class Space:
     clusters: dict[str, tuple[int, ...]]  # name -> cpu ids ("gpu" -> ())
     max_stages: int = 4
     allow_replication: bool = True
+    #: What the device can run beyond the space's own rules (e.g. only the segments a deployed
+    #: bundle ships): reasons a candidate cannot run there, empty when it can.
+    runnable: Callable[[Candidate], list[str]] | None = field(default=None, repr=False,
+                                                               compare=False)
 
     @property
     def n_layers(self) -> int:
@@ -116,6 +120,8 @@ class Space:
         for cl, n in used.items():
             if cl in self.clusters and n > self.capacity(cl):
                 out.append(f"cluster {cl}: {n} cores used, {self.capacity(cl)} available")
+        if not out and self.runnable is not None:
+            out += self.runnable(cand)
         return out
 
     def is_valid(self, cand: Candidate) -> bool:

@@ -107,6 +107,8 @@ class RunnerBackend:
                  simulated: bool = False) -> None:
         self.space, self.run, self.python, self.entry = space, run, python, list(entry)
         self.label, self.simulated = label, simulated
+        #: The segment models the device's bundle carries (None: any can be cut).
+        self.shipped: set[tuple[str, tuple[str, ...], tuple[str, ...]]] | None = None
 
     def argv(self, cand: Candidate, frames: int, warmup: int) -> list[str]:
         cfg = json.dumps(self.space.variant(cand), sort_keys=True, separators=(",", ":"))

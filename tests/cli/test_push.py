@@ -18,7 +18,8 @@ def project(tmp_path: Path) -> Path:
     zoo.export("squeezenet1_1", tmp_path / "net.onnx", size=64)
     (tmp_path / "edgedeploy.yaml").write_text(
         "name: sq\nmodel:\n  path: net.onnx\ntargets:\n  local:\n    path: board\n"
-        "output:\n  plans_dir: plans\n  build_dir: build\nmeasure: {budget_s: 3, quick_profile_s: 0}\n")
+        "output:\n  plans_dir: plans\n  build_dir: build\n"
+        "measure: {budget_s: 3, quick_profile_s: 0}\n")
     return tmp_path
 
 
@@ -105,3 +106,31 @@ def test_a_dry_run_push_changes_neither_the_lockfile_nor_the_board(project, caps
     assert answer["deploy"]["hosts"][0]["dry_run"] is True
     assert not (project / "plans" / "sq.local.plan.json").exists()
     assert not (project / "board" / "current").exists()
+
+
+def test_the_next_push_keeps_the_refined_plan_while_its_inputs_hold(project, capsys) -> None:
+    manifest = project / "edgedeploy.yaml"
+    lock = project / "plans" / "sq.local.plan.json"
+    try:
+        assert main(["push", "-m", str(manifest), "--target", "local", "--no-refine",
+                     "--json"]) == 0
+        first = json.loads(capsys.readouterr().out)
+        # what refinement writes: the plan, changed (one replica fewer), with the same inputs
+        doc = json.loads(lock.read_text())
+        doc["stages"][-1]["replicas"] = 1
+        doc["stages"][-1]["cpus"] = doc["stages"][-1]["cpus"][:1]
+        refined = lock.with_name("sq.local.refined.plan.json")
+        refined.write_text(json.dumps(doc))
+        assert main(["push", "-m", str(manifest), "--target", "local", "--no-refine",
+                     "--json"]) == 0
+        again = json.loads(capsys.readouterr().out)
+        assert again["plan"]["file"] == str(refined) and not again["plan"]["replanned"]
+        assert again["bundle"]["id"] != first["bundle"]["id"]
+        # the manifest changes: the refined plan no longer holds, the plan is made again
+        manifest.write_text(manifest.read_text().replace("name: sq", "name: sq  # edited"))
+        assert main(["push", "-m", str(manifest), "--target", "local", "--no-refine",
+                     "--json"]) == 0
+        third = json.loads(capsys.readouterr().out)
+        assert third["plan"]["file"] == str(lock) and third["plan"]["replanned"]
+    finally:
+        main(["stop", "-m", str(manifest), "--target", "local"])

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgedeploy.errors import EdgeDeployError, ExitCode
+
 if TYPE_CHECKING:
     from edgedeploy.costmodel.profiler import Progress
     from edgedeploy.deploy.doctor import DoctorReport
-    from edgedeploy.deploy.fleet import DeployResult
+    from edgedeploy.deploy.fleet import DeployResult, HostAnswers
     from edgedeploy.deploy.transport import TransportOptions
     from edgedeploy.execute import RunReport, RunRequest
     from edgedeploy.planner.api import PlanResult
@@ -183,20 +185,47 @@ def init(directory: str | Path = ".", *, model: str | Path | None = None,
 
 @dataclass
 class PushOutcome:
-    """What push did: the plan it used, the bundle it built, the per-host deploy result."""
+    """What push did: the plan it used, the bundle it built, the per-host deploy result, what
+    refinement did after it (its summary, or ``{"error": ...}``), the push refinement made, and
+    the release every host runs at the end (the refined one when refinement pushed it)."""
 
     plan_file: Path
     replanned: bool
     predicted: dict[str, Any]
     bundle: Any
-    deploy: Any
+    deploy: DeployResult
     refine: dict[str, Any] | None = None
+    #: Refinement's own push: the refined release, or the pushed one started again.
+    refine_deploy: DeployResult | None = None
+    #: The release running at the end (None after a dry run, or when nothing runs).
+    running: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"plan": {"file": str(self.plan_file), "replanned": self.replanned,
                          "predicted": self.predicted},
                 "bundle": self.bundle.to_dict(), "deploy": self.deploy.to_dict(),
-                "refined": self.refine is not None, "refine": self.refine}
+                "refined": self.refine is not None and "error" not in self.refine,
+                "refine": self.refine, "running": self.running}
+
+
+class RefineAfterPushError(EdgeDeployError):
+    """Refinement failed after a successful deploy. Carries the push's ``outcome`` (so the
+    command still shows what was deployed and what runs) and the failure's own exit code."""
+
+    def __init__(self, message: str, outcome: PushOutcome, exit_code: int,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.outcome = outcome
+        self.exit_code = exit_code
+
+
+def deploy_result(exc: BaseException) -> DeployResult | None:
+    """The per-host result a deployer error carries as ``.result``, or None: other errors use
+    that name for other things (a transport CommandError holds its CommandResult there)."""
+    from edgedeploy.deploy.fleet import DeployResult
+
+    result = getattr(exc, "result", None)
+    return result if isinstance(result, DeployResult) else None
 
 
 def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
@@ -206,7 +235,8 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
     """Plan (again, if the lockfile is stale), build, then deploy to every host of ``target``.
 
     Raises the deployer's mapped error (exit 4/5/6, carrying ``.result``) when a host failed;
-    the previous release keeps running there.
+    the previous release keeps running there. A failure of the refinement after a successful
+    deploy raises :class:`RefineAfterPushError` with its own exit code and the outcome.
     """
     from edgedeploy.deploy.api import push_bundle
     from edgedeploy.planner import check as check_plans
@@ -230,17 +260,41 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
         say(f"plan: {'; '.join(current.stale)}: writing the new plan to {plan_file}")
         plan_file.parent.mkdir(parents=True, exist_ok=True)
         plan_file.write_text(current.text)
+    else:
+        refined = _kept_refinement(plan_file, current.doc["inputs"])
+        if refined is not None:  # the last refinement's plan, while its inputs still hold
+            plan_file, current.doc = refined
+            say(f"plan: keeping the refined plan {plan_file} (its inputs are unchanged)")
     say(f"build: {plan_file} -> {bundle_dir}")
     info = _build_plan(plan_file, bundle_dir, graph)
     say(f"push: release {info.id} to {', '.join(ref.all_hosts) or 'this host'}")
     result = push_bundle(info.root, ref, alias=target, dry_run=dry_run,
                          accept_new_host_keys=accept_new_host_keys, serial=serial,
                          max_fail_percent=max_fail_percent, check=True)
-    outcome = PushOutcome(plan_file, replanned, current.doc["predicted"], info, result)
+    outcome = PushOutcome(plan_file, replanned, current.doc["predicted"], info, result,
+                          running=None if dry_run else info.id)
     if refine and not dry_run:
-        outcome.refine = _refine_after_push(manifest, target, outcome, m, graph, current.doc,
-                                            accept_new_host_keys=accept_new_host_keys, say=say)
+        _refine_after_push(manifest, target, outcome, m, graph, current.doc,
+                           accept_new_host_keys=accept_new_host_keys, say=say)
     return outcome
+
+
+def _kept_refinement(plan_file: Path, inputs: dict[str, Any]
+                     ) -> tuple[Path, dict[str, Any]] | None:
+    """``<name>.<alias>.refined.plan.json`` and its document when it was refined from a plan
+    with the current inputs (model, manifest, target): what the next push keeps."""
+    import json
+
+    from edgedeploy.planner.lock import stale_reasons
+
+    refined = plan_file.with_name(plan_file.name.replace(".plan.json", ".refined.plan.json"))
+    try:
+        doc = json.loads(refined.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or stale_reasons(doc.get("inputs") or {}, inputs):
+        return None
+    return refined, doc
 
 
 def _build_plan(plan_file: Path, out: Path, graph: Graph) -> Any:
@@ -251,34 +305,72 @@ def _build_plan(plan_file: Path, out: Path, graph: Graph) -> Any:
 
 def _refine_after_push(manifest: str | Path, target: str, outcome: PushOutcome, m: Manifest,
                        graph: Graph, plan_doc: dict[str, Any], *, accept_new_host_keys: bool,
-                       say: Callable[[str], None]) -> dict[str, Any]:
-    """Online refinement on the device (Soomro et al.: measured search from the plan).
+                       say: Callable[[str], None]) -> None:
+    """Online refinement on the device (Soomro et al.: measured search from the plan), recorded
+    in ``outcome`` (``refine``, ``refine_deploy``, ``running``).
 
     The serving runner is stopped so candidates are measured without it competing for the
     cores; a refined plan that measures better is built and pushed as a new release (health
-    checked, rolled back on failure); otherwise the pushed release is started again.
+    checked, rolled back on failure); otherwise the pushed release is started again. Whatever
+    fails in between (a measure command the board cannot run, a lost link, a bug) is caught so
+    serving resumes first; then it is raised as RefineAfterPushError saying what runs.
     """
     from edgedeploy.deploy.api import push_bundle, stop
     from edgedeploy.deploy.transport import TransportOptions
     from edgedeploy.refine.api import refine as _refine
 
     ref = m.target(target)
-    say("refine: stopping the runner while candidates are measured")
-    stop(ref, alias=target, access=TransportOptions(accept_new_host_keys=accept_new_host_keys),
-         check=True)
     bundle = outcome.bundle
+    summary: dict[str, Any] = {}
+    failure: Exception | None = None
     try:
+        say("refine: stopping the runner while candidates are measured")
+        stop(ref, alias=target,
+             access=TransportOptions(accept_new_host_keys=accept_new_host_keys), check=True)
         result = _refine(manifest, target, manifest=m, graph=graph, plan_doc=plan_doc)
         summary = result.summary()
         if (summary.get("improvement") or 0.0) > 1.0:
             say(f"refine: {summary['improvement']:.2f}x measured; pushing {result.plan_file}")
             bundle = _build_plan(result.plan_file, m.bundle_dir(target, ".refined"), graph)
-    finally:  # serving resumes whatever happened: the refined release or the pushed one
-        say(f"refine: starting release {bundle.id}")
-        push_bundle(bundle.root, ref, alias=target, accept_new_host_keys=accept_new_host_keys,
-                    check=True)
+    except Exception as exc:  # reported below, once serving has resumed
+        failure = exc
+    say(f"refine: starting release {bundle.id}")
+    try:  # serving resumes whatever happened: the refined release or the pushed one
+        outcome.refine_deploy = push_bundle(bundle.root, ref, alias=target,
+                                            accept_new_host_keys=accept_new_host_keys,
+                                            check=True)
+    except EdgeDeployError as exc:
+        outcome.refine_deploy, outcome.running = deploy_result(exc), None
+        raise _refine_failed(outcome, bundle.id, failure, restart=exc) from failure or exc
+    outcome.running = bundle.id
+    if failure is not None:
+        raise _refine_failed(outcome, bundle.id, failure) from failure
     summary["release"] = bundle.id
-    return summary
+    outcome.refine = summary
+
+
+def _refine_failed(outcome: PushOutcome, started: str, failure: Exception | None,
+                   restart: EdgeDeployError | None = None) -> RefineAfterPushError:
+    """The error of a failed refinement step: the failure's own message and exit code (an
+    unexpected exception is exit 1), and what runs now -- or why nothing does."""
+    cause = None
+    if failure is not None:
+        cause = (failure.message if isinstance(failure, EdgeDeployError)
+                 else f"{type(failure).__name__}: {failure}")
+    code = (restart.exit_code if restart is not None
+            else getattr(failure, "exit_code", ExitCode.FAILURE))
+    if restart is None:
+        message = (f"refinement after the deploy failed: {cause}; the deployed release "
+                   f"{outcome.running} keeps running")
+        hint = getattr(failure, "hint", None) or ("`edgedeploy push --no-refine` skips "
+                                                  "refinement; `edgedeploy refine` retries it")
+    else:
+        head = f"refinement after the deploy failed: {cause}; " if cause else "refinement: "
+        message = f"{head}starting release {started} failed: {restart.message}"
+        hint = restart.hint or "see `edgedeploy status` and `edgedeploy logs`"
+    error = cause if cause is not None else restart.message if restart is not None else ""
+    outcome.refine = {"error": error, "exit_code": code, "release": outcome.running}
+    return RefineAfterPushError(message, outcome, code, hint)
 
 
 # --- catalogue, schemas, models -----------------------------------------------------------------
@@ -532,8 +624,13 @@ DEFAULT_MANIFEST = Path("edgedeploy.yaml")
 
 def resolve_target(manifest: str | Path | None, alias: str) -> TargetRef:
     """The TargetRef for ``alias``: from ``manifest`` (default ./edgedeploy.yaml when present),
-    or, with no manifest at all, ``local`` as this host's ~/edgedeploy."""
+    or, with no manifest at all, ``local`` as this host's ~/edgedeploy.
+
+    Only the manifest's ``targets:`` entry is read and validated (file:line errors): the
+    operational verbs need the board, not the model, so a moved model file never stops them.
+    """
     from edgedeploy.errors import InputError
+    from edgedeploy.schemas.loader import load_target_ref
     from edgedeploy.schemas.manifest import TargetRef
 
     path = manifest or (DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else None)
@@ -542,7 +639,7 @@ def resolve_target(manifest: str | Path | None, alias: str) -> TargetRef:
             return TargetRef()
         raise InputError(f"no manifest to look up target {alias!r} in",
                          hint="pass -m MANIFEST (or create edgedeploy.yaml with `edgedeploy init`)")
-    return load_manifest(path).target(alias)
+    return load_target_ref(path, alias)
 
 
 def _access(accept_new_host_keys: bool) -> TransportOptions:
@@ -552,12 +649,13 @@ def _access(accept_new_host_keys: bool) -> TransportOptions:
 
 
 def status(manifest: str | Path | None, target: str = "local", *,
-           accept_new_host_keys: bool = False) -> list[dict[str, Any]]:
+           accept_new_host_keys: bool = False) -> HostAnswers[dict[str, Any]]:
     """Per host: current release, runner pid and liveness, uptime, last health check, and the
-    runner's own status (plan, throughput, power, plan switches)."""
+    runner's own status (plan, throughput, power, plan switches). A host that could not answer
+    has ``error`` and ``exit_code`` in its row; ``raise_for_status()`` raises the worst one."""
     from edgedeploy.deploy import api as deploy
 
-    return deploy.status(resolve_target(manifest, target),
+    return deploy.status(resolve_target(manifest, target), alias=target,
                          access=_access(accept_new_host_keys))
 
 
@@ -570,11 +668,11 @@ def status_timeline(runner: Mapping[str, Any]) -> tuple[list[str], list[list[str
 
 
 def logs(manifest: str | Path | None, target: str = "local", *, lines: int = 100,
-         accept_new_host_keys: bool = False) -> list[dict[str, Any]]:
+         accept_new_host_keys: bool = False) -> HostAnswers[dict[str, Any]]:
     """Per host: the newest ``lines`` of the runner log (or the error reaching it)."""
     from edgedeploy.deploy import api as deploy
 
-    return deploy.logs(resolve_target(manifest, target), lines=lines,
+    return deploy.logs(resolve_target(manifest, target), lines=lines, alias=target,
                        access=_access(accept_new_host_keys))
 
 
@@ -599,20 +697,21 @@ def rollback(manifest: str | Path | None, target: str = "local", *, to: str | No
 
 
 def releases(manifest: str | Path | None, target: str = "local", *,
-             accept_new_host_keys: bool = False) -> list[dict[str, Any]]:
+             accept_new_host_keys: bool = False) -> HostAnswers[dict[str, Any]]:
     """Per host: the release ids kept, newest first, and which one is current."""
     from edgedeploy.deploy import api as deploy
 
-    return deploy.releases(resolve_target(manifest, target),
+    return deploy.releases(resolve_target(manifest, target), alias=target,
                            access=_access(accept_new_host_keys))
 
 
-def doctor(manifest: str | Path | None, target: str = "local", *, python: str = "python3",
+def doctor(manifest: str | Path | None, target: str = "local", *, python: str | None = None,
            requires: tuple[str, ...] = ("numpy",),
-           accept_new_host_keys: bool = False) -> list[DoctorReport]:
+           accept_new_host_keys: bool = False) -> HostAnswers[DoctorReport]:
     """Per host: what the board has (architecture, Python, numpy, onnxruntime and its execution
-    providers, LiteRT) and what a bundle needing ``requires`` would lack there."""
+    providers, LiteRT) and what a bundle needing ``requires`` would lack there; a host that
+    could not be reached counts in ``raise_for_status()``."""
     from edgedeploy.deploy import api as deploy
 
     return deploy.doctor(resolve_target(manifest, target), python=python, requires=requires,
-                         access=_access(accept_new_host_keys))
+                         alias=target, access=_access(accept_new_host_keys))

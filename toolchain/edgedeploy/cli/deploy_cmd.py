@@ -34,13 +34,13 @@ def resolve_cli_target(manifest: Path | None, alias: str) -> TargetRef:
     return api.resolve_target(manifest, alias)
 
 
-def render_result(result: DeployResult, as_json: bool) -> None:
+def render_result(result: DeployResult, as_json: bool, title: str | None = None) -> None:
     """Per-host outcome table (or JSON) for push, stop and rollback."""
     if as_json:
         output.emit_json(result.to_dict())
         return
     cols, rows = result.table()
-    output.table(f"{result.op} {result.target}", cols, rows)
+    output.table(title or f"{result.op} {result.target}", cols, rows)
     for host in result.hosts:
         if host.dry_run:
             output.info(f"[{host.host}] DRY RUN - nothing was changed; would run:")
@@ -71,7 +71,8 @@ def status_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
     """
     rows = api.status(manifest, target, accept_new_host_keys=accept_new)
     if as_json:
-        output.emit_json({"target": target, "hosts": rows})
+        output.emit_json({"target": target, "exit_code": rows.exit_code, "hosts": rows})
+        rows.raise_for_status()
         return
     output.table(f"status {target}", ["host", "current", "running", "pid", "uptime_s", "health",
                                       "plan", "fps", "latency p50 ms", "power W", "mJ/frame"],
@@ -87,6 +88,7 @@ def status_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
         columns, switches = api.status_timeline(r["runner"]) if r.get("runner") else ([], [])
         if switches:
             output.table(f"{r['host']}: plan switches (runtime manager)", columns, switches)
+    rows.raise_for_status()  # every host is shown first; the worst one sets the exit code
 
 
 def _runner(row: dict[str, Any]) -> list[Any]:
@@ -118,12 +120,13 @@ def logs_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
     """
     rows = api.logs(manifest, target, lines=lines, accept_new_host_keys=accept_new)
     if as_json:
-        output.emit_json({"target": target, "hosts": rows})
-        return
-    for row in rows:
-        if len(rows) > 1:
-            print(f"==> {row['host']} <==")
-        print(row.get("log", f"error: {row.get('error')}"), end="")
+        output.emit_json({"target": target, "exit_code": rows.exit_code, "hosts": rows})
+    else:
+        for row in rows:
+            if len(rows) > 1:
+                print(f"==> {row['host']} <==")
+            print(row.get("log", f"error: {row.get('error')}\n"), end="")
+    rows.raise_for_status()
 
 
 def stop_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
@@ -158,15 +161,20 @@ def releases_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
     """
     rows = api.releases(manifest, target, accept_new_host_keys=accept_new)
     if as_json:
-        output.emit_json({"target": target, "hosts": rows})
-        return
-    output.table(f"releases {target}", ["host", "release", "current"],
-                 [[r["host"], rid, "*" if rid == r.get("current") else ""]
-                  for r in rows for rid in r.get("releases", [])])
+        output.emit_json({"target": target, "exit_code": rows.exit_code, "hosts": rows})
+    else:
+        output.table(f"releases {target}", ["host", "release", "current"],
+                     [[r["host"], rid, "*" if rid == r.get("current") else ""]
+                      for r in rows for rid in r.get("releases", [])]
+                     + [[r["host"], f"error: {r['error'].splitlines()[0]}", ""]
+                        for r in rows if "error" in r])
+    rows.raise_for_status()
 
 
 def doctor_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
-               python: str = typer.Option("python3", "--python", help="Python on the board."),
+               python: str = typer.Option(None, "--python",
+                                          help="Python on the board (default: the target's, "
+                                               "as push uses it)."),
                require: list[str] = typer.Option(
                    ["numpy"], "--require", help="What the bundle needs: a distribution name, or "
                    "provider:<Name> for an onnxruntime execution provider."),
@@ -188,6 +196,7 @@ def doctor_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
                      [[r.host, r.arch or "-", r.python or "-", r.numpy or "-",
                        r.onnxruntime or "-", _providers(r), r.litert or "-",
                        "; ".join(r.missing) or "nothing"] for r in reports])
+    reports.raise_for_status()  # an unreachable host (exit 4) outranks a missing package
     if not all(r.ok for r in reports):
         raise EdgeDeployError("some hosts lack what a bundle needs (see `missing`)")
 

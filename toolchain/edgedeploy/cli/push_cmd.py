@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from edgedeploy.cli import output
+
+if TYPE_CHECKING:
+    from edgedeploy.api import PushOutcome
 
 
 def register(app: typer.Typer) -> None:
@@ -48,11 +52,32 @@ def register(app: typer.Typer) -> None:
             outcome = api.push(path, target, dry_run=dry_run, accept_new_host_keys=accept_new,
                                serial=serial, max_fail_percent=max_fail,
                                refine=not no_refine, progress=progress)
-        except EdgeDeployError as exc:
-            if getattr(exc, "result", None) is not None:
-                render_result(exc.result, as_json)
+        except api.RefineAfterPushError as exc:  # deployed: show it, then the refine error
+            render_outcome(exc.outcome, as_json)
             raise
-        if as_json:
-            output.emit_json(outcome.to_dict())
-        else:
-            render_result(outcome.deploy, False)
+        except EdgeDeployError as exc:
+            result = api.deploy_result(exc)  # only a deployer's per-host result is a table
+            if result is not None:
+                render_result(result, as_json)
+            raise
+        render_outcome(outcome, as_json)
+
+
+def render_outcome(outcome: PushOutcome, as_json: bool) -> None:
+    """The push answer: the deploy table, refinement's push when it changed the release, and
+    which release runs at the end (as ``running`` in JSON)."""
+    from edgedeploy.cli.deploy_cmd import render_result
+
+    if as_json:
+        output.emit_json(outcome.to_dict())
+        return
+    render_result(outcome.deploy, False)
+    final = outcome.refine_deploy  # shown when it changed the release, or failed
+    if final is not None and (not final.ok or outcome.running != outcome.bundle.id):
+        render_result(final, False, title=f"refine {final.target}: release started after "
+                                          "refinement")
+    if outcome.running is not None:
+        gain = (outcome.refine or {}).get("improvement")
+        how = (f" (refined: {gain:.2f}x measured)" if outcome.running != outcome.bundle.id
+               and isinstance(gain, (int, float)) else "")
+        output.info(f"running: {outcome.running}{how}")

@@ -6,6 +6,8 @@ Layout under the install root (the target's ``path``)::
     releases/.incoming-*  uploads in progress (renamed into place only once complete)
     current -> releases/<id>
     run/runner.pid, run/runner.release, run/health.status, run/health.out
+    run/supervisor.pid, run/restarts   the supervisor (no systemd) and its restart count
+    run/python                         the board's interpreter, chosen at deploy time
     logs/runner.log
     journal.jsonl
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +30,22 @@ from edgedeploy.deploy import scripts
 from edgedeploy.deploy.bundle import RELEASE_ID, Bundle
 from edgedeploy.deploy.transport import Transport
 from edgedeploy.errors import EdgeDeployError
+
+#: An ``.incoming-*`` upload folder in which nothing changed for this long was abandoned (a
+#: dropped connection); ``prune`` removes it. Uploads in progress write into theirs continuously.
+ABANDONED_UPLOAD_MIN = 10
+
+
+def choose_python(configured: str | None, descriptor: str | None, *, remote: bool) -> str:
+    """The rule for the board's interpreter, in one place: what the target configures, else on
+    this host (the local transport) this interpreter, which has numpy and the engines, else the
+    board descriptor's ``ssh.python``, else ``python3`` from the board's PATH. A host path is
+    never chosen for a remote board."""
+    if configured:
+        return configured
+    if not remote:
+        return sys.executable or "python3"
+    return descriptor or "python3"
 
 
 class HealthError(EdgeDeployError):
@@ -64,6 +83,22 @@ class BoardState:
     @property
     def systemd_user(self) -> bool:
         return self.facts.get("systemd_user") == "1"
+
+    @property
+    def supervised(self) -> bool:
+        """The supervisor (no systemd) is alive: a dead runner is about to be restarted."""
+        return self.facts.get("supervised") == "1"
+
+    @property
+    def runner_state(self) -> str:
+        """``running``; ``restarting`` (runner dead, its supervisor waiting out the back-off);
+        ``dead`` (a runner was started and nothing runs or restarts it); ``stopped`` (none was
+        started, or ``stop`` stopped it)."""
+        if self.alive:
+            return "running"
+        if self.supervised:
+            return "restarting"
+        return "dead" if "pid" in self.facts else "stopped"
 
     def int_fact(self, key: str) -> int | None:
         value = self.facts.get(key, "")
@@ -153,21 +188,36 @@ class Board:
                                   f"bundle.json: {exc}") from exc
         return meta if isinstance(meta, dict) else {}
 
-    def _systemd(self, state: BoardState) -> bool:
+    def uses_systemd(self, state: BoardState) -> bool:
         return state.systemd_user if self.use_systemd is None else self.use_systemd
 
+    def set_python(self, python: str | None) -> None:
+        """Record the interpreter for this install (run.sh and health.sh read ``run/python``);
+        None removes it (they fall back on the bundle's default)."""
+        if python is None:
+            self.t.run(["rm", "-f", "--", f"{self.root}/run/python"], what="forgetting python")
+            return
+        self._sh(scripts.SET_PYTHON, python, what="recording the board's interpreter")
+
     def start(self, release_id: str, entry: str, state: BoardState) -> str:
-        """Start the runner detached from this connection; returns how it was started."""
+        """Start the runner detached from this connection, restarted when it fails; returns how.
+
+        Under systemd --user the unit restarts it (Restart=on-failure); elsewhere the START
+        script's supervisor loop does (see :data:`scripts.START`).
+        """
+        self.t.run(["rm", "-f", "--", f"{self.root}/run/restarts"], what="resetting restarts")
         args = ["sh", "-c", scripts.START, "edgedeploy-runner", self.root, release_id, entry]
-        if self._systemd(state):
+        if self.uses_systemd(state):
             self.t.run(["systemd-run", "--user", "--quiet", "--collect", f"--unit={self.unit}",
-                        *args], what="starting the runner under systemd --user")
-            return f"systemd --user ({self.unit})"
-        self.t.run(["setsid", "-f", *args], what="starting the runner")
-        return "supervised process (setsid, pidfile)"
+                        "--property=Restart=on-failure", "--property=RestartSec=2",
+                        "--property=RestartPreventExitStatus=2", *args, "once"],
+                       what="starting the runner under systemd --user")
+            return f"systemd --user ({self.unit}, Restart=on-failure)"
+        self.t.run(["setsid", "-f", *args, "supervise"], what="starting the runner")
+        return "supervised process (setsid; restarted on failure)"
 
     def stop(self, state: BoardState | None = None) -> None:
-        if state is not None and self._systemd(state):
+        if state is not None and self.uses_systemd(state):
             self.t.run(["systemctl", "--user", "stop", self.unit], check=False,
                        what="stopping the systemd unit")
         self._sh(scripts.STOP, what="stopping the runner", timeout=30)
@@ -228,10 +278,14 @@ class Board:
                 out.append((int(stamp), name))
         return out
 
-    def prune(self, keep: int, protect: set[str]) -> list[str]:
-        """Delete all but the ``keep`` newest releases (never a protected one)."""
+    def prune(self, keep: int, protect: set[str],
+              abandoned_min: int = ABANDONED_UPLOAD_MIN) -> list[str]:
+        """Delete all but the ``keep`` newest releases (never a protected one), and upload
+        folders abandoned ``abandoned_min`` minutes ago; returns what was removed."""
         doomed = [rid for _, rid in self.releases()[max(keep, 1):] if rid not in protect]
         if doomed:
             self.t.run(["rm", "-rf", "--", *(f"{self.root}/releases/{r}" for r in doomed)],
                        what="pruning old releases")
-        return doomed
+        res = self._sh(scripts.PRUNE_INCOMING, str(max(1, int(abandoned_min))),
+                       what="removing abandoned uploads")
+        return doomed + res.stdout.split()

@@ -12,10 +12,10 @@ back by its own deploy, never left half-switched.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from edgedeploy.deploy.release import HostResult
 from edgedeploy.errors import EdgeDeployError, ExitCode
@@ -35,6 +35,15 @@ class FleetError(EdgeDeployError):
 _SEVERITY = {ExitCode.ROLLBACK_FAILED: 4, ExitCode.ROLLED_BACK: 3, ExitCode.UNREACHABLE: 2,
              ExitCode.BAD_INPUT: 1, ExitCode.FAILURE: 1}
 
+T = TypeVar("T")
+
+
+def worst_exit_code(codes: Iterable[int]) -> int:
+    """The code a fleet exits with: its most severe host's (0 when no host failed), so one
+    broken or unreachable board is never hidden behind the others' success."""
+    bad = [c for c in codes if c]
+    return max(bad, key=lambda c: _SEVERITY.get(c, 0)) if bad else ExitCode.OK
+
 
 @dataclass
 class DeployResult:
@@ -51,8 +60,7 @@ class DeployResult:
 
     @property
     def exit_code(self) -> int:
-        codes = [h.exit_code for h in self.hosts if h.exit_code]
-        return max(codes, key=lambda c: _SEVERITY.get(c, 0)) if codes else ExitCode.OK
+        return worst_exit_code(h.exit_code for h in self.hosts)
 
     def table(self) -> tuple[list[str], list[list[Any]]]:
         cols = ["host", "outcome", "release", "previous", "current", "message"]
@@ -69,10 +77,12 @@ class DeployResult:
             error.result = self  # type: ignore[attr-defined]
             raise error
         bad = [h for h in self.hosts if not h.ok]
+        switched = any(h.outcome in ("rolled-back", "rollback-failed") for h in bad)
         err = FleetError(f"{self.op} on {self.target}: {len(bad)} of {len(self.hosts)} hosts "
                          "failed: " + "; ".join(f"{h.host}: {h.outcome}" for h in bad),
                          self.exit_code, hint="each failed host was rolled back unless its "
-                                              "outcome says rollback-failed")
+                                              "outcome says rollback-failed" if switched
+                         else "; ".join(h.message.splitlines()[0] for h in bad))
         err.result = self  # type: ignore[attr-defined]
         raise err
 
@@ -80,6 +90,35 @@ class DeployResult:
         return {"target": self.target, "op": self.op, "ok": self.ok,
                 "exit_code": self.exit_code, "aborted": self.aborted,
                 "hosts": [h.to_dict() for h in self.hosts]}
+
+
+class HostAnswers(list[T], Generic[T]):
+    """Per-host answers of a read-only verb (status, logs, releases, doctor), in the target's
+    order, and the hosts that could not answer with their errors.
+
+    A list, so callers index and serialise it as before; the command renders every answer first
+    and then calls :meth:`raise_for_status`, so a fleet query exits with its worst host's code
+    (4 for a host unreachable or refusing its key) in text and ``--json`` alike.
+    """
+
+    def __init__(self, target: str, op: str, answers: Iterable[T],
+                 failures: Iterable[tuple[str, EdgeDeployError]] = ()) -> None:
+        super().__init__(answers)
+        self.target, self.op = target, op
+        self.failures = list(failures)
+
+    @property
+    def exit_code(self) -> int:
+        return worst_exit_code(exc.exit_code for _, exc in self.failures)
+
+    def raise_for_status(self) -> None:
+        """A FleetError naming every host that could not answer (its worst code), if any."""
+        if not self.failures:
+            return
+        raise FleetError(f"{self.op} on {self.target}: {len(self.failures)} of {len(self)} hosts "
+                         "could not answer: " + "; ".join(
+                             f"{host}: {exc.message.splitlines()[0]}"
+                             for host, exc in self.failures), self.exit_code)
 
 
 def batches(hosts: list[str], serial: int | None) -> list[list[str]]:

@@ -71,6 +71,13 @@ class Journal:
             raise
         self.record(name, "ok", time.monotonic() - start, **detail)
 
+    def refused(self, transport: Transport, step: str, why: str, **detail: Any) -> dict[str, Any]:
+        """Record a request refused before anything changed, here and on the board: whoever
+        reads the board's history later sees what was asked of it and why it was not done."""
+        entry = self.record(step, "refused", error=why, **detail)
+        self.flush_remote(transport)
+        return entry
+
     def _append_local(self, entry: dict[str, Any]) -> None:
         try:
             with _LOCAL_LOCK:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgedeploy.deploy.board import Board, BoardState, DeployHooks
+from edgedeploy.deploy.board import Board, BoardState, DeployHooks, choose_python
 from edgedeploy.deploy.bundle import Bundle
 from edgedeploy.deploy.doctor import doctor, require
 from edgedeploy.deploy.journal import Journal
@@ -39,6 +39,9 @@ class ReleaseOptions:
     health_script_timeout_s: float = 10.0  # one run of health.sh
     use_systemd: bool | None = None  # None: systemd --user where the board has it
     check_doctor: bool = True
+    #: The board's interpreter (``deploy.api.board_python`` of the target); None: the rule of
+    #: :func:`~edgedeploy.deploy.board.choose_python` on the bundle's own default.
+    python: str | None = None
     journal_dir: Path | None = None
     hooks: DeployHooks | None = None
 
@@ -124,14 +127,16 @@ def push_release(transport: Transport, path: str, bundle: Bundle,
             state = board.probe()
             d.update(current=state.current, running=state.running, systemd=state.systemd_user)
         result.previous = result.current = state.current
+        python = choose_python(opts.python, bundle.python, remote=transport.capabilities.remote)
         if opts.check_doctor:
-            with journal.step("doctor", requires=list(bundle.requires)) as d:
-                report = doctor(transport, bundle.python, bundle.requires)
+            with journal.step("doctor", requires=list(bundle.requires), python=python) as d:
+                report = doctor(transport, python, bundle.requires)
                 d["missing"] = report.missing
                 if report.providers is not None:
                     d["providers"] = report.providers
                 require(report, _describe(bundle))
-        if state.current == bundle.id and state.running == bundle.id:
+        if (state.current == bundle.id and state.running == bundle.id
+                and state.facts.get("python") == python):
             result.outcome, result.message = "unchanged", f"{bundle.id} is already running"
             journal.record("unchanged", "ok", release=bundle.id)
             return _finish(result, journal, transport)
@@ -161,20 +166,28 @@ def push_release(transport: Transport, path: str, bundle: Bundle,
         err = DeployError(f"push of {bundle.id} to {transport.label} failed before the switch: "
                           f"{exc.message}; {kept}", hint=exc.hint)
         return _finish(result.fail("rolled-back", err), journal, transport)
-    _switch_phase(board, bundle, state, opts, journal, result)
+    _switch_phase(board, bundle, state, opts, journal, result, python)
     return _finish(result, journal, transport)
 
 
 def _switch_phase(board: Board, bundle: Bundle, state: BoardState, opts: ReleaseOptions,
-                  journal: Journal, result: HostResult) -> None:
+                  journal: Journal, result: HostResult, python: str | None = None) -> None:
+    """Stop, switch, start, prove healthy; ``python`` (a push's interpreter) is recorded with
+    the switch, so a push that fails earlier leaves the board's interpreter as it was."""
     try:
         with journal.step("stop-previous", running=state.running):
             board.stop(state)
-        with journal.step("switch", release=bundle.id, previous=state.current):
+        with journal.step("switch", release=bundle.id, previous=state.current) as d:
             board.switch(bundle.id)
             result.current = bundle.id
+            if python is not None:
+                board.set_python(python)
+                d["python"] = python
         with journal.step("start", release=bundle.id) as d:
             result.runner = d["mode"] = board.start(bundle.id, bundle.entry, state)
+            note = linger_note(board, state)
+            if note:
+                d["linger"] = note
         with journal.step("health", release=bundle.id) as d:
             result.health = d["health"] = board.wait_healthy(
                 bundle.id, bundle.health, timeout_s=opts.health_timeout_s,
@@ -182,10 +195,13 @@ def _switch_phase(board: Board, bundle: Bundle, state: BoardState, opts: Release
                 script_timeout_s=opts.health_script_timeout_s)
     except Exception as exc:  # anything after the switch: restore the previous release
         cause = exc if isinstance(exc, EdgeDeployError) else EdgeDeployError(repr(exc))
-        _recover(board, state, bundle.id, cause, opts, journal, result)
+        _recover(board, state, bundle.id, cause, opts, journal, result,
+                 restore_python=python is not None)
         return
     result.outcome = "dry-run" if board.t.dry_run else "deployed"
     result.message = f"{bundle.id} is running" + (" (dry run)" if board.t.dry_run else "")
+    if note:
+        result.message += f"; {note}"
     try:
         with journal.step("prune", keep=opts.keep) as d:
             d["removed"] = board.prune(opts.keep, {bundle.id, *filter(None, [state.current])})
@@ -193,8 +209,19 @@ def _switch_phase(board: Board, bundle: Bundle, state: BoardState, opts: Release
         pass  # old releases left behind never make a deploy fail
 
 
+def linger_note(board: Board, state: BoardState) -> str | None:
+    """What to run when the runner is a systemd --user unit but the user's manager stops with
+    the last login session (lingering off): the runner would die when SSH disconnects."""
+    if not board.uses_systemd(state) or state.facts.get("linger") != "no":
+        return None
+    user = state.facts.get("user") or "USER"
+    return (f"lingering is off for {user}: systemd stops the runner when {user}'s last session "
+            f"ends; run `loginctl enable-linger {user}` on the board")
+
+
 def _recover(board: Board, state: BoardState, failed: str, cause: EdgeDeployError,
-             opts: ReleaseOptions, journal: Journal, result: HostResult) -> None:
+             opts: ReleaseOptions, journal: Journal, result: HostResult, *,
+             restore_python: bool = False) -> None:
     prev = state.current
     try:
         if isinstance(cause, UnreachableError):
@@ -202,6 +229,8 @@ def _recover(board: Board, state: BoardState, failed: str, cause: EdgeDeployErro
             board.t.open()
         with journal.step("rollback", to=prev, failed=failed) as d:
             board.stop(state)
+            if restore_python:  # the previous release restarts on its own interpreter
+                board.set_python(state.facts.get("python"))
             if prev is None:
                 board.unlink_current()
                 d["health"] = None
@@ -290,7 +319,15 @@ def stop_release(transport: Transport, path: str, opts: ReleaseOptions | None = 
 
 
 def host_status(transport: Transport, path: str) -> dict[str, Any]:
-    """Current release, runner pid and liveness, uptime, last health, releases on the board."""
+    """Current release, runner pid and liveness, uptime, restarts, last health, releases.
+
+    ``state`` tells a live runner from a dead one (see :attr:`BoardState.runner_state`); a runner
+    that is not running although one was started (``dead``, ``restarting``) has ``health.ok``
+    false whatever its last check said, and ``exit_code`` 1 (an operational failure), which the
+    CLI returns.
+    """
+    from edgedeploy.deploy.board import parse_health
+
     transport.open()
     board = Board(transport, transport.expand(path))
     state = board.probe()
@@ -298,15 +335,24 @@ def host_status(transport: Transport, path: str) -> dict[str, Any]:
     health_raw = state.facts.get("health", "").split()
     health = None
     if len(health_raw) >= 2 and health_raw[0].lstrip("-").isdigit():
-        from edgedeploy.deploy.board import parse_health
-
         health = {"ok": health_raw[0] == "0", "exit_code": int(health_raw[0]),
                   "checked_at": int(health_raw[1]) if health_raw[1].isdigit() else None,
                   "release": health_raw[2] if len(health_raw) > 2 else None,
                   "output": parse_health(state.facts.get("health_out", ""))}
+    runner_state = state.runner_state
+    failing = runner_state in ("dead", "restarting")
+    if failing:
+        health = {"ok": False, "exit_code": 90, "checked_at": now,
+                  "release": state.facts.get("running"),
+                  "output": f"runner (pid {state.int_fact('pid')}) is not running"
+                            + (": its supervisor restarts it" if state.supervised else ""),
+                  "last_check": health}
     return {"host": transport.label, "path": board.root, "current": state.current,
             "running": state.running, "pid": state.int_fact("pid"), "alive": state.alive,
+            "state": runner_state, "restarts": state.int_fact("restarts"),
             "uptime_s": (now - started) if state.alive and started and now else None,
             "health": health, "systemd_user": state.systemd_user,
+            "python": state.facts.get("python"),
             "runner": board.runner_status() if state.alive else None,
-            "releases": [rid for _, rid in board.releases()], "checked_at": time.time()}
+            "releases": [rid for _, rid in board.releases()], "checked_at": time.time(),
+            "exit_code": 1 if failing else 0}

@@ -20,11 +20,22 @@ printf 'home=%s\\n' "$HOME"
 command -v sha256sum >/dev/null 2>&1 && echo sha256sum=1
 command -v setsid >/dev/null 2>&1 && echo setsid=1
 command -v timeout >/dev/null 2>&1 && echo timeout=1
-systemctl --user show-environment >/dev/null 2>&1 && echo systemd_user=1
+printf 'user=%s\\n' "$(id -un 2>/dev/null)"
+if systemctl --user show-environment >/dev/null 2>&1; then
+  echo systemd_user=1
+  printf 'linger=%s\\n' "$(loginctl show-user "$(id -un)" --property=Linger --value 2>/dev/null)"
+fi
 if [ -L "$1/current" ]; then printf 'current=%s\\n' "$(readlink "$1/current")"; fi
 if [ -e "$1" ] && [ ! -d "$1" ]; then echo root_not_dir=1; fi
 pid=$(cat "$1/run/runner.pid" 2>/dev/null)
 case "$pid" in ''|*[!0-9]*) ;; *) printf 'pid=%s\\n' "$pid"; alive "$pid" && echo alive=1;; esac
+sup=$(cat "$1/run/supervisor.pid" 2>/dev/null)
+case "$sup" in
+  ''|*[!0-9]*) ;;
+  *) printf 'supervisor=%s\\n' "$sup"; alive "$sup" && echo supervised=1;;
+esac
+[ -f "$1/run/restarts" ] && printf 'restarts=%s\\n' "$(cat "$1/run/restarts")"
+[ -f "$1/run/python" ] && printf 'python=%s\\n' "$(head -n 1 "$1/run/python")"
 [ -f "$1/run/runner.release" ] && printf 'running=%s\\n' "$(cat "$1/run/runner.release")"
 [ -f "$1/run/runner.pid" ] && printf 'started=%s\\n' "$(date -r "$1/run/runner.pid" +%s)"
 [ -f "$1/run/health.status" ] && printf 'health=%s\\n' "$(cat "$1/run/health.status")"
@@ -34,39 +45,88 @@ printf 'now=%s\\n' "$(date +%s)"
 exit 0
 """
 
-#: $1 root, $2 release id, $3 entry script. Started under ``setsid -f``: a new session whose
-#: leader's pid (this shell, then run.sh after exec) goes to the pidfile.
+#: $1 root, $2 release id, $3 entry script, $4 mode. Both modes count restarts in run/restarts
+#: (status shows it) and keep run/runner.pid on the live runner (status and health check it).
+#:
+#: ``supervise`` (no systemd): started under ``setsid -f``, so this shell leads a session that
+#: outlives the SSH connection; its pid goes to run/supervisor.pid (``stop`` signals its process
+#: group). It runs the entry script as a child and restarts it when it fails - any exit but 0 (a
+#: clean stop) and 2 (a bad bundle, which a restart cannot fix) - after 1, 2, 4 ... 30 s, the delay
+#: reset once a runner stayed up a minute, as systemd's Restart=on-failure would. TERM/INT stop it:
+#: the runner is signalled and waited for, and nothing is restarted.
+#:
+#: ``once`` (the ExecStart of a systemd --user unit with Restart=on-failure): systemd restarts it,
+#: so each run after the first (the deployer removes run/restarts before starting) is a restart.
 START = """exec >>"$1/logs/runner.log" 2>&1 </dev/null
 cd "$1/releases/$2" || exit 97
-echo $$ > "$1/run/runner.pid.tmp" && mv -f "$1/run/runner.pid.tmp" "$1/run/runner.pid"
-printf '%s' "$2" > "$1/run/runner.release"
-echo "== edgedeploy: release $2 starting at $(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$"
-exec sh "./$3"
+run="$1/run"
+put() { printf '%s\\n' "$2" > "$run/$1.tmp" && mv -f "$run/$1.tmp" "$run/$1"; }
+stamp() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+printf '%s' "$2" > "$run/runner.release"
+if [ "$4" != supervise ]; then
+  n=$(cat "$run/restarts" 2>/dev/null)
+  case "$n" in ''|*[!0-9]*) put restarts 0;; *) put restarts $((n+1));; esac
+  put runner.pid $$
+  echo "== edgedeploy: release $2 starting at $(stamp) pid $$"
+  exec sh "./$3"
+fi
+put supervisor.pid $$
+put restarts 0
+stopping=0 child= restarts=0 delay=1
+trap 'stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT
+while :; do
+  since=$(date +%s)
+  sh "./$3" & child=$!
+  put runner.pid "$child"
+  echo "== edgedeploy: release $2 starting at $(stamp) pid $child"
+  wait "$child"; rc=$?
+  while [ "$stopping" = 1 ] && kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
+  [ "$stopping" = 1 ] && exit 0
+  if [ "$rc" = 0 ] || [ "$rc" = 2 ]; then
+    echo "== edgedeploy: runner pid $child exited $rc at $(stamp): not restarted"; exit "$rc"
+  fi
+  [ $(( $(date +%s) - since )) -ge 60 ] && delay=1
+  echo "== edgedeploy: runner pid $child exited $rc at $(stamp); restarting in $delay s"
+  sleep "$delay" & child=$!
+  wait "$child"
+  [ "$stopping" = 1 ] && { wait "$child"; exit 0; }
+  restarts=$((restarts+1)); put restarts "$restarts"
+  delay=$((delay*2)); [ "$delay" -gt 30 ] && delay=30
+done
 """
 
-#: $1 root. Stops the supervised runner's whole process group: TERM, then KILL after 5 s.
+#: $1 root. Stops the supervisor's whole process group first (so nothing restarts the runner),
+#: then a runner still alive (one started under systemd leads its own group): TERM, then KILL
+#: after 5 s each.
 STOP = _ALIVE + """
-pidf="$1/run/runner.pid"
-[ -f "$pidf" ] || exit 0
-pid=$(cat "$pidf")
-case "$pid" in ''|*[!0-9]*) rm -f "$pidf"; exit 0;; esac
-if alive "$pid"; then
+run="$1/run"
+for f in supervisor.pid runner.pid; do
+  pid=$(cat "$run/$f" 2>/dev/null)
+  case "$pid" in ''|*[!0-9]*) continue;; esac
+  alive "$pid" || continue
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
   i=0
   while alive "$pid" && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-  alive "$pid" && kill -KILL -- "-$pid" 2>/dev/null
+  alive "$pid" && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; }
   echo "== edgedeploy: stopped pid $pid at $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$1/logs/runner.log"
-fi
-rm -f "$pidf" "$1/run/runner.release"
+done
+rm -f "$run/supervisor.pid" "$run/runner.pid" "$run/runner.release"
 exit 0
 """
 
-#: $1 root, $2 release id, $3 health script, $4 timeout s. Exit 90 when the runner is gone.
+#: $1 root, $2 release id, $3 health script, $4 timeout s. Exit 90 when the runner is gone, or
+#: has been restarted since it was started (a release that crashes is not healthy, even if its
+#: supervisor brought it back between two checks).
 HEALTH = _ALIVE + """
 pid=$(cat "$1/run/runner.pid" 2>/dev/null)
 if [ -n "$pid" ] && ! alive "$pid"; then
   echo "runner (pid $pid) is not running"; exit 90
 fi
+n=$(cat "$1/run/restarts" 2>/dev/null)
+case "$n" in
+  ''|0|*[!0-9]*) ;;
+  *) echo "runner restarted $n times since it was started"; exit 90;;
+esac
 cd "$1/releases/$2" || exit 97
 out=$(timeout "$4" sh "./$3" 2>&1); rc=$?
 printf '%s %s %s\\n' "$rc" "$(date +%s)" "$2" > "$1/run/health.status"
@@ -104,6 +164,24 @@ LIST = """[ -d "$1/releases" ] || exit 0
 cd "$1/releases" || exit 97
 for d in *; do [ -d "$d" ] && printf '%s %s\\n' "$(date -r "$d" +%s)" "$d"; done | sort -rn
 exit 0
+"""
+
+#: $1 root, $2 minutes. Removes upload folders (releases/.incoming-*) in which nothing changed for
+#: $2 minutes - a dropped connection's leftovers - and prints their names. An upload in progress
+#: writes into its folder all the time (a file's mtime moves as it grows), so it is never taken.
+PRUNE_INCOMING = """cd "$1/releases" 2>/dev/null || exit 0
+for d in .incoming-*; do
+  [ -d "$d" ] || continue
+  [ -n "$(find "$d" -mmin "-$2" 2>/dev/null | head -n 1)" ] && continue
+  rm -rf -- "$d" && printf '%s\\n' "$d"
+done
+exit 0
+"""
+
+#: $1 root, $2 interpreter. The board's Python for this install, chosen by the deployer
+#: (run.sh and health.sh read it: the bundle itself never names an interpreter path).
+SET_PYTHON = """printf '%s\\n' "$2" > "$1/run/python.tmp" &&
+  mv -f "$1/run/python.tmp" "$1/run/python"
 """
 
 #: $1 tmp file, $2 journal. Append the uploaded lines to the board's journal.

@@ -150,6 +150,21 @@ def _manager_rows(mgr: Mapping[str, Any]) -> list[list[str]]:
     wanted = ", ".join(f"{k} {v:g}" for k, v in sorted(targets.items()) if v is not None)
     loads = mgr.get("core_foreign_load") or {}
     rows = [["manager", f"on (home plan {mgr.get('home', '-')}); targets: {wanted or 'none'}"]]
+    if mgr.get("learned_fps") is not None:
+        rows.append(["learned rate", f"{float(mgr['learned_fps']):.1f} fps (measured; the "
+                                     "default target guards a share of it)"])
+    for hold in mgr.get("held") or []:
+        rows.append(["held switch", f"{hold.get('from')} -> {hold.get('to')} with loaded cores "
+                                    f"{hold.get('loaded_cores')}: did not help"])
+    for event in mgr.get("timeline") or []:
+        if event.get("kind") in ("switch", None):
+            continue  # switches have their own rows below
+        count = f" x{event['count']}" if event.get("count", 1) > 1 else ""
+        clock = _clock(event["t"]) if isinstance(event.get("t"), (int, float)) else "-"
+        move = (f"{event['from']} -> {event['to']}: " if event.get("from") and event.get("to")
+                else "")
+        rows.append([f"manager {event.get('kind')}{count}",
+                     f"{clock} {move}{event.get('reason', '')}"])
     if loads:
         rows.append(["core load (others)",
                      " ".join(f"c{c}={float(v):.2f}" for c, v in sorted(loads.items()))

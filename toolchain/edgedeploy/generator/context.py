@@ -47,7 +47,9 @@ class BuildInput:
     active: str = ""
     tolerance: float = 1e-3
     seed: int = 0
-    python: str = "python3"  # the board's interpreter (this one's, for the local target)
+    #: The interpreter run.sh falls back on (a name or a board path, never this host's): the
+    #: deployer's choice for the target, in the install's run/python, comes first.
+    python: str = "python3"
     #: What the runtime manager keeps (min_throughput_fps, max_latency_ms, min_throughput_ratio).
     targets: tuple[tuple[str, float], ...] = ()
 

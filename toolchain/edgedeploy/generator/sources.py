@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,13 @@ def _family(board: str | None) -> str:
 
 
 def _python(board: str | None) -> str:
-    """The runner's interpreter: this one for the local target (it has numpy, onnxruntime),
-    else the board descriptor's ``ssh.python``."""
+    """The bundle's fallback interpreter: the board descriptor's ``ssh.python`` (a name or a path
+    on the board), ``python3`` for ``local``. Never this host's ``sys.executable``: a bundle built
+    for ``local`` may be pushed over SSH. The deployer writes the interpreter it chose for the
+    target (``deploy.api.board_python``) into the install's ``run/python``, which run.sh and
+    health.sh prefer."""
     if not board or board == LOCAL:
-        return sys.executable
+        return "python3"
     from edgedeploy.boards.catalog import load_target
 
     return str(load_target(board).ssh.python or "python3")

@@ -142,7 +142,7 @@ def plan_document(manifest: Manifest, manifest_path: Path, alias: str, board: st
     target = load_target(board)
     model = CostModel.for_target(target)
     problem = build_problem(graph, target, model)
-    solution = solve(problem, manifest)
+    solution = solve(problem, manifest, graph)
     inputs = input_hashes(manifest_path, manifest.model.path, target, model.digest(), model.source)
     return build_document(manifest, alias, board, target, graph, problem, solution, inputs,
                           plan_path)

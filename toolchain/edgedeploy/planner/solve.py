@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from edgedeploy.planner.baselines import Baseline, baselines
 from edgedeploy.planner.pareto import pareto_front
 from edgedeploy.planner.partition import Candidate, Limits, Mapping, Metrics, map_stages
 from edgedeploy.planner.problem import Problem
 from edgedeploy.planner.select import Selection, select
+
+if TYPE_CHECKING:
+    from edgedeploy.runtime.ir import Graph
 
 
 @dataclass
@@ -84,11 +88,23 @@ def solve_problem(problem: Problem, objective: str = "throughput", limits: Limit
                     objective, promote_baseline(objective, mapping.best, found, limits))
 
 
-def solve(problem: Problem, manifest) -> Solution:
-    """Plan with the manifest's objective, constraints, pipeline and primitive settings."""
+def solve(problem: Problem, manifest, graph: Graph | None = None) -> Solution:
+    """Plan with the manifest's objective, constraints, pipeline and primitive settings.
+
+    ``max_memory_mb`` bounds each stage process's whole peak (weights, live activations,
+    workspace: :mod:`planner.memory`), which needs the model's weights: ``graph`` when the
+    caller holds it, else the manifest's model is imported again (only under that constraint).
+    """
     c = manifest.constraints
     limits = Limits(max_latency_ms=c.max_latency_ms, min_throughput_fps=c.min_throughput_fps,
                     max_power_w=c.max_power_w, max_stages=manifest.pipeline.max_stages,
                     allow_replication=manifest.pipeline.allow_replication)
-    return solve_problem(problem, manifest.objective, limits, manifest.primitives.allow,
-                         manifest.primitives.deny, c.max_memory_mb)
+    solution = solve_problem(problem, manifest.objective, limits, manifest.primitives.allow,
+                             manifest.primitives.deny, c.max_memory_mb)
+    if c.max_memory_mb is not None:
+        from edgedeploy.planner.api import model_graph
+        from edgedeploy.planner.memory import fit_memory
+
+        held = graph if graph is not None else model_graph(manifest)
+        solution = fit_memory(problem, solution, c.max_memory_mb, held)
+    return solution

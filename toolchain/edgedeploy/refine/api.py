@@ -153,7 +153,7 @@ def _plan_doc(manifest, manifest_path: Path, alias: str, board: str, tgt, graph,
     from edgedeploy.planner.lock import input_hashes
     from edgedeploy.planner.solve import solve
 
-    sol = solve(ctx.problem, manifest)
+    sol = solve(ctx.problem, manifest, graph)
     inputs = input_hashes(manifest_path, manifest.model.path, tgt, ctx.model.digest(),
                           ctx.model.source)
     return build_document(manifest, alias, board, tgt, graph, ctx.problem, sol, inputs, out)
@@ -173,7 +173,7 @@ def _backend(kind: str, ctx, graph, manifest, alias: str, tgt, seed: int):
 def _ssh_backend(ctx, manifest, alias: str) -> RunnerBackend:
     """The deployed bundle's runner over the deployer's transport (needs a prior `push`)."""
     try:
-        from edgedeploy.deploy.api import hosts_of, open_transport
+        from edgedeploy.deploy.api import board_python, hosts_of, open_transport
     except ImportError:  # pragma: no cover - deployer not installed
         raise InputError("SSH refinement needs the deployer: deploy first with "
                          f"`edgedeploy push --target {alias}`") from None
@@ -185,8 +185,9 @@ def _ssh_backend(ctx, manifest, alias: str) -> RunnerBackend:
     def run(argv: list[str]) -> str:
         return transport.run(argv, changes=False, timeout=600.0, what="measure").stdout
 
-    backend = RunnerBackend(ctx.space, run, entry=(f"{root}/current/main.py",),
-                            label=f"ssh:{alias}")
+    # the target's one interpreter: the one push, serve and health use (manifest > board)
+    backend = RunnerBackend(ctx.space, run, python=board_python(ref, ctx.target),
+                            entry=(f"{root}/current/main.py",), label=f"ssh:{alias}")
     backend.shipped = shipped_segments(run, f"{root}/current")
     return backend
 

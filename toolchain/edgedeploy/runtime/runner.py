@@ -152,11 +152,13 @@ def serve(cfg: RunnerConfig, *, frames: int | None = None, duration_s: float | N
 
     if frames is not None and frames < 1:
         raise BundleConfigError("--frames must be >= 1")
+    reclaimed = claim_shared_memory(cfg)
     policy = policy_from_config(cfg)  # None unless enabled (manager.py): serving is unchanged
     path = cfg.state_dir(state_dir) / STATUS_FILE
     base = {"pid": os.getpid(), "name": cfg.name, "active": cfg.active, "state": "starting",
             "frames": 0, "started": time.time(), "plans": sorted(cfg.plans), "last_error": None,
-            "switches": [], "simulated": False, "manager": {"enabled": policy is not None}}
+            "switches": [], "simulated": False, "manager": {"enabled": policy is not None},
+            "reclaimed_shm": reclaimed}
     try:
         status = StatusWriter(path, base)
     except OSError as exc:
@@ -176,6 +178,19 @@ def serve(cfg: RunnerConfig, *, frames: int | None = None, duration_s: float | N
             raise
         status.update(state="stopped" if stop is not None and stop.is_set() else "finished")
     return ExitCode.OK
+
+
+def claim_shared_memory(cfg: RunnerConfig) -> list[str]:
+    """Name this process's rings after the bundle and unlink what dead runners of it left in
+    /dev/shm (a SIGKILLed process group leaks its rings: see shm.py); said on stderr, which is
+    the runner log."""
+    from edgedeploy.runtime import shm
+
+    gone = shm.reclaim_stale(shm.set_owner_tag(cfg.name))
+    if gone:
+        print(f"edgedeploy: reclaimed {len(gone)} shared-memory entries of dead runners: "
+              f"{' '.join(gone)}", file=sys.stderr)
+    return gone
 
 
 # --- health -----------------------------------------------------------------------------------
@@ -237,6 +252,7 @@ def measure(cfg: RunnerConfig, plan_name: str | None, config_json: str | None, f
 
     if frames < 1 or warmup < 0:
         raise BundleConfigError("--frames must be >= 1 and --warmup >= 0")
+    claim_shared_memory(cfg)
     if config_json is not None:
         try:
             plan = parse_plan("variant", json.loads(config_json))

@@ -15,12 +15,20 @@ A wait may first spin for a bounded time (:class:`Spin`) before it sleeps in the
 futex sleep and the kernel wake-up cost tens of microseconds per hop, more than copying a 1 MiB
 tensor. Spinning only pays on a core nobody else needs, so it is off unless the caller turns it
 on (pipeline.py turns it on for replicas pinned to cores of their own).
+
+Names: a ring's segment and its two semaphores are ``edgedeploy_<tag>-<pid>-<hex>`` in /dev/shm
+(``sem.`` in front for the semaphores), ``<tag>`` being the bundle (:func:`set_owner_tag`) and
+``<pid>`` the creating process. A SIGKILL of the whole process group - systemd's final kill, an
+OOM kill of the cgroup, the deployer's KILL of a stuck runner - takes multiprocessing's resource
+tracker along, and nothing would unlink them; /dev/shm is RAM on a board. The names let the next
+runner of the bundle find its dead predecessor's entries and unlink them (:func:`reclaim_stale`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -42,6 +50,88 @@ WARMUP = 8
 SHM_PREFIX = "edgedeploy_"
 #: Default spin budget of a waiting stage with cores of its own (see :class:`Spin`).
 DEFAULT_SPIN_S = 200e-6
+#: Where POSIX shared memory and named semaphores appear (Linux).
+SHM_DIR = "/dev/shm"
+#: ``[sem.]edgedeploy_<tag>-<pid>-<hex>``: which bundle and which process created an entry.
+_OWNED = re.compile(r"^(?:sem\.)?" + SHM_PREFIX + r"([A-Za-z0-9]+)-([0-9]+)-[0-9a-f]+$")
+_tag = "anon"
+
+
+def _clean_tag(tag: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", tag)[:16] or "anon"
+
+
+def set_owner_tag(tag: str) -> str:
+    """Name this process's rings after ``tag`` (the runner passes its bundle's name) so that
+    :func:`reclaim_stale` of a later runner of the same bundle finds them; returns the tag as
+    used (letters and digits, at most 16)."""
+    global _tag
+    _tag = _clean_tag(tag)
+    return _tag
+
+
+def _name_prefix() -> str:
+    return f"{SHM_PREFIX}{_tag}-{os.getpid()}-"
+
+
+def _pid_gone(pid: int) -> bool:
+    """No such process, or a zombie (dead, its mappings gone; only its exit status is left)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # another user's live process
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def reclaim_stale(tag: str | None = None, shm_dir: str = SHM_DIR) -> list[str]:
+    """Unlink the segments and semaphores that dead processes of ``tag`` (default: this
+    process's tag) left in ``shm_dir``; returns their names.
+
+    Only entries whose creating pid is gone are touched: a live runner's rings - this bundle's
+    under another install, or another bundle's - are never unlinked. A recycled pid only delays
+    the reclaim of an entry to a later start.
+    """
+    want = _clean_tag(tag) if tag is not None else _tag
+    try:
+        names = os.listdir(shm_dir)
+    except OSError:
+        return []
+    gone: list[str] = []
+    for name in sorted(names):
+        match = _OWNED.match(name)
+        if not match or match.group(1) != want:
+            continue
+        pid = int(match.group(2))
+        if pid == os.getpid() or not _pid_gone(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            os.unlink(os.path.join(shm_dir, name))
+            gone.append(name)
+    return gone
+
+
+def _semaphore(ctx: Any, value: int) -> Any:
+    """``ctx.Semaphore(value)`` named ``sem.<prefix><hex>`` instead of ``sem.mp-<random>``.
+
+    multiprocessing draws the name from ``SemLock._make_name``; it is replaced on this instance
+    only, before the constructor runs, so the object is still a plain Semaphore (children
+    unpickle it without importing this module, i.e. before numpy loads). Where that hook does not
+    exist the semaphore keeps multiprocessing's name (and is not reclaimable).
+    """
+    from multiprocessing import synchronize
+
+    if ctx.get_start_method() == "fork":  # unlinked at once: no name to leak
+        return ctx.Semaphore(value)
+    sem = synchronize.Semaphore.__new__(synchronize.Semaphore)
+    sem._make_name = lambda: "/" + _name_prefix() + secrets.token_hex(4)
+    synchronize.Semaphore.__init__(sem, value, ctx=ctx)
+    return sem
 
 
 @dataclass(frozen=True)
@@ -152,9 +242,10 @@ class Ring:
         if capacity < 1:
             raise InputError(f"ring capacity must be >= 1, got {capacity}")
         _, slot_bytes = slot_layout(specs)
-        name = SHM_PREFIX + secrets.token_hex(6)
+        name = _name_prefix() + secrets.token_hex(6)
         shm = shared_memory.SharedMemory(name=name, create=True, size=capacity * slot_bytes)
-        return cls(shm, capacity, specs, ctx.Semaphore(capacity), ctx.Semaphore(0), owner=True)
+        return cls(shm, capacity, specs, _semaphore(ctx, capacity), _semaphore(ctx, 0),
+                   owner=True)
 
     def handle(self) -> tuple:
         """Plain tuple to hand to a child at spawn time (unpickling it needs no numpy)."""

@@ -26,7 +26,13 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.reader import ReaderError
 
 from edgedeploy.errors import InputError, ManifestError, did_you_mean
-from edgedeploy.schemas.manifest import SECRET_HINT, SECRET_KEYS, Manifest, is_board_path
+from edgedeploy.schemas.manifest import (
+    SECRET_HINT,
+    SECRET_KEYS,
+    Manifest,
+    TargetRef,
+    is_board_path,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -95,6 +101,47 @@ def load_manifest(path: str | Path) -> Manifest:
                 err.issues = getattr(exc, "issues", [])  # type: ignore[attr-defined]
                 raise err from None
     return manifest
+
+
+def load_target_ref(path: str | Path, alias: str) -> TargetRef:
+    """Only the ``targets.<alias>`` entry of a manifest, validated as a TargetRef.
+
+    Why not :func:`load_manifest`: operational commands (status, logs, stop, rollback, releases,
+    doctor) need where the board is, not the model; a manifest whose model file has moved (or
+    whose other sections no longer validate) must not keep anyone from stopping a runner.
+    Errors still name file:line:column of the manifest; an unknown alias lists the targets.
+    """
+    path = Path(path)
+    try:
+        tree = read_yaml(path)
+        if not isinstance(tree, dict):
+            where = _node_pos(tree) if tree is not None else (1, 1)
+            raise _Problem(*where, "expected a mapping of keys at the top level",
+                           "`edgedeploy schema manifest` prints every field")
+        data = _plain(tree, [0], 0)
+    except _Problem as exc:
+        raise _error(ManifestError, [_issue(path, exc.line, exc.col, "", exc.message,
+                                            exc.hint)]) from None
+    targets = data.get("targets", {"local": {}})  # the manifest's own default
+    if not isinstance(targets, dict):
+        line, col = _position(tree, ("targets",), "")
+        raise _error(ManifestError, [_issue(path, line, col, "targets",
+                                            f"expected a mapping, got {_show(targets)}",
+                                            "alias -> board and connection")])
+    if alias not in targets:
+        name = data.get("name")
+        raise ManifestError(f"{path}: manifest {name!r} has no target {alias!r}"
+                            f"{did_you_mean(alias, targets)}",
+                            hint=f"its targets: {', '.join(map(str, targets)) or 'none'}")
+    ctx = {"base_dir": path.parent.resolve()}
+    try:
+        return TargetRef.model_validate(targets[alias], context=ctx)
+    except ValidationError as exc:
+        issues = [_describe(path, tree, Manifest,
+                            {**err, "loc": ("targets", alias, *err.get("loc", ()))})
+                  for err in exc.errors()]
+        raise _error(ManifestError, sorted(issues, key=lambda i: (i["line"] or 0,
+                                                                  i["column"] or 0))) from None
 
 
 def read_yaml(path: Path) -> Any:

@@ -39,6 +39,8 @@ SECRET_HINT = ("edgedeploy never stores secrets: load your key into ssh-agent, o
                "identity_file (and per-host options in ~/.ssh/config)")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _PRIMITIVE = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)?$")
+#: ``targets.<alias>.python``: an absolute POSIX path, or a command name found on the board's PATH.
+_BOARD_PYTHON = re.compile(r"^(/[A-Za-z0-9._+@=,:/-]+|[A-Za-z0-9][A-Za-z0-9._+-]*)$")
 Alias = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=64)]
 
 
@@ -124,8 +126,9 @@ class Constraints(_Strict):
     max_latency_ms: float | None = Field(default=None, gt=0)
     min_throughput_fps: float | None = Field(default=None, gt=0)
     max_power_w: float | None = Field(default=None, gt=0)
-    max_memory_mb: float | None = Field(default=None, gt=0,
-                                        description="Bounds primitive workspace.")
+    max_memory_mb: float | None = Field(
+        default=None, gt=0, description="Bounds each stage process's peak memory (weights, "
+                                        "live activations, workspace); exit 3 when no plan fits.")
 
 
 class Pipeline(_Strict):
@@ -171,11 +174,28 @@ class TargetRef(_Strict):
     host_key_policy: HostKeyPolicy = "strict"
     transport: Transport | None = Field(
         default=None, description="Default: ssh when a host is given, else local.")
+    python: str | None = Field(
+        default=None, min_length=1,
+        description="Python on the board that runs the runner, its health check, refine's "
+                    "measurements and doctor: an absolute path there (/home/pi/venv/bin/python) "
+                    "or a command on its PATH. Default: the board descriptor's ssh.python, else "
+                    "python3 (this interpreter for a target on this machine).")
 
     @model_validator(mode="before")
     @classmethod
     def _empty(cls, data: Any) -> Any:
         return {} if data is None else data  # `local:` with nothing under it
+
+    @field_validator("python")
+    @classmethod
+    def _python(cls, value: str | None) -> str | None:
+        """A path on the board or a bare command: it is written into a file run.sh reads and
+        run as one argv word, so no spaces, control characters, '~' or relative paths."""
+        if value is None or _BOARD_PYTHON.fullmatch(value):
+            return value
+        raise HintedValueError(f"python {value!r} is neither an absolute path nor a command name",
+                               "e.g. /home/pi/venv/bin/python or python3.11 (no spaces, no '~': "
+                               "it is not expanded on the board)")
 
     @field_validator("board")
     @classmethod

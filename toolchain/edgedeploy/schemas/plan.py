@@ -177,7 +177,17 @@ class Plan(_Model):
 
     def runner_plans(self) -> tuple[Any, ...]:
         """The chosen plan (``plan``) and its Pareto set (``pareto<k>``) as the runner's own
-        :class:`~edgedeploy.runtime.runner_config.PlanConfig` objects: the one conversion."""
+        :class:`~edgedeploy.runtime.runner_config.PlanConfig` objects: the one conversion.
+
+        The Pareto set usually holds the chosen plan itself, and may hold a point twice; a point
+        whose stages and choices equal the plan's or an earlier point's
+        (:func:`~edgedeploy.runtime.manager.plan_key`) is dropped: the runtime manager once
+        flapped between two such names, and a switch between them cannot change anything. The
+        others keep their lockfile index (``pareto<k>`` is always the lockfile's ``pareto[k]``,
+        gaps and all, as in the measure-to-decide shortlist), so a name in a status timeline
+        leads back to its point.
+        """
+        from edgedeploy.runtime.manager import plan_key
         from edgedeploy.runtime.runner_config import PlanConfig, StageConfig
 
         names = [layer.name for layer in self.layers]
@@ -192,13 +202,18 @@ class Plan(_Model):
 
         best = PlanConfig("plan", tuple(stage(s.name, s) for s in self.stages), self.choices,
                           preds(self.predicted))
+        seen = {plan_key(best)}
         others = []
         for k, point in enumerate(self.pareto):
             choices = {names[i]: c for s in point.stages
                        for i, c in zip(range(s.start, s.stop), s.choices, strict=True)}
-            others.append(PlanConfig(f"pareto{k}", tuple(
+            other = PlanConfig(f"pareto{k}", tuple(
                 stage(f"stage{j}", s) for j, s in enumerate(point.stages)), choices,
-                preds(point.predicted)))
+                preds(point.predicted))
+            if (key := plan_key(other)) in seen:
+                continue  # the same pipeline under another name: skipped, not renumbered
+            seen.add(key)
+            others.append(other)
         return (best, *others)
 
 

@@ -196,3 +196,18 @@ def test_an_unknown_engine_on_a_board_names_the_known_ones(tmp_path):
         "engines: [native, onnxruntime, litert]", "engines: [native, tensorrt]"))
     with pytest.raises(EdgeDeployError, match="onnxruntime-tensorrt"):
         load_target(str(tmp_path / "b.yaml"))
+
+
+def test_a_board_with_cuda_but_not_tensorrt_plans_its_gpu_stage_on_cuda(tmp_path, onnx_model):
+    board = Path(__file__).resolve().parents[2] / "targets" / "jetson-tx2.yaml"
+    text = board.read_text().replace(
+        "engines: [native, onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, litert]",
+        "engines: [native, onnxruntime, onnxruntime-cuda]")
+    (tmp_path / "cuda-board.yaml").write_text(text.replace("name: jetson-tx2", "name: tx2-cuda"))
+    lock, cfg, meta = _round_trip(
+        _project(tmp_path, onnx_model, str(tmp_path / "cuda-board.yaml")), "t", tmp_path)
+    (stage,) = [s for s in lock.stages if s.cluster == "gpu"]
+    assert stage.engine == "onnxruntime-cuda" and stage.providers == ["CUDAExecutionProvider"]
+    assert cfg.plan("plan").stages[stage.index].engine == "onnxruntime-cuda"
+    assert "provider:CUDAExecutionProvider" in meta["requires"]
+    assert "provider:TensorrtExecutionProvider" not in meta["requires"]

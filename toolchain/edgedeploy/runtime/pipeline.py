@@ -363,12 +363,8 @@ class Pipeline:
             raise ExecutionError("run() needs an empty pipeline: collect submitted frames first")
         self._reset_run()
         total = warmup + n_frames
-        feeder = threading.Thread(target=self._feed, args=(frames, total, warmup),
-                                  name="edgedeploy-feeder", daemon=True)
         outputs: list[list[np.ndarray]] = []
-        self._feeding = True
-        feeder.start()
-        try:
+        with self._feeding_thread(frames, total, warmup, mark=True):
             for k in range(total):
                 keep = keep_outputs == "all" or (keep_outputs == "last" and k == total - 1)
                 _, outs = self.get(copy=keep and k >= warmup)
@@ -376,12 +372,6 @@ class Pipeline:
                     outputs.append(outs)
             self._collect_control(shm.MARK)
             stages = self._stage_metrics()
-        except BaseException:
-            self._stop.set()
-            raise
-        finally:
-            feeder.join()
-            self._feeding = False
         return self._result(stages, outputs if keep_outputs != "none" else None)
 
     def stream(self, frames: Frames, n_frames: int) -> None:
@@ -394,13 +384,20 @@ class Pipeline:
             raise ExecutionError("stream() needs an empty pipeline: collect submitted frames first")
         self._feed_error = None
         # every frame flagged warm-up (kept out of the statistics), no control record after
-        feeder = threading.Thread(target=self._feed, args=(frames, n_frames, n_frames, False),
-                                  name="edgedeploy-stream", daemon=True)
+        with self._feeding_thread(frames, n_frames, n_frames, mark=False):
+            for _ in range(n_frames):
+                self.get(copy=False)
+
+    @contextlib.contextmanager
+    def _feeding_thread(self, frames: Frames, total: int, warmup: int,
+                        mark: bool) -> Iterator[None]:
+        """A feeder thread submitting ``total`` frames while the body collects them here."""
+        feeder = threading.Thread(target=self._feed, args=(frames, total, warmup, mark),
+                                  name="edgedeploy-feeder", daemon=True)
         self._feeding = True
         feeder.start()
         try:
-            for _ in range(n_frames):
-                self.get(copy=False)
+            yield
         except BaseException:
             self._stop.set()
             raise

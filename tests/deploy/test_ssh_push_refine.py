@@ -1,0 +1,49 @@
+"""The default push over SSH: plan, build, deploy, then refine on the board through the
+runner's `measure` (the interpreter the target names, only segments the bundle ships), all
+through a real sshd, answered as JSON with exit 0 and the refined or pushed release running."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from edgedeploy import zoo
+from edgedeploy.cli.main import main
+
+pytestmark = pytest.mark.ssh
+
+
+@pytest.fixture
+def manifest(sshd, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HOME", str(tmp_path))  # ~/.ssh/known_hosts lives here for the CLI
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no profile: the prior
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line)
+    zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    (tmp_path / "edgedeploy.yaml").write_text(
+        "name: sq\nmodel: sq.onnx\ntargets:\n  edge:\n"
+        f"    host: 127.0.0.1\n    port: {sshd.port}\n    user: {sshd.user}\n"
+        f"    identity_file: {sshd.identity_file}\n    path: {tmp_path / 'board'}\n"
+        f"    python: {sys.executable}\n"
+        "refine: {max_evals: 3, frames_per_eval: 8, budget_s: 120}\n")
+    return tmp_path / "edgedeploy.yaml"
+
+
+def test_the_default_push_over_ssh_refines_on_the_board_and_keeps_serving(manifest, capsys):
+    try:
+        rc = main(["push", "-m", str(manifest), "--target", "edge", "--json"])
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        answer = json.loads(out.out)
+        assert answer["deploy"]["hosts"][0]["outcome"] == "deployed"
+        refine = answer["refine"]
+        assert "error" not in refine and refine["evaluations"] >= 1
+        assert answer["running"] == refine["release"]
+        assert main(["status", "-m", str(manifest), "--target", "edge", "--json"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)["hosts"]
+        assert row["alive"] and row["current"] == answer["running"]
+        assert row["python"] == sys.executable
+    finally:
+        main(["stop", "-m", str(manifest), "--target", "edge"])

@@ -1,4 +1,4 @@
-"""What a runner's memory should be, to compare with what it is (issue 3: peak RSS <= 1.5 x
+"""What a runner's memory should be, to compare with what it is (peak RSS <= 1.5 x
 (weights + largest live activations + workspaces)).
 
 The budget, precisely (:func:`memory_budget`, for one stage's executor ``ex``):

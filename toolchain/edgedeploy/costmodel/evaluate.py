@@ -1,4 +1,4 @@
-"""How good is the cost model: accuracy on held-out layers of the zoo (issue 4, item 5).
+"""How good is the cost model: accuracy on held-out layers of the zoo.
 
 Held-out layers are the zoo's conv shapes on the held-out side of the deterministic split
 (shapes.is_heldout): the profiler never measures them for fitting. Each held-out layer is measured

@@ -4,7 +4,7 @@ Everything is vectorised: descriptors become one float64 matrix (:func:`descript
 index it, and every derived count (FLOPs, bytes, pixels, taps) is a numpy expression over whole
 columns; counts only one family needs (Winograd tiles, FFT sizes) live in that family's
 ``CostTerms``. This is what makes predicting every row of ResNet-50 on a three-cluster board take
-milliseconds (issue 4, item 6).
+milliseconds.
 
 Which conv families have keys is read from the primitive registry (a family that declares
 ``CostTerms`` gets its own key), so a new primitive family touches only its own module. Families

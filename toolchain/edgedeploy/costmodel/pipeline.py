@@ -1,4 +1,4 @@
-"""Composing stage times into a pipeline's throughput and latency (issue 4, item 7).
+"""Composing stage times into a pipeline's throughput and latency.
 
 A pipeline of stages s = 1..S, stage s taking ``t_s`` ms per frame on its configuration and
 replicated ``r_s`` times, with ``x_s`` ms to hand its input over from the previous stage:

@@ -1,6 +1,6 @@
 """The analytical prior: a roofline per primitive from the board descriptor alone.
 
-A board nobody has profiled still gets a sensible plan from this (issue 4, item 2). For each row
+A board nobody has profiled still gets a sensible plan from this. For each row
 the time is
 
     t = max(gemm_flops / (peak_core * eff * shape_eff * speedup(n)), dram_bytes / bw)

@@ -1,6 +1,6 @@
 """The designed sample of layer shapes the profiler measures, and the held-out split.
 
-Two sources (issue 4, item 3): the conv shapes of the reference zoo, split deterministically into
+Two sources: the conv shapes of the reference zoo, split deterministically into
 a fit half and a held-out half (a hash of the shape decides, so the split never depends on order
 or on which models were listed), and space-filling samples: a scrambled Halton sequence over
 log-channels, log-spatial size, kernel, stride and grouping, which covers the shape space evenly

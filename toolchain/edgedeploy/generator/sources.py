@@ -50,7 +50,7 @@ DEFAULT_THROUGHPUT_RATIO = 0.75
 
 
 def manager_targets(constraints: dict[str, Any]) -> tuple[tuple[str, float], ...]:
-    """The runtime manager's targets from a lockfile's constraints (issue 7: the manifest's)."""
+    """The runtime manager's targets from a lockfile's constraints (the manifest's)."""
     keys = ("min_throughput_fps", "max_latency_ms")
     targets = {k: float(constraints[k]) for k in keys if constraints.get(k) is not None}
     if "min_throughput_fps" not in targets:

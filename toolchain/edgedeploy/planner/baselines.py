@@ -1,4 +1,4 @@
-"""What a user would run without the planner, priced by the same cost model (issue 5, item 3).
+"""What a user would run without the planner, priced by the same cost model.
 
 * ``best_single_cluster``: the whole model as one stage on all cores of the best cluster (or the
   GPU), with the planner's primitive choice.

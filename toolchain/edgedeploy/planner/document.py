@@ -21,7 +21,7 @@ from edgedeploy.runtime import ir
 from edgedeploy.runtime.engines import ENGINES, engine_of
 from edgedeploy.runtime.executor import default_choice
 from edgedeploy.runtime.stages import plan_stage_io
-from edgedeploy.runtime.vocab import GPU_CLUSTER, LITERT, NATIVE, TFLITE
+from edgedeploy.runtime.vocab import GPU_CLUSTER, LITERT, TFLITE
 from edgedeploy.schemas.plan import (
     SCHEMA_VERSION,
     Baseline,
@@ -215,5 +215,5 @@ def build_document(manifest, alias: str, board: str, target, graph: ir.Graph, pr
                       plan_path).model_dump(mode="json")
 
 
-__all__ = ["NATIVE", "align_segments", "assign_cpus", "build_document", "build_plan",
+__all__ = ["align_segments", "assign_cpus", "build_document", "build_plan",
            "plan_choices", "predicted"]

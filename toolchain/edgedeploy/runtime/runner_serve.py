@@ -5,7 +5,7 @@ Frames run in *chunks* of about a second each (``Pipeline.run``): after every ch
 is empty, the per-stage metrics are fresh, and the status file is rewritten. The chunk boundary is
 also the only place a plan changes: the new plan's pipeline is started while the old one is idle
 and empty, then the old one is closed, and frame indices continue, so a switch drops, duplicates
-and reorders nothing (Dynamic-OFA-style switching, issue 7; the policy deciding *when* is
+and reorders nothing (Dynamic-OFA-style switching; the policy deciding *when* is
 pluggable: :data:`SwitchPolicy`, plus a request file ``runner.control.json`` in the state dir
 holding ``{"active": "PLAN"}`` that an operator or ``edgedeploy`` can write).
 

@@ -28,7 +28,10 @@ pipeline:
 targets:
   local:
     board: local               # this host, detected at plan time
-{device}refine:
+{device}measure:                       # measure to decide on this host or a sim: twin
+  budget_s: 60
+  shortlist: 4
+refine:                        # on the board after push
   budget_s: 120
   max_evals: 30
   frames_per_eval: 50
@@ -42,6 +45,7 @@ _DEVICE = """\
     board: {board}
     host: {board}.local        # edit: host name or an alias from ~/.ssh/config
     host_key_policy: strict
+    # python: /home/USER/venv/bin/python   # the board's interpreter (default: the board's)
 """
 
 

@@ -290,10 +290,14 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
     if kind == "ssh" or (kind == "local" and board != "local"):
         return plan.decision or Decision(measured=False, target=alias)  # as the planner says
     if kind == "local" and settings.quick_profile_s > 0:
+        t0 = time.monotonic()
         calibrated = _quick_profile(manifest, alias, graph, settings.quick_profile_s, progress)
         if calibrated is not None:
             result.doc, result.text = calibrated.doc, calibrated.text
             plan = Plan.model_validate(result.doc)
+            # the first plan of a new board stays within one budget: calibration comes out of
+            # the measuring time (decide still measures its minimum rounds)
+            budget = max(budget - (time.monotonic() - t0), 0.0)
     entries = shortlist(plan, settings.shortlist)
     if kind == "sim":
         from edgedeploy.twins import TwinDevice, twin_target

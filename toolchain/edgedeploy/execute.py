@@ -8,7 +8,7 @@ runtime of the input format (onnxruntime for ONNX, LiteRT for TFLite).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ class RunReport:
             "latency_ms_p99": self.result["latency_ms_p99"],
             "frames": self.result.get("frames"),
             "stages": self.stages,
-            "primitive_mix": primitive_mix(self.choices),
+            "primitive_mix": primitive_mix(self.choices.values()),
         }
         if self.max_rel_error is not None:
             out["max_rel_error"] = self.max_rel_error
@@ -76,9 +76,10 @@ class RunReport:
         return out
 
 
-def primitive_mix(choices: Mapping[str, str]) -> dict[str, int]:
+def primitive_mix(choices: Iterable[str]) -> dict[str, int]:
+    """How many layers run with each choice, sorted by choice (plans, reports, lockfiles)."""
     mix: dict[str, int] = {}
-    for choice in choices.values():
+    for choice in choices:
         mix[choice] = mix.get(choice, 0) + 1
     return dict(sorted(mix.items()))
 

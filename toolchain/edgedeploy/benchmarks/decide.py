@@ -22,15 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.benchmarks.estimator import Window, summarise, throughput_fps
+from edgedeploy.benchmarks.estimator import Window, summarise
 from edgedeploy.runtime import ir
 from edgedeploy.schemas.plan import (
     Contender,
     Decision,
     ParetoStage,
     Plan,
-    PlanLayer,
-    PlanStage,
     Predicted,
 )
 
@@ -168,33 +166,19 @@ def as_plan(plan: Plan, graph: ir.Graph, winner: Entry, decision: Decision) -> P
 
 
 def _stages_and_layers(plan: Plan, graph: ir.Graph, winner: Entry) -> dict[str, Any]:
-    from edgedeploy.runtime.engines import ENGINES, engine_of
+    from edgedeploy.planner.document import plan_layers, plan_stage
     from edgedeploy.runtime.stages import plan_stage_io
+    from edgedeploy.runtime.vocab import GPU_CLUSTER
 
     ios = plan_stage_io(graph, [s.start for s in winner.stages[1:]])
     stages, layers = [], []
     for k, (s, io) in enumerate(zip(winner.stages, ios, strict=True)):
-        on_gpu = s.engine in ENGINES and ENGINES[s.engine].on_gpu
-        stages.append(PlanStage(
-            index=k, name=f"stage{k}", start=s.start, stop=s.stop, cluster=s.cluster,
-            cores=s.cores, replicas=s.replicas, cpus=s.cpus,
-            inputs=list(io.inputs), outputs=list(io.outputs),
-            predicted_ms=None, primitive_mix=_mix(s.choices),
-            engines=sorted({engine_of(c) for c in s.choices}), engine=s.engine,
-            device_id=s.device_id, fp16=s.fp16, verified=not on_gpu,
-            providers=list(ENGINES[s.engine].providers) if on_gpu else []))
-        for j, c in enumerate(s.choices):
-            layer = plan.layers[s.start + j]
-            layers.append(PlanLayer(name=layer.name, op=layer.op, choice=c, engine=engine_of(c),
-                                    stage=k, predicted_ms=None))
+        gpu = s.engine if s.cluster == GPU_CLUSTER else None
+        device = {"device_id": s.device_id, "fp16": s.fp16} if gpu else {}
+        stages.append(plan_stage(k, io, s.cluster, s.cores, s.replicas, s.cpus, s.choices, gpu,
+                                 **device))
+        layers += plan_layers(graph, k, s.start, s.choices)
     return {"stages": stages, "layers": layers}
-
-
-def _mix(names: list[str]) -> dict[str, int]:
-    mix: dict[str, int] = {}
-    for n in names:
-        mix[n] = mix.get(n, 0) + 1
-    return dict(sorted(mix.items()))
 
 
 # --- measuring on this host and on a twin ----------------------------------------------------
@@ -272,7 +256,7 @@ class TwinTrials:
 
 
 __all__ = ["DEFAULT_SHORTLIST", "Entry", "LocalTrials", "TwinTrials", "as_plan", "decide",
-           "shortlist", "throughput_fps"]
+           "measure_result", "shortlist"]
 
 
 def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,

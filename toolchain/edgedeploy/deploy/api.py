@@ -160,17 +160,9 @@ def _refuse_unknown_release(target: TargetRef | str, to: str, *, alias: str, dry
                             options: ReleaseOptions | None) -> DeployResult | None:
     """The refusal of ``rollback --to`` when some host cannot switch to ``to``; None when
     every host that answered holds it (an unreachable host is left to the rollback to report)."""
-    ref = resolve_target(target)
     opts = options or ReleaseOptions()
-
-    def one(host: str) -> HostResult:
-        transport = open_transport(ref, host, dry_run=dry_run, access=access)
-        try:
-            return _check_release(transport, ref.path, to, opts)
-        finally:
-            transport.close()
-
-    result = run_fleet(alias, "rollback", hosts_of(ref), one)
+    result = _per_host(target, "rollback", lambda t, p: _check_release(t, p, to, opts),
+                       alias=alias, dry_run=dry_run, access=access, check=False)
     if result.ok:
         return None
     for host in result.hosts:

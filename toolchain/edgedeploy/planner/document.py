@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edgedeploy.execute import primitive_mix
 from edgedeploy.planner.adapter import gpu_engine, gpu_feeder
 from edgedeploy.planner.lock import PLANNER_VERSION, relpath
 from edgedeploy.planner.partition import Candidate, Metrics
@@ -89,13 +90,14 @@ def align_segments(graph: ir.Graph, choices: Sequence[str],
     return out
 
 
-def _device_choices(problem: Problem, cand: Candidate, names: list[str],
-                    gpu: str | None) -> list[str]:
-    """Internal GPU options (onnxruntime priced on ``gpu:1``) named by the GPU engine."""
+def device_choices(names: Sequence[str], spans: Sequence[tuple[int, int, str]],
+                   gpu: str | None) -> list[str]:
+    """Internal GPU options (onnxruntime priced on ``gpu:1``) named by the GPU engine, for
+    every ``(start, stop, cluster)`` span on the GPU."""
     out = list(names)
-    for s in cand.stages:
-        if problem.configs[s.config].cluster == GPU_CLUSTER and gpu is not None:
-            out[s.start:s.stop] = [gpu] * (s.stop - s.start)
+    for start, stop, cluster in spans:
+        if cluster == GPU_CLUSTER and gpu is not None:
+            out[start:stop] = [gpu] * (stop - start)
     return out
 
 
@@ -103,15 +105,31 @@ def plan_choices(problem: Problem, graph: ir.Graph, sol: Solution, cand: Candida
                  target: Any) -> list[str]:
     """A candidate's per-layer choices as the runner runs them (engines named, aligned)."""
     names = sol.candidate_choices(problem, cand)
-    names = _device_choices(problem, cand, names, gpu_engine(target))
+    spans = [(s.start, s.stop, problem.configs[s.config].cluster) for s in cand.stages]
+    names = device_choices(names, spans, gpu_engine(target))
     return align_segments(graph, names, [(s.start, s.stop) for s in cand.stages])
 
 
-def _mix(names: Sequence[str]) -> dict[str, int]:
-    mix: dict[str, int] = {}
-    for n in names:
-        mix[n] = mix.get(n, 0) + 1
-    return dict(sorted(mix.items()))
+def plan_stage(k: int, io: Any, cluster: str, cores: int, replicas: int, cpus: Sequence[int],
+               choices: Sequence[str], gpu: str | None, **figures: Any) -> PlanStage:
+    """Stage ``k`` of a lockfile: its layers' ``choices`` counted and their engines named, a
+    GPU stage with its engine's fields (``_gpu_fields``); ``figures``: predicted/measured ms
+    and any field to override. The one builder the planner, refinement and measure share."""
+    fields = {**_gpu_fields(gpu, cluster), **figures}
+    return PlanStage(index=k, name=f"stage{k}", start=io.start, stop=io.stop, cluster=cluster,
+                     cores=cores, replicas=replicas, cpus=list(cpus), inputs=list(io.inputs),
+                     outputs=list(io.outputs), primitive_mix=primitive_mix(choices),
+                     engines=sorted({engine_of(c) for c in choices}),
+                     **{"predicted_ms": None, **fields})
+
+
+def plan_layers(graph: ir.Graph, k: int, start: int, choices: Sequence[str],
+                predicted_ms: Sequence[float | None] | None = None) -> list[PlanLayer]:
+    """The lockfile entries of stage ``k``'s layers, from ``start``, one per choice."""
+    ms = list(predicted_ms) if predicted_ms is not None else [None] * len(choices)
+    return [PlanLayer(name=graph.layers[start + j].name, op=graph.layers[start + j].op,
+                      choice=c, engine=engine_of(c), stage=k, predicted_ms=ms[j])
+            for j, c in enumerate(choices)]
 
 
 def _gpu_fields(engine: str | None, cluster: str) -> dict[str, Any]:
@@ -160,16 +178,11 @@ def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, proble
     for k, (s, io, ids) in enumerate(zip(best.stages, ios, cpus, strict=True)):
         cfg = problem.configs[s.config]
         mine = choices[s.start:s.stop]
-        stages.append(PlanStage(
-            index=k, name=f"stage{k}", start=s.start, stop=s.stop, cluster=cfg.cluster,
-            cores=cfg.cores, replicas=s.replicas, cpus=ids, inputs=list(io.inputs),
-            outputs=list(io.outputs), predicted_ms=best.metrics.stage_ms[k],
-            primitive_mix=_mix(mine), engines=sorted({engine_of(c) for c in mine}),
-            **_gpu_fields(gpu, cfg.cluster)))
-        for i in range(s.start, s.stop):
-            layers.append(PlanLayer(name=graph.layers[i].name, op=graph.layers[i].op,
-                                    choice=choices[i], engine=engine_of(choices[i]), stage=k,
-                                    predicted_ms=float(sol.selection.layer_ms[i, s.config])))
+        stages.append(plan_stage(k, io, cfg.cluster, cfg.cores, s.replicas, ids, mine, gpu,
+                                 predicted_ms=best.metrics.stage_ms[k]))
+        layers += plan_layers(graph, k, s.start, mine,
+                              [float(sol.selection.layer_ms[i, s.config])
+                               for i in range(s.start, s.stop)])
     pareto = []
     for cand in sol.pareto:
         names = plan_choices(problem, graph, sol, cand, target)
@@ -215,5 +228,5 @@ def build_document(manifest, alias: str, board: str, target, graph: ir.Graph, pr
                       plan_path).model_dump(mode="json")
 
 
-__all__ = ["align_segments", "assign_cpus", "build_document", "build_plan",
-           "plan_choices", "predicted"]
+__all__ = ["align_segments", "assign_cpus", "build_document", "build_plan", "device_choices",
+           "plan_choices", "plan_layers", "plan_stage", "predicted"]

@@ -210,46 +210,37 @@ def refined_document(doc: dict[str, Any], ctx, res: SearchResult, simulated: boo
     """The plan lockfile rewritten for the refined configuration, measured beside predicted:
     the typed plan updated with ``model_copy`` (engines named as the planner names them)."""
     from edgedeploy.planner.adapter import gpu_engine, gpu_feeder
-    from edgedeploy.planner.document import align_segments
-    from edgedeploy.runtime.engines import ENGINES, engine_of
+    from edgedeploy.planner.document import (
+        align_segments,
+        device_choices,
+        plan_layers,
+        plan_stage,
+    )
     from edgedeploy.runtime.stages import plan_stage_io
     from edgedeploy.runtime.vocab import GPU_CLUSTER
-    from edgedeploy.schemas.plan import Plan, PlanLayer, PlanStage
+    from edgedeploy.schemas.plan import Plan
 
     plan = Plan.model_validate(doc)
     cand, m = res.best
     pred = ctx.predicted_metrics(cand)
     ios = plan_stage_io(ctx.graph, [s.start for s in cand.stages[1:]])
     gpu = gpu_engine(ctx.target)
-    choices = list(cand.choices)
-    for s in cand.stages:
-        if s.cluster == GPU_CLUSTER and gpu is not None:
-            choices[s.start:s.stop] = [gpu] * (s.stop - s.start)
+    choices = device_choices(cand.choices, [(s.start, s.stop, s.cluster) for s in cand.stages],
+                             gpu)
     choices = align_segments(ctx.graph, choices, [(s.start, s.stop) for s in cand.stages])
     stages, layers = [], []
     for k, (s, io, ids) in enumerate(zip(cand.stages, ios, ctx.space.cpus(cand), strict=True)):
         mine = choices[s.start:s.stop]
-        mix: dict[str, int] = {}
-        for c in mine:
-            mix[c] = mix.get(c, 0) + 1
-        on_gpu = s.cluster == GPU_CLUSTER and gpu is not None
-        extra: dict[str, Any] = {"engine": gpu, "device_id": 0, "verified": False,
-                                 "providers": list(ENGINES[gpu].providers),
-                                 "cpus": [gpu_feeder(ctx.target)]} if on_gpu else {"cpus": ids}
-        if on_gpu and k < len(m.stage_ms) and not simulated:
-            extra["verified"] = True  # a measurement on the board ran it
-        stages.append(PlanStage(
-            index=k, name=f"stage{k}", start=s.start, stop=s.stop, cluster=s.cluster,
-            cores=s.cores, replicas=s.replicas, inputs=list(io.inputs),
-            outputs=list(io.outputs), predicted_ms=pred["stage_ms"][k],
-            measured_ms=m.stage_ms[k] if k < len(m.stage_ms) else None,
-            primitive_mix=dict(sorted(mix.items())),
-            engines=sorted({engine_of(c) for c in mine}), **extra))
-        layer_ms, _hop = ctx.stage_prediction(cand, s)
-        for i, ms in zip(range(s.start, s.stop), layer_ms, strict=True):
-            layers.append(PlanLayer(name=ctx.graph.layers[i].name, op=ctx.graph.layers[i].op,
-                                    choice=choices[i], engine=engine_of(choices[i]), stage=k,
-                                    predicted_ms=ms))
+        measured = m.stage_ms[k] if k < len(m.stage_ms) else None
+        extra: dict[str, Any] = {}
+        if s.cluster == GPU_CLUSTER and gpu is not None:
+            ids = [gpu_feeder(ctx.target)]
+            if measured is not None and not simulated:
+                extra["verified"] = True  # a measurement on the board ran it
+        stages.append(plan_stage(k, io, s.cluster, s.cores, s.replicas, ids, mine, gpu,
+                                 predicted_ms=pred["stage_ms"][k], measured_ms=measured,
+                                 **extra))
+        layers += plan_layers(ctx.graph, k, s.start, mine, ctx.stage_prediction(cand, s)[0])
     predicted = plan.predicted.model_copy(update={
         "throughput_fps": pred["throughput_fps"], "latency_ms": pred["latency_ms"],
         "period_ms": pred["period_ms"]})

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgedeploy.deploy import scripts
+from edgedeploy.deploy import scripts, unit
 from edgedeploy.deploy.bundle import RELEASE_ID, Bundle
 from edgedeploy.deploy.transport import Transport
 from edgedeploy.errors import EdgeDeployError
@@ -207,6 +207,12 @@ class Board:
         """
         self.t.run(["rm", "-f", "--", f"{self.root}/run/restarts"], what="resetting restarts")
         args = ["sh", "-c", scripts.START, "edgedeploy-runner", self.root, release_id, entry]
+        home = state.facts.get("home", "")
+        if self.uses_systemd(state) and state.facts.get("linger") == "yes" and home:
+            path = unit.unit_path(home, self.unit)
+            self._sh(scripts.INSTALL_UNIT, scripts.START, path, unit.render(self.root, entry),
+                     self.unit, what="installing and starting the systemd user unit")
+            return f"systemd --user ({self.unit}, enabled at boot, Restart=on-failure)"
         if self.uses_systemd(state):
             self.t.run(["systemd-run", "--user", "--quiet", "--collect", f"--unit={self.unit}",
                         "--property=Restart=on-failure", "--property=RestartSec=2",
@@ -218,6 +224,11 @@ class Board:
 
     def stop(self, state: BoardState | None = None) -> None:
         if state is not None and self.uses_systemd(state):
+            home = state.facts.get("home", "")
+            if home:
+                self.t.run(["sh", "-c", scripts.REMOVE_UNIT, "edgedeploy",
+                            unit.unit_path(home, self.unit), self.unit], check=False,
+                           what="disabling the installed systemd unit")
             self.t.run(["systemctl", "--user", "stop", self.unit], check=False,
                        what="stopping the systemd unit")
         self._sh(scripts.STOP, what="stopping the runner", timeout=30)

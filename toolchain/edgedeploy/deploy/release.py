@@ -216,7 +216,8 @@ def linger_note(board: Board, state: BoardState) -> str | None:
         return None
     user = state.facts.get("user") or "USER"
     return (f"lingering is off for {user}: systemd stops the runner when {user}'s last session "
-            f"ends; run `loginctl enable-linger {user}` on the board")
+            f"ends and nothing starts it at boot; run `loginctl enable-linger {user}` on the "
+            f"board and push again (the push then installs a unit enabled at boot)")
 
 
 def _recover(board: Board, state: BoardState, failed: str, cause: EdgeDeployError,

@@ -57,7 +57,13 @@ exit 0
 #:
 #: ``once`` (the ExecStart of a systemd --user unit with Restart=on-failure): systemd restarts it,
 #: so each run after the first (the deployer removes run/restarts before starting) is a restart.
+#: A release id of ``@current`` runs the release ``current`` points at (the installed unit's
+#: ExecStart, so a reboot starts the release deployed last).
 START = """exec >>"$1/logs/runner.log" 2>&1 </dev/null
+if [ "$2" = @current ]; then
+  r=$(readlink "$1/current") || exit 97
+  set -- "$1" "${r##*/}" "$3" "$4"
+fi
 cd "$1/releases/$2" || exit 97
 run="$1/run"
 put() { printf '%s\\n' "$2" > "$run/$1.tmp" && mv -f "$run/$1.tmp" "$run/$1"; }
@@ -93,6 +99,25 @@ while :; do
   restarts=$((restarts+1)); put restarts "$restarts"
   delay=$((delay*2)); [ "$delay" -gt 30 ] && delay=30
 done
+"""
+
+#: $1 root, $2 START script, $3 unit file, $4 unit text, $5 unit name. Installs and (re)starts the
+#: enabled systemd user unit (see :mod:`edgedeploy.deploy.unit`); files are replaced by rename.
+INSTALL_UNIT = """set -e
+mkdir -p "$1/run" "${3%/*}"
+printf '%s' "$2" > "$1/run/start.sh.tmp" && mv -f "$1/run/start.sh.tmp" "$1/run/start.sh"
+printf '%s' "$4" > "$3.tmp" && mv -f "$3.tmp" "$3"
+systemctl --user daemon-reload
+systemctl --user enable --quiet "$5.service"
+systemctl --user restart "$5.service"
+"""
+
+#: $1 unit file, $2 unit name. Stops, disables and removes an installed unit (none: no-op), so
+#: a stopped runner does not come back at boot.
+REMOVE_UNIT = """[ -f "$1" ] || exit 0
+systemctl --user disable --now --quiet "$2.service" || true
+rm -f "$1"
+systemctl --user daemon-reload || true
 """
 
 #: $1 root. Stops the supervisor's whole process group first (so nothing restarts the runner),

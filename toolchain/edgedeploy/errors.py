@@ -28,6 +28,7 @@ __all__ = [
     "ModelError",
     "PlanError",
     "StageError",
+    "StaleLockfileError",
     "TargetError",
     "UnsupportedModelError",
     "did_you_mean",
@@ -44,6 +45,13 @@ class TargetError(InputError):
 
 class PlanError(InputError):
     """A plan lockfile is invalid or stale."""
+
+
+class StaleLockfileError(EdgeDeployError):
+    """A committed lockfile no longer matches the manifest, model or target it was planned from
+    (``plan --check``, ``push --locked``)."""
+
+    exit_code = ExitCode.STALE
 
 
 class InfeasibleError(EdgeDeployError):

@@ -81,10 +81,10 @@ def test_check_reports_stale_when_an_input_changes(project, change, model_file):
     assert stale and any(change in s for s in stale)
 
 
-def test_plan_check_cli_exits_1_when_stale_and_0_when_fresh(project):
+def test_plan_check_cli_exits_7_when_stale_and_0_when_fresh(project):
     runner = CliRunner()
     res = runner.invoke(app, ["plan", str(project / "m.yaml"), "--target", "tx2", "--check"])
-    assert res.exit_code == 1 and "missing" in res.output
+    assert res.exit_code == 7 and "missing" in res.output
     res = runner.invoke(app, ["plan", str(project / "m.yaml"), "--target", "tx2", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)

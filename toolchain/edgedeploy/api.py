@@ -230,9 +230,12 @@ def deploy_result(exc: BaseException) -> DeployResult | None:
 
 def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
          accept_new_host_keys: bool = False, serial: int | None = None,
-         max_fail_percent: float = 100.0, refine: bool = True,
+         max_fail_percent: float = 100.0, refine: bool = True, locked: bool = False,
          progress: Callable[[str], None] | None = None) -> PushOutcome:
     """Plan (again, if the lockfile is stale), build, then deploy to every host of ``target``.
+
+    ``locked`` (CI, as ``cargo --locked``) refuses a stale lockfile with
+    :class:`~edgedeploy.errors.StaleLockfileError` instead of re-planning and rewriting it.
 
     Raises the deployer's mapped error (exit 4/5/6, carrying ``.result``) when a host failed;
     the previous release keeps running there. A failure of the refinement after a successful
@@ -248,6 +251,13 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
     graph = model_graph(m)
     current = check_plans(manifest, target, manifest=m, graph=graph)[0]
     replanned = bool(current.stale)
+    if replanned and locked:
+        from edgedeploy.errors import StaleLockfileError
+
+        raise StaleLockfileError(
+            f"{current.plan_file} is stale: {'; '.join(current.stale)}; --locked deploys only "
+            "the committed lockfile", hint=f"run `edgedeploy plan {manifest} --target {target}`"
+            " and commit the lockfile, or push without --locked")
     bundle_dir = m.bundle_dir(target)
     plan_file = current.plan_file
     if replanned:

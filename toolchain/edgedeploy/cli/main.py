@@ -95,34 +95,45 @@ for _name in COMMANDS:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: run the app, map errors to documented exit codes."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in args
+    as_json = "--json" in args
+    output.settings.json_emitted = False
+
+    def failed(code: int, message: str, hint: str | None = None, kind: str | None = None) -> int:
+        if as_json:  # with --json a failure is one JSON object on stdout too
+            output.emit_json_error(code, message, hint, kind)
+        return code
+
     try:
         rc = app(args=argv, standalone_mode=False)  # returns a typer.Exit's code, not raising
     except EdgeDeployError as exc:
         if debug:
             traceback.print_exc()
         output.error(escape(str(exc)))
-        return exc.exit_code
+        return failed(exc.exit_code, exc.message, exc.hint, type(exc).__name__)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
         output.error("aborted")
-        return ExitCode.FAILURE
+        return failed(ExitCode.FAILURE, "aborted")
     except KeyboardInterrupt:
         output.error("interrupted")
-        return 130
+        return failed(130, "interrupted")
     except Exception as exc:  # click usage errors arrive here too
         if isinstance(exc, click_exceptions.UsageError):
             exc.show()
-            return ExitCode.BAD_INPUT
+            return failed(ExitCode.BAD_INPUT, exc.format_message(), kind="UsageError")
         if isinstance(exc, click_exceptions.ClickException):
             exc.show()
-            return exc.exit_code
+            return failed(exc.exit_code, exc.format_message(), kind=type(exc).__name__)
         if debug:
             traceback.print_exc()
+        hint = "rerun with --debug for the traceback and report it"
         output.error(f"internal error: {escape(type(exc).__name__)}: {escape(str(exc))}\n"
-                     "  hint: rerun with --debug for the traceback and report it")
-        return ExitCode.FAILURE
+                     f"  hint: {hint}")
+        return failed(ExitCode.FAILURE, f"internal error: {type(exc).__name__}: {exc}", hint,
+                      "InternalError")
     return rc if isinstance(rc, int) else ExitCode.OK
 
 

@@ -22,6 +22,7 @@ log = logging.getLogger("edgedeploy")
 class Settings:
     verbosity: int = 0  # -1 quiet, 0 normal, 1+ verbose
     debug: bool = False
+    json_emitted: bool = False  # a command wrote its JSON answer (a failure adds no second one)
 
 
 settings = Settings()
@@ -44,6 +45,27 @@ def emit_json(data: Any) -> None:
     """The machine-readable answer of a command, alone on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=_default) + "\n")
     sys.stdout.flush()
+    settings.json_emitted = True
+
+
+#: A stable word per exit code for ``{"error": {"code": ...}}``.
+ERROR_CODES = {1: "failure", 2: "bad_input", 3: "infeasible", 4: "unreachable",
+               5: "rolled_back", 6: "rollback_failed", 7: "stale_lockfile", 130: "interrupted"}
+
+
+def emit_json_error(exit_code: int, message: str, hint: str | None = None,
+                    kind: str | None = None) -> None:
+    """A failed command's one JSON object on stdout (unless it already wrote its answer, which
+    then carries the failure itself, as a deploy's per-host table does)."""
+    if not settings.json_emitted:
+        emit_json({"error": error_object(exit_code, message, hint, kind)})
+
+
+def error_object(exit_code: int, message: str, hint: str | None = None,
+                 kind: str | None = None) -> dict[str, Any]:
+    """The ``error`` member every failing ``--json`` answer carries."""
+    return {"code": ERROR_CODES.get(exit_code, "failure"), "kind": kind, "message": message,
+            "hint": hint, "exit_code": exit_code}
 
 
 def _default(value: Any) -> Any:

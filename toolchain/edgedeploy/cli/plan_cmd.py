@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from edgedeploy.cli import output
+from edgedeploy.errors import ExitCode
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +22,7 @@ def register(app: typer.Typer) -> None:
         report: Path = typer.Option(None, "--report",
                                     help="Also write charts and an HTML summary here."),
         check: bool = typer.Option(False, "--check",
-                                   help="Write nothing; exit 1 if a committed lockfile is stale."),
+                                   help="Write nothing; exit 7 if a committed lockfile is stale."),
         measure: bool = typer.Option(True, "--measure/--no-measure",
                                      help="Measure the shortlist on a reachable target (this "
                                           "host, a sim: twin) and keep the winner; "
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
         measured there and the winner is written, measured beside predicted (measure to decide).
         Without measurement the lockfile is deterministic: the same model, manifest, target and
         cost-model profile give a byte-identical file. With --check nothing is written and the
-        exit code is 1 when a lockfile is missing, its recorded input hashes differ from the
+        exit code is 7 when a lockfile is missing, its recorded input hashes differ from the
         current inputs, or (for a lockfile not measured) its content differs from what the
         planner computes now (for CI). An infeasible constraint
         exits with code 3 and names the constraint and the best value reachable.
@@ -58,7 +59,7 @@ def register(app: typer.Typer) -> None:
                     state = "stale: " + "; ".join(r.stale) if r.stale else "up to date"
                     print(f"{r.plan_file}: {state}")
             if stale:
-                raise typer.Exit(1)
+                raise typer.Exit(ExitCode.STALE)
             return
         results = api.plan(manifest, target, output=out, measure=None if measure else False,
                            budget_s=budget_s, progress=output.info)

@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
         serial: int = typer.Option(None, "--serial", min=1, help="Hosts per batch (fleets)."),
         max_fail: float = typer.Option(100.0, "--max-fail", min=0, max=100,
                                        help="Stop after more than P % of a batch failed."),
+        locked: bool = typer.Option(False, "--locked",
+                                    help="Refuse a stale lockfile (exit 7) instead of "
+                                         "re-planning it (for CI)."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     ) -> None:
         """Deploy a manifest's target: plan if stale, build, upload, switch, health-check.
@@ -51,7 +54,8 @@ def register(app: typer.Typer) -> None:
         try:
             outcome = api.push(path, target, dry_run=dry_run, accept_new_host_keys=accept_new,
                                serial=serial, max_fail_percent=max_fail,
-                               refine=not no_refine, progress=progress)
+                               refine=not no_refine, locked=locked,
+                               progress=progress)
         except api.RefineAfterPushError as exc:  # deployed: show it, then the refine error
             render_outcome(exc.outcome, as_json)
             raise

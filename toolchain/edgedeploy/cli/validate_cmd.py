@@ -37,7 +37,9 @@ def register(app: typer.Typer) -> None:
             issues = getattr(exc, "issues", None) or [
                 {"file": str(manifest), "line": None, "column": None, "field": "",
                  "message": exc.message, "hint": exc.hint}]
-            output.emit_json({"ok": False, "file": str(manifest), "errors": issues})
+            output.emit_json({"ok": False, "file": str(manifest), "errors": issues,
+                              "error": output.error_object(exc.exit_code, exc.message, exc.hint,
+                                                           type(exc).__name__)})
             raise  # the CLI edge prints it on stderr and exits 2
         if as_json:
             output.emit_json(result)

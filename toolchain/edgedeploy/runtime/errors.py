@@ -26,6 +26,7 @@ class ExitCode:
     UNREACHABLE = 4  # host unreachable or authentication failed
     ROLLED_BACK = 5  # deploy failed, the previous release was restored
     ROLLBACK_FAILED = 6  # deploy failed and restoring the previous release failed too
+    STALE = 7  # a committed lockfile no longer matches its inputs (plan --check, push --locked)
 
 
 class EdgeDeployError(Exception):

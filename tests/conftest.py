@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
+
+
+# Tests never write into the user's real journal, profiles or caches: a throw-away XDG state and
+# cache home for the whole session (set before edgedeploy reads them). Pinned third-party model
+# downloads stay in the user's cache, so they are fetched once per machine, not once per run.
+def _isolate_user_dirs() -> None:
+    from platformdirs import user_cache_dir
+
+    os.environ.setdefault("EDGEDEPLOY_MODEL_CACHE",
+                          str(Path(user_cache_dir("edgedeploy")) / "thirdparty"))
+    root = Path(tempfile.mkdtemp(prefix="edgedeploy-tests-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    for var in ("XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        os.environ[var] = str(root / var.lower())
+
+
+_isolate_user_dirs()
 
 # The real-sshd fixtures edgedeploy ships for users' tests (tests/deploy uses them).
 pytest_plugins = ["edgedeploy.testing.sshd"]

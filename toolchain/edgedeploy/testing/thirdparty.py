@@ -57,9 +57,15 @@ MODELS = {m.name: m for m in [
 
 
 def cache_dir() -> Path:
+    """Where pinned downloads are kept: ``EDGEDEPLOY_MODEL_CACHE`` when set (a test session
+    keeps the user's downloads while everything else goes to a throw-away cache), else the
+    user cache."""
+    import os
+
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("edgedeploy")) / "thirdparty"
+    override = os.environ.get("EDGEDEPLOY_MODEL_CACHE")
+    return Path(override) if override else Path(user_cache_dir("edgedeploy")) / "thirdparty"
 
 
 class ModelUnavailable(RuntimeError):

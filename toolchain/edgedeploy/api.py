@@ -386,6 +386,20 @@ def _refine_failed(outcome: PushOutcome, started: str, failure: Exception | None
 # --- catalogue, schemas, models -----------------------------------------------------------------
 
 
+def target_aliases(manifest: str | Path) -> list[str]:
+    """The target aliases a manifest declares, read leniently (shell completion: a manifest
+    that does not validate yet still completes its aliases); empty when unreadable."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        data = YAML(typ="safe").load(Path(manifest).read_text())
+    except (OSError, YAMLError):
+        return []
+    targets = data.get("targets") if isinstance(data, dict) else None
+    return [str(k) for k in targets] if isinstance(targets, dict) else []
+
+
 def list_targets() -> list[str]:
     """Every board name the catalogue knows, ``local`` (this host) included."""
     from edgedeploy.boards.catalog import list_targets as _list

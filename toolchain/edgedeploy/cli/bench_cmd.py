@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edgedeploy.cli import output
+from edgedeploy.cli import complete, output
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
         what: str = typer.Argument(..., metavar="MANIFEST_OR_MODEL|layers",
                                    help="A manifest or model; or `layers` followed by a model."),
         model: Path = typer.Argument(None, help="With `layers`: the model."),
-        target: str = typer.Option("local", "--target", "-t", help="Manifest target alias."),
+        target: str = typer.Option("local", "--target", "-t", autocompletion=complete.targets,
+                                   help="Manifest target alias."),
         frames: int = typer.Option(200, "--frames", min=1, help="Frames per system."),
         rounds: int = typer.Option(4, "--rounds", min=1, help="Alternation rounds."),
         threads: int = typer.Option(1, "--threads", min=1, help="`layers`: threads per kernel."),

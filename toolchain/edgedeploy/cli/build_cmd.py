@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edgedeploy.cli import output
+from edgedeploy.cli import complete, output
 
 
 def register(app: typer.Typer) -> None:
@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     def build(
         source: Path = typer.Argument(..., help="A .plan.json lockfile, a manifest or a model."),
         out_dir: Path = typer.Option(None, "-o", "--output", help="Bundle folder to write."),
-        target: str = typer.Option(None, "--target",
+        target: str = typer.Option(None, "--target", autocompletion=complete.targets,
                                    help="Manifest target alias, or the board for a model."),
         family: str = typer.Option(None, "--family",
                                    help="Template family override: linux, jetson or rpi."),

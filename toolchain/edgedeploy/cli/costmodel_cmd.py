@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from edgedeploy.cli import output
+from edgedeploy.cli import complete, output
 
 costmodel_app = typer.Typer(help="Evaluate the cost model or print its predictions.",
                             no_args_is_help=True)
@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
 
 @costmodel_app.command("eval")
 def eval_cmd(
-    target: str = typer.Option("local", "--target", "-t", help="Board to evaluate on (local)."),
+    target: str = typer.Option("local", "--target", "-t", autocompletion=complete.targets,
+                               help="Board to evaluate on (local)."),
     budget_s: float | None = typer.Option(
         None, "--budget-s", min=0.1,
         help="Profile this long first (default: reuse the stored profile, or 60 s if none)."),
@@ -56,7 +57,8 @@ def eval_cmd(
 @costmodel_app.command("predict")
 def predict_cmd(
     model: Path = typer.Argument(..., help="An .onnx or .tflite model file."),
-    target: str = typer.Option("local", "--target", "-t", help="Board name, path or local."),
+    target: str = typer.Option("local", "--target", "-t", autocompletion=complete.targets,
+                               help="Board name, path or local."),
     input_shape: str | None = typer.Option(
         None, "--input-shape", help="Shape for dynamic input dims, e.g. 1,3,224,224."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),

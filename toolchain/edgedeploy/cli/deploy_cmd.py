@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from edgedeploy import api
-from edgedeploy.cli import output
+from edgedeploy.cli import complete, output
 from edgedeploy.errors import EdgeDeployError
 
 if TYPE_CHECKING:
@@ -22,7 +22,8 @@ DEFAULT_MANIFEST = api.DEFAULT_MANIFEST
 
 MANIFEST_OPT = typer.Option(None, "--manifest", "-m", help="Manifest (default: ./edgedeploy.yaml;"
                             " without one, target 'local' is this host's ~/edgedeploy).")
-TARGET_OPT = typer.Option("local", "--target", "-t", help="Target alias from the manifest.")
+TARGET_OPT = typer.Option("local", "--target", "-t", autocompletion=complete.targets,
+                          help="Target alias from the manifest.")
 JSON_OPT = typer.Option(False, "--json", help="One JSON object on stdout.")
 ACCEPT_OPT = typer.Option(False, "--accept-new-host-keys",
                           help="Trust and record unknown SSH host keys (never changed ones).")

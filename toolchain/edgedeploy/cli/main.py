@@ -93,6 +93,17 @@ for _name in COMMANDS:
     importlib.import_module(f"edgedeploy.cli.{_name}").register(app)
 
 
+def _init_completion() -> None:
+    """Register typer's bash/zsh/fish completers (``add_completion=False`` skips it), so the
+    script ``edgedeploy completion SHELL`` prints gets answers from this program."""
+    from typer._completion_classes import completion_init
+
+    completion_init()
+
+
+_init_completion()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: run the app, map errors to documented exit codes."""
     args = list(argv if argv is not None else sys.argv[1:])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edgedeploy.cli import output
+from edgedeploy.cli import complete, output
 from edgedeploy.errors import ExitCode
 
 
@@ -14,7 +14,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def plan(
         manifest: Path = typer.Argument(..., help="The manifest (edgedeploy.yaml)."),
-        target: str = typer.Option(None, "--target", "-t", help="Plan only this target alias."),
+        target: str = typer.Option(None, "--target", "-t", autocompletion=complete.targets,
+                                   help="Plan only this target alias."),
         out: Path = typer.Option(None, "--output", "-o",
                                  help="Lockfile path (default: <plans_dir>/<name>.<alias>"
                                       ".plan.json)."),

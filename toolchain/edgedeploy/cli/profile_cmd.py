@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from edgedeploy.cli import output
+from edgedeploy.cli import complete, output
 
 #: What a measuring verb reports: (elapsed s, budget s, samples, eta s, label).
 ProgressFn = Callable[[float, float, int, float, str], None]
@@ -52,7 +52,8 @@ def progress_reporter(title: str) -> Iterator[ProgressFn]:
 
 
 def profile(
-    target: str = typer.Option("local", "--target", "-t", help="Board to profile (local)."),
+    target: str = typer.Option("local", "--target", "-t", autocompletion=complete.targets,
+                               help="Board to profile (local)."),
     budget_s: float = typer.Option(60.0, "--budget-s", min=0.1, help="Measuring time budget."),
     shapes: str = typer.Option("designed", "--shapes",
                                help="designed (zoo + space-filling) or space (space-filling only)"),

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from edgedeploy.cli import output
+from edgedeploy.cli import complete, output
 
 if TYPE_CHECKING:
     from edgedeploy.api import PushOutcome
@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
     def push(
         manifest: Path = typer.Option(None, "--manifest", "-m",
                                       help="Manifest (default: ./edgedeploy.yaml)."),
-        target: str = typer.Option("local", "--target", "-t", help="Target alias."),
+        target: str = typer.Option("local", "--target", "-t", autocompletion=complete.targets,
+                                   help="Target alias."),
         no_refine: bool = typer.Option(False, "--no-refine",
                                        help="Skip the online refinement after the deploy."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edgedeploy.cli import output
+from edgedeploy.cli import complete, output
 
 refine_app = typer.Typer(no_args_is_help=False, invoke_without_command=True,
                          help="Refine a plan by measurement on the device (or a board twin).")
@@ -36,7 +36,8 @@ def refine_cmd(
     ctx: typer.Context,
     manifest: Path = typer.Option(Path("edgedeploy.yaml"), "--manifest", "-m",
                                   help="Manifest file."),
-    target: str = typer.Option("local", "--target", "-t", help="Alias, or sim:<board>."),
+    target: str = typer.Option("local", "--target", "-t", autocompletion=complete.targets,
+                               help="Alias, or sim:<board>."),
     max_evals: int | None = typer.Option(None, "--max-evals", help="Measured evaluations."),
     budget_s: float | None = typer.Option(None, "--budget-s", help="Seconds of measurement."),
     seed: int = typer.Option(0, "--seed", help="Search (and twin) seed."),

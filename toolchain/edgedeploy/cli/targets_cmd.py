@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from edgedeploy import api
-from edgedeploy.cli import output
+from edgedeploy.cli import complete, output
 
 if TYPE_CHECKING:
     from edgedeploy.schemas.target import Target
@@ -47,7 +47,8 @@ def list_cmd(
 
 @targets_app.command("show")
 def show_cmd(
-    name: str = typer.Argument(..., help="Board name ('local' for this host) or a YAML path."),
+    name: str = typer.Argument(..., help="Board name ('local' for this host) or a YAML path.",
+                               autocompletion=complete.boards),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Show a board's full descriptor (for 'local' also its fingerprint).

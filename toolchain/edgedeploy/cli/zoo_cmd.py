@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from edgedeploy import api
-from edgedeploy.cli import output
+from edgedeploy.cli import complete, output
 
 zoo_app = typer.Typer(
     name="zoo", no_args_is_help=True,
@@ -37,7 +37,8 @@ def list_cmd(
 
 @zoo_app.command("export")
 def export_cmd(
-    name: str = typer.Argument(..., help="Model name (see `edgedeploy zoo list`)."),
+    name: str = typer.Argument(..., help="Model name (see `edgedeploy zoo list`).",
+                               autocompletion=complete.zoo_models),
     out: Path = typer.Option(..., "--output", "-o", help="Where to write the .onnx file."),
     size: int | None = typer.Option(None, "--size", min=1,
                                     help="Input height and width (default: 224; 416 for "

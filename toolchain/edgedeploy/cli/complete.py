@@ -1,0 +1,40 @@
+"""Shell-completion answers for values: target aliases, board names, zoo models.
+
+Completion runs on every TAB, so each answer is cheap and never fails loudly: a manifest that does
+not parse simply contributes no aliases.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgedeploy import api
+
+DEFAULT_MANIFEST = Path("edgedeploy.yaml")
+
+
+def _manifest(ctx: typer.Context) -> Path | None:
+    for key in ("manifest", "source"):
+        value = ctx.params.get(key)
+        if value and str(value).endswith((".yaml", ".yml")):
+            return Path(value)
+    return DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else None
+
+
+def targets(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """The manifest's target aliases (``-m`` or ./edgedeploy.yaml), then the board catalogue."""
+    path = _manifest(ctx)
+    found = [(a, f"target in {path.name}") for a in api.target_aliases(path)] if path else []
+    seen = {a for a, _ in found}
+    found += [(b, "board") for b in api.list_targets() if b not in seen]
+    return [(v, h) for v, h in found if v.startswith(incomplete)]
+
+
+def boards(incomplete: str) -> list[str]:
+    return [b for b in api.list_targets() if b.startswith(incomplete)]
+
+
+def zoo_models(incomplete: str) -> list[str]:
+    return [m["name"] for m in api.zoo_models() if str(m["name"]).startswith(incomplete)]

@@ -14,6 +14,7 @@ labelled so).
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from edgedeploy.schemas.plan import (
     Predicted,
 )
 
+log = logging.getLogger("edgedeploy.decide")
 DEFAULT_SHORTLIST = 4
 MIN_ROUNDS = 3
 #: More rounds while the budget lasts shrink the noise of a shared machine, up to this many.
@@ -131,6 +133,10 @@ def decide(plan: Plan, graph: ir.Graph, entries: list[Entry], measure: Measure, 
         if r + 1 >= MIN_ROUNDS and time.monotonic() - start + per_round_s > budget_s:
             break
     winner = _winner(entries, plan.objective)
+    for e in entries:
+        log.info("measured %s on %s: %.4g fps (rounds %s), predicted %.4g fps%s", e.name,
+                 target, e.measured_fps, ", ".join(f"{w.throughput_fps:.4g}" for w in e.windows),
+                 e.predicted.throughput_fps or 0.0, " <- chosen" if e is winner else "")
     decision = Decision(
         measured=True, target=target, simulated=simulated, estimator=ESTIMATOR,
         budget_s=budget_s, seconds=round(time.monotonic() - start, 2), winner=winner.name,

@@ -23,6 +23,7 @@ app = typer.Typer(
     help="Plan, compile and deploy CNN inference on heterogeneous edge boards.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # they print locals: hosts, keys
+    rich_markup_mode=None,  # plain help: docstrings re-wrapped, no <bool> beside flags
     add_completion=False,  # `edgedeploy completion SHELL` instead
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     try:
-        rc = app(args=argv, standalone_mode=False)  # returns a typer.Exit's code, not raising
+        # piped help is not cut at 80 columns (a terminal's width still applies on a terminal)
+        wide = {} if sys.stdout.isatty() else {"terminal_width": 160, "max_content_width": 160}
+        rc = app(args=argv, standalone_mode=False, **wide)  # returns typer.Exit's code
     except EdgeDeployError as exc:
         if debug:
             traceback.print_exc()

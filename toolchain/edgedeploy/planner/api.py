@@ -8,6 +8,7 @@ stale without writing anything.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from edgedeploy.planner.lock import (
 )
 from edgedeploy.runtime import ir
 from edgedeploy.schemas.manifest import Manifest
+
+log = logging.getLogger("edgedeploy.planner")
 
 
 @dataclass
@@ -92,6 +95,7 @@ def plan(manifest_path: str | Path, target_alias: str | None = None, *,
         ref = manifest.target(alias)
         path = plan_file_for(manifest, alias, output)
         doc = plan_document(manifest, Path(manifest_path), alias, ref.board, graph, path)
+        log_decision(alias, doc)
         text = dumps(doc)
         result = PlanResult(alias, path, doc, text)
         if write:
@@ -112,6 +116,7 @@ def check(manifest_path: str | Path, target_alias: str | None = None, *,
             r.stale = [f"{r.plan_file} is missing or unreadable"]
             continue
         r.stale = stale_reasons(recorded.get("inputs", {}), r.doc["inputs"])
+        log.info("check %s: %s", r.plan_file, "; ".join(r.stale) or "inputs unchanged")
         measured = bool((recorded.get("decision") or {}).get("measured"))
         # a measured lockfile holds the board's choice and a profiled one this machine's
         # calibration, which the repository cannot reproduce: up to date while its inputs are
@@ -119,6 +124,29 @@ def check(manifest_path: str | Path, target_alias: str | None = None, *,
         if not r.stale and exact and r.plan_file.read_text() != r.text:
             r.stale = ["plan content differs from what the planner computes now"]
     return results
+
+
+def log_decision(alias: str, doc: dict[str, Any]) -> None:
+    """What the planner decided and from what (``-v``); every layer's choice with ``-vv``."""
+    def num(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
+
+    fps = (doc.get("predicted") or {}).get("throughput_fps")
+    source = ((doc.get("inputs") or {}).get("costmodel") or {}).get("source", "prior")
+    stages = "; ".join(
+        f"{s['name']} layers {s['start']}-{s['stop'] - 1} on {s['cluster']} "
+        f"{s['cores']} core(s) x{s['replicas']} ({s['engine']}, {num(s.get('predicted_ms'))} ms)"
+        for s in doc.get("stages", []))
+    log.info("plan %s on %s: cost model %s; %s; predicted %s fps", alias,
+             doc.get("target", {}).get("board"), source, stages, num(fps))
+    for name, base in (doc.get("baselines") or {}).items():
+        log.info("plan %s: baseline %s predicted %s fps", alias, name,
+                 num((base.get("predicted") or {}).get("throughput_fps")))
+    if log.isEnabledFor(logging.DEBUG):
+        for layer in doc.get("layers", []):
+            log.debug("plan %s: %s (%s) -> %s on %s, stage %s, %s ms", alias, layer["name"],
+                      layer["op"], layer["choice"], layer["engine"], layer["stage"],
+                      num(layer.get("predicted_ms")))
 
 
 def model_graph(manifest: Manifest) -> ir.Graph:

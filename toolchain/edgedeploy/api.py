@@ -700,6 +700,17 @@ def logs(manifest: str | Path | None, target: str = "local", *, lines: int = 100
                        access=_access(accept_new_host_keys))
 
 
+def journal(manifest: str | Path | None, target: str = "local", *, entries: int = 50,
+            local: bool = False, accept_new_host_keys: bool = False
+            ) -> HostAnswers[dict[str, Any]]:
+    """Per host: the newest deploy-journal entries (push, rollback, stop: every step, its
+    outcome and time), read on the board, or this machine's copy with ``local``."""
+    from edgedeploy.deploy import api as deploy
+
+    return deploy.journal(resolve_target(manifest, target), entries=entries, local=local,
+                          alias=target, access=_access(accept_new_host_keys))
+
+
 def stop(manifest: str | Path | None, target: str = "local", *, dry_run: bool = False,
          accept_new_host_keys: bool = False, check: bool = True) -> DeployResult:
     """Stop the runner on every host (the release stays current); with ``check`` raise the

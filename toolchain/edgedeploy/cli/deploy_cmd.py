@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
     app.command("stop")(stop_cmd)
     app.command("rollback")(rollback_cmd)
     app.command("releases")(releases_cmd)
+    app.command("journal")(journal_cmd)
     app.command("doctor")(doctor_cmd)
 
 
@@ -127,6 +128,34 @@ def logs_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
             if len(rows) > 1:
                 print(f"==> {row['host']} <==")
             print(row.get("log", f"error: {row.get('error')}\n"), end="")
+    rows.raise_for_status()
+
+
+def journal_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+                entries: int = typer.Option(20, "--lines", "-n", min=1,
+                                            help="Newest entries per host."),
+                local: bool = typer.Option(False, "--local",
+                                           help="Read this machine's copy (no connection)."),
+                as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
+    """Show the deploy journal of each host: every push, rollback and stop step, its outcome,
+    duration and error, as written on the board (or this machine's copy with --local).
+
+    Example: edgedeploy journal --target jetson -n 50
+    """
+    rows = api.journal(manifest, target, entries=entries, local=local,
+                       accept_new_host_keys=accept_new)
+    if as_json:
+        output.emit_json({"target": target, "exit_code": rows.exit_code, "hosts": rows})
+    else:
+        table = [[row["host"], e.get("ts", ""), e.get("op", ""), e.get("step", ""),
+                  e.get("outcome", ""), e.get("duration_s", ""),
+                  (e.get("error") or (e.get("detail") or {}).get("error") or "")]
+                 for row in rows for e in row.get("entries", [])]
+        output.table(f"journal {target}", ["host", "time", "op", "step", "outcome", "s",
+                                           "error"], table)
+        for row in rows:
+            if "error" in row:
+                output.error(f"{row['host']}: {row['error']}")
     rows.raise_for_status()
 
 

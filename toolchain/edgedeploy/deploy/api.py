@@ -18,7 +18,7 @@ from edgedeploy.deploy.bundle import load_bundle
 from edgedeploy.deploy.doctor import DoctorReport
 from edgedeploy.deploy.doctor import doctor as _doctor
 from edgedeploy.deploy.fleet import MAX_PARALLEL, DeployResult, HostAnswers, run_fleet
-from edgedeploy.deploy.journal import Journal
+from edgedeploy.deploy.journal import Journal, local_journal_path, read_journal
 from edgedeploy.deploy.local import LocalTransport
 from edgedeploy.deploy.release import (
     HostResult,
@@ -269,6 +269,23 @@ def logs(target: TargetRef | str, *, lines: int = 100, alias: str = "target",
         t.open()
         return Board(t, t.expand(p)).logs(lines)
     return _rows(_query(target, fn, access), "log", alias=alias, op="logs")
+
+
+def journal(target: TargetRef | str, *, entries: int = 50, local: bool = False,
+            alias: str = "target", access: TransportOptions | None = None) -> HostAnswers[dict]:
+    """Per host: the newest ``entries`` of the deploy journal, read on the board (the history
+    every machine that deployed there wrote), or ``local``: this machine's own copy, which
+    needs no connection (a board that is down still has its story told)."""
+    def fn(t: Transport, p: str) -> dict:
+        if local:
+            path = local_journal_path(t.label)
+            return {"host": t.label, "source": str(path),
+                    "entries": read_journal(path)[-entries:] if entries else []}
+        t.open()
+        board = Board(t, t.expand(p))
+        return {"host": t.label, "source": f"{board.root}/journal.jsonl",
+                "entries": board.journal(entries)}
+    return _rows(_query(target, fn, access), "journal", alias=alias, op="journal")
 
 
 def releases(target: TargetRef | str, *, alias: str = "target",

@@ -28,6 +28,7 @@ from typing import Any
 
 from edgedeploy.deploy import scripts, unit
 from edgedeploy.deploy.bundle import RELEASE_ID, Bundle
+from edgedeploy.deploy.journal import parse_journal
 from edgedeploy.deploy.transport import Transport
 from edgedeploy.errors import EdgeDeployError
 
@@ -278,6 +279,12 @@ class Board:
         res = self._sh(scripts.LOGS, str(int(lines)), what="reading logs", changes=False,
                        check=False)
         return res.stdout
+
+    def journal(self, entries: int = 50) -> list[dict[str, Any]]:
+        """The newest ``entries`` of the board's deploy journal (``<root>/journal.jsonl``)."""
+        res = self.t.run(["tail", "-n", str(int(entries)), "--", f"{self.root}/journal.jsonl"],
+                         what="reading the deploy journal", changes=False, check=False)
+        return parse_journal(res.stdout)
 
     def releases(self) -> list[tuple[int, str]]:
         """(activation time, id), newest first."""

@@ -45,8 +45,7 @@ class Journal:
         self.host, self.root, self.op, self.dry_run = host, root, op, dry_run
         self.op_id = uuid.uuid4().hex[:12]
         self.entries: list[dict[str, Any]] = []
-        safe = re.sub(r"[^A-Za-z0-9_.@-]+", "_", host)[:100] or "host"
-        self.local_path = (local_dir or default_journal_dir()) / f"{safe}.jsonl"
+        self.local_path = local_journal_path(host, local_dir)
 
     def record(self, step: str, outcome: str, duration_s: float = 0.0,
                **detail: Any) -> dict[str, Any]:
@@ -113,4 +112,21 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
     """Entries of a journal file (local copy or one fetched from a board)."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return parse_journal(path.read_text())
+
+
+def parse_journal(text: str) -> list[dict[str, Any]]:
+    """JSON-lines entries; a torn or foreign line (a write cut by a lost link) is skipped."""
+    entries = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict):
+                entries.append(entry)
+    return entries
+
+
+def local_journal_path(host: str, local_dir: Path | None = None) -> Path:
+    """This machine's copy of ``host``'s journal."""
+    safe = re.sub(r"[^A-Za-z0-9_.@-]+", "_", host)[:100] or "host"
+    return (local_dir or default_journal_dir()) / f"{safe}.jsonl"

@@ -69,22 +69,42 @@ def _balance(plt, d: dict[str, Any], stem: Path) -> list[Path]:
     return _save(plt, fig, stem)
 
 
-def _gantt(plt, d: dict[str, Any], stem: Path, frames: int = 4) -> list[Path]:
-    """Steady-state schedule of a few frames: frame f enters stage k when both are free."""
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(d["stages"]) + 1.5))
-    period = d["predicted"]["period_ms"]
-    colors = ["#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd"]
-    done = [0.0] * frames
-    for k, s in enumerate(d["stages"]):
+def schedule(stages: list[dict[str, Any]], period_ms: float, frames: int
+             ) -> list[tuple[int, int, int, float, float]]:
+    """(stage, replica, frame, start ms, duration ms) of ``frames`` frames in steady state.
+
+    Frame f arrives at f x period; replicas of a stage take frames round-robin, each frame
+    taking the stage's whole per-replica time on its replica (a replica is not faster, there
+    are more of them), and a frame enters a replica when both are free.
+    """
+    bars = []
+    done = [f * period_ms for f in range(frames)]
+    for k, s in enumerate(stages):
+        replicas = max(1, int(s.get("replicas", 1)))
+        free = [0.0] * replicas
         for f in range(frames):
-            start = max(done[f], f * period)
-            ax.broken_barh([(start, s["predicted_ms"])], (k - 0.4, 0.8),
-                           color=colors[f % len(colors)], alpha=0.85)
-            done[f] = start + s["predicted_ms"]
-    ax.set_yticks(range(len(d["stages"])), [s["name"] for s in d["stages"]])
+            r = f % replicas
+            start = max(done[f], free[r])
+            bars.append((k, r, f, start, float(s["predicted_ms"])))
+            done[f] = free[r] = start + float(s["predicted_ms"])
+    return bars
+
+
+def _gantt(plt, d: dict[str, Any], stem: Path, frames: int = 6) -> list[Path]:
+    """Steady-state schedule of a few frames, one row per replica (see :func:`schedule`)."""
+    stages = d["stages"]
+    rows = [(k, r) for k, s in enumerate(stages) for r in range(max(1, int(s["replicas"])))]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    colors = ["#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd"]
+    for k, r, f, start, dur in schedule(stages, d["predicted"]["period_ms"], frames):
+        ax.broken_barh([(start, dur)], (rows.index((k, r)) - 0.4, 0.8),
+                       color=colors[f % len(colors)], alpha=0.85)
+    labels = [stages[k]["name"] + (f" r{r}" if stages[k]["replicas"] > 1 else "")
+              for k, r in rows]
+    ax.set_yticks(range(len(rows)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("ms")
-    ax.set_title(f"pipeline Gantt ({frames} frames, colour = frame)")
+    ax.set_title(f"pipeline Gantt ({frames} frames, colour = frame, one row per replica)")
     fig.tight_layout()
     return _save(plt, fig, stem)
 

@@ -285,7 +285,8 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
                           running=None if dry_run else info.id)
     if refine and not dry_run:
         _refine_after_push(manifest, target, outcome, m, graph, current.doc,
-                           accept_new_host_keys=accept_new_host_keys, say=say)
+                           accept_new_host_keys=accept_new_host_keys, serial=serial,
+                           max_fail_percent=max_fail_percent, say=say)
     return outcome
 
 
@@ -315,27 +316,32 @@ def _build_plan(plan_file: Path, out: Path, graph: Graph) -> Any:
 
 def _refine_after_push(manifest: str | Path, target: str, outcome: PushOutcome, m: Manifest,
                        graph: Graph, plan_doc: dict[str, Any], *, accept_new_host_keys: bool,
+                       serial: int | None, max_fail_percent: float,
                        say: Callable[[str], None]) -> None:
     """Online refinement on the device (Soomro et al.: measured search from the plan), recorded
     in ``outcome`` (``refine``, ``refine_deploy``, ``running``).
 
-    The serving runner is stopped so candidates are measured without it competing for the
-    cores; a refined plan that measures better is built and pushed as a new release (health
-    checked, rolled back on failure); otherwise the pushed release is started again. Whatever
-    fails in between (a measure command the board cannot run, a lost link, a bug) is caught so
-    serving resumes first; then it is raised as RefineAfterPushError saying what runs.
+    Only the canary host's runner (a fleet's ``canary``, else its first host) is stopped, so
+    candidates are measured without it competing for the cores while the rest of the fleet
+    keeps serving. A refined plan that measures better is built and rolled out to every host
+    as a new release with push's batching (``serial``), failure budget and per-host rollback;
+    otherwise the canary restarts the pushed release. Whatever fails in between (a measure
+    command the board cannot run, a lost link, a bug) is caught so serving resumes first; then
+    it is raised as RefineAfterPushError saying what runs.
     """
     from edgedeploy.deploy.api import push_bundle, stop
     from edgedeploy.deploy.transport import TransportOptions
     from edgedeploy.refine.api import refine as _refine
 
-    ref = m.target(target)
+    fleet = m.target(target)
+    canary = fleet.only(fleet.canary_host) if fleet.canary_host else fleet
     bundle = outcome.bundle
     summary: dict[str, Any] = {}
     failure: Exception | None = None
     try:
-        say("refine: stopping the runner while candidates are measured")
-        stop(ref, alias=target,
+        where = f" on {fleet.canary_host}" if len(fleet.all_hosts) > 1 else ""
+        say(f"refine: stopping the runner{where} while candidates are measured")
+        stop(canary, alias=target,
              access=TransportOptions(accept_new_host_keys=accept_new_host_keys), check=True)
         result = _refine(manifest, target, manifest=m, graph=graph, plan_doc=plan_doc)
         summary = result.summary()
@@ -344,11 +350,15 @@ def _refine_after_push(manifest: str | Path, target: str, outcome: PushOutcome, 
             bundle = _build_plan(result.plan_file, m.bundle_dir(target, ".refined"), graph)
     except Exception as exc:  # reported below, once serving has resumed
         failure = exc
-    say(f"refine: starting release {bundle.id}")
+    refined = bundle is not outcome.bundle
+    ref = fleet if refined else canary  # a refined release rolls out; else the canary restarts
+    say(f"refine: starting release {bundle.id} on "
+        f"{', '.join(ref.all_hosts) or 'this host'}")
     try:  # serving resumes whatever happened: the refined release or the pushed one
         outcome.refine_deploy = push_bundle(bundle.root, ref, alias=target,
                                             accept_new_host_keys=accept_new_host_keys,
-                                            check=True)
+                                            serial=serial if refined else None,
+                                            max_fail_percent=max_fail_percent, check=True)
     except EdgeDeployError as exc:
         outcome.refine_deploy, outcome.running = deploy_result(exc), None
         raise _refine_failed(outcome, bundle.id, failure, restart=exc) from failure or exc

@@ -178,7 +178,7 @@ def _ssh_backend(ctx, manifest, alias: str) -> RunnerBackend:
         raise InputError("SSH refinement needs the deployer: deploy first with "
                          f"`edgedeploy push --target {alias}`") from None
     ref = manifest.target(alias)
-    transport = open_transport(ref, hosts_of(ref)[0])
+    transport = open_transport(ref, ref.canary_host or hosts_of(ref)[0])  # a fleet's canary
     transport.open()
     root = transport.expand(ref.path)
 

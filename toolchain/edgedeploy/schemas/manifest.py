@@ -167,6 +167,11 @@ class TargetRef(_Strict):
     host: str | None = Field(default=None, min_length=1,
                              description="Host name or ~/.ssh/config alias.")
     hosts: list[str] | None = Field(default=None, min_length=1, description="A fleet of hosts.")
+    canary: str | None = Field(
+        default=None, min_length=1,
+        description="The fleet host refinement measures on (default: the first of hosts); only "
+                    "it stops while candidates are measured, and a refined release then rolls "
+                    "out to every host with push's batching, failure budget and rollback.")
     user: str | None = Field(default=None, min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535)
     path: str = Field(default="~/edgedeploy", min_length=1, description="Remote install folder.")
@@ -262,7 +267,20 @@ class TargetRef(_Strict):
                              "or use transport ssh")
         if self.transport == "sim" and self.board == "local":
             raise ValueError("a simulated target needs a board descriptor, not 'local'")
+        if self.canary is not None and self.canary not in self.all_hosts:
+            raise HintedValueError(f"canary {self.canary!r} is not one of this target's hosts"
+                                   f"{did_you_mean(self.canary, self.all_hosts)}",
+                                   f"hosts: {', '.join(self.all_hosts) or '(none)'}")
         return self
+
+    @property
+    def canary_host(self) -> str | None:
+        """Where refinement measures: ``canary``, else the first host (None: this machine)."""
+        return self.canary or next(iter(self.all_hosts), None)
+
+    def only(self, host: str) -> TargetRef:
+        """This target narrowed to one of its hosts (the canary of a refinement)."""
+        return self.model_copy(update={"host": host, "hosts": None, "canary": None})
 
     @property
     def all_hosts(self) -> list[str]:

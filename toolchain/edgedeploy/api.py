@@ -751,12 +751,38 @@ def releases(manifest: str | Path | None, target: str = "local", *,
 
 
 def doctor(manifest: str | Path | None, target: str = "local", *, python: str | None = None,
-           requires: tuple[str, ...] = ("numpy",),
+           requires: tuple[str, ...] | None = None,
            accept_new_host_keys: bool = False) -> HostAnswers[DoctorReport]:
     """Per host: what the board has (architecture, Python, numpy, onnxruntime and its execution
     providers, LiteRT) and what a bundle needing ``requires`` would lack there; a host that
-    could not be reached counts in ``raise_for_status()``."""
+    could not be reached counts in ``raise_for_status()``. Without ``requires`` they come from
+    the target's lockfile (its engines' packages and execution providers), else numpy."""
     from edgedeploy.deploy import api as deploy
+    from edgedeploy.deploy.doctor import DoctorReport
 
-    return deploy.doctor(resolve_target(manifest, target), python=python, requires=requires,
-                         alias=target, access=_access(accept_new_host_keys))
+    source = "--require"
+    if requires is None:
+        requires, source = plan_requirements(manifest, target)
+    answers = deploy.doctor(resolve_target(manifest, target), python=python, requires=requires,
+                            alias=target, access=_access(accept_new_host_keys))
+    for report in answers:
+        if isinstance(report, DoctorReport):
+            report.requires_from = source
+    return answers
+
+
+def plan_requirements(manifest: str | Path | None, target: str) -> tuple[tuple[str, ...], str]:
+    """What the target's committed plan needs on the board, and which lockfile said so
+    (``("numpy",), "default"`` when there is no readable lockfile yet)."""
+    from edgedeploy.runtime.engines import board_requirements
+    from edgedeploy.schemas.plan import load_plan
+
+    path = manifest or (DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else None)
+    if path is None:
+        return ("numpy",), "default"
+    try:
+        plan_file = load_manifest(path).plan_file(target)
+        plan = load_plan(plan_file)
+    except (EdgeDeployError, OSError, KeyError):
+        return ("numpy",), "default"
+    return tuple(board_requirements(plan.engines)), str(plan_file)

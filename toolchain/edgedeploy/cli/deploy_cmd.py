@@ -206,15 +206,17 @@ def doctor_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
                                           help="Python on the board (default: the target's, "
                                                "as push uses it)."),
                require: list[str] = typer.Option(
-                   ["numpy"], "--require", help="What the bundle needs: a distribution name, or "
-                   "provider:<Name> for an onnxruntime execution provider."),
+                   None, "--require", help="What the bundle needs: a distribution name, or "
+                   "provider:<Name> for an onnxruntime execution provider (default: what the "
+                   "target's lockfile needs, else numpy)."),
                as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
     """Show what each host has (architecture, Python, numpy, onnxruntime and its execution
     providers, LiteRT) and lacks.
 
     Example: edgedeploy doctor --target jetson --require provider:CUDAExecutionProvider
     """
-    reports = api.doctor(manifest, target, python=python, requires=tuple(require),
+    reports = api.doctor(manifest, target, python=python,
+                         requires=tuple(require) if require else None,
                          accept_new_host_keys=accept_new)
     if as_json:
         output.emit_json({"target": target, "ok": all(r.ok for r in reports),

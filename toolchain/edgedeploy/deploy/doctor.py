@@ -49,6 +49,11 @@ class DoctorReport:
     providers_error: str | None = None
     requires: dict[str, str | None] = field(default_factory=dict)
     tools: dict[str, bool] = field(default_factory=dict)
+    #: The interpreter runs in a venv; the system one refuses pip (PEP 668, Bookworm).
+    venv: bool = False
+    externally_managed: bool = False
+    #: Where ``requires`` came from (the target's lockfile, or the command line).
+    requires_from: str | None = None
     missing: list[str] = field(default_factory=list)
 
     @property
@@ -92,9 +97,11 @@ def doctor(transport: Transport, python: str = "python3",
     if version < MIN_PYTHON:
         report.missing.append(f"python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} "
                               f"(board has {report.python})")
-    for name, found in sorted(report.requires.items()):
-        if found is None:
-            report.missing.append(f"{name} (install: {python} -m pip install {name})")
+    report.venv = bool(facts.get("venv"))
+    report.externally_managed = bool(facts.get("externally_managed"))
+    lacking = sorted(name for name, found in report.requires.items() if found is None)
+    for name in lacking:
+        report.missing.append(f"{name} (install: {install_hint(report, python, lacking)})")
     for kind, name in needed:
         if kind == "provider" and name not in (report.providers or []):
             report.missing.append(_missing_provider(report, name))
@@ -102,6 +109,19 @@ def doctor(transport: Transport, python: str = "python3",
         if not report.tools.get(tool):
             report.missing.append(f"{tool} (install util-linux / coreutils)")
     return report
+
+
+def install_hint(report: DoctorReport, python: str, names: list[str]) -> str:
+    """How to install ``names`` for ``python`` on the board. A venv takes pip directly; a
+    system interpreter that refuses pip (PEP 668: Debian 12, Raspberry Pi OS Bookworm) gets a
+    venv on the board and the manifest setting that makes edgedeploy use it."""
+    pkgs = " ".join(names)
+    if report.venv or not report.externally_managed:
+        return f"{python} -m pip install {pkgs}"
+    return (f"{python} is the system Python, which refuses pip; create a venv on the board: "
+            f"python3 -m venv ~/edgedeploy-venv && ~/edgedeploy-venv/bin/pip install {pkgs}, "
+            "then set the target's `python:` in the manifest to that venv's bin/python "
+            "(an absolute path, e.g. /home/pi/edgedeploy-venv/bin/python)")
 
 
 def _missing_provider(report: DoctorReport, name: str) -> str:

@@ -244,6 +244,13 @@ def providers():
             pass
     lines = p.stderr.strip().splitlines() or ["exit %d" % p.returncode]
     return None, "importing onnxruntime failed: " + lines[-1][-500:]
+def externally_managed():
+    # PEP 668 (Debian 12 / Raspberry Pi OS Bookworm): pip refuses the system interpreter
+    import os, sysconfig
+    try:
+        return os.path.isfile(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
+    except Exception:
+        return False
 args = sys.argv[1:]
 dists = [a for a in args if a != "--providers" and not a.startswith("provider:")]
 found, error = None, None
@@ -256,5 +263,7 @@ print(json.dumps({
   "requires": {n: v(n) for n in dists},
   "providers": found, "providers_error": error,
   "tools": {t: bool(shutil.which(t)) for t in ("setsid", "timeout", "sha256sum", "systemctl")},
+  "venv": sys.prefix != getattr(sys, "base_prefix", sys.prefix),
+  "externally_managed": externally_managed(),
 }))
 """

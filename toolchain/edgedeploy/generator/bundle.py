@@ -136,12 +136,9 @@ def _segments(graph: ir.Graph, build: BuildInput, plans: Mapping[str, Any],
 def requirements(build: BuildInput) -> list[str]:
     """What a board must have for this bundle (``doctor`` checks it before anything is
     uploaded): numpy, and each engine's own requirements (packages, execution providers)."""
-    from edgedeploy.runtime.engines import engine_spec
+    from edgedeploy.runtime.engines import board_requirements
 
-    needs = {"numpy"}
-    for engine in build.engines():
-        needs.update(engine_spec(engine).requires)
-    return sorted(needs)
+    return board_requirements(build.engines())
 
 
 def _reference(graph: ir.Graph, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

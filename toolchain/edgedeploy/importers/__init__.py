@@ -52,8 +52,12 @@ def load_model(path: str | Path, *, input_shape: Sequence[int] | None = None,
     """
     path = Path(path)
     if not path.exists():
-        raise ModelError(f"model file not found: {path}", "check the path (relative to the "
-                         "current directory, or to the manifest for manifest paths)")
+        from edgedeploy import zoo
+
+        rule = "check the path (relative to the current directory, or to the manifest for " \
+               "manifest paths)"
+        command = zoo.export_hint(path)
+        raise ModelError(f"model file not found: {path}", f"{command}; {rule}" if command else rule)
     if not path.is_file():
         raise ModelError(f"not a model file: {path}", "give the path of an .onnx or .tflite file")
     if path.stat().st_size == 0:

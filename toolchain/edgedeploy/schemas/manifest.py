@@ -100,8 +100,7 @@ class ModelSpec(_Strict):
             raise ValueError(f"cannot tell the format of {value.name!r} from its suffix; "
                              "name it .onnx or .tflite, or set model.format")
         if not _exists(path):
-            raise HintedValueError(f"model file not found: {path}",
-                                   "paths are relative to the manifest's folder")
+            raise HintedValueError(f"model file not found: {path}", _missing_model_hint(path))
         if path.is_dir():
             raise ValueError(f"model path is a folder, not a file: {path}")
         return path
@@ -157,6 +156,16 @@ class Primitives(_Strict):
         if both:
             raise ValueError(f"listed in both allow and deny: {', '.join(both)}")
         return self
+
+
+def _missing_model_hint(path: Path) -> str:
+    """Where a missing model could come from: a zoo model's name gets the command that writes
+    it (the README's examples name zoo models), anything else the path rule."""
+    from edgedeploy import zoo
+
+    rule = "paths are relative to the manifest's folder"
+    command = zoo.export_hint(path)
+    return f"{command}; {rule}" if command else rule
 
 
 class TargetRef(_Strict):

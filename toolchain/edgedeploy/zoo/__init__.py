@@ -100,6 +100,21 @@ MODELS: dict[str, ModelInfo] = {m.name: m for m in [
 ]}
 
 
+def export_hint(path: str | Path) -> str | None:
+    """The command that writes a missing ``<zoo name>.onnx`` (``resnet50.onnx``,
+    ``yolo.onnx`` for ``yolo_tiny``, ``mobilenet_v2_224.onnx``), or None for other names."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        return None
+    stem = path.stem.lower()
+    names = [n for n in MODELS if stem == n or stem.startswith(n + "_")]
+    names = names or [n for n in MODELS if n.startswith(stem + "_")]
+    if not names:
+        return None
+    best = max(names, key=lambda n: (stem == n, len(n)))
+    return f"`edgedeploy zoo export {best} -o {os.path.relpath(path)}` writes it"
+
+
 def list_models() -> list[str]:
     """Names of every zoo model, in the order ``zoo list`` shows them."""
     return list(MODELS)

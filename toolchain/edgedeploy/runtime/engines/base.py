@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Protocol, runtime_checkable
@@ -139,6 +139,15 @@ def engine_spec(name: str) -> EngineSpec:
             hint = f"{name!r} is now called {LEGACY_NAMES[name]!r}; re-plan to update the lockfile"
         raise ExecutionError(f"unknown engine {name!r}{did_you_mean(name, ENGINES)}", hint=hint)
     return spec
+
+
+def board_requirements(engines: Iterable[str]) -> list[str]:
+    """What a board needs to run ``engines``: numpy, and each engine's own requirements
+    (Python distributions, ``provider:<Name>`` execution providers), sorted."""
+    needs = {"numpy"}
+    for engine in engines:
+        needs.update(engine_spec(engine).requires)
+    return sorted(needs)
 
 
 def engine_class(name: str) -> type:

@@ -4,8 +4,10 @@
 #   make edgedeploy-push TARGET=jetson
 #
 # Override any variable on the command line or before the include.
-# Including this file never changes the including Makefile's default goal.
+# Including this file never changes the including Makefile's default goal, and defines only
+# edgedeploy-* targets: a firmware repo's own `build:` or `push:` stays its own.
 _EDGEDEPLOY_GOAL := $(.DEFAULT_GOAL)
+_EDGEDEPLOY_INCLUDED := $(filter-out $(lastword $(MAKEFILE_LIST)),$(firstword $(MAKEFILE_LIST)))
 
 EDGEDEPLOY ?= edgedeploy
 MANIFEST ?= edgedeploy.yaml
@@ -37,9 +39,11 @@ edgedeploy-logs:  ## the runner's log on TARGET
 edgedeploy-rollback:  ## restore the previous release on TARGET
 	$(EDGEDEPLOY) $(EDGEDEPLOY_FLAGS) rollback -m "$(MANIFEST)" --target "$(TARGET)"
 
-# Short aliases plan/build/push/status. A Makefile with its own target of one of these names
-# must set EDGEDEPLOY_ALIASES = 0 before the include (make would merge the prerequisites).
-EDGEDEPLOY_ALIASES ?= 1
+# Short aliases plan/build/push/status, only when this file is the makefile itself
+# (`make -f edgedeploy.mk push`). An including Makefile gets them with EDGEDEPLOY_ALIASES = 1
+# before the include, and only if it has no target of these names: make would merge the
+# prerequisites, so its own `make build` would run `edgedeploy build` first.
+EDGEDEPLOY_ALIASES ?= $(if $(_EDGEDEPLOY_INCLUDED),0,1)
 ifeq ($(EDGEDEPLOY_ALIASES),1)
 plan: edgedeploy-plan
 build: edgedeploy-build

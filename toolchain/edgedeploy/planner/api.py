@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.planner.lock import (
+    REPO_PROFILE,
     dumps,
     input_hashes,
     read_lock,
@@ -120,7 +121,8 @@ def check(manifest_path: str | Path, target_alias: str | None = None, *,
         measured = bool((recorded.get("decision") or {}).get("measured"))
         # a measured lockfile holds the board's choice and a profiled one this machine's
         # calibration, which the repository cannot reproduce: up to date while its inputs are
-        exact = not measured and reproducible(recorded.get("inputs", {}))
+        exact = (not measured and reproducible(recorded.get("inputs", {}))
+                 and reproducible(r.doc["inputs"]))
         if not r.stale and exact and r.plan_file.read_text() != r.text:
             r.stale = ["plan content differs from what the planner computes now"]
     return results
@@ -162,18 +164,32 @@ def plan_document(manifest: Manifest, manifest_path: Path, alias: str, board: st
                   plan_path: Path) -> dict[str, Any]:
     """Plan one target and return the lockfile document."""
     from edgedeploy.boards.catalog import load_target
-    from edgedeploy.costmodel import CostModel
     from edgedeploy.planner.adapter import build_problem
     from edgedeploy.planner.document import build_document
     from edgedeploy.planner.solve import solve
 
     target = load_target(board)
-    model = CostModel.for_target(target)
+    model = cost_model(manifest, alias, target, manifest_path)
     problem = build_problem(graph, target, model)
     solution = solve(problem, manifest, graph)
     inputs = input_hashes(manifest_path, manifest.model.path, target, model.digest(), model.source)
     return build_document(manifest, alias, board, target, graph, problem, solution, inputs,
                           plan_path)
+
+
+def cost_model(manifest: Manifest, alias: str, target: Any, manifest_path: Path) -> Any:
+    """The target's cost model: calibrated from the profile the manifest keeps in the repository
+    (``targets.<alias>.profile``; hashed into the lockfile), else from the board's cached one."""
+    from edgedeploy.costmodel import CostModel
+    from edgedeploy.costmodel.profile import read_profile, target_fingerprint
+    from edgedeploy.planner.lock import relpath
+
+    path = manifest.target(alias).profile
+    if path is None:
+        return CostModel.for_target(target)
+    model = CostModel.for_target(target, read_profile(path, target_fingerprint(target)))
+    model.source = f"{REPO_PROFILE}{relpath(path, manifest_path.parent)}"
+    return model
 
 
 def stage_plans(plan_obj, graph) -> list:

@@ -88,22 +88,32 @@ def input_hashes(manifest_path: str | Path, model_path: str | Path, target: Targ
     }
 
 
+#: Cost-model source prefix of a profile kept in the repository (``targets.<alias>.profile``).
+REPO_PROFILE = "repo-profile:"
+
+
 def reproducible(recorded: dict[str, Any]) -> bool:
     """Whether a lockfile's cost model can be rebuilt from what a repository holds: the prior
-    is code; a profile lives in one machine's cache and grows with every refinement."""
-    return (recorded.get("costmodel") or {}).get("source", "prior") == "prior"
+    is code and a profile the manifest names is a file in the repo; the board's cached profile
+    lives on one machine and grows with every refinement."""
+    source = str((recorded.get("costmodel") or {}).get("source", "prior"))
+    return source == "prior" or source.startswith(REPO_PROFILE)
 
 
 def stale_reasons(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Which inputs changed since the lockfile was written (empty: up to date).
 
     The model, the manifest, the target and the planner version always count. The cost model
-    counts only when the lockfile was planned from the prior: a profile's digest is recorded
-    as information (what the plan was computed from) but measurements feeding the profile --
-    refinement does that on every push -- must not make a committed lockfile stale.
+    counts only when both the lockfile's and the current one come from what a repository holds
+    (the prior, or a profile the manifest keeps there): a cached profile's digest is recorded
+    as information (what the plan was computed from) but measurements feeding it -- refinement
+    does that on every push -- must not make a committed lockfile stale.
     """
     reasons = []
-    keys = ("model", "manifest", "target") + (("costmodel",) if reproducible(recorded) else ())
+    # like for like or not at all: a lockfile planned from the prior stays fresh when this
+    # machine has since profiled the board (refinement does), until its inputs change
+    comparable = reproducible(recorded) and reproducible(current)
+    keys = ("model", "manifest", "target") + (("costmodel",) if comparable else ())
     for key in keys:
         old = (recorded.get(key) or {}).get("sha256")
         new = current[key]["sha256"]

@@ -188,6 +188,12 @@ class TargetRef(_Strict):
     host_key_policy: HostKeyPolicy = "strict"
     transport: Transport | None = Field(
         default=None, description="Default: ssh when a host is given, else local.")
+    profile: Path | None = Field(
+        default=None,
+        description="A profile kept in the repository (`edgedeploy profile --target ALIAS "
+                    "--export FILE`): this target's plans are calibrated from it and the "
+                    "lockfile hashes it, so `plan --check` on a fresh clone reproduces them. "
+                    "Without it the board's cached profile is used and only recorded.")
     python: str | None = Field(
         default=None, min_length=1,
         description="Python on the board that runs the runner, its health check, refine's "
@@ -251,6 +257,18 @@ class TargetRef(_Strict):
         if remote or value.startswith(("~", "/")):
             return value
         return str(_resolve(Path(value), info))
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        if not _exists(path):
+            raise HintedValueError(f"profile file not found: {path}",
+                                   "write it with `edgedeploy profile --target ALIAS --export "
+                                   "FILE` (paths are relative to the manifest's folder)")
+        return path
 
     @field_validator("identity_file")
     @classmethod

@@ -64,6 +64,9 @@ class SshdServer:
     user: str = field(default_factory=getpass.getuser)
     proc: subprocess.Popen[bytes] | None = None
     extra_config: str = ""
+    #: sshd's LogLevel; DEBUG1 also logs each forwarded channel (``server_request_direct_tcpip``
+    #: with its target port), which is how a test proves a ProxyJump went through this server.
+    log_level: str = "VERBOSE"
 
     @property
     def identity_file(self) -> Path:
@@ -112,7 +115,7 @@ class SshdServer:
             "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
             "PermitRootLogin prohibit-password", "AllowTcpForwarding yes",
             "Subsystem sftp internal-sftp", "MaxStartups 64", "MaxSessions 64",
-            "LogLevel VERBOSE",
+            f"LogLevel {self.log_level}",
         ]
         if self.home is not None:
             lines.append(f'SetEnv HOME="{self.home}"')
@@ -170,6 +173,10 @@ class SshdServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def sessions(self) -> int:
+        """How many sshd processes serve a connection now (0: every client has hung up)."""
+        return len(_descendants(self.proc.pid)) if self.proc is not None else 0
 
     def rotate_host_key(self) -> None:
         """Give the server a new host key (known_hosts keeps the old one): a changed key."""
@@ -251,9 +258,10 @@ def sshd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     _skip_without_sshd()
     servers: list[SshdServer] = []
 
-    def make(name: str = "board") -> SshdServer:
+    def make(name: str = "board", **settings: Any) -> SshdServer:
+        """``settings``: more SshdServer fields, e.g. ``log_level="DEBUG1"`` for a bastion."""
         root = tmp_path_factory.mktemp(name)
-        server = SshdServer(root=root / "server", home=root / "home")
+        server = SshdServer(root=root / "server", home=root / "home", **settings)
         server.setup()
         server.start()
         servers.append(server)

@@ -14,6 +14,9 @@ MANIFEST ?= edgedeploy.yaml
 TARGET ?= local
 BUILD_DIR ?= build/edgedeploy/$(TARGET)
 EDGEDEPLOY_FLAGS ?=
+# Under CI (CI set, as CI services do) a push deploys only the committed lockfile: a stale one
+# fails (exit 7) instead of being re-planned and rewritten on the CI machine.
+EDGEDEPLOY_PUSH_FLAGS ?= $(if $(CI),--locked,)
 
 .PHONY: edgedeploy-plan edgedeploy-check edgedeploy-build edgedeploy-push edgedeploy-status \
 	edgedeploy-logs edgedeploy-rollback
@@ -28,7 +31,7 @@ edgedeploy-build:  ## build the runner bundle for TARGET into BUILD_DIR
 	$(EDGEDEPLOY) $(EDGEDEPLOY_FLAGS) build "$(MANIFEST)" --target "$(TARGET)" -o "$(BUILD_DIR)"
 
 edgedeploy-push:  ## build, upload, switch and health-check the release on TARGET
-	$(EDGEDEPLOY) $(EDGEDEPLOY_FLAGS) push -m "$(MANIFEST)" --target "$(TARGET)"
+	$(EDGEDEPLOY) $(EDGEDEPLOY_FLAGS) push -m "$(MANIFEST)" --target "$(TARGET)" $(EDGEDEPLOY_PUSH_FLAGS)
 
 edgedeploy-status:  ## what runs on TARGET: release, health, throughput
 	$(EDGEDEPLOY) $(EDGEDEPLOY_FLAGS) status -m "$(MANIFEST)" --target "$(TARGET)"

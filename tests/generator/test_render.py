@@ -70,3 +70,14 @@ def test_makefile_include_parses_with_make(tmp_path: Path) -> None:
     fw.write_text(f"include {mk}\nall:\n\t@echo firmware\n")
     out = _make("-n", "-f", str(fw))
     assert out.stdout.strip() == "echo firmware"  # the include keeps the default goal
+
+
+def test_the_include_pushes_locked_under_ci_only(tmp_path: Path) -> None:
+    """CI services set CI: there a push deploys the committed lockfile or fails (exit 7)."""
+    mk = templates_dir() / "make" / "edgedeploy.mk"
+    fw = tmp_path / "Makefile"
+    fw.write_text(f"include {mk}\nrelease: edgedeploy-push\n")
+    ci = _make("-n", "-f", str(fw), "release", "EDGEDEPLOY=ed", "CI=true").stdout
+    assert ci.strip().endswith("--locked")
+    local = _make("-n", "-f", str(fw), "release", "EDGEDEPLOY=ed", "CI=").stdout
+    assert "--locked" not in local and "push -m" in local

@@ -137,8 +137,10 @@ def journal_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
                 local: bool = typer.Option(False, "--local",
                                            help="Read this machine's copy (no connection)."),
                 as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
-    """Show the deploy journal of each host: every push, rollback and stop step, its outcome,
-    duration and error, as written on the board (or this machine's copy with --local).
+    """Show each host's deploy journal: push, rollback and stop steps with their outcomes.
+
+    Read on the board (what every machine that deployed there wrote), or this machine's copy
+    with --local (no connection needed).
 
     Example: edgedeploy journal --target jetson -n 50
     """

@@ -625,22 +625,27 @@ def refine_methods() -> tuple[str, ...]:
 
 
 def refine_score(boards: str | list[str] = "all", models: str | list[str] = "zoo", *,
-                 size: int = 96, budget: int = 30, seed: int = 0, profile_s: float = 60.0,
+                 size: int = 96, budget: int = 30, seed: int | None = None,
+                 seeds: list[int] | tuple[int, ...] | None = None, profile_s: float = 60.0,
                  plot: str | Path | None = None,
                  on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Score refinement on board twins against the exhaustive optimum (simulated).
 
     ``boards`` is ``all`` (every catalogue board but this host), names, or ``b1,b2``;
-    ``models`` is ``zoo`` or names likewise. ``plot`` adds a convergence PNG (its path in
+    ``models`` is ``zoo``, ``held_out`` (the zoo models the search was not tuned on) or names
+    likewise. ``seeds`` (default 0, 1, 2; ``seed`` alone: that one) are twins, profiles and
+    searches; figures are summarised over them. ``plot`` adds a convergence PNG (its path in
     ``plot``).
     """
     from edgedeploy import zoo
+    from edgedeploy.refine.score import SEEDS, held_out_models, score
     from edgedeploy.refine.score import plot as plot_fn
-    from edgedeploy.refine.score import score
 
     bl = ([b for b in list_targets() if b != "local"] if boards == "all" else _names(boards))
-    ml = zoo.list_models() if models == "zoo" else _names(models)
-    res = score(bl, ml, size=size, budget=budget, seed=seed, profile_s=profile_s, on_row=on_row)
+    ml = (zoo.list_models() if models == "zoo" else held_out_models() if models == "held_out"
+          else _names(models))
+    sd = tuple(seeds) if seeds is not None else (seed,) if seed is not None else SEEDS
+    res = score(bl, ml, size=size, budget=budget, seeds=sd, profile_s=profile_s, on_row=on_row)
     if plot:
         res["plot"] = str(plot_fn(res, plot))
     return res

@@ -78,10 +78,13 @@ def refine_cmd(
 @refine_app.command("score")
 def score_cmd(
     boards: str = typer.Option("all", "--boards", help="all, or b1,b2."),
-    models: str = typer.Option("zoo", "--models", help="zoo, or m1,m2."),
+    models: str = typer.Option("zoo", "--models",
+                               help="zoo, held_out (not tuned on), or m1,m2."),
     budget: int = typer.Option(30, "--budget", help="Evaluations per method."),
     size: int = typer.Option(96, "--size", help="Zoo input size."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int | None = typer.Option(None, "--seed", help="One seed (overrides --seeds)."),
+    seeds: str = typer.Option("0,1,2", "--seeds",
+                              help="Seeds (twin, profile, search), comma-separated."),
     profile_s: float = typer.Option(60.0, "--profile-s",
                                     help="Simulated profile before planning (0: prior only)."),
     plot: Path | None = typer.Option(None, "--plot", help="Convergence plot (PNG)."),
@@ -93,10 +96,11 @@ def score_cmd(
     """
     from edgedeploy import api
 
-    res = api.refine_score(boards, models, size=size, budget=budget, seed=seed,
+    seed_list = [seed] if seed is not None else [int(x) for x in seeds.split(",") if x.strip()]
+    res = api.refine_score(boards, models, size=size, budget=budget, seeds=seed_list,
                            profile_s=profile_s, plot=plot,
                            on_row=lambda r: output.info(f"[simulated] {r['board']} x "
-                                                        f"{r['model']} done"))
+                                                        f"{r['model']} seed {r['seed']} done"))
     if as_json:
         output.emit_json(res)
         return
@@ -105,19 +109,22 @@ def score_cmd(
     for r in res["rows"]:
         for name in methods:
             m = r["methods"][name]
-            rows.append([r["board"], r["model"], r["plan_prior_vs_optimum"],
+            rows.append([r["board"], r["model"] + (" (held out)" if r["held_out"] else ""),
+                         r["seed"], r["plan_prior_vs_optimum"],
                          r["plan_vs_optimum"], name, m["near_optimal_fraction"],
                          m["evals_to_95pct"] if m["evals_to_95pct"] is not None else f">{budget}",
                          m["final_vs_plan"], m["final_vs_optimum"]])
     output.table("refinement score [simulated twins]",
-                 ["board", "model", "plan(prior)/opt", "plan(calibrated)/opt", "method",
+                 ["board", "model", "seed", "plan(prior)/opt", "plan(calibrated)/opt", "method",
                   "near_opt", "evals_95", "final/plan", "final/opt"],
                  rows)
-    for name in methods:
+    print(f"mean (sd) over seeds {res['seeds']} [simulated]:")
+    for name in ("plan", *methods):
         s = res["summary"][name]
-        print(f"{name}: near_optimal {s['near_optimal_fraction']:.3f}, "
-              f"evals_to_95 median {s['evals_to_95pct_median']}, "
-              f"final/plan {s['final_vs_plan']:.3f}")
+        print(f"{name}: " + ", ".join(
+            f"{k} {s[k]['mean']:.3f} ({s[k]['sd']:.3f})"
+            for k in ("near_optimal_fraction", "evals_to_95pct_median", "final_vs_plan",
+                      "final_vs_optimum")))
     print(f"targets: {res['summary']['targets']}")
 
 

@@ -223,28 +223,50 @@ def mutate(cand: Candidate, space: Space, rng: np.random.Generator, focus: int |
 
 
 def random_candidate(space: Space, rng: np.random.Generator,
-                     base_choices: tuple[str, ...]) -> Candidate:
-    """A uniformly drawn structure (stage count, cuts, units); layers keep ``base_choices``
-    where they run there. The unguided start of the baselines."""
+                     base_choices: tuple[str, ...] | None = None, *,
+                     draw_primitives: bool = True) -> Candidate:
+    """A uniformly drawn configuration: stage count, cuts, units, and per layer a primitive
+    drawn uniformly among those its stage's unit runs (``space.options_on``) -- the whole
+    space, as an unguided search sees it. With ``draw_primitives=False`` layers keep
+    ``base_choices`` where they run there (the structure alone is random)."""
+    if not draw_primitives and base_choices is None:
+        raise ValueError("base_choices are needed when primitives are not drawn")
     for _ in range(200):
-        k = int(rng.integers(1, min(space.max_stages, space.n_layers) + 1))
-        cuts = sorted(rng.choice(np.arange(1, space.n_layers), size=k - 1, replace=False)) \
-            if k > 1 else []
-        bounds = [0, *map(int, cuts), space.n_layers]
-        stages, used = [], {c: 0 for c in space.clusters}
-        for a, b in itertools.pairwise(bounds):
-            pool = [c for c in space.clusters if space.capacity(c) - used[c] >= 1]
-            if not pool:
-                break
-            cl = pool[int(rng.integers(len(pool)))]
-            free = space.capacity(cl) - used[cl]
-            cores = 1 if cl == GPU else int(rng.integers(1, free + 1))
-            r = 1 if cl == GPU or not space.allow_replication else int(
-                rng.integers(1, free // cores + 1))
-            used[cl] += cores * r
-            stages.append(StageConf(a, b, cl, cores, r))
-        if len(stages) == k:
-            out = _refit(Candidate((), base_choices), space, stages)
-            if out is not None:
-                return out
+        stages = _random_stages(space, rng)
+        if stages is None:
+            continue
+        if draw_primitives:
+            ch = [""] * space.n_layers
+            for s in stages:
+                for i in range(s.start, s.stop):
+                    opts = space.options_on(i, s.cluster)
+                    ch[i] = opts[int(rng.integers(len(opts)))] if opts else ""
+            out: Candidate | None = Candidate(tuple(stages), tuple(ch))
+            out = out if space.is_valid(out) else None
+        else:
+            out = _refit(Candidate((), tuple(base_choices or ())), space, stages)
+        if out is not None:
+            return out
     raise RuntimeError("could not draw a valid random candidate")
+
+
+def _random_stages(space: Space, rng: np.random.Generator) -> list[StageConf] | None:
+    """Stage count, cut points and (cluster, cores, replicas) per stage, uniformly drawn;
+    None when the clusters ran out of cores."""
+    k = int(rng.integers(1, min(space.max_stages, space.n_layers) + 1))
+    cuts = sorted(rng.choice(np.arange(1, space.n_layers), size=k - 1, replace=False)) \
+        if k > 1 else []
+    bounds = [0, *map(int, cuts), space.n_layers]
+    stages, used = [], {c: 0 for c in space.clusters}
+    for a, b in itertools.pairwise(bounds):
+        pool = [c for c in space.clusters if space.capacity(c) - used[c] >= 1]
+        if not pool:
+            return None
+        cl = pool[int(rng.integers(len(pool)))]
+        free = space.capacity(cl) - used[cl]
+        cores = 1 if cl == GPU else int(rng.integers(1, free + 1))
+        r = 1 if cl == GPU or not space.allow_replication else int(
+            rng.integers(1, free // cores + 1))
+        used[cl] += cores * r
+        stages.append(StageConf(a, b, cl, cores, r))
+    return stages

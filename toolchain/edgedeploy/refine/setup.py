@@ -80,9 +80,8 @@ def build_context(graph: ir.Graph, target, *, limits: Limits | None = None,
     masks = option_mask(problem, allow, deny, ws)
     options = [tuple(o for o, ok in zip(layer.options, m, strict=True) if ok)
                for layer, m in zip(problem.layers, masks, strict=True)]
-    clusters = {c.name: tuple(c.cpu_ids) for c in target.clusters}
-    if target.gpu is not None:
-        clusters[GPU] = ()
+    # the planner's own pools (a GPU's feeding core is not one a stage may take)
+    clusters = {GPU if c.is_gpu else c.name: tuple(c.cpu_ids) for c in problem.clusters}
     space = Space([layer.name for layer in graph.layers], options, clusters,
                   limits.max_stages, limits.allow_replication)
     return Context(graph, target, problem, space, model, limits, tuple(allow), tuple(deny),

@@ -53,11 +53,17 @@ def twin_target(board: str) -> Target:
 class TwinDevice:
     """One simulated board running one model; ``run(argv)`` is its runner command seam."""
 
-    def __init__(self, board: str | Target, graph: ir.Graph, seed: int = 0) -> None:
+    def __init__(self, board: str | Target, graph: ir.Graph, seed: int = 0, *,
+                 truth: GroundTruth | None = None) -> None:
+        """``truth``: an already built ground truth of the same (board, graph, seed) -- it is
+        immutable, so fresh twins may share it; only their drift and noise state is their own."""
         self.target = twin_target(board) if isinstance(board, str) else board
         self.graph = graph
         self.seed = seed
-        self.truth = GroundTruth(self.target, graph, seed)
+        if truth is not None and (truth.graph is not graph or truth.seed != seed
+                                  or truth.target.name != self.target.name):
+            raise ValueError("a shared ground truth must be of the same board, graph and seed")
+        self.truth = truth or GroundTruth(self.target, graph, seed)
         self._rng = np.random.default_rng(seed + 7919)
         self._layer_rng = np.random.default_rng(seed + 15485863)  # pipeline noise unchanged
         self._names = {layer.name: i for i, layer in enumerate(graph.layers)}
@@ -145,26 +151,28 @@ class TwinDevice:
                 "energy_mj": float(true["power_w"]) * float(np.median(periods)),
                 "seconds": total * period * run / 1e3 + layer_s, "plan": "variant",
                 "layer_ms": layer_ms,
-                "layer_ms_source": "simulated: ground-truth layer times of each stage alone on "
-                                   "one replica's cores (no contention), x drift, x jitter; "
-                                   f"median of {LAYER_FRAMES} frames",
+                "layer_ms_source": "simulated: ground-truth step times of each stage alone on "
+                                   "one replica's cores (segments fused, native dispatch, no "
+                                   f"contention), x drift, x jitter; median of {LAYER_FRAMES} "
+                                   "frames",
                 "simulated": True, "board": self.target.name}
 
     def layer_timings(self, stages: list[tuple[int, int, str, int, int]],
                       choices: Sequence[str], scale: float) -> tuple[list, float]:
         """What the runner's ``chain_layer_ms`` would report: per stage, ``[start, stop, ms]``
         per executor step (consecutive ``onnxruntime`` layers are one onnxruntime segment, as on a
-        board), each the median of LAYER_FRAMES jittered runs; and the seconds it took."""
+        board, timed fused; a native step includes its dispatch), each the median of
+        LAYER_FRAMES jittered runs; and the seconds it took."""
         out, spent = [], 0.0
         for a, b, cluster, cores, _r in stages:
             entries: list[list[float]] = []
+            in_stage = self.truth.stage_layer_ms(a, b, choices, cluster, cores)
             i = a
             while i < b:
                 j = i + 1
                 while choices[i] == "onnxruntime" and j < b and choices[j] == "onnxruntime":
                     j += 1
-                true = sum(self.truth.layer_time(k, choices[k], cluster, cores)
-                           for k in range(i, j))
+                true = sum(in_stage[i - a:j - a])
                 noise = np.exp(self._layer_rng.normal(0.0, LAYER_SIGMA, LAYER_FRAMES))
                 ms = float(np.median(true * scale * noise))
                 entries.append([i, j, ms])

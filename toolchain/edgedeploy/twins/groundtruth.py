@@ -1,9 +1,9 @@
 """A board twin's hidden ground truth: what a layer, a stage and a pipeline *really* cost.
 
 Deliberately not the planner's cost model (``costmodel/prior.py`` is a clean roofline with fixed
-per-primitive efficiencies): this generator adds the effects a real board has and a descriptor
-model does not see, so planning and refinement can be scored against an optimum that the model
-cannot simply reproduce (DESIGN.md, "Board twins"):
+per-primitive efficiencies, and a stage costs the sum of its layers there): this generator adds
+the effects a real board has and a descriptor model does not see, so planning and refinement can
+be scored against an optimum that the model cannot simply reproduce (DESIGN.md, "Board twins"):
 
 * per-primitive cache effects: weights or a transform's workspace spilling out of the cluster's
   L2 slow that primitive down; Winograd pays for partial output tiles;
@@ -12,17 +12,33 @@ cannot simply reproduce (DESIGN.md, "Board twins"):
 * a seeded per-(shape, primitive, core type) "personality" factor (log-normal): the residue of
   micro-architecture a model never captures;
 * threading: Amdahl scaling whose serial part grows for small layers;
-* contention: stages running at the same time share the DRAM bandwidth, so a stage's
-  memory-bound part slows with the others' traffic;
-* GPU: only onnxruntime kernels run there, each with a launch cost, plus host<->GPU copies;
-* DVFS / thermal drift and measurement noise live in :mod:`edgedeploy.twins.device` (they
-  change measurements, never the ground truth or its optimum).
+* GPU: only onnxruntime kernels run there, each with a launch cost, plus host<->GPU copies.
 
-Everything is a function of (board descriptor, graph, seed): deterministic for a seed.
+Those shape a layer's *solo* time (:meth:`GroundTruth.unit_ms`, what profiling one layer
+measures). Three more effects exist only inside a running stage, so neither a per-layer profile
+nor a model that prices a stage as the sum of its layers can see them (the first two in
+:mod:`edgedeploy.twins.instage`):
+
+* engine fusion: consecutive onnxruntime layers of one stage are one onnxruntime segment, run by
+  one session call. Inside it the per-call overhead is paid once per segment, not per layer; an
+  elementwise layer (add, mul, activation, flatten, reshape) is fused into its producer and costs
+  a fifth of its solo time; a conv right after a conv keeps the engine's blocked layout (no
+  reorder between them) and costs 0.88x. So a segment of k layers is faster than the sum of
+  their solo times;
+* native dispatch: every native layer call in a stage pays 0.06 ms (at 2 GHz) of Python
+  dispatch, fresh allocations and cold caches between layers -- several times the call cost the
+  model assumes;
+* shared-bandwidth contention: stages running at the same time share the DRAM bandwidth, so a
+  stage's memory-bound part slows with the others' traffic (:meth:`GroundTruth.contended`).
+
+DVFS / thermal drift and measurement noise live in :mod:`edgedeploy.twins.device` (they change
+measurements, never the ground truth or its optimum). Everything is a function of (board
+descriptor, graph, seed): deterministic for a seed.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -34,6 +50,7 @@ import numpy as np
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.vocab import NATIVE, ONNXRUNTIME
 from edgedeploy.schemas.target import GPU_CLUSTER, Target
+from edgedeploy.twins.instage import InStage
 
 #: (efficiency of peak, FLOP reduction) per primitive family on a CPU core.
 FAMILY = {"direct": (0.30, 1.0), "im2col_gemm": (0.55, 1.0), "gemm_1x1": (0.66, 1.0),
@@ -56,6 +73,12 @@ def layer_options(d: ir.Descriptor) -> list[str]:
     if d.op == ir.OPAQUE:
         return [ONNXRUNTIME]
     return [NATIVE, ONNXRUNTIME]
+
+
+@functools.lru_cache(maxsize=65536)
+def _shape_key(d: ir.Descriptor) -> str:
+    """A descriptor's text identity for :func:`_unit` (memoised: profiling asks thousands)."""
+    return str(d.to_dict())
 
 
 def _unit(seed: int, *parts: object) -> float:
@@ -82,9 +105,11 @@ class GroundTruth:
             self.units.append(Unit(GPU_CLUSTER, 1))
         self.unit_index = {(u.cluster, u.cores): k for k, u in enumerate(self.units)}
         self.options = [layer_options(layer.descriptor) for layer in graph.layers]
-        self.ms = [np.array([[self._layer_ms(layer.descriptor, p, u) for u in self.units]
-                             for p in opts]) for layer, opts in zip(graph.layers, self.options,
-                                                                    strict=True)]
+        self.ms = []  # solo time per layer: [option, unit]
+        for layer, opts in zip(graph.layers, self.options, strict=True):
+            self.ms.append(np.array([[self._layer_ms(layer.descriptor, p, u)
+                                      for u in self.units] for p in opts]))
+        self.in_stage = InStage(self, LAYER_OVERHEAD_MS)
         self.mem_bytes = np.array([float(layer.descriptor.bytes_in + layer.descriptor.bytes_out
                                          + layer.descriptor.bytes_weights)
                                    for layer in graph.layers])
@@ -116,7 +141,7 @@ class GroundTruth:
             eff *= self._conv_effects(d, family, layout, c.l2_kib)
         else:
             eff *= 0.5 if prim == ONNXRUNTIME else 1.0  # a tiny op: onnxruntime's session overhead
-        eff *= float(np.exp(PERSONALITY_SIGMA * _unit(self.seed, c.core_type, prim, d.to_dict())))
+        eff *= float(np.exp(PERSONALITY_SIGMA * _unit(self.seed, c.core_type, prim, _shape_key(d))))
         serial = 0.03 + 0.25 / (1.0 + flops / 4e6) + (0.0 if prim == ONNXRUNTIME else 0.05)
         speedup = u.cores / (1.0 + serial * (u.cores - 1))
         compute_ms = flops / reduction / (c.max_freq_mhz * 1e6 * c.flops_per_cycle * eff
@@ -152,7 +177,7 @@ class GroundTruth:
         flops = max(float(d.flops), float(d.elems_out or 1))
         parallel = d.c_out * d.h_out * d.w_out
         occupancy = min(1.0, parallel / (g.sms * 2048.0))
-        noise = float(np.exp(0.15 * _unit(self.seed, "gpu", d.to_dict())))
+        noise = float(np.exp(0.15 * _unit(self.seed, "gpu", _shape_key(d))))
         eff = max(0.03, 0.4 * occupancy) * noise
         compute_ms = flops / (g.fp32_gflops * 1e9 * eff) * 1e3
         mem_ms = (d.bytes_in + d.bytes_out + d.bytes_weights) / (
@@ -169,8 +194,22 @@ class GroundTruth:
                              for t in boundary_tensors(self.graph, k))
                          for k in range(len(self.graph.layers) + 1)], dtype=np.float64)
 
+    # ---- inside a stage: fusion and dispatch (twins.instage) ---------------------------------
+    def stage_layer_ms(self, a: int, b: int, choices: Sequence[str], cluster: str,
+                       cores: int) -> list[float]:
+        """True time of each layer of a stage running layers ``a..b`` on (cluster, cores):
+        a layer continuing an onnxruntime segment is fused, a native call pays its dispatch."""
+        return self.in_stage.layer_ms(a, b, choices, self.unit_index[(cluster, cores)])
+
+    def stage_ms(self, a: int, b: int, choices: Sequence[str], cluster: str, cores: int) -> float:
+        t = 0.0
+        for ms in self.stage_layer_ms(a, b, choices, cluster, cores):
+            t += ms
+        return t
+
     # ---- stages and pipelines --------------------------------------------------------------
     def layer_time(self, i: int, choice: str, cluster: str, cores: int) -> float:
+        """Solo time of one layer (what profiling it alone measures)."""
         opts = self.options[i]
         if choice not in opts:
             return float("inf")
@@ -195,7 +234,7 @@ class GroundTruth:
         base, mem = [], []
         prev = None
         for a, b, cl, cores, _r in stages:
-            t = sum(self.layer_time(i, choices[i], cl, cores) for i in range(a, b))
+            t = self.stage_ms(a, b, choices, cl, cores)
             base.append(t + self.hop_ms(self.cut_bytes[a], prev, cl))
             mem.append(float(self.mem_bytes[a:b].sum()))
             prev = cl
@@ -248,58 +287,69 @@ class GroundTruth:
         return self.options[i][int(np.argmin(self.ms[i][:, k]))]
 
     # ---- the exhaustive optimum -------------------------------------------------------------
-    def optimum(self, max_stages: int = 3, allow_replication: bool = True) -> dict[str, object]:
+    def optimum(self, max_stages: int = 3, allow_replication: bool = True,
+                capacity: dict[str, int] | None = None) -> dict[str, object]:
         """The exact best throughput over every configuration with <= ``max_stages`` stages.
+
+        ``capacity``: the units per cluster a search may use (its space's; default every core
+        and the GPU), so the optimum is over the space the search searches.
 
         The space (what ``refine score`` measures against): contiguous stages over *every* cut
         point, each stage on any (cluster, cores, replicas) with cores disjoint across stages
-        (a GPU: one unit, never replicated), and for each layer the primitive that is fastest on
-        its stage's unit. Per-layer choice is exact here because ground-truth layer times do
-        not depend on neighbours' choices and contention depends on bytes, not primitives.
-        Enumerated with numpy over all cut tuples for each stage-option tuple.
+        (a GPU: one unit, never replicated), and per layer any primitive that runs on its stage's
+        unit. Each (stage range, unit) gets its least time from ``InStage.table`` (exact:
+        in-stage effects only couple neighbours inside a stage, and contention and hand-overs
+        depend on bytes, not primitives); enumerated with numpy over all cut tuples for each
+        stage-option tuple, the winner's primitives backtracked (``InStage.choices``).
         """
         n = len(self.graph.layers)
-        best_ms = np.array([[np.min(self.ms[i][:, k]) for k in range(len(self.units))]
-                            for i in range(n)])
-        prefix = np.vstack([np.zeros(len(self.units)), np.cumsum(best_ms, axis=0)])
+        table = self.in_stage.table()
         mprefix = np.concatenate([[0.0], np.cumsum(self.mem_bytes)])
-        opts = self._stage_options(allow_replication)
+        cap = {c.name: c.cores for c in self.target.clusters} | {GPU_CLUSTER: 1}
+        cap |= capacity or {}
+        opts = self._stage_options(allow_replication, cap)
         best: dict[str, object] = {"throughput_fps": 0.0}
         for k in range(1, min(max_stages, n) + 1):
             cuts = np.array(list(itertools.combinations(range(1, n), k - 1)), dtype=int)
             cuts = cuts.reshape(len(cuts), k - 1)
             bounds = np.hstack([np.zeros((len(cuts), 1), int), cuts, np.full((len(cuts), 1), n)])
             for combo in itertools.product(opts, repeat=k):
-                if not self._fits(combo):
+                if not self._fits(combo, cap):
                     continue
-                cand = self._best_of(combo, bounds, prefix, mprefix)
+                cand = self._best_of(combo, bounds, table, mprefix)
                 if cand is not None and cand["throughput_fps"] > best["throughput_fps"]:
                     best = cand
+        stages: list = best.get("stages", [])  # type: ignore[assignment]
+        if stages:
+            best["choices"] = [c for a, b, cl, cores, _r in stages
+                               for c in self.in_stage.choices(a, b, self.unit_index[(cl, cores)])]
         return best
 
-    def _stage_options(self, allow_replication: bool) -> list[tuple[str, int, int, int]]:
+    def _stage_options(self, allow_replication: bool, cap: dict[str, int]
+                       ) -> list[tuple[str, int, int, int]]:
         out = []
         for u in self.units:
             k = self.unit_index[(u.cluster, u.cores)]
-            cap = 1 if u.cluster == GPU_CLUSTER else self.target.cluster(u.cluster).cores
-            max_r = 1 if u.cluster == GPU_CLUSTER or not allow_replication else cap // u.cores
+            n = cap.get(u.cluster, 0)
+            max_r = min(n, 1) if u.cluster == GPU_CLUSTER or not allow_replication \
+                else n // u.cores
             out += [(u.cluster, u.cores, r, k) for r in range(1, max_r + 1)]
         return out
 
-    def _fits(self, combo: Sequence[tuple[str, int, int, int]]) -> bool:
+    @staticmethod
+    def _fits(combo: Sequence[tuple[str, int, int, int]], cap: dict[str, int]) -> bool:
         used: dict[str, int] = {}
         for cl, cores, r, _k in combo:
             used[cl] = used.get(cl, 0) + cores * r
-        return all(v <= (1 if cl == GPU_CLUSTER else self.target.cluster(cl).cores)
-                   for cl, v in used.items())
+        return all(v <= cap.get(cl, 0) for cl, v in used.items())
 
-    def _best_of(self, combo, bounds, prefix, mprefix) -> dict[str, object] | None:
+    def _best_of(self, combo, bounds, table, mprefix) -> dict[str, object] | None:
         k = len(combo)
         base = np.empty((k, len(bounds)))
         mem = np.empty((k, len(bounds)))
         for s, (cl, _c, _r, u) in enumerate(combo):
             a, b = bounds[:, s], bounds[:, s + 1]
-            base[s] = prefix[b, u] - prefix[a, u]
+            base[s] = table[a, b, u]
             if s:
                 prev = combo[s - 1][0]
                 base[s] += self.hop_ms(self.cut_bytes[a], prev, cl)
@@ -313,7 +363,5 @@ class GroundTruth:
             return None
         stages = [(int(bounds[j, s]), int(bounds[j, s + 1]), c[0], c[1], c[2])
                   for s, c in enumerate(combo)]
-        choices = [self.best_choice(i, cl, cores) for a, b, cl, cores, _r in stages
-                   for i in range(a, b)]
         return {"throughput_fps": 1000.0 / float(period[j]), "period_ms": float(period[j]),
-                "stages": stages, "choices": choices}
+                "stages": stages}

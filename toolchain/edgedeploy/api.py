@@ -504,28 +504,57 @@ def is_twin(target: str) -> bool:
 def profile(target: str = "local", *, budget_s: float = 60.0, shapes: str = "designed",
             export: str | Path | None = None, import_: str | Path | None = None,
             model: str | Path | None = None, progress: Progress | None = None,
-            info: Callable[[str], None] | None = None) -> dict[str, Any]:
+            info: Callable[[str], None] | None = None, manifest: str | Path | None = None,
+            calibration: list[tuple[str, int]] | None = None,
+            accept_new_host_keys: bool = False) -> dict[str, Any]:
     """Measure layer shapes x primitives x core counts on ``target`` into its profile, or
     (``export``/``import_``) copy a profile out or merge one in without measuring.
 
     A twin (``sim:<board>``) is profiled into its own profile with a simulated budget, its
-    ``model``'s own layer shapes first; ``local`` measures this host. ``progress`` gets
-    (elapsed, budget, samples, eta, label); ``info`` one line per whole-model calibration run.
+    ``model``'s own layer shapes first; ``local`` measures this host. ``target`` may also be an
+    alias of ``manifest`` (default ./edgedeploy.yaml): an SSH target's board is measured where
+    it stands, by the runtime's probe, into its board descriptor's profile (the one ``plan``
+    reads for it). ``progress`` gets (elapsed, budget, samples, eta, label); ``info`` one line
+    per whole-model calibration run; ``calibration`` names the zoo models (name, input size)
+    run whole for the segment factors (default ``costmodel.segments.CALIBRATION_MODELS``).
     """
     from edgedeploy.errors import InputError
     from edgedeploy.twins import SIM_PREFIX, twin_target
 
+    ref = _profile_ref(manifest, target)
+    if ref is not None and ref.transport == "sim":
+        target, ref = SIM_PREFIX + ref.board, None
     twin = is_twin(target)
-    tgt = twin_target(target[len(SIM_PREFIX):]) if twin else load_target(target)
+    board = ref.board if ref is not None else target
+    tgt = twin_target(target[len(SIM_PREFIX):]) if twin else load_target(board)
     if export is not None and import_ is not None:
         raise InputError("--export and --import exclude each other")
     if export is not None or import_ is not None:
         return _profile_copy(tgt, export, import_)
     if twin:
         return _profile_twin(tgt, budget_s, shapes, model, progress)
+    if ref is not None and ref.transport == "ssh":
+        from edgedeploy.deploy.probe import profile_over_ssh
+
+        return profile_over_ssh(ref, target, budget_s=budget_s, shapes=shapes,
+                                progress=progress, info=info, calibration=calibration,
+                                access=_access(accept_new_host_keys))
     from edgedeploy.costmodel.profiling import profile_local
 
-    return profile_local(tgt, budget_s, shapes, progress, info)
+    return profile_local(tgt, budget_s, shapes, progress, info, calibration)
+
+
+def _profile_ref(manifest: str | Path | None, target: str) -> TargetRef | None:
+    """The manifest entry ``target`` names; None when it names a board or twin itself (and
+    no manifest was given), as ``profile --target local|rpi4|board.yaml|sim:rpi4`` do."""
+    from edgedeploy.schemas.manifest import is_board_path
+
+    if is_twin(target):
+        return None
+    if manifest is None and (target in list_targets() or is_board_path(target)
+                             or not DEFAULT_MANIFEST.is_file()):
+        return None
+    return resolve_target(manifest, target)
 
 
 def _profile_copy(tgt: Target, export: str | Path | None, import_: str | Path | None

@@ -53,7 +53,13 @@ def progress_reporter(title: str) -> Iterator[ProgressFn]:
 
 def profile(
     target: str = typer.Option("local", "--target", "-t", autocompletion=complete.targets,
-                               help="Board to profile (local)."),
+                               help="Board to profile: local, sim:<board>, or a manifest alias "
+                                    "(an SSH target is measured on the board)."),
+    manifest: Path | None = typer.Option(None, "--manifest", "-m",
+                                         help="Manifest whose target alias --target names "
+                                              "(default: ./edgedeploy.yaml when present)."),
+    accept_new: bool = typer.Option(False, "--accept-new-host-keys",
+                                    help="Trust and record a board's unknown SSH host key."),
     budget_s: float = typer.Option(60.0, "--budget-s", min=0.1, help="Measuring time budget."),
     shapes: str = typer.Option("designed", "--shapes",
                                help="designed (zoo + space-filling) or space (space-filling only)"),
@@ -68,19 +74,26 @@ def profile(
 
     Profiles live in the user cache directory, keyed by the board's hardware fingerprint.
     A board twin (``sim:<board>``) is profiled like a real board into its own profile
-    (fingerprint sim-<board>-v1); its budget counts simulated device seconds.
+    (fingerprint sim-<board>-v1); its budget counts simulated device seconds. A manifest's SSH
+    target is measured on the board by the runtime's probe (with the target's python), into
+    the profile of its board descriptor, which `plan` then uses for it.
 
     Example: edgedeploy profile --target local --budget-s 60
+
+    Example: edgedeploy profile -m edgedeploy.yaml --target pi --budget-s 60
     """
     from edgedeploy import api
 
     if export is not None or import_ is not None:  # no measuring: no progress to show
-        _answer(api.profile(target, export=export, import_=import_), as_json)
+        _answer(api.profile(target, export=export, import_=import_, manifest=manifest),
+                as_json)
         return
-    title = "profiling [simulated]" if api.is_twin(target) else "profiling"
+    title = ("profiling [simulated]" if api.is_twin(target)
+             else "profiling" if target == "local" else f"profiling {target}")
     with progress_reporter(title) as cb:
         data = api.profile(target, budget_s=budget_s, shapes=shapes, model=model,
-                           progress=cb, info=output.info)
+                           progress=cb, info=output.info, manifest=manifest,
+                           accept_new_host_keys=accept_new)
     _answer(data, as_json)
 
 

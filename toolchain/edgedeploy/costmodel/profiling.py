@@ -1,5 +1,11 @@
-"""Profiling this host: measure the designed layer shapes into its profile, then the whole-model
-segment factors (``edgedeploy profile --target local``).
+"""Profiling a real board: measure the designed layer shapes into its profile, then the
+whole-model segment factors (``edgedeploy profile --target local`` or ``--target ALIAS``).
+
+This host is measured in-process (:func:`profile_local`). A board reached over SSH is measured
+by the runtime's probe running there (:func:`profile_board`): this side chooses the tasks and
+their order exactly as for this host, the board spends the budget, and the samples, segment
+factors and replica speed-ups land in that board's profile (its descriptor's fingerprint).
+Transport stays out of this module: a :class:`Probe` is handed in (the deployer has one).
 
 Kept out of the CLI so Python callers get exactly what the command does; progress and messages
 are callbacks, so the caller decides how (or whether) they are shown. Board twins are profiled by
@@ -9,14 +15,18 @@ are callbacks, so the caller decides how (or whether) they are shown. Board twin
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from edgedeploy.errors import InputError
+import numpy as np
+
+from edgedeploy.costmodel.configs import CoreConfig
+from edgedeploy.errors import ExecutionError, InputError
+from edgedeploy.runtime.layer_timing import Measurement
 
 if TYPE_CHECKING:
-    from edgedeploy.costmodel.profiler import Progress
+    from edgedeploy.costmodel.profiler import Progress, Task
     from edgedeploy.schemas.target import Target
 
 #: The ``--shapes`` choices: zoo layers plus space-filling ones, or space-filling only.
@@ -40,12 +50,15 @@ def shape_sample(shapes: str) -> list[Any]:
 
 def profile_local(target: Target, budget_s: float, shapes: str = "designed",
                   progress: Progress | None = None,
-                  info: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  info: Callable[[str], None] | None = None,
+                  calibration: Sequence[tuple[str, int]] | None = None) -> dict[str, Any]:
     """Measure ``shapes`` on this host for ``budget_s``, append to its profile, then refresh
     the segment factors; the ``profile --json`` answer.
 
     ``progress`` gets (elapsed, budget, samples, eta, label) while layers are measured;
-    ``info`` gets one line per whole-model calibration run.
+    ``info`` gets one line per whole-model calibration run; ``calibration`` names the zoo
+    models (name, input size) run whole (default ``segments.CALIBRATION_MODELS``; empty: the
+    stored factors are kept as they are).
     """
     from edgedeploy.costmodel import profile as prof_mod
     from edgedeploy.costmodel import shapes as shapes_mod
@@ -53,8 +66,9 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
     from edgedeploy.costmodel.profiler import LocalMeasure
 
     if target.name != "local":
-        raise InputError(f"target {target.name!r} cannot be profiled from here yet",
-                         hint="profile --target local (SSH boards come with the deployer)")
+        raise InputError(f"target {target.name!r} cannot be profiled from here",
+                         hint="profile --target local, or a board over SSH through its "
+                              "manifest alias: profile -m edgedeploy.yaml --target ALIAS")
     check_shapes(shapes)
     sample = shape_sample(shapes)
     prof = prof_mod.open_profile(target)
@@ -65,7 +79,8 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
         new = ensure_fit_sample(target, prof, budget_s, measure, progress, sample)
     finally:
         measure.close()
-    factors = segment_factors(target, Path(prof.path), info)
+    factors = (segment_factors(target, Path(prof.path), info, calibration)
+               if calibration is None or calibration else _stored_factors(Path(prof.path)))
     return {"target": prof.target_name, "fingerprint": prof.fingerprint, "profile": str(prof.path),
             "new_samples": len(new), "samples": before + len(new),
             "shapes": len({shapes_mod.shape_key(s.descriptor) for s in new}),
@@ -73,14 +88,214 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
 
 
 def segment_factors(target: Target, profile_file: Path,
-                    info: Callable[[str], None] | None = None) -> dict[str, dict[str, float]]:
+                    info: Callable[[str], None] | None = None,
+                    models: Sequence[tuple[str, int]] | None = None
+                    ) -> dict[str, dict[str, float]]:
     """Whole-model runs of both engines on every core count, saved beside the profile: they
     correct what per-layer samples miss (see costmodel.segments)."""
     from edgedeploy.costmodel import CostModel
-    from edgedeploy.costmodel.segments import measure_factors, save_factors
+    from edgedeploy.costmodel.segments import CALIBRATION_MODELS, measure_factors, save_factors
 
     model = CostModel.for_target(target)
     factors, runs = measure_factors(model, model.configs, lambda c: c.cpus(target),
-                                    progress=info)
+                                    models or CALIBRATION_MODELS, progress=info)
     save_factors(profile_file, factors, runs)
     return factors
+
+
+def _stored_factors(profile_file: Path) -> dict[str, Any]:
+    from edgedeploy.costmodel.segments import load_factors
+
+    return load_factors(profile_file)
+
+
+# --- a board reached over a transport: the measuring runs there (runtime.probe) --------------
+
+#: on_event(one JSON event of ``runtime.probe``)
+OnEvent = Callable[[dict[str, Any]], None]
+
+
+class Probe(Protocol):
+    """Runs ``python -m edgedeploy.runtime.probe`` on a board (the deployer supplies one over
+    SSH): sends ``request`` with ``files`` (request key -> local file), passes every event to
+    ``on_event`` as it arrives (possibly from the transport's reader thread) and returns the
+    ``start`` event (where the probe ran, the board's runtime versions and cores); a failure
+    raises an ``EdgeDeployError``."""
+
+    label: str
+
+    def __call__(self, request: dict[str, Any], files: Mapping[str, Path],
+                 on_event: OnEvent) -> dict[str, Any]: ...
+
+
+class BoardMeasure:
+    """The profiler's measure for a board: the whole ordered task list goes to the board in one
+    request and the budget is spent there (``run_batch``); samples stream back as events."""
+
+    def __init__(self, target: Target, probe: Probe, seed: int = 0) -> None:
+        self.target, self.probe, self.seed = target, probe, seed
+        #: the ``start`` event of the last run (runtime versions, cores, where the probe ran)
+        self.start: dict[str, Any] = {}
+
+    def run_batch(self, tasks: Sequence[Task], expect_ms: np.ndarray, budget_s: float,
+                  progress: Progress | None) -> list[tuple[int, Measurement]]:
+        from edgedeploy.costmodel.profiler import label
+        from edgedeploy.runtime.probe import PROTOCOL
+
+        shapes: dict[Any, int] = {}
+        for d, _, _ in tasks:
+            shapes.setdefault(d, len(shapes))
+        request = {"protocol": PROTOCOL, "layers": {
+            "budget_s": float(budget_s), "seed": self.seed,
+            "shapes": [d.to_dict() for d in shapes],
+            "tasks": [{"shape": shapes[d], "primitive": prim, "cpus": cfg.cpus(self.target),
+                       "expect_ms": float(e)}
+                      for (d, prim, cfg), e in zip(tasks, expect_ms, strict=True)]}}
+        done: list[tuple[int, Measurement]] = []
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event.get("event") != "sample":
+                return
+            i = int(event["index"])
+            done.append((i, Measurement(float(event["ms"]), int(event["reps"]),
+                                        float(event["spread"]))))
+            if progress is not None:
+                progress(float(event["elapsed_s"]), budget_s, len(done), float(event["eta_s"]),
+                         label(tasks[i]))
+
+        self.start = self.probe(request, {}, on_event)
+        return done
+
+    def __call__(self, d: Any, primitive: str, config: CoreConfig) -> Measurement:
+        """One task, one round trip (held-out layers); a batch is what profiling sends."""
+        done = self.run_batch([(d, primitive, config)], np.array([np.nan]), float("inf"), None)
+        if not done:
+            raise ExecutionError(f"{self.probe.label}: the probe measured nothing")
+        return done[0][1]
+
+
+def profile_board(target: Target, probe: Probe, budget_s: float, shapes: str = "designed",
+                  progress: Progress | None = None,
+                  info: Callable[[str], None] | None = None,
+                  calibration: Sequence[tuple[str, int]] | None = None) -> dict[str, Any]:
+    """:func:`profile_local` for a board the probe reaches: the same shapes, order and budget
+    (spent on the board), the samples and the segment factors and replica speed-ups stored in
+    ``target``'s profile -- the board's, by its descriptor's fingerprint, never this host's."""
+    from edgedeploy.costmodel import profile as prof_mod
+    from edgedeploy.costmodel import shapes as shapes_mod
+    from edgedeploy.costmodel.evaluate import ensure_fit_sample
+
+    check_shapes(shapes)
+    sample = shape_sample(shapes)
+    prof = prof_mod.open_profile(target)
+    before = len(prof.samples)
+    measure = BoardMeasure(target, probe)
+    start = time.monotonic()
+    new = ensure_fit_sample(target, prof, budget_s, measure, progress, sample)
+    if before == 0 and measure.start.get("runtime"):
+        prof.runtime = dict(measure.start["runtime"])  # the board's versions, not this host's
+        prof.save()
+    factors = (board_segment_factors(target, Path(prof.path), probe, info, calibration)
+               if calibration is None or calibration else _stored_factors(Path(prof.path)))
+    return {"target": prof.target_name, "host": probe.label,
+            "fingerprint": prof.fingerprint, "profile": str(prof.path),
+            "new_samples": len(new), "samples": before + len(new),
+            "shapes": len({shapes_mod.shape_key(s.descriptor) for s in new}),
+            "segment_factors": factors, "probe": measure.start.get("probe"),
+            "python": measure.start.get("python"),
+            "elapsed_s": round(time.monotonic() - start, 2)}
+
+
+def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
+                          info: Callable[[str], None] | None = None,
+                          models: Sequence[tuple[str, int]] | None = None
+                          ) -> dict[str, Any]:
+    """:func:`segment_factors` with the whole-model runs on the board: the calibration models
+    travel as ONNX files and IR graphs, the times come back, and the factors (measured over
+    this target's per-layer predictions) are saved beside its profile."""
+    import tempfile
+
+    from edgedeploy.costmodel import CostModel
+    from edgedeploy.costmodel.segments import CALIBRATION_MODELS, REPLICAS, save_factors, summarise
+    from edgedeploy.runtime.probe import PROTOCOL
+
+    model = CostModel.for_target(target)
+    configs = [c for c in model.configs if not c.is_gpu]
+    runs: list[dict[str, Any]] = []
+    replicas: list[dict[str, Any]] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "info" and info is not None:
+            info(str(event.get("message")))
+        elif kind == "run":
+            runs.append(event)
+        elif kind == "replicas":
+            replicas.append(event)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        specs, files, graphs = calibration_files(models or CALIBRATION_MODELS, Path(tmp))
+        request = {"protocol": PROTOCOL, "models": {
+            "models": specs, "configs": [{"key": c.key, "cluster": c.cluster, "cores": c.cores,
+                                          "cpus": c.cpus(target)} for c in configs]}}
+        probe(request, files, on_event)
+    detail = [_priced(model, graphs[(r["model"], r["size"])], r) for r in runs]
+    factors: dict[str, Any] = {**summarise(detail), REPLICAS: replica_speedups(detail, replicas)}
+    save_factors(profile_file, factors, detail)
+    return factors
+
+
+def calibration_files(models: Sequence[tuple[str, int]], tmp: Path
+                      ) -> tuple[list[dict[str, Any]], dict[str, Path], dict[tuple[str, int], Any]]:
+    """Each calibration model exported from the zoo and imported: its request entry, its files
+    (keyed by the ONNX file's digest, so a board keeps one copy whatever the run) and its IR."""
+    import hashlib
+
+    from edgedeploy import zoo
+    from edgedeploy.importers.onnx import import_onnx
+
+    specs, files, graphs = [], {}, {}
+    for name, size in models:
+        path = zoo.export(name, tmp / f"{name}-{size}.onnx", size=size)
+        graph = import_onnx(path)
+        key = f"{name}-{size}-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+        graph.save(tmp / key)
+        files.update({f"{key}/model.onnx": path, f"{key}/graph.json": tmp / key / "graph.json",
+                      f"{key}/weights.npz": tmp / key / "weights.npz"})
+        specs.append({"name": name, "size": size, "onnx": f"{key}/model.onnx",
+                      "graph": f"{key}/graph.json", "weights": f"{key}/weights.npz"})
+        graphs[(name, size)] = graph
+    return specs, files, graphs
+
+
+def _priced(model: Any, graph: Any, run: dict[str, Any]) -> dict[str, Any]:
+    """A board run in ``costmodel.segments``' form: per engine, [measured, predicted sum]."""
+    from edgedeploy.costmodel.segments import _predicted_sum
+    from edgedeploy.runtime.executor import default_choice
+    from edgedeploy.runtime.vocab import NATIVE, ONNXRUNTIME
+
+    config = CoreConfig.parse(str(run["config"]))
+    ort = {layer.name: ONNXRUNTIME for layer in graph.layers}
+    native = {layer.name: default_choice(layer) for layer in graph.layers}
+    return {"model": run["model"], "size": run["size"], "config": config.key,
+            ONNXRUNTIME: [float(run[ONNXRUNTIME]), _predicted_sum(model, graph, config, ort)],
+            NATIVE: [float(run[NATIVE]), _predicted_sum(model, graph, config, native)]}
+
+
+def replica_speedups(detail: Sequence[dict[str, Any]], replicas: Sequence[dict[str, Any]]
+                     ) -> dict[str, dict[str, float]]:
+    """Throughput of r one-core replicas over one core's (its onnxruntime time), per cluster
+    and r: the geometric mean over the models, as ``segments.measure_replicas`` computes it."""
+    from edgedeploy.runtime.vocab import ONNXRUNTIME
+
+    one = {(r["model"], r["size"], CoreConfig.parse(r["config"]).cluster): r[ONNXRUNTIME][0]
+           for r in detail if CoreConfig.parse(r["config"]).cores == 1}
+    logs: dict[str, dict[str, list[float]]] = {}
+    for e in replicas:
+        base = one.get((e["model"], e["size"], e["cluster"]))
+        if not base:
+            continue
+        logs.setdefault(str(e["cluster"]), {}).setdefault(str(e["cores"]), []).append(
+            float(np.log(max(float(e["fps"]) * base / 1000.0, 1e-3))))
+    return {cl: {r: round(float(np.exp(np.mean(v))), 4) for r, v in m.items()}
+            for cl, m in logs.items()}

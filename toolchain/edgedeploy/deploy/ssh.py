@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from invoke.exceptions import CommandTimedOut
 from edgedeploy.deploy.transport import (
     Capabilities,
     ConnectionLostError,
+    LineSink,
     Transport,
     TransportOptions,
 )
@@ -99,10 +101,35 @@ def _harden(conn: Connection, options: TransportOptions) -> None:
         hop = hop.gateway
 
 
+def _chain(conn: Connection) -> list[Connection]:
+    """``conn`` and its ProxyJump hops, nearest first (the last one is dialled directly)."""
+    hops: list[Connection] = []
+    hop: Any = conn
+    while isinstance(hop, Connection):
+        hops.append(hop)
+        hop = hop.gateway
+    return hops
+
+
+def _host_id(hop: Connection) -> str:
+    """The hop's name in known_hosts (``[host]:port`` off port 22)."""
+    return hop.host if hop.port == 22 else f"[{hop.host}]:{hop.port}"
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a connect failed, as the OS says it ("Connection refused (127.0.0.1:2222)"), not
+    Paramiko's "[Errno None] Unable to connect to port ..."."""
+    errors = getattr(exc, "errors", None)  # paramiko's NoValidConnectionsError
+    if isinstance(errors, dict) and errors:
+        return "; ".join(sorted({f"{err.strerror or err} ({addr[0]}:{addr[1]})"
+                                 for addr, err in errors.items()}))
+    return str(exc) or type(exc).__name__
+
+
 class SshTransport(Transport):
     """A board over SSH (one Fabric Connection, reused for every command and upload)."""
 
-    capabilities = Capabilities(name="ssh", remote=True)
+    capabilities = Capabilities(name="ssh", remote=True, streams=True)
 
     def __init__(self, host: str, *, user: str | None = None, port: int | None = None,
                  identity_file: Path | None = None, options: TransportOptions | None = None,
@@ -120,47 +147,64 @@ class SshTransport(Transport):
         label = f"{self.conn.user}@{host}" + (f":{self.conn.port}" if self.conn.port != 22 else "")
         super().__init__(label, dry_run=dry_run)
 
-    @property
-    def _host_id(self) -> str:
-        port = self.conn.port
-        return self.conn.host if port == 22 else f"[{self.conn.host}]:{port}"
-
     def open(self) -> None:
+        """Connect hop by hop, the farthest ProxyJump host first (Fabric reuses an open hop), so
+        a refusal names the hop it happened on: a bastion's unknown key is not the board's, and
+        the key to trust or remove differs."""
+        for hop in reversed(_chain(self.conn)):
+            self._open_hop(hop)
+
+    def _open_hop(self, hop: Connection) -> None:
+        board = hop is self.conn
+        where = self.label if board else (
+            f"{self.label}: jump host {hop.original_host} ({hop.host}:{hop.port})")
+        what = "the board" if board else "the jump host"
         try:
-            self.conn.open()
+            hop.open()
         except UnknownHostKeyError as exc:
             raise UnreachableError(
-                f"{self.label}: unknown host key {exc.key.get_name()} {fingerprint(exc.key)} for "
+                f"{where}: unknown host key {exc.key.get_name()} {fingerprint(exc.key)} for "
                 f"{exc.hostname}; refusing to connect (strict host-key checking)",
-                hint=("if that fingerprint is the board's, trust it with `ssh-keyscan -p "
-                      f"{self.conn.port} {self.conn.host} >> ~/.ssh/known_hosts`, or rerun with "
+                hint=(f"if that fingerprint is {what}'s, trust it with `ssh-keyscan -p "
+                      f"{hop.port} {hop.host} >> ~/.ssh/known_hosts`, or rerun with "
                       "--accept-new-host-keys (or host_key_policy: accept-new)")) from None
         except paramiko.BadHostKeyException as exc:
             raise UnreachableError(
-                f"{self.label}: HOST KEY CHANGED for {exc.hostname}: known_hosts has "
+                f"{where}: HOST KEY CHANGED for {exc.hostname}: known_hosts has "
                 f"{fingerprint(exc.expected_key)}, the server offers {fingerprint(exc.key)}; "
                 "refusing to connect (this can be an attack)",
-                hint=(f"if the board was reinstalled, remove the old key with `ssh-keygen -R "
-                      f"'{self._host_id}'` and trust the new one")) from None
+                hint=(f"if {what} was reinstalled, remove the old key with `ssh-keygen -R "
+                      f"'{_host_id(hop)}'` and trust the new one")) from None
         except paramiko.PasswordRequiredException:
-            raise UnreachableError(f"{self.label}: the identity file is passphrase-protected",
+            raise UnreachableError(f"{where}: the identity file is passphrase-protected",
                                    hint="load the key into ssh-agent (ssh-add KEY)") from None
         except paramiko.AuthenticationException as exc:
             raise UnreachableError(
-                f"{self.label}: authentication failed ({exc})",
+                f"{where}: authentication failed ({exc})",
                 hint="edgedeploy uses keys only: load one into ssh-agent, or set identity_file "
                      "or IdentityFile in ~/.ssh/config") from None
+        except paramiko.ChannelException as exc:  # the jump host could not open the tunnel
+            via = hop.gateway.original_host if isinstance(hop.gateway, Connection) else "?"
+            raise UnreachableError(
+                f"{where}: the jump host {via} cannot reach "
+                f"{hop.host}:{hop.port} ({exc.text})",
+                hint="check that the board is up and reachable from the jump host") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise UnreachableError(f"{self.label}: cannot connect: {exc or type(exc).__name__}",
-                                   hint="check the host, port and network (ssh -v HOST)") from None
+            raise UnreachableError(f"{where}: cannot connect: {_reason(exc)}",
+                                   hint=f"check that {what} is up, its host, port and the "
+                                        f"network (ssh -v {hop.original_host})") from None
         except ValueError as exc:  # fabric: ambiguous settings
-            raise UnreachableError(f"{self.label}: {exc}") from None
+            raise UnreachableError(f"{where}: {exc}") from None
 
     def close(self) -> None:
-        try:
-            self.conn.close()
-        except Exception as exc:  # closing a dead link must not mask the real error
-            log.debug("closing %s: %s", self.label, exc)
+        """Close the board's connection, then every jump host's: Fabric's close leaves a
+        ProxyJump gateway connected, one more bastion session per command for the process's
+        life."""
+        for hop in _chain(self.conn):
+            try:
+                hop.close()
+            except Exception as exc:  # closing a dead link must not mask the real error
+                log.debug("closing %s: %s", self.label, exc)
 
     def _alive(self) -> bool:
         transport = self.conn.client.get_transport()
@@ -171,13 +215,13 @@ class SshTransport(Transport):
                                    f"{exc or type(exc).__name__}",
                                    hint="check that the board is up and rerun the command")
 
-    def _exec(self, argv: list[str], command: str,
-              timeout: float | None) -> tuple[int, str, str]:
+    def _exec(self, argv: list[str], command: str, timeout: float | None,
+              sink: LineSink | None = None) -> tuple[int, str, str]:
         if not self.conn.is_connected:
             self.open()
-        try:
-            res = self.conn.run(command, hide=True, warn=True, in_stream=False,
-                                timeout=timeout)
+        try:  # with a sink, Invoke copies stdout (not hidden) to it chunk by chunk
+            res = self.conn.run(command, hide=True if sink is None else "err", warn=True,
+                                in_stream=False, out_stream=sink, timeout=timeout)
         except CommandTimedOut as exc:
             raise EdgeDeployError(f"{self.label}: `{command}` timed out after {timeout} s") \
                 from exc
@@ -186,6 +230,26 @@ class SshTransport(Transport):
         if res.exited is None or (res.exited == -1 and not self._alive()):
             raise self._lost(EOFError("channel closed"), f"running `{argv[0]}`")
         return int(res.exited), res.stdout, res.stderr
+
+    def _exec_lines(self, argv: list[str], command: str, timeout: float | None,
+                    on_line: Callable[[str], None]) -> tuple[int, str, str]:
+        """Stdout's lines reach ``on_line`` as the board writes them (a probe's progress)."""
+        sink = LineSink(on_line)
+        try:
+            return self._exec(argv, command, timeout, sink)
+        finally:
+            sink.close()
+
+    def _stream(self, argv: list[str], command: str) -> ChannelStream:
+        """An exec channel on the open connection (ProxyJump hops included)."""
+        if not self.conn.is_connected:
+            self.open()
+        try:
+            channel = self.conn.client.get_transport().open_session()
+            channel.exec_command(command)
+        except (OSError, EOFError, AttributeError, paramiko.SSHException) as exc:
+            raise self._lost(exc, f"starting `{argv[0]}`") from exc
+        return ChannelStream(channel)
 
     def _put(self, local: Path, remote: str) -> None:
         if not self.conn.is_connected:
@@ -197,3 +261,41 @@ class SshTransport(Transport):
                 raise self._lost(exc, f"uploading {local.name}") from exc
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise EdgeDeployError(f"{self.label}: cannot write {remote}: {reason}") from exc
+
+
+class ChannelStream:
+    """An SSH exec channel as a byte stream (what :meth:`Transport.stream` returns): the wire
+    protocol's ``sendall``/``recv_into`` over the command's stdin/stdout; its stderr and exit
+    status say why it ended (``eof_reason``)."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self.channel = channel
+
+    def sendall(self, data: bytes | memoryview) -> None:
+        self.channel.sendall(bytes(data) if isinstance(data, memoryview) else data)
+
+    def recv_into(self, view: memoryview, nbytes: int = 0) -> int:
+        data = self.channel.recv(nbytes or len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def settimeout(self, seconds: float | None) -> None:
+        self.channel.settimeout(seconds)
+
+    def eof_reason(self, wait_s: float = 2.0) -> str:
+        """The command's stderr tail and exit status once it ended (or what is known)."""
+        import time
+
+        deadline = time.monotonic() + wait_s
+        while not self.channel.exit_status_ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        err = b""
+        while self.channel.recv_stderr_ready():
+            err += self.channel.recv_stderr(1 << 16)
+        text = err.decode("utf-8", "replace").strip()[-500:]
+        if self.channel.exit_status_ready():
+            text = f"{text} (exit {self.channel.recv_exit_status()})".strip()
+        return text
+
+    def close(self) -> None:
+        self.channel.close()

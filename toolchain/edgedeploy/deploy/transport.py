@@ -12,8 +12,10 @@ import logging
 import shlex
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgedeploy.errors import EdgeDeployError, UnreachableError
 
@@ -33,6 +35,8 @@ class Capabilities:
     preserves_modes: bool = True
     #: Commands survive the connection: a dropped link leaves started processes running.
     detached_processes: bool = True
+    #: :meth:`Transport.stream` can run a command as a byte stream (the service bridge).
+    streams: bool = False
 
 
 @dataclass
@@ -83,9 +87,12 @@ class Transport(ABC):
 
     # -- the one command seam -------------------------------------------------------------
     def run(self, argv: list[str], *, check: bool = True, changes: bool = True,
-            timeout: float | None = 60.0, what: str | None = None) -> CommandResult:
+            timeout: float | None = 60.0, what: str | None = None,
+            on_line: Callable[[str], None] | None = None) -> CommandResult:
         """Run ``argv`` on the board. ``changes=False`` marks a read-only probe, which still
-        runs under dry-run so a dry run can say what would change."""
+        runs under dry-run so a dry run can say what would change. ``on_line`` gets each line
+        of stdout as the board writes it where the back-end can stream (SSH), else when the
+        command ends: the progress of a long measurement."""
         if not argv or not all(isinstance(a, str) for a in argv):
             raise TypeError("argv must be a non-empty list of str")
         command = shlex.join(argv)
@@ -96,7 +103,8 @@ class Transport(ABC):
             return result
         log.info("[%s] $ %s", self.label, _loggable(argv, what))
         start = time.monotonic()
-        code, out, err = self._exec(argv, command, timeout)
+        code, out, err = (self._exec(argv, command, timeout) if on_line is None
+                          else self._exec_lines(argv, command, timeout, on_line))
         result = CommandResult(argv, command, code, out, err, time.monotonic() - start)
         self.history.append(result)
         if code != 0:
@@ -104,6 +112,24 @@ class Transport(ABC):
             if check:
                 raise CommandError(self.label, result, what)
         return result
+
+    def stream(self, argv: list[str], *, what: str | None = None) -> Any:
+        """Start ``argv`` on the board with its stdin and stdout as one byte stream (an object
+        with ``sendall``, ``recv_into``, ``close`` and ``eof_reason``): how a host speaks the
+        runner's wire protocol through the board's bridge (runtime/bridge.py). Logged and
+        recorded like :meth:`run` (exit code 0: started); it changes nothing, so it runs under
+        dry-run too."""
+        if not self.capabilities.streams:
+            raise EdgeDeployError(f"{self.label}: the {self.capabilities.name} transport cannot "
+                                  "stream a command")
+        command = shlex.join(argv)
+        log.info("[%s] $ %s (stream)", self.label, _loggable(argv, what))
+        self.history.append(CommandResult(argv, command, 0))
+        return self._stream(argv, command)
+
+    def _stream(self, argv: list[str], command: str) -> Any:
+        """Start the command as a stream, for real (transports whose capabilities stream)."""
+        raise NotImplementedError
 
     def put(self, local: Path, remote: str) -> None:
         """Copy one file onto the board (modes kept where the capability says so)."""
@@ -141,6 +167,16 @@ class Transport(ABC):
     def _put(self, local: Path, remote: str) -> None:
         """Upload for real."""
 
+    def _exec_lines(self, argv: list[str], command: str, timeout: float | None,
+                    on_line: Callable[[str], None]) -> tuple[int, str, str]:
+        """:meth:`_exec`, handing stdout's lines to ``on_line``; a back-end that can stream
+        overrides this to hand them over as they arrive."""
+        code, out, err = self._exec(argv, command, timeout)
+        sink = LineSink(on_line)
+        sink.write(out)
+        sink.close()
+        return code, out, err
+
     def open(self) -> None:  # noqa: B027 - optional hook: local needs no connection
         """Connect (no-op for local); raises UnreachableError."""
 
@@ -153,6 +189,41 @@ class Transport(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LineSink:
+    """A write-only text stream that hands each complete line to a callback (a command's
+    output arrives in chunks that split lines). An exception from the callback is kept and
+    raised by :meth:`close`: the stream may be written from a reader thread."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self.on_line = on_line
+        self._partial = ""
+        self._error: BaseException | None = None
+
+    def write(self, data: str) -> int:
+        *lines, self._partial = (self._partial + data).split("\n")
+        for line in lines:
+            self._emit(line)
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing is buffered but a partial line, which waits for its end."""
+
+    def _emit(self, line: str) -> None:
+        if self._error is not None:
+            return
+        try:
+            self.on_line(line)
+        except BaseException as exc:  # re-raised by close, on the caller's thread
+            self._error = exc
+
+    def close(self) -> None:
+        if self._partial:
+            self._emit(self._partial)
+            self._partial = ""
+        if self._error is not None:
+            raise self._error
 
 
 def _loggable(argv: list[str], what: str | None) -> str:

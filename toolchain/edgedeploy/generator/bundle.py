@@ -228,6 +228,17 @@ def _runtime_files() -> dict[str, bytes]:
     return out
 
 
+def runtime_package() -> dict[str, bytes]:
+    """The device runtime as an importable package (``edgedeploy/__init__.py`` and
+    ``edgedeploy/runtime/**.py``, as a bundle carries it under ``runner/``): for running the
+    runtime on a board outside a release, as the profiler's probe does."""
+    files = {"edgedeploy/__init__.py": (
+        f'"""edgedeploy device runtime, copied onto a board by edgedeploy {__version__}."""\n\n'
+        f'__version__ = "{__version__}"\n').encode()}
+    files.update({k.removeprefix("runner/"): v for k, v in _runtime_files().items()})
+    return files
+
+
 def _prepare(out: Path) -> None:
     if out.exists():
         if not out.is_dir():

@@ -1,0 +1,78 @@
+"""Whole-model runs for segment-level calibration, on the board that will run the plan.
+
+Per-layer samples miss what a whole run adds or saves (onnxruntime fuses a segment; native
+layers pay dispatch and cold caches; replicas share bandwidth): ``costmodel.segments`` explains
+the factors. The host turns these times into them: measured whole-model time over the sum of
+per-layer predictions, and the throughput of r one-core replicas over one core's. Only the
+measuring is here, so it runs where the runtime runs; the model comes as its ONNX file (for
+onnxruntime) and its IR graph folder (``graph.json`` + ``weights.npz``, for the native engine).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from edgedeploy.runtime import ir
+from edgedeploy.runtime.affinity import available_cpus, limit_blas_threads, pin_process
+from edgedeploy.runtime.stages import GraphStage, StageIO, plan_stage_io, segment_key
+from edgedeploy.runtime.vocab import ONNXRUNTIME
+
+#: Frames and warm-up of one replica throughput run (as the host's calibration runs them).
+REPLICA_FRAMES, REPLICA_WARMUP = 40, 8
+
+
+def median_ms(fn: Callable[[], object], reps: int = 7) -> float:
+    """Warm-up, then the median of the faster half of ``reps`` timed runs."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(statistics.median(sorted(times)[: max(1, (reps + 1) // 2)]))
+
+
+def engine_ms(graph: ir.Graph, onnx_path: str, cpus: Sequence[int]) -> tuple[float, float]:
+    """(onnxruntime ms, native ms) of one whole frame on ``cpus`` (pinned, BLAS bounded)."""
+    from edgedeploy.runtime.engines.onnxruntime import OrtSegment
+    from edgedeploy.runtime.executor import GraphExecutor, default_choice, random_inputs
+
+    feeds = random_inputs(graph)
+    native = {layer.name: default_choice(layer) for layer in graph.layers}
+    pin_process(list(cpus))
+    with limit_blas_threads(len(cpus)):
+        session = OrtSegment(onnx_path, cpus=list(cpus))
+        ort_ms = median_ms(lambda: session.run(feeds))
+        session.close()
+        ex = GraphExecutor(graph, native)
+        native_ms = median_ms(lambda: ex.run(feeds))
+    return ort_ms, native_ms
+
+
+def whole_model_stage(graph: ir.Graph, io: StageIO, choices: Mapping[str, str],
+                      segments: Mapping) -> GraphStage:
+    """Pipeline factory (module-level so spawn can pickle it): the model as one onnxruntime
+    segment on the cores this replica was pinned to."""
+    return GraphStage(graph, io, choices, segments, cpus=available_cpus())
+
+
+def replica_fps(graph: ir.Graph, onnx_path: str, cpus: Sequence[int], replicas: int) -> float:
+    """Throughput of ``replicas`` one-core onnxruntime replicas of the whole model on ``cpus``."""
+    from edgedeploy.runtime.executor import random_inputs
+    from edgedeploy.runtime.pipeline import Pipeline, StageSpec, TensorSpec
+
+    io = plan_stage_io(graph, [])[0]
+    choices = {layer.name: ONNXRUNTIME for layer in graph.layers}
+    segments = {segment_key(ONNXRUNTIME, list(io.inputs), list(io.outputs)): onnx_path}
+    feeds = random_inputs(graph)
+    frame = [feeds[t] for t in io.inputs]
+    spec = StageSpec(name="replicas", cpus=tuple(cpus), replicas=replicas,
+                     factory=whole_model_stage, factory_args=(graph, io, choices, segments),
+                     inputs=tuple(TensorSpec(graph.shape(t)) for t in io.inputs),
+                     outputs=tuple(TensorSpec(graph.shape(t)) for t in io.outputs))
+    with Pipeline([spec]) as pipe:
+        result = pipe.run(lambda _k: frame, REPLICA_FRAMES, warmup=REPLICA_WARMUP,
+                          keep_outputs="none")
+    return float(result.throughput_fps)

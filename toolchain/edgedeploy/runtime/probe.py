@@ -1,0 +1,233 @@
+"""The profiler's measuring side on a board: a request in, JSON lines out.
+
+``edgedeploy profile --target ALIAS`` for a board reached over SSH uploads the runtime package
+and runs ``python -m edgedeploy.runtime.probe --request FILE`` there with the board's own
+interpreter. The host decides what to measure (layer shapes x primitives x cores, with the
+prior's expected times, and the calibration models)::
+
+    {"protocol": 1,
+     "layers": {"budget_s": 60, "seed": 0, "shapes": [{descriptor}, ...],
+                "tasks": [{"shape": 0, "primitive": "onnxruntime", "cpus": [0], "expect_ms": 1.3}]},
+     "models": {"configs": [{"key": "cpu:2", "cluster": "cpu", "cores": 2, "cpus": [0, 1]}],
+                "models": [{"name": ..., "size": ..., "onnx": KEY, "graph": KEY, "weights": KEY}]},
+     "files": {KEY: "/path/on/the/board", ...}}
+
+The board measures the layer tasks in order within the budget (its own clock), then the models,
+and answers one JSON object per line, flushed as it goes so the host can show progress::
+
+    {"event": "start", "probe": ".../probe.py", "python": ..., "runtime": {...}, "cpus": [...]}
+    {"event": "sample", "index": 3, "ms": 1.2, "reps": 9, "spread": 0.04, "elapsed_s": ...}
+    {"event": "info", "message": "segments: squeezenet1_1 on cpu:1"}
+    {"event": "run", "model": ..., "config": "cpu:1", "onnxruntime_ms": ..., "native_ms": ...}
+    {"event": "replicas", "model": ..., "cluster": "cpu", "cores": 2, "fps": ...}
+    {"event": "done", "measured": 41, "elapsed_s": 9.8}
+
+A failure is one ``{"event": "error", "kind": ..., "message": ...}`` line and a non-zero exit:
+``missing`` (3: numpy or onnxruntime is not installed), ``request`` (2: a request this probe
+cannot honour, such as cores the board does not have), ``crash`` (1: anything else).
+
+Only the standard library (and the runtime's stdlib-only ``vocab`` and ``affinity``) is imported
+before the dependency check, so a board without numpy gets that answer rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.runtime.affinity import available_cpus, pin_process  # stdlib only
+from edgedeploy.runtime.vocab import NATIVE, ONNXRUNTIME  # stdlib only
+
+PROTOCOL = 1
+EXIT_CRASH, EXIT_REQUEST, EXIT_MISSING = 1, 2, 3
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class ProbeFailure(Exception):
+    """A failure the host maps to a clear error (``kind``, exit code)."""
+
+    def __init__(self, kind: str, message: str, code: int, **extra: Any) -> None:
+        super().__init__(message)
+        self.kind, self.code, self.extra = kind, code, extra
+
+
+def emit(event: dict[str, Any]) -> None:
+    """One JSON line on stdout, flushed (stdout to an SSH channel is a pipe: block-buffered)."""
+    sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def needed_packages(request: dict[str, Any]) -> list[str]:
+    """numpy always; onnxruntime when a layer task or a calibration model needs it."""
+    tasks = (request.get("layers") or {}).get("tasks") or []
+    ort = bool(request.get("models")) or any(t.get("primitive") == ONNXRUNTIME for t in tasks)
+    return ["numpy"] + ([ONNXRUNTIME] if ort else [])
+
+
+def check_packages(names: Sequence[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ProbeFailure("missing", f"{sys.executable} cannot import {name} ({exc})",
+                               EXIT_MISSING, package=name, python=sys.executable) from None
+
+
+def check_cpus(request: dict[str, Any], available: Sequence[int]) -> None:
+    """Every core the request pins to must exist here (the board descriptor may be wrong)."""
+    wanted = {int(c) for t in (request.get("layers") or {}).get("tasks") or [] for c in t["cpus"]}
+    wanted |= {int(c) for cfg in (request.get("models") or {}).get("configs") or []
+               for c in cfg["cpus"]}
+    missing = sorted(wanted - set(available))
+    if missing:
+        raise ProbeFailure("request", f"cores {missing} are not available on this board "
+                           f"(it has {sorted(available)})", EXIT_REQUEST,
+                           cpus=sorted(available))
+
+
+def versions() -> dict[str, Any]:
+    """What shapes the timings here: Python, numpy and its BLAS, onnxruntime, LiteRT."""
+    import numpy as np
+
+    out: dict[str, Any] = {"python": platform.python_version(), "numpy": np.__version__}
+    try:
+        from threadpoolctl import threadpool_info
+
+        out["blas"] = sorted(f"{i.get('internal_api')} {i.get('version')} "
+                             f"{i.get('architecture', '')}".strip()
+                             for i in threadpool_info() if i.get("user_api") == "blas")
+    except ImportError:
+        out["blas"] = []
+    from importlib.metadata import PackageNotFoundError, version
+
+    for key, dist in ((ONNXRUNTIME, "onnxruntime"), ("litert", "ai-edge-litert")):
+        try:
+            out[key] = version(dist)
+        except PackageNotFoundError:
+            out[key] = None
+    return out
+
+
+def measure_layers(section: dict[str, Any], out: Emit) -> int:
+    """Time the layer tasks in order within ``budget_s``; one ``sample`` event each."""
+    from edgedeploy.runtime import ir
+    from edgedeploy.runtime.layer_timing import LayerTimer, Measurement, spend_budget
+
+    tasks = section.get("tasks") or []
+    shapes = [ir.Descriptor.from_dict(d) for d in section.get("shapes") or []]
+    expect = [float("inf") if t.get("expect_ms") is None else float(t["expect_ms"])
+              for t in tasks]
+    timer = LayerTimer(int(section.get("seed", 0)))
+
+    def one(i: int) -> Measurement:
+        return timer(shapes[int(tasks[i]["shape"])], str(tasks[i]["primitive"]),
+                     tasks[i]["cpus"])
+
+    def done(i: int, m: Measurement, elapsed: float, eta: float) -> None:
+        out({"event": "sample", "index": i, "ms": m.ms, "reps": m.reps, "spread": m.spread,
+             "elapsed_s": round(elapsed, 3), "eta_s": round(max(eta, 0.0), 3)})
+
+    return len(spend_budget(expect, float(section["budget_s"]), one, on_done=done))
+
+
+def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
+                   unpinned: Sequence[int]) -> int:
+    """Each calibration model whole, both engines, on every configuration; then r one-core
+    replicas of it on every configuration with r >= 2 cores (the feeding parent back on
+    ``unpinned``, every core the probe started with)."""
+    import numpy as np
+
+    from edgedeploy.runtime import ir
+    from edgedeploy.runtime.model_timing import engine_ms, replica_fps
+
+    configs = section.get("configs") or []
+    count = 0
+    for spec in section.get("models") or []:
+        data = json.loads(Path(files[spec["graph"]]).read_text())
+        with np.load(files[spec["weights"]]) as npz:
+            graph = ir.Graph.from_dict(data, {k: npz[k] for k in npz.files})
+        onnx_path = files[spec["onnx"]]
+        for cfg in configs:
+            out({"event": "info", "message": f"segments: {spec['name']} on {cfg['key']}"})
+            ort_ms, native_ms = engine_ms(graph, onnx_path, cfg["cpus"])
+            out({"event": "run", "model": spec["name"], "size": spec.get("size"),
+                 "config": cfg["key"], "cluster": cfg["cluster"], "cores": cfg["cores"],
+                 ONNXRUNTIME: ort_ms, NATIVE: native_ms})
+            count += 1
+        pin_process(unpinned)
+        for cfg in configs:
+            if int(cfg["cores"]) < 2:
+                continue
+            out({"event": "info",
+                 "message": f"replicas: {spec['name']} x{cfg['cores']} on {cfg['cluster']}"})
+            fps = replica_fps(graph, onnx_path, cfg["cpus"], int(cfg["cores"]))
+            out({"event": "replicas", "model": spec["name"], "size": spec.get("size"),
+                 "cluster": cfg["cluster"], "cores": cfg["cores"], "fps": fps})
+            count += 1
+    return count
+
+
+def run(request: dict[str, Any], out: Emit = emit) -> int:
+    """Check, then measure the request's sections; returns how many results were sent."""
+    if int(request.get("protocol", PROTOCOL)) != PROTOCOL:
+        raise ProbeFailure("request", f"request protocol {request.get('protocol')!r}, this "
+                           f"probe speaks {PROTOCOL}", EXIT_REQUEST)
+    check_packages(needed_packages(request))
+    cpus = available_cpus()
+    check_cpus(request, cpus)
+    out({"event": "start", "probe": os.path.abspath(__file__), "python": sys.executable,
+         "protocol": PROTOCOL, "runtime": versions(), "cpus": cpus})
+    start = time.monotonic()
+    measured = 0
+    if request.get("layers"):
+        measured += measure_layers(request["layers"], out)
+        pin_process(cpus)
+    if request.get("models"):
+        measured += measure_models(request["models"], dict(request.get("files") or {}), out,
+                                   cpus)
+    out({"event": "done", "measured": measured,
+         "elapsed_s": round(time.monotonic() - start, 3)})
+    return measured
+
+
+def read_request(path: str) -> dict[str, Any]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        request = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ProbeFailure("request", f"cannot read the request {path}: {exc}",
+                           EXIT_REQUEST) from None
+    if not isinstance(request, dict):
+        raise ProbeFailure("request", "the request is not a JSON object", EXIT_REQUEST)
+    return request
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgedeploy.runtime.probe",
+                                     description="time layers and whole models on this board")
+    parser.add_argument("--request", default="-", help="request JSON file ('-': stdin)")
+    args = parser.parse_args(argv)
+    try:
+        run(read_request(args.request))
+    except ProbeFailure as exc:
+        emit({"event": "error", "kind": exc.kind, "message": str(exc), **exc.extra})
+        return exc.code
+    except Exception as exc:  # reported to the host as one line, with the tail of the trace
+        emit({"event": "error", "kind": "crash", "message": f"{type(exc).__name__}: {exc}",
+              "detail": traceback.format_exc()[-2000:]})
+        return EXIT_CRASH
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

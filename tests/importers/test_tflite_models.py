@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgedeploy.errors import ExitCode, InputError, ModelError, UnsupportedModelError
+from edgedeploy.errors import InputError, ModelError
 from edgedeploy.importers.tflite import import_tflite
 from edgedeploy.runtime import ir
 from edgedeploy.testing.tflite_builder import TFLiteBuilder, he_weights
@@ -121,15 +121,13 @@ def int8_model(path: Path) -> Path:
     return b.save(path)
 
 
-def test_int8_model_is_refused_with_what_and_where_to_run_it(tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedModelError) as info:
-        import_tflite(int8_model(tmp_path / "q.tflite"))
-    err = info.value
-    assert "quantized" in err.message and "int8" in err.message
-    assert "'input_int8'" in err.message and "'conv_int8'" in err.message
-    assert "CONV_2D" in err.message and "QUANTIZE" in err.message
-    assert "LiteRT" in (err.hint or "")
-    assert err.exit_code == ExitCode.BAD_INPUT
+def test_int8_model_imports_as_litert_operators_with_int8_tensors(tmp_path: Path) -> None:
+    graph = import_tflite(int8_model(tmp_path / "q.tflite"))
+    assert [x.op for x in graph.layers] == [ir.OPAQUE] * 3
+    assert [x.attrs["tflite_op"] for x in graph.layers] == ["QUANTIZE", "CONV_2D", "DEQUANTIZE"]
+    assert {x.descriptor.precision for x in graph.layers} == {"int8"}
+    assert graph.tensors["conv_int8"].dtype == "int8"
+    assert graph.source["quantization"]["conv_int8"]["scale"] == pytest.approx([0.1])
 
 
 def test_the_int8_test_model_is_itself_valid_for_litert(tmp_path: Path) -> None:

@@ -37,11 +37,13 @@ def load_target(name_or_path: str | Path) -> Target:
     return _load(name_or_path)
 
 
-def load_model(path: str | Path, input_shape: str | tuple[int, ...] | None = None) -> Graph:
+def load_model(path: str | Path, input_shape: str | Any | None = None) -> Graph:
+    """``input_shape``: ``"1,3,224,224"``, ``"input=1x3x224x224,mask=1x10"``, a shape or a
+    mapping input name -> shape."""
     from edgedeploy.importers import load_model as _load
-    from edgedeploy.importers import parse_shape
+    from edgedeploy.importers import parse_input_shapes
 
-    shape = parse_shape(input_shape) if isinstance(input_shape, str) else input_shape
+    shape = parse_input_shapes(input_shape) if isinstance(input_shape, str) else input_shape
     return _load(path, input_shape=shape)
 
 
@@ -99,13 +101,13 @@ def run(source: str | Path, *, primitive: str = "auto", stages: int = 1, cores: 
 def run_plan(plan_path: str | Path, request: RunRequest) -> RunReport:
     """Run exactly what a plan lockfile says (stages, cores, replicas, per-layer choices)."""
     from edgedeploy import execute
+    from edgedeploy.importers import plan_shapes
     from edgedeploy.planner.api import stage_plans
     from edgedeploy.schemas.plan import load_plan
 
     plan = load_plan(plan_path)
     model = plan.model_path(plan_path)
-    shape = plan.model.get("input_shape")
-    graph = load_model(model, tuple(shape) if shape else None)
+    graph = load_model(model, plan_shapes(plan.model))
     report = execute.run_stages(graph, stage_plans(plan, graph), plan.choices, request,
                                 model_path=model)
     report.extra["plan"] = str(plan_path)
@@ -437,10 +439,10 @@ def inspect(model: str | Path, input_shape: str | None = None, *, input_name: st
     """Every layer of a model (descriptor, MACs, params, bytes) and the totals: the
     ``inspect --json`` answer, so a notebook sees what the command shows."""
     from edgedeploy.importers import load_model as _load
-    from edgedeploy.importers import parse_shape
+    from edgedeploy.importers import parse_input_shapes
     from edgedeploy.importers.report import describe
 
-    shape = parse_shape(input_shape) if input_shape else None
+    shape = parse_input_shapes(input_shape) if input_shape else None
     return describe(_load(model, input_shape=shape, input_name=input_name, fmt=fmt))
 
 

@@ -211,7 +211,31 @@ def reference_outputs(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> tuple
     raise InputError(f"no reference runtime for format {fmt!r}")
 
 
+def stateful_reference(graph: ir.Graph, frames: Sequence[Mapping[str, np.ndarray]]
+                       ) -> tuple[str, dict]:
+    """LiteRT's outputs for the last of ``frames`` fed in order to one fresh interpreter: a
+    streaming model's answer depends on every frame before it."""
+    from edgedeploy.runtime.engines.litert import LiteRTModel
+
+    model = LiteRTModel(graph.source["path"])
+    out: dict[str, np.ndarray] = {}
+    for feeds in frames:
+        out = model.run(litert_feeds(graph, feeds))
+    metas = {m["name"]: m for m in graph.source.get("outputs", [])}
+    return "litert", {name: np.transpose(y, metas[name]["to_ir_perm"]) if name in metas else y
+                      for name, y in out.items()}
+
+
 # --- stages ------------------------------------------------------------------------------------
+def tensor_dtype(graph: ir.Graph, name: str) -> str:
+    """A boundary tensor's element type as the rings carry it: integer types as the IR has
+    them (uint8/int8/int32 in quantized graphs), float32 for every float tensor (the executor
+    computes floats in float32)."""
+    info = graph.tensors.get(name)
+    dtype = np.dtype(info.dtype) if info is not None and info.dtype else np.dtype(np.float32)
+    return "float32" if dtype.kind == "f" else str(dtype)
+
+
 def build_graph_stage(graph: ir.Graph, stage: StageConfig, choices: Mapping[str, str],
                       segments: SegmentMap) -> GraphStage:
     """Pipeline factory (module-level so spawn can pickle it): the stage's callable, built in the
@@ -225,7 +249,7 @@ def stage_specs(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[
     from edgedeploy.runtime.pipeline import StageSpec, TensorSpec
 
     def specs(names: Sequence[str]) -> tuple:
-        return tuple(TensorSpec(graph.shape(t)) for t in names)
+        return tuple(TensorSpec(graph.shape(t), tensor_dtype(graph, t)) for t in names)
 
     out = []
     for k, sp in enumerate(plans):
@@ -262,8 +286,14 @@ def run_stages(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[s
     report = RunReport(model=str(model_path or graph.name), result=result.to_dict(),
                        stages=result.to_dict()["stages"], choices=dict(choices))
     if request.verify and result.outputs:
-        last = (request.warmup + request.frames - 1) % len(pool)
-        ref_name, ref = reference_outputs(graph, pool[last])
+        total = request.warmup + request.frames
+        if graph.source.get("stateful"):  # its state is the frames its replica saw, replayed
+            replicas = 1 if request.sequential else plans[0].replicas
+            seen = [pool[k % len(pool)] for k in range(total)
+                    if k % replicas == (total - 1) % replicas]
+            ref_name, ref = stateful_reference(graph, seen)
+        else:
+            ref_name, ref = reference_outputs(graph, pool[(total - 1) % len(pool)])
         got = dict(zip(plans[-1].io.outputs, result.outputs[-1], strict=True))
         report.max_rel_error = max_rel_error({k: got[k] for k in ref}, ref)
         report.reference = ref_name

@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         sequential: bool = typer.Option(False, "--sequential",
                                         help="Run in this process, no pipeline processes."),
         input_shape: str = typer.Option(None, "--input-shape",
-                                        help="N,C,H,W for models with dynamic dimensions."),
+                                        help="Fix dynamic dimensions: N,C,H,W for the input, "
+                                        "or name=1x3x224x224,mask=1x10 for several."),
         as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     ) -> None:
         """Run frames through a model or plan on this host, on pinned cores, and measure.

@@ -7,13 +7,19 @@ offset 4), in that order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from edgedeploy.errors import InputError, ModelError
 from edgedeploy.runtime.ir import Graph
 
-__all__ = ["FORMATS", "detect_format", "load_model", "parse_shape"]
+__all__ = ["FORMATS", "ShapeOverride", "detect_format", "load_model", "parse_input_shapes",
+           "parse_shape", "plan_shapes"]
+
+#: One shape (for the only, the named, or the only dynamic input) or input name -> shape.
+ShapeOverride = Sequence[int] | Mapping[str, Sequence[int]]
 
 FORMATS = ("onnx", "tflite")
 _SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
@@ -43,10 +49,12 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
                      "name it .onnx or .tflite, or give the format explicitly")
 
 
-def load_model(path: str | Path, *, input_shape: Sequence[int] | None = None,
+def load_model(path: str | Path, *, input_shape: ShapeOverride | None = None,
                input_name: str | None = None, fmt: str | None = None) -> Graph:
     """Import a model file into the IR, whatever its format.
 
+    ``input_shape`` fixes dynamic dimensions: one shape (for ``input_name``, the only input or
+    the only dynamic one) or a mapping input name -> shape for several inputs.
     Raises :class:`ModelError` (exit code 2) for a missing, unreadable or corrupt file, and
     :class:`InputError` for dynamic input dims without ``input_shape``.
     """
@@ -66,7 +74,7 @@ def load_model(path: str | Path, *, input_shape: Sequence[int] | None = None,
     if kind == "tflite":
         from edgedeploy.importers.tflite import import_tflite
 
-        return import_tflite(path, input_shape=input_shape)
+        return import_tflite(path, input_shape=input_shape, input_name=input_name)
     from edgedeploy.importers.onnx import import_onnx
 
     return import_onnx(path, input_shape=input_shape, input_name=input_name)
@@ -84,3 +92,37 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise InputError(f"bad shape {text!r}",
                          "give positive integers separated by commas, e.g. 1,3,224,224")
     return dims
+
+
+#: A comma that starts the next ``name=`` entry (the name holds no comma or '=').
+_NEXT_ENTRY = re.compile(r"[;\s]+(?=[^,;=\s]+=)|,(?=[^,;=]+=)")
+
+
+def parse_input_shapes(text: str) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
+    """``"1,3,224,224"`` -> one shape; ``"input=1x3x224x224,mask=1x10"`` (``;`` or spaces also
+    separate the entries) -> ``{"input": (1, 3, 224, 224), "mask": (1, 10)}``."""
+    if "=" not in text:
+        return parse_shape(text)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for entry in (e.strip() for e in _NEXT_ENTRY.split(text.strip())):
+        if not entry:
+            continue
+        name, sep, dims = entry.rpartition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise InputError(f"bad input shape {entry!r} in {text!r}",
+                             "give name=shape entries, e.g. input=1x3x224x224,mask=1x10")
+        if name in shapes:
+            raise InputError(f"input {name!r} is given two shapes in {text!r}")
+        shapes[name] = parse_shape(dims)
+    return shapes
+
+
+def plan_shapes(model_block: Mapping[str, Any]) -> ShapeOverride | None:
+    """The shape override a lockfile's ``model`` block records: every input's shape where it
+    lists several (``input_shapes``), else the first input's (``input_shape``)."""
+    many = model_block.get("input_shapes")
+    if many:
+        return {str(k): tuple(int(d) for d in v) for k, v in dict(many).items()}
+    one = model_block.get("input_shape")
+    return tuple(int(d) for d in one) if one else None

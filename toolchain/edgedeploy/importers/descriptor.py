@@ -36,9 +36,27 @@ def _elems(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape, dtype=np.int64)) if shape else 1
 
 
+_INT8_TYPES = frozenset({"int8", "uint8"})
+
+
+def precision_of(layer: Layer, dtypes: Mapping[str, str] | None = None) -> str:
+    """The arithmetic a layer asks for: the importer's ``attrs["precision"]`` (a QDQ-wrapped
+    conv whose weights are int8), else int8 when a tensor it reads or writes is 8-bit integer
+    (quantized operators, QuantizeLinear / DequantizeLinear), fp16 when one is float16."""
+    given = layer.attrs.get("precision")
+    if given in ir.PRECISIONS:
+        return str(given)
+    kinds = {str((dtypes or {}).get(t, "float32")) for t in [*layer.inputs, *layer.outputs]}
+    if kinds & _INT8_TYPES:
+        return "int8"
+    return "fp16" if "float16" in kinds else "fp32"
+
+
 def build_descriptor(layer: Layer, shapes: Mapping[str, tuple[int, ...]],
-                     weights: Mapping[str, np.ndarray]) -> Descriptor:
-    """The descriptor of ``layer`` as it stands (after fusion)."""
+                     weights: Mapping[str, np.ndarray],
+                     dtypes: Mapping[str, str] | None = None) -> Descriptor:
+    """The descriptor of ``layer`` as it stands (after fusion); ``dtypes`` (tensor name ->
+    element type) decides its precision where the importer did not state one."""
     in_shape = shapes[layer.inputs[0]] if layer.inputs else ()
     out_shape = shapes[layer.outputs[0]] if layer.outputs else ()
     n, c, h, w = nchw(in_shape)
@@ -50,6 +68,7 @@ def build_descriptor(layer: Layer, shapes: Mapping[str, tuple[int, ...]],
         "elems_out": sum(_elems(shapes[t]) for t in layer.outputs),
         "activation": str(a.get("activation", "none")),
         "has_bias": "bias" in layer.weights,
+        "precision": precision_of(layer, dtypes),
     }
     if "kernel" in a:
         kh, kw = (int(k) for k in a["kernel"])

@@ -9,7 +9,7 @@ source model's throughout, so an onnxruntime segment can be cut from the origina
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import onnx
@@ -27,12 +27,14 @@ from edgedeploy.runtime.ir import Graph, Layer, TensorInfo
 _PASS_THROUGH = frozenset({"Identity", "Dropout"})
 
 
-def import_onnx(model: str | Path | onnx.ModelProto, *, input_shape: Sequence[int] | None = None,
+def import_onnx(model: str | Path | onnx.ModelProto, *,
+                input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
                 input_name: str | None = None) -> Graph:
     """Import an ONNX model (a path or a loaded proto) into the layer IR.
 
     ``input_shape`` fixes the dynamic dims of ``input_name`` (or of the only / the only dynamic
-    input); a dynamic dim left without an override raises :class:`InputError` saying how to give it.
+    input), or of every input it names when it is a mapping name -> shape; a dynamic dim left
+    without an override raises :class:`InputError` saying how to give it.
     """
     proto, source = load_proto(model)
     prep = prepare(proto, input_shape, input_name)
@@ -43,11 +45,12 @@ def import_onnx(model: str | Path | onnx.ModelProto, *, input_shape: Sequence[in
             consumers[t] = consumers.get(t, 0) + 1
     ctx = Ctx(prep, consumers=consumers)
     layers = [convert(ctx, node) for node in nodes]
+    _mark_quantized(nodes, layers, quantized_weights(proto, set(prep.initializers)))
     layers = _constant_outputs(ctx, layers) + layers
     rw = Rewriter(layers, ctx.weights, prep.shapes, set(prep.outputs))
     fuse_all(rw)
     for lyr in rw.layers:
-        lyr.descriptor = build_descriptor(lyr, prep.shapes, rw.weights)
+        lyr.descriptor = build_descriptor(lyr, prep.shapes, rw.weights, prep.dtypes)
     used = {k for lyr in rw.layers for k in lyr.weights.values()}
     graph = Graph(
         name=proto.graph.name or (Path(source["path"]).stem if source["path"] else "model"),
@@ -78,14 +81,48 @@ def _folded_constants(proto: onnx.ModelProto, prep: Prepared,
     non-constant node reads: an onnxruntime segment takes them as initializers instead of
     recomputing them from the graph input they were derived from."""
     initializers = {t.name for t in proto.graph.initializer}
+    kept = quantized_weights(proto, initializers)
     out = {}
     for node in nodes:
         if all(o in prep.consts for o in node.output if o):
             continue  # a constant node: folded away itself
         for t in node.input:
-            if t and t in prep.consts and t not in initializers:
+            if t and t in prep.consts and t not in initializers and t not in kept:
                 out[t] = prep.consts[t]
     return out
+
+
+def _mark_quantized(nodes: list[onnx.NodeProto], layers: list[Layer], weights: set[str]) -> None:
+    """A layer reading a QDQ weight computes in int8 where an engine fuses it (onnxruntime's
+    QLinearConv); its float form is the dequantized computation. Say so in its attrs."""
+    if not weights:
+        return
+    for node, lyr in zip(nodes, layers, strict=True):
+        if any(t in weights for t in node.input):
+            lyr.attrs["precision"] = "int8"
+
+
+def quantized_weights(proto: onnx.ModelProto, initializers: set[str]) -> set[str]:
+    """Outputs of DequantizeLinear nodes computed from initializers alone (QDQ weights).
+
+    A segment keeps these as the file has them (int8 initializer -> DequantizeLinear) instead of
+    taking the folded float value: onnxruntime fuses DequantizeLinear -> Conv -> QuantizeLinear
+    into an integer kernel only when it sees the weight's DequantizeLinear, and given a float
+    weight instead it re-quantizes it per tensor (its WeightBiasQuantization pass), which is
+    not the model's arithmetic.
+    """
+    producer = {o: n for n in proto.graph.node for o in n.output if o}
+
+    def from_initializers(name: str, depth: int = 0) -> bool:
+        if name in initializers or not name:
+            return True
+        node = producer.get(name)
+        if node is None or depth > 8:
+            return False
+        return all(from_initializers(i, depth + 1) for i in node.input)
+
+    return {o for n in proto.graph.node if n.op_type == "DequantizeLinear"
+            for o in n.output if o and from_initializers(o)}
 
 
 def _info(prep: Prepared, name: str) -> TensorInfo:

@@ -10,7 +10,7 @@ layer), so folding never rejects a model.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,8 @@ from edgedeploy.importers.onnx_prep import (
 log = logging.getLogger(__name__)
 
 
-def prepare(proto: onnx.ModelProto, input_shape: Sequence[int] | None = None,
+def prepare(proto: onnx.ModelProto,
+            input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
             input_name: str | None = None) -> Prepared:
     """Fixed inputs, every shape concrete, constants folded; see the module docstring."""
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}

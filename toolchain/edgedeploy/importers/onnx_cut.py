@@ -17,6 +17,7 @@ import onnx.utils
 from onnx import helper, numpy_helper
 
 from edgedeploy.errors import InputError, ModelError
+from edgedeploy.importers.onnx_prep import outer_scope_inputs
 from edgedeploy.runtime.executor import segment_io as runtime_segment_io
 from edgedeploy.runtime.ir import Graph
 
@@ -53,14 +54,16 @@ class SegmentCutter:
 
     def __init__(self, model: str | Path | onnx.ModelProto, *,
                  constants: Mapping[str, np.ndarray] | None = None,
-                 shapes: Mapping[str, Sequence[int]] | None = None) -> None:
+                 shapes: Mapping[str, Sequence[int]] | None = None,
+                 dtypes: Mapping[str, str] | None = None) -> None:
         """``constants``: tensors the importer folded (name -> value), fed to segments as
-        initializers; ``shapes``: concrete tensor shapes (the IR's), declared on boundaries."""
+        initializers; ``shapes`` and ``dtypes``: concrete tensor shapes and element types (the
+        IR's), declared on boundaries that shape inference cannot type."""
         proto = _load(model)
         self._known = _known_tensors(proto)
         self._constants = dict(constants or {})
         self._producer = {o: n for n in proto.graph.node for o in n.output}
-        typed = _with_value_infos(proto, sorted(self._known), shapes or {})
+        typed = _with_value_infos(proto, sorted(self._known), shapes or {}, dtypes or {})
         self._extractor = onnx.utils.Extractor(typed)
 
     @classmethod
@@ -71,7 +74,8 @@ class SegmentCutter:
         folded = graph.source.get("onnx_folded", [])
         return cls(model if model is not None else graph.source["path"],
                    constants={name: graph.weights[name] for name in folded},
-                   shapes={name: t.shape for name, t in graph.tensors.items()})
+                   shapes={name: t.shape for name, t in graph.tensors.items()},
+                   dtypes={name: t.dtype for name, t in graph.tensors.items()})
 
     def __call__(self, inputs: Sequence[str], outputs: Sequence[str]) -> bytes:
         unknown = [t for t in [*inputs, *outputs] if t not in self._known]
@@ -79,11 +83,7 @@ class SegmentCutter:
             raise InputError(f"segment boundary names tensor(s) not in the model: {unknown}",
                              hint="use the tensor names of the original model (edgedeploy inspect)")
         folded = self._folded_reads(inputs, outputs)
-        try:
-            sub = self._extractor.extract_model([*inputs, *folded], list(outputs))
-        except (KeyError, ValueError) as exc:
-            raise ModelError(
-                f"cannot cut the segment {list(inputs)} -> {list(outputs)}: {exc}") from exc
+        sub = self._extract([*inputs, *folded], list(outputs))
         _inline_constants(sub, {name: self._constants[name] for name in folded})
         _check_closed(sub, inputs)
         try:
@@ -92,6 +92,30 @@ class SegmentCutter:
             raise ModelError(f"the extracted segment is not a valid ONNX model: {exc}") from exc
         return sub.SerializeToString()
 
+
+    def _extract(self, inputs: list[str], outputs: list[str]) -> onnx.ModelProto:
+        """The Extractor's cut, plus the producers of tensors that kept subgraphs (If, Loop)
+        read from outside: the Extractor follows ``node.input`` only, so they are asked for as
+        extra outputs and those outputs removed again."""
+        extra: list[str] = []
+        for _ in range(8):
+            try:
+                sub = self._extractor.extract_model(inputs, [*outputs, *extra])
+            except (KeyError, ValueError) as exc:
+                raise ModelError(
+                    f"cannot cut the segment {inputs} -> {outputs}: {exc}") from exc
+            weights = self._extractor.initializers
+            missing = _unproduced_outer_reads(sub, inputs)
+            sub.graph.initializer.extend(weights[t] for t in missing if t in weights)
+            missing = [t for t in missing if t not in weights]
+            if not missing:
+                break
+            extra += [t for t in missing if t in self._known and t not in extra]
+        if extra:
+            keep = [o for o in sub.graph.output if o.name not in set(extra) - set(outputs)]
+            del sub.graph.output[:]
+            sub.graph.output.extend(keep)
+        return sub
 
     def _folded_reads(self, inputs: Sequence[str], outputs: Sequence[str]) -> list[str]:
         """Folded constants the segment's nodes read (walking back from the outputs)."""
@@ -107,7 +131,7 @@ class SegmentCutter:
                 continue
             node = self._producer.get(t)
             if node is not None:
-                todo.extend(i for i in node.input if i)
+                todo.extend(i for i in [*node.input, *outer_scope_inputs(node)] if i)
         return sorted(found)
 
 
@@ -123,24 +147,44 @@ def _inline_constants(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) 
 
 
 def _with_value_infos(proto: onnx.ModelProto, names: Sequence[str],
-                      shapes: Mapping[str, Sequence[int]] | None = None) -> onnx.ModelProto:
-    """A copy typed by shape inference (the Extractor types the cut from value_info); a boundary
-    tensor inference cannot type (custom ops) is declared float32 of unknown shape, the IR's
-    activation type."""
+                      shapes: Mapping[str, Sequence[int]] | None = None,
+                      dtypes: Mapping[str, str] | None = None) -> onnx.ModelProto:
+    """A copy typed by shape inference (the Extractor types the cut from value_info); a tensor
+    inference cannot type (contrib ops such as QLinearAdd, custom domains) is declared with the
+    IR's element type and shape (read from an onnxruntime run at import), float32 of unknown
+    shape when the IR does not know it either. A wrong element type here is what makes a cut
+    segment fail to load ("Type (tensor(float)) of output arg ... does not match tensor(uint8)").
+    """
     try:
         typed = onnx.shape_inference.infer_shapes(proto)
     except Exception:  # inference is best effort: custom domains, partial models
         typed = onnx.ModelProto()
         typed.CopyFrom(proto)
     g = typed.graph
-    shapes = shapes or {}
+    shapes, dtypes = shapes or {}, dtypes or {}
     typed_ok = {v.name for v in [*g.value_info, *g.input, *g.output]
-                if v.type.tensor_type.HasField("shape")}
+                if v.type.tensor_type.HasField("shape") and v.type.tensor_type.elem_type}
     for name in names:
         if name not in typed_ok:
             shape = [int(d) for d in shapes[name]] if name in shapes else None
-            g.value_info.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape))
+            g.value_info.append(helper.make_tensor_value_info(
+                name, elem_type(dtypes.get(name, "float32")), shape))
     return typed
+
+
+def elem_type(dtype: str) -> int:
+    """The ONNX element type of a numpy dtype name (``"uint8"`` -> ``TensorProto.UINT8``)."""
+    try:
+        return int(helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+    except (TypeError, KeyError, ValueError):
+        return onnx.TensorProto.FLOAT
+
+
+def _unproduced_outer_reads(sub: onnx.ModelProto, inputs: Sequence[str]) -> list[str]:
+    """Outer-scope reads of kept subgraphs that nothing in the cut provides."""
+    available = set(inputs) | {i.name for i in sub.graph.initializer} | {""}
+    available |= {o for n in sub.graph.node for o in n.output}
+    return [t for n in sub.graph.node for t in outer_scope_inputs(n) if t not in available]
 
 
 def _check_closed(sub: onnx.ModelProto, inputs: Sequence[str]) -> None:
@@ -149,7 +193,8 @@ def _check_closed(sub: onnx.ModelProto, inputs: Sequence[str]) -> None:
     available = set(inputs) | {i.name for i in sub.graph.initializer} | {""}
     missing: list[str] = []
     for node in sub.graph.node:
-        missing += [t for t in node.input if t not in available and t not in missing]
+        missing += [t for t in [*node.input, *outer_scope_inputs(node)]
+                    if t not in available and t not in missing]
         available.update(node.output)
     if missing:
         raise InputError(f"the segment reads tensor(s) {missing} that are not among its inputs",

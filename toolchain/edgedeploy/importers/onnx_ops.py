@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgedeploy.importers.onnx_prep import Prepared
+from edgedeploy.importers.onnx_prep import Prepared, outer_scope_inputs
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.ir import Descriptor, Layer
 
@@ -105,7 +105,9 @@ def opaque(ctx: Ctx, node: onnx.NodeProto) -> Layer:
         "onnx_attrs": {a.name: _jsonable_attr(a) for a in node.attribute},
         "onnx_inputs": list(node.input),
     }
-    return layer(node, ir.OPAQUE, ctx.activations(node), attrs, weights)
+    acts = ctx.activations(node)
+    acts += [t for t in outer_scope_inputs(node) if not ctx.is_const(t) and t not in acts]
+    return layer(node, ir.OPAQUE, acts, attrs, weights)
 
 
 def _jsonable_attr(a: onnx.AttributeProto) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +29,8 @@ _NON_DETERMINISTIC = frozenset(
      "Bernoulli"}
 )
 
-SHAPE_HINT = ("pass --input-shape N,C,H,W on the command line, or model.input_shape in the "
-              "manifest")
+SHAPE_HINT = ("pass --input-shape N,C,H,W on the command line (name=1x3x224x224,mask=1x10 for "
+              "several inputs), or model.input_shape / model.input_shapes in the manifest")
 
 
 @dataclass
@@ -97,17 +97,30 @@ def real_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [v for v in proto.graph.input if v.name not in inits]
 
 
-def fix_inputs(proto: onnx.ModelProto, input_shape: Sequence[int] | None,
+def fix_inputs(proto: onnx.ModelProto,
+               input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None,
                input_name: str | None) -> onnx.ModelProto:
-    """Return a copy whose inputs all have concrete dims, from the override where one is given."""
+    """Return a copy whose inputs all have concrete dims, from the overrides where given.
+
+    ``input_shape`` is one shape (see :func:`_override_target` for which input it fixes) or a
+    mapping input name -> shape. A symbolic dimension (``batch``) fixed on one input fixes the
+    same-named dimension of the inputs given no shape.
+    """
     proto = copy.deepcopy(proto)
     inputs = real_inputs(proto)
-    target = _override_target(inputs, input_shape, input_name)
+    overrides = _overrides(inputs, input_shape, input_name)
+    bound: dict[str, int] = {}
     for vi in inputs:
-        dims = vi.type.tensor_type.shape.dim
-        if vi.name == target and input_shape is not None:
-            _apply_override(vi, input_shape)
+        if vi.name in overrides:
+            bound.update(_symbols(vi, overrides[vi.name]))
+            _apply_override(vi, overrides[vi.name])
+    for vi in inputs:
+        if vi.name in overrides:
             continue
+        dims = vi.type.tensor_type.shape.dim
+        for d in dims:  # a symbol another input's shape fixed
+            if not d.HasField("dim_value") and d.dim_param in bound:
+                d.dim_value = bound[d.dim_param]
         dynamic = [i for i, d in enumerate(dims) if not d.HasField("dim_value") or d.dim_value <= 0]
         if dynamic or not vi.type.tensor_type.HasField("shape"):
             names = ", ".join(dims[i].dim_param or "?" for i in dynamic) or "rank unknown"
@@ -119,6 +132,32 @@ def fix_inputs(proto: onnx.ModelProto, input_shape: Sequence[int] | None,
         if out.type.HasField("tensor_type"):
             out.type.tensor_type.ClearField("shape")
     return proto
+
+
+def _overrides(inputs: list[onnx.ValueInfoProto],
+               input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None,
+               input_name: str | None) -> dict[str, tuple[int, ...]]:
+    """Input name -> the shape the caller gives it."""
+    if isinstance(input_shape, Mapping):
+        names = [v.name for v in inputs]
+        unknown = sorted(set(input_shape) - set(names))
+        if unknown:
+            raise InputError(f"the input shapes name {unknown}, which the model has no input "
+                             f"called", f"its inputs are: {', '.join(names) or '(none)'}")
+        return {k: tuple(int(d) for d in v) for k, v in input_shape.items()}
+    target = _override_target(inputs, input_shape, input_name)
+    if target is None or input_shape is None:
+        return {}
+    return {target: tuple(int(d) for d in input_shape)}
+
+
+def _symbols(vi: onnx.ValueInfoProto, shape: Sequence[int]) -> dict[str, int]:
+    """Symbolic dimension name -> the size an override gives it."""
+    dims = vi.type.tensor_type.shape.dim
+    if len(dims) != len(shape):
+        return {}
+    return {d.dim_param: int(s) for d, s in zip(dims, shape, strict=True)
+            if d.dim_param and not d.HasField("dim_value")}
 
 
 def _override_target(inputs: list[onnx.ValueInfoProto], input_shape: Sequence[int] | None,
@@ -203,3 +242,20 @@ def name_nodes(proto: onnx.ModelProto) -> None:
             name, k = f"{base}_{k}", k + 1
         node.name = name
         seen.add(name)
+
+
+def outer_scope_inputs(node: onnx.NodeProto) -> list[str]:
+    """Tensors a node's subgraphs (If branches, Loop and Scan bodies) read from the enclosing
+    graph: inputs in all but name, which a segment boundary must carry like ``node.input``."""
+    names: list[str] = []
+    for attr in node.attribute:
+        graphs = ([attr.g] if attr.type == onnx.AttributeProto.GRAPH
+                  else list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else [])
+        for g in graphs:
+            defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+            for inner in g.node:
+                for t in [*inner.input, *outer_scope_inputs(inner)]:
+                    if t not in defined and t not in names:
+                        names.append(t)
+                defined.update(inner.output)
+    return names

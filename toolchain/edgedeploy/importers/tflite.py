@@ -1,4 +1,4 @@
-"""Import a float32 .tflite model (float16 weights included) into the layer IR.
+"""Import a .tflite model (float32, float16 weights, int8/uint8, sparse) into the layer IR.
 
 Why this shape: the flatbuffer is read with the schema module LiteRT itself ships
 (``ai_edge_litert.schema_py_generated``), never by hand, so the reader follows the format LiteRT
@@ -9,8 +9,10 @@ TFLite shape and layout, so an executor knows to transpose at the boundary.
 
 FULLY_CONNECTED after a rank-4 tensor permutes its weights (flatten stays a plain NCHW flatten);
 RESHAPE of a rank-4 tensor gets explicit transposes (skipped when NHWC and NCHW orders agree).
-Integer-quantised models are refused with :class:`UnsupportedModelError`: they still run whole
-through LiteRT.
+Integer-quantized operators (int8/uint8, per tensor or per channel) import as opaque layers that
+LiteRT segments run, their tensors keeping their element types (:mod:`tflite_quant`); sparse
+constants are densified on import (:mod:`tflite_sparse`); custom and select-TF operators stay
+LiteRT operators (a LiteRT without them says which one it lacks when the segment loads).
 
 Every layer records ``attrs["tflite_ops"] = [first, last]``, the subgraph-0 operator indices it
 came from (one op may emit several layers, e.g. transposes around a RESHAPE; DEQUANTIZE of float16
@@ -21,6 +23,7 @@ weights emits none), so ranges of layers can be cut back into LiteRT segments
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from edgedeploy.errors import InputError, ModelError, UnsupportedModelError
+from edgedeploy.errors import InputError, ModelError
 from edgedeploy.importers.descriptor import build_descriptor
 from edgedeploy.importers.tflite_context import (
     Context,
@@ -36,18 +39,26 @@ from edgedeploy.importers.tflite_context import (
     to_ir_shape,
     to_tflite_shape,
 )
+from edgedeploy.importers.tflite_custom import check_litert_runs
 from edgedeploy.importers.tflite_ops import CONVERTERS, Op, opaque
+from edgedeploy.importers.tflite_quant import (
+    activation_quantization,
+    litert_only,
+    quant_params,
+    stateful_ops,
+    whole_model_layer,
+)
+from edgedeploy.importers.tflite_sparse import densify
 from edgedeploy.runtime import ir
 
+log = logging.getLogger(__name__)
 _TT = schema.TensorType
 _DTYPES: dict[int, Any] = {
     _TT.FLOAT32: np.float32, _TT.FLOAT16: np.float16, _TT.FLOAT64: np.float64,
     _TT.INT32: np.int32, _TT.INT64: np.int64, _TT.INT16: np.int16, _TT.INT8: np.int8,
     _TT.UINT8: np.uint8, _TT.BOOL: np.bool_, _TT.UINT32: np.uint32, _TT.UINT16: np.uint16,
 }
-_QUANTIZED = {_TT.INT8, _TT.UINT8, _TT.INT16, _TT.INT4, _TT.UINT4, _TT.INT2}
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-_TYPE_NAMES = {v: k.lower() for k, v in vars(_TT).items() if not k.startswith("_")}
 
 ShapeOverride = Sequence[int] | Mapping[str, Sequence[int]] | None
 
@@ -59,33 +70,45 @@ def import_tflite(path: str | Path, *, input_shape: ShapeOverride = None,
     ``input_shape`` overrides input shapes in the IR's layout (N, C, H, W for images), as
     ``--input-shape`` does for ONNX: one shape for the first input (or for ``input_name``), or a
     mapping name -> shape.
-    Raises :class:`ModelError` for an unreadable file, :class:`UnsupportedModelError` for an
-    integer-quantised model.
+    Raises :class:`ModelError` for an unreadable file or an inconsistent one (a sparse
+    constant whose metadata does not cover its values, say).
     """
     path = Path(path)
     data, model = _read_model(path)
     sg = model.subgraphs[0]
     names = _tensor_names(sg)
-    _refuse_quantized(path, model, sg, names)
+    quantized, params = quant_params(sg)
     tflite_shapes = [tuple(_ints(t.shape)) for t in
                      sg.tensors]
     ctx = Context(names=names, tflite_shapes=tflite_shapes,
-                  consts=_constants(path, model, sg, data, names))
+                  consts=_constants(path, model, sg, data, names),
+                  dtypes={i: np.dtype(_DTYPES[t.type]).name for i, t in enumerate(sg.tensors)
+                          if t.type in _DTYPES},
+                  quantized=quantized, quant_params=params)
     if input_name is not None and input_shape is not None and not isinstance(input_shape, Mapping):
         input_shape = {input_name: input_shape}
     inputs = _inputs(ctx, sg, names, input_shape)
-    for index, op in enumerate(sg.operators):
-        kind = _op_kind(model, op)
+    ctx.resized = _resized_shapes(path, data, sg, ctx, inputs)
+    kinds = [_op_kind(model, op) for op in sg.operators or []]
+    check_litert_runs(path, data, kinds)
+    stateful = stateful_ops(set(kinds))
+    if stateful:  # one LiteRT layer: the variables' readers and writers are never cut apart
+        whole_model_layer(ctx, _ints(sg.inputs), _ints(sg.outputs), len(kinds), stateful)
+    for index, (op, kind) in enumerate(zip(sg.operators or [], kinds, strict=True)):
+        if stateful:
+            break  # the whole-model layer stands for every operator
         view = Op(name=f"{kind.lower()}_{index}", kind=kind, inputs=_ints(op.inputs),
                   outputs=_ints(op.outputs), options=op.builtinOptions)
         n_layers = len(ctx.layers)
         try:
-            _convert(ctx, view)
+            _convert(ctx, view, litert_only(ctx, view, stateful))
         except ModelError as exc:
             raise ModelError(f"{path}: {exc.message}") from None
         for layer in ctx.layers[n_layers:]:
             layer.attrs["tflite_ops"] = [index, index]
     graph = _assemble(path, data, model, ctx, inputs, sg)
+    if stateful:
+        graph.source["stateful"] = stateful
     try:
         graph.validate()
     except ValueError as exc:
@@ -168,25 +191,6 @@ def _op_kind(model: Any, op: Any) -> str:
     return _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
 
 
-def _refuse_quantized(path: Path, model: Any, sg: Any, names: list[str]) -> None:
-    """Integer tensors with quantisation parameters mean an int8/uint8/int16 model."""
-    quantized = [i for i, t in enumerate(sg.tensors or []) if t.type in _QUANTIZED]
-    if not quantized:
-        return
-    qset = set(quantized)
-    ops = sorted({_op_kind(model, op) for op in sg.operators or []
-                  if qset & {*_ints(op.inputs), *_ints(op.outputs)}})
-    types = sorted({_TYPE_NAMES.get(sg.tensors[i].type, "?") for i in quantized})
-    shown = ", ".join(repr(names[i]) for i in quantized[:4])
-    more = f" and {len(quantized) - 4} more" if len(quantized) > 4 else ""
-    raise UnsupportedModelError(
-        f"{path}: quantized TFLite model ({'/'.join(types)}): {len(quantized)} quantized tensors "
-        f"({shown}{more}) used by {', '.join(ops) or 'no operator'}; edgedeploy imports float32 "
-        "models (float16 weights included) into its layer IR",
-        hint="it can still run whole through the LiteRT engine; or export a float32 or "
-             "float16-weight model to plan it layer by layer")
-
-
 def _constants(path: Path, model: Any, sg: Any, data: bytes,
                names: list[str]) -> dict[int, np.ndarray]:
     """Constant tensors (those with buffer data), in TFLite layout and their own dtype."""
@@ -205,6 +209,15 @@ def _constants(path: Path, model: Any, sg: Any, data: bytes,
             continue
         shape = _ints(t.shape)
         dtype = np.dtype(_DTYPES[t.type])
+        if t.sparsity is not None:  # only the kept values are stored: expand them
+            if len(raw) % dtype.itemsize:
+                raise ModelError(f"{path}: sparse constant {names[i]!r} holds {len(raw)} bytes, "
+                                 f"not whole {dtype.name} values")
+            try:
+                consts[i] = densify(np.frombuffer(raw, dtype=dtype), shape, t.sparsity)
+            except ModelError as exc:
+                raise ModelError(f"{path}: constant {names[i]!r}: {exc.message}") from None
+            continue
         if len(raw) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
             raise ModelError(f"{path}: constant {names[i]!r} holds {len(raw)} bytes, "
                              f"not the {shape} {dtype.name} its shape needs")
@@ -238,11 +251,42 @@ def _inputs(ctx: Context, sg: Any, names: list[str],
     return infos
 
 
-def _convert(ctx: Context, op: Op) -> None:
-    """Run the op's converter; anything it cannot express becomes an opaque layer."""
+def _resized_shapes(path: Path, data: bytes, sg: Any, ctx: Context,
+                    inputs: list[ir.TensorInfo]) -> dict[int, tuple[int, ...]]:
+    """Every tensor's TFLite shape once the inputs take the overridden shapes, as LiteRT
+    propagates them (empty when nothing was overridden). Opaque operators keep LiteRT's
+    output shapes, so they need this; RESHAPE targets written for batch 1 do too."""
+    wanted = {t: to_tflite_shape(info.shape) for t, info in zip(_ints(sg.inputs), inputs,
+                                                                strict=True)}
+    if all(tuple(ctx.tflite_shapes[t]) == shape for t, shape in wanted.items()):
+        return {}
+    from edgedeploy.runtime.engines.litert import interpreter_class
+
+    Interpreter = interpreter_class()
+    resolver = getattr(__import__(Interpreter.__module__, fromlist=["OpResolverType"]),
+                       "OpResolverType", None)
+    # No XNNPACK: a delegated partition keeps its intermediates' old shapes in the tensor table.
+    kwargs = ({"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+              if resolver is not None else {})
+    try:
+        interp = Interpreter(model_content=data, **kwargs)
+        for t, shape in wanted.items():
+            interp.resize_tensor_input(t, list(shape), strict=False)
+        interp.allocate_tensors()
+        details = interp.get_tensor_details()
+    except (ValueError, RuntimeError) as exc:  # the IR may still follow the new shapes
+        log.info("%s: LiteRT cannot propagate input shapes %s (%s); file shapes kept for its "
+                 "operators", path, [list(i.shape) for i in inputs], exc)
+        return {}
+    return {int(d["index"]): tuple(int(x) for x in d["shape"]) for d in details}
+
+
+def _convert(ctx: Context, op: Op, keep: str | None = None) -> None:
+    """Run the op's converter; anything it cannot express, or that must stay a LiteRT operator
+    (``keep`` says why), becomes an opaque layer."""
     fn = CONVERTERS.get(op.kind)
-    if fn is None:
-        opaque(ctx, op)
+    if fn is None or keep:
+        opaque(ctx, op, keep)
         return
     n_layers, tensors, weights = len(ctx.layers), set(ctx.tensors), set(ctx.weights)
     try:
@@ -259,11 +303,14 @@ def _convert(ctx: Context, op: Op) -> None:
         opaque(ctx, op, str(exc))
 
 
-def _boundary(name: str, ir_shape: Sequence[int]) -> dict[str, Any]:
+def _boundary(name: str, ir_shape: Sequence[int], dtype: str = "float32") -> dict[str, Any]:
     rank4 = len(ir_shape) == 4
-    return {"name": name, "shape": list(to_tflite_shape(ir_shape)),
-            "layout": "NHWC" if rank4 else "plain",
-            "to_ir_perm": [0, 3, 1, 2] if rank4 else list(range(len(ir_shape)))}
+    out = {"name": name, "shape": list(to_tflite_shape(ir_shape)),
+           "layout": "NHWC" if rank4 else "plain",
+           "to_ir_perm": [0, 3, 1, 2] if rank4 else list(range(len(ir_shape)))}
+    if dtype != "float32":  # integer boundaries (quantized models) say so
+        out["dtype"] = dtype
+    return out
 
 
 def _assemble(path: Path, data: bytes, model: Any, ctx: Context, inputs: list[ir.TensorInfo],
@@ -272,19 +319,23 @@ def _assemble(path: Path, data: bytes, model: Any, ctx: Context, inputs: list[ir
     for t in _ints(sg.outputs):
         if t not in ctx.shapes:
             raise ModelError(f"{path}: graph output {ctx.names[t]!r} is a constant or unused")
-        outputs.append(ir.TensorInfo(ctx.names[t], ctx.shapes[t]))
+        outputs.append(ir.TensorInfo(ctx.names[t], ctx.shapes[t], ctx.dtypes.get(t, "float32")))
     for info in inputs:
         ctx.tensors[info.name] = info
     shapes = {k: v.shape for k, v in ctx.tensors.items()}
+    dtypes = {k: v.dtype for k, v in ctx.tensors.items()}
     for layer in ctx.layers:
-        layer.descriptor = build_descriptor(layer, shapes, ctx.weights)
+        layer.descriptor = build_descriptor(layer, shapes, ctx.weights, dtypes)
     source = {
         "format": "tflite", "path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
         "input_layout": "NHWC",
-        "inputs": [_boundary(t.name, t.shape) for t in inputs],
-        "outputs": [_boundary(t.name, t.shape) for t in outputs],
+        "inputs": [_boundary(t.name, t.shape, t.dtype) for t in inputs],
+        "outputs": [_boundary(t.name, t.shape, t.dtype) for t in outputs],
         "subgraphs": len(model.subgraphs), "tflite_schema_version": int(model.version),
         "opaque_ops": sorted({x.attrs["tflite_op"] for x in ctx.layers if x.op == ir.OPAQUE}),
     }
+    quantization = activation_quantization(ctx)
+    if quantization:
+        source["quantization"] = quantization
     return ir.Graph(name=path.stem, inputs=inputs, outputs=outputs, layers=ctx.layers,
                     tensors=dict(ctx.tensors), weights=ctx.weights, source=source)

@@ -60,7 +60,15 @@ class Context:
     names: list[str]
     tflite_shapes: list[tuple[int, ...]]
     consts: dict[int, np.ndarray]
+    #: TFLite tensor index -> numpy element type name (tensors of a type numpy lacks: absent).
+    dtypes: dict[int, str] = field(default_factory=dict)
+    #: Indices of integer-quantized tensors (int8/uint8/int16 with scales): LiteRT's business.
+    quantized: frozenset[int] = frozenset()
+    #: TFLite tensor index -> (scale, zero_point, quantized dimension) of quantized tensors.
+    quant_params: dict[int, tuple[np.ndarray, np.ndarray, int]] = field(default_factory=dict)
     shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    #: TFLite shapes after an input-shape override, as LiteRT propagates them (else empty).
+    resized: dict[int, tuple[int, ...]] = field(default_factory=dict)
     layers: list[ir.Layer] = field(default_factory=list)
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     tensors: dict[str, ir.TensorInfo] = field(default_factory=dict)
@@ -100,7 +108,8 @@ class Context:
         """Record the IR shape of TFLite tensor ``t``; returns its IR name."""
         shape = tuple(int(d) for d in ir_shape)
         self.shapes[t] = shape
-        self.tensors[self.names[t]] = ir.TensorInfo(self.names[t], shape)
+        self.tensors[self.names[t]] = ir.TensorInfo(self.names[t], shape,
+                                                    self.dtypes.get(t, "float32"))
         return self.names[t]
 
     def emit(self, name: str, op: str, inputs: Sequence[str], outputs: Sequence[str],

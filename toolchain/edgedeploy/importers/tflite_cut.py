@@ -61,6 +61,7 @@ def cut_tflite(data: bytes, inputs: Sequence[str], outputs: Sequence[str]) -> by
         if buffers.is_const(sg.tensors[t]):
             raise ModelError(f"segment boundary {names[t]!r} is a constant, not an activation")
     kept = _slice(sg, names, buffers, ins, outs)
+    kept = sorted(set(kept) | _side_effects(sg, names, buffers, ins, set(kept)))
     ops = [sg.operators[i] for i in kept]
     used = {t for op in ops for t in _op_tensors(op)}
     tensors = sorted(used | set(ins) | set(outs))
@@ -107,11 +108,12 @@ def layer_op_ranges(graph: Graph) -> list[tuple[int, int]]:
 
 def litert_boundaries(graph: Graph) -> frozenset[int]:
     """Layer indices where a LiteRT segment may start or stop: 0, len(layers), and every ``k``
-    whose neighbours split no TFLite operator (layers[k-1] ends before layers[k] starts)."""
+    whose neighbours split no TFLite operator (layers[k-1] ends before layers[k] starts); only
+    0 and len(layers) for a stateful model (resource variables)."""
     n = len(graph.layers)
     cuts = {0, n}
-    if graph.source.get("format") != "tflite":
-        return frozenset(cuts)
+    if graph.source.get("format") != "tflite" or graph.source.get("stateful"):
+        return frozenset(cuts)  # a stateful model's variables must stay in one interpreter
     ranges = [_op_range(layer) for layer in graph.layers]
     for k in range(1, n):
         before, after = ranges[k - 1], ranges[k]
@@ -276,6 +278,23 @@ def _slice(sg: Any, names: list[str], buffers: _Buffers, ins: list[int],
             raise ModelError(f"the cut splits operator {i}: it computes input {clash[0]!r} "
                              "and a tensor the outputs need")
     return sorted(kept)
+
+
+def _side_effects(sg: Any, names: list[str], buffers: _Buffers, ins: list[int],
+                  kept: set[int]) -> set[int]:
+    """Operators with no outputs (ASSIGN_VARIABLE, CALL_ONCE: a streaming model's state
+    updates) that the segment can compute, with what they need: no output asks for them, but
+    dropping them would freeze the state."""
+    extra: set[int] = set()
+    for i, op in enumerate(sg.operators or []):
+        if i in kept or _ints(op.outputs):
+            continue
+        try:
+            need = _slice(sg, names, buffers, ins, [t for t in _ints(op.inputs) if t >= 0])
+        except ModelError:
+            continue
+        extra.update([i, *need])
+    return extra
 
 
 def _fix_op(op: Any, data: bytes) -> None:

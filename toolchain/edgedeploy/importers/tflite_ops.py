@@ -307,6 +307,9 @@ def reshape(ctx: Context, op: Op) -> None:
         target = list(ctx.tflite_shapes[op.outputs[0]])
     if target and target[0] == ctx.tflite_shapes[x][0] != tfl_in[0] and -1 not in target:
         target[0] = tfl_in[0]  # a batch the caller overrode
+    resized = ctx.resized.get(op.outputs[0])
+    if resized is not None and int(np.prod(resized)) == total:
+        target = list(resized)  # LiteRT's own answer for the overridden input shapes
     target = _target_shape(total, target)
     src, src_shape = ctx.to_tflite_order(op.name, x)
     ctx.reshape_to_output(op.name, src, src_shape, op.outputs[0], target)
@@ -379,15 +382,6 @@ def resize(ctx: Context, op: Op) -> None:
     ctx.emit(op.name, ir.RESIZE, [ctx.names[x]], [out], attrs)
 
 
-@converter("DEQUANTIZE")
-def dequantize(ctx: Context, op: Op) -> None:
-    """float16 weights behind DEQUANTIZE fold into float32 constants: no layer."""
-    src = ctx.const(op.inputs[0])
-    if src.dtype != np.float16:
-        raise NotConvertible(f"dequantize of {src.dtype}")
-    ctx.consts[op.outputs[0]] = src.astype(np.float32)
-
-
 def opaque(ctx: Context, op: Op, reason: str | None = None) -> None:
     """Keep the operator for LiteRT: activation inputs stay inputs (NCHW in the IR, so an engine
     transposes rank-4 ones to NHWC), constant inputs become weights ``input<i>``."""
@@ -398,5 +392,6 @@ def opaque(ctx: Context, op: Op, reason: str | None = None) -> None:
                                                for t in op.inputs]}
     if reason:
         attrs["reason"] = reason
-    outs = [ctx.set_output(t, to_ir_shape(ctx.tflite_shapes[t])) for t in op.outputs]
+    outs = [ctx.set_output(t, to_ir_shape(ctx.resized.get(t, ctx.tflite_shapes[t])))
+            for t in op.outputs]
     ctx.emit(op.name, ir.OPAQUE, [ctx.names[t] for t in acts], outs, attrs, consts)

@@ -156,7 +156,7 @@ def model_graph(manifest: Manifest) -> ir.Graph:
     from edgedeploy.importers import load_model
 
     spec = manifest.model
-    return load_model(spec.path, input_shape=spec.input_shape, input_name=spec.input_name,
+    return load_model(spec.path, input_shape=spec.shape_override(), input_name=spec.input_name,
                       fmt=spec.format)
 
 

@@ -210,6 +210,8 @@ def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, proble
                 "simulated": bool(target.simulated), "engines": list(target.engines)},
         model={"path": relpath(spec.path, plan_path.parent), "format": spec.format,
                "input_shape": list(graph.inputs[0].shape) if graph.inputs else [],
+               **({"input_shapes": {t.name: list(t.shape) for t in graph.inputs}}
+                  if len(graph.inputs) > 1 else {}),
                "layers": len(graph.layers)},
         inputs=inputs,
         planner={"version": PLANNER_VERSION, "exact_selection": sol.selection.exact,

@@ -226,7 +226,7 @@ class GraphExecutor:
             if name not in feeds:
                 raise ExecutionError(f"missing input tensor {name!r}",
                                      hint=f"this segment reads: {', '.join(self.inputs)}")
-            env[name] = np.ascontiguousarray(feeds[name], dtype=np.float32)
+            env[name] = np.ascontiguousarray(feeds[name], dtype=_dtype(self.graph, name))
             layouts[name] = NCHW
         for k, step in enumerate(self.steps):
             t0 = time.perf_counter() if timings is not None else 0.0
@@ -305,10 +305,33 @@ def _to_layout(x: np.ndarray, have: str, want: str) -> np.ndarray:
 _LAYOUT_DESCRIPTOR = ir.Descriptor(op="layout")
 
 
+def _dtype(graph: ir.Graph, name: str) -> np.dtype:
+    """The element type a segment input is fed in: the IR's integer types (uint8, int8, int32
+    in quantized graphs; int64 and bool inputs), float32 for every float tensor as before."""
+    info = graph.tensors.get(name)
+    try:
+        dtype = np.dtype(info.dtype) if info is not None else np.dtype(np.float32)
+    except TypeError:
+        return np.dtype(np.float32)
+    return np.dtype(np.float32) if dtype.kind == "f" else dtype
+
+
 def random_inputs(graph: ir.Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded standard-normal inputs for every graph input (NCHW, float32)."""
+    """Seeded inputs for every graph input (NCHW): standard-normal float32 for float inputs,
+    the whole range for 8-bit ones (quantized images), 0/1 for wider integers and booleans
+    (masks, token ids and indices stay in range)."""
     rng = np.random.default_rng(seed)
-    return {t.name: rng.standard_normal(t.shape).astype(np.float32) for t in graph.inputs}
+    out = {}
+    for t in graph.inputs:
+        dtype = np.dtype(t.dtype) if t.dtype else np.dtype(np.float32)
+        if dtype.kind == "f":
+            out[t.name] = rng.standard_normal(t.shape).astype(np.float32)
+        elif dtype.kind in "iu" and dtype.itemsize == 1:
+            info = np.iinfo(dtype)
+            out[t.name] = rng.integers(info.min, info.max + 1, size=t.shape).astype(dtype)
+        else:
+            out[t.name] = rng.integers(0, 2, size=t.shape).astype(dtype)
+    return out
 
 
 def max_rel_error(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> float:

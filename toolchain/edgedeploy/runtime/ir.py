@@ -2,7 +2,9 @@
 
 Conventions (importers must produce them, primitives and engines may rely on them):
 
-* Activations are NCHW float32 (a TFLite importer transposes NHWC models into this form).
+* Activations are NCHW, float32 unless the source says otherwise: a quantized model's tensors
+  keep their element type (uint8, int8, int32) in ``TensorInfo.dtype`` and cross stage boundaries
+  so; a TFLite importer transposes NHWC models into this form.
 * Convolution weights are OIHW: ``(C_out, C_in / groups, kH, kW)``; depthwise is ``groups == C_in``.
 * Dense (fully connected) weights are ``(C_out, C_in)``: ``y = x @ W.T + b``.
 * Layers are stored in a topological order; tensor names are those of the source model wherever a
@@ -55,6 +57,9 @@ ACTIVATIONS = frozenset(
 
 BYTES_PER_ELEMENT = 4  # float32 throughout
 
+#: Arithmetic precisions a descriptor may carry (``Descriptor.precision``).
+PRECISIONS = ("fp32", "fp16", "int8")
+
 
 @dataclass(frozen=True)
 class Descriptor:
@@ -88,6 +93,9 @@ class Descriptor:
     #: Elements of all activation inputs / outputs (covers multi-input ops such as concat).
     elems_in: int = 0
     elems_out: int = 0
+    #: The arithmetic the source model asks for: ``fp32``, ``fp16`` or ``int8`` (a quantized
+    #: operator, or a QDQ-wrapped one whose float form is the dequantized computation).
+    precision: str = "fp32"
 
     # --- derived facts -------------------------------------------------------------------------
     @property
@@ -148,7 +156,11 @@ class Descriptor:
         return self.weight_params * BYTES_PER_ELEMENT
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field; ``precision`` only when not fp32, so float graphs serialise as before."""
+        d = asdict(self)
+        if d.get("precision") == "fp32":
+            del d["precision"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Descriptor:
@@ -168,6 +180,11 @@ class TensorInfo:
     @property
     def elems(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one such tensor in its own element type (what a ring slot holds)."""
+        return self.elems * np.dtype(self.dtype).itemsize
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}

@@ -16,6 +16,11 @@ futex sleep and the kernel wake-up cost tens of microseconds per hop, more than 
 tensor. Spinning only pays on a core nobody else needs, so it is off unless the caller turns it
 on (pipeline.py turns it on for replicas pinned to cores of their own).
 
+Slots are sized by each tensor's element type (``TensorSpec.dtype``): a quantized graph hands
+uint8/int8/int32 tensors between stages as such, a quarter of the float32 bytes for 8-bit ones;
+writing a tensor the slot's type cannot hold exactly (int32 into int8 or float32) is an error,
+never a silent cast.
+
 Names: a ring's segment and its two semaphores are ``edgedeploy_<tag>-<pid>-<hex>`` in /dev/shm
 (``sem.`` in front for the semaphores), ``<tag>`` being the bundle (:func:`set_owner_tag`) and
 ``<pid>`` the creating process. A SIGKILL of the whole process group - systemd's final kill, an
@@ -147,6 +152,15 @@ class TensorSpec:
 
     def as_tuple(self) -> tuple[tuple[int, ...], str]:
         return (tuple(int(d) for d in self.shape), str(np.dtype(self.dtype)))
+
+
+def _fits(src: np.dtype, dst: np.dtype) -> bool:
+    """Whether a ring slot of ``dst`` holds ``src`` values: float to float as before (float64
+    frames into float32 rings), anything involving integers only without loss (int8 into an
+    int8 or float32 slot, never int32 into int8 or float32)."""
+    if src == dst or (src.kind == "f" and dst.kind == "f"):
+        return True
+    return bool(np.can_cast(src, dst, "safe"))
 
 
 def _align(n: int) -> int:
@@ -295,6 +309,11 @@ class Ring:
             if src.shape != dst.shape:
                 raise ExecutionError(
                     f"tensor {k} has shape {src.shape}, the ring expects {dst.shape}")
+            if not _fits(src.dtype, dst.dtype):
+                raise ExecutionError(
+                    f"tensor {k} is {src.dtype}, the ring carries {dst.dtype}",
+                    hint="declare the boundary tensor's element type in its TensorSpec "
+                         "(quantized graphs hand uint8/int8/int32 tensors between stages)")
             np.copyto(dst, src, casting="same_kind")
 
     def publish(self, slot: int, index: int, seq: int, flags: int) -> None:

@@ -84,6 +84,10 @@ class ModelSpec(_Strict):
     input_shape: list[int] | None = Field(
         default=None, min_length=1, max_length=8,
         description="Full input shape, fixing dynamic dims (e.g. [1, 3, 224, 224]).")
+    input_shapes: dict[str, list[int]] | None = Field(
+        default=None, min_length=1,
+        description="Shapes by input name, fixing dynamic dims of several inputs "
+                    "(e.g. {image: [1, 3, 224, 224], mask: [1, 10]}).")
     batch: int = Field(default=1, ge=1, le=4096, description="Frames per inference.")
 
     @model_validator(mode="before")
@@ -112,11 +116,32 @@ class ModelSpec(_Strict):
             raise ValueError(f"every dimension must be >= 1, got {value}")
         return value
 
+    @field_validator("input_shapes")
+    @classmethod
+    def _shapes(cls, value: dict[str, list[int]] | None) -> dict[str, list[int]] | None:
+        for name, shape in (value or {}).items():
+            if not shape or len(shape) > 8 or any(d < 1 for d in shape):
+                raise ValueError(f"input {name!r}: give 1 to 8 dimensions, each >= 1, got {shape}")
+        return value
+
     @model_validator(mode="after")
     def _format(self) -> ModelSpec:
         if self.format is None:
             self.format = SUFFIX_FORMATS[self.path.suffix.lower()]  # type: ignore[assignment]
+        if self.input_shape is not None and self.input_shapes and not self.input_name:
+            raise ValueError("input_shape and input_shapes both given: name the input "
+                             "input_shape is for (model.input_name), or list it in input_shapes")
         return self
+
+    def shape_override(self) -> list[int] | dict[str, list[int]] | None:
+        """What the importer's ``input_shape`` takes: ``input_shapes`` (with ``input_shape``
+        under ``input_name`` when both are given), else ``input_shape``."""
+        if not self.input_shapes:
+            return self.input_shape
+        shapes = dict(self.input_shapes)
+        if self.input_shape is not None and self.input_name:
+            shapes[self.input_name] = self.input_shape
+        return shapes
 
 
 class Constraints(_Strict):

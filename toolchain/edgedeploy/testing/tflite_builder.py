@@ -1,7 +1,8 @@
 """Write small, valid .tflite models from numpy weights, without TensorFlow.
 
 Why: the TFLite importer and the LiteRT engine must be tested on real flatbuffers in the styles the
-TF converter emits (fused activations, float16 weights behind DEQUANTIZE, int8 quantisation), and
+TF converter emits (fused activations, float16 weights behind DEQUANTIZE, int8/uint8 quantisation
+per tensor and per channel, sparse constants behind DENSIFY), and
 TensorFlow is not a dependency. The builder fills the object API of the schema module LiteRT ships
 (``ai_edge_litert.schema_py_generated``) and packs it with ``flatbuffers``, so every file it writes
 is exactly what LiteRT's own reader expects.
@@ -24,6 +25,8 @@ from pathlib import Path
 import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
+
+from edgedeploy.testing.tflite_sparse import sparse_encode
 
 _OPS = schema.BuiltinOperator
 _OPT = schema.BuiltinOptions
@@ -104,9 +107,14 @@ class TFLiteBuilder:
         self.inputs.append(t)
         return t
 
-    def const(self, name: str, array: np.ndarray, *, float16: bool = False) -> int:
-        """A float32 constant; ``float16=True`` stores it as float16 behind a DEQUANTIZE op."""
+    def const(self, name: str, array: np.ndarray, *, float16: bool = False,
+              sparse: Sequence[int] | None = None, block: tuple[int, int] | None = None) -> int:
+        """A float32 constant; ``float16=True`` stores it as float16 behind a DEQUANTIZE op;
+        ``sparse`` (the dimensions stored CSR) stores only its non-zero entries behind a DENSIFY
+        op, as TFLite's sparsity encoding (``block``: (dimension, size) of one dense block)."""
         array = np.asarray(array)
+        if sparse is not None:
+            return self.sparse_const(name, array, sparse, block=block, float16=float16)
         if not float16:
             dtype = "int32" if array.dtype.kind in "iu" else "float32"
             return self.tensor(name, array.shape, dtype, data=array)
@@ -115,6 +123,25 @@ class TFLiteBuilder:
         self.op(_OPS.DEQUANTIZE, [half], [out], _OPT.DequantizeOptions,
                 schema.DequantizeOptionsT())
         return out
+
+    def sparse_const(self, name: str, array: np.ndarray, csr_dims: Sequence[int], *,
+                     block: tuple[int, int] | None = None, float16: bool = False) -> int:
+        """The dense float32 tensor DENSIFY (then DEQUANTIZE for float16) makes of ``array``
+        stored sparse: traversal in dimension order, the ``csr_dims`` compressed (CSR), the
+        rest dense, with an optional dense block of ``block[1]`` along ``block[0]``."""
+        dtype = "float16" if float16 else "float32"
+        dense = np.asarray(array, dtype=_NP[dtype])
+        values, sparsity = sparse_encode(dense, csr_dims, block)
+        packed = self.tensor(f"{name}_sparse", dense.shape, dtype, data=values)
+        self.tensors[packed].sparsity = sparsity
+        out = self.tensor(f"{name}_dense" if float16 else name, dense.shape, dtype)
+        self.op(_OPS.DENSIFY, [packed], [out], _OPT.DensifyOptions, schema.DensifyOptionsT())
+        if not float16:
+            return out
+        result = self.tensor(name, dense.shape)
+        self.op(_OPS.DEQUANTIZE, [out], [result], _OPT.DequantizeOptions,
+                schema.DequantizeOptionsT())
+        return result
 
     def output(self, *tensors: int) -> None:
         self.outputs.extend(tensors)
@@ -150,14 +177,17 @@ class TFLiteBuilder:
     def conv2d(self, x: int, weights: np.ndarray, bias: np.ndarray | None = None, *,
                stride: int | Sequence[int] = 1, padding: str = "SAME",
                dilation: int | Sequence[int] = 1, activation: str = "none",
-               float16: bool = False, name: str | None = None) -> int:
-        """CONV_2D with OHWI ``weights`` (grouped when C_in is a multiple of I)."""
+               float16: bool = False, sparse: Sequence[int] | None = None,
+               block: tuple[int, int] | None = None, name: str | None = None) -> int:
+        """CONV_2D with OHWI ``weights`` (grouped when C_in is a multiple of I); ``sparse`` and
+        ``block`` store the weights sparse (see :meth:`const`)."""
         n, h, w, _ = self.shape(x)
         o, kh, kw, _ = weights.shape
         (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
         out = self._out(name, "conv2d", (n, _window_out(h, kh, sh, dh, padding),
                                          _window_out(w, kw, sw, dw, padding), o))
-        wt = self.const(f"{self.tensors[out].name}/weights", weights, float16=float16)
+        wt = self.const(f"{self.tensors[out].name}/weights", weights, float16=float16,
+                        sparse=sparse, block=block)
         bt = self._conv_bias(out, bias, o)
         opt = schema.Conv2DOptionsT()
         opt.padding, opt.strideH, opt.strideW = _PADDING[padding], sh, sw
@@ -362,13 +392,31 @@ class TFLiteBuilder:
         return self._resize(_OPS.RESIZE_BILINEAR, x, size, align_corners, half_pixel_centers,
                             name)
 
-    # --- int8 quantisation (to exercise the importer's refusal) ----------------------------------
-    def quantize(self, x: int, scale: float, zero_point: int = 0, *,
+    # --- int8 / uint8 quantisation -------------------------------------------------------------
+    def quantize(self, x: int, scale: float, zero_point: int = 0, *, dtype: str = "int8",
                  name: str | None = None) -> int:
-        """QUANTIZE float32 -> int8 (per-tensor), as the TF converter puts at a model's input."""
-        out = self.tensor(name or f"quantize_{len(self.operators)}", self.shape(x), "int8",
+        """QUANTIZE float32 -> int8 or uint8 (per-tensor), as the TF converter puts at a
+        model's input."""
+        out = self.tensor(name or f"quantize_{len(self.operators)}", self.shape(x), dtype,
                           scale=[scale], zero_point=[zero_point])
         self.op(_OPS.QUANTIZE, [x], [out], _OPT.QuantizeOptions, schema.QuantizeOptionsT())
+        return out
+
+    def max_pool2d_quantized(self, x: int, size: int, stride: int = 1, *,
+                             name: str | None = None) -> int:
+        """MAX_POOL_2D on a quantized tensor: the output keeps the input's type and scale."""
+        n, h, w, c = self.shape(x)
+        src = self.tensors[x]
+        out = self.tensor(name or f"pool_q_{len(self.operators)}",
+                          (n, _window_out(h, size, stride, 1, "VALID"),
+                           _window_out(w, size, stride, 1, "VALID"), c),
+                          "uint8" if src.type == schema.TensorType.UINT8 else "int8",
+                          scale=list(src.quantization.scale),
+                          zero_point=list(src.quantization.zeroPoint))
+        opt = schema.Pool2DOptionsT()
+        opt.padding, opt.strideH, opt.strideW = _PADDING["VALID"], stride, stride
+        opt.filterHeight, opt.filterWidth = size, size
+        self.op(_OPS.MAX_POOL_2D, [x], [out], _OPT.Pool2DOptions, opt, version=2)
         return out
 
     def dequantize(self, x: int, *, name: str | None = None) -> int:
@@ -379,23 +427,28 @@ class TFLiteBuilder:
 
     def conv2d_int8(self, x: int, weights: np.ndarray, bias: np.ndarray, *, out_scale: float,
                     out_zero_point: int = 0, stride: int = 1, padding: str = "SAME",
-                    activation: str = "none", name: str | None = None) -> int:
-        """An int8 CONV_2D as full-integer conversion emits it: per-channel symmetric weights,
-        int32 bias at input_scale * weight_scale, int8 output."""
+                    activation: str = "none", per_channel: bool = True,
+                    name: str | None = None) -> int:
+        """An int8 CONV_2D as full-integer conversion emits it: symmetric weights (per output
+        channel, or one scale with ``per_channel=False``), int32 bias at input_scale *
+        weight_scale, int8 output."""
         n, h, w, _ = self.shape(x)
         o, kh, kw, _ = weights.shape
         in_scale = self.tensors[x].quantization.scale[0]
         w_scale = np.maximum(np.abs(weights).reshape(o, -1).max(axis=1), 1e-8) / 127.0
+        if not per_channel:
+            w_scale = np.full(o, w_scale.max())
         wq = np.clip(np.round(weights / w_scale[:, None, None, None]), -127, 127)
         bq = np.round(np.asarray(bias) / (in_scale * w_scale)).astype(np.int32)
         oh, ow = _window_out(h, kh, stride, 1, padding), _window_out(w, kw, stride, 1, padding)
         out = self.tensor(name or f"conv2d_int8_{len(self.operators)}", (n, oh, ow, o), "int8",
                           scale=[out_scale], zero_point=[out_zero_point])
         base = self.tensors[out].name
+        k = o if per_channel else 1
         wt = self.tensor(f"{base}/weights", weights.shape, "int8", data=wq,
-                         scale=w_scale.tolist(), zero_point=[0] * o)
+                         scale=w_scale[:k].tolist(), zero_point=[0] * k)
         bt = self.tensor(f"{base}/bias", (o,), "int32", data=bq,
-                         scale=(in_scale * w_scale).tolist(), zero_point=[0] * o)
+                         scale=(in_scale * w_scale[:k]).tolist(), zero_point=[0] * k)
         opt = schema.Conv2DOptionsT()
         opt.padding, opt.strideH, opt.strideW = _PADDING[padding], stride, stride
         opt.fusedActivationFunction = _ACT[activation]

@@ -131,27 +131,34 @@ class MemoryModel:
         return PlanMemory(tuple(self.stage(s.start, s.stop, choices) for s in stages))
 
 
+#: Per-primitive workspace bounds (MiB) of the leaner selections tried when a plan does not fit:
+#: fixed, so the smallest peak reported for one limit is found again under that value.
+LEAN_WORKSPACE_MB = (16.0, 4.0, 1.0, 0.25, 0.0)
+
+
 def fit_memory(problem: Problem, solution: Solution, max_memory_mb: float,
-               graph: ir.Graph) -> Solution:
-    """``solution`` when its plan's every stage process fits ``max_memory_mb``; else the same
-    solution with the best fitting candidate (mapping candidates and runnable baselines under
-    the solution's limits, by the objective) as its plan; else InfeasibleError naming the
-    constraint and the smallest peak any candidate reaches."""
+               graph: ir.Graph, leaner: Sequence[Solution] = ()) -> Solution:
+    """``solution`` when its plan's every stage process fits ``max_memory_mb``; else the best
+    fitting candidate (mapping candidates and runnable baselines under the solution's limits,
+    by the objective) of ``solution`` or of the ``leaner`` solutions (the same problem solved
+    with smaller per-primitive workspace bounds) as the plan; else InfeasibleError naming the
+    constraint and the smallest peak any of them reaches."""
     model = MemoryModel(problem, graph)
     limit = max_memory_mb * MIB
-    pool: list[tuple[Candidate | Baseline, tuple[Stage, ...], Sequence[str]]] = [
-        (solution.best, solution.best.stages, solution.choices(problem))]
-    pool += [(c, c.stages, stage_choices(problem, solution.selection, c))
-             for c in solution.mapping.candidates if meets(c.metrics, solution.limits)]
-    pool += [(b, b.stages, b.choices) for b in solution.baselines
-             if b.runnable and b.stages and b.choices and meets(b.metrics, solution.limits)]
+    pool: list[tuple[Solution, Candidate | Baseline, tuple[Stage, ...], Sequence[str]]] = [
+        (solution, solution.best, solution.best.stages, solution.choices(problem))]
+    for sol in (solution, *leaner):
+        pool += [(sol, c, c.stages, stage_choices(problem, sol.selection, c))
+                 for c in sol.mapping.candidates if meets(c.metrics, sol.limits)]
+        pool += [(sol, b, b.stages, b.choices) for b in sol.baselines
+                 if b.runnable and b.stages and b.choices and meets(b.metrics, sol.limits)]
     ranked = sorted(enumerate(pool), key=lambda e: (
-        e[0] > 0, objective_key(solution.objective, e[1][0].metrics), e[0]))
+        e[0] > 0, objective_key(solution.objective, e[1][1].metrics), e[0]))
     smallest: tuple[PlanMemory, str] | None = None
-    for k, (cand, stages, choices) in ranked:
+    for k, (sol, cand, stages, choices) in ranked:
         need = model.plan(stages, choices)
         if need.peak.total <= limit:
-            return solution if k == 0 else _with_plan(solution, cand)
+            return solution if k == 0 else _with_plan(sol, cand)
         if smallest is None or need.peak.total < smallest[0].peak.total:
             smallest = (need, _name(cand))
     assert smallest is not None  # the pool holds at least the chosen plan

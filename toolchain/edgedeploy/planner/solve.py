@@ -102,9 +102,16 @@ def solve(problem: Problem, manifest, graph: Graph | None = None) -> Solution:
     solution = solve_problem(problem, manifest.objective, limits, manifest.primitives.allow,
                              manifest.primitives.deny, c.max_memory_mb)
     if c.max_memory_mb is not None:
+        from edgedeploy.errors import InfeasibleError
         from edgedeploy.planner.api import model_graph
-        from edgedeploy.planner.memory import fit_memory
+        from edgedeploy.planner.memory import LEAN_WORKSPACE_MB, fit_memory
 
         held = graph if graph is not None else model_graph(manifest)
-        solution = fit_memory(problem, solution, c.max_memory_mb, held)
+        try:
+            solution = fit_memory(problem, solution, c.max_memory_mb, held)
+        except InfeasibleError:  # leaner primitives (less workspace) may make a plan fit
+            leaner = [solve_problem(problem, manifest.objective, limits,
+                                    manifest.primitives.allow, manifest.primitives.deny, mb)
+                      for mb in LEAN_WORKSPACE_MB]
+            solution = fit_memory(problem, solution, c.max_memory_mb, held, leaner)
     return solution

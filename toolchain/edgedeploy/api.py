@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from edgedeploy.errors import EdgeDeployError, ExitCode
 
 if TYPE_CHECKING:
+    from edgedeploy.client import Client
     from edgedeploy.costmodel.profiler import Progress
     from edgedeploy.deploy.doctor import DoctorReport
     from edgedeploy.deploy.fleet import DeployResult, HostAnswers
@@ -151,11 +152,13 @@ def plan(manifest: str | Path, target: str | None = None, *, output: str | Path 
     plan, its next best predicted plans and the baselines are timed there and the winner is
     written. ``measure=False`` plans from the cost model alone, and the lockfile says so.
     """
+    from edgedeploy.generator.io_config import ensure_io_fits
     from edgedeploy.planner import plan as _plan
     from edgedeploy.planner.api import model_graph
 
     m = loaded or load_manifest(manifest)
     graph = graph or model_graph(m)
+    ensure_io_fits(m.io, graph)  # io: must fit the model's inputs before anything is planned
     results = _plan(manifest, target, output=output, write=False, manifest=m, graph=graph)
     on = m.measure.enabled if measure is None else measure
     for r in results:
@@ -278,7 +281,7 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
             plan_file, current.doc = refined
             say(f"plan: keeping the refined plan {plan_file} (its inputs are unchanged)")
     say(f"build: {plan_file} -> {bundle_dir}")
-    info = _build_plan(plan_file, bundle_dir, graph)
+    info = _build_plan(plan_file, bundle_dir, graph, m)
     say(f"push: release {info.id} to {', '.join(ref.all_hosts) or 'this host'}")
     result = push_bundle(info.root, ref, alias=target, dry_run=dry_run,
                          accept_new_host_keys=accept_new_host_keys, serial=serial,
@@ -310,10 +313,10 @@ def _kept_refinement(plan_file: Path, inputs: dict[str, Any]
     return refined, doc
 
 
-def _build_plan(plan_file: Path, out: Path, graph: Graph) -> Any:
+def _build_plan(plan_file: Path, out: Path, graph: Graph, m: Manifest) -> Any:
     from edgedeploy.generator.sources import build_from_path
 
-    return build_from_path(plan_file, out, graph=graph)
+    return build_from_path(plan_file, out, graph=graph, io=m.io)
 
 
 def _refine_after_push(manifest: str | Path, target: str, outcome: PushOutcome, m: Manifest,
@@ -349,7 +352,7 @@ def _refine_after_push(manifest: str | Path, target: str, outcome: PushOutcome, 
         summary = result.summary()
         if (summary.get("improvement") or 0.0) > 1.0:
             say(f"refine: {summary['improvement']:.2f}x measured; pushing {result.plan_file}")
-            bundle = _build_plan(result.plan_file, m.bundle_dir(target, ".refined"), graph)
+            bundle = _build_plan(result.plan_file, m.bundle_dir(target, ".refined"), graph, m)
     except Exception as exc:  # reported below, once serving has resumed
         failure = exc
     refined = bundle is not outcome.bundle
@@ -822,3 +825,82 @@ def plan_requirements(manifest: str | Path | None, target: str) -> tuple[tuple[s
     except (EdgeDeployError, OSError, KeyError):
         return ("numpy",), "default"
     return tuple(board_requirements(plan.engines)), str(plan_file)
+
+
+# --- the inference service: frames through the deployed runner ----------------------------------
+
+
+def _manifest_for(manifest: str | Path | None) -> Manifest:
+    from edgedeploy.errors import InputError
+
+    path = Path(manifest) if manifest is not None else DEFAULT_MANIFEST
+    if not path.is_file():
+        raise InputError(f"no manifest at {path}",
+                         hint="pass -m MANIFEST (or create edgedeploy.yaml with `edgedeploy init`)")
+    return load_manifest(path)
+
+
+def infer_client(manifest: str | Path | None, target: str = "local", *, host: str | None = None,
+                 window: int = 8, accept_new_host_keys: bool = False,
+                 loaded: Manifest | None = None) -> Client:
+    """A :class:`edgedeploy.client.Client` of the runner deployed to ``target`` (use it as a
+    context manager): its Unix socket for a target on this machine, the board's socket through
+    an SSH exec channel otherwise (no port opened on the board). ``host`` picks one host of a
+    fleet."""
+    from edgedeploy.deploy.infer import open_client
+
+    m = loaded or _manifest_for(manifest)
+    return open_client(m.target(target), target, m.io, host=host, window=window,
+                       access=_access(accept_new_host_keys))
+
+
+@dataclass
+class InferResult:
+    """What ``infer`` sent and got: per frame its label (file, or file[k]) and outputs."""
+
+    target: str
+    source: str
+    output_names: list[str]
+    labels: list[str]
+    outputs: list[list[Any]]
+    seconds: float
+    output_file: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        from edgedeploy.deploy.infer_inputs import summarise
+
+        n = len(self.outputs)
+        return {"target": self.target, "source": self.source, "frames": n,
+                "seconds": round(self.seconds, 4),
+                "fps": round(n / self.seconds, 2) if self.seconds > 0 else None,
+                "output_file": str(self.output_file) if self.output_file else None,
+                "results": [{"frame": k, "label": label,
+                             "outputs": summarise(outs, self.output_names)}
+                            for k, (label, outs) in enumerate(zip(self.labels, self.outputs,
+                                                                  strict=True))]}
+
+
+def infer(manifest: str | Path | None, target: str, source: str | Path, *,
+          output: str | Path | None = None, host: str | None = None, window: int = 8,
+          accept_new_host_keys: bool = False) -> InferResult:
+    """Send the frames of ``source`` (an .npz or .npy, an image or a folder of images through
+    the manifest's ``io.preprocess``) through the runner deployed to ``target``, streamed in
+    order; with ``output``, write the outputs to an .npz (one array per output name, frames
+    first)."""
+    import time
+
+    from edgedeploy.deploy.infer_inputs import read_frames, write_outputs
+
+    m = _manifest_for(manifest)
+    prep = m.io.preprocess.model_dump(exclude_none=True) if m.io.preprocess else None
+    with infer_client(manifest, target, host=host, window=window, loaded=m,
+                      accept_new_host_keys=accept_new_host_keys) as client:
+        frames = read_frames(source, client.inputs, prep)
+        names = [t.name for t in client.outputs]
+        t0 = time.perf_counter()
+        results = [outs for _, outs in client.stream(frames.frames)]
+        seconds = time.perf_counter() - t0
+    if output is not None:
+        write_outputs(output, names, results)
+    return InferResult(target, str(source), names, frames.labels[:len(results)], results,
+                       seconds, Path(output) if output is not None else None)

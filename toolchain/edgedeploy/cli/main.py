@@ -42,6 +42,7 @@ COMMANDS = [
     "costmodel_cmd",
     "build_cmd",
     "push_cmd",
+    "infer_cmd",
     "deploy_cmd",
     "init_cmd",
     "refine_cmd",

@@ -4,7 +4,7 @@ Layout (every path is listed in SHA256SUMS except bundle.json and SHA256SUMS its
 
     bundle.json  SHA256SUMS  run.sh  health.sh  main.py  edgedeploy.env  edgedeploy-<name>.service
     app/config.json  app/graph.json  app/weights.npz  app/reference.npz  app/segments/<k>.onnx
-    runner/edgedeploy/__init__.py  runner/edgedeploy/runtime/**.py
+    runner/edgedeploy/__init__.py  runner/edgedeploy/client.py  runner/edgedeploy/runtime/**.py
 
 Determinism: files are written from sorted lists, JSON with sorted keys and fixed separators, and
 .npz archives through :func:`write_npz` (fixed zip timestamps and order), so the same inputs give
@@ -45,6 +45,7 @@ META = "bundle.json"
 EXECUTABLE = ("run.sh", "health.sh")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _RUNTIME = Path(__file__).resolve().parent.parent / "runtime"
+_CLIENT = _RUNTIME.parent / "client.py"
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ def _config(graph: ir.Graph, build: BuildInput, plans: dict[str, Any],
         "reference": reference, "tolerance": build.tolerance, "state_dir": None,
         "source": {"kind": "random", "seed": build.seed, "pool": 4},
         "targets": dict(build.targets),
+        **({"io": dict(build.io)} if build.io is not None else {}),
     }
 
 
@@ -205,10 +207,12 @@ def build_bundle(build: BuildInput, graph: ir.Graph, model_path: str | Path | No
         _config(graph, build, plans, segments, ref_meta)).encode()
     files["app/graph.json"] = _graph_json(graph).encode()
     files.update({s["file"]: s["model"] for s in segments})
+    files.update(dict(build.app_files))  # modules an io python source or sink names
     files["runner/edgedeploy/__init__.py"] = (
         f'"""edgedeploy device runtime, copied into a bundle by edgedeploy {__version__}."""\n\n'
         f'__version__ = "{__version__}"\n').encode()
     files.update(_runtime_files())
+    files["runner/edgedeploy/client.py"] = _CLIENT.read_bytes()  # for applications on the board
     _prepare(out)
     for rel in sorted(files):
         _write(out / rel, files[rel])

@@ -52,6 +52,11 @@ class BuildInput:
     python: str = "python3"
     #: What the runtime manager keeps (min_throughput_fps, max_latency_ms, min_throughput_ratio).
     targets: tuple[tuple[str, float], ...] = ()
+    #: The runner's config ``io`` (runtime/runner_io.py) from the manifest's ``io:`` (see
+    #: :func:`with_io`); None keeps the seeded benchmark feed (a bundle built from a bare model).
+    io: Mapping[str, Any] | None = None
+    #: Extra files under the bundle's ``app/`` (the modules an io python source or sink names).
+    app_files: tuple[tuple[str, bytes], ...] = ()
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -98,6 +103,15 @@ def from_execute_plans(name: str, target: str, family: str, stage_plans: Sequenc
     plan = PlanConfig(plan_name, stages, dict(choices), dict(predicted or {}))
     return BuildInput(name=name, target=target, family=family, plans=(plan,),
                       plan_sha256=plan_sha256)
+
+
+def with_io(build: BuildInput, io: Any, graph: Any) -> BuildInput:
+    """``build`` carrying a manifest's ``io:`` (``schemas.io.Io``) as the runner's config
+    ``io``, checked against the model's inputs, with the app modules it names."""
+    from edgedeploy.generator.io_config import runner_io
+
+    config, files = runner_io(io, graph)
+    return replace(build, io=config, app_files=files)
 
 
 def safe_name(name: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from edgedeploy.errors import InputError
 from edgedeploy.generator.bundle import BundleInfo, build_bundle
-from edgedeploy.generator.context import BuildInput
+from edgedeploy.generator.context import BuildInput, with_io
 from edgedeploy.runtime.runner_config import PlanConfig, StageConfig
 from edgedeploy.runtime.vocab import LOCAL
 
@@ -89,9 +89,11 @@ def model_build_input(graph: Any, name: str, target: str, family: str, *,
 
 def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
                     target: str | None = None, family: str | None = None,
-                    input_shape: str | None = None, graph: Any = None) -> BundleInfo:
+                    input_shape: str | None = None, graph: Any = None,
+                    io: Any = None) -> BundleInfo:
     """Build a bundle from a lockfile, a manifest or a model file (see the module doc);
-    ``graph``: the lockfile's model already imported by the caller (not imported again)."""
+    ``graph``: the lockfile's model already imported by the caller (not imported again);
+    ``io``: the manifest's ``io:`` for a lockfile's bundle (a manifest brings its own)."""
     from edgedeploy.importers import load_model, parse_shape
 
     source = Path(source)
@@ -107,6 +109,8 @@ def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
             graph = load_model(model, input_shape=tuple(plan.model.get("input_shape") or ())
                                or None)
         out = out_dir or Path("build") / f"{build.name}.{build.target}"
+        if io is not None:
+            build = with_io(build, io, graph)
         return build_bundle(build, graph, model, out, family=family)
     if source.suffix in (".yaml", ".yml"):
         return _from_manifest(source, out_dir, target, family)
@@ -134,11 +138,11 @@ def _from_manifest(path: Path, out_dir: str | Path | None, alias: str | None,
     out = Path(out_dir) if out_dir else manifest.bundle_dir(alias)
     lock = manifest.plan_file(alias)
     if lock.exists():
-        return build_from_path(lock, out, family=family)
+        return build_from_path(lock, out, family=family, io=manifest.io)
     spec = manifest.model
     graph = load_model(spec.path, input_shape=tuple(spec.input_shape) if spec.input_shape
                        else None)
     board = manifest.targets[alias].board
     build = model_build_input(graph, manifest.name, alias, family or _family(board),
                               local=board == LOCAL, board=board)
-    return build_bundle(build, graph, spec.path, out)
+    return build_bundle(with_io(build, manifest.io, graph), graph, spec.path, out)

@@ -2,7 +2,8 @@
 
 Commands (run from the bundle directory; ``python3 main.py CMD --help``)::
 
-    serve   [--frames N] [--duration-s S] [--state-dir DIR]   run the active plan, write status
+    serve   [--frames N] [--duration-s S] [--state-dir DIR] [--source KIND]
+                                                              run the active plan, write status
     health  [--json]                                          smoke inference vs the host reference
     measure (--plan NAME | --config-json JSON) --frames N [--warmup W] [--json]
 
@@ -23,8 +24,16 @@ frame, ``power_source``, and ``power_note`` saying why ``power_w`` is null on bo
      "segments": [{"inputs", "outputs", "file": "app/segments/0.onnx"}],   # onnxruntime cuts
      "reference": {"file": "app/reference.npz", "inputs": [...], "outputs": [...]},
      "tolerance": 0.001, "state_dir": null, "source": {"kind": "random", "seed": 0},
+     "io": {"source": {"kind": "client"}, "sink": {"kind": "client"}, ...},  # runner_io.py
      "targets": {"min_throughput_fps", "max_latency_ms"},           # optional, for the manager
      "manager": {"enabled": true, ...}}                              # optional, see manager.py
+
+``serve`` takes its frames from ``io`` (runner_io.py): by default from applications through the
+service on ``<state dir>/runner.sock`` (service.py; the client library is edgedeploy.client),
+or from files, images or a Python callable on the board. A bundle without ``io`` (built from a
+bare model) feeds itself ``source``'s seeded random frames, the benchmark feed, as does
+``serve --source random``; ``measure`` always does, so refinement's timings never wait on a camera.
+With the client source, ``--frames N`` ends ``serve`` after N frames served.
 
 Several plans (a Pareto set) can be carried; ``active`` runs. ``serve`` switches plans only
 between chunks with an empty pipeline (see runner_serve.py), when ``runner.control.json`` in the
@@ -87,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--frames", type=int, default=None)
     s.add_argument("--duration-s", type=float, default=None)
     s.add_argument("--state-dir", default=None)
+    s.add_argument("--source", default=None,
+                   choices=("client", "random", "npz", "npy", "images", "python"),
+                   help="override the bundle's io source (random: the benchmark feed)")
     h = sub.add_parser("health", help="smoke inference compared with the host's reference")
     h.add_argument("--json", action="store_true")
     m = sub.add_parser("measure", help="run a plan or a variant for N frames and report times")
@@ -109,7 +121,7 @@ def main(argv: Sequence[str] | None = None, root: str | Path | None = None) -> i
         cfg = load_config(bundle)
         if args.command == "serve":
             return serve(cfg, frames=args.frames, duration_s=args.duration_s,
-                         state_dir=args.state_dir, stop=stop)
+                         state_dir=args.state_dir, stop=stop, source=args.source)
         if args.command == "health":
             report = health(cfg)
             _print(report, args.json)
@@ -145,7 +157,8 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
 
 # --- serve ------------------------------------------------------------------------------------
 def serve(cfg: RunnerConfig, *, frames: int | None = None, duration_s: float | None = None,
-          state_dir: str | None = None, stop: threading.Event | None = None) -> int:
+          state_dir: str | None = None, stop: threading.Event | None = None,
+          source: str | None = None) -> int:
     """Run the active plan until ``frames``/``duration_s`` or a signal; keep the status fresh."""
     from edgedeploy.runtime.manager import policy_from_config
     from edgedeploy.runtime.runner_serve import CHUNK_S, Server, StatusWriter
@@ -166,7 +179,7 @@ def serve(cfg: RunnerConfig, *, frames: int | None = None, duration_s: float | N
                                 hint="set EDGEDEPLOY_STATE_DIR or --state-dir") from None
     with status:
         try:
-            Server(cfg, status, policy=policy, stop=stop,
+            Server(cfg, status, policy=policy, stop=stop, source=source,
                    chunk_s=policy.chunk_s if policy else CHUNK_S).serve(frames, duration_s)
         except Terminated:
             status.update(state="stopped")

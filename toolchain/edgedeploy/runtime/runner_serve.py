@@ -13,6 +13,15 @@ Board power (runtime/power.py) goes beside the figures of every chunk: ``power_w
 per frame (power x the chunk's 1000 / throughput_fps ms), ``power_source`` and ``power_note``
 (why ``power_w`` is null). The log is named by ``$EDGEDEPLOY_POWER_LOG``, else by the bundle's
 ``edgedeploy.env`` (Jetson bundles; relative paths are under the state dir), else there is none.
+
+Where frames come from is config ``io`` (runner_io.py). With the client source (the default of a
+bundle built from a manifest) the runner serves applications: the service (service.py) takes
+their frames, a feeder (service_feed.py) keeps the pipeline full, each result goes back to its
+client as soon as it is out, and the figures of every period of about a second go to the status
+file. A fresh pipeline first runs a few seeded frames (a warm-up that also measures the plan's
+capacity, shown until clients' frames replace it). A plan switch waits for an empty pipeline
+there too. The runtime manager is consulted only after periods in which frames were waiting all
+along: when clients set the pace, the throughput says nothing about the plan.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy.runtime.errors import EdgeDeployError
 from edgedeploy.runtime.power import PowerMeter
 from edgedeploy.runtime.runner_config import (
     CONTROL_FILE,
@@ -165,17 +175,28 @@ class Server:
     def __init__(self, cfg: RunnerConfig, status: StatusWriter, *,
                  policy: SwitchPolicy | None = None, stop: threading.Event | None = None,
                  sink: FrameSink | None = None, chunk_s: float = CHUNK_S,
-                 meter: PowerMeter | None = None) -> None:
+                 meter: PowerMeter | None = None, source: str | None = None) -> None:
+        from edgedeploy.runtime.runner_io import frame_sink, frame_source, io_settings
+
         self.cfg = cfg
         self.status = status
         self.policy = policy
-        self.sink = sink
         self.chunk_s = chunk_s
         self._why: dict[str, Any] = {}
         self.stop = stop or threading.Event()
         self.graph = load_graph(cfg, 0, 0)  # structure only: stages load their own weights
-        self.source = make_source(cfg, [(t.name, tuple(t.shape)) for t in self.graph.inputs])
+        self.io = io_settings(cfg, source)
+        state_dir = status.path.parent
+        self.available: int | None = None  # frames a finite source holds
+        if self.io.kind == "client":
+            self.source: FrameSource | None = None
+        elif "io" not in cfg.raw and source is None:  # a bundle without io: as it always was
+            self.source = make_source(cfg, [(t.name, tuple(t.shape)) for t in self.graph.inputs])
+        else:
+            self.source, self.available = frame_source(self.io, cfg, state_dir)
+        self.sink = sink or frame_sink(self.io, cfg, state_dir)
         self.frames = 0
+        self.warm_frames = 0  # the client source's start-up frames (see _warm_up)
         self.switches: list[dict[str, Any]] = []
         self.meter = meter or power_meter(cfg, status.path.parent)
         self.status.update(**self.meter.sample().fields(None))
@@ -183,6 +204,12 @@ class Server:
     def serve(self, max_frames: int | None, duration_s: float | None) -> None:
         from edgedeploy.runtime.pipeline import Pipeline
 
+        if self.io.kind == "client":
+            self._serve_clients(max_frames, duration_s)
+            return
+        if self.available is not None:
+            max_frames = min(max_frames or self.available, self.available)
+        self.status.update(io={"source": self.io.kind, "sink": self._sink_status()})
         plan = self.cfg.plan()
         t_end = None if duration_s is None else time.monotonic() + duration_s
         while not self._done(max_frames, t_end):
@@ -212,6 +239,8 @@ class Server:
             chunk = max(4, min(100_000, round(result.throughput_fps * self.chunk_s) or 4))
             self.status.update(frames=self.frames, **_figures(result),
                                **self.meter.sample().fields(frame_ms(result.throughput_fps)))
+            if self.sink is not None:
+                self.status.update(io={"source": self.io.kind, "sink": self._sink_status()})
             target = self._requested(name)
             if target is not None:
                 return target
@@ -221,14 +250,14 @@ class Server:
         return (self.stop.is_set() or (max_frames is not None and self.frames >= max_frames)
                 or (t_end is not None and time.monotonic() >= t_end))
 
-    def _requested(self, current: str) -> Any:
+    def _requested(self, current: str, consult_policy: bool = True) -> Any:
         """The plan to switch to: the request file first, then the policy; None to stay."""
         wanted = None
         control = self.status.path.with_name(CONTROL_FILE)
         with contextlib.suppress(OSError, ValueError, AttributeError):
             wanted = json.loads(control.read_text()).get("active")
         self._why = {"trigger": "control", "reason": f"requested in {CONTROL_FILE}"}
-        if wanted is None and self.policy is not None:
+        if wanted is None and self.policy is not None and consult_policy:
             wanted = self.policy(self.status.snapshot(), self.cfg)
             report = getattr(self.policy, "report", None)
             if callable(report):
@@ -240,6 +269,83 @@ class Server:
         if wanted is None or wanted == current or wanted not in self.cfg.plans:
             return None
         return self.cfg.plan(wanted)
+
+    def _sink_status(self) -> Any:
+        report = getattr(self.sink, "status", None)
+        return report() if callable(report) else str(self.io.sink.get("kind"))
+
+    # -- serving clients ----------------------------------------------------------------------
+    def _serve_clients(self, max_frames: int | None, duration_s: float | None) -> None:
+        """Frames from the service's clients through the active plan (see the module doc)."""
+        from edgedeploy.runtime.pipeline import Pipeline
+        from edgedeploy.runtime.runner_io import open_service
+
+        service = open_service(self.io, self.cfg, self.status.path.parent)
+        self.status.update(io={"source": "client", **service.stats()})
+        plan = self.cfg.plan()
+        t_end = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            while not self._done(max_frames, t_end):
+                pipe = Pipeline(stage_specs(self.cfg, self.graph, plan))
+                with pipe:
+                    self.status.update(active=plan.name, state="running",
+                                       shm=sorted(pipe.resource_names()),
+                                       replicas=pipe.replica_info)
+                    self._warm_up(pipe)
+                    nxt = self._feed_plan(service, pipe, plan.name, max_frames, t_end)
+                if nxt is None:
+                    break
+                self._record_switch(plan.name, nxt.name, nxt.predicted, self._why)
+                plan = nxt
+        except EdgeDeployError as exc:
+            service.close("failed", f"the runner failed: {exc.message}")
+            raise
+        finally:
+            service.close("stopped", "the runner stopped")
+            self.status.update(io={"source": "client", **service.stats()})
+
+    def _warm_up(self, pipe: Any, frames: int = 8, warmup: int = 2) -> None:
+        """A few seeded frames through a fresh pipeline before clients' frames: they prime every
+        stage (first-use allocations, lazy engine start-up), so the first client does not wait
+        for them, and they measure the plan's capacity for the status (and the runtime manager)
+        until clients' frames replace the figures. Counted in status ``frames``, not in
+        ``io.served`` nor ``--frames``."""
+        inputs = [(t.name, tuple(t.shape)) for t in self.graph.inputs]
+        result = pipe.run(make_source(self.cfg, inputs), frames, warmup=warmup,
+                          keep_outputs="none")
+        self.warm_frames += result.frames
+        self.status.update(frames=self.frames + self.warm_frames, **_figures(result),
+                           **self.meter.sample().fields(frame_ms(result.throughput_fps)))
+
+    def _feed_plan(self, service: Any, pipe: Any, name: str, max_frames: int | None,
+                   t_end: float | None) -> Any:
+        from edgedeploy.runtime.service_feed import PipelineFeed, Window
+
+        switch: list[Any] = []
+
+        def on_window(w: Window) -> bool:
+            self.frames += w.frames
+            fields: dict[str, Any] = {"frames": self.frames + self.warm_frames,
+                                      "io": {"source": "client", **service.stats()}}
+            if w.frames:
+                fields.update(w.figures())
+            fps = fields.get("throughput_fps") or 0.0
+            self.status.update(**fields, **self.meter.sample().fields(frame_ms(fps)))
+            if self._done(max_frames, t_end):
+                return True
+            target = self._requested(name, consult_policy=w.frames > 0 and not w.starved)
+            if target is not None:
+                switch.append(target)
+            return target is not None
+
+        start = self.frames
+        left = None if max_frames is None else max_frames - start
+        served = PipelineFeed(service, pipe, first_seq=start).run(
+            stop=self.stop, max_frames=left, period_s=self.chunk_s, on_window=on_window)
+        self.frames = start + served
+        self.status.update(frames=self.frames + self.warm_frames,
+                           io={"source": "client", **service.stats()})
+        return switch[0] if switch else None
 
     def _record_switch(self, old: str, new: str, predicted: Mapping[str, float],
                        why: Mapping[str, Any]) -> None:

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from edgedeploy.runtime.errors import did_you_mean
+from edgedeploy.schemas.io import Io
 
 Objective = Literal["throughput", "latency", "energy"]
 ModelFormat = Literal["onnx", "tflite"]
@@ -407,6 +408,9 @@ class Manifest(_Strict):
     measure: Measure = Field(default_factory=Measure,
                              description="Measure-to-decide when planning for a reachable target.")
     output: Output = Field(default_factory=Output, description="Where plans and bundles go.")
+    io: Io = Field(default_factory=Io, description="Frames in, results out of the deployed "
+                   "runner: source, sink, listen, preprocess (default: applications "
+                   "through edgedeploy.client on a Unix socket).")
 
     _source: Path | None = PrivateAttr(default=None)
 

@@ -28,8 +28,8 @@ targets:
 @pytest.fixture(scope="module")
 def samples() -> list:
     """A short simulated profile of the board (what `profile --export` would write)."""
-    return profile_twin(twin_target("jetson-tx2"), 8.0, seed=0,
-                        shapes=twin_shapes("designed")[:60])
+    return profile_twin(twin_target("jetson-tx2"), 4.0, seed=0,
+                        shapes=twin_shapes("space")[:30])
 
 
 @pytest.fixture

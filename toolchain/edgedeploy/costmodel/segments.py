@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import numpy as np
 
 from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.runtime import ir
+from edgedeploy.runtime.model_timing import median_ms
 from edgedeploy.runtime.vocab import NATIVE, ONNXRUNTIME, canonical_choice
 
 #: Small zoo models at a reduced size: a few seconds for every core count of a cluster.
@@ -77,16 +76,6 @@ def save_factors(profile_file: Path, factors: dict[str, dict[str, float]],
     return path
 
 
-def _median_ms(fn: Callable[[], object], reps: int = 7) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(statistics.median(sorted(times)[: max(1, (reps + 1) // 2)]))
-
-
 def _predicted_sum(model: Any, graph: ir.Graph, config: CoreConfig,
                    choices: dict[str, str]) -> float:
     table = model.predict_table(graph, [config])
@@ -131,10 +120,10 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                     pin_process(cpus)
                     with limit_blas_threads(len(cpus)):
                         session = OrtSegment(path, cpus=cpus)
-                        ort_ms = _median_ms(lambda s=session, f=feeds: s.run(f))
+                        ort_ms = median_ms(lambda s=session, f=feeds: s.run(f))
                         session.close()
                         ex = GraphExecutor(graph, native)
-                        native_ms = _median_ms(lambda e=ex, f=feeds: e.run(f))
+                        native_ms = median_ms(lambda e=ex, f=feeds: e.run(f))
                     runs.append({"model": name, "size": size, "config": config.key,
                                  ONNXRUNTIME: [ort_ms, _predicted_sum(model, graph, config, ort)],
                                  NATIVE: [native_ms, _predicted_sum(model, graph, config,

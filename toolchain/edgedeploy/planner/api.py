@@ -152,12 +152,23 @@ def log_decision(alias: str, doc: dict[str, Any]) -> None:
 
 
 def model_graph(manifest: Manifest) -> ir.Graph:
-    """The manifest's model imported into the IR (its input shape and format applied)."""
+    """The manifest's model imported into the IR (its input shape and format applied); with
+    ``model.precision`` int8/auto, the int8 model when the accuracy guard accepts it."""
     from edgedeploy.importers import load_model
 
     spec = manifest.model
-    return load_model(spec.path, input_shape=spec.shape_override(), input_name=spec.input_name,
-                      fmt=spec.format)
+    graph = load_model(spec.path, input_shape=spec.shape_override(), input_name=spec.input_name,
+                       fmt=spec.format)
+    if spec.precision == "fp32":
+        return graph
+    from edgedeploy.planner.precision import SOURCE_KEY, choose
+
+    path, record = choose(manifest, graph)  # int8 within the accuracy guard, or fp32 kept
+    if record is not None and record["chosen"] == "int8":
+        graph = load_model(path, input_shape=spec.shape_override(), input_name=spec.input_name,
+                           fmt=spec.format)
+    graph.source[SOURCE_KEY] = record
+    return graph
 
 
 def plan_document(manifest: Manifest, manifest_path: Path, alias: str, board: str, graph,
@@ -172,7 +183,9 @@ def plan_document(manifest: Manifest, manifest_path: Path, alias: str, board: st
     model = cost_model(manifest, alias, target, manifest_path)
     problem = build_problem(graph, target, model)
     solution = solve(problem, manifest, graph)
-    inputs = input_hashes(manifest_path, manifest.model.path, target, model.digest(), model.source)
+    spec = manifest.model
+    inputs = input_hashes(manifest_path, spec.path, target, model.digest(), model.source,
+                          spec.calibration if spec.precision != "fp32" else None)
     return build_document(manifest, alias, board, target, graph, problem, solution, inputs,
                           plan_path)
 

@@ -32,6 +32,7 @@ from edgedeploy.schemas.plan import (
     Plan,
     PlanLayer,
     PlanStage,
+    PrecisionChoice,
     Predicted,
 )
 
@@ -166,6 +167,29 @@ def unmeasured(manifest: Any, alias: str) -> Decision:
     return Decision(measured=False, target=alias, reason=why)
 
 
+def _planned_model(manifest, graph: ir.Graph) -> Path:
+    from edgedeploy.planner.precision import planned_model
+
+    return planned_model(manifest, graph)
+
+
+def precision_choice(graph: ir.Graph, plan_path: Path) -> PrecisionChoice | None:
+    """The lockfile's ``precision`` block from the graph's record (``model.precision`` int8 or
+    auto), paths relative to the lockfile; None for a model planned as given."""
+    from edgedeploy.planner.precision import SOURCE_KEY
+
+    record = graph.source.get(SOURCE_KEY)
+    if not record:
+        return None
+    calib = dict(record["calibration"])
+    if calib["source"] != "random":
+        calib["source"] = relpath(calib["source"], plan_path.parent)
+    model = record.get("model")
+    return PrecisionChoice.model_validate(
+        {**record, "calibration": calib,
+         "model": relpath(model, plan_path.parent) if model else None})
+
+
 def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, problem: Problem,
                sol: Solution, inputs: dict[str, Any], plan_path: Path) -> Plan:
     """The typed plan of ``sol`` (its best candidate, baselines and Pareto set)."""
@@ -208,7 +232,8 @@ def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, proble
         target={"alias": alias, "board": board if "/" not in board else
                 relpath(board, plan_path.parent), "name": target.name,
                 "simulated": bool(target.simulated), "engines": list(target.engines)},
-        model={"path": relpath(spec.path, plan_path.parent), "format": spec.format,
+        model={"path": relpath(_planned_model(manifest, graph), plan_path.parent),
+               "format": spec.format,
                "input_shape": list(graph.inputs[0].shape) if graph.inputs else [],
                **({"input_shapes": {t.name: list(t.shape) for t in graph.inputs}}
                   if len(graph.inputs) > 1 else {}),
@@ -219,6 +244,7 @@ def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, proble
                  "baseline_chosen": sol.promoted.name if sol.promoted else None},
         predicted=predicted(best.metrics), stages=stages, layers=layers,
         decision=unmeasured(manifest, alias),
+        precision=precision_choice(graph, plan_path),
         baselines={b.name: _baseline(problem, graph, b, target, feeder) for b in sol.baselines},
         pareto=pareto)
 

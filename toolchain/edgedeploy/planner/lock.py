@@ -77,9 +77,13 @@ def relpath(path: str | Path, start: str | Path) -> str:
 
 
 def input_hashes(manifest_path: str | Path, model_path: str | Path, target: Target,
-                 costmodel_digest: str, costmodel_source: str) -> dict[str, Any]:
-    """The ``inputs`` block: what the plan was computed from, hashed."""
+                 costmodel_digest: str, costmodel_source: str,
+                 calibration: str | Path | None = None) -> dict[str, Any]:
+    """The ``inputs`` block: what the plan was computed from, hashed (the calibration frames
+    of an int8 plan too, when the manifest names a file)."""
+    extra = {"calibration": {"sha256": sha256_file(calibration)}} if calibration else {}
     return {
+        **extra,
         "manifest": {"sha256": sha256_file(manifest_path)},
         "model": {"sha256": sha256_file(model_path)},
         "target": {"name": target.name, "sha256": target_digest(target)},
@@ -114,11 +118,13 @@ def stale_reasons(recorded: dict[str, Any], current: dict[str, Any]) -> list[str
     # machine has since profiled the board (refinement does), until its inputs change
     comparable = reproducible(recorded) and reproducible(current)
     keys = ("model", "manifest", "target") + (("costmodel",) if comparable else ())
+    if "calibration" in recorded or "calibration" in current:
+        keys += ("calibration",)
     for key in keys:
         old = (recorded.get(key) or {}).get("sha256")
-        new = current[key]["sha256"]
+        new = (current.get(key) or {}).get("sha256")
         if old != new:
-            reasons.append(f"{key} changed (sha256 {str(old)[:12]} -> {new[:12]})")
+            reasons.append(f"{key} changed (sha256 {str(old)[:12]} -> {str(new)[:12]})")
     if recorded.get("planner_version") != current["planner_version"]:
         reasons.append(f"planner version {recorded.get('planner_version')} -> "
                        f"{current['planner_version']}")

@@ -29,6 +29,8 @@ from edgedeploy.schemas.io import Io
 
 Objective = Literal["throughput", "latency", "energy"]
 ModelFormat = Literal["onnx", "tflite"]
+#: ``model.precision``: fp32 is the model as given (see ModelSpec.precision).
+Precision = Literal["fp32", "int8", "auto"]
 Transport = Literal["local", "ssh", "sim"]
 HostKeyPolicy = Literal["strict", "accept-new"]
 
@@ -90,6 +92,20 @@ class ModelSpec(_Strict):
         description="Shapes by input name, fixing dynamic dims of several inputs "
                     "(e.g. {image: [1, 3, 224, 224], mask: [1, 10]}).")
     batch: int = Field(default=1, ge=1, le=4096, description="Frames per inference.")
+    precision: Precision = Field(
+        default="fp32",
+        description="fp32 plans the model as given; int8 quantizes an ONNX model (static QDQ, "
+                    "per-channel weights) and plans the int8 model when the accuracy guard "
+                    "accepts it (exit 3 otherwise); auto plans int8 when accepted, else fp32.")
+    calibration: Path | None = Field(
+        default=None,
+        description="An .npz of frames named like the model inputs, with a leading frame axis "
+                    "(e.g. input: [F, 1, 3, 224, 224]); the last fifth is held out for the "
+                    "accuracy guard. Absent: seeded random frames (a weak calibration).")
+    max_output_error: float = Field(
+        default=0.05, gt=0,
+        description="Accuracy guard: the largest max relative error of the int8 model's outputs "
+                    "against fp32 on the held-out frames that is accepted.")
 
     @model_validator(mode="before")
     @classmethod
@@ -132,6 +148,31 @@ class ModelSpec(_Strict):
         if self.input_shape is not None and self.input_shapes and not self.input_name:
             raise ValueError("input_shape and input_shapes both given: name the input "
                              "input_shape is for (model.input_name), or list it in input_shapes")
+        return self
+
+    @field_validator("calibration")
+    @classmethod
+    def _calibration(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        if path.is_dir() or path.suffix.lower() != ".npz":
+            raise HintedValueError(f"calibration {path} is not an .npz file",
+                                   "save frames with numpy.savez(path, <input name>=frames), "
+                                   "a leading frame axis on each array")
+        if not _exists(path):
+            raise HintedValueError(f"calibration file not found: {path}",
+                                   "paths are relative to the manifest's folder")
+        return path
+
+    @model_validator(mode="after")
+    def _precision(self) -> ModelSpec:
+        if self.precision != "fp32" and self.format != "onnx":
+            raise HintedValueError(
+                f"precision {self.precision} needs an ONNX model: only ONNX sources are "
+                f"quantized here, and {self.path.name} is {self.format}",
+                "an int8 .tflite already plans and runs as it is with precision: fp32 "
+                "(fp32 means: the model as given)")
         return self
 
     def shape_override(self) -> list[int] | dict[str, list[int]] | None:

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from edgedeploy.errors import PlanError
 
@@ -128,6 +128,35 @@ class Decision(_Model):
     contenders: list[Contender] = Field(default_factory=list)
 
 
+class Calibration(_Model):
+    """The frames an int8 model was calibrated and checked on."""
+
+    #: The .npz (relative to the lockfile), or ``random`` for seeded random frames.
+    source: str
+    sha256: str | None = None
+    frames: int
+    heldout_frames: int
+    #: True for random frames: scales not fitted to real inputs, a guard on unreal ones.
+    weak: bool = False
+
+
+class PrecisionChoice(_Model):
+    """Which precision was planned (``model.precision`` int8/auto) and what the accuracy guard
+    measured: the int8 model's outputs against fp32 on held-out calibration frames."""
+
+    requested: str
+    chosen: str
+    #: The int8 model planned (relative to the lockfile); None when fp32 was kept.
+    model: str | None = None
+    max_output_error: float
+    #: max |int8 - fp32| / max |fp32| over the outputs on the held-out frames.
+    measured_error: float | None = None
+    #: Share of held-out frames whose arg-max class agrees, for (N, classes) outputs.
+    top1_agreement: float | None = None
+    calibration: Calibration
+    reason: str | None = None
+
+
 class Plan(_Model):
     """A plan lockfile; ``choices`` and ``stage_ranges`` are what the executor needs."""
 
@@ -152,6 +181,17 @@ class Plan(_Model):
     refinement: dict[str, Any] | None = None
     #: Written by measure-to-decide (``edgedeploy plan`` on a reachable target).
     decision: Decision | None = None
+    #: Written when ``model.precision`` is int8 or auto: the choice and its accuracy guard.
+    precision: PrecisionChoice | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unplanned_precision(self, handler: Any) -> Any:
+        """A plan of the model as given writes no ``precision`` key: its lockfile stays
+        byte-identical to one written before precision was planned."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("precision") is None:
+            data.pop("precision", None)
+        return data
 
     @property
     def choices(self) -> dict[str, str]:

@@ -1,0 +1,247 @@
+"""int8 as a plan choice: a static QDQ int8 model of an ONNX source, planned only within the guard.
+
+The model is a zoo network (SqueezeNet 1.1 at 32 px: Fire modules with Concat, a 1000-class
+head) quantized for real by onnxruntime.quantization; every figure the lockfile records is
+recomputed here independently with onnxruntime on the fp32 and int8 files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgedeploy import zoo
+from edgedeploy.cli.main import main
+from edgedeploy.planner import plan
+from edgedeploy.schemas.plan import load_plan
+
+SIZE = 32
+FRAMES = 10  # the last 2 are held out for the guard
+
+MANIFEST = """name: sq
+model:
+  path: sq.onnx
+{extra}targets:
+  local: {{board: local}}
+measure: {{enabled: false}}
+"""
+
+
+def _manifest(folder: Path, **model: object) -> Path:
+    extra = "".join(f"  {k}: {v}\n" for k, v in model.items())
+    path = folder / "m.yaml"
+    path.write_text(MANIFEST.format(extra=extra))
+    return path
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("model")
+    zoo.export("squeezenet1_1", folder / "sq.onnx", size=SIZE)
+    rng = np.random.default_rng(7)
+    np.savez(folder / "frames.npz",
+             input=rng.random((FRAMES, 1, 3, SIZE, SIZE), dtype=np.float32))
+    return folder
+
+
+@pytest.fixture
+def project(tmp_path: Path, source: Path) -> Path:
+    for name in ("sq.onnx", "frames.npz"):
+        shutil.copy(source / name, tmp_path / name)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def int8_plan(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One int8 plan with a loose bound and real calibration frames (shared: it quantizes)."""
+    folder = tmp_path_factory.mktemp("int8")
+    for name in ("sq.onnx", "frames.npz"):
+        shutil.copy(source / name, folder / name)
+    manifest = _manifest(folder, precision="int8", calibration="frames.npz",
+                         max_output_error=0.5)
+    assert main(["plan", str(manifest), "--target", "local"]) == 0
+    return folder / "sq.local.plan.json"
+
+
+def _ort(model: Path, frames: list[np.ndarray]) -> np.ndarray:
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return np.stack([sess.run(None, {"input": f})[0] for f in frames])
+
+
+def test_int8_plan_records_precision_and_the_measured_error(int8_plan: Path) -> None:
+    p = load_plan(int8_plan)
+    assert p.precision is not None
+    prec = p.precision
+    assert (prec.requested, prec.chosen, prec.reason) == ("int8", "int8", None)
+    # the plan is made for the int8 file, written under the build folder, not beside the model
+    int8 = p.model_path(int8_plan)
+    assert prec.model == p.model["path"] and int8.parent == int8_plan.parent / "build/precision"
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert "int8" in _precisions(int8)  # descriptors carry the precision
+    # the recorded guard figures, recomputed independently on the held-out frames
+    frames = list(np.load(int8_plan.parent / "frames.npz")["input"])
+    held = frames[-2:]
+    want, got = _ort(int8_plan.parent / "sq.onnx", held), _ort(int8, held)
+    error = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+    assert prec.measured_error == pytest.approx(error, rel=1e-4) and 0 < error <= 0.5
+    top1 = float(np.mean(got.argmax(-1) == want.argmax(-1)))
+    assert prec.top1_agreement == pytest.approx(top1)
+    cal = prec.calibration
+    assert (cal.source, cal.frames, cal.heldout_frames, cal.weak) == ("frames.npz", 10, 2, False)
+    assert p.inputs["calibration"]["sha256"] == cal.sha256 and len(cal.sha256 or "") == 64
+
+
+def _precisions(model: Path) -> list[str]:
+    from edgedeploy.importers import load_model
+
+    return [layer.descriptor.precision for layer in load_model(model).layers
+            if layer.descriptor is not None]
+
+
+def test_the_int8_plan_runs_and_matches_onnxruntime_on_the_int8_model(
+        int8_plan: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["run", str(int8_plan), "--verify", "--sequential", "--frames", "3",
+               "--warmup", "0", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["reference"] == "onnxruntime"
+    assert out["max_rel_error"] <= 1e-4
+
+
+def test_replanning_reuses_the_int8_model_and_is_byte_identical(int8_plan: Path) -> None:
+    text = int8_plan.read_text()
+    built = sorted((int8_plan.parent / "build/precision").iterdir())
+    again = plan(int8_plan.parent / "m.yaml", "local")[0]
+    assert not again.written and int8_plan.read_text() == text
+    assert sorted((int8_plan.parent / "build/precision").iterdir()) == built
+
+
+def test_a_fresh_checkout_quantizes_again_to_the_same_lockfile(
+        int8_plan: Path, tmp_path: Path) -> None:
+    """build/ is not committed: planning without it makes the same int8 file and lockfile."""
+    folder = tmp_path / "clone"
+    shutil.copytree(int8_plan.parent, folder, ignore=shutil.ignore_patterns("build"))
+    again = plan(folder / "m.yaml", "local")[0]
+    assert not again.written and again.text == int8_plan.read_text()
+    int8 = load_plan(again.plan_file).model_path(again.plan_file)
+    assert int8.read_bytes() == load_plan(int8_plan).model_path(int8_plan).read_bytes()
+
+
+def test_measure_to_decide_times_the_int8_model(project: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The contenders are cut from the int8 file: cut from the fp32 one, a whole-model segment
+    would silently time the fp32 model."""
+    from edgedeploy import api
+    from edgedeploy.benchmarks import decide
+
+    timed: list[Path] = []
+
+    class Spy(decide.LocalTrials):  # type: ignore[misc, valid-type]
+        def __init__(self, graph: object, model_path: object, seed: int = 0) -> None:
+            timed.append(Path(str(model_path)))
+            super().__init__(graph, model_path, seed)
+
+    monkeypatch.setattr(decide, "LocalTrials", Spy)
+    manifest = _manifest(project, precision="int8", calibration="frames.npz",
+                         max_output_error=0.5)
+    manifest.write_text(manifest.read_text().replace(
+        "measure: {enabled: false}", "measure: {budget_s: 2, shortlist: 1, quick_profile_s: 0}"))
+    path = api.plan(manifest, "local")[0].plan_file
+    p = load_plan(path)
+    assert p.decision is not None and p.decision.measured
+    assert all(c.measured_fps for c in p.decision.contenders)
+    assert p.precision is not None and p.precision.chosen == "int8"
+    assert timed == [p.model_path(path)] and "build/precision" in p.model["path"]
+
+
+def test_a_changed_calibration_file_makes_the_lockfile_stale(
+        int8_plan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(int8_plan.parent, folder)
+    assert main(["plan", str(folder / "m.yaml"), "--target", "local", "--check"]) == 0
+    frames = np.load(folder / "frames.npz")["input"]
+    np.savez(folder / "frames.npz", input=frames[::-1].copy())
+    assert main(["plan", str(folder / "m.yaml"), "--target", "local", "--check"]) == 7
+    assert "calibration changed" in capsys.readouterr().out
+
+
+def test_a_tight_bound_refuses_int8_naming_the_error(
+        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _manifest(project, precision="int8", calibration="frames.npz",
+                         max_output_error="1e-9")
+    assert main(["plan", str(manifest), "--target", "local"]) == 3
+    err = capsys.readouterr().err
+    assert "max relative error" in err and "> max_output_error 1e-09" in err
+    assert not (project / "sq.local.plan.json").exists()
+
+
+def test_auto_keeps_fp32_when_the_bound_breaks(project: Path) -> None:
+    manifest = _manifest(project, precision="auto", calibration="frames.npz",
+                         max_output_error="1e-9")
+    p = load_plan(plan(manifest, "local")[0].plan_file)
+    assert p.precision is not None and p.precision.chosen == "fp32"
+    assert p.model["path"] == "sq.onnx" and p.precision.model is None
+    assert p.precision.measured_error is not None and p.precision.measured_error > 1e-9
+    assert "int8 refused" in (p.precision.reason or "")
+
+
+def test_without_calibration_random_frames_are_called_weak(
+        project: Path, caplog: pytest.LogCaptureFixture) -> None:
+    manifest = _manifest(project, precision="int8", max_output_error=0.5)
+    with caplog.at_level(logging.WARNING, logger="edgedeploy.planner"):
+        p = load_plan(plan(manifest, "local")[0].plan_file)
+    assert "weak calibration" in caplog.text
+    assert p.precision is not None
+    cal = p.precision.calibration
+    assert (cal.source, cal.weak, cal.sha256, cal.frames) == ("random", True, None, 10)
+    assert "calibration" not in p.inputs
+
+
+def test_an_fp32_plan_writes_no_precision_block(project: Path) -> None:
+    doc = json.loads(plan(_manifest(project), "local")[0].plan_file.read_text())
+    assert "precision" not in doc and doc["model"]["path"] == "sq.onnx"
+
+
+@pytest.mark.parametrize(("arrays", "words"), [
+    ({"image": (10, 1, 3, SIZE, SIZE)}, "do not match the model inputs"),
+    ({"input": (10, 3, SIZE, SIZE)}, "expected [F, 1, 3, 32, 32]"),
+    ({"input": (1, 1, 3, SIZE, SIZE)}, "at least 2"),
+])
+def test_calibration_frames_that_do_not_fit_the_model_exit_2(
+        project: Path, capsys: pytest.CaptureFixture[str], arrays: dict[str, tuple[int, ...]],
+        words: str) -> None:
+    np.savez(project / "bad.npz", **{k: np.zeros(s, np.float32) for k, s in arrays.items()})
+    manifest = _manifest(project, precision="int8", calibration="bad.npz")
+    assert main(["plan", str(manifest), "--target", "local"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "hint:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("model", "words"), [
+    ({"precision": "int8", "calibration": "frames.txt"}, "not an .npz"),
+    ({"precision": "fp16"}, "precision"),
+])
+def test_manifest_precision_fields_are_validated(
+        project: Path, capsys: pytest.CaptureFixture[str], model: dict[str, str],
+        words: str) -> None:
+    (project / "frames.txt").write_text("1 2 3\n")
+    assert main(["plan", str(_manifest(project, **model)), "--target", "local"]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_a_tflite_source_is_not_quantized_here(
+        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "net.tflite").write_bytes(b"TFL3")
+    manifest = project / "m.yaml"
+    manifest.write_text(MANIFEST.format(extra="  precision: int8\n").replace(
+        "path: sq.onnx", "path: net.tflite"))
+    assert main(["plan", str(manifest), "--target", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "only ONNX sources are quantized here" in err and "Traceback" not in err

@@ -4,6 +4,7 @@ Layout (every path is listed in SHA256SUMS except bundle.json and SHA256SUMS its
 
     bundle.json  SHA256SUMS  run.sh  health.sh  main.py  edgedeploy.env  edgedeploy-<name>.service
     app/config.json  app/graph.json  app/weights.npz  app/reference.npz  app/segments/<k>.onnx
+    app/segments/<k>.opt.onnx  <k>.opt.onnx.data  <k>.opt.json   (pre-optimised, generator.optimize)
     runner/edgedeploy/__init__.py  runner/edgedeploy/client.py  runner/edgedeploy/runtime/**.py
 
 Determinism: files are written from sorted lists, JSON with sorted keys and fixed separators, and
@@ -36,6 +37,7 @@ import numpy as np
 from edgedeploy import __version__
 from edgedeploy.errors import InputError
 from edgedeploy.generator.context import BuildInput, render_context
+from edgedeploy.generator.optimize import optimized_segments
 from edgedeploy.generator.render import render_all
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.stages import boundary_tensors, segment_key, segments_needed
@@ -207,6 +209,7 @@ def build_bundle(build: BuildInput, graph: ir.Graph, model_path: str | Path | No
         _config(graph, build, plans, segments, ref_meta)).encode()
     files["app/graph.json"] = _graph_json(graph).encode()
     files.update({s["file"]: s["model"] for s in segments})
+    files.update(optimized_segments(segments))  # <k>.opt.*: see generator.optimize
     files.update(dict(build.app_files))  # modules an io python source or sink names
     files["runner/edgedeploy/__init__.py"] = (
         f'"""edgedeploy device runtime, copied into a bundle by edgedeploy {__version__}."""\n\n'

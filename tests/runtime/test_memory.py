@@ -81,6 +81,11 @@ def test_weight_bytes_counts_onnxruntime_layers_without_loading_them(resnet, tmp
     eager = GraphExecutor(graph, _choices(graph), segment_provider=segment_provider(
         graph, path))
     assert eager.weight_bytes() > 0
+    # every layer in one segment: the engine holds (about) all the model's weights
+    whole = GraphExecutor(graph, {layer.name: "onnxruntime" for layer in graph.layers},
+                          segment_provider=segment_provider(graph, path))
+    total = sum(a.nbytes for a in graph.weights.values())
+    assert 0.9 * total <= whole.weight_bytes() <= 1.1 * total
 
 
 def test_lazy_weights_refuse_a_key_the_file_lacks(tmp_path: Path) -> None:

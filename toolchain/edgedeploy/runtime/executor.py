@@ -278,7 +278,7 @@ class GraphExecutor:
         for step in self.steps:
             if step.kind == "primitive":
                 total += sum(a.nbytes for a in step.packed.values())
-            elif step.kind == "onnxruntime":
+            elif step.kind == "segment":
                 total += step.weight_nbytes
             else:
                 total += sum(a.nbytes for a in step.weights.values())

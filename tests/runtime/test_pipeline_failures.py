@@ -114,6 +114,7 @@ def test_a_wrong_input_shape_is_an_input_error_and_the_pipeline_still_closes_cle
 
 def test_ctrl_c_in_the_parent_stops_and_cleans_up_everything() -> None:
     w = Watched([slow("a", 2.0), slow("b", 2.0, replicas=2)])
+    w.pipe.start()  # Ctrl-C while frames flow (a loaded host may take > 0.3 s to start stages)
     timer = threading.Timer(0.3, _thread.interrupt_main)
     timer.start()
     t0 = time.monotonic()

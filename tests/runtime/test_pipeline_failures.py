@@ -5,7 +5,6 @@ hang) and leave no child process and no /dev/shm entry behind.
 
 from __future__ import annotations
 
-import _thread
 import os
 import signal
 import subprocess
@@ -113,14 +112,20 @@ def test_a_wrong_input_shape_is_an_input_error_and_the_pipeline_still_closes_cle
 
 
 def test_ctrl_c_in_the_parent_stops_and_cleans_up_everything() -> None:
+    """A real SIGINT, as a terminal's Ctrl-C sends it, with Python's own handler in place
+    (whatever an earlier test in this process did to it)."""
     w = Watched([slow("a", 2.0), slow("b", 2.0, replicas=2)])
-    w.pipe.start()  # Ctrl-C while frames flow (a loaded host may take > 0.3 s to start stages)
-    timer = threading.Timer(0.3, _thread.interrupt_main)
-    timer.start()
-    t0 = time.monotonic()
-    with pytest.raises(KeyboardInterrupt), w.pipe:
-        w.pipe.run(frame, 100_000)
-    assert time.monotonic() - t0 < 5.0
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        w.pipe.start()  # Ctrl-C while frames flow, not while the stages start
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt), w.pipe:
+            w.pipe.run(frame, 100_000)
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        signal.signal(signal.SIGINT, previous)
     w.check_cleaned_up()
 
 

@@ -202,23 +202,31 @@ class Server:
         self.status.update(**self.meter.sample().fields(None))
 
     def serve(self, max_frames: int | None, duration_s: float | None) -> None:
-        from edgedeploy.runtime.pipeline import Pipeline
-
         if self.io.kind == "client":
             self._serve_clients(max_frames, duration_s)
             return
         if self.available is not None:
             max_frames = min(max_frames or self.available, self.available)
         self.status.update(io={"source": self.io.kind, "sink": self._sink_status()})
-        plan = self.cfg.plan()
         t_end = None if duration_s is None else time.monotonic() + duration_s
+        self._each_plan(max_frames, t_end,
+                        lambda pipe, name: self._run_plan(pipe, name, max_frames, t_end))
+
+    def _each_plan(self, max_frames: int | None, t_end: float | None,
+                   run: Callable[[Any, str], Any]) -> None:
+        """Run the active plan's pipeline with ``run(pipe, plan name)`` until it ends (None) or
+        names another plan, which then replaces it (the switch recorded): the one plan loop of
+        the internal feed and of the clients' service."""
+        from edgedeploy.runtime.pipeline import Pipeline
+
+        plan = self.cfg.plan()
         while not self._done(max_frames, t_end):
             pipe = Pipeline(stage_specs(self.cfg, self.graph, plan))
             with pipe:
                 self.status.update(active=plan.name, state="running",
                                    shm=sorted(pipe.resource_names()),
                                    replicas=pipe.replica_info)
-                nxt = self._run_plan(pipe, plan.name, max_frames, t_end)
+                nxt = run(pipe, plan.name)
             if nxt is None:
                 break
             self._record_switch(plan.name, nxt.name, nxt.predicted, self._why)
@@ -277,26 +285,18 @@ class Server:
     # -- serving clients ----------------------------------------------------------------------
     def _serve_clients(self, max_frames: int | None, duration_s: float | None) -> None:
         """Frames from the service's clients through the active plan (see the module doc)."""
-        from edgedeploy.runtime.pipeline import Pipeline
         from edgedeploy.runtime.runner_io import open_service
 
         service = open_service(self.io, self.cfg, self.status.path.parent)
         self.status.update(io={"source": "client", **service.stats()})
-        plan = self.cfg.plan()
         t_end = None if duration_s is None else time.monotonic() + duration_s
+
+        def run(pipe: Any, name: str) -> Any:
+            self._warm_up(pipe)
+            return self._feed_plan(service, pipe, name, max_frames, t_end)
+
         try:
-            while not self._done(max_frames, t_end):
-                pipe = Pipeline(stage_specs(self.cfg, self.graph, plan))
-                with pipe:
-                    self.status.update(active=plan.name, state="running",
-                                       shm=sorted(pipe.resource_names()),
-                                       replicas=pipe.replica_info)
-                    self._warm_up(pipe)
-                    nxt = self._feed_plan(service, pipe, plan.name, max_frames, t_end)
-                if nxt is None:
-                    break
-                self._record_switch(plan.name, nxt.name, nxt.predicted, self._why)
-                plan = nxt
+            self._each_plan(max_frames, t_end, run)
         except EdgeDeployError as exc:
             service.close("failed", f"the runner failed: {exc.message}")
             raise

@@ -53,6 +53,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgedeploy.runtime.errors import EdgeDeployError, ExitCode
+from edgedeploy.runtime.ir import TensorInfo
 
 PROTOCOL = 1
 HELLO, WELCOME, FRAME, RESULT, ERROR = 1, 2, 3, 4, 5
@@ -99,19 +100,9 @@ class ProtocolError(ServiceError):
 
 
 @dataclass(frozen=True)
-class TensorDesc:
-    """One model input or output as the service advertises it."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str = "float32"
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+class TensorDesc(TensorInfo):
+    """One model input or output as the service advertises it: the IR's tensor description,
+    parsed strictly when it comes off the wire."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TensorDesc:

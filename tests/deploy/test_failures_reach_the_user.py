@@ -47,15 +47,21 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 # --- push: a failed refinement after a good deploy -------------------------------------------
 
 
-def test_a_refinement_that_fails_after_the_deploy_is_reported_and_the_release_keeps_running(
-        tmp_path, home, capsys) -> None:
+def _squeezenet_project(tmp_path: Path, *, max_evals: int, frames_per_eval: int) -> Path:
+    """A squeezenet manifest deployed to a local folder, measured briefly, refined briefly."""
     zoo.export("squeezenet1_1", tmp_path / "net.onnx", size=64)
     manifest = tmp_path / "edgedeploy.yaml"
     manifest.write_text(
         "name: sq\nmodel: net.onnx\ntargets:\n  local:\n    path: board\n"
         "output: {plans_dir: plans, build_dir: build}\n"
         "measure: {budget_s: 3, quick_profile_s: 0}\n"
-        "refine: {max_evals: 2, frames_per_eval: 4}\n")
+        f"refine: {{max_evals: {max_evals}, frames_per_eval: {frames_per_eval}}}\n")
+    return manifest
+
+
+def test_a_refinement_that_fails_after_the_deploy_is_reported_and_the_release_keeps_running(
+        tmp_path, home, capsys) -> None:
+    manifest = _squeezenet_project(tmp_path, max_evals=2, frames_per_eval=4)
     # refinement measures on the device, then cannot write the refined plan: a folder is there
     (tmp_path / "plans" / "sq.local.refined.plan.json").mkdir(parents=True)
     base = ["-m", str(manifest), "--target", "local"]
@@ -88,13 +94,7 @@ def test_the_push_answer_names_the_release_running_after_refinement(tmp_path, ho
                                                                     capsys) -> None:
     from edgedeploy.cli.push_cmd import render_outcome
 
-    zoo.export("squeezenet1_1", tmp_path / "net.onnx", size=64)
-    manifest = tmp_path / "edgedeploy.yaml"
-    manifest.write_text(
-        "name: sq\nmodel: net.onnx\ntargets:\n  local:\n    path: board\n"
-        "output: {plans_dir: plans, build_dir: build}\n"
-        "measure: {budget_s: 3, quick_profile_s: 0}\n"
-        "refine: {max_evals: 3, frames_per_eval: 8}\n")
+    manifest = _squeezenet_project(tmp_path, max_evals=3, frames_per_eval=8)
     try:
         outcome = api.push(manifest, "local")
         (row,) = api.status(manifest, "local")

@@ -30,10 +30,12 @@ def _finish(run: _Run, start: tuple[Candidate, Measurement]) -> SearchResult:
     return SearchResult(start, run.best or start, run.records, time.perf_counter() - run.t0)
 
 
-def _begin(run: _Run, space: Space, rng, starts: Sequence[Candidate]
-           ) -> tuple[Candidate, Measurement]:
-    """Measure the starting configurations (the first one first); the best is the incumbent.
-    Returns the first one with its measurement (the search's ``start``)."""
+def _begin(run: _Run, space: Space, rng, start: Candidate | None,
+           starts: Sequence[Candidate]) -> tuple[Candidate, Measurement]:
+    """Measure the starting configurations (``start`` alone when given, else ``starts``, else
+    a random one; the first one first); the best is the incumbent. Returns the first one with
+    its measurement (the search's ``start``)."""
+    starts = [start] if start is not None else list(starts)
     first = starts[0] if starts else random_candidate(space, rng)
     start = (first, run.measure(first, "seed"))
     run.best = start
@@ -43,17 +45,13 @@ def _begin(run: _Run, space: Space, rng, starts: Sequence[Candidate]
     return start
 
 
-def _starts(start: Candidate | None, starts: Sequence[Candidate]) -> list[Candidate]:
-    return [start] if start is not None else list(starts)
-
-
 def random_search(space: Space, cache: MeasureCache, *, goal: Goal | None = None,
                   budget: Budget | None = None, seed: int = 0, on_eval: OnEval | None = None,
                   start: Candidate | None = None, starts: Sequence[Candidate] = ()
                   ) -> SearchResult:
     rng = np.random.default_rng(seed)
     run = _Run(cache, goal or Goal(), budget or Budget(), on_eval)
-    first = _begin(run, space, rng, _starts(start, starts))
+    first = _begin(run, space, rng, start, starts)
     tries = 0
     while run.left() and tries < 50 * run.budget.max_evals:
         tries += 1
@@ -78,7 +76,7 @@ def hill_climb(space: Space, cache: MeasureCache, *, goal: Goal | None = None,
                ) -> SearchResult:
     rng = np.random.default_rng(seed)
     run = _Run(cache, goal or Goal(), budget or Budget(), on_eval)
-    first = _begin(run, space, rng, _starts(start, starts))
+    first = _begin(run, space, rng, start, starts)
     cur = run.best or first
     while run.left():
         c = _neighbour(cur[0], space, cache, rng)
@@ -103,7 +101,7 @@ def simulated_annealing(space: Space, cache: MeasureCache, *, goal: Goal | None 
     g = goal or Goal()
     rng = np.random.default_rng(seed)
     run = _Run(cache, g, budget or Budget(), on_eval)
-    first = _begin(run, space, rng, _starts(start, starts))
+    first = _begin(run, space, rng, start, starts)
     cur = run.best or first
     temp = t0
     while run.left():

@@ -695,6 +695,13 @@ def _names(value: str | list[str]) -> list[str]:
 DEFAULT_MANIFEST = Path("edgedeploy.yaml")
 
 
+def manifest_path(manifest: str | Path | None) -> Path | None:
+    """The manifest a verb reads: the one named, else ./edgedeploy.yaml when it exists."""
+    if manifest is not None:
+        return Path(manifest)
+    return DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else None
+
+
 def resolve_target(manifest: str | Path | None, alias: str) -> TargetRef:
     """The TargetRef for ``alias``: from ``manifest`` (default ./edgedeploy.yaml when present),
     or, with no manifest at all, ``local`` as this host's ~/edgedeploy.
@@ -706,7 +713,7 @@ def resolve_target(manifest: str | Path | None, alias: str) -> TargetRef:
     from edgedeploy.schemas.loader import load_target_ref
     from edgedeploy.schemas.manifest import TargetRef
 
-    path = manifest or (DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else None)
+    path = manifest_path(manifest)
     if path is None:
         if alias == "local":
             return TargetRef()
@@ -816,7 +823,7 @@ def plan_requirements(manifest: str | Path | None, target: str) -> tuple[tuple[s
     from edgedeploy.runtime.engines import board_requirements
     from edgedeploy.schemas.plan import load_plan
 
-    path = manifest or (DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else None)
+    path = manifest_path(manifest)
     if path is None:
         return ("numpy",), "default"
     try:

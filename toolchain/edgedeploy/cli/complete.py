@@ -12,15 +12,13 @@ import typer
 
 from edgedeploy import api
 
-DEFAULT_MANIFEST = Path("edgedeploy.yaml")
-
 
 def _manifest(ctx: typer.Context) -> Path | None:
     for key in ("manifest", "source"):
         value = ctx.params.get(key)
         if value and str(value).endswith((".yaml", ".yml")):
             return Path(value)
-    return DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else None
+    return api.manifest_path(None)
 
 
 def targets(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:

@@ -1,0 +1,79 @@
+"""int8 vs fp32 (only `make bench`): each zoo model quantized the way `model.precision: int8`
+does it (planner.precision.quantize), checked by the same accuracy guard, and both whole models
+timed in onnxruntime on one pinned thread by the project's one estimator (benchmarks.estimator):
+the same frames, the same warm-up, rounds alternated. Writes results/precision_int8.json.
+Calibration is seeded noise (the zoo's weights are seeded, not trained): the guard's error is
+what noise frames show, top-1 agreement is weak evidence. Reported, not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgedeploy import zoo
+from edgedeploy.benchmarks.estimator import summarise, timed_round
+from edgedeploy.planner.precision import guard, quantize
+from edgedeploy.runtime.affinity import available_cpus, pin_process
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "results" / "precision_int8.json"
+MODELS = os.environ.get("EDGEDEPLOY_PRECISION_MODELS", "resnet50,mobilenet_v2,squeezenet1_1")
+ROUNDS, WARMUP = 5, 3
+FRAMES = {"resnet50": 20}
+
+
+def _session(path: Path):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def test_int8_beside_fp32_on_zoo_models(tmp_path: Path) -> None:
+    pin_process([available_cpus()[0]])
+    rows = {}
+    for name in MODELS.split(","):
+        fp32 = zoo.export(name, tmp_path / f"{name}.onnx", size=224)
+        sess = _session(fp32)
+        (inp,) = sess.get_inputs()
+        rng = np.random.default_rng(0)
+        frames = [{inp.name: rng.standard_normal(inp.shape).astype(np.float32)}
+                  for _ in range(10)]
+        int8 = tmp_path / f"{name}.int8.onnx"
+        quantize(fp32, int8, frames[:8])
+        checked = guard(fp32, int8, frames[8:])
+        systems = {"fp32": sess, "int8": _session(int8)}
+        n = FRAMES.get(name, 60)
+        windows: dict[str, list] = {k: [] for k in systems}
+        for r in range(ROUNDS):
+            for key in (list(systems) if r % 2 == 0 else list(systems)[::-1]):
+                s = systems[key]
+
+                def process(count: int, frame, s=s) -> None:  # type: ignore[no-untyped-def]
+                    for k in range(count):
+                        s.run(None, frame(k))
+
+                windows[key].append(timed_round(process, lambda k, f=frames: f[k % 8], n, WARMUP))
+        summary = {k: summarise(w) for k, w in windows.items()}
+        rows[name] = {
+            "input": list(inp.shape), "frames_per_round": n, "rounds": ROUNDS, "warmup": WARMUP,
+            "guard": {"max_rel_error": checked.max_error,
+                      "top1_agreement": checked.top1_agreement, "frames": checked.frames},
+            **{k: {"median_fps": v.median_fps, "min_fps": v.min_fps, "max_fps": v.max_fps}
+               for k, v in summary.items()},
+            "speedup": summary["int8"].median_fps / summary["fp32"].median_fps}
+        print(name, json.dumps(rows[name]), flush=True)
+    OUT.write_text(json.dumps({
+        "command": "python -m pytest -q tests/bench/test_precision_bench.py -p no:cacheprovider -s",
+        "written_by": "tests/bench/test_precision_bench.py (make bench)",
+        "how": "onnxruntime, one intra-op thread pinned to one core; the one estimator "
+               "(frames over wall time), same frames and warm-up, rounds alternated",
+        "calibration": "8 seeded standard-normal frames; guard on 2 held-out frames",
+        "models": rows}, indent=1) + "\n")
+    assert all(r["fp32"]["median_fps"] > 0 for r in rows.values())

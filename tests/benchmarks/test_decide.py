@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgedeploy import api, zoo
-from edgedeploy.benchmarks.decide import shortlist
+from edgedeploy.benchmarks.decide import WIN_MARGIN, shortlist
 from edgedeploy.cli.main import main
 from edgedeploy.schemas.plan import load_plan
 
@@ -36,7 +36,12 @@ def _winner_checks(plan) -> None:
     assert d.measured and d.winner in {c.name for c in d.contenders}
     assert all(len(c.rounds_fps) >= 3 for c in d.contenders)  # the same rounds for all
     best = max(d.contenders, key=lambda c: c.measured_fps)
-    assert d.winner == best.name and plan.measured["throughput_fps"] == best.measured_fps
+    base = max((c for c in d.contenders if c.baseline), key=lambda c: c.measured_fps)
+    # the fastest wins, unless it is no baseline and beats the best baseline by less than
+    # the margin: then a tie goes to the baseline
+    want = best if best.baseline or best.measured_fps > base.measured_fps * (1 + WIN_MARGIN) \
+        else base
+    assert d.winner == want.name and plan.measured["throughput_fps"] == want.measured_fps
     names = {c.name for c in d.contenders}
     assert "plan" in names
 
@@ -95,3 +100,24 @@ def test_a_host_never_profiled_gets_a_quick_profile_before_its_first_measured_pl
     assert list((tmp_path / "fresh-cache").rglob("*.json"))  # the profile was stored
     assert plan.inputs["costmodel"]["source"].startswith("profile:")
     assert plan.decision.measured
+
+
+def test_a_tie_goes_to_the_baseline_and_a_win_must_clear_the_margin():
+    from edgedeploy.benchmarks.decide import Entry, _winner
+    from edgedeploy.benchmarks.estimator import Window
+    from edgedeploy.schemas.plan import Predicted
+
+    def entry(name: str, fps: float, baseline: bool = False) -> Entry:
+        e = Entry(name, [], [], Predicted(throughput_fps=None, latency_ms=None, energy_mj=None,
+                                          power_w=None, period_ms=None), baseline)
+        e.windows = [Window(int(fps * 10), 10.0)] * 3
+        return e
+
+    base = entry("onnxruntime_replicas", 100.0, baseline=True)
+    slower = entry("onnxruntime_threads", 90.0, baseline=True)
+    assert _winner([entry("plan", 102.0), base, slower], "throughput") is base
+    winner = entry("plan", 100.0 * (1 + WIN_MARGIN) + 1.0)
+    assert _winner([winner, base, slower], "throughput") is winner
+    assert _winner([entry("plan", 50.0), slower, base], "throughput") is base
+    only = entry("plan", 10.0)
+    assert _winner([only, entry("pareto1", 9.0)], "throughput") is only  # no baseline measured

@@ -21,17 +21,30 @@ def test_throughput_is_frames_over_the_window():
 
 
 def test_warm_up_runs_before_the_window_and_is_not_counted():
-    calls: list[tuple[str, int]] = []
+    calls: list[int] = []
 
     def process(n, frame):
-        calls.append(("batch", n))
+        calls.append(n)
+        done = []
         for k in range(n):
             frame(k)
-            time.sleep(0.002)
+            time.sleep(0.02 if k < 4 else 0.002)  # slow warm-up frames stay outside the window
+            done.append(time.perf_counter())
+        return done
 
-    w = timed_round(process, lambda k: [np.zeros(1)], frames=10, warmup=4)
-    assert calls == [("batch", 4), ("batch", 10)] and w.frames == 10
-    assert w.throughput_fps <= 1 / 0.002  # every timed frame slept 2 ms inside the window
+    w = timed_round(process, lambda k: [np.zeros(1)], frames=10, warmup=4, tail=3)
+    assert calls == [17] and w.frames == 10  # one stream: warm-up, window, tail
+    assert 1 / 0.004 < w.throughput_fps <= 1 / 0.002  # 2 ms frames only, tail not waited for
+
+
+def test_the_window_excludes_a_pipeline_fill_and_drain():
+    """A 2-deep pipeline completes a frame every 10 ms once full; its first output comes after
+    20 ms. Timed from empty to drained, short windows would charge it the fill every round."""
+    def pipeline(n, frame):
+        return [0.020 + 0.010 * k for k in range(n)]  # completion times of a full pipeline
+
+    w = timed_round(pipeline, lambda k: [np.zeros(1)], frames=5, warmup=2, tail=2)
+    assert abs(w.throughput_fps - 100.0) < 1e-9
 
 
 def test_in_process_and_pipelined_systems_are_scored_by_the_same_function(tmp_path):

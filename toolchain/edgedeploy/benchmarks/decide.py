@@ -42,6 +42,9 @@ MIN_ROUNDS = 3
 MAX_ROUNDS = 9
 #: Seconds one contender's timed window aims at (frames per round follow from a probe).
 WINDOW_S = 0.4
+#: A contender that is not a baseline must beat the best measured baseline by this fraction:
+#: rounds on a shared machine move by a few percent, and a tie goes to what a user would run.
+WIN_MARGIN = 0.03
 ESTIMATOR = ("median over alternated rounds of frames / wall time of the round, after the same "
              "warm-up, on the same frames")
 
@@ -54,6 +57,8 @@ class Entry:
     stages: list[ParetoStage]
     choices: list[str]
     predicted: Predicted
+    #: A baseline configuration (what a user would load by hand), which wins ties.
+    baseline: bool = False
     windows: list[Window] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     energy_mj: list[float] = field(default_factory=list)
@@ -79,12 +84,18 @@ def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST) -> list[Entry]:
     out = [Entry("plan", own, choices, plan.predicted)]
     seen = {json.dumps([p.model_dump() for p in own], sort_keys=True)}
 
-    def add(name: str, stages: list[ParetoStage], predicted: Predicted) -> bool:
+    def add(name: str, stages: list[ParetoStage], predicted: Predicted,
+            baseline: bool = False) -> bool:
         key = json.dumps([p.model_dump() for p in stages], sort_keys=True)
         if key in seen:
+            if baseline:  # the plan or a Pareto point that is a baseline's configuration
+                for e in out:
+                    if json.dumps([p.model_dump() for p in e.stages], sort_keys=True) == key:
+                        e.baseline = True
             return False
         seen.add(key)
-        out.append(Entry(name, stages, [c for s in stages for c in s.choices], predicted))
+        out.append(Entry(name, stages, [c for s in stages for c in s.choices], predicted,
+                         baseline))
         return True
 
     ranked = sorted(enumerate(plan.pareto),
@@ -96,7 +107,7 @@ def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST) -> list[Entry]:
         taken += add(f"pareto{k_}", point.stages, point.predicted)
     for name, b in sorted(plan.baselines.items()):
         if b.stages:
-            add(name, b.stages, b.predicted)
+            add(name, b.stages, b.predicted, baseline=True)
     return out
 
 
@@ -148,7 +159,7 @@ def decide(plan: Plan, graph: ir.Graph, entries: list[Entry], measure: Measure, 
                               latency_ms=statistics.median(e.latency_ms) if e.latency_ms
                               else None,
                               energy_mj=statistics.median(e.energy_mj) if e.energy_mj
-                              else None) for e in entries])
+                              else None, baseline=e.baseline) for e in entries])
     return as_plan(plan, graph, winner, decision), decision
 
 
@@ -157,7 +168,12 @@ def _winner(entries: list[Entry], objective: str) -> Entry:
         return min(entries, key=lambda e: (statistics.median(e.latency_ms), e.name))
     if objective == "energy" and all(e.energy_mj for e in entries):
         return min(entries, key=lambda e: (statistics.median(e.energy_mj), e.name))
-    return max(entries, key=lambda e: (e.measured_fps, e.name == "plan"))
+    best = max(entries, key=lambda e: (e.measured_fps, e.baseline, e.name == "plan"))
+    baselines = [e for e in entries if e.baseline]
+    if best.baseline or not baselines:
+        return best
+    base = max(baselines, key=lambda e: e.measured_fps)
+    return best if best.measured_fps > base.measured_fps * (1.0 + WIN_MARGIN) else base
 
 
 def as_plan(plan: Plan, graph: ir.Graph, winner: Entry, decision: Decision) -> Plan:

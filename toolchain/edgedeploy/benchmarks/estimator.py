@@ -1,11 +1,15 @@
 """The one estimator every system in a comparison is scored by.
 
-Fairness rules (issue: measured fairly): every system gets the same warm-up frames before each
-timed window, is fed the same frames as fast as it takes them, and is timed from outside by the
-same clock around the same number of frames: throughput = frames completed / wall time of the
-window. Rounds alternate systems; the answer is the median over rounds with its spread. Latency is
-measured separately with one frame in flight, because a flood-fed pipeline's latency is mostly
-time spent queued behind earlier frames.
+Fairness rules: every system gets the same warm-up frames before each timed window, is fed the
+same frames as fast as it takes them, and is timed from outside by the same clock around the same
+number of frames: throughput = frames completed / wall time of the window. The window is the
+steady state a streaming application sees: it opens when the last warm-up frame completes and
+closes when the last timed frame completes, while the system is still fed (``tail`` more frames
+stay in flight behind the window). Timing a pipeline from empty to drained instead would charge
+it its fill and drain in every window -- a bias against replicated and pipelined systems that
+grows as windows shrink. Rounds alternate systems; the answer is the median over rounds with its
+spread. Latency is measured separately with one frame in flight, because a flood-fed pipeline's
+latency is mostly time spent queued behind earlier frames.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 Frame = Callable[[int], list[np.ndarray]]
-#: Feeds and completes ``n`` frames (frame(k) for k in range(n)) and returns when all are done.
-Process = Callable[[int, Frame], None]
+#: Feeds and completes ``n`` frames (frame(k) for k in range(n)), keeping the system fed, and
+#: returns each frame's completion time (``time.perf_counter``), in completion order.
+Process = Callable[[int, Frame], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -38,13 +43,14 @@ def throughput_fps(frames: int, wall_s: float) -> float:
     return frames / wall_s if wall_s > 0 else 0.0
 
 
-def timed_round(process: Process, frame: Frame, frames: int, warmup: int) -> Window:
-    """Warm up (untimed), then time ``frames`` frames end to end."""
-    if warmup:
-        process(warmup, frame)
-    t0 = time.perf_counter()
-    process(frames, frame)
-    return Window(frames, time.perf_counter() - t0)
+def timed_round(process: Process, frame: Frame, frames: int, warmup: int,
+                tail: int = 0) -> Window:
+    """One stream of ``warmup + frames + tail`` frames; the window runs from the completion of
+    the last warm-up frame to that of the last timed one (``tail``: frames the system holds in
+    flight, fed behind the window so it never drains inside it)."""
+    warmup = max(1, warmup)  # the window opens on a completion
+    done = np.asarray(process(warmup + frames + tail, frame), dtype=float)
+    return Window(frames, float(done[warmup + frames - 1] - done[warmup - 1]))
 
 
 def one_in_flight_latency(run_one: Callable[[list[np.ndarray]], object], frame: Frame,

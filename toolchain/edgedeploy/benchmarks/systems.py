@@ -6,6 +6,7 @@ frames, so the benchmark can alternate systems within one run on a noisy shared 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +40,14 @@ class System:
     process: Process
     run_one: Callable[[list[np.ndarray]], object]
     close: Callable[[], None] = lambda: None
+    #: Frames the system holds in flight: fed behind every timed window (estimator.timed_round).
+    tail: int = 0
     windows: list[Window] = field(default_factory=list)
     latencies_s: list[np.ndarray] = field(default_factory=list)
 
     def measure_round(self, frames: int, warmup: int, frame: Frame) -> Window:
         """One round under the shared rules: warm-up, timed window, then latency samples."""
-        window = timed_round(self.process, frame, frames, warmup)
+        window = timed_round(self.process, frame, frames, warmup, self.tail)
         self.windows.append(window)
         self.latencies_s.append(one_in_flight_latency(self.run_one, frame,
                                                       min(frames, LATENCY_SAMPLES)))
@@ -65,9 +68,12 @@ class System:
 def in_process(name: str, description: str, fn: Callable[[list[np.ndarray]], object]) -> System:
     """A system that runs frames one after another in this process."""
 
-    def process(n: int, frame: Frame) -> None:
+    def process(n: int, frame: Frame) -> np.ndarray:
+        done = np.empty(n)
         for k in range(n):
             fn(frame(k))
+            done[k] = time.perf_counter()
+        return done
 
     return System(name, description, process, fn)
 
@@ -88,7 +94,7 @@ def pipelined(name: str, description: str, graph: ir.Graph, plans: Sequence[Stag
         return pipe.get(copy=False)
 
     return System(name, description, lambda n, frame: pipe.stream(frame, n), run_one,
-                  close=pipe.close)
+                  close=pipe.close, tail=pipe.workers)
 
 
 def ort_default(model_path: Path) -> System:

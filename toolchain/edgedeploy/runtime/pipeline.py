@@ -133,6 +133,11 @@ class Pipeline:
         return sum(len(row) * len(row[0]) for row in self._grid) * self.queue_depth
 
     @property
+    def workers(self) -> int:
+        """Replica processes over all stages: frames that keep every one of them busy."""
+        return sum(s.replicas for s in self.stages)
+
+    @property
     def replica_info(self) -> list[dict]:
         """What each replica reported at start-up: stage, pid and the cpus it actually got."""
         return [{"stage": r.name, **(r.info or {})} for r in self._replicas]
@@ -374,8 +379,9 @@ class Pipeline:
             stages = self._stage_metrics()
         return self._result(stages, outputs if keep_outputs != "none" else None)
 
-    def stream(self, frames: Frames, n_frames: int) -> None:
-        """Feed ``n_frames`` frames from a thread and collect them here, recording nothing.
+    def stream(self, frames: Frames, n_frames: int) -> np.ndarray:
+        """Feed ``n_frames`` frames from a thread and collect them here, recording nothing but
+        each frame's completion time (``time.perf_counter``), which it returns.
 
         What a benchmark times from outside: the pipeline kept full, as a streaming application
         feeds it, with no statistics or control records inside the timed window.
@@ -384,9 +390,12 @@ class Pipeline:
             raise ExecutionError("stream() needs an empty pipeline: collect submitted frames first")
         self._feed_error = None
         # every frame flagged warm-up (kept out of the statistics), no control record after
+        done = np.empty(n_frames)
         with self._feeding_thread(frames, n_frames, n_frames, mark=False):
-            for _ in range(n_frames):
+            for k in range(n_frames):
                 self.get(copy=False)
+                done[k] = time.perf_counter()
+        return done
 
     @contextlib.contextmanager
     def _feeding_thread(self, frames: Frames, total: int, warmup: int,

@@ -111,6 +111,9 @@ class Contender(_Model):
     rounds_fps: list[float]
     latency_ms: float | None = None
     energy_mj: float | None = None
+    #: A baseline configuration: a contender that is not must beat the best one by the
+    #: decision's margin (a tie goes to what a user would run by hand).
+    baseline: bool = False
 
 
 class Decision(_Model):

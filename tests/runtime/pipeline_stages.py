@@ -136,3 +136,14 @@ def slow_pipeline_for_orphan_test() -> None:
         print(" ".join(pipe.resource_names()))
         sys.stdout.flush()
         pipe.run(lambda k: [np.full(4, k, dtype=np.float32)], 10**9)
+
+
+def batch_affine(scale: float, shift: float, sleep_ms: float = 0.0):
+    """affine on (n, 4) frames that also writes, in column 3, how many frames the call held:
+    a micro-batching stage (sleeps per call, so a flood-fed queue fills while it runs)."""
+    def run(xs: list[np.ndarray]) -> list[np.ndarray]:
+        time.sleep(sleep_ms / 1e3)
+        y = xs[0] * np.float32(scale) + np.float32(shift)
+        y[:, 3] = xs[0].shape[0]
+        return [y]
+    return run

@@ -130,7 +130,7 @@ class Pipeline:
     @property
     def max_in_flight(self) -> int:
         """Upper bound on frames inside the pipeline (every frame holds at least one slot)."""
-        return sum(len(row) * len(row[0]) for row in self._grid) * self.queue_depth
+        return sum(len(row) * len(row[0]) * row[0][0].capacity for row in self._grid)
 
     @property
     def workers(self) -> int:
@@ -158,7 +158,9 @@ class Pipeline:
             producers = 1 if b == 0 else counts[b - 1]
             consumers = 1 if b == len(self.stages) else counts[b]
             specs = self.stages[b].inputs if b < len(self.stages) else self.stages[-1].outputs
-            self._grid.append([[shm.Ring.create(self._ctx, self.queue_depth, specs)
+            # a batching consumer finds a whole batch waiting in each of its rings
+            depth = max(self.queue_depth, self.stages[b].batch if b < len(self.stages) else 1)
+            self._grid.append([[shm.Ring.create(self._ctx, depth, specs)
                                 for _ in range(consumers)] for _ in range(producers)])
 
     def _spawn(self) -> None:

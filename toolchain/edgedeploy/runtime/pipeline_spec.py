@@ -40,6 +40,9 @@ class StageSpec:
     outputs: tuple[TensorSpec, ...]
     replicas: int = 1
     factory_args: tuple = ()
+    #: Frames a replica may run as one call (micro-batching, see stage_worker._serve): its
+    #: callable must then take and give tensors with the batch on the leading axis.
+    batch: int = 1
 
 
 def split_cpus(cpus: Sequence[int], replicas: int) -> list[tuple[int, ...]]:
@@ -63,6 +66,12 @@ def validate_stages(stages: Sequence[StageSpec], depth: int, start_method: str) 
     for prev, spec in zip([None, *stages], stages, strict=False):
         if spec.replicas < 1:
             raise InputError(f"stage {spec.name}: replicas must be >= 1")
+        if spec.batch < 1:
+            raise InputError(f"stage {spec.name}: batch must be >= 1")
+        if spec.batch > 1 and any(t.shape[:1] != (1,) for t in (*spec.inputs, *spec.outputs)):
+            raise InputError(f"stage {spec.name}: batch {spec.batch} needs every input and "
+                             "output to lead with a batch axis of 1",
+                             hint="plan it with batch 1")
         if not set(spec.cpus) <= allowed:
             raise InputError(f"stage {spec.name}: cpus {sorted(set(spec.cpus) - allowed)} are not "
                              f"available here (available: {sorted(allowed)})")

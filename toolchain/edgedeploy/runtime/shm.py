@@ -331,6 +331,14 @@ class Ring:
         self._next_take += 1
         return slot
 
+    def take_ready(self) -> int | None:
+        """A filled slot if one is already waiting (no wait, no spin); else None."""
+        if not self._filled.acquire(False):
+            return None
+        slot = self._next_take % self.capacity
+        self._next_take += 1
+        return slot
+
     def header(self, slot: int) -> tuple[int, int, int]:
         """(index, seq, flags) of a taken slot."""
         h = self._headers[slot]

@@ -101,7 +101,8 @@ def stage_main(spec_blob: bytes, replica: int, replicas: int, cpus: tuple[int, .
             conn.send(("ready", {"pid": os.getpid(), "replica": replica, "spin_us": spin_s * 1e6,
                                  "cpus": sorted(os.sched_getaffinity(0))
                                  if hasattr(os, "sched_getaffinity") else []}))
-            _serve(fn, replica, replicas, ins, outs, conn, stats_capacity)
+            _serve(fn, replica, replicas, ins, outs, conn, stats_capacity,
+                   getattr(spec, "batch", 1))
     except _ParentGone:
         pass
     finally:
@@ -135,8 +136,15 @@ class _Stats:
 
 
 def _serve(fn: Any, replica: int, replicas: int, ins: list, outs: list, conn: Any,
-           stats_capacity: int) -> None:
-    """Frame loop: take frame k from ring k % P, run, write to ring k % C, release the input."""
+           stats_capacity: int, batch: int = 1) -> None:
+    """Frame loop: take frame k from ring k % P, run, write to ring k % C, release the input.
+
+    With ``batch`` > 1 the replica also takes its next frames that are already waiting (never
+    waits for them: a lone frame runs alone), up to ``batch``, and runs them as one call along
+    the leading axis -- micro-batching, which amortises weight traffic over frames. The inputs
+    are copied into the batch and their slots released before the call, so producers refill
+    the rings while it runs.
+    """
     from . import shm
 
     stats = _Stats(stats_capacity)
@@ -147,32 +155,80 @@ def _serve(fn: Any, replica: int, replicas: int, ins: list, outs: list, conn: An
         slot = _take(src, conn)
         index, seq, flags = src.header(slot)
         if not flags & shm.DATA:
-            src.release(slot)
-            _drain_control(ins, src, conn)
-            if flags & shm.MARK:
-                conn.send(("stats", stats.snapshot()))
-            _broadcast(outs, conn, index, flags)
+            _control(ins, src, slot, outs, conn, index, flags, stats)
             if flags & shm.EOS:
                 return
             continue
+        frames = [(src, slot, index, seq, flags)]
+        control = None
+        while len(frames) < batch:  # only what is already waiting
+            nxt = ins[(k + len(frames) * replicas) % len(ins)]
+            got = nxt.take_ready()
+            if got is None:
+                break
+            head = nxt.header(got)
+            if not head[2] & shm.DATA:
+                control = (nxt, got, head)
+                break
+            frames.append((nxt, got, *head))
         t1 = time.perf_counter()
         try:
-            result = fn(src.tensors(slot))
+            results = [fn(src.tensors(slot))] if len(frames) == 1 else _run_batch(fn, frames)
             t2 = time.perf_counter()
-            dst = outs[index % len(outs)]
-            out_slot = _reserve(dst, conn)
-            dst.write(out_slot, result)
+            for (f_src, f_slot, f_index, f_seq, f_flags), result in zip(frames, results,
+                                                                        strict=True):
+                dst = outs[f_index % len(outs)]
+                out_slot = _reserve(dst, conn)
+                dst.write(out_slot, result)
+                dst.publish(out_slot, f_index, f_seq, f_flags)
+                if len(frames) == 1:
+                    f_src.release(f_slot)
         except _ParentGone:
             raise
         except Exception as exc:
             _send_error(conn, exc, f"while processing frame {seq} (index {index})")
             return
-        dst.publish(out_slot, index, seq, flags)
+        for f in frames:
+            if not f[4] & shm.WARMUP:
+                stats.service.add((t2 - t1) / len(frames))
+                stats.wait.add(t1 - t0)
+        k += replicas * len(frames)
+        if control is not None:
+            c_src, c_slot, (c_index, _c_seq, c_flags) = control
+            _control(ins, c_src, c_slot, outs, conn, c_index, c_flags, stats)
+            if c_flags & shm.EOS:
+                return
+
+
+def _run_batch(fn: Any, frames: list) -> list[list[Any]]:
+    """Run several frames as one call: inputs concatenated along the leading (batch) axis,
+    their slots released once copied, the outputs split back into one list per frame."""
+    import numpy as np
+
+    per_frame = [src.tensors(slot) for src, slot, *_ in frames]
+    xs = [np.concatenate(parts, axis=0) for parts in zip(*per_frame, strict=True)]
+    for src, slot, *_ in frames:
         src.release(slot)
-        if not flags & shm.WARMUP:
-            stats.service.add(t2 - t1)
-            stats.wait.add(t1 - t0)
-        k += replicas
+    ys = fn(xs)
+    n = len(frames)
+    for y in ys:
+        if y.shape[:1] != (n,):
+            raise ValueError(f"a batch of {n} frames gave an output of shape {y.shape}: the "
+                             "stage's outputs must carry the batch on their leading axis")
+    return [[y[j:j + 1] for y in ys] for j in range(n)]
+
+
+def _control(ins: list, src: Any, slot: int, outs: list, conn: Any, index: int, flags: int,
+             stats: _Stats) -> None:
+    """A control record (statistics mark, end of stream): take its copy from every input
+    ring, report statistics on a mark, and pass it on to every output ring."""
+    from . import shm
+
+    src.release(slot)
+    _drain_control(ins, src, conn)
+    if flags & shm.MARK:
+        conn.send(("stats", stats.snapshot()))
+    _broadcast(outs, conn, index, flags)
 
 
 def _drain_control(ins: list, first: Any, conn: Any) -> None:

@@ -10,7 +10,13 @@ import numpy as np
 from edgedeploy import api, zoo
 from edgedeploy.benchmarks import systems
 from edgedeploy.benchmarks.compare import BenchRequest, bench
-from edgedeploy.benchmarks.estimator import Window, summarise, throughput_fps, timed_round
+from edgedeploy.benchmarks.estimator import (
+    Window,
+    summarise,
+    throughput_fps,
+    timed_round,
+    window_of,
+)
 
 
 def test_throughput_is_frames_over_the_window():
@@ -64,7 +70,8 @@ def test_in_process_and_pipelined_systems_are_scored_by_the_same_function(tmp_pa
         got = system.summary()
         assert got["throughput_fps"] == float(np.median([w.frames / w.wall_s
                                                          for w in system.windows]))
-        assert len(got["rounds_fps"]) == 3 and got["frames"] == 36
+        # whole completion groups: about the frames asked for, never a partial group
+        assert len(got["rounds_fps"]) == 3 and got["frames"] >= 18
         assert got["throughput_fps_min"] <= got["throughput_fps"] <= got["throughput_fps_max"]
 
 
@@ -79,3 +86,17 @@ def test_bench_reports_medians_spread_and_the_estimator(tmp_path):
     assert answer["best_baseline"] == best["system"]
     assert abs(answer["ratio_vs_best_baseline"]
                - answer["results"][0]["throughput_fps"] / best["throughput_fps"]) < 1e-12
+
+
+def test_a_system_completing_frames_in_groups_is_timed_over_whole_groups():
+    """Two replicas batching four frames each hand back 8 frames at once every 200 ms (40 fps):
+    a window edge inside a group would count up to 8 frames too many or too few."""
+    done = np.repeat(np.arange(12) * 0.2, 8) + np.tile(np.arange(8) * 1e-5, 12)
+    for warmup in range(1, 9):
+        for frames in (3, 15, 20, 33):
+            w = window_of(done, warmup, frames)
+            assert w.frames % 8 == 0 and w.frames >= frames
+            assert abs(w.throughput_fps - 40.0) < 0.1, (warmup, frames, w)
+    steady = np.arange(50) * 0.01  # one frame every 10 ms: the window is exactly as asked
+    w = window_of(steady, 5, 20)
+    assert w.frames == 20 and abs(w.throughput_fps - 100.0) < 1e-6

@@ -168,14 +168,15 @@ def parse_cores(text: str | None, stages: int) -> list[tuple[int, ...]]:
 
 # --- ONNX segments and references ------------------------------------------------------------
 def segments_for(graph: ir.Graph, ios: Sequence[StageIO], choices: Mapping[str, str],
-                 model_path: str | Path | None) -> SegmentMap:
-    """Every engine segment the stages need, cut from the source model."""
+                 model_path: str | Path | None, *, dynamic_batch: bool = False) -> SegmentMap:
+    """Every engine segment the stages need, cut from the source model (with a free leading
+    batch axis when a stage micro-batches: ``dynamic_batch``)."""
     wanted = [seg for io in ios for seg in segments_needed(graph, io, choices)]
     if not wanted:
         return {}
     from edgedeploy.importers.segments import segment_provider
 
-    provide = segment_provider(graph, model_path)
+    provide = segment_provider(graph, model_path, dynamic_batch=dynamic_batch)
     return {segment_key(e, i, o): provide(e, list(i), list(o)) for e, i, o in wanted}
 
 
@@ -255,7 +256,7 @@ def stage_specs(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[
     for k, sp in enumerate(plans):
         out.append(StageSpec(
             name=sp.name or f"stage{k}", cpus=tuple(sp.cpus), replicas=sp.replicas,
-            factory=build_graph_stage,
+            factory=build_graph_stage, batch=sp.batch,
             factory_args=(graph, sp, dict(choices), segments),
             inputs=specs(sp.io.inputs), outputs=specs(sp.io.outputs)))
     return out
@@ -267,7 +268,8 @@ def run_stages(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[s
     from edgedeploy.runtime.executor import random_inputs
     from edgedeploy.runtime.pipeline import Pipeline, run_sequential
 
-    segments = segments_for(graph, [p.io for p in plans], choices, model_path)
+    segments = segments_for(graph, [p.io for p in plans], choices, model_path,
+                            dynamic_batch=any(p.batch > 1 for p in plans))
     pool = [random_inputs(graph, request.seed + k) for k in range(max(1, request.pool))]
     input_names = list(plans[0].io.inputs)
     frames = [[feeds[n] for n in input_names] for feeds in pool]

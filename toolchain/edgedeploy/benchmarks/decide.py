@@ -40,6 +40,8 @@ MAX_TOP_UPS = 3
 MIN_ROUNDS = 3
 #: More rounds while the budget lasts shrink the noise of a shared machine, up to this many.
 MAX_ROUNDS = 9
+#: Micro-batch sizes tried on the best predicted baseline when the objective is throughput.
+BATCHES = (2, 4)
 #: Seconds one contender's timed window aims at (frames per round follow from a probe).
 WINDOW_S = 0.4
 #: A contender that is not a baseline must beat the best measured baseline by this fraction:
@@ -59,6 +61,9 @@ class Entry:
     predicted: Predicted
     #: A baseline configuration (what a user would load by hand), which wins ties.
     baseline: bool = False
+    #: A variant that may not run on this model (a micro-batch the graph hard-codes against):
+    #: dropped from the decision when it fails, where any other contender's failure is an error.
+    optional: bool = False
     windows: list[Window] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     energy_mj: list[float] = field(default_factory=list)
@@ -74,12 +79,14 @@ def _objective_value(predicted: Predicted, objective: str) -> float:
     return float("inf") if value is None else float(value)
 
 
-def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST) -> list[Entry]:
-    """The plan, its next K-1 best predicted Pareto points, and every runnable baseline."""
+def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST, *,
+              graph: ir.Graph | None = None) -> list[Entry]:
+    """The plan, its next K-1 best predicted Pareto points, every runnable baseline and, given
+    the ``graph`` (a target whose measurements run the real engines), micro-batched variants."""
     choices = [layer.choice for layer in plan.layers]
     own = [ParetoStage(start=s.start, stop=s.stop, cluster=s.cluster, cores=s.cores,
                        replicas=s.replicas, cpus=s.cpus, choices=choices[s.start:s.stop],
-                       engine=s.engine, device_id=s.device_id, fp16=s.fp16)
+                       engine=s.engine, device_id=s.device_id, fp16=s.fp16, batch=s.batch)
            for s in plan.stages]
     out = [Entry("plan", own, choices, plan.predicted)]
     seen = {json.dumps([p.model_dump() for p in own], sort_keys=True)}
@@ -108,6 +115,42 @@ def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST) -> list[Entry]:
     for name, b in sorted(plan.baselines.items()):
         if b.stages:
             add(name, b.stages, b.predicted, baseline=True)
+    for name, stages, predicted in batched_variants(plan, graph) if graph is not None else []:
+        if add(name, stages, predicted):
+            out[-1].optional = True
+    return out
+
+
+def batched_variants(plan: Plan, graph: ir.Graph
+                     ) -> list[tuple[str, list[ParetoStage], Predicted]]:
+    """Micro-batched copies of the best predicted baseline that runs the whole model in
+    onnxruntime (``<baseline>_batch<B>``): more frames per call amortise weight traffic, which
+    the cost model does not price, so they are measured, not predicted (their predicted figures
+    are the baseline's). Only for the throughput objective and within ``max_latency_ms`` (a
+    frame may wait for a whole batch's call)."""
+    from edgedeploy.runtime.stages import batchable
+
+    if plan.objective != "throughput":
+        return []
+    names = [layer.name for layer in graph.layers]
+
+    def whole_batchable(stages: list[ParetoStage]) -> bool:
+        return all(batchable(graph, s.start, s.stop,
+                             dict(zip(names[s.start:s.stop], s.choices, strict=True)))
+                   for s in stages)
+
+    whole = [(n, b) for n, b in plan.baselines.items() if b.stages and whole_batchable(b.stages)]
+    if not whole:
+        return []
+    name, best = max(whole, key=lambda nb: (nb[1].predicted.throughput_fps or 0.0, nb[0]))
+    bound = plan.constraints.get("max_latency_ms")
+    out = []
+    for b in BATCHES:
+        latency = best.predicted.latency_ms
+        if bound is not None and latency is not None and latency * b > float(bound):
+            continue
+        stages = [s.model_copy(update={"batch": b}) for s in best.stages]
+        out.append((f"{name}_batch{b}", stages, best.predicted))
     return out
 
 
@@ -122,7 +165,17 @@ def decide(plan: Plan, graph: ir.Graph, entries: list[Entry], measure: Measure, 
     measured winner. ``measure(entry, frames, warmup) -> (window, latency ms, energy mJ)``."""
     say = progress or (lambda _m: None)
     start = time.monotonic()
-    probe = {e.name: measure(e, 2, 1)[0].throughput_fps for e in entries}  # sizes the rounds
+    entries = list(entries)
+    probe: dict[str, float] = {}
+    for e in list(entries):  # sizes the rounds; an optional variant that cannot run drops out
+        try:
+            probe[e.name] = measure(e, 2, 1)[0].throughput_fps
+        except Exception as exc:
+            if not e.optional:
+                raise
+            entries.remove(e)
+            log.warning("dropped %s: it does not run on this model: %s", e.name, exc)
+            say(f"dropped {e.name}: it does not run on this model ({type(exc).__name__})")
     spent = time.monotonic() - start
     per_round_s = max(spent, 1e-3)
     frames = {e.name: int(np.clip(probe[e.name] * WINDOW_S, 4, 400)) for e in entries}
@@ -199,8 +252,9 @@ def _stages_and_layers(plan: Plan, graph: ir.Graph, winner: Entry) -> dict[str, 
     for k, (s, io) in enumerate(zip(winner.stages, ios, strict=True)):
         gpu = s.engine if s.cluster == GPU_CLUSTER else None
         device = {"device_id": s.device_id, "fp16": s.fp16} if gpu else {}
-        stages.append(plan_stage(k, io, s.cluster, s.cores, s.replicas, s.cpus, s.choices, gpu,
-                                 **device))
+        stage = plan_stage(k, io, s.cluster, s.cores, s.replicas, s.cpus, s.choices, gpu,
+                           **device)
+        stages.append(stage.model_copy(update={"batch": s.batch}))
         layers += plan_layers(graph, k, s.start, s.choices)
     return {"stages": stages, "layers": layers}
 
@@ -230,7 +284,7 @@ class LocalTrials:
             ios = plan_stage_io(self.graph, [s.start for s in e.stages[1:]])
             stages = [execute.stage_from_io(io, s.cpus, s.replicas, f"stage{k}",
                                             engine=s.engine, device_id=s.device_id or 0,
-                                            fp16=s.fp16)
+                                            fp16=s.fp16, batch=s.batch)
                       for k, (io, s) in enumerate(zip(ios, e.stages, strict=True))]
             choices = {layer.name: c for layer, c in zip(self.graph.layers, e.choices,
                                                          strict=True)}
@@ -306,7 +360,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
             # the first plan of a new board stays within one budget: calibration comes out of
             # the measuring time (decide still measures its minimum rounds)
             budget = max(budget - (time.monotonic() - t0), 0.0)
-    entries = shortlist(plan, settings.shortlist)
+    entries = shortlist(plan, settings.shortlist, graph=None if kind == "sim" else graph)
     if kind == "sim":
         from edgedeploy.twins import TwinDevice, twin_target
 

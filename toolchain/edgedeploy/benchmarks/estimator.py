@@ -43,14 +43,40 @@ def throughput_fps(frames: int, wall_s: float) -> float:
     return frames / wall_s if wall_s > 0 else 0.0
 
 
+#: Completions closer together than this fraction of the stream's mean interval are one group
+#: (frames a micro-batched stage hands back at once).
+GROUP_GAP = 0.05
+
+
 def timed_round(process: Process, frame: Frame, frames: int, warmup: int,
                 tail: int = 0) -> Window:
     """One stream of ``warmup + frames + tail`` frames; the window runs from the completion of
     the last warm-up frame to that of the last timed one (``tail``: frames the system holds in
-    flight, fed behind the window so it never drains inside it)."""
+    flight, fed behind the window so it never drains inside it).
+
+    A system that completes frames in groups (a micro-batched stage returns a batch at once)
+    would be over- or under-counted by up to a group per window edge, so each edge moves to
+    the last completion of its group: the window then holds whole groups, and its frames are
+    those completed inside it."""
     warmup = max(1, warmup)  # the window opens on a completion
     done = np.asarray(process(warmup + frames + tail, frame), dtype=float)
-    return Window(frames, float(done[warmup + frames - 1] - done[warmup - 1]))
+    return window_of(done, warmup, frames)
+
+
+def window_of(done: np.ndarray, warmup: int, frames: int) -> Window:
+    """The timed window of a stream's completion times (see :func:`timed_round`)."""
+    last = len(done) - 1
+    # the mean interval after the warm-up (slow first frames would inflate it)
+    gap = GROUP_GAP * (done[-1] - done[warmup - 1]) / max(last - warmup + 1, 1)
+
+    def group_end(i: int) -> int:
+        while i < last and done[i + 1] - done[i] <= gap:
+            i += 1
+        return i
+
+    start = group_end(warmup - 1)
+    stop = group_end(min(max(start + frames, warmup + frames - 1), last))
+    return Window(stop - start, float(done[stop] - done[start]))
 
 
 def one_in_flight_latency(run_one: Callable[[list[np.ndarray]], object], frame: Frame,

@@ -84,7 +84,8 @@ def pipelined(name: str, description: str, graph: ir.Graph, plans: Sequence[Stag
     full while timed, as a streaming application feeds it."""
     from edgedeploy.runtime.pipeline import Pipeline
 
-    segments = execute.segments_for(graph, [p.io for p in plans], choices, model_path)
+    segments = execute.segments_for(graph, [p.io for p in plans], choices, model_path,
+                                    dynamic_batch=any(p.batch > 1 for p in plans))
     pipe = Pipeline(execute.stage_specs(graph, plans, choices, segments))
     pipe.start()
     seq = iter(range(1 << 62))
@@ -94,7 +95,7 @@ def pipelined(name: str, description: str, graph: ir.Graph, plans: Sequence[Stag
         return pipe.get(copy=False)
 
     return System(name, description, lambda n, frame: pipe.stream(frame, n), run_one,
-                  close=pipe.close, tail=pipe.workers)
+                  close=pipe.close, tail=2 * pipe.workers * max(p.batch for p in plans))
 
 
 def ort_default(model_path: Path) -> System:

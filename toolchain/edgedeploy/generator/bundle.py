@@ -40,7 +40,12 @@ from edgedeploy.generator.context import BuildInput, render_context
 from edgedeploy.generator.optimize import optimized_segments
 from edgedeploy.generator.render import render_all
 from edgedeploy.runtime import ir
-from edgedeploy.runtime.stages import boundary_tensors, segment_key, segments_needed
+from edgedeploy.runtime.stages import (
+    batchable,
+    boundary_tensors,
+    segment_key,
+    segments_needed,
+)
 
 SUMS = "SHA256SUMS"
 META = "bundle.json"
@@ -111,6 +116,13 @@ def _check_plan(graph: ir.Graph, name: str, plan: Mapping[str, Any]) -> None:
     unknown = sorted(set(plan["choices"]) - {layer.name for layer in graph.layers})
     if unknown:
         raise InputError(f"plan {name!r} has choices for unknown layers: {unknown[:5]}")
+    for st in plan["stages"]:
+        if st.get("batch", 1) > 1 and not batchable(graph, st["start"], st["stop"],
+                                                      plan["choices"]):
+            raise InputError(f"plan {name!r}: stage {st['name']} batches {st['batch']} frames "
+                             "but not all its layers run in an ONNX segment engine",
+                             hint="micro-batching needs the whole stage in onnxruntime; plan "
+                                  "it with batch 1")
 
 
 def _segments(graph: ir.Graph, build: BuildInput, plans: Mapping[str, Any],
@@ -129,7 +141,10 @@ def _segments(graph: ir.Graph, build: BuildInput, plans: Mapping[str, Any],
         return []
     from edgedeploy.importers.segments import segment_provider
 
-    provide = segment_provider(graph, model_path)
+    # a micro-batching stage needs its segments free in the batch; the bundle's other plans
+    # share the files (a free batch costs a batch of one nothing measurable)
+    batched = any(st.get("batch", 1) > 1 for p in plans.values() for st in p["stages"])
+    provide = segment_provider(graph, model_path, dynamic_batch=batched)
     return [{"format": fmt, "inputs": list(i), "outputs": list(o),
              "file": f"app/segments/{k}.{fmt}", "model": provide(wanted[(fmt, i, o)], list(i),
                                                                   list(o))}

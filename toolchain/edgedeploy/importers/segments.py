@@ -37,12 +37,14 @@ CUTTERS: dict[str, Callable[[ir.Graph, Path], Cutter]] = {ONNX: _onnx_cutter,
                                                           TFLITE: _tflite_cutter}
 
 
-def segment_provider(graph: ir.Graph, model_path: str | Path | None
+def segment_provider(graph: ir.Graph, model_path: str | Path | None, *,
+                     dynamic_batch: bool = False
                      ) -> Callable[[str, list[str], list[str]], bytes]:
     """``(engine, inputs, outputs) -> segment model bytes`` for ``graph``'s source model.
 
     Cutters are built on first use; an engine whose segment format is not the model's own gets a
-    clear InputError (onnxruntime cannot run a piece of a .tflite file).
+    clear InputError (onnxruntime cannot run a piece of a .tflite file). ``dynamic_batch``:
+    ONNX segments get a free leading batch axis, for stages that micro-batch.
     """
     fmt = str(graph.source.get("format") or ONNX)
     cutters: dict[str, Cutter] = {}
@@ -55,6 +57,11 @@ def segment_provider(graph: ir.Graph, model_path: str | Path | None
                              hint="choose native primitives or an engine of the model's format")
         if seg_fmt not in cutters:
             cutters[seg_fmt] = CUTTERS[seg_fmt](graph, Path(model_path))
-        return cutters[seg_fmt](list(inputs), list(outputs))
+        model = cutters[seg_fmt](list(inputs), list(outputs))
+        if dynamic_batch and seg_fmt == ONNX:
+            from edgedeploy.importers.onnx_batch import with_dynamic_batch
+
+            model = with_dynamic_batch(model)
+        return model
 
     return provide

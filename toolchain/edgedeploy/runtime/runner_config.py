@@ -60,6 +60,9 @@ class StageConfig:
     engine: str = NATIVE
     device_id: int = 0
     fp16: bool = False
+    #: Frames a replica runs as one call (micro-batching); > 1 only for stages whose layers all
+    #: run in batch-dynamic segments.
+    batch: int = 1
 
     @property
     def io(self) -> StageIO:
@@ -74,6 +77,8 @@ class StageConfig:
             out.update(inputs=list(self.inputs), outputs=list(self.outputs))
         if engine_spec(self.engine).on_gpu:
             out.update(device_id=self.device_id, fp16=self.fp16)
+        if self.batch > 1:
+            out["batch"] = self.batch
         return out
 
     def engine_options(self, cache_dir: str | None = None) -> EngineOptions:
@@ -168,7 +173,8 @@ def parse_plan(name: str, data: Mapping[str, Any]) -> PlanConfig:
                         outputs=tuple(s.get("outputs", ())),
                         cpus=tuple(int(c) for c in s.get("cpus", ())),
                         replicas=int(s.get("replicas", 1)), engine=str(s.get("engine", NATIVE)),
-                        device_id=int(s.get("device_id", 0)), fp16=bool(s.get("fp16", False)))
+                        device_id=int(s.get("device_id", 0)), fp16=bool(s.get("fp16", False)),
+                        batch=int(s.get("batch", 1)))
             for k, s in enumerate(data["stages"]))
         choices = {str(k): str(v) for k, v in dict(data.get("choices", {})).items()}
         predicted = {str(k): float(v) for k, v in dict(data.get("predicted", {})).items()}
@@ -182,6 +188,8 @@ def parse_plan(name: str, data: Mapping[str, Any]) -> PlanConfig:
             engine_spec(st.engine)
         except Exception as exc:
             raise BundleConfigError(f"plan {name!r}, stage {st.name}: {exc}") from None
+        if st.batch < 1:
+            raise BundleConfigError(f"plan {name!r}, stage {st.name}: batch must be >= 1")
     return PlanConfig(name, stages, choices, predicted)
 
 
@@ -344,7 +352,7 @@ def stage_specs(cfg: RunnerConfig, graph: ir.Graph, plan: PlanConfig,
         cpus = st.cpus or tuple(allowed)
         specs.append(StageSpec(
             name=st.name, cpus=cpus, replicas=st.replicas, factory=build_stage,
-            factory_args=(str(cfg.root), config_path, st, dict(plan.choices)),
+            factory_args=(str(cfg.root), config_path, st, dict(plan.choices)), batch=st.batch,
             inputs=tuple(TensorSpec(tensor_shape(graph, t)) for t in st.inputs),
             outputs=tuple(TensorSpec(tensor_shape(graph, t)) for t in st.outputs)))
     return specs

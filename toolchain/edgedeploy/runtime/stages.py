@@ -86,6 +86,21 @@ class GraphStage:
         return [env[t] for t in self.io.outputs]
 
 
+def batchable(graph: ir.Graph, start: int, stop: int, choices: Mapping[str, str]) -> bool:
+    """Can layers ``[start, stop)`` run several frames per call? Only inside CPU engines'
+    ONNX segments, which take a free leading batch axis (native kernels are built per shape),
+    and only when every tensor crossing the stage's edges leads with a batch axis of 1."""
+    from edgedeploy.runtime.engines import ENGINES
+    from edgedeploy.runtime.vocab import ONNX
+
+    for layer in graph.layers[start:stop]:
+        spec = ENGINES.get(choices.get(layer.name, ""))
+        if spec is None or spec.segment_format != ONNX or spec.on_gpu:
+            return False
+    edges = [*boundary_tensors(graph, start), *boundary_tensors(graph, stop)]
+    return all(graph.shape(t)[:1] == (1,) for t in edges)
+
+
 def segments_needed(graph: ir.Graph, io: StageIO,
                     choices: Mapping[str, str]) -> list[tuple[str, list[str], list[str]]]:
     """(engine, inputs, outputs) of every segment a stage will ask its provider for: maximal

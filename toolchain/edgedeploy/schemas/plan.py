@@ -28,6 +28,22 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Batched(_Model):
+    """A stage that may micro-batch: ``batch`` frames per engine call (1: one at a time).
+
+    A stage of batch 1 writes no ``batch`` key, so lockfiles of unbatched plans stay
+    byte-identical to those written before stages could batch."""
+
+    batch: int = Field(1, ge=1)
+
+    @model_serializer(mode="wrap")
+    def _without_unit_batch(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("batch") == 1:
+            data.pop("batch", None)
+        return data
+
+
 class Predicted(_Model):
     throughput_fps: float | None
     latency_ms: float | None
@@ -47,7 +63,7 @@ class PlanLayer(_Model):
     predicted_ms: float | None
 
 
-class PlanStage(_Model):
+class PlanStage(_Batched):
     index: int
     name: str
     start: int = Field(ge=0)
@@ -75,7 +91,7 @@ class PlanStage(_Model):
     measured_ms: float | None = None
 
 
-class ParetoStage(_Model):
+class ParetoStage(_Batched):
     start: int
     stop: int
     cluster: str
@@ -241,7 +257,7 @@ class Plan(_Model):
         def stage(name: str, s: PlanStage | ParetoStage) -> StageConfig:
             return StageConfig(name=name, start=s.start, stop=s.stop, cpus=tuple(s.cpus),
                                replicas=s.replicas, engine=s.engine,
-                               device_id=s.device_id or 0, fp16=s.fp16)
+                               device_id=s.device_id or 0, fp16=s.fp16, batch=s.batch)
 
         best = PlanConfig("plan", tuple(stage(s.name, s) for s in self.stages), self.choices,
                           preds(self.predicted))

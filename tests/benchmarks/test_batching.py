@@ -1,0 +1,138 @@
+"""Micro-batching as a measured plan choice: segments with a free batch axis, batched variants
+of the best whole-model baseline in measure-to-decide's shortlist, and a batched plan that the
+runner builds, verifies and runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgedeploy import api, zoo
+from edgedeploy.benchmarks.decide import BATCHES, Entry, as_plan, shortlist
+from edgedeploy.errors import InputError
+from edgedeploy.execute import RunRequest
+from edgedeploy.generator import BuildInput, PlanConfig, StageConfig, build_bundle
+from edgedeploy.importers.onnx_batch import with_dynamic_batch
+from edgedeploy.importers.segments import segment_provider
+from edgedeploy.planner.lock import dumps
+from edgedeploy.runtime.executor import segment_io
+from edgedeploy.schemas.plan import Decision, load_plan
+
+MANIFEST = """name: sq
+model:
+  path: sq.onnx
+objective: {objective}
+constraints: {constraints}
+targets:
+  local: {{}}
+"""
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return zoo.export("squeezenet1_1", tmp_path_factory.mktemp("batch") / "sq.onnx", size=32,
+                      num_classes=10)
+
+
+def test_a_segment_with_a_free_batch_axis_runs_frames_together_as_apart(model: Path):
+    graph = api.load_model(model)
+    ins, outs = segment_io(graph, 3, len(graph.layers) - 2)  # a cut from the middle
+    fixed = segment_provider(graph, model)("onnxruntime", ins, outs)
+    free = segment_provider(graph, model, dynamic_batch=True)("onnxruntime", ins, outs)
+    proto = onnx.load_from_string(free)
+    assert all(v.type.tensor_type.shape.dim[0].dim_param == "batch"
+               for v in [*proto.graph.input, *proto.graph.output])
+    assert with_dynamic_batch(free) == free  # idempotent
+    one = ort.InferenceSession(fixed, providers=["CPUExecutionProvider"])
+    many = ort.InferenceSession(free, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    frames = [{t: rng.standard_normal(graph.shape(t)).astype(np.float32) for t in ins}
+              for _ in range(3)]
+    apart = [one.run(None, f) for f in frames]
+    together = many.run(None, {t: np.concatenate([f[t] for f in frames]) for t in ins})
+    for k, got in enumerate(apart):
+        for a, b in zip(got, together, strict=True):
+            np.testing.assert_allclose(b[k:k + 1], a, rtol=1e-5, atol=1e-5)
+
+
+def _plan(model: Path, objective: str, constraints: str = "{}"):
+    manifest = model.parent / f"{objective}.yaml"
+    manifest.write_text(MANIFEST.format(objective=objective, constraints=constraints))
+    return load_plan(api.plan(manifest, "local", measure=False)[0].plan_file)
+
+
+def test_the_shortlist_tries_micro_batches_of_the_best_whole_model_baseline(model: Path):
+    graph = api.load_model(model)
+    plan = _plan(model, "throughput")
+    entries = shortlist(plan, graph=graph)
+    batched = [e for e in entries if any(s.batch > 1 for s in e.stages)]
+    assert [max(s.batch for s in e.stages) for e in batched] == list(BATCHES)
+    whole = [n for n, b in plan.baselines.items() if b.stages]
+    best = max(whole, key=lambda n: plan.baselines[n].predicted.throughput_fps or 0.0)
+    for e in batched:
+        assert e.optional and not e.baseline and e.name.startswith(f"{best}_batch")
+        assert [s.model_copy(update={"batch": 1}) for s in e.stages] \
+            == plan.baselines[best].stages
+    assert not any(e.optional for e in shortlist(plan))  # no graph (a twin): none
+    assert not any(e.optional for e in shortlist(_plan(model, "latency"), graph=graph))
+    # a frame may wait for its whole batch: a latency bound of 3x the baseline's keeps batch 2
+    bound = 3 * plan.baselines[best].predicted.latency_ms
+    tight = _plan(model, "throughput", f"{{max_latency_ms: {bound}}}")
+    assert [e.name for e in shortlist(tight, graph=graph) if e.optional] == [f"{best}_batch2"]
+
+
+def test_a_batched_plan_is_built_verified_and_run_by_the_runner(model: Path, tmp_path: Path):
+    graph = api.load_model(model)
+    n = len(graph.layers)
+    whole = {layer.name: "onnxruntime" for layer in graph.layers}
+    batched = PlanConfig("plan", (StageConfig("stage0", 0, n, cpus=(0,), replicas=1, batch=4),),
+                         whole, {})
+    bundle = build_bundle(BuildInput("sq", "local", "linux", (batched,)), graph, model,
+                          tmp_path / "bundle").root
+    config = json.loads((bundle / "app/config.json").read_text())
+    assert config["plans"]["plan"]["stages"][0]["batch"] == 4
+    seg = next((bundle / "app/segments").glob("*.onnx"))
+    assert onnx.load(str(seg)).graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "EDGEDEPLOY_STATE_DIR": str(tmp_path)}
+
+    def runner(*args: str) -> dict:
+        proc = subprocess.run([sys.executable, "-I", "main.py", *args, "--json"], cwd=bundle,
+                              env=env, capture_output=True, text=True, timeout=100)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    assert runner("health")["ok"] is True  # outputs equal the reference
+    measured = runner("measure", "--frames", "24", "--warmup", "2")
+    assert measured["frames"] == 24 and measured["throughput_fps"] > 0
+
+
+def test_a_stage_that_cannot_batch_is_refused_at_build(model: Path, tmp_path: Path):
+    graph = api.load_model(model)
+    n = len(graph.layers)
+    native = PlanConfig("plan", (StageConfig("stage0", 0, n, cpus=(0,), batch=2),), {}, {})
+    with pytest.raises(InputError, match="batches 2 frames"):
+        build_bundle(BuildInput("sq", "local", "linux", (native,)), graph, model,
+                     tmp_path / "bundle")
+
+
+def test_a_batched_lockfile_runs_with_verified_outputs(model: Path):
+    plan = _plan(model, "throughput")
+    best = max((n for n, b in plan.baselines.items() if b.stages),
+               key=lambda n: plan.baselines[n].predicted.throughput_fps or 0.0)
+    graph = api.load_model(model)
+    base = plan.baselines[best]
+    entry = Entry("b", [s.model_copy(update={"batch": 2}) for s in base.stages],
+                  [c for s in base.stages for c in s.choices], base.predicted)
+    batched = as_plan(plan, graph, entry, Decision(measured=True, target="local"))
+    path = model.parent / "batched.plan.json"
+    path.write_text(dumps(batched.model_dump(mode="json")))
+    assert json.loads(path.read_text())["stages"][0]["batch"] == 2
+    report = api.run_plan(path, RunRequest(frames=12, warmup=2, verify=True))
+    assert report.max_rel_error is not None and report.max_rel_error < 1e-4

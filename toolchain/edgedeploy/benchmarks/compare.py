@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy import execute
 from edgedeploy.benchmarks import systems
 from edgedeploy.errors import InputError
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import random_inputs
+from edgedeploy.schemas.plan import Plan
 
 
 @dataclass
@@ -101,16 +101,11 @@ def bench(source: str | Path, request: BenchRequest,
 
 
 def _systems(graph: ir.Graph, model_path: Path, doc: dict[str, Any]) -> list[systems.System]:
-    from edgedeploy.runtime.stages import plan_stage_io
+    from edgedeploy.planner.api import stage_plans
 
-    cuts = [s["start"] for s in doc["stages"][1:]]
-    ios = plan_stage_io(graph, cuts)
-    plans = [execute.stage_from_io(io=io, cpus=tuple(s["cpus"]), replicas=s["replicas"],
-                                   name=s["name"], engine=s.get("engine", "native"),
-                                   device_id=s.get("device_id") or 0)
-             for io, s in zip(ios, doc["stages"], strict=True)]
-    choices = {layer["name"]: layer["choice"] for layer in doc["layers"]}
-    out = [systems.pipelined("edgedeploy", _describe(doc), graph, plans, choices, model_path)]
+    plan = Plan.model_validate(doc)  # the plan as the runner runs it: the one conversion
+    out = [systems.pipelined("edgedeploy", _describe(doc), graph, stage_plans(plan, graph),
+                             plan.choices, model_path)]
     if graph.source.get("format") == "onnx":
         out += [systems.ort_default(model_path), systems.ort_replicas(graph, model_path)]
     else:
@@ -120,7 +115,8 @@ def _systems(graph: ir.Graph, model_path: Path, doc: dict[str, Any]) -> list[sys
 
 
 def _describe(doc: dict[str, Any]) -> str:
-    parts = [f"{s['cluster']}:{s['cores']}x{s['replicas']}" for s in doc["stages"]]
+    parts = [f"{s['cluster']}:{s['cores']}x{s['replicas']}"
+             + (f" batch {s['batch']}" if s.get("batch", 1) > 1 else "") for s in doc["stages"]]
     return f"planned: {len(doc['stages'])} stage(s) " + " | ".join(parts)
 
 
@@ -148,7 +144,8 @@ def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Gra
         "predicted_throughput_fps": doc["predicted"]["throughput_fps"],
         "decision": doc.get("decision"),
         "prediction_error": (doc["predicted"]["throughput_fps"] - ours) / ours if ours else None,
-        "plan": {"stages": [{k: s.get(k) for k in ("name", "cluster", "cores", "replicas",
-                                                   "cpus", "engine", "engines", "primitive_mix")}
+        "plan": {"stages": [{k: s.get(k, 1 if k == "batch" else None)
+                             for k in ("name", "cluster", "cores", "replicas", "batch", "cpus",
+                                       "engine", "engines", "primitive_mix")}
                             for s in doc["stages"]]},
     }

@@ -237,9 +237,9 @@ def refined_document(doc: dict[str, Any], ctx, res: SearchResult, simulated: boo
             ids = [gpu_feeder(ctx.target)]
             if measured is not None and not simulated:
                 extra["verified"] = True  # a measurement on the board ran it
-        stages.append(plan_stage(k, io, s.cluster, s.cores, s.replicas, ids, mine, gpu,
-                                 predicted_ms=pred["stage_ms"][k], measured_ms=measured,
-                                 **extra))
+        stage = plan_stage(k, io, s.cluster, s.cores, s.replicas, ids, mine, gpu,
+                           predicted_ms=pred["stage_ms"][k], measured_ms=measured, **extra)
+        stages.append(stage.model_copy(update={"batch": s.batch}))
         layers += plan_layers(ctx.graph, k, s.start, mine, ctx.stage_prediction(cand, s)[0])
     predicted = plan.predicted.model_copy(update={
         "throughput_fps": pred["throughput_fps"], "latency_ms": pred["latency_ms"],

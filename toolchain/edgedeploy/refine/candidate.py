@@ -26,6 +26,10 @@ class StageConf:
     cluster: str
     cores: int
     replicas: int = 1
+    #: Frames per call (micro-batching, chosen by measure-to-decide). The operators build their
+    #: neighbours unbatched; the seed keeps the measured plan's batch, so it is measured as
+    #: deployed.
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,8 @@ class Candidate:
     @property
     def key(self) -> str:
         """Canonical text identity (the measurement cache's key)."""
-        st = ";".join(f"{s.start}-{s.stop}@{s.cluster}:{s.cores}x{s.replicas}" for s in self.stages)
+        st = ";".join(f"{s.start}-{s.stop}@{s.cluster}:{s.cores}x{s.replicas}"
+                      + (f"b{s.batch}" if s.batch > 1 else "") for s in self.stages)
         return st + "|" + ",".join(self.choices)
 
     def with_stages(self, stages: Sequence[StageConf]) -> Candidate:
@@ -115,6 +120,10 @@ class Space:
             for i in range(max(0, s.start), min(s.stop, self.n_layers)):
                 if cand.choices[i] not in self.options_on(i, s.cluster):
                     out.append(f"layer {i}: {cand.choices[i]!r} cannot run on {s.cluster}")
+            if s.batch > 1 and (s.cluster == GPU or any(
+                    c != ONNXRUNTIME for c in cand.choices[s.start:s.stop])):
+                out.append(f"stage {k}: batches {s.batch} frames, so every layer must run "
+                           "in onnxruntime on a CPU")
         if expect != self.n_layers:
             out.append(f"stages cover {expect} of {self.n_layers} layers")
         for cl, n in used.items():
@@ -149,7 +158,8 @@ class Space:
                 ) -> dict[str, Any]:
         """The runner's ``--config-json`` plan object for this candidate."""
         stages = [{"name": f"stage{k}", "start": s.start, "stop": s.stop, "cpus": ids,
-                   "replicas": s.replicas, "cluster": s.cluster, "cores": s.cores}
+                   "replicas": s.replicas, "cluster": s.cluster, "cores": s.cores,
+                   **({"batch": s.batch} if s.batch > 1 else {})}
                   for k, (s, ids) in enumerate(zip(cand.stages, self.cpus(cand), strict=True))]
         return {"stages": stages, "choices": dict(zip(self.layer_names, cand.choices,
                                                       strict=True)),
@@ -167,9 +177,11 @@ def internal_choice(choice: str) -> str:
 
 def from_stages(space: Space, stages: Sequence[dict[str, Any]], choices: Sequence[str]
                 ) -> Candidate:
-    """A candidate from plan-document stage entries (``start, stop, cluster, cores, replicas``)."""
+    """A candidate from plan-document stage entries (``start, stop, cluster, cores, replicas``,
+    ``batch``)."""
     return Candidate(tuple(StageConf(int(s["start"]), int(s["stop"]), str(s["cluster"]),
-                                     int(s["cores"]), int(s.get("replicas", 1)))
+                                     int(s["cores"]), int(s.get("replicas", 1)),
+                                     int(s.get("batch", 1)))
                            for s in stages), tuple(choices))
 
 

@@ -32,7 +32,8 @@ test-fast: install
 	$(BIN)/python -m pytest -q -x -m "not slow" --ignore=tests/bench tests
 
 # The main job end to end on this host: zoo model -> plan -> build -> push (local directory
-# transport) -> health check -> stop -> measured throughput beside onnxruntime's (the runner is
+# transport) -> health check -> three images through the deployed runner (its Unix socket, the
+# manifest's io.preprocess) -> stop -> measured throughput beside onnxruntime's (the runner is
 # stopped first so it does not compete with the benchmark for the cores).
 demo: install
 	@mkdir -p $(DEMO)
@@ -43,6 +44,7 @@ demo: install
 	$(ED) plan plans/demo.yaml
 	$(ED) push -m plans/demo.yaml --target local
 	$(ED) status -m plans/demo.yaml --target local
+	$(ED) infer -m plans/demo.yaml --target local plans/frames
 	$(ED) stop -m plans/demo.yaml --target local
 	$(ED) bench plans/demo.yaml --target local --frames 200
 

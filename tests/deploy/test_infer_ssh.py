@@ -59,6 +59,9 @@ def test_push_then_infer_over_ssh_equals_onnxruntime(manifest, tmp_path, capsys)
         assert main(["status", *m, "--json"]) == 0
         (row,) = json.loads(capsys.readouterr().out)["hosts"]
         assert [a.split("://")[0] for a in row["runner"]["io"]["listen"]] == ["unix"]
+        assert main(["status", *m]) == 0  # the table says where the runner listens
+        out = capsys.readouterr().out
+        assert "io edge" in out and "runner.sock" in out and "served" in out
     finally:
         main(["stop", *m])
     capsys.readouterr()

@@ -83,6 +83,11 @@ def status_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
                    else "-", _health(r), *_runner(r)] for r in rows])
     from rich.markup import escape
 
+    served = [r for r in rows if (r.get("runner") or {}).get("io")]
+    if served:  # what the runner serves: where it listens and whom
+        output.table(f"io {target}", ["host", "source", "listen", "clients", "served",
+                                      "rejected", "refused"],
+                     [[r["host"], *_io(r["runner"]["io"])] for r in served])
     for r in rows:
         note = (r.get("runner") or {}).get("power_note")
         if note:  # why power is null (or partial): said once per host, under the table
@@ -91,6 +96,13 @@ def status_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
         if switches:
             output.table(f"{r['host']}: plan switches (runtime manager)", columns, switches)
     rows.raise_for_status()  # every host is shown first; the worst one sets the exit code
+
+
+def _io(io: dict[str, Any]) -> list[Any]:
+    """The runner's io block: its source, listen addresses and client counters (``-``: none)."""
+    listen = io.get("listen")
+    return [io.get("source", "-"), ", ".join(listen) if listen else "-",
+            *(io.get(k, "-") for k in ("clients", "served", "rejected", "refused"))]
 
 
 def _runner(row: dict[str, Any]) -> list[Any]:

@@ -197,3 +197,33 @@ def test_pipeline_stages_hand_integer_tensors_through_rings_of_their_own_type(mo
     report = execute.run_stages(graph, stages, choices, request, model_path=path)
     assert report.reference == "onnxruntime"
     assert report.max_rel_error is not None and report.max_rel_error <= 1e-5
+
+
+def test_the_board_runner_hands_integer_tensors_through_rings_of_their_own_type(
+        models, tmp_path) -> None:
+    """The same split deployed as a bundle: the runner on the board sizes its rings by the
+    boundary's element type too (float32 rings refused the int32 tensor), and its health check
+    matches the reference outputs."""
+    import json
+    import subprocess
+    import sys
+
+    from edgedeploy.generator import BuildInput, PlanConfig, StageConfig, build_bundle
+
+    path = models["dynamic"]
+    graph = load_model(path)
+    cut = next(k for k in range(1, len(graph.layers)) if  # a float32 ring cannot hold int32
+               "int32" in {graph.tensors[t].dtype for t in plan_stage_io(graph, [k])[0].outputs})
+    n = len(graph.layers)
+    choices = execute.resolve_choices(graph, "onnxruntime")
+    plan = PlanConfig("plan", (StageConfig("stage0", 0, cut, cpus=(0,)),
+                               StageConfig("stage1", cut, n, cpus=(0,))), choices, {})
+    root = build_bundle(BuildInput("q", "local", "linux", (plan,)), graph, path,
+                        tmp_path / "bundle").root
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "EDGEDEPLOY_STATE_DIR": str(tmp_path)}
+    for args in (["health", "--json"], ["measure", "--frames", "4", "--json"]):
+        proc = subprocess.run([sys.executable, "-I", "main.py", *args], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert report.get("ok", True) is True

@@ -24,6 +24,7 @@ from edgedeploy.runtime.stages import (
     GraphStage,
     SegmentKey,
     StageIO,
+    ring_dtype,
     segment_key,
     segments_needed,
 )
@@ -228,15 +229,6 @@ def stateful_reference(graph: ir.Graph, frames: Sequence[Mapping[str, np.ndarray
 
 
 # --- stages ------------------------------------------------------------------------------------
-def tensor_dtype(graph: ir.Graph, name: str) -> str:
-    """A boundary tensor's element type as the rings carry it: integer types as the IR has
-    them (uint8/int8/int32 in quantized graphs), float32 for every float tensor (the executor
-    computes floats in float32)."""
-    info = graph.tensors.get(name)
-    dtype = np.dtype(info.dtype) if info is not None and info.dtype else np.dtype(np.float32)
-    return "float32" if dtype.kind == "f" else str(dtype)
-
-
 def build_graph_stage(graph: ir.Graph, stage: StageConfig, choices: Mapping[str, str],
                       segments: SegmentMap) -> GraphStage:
     """Pipeline factory (module-level so spawn can pickle it): the stage's callable, built in the
@@ -250,7 +242,7 @@ def stage_specs(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[
     from edgedeploy.runtime.pipeline import StageSpec, TensorSpec
 
     def specs(names: Sequence[str]) -> tuple:
-        return tuple(TensorSpec(graph.shape(t), tensor_dtype(graph, t)) for t in names)
+        return tuple(TensorSpec(graph.shape(t), ring_dtype(graph, t)) for t in names)
 
     out = []
     for k, sp in enumerate(plans):

@@ -16,7 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.affinity import available_cpus, limit_blas_threads, pin_process
-from edgedeploy.runtime.stages import GraphStage, StageIO, plan_stage_io, segment_key
+from edgedeploy.runtime.stages import (
+    GraphStage,
+    StageIO,
+    plan_stage_io,
+    ring_dtype,
+    segment_key,
+)
 from edgedeploy.runtime.vocab import ONNXRUNTIME
 
 #: Frames and warm-up of one replica throughput run (as the host's calibration runs them).
@@ -70,8 +76,10 @@ def replica_fps(graph: ir.Graph, onnx_path: str, cpus: Sequence[int], replicas: 
     frame = [feeds[t] for t in io.inputs]
     spec = StageSpec(name="replicas", cpus=tuple(cpus), replicas=replicas,
                      factory=whole_model_stage, factory_args=(graph, io, choices, segments),
-                     inputs=tuple(TensorSpec(graph.shape(t)) for t in io.inputs),
-                     outputs=tuple(TensorSpec(graph.shape(t)) for t in io.outputs))
+                     inputs=tuple(TensorSpec(graph.shape(t), ring_dtype(graph, t))
+                                  for t in io.inputs),
+                     outputs=tuple(TensorSpec(graph.shape(t), ring_dtype(graph, t))
+                                   for t in io.outputs))
     with Pipeline([spec]) as pipe:
         result = pipe.run(lambda _k: frame, REPLICA_FRAMES, warmup=REPLICA_WARMUP,
                           keep_outputs="none")

@@ -26,6 +26,7 @@ from edgedeploy.runtime.stages import (
     SegmentKey,
     StageIO,
     boundary_tensors,
+    ring_dtype,
     segment_key,
     segments_needed,
 )
@@ -353,6 +354,8 @@ def stage_specs(cfg: RunnerConfig, graph: ir.Graph, plan: PlanConfig,
         specs.append(StageSpec(
             name=st.name, cpus=cpus, replicas=st.replicas, factory=build_stage,
             factory_args=(str(cfg.root), config_path, st, dict(plan.choices)), batch=st.batch,
-            inputs=tuple(TensorSpec(tensor_shape(graph, t)) for t in st.inputs),
-            outputs=tuple(TensorSpec(tensor_shape(graph, t)) for t in st.outputs)))
+            inputs=tuple(TensorSpec(tensor_shape(graph, t), ring_dtype(graph, t))
+                         for t in st.inputs),
+            outputs=tuple(TensorSpec(tensor_shape(graph, t), ring_dtype(graph, t))
+                          for t in st.outputs)))
     return specs

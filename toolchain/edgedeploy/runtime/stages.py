@@ -86,6 +86,15 @@ class GraphStage:
         return [env[t] for t in self.io.outputs]
 
 
+def ring_dtype(graph: ir.Graph, name: str) -> str:
+    """A boundary tensor's element type as the rings carry it: integer types as the IR has
+    them (uint8/int8/int32 in quantized graphs), float32 for every float tensor (the executor
+    computes floats in float32). One rule for a pipeline on the host and the board's runner."""
+    info = graph.tensors.get(name)
+    dtype = np.dtype(info.dtype) if info is not None and info.dtype else np.dtype(np.float32)
+    return "float32" if dtype.kind == "f" else str(dtype)
+
+
 def batchable(graph: ir.Graph, start: int, stop: int, choices: Mapping[str, str]) -> bool:
     """Can layers ``[start, stop)`` run several frames per call? Only inside CPU engines'
     ONNX segments, which take a free leading batch axis (native kernels are built per shape),

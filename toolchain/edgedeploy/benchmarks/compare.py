@@ -104,7 +104,7 @@ def _systems(graph: ir.Graph, model_path: Path, doc: dict[str, Any]) -> list[sys
     from edgedeploy.planner.api import stage_plans
 
     plan = Plan.model_validate(doc)  # the plan as the runner runs it: the one conversion
-    out = [systems.pipelined("edgedeploy", _describe(doc), graph, stage_plans(plan, graph),
+    out = [systems.pipelined("edgedeploy", _describe(plan), graph, stage_plans(plan, graph),
                              plan.choices, model_path)]
     if graph.source.get("format") == "onnx":
         out += [systems.ort_default(model_path), systems.ort_replicas(graph, model_path)]
@@ -114,10 +114,10 @@ def _systems(graph: ir.Graph, model_path: Path, doc: dict[str, Any]) -> list[sys
     return out
 
 
-def _describe(doc: dict[str, Any]) -> str:
-    parts = [f"{s['cluster']}:{s['cores']}x{s['replicas']}"
-             + (f" batch {s['batch']}" if s.get("batch", 1) > 1 else "") for s in doc["stages"]]
-    return f"planned: {len(doc['stages'])} stage(s) " + " | ".join(parts)
+def _describe(plan: Plan) -> str:
+    parts = [f"{s.cluster}:{s.cores}x{s.replicas}" + (f" batch {s.batch}" if s.batch > 1 else "")
+             for s in plan.stages]
+    return f"planned: {len(plan.stages)} stage(s) " + " | ".join(parts)
 
 
 def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Graph

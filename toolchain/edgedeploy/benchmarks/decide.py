@@ -89,20 +89,19 @@ def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST, *,
                        engine=s.engine, device_id=s.device_id, fp16=s.fp16, batch=s.batch)
            for s in plan.stages]
     out = [Entry("plan", own, choices, plan.predicted)]
-    seen = {json.dumps([p.model_dump() for p in own], sort_keys=True)}
+    #: each configuration once: its canonical text -> the entry that measures it
+    seen = {json.dumps([p.model_dump() for p in own], sort_keys=True): out[0]}
 
     def add(name: str, stages: list[ParetoStage], predicted: Predicted,
             baseline: bool = False) -> bool:
         key = json.dumps([p.model_dump() for p in stages], sort_keys=True)
         if key in seen:
-            if baseline:  # the plan or a Pareto point that is a baseline's configuration
-                for e in out:
-                    if json.dumps([p.model_dump() for p in e.stages], sort_keys=True) == key:
-                        e.baseline = True
+            # the plan or a Pareto point that is a baseline's configuration
+            seen[key].baseline = seen[key].baseline or baseline
             return False
-        seen.add(key)
-        out.append(Entry(name, stages, [c for s in stages for c in s.choices], predicted,
-                         baseline))
+        seen[key] = Entry(name, stages, [c for s in stages for c in s.choices], predicted,
+                          baseline)
+        out.append(seen[key])
         return True
 
     ranked = sorted(enumerate(plan.pareto),

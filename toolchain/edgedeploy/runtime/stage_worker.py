@@ -101,8 +101,7 @@ def stage_main(spec_blob: bytes, replica: int, replicas: int, cpus: tuple[int, .
             conn.send(("ready", {"pid": os.getpid(), "replica": replica, "spin_us": spin_s * 1e6,
                                  "cpus": sorted(os.sched_getaffinity(0))
                                  if hasattr(os, "sched_getaffinity") else []}))
-            _serve(fn, replica, replicas, ins, outs, conn, stats_capacity,
-                   getattr(spec, "batch", 1))
+            _serve(fn, replica, replicas, ins, outs, conn, stats_capacity, spec.batch)
     except _ParentGone:
         pass
     finally:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.runtime import wire
+from edgedeploy.runtime import frame_slots, wire
 from edgedeploy.runtime.bridge import connect_unix
 from edgedeploy.runtime.wire import (
     FrameRejectedError,
@@ -71,13 +71,18 @@ class Client:
     uses a client; open several clients for several threads."""
 
     def __init__(self, stream: Any, *, token: str | None = None, window: int = DEFAULT_WINDOW,
-                 label: str = "service") -> None:
+                 label: str = "service", slots: bool = False) -> None:
         self._stream = stream
         self.label = label
         self._next_index = 0
         self._closed = False
+        self._slots: frame_slots.Slots | None = None
+        #: Free slots, the last freed on top: one frame at a time reuses one slot, which stays
+        #: in the caches (rotating through every slot costs a cold copy each way).
+        self._free_slots: list[int] = []
+        self._slot_of: dict[int, int] = {}  # frame index -> its slot, until answered
         try:
-            self._hello(token, window)
+            self._hello(token, window, slots)
         except BaseException:
             self.close()
             raise
@@ -85,8 +90,10 @@ class Client:
     # -- connecting -------------------------------------------------------------------------
     @classmethod
     def unix(cls, path: str | os.PathLike[str], *, window: int = DEFAULT_WINDOW,
-             timeout: float | None = 10.0) -> Client:
-        """The runner on this machine, through its Unix socket."""
+             timeout: float | None = 10.0, slots: bool = True) -> Client:
+        """The runner on this machine, through its Unix socket. With ``slots`` (the default)
+        frames and results travel through memory shared with the runner where the platform
+        allows it (:mod:`edgedeploy.runtime.frame_slots`); the socket carries their numbers."""
         path = os.fspath(Path(path).expanduser())
         try:
             sock = connect_unix(path, timeout)
@@ -94,7 +101,7 @@ class Client:
             raise ServiceUnavailableError(
                 f"no runner serves on {path}: {exc.strerror or exc}",
                 hint="is the runner started with io.source client? (edgedeploy status)") from None
-        return cls(sock, window=window, label=f"unix://{path}")
+        return cls(sock, window=window, label=f"unix://{path}", slots=slots)
 
     @classmethod
     def tcp(cls, host: str, port: int, *, token: str | None = None,
@@ -134,14 +141,22 @@ class Client:
             return cls.tcp(where, port, token_file=token_file, window=window)
         return cls.unix(where, window=window)
 
-    def _hello(self, token: str | None, window: int) -> None:
+    def _hello(self, token: str | None, window: int, slots: bool) -> None:
         hello: dict[str, Any] = {"protocol": wire.PROTOCOL, "window": int(window),
                                  "client": "edgedeploy.client"}
         if token is not None:
             hello["token"] = token
+        slots = slots and frame_slots.supported() and isinstance(self._stream, socket.socket) \
+            and self._stream.family == socket.AF_UNIX
+        if slots:
+            hello["slots"] = True
+        fds: list[int] = []
         try:
             self._send([wire.control(wire.HELLO, hello)])
-            kind, body = self._read(wire.MAX_CONTROL_BYTES)
+            if slots:
+                kind, body, fds = self._read_fds()
+            else:
+                kind, body = self._read(wire.MAX_CONTROL_BYTES)
         except ServiceError as exc:  # nothing answered: no service there
             raise ServiceUnavailableError(
                 exc.message, hint="is the runner serving (io.source client)? see "
@@ -156,8 +171,28 @@ class Client:
         self.outputs = [TensorDesc.from_dict(d) for d in data.get("outputs") or []]
         self.window = max(1, int(data.get("window") or 1))
         self.max_frame_bytes = int(data.get("max_frame_bytes") or 0)
+        self._attach_slots(data.get("slots"), fds)
         wire.size_buffers(self._stream, max(sum(t.nbytes for t in self.inputs),
                                             sum(t.nbytes for t in self.outputs)))
+
+    def _attach_slots(self, granted: Any, fds: list[int]) -> None:
+        """Map the frame slots the WELCOME granted (the descriptor came with it); without one
+        (the socket was forwarded by another process), frames go inline."""
+        for fd in fds[1:]:
+            os.close(fd)
+        if not fds:
+            return
+        layout = frame_slots.SlotLayout(self.window, tuple(self.inputs), tuple(self.outputs))
+        if isinstance(granted, Mapping) and layout.matches(dict(granted)):
+            self._slots = frame_slots.Slots.attach(layout, fds[0])
+            self._free_slots = list(range(layout.count))[::-1]
+        else:
+            os.close(fds[0])
+
+    @property
+    def shared_memory(self) -> bool:
+        """Frames travel through shared memory (frame slots), not the socket."""
+        return self._slots is not None
 
     def _refusal(self, data: Mapping[str, Any]) -> ServiceError:
         code, message = str(data.get("code")), str(data.get("message"))
@@ -231,11 +266,27 @@ class Client:
         self._check_open()
         arrays = self.prepare(frame)
         index = self._next_index
-        self._send(wire.tensor_parts(wire.FRAME, index, arrays))
+        slots = self._slots
+        if slots is not None and self._free_slots:
+            slot = self._free_slots.pop()
+            self._slot_of[index] = slot
+            for view, arr in zip(slots.inputs(slot), arrays, strict=True):
+                np.copyto(view, arr)
+            self._send([wire.slot_message(wire.SLOT_FRAME, index, slot)])
+        else:
+            self._send(wire.tensor_parts(wire.FRAME, index, arrays))
         self._next_index += 1
         return index
 
     def _answer(self, index: int) -> list[np.ndarray]:
+        slot = self._slot_of.pop(index, None)
+        try:
+            return self._answer_frame(index, slot)
+        finally:  # answered or failed, the frame no longer needs its slot
+            if slot is not None:
+                self._free_slots.append(slot)
+
+    def _answer_frame(self, index: int, slot: int | None) -> list[np.ndarray]:
         kind, body = self._read(MAX_RESULT_BYTES)
         if kind == wire.ERROR:
             data = wire.parse_control(body)
@@ -250,9 +301,16 @@ class Client:
                 raise ProtocolError(f"{self.label}: an error for frame {data.get('index')} "
                                     f"while frame {index} was due")
             raise FrameRejectedError(f"frame {index}: {message}", index=index, code=code)
-        if kind != wire.RESULT:
+        if kind == wire.SLOT_RESULT and self._slots is not None:
+            got, in_slot = wire.parse_slot(body, self._slots.count)
+            if in_slot != slot:
+                raise ProtocolError(f"{self.label}: frame {got}'s result in slot {in_slot}, "
+                                    f"not {slot}")
+            outs = [np.array(v) for v in self._slots.outputs(in_slot)]  # the slot is reused
+        elif kind == wire.RESULT:
+            got, outs = wire.parse_tensors(body)
+        else:
             raise ProtocolError(f"{self.label}: expected a RESULT, got {wire.TYPES[kind]}")
-        got, outs = wire.parse_tensors(body)
         if got != index:
             raise ProtocolError(f"{self.label}: result for frame {got} while {index} was due")
         return outs
@@ -267,8 +325,19 @@ class Client:
                                f"{exc.strerror or exc}{self._eof_reason()}") from None
 
     def _read(self, limit: int) -> tuple[int, bytearray]:
-        try:
+        with self._reading():
             return wire.read_message(self._stream, limit)
+
+    def _read_fds(self) -> tuple[int, bytearray, list[int]]:
+        """The next (control) message and the descriptors passed with it."""
+        with self._reading():
+            return wire.read_message_fds(self._stream, wire.MAX_CONTROL_BYTES)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A failed read closes the client and says why."""
+        try:
+            yield
         except EOFError:
             self.close()
             raise ServiceError(f"{self.label} closed the connection{self._eof_reason()}",
@@ -290,6 +359,7 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        self._slots = None
         with contextlib.suppress(OSError):
             self._stream.close()
 

@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import connection
 from typing import Any
@@ -309,9 +309,13 @@ class Pipeline:
             ring.publish(slot, self._submitted, -1, flag)
 
     # -- frames out ---------------------------------------------------------------------------
-    def get(self, timeout: float | None = None, copy: bool = True
+    def get(self, timeout: float | None = None, copy: bool = True,
+            sink: Callable[[list[np.ndarray]], object] | None = None
             ) -> tuple[int, list[np.ndarray] | None]:
-        """The next result in submission order: ``(seq, outputs)``; raises StageError on failure."""
+        """The next result in submission order: ``(seq, outputs)``; raises StageError on failure.
+        ``sink`` gets views of the outputs while they are still in the ring (it copies what it
+        keeps: one copy fewer for a caller that writes them somewhere anyway); outputs are then
+        None, as with ``copy=False``."""
         index = self._collected
         if index >= self._submitted and not self._feeding:
             raise ExecutionError("get() with no frame in flight: submit() one first")
@@ -328,13 +332,19 @@ class Pipeline:
         if not flags & shm.DATA or got != index:
             self._fail(ExecutionError(f"ring order broken: expected frame {index}, got {got} "
                                       f"(flags {flags})"))
-        outs = [np.array(v) for v in ring.tensors(slot)] if copy else None
-        now = time.perf_counter()
-        self._collected += 1
-        ring.release(slot)
-        t_sub = self._t_submit.pop(index, now)
-        if not flags & shm.WARMUP:
-            self._record_result(t_sub, now)
+        outs = None
+        try:  # a failing sink still frees the slot: the frame counts as collected
+            if sink is not None:
+                sink(ring.tensors(slot))
+            elif copy:
+                outs = [np.array(v) for v in ring.tensors(slot)]
+        finally:
+            now = time.perf_counter()
+            self._collected += 1
+            ring.release(slot)
+            t_sub = self._t_submit.pop(index, now)
+            if not flags & shm.WARMUP:
+                self._record_result(t_sub, now)
         return seq, outs
 
     def results(self, n: int | None = None) -> Iterator[tuple[int, list[np.ndarray] | None]]:

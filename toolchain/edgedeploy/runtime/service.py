@@ -15,6 +15,9 @@ token is never logged). Every client gets two threads:
   result itself when it is next in line and the socket takes it at once (the common case), so
   a frame crosses no thread hand-off but the pipeline's own; the writer sends the rest.
 
+A client on this machine may ask for frame slots (frame_slots.py): its frames and results then
+lie in memory shared with that client alone, and only their slot numbers cross the socket.
+
 A client that disconnects loses its own unanswered frames, nobody else's.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import itertools
+import os
 import socket
 import sys
 import threading
@@ -34,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.runtime import wire
+from edgedeploy.runtime import frame_slots, wire
 from edgedeploy.runtime.listeners import Listener, listen_tcp, listen_unix
 
 __all__ = ["Listener", "Request", "Service", "ServiceSpec", "Session", "listen_tcp", "listen_unix"]
@@ -108,17 +112,20 @@ class Request:
         return self.session.open
 
     def complete(self, outputs: Sequence[np.ndarray]) -> None:
+        """Answer with ``outputs`` (views the caller may reuse once this returns)."""
         self.session.service.served += 1  # only the feed's collecting thread completes
-        self.session.answer(self.entry, wire.tensor_parts(wire.RESULT, self.entry.index, outputs))
+        self.session.answer(self.entry, self.session.result_parts(self.entry, outputs))
 
 
 class _Entry:
-    """A client's frame awaiting its answer (``parts``), in the client's order."""
+    """A client's frame awaiting its answer (``parts``), in the client's order; ``slot`` when
+    its inputs came in a frame slot (and its outputs go back in it)."""
 
-    __slots__ = ("fatal", "index", "parts")
+    __slots__ = ("fatal", "index", "parts", "slot")
 
-    def __init__(self, index: int | None) -> None:
+    def __init__(self, index: int | None, slot: int | None = None) -> None:
         self.index = index
+        self.slot = slot
         self.parts: list[bytes | memoryview] | None = None
         self.fatal = False
 
@@ -142,6 +149,8 @@ class Session:
         self.admitted = False
         self.window = service.spec.window
         self.frames = 0
+        self.slots: frame_slots.Slots | None = None
+        self._busy: set[int] = set()  # slots holding a frame not yet answered
 
     def start(self) -> None:
         threading.Thread(target=self._read_loop, name=f"edgedeploy-client{self.number}-in",
@@ -162,10 +171,13 @@ class Session:
                     self._fatal("too_large", f"{exc}; the model takes "
                                 f"{sum(t.nbytes for t in self.service.spec.inputs)} bytes a frame")
                     break
-                if kind != wire.FRAME:
+                if kind == wire.SLOT_FRAME and self.slots is not None:
+                    self._on_slot_frame(self._receive(size), self.slots)
+                elif kind == wire.FRAME:
+                    self._on_frame(self._receive(size))
+                else:
                     self._fatal("protocol", f"expected a FRAME, got {wire.TYPES[kind]}")
                     break
-                self._on_frame(self._receive(size))
         except wire.ProtocolError as exc:
             self._fatal("protocol", str(exc))
         except (OSError, EOFError):
@@ -221,8 +233,34 @@ class Session:
         except (TypeError, ValueError):
             self.window = spec.window
         self.sock.settimeout(None)
-        wire.send_parts(self.sock, [wire.control(wire.WELCOME, spec.welcome(self.window))])
+        welcome = spec.welcome(self.window)
+        fds = self._grant_slots(welcome) if hello.get("slots") is True else []
+        try:
+            message = wire.control(wire.WELCOME, welcome)
+            if fds:
+                socket.send_fds(self.sock, [message], fds)
+            else:
+                wire.send_parts(self.sock, [message])
+        finally:
+            for fd in fds:
+                os.close(fd)
         return True
+
+    def _grant_slots(self, welcome: dict[str, Any]) -> list[int]:
+        """Frame slots for a client on this machine (a Unix socket), when the platform has
+        them; the descriptor goes with the WELCOME. Without them the client sends FRAMEs."""
+        if self.sock.family != socket.AF_UNIX or not frame_slots.supported():
+            return []
+        spec = self.service.spec
+        layout = frame_slots.SlotLayout(self.window, spec.inputs, spec.outputs)
+        try:
+            self.slots, fd = frame_slots.Slots.create(layout)
+        except OSError as exc:
+            self.service.log(f"client {self.peer}: no frame slots ({exc.strerror or exc}); "
+                             "frames go through the socket")
+            return []
+        welcome["slots"] = layout.to_dict()
+        return [fd]
 
     def _refuse(self, code: str, message: str) -> bool:
         self.service.refused += 1
@@ -243,6 +281,37 @@ class Session:
             return
         self.frames += 1
         self.service.dispatch(Request(self, entry, arrays, time.perf_counter()))
+
+    def _on_slot_frame(self, body: memoryview, slots: frame_slots.Slots) -> None:
+        index, slot = wire.parse_slot(body, slots.count)
+        entry = _Entry(index, slot)
+        with self._cond:
+            if slot in self._busy:
+                raise wire.ProtocolError(f"frame {index} in slot {slot}, which still holds an "
+                                         "unanswered frame")
+            self._busy.add(slot)
+            self._pending.append(entry)
+        self.frames += 1
+        self.service.dispatch(Request(self, entry, slots.inputs(slot), time.perf_counter()))
+
+    def result_parts(self, entry: _Entry, outputs: Sequence[np.ndarray]
+                     ) -> list[bytes | memoryview]:
+        """A frame's answer: its outputs written into its slot when it came in one (and they
+        have the advertised shapes), else a RESULT carrying them."""
+        slots, slot = self.slots, entry.slot
+        if slot is not None and slots is not None and entry.index is not None:
+            views = slots.outputs(slot)
+            fits = len(views) == len(outputs) and all(
+                v.shape == np.shape(o) and v.dtype == np.asarray(o).dtype
+                for v, o in zip(views, outputs, strict=False))
+            with self._cond:
+                self._busy.discard(slot)
+            if fits:
+                for v, o in zip(views, outputs, strict=True):
+                    np.copyto(v, o)
+                return [wire.slot_message(wire.SLOT_RESULT, entry.index, slot)]
+        owned = [np.array(o) for o in outputs]  # the answer may wait for the writer thread
+        return wire.tensor_parts(wire.RESULT, entry.index, owned)  # type: ignore[arg-type]
 
     def _fatal(self, code: str, message: str) -> None:
         """Answer what was accepted, then this error, then close (through the writer)."""
@@ -323,6 +392,7 @@ class Session:
     def _close(self) -> None:
         with self._cond:
             was_open, self.open = self.open, False
+            self.slots = None  # unmapped when the last view of it goes
             self._cond.notify_all()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)

@@ -16,14 +16,21 @@ Every message (integers big-endian)::
 
     u32 length   bytes that follow (type + body); a receiver refuses a length above its limit
                  before reading the body
-    u8  type     HELLO 1, WELCOME 2, FRAME 3, RESULT 4, ERROR 5
+    u8  type     HELLO 1, WELCOME 2, FRAME 3, RESULT 4, ERROR 5, SLOT_FRAME 6, SLOT_RESULT 7
     body
 
 * HELLO, the client's first message: JSON ``{"protocol": 1, "window": W, "client": "...",
-  "token": "..."}`` (``token`` only for TCP listeners; compared in constant time, never logged).
+  "token": "...", "slots": true}`` (``token`` only for TCP listeners; compared in constant time,
+  never logged. ``slots`` only from a client on the runner's machine, over its Unix socket).
 * WELCOME, the server's answer to a valid HELLO: JSON ``{"protocol": 1, "name": ...,
   "inputs": [{"name", "shape", "dtype"}], "outputs": [...], "window": granted,
-  "max_frame_bytes": M}``. A client learns nothing about the model before it is admitted.
+  "max_frame_bytes": M}``. A client learns nothing about the model before it is admitted. When
+  the HELLO asked for slots and the server grants them, the WELCOME also carries ``"slots":
+  {"count", "slot_bytes", "align"}`` and, as SCM_RIGHTS ancillary data on its first byte, the
+  descriptor of the shared memory file (frame_slots.py says the layout).
+* SLOT_FRAME (client) and SLOT_RESULT (server): ``u64 index, u32 slot``: the frame's inputs, or
+  its outputs, lie in that slot of the shared memory. A client that got no descriptor (a socket
+  forwarded by another process drops it) sends FRAMEs; the server answers each kind in kind.
 * FRAME (client) and RESULT (server): ``u64 index, u16 count``, then ``count`` tensors, each
   ``u8 n, dtype (n ASCII bytes: numpy's dtype.str, e.g. "<f4"), u8 ndim, ndim x u32 dims``,
   zero padding up to the next multiple of 8 bytes from the body's start, then the C-order data
@@ -44,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import struct
 from collections.abc import Sequence
@@ -56,10 +64,12 @@ from edgedeploy.runtime.errors import EdgeDeployError, ExitCode
 from edgedeploy.runtime.ir import TensorInfo
 
 PROTOCOL = 1
-HELLO, WELCOME, FRAME, RESULT, ERROR = 1, 2, 3, 4, 5
-TYPES = {HELLO: "HELLO", WELCOME: "WELCOME", FRAME: "FRAME", RESULT: "RESULT", ERROR: "ERROR"}
+HELLO, WELCOME, FRAME, RESULT, ERROR, SLOT_FRAME, SLOT_RESULT = 1, 2, 3, 4, 5, 6, 7
+TYPES = {HELLO: "HELLO", WELCOME: "WELCOME", FRAME: "FRAME", RESULT: "RESULT", ERROR: "ERROR",
+         SLOT_FRAME: "SLOT_FRAME", SLOT_RESULT: "SLOT_RESULT"}
 HEAD = struct.Struct("!IB")
 INDEX = struct.Struct("!QH")
+SLOT = struct.Struct("!QI")
 DIM = struct.Struct("!I")
 #: HELLO, WELCOME and ERROR bodies are small JSON objects.
 MAX_CONTROL_BYTES = 1 << 16
@@ -184,6 +194,21 @@ def control(kind: int, data: dict[str, Any]) -> bytes:
     return HEAD.pack(len(body) + 1, kind) + body
 
 
+def slot_message(kind: int, index: int, slot: int) -> bytes:
+    """A SLOT_FRAME or SLOT_RESULT message."""
+    return HEAD.pack(SLOT.size + 1, kind) + SLOT.pack(index, slot)
+
+
+def parse_slot(body: bytes | bytearray | memoryview, count: int) -> tuple[int, int]:
+    """``(index, slot)`` of a SLOT_FRAME or SLOT_RESULT; ``slot`` checked against ``count``."""
+    if len(body) != SLOT.size:
+        raise ProtocolError(f"a slot message has {len(body)} bytes, not {SLOT.size}")
+    index, slot = SLOT.unpack_from(body, 0)
+    if slot >= count:
+        raise ProtocolError(f"slot {slot} does not exist (there are {count})")
+    return index, slot
+
+
 def error_message(code: str, message: str, index: int | None = None) -> bytes:
     return control(ERROR, {"code": code, "message": message, "index": index,
                            "fatal": code in FATAL_CODES})
@@ -243,7 +268,11 @@ def recv_into_exact(stream: Any, view: memoryview) -> None:
 def read_head(stream: Any, limit: int) -> tuple[int, int]:
     """``(type, body length)`` of the next message; TooLarge before reading a body over
     ``limit`` (FRAME/RESULT) or over :data:`MAX_CONTROL_BYTES` (the others)."""
-    length, kind = HEAD.unpack(recv_exact(stream, HEAD.size))
+    return _head(recv_exact(stream, HEAD.size), limit)
+
+
+def _head(raw: bytes | bytearray, limit: int) -> tuple[int, int]:
+    length, kind = HEAD.unpack(raw)
     if kind not in TYPES or length < 1:
         raise ProtocolError(f"unknown message type {kind} (length {length})")
     size = length - 1
@@ -264,6 +293,29 @@ class TooLarge(ProtocolError):
 def read_message(stream: Any, limit: int) -> tuple[int, bytearray]:
     kind, size = read_head(stream, limit)
     return kind, recv_exact(stream, size)
+
+
+def read_message_fds(sock: socket.socket, limit: int, max_fds: int = 1
+                     ) -> tuple[int, bytearray, list[int]]:
+    """:func:`read_message` that also takes the descriptors passed with the message's first
+    byte (SCM_RIGHTS). The caller owns (and closes) what comes back."""
+    head = bytearray()
+    fds: list[int] = []
+    while len(head) < HEAD.size:
+        data, got, _flags, _addr = socket.recv_fds(sock, HEAD.size - len(head), max_fds)
+        fds += got
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            raise EOFError(f"connection closed after {len(head)} of {HEAD.size} bytes")
+        head += data
+    try:
+        kind, size = _head(head, limit)
+        return kind, recv_exact(sock, size), fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 def parse_control(body: bytes | bytearray) -> dict[str, Any]:

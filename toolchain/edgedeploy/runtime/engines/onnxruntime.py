@@ -39,6 +39,7 @@ from edgedeploy.runtime.engines.base import (
     register_engine,
     require,
 )
+from edgedeploy.runtime.engines.ort_compile import optimize_in_child
 from edgedeploy.runtime.engines.ort_files import (
     CPU_PROVIDER,
     EXTERNAL_MIN_BYTES,
@@ -48,6 +49,7 @@ from edgedeploy.runtime.engines.ort_files import (
     cache_ready,
     cached_model,
     discard,
+    drop,
     in_release,
     optimized_for,
     optimized_paths,
@@ -113,6 +115,12 @@ class OrtSegment:
         self.model_path: Path | None = None if isinstance(model, bytes) else Path(model)
         self.fallback = ""
         self.cached = False
+        #: A first start had a child process optimise the segment (``ort_compile``), or why
+        #: the segment was optimised in this process instead ("" when neither happened).
+        self.child_optimized = False
+        self.child_failure = ""
+        self.child_peak_rss = 0
+        self.optimized_from: Path | None = None  # what the child optimised
         session = None
         if prefer_optimized and self.model_path is not None:
             session = self._open_best(ort, self.model_path, cache_dir)
@@ -140,9 +148,18 @@ class OrtSegment:
                 if session is not None:
                     self.cached = True
                     return session
+                drop(cache)  # damaged: written again below
         source, self.fallback = optimized_for(segment, ort.__version__, self._providers)
-        # a release's first start on this board: keep what the optimizer makes of the segment
+        # a release's first start on this board: keep what the optimizer makes of the segment,
+        # made in a child process (its peak ends with it), else here as it opens
         save = cache if cache is not None and in_release(cache.parent) else None
+        if save is not None:
+            self.optimized_from = source or segment
+            child = optimize_in_child(self.optimized_from, save)
+            self.child_failure, self.child_peak_rss = child.failure, child.peak_rss
+            if not self.child_failure and (session := self._try(ort, save)) is not None:
+                self.cached = self.child_optimized = True
+                return session
         for path in ([source] if source is not None else []) + ([segment] if save else []):
             session = self._try(ort, path, save_to=save)
             if session is not None:

@@ -117,6 +117,13 @@ def cache_ready(model: Path) -> bool:
     return model.is_file() and Path(f"{model}.data").is_file()
 
 
+def drop(model: Path) -> None:
+    """Remove a cache entry onnxruntime refused (the model first: no reader sees it half)."""
+    for path in (model, Path(f"{model}.data")):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def staging_dir(model: Path) -> Path:
     """A private folder beside ``model`` to write it in (replicas start at the same time)."""
     path = model.parent / f".staging-{os.getpid()}-{model.stem}"

@@ -225,7 +225,7 @@ def test_calibration_frames_that_do_not_fit_the_model_exit_2(
 
 
 @pytest.mark.parametrize(("model", "words"), [
-    ({"precision": "int8", "calibration": "frames.txt"}, "not an .npz"),
+    ({"precision": "int8", "calibration": "frames.txt"}, "neither an .npz file nor a folder"),
     ({"precision": "fp16"}, "precision"),
 ])
 def test_manifest_precision_fields_are_validated(
@@ -245,3 +245,59 @@ def test_a_tflite_source_is_not_quantized_here(
     assert main(["plan", str(manifest), "--target", "local"]) == 2
     err = capsys.readouterr().err
     assert "only ONNX sources are quantized here" in err and "Traceback" not in err
+
+
+def _images(folder: Path, count: int, seed: int = 3) -> list[np.ndarray]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    pixels = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(count)]
+    for k, p in enumerate(pixels):
+        Image.fromarray(p).save(folder / f"img{k:02d}.png")
+    return pixels
+
+
+PREPROCESS = {"scale": 0.00392, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def test_a_folder_of_images_calibrates_through_the_io_preprocessing(project: Path) -> None:
+    """The frames are the images as the board's preprocessing makes them, keyed by the files'
+    bytes and the preprocessing: either changing quantizes afresh."""
+    from edgedeploy.importers import load_model
+    from edgedeploy.planner.precision import load_frames
+    from edgedeploy.runtime.preprocess import Preprocess
+    from edgedeploy.schemas.loader import load_manifest
+
+    pixels = _images(project / "cal", 6)
+    manifest = project / "m.yaml"
+    manifest.write_text(MANIFEST.format(extra="  precision: int8\n  calibration: cal\n"
+                                              "  max_output_error: 0.5\n")
+                        + f"io: {{preprocess: {json.dumps(PREPROCESS)}}}\n")
+    p = load_plan(plan(manifest, "local")[0].plan_file)
+    assert p.precision is not None and p.precision.chosen == "int8"
+    cal = p.precision.calibration
+    assert (cal.frames, cal.heldout_frames, cal.weak) == (6, 1, False)
+    assert "6 images" in cal.source and len(cal.sha256 or "") == 64
+
+    m = load_manifest(manifest)
+    spec, prep_spec = m.model, m.io.preprocess.model_dump(exclude_none=True)
+    graph = load_model(project / "sq.onnx")
+    frames = load_frames(spec, graph, prep_spec)
+    prep = Preprocess.for_input((1, 3, SIZE, SIZE), PREPROCESS)
+    want = np.stack([prep(px) for px in pixels])
+    np.testing.assert_allclose(frames.arrays["input"], want, rtol=1e-6)
+    assert frames.sha256 == cal.sha256
+    assert load_frames(spec, graph, {**prep_spec, "scale": 1.0}).sha256 != cal.sha256
+    _images(project / "cal", 1, seed=4)  # img00.png replaced by another picture
+    assert load_frames(spec, graph, prep_spec).sha256 != cal.sha256
+    assert main(["plan", str(manifest), "--target", "local", "--check"]) == 7  # stale
+
+
+def test_too_few_calibration_images_exit_2(project: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    _images(project / "cal", 1)
+    manifest = _manifest(project, precision="int8", calibration="cal")
+    assert main(["plan", str(manifest), "--target", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "1 image(s); at least 2" in err and "hint:" in err and "Traceback" not in err

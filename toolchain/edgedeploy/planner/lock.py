@@ -58,6 +58,20 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def sha256_calibration(path: str | Path) -> str:
+    """Calibration frames' digest: an .npz's bytes, or a folder's images (names and bytes, in
+    name order; how they become frames is the manifest's io.preprocess, hashed with it)."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    from edgedeploy.runtime.preprocess import image_files
+
+    h = hashlib.sha256()
+    for f in image_files(path):
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\n")
+    return h.hexdigest()
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -81,7 +95,7 @@ def input_hashes(manifest_path: str | Path, model_path: str | Path, target: Targ
                  calibration: str | Path | None = None) -> dict[str, Any]:
     """The ``inputs`` block: what the plan was computed from, hashed (the calibration frames
     of an int8 plan too, when the manifest names a file)."""
-    extra = {"calibration": {"sha256": sha256_file(calibration)}} if calibration else {}
+    extra = {"calibration": {"sha256": sha256_calibration(calibration)}} if calibration else {}
     return {
         **extra,
         "manifest": {"sha256": sha256_file(manifest_path)},

@@ -3,7 +3,9 @@
 ``model.precision: int8`` (or ``auto``) quantizes the manifest's ONNX model with onnxruntime's
 static QDQ quantizer (per-channel int8 weights, uint8 activations, after onnxruntime's
 pre-quantization pass), calibrated on ``model.calibration`` frames (an .npz
-named like the model inputs, a leading frame axis) or, absent those, on seeded random frames --
+named like the model inputs, a leading frame axis, or a folder of images that the manifest's
+``io.preprocess`` turns into input tensors, as on the board) or, absent those, on seeded random
+frames --
 a weak calibration the lockfile and a warning call out. The last fifth of the frames is held out:
 the fp32 and int8 whole models run there under onnxruntime, and the int8 model is planned only
 when the max relative error of its outputs stays within ``model.max_output_error`` (with top-1
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy.errors import InfeasibleError, InputError, ModelError
+from edgedeploy.planner.lock import sha256_calibration, sha256_file, sha256_text
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import max_rel_error, random_inputs
 from edgedeploy.schemas.manifest import Manifest, ModelSpec
@@ -81,22 +84,18 @@ class Guard:
     frames: int
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def load_frames(spec: ModelSpec, graph: ir.Graph) -> Frames:
+def load_frames(spec: ModelSpec, graph: ir.Graph,
+                preprocess: Mapping[str, Any] | None = None) -> Frames:
     """The calibration frames for ``graph``'s inputs: the manifest's .npz checked name by name
-    and shape by shape (InputError, exit 2), or seeded random frames."""
+    and shape by shape, or its folder of images through ``preprocess`` (InputError, exit 2),
+    or seeded random frames."""
     shapes = {t.name: tuple(t.shape) for t in graph.inputs}
     if spec.calibration is None:
         frames = [random_inputs(graph, seed=RANDOM_SEED + k) for k in range(RANDOM_FRAMES)]
         return Frames({n: np.stack([f[n] for f in frames]) for n in shapes}, "random", None)
     path = Path(spec.calibration)
+    if path.is_dir():
+        return _image_frames(path, graph, preprocess)
     hint = ("save one array per model input, named like it, with a leading frame axis: "
             + ", ".join(f"{n} as [F, {', '.join(map(str, s))}]" for n, s in shapes.items())
             + f", F >= 2 (numpy.savez({path.name!r}, {next(iter(shapes))}=frames, ...))")
@@ -130,7 +129,7 @@ def load_frames(spec: ModelSpec, graph: ir.Graph) -> Frames:
     dtypes = {t.name: np.dtype(t.dtype) if t.dtype else np.dtype(np.float32)
               for t in graph.inputs}
     return Frames({n: arrays[n].astype(dtypes[n], copy=False) for n in shapes}, str(path),
-                  _sha256(path))
+                  sha256_file(path))
 
 
 class _Reader:
@@ -228,6 +227,38 @@ def top1_agreement(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]
     return min(shares) if shares else None
 
 
+def _image_frames(folder: Path, graph: ir.Graph, preprocess: Mapping[str, Any] | None
+                  ) -> Frames:
+    """A folder of images as calibration frames: each image through ``io.preprocess`` (as the
+    board's images source and ``edgedeploy infer`` do), keyed by the files' bytes and the
+    preprocessing, so a changed image or setting quantizes afresh."""
+    from edgedeploy.runtime.preprocess import IMAGE_SUFFIXES, Preprocess, image_files, load_image
+
+    files = image_files(folder)
+    hint = (f"put at least 2 images ({', '.join(IMAGE_SUFFIXES)}) in {folder}, or give an "
+            ".npz of frames; io.preprocess says how an image becomes the input tensor")
+    if len(graph.inputs) != 1:
+        raise InputError(f"calibration {folder}: images feed one input; the model takes "
+                         f"{len(graph.inputs)}", hint="give an .npz named by input")
+    if len(files) < 2:
+        raise InputError(f"calibration {folder}: {len(files)} image(s); at least 2 are needed "
+                         "(one is held out for the accuracy guard)", hint=hint)
+    name, shape = graph.inputs[0].name, tuple(graph.inputs[0].shape)
+    prep = Preprocess.for_input(shape, preprocess)
+    digest = sha256_text(json.dumps({"images": sha256_calibration(folder),
+                                     "preprocess": dict(preprocess or {})}, sort_keys=True))
+    frames = []
+    for f in files:
+        x = prep(load_image(f))
+        if tuple(x.shape) != shape:
+            raise InputError(f"calibration {f}: preprocessing gives {list(x.shape)}, the model "
+                             f"takes {list(shape)}", hint=hint)
+        frames.append(x)
+    dtype = np.dtype(graph.inputs[0].dtype or np.float32)
+    return Frames({name: np.stack(frames).astype(dtype, copy=False)},
+                  f"{folder} ({len(files)} images)", digest)
+
+
 def guard(fp32: Path, int8: Path, held: list[dict[str, np.ndarray]]) -> Guard:
     """The int8 model against fp32 on the held-out frames, both run whole by onnxruntime."""
     want, got = _outputs(fp32, held), _outputs(int8, held)
@@ -238,7 +269,7 @@ def _cache_key(spec: ModelSpec, graph: ir.Graph, frames: Frames) -> str:
     import onnxruntime as ort
 
     key = {"version": PRECISION_VERSION, "ort": ort.__version__,
-           "model": _sha256(Path(spec.path)), "calibration": frames.sha256 or
+           "model": sha256_file(Path(spec.path)), "calibration": frames.sha256 or
            f"random:{RANDOM_SEED}:{RANDOM_FRAMES}",
            "inputs": {t.name: list(t.shape) for t in graph.inputs}}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
@@ -277,7 +308,8 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
     spec = manifest.model
     if spec.precision == "fp32":
         return Path(spec.path), None
-    frames = load_frames(spec, graph)
+    prep = manifest.io.preprocess
+    frames = load_frames(spec, graph, prep.model_dump(exclude_none=True) if prep else None)
     if frames.weak:
         log.warning("precision: no model.calibration given: int8 scales are fitted to seeded "
                     "random frames and the accuracy guard runs on random frames too, a weak "

@@ -100,8 +100,9 @@ class ModelSpec(_Strict):
     calibration: Path | None = Field(
         default=None,
         description="An .npz of frames named like the model inputs, with a leading frame axis "
-                    "(e.g. input: [F, 1, 3, 224, 224]); the last fifth is held out for the "
-                    "accuracy guard. Absent: seeded random frames (a weak calibration).")
+                    "(e.g. input: [F, 1, 3, 224, 224]), or a folder of images made into frames "
+                    "by io.preprocess; the last fifth is held out for the accuracy guard. "
+                    "Absent: seeded random frames (a weak calibration).")
     max_output_error: float = Field(
         default=0.05, gt=0,
         description="Accuracy guard: the largest max relative error of the int8 model's outputs "
@@ -156,10 +157,14 @@ class ModelSpec(_Strict):
         if value is None:
             return None
         path = _resolve(value, info)
-        if path.is_dir() or path.suffix.lower() != ".npz":
-            raise HintedValueError(f"calibration {path} is not an .npz file",
+        if path.is_dir():
+            return path  # a folder of images (their count and shape are checked at plan)
+        if path.suffix.lower() != ".npz":
+            raise HintedValueError(f"calibration {path} is neither an .npz file nor a folder "
+                                   "of images",
                                    "save frames with numpy.savez(path, <input name>=frames), "
-                                   "a leading frame axis on each array")
+                                   "a leading frame axis on each array, or name a folder of "
+                                   "images (made into frames by io.preprocess)")
         if not _exists(path):
             raise HintedValueError(f"calibration file not found: {path}",
                                    "paths are relative to the manifest's folder")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +56,12 @@ def test_int8_beside_fp32_on_zoo_models(tmp_path: Path) -> None:
             for key in (list(systems) if r % 2 == 0 else list(systems)[::-1]):
                 s = systems[key]
 
-                def process(count: int, frame, s=s) -> None:  # type: ignore[no-untyped-def]
+                def process(count: int, frame, s=s) -> np.ndarray:  # type: ignore[no-untyped-def]
+                    done = np.empty(count)
                     for k in range(count):
                         s.run(None, frame(k))
+                        done[k] = time.perf_counter()
+                    return done
 
                 windows[key].append(timed_round(process, lambda k, f=frames: f[k % 8], n, WARMUP))
         summary = {k: summarise(w) for k, w in windows.items()}

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 
 from edgedeploy import api, zoo
-from edgedeploy.benchmarks.decide import BATCHES, Entry, as_plan, shortlist
+from edgedeploy.benchmarks.decide import Entry, as_plan, shortlist
 from edgedeploy.errors import InputError
 from edgedeploy.execute import RunRequest
 from edgedeploy.generator import BuildInput, PlanConfig, StageConfig, build_bundle
@@ -23,6 +23,7 @@ from edgedeploy.importers.onnx_batch import with_dynamic_batch
 from edgedeploy.importers.segments import segment_provider
 from edgedeploy.planner.lock import dumps
 from edgedeploy.runtime.executor import segment_io
+from edgedeploy.runtime.stages import BATCH_SIZES
 from edgedeploy.schemas.plan import Decision, load_plan
 
 MANIFEST = """name: sq
@@ -73,7 +74,7 @@ def test_the_shortlist_tries_micro_batches_of_the_best_whole_model_baseline(mode
     plan = _plan(model, "throughput")
     entries = shortlist(plan, graph=graph)
     batched = [e for e in entries if any(s.batch > 1 for s in e.stages)]
-    assert [max(s.batch for s in e.stages) for e in batched] == list(BATCHES)
+    assert [max(s.batch for s in e.stages) for e in batched] == list(BATCH_SIZES)
     whole = [n for n, b in plan.baselines.items() if b.stages]
     best = max(whole, key=lambda n: plan.baselines[n].predicted.throughput_fps or 0.0)
     for e in batched:
@@ -136,3 +137,55 @@ def test_a_batched_lockfile_runs_with_verified_outputs(model: Path):
     assert json.loads(path.read_text())["stages"][0]["batch"] == 2
     report = api.run_plan(path, RunRequest(frames=12, warmup=2, verify=True))
     assert report.max_rel_error is not None and report.max_rel_error < 1e-4
+
+
+def test_a_bundle_for_refinement_on_a_device_ships_free_batch_segments_it_can_batch_over(
+        model: Path, tmp_path: Path):
+    """A throughput bundle for an SSH board carries segments free in the batch, says so in its
+    config, and its runner measures a batched candidate the refiner proposes there (through
+    the same RunnerBackend refinement uses, the command run locally here)."""
+    from edgedeploy.refine.api import shipped_segments
+    from edgedeploy.refine.candidate import Candidate, Space, StageConf
+    from edgedeploy.refine.measure import RunnerBackend
+    from edgedeploy.refine.operators import change_batch
+    from edgedeploy.refine.runnable import check_for
+
+    graph = api.load_model(model)
+    n = len(graph.layers)
+    whole = {layer.name: "onnxruntime" for layer in graph.layers}
+    plain = PlanConfig("plan", (StageConfig("stage0", 0, n, cpus=(0,), replicas=1),), whole, {})
+    roots = {free: build_bundle(BuildInput("sq", "edge", "linux", (plain,), free_batch=free),
+                                graph, model, tmp_path / f"b{free}").root
+             for free in (True, False)}
+
+    def run_in(root: Path):
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "EDGEDEPLOY_STATE_DIR":
+               str(tmp_path)}
+
+        def run(argv: list[str]) -> str:
+            if argv[0] == "cat":
+                return Path(argv[1]).read_text()
+            proc = subprocess.run([sys.executable, "-I", *argv[1:]], cwd=root, env=env,
+                                  capture_output=True, text=True, timeout=100)
+            assert proc.returncode == 0, proc.stderr
+            return proc.stdout
+        return run
+
+    names = [layer.name for layer in graph.layers]
+    for free, root in roots.items():
+        shipped, free_batch = shipped_segments(run_in(root), str(root))
+        assert free_batch is free and len(shipped) == 1
+        space = Space(names, [("onnxruntime",)] * n, {"cpu": (0,)}, batches=(1, 2, 4))
+        space.runnable = check_for(graph, space, shipped, free_batch)
+        seed = Candidate((StageConf(0, n, "cpu", 1),), ("onnxruntime",) * n)
+        batched = seed.with_stages([StageConf(0, n, "cpu", 1, 1, 4)])
+        assert space.is_valid(seed) and space.is_valid(batched) is free
+        if not free:
+            assert any("hold a batch of one" in v for v in space.violations(batched))
+            assert change_batch(seed, space, np.random.default_rng(0)) is None
+            continue
+        moved = change_batch(seed, space, np.random.default_rng(0))
+        assert moved is not None and moved.stages[0].batch in (2, 4)
+        backend = RunnerBackend(space, run_in(root), python=sys.executable)
+        m = backend.measure(batched, 16, 2)
+        assert m.throughput_fps > 0

@@ -281,7 +281,8 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
             plan_file, current.doc = refined
             say(f"plan: keeping the refined plan {plan_file} (its inputs are unchanged)")
     say(f"build: {plan_file} -> {bundle_dir}")
-    info = _build_plan(plan_file, bundle_dir, graph, m)
+    info = _build_plan(plan_file, bundle_dir, graph, m,
+                       free_batch=refine and _batch_on_device(m, target))
     say(f"push: release {info.id} to {', '.join(ref.all_hosts) or 'this host'}")
     result = push_bundle(info.root, ref, alias=target, dry_run=dry_run,
                          accept_new_host_keys=accept_new_host_keys, serial=serial,
@@ -313,10 +314,19 @@ def _kept_refinement(plan_file: Path, inputs: dict[str, Any]
     return refined, doc
 
 
-def _build_plan(plan_file: Path, out: Path, graph: Graph, m: Manifest) -> Any:
+def _build_plan(plan_file: Path, out: Path, graph: Graph, m: Manifest, *,
+                free_batch: bool = False) -> Any:
     from edgedeploy.generator.sources import build_from_path
 
-    return build_from_path(plan_file, out, graph=graph, io=m.io)
+    return build_from_path(plan_file, out, graph=graph, io=m.io, free_batch=free_batch)
+
+
+def _batch_on_device(m: Manifest, target: str) -> bool:
+    """Refinement on an SSH board may micro-batch a throughput plan: it measures with the
+    deployed bundle's segments, so they ship free in the batch (locally it cuts its own)."""
+    from edgedeploy.refine.api import resolve_kind
+
+    return m.objective == "throughput" and resolve_kind(m, target)[2] == "ssh"
 
 
 def _refine_after_push(manifest: str | Path, target: str, outcome: PushOutcome, m: Manifest,

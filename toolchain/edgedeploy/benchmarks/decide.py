@@ -25,6 +25,7 @@ import numpy as np
 
 from edgedeploy.benchmarks.estimator import Window, summarise
 from edgedeploy.runtime import ir
+from edgedeploy.runtime.stages import BATCH_SIZES
 from edgedeploy.schemas.plan import (
     Contender,
     Decision,
@@ -40,8 +41,6 @@ MAX_TOP_UPS = 3
 MIN_ROUNDS = 3
 #: More rounds while the budget lasts shrink the noise of a shared machine, up to this many.
 MAX_ROUNDS = 9
-#: Micro-batch sizes tried on the best predicted baseline when the objective is throughput.
-BATCHES = (2, 4)
 #: Seconds one contender's timed window aims at (frames per round follow from a probe).
 WINDOW_S = 0.4
 #: A contender that is not a baseline must beat the best measured baseline by this fraction:
@@ -144,7 +143,7 @@ def batched_variants(plan: Plan, graph: ir.Graph
     name, best = max(whole, key=lambda nb: (nb[1].predicted.throughput_fps or 0.0, nb[0]))
     bound = plan.constraints.get("max_latency_ms")
     out = []
-    for b in BATCHES:
+    for b in BATCH_SIZES:
         latency = best.predicted.latency_ms
         if bound is not None and latency is not None and latency * b > float(bound):
             continue

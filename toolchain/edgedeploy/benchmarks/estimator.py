@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgedeploy.runtime.metrics import GROUP_GAP, group_end
+
 Frame = Callable[[int], list[np.ndarray]]
 #: Feeds and completes ``n`` frames (frame(k) for k in range(n)), keeping the system fed, and
 #: returns each frame's completion time (``time.perf_counter``), in completion order.
@@ -43,10 +45,6 @@ def throughput_fps(frames: int, wall_s: float) -> float:
     return frames / wall_s if wall_s > 0 else 0.0
 
 
-#: Completions closer together than this fraction of the stream's mean interval are one group
-#: (frames a micro-batched stage hands back at once).
-GROUP_GAP = 0.05
-
 
 def timed_round(process: Process, frame: Frame, frames: int, warmup: int,
                 tail: int = 0) -> Window:
@@ -68,14 +66,8 @@ def window_of(done: np.ndarray, warmup: int, frames: int) -> Window:
     last = len(done) - 1
     # the mean interval after the warm-up (slow first frames would inflate it)
     gap = GROUP_GAP * (done[-1] - done[warmup - 1]) / max(last - warmup + 1, 1)
-
-    def group_end(i: int) -> int:
-        while i < last and done[i + 1] - done[i] <= gap:
-            i += 1
-        return i
-
-    start = group_end(warmup - 1)
-    stop = group_end(min(max(start + frames, warmup + frames - 1), last))
+    start = group_end(done, warmup - 1, gap)
+    stop = group_end(done, min(max(start + frames, warmup + frames - 1), last), gap)
     return Window(stop - start, float(done[stop] - done[start]))
 
 

@@ -46,6 +46,7 @@ from edgedeploy.runtime.stages import (
     segment_key,
     segments_needed,
 )
+from edgedeploy.runtime.vocab import ONNX
 
 SUMS = "SHA256SUMS"
 META = "bundle.json"
@@ -142,12 +143,14 @@ def _segments(graph: ir.Graph, build: BuildInput, plans: Mapping[str, Any],
     from edgedeploy.importers.segments import segment_provider
 
     # a micro-batching stage needs its segments free in the batch; the bundle's other plans
-    # share the files (a free batch costs a batch of one nothing measurable)
-    batched = any(st.get("batch", 1) > 1 for p in plans.values() for st in p["stages"])
+    # share the files (a free batch costs a batch of one about 1 %)
+    batched = build.free_batch or any(st.get("batch", 1) > 1 for p in plans.values()
+                                      for st in p["stages"])
     provide = segment_provider(graph, model_path, dynamic_batch=batched)
     return [{"format": fmt, "inputs": list(i), "outputs": list(o),
-             "file": f"app/segments/{k}.{fmt}", "model": provide(wanted[(fmt, i, o)], list(i),
-                                                                  list(o))}
+             "file": f"app/segments/{k}.{fmt}",
+             **({"batch": "free"} if batched and fmt == ONNX else {}),
+             "model": provide(wanted[(fmt, i, o)], list(i), list(o))}
             for k, (fmt, i, o) in enumerate(sorted(wanted))]
 
 

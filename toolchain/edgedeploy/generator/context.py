@@ -57,6 +57,9 @@ class BuildInput:
     io: Mapping[str, Any] | None = None
     #: Extra files under the bundle's ``app/`` (the modules an io python source or sink names).
     app_files: tuple[tuple[str, bytes], ...] = ()
+    #: Ship ONNX segments free in the batch even when no plan batches yet: a throughput bundle
+    #: that refinement on the device may micro-batch (it measures with the shipped segments).
+    free_batch: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -58,9 +58,9 @@ def manager_targets(constraints: dict[str, Any]) -> tuple[tuple[str, float], ...
     return tuple(sorted(targets.items()))
 
 
-def from_plan(plan: Any, plan_file: str | Path) -> BuildInput:
+def from_plan(plan: Any, plan_file: str | Path, *, free_batch: bool = False) -> BuildInput:
     """The BuildInput of a validated lockfile (``schemas.plan.Plan``): best plan + Pareto set,
-    converted once into the runner's config types."""
+    converted once into the runner's config types (``free_batch``: see BuildInput)."""
     plan_file = Path(plan_file)
     board = str(plan.target.get("board") or LOCAL)
     if "/" in board or board.endswith((".yaml", ".yml")):
@@ -68,7 +68,8 @@ def from_plan(plan: Any, plan_file: str | Path) -> BuildInput:
     return BuildInput(name=plan.name, target=str(plan.target.get("alias") or LOCAL),
                       family=_family(board), plans=plan.runner_plans(), active="plan",
                       python=_python(board), targets=manager_targets(plan.constraints),
-                      plan_sha256=hashlib.sha256(plan_file.read_bytes()).hexdigest())
+                      plan_sha256=hashlib.sha256(plan_file.read_bytes()).hexdigest(),
+                      free_batch=free_batch)
 
 
 def model_build_input(graph: Any, name: str, target: str, family: str, *,
@@ -90,10 +91,11 @@ def model_build_input(graph: Any, name: str, target: str, family: str, *,
 def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
                     target: str | None = None, family: str | None = None,
                     input_shape: str | None = None, graph: Any = None,
-                    io: Any = None) -> BundleInfo:
+                    io: Any = None, free_batch: bool = False) -> BundleInfo:
     """Build a bundle from a lockfile, a manifest or a model file (see the module doc);
     ``graph``: the lockfile's model already imported by the caller (not imported again);
-    ``io``: the manifest's ``io:`` for a lockfile's bundle (a manifest brings its own)."""
+    ``io``: the manifest's ``io:`` for a lockfile's bundle (a manifest brings its own);
+    ``free_batch``: a lockfile's segments free in the batch (BuildInput.free_batch)."""
     from edgedeploy.importers import load_model, parse_shape
 
     source = Path(source)
@@ -103,7 +105,7 @@ def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
         from edgedeploy.schemas.plan import load_plan
 
         plan = load_plan(source)
-        build = from_plan(plan, source)
+        build = from_plan(plan, source, free_batch=free_batch)
         model = plan.model_path(source)
         if graph is None:
             graph = load_model(model, input_shape=tuple(plan.model.get("input_shape") or ())

@@ -16,6 +16,7 @@ from edgedeploy.errors import InputError
 from edgedeploy.refine.candidate import Candidate, seeds_from_plan
 from edgedeploy.refine.measure import LocalBackend, Measurement, RunnerBackend
 from edgedeploy.refine.search import Budget, Goal, OnEval, SearchResult, guided_search
+from edgedeploy.runtime.stages import BATCH_SIZES
 
 
 @dataclass
@@ -76,7 +77,11 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
     from edgedeploy.refine.runnable import check_for
 
     # only what the device can run: segments the deployed bundle ships, whole TFLite operators
-    ctx.space.runnable = check_for(graph, ctx.space, getattr(backend, "shipped", None))
+    free_batch = getattr(backend, "free_batch", kind == "local")  # local cuts its own
+    ctx.space.runnable = check_for(graph, ctx.space, getattr(backend, "shipped", None),
+                                   free_batch)
+    if manifest.objective == "throughput" and free_batch and not backend.simulated:
+        ctx.space.batches = (1, *BATCH_SIZES)
 
     r = manifest.refine
     cache = MeasureCache(backend, r.frames_per_eval, max(2, r.frames_per_eval // 10))
@@ -188,18 +193,23 @@ def _ssh_backend(ctx, manifest, alias: str) -> RunnerBackend:
     # the target's one interpreter: the one push, serve and health use (manifest > board)
     backend = RunnerBackend(ctx.space, run, python=board_python(ref, ctx.target),
                             entry=(f"{root}/current/main.py",), label=f"ssh:{alias}")
-    backend.shipped = shipped_segments(run, f"{root}/current")
+    backend.shipped, backend.free_batch = shipped_segments(run, f"{root}/current")
     return backend
 
 
-def shipped_segments(run: Any, release: str) -> set[tuple[str, tuple[str, ...], tuple[str, ...]]]:
-    """The segment models the deployed release carries, from its own config.json."""
+def shipped_segments(run: Any, release: str
+                     ) -> tuple[set[tuple[str, tuple[str, ...], tuple[str, ...]]], bool]:
+    """The segment models the deployed release carries, from its own config.json, and whether
+    its ONNX segments are all free in the batch (a stage may micro-batch over them)."""
     import json
 
     try:
         config = json.loads(run(["cat", f"{release}/app/config.json"]))
-        return {(str(s.get("format", "onnx")), tuple(s["inputs"]), tuple(s["outputs"]))
-                for s in config.get("segments", [])}
+        segments = config.get("segments", [])
+        keys = {(str(s.get("format", "onnx")), tuple(s["inputs"]), tuple(s["outputs"]))
+                for s in segments}
+        onnx = [s for s in segments if s.get("format", "onnx") == "onnx"]
+        return keys, bool(onnx) and all(s.get("batch") == "free" for s in onnx)
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"cannot read the deployed release's config.json: {exc}",
                          hint="push the bundle again, then refine") from None

@@ -68,6 +68,10 @@ class Space:
     clusters: dict[str, tuple[int, ...]]  # name -> cpu ids ("gpu" -> ())
     max_stages: int = 4
     allow_replication: bool = True
+    #: Frames per call the search may give an all-onnxruntime CPU stage (``change_batch``):
+    #: (1,) unless the objective is throughput and the device runs segments free in the batch
+    #: (never on a twin: it does not model batching). A seed keeps its own batch regardless.
+    batches: tuple[int, ...] = (1,)
     #: What the device can run beyond the space's own rules (e.g. only the segments a deployed
     #: bundle ships): reasons a candidate cannot run there, empty when it can.
     runnable: Callable[[Candidate], list[str]] | None = field(default=None, repr=False,

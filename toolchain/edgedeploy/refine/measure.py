@@ -109,6 +109,8 @@ class RunnerBackend:
         self.label, self.simulated = label, simulated
         #: The segment models the device's bundle carries (None: any can be cut).
         self.shipped: set[tuple[str, tuple[str, ...], tuple[str, ...]]] | None = None
+        #: The shipped ONNX segments are free in the batch (a throughput bundle for refinement).
+        self.free_batch = False
 
     def argv(self, cand: Candidate, frames: int, warmup: int) -> list[str]:
         cfg = json.dumps(self.space.variant(cand), sort_keys=True, separators=(",", ":"))

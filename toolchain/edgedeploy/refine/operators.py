@@ -6,7 +6,8 @@ names a stage (the measured bottleneck) the operator should act on; otherwise it
 Moves: shift a stage boundary by one layer, change a stage's core count, move a stage to another
 cluster, change one layer's primitive (among those that run there, onnxruntime's and the native
 ones included) or one primitive family across a stage, replicate or unreplicate a stage, swap two
-stages' units, and split/merge stages (what changes the stage count, within ``max_stages``).
+stages' units, split/merge stages (what changes the stage count, within ``max_stages``), and
+change the frames per call of a stage that runs wholly in onnxruntime (``Space.batches``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgedeploy.refine.candidate import GPU, Candidate, Space, StageConf
+from edgedeploy.runtime.vocab import ONNXRUNTIME
 
 Operator = Callable[[Candidate, Space, np.random.Generator, "int | None"], "Candidate | None"]
 
@@ -195,15 +197,37 @@ def swap_units(cand: Candidate, space: Space, rng: np.random.Generator,
     return _refit(cand, space, st)
 
 
+def change_batch(cand: Candidate, space: Space, rng: np.random.Generator,
+                 focus: int | None = None) -> Candidate | None:
+    """Another batch size for a stage whose layers all run in onnxruntime on a CPU
+    (micro-batching: more frames per call where the device gains by it; measured, not priced)."""
+    if len(space.batches) < 2:
+        return None
+    ok = [k for k, s in enumerate(cand.stages)
+          if s.cluster != GPU and all(c == ONNXRUNTIME for c in cand.choices[s.start:s.stop])]
+    if not ok:
+        return None
+    k = focus if focus in ok else ok[int(rng.integers(len(ok)))]
+    s = cand.stages[k]
+    others = [b for b in space.batches if b != s.batch]
+    st = list(cand.stages)
+    st[k] = StageConf(s.start, s.stop, s.cluster, s.cores, s.replicas,
+                      others[int(rng.integers(len(others)))])
+    out = cand.with_stages(st)
+    return out if space.is_valid(out) else None
+
+
 OPERATORS: dict[str, Operator] = {
     "stage_primitive": stage_primitive, "swap_units": swap_units,
     "move_boundary": move_boundary, "change_cores": change_cores,
     "change_cluster": change_cluster, "change_primitive": change_primitive,
     "replicate": replicate, "split_stage": split_stage, "merge_stages": merge_stages,
+    "change_batch": change_batch,
 }
 WEIGHTS = {"stage_primitive": 1.5, "swap_units": 1.0, "move_boundary": 3.0, "change_cores": 1.5,
            "change_cluster": 1.0,
-           "change_primitive": 2.0, "replicate": 1.5, "split_stage": 0.7, "merge_stages": 0.7}
+           "change_primitive": 2.0, "replicate": 1.5, "split_stage": 0.7, "merge_stages": 0.7,
+           "change_batch": 1.0}
 
 
 def mutate(cand: Candidate, space: Space, rng: np.random.Generator, focus: int | None = None,

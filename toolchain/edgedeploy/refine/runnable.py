@@ -14,7 +14,13 @@ from collections.abc import Callable, Collection
 
 from edgedeploy.refine.candidate import Candidate, Space
 from edgedeploy.runtime import ir
-from edgedeploy.runtime.stages import SegmentKey, StageIO, segment_key, segments_needed
+from edgedeploy.runtime.stages import (
+    SegmentKey,
+    StageIO,
+    batchable,
+    segment_key,
+    segments_needed,
+)
 from edgedeploy.runtime.vocab import LITERT, TFLITE
 
 
@@ -29,10 +35,11 @@ def _segments(graph: ir.Graph, space: Space, cand: Candidate
     return out
 
 
-def check_for(graph: ir.Graph, space: Space, shipped: Collection[SegmentKey] | None = None
-              ) -> Callable[[Candidate], list[str]]:
+def check_for(graph: ir.Graph, space: Space, shipped: Collection[SegmentKey] | None = None,
+              free_batch: bool = True) -> Callable[[Candidate], list[str]]:
     """The ``Space.runnable`` predicate: LiteRT runs aligned to operators and, with
-    ``shipped``, every segment among those the deployed bundle carries."""
+    ``shipped``, every segment among those the deployed bundle carries, free in the batch
+    (``free_batch``) where a stage micro-batches."""
     bounds: frozenset[int] | None = None
     if graph.source.get("format") == TFLITE:
         from edgedeploy.importers.tflite_cut import litert_boundaries
@@ -45,6 +52,13 @@ def check_for(graph: ir.Graph, space: Space, shipped: Collection[SegmentKey] | N
             out += [f"stage {k}: the {engine} segment {ins} -> {outs} is not in the deployed "
                     "bundle" for k, engine, ins, outs in _segments(graph, space, cand)
                     if segment_key(engine, ins, outs) not in shipped]
+            if not free_batch:
+                out += [f"stage {k}: batches {s.batch} frames; the deployed bundle's segments "
+                        "hold a batch of one" for k, s in enumerate(cand.stages) if s.batch > 1]
+        choices = dict(zip(space.layer_names, cand.choices, strict=True))
+        out += [f"stage {k}: cannot batch {s.batch} frames (its edge tensors must lead with a "
+                "batch axis of 1)" for k, s in enumerate(cand.stages)
+                if s.batch > 1 and not out and not batchable(graph, s.start, s.stop, choices)]
         return out
 
     return check

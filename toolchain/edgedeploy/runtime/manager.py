@@ -241,6 +241,7 @@ class RuntimeManager:
         self._learning: list[float] = []
         #: the current plan's counted chunks: (fps, latency p99, loaded cores)
         self._recent: deque[tuple[float, float, Cores]] = deque(maxlen=settings.miss_chunks)
+        self._settled = 0
         self._trial: _Trial | None = None
         self._holds: dict[tuple[str, str, Cores], _Hold] = {}
         self._switch_times: deque[float] = deque()
@@ -347,6 +348,7 @@ class RuntimeManager:
             return None
         self._recent.append((obs.throughput_fps, obs.latency_ms_p99,
                              tuple(sorted(self.loaded(obs.foreign)))))
+        self._settled += 1
         missed = self.missed(obs)
         self.miss_streak = self.miss_streak + 1 if missed else 0
         recent = self.recent_load()
@@ -356,7 +358,9 @@ class RuntimeManager:
             failed, revert = self._judge(self._trial, obs, recent)
             if failed:
                 return revert
-        full = len(self._window) >= s.recover_chunks
+        # the load window spans plans (load is the machine's), but a plan is judged on chunks
+        # after its cooldown only: as many as the window holds
+        full = len(self._window) >= s.recover_chunks and self._settled >= s.recover_chunks
         away = not self.same(obs.plan, self.home)
         decision = self._recover(obs, recent) if away and full else None
         if decision is None and self.miss_streak >= s.miss_chunks:
@@ -368,6 +372,7 @@ class RuntimeManager:
         self.cooldown = self.settings.cooldown_chunks
         self.miss_streak = 0
         self._recent.clear()
+        self._settled = 0  # chunks counted since this plan's cooldown
         trial = self._trial
         if trial is not None and plan == trial.dst and not trial.started:
             trial.started = True

@@ -120,8 +120,29 @@ class PipelineResult:
         }
 
 
-def throughput_fps(t_first: float, t_last: float, frames: int, wall_s: float) -> float:
-    """Steady-state rate from the first and last result times; frames / wall for tiny runs."""
-    if frames >= 2 and t_last > t_first:
-        return float((frames - 1) / (t_last - t_first))
+#: Completions closer together than this share of the mean interval came out as one group (a
+#: micro-batching stage hands back its whole batch at once).
+GROUP_GAP = 0.05
+#: A run keeps this many of its first completion times (enough to find its first group).
+FIRST_COMPLETIONS = 64
+
+
+def group_end(done: Sequence[float], i: int, gap: float) -> int:
+    """The last index of the completion group ``done[i]`` belongs to (times ascending)."""
+    while i < len(done) - 1 and done[i + 1] - done[i] <= gap:
+        i += 1
+    return i
+
+
+def throughput_fps(first: Sequence[float], t_last: float, frames: int, wall_s: float) -> float:
+    """Steady-state rate of a run from its first completion times (``first``, at least one),
+    the last one and the frame count: the frames after the first completion group over the time
+    from that group's end to the last completion. Without groups this is (frames - 1) over
+    first-to-last; with them, a batch that completes at once is not counted as done in no
+    time. frames / wall for runs too short to tell."""
+    if frames >= 2 and first and t_last > first[0]:
+        gap = GROUP_GAP * (t_last - first[0]) / (frames - 1)
+        i = group_end(first, 0, gap)
+        if i < frames - 1 and t_last > first[i]:
+            return float((frames - 1 - i) / (t_last - first[i]))
     return float(frames / wall_s) if wall_s > 0 else 0.0

@@ -37,6 +37,7 @@ from .affinity import available_cpus
 from .errors import ExecutionError, InputError, StageError
 from .metrics import (
     DEFAULT_CAPACITY,
+    FIRST_COMPLETIONS,
     PipelineResult,
     SampleBuffer,
     percentile_ms,
@@ -355,7 +356,9 @@ class Pipeline:
 
     def _record_result(self, t_sub: float, now: float) -> None:
         if self._run_frames == 0:
-            self._t_first_in, self._t_first_out = t_sub, now
+            self._t_first_in = t_sub
+        if len(self._first_out) < FIRST_COMPLETIONS:
+            self._first_out.append(now)
         self._t_last_out = now
         self._run_frames += 1
         self._latency.add(now - t_sub)
@@ -363,7 +366,8 @@ class Pipeline:
     def _reset_run(self) -> None:
         self._latency = SampleBuffer(self._stats_capacity)
         self._run_frames = 0
-        self._t_first_in = self._t_first_out = self._t_last_out = 0.0
+        self._t_first_in = self._t_last_out = 0.0
+        self._first_out: list[float] = []  # the run's first completion times
         self._feed_error: BaseException | None = None
 
     # -- whole runs ---------------------------------------------------------------------------
@@ -476,7 +480,7 @@ class Pipeline:
         lat = self._latency.values()
         wall = max(self._t_last_out - self._t_first_in, 0.0)
         return PipelineResult(
-            throughput_fps=throughput_fps(self._t_first_out, self._t_last_out, self._run_frames,
+            throughput_fps=throughput_fps(self._first_out, self._t_last_out, self._run_frames,
                                           wall),
             latency_ms_p50=percentile_ms(lat, 50), latency_ms_p99=percentile_ms(lat, 99),
             latency_ms_mean=float(np.mean(lat) * 1e3) if lat.size else 0.0,

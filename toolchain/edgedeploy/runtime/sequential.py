@@ -52,7 +52,7 @@ def run_sequential(stages: Sequence[StageFn | tuple[str, StageFn]], frames: Fram
                   for (name, _), buf in zip(named, service, strict=True)]
     lat = latency.values()
     return PipelineResult(
-        throughput_fps=throughput_fps(t_first, t_last, n_frames, wall),
+        throughput_fps=throughput_fps([t_first], t_last, n_frames, wall),
         latency_ms_p50=percentile_ms(lat, 50), latency_ms_p99=percentile_ms(lat, 99),
         latency_ms_mean=float(np.mean(lat) * 1e3) if lat.size else 0.0, stages=stage_list,
         frames=n_frames, wall_s=wall, mode="sequential",

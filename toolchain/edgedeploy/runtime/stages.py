@@ -95,6 +95,11 @@ def ring_dtype(graph: ir.Graph, name: str) -> str:
     return "float32" if dtype.kind == "f" else str(dtype)
 
 
+#: Frames per call tried for a stage that can micro-batch (measured where the objective is
+#: throughput: by measure-to-decide on the best baseline, by refinement on a device).
+BATCH_SIZES = (2, 4)
+
+
 def batchable(graph: ir.Graph, start: int, stop: int, choices: Mapping[str, str]) -> bool:
     """Can layers ``[start, stop)`` run several frames per call? Only inside CPU engines'
     ONNX segments, which take a free leading batch axis (native kernels are built per shape),

@@ -36,8 +36,6 @@ from edgedeploy.schemas.plan import (
 
 log = logging.getLogger("edgedeploy.decide")
 DEFAULT_SHORTLIST = 4
-#: Extra quick-profile rounds (layers only) when the first one measured too few for a fit.
-MAX_TOP_UPS = 3
 MIN_ROUNDS = 3
 #: More rounds while the budget lasts shrink the noise of a shared machine, up to this many.
 MAX_ROUNDS = 9
@@ -382,7 +380,7 @@ def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,
     None when this host already has a profile."""
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.costmodel.model import MIN_FIT_SAMPLES
-    from edgedeploy.costmodel.profile import open_profile, profile_path
+    from edgedeploy.costmodel.profile import profile_path
     from edgedeploy.costmodel.profiling import profile_local
     from edgedeploy.planner.api import plan as replan
 
@@ -392,11 +390,5 @@ def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,
     say = progress or (lambda _m: None)
     say(f"this host has no profile yet: a quick {budget_s:.0f} s profile before measuring "
         "(`edgedeploy profile --target local` for a fuller one)")
-    profile_local(target, budget_s, info=say)
-    for _ in range(MAX_TOP_UPS):  # a busy host may measure too few layers for a fit
-        if len(open_profile(target).select("fit")) >= MIN_FIT_SAMPLES:
-            break
-        say(f"quick profile: fewer than {MIN_FIT_SAMPLES} layer samples (a busy host?); "
-            f"measuring {budget_s:.0f} s more")
-        profile_local(target, budget_s, info=say, calibration=[])
+    profile_local(target, budget_s, info=say, min_fit_samples=MIN_FIT_SAMPLES)
     return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]

@@ -48,17 +48,24 @@ def shape_sample(shapes: str) -> list[Any]:
     return [d for d in shapes_mod.space_filling(160) if not shapes_mod.is_heldout(d)]
 
 
+#: Extra budgets a profile that must reach ``min_fit_samples`` may take.
+MAX_TOP_UPS = 3
+
+
 def profile_local(target: Target, budget_s: float, shapes: str = "designed",
                   progress: Progress | None = None,
                   info: Callable[[str], None] | None = None,
-                  calibration: Sequence[tuple[str, int]] | None = None) -> dict[str, Any]:
+                  calibration: Sequence[tuple[str, int]] | None = None,
+                  min_fit_samples: int = 0) -> dict[str, Any]:
     """Measure ``shapes`` on this host for ``budget_s``, append to its profile, then refresh
     the segment factors; the ``profile --json`` answer.
 
     ``progress`` gets (elapsed, budget, samples, eta, label) while layers are measured;
     ``info`` gets one line per whole-model calibration run; ``calibration`` names the zoo
     models (name, input size) run whole (default ``segments.CALIBRATION_MODELS``; empty: the
-    stored factors are kept as they are).
+    stored factors are kept as they are). With ``min_fit_samples``, a profile that still has
+    fewer layer samples (a busy host measures few in its budget) gets up to
+    :data:`MAX_TOP_UPS` more budgets of layers, said on ``info``.
     """
     from edgedeploy.costmodel import profile as prof_mod
     from edgedeploy.costmodel import shapes as shapes_mod
@@ -77,6 +84,13 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
     start = time.monotonic()
     try:
         new = ensure_fit_sample(target, prof, budget_s, measure, progress, sample)
+        for _ in range(MAX_TOP_UPS):
+            if len(prof.select("fit")) >= min_fit_samples:
+                break
+            if info is not None:
+                info(f"profile: fewer than {min_fit_samples} layer samples (a busy host?); "
+                     f"measuring {budget_s:.0f} s more")
+            new += ensure_fit_sample(target, prof, budget_s, measure, progress, sample)
     finally:
         measure.close()
     factors = (segment_factors(target, Path(prof.path), info, calibration)

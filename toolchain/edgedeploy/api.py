@@ -814,17 +814,13 @@ def doctor(manifest: str | Path | None, target: str = "local", *, python: str | 
     could not be reached counts in ``raise_for_status()``. Without ``requires`` they come from
     the target's lockfile (its engines' packages and execution providers), else numpy."""
     from edgedeploy.deploy import api as deploy
-    from edgedeploy.deploy.doctor import DoctorReport
 
     source = "--require"
     if requires is None:
         requires, source = plan_requirements(manifest, target)
-    answers = deploy.doctor(resolve_target(manifest, target), python=python, requires=requires,
-                            alias=target, access=_access(accept_new_host_keys))
-    for report in answers:
-        if isinstance(report, DoctorReport):
-            report.requires_from = source
-    return answers
+    return deploy.doctor(resolve_target(manifest, target), python=python, requires=requires,
+                         alias=target, access=_access(accept_new_host_keys),
+                         requires_from=source)
 
 
 def plan_requirements(manifest: str | Path | None, target: str) -> tuple[tuple[str, ...], str]:

@@ -301,7 +301,8 @@ def releases(target: TargetRef | str, *, alias: str = "target",
 
 def doctor(target: TargetRef | str, *, python: str | None = None,
            requires: tuple[str, ...] = ("numpy",), alias: str = "target",
-           access: TransportOptions | None = None) -> HostAnswers[DoctorReport]:
+           access: TransportOptions | None = None,
+           requires_from: str | None = None) -> HostAnswers[DoctorReport]:
     """Per host: what the board has and lacks (see :func:`edgedeploy.deploy.doctor.doctor`),
     always with the execution providers its onnxruntime offers: whether a GPU plan can run there
     is the question people ask doctor before a push. ``requires`` may hold ``provider:<Name>``.
@@ -311,7 +312,7 @@ def doctor(target: TargetRef | str, *, python: str | None = None,
 
     def fn(t: Transport, _p: str) -> DoctorReport:
         t.open()
-        return _doctor(t, python, requires, list_providers=True)
+        return _doctor(t, python, requires, list_providers=True, requires_from=requires_from)
     pairs = _query(target, fn, access)
     out: list[DoctorReport] = []
     failures: list[tuple[str, EdgeDeployError]] = []
@@ -320,7 +321,8 @@ def doctor(target: TargetRef | str, *, python: str | None = None,
             if len(pairs) == 1:
                 raise value
             failures.append((host, value))
-            value = DoctorReport(host=host, python_cmd=python, missing=[f"unreachable: {value}"])
+            value = DoctorReport(host=host, python_cmd=python, requires_from=requires_from,
+                                 missing=[f"unreachable: {value}"])
         out.append(value)
     return HostAnswers(alias, "doctor", out, failures)
 

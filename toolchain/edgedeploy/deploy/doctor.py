@@ -66,14 +66,15 @@ class DoctorReport:
 
 def doctor(transport: Transport, python: str = "python3",
            requires: tuple[str, ...] | list[str] = ("numpy",), *,
-           list_providers: bool = False) -> DoctorReport:
+           list_providers: bool = False, requires_from: str | None = None) -> DoctorReport:
     """Inspect the board; ``missing`` lists each requirement it lacks, with how to get it.
 
     ``requires`` holds distribution names and ``provider:<Name>`` entries (a malformed one raises
-    BundleError); ``list_providers`` fills ``providers`` even when no entry needs one.
+    BundleError); ``list_providers`` fills ``providers`` even when no entry needs one;
+    ``requires_from`` says where ``requires`` came from (reported as is).
     """
     needed = [parse_requirement(r, "requirement") for r in requires]
-    report = DoctorReport(host=transport.label, python_cmd=python)
+    report = DoctorReport(host=transport.label, python_cmd=python, requires_from=requires_from)
     argv = [python, "-c", scripts.DOCTOR_PY, *requires, *(["--providers"] if list_providers
                                                           else [])]
     res = transport.run(argv, changes=False, check=False, what="doctor", timeout=60)

@@ -25,7 +25,7 @@ def test_planned_deployment_vs_the_stock_runtime_on_real_models() -> None:
     for name in names:
         spec = MODELS[name]
         path = fetch(name)
-        data = bench(path, BenchRequest(frames=300, rounds=5, input_shape=spec.input_shape),
+        data = bench(path, BenchRequest(frames=300, rounds=6, input_shape=spec.input_shape),
                      progress=print)
         rows[name] = data
         print(f"{name}: x{data['ratio_vs_default']:.2f} vs default, "

@@ -25,7 +25,7 @@ def test_planned_deployment_vs_onnxruntime_on_every_zoo_model(tmp_path: Path) ->
     for name in names:
         path = zoo.export(name, tmp_path / f"{name}.onnx")
         frames = HEAVY.get(name, 120)
-        data = bench(path, BenchRequest(frames=frames, rounds=5), progress=print)
+        data = bench(path, BenchRequest(frames=frames, rounds=6), progress=print)
         rows[name] = data
         print(f"{name}: x{data['ratio_vs_default']:.2f} vs default, "
               f"x{data['ratio_vs_best_baseline']:.2f} vs {data['best_baseline']}, "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgedeploy import api, zoo
-from edgedeploy.benchmarks.decide import WIN_MARGIN, shortlist
+from edgedeploy.benchmarks.decide import MIN_ROUNDS, WIN_MARGIN, shortlist
 from edgedeploy.cli.main import main
 from edgedeploy.schemas.plan import load_plan
 
@@ -34,7 +34,10 @@ def project(tmp_path: Path) -> Path:
 def _winner_checks(plan) -> None:
     d = plan.decision
     assert d.measured and d.winner in {c.name for c in d.contenders}
-    assert all(len(c.rounds_fps) >= 3 for c in d.contenders)  # the same rounds for all
+    rounds = {len(c.rounds_fps) for c in d.contenders}
+    assert len(rounds) == 1  # the same rounds for all ...
+    (n,) = rounds
+    assert n >= MIN_ROUNDS and n % 2 == 0  # ... in pairs, one in each order
     best = max(d.contenders, key=lambda c: c.measured_fps)
     base = max((c for c in d.contenders if c.baseline), key=lambda c: c.measured_fps)
     # the fastest wins, unless it is no baseline and beats the best baseline by less than

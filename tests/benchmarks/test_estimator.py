@@ -80,8 +80,15 @@ def test_bench_reports_medians_spread_and_the_estimator(tmp_path):
     answer = bench(path, BenchRequest(frames=30, rounds=3, measure_budget_s=0))
     names = [r["system"] for r in answer["results"]]
     assert names == ["edgedeploy", "ort_default", "ort_replicas"]
-    assert all(len(r["rounds_fps"]) == 3 for r in answer["results"])
+    # rounds come in pairs, one in each order: 3 asked, 4 run
+    assert all(len(r["rounds_fps"]) == 4 for r in answer["results"])
     assert "median over rounds" in answer["estimator"]
+    ours = answer["results"][0]["rounds_fps"]
+    base = next(r for r in answer["results"] if r["system"] == answer["best_baseline"])
+    ratios = [a / b for a, b in zip(ours, base["rounds_fps"], strict=True)]
+    assert answer["ratio_vs_best_baseline_worst_round"] == min(ratios)
+    pairs = [(ratios[0] * ratios[1]) ** 0.5, (ratios[2] * ratios[3]) ** 0.5]
+    assert abs(answer["ratio_vs_best_baseline_worst_pair"] - min(pairs)) < 1e-12
     best = max(answer["results"][1:], key=lambda r: r["throughput_fps"])
     assert answer["best_baseline"] == best["system"]
     assert abs(answer["ratio_vs_best_baseline"]

@@ -36,16 +36,19 @@ from edgedeploy.schemas.plan import (
 
 log = logging.getLogger("edgedeploy.decide")
 DEFAULT_SHORTLIST = 4
-MIN_ROUNDS = 3
+#: Rounds come in pairs, one in each order: a contender measured right after another can run
+#: measurably slower or faster than one measured first, and an odd count would hand the
+#: contender listed first (the planner's plan) one more round in its favoured position.
+MIN_ROUNDS = 4
 #: More rounds while the budget lasts shrink the noise of a shared machine, up to this many.
-MAX_ROUNDS = 9
+MAX_ROUNDS = 8
 #: Seconds one contender's timed window aims at (frames per round follow from a probe).
 WINDOW_S = 0.4
 #: A contender that is not a baseline must beat the best measured baseline by this fraction:
 #: rounds on a shared machine move by a few percent, and a tie goes to what a user would run.
 WIN_MARGIN = 0.03
-ESTIMATOR = ("median over alternated rounds of frames / wall time of the round, after the same "
-             "warm-up, on the same frames")
+ESTIMATOR = ("median over pairs of alternated rounds of frames / wall time of the round, after "
+             "the same warm-up, on the same frames")
 
 
 @dataclass
@@ -181,9 +184,10 @@ def decide(plan: Plan, graph: ir.Graph, entries: list[Entry], measure: Measure, 
         t0 = time.monotonic()
         for e in order:
             elapsed = time.monotonic() - start
-            if r:  # rounds that fit the budget, at least MIN_ROUNDS
-                rounds = int(np.clip((budget_s - (t0 - start)) / per_round_s + r, MIN_ROUNDS,
-                                     max_rounds))
+            if r:  # rounds that fit the budget, at least MIN_ROUNDS, in pairs
+                fit = int(np.clip((budget_s - (t0 - start)) / per_round_s + r, MIN_ROUNDS,
+                                  max_rounds))
+                rounds = min(fit + fit % 2, max_rounds)
             eta = per_round_s * (rounds - r)
             say(f"measure round {r + 1}/{rounds}: {e.name} ({elapsed:.0f} s, ETA {eta:.0f} s)")
             window, latency, energy = measure(e, frames[e.name], max(2, frames[e.name] // 10))
@@ -192,7 +196,9 @@ def decide(plan: Plan, graph: ir.Graph, entries: list[Entry], measure: Measure, 
             if energy is not None:
                 e.energy_mj.append(energy)
         per_round_s = time.monotonic() - t0
-        if r + 1 >= MIN_ROUNDS and time.monotonic() - start + per_round_s > budget_s:
+        paired = (r + 1) % 2 == 0  # stop only after a round in each order
+        if paired and r + 1 >= MIN_ROUNDS and time.monotonic() - start + 2 * per_round_s \
+                > budget_s:
             break
     winner = _winner(entries, plan.objective)
     for e in entries:

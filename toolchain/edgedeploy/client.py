@@ -15,7 +15,10 @@ runs in an application on the board and on a host::
     Client.connect(manifest="edgedeploy.yaml", target="jetson")  # host side: via edgedeploy.api,
                                                                  # over SSH for SSH targets
 
-The protocol is documented in :mod:`edgedeploy.runtime.wire`. A frame is one array (one-input
+On the runner's machine (``Client.unix``) frames and results travel through memory shared with
+the runner (:mod:`edgedeploy.runtime.frame_slots`; ``client.shared_memory`` says so) where the
+platform allows it, and through the socket otherwise. The protocol is documented in
+:mod:`edgedeploy.runtime.wire`. A frame is one array (one-input
 models), a list in input order, or a dict by input name; an array lacking only the leading batch
 axis of size 1 gets it, and floating-point arrays are cast to the input's dtype. Errors are
 :class:`~edgedeploy.runtime.wire.ServiceError` subclasses: ``FrameRejectedError`` (a frame the

@@ -3,6 +3,7 @@ run, alternating in one run (a shared, noisy machine makes separate runs incompa
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,15 @@ from edgedeploy.errors import InputError
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import random_inputs
 from edgedeploy.schemas.plan import Plan
+
+#: Seconds a timed window lasts at least (the slowest system's; the others', the same frames):
+#: a system that sat idle while the others ran needs a few frames to come back to speed, which
+#: a window of a few frames mistakes for the system itself. Two identical one-thread replica
+#: systems measured 0.75-1.29x of each other in 20-frame rounds of MobileNet V1 here, and
+#: 0.96-1.08x in 100-frame (0.4 s) ones.
+MIN_WINDOW_S = 0.4
+#: Frames of the probe that sizes the windows (it warms every system up as well).
+PROBE_FRAMES = 4
 
 
 @dataclass
@@ -88,9 +98,11 @@ def bench(source: str | Path, request: BenchRequest,
         return frames[k % len(frames)]
 
     rounds = max(2, request.rounds + request.rounds % 2)
-    per_round = max(1, request.frames // rounds)
-    warmup = max(2, per_round // 10)  # the same for every system, before every timed window
     try:
+        # every system takes a probe first; the slowest one's rate sizes the windows
+        slowest = min(s.probe(PROBE_FRAMES, frame) for s in candidates)
+        per_round = max(1, request.frames // rounds, math.ceil(slowest * MIN_WINDOW_S))
+        warmup = max(2, per_round // 10)  # the same for every system, before every window
         for r in range(rounds):
             order = candidates if r % 2 == 0 else candidates[::-1]  # alternate who goes first
             for system in order:

@@ -53,6 +53,10 @@ class System:
                                                       min(frames, LATENCY_SAMPLES)))
         return window
 
+    def probe(self, frames: int, frame: Frame) -> float:
+        """A rough rate, not recorded as a round (it sizes the windows and warms up)."""
+        return timed_round(self.process, frame, frames, 2, self.tail).throughput_fps
+
     def summary(self) -> dict[str, float | str]:
         s = summarise(self.windows)
         lat = np.concatenate(self.latencies_s) if self.latencies_s else np.zeros(1)

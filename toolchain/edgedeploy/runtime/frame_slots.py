@@ -18,7 +18,6 @@ passing, and both sides then use inline frames.
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 import socket
@@ -85,7 +84,8 @@ class SlotLayout:
 
 
 class Slots:
-    """A mapped slot region; ``inputs(k)`` and ``outputs(k)`` are views of slot ``k``."""
+    """A mapped slot region; ``inputs(k)`` and ``outputs(k)`` are views of slot ``k``. The
+    mapping goes with the last reference to it (a frame in flight may still hold a view)."""
 
     def __init__(self, layout: SlotLayout, region: mmap.mmap) -> None:
         self.layout = layout
@@ -138,9 +138,3 @@ class Slots:
             return None
         finally:
             os.close(fd)
-
-    def close(self) -> None:
-        """Unmap now if no view is still held; otherwise the mapping goes with the last one."""
-        self._in, self._out = [], []
-        with contextlib.suppress(BufferError):
-            self._region.close()

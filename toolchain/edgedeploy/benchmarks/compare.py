@@ -20,9 +20,8 @@ from edgedeploy.schemas.plan import Plan
 
 #: Seconds a timed window lasts at least (the slowest system's; the others', the same frames):
 #: a system that sat idle while the others ran needs a few frames to come back to speed, which
-#: a window of a few frames mistakes for the system itself. Two identical one-thread replica
-#: systems measured 0.75-1.29x of each other in 20-frame rounds of MobileNet V1 here, and
-#: 0.96-1.08x in 100-frame (0.4 s) ones.
+#: a window of a few frames mistakes for the system itself (results/order_effect.json: two
+#: identical systems measured up to 30 % apart in 20-frame rounds, within 5 % in 0.4 s ones).
 MIN_WINDOW_S = 0.4
 #: Frames of the probe that sizes the windows (it warms every system up as well).
 PROBE_FRAMES = 4

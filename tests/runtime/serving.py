@@ -94,6 +94,15 @@ def serving(bundle: Path, state: Path, *args: str, ready: str = "socket",
         runner.stop()
 
 
+@contextlib.contextmanager
+def served_bundle(tmp: Path) -> Iterator[tuple[Runner, Reference]]:
+    """The client bundle (:func:`client_bundle`) served from ``tmp``, with its onnxruntime
+    reference: what a module of service tests shares."""
+    bundle, model = client_bundle(tmp)
+    with serving(bundle, tmp / "state") as runner:
+        yield runner, Reference(model)
+
+
 def _ready(runner: Runner, ready: str) -> bool:
     with contextlib.suppress(OSError, ValueError):
         status = runner.status()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.runtime.serving import Reference, assert_close, client_bundle, frames, serving
+from tests.runtime.serving import assert_close, frames, served_bundle
 
 from edgedeploy.client import Client
 from edgedeploy.runtime import frame_slots, wire
@@ -28,10 +28,8 @@ pytestmark = [pytest.mark.timeout(120),
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    tmp = tmp_path_factory.mktemp("slots")
-    bundle, model = client_bundle(tmp)
-    with serving(bundle, tmp / "state") as runner:
-        yield runner, Reference(model)
+    with served_bundle(tmp_path_factory.mktemp("slots")) as pair:
+        yield pair
 
 
 def test_a_local_client_passes_frames_in_shared_memory_with_the_same_answers(served) -> None:

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.runtime.serving import Reference, assert_close, client_bundle, frames, serving
+from tests.runtime.serving import (
+    Reference,
+    assert_close,
+    client_bundle,
+    frames,
+    served_bundle,
+    serving,
+)
 
 from edgedeploy.client import Client
 from edgedeploy.runtime import wire
@@ -33,10 +40,8 @@ TOKEN = "s3cret-token-for-the-test-0123456789"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    tmp = tmp_path_factory.mktemp("service")
-    bundle, model = client_bundle(tmp)
-    with serving(bundle, tmp / "state") as runner:
-        yield runner, Reference(model)
+    with served_bundle(tmp_path_factory.mktemp("service")) as pair:
+        yield pair
 
 
 def test_infer_and_stream_answer_as_onnxruntime_does_in_order(served) -> None:

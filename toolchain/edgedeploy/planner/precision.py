@@ -21,7 +21,6 @@ model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -272,7 +271,7 @@ def _cache_key(spec: ModelSpec, graph: ir.Graph, frames: Frames) -> str:
            "model": sha256_file(Path(spec.path)), "calibration": frames.sha256 or
            f"random:{RANDOM_SEED}:{RANDOM_FRAMES}",
            "inputs": {t.name: list(t.shape) for t in graph.inputs}}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return sha256_text(json.dumps(key, sort_keys=True))
 
 
 def int8_variant(manifest: Manifest, graph: ir.Graph, frames: Frames) -> tuple[Path, Guard]:

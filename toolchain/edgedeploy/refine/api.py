@@ -77,10 +77,9 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
     from edgedeploy.refine.runnable import check_for
 
     # only what the device can run: segments the deployed bundle ships, whole TFLite operators
-    free_batch = getattr(backend, "free_batch", kind == "local")  # local cuts its own
     ctx.space.runnable = check_for(graph, ctx.space, getattr(backend, "shipped", None),
-                                   free_batch)
-    if manifest.objective == "throughput" and free_batch and not backend.simulated:
+                                   backend.free_batch)
+    if manifest.objective == "throughput" and backend.free_batch and not backend.simulated:
         ctx.space.batches = (1, *BATCH_SIZES)
 
     r = manifest.refine

@@ -136,6 +136,8 @@ class LocalBackend:
 
     label = "local"
     simulated = False
+    #: It cuts its own segments, free in the batch where a candidate batches.
+    free_batch = True
 
     def __init__(self, space: Space, graph, model_path, layer_frames: int = 3) -> None:
         self.space, self.graph, self.model_path = space, graph, model_path

@@ -7,10 +7,11 @@ its size so no client can shrink it under the service (a shrunk mapping faults t
 reads it), maps it, and passes the descriptor with its WELCOME (SCM_RIGHTS: only the connected
 peer receives it; nothing appears in the file system). A slot holds one frame's inputs followed
 by its results, each tensor at an offset aligned to 64 bytes, in the advertised shapes and
-dtypes. The client writes frame ``i`` into slot ``i % count`` and sends a 12-byte SLOT_FRAME;
-the service copies the inputs into its pipeline, writes the outputs into the same slot and
-answers with a SLOT_RESULT; the client copies them out before it reuses the slot. The window
-(at most ``count`` frames unanswered) is what makes the slot free again.
+dtypes. The client writes a frame into a free slot (the one freed last: it is still in the
+caches) and sends a 12-byte SLOT_FRAME; the service copies the inputs into its pipeline, writes
+the outputs into the same slot and answers with a SLOT_RESULT; the client copies them out, and
+the slot is free again. The window (at most ``count`` frames unanswered) keeps a slot free for
+every frame the client may send.
 
 Stdlib and numpy only; :func:`supported` is False where the platform lacks memfd or descriptor
 passing, and both sides then use inline frames.

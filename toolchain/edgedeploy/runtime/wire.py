@@ -301,15 +301,13 @@ def read_message_fds(sock: socket.socket, limit: int, max_fds: int = 1
     byte (SCM_RIGHTS). The caller owns (and closes) what comes back."""
     head = bytearray()
     fds: list[int] = []
-    while len(head) < HEAD.size:
-        data, got, _flags, _addr = socket.recv_fds(sock, HEAD.size - len(head), max_fds)
-        fds += got
-        if not data:
-            for fd in fds:
-                os.close(fd)
-            raise EOFError(f"connection closed after {len(head)} of {HEAD.size} bytes")
-        head += data
     try:
+        while len(head) < HEAD.size:
+            data, got, _flags, _addr = socket.recv_fds(sock, HEAD.size - len(head), max_fds)
+            fds += got
+            if not data:
+                raise EOFError(f"connection closed after {len(head)} of {HEAD.size} bytes")
+            head += data
         kind, size = _head(head, limit)
         return kind, recv_exact(sock, size), fds
     except BaseException:

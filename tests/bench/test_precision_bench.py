@@ -81,3 +81,72 @@ def test_int8_beside_fp32_on_zoo_models(tmp_path: Path) -> None:
         "calibration": "8 seeded standard-normal frames; guard on 2 held-out frames",
         "models": rows}, indent=1) + "\n")
     assert all(r["fp32"]["median_fps"] > 0 for r in rows.values())
+
+
+PLAN_OUT = ROOT / "results" / "bench_precision.json"
+PLAN_MODELS = os.environ.get("EDGEDEPLOY_PRECISION_PLAN_MODELS", "resnet50,mobilenet_v2")
+PLAN_FRAMES = {"resnet50": 60}
+AUTO_MANIFEST = """name: {name}
+model:
+  path: {name}.onnx
+  precision: auto
+  calibration: frames.npz
+targets:
+  local: {{board: local}}
+"""
+
+
+def _import_s(path: Path, repeats: int = 3) -> float:
+    """Median seconds `edgedeploy` takes to import the model into its IR."""
+    from edgedeploy.importers import load_model
+
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        load_model(path)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def test_auto_precision_plans_beside_fp32_and_int8_baselines(tmp_path: Path) -> None:
+    """`edgedeploy bench` of a manifest with ``precision: auto`` (as a user plans it: the int8
+    model quantized and guarded, then int8 and fp32 plans measured side by side on this host),
+    measured beside what a user would otherwise run -- onnxruntime's default session and
+    one-thread replicas on the fp32 model they have -- and the same two on the int8 file (what
+    a user who quantized by hand would run), one estimator, rounds alternated in pairs.
+    Writes results/bench_precision.json; reported, not asserted."""
+    from edgedeploy.benchmarks.compare import BenchRequest, bench
+
+    rows = {}
+    for name in PLAN_MODELS.split(","):
+        folder = tmp_path / name
+        folder.mkdir()
+        fp32 = zoo.export(name, folder / f"{name}.onnx", size=224)
+        rng = np.random.default_rng(0)
+        np.savez(folder / "frames.npz",
+                 input=rng.standard_normal((10, 1, 3, 224, 224)).astype(np.float32))
+        manifest = folder / "m.yaml"
+        manifest.write_text(AUTO_MANIFEST.format(name=name))
+        t = time.monotonic()
+        answer = bench(manifest, BenchRequest(frames=PLAN_FRAMES.get(name, 200), rounds=6),
+                       progress=print)
+        seconds = time.monotonic() - t
+        int8 = next((folder / "build" / "precision").glob("*.int8.*.onnx"))
+        answer["import_s"] = {"fp32": _import_s(fp32), "int8": _import_s(int8)}
+        answer["import_ratio"] = answer["import_s"]["int8"] / answer["import_s"]["fp32"]
+        answer["bench_s"] = round(seconds, 1)
+        rows[name] = answer
+        print(f"{name}: precision {answer['precision']['chosen']}, "
+              f"x{answer['ratio_vs_best_baseline']:.2f} vs {answer['best_baseline']}, "
+              f"x{answer['ratio_vs_best_int8_baseline']:.2f} vs int8 "
+              f"{answer['best_int8_baseline']}, import x{answer['import_ratio']:.2f}",
+              flush=True)
+        PLAN_OUT.write_text(json.dumps({
+            "command": "python -m pytest -q tests/bench/test_precision_bench.py -p "
+                       "no:cacheprovider -s",
+            "written_by": "tests/bench/test_precision_bench.py::"
+                          "test_auto_precision_plans_beside_fp32_and_int8_baselines (make bench)",
+            "calibration": "10 seeded standard-normal frames (8 calibrate, 2 held out): the zoo's "
+                           "weights are seeded, so top-1 agreement is weak evidence",
+            "models": rows}, indent=1) + "\n")
+    assert all(r["results"][0]["throughput_fps"] > 0 for r in rows.values())

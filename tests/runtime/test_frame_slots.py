@@ -6,9 +6,14 @@ forwarded by another process (which drops the descriptor) falling back to inline
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import signal
 import socket
+import struct
+import termios
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,14 +105,53 @@ def test_a_slot_that_does_not_exist_closes_that_client_only(served, slot: int) -
                 os.close(fd)
             sock.close()
         assert_close(other.infer(x), reference(x))
+    # the runner's status counts the clients it closed for breaking the protocol
+    runner.wait_for(lambda s: s["io"]["protocol_errors"] >= 1)
+
+
+def _children(pid: int) -> list[int]:
+    """Every process below ``pid`` (the pipeline's workers), from /proc."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out + [g for c in out for g in _children(c)]
+
+
+@contextlib.contextmanager
+def stopped_workers(pid: int) -> Iterator[None]:
+    """The runner's pipeline held still (SIGSTOP): a frame it took cannot be answered."""
+    workers = _children(pid)
+    assert workers
+    for w in workers:
+        os.kill(w, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for w in workers:
+            os.kill(w, signal.SIGCONT)
+
+
+def _unread(sock: socket.socket) -> int:
+    """Bytes this end sent that the peer has not read yet (SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
 
 
 def test_a_slot_reused_before_its_answer_is_a_protocol_error(served) -> None:
     runner, _ = served
     sock, _, fds = _raw_hello(runner.socket)
     try:
-        sock.sendall(wire.slot_message(wire.SLOT_FRAME, 0, 1)
-                     + wire.slot_message(wire.SLOT_FRAME, 1, 1))
+        # the first frame cannot be answered while the workers are stopped, so its slot is
+        # still held when the second frame names it (a loaded host could otherwise answer the
+        # first before the runner reads the second, which makes the reuse legitimate)
+        with stopped_workers(runner.proc.pid):
+            sock.sendall(wire.slot_message(wire.SLOT_FRAME, 0, 1)
+                         + wire.slot_message(wire.SLOT_FRAME, 1, 1))
+            deadline = time.monotonic() + 10
+            while _unread(sock):  # the runner has read both frames ...
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            time.sleep(0.2)  # ... and checked the second's slot (microseconds after reading)
         answers = [wire.read_message(sock, 1 << 20) for _ in range(2)]
         assert answers[0][0] in (wire.SLOT_RESULT, wire.RESULT)  # the first frame is answered
         error = wire.parse_control(answers[1][1])

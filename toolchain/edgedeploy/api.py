@@ -248,7 +248,8 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
     """
     from edgedeploy.deploy.api import push_bundle
     from edgedeploy.planner import check as check_plans
-    from edgedeploy.planner.api import model_graph
+    from edgedeploy.planner.api import model_graph, planned_graph
+    from edgedeploy.planner.lock import read_lock
 
     say = progress or (lambda _msg: None)
     m = load_manifest(manifest)  # loaded once, imported once, solved once: passed on below
@@ -280,6 +281,9 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
         if refined is not None:  # the last refinement's plan, while its inputs still hold
             plan_file, current.doc = refined
             say(f"plan: keeping the refined plan {plan_file} (its inputs are unchanged)")
+        else:  # the committed plan, as built below: a measured winner is no re-plan
+            current.doc = read_lock(plan_file) or current.doc
+    graph = planned_graph(m, current.doc, graph)  # auto: the precision the board measured
     say(f"build: {plan_file} -> {bundle_dir}")
     info = _build_plan(plan_file, bundle_dir, graph, m,
                        free_batch=refine and _batch_on_device(m, target))

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.benchmarks.estimator import Window, summarise
+from edgedeploy.benchmarks.estimator import Window, probe_rate, summarise
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.stages import BATCH_SIZES
 from edgedeploy.schemas.plan import (
@@ -44,6 +44,8 @@ MIN_ROUNDS = 4
 MAX_ROUNDS = 8
 #: Seconds one contender's timed window aims at (frames per round follow from a probe).
 WINDOW_S = 0.4
+#: Frames one window holds at most (a model at 5,000 fps still gets its 0.4 s).
+MAX_WINDOW_FRAMES = 2000
 #: A contender that is not a baseline must beat the best measured baseline by this fraction:
 #: rounds on a shared machine move by a few percent, and a tie goes to what a user would run.
 WIN_MARGIN = 0.03
@@ -64,9 +66,17 @@ class Entry:
     #: A variant that may not run on this model (a micro-batch the graph hard-codes against):
     #: dropped from the decision when it fails, where any other contender's failure is an error.
     optional: bool = False
+    #: The model precision it runs when ``model.precision: auto`` measures int8 against fp32
+    #: (None otherwise: one precision, the planned one).
+    precision: str | None = None
     windows: list[Window] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     energy_mj: list[float] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """Its name in the decision: the name, after its precision when precisions compete."""
+        return f"{self.precision}:{self.name}" if self.precision else self.name
 
     @property
     def measured_fps(self) -> float:
@@ -156,28 +166,28 @@ def batched_variants(plan: Plan, graph: ir.Graph
 Measure = Callable[[Entry, int, int], tuple[Window, float, float | None]]
 
 
-def decide(plan: Plan, graph: ir.Graph, entries: list[Entry], measure: Measure, *,
-           budget_s: float, target: str, simulated: bool,
-           progress: Callable[[str], None] | None = None,
-           max_rounds: int = MAX_ROUNDS) -> tuple[Plan, Decision]:
-    """Measure the entries in alternated rounds within ``budget_s`` and rewrite the plan as the
-    measured winner. ``measure(entry, frames, warmup) -> (window, latency ms, energy mJ)``."""
+def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: float,
+           target: str, simulated: bool, progress: Callable[[str], None] | None = None,
+           max_rounds: int = MAX_ROUNDS) -> tuple[Entry, Decision]:
+    """Measure the entries in alternated rounds within ``budget_s``; the measured winner and
+    the decision. ``measure(entry, frames, warmup) -> (window, latency ms, energy mJ)``."""
     say = progress or (lambda _m: None)
     start = time.monotonic()
     entries = list(entries)
     probe: dict[str, float] = {}
     for e in list(entries):  # sizes the rounds; an optional variant that cannot run drops out
         try:
-            probe[e.name] = measure(e, 2, 1)[0].throughput_fps
+            probe[e.key] = probe_rate(lambda n, e=e: measure(e, n, 1)[0], 2)
         except Exception as exc:
             if not e.optional:
                 raise
             entries.remove(e)
-            log.warning("dropped %s: it does not run on this model: %s", e.name, exc)
-            say(f"dropped {e.name}: it does not run on this model ({type(exc).__name__})")
+            log.warning("dropped %s: it does not run on this model: %s", e.key, exc)
+            say(f"dropped {e.key}: it does not run on this model ({type(exc).__name__})")
     spent = time.monotonic() - start
     per_round_s = max(spent, 1e-3)
-    frames = {e.name: int(np.clip(probe[e.name] * WINDOW_S, 4, 400)) for e in entries}
+    frames = {e.key: int(np.clip(probe[e.key] * WINDOW_S, 4, MAX_WINDOW_FRAMES))
+              for e in entries}
     rounds = max_rounds
     for r in range(max_rounds):
         order = entries if r % 2 == 0 else entries[::-1]
@@ -189,8 +199,8 @@ def decide(plan: Plan, graph: ir.Graph, entries: list[Entry], measure: Measure, 
                                   max_rounds))
                 rounds = min(fit + fit % 2, max_rounds)
             eta = per_round_s * (rounds - r)
-            say(f"measure round {r + 1}/{rounds}: {e.name} ({elapsed:.0f} s, ETA {eta:.0f} s)")
-            window, latency, energy = measure(e, frames[e.name], max(2, frames[e.name] // 10))
+            say(f"measure round {r + 1}/{rounds}: {e.key} ({elapsed:.0f} s, ETA {eta:.0f} s)")
+            window, latency, energy = measure(e, frames[e.key], max(2, frames[e.key] // 10))
             e.windows.append(window)
             e.latency_ms.append(latency)
             if energy is not None:
@@ -200,29 +210,30 @@ def decide(plan: Plan, graph: ir.Graph, entries: list[Entry], measure: Measure, 
         if paired and r + 1 >= MIN_ROUNDS and time.monotonic() - start + 2 * per_round_s \
                 > budget_s:
             break
-    winner = _winner(entries, plan.objective)
+    winner = _winner(entries, objective)
     for e in entries:
-        log.info("measured %s on %s: %.4g fps (rounds %s), predicted %.4g fps%s", e.name,
+        log.info("measured %s on %s: %.4g fps (rounds %s), predicted %.4g fps%s", e.key,
                  target, e.measured_fps, ", ".join(f"{w.throughput_fps:.4g}" for w in e.windows),
                  e.predicted.throughput_fps or 0.0, " <- chosen" if e is winner else "")
     decision = Decision(
         measured=True, target=target, simulated=simulated, estimator=ESTIMATOR,
-        budget_s=budget_s, seconds=round(time.monotonic() - start, 2), winner=winner.name,
-        contenders=[Contender(name=e.name, predicted=e.predicted,
+        budget_s=budget_s, seconds=round(time.monotonic() - start, 2), winner=winner.key,
+        contenders=[Contender(name=e.key, predicted=e.predicted,
                               measured_fps=e.measured_fps,
                               rounds_fps=[w.throughput_fps for w in e.windows],
                               latency_ms=statistics.median(e.latency_ms) if e.latency_ms
                               else None,
                               energy_mj=statistics.median(e.energy_mj) if e.energy_mj
-                              else None, baseline=e.baseline) for e in entries])
-    return as_plan(plan, graph, winner, decision), decision
+                              else None, baseline=e.baseline, precision=e.precision)
+                    for e in entries])
+    return winner, decision
 
 
 def _winner(entries: list[Entry], objective: str) -> Entry:
     if objective == "latency":
-        return min(entries, key=lambda e: (statistics.median(e.latency_ms), e.name))
+        return min(entries, key=lambda e: (statistics.median(e.latency_ms), e.key))
     if objective == "energy" and all(e.energy_mj for e in entries):
-        return min(entries, key=lambda e: (statistics.median(e.energy_mj), e.name))
+        return min(entries, key=lambda e: (statistics.median(e.energy_mj), e.key))
     best = max(entries, key=lambda e: (e.measured_fps, e.baseline, e.name == "plan"))
     baselines = [e for e in entries if e.baseline]
     if best.baseline or not baselines:
@@ -335,8 +346,8 @@ class TwinTrials:
         pass
 
 
-__all__ = ["DEFAULT_SHORTLIST", "Entry", "LocalTrials", "TwinTrials", "as_plan", "decide",
-           "measure_result", "shortlist"]
+__all__ = ["DEFAULT_SHORTLIST", "Arm", "Entry", "LocalTrials", "TwinTrials", "as_plan",
+           "decide", "measure_result", "shortlist"]
 
 
 def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
@@ -362,22 +373,81 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
             # the first plan of a new board stays within one budget: calibration comes out of
             # the measuring time (decide still measures its minimum rounds)
             budget = max(budget - (time.monotonic() - t0), 0.0)
-    entries = shortlist(plan, settings.shortlist, graph=None if kind == "sim" else graph)
+    arms = [Arm(None, plan, graph)]
+    if kind == "local" and _competes(manifest, graph):
+        arms = [Arm("int8", plan, graph), _fp32_arm(manifest, alias, result, board)]
+    entries = []
+    for arm in arms:
+        for e in shortlist(arm.plan, settings.shortlist, graph=None if kind == "sim"
+                           else arm.graph):
+            e.precision = arm.precision
+            # what a user would run by hand is the model they have, not our int8 variant
+            e.baseline = e.baseline and arm.precision != "int8"
+            entries.append(e)
     if kind == "sim":
         from edgedeploy.twins import TwinDevice, twin_target
 
-        trials: Any = TwinTrials(TwinDevice(twin_target(board), graph))
+        trials: dict[str | None, Any] = {None: TwinTrials(TwinDevice(twin_target(board), graph))}
     else:
         from edgedeploy.planner.precision import planned_model
 
-        trials = LocalTrials(graph, planned_model(manifest, graph))  # the int8 file if chosen
+        # each precision's model file (the int8 one where the guard accepted it), same frames
+        trials = {a.precision: LocalTrials(a.graph, planned_model(manifest, a.graph))
+                  for a in arms}
     try:
-        new, decision = decide(plan, graph, entries, trials, budget_s=budget, target=alias,
-                               simulated=kind == "sim", progress=progress)
+        winner, decision = decide(entries, lambda e, n, w: trials[e.precision](e, n, w),
+                                  objective=plan.objective, budget_s=budget, target=alias,
+                                  simulated=kind == "sim", progress=progress)
     finally:
-        trials.close()
+        for t in trials.values():
+            t.close()
+    arm = next(a for a in arms if a.precision == winner.precision)
+    new = as_plan(arm.plan, arm.graph, winner, decision)
+    if len(arms) > 1:
+        new = new.model_copy(update={"precision": _measured_precision(new, entries, winner)})
     result.replace_plan(new)
     return decision
+
+
+@dataclass
+class Arm:
+    """One precision's plan and the graph it runs: ``model.precision: auto`` measures the int8
+    model the guard accepted against the model as given."""
+
+    precision: str | None
+    plan: Plan
+    graph: ir.Graph
+
+
+def _competes(manifest: Any, graph: ir.Graph) -> bool:
+    """``auto`` with an int8 model the guard accepted: the board decides between precisions."""
+    from edgedeploy.planner.precision import SOURCE_KEY
+
+    record = graph.source.get(SOURCE_KEY) or {}
+    return manifest.model.precision == "auto" and record.get("chosen") == "int8"
+
+
+def _fp32_arm(manifest: Any, alias: str, result: Any, board: str) -> Arm:
+    """The model as given, planned for the same target and lockfile path as the int8 plan."""
+    from pathlib import Path
+
+    from edgedeploy.planner.api import model_graph, plan_document
+
+    graph = model_graph(manifest, precision="fp32")
+    doc = plan_document(manifest, Path(manifest.source), alias, board, graph, result.plan_file)
+    return Arm("fp32", Plan.model_validate(doc), graph)
+
+
+def _measured_precision(plan: Plan, entries: list[Entry], winner: Entry) -> Any:
+    """The winner's precision record, saying what measurement found: each precision's best
+    measured contender."""
+    best = {}
+    for e in entries:
+        if e.precision and e.measured_fps > best.get(e.precision, (0.0, ""))[0]:
+            best[e.precision] = (e.measured_fps, e.key)
+    found = "; ".join(f"{p} best {fps:.4g} fps ({key})" for p, (fps, key) in sorted(best.items()))
+    why = f"int8 accepted by the guard; measured on the board: {found}; chosen {winner.key}"
+    return plan.precision.model_copy(update={"reason": why}) if plan.precision else None
 
 
 def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,

@@ -71,6 +71,24 @@ def window_of(done: np.ndarray, warmup: int, frames: int) -> Window:
     return Window(stop - start, float(done[stop] - done[start]))
 
 
+#: Seconds a probe runs at least: a few frames of a fast model finish in microseconds, where
+#: start-up costs dominate and the rate they give is several times too low, so windows sized
+#: from it came out far shorter than intended (0.07 s for a 0.4 s target).
+PROBE_MIN_S = 0.05
+PROBE_MAX_FRAMES = 4096
+
+
+def probe_rate(run: Callable[[int], Window], frames: int) -> float:
+    """A rough rate to size windows by (and a warm-up): ``run(n)`` times ``n`` frames, with
+    ``n`` growing fourfold from ``frames`` until a window lasts :data:`PROBE_MIN_S`."""
+    n = max(1, frames)
+    while True:
+        window = run(n)
+        if window.wall_s >= PROBE_MIN_S or n >= PROBE_MAX_FRAMES:
+            return window.throughput_fps
+        n *= 4
+
+
 def one_in_flight_latency(run_one: Callable[[list[np.ndarray]], object], frame: Frame,
                           samples: int) -> np.ndarray:
     """Seconds per frame with nothing else in flight (the latency an application sees)."""

@@ -19,6 +19,7 @@ from edgedeploy.benchmarks.estimator import (
     Process,
     Window,
     one_in_flight_latency,
+    probe_rate,
     summarise,
     timed_round,
 )
@@ -55,7 +56,7 @@ class System:
 
     def probe(self, frames: int, frame: Frame) -> float:
         """A rough rate, not recorded as a round (it sizes the windows and warms up)."""
-        return timed_round(self.process, frame, frames, 2, self.tail).throughput_fps
+        return probe_rate(lambda n: timed_round(self.process, frame, n, 2, self.tail), frames)
 
     def summary(self) -> dict[str, float | str]:
         s = summarise(self.windows)

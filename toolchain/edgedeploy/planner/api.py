@@ -151,9 +151,11 @@ def log_decision(alias: str, doc: dict[str, Any]) -> None:
                       num(layer.get("predicted_ms")))
 
 
-def model_graph(manifest: Manifest) -> ir.Graph:
+def model_graph(manifest: Manifest, precision: str | None = None) -> ir.Graph:
     """The manifest's model imported into the IR (its input shape and format applied); with
-    ``model.precision`` int8/auto, the int8 model when the accuracy guard accepts it."""
+    ``model.precision`` int8/auto, the int8 model when the accuracy guard accepts it.
+    ``precision="fp32"`` under ``auto`` imports the model as given even so (the board measured
+    it faster), its record saying why."""
     from edgedeploy.importers import load_model
 
     spec = manifest.model
@@ -161,14 +163,30 @@ def model_graph(manifest: Manifest) -> ir.Graph:
                        fmt=spec.format)
     if spec.precision == "fp32":
         return graph
-    from edgedeploy.planner.precision import SOURCE_KEY, choose
+    from edgedeploy.planner.precision import SOURCE_KEY, choose, measured_fp32
 
     path, record = choose(manifest, graph)  # int8 within the accuracy guard, or fp32 kept
     if record is not None and record["chosen"] == "int8":
-        graph = load_model(path, input_shape=spec.shape_override(), input_name=spec.input_name,
-                           fmt=spec.format)
+        if precision == "fp32" and spec.precision == "auto":
+            record = measured_fp32(record)
+        else:
+            graph = load_model(path, input_shape=spec.shape_override(),
+                               input_name=spec.input_name, fmt=spec.format)
     graph.source[SOURCE_KEY] = record
     return graph
+
+
+def planned_graph(manifest: Manifest, doc: dict[str, Any], graph: ir.Graph) -> ir.Graph:
+    """The imported model a lockfile runs: ``graph`` (from :func:`model_graph`) when the lockfile
+    planned its precision, else the model as given (``auto``, where the board measured fp32
+    faster than int8)."""
+    from edgedeploy.planner.precision import SOURCE_KEY
+
+    chosen = (doc.get("precision") or {}).get("chosen")
+    record = graph.source.get(SOURCE_KEY) or {}
+    if chosen is None or record.get("chosen") in (None, chosen):
+        return graph
+    return model_graph(manifest, precision=chosen)
 
 
 def plan_document(manifest: Manifest, manifest_path: Path, alias: str, board: str, graph,

@@ -2,16 +2,17 @@
 
 ``model.precision: int8`` (or ``auto``) quantizes the manifest's ONNX model with onnxruntime's
 static QDQ quantizer (per-channel int8 weights, uint8 activations, after onnxruntime's
-pre-quantization pass), calibrated on ``model.calibration`` frames (an .npz
-named like the model inputs, a leading frame axis, or a folder of images that the manifest's
-``io.preprocess`` turns into input tensors, as on the board) or, absent those, on seeded random
-frames --
-a weak calibration the lockfile and a warning call out. The last fifth of the frames is held out:
-the fp32 and int8 whole models run there under onnxruntime, and the int8 model is planned only
-when the max relative error of its outputs stays within ``model.max_output_error`` (with top-1
+pre-quantization pass), calibrated on ``model.calibration`` frames (an .npz named like the model
+inputs, a leading frame axis, or a folder of images that the manifest's ``io.preprocess`` turns
+into input tensors, as on the board) or, absent those, on seeded random frames -- a weak
+calibration the lockfile and a warning call out. The last fifth of the frames is held out: the
+fp32 and int8 whole models run there under onnxruntime, and the int8 model is planned only when
+the max relative error of its outputs stays within ``model.max_output_error`` (with top-1
 agreement reported for (N, classes) outputs). ``int8`` refuses otherwise (exit 3); ``auto``
-keeps fp32 and records why. The cost model does not price int8 arithmetic, so ``auto`` does not
-weigh speed: it means "int8 whenever the guard accepts it".
+keeps fp32 and records why. Where ``auto``'s int8 model passes, measure-to-decide times the int8
+and fp32 plans side by side on a target whose engines this host runs (``benchmarks.decide``)
+and keeps the faster; the cost model does not price int8 arithmetic, so unmeasured (a twin, an
+SSH board, ``--no-measure``) ``auto`` means "int8 whenever the guard accepts it".
 
 The int8 model and its guard figures are cached under ``<build_dir>/precision/`` by a key of
 everything they depend on (model and calibration bytes, input shapes, onnxruntime version), so
@@ -340,6 +341,13 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
     return (path if ok else Path(spec.path)), record
 
 
+def measured_fp32(record: dict[str, Any], why: str | None = None) -> dict[str, Any]:
+    """``auto``'s record once measurement chose the model as given over its accepted int8
+    variant: int8 passed the guard but did not run faster on the board."""
+    return {**record, "chosen": "fp32", "model": None,
+            "reason": why or "int8 accepted by the guard; fp32 measured faster on the board"}
+
+
 def planned_model(manifest: Manifest, graph: ir.Graph) -> Path:
     """The model file a graph from :func:`edgedeploy.planner.api.model_graph` was imported from:
     the int8 variant when it was chosen, else the manifest's model."""
@@ -347,5 +355,5 @@ def planned_model(manifest: Manifest, graph: ir.Graph) -> Path:
     return Path(record["model"]) if record.get("chosen") == "int8" else Path(manifest.model.path)
 
 
-__all__ = ["Frames", "Guard", "choose", "guard", "int8_variant", "load_frames", "planned_model",
-           "quantize", "top1_agreement"]
+__all__ = ["Frames", "Guard", "choose", "guard", "int8_variant", "load_frames", "measured_fp32",
+           "planned_model", "quantize", "top1_agreement"]

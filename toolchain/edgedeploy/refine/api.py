@@ -170,7 +170,9 @@ def _backend(kind: str, ctx, graph, manifest, alias: str, tgt, seed: int):
         device = TwinDevice(tgt, graph, seed)
         return RunnerBackend(ctx.space, device.run, label=f"sim:{tgt.name}", simulated=True)
     if kind == "local":
-        return LocalBackend(ctx.space, graph, manifest.model.path)
+        from edgedeploy.planner.precision import planned_model
+
+        return LocalBackend(ctx.space, graph, planned_model(manifest, graph))  # int8 if planned
     return _ssh_backend(ctx, manifest, alias)
 
 

@@ -316,6 +316,8 @@ class Session:
     def _fatal(self, code: str, message: str) -> None:
         """Answer what was accepted, then this error, then close (through the writer)."""
         self.service.log(f"client {self.peer}: {code}: {message}")
+        if code == "protocol":
+            self.service.count_protocol_error()
         entry = _Entry(None)
         entry.fatal = True
         with self._cond:
@@ -419,6 +421,8 @@ class Service:
         self._closed = threading.Event()
         self._numbers = itertools.count(1)
         self.served = self.rejected = self.refused = 0
+        #: Clients closed for breaking the protocol (a malformed message, a slot misused).
+        self.protocol_errors = 0
 
     @property
     def addresses(self) -> list[str]:
@@ -485,9 +489,14 @@ class Service:
                 if self._feed is feed:
                     self._feed_cond.wait(0.2)
 
+    def count_protocol_error(self) -> None:
+        with self._lock:
+            self.protocol_errors += 1
+
     def stats(self) -> dict[str, Any]:
         return {"listen": self.addresses, "clients": self.clients, "served": self.served,
-                "rejected": self.rejected, "refused": self.refused}
+                "rejected": self.rejected, "refused": self.refused,
+                "protocol_errors": self.protocol_errors}
 
     def close(self, code: str = "failed", message: str = "the runner stopped") -> None:
         """Stop accepting, tell every client ``message`` (fatal), close every socket."""

@@ -130,6 +130,17 @@ class Contender(_Model):
     #: A baseline configuration: a contender that is not must beat the best one by the
     #: decision's margin (a tie goes to what a user would run by hand).
     baseline: bool = False
+    #: The model precision it runs, when ``model.precision: auto`` had the board choose it.
+    precision: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unmeasured_precision(self, handler: Any) -> Any:
+        """A contender of a decision that did not compare precisions writes no ``precision``
+        key: its lockfile stays byte-identical to one written before precisions were measured."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("precision") is None:
+            data.pop("precision", None)
+        return data
 
 
 class Decision(_Model):

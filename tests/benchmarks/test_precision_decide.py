@@ -145,3 +145,27 @@ def test_an_unmeasured_auto_plan_takes_int8_when_the_guard_accepts(project: Path
     p = load_plan(api.plan(project, "local", measure=False)[0].plan_file)
     assert p.precision is not None and p.precision.chosen == "int8"
     assert p.decision is not None and not p.decision.measured
+
+
+def test_bench_of_an_int8_plan_measures_the_users_model_beside_the_int8_one(
+        project: Path) -> None:
+    from edgedeploy.benchmarks.compare import BenchRequest, bench
+
+    project.write_text(MANIFEST.replace("precision: auto", "precision: int8"))
+    answer = bench(project, BenchRequest(frames=30, rounds=2, measure_budget_s=0))
+    names = [r["system"] for r in answer["results"]]
+    assert names == ["edgedeploy", "ort_default_int8", "ort_replicas_int8", "ort_default",
+                     "ort_replicas"]
+    # the best baseline is the best way to run the model the user has (fp32) ...
+    fp32 = [r for r in answer["results"] if r["system"] in ("ort_default", "ort_replicas")]
+    best = max(fp32, key=lambda r: r["throughput_fps"])
+    ours = answer["results"][0]["throughput_fps"]
+    assert answer["best_baseline"] == best["system"]
+    assert answer["ratio_vs_best_baseline"] == pytest.approx(ours / best["throughput_fps"])
+    # ... and the int8 file run the same ways is reported beside it
+    int8 = max(answer["results"][1:3], key=lambda r: r["throughput_fps"])
+    assert answer["best_int8_baseline"] == int8["system"]
+    assert answer["ratio_vs_best_int8_baseline"] == pytest.approx(ours / int8["throughput_fps"])
+    assert answer["precision"]["chosen"] == "int8"
+    # every system was timed over the same rounds
+    assert len({len(r["rounds_fps"]) for r in answer["results"]}) == 1

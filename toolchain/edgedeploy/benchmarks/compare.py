@@ -25,6 +25,8 @@ from edgedeploy.schemas.plan import Plan
 MIN_WINDOW_S = 0.4
 #: Frames of the probe that sizes the windows (it warms every system up as well).
 PROBE_FRAMES = 4
+#: Baselines run on the plan's int8 variant of the user's model carry this suffix.
+INT8_SUFFIX = "_int8"
 
 
 @dataclass
@@ -88,7 +90,11 @@ def bench(source: str | Path, request: BenchRequest,
                          "bench measures on this host", hint="use a local target alias")
     shape = doc["model"].get("input_shape")
     graph = load_model(model_path, input_shape=tuple(shape) if shape else None)
-    candidates = _systems(graph, model_path, doc)
+    given = _given_model(source, doc)
+    candidates = _systems(graph, model_path, doc, INT8_SUFFIX if given else "")
+    if given is not None:  # the plan runs our int8 variant: the user's own model too
+        candidates += _baselines(load_model(given, input_shape=tuple(shape) if shape else None),
+                                 given)
     pool = [random_inputs(graph, request.seed + k) for k in range(4)]
     names = [t.name for t in graph.inputs]
     frames = [[feeds[n] for n in names] for feeds in pool]
@@ -114,18 +120,35 @@ def bench(source: str | Path, request: BenchRequest,
     return _answer(candidates, doc, graph)
 
 
-def _systems(graph: ir.Graph, model_path: Path, doc: dict[str, Any]) -> list[systems.System]:
+def _systems(graph: ir.Graph, model_path: Path, doc: dict[str, Any], suffix: str = ""
+             ) -> list[systems.System]:
+    """The plan, and the baselines on the model it runs (names ending in ``suffix``)."""
     from edgedeploy.planner.api import stage_plans
 
     plan = Plan.model_validate(doc)  # the plan as the runner runs it: the one conversion
-    out = [systems.pipelined("edgedeploy", _describe(plan), graph, stage_plans(plan, graph),
-                             plan.choices, model_path)]
+    return [systems.pipelined("edgedeploy", _describe(plan), graph, stage_plans(plan, graph),
+                              plan.choices, model_path), *_baselines(graph, model_path, suffix)]
+
+
+def _baselines(graph: ir.Graph, model_path: Path, suffix: str = "") -> list[systems.System]:
+    """What a user would run instead: the stock runtime, threaded and replicated."""
     if graph.source.get("format") == "onnx":
-        out += [systems.ort_default(model_path), systems.ort_replicas(graph, model_path)]
+        out = [systems.ort_default(model_path), systems.ort_replicas(graph, model_path)]
     else:
-        out += [systems.litert_all_cores(graph, model_path),
-                systems.litert_replicas(graph, model_path)]
+        out = [systems.litert_all_cores(graph, model_path),
+               systems.litert_replicas(graph, model_path)]
+    for system in out:
+        system.name += suffix
     return out
+
+
+def _given_model(source: Path, doc: dict[str, Any]) -> Path | None:
+    """The model the user has when the plan runs an int8 variant of it (``precision``)."""
+    if (doc.get("precision") or {}).get("chosen") != "int8":
+        return None
+    from edgedeploy.schemas import load_manifest
+
+    return Path(load_manifest(source).model.path).resolve()
 
 
 def _describe(plan: Plan) -> str:
@@ -140,10 +163,21 @@ def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Gra
     by_name = {r["system"]: r for r in results}
     ours = by_name["edgedeploy"]["throughput_fps"]
     default = by_name.get("ort_default") or by_name["litert"]
-    baselines = [r for r in results if r["system"] != "edgedeploy"]
+    # the best baseline is the best way to run the model the user has; our int8 variant run
+    # the same ways is reported beside it
+    baselines = [r for r in results if r["system"] != "edgedeploy"
+                 and not r["system"].endswith(INT8_SUFFIX)]
     best = max(baselines, key=lambda r: r["throughput_fps"])
+    int8 = [r for r in results if r["system"].endswith(INT8_SUFFIX)]
+    best_int8 = max(int8, key=lambda r: r["throughput_fps"]) if int8 else None
     round_ratios = [a / b for a, b in zip(by_name["edgedeploy"]["rounds_fps"],
                                           best["rounds_fps"], strict=False) if b > 0]
+    extra: dict[str, Any] = {}
+    if doc.get("precision"):
+        extra["precision"] = doc["precision"]
+    if best_int8 is not None:
+        extra.update(best_int8_baseline=best_int8["system"],
+                     ratio_vs_best_int8_baseline=ours / best_int8["throughput_fps"])
     return {
         "model": graph.name,
         "target": doc["target"]["board"],
@@ -167,4 +201,5 @@ def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Gra
                              for k in ("name", "cluster", "cores", "replicas", "batch", "cpus",
                                        "engine", "engines", "primitive_mix")}
                             for s in doc["stages"]]},
+        **extra,
     }

@@ -78,6 +78,13 @@ def _render(data: dict) -> None:
     print(f"edgedeploy / default: {data['ratio_vs_default']:.2f}x, / best baseline "
           f"({data['best_baseline']}): {data['ratio_vs_best_baseline']:.2f}x; predicted "
           f"{data['predicted_throughput_fps']:.1f} fps")
+    precision = data.get("precision")
+    if precision:
+        print(f"precision {precision['chosen']} (requested {precision['requested']}; output "
+              f"error {precision['measured_error']:.3g} within {precision['max_output_error']:g})"
+              + (f"; / best int8 baseline ({data['best_int8_baseline']}): "
+                 f"{data['ratio_vs_best_int8_baseline']:.2f}x"
+                 if "best_int8_baseline" in data else ""))
 
 
 def _render_layers(data: dict) -> None:

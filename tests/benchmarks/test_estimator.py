@@ -9,7 +9,7 @@ import numpy as np
 
 from edgedeploy import api, zoo
 from edgedeploy.benchmarks import systems
-from edgedeploy.benchmarks.compare import MIN_WINDOW_S, BenchRequest, bench
+from edgedeploy.benchmarks.compare import MAX_WINDOW_S, MIN_WINDOW_S, BenchRequest, bench
 from edgedeploy.benchmarks.estimator import (
     Window,
     summarise,
@@ -83,11 +83,12 @@ def test_bench_reports_medians_spread_and_the_estimator(tmp_path):
     # rounds come in pairs, one in each order: 3 asked, 4 run (the probe is no round) ...
     assert all(len(r["rounds_fps"]) == 4 for r in answer["results"])
     # ... of the same frames for every system, windows of at least MIN_WINDOW_S for the
-    # slowest (so more frames than the 30 asked, at the rates of a 32 px model)
+    # fastest (so more frames than the 30 asked, at the rates of a 32 px model), unless the
+    # slowest would then run for longer than MAX_WINDOW_S
     counts = [r["frames"] for r in answer["results"]]  # a window edge may end a group later
     assert max(counts) - min(counts) <= 0.01 * min(counts) and min(counts) > 30
-    slowest = min(answer["results"], key=lambda r: r["throughput_fps"])
-    assert slowest["frames"] / 4 / slowest["throughput_fps"] > 0.5 * MIN_WINDOW_S
+    seconds = [r["frames"] / 4 / r["throughput_fps"] for r in answer["results"]]
+    assert min(seconds) > 0.5 * MIN_WINDOW_S or max(seconds) > 0.5 * MAX_WINDOW_S
     assert "median over rounds" in answer["estimator"]
     ours = answer["results"][0]["rounds_fps"]
     base = next(r for r in answer["results"] if r["system"] == answer["best_baseline"])

@@ -18,11 +18,16 @@ from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import random_inputs
 from edgedeploy.schemas.plan import Plan
 
-#: Seconds a timed window lasts at least (the slowest system's; the others', the same frames):
-#: a system that sat idle while the others ran needs a few frames to come back to speed, which
-#: a window of a few frames mistakes for the system itself (results/order_effect.json: two
-#: identical systems measured up to 30 % apart in 20-frame rounds, within 5 % in 0.4 s ones).
+#: Seconds a timed window lasts at least, for every system (the same frames for all, so the
+#: fastest one's rate sets them): a system that sat idle while the others ran needs a few frames
+#: to come back to speed, which a short window mistakes for the system itself
+#: (results/order_effect.json: two identical systems measured up to 30 % apart in 20-frame
+#: rounds, within 5 % in 0.4 s ones), and a micro-batched system completes frames in groups,
+#: of which a short window holds too few.
 MIN_WINDOW_S = 0.4
+#: ... unless the slowest system's window would last longer than this (a system several times
+#: slower than the fastest then keeps its own 0.4 s and more).
+MAX_WINDOW_S = 2.0
 #: Frames of the probe that sizes the windows (it warms every system up as well).
 PROBE_FRAMES = 4
 #: Baselines run on the plan's int8 variant of the user's model carry this suffix.
@@ -104,9 +109,12 @@ def bench(source: str | Path, request: BenchRequest,
 
     rounds = max(2, request.rounds + request.rounds % 2)
     try:
-        # every system takes a probe first; the slowest one's rate sizes the windows
-        slowest = min(s.probe(PROBE_FRAMES, frame) for s in candidates)
-        per_round = max(1, request.frames // rounds, math.ceil(slowest * MIN_WINDOW_S))
+        # every system takes a probe first; the rates size the windows: the same frames for
+        # all, enough for the fastest system's window to last MIN_WINDOW_S, unless that would
+        # hold the slowest one for more than MAX_WINDOW_S
+        rates = [s.probe(PROBE_FRAMES, frame) for s in candidates]
+        per_round = max(1, request.frames // rounds, math.ceil(min(
+            max(rates) * MIN_WINDOW_S, max(min(rates) * MAX_WINDOW_S, 1.0))))
         warmup = max(2, per_round // 10)  # the same for every system, before every window
         for r in range(rounds):
             order = candidates if r % 2 == 0 else candidates[::-1]  # alternate who goes first

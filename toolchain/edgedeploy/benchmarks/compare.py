@@ -139,12 +139,14 @@ def _systems(graph: ir.Graph, model_path: Path, doc: dict[str, Any], suffix: str
 
 
 def _baselines(graph: ir.Graph, model_path: Path, suffix: str = "") -> list[systems.System]:
-    """What a user would run instead: the stock runtime, threaded and replicated."""
-    if graph.source.get("format") == "onnx":
-        out = [systems.ort_default(model_path), systems.ort_replicas(graph, model_path)]
-    else:
-        out = [systems.litert_all_cores(graph, model_path),
-               systems.litert_replicas(graph, model_path)]
+    """What a user would run instead: the stock runtime, threaded and replicated (a stateful
+    model only threaded: replicas would each hold a state of every other frame)."""
+    onnx = graph.source.get("format") == "onnx"
+    out = [systems.ort_default(model_path) if onnx
+           else systems.litert_all_cores(graph, model_path)]
+    if not graph.source.get("stateful"):
+        out.append(systems.ort_replicas(graph, model_path) if onnx
+                   else systems.litert_replicas(graph, model_path))
     for system in out:
         system.name += suffix
     return out

@@ -22,12 +22,14 @@ the sweeps stop after ``sweep_limit`` frontier points.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from edgedeploy.errors import InfeasibleError
 from edgedeploy.planner.problem import Problem
 from edgedeploy.planner.select import Selection
+from edgedeploy.runtime import ir
 
 MAX_CUTS = 32
 SWEEP_LIMIT = 8
@@ -51,6 +53,16 @@ class Limits:
     max_power_w: float | None = None
     max_stages: int = 4
     allow_replication: bool = True
+
+    @classmethod
+    def of(cls, manifest: Any, graph: ir.Graph | None = None) -> Limits:
+        """The manifest's limits for ``graph``: a stateful model (its state is the stream of
+        frames it has seen) is never replicated -- replicas would each see every other frame."""
+        c = manifest.constraints
+        stateful = graph is not None and bool(graph.source.get("stateful"))
+        return cls(max_latency_ms=c.max_latency_ms, min_throughput_fps=c.min_throughput_fps,
+                   max_power_w=c.max_power_w, max_stages=manifest.pipeline.max_stages,
+                   allow_replication=manifest.pipeline.allow_replication and not stateful)
 
 
 @dataclass(frozen=True)

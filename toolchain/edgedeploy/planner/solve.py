@@ -96,9 +96,7 @@ def solve(problem: Problem, manifest, graph: Graph | None = None) -> Solution:
     caller holds it, else the manifest's model is imported again (only under that constraint).
     """
     c = manifest.constraints
-    limits = Limits(max_latency_ms=c.max_latency_ms, min_throughput_fps=c.min_throughput_fps,
-                    max_power_w=c.max_power_w, max_stages=manifest.pipeline.max_stages,
-                    allow_replication=manifest.pipeline.allow_replication)
+    limits = Limits.of(manifest, graph)
     solution = solve_problem(problem, manifest.objective, limits, manifest.primitives.allow,
                              manifest.primitives.deny, c.max_memory_mb)
     if c.max_memory_mb is not None:

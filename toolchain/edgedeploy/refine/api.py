@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.errors import InputError
+from edgedeploy.planner.partition import Limits
 from edgedeploy.refine.candidate import Candidate, seeds_from_plan
 from edgedeploy.refine.measure import LocalBackend, Measurement, RunnerBackend
 from edgedeploy.refine.search import Budget, Goal, OnEval, SearchResult, guided_search
@@ -63,7 +64,7 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
     graph = graph or model_graph(manifest)
     alias, board, kind = resolve_kind(manifest, target)
     tgt = _target(board, kind)
-    limits = _limits(manifest)
+    limits = Limits.of(manifest, graph)
     ctx = build_context(graph, tgt, limits=limits, allow=manifest.primitives.allow,
                         deny=manifest.primitives.deny,
                         max_memory_mb=manifest.constraints.max_memory_mb)
@@ -140,14 +141,6 @@ def _target(board: str, kind: str):
 
     return twin_target(board) if kind == "sim" else load_target(board)
 
-
-def _limits(manifest):
-    from edgedeploy.planner.partition import Limits
-
-    c = manifest.constraints
-    return Limits(max_latency_ms=c.max_latency_ms, min_throughput_fps=c.min_throughput_fps,
-                  max_power_w=c.max_power_w, max_stages=manifest.pipeline.max_stages,
-                  allow_replication=manifest.pipeline.allow_replication)
 
 
 def _plan_doc(manifest, manifest_path: Path, alias: str, board: str, tgt, graph, ctx,

@@ -248,7 +248,7 @@ def stage_specs(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[
     for k, sp in enumerate(plans):
         out.append(StageSpec(
             name=sp.name or f"stage{k}", cpus=tuple(sp.cpus), replicas=sp.replicas,
-            factory=build_graph_stage, batch=sp.batch,
+            factory=build_graph_stage, batch=sp.batch, inline=sp.inline,
             factory_args=(graph, sp, dict(choices), segments),
             inputs=specs(sp.io.inputs), outputs=specs(sp.io.outputs)))
     return out
@@ -258,7 +258,8 @@ def run_stages(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[s
                request: RunRequest, model_path: str | Path | None = None) -> RunReport:
     """Run frames through the stages (pipeline processes, or in-process when sequential)."""
     from edgedeploy.runtime.executor import random_inputs
-    from edgedeploy.runtime.pipeline import Pipeline, run_sequential
+    from edgedeploy.runtime.inline_pipeline import open_pipeline
+    from edgedeploy.runtime.pipeline import run_sequential
 
     segments = segments_for(graph, [p.io for p in plans], choices, model_path,
                             dynamic_batch=any(p.batch > 1 for p in plans))
@@ -275,7 +276,7 @@ def run_stages(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[s
                for k, p in enumerate(plans)]
         result = run_sequential(fns, frame, request.frames, warmup=request.warmup)
     else:
-        with Pipeline(stage_specs(graph, plans, choices, segments)) as pipe:
+        with open_pipeline(stage_specs(graph, plans, choices, segments)) as pipe:
             result = pipe.run(frame, request.frames, warmup=request.warmup)
     report = RunReport(model=str(model_path or graph.name), result=result.to_dict(),
                        stages=result.to_dict()["stages"], choices=dict(choices))

@@ -87,11 +87,11 @@ def pipelined(name: str, description: str, graph: ir.Graph, plans: Sequence[Stag
               choices: dict[str, str], model_path: Path | None) -> System:
     """A system run by the pinned multi-process pipeline (stays started between rounds), kept
     full while timed, as a streaming application feeds it."""
-    from edgedeploy.runtime.pipeline import Pipeline
+    from edgedeploy.runtime.inline_pipeline import open_pipeline
 
     segments = execute.segments_for(graph, [p.io for p in plans], choices, model_path,
                                     dynamic_batch=any(p.batch > 1 for p in plans))
-    pipe = Pipeline(execute.stage_specs(graph, plans, choices, segments))
+    pipe = open_pipeline(execute.stage_specs(graph, plans, choices, segments))
     pipe.start()
     seq = iter(range(1 << 62))
 

@@ -43,6 +43,8 @@ class StageSpec:
     #: Frames a replica may run as one call (micro-batching, see stage_worker._serve): its
     #: callable must then take and give tensors with the batch on the leading axis.
     batch: int = 1
+    #: Run in the feeding process (``inline_pipeline``): only a plan's sole stage, one replica.
+    inline: bool = False
 
 
 def split_cpus(cpus: Sequence[int], replicas: int) -> list[tuple[int, ...]]:

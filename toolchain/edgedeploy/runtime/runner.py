@@ -259,7 +259,7 @@ def measure(cfg: RunnerConfig, plan_name: str | None, config_json: str | None, f
 
     Board power is the meter's reading right after the pipeline run (before the per-layer runs),
     and ``energy_mj`` is that power over one frame period (1000 / throughput_fps ms)."""
-    from edgedeploy.runtime.pipeline import Pipeline
+    from edgedeploy.runtime.inline_pipeline import open_pipeline
     from edgedeploy.runtime.runner_config import stage_specs
     from edgedeploy.runtime.runner_serve import frame_ms, make_source, power_meter
 
@@ -276,7 +276,7 @@ def measure(cfg: RunnerConfig, plan_name: str | None, config_json: str | None, f
     graph = load_graph(cfg, 0, 0)
     source = make_source(cfg, [(t.name, tuple(t.shape)) for t in graph.inputs])
     meter = power_meter(cfg, cfg.state_dir())
-    with Pipeline(stage_specs(cfg, graph, plan)) as pipe:
+    with open_pipeline(stage_specs(cfg, graph, plan)) as pipe:
         result = pipe.run(source, frames, warmup=warmup, keep_outputs="none")
     data = result.to_dict()
     data.update(meter.sample().fields(frame_ms(result.throughput_fps)))

@@ -64,6 +64,9 @@ class StageConfig:
     #: Frames a replica runs as one call (micro-batching); > 1 only for stages whose layers all
     #: run in batch-dynamic segments.
     batch: int = 1
+    #: Run in the runner's own process, in the thread that feeds it (a plan's only stage, one
+    #: replica, every core): no worker process and no shared-memory hop.
+    inline: bool = False
 
     @property
     def io(self) -> StageIO:
@@ -80,6 +83,8 @@ class StageConfig:
             out.update(device_id=self.device_id, fp16=self.fp16)
         if self.batch > 1:
             out["batch"] = self.batch
+        if self.inline:
+            out["inline"] = True
         return out
 
     def engine_options(self, cache_dir: str | None = None) -> EngineOptions:
@@ -175,7 +180,7 @@ def parse_plan(name: str, data: Mapping[str, Any]) -> PlanConfig:
                         cpus=tuple(int(c) for c in s.get("cpus", ())),
                         replicas=int(s.get("replicas", 1)), engine=str(s.get("engine", NATIVE)),
                         device_id=int(s.get("device_id", 0)), fp16=bool(s.get("fp16", False)),
-                        batch=int(s.get("batch", 1)))
+                        batch=int(s.get("batch", 1)), inline=s.get("inline") is True)
             for k, s in enumerate(data["stages"]))
         choices = {str(k): str(v) for k, v in dict(data.get("choices", {})).items()}
         predicted = {str(k): float(v) for k, v in dict(data.get("predicted", {})).items()}
@@ -191,6 +196,9 @@ def parse_plan(name: str, data: Mapping[str, Any]) -> PlanConfig:
             raise BundleConfigError(f"plan {name!r}, stage {st.name}: {exc}") from None
         if st.batch < 1:
             raise BundleConfigError(f"plan {name!r}, stage {st.name}: batch must be >= 1")
+        if st.inline and (len(stages) > 1 or st.replicas > 1 or st.batch > 1):
+            raise BundleConfigError(f"plan {name!r}, stage {st.name}: an inline stage is the "
+                                    "plan's only stage, with one replica and batch 1")
     return PlanConfig(name, stages, choices, predicted)
 
 
@@ -354,6 +362,7 @@ def stage_specs(cfg: RunnerConfig, graph: ir.Graph, plan: PlanConfig,
         specs.append(StageSpec(
             name=st.name, cpus=cpus, replicas=st.replicas, factory=build_stage,
             factory_args=(str(cfg.root), config_path, st, dict(plan.choices)), batch=st.batch,
+            inline=st.inline,
             inputs=tuple(TensorSpec(tensor_shape(graph, t), ring_dtype(graph, t))
                          for t in st.inputs),
             outputs=tuple(TensorSpec(tensor_shape(graph, t), ring_dtype(graph, t))

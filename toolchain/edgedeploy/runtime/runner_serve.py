@@ -217,11 +217,11 @@ class Server:
         """Run the active plan's pipeline with ``run(pipe, plan name)`` until it ends (None) or
         names another plan, which then replaces it (the switch recorded): the one plan loop of
         the internal feed and of the clients' service."""
-        from edgedeploy.runtime.pipeline import Pipeline
+        from edgedeploy.runtime.inline_pipeline import open_pipeline
 
         plan = self.cfg.plan()
         while not self._done(max_frames, t_end):
-            pipe = Pipeline(stage_specs(self.cfg, self.graph, plan))
+            pipe = open_pipeline(stage_specs(self.cfg, self.graph, plan))
             with pipe:
                 self.status.update(active=plan.name, state="running",
                                    shm=sorted(pipe.resource_names()),

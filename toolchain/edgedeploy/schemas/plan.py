@@ -29,18 +29,23 @@ class _Model(BaseModel):
 
 
 class _Batched(_Model):
-    """A stage that may micro-batch: ``batch`` frames per engine call (1: one at a time).
+    """A stage that may micro-batch: ``batch`` frames per engine call (1: one at a time), and
+    may run ``inline``, in the feeding process (a plan's only stage, one replica).
 
-    A stage of batch 1 writes no ``batch`` key, so lockfiles of unbatched plans stay
-    byte-identical to those written before stages could batch."""
+    A stage of batch 1 writes no ``batch`` key and one not inline no ``inline`` key, so
+    lockfiles of other plans stay byte-identical to those written before stages could."""
 
     batch: int = Field(1, ge=1)
+    inline: bool = False
 
     @model_serializer(mode="wrap")
-    def _without_unit_batch(self, handler: Any) -> Any:
+    def _without_defaults(self, handler: Any) -> Any:
         data = handler(self)
-        if isinstance(data, dict) and data.get("batch") == 1:
-            data.pop("batch", None)
+        if isinstance(data, dict):
+            if data.get("batch") == 1:
+                data.pop("batch", None)
+            if data.get("inline") is False:
+                data.pop("inline", None)
         return data
 
 
@@ -268,7 +273,8 @@ class Plan(_Model):
         def stage(name: str, s: PlanStage | ParetoStage) -> StageConfig:
             return StageConfig(name=name, start=s.start, stop=s.stop, cpus=tuple(s.cpus),
                                replicas=s.replicas, engine=s.engine,
-                               device_id=s.device_id or 0, fp16=s.fp16, batch=s.batch)
+                               device_id=s.device_id or 0, fp16=s.fp16, batch=s.batch,
+                               inline=s.inline)
 
         best = PlanConfig("plan", tuple(stage(s.name, s) for s in self.stages), self.choices,
                           preds(self.predicted))

@@ -1,0 +1,114 @@
+"""Inline plans: measure-to-decide offers each whole-model one-session baseline on every core
+run in the feeding process, and a lockfile that chose one builds a bundle whose runner runs it
+there -- verified against onnxruntime, served to a client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.runtime.serving import Reference, assert_close, frames, serving
+
+from edgedeploy import api, zoo
+from edgedeploy.benchmarks.decide import as_plan, shortlist
+from edgedeploy.client import Client
+from edgedeploy.execute import RunRequest
+from edgedeploy.planner.lock import dumps
+from edgedeploy.runtime.affinity import available_cpus
+from edgedeploy.schemas.plan import Decision, load_plan
+
+MANIFEST = """name: sq
+model:
+  path: sq.onnx
+targets:
+  local: {}
+  pi: {board: rpi4, transport: sim}
+measure: {enabled: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("inline")
+    zoo.export("squeezenet1_1", folder / "sq.onnx", size=32, num_classes=10)
+    (folder / "m.yaml").write_text(MANIFEST)
+    return folder / "m.yaml"
+
+
+def _inline(project: Path):  # type: ignore[no-untyped-def]
+    plan = load_plan(api.plan(project, "local")[0].plan_file)
+    graph = api.load_model(project.parent / "sq.onnx")
+    entries = shortlist(plan, graph=graph)
+    return plan, graph, entries, [e for e in entries if any(s.inline for s in e.stages)]
+
+
+def test_the_shortlist_runs_one_session_baselines_inline_on_a_host_it_measures(project):
+    plan, _, _, inline = _inline(project)
+    every = sorted(available_cpus())
+    one_session = [n for n, b in plan.baselines.items() if b.stages and len(b.stages) == 1
+                   and b.stages[0].replicas == 1 and sorted(b.stages[0].cpus) == every]
+    assert one_session  # onnxruntime threaded on every core, at least
+    assert sorted(e.name for e in inline) == sorted(f"{n}_inline" for n in one_session)
+    for e in inline:
+        assert e.optional and not e.baseline and len(e.stages) == 1
+        base = plan.baselines[e.name.removesuffix("_inline")].stages[0]
+        assert e.stages[0].model_copy(update={"inline": False}) == base
+    assert not any(s.inline for e in shortlist(plan) for s in e.stages)  # a twin: none
+    twin = load_plan(api.plan(project, "pi")[0].plan_file)
+    assert not any(s.inline for s in twin.stages)
+
+
+def test_an_inline_lockfile_runs_verified_and_serves_in_the_runner_process(project, tmp_path):
+    plan, graph, _, inline = _inline(project)
+    chosen = as_plan(plan, graph, inline[0], Decision(measured=True, target="local"))
+    path = project.parent / "inline.plan.json"
+    path.write_text(dumps(chosen.model_dump(mode="json")))
+    assert json.loads(path.read_text())["stages"][0]["inline"] is True
+    plain = json.loads((project.parent / "sq.local.plan.json").read_text())
+    assert all("inline" not in s for s in plain["stages"])  # other lockfiles: no key
+    report = api.run_plan(path, RunRequest(frames=8, warmup=2, verify=True))
+    assert report.max_rel_error is not None and report.max_rel_error < 1e-4
+    assert report.result["mode"] == "inline"
+
+    bundle = api.build(path, tmp_path / "bundle").root
+    config = json.loads((Path(bundle) / "app" / "config.json").read_text())
+    assert config["plans"]["plan"]["stages"][0]["inline"] is True
+    measured = subprocess.run([sys.executable, "-I", "main.py", "measure", "--frames", "10",
+                               "--json"], cwd=bundle, capture_output=True, text=True,
+                              timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                                "EDGEDEPLOY_STATE_DIR": str(tmp_path)})
+    assert measured.returncode == 0, measured.stderr
+    assert json.loads(measured.stdout)["mode"] == "inline"
+    reference = Reference(project.parent / "sq.onnx")
+    with serving(Path(bundle), tmp_path / "state", "--source", "client") as runner:
+        with Client.unix(runner.socket) as client:
+            for x in frames(4, seed=5, shape=(1, 3, 32, 32)):
+                assert_close(client.infer(x), reference(x))
+        status = runner.wait_for(lambda s: s.get("replicas"))
+        assert [r["pid"] for r in status["replicas"]] == [runner.proc.pid]
+
+
+def test_push_deploys_an_inline_plan_and_does_not_refine_it_away(tmp_path, monkeypatch):
+    """Refinement's moves run stages as worker processes, so it would measure its start as
+    something other than what runs: push deploys the inline plan and says refinement skipped."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32, num_classes=10)
+    manifest = tmp_path / "edgedeploy.yaml"
+    manifest.write_text("name: sq\nmodel: sq.onnx\ntargets:\n  local:\n    path: board\n"
+                        "measure: {enabled: false}\n")
+    plan, graph, _, inline = _inline(manifest)
+    lock = api.plan(manifest, "local")[0].plan_file
+    chosen = as_plan(plan, graph, inline[0], Decision(measured=True, target="local"))
+    lock.write_text(dumps(chosen.model_dump(mode="json")))
+    try:
+        outcome = api.push(manifest, "local")
+        assert not outcome.replanned and outcome.deploy.ok
+        assert outcome.refine == {"skipped": "the plan runs inline"}
+        assert outcome.running == outcome.bundle.id and outcome.to_dict()["refined"] is False
+        (row,) = api.status(manifest, "local")
+        assert row["running"] == outcome.bundle.id and row["alive"]
+    finally:
+        api.stop(manifest, "local")

@@ -27,12 +27,10 @@ from .affinity import limit_blas_threads
 from .errors import ExecutionError, InputError, StageError
 from .metrics import (
     DEFAULT_CAPACITY,
-    FIRST_COMPLETIONS,
     PipelineResult,
+    RunRecord,
     SampleBuffer,
-    percentile_ms,
     stage_metrics,
-    throughput_fps,
 )
 from .pipeline_spec import KEEP, Frames, StageSpec, check_inputs
 
@@ -164,31 +162,19 @@ class InlinePipeline:
         now = time.perf_counter()
         self._collected += 1
         if not warm:
-            self._record_result(t_sub, now)
+            self._run.add(t_sub, now)
         if sink is not None:
             sink(outs)
             return seq, None
         return seq, outs if copy else None
 
-    def _record_result(self, t_sub: float, now: float) -> None:
-        if self._run_frames == 0:
-            self._t_first_in = t_sub
-        if len(self._first_out) < FIRST_COMPLETIONS:
-            self._first_out.append(now)
-        self._t_last_out = now
-        self._run_frames += 1
-        self._latency.add(now - t_sub)
-
     def _reset_run(self) -> None:
-        self._latency = SampleBuffer(self._capacity)
+        self._run = RunRecord(self._capacity)
         self._service = SampleBuffer(self._capacity)
         self._wait = SampleBuffer(self._capacity)
         self._busy_s = 0.0
         self._stage_frames = 0
         self._t_idle = 0.0
-        self._run_frames = 0
-        self._t_first_in = self._t_last_out = 0.0
-        self._first_out: list[float] = []
 
     def run(self, frames: Frames, n_frames: int, warmup: int = 0,
             keep_outputs: str = "last") -> PipelineResult:
@@ -225,18 +211,10 @@ class InlinePipeline:
         return done
 
     def _result(self, outputs: list | None) -> PipelineResult:
-        lat = self._latency.values()
-        wall = max(self._t_last_out - self._t_first_in, 0.0)
         stage = stage_metrics(self.spec.name, self.spec.cpus, [self.spec.cpus],
                               self._service.values(), self._wait.values(), self._stage_frames,
-                              self._busy_s, max(wall, 1e-9))
-        return PipelineResult(
-            throughput_fps=throughput_fps(self._first_out, self._t_last_out, self._run_frames,
-                                          wall),
-            latency_ms_p50=percentile_ms(lat, 50), latency_ms_p99=percentile_ms(lat, 99),
-            latency_ms_mean=float(np.mean(lat) * 1e3) if lat.size else 0.0,
-            stages=[stage], frames=self._run_frames, wall_s=wall, outputs=outputs,
-            mode="inline")
+                              self._busy_s, max(self._run.wall_s, 1e-9))
+        return self._run.result([stage], outputs, mode="inline")
 
 
 def open_pipeline(stages: Sequence[StageSpec], **options: Any) -> Any:

@@ -146,3 +146,38 @@ def throughput_fps(first: Sequence[float], t_last: float, frames: int, wall_s: f
         if i < frames - 1 and t_last > first[i]:
             return float((frames - 1 - i) / (t_last - first[i]))
     return float(frames / wall_s) if wall_s > 0 else 0.0
+
+
+class RunRecord:
+    """A run's end-to-end figures as its frames complete (submission to result): what both
+    executors, the multi-process pipeline and an inline stage, summarise the same way."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.latency = SampleBuffer(capacity)
+        self.frames = 0
+        self.t_first_in = self.t_last_out = 0.0
+        self.first_out: list[float] = []  # the run's first completion times
+
+    def add(self, t_sub: float, now: float) -> None:
+        """One frame submitted at ``t_sub`` completed at ``now`` (``time.perf_counter``)."""
+        if self.frames == 0:
+            self.t_first_in = t_sub
+        if len(self.first_out) < FIRST_COMPLETIONS:
+            self.first_out.append(now)
+        self.t_last_out = now
+        self.frames += 1
+        self.latency.add(now - t_sub)
+
+    @property
+    def wall_s(self) -> float:
+        return max(self.t_last_out - self.t_first_in, 0.0)
+
+    def result(self, stages: list[StageMetrics], outputs: list | None,
+               mode: str = "pipeline") -> PipelineResult:
+        lat = self.latency.values()
+        wall = self.wall_s
+        return PipelineResult(
+            throughput_fps=throughput_fps(self.first_out, self.t_last_out, self.frames, wall),
+            latency_ms_p50=percentile_ms(lat, 50), latency_ms_p99=percentile_ms(lat, 99),
+            latency_ms_mean=float(np.mean(lat) * 1e3) if lat.size else 0.0,
+            stages=stages, frames=self.frames, wall_s=wall, outputs=outputs, mode=mode)

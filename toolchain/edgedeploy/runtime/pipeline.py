@@ -37,12 +37,9 @@ from .affinity import available_cpus
 from .errors import ExecutionError, InputError, StageError
 from .metrics import (
     DEFAULT_CAPACITY,
-    FIRST_COMPLETIONS,
     PipelineResult,
-    SampleBuffer,
-    percentile_ms,
+    RunRecord,
     stage_metrics,
-    throughput_fps,
 )
 from .pipeline_spec import (
     KEEP,
@@ -345,7 +342,7 @@ class Pipeline:
             ring.release(slot)
             t_sub = self._t_submit.pop(index, now)
             if not flags & shm.WARMUP:
-                self._record_result(t_sub, now)
+                self._run.add(t_sub, now)
         return seq, outs
 
     def results(self, n: int | None = None) -> Iterator[tuple[int, list[np.ndarray] | None]]:
@@ -354,20 +351,8 @@ class Pipeline:
         for _ in range(count):
             yield self.get()
 
-    def _record_result(self, t_sub: float, now: float) -> None:
-        if self._run_frames == 0:
-            self._t_first_in = t_sub
-        if len(self._first_out) < FIRST_COMPLETIONS:
-            self._first_out.append(now)
-        self._t_last_out = now
-        self._run_frames += 1
-        self._latency.add(now - t_sub)
-
     def _reset_run(self) -> None:
-        self._latency = SampleBuffer(self._stats_capacity)
-        self._run_frames = 0
-        self._t_first_in = self._t_last_out = 0.0
-        self._first_out: list[float] = []  # the run's first completion times
+        self._run = RunRecord(self._stats_capacity)
         self._feed_error: BaseException | None = None
 
     # -- whole runs ---------------------------------------------------------------------------
@@ -455,7 +440,7 @@ class Pipeline:
                 self._fail(ExecutionError(f"expected control record {flag}, got flags {flags}"))
 
     def _stage_metrics(self) -> list:
-        wall = max(self._t_last_out - self._t_first_in, 1e-9)
+        wall = max(self._run.wall_s, 1e-9)
         snaps: dict[int, list[dict]] = {}
         deadline = time.monotonic() + 10.0
         for r in self._replicas:
@@ -477,14 +462,7 @@ class Pipeline:
         return out
 
     def _result(self, stages: list, outputs: list | None) -> PipelineResult:
-        lat = self._latency.values()
-        wall = max(self._t_last_out - self._t_first_in, 0.0)
-        return PipelineResult(
-            throughput_fps=throughput_fps(self._first_out, self._t_last_out, self._run_frames,
-                                          wall),
-            latency_ms_p50=percentile_ms(lat, 50), latency_ms_p99=percentile_ms(lat, 99),
-            latency_ms_mean=float(np.mean(lat) * 1e3) if lat.size else 0.0,
-            stages=stages, frames=self._run_frames, wall_s=wall, outputs=outputs)
+        return self._run.result(stages, outputs)
 
 
 def _describe_exit(r: _Replica, code: int) -> str:

@@ -142,7 +142,6 @@ def _target(board: str, kind: str):
     return twin_target(board) if kind == "sim" else load_target(board)
 
 
-
 def _plan_doc(manifest, manifest_path: Path, alias: str, board: str, tgt, graph, ctx,
               out: Path) -> dict[str, Any]:
     """What `edgedeploy plan` would write for this target (in memory, same cost model)."""

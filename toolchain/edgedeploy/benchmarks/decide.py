@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.benchmarks.estimator import Window, probe_rate
+from edgedeploy.benchmarks.estimator import PROBE_MIN_S, Window, probe_rate
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.stages import BATCH_SIZES
 from edgedeploy.schemas.plan import (
@@ -42,7 +42,8 @@ DEFAULT_SHORTLIST = 4
 MIN_ROUNDS = 4
 #: More rounds while the budget lasts shrink the noise of a shared machine, up to this many.
 MAX_ROUNDS = 8
-#: Seconds one contender's timed window aims at (frames per round follow from a probe).
+#: Seconds one contender's timed window aims at (frames per round follow from a probe), unless
+#: the budget cannot hold MIN_ROUNDS rounds of such windows.
 WINDOW_S = 0.4
 #: Frames one window holds at most (a model at 5,000 fps still gets its 0.4 s).
 MAX_WINDOW_FRAMES = 2000
@@ -212,7 +213,11 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
             say(f"dropped {e.key}: it does not run on this model ({type(exc).__name__})")
     spent = time.monotonic() - start
     per_round_s = max(spent, 1e-3)
-    frames = {e.key: int(np.clip(probe[e.key] * WINDOW_S, 4, MAX_WINDOW_FRAMES))
+    # windows of WINDOW_S, shorter (not below a probe's) where the budget cannot hold the
+    # minimum rounds of them: a window of a few frames of a batched system reads nonsense
+    window_s = float(np.clip(budget_s / (MIN_ROUNDS * max(len(entries), 1)), PROBE_MIN_S,
+                             WINDOW_S))
+    frames = {e.key: int(np.clip(probe[e.key] * window_s, 4, MAX_WINDOW_FRAMES))
               for e in entries}
     rounds = max_rounds
     for r in range(max_rounds):

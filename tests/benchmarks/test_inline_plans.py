@@ -13,7 +13,7 @@ import pytest
 from tests.runtime.serving import Reference, assert_close, frames, serving
 
 from edgedeploy import api, zoo
-from edgedeploy.benchmarks.decide import as_plan, shortlist
+from edgedeploy.benchmarks.decide import INLINE_MAX_MS, as_plan, inline_variants, shortlist
 from edgedeploy.client import Client
 from edgedeploy.execute import RunRequest
 from edgedeploy.planner.lock import dumps
@@ -57,6 +57,10 @@ def test_the_shortlist_runs_one_session_baselines_inline_on_a_host_it_measures(p
         base = plan.baselines[e.name.removesuffix("_inline")].stages[0]
         assert e.stages[0].model_copy(update={"inline": False}) == base
     assert not any(s.inline for e in shortlist(plan) for s in e.stages)  # a twin: none
+    # a model predicted slower than INLINE_MAX_MS a frame: the hop is a few percent at most
+    slow = {n: b.model_copy(update={"predicted": b.predicted.model_copy(
+        update={"latency_ms": INLINE_MAX_MS * 2})}) for n, b in plan.baselines.items()}
+    assert inline_variants(plan.model_copy(update={"baselines": slow})) == []
     twin = load_plan(api.plan(project, "pi")[0].plan_file)
     assert not any(s.inline for s in twin.stages)
 

@@ -47,6 +47,10 @@ MAX_ROUNDS = 8
 WINDOW_S = 0.4
 #: Frames one window holds at most (a model at 5,000 fps still gets its 0.4 s).
 MAX_WINDOW_FRAMES = 2000
+#: Inline variants are tried for models predicted at this many milliseconds a frame or less:
+#: the hop to a worker process costs tens to hundreds of microseconds a frame (and a feeding
+#: process competing with the engine's threads); a ResNet-50 at 25 ms gained nothing inline.
+INLINE_MAX_MS = 10.0
 #: A contender that is not a baseline must beat the best measured baseline by this fraction:
 #: rounds on a shared machine move by a few percent, and a tie goes to what a user would run.
 WIN_MARGIN = 0.03
@@ -142,7 +146,9 @@ def inline_variants(plan: Plan) -> list[tuple[str, list[ParetoStage], Predicted]
     """Each baseline that is the whole model in one session on every core of this host, run
     inline (``<baseline>_inline``): in the feeding process, as the stock runtime runs in its
     caller's, without the hop to a worker process -- which can cost more than a small model
-    and which the cost model does not price, so they are measured, not predicted."""
+    and which the cost model does not price, so they are measured, not predicted. Only for a
+    model predicted at :data:`INLINE_MAX_MS` a frame or less: beyond, the hop is a few percent
+    at most, and every contender costs the board seconds of measuring."""
     from edgedeploy.runtime.affinity import available_cpus
     from edgedeploy.runtime.vocab import GPU_CLUSTER
 
@@ -150,7 +156,8 @@ def inline_variants(plan: Plan) -> list[tuple[str, list[ParetoStage], Predicted]
     out = []
     for name, b in sorted(plan.baselines.items()):
         stages = b.stages or []
-        if (len(stages) == 1 and stages[0].replicas == 1 and stages[0].batch == 1
+        small = (b.predicted.latency_ms or 0.0) <= INLINE_MAX_MS
+        if (small and len(stages) == 1 and stages[0].replicas == 1 and stages[0].batch == 1
                 and stages[0].cluster != GPU_CLUSTER and sorted(stages[0].cpus) == every):
             out.append((f"{name}_inline", [stages[0].model_copy(update={"inline": True})],
                         b.predicted))

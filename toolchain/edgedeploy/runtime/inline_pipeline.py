@@ -200,14 +200,22 @@ class InlinePipeline:
         return self._result(outputs if keep_outputs != "none" else None)
 
     def stream(self, frames: Frames, n_frames: int) -> np.ndarray:
-        """Run ``n_frames`` frames one after another; each one's completion time."""
+        """Run ``n_frames`` frames one after another, recording nothing but each one's
+        completion time (as ``Pipeline.stream``: no statistics, no copies, in the timed window;
+        for a model of 15 us a frame they cost 7 %)."""
+        fn = self._fn
+        if fn is None or self._closed:
+            raise ExecutionError("the inline stage is not started or is closed")
         done = np.empty(n_frames)
         source = None if callable(frames) else iter(frames)
+        clock = time.perf_counter
         with self._lock:
-            for k in range(n_frames):
-                tensors = frames(k) if source is None else next(source)  # type: ignore[operator]
-                self._call(tensors)
-                done[k] = time.perf_counter()
+            try:
+                for k in range(n_frames):
+                    fn(frames(k) if source is None else next(source))  # type: ignore[operator]
+                    done[k] = clock()
+            except Exception as exc:
+                raise StageError(self.spec.name, f"{type(exc).__name__}: {exc}") from exc
         return done
 
     def _result(self, outputs: list | None) -> PipelineResult:

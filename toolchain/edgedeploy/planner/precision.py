@@ -341,11 +341,11 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
     return (path if ok else Path(spec.path)), record
 
 
-def measured_fp32(record: dict[str, Any], why: str | None = None) -> dict[str, Any]:
+def measured_fp32(record: dict[str, Any]) -> dict[str, Any]:
     """``auto``'s record once measurement chose the model as given over its accepted int8
     variant: int8 passed the guard but did not run faster on the board."""
     return {**record, "chosen": "fp32", "model": None,
-            "reason": why or "int8 accepted by the guard; fp32 measured faster on the board"}
+            "reason": "int8 accepted by the guard; fp32 measured faster on the board"}
 
 
 def planned_model(manifest: Manifest, graph: ir.Graph) -> Path:

@@ -47,6 +47,7 @@ from .pipeline_spec import (
     StageSpec,
     TensorSpec,
     check_inputs,
+    frame_reader,
     pickle_spec,
     spin_budgets,
     split_cpus,
@@ -417,13 +418,10 @@ class Pipeline:
 
     def _feed(self, frames: Frames, total: int, warmup: int, mark: bool = True) -> None:
         try:
-            source = None if callable(frames) else iter(frames)
+            read = frame_reader(frames, total)
             base = self._submitted
             for k in range(total):
-                tensors = frames(k) if source is None else next(source, None)
-                if tensors is None:
-                    raise InputError(f"frames ran out after {k} of {total}")
-                self.submit(base + k, tensors, warmup=k < warmup, _check=False)
+                self.submit(base + k, read(k), warmup=k < warmup, _check=False)
             if mark:
                 self._send_control(shm.MARK)
         except BaseException as exc:  # reported by the collecting thread

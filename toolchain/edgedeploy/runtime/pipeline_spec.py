@@ -17,12 +17,25 @@ from .affinity import available_cpus
 from .errors import InputError
 from .shm import TensorSpec
 
-__all__ = ["KEEP", "Frames", "StageFn", "StageSpec", "TensorSpec", "check_inputs", "pickle_spec",
-           "split_cpus", "validate_stages"]
+__all__ = ["KEEP", "Frames", "StageFn", "StageSpec", "TensorSpec", "check_inputs", "frame_reader",
+           "pickle_spec", "split_cpus", "validate_stages"]
 
 StageFn = Callable[[list[np.ndarray]], list[np.ndarray]]
 Frames = Iterable[Sequence[np.ndarray]] | Callable[[int], Sequence[np.ndarray]]
 KEEP = ("none", "last", "all")
+
+
+def frame_reader(frames: Frames, total: int) -> Callable[[int], Sequence[np.ndarray]]:
+    """Frame ``k`` of ``frames`` (a callable ``index -> tensors`` or an iterable read in
+    order); InputError when it runs out before ``total`` frames."""
+    source = None if callable(frames) else iter(frames)
+
+    def read(k: int) -> Sequence[np.ndarray]:
+        tensors = frames(k) if source is None else next(source, None)  # type: ignore[operator]
+        if tensors is None:
+            raise InputError(f"frames ran out after {k} of {total}")
+        return tensors
+    return read
 
 
 @dataclass(frozen=True, kw_only=True)

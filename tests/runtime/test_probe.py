@@ -83,6 +83,21 @@ def test_the_budget_is_spent_in_order_skipping_what_would_overrun_it() -> None:
     assert [i for i, _ in done] == [0, 1]  # task 1 took 9 s: the budget is gone
 
 
+def test_a_group_whose_set_up_is_slow_is_skipped_where_it_would_overrun_the_budget() -> None:
+    """An FFT primitive spends a second packing weights for a 10 ms run: the budget counts it."""
+    now = [0.0]
+    groups = ["fft", "direct"] * 3
+    took = {"fft": 1.0, "direct": 0.1}
+
+    def measure(i: int) -> Measurement:
+        now[0] += took[groups[i]]
+        return Measurement(10.0, 3, 0.0)
+
+    done = spend_budget([10.0] * 6, 2.5, measure, groups=groups, clock=lambda: now[0])
+    assert [i for i, _ in done] == [0, 1, 2, 3, 5]  # the third fft would end at 3.2 s
+    assert now[0] <= 2.5
+
+
 @pytest.fixture(scope="module")
 def board(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The runtime package exactly as the deployer uploads it, and nothing else."""

@@ -37,29 +37,52 @@ def _bare(d: ir.Descriptor) -> ir.Descriptor:
     return d.with_(activation="none", has_bias=True)
 
 
+#: The zoo's shapes at ZOO_SIZE, shipped with the package: building the zoo to read them takes
+#: seconds (VGG's weights alone are 0.5 GB), which a first, quick profile cannot spare. A test
+#: rebuilds them and compares (:func:`write_packaged_shapes` rewrites the file).
+PACKAGED_SHAPES = Path(__file__).with_name(f"zoo_conv_shapes_{ZOO_SIZE}.json")
+
+
 @lru_cache(maxsize=4)
 def zoo_conv_shapes(size: int = ZOO_SIZE) -> tuple[ir.Descriptor, ...]:
     """Unique conv descriptors of every zoo model at ``size`` (activation and bias normalised).
 
-    Building the zoo takes seconds (VGG's weights alone are 0.5 GB), so the shapes are cached as
-    JSON in the user cache directory, keyed by size and edgedeploy version.
+    ZOO_SIZE's ship with the package; other sizes are built once and cached as JSON in the user
+    cache directory, keyed by size and edgedeploy version.
     """
     from edgedeploy import __version__
 
+    if size == ZOO_SIZE:
+        return _read_shapes(PACKAGED_SHAPES)
     cache = _cache_dir() / f"zoo_conv_shapes_{size}_{__version__}.json"
     try:
-        return tuple(ir.Descriptor.from_dict(d) for d in json.loads(cache.read_text()))
+        return _read_shapes(cache)
     except (OSError, ValueError, TypeError, KeyError):
         pass
     shapes = _build_zoo_shapes(size)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps([d.to_dict() for d in shapes]))
+        tmp.write_text(_shapes_json(shapes))
         tmp.replace(cache)
     except OSError:  # a read-only cache only costs time
         pass
     return shapes
+
+
+def write_packaged_shapes() -> Path:
+    """Rebuild the zoo and rewrite the packaged shapes (after a zoo model changes)."""
+    PACKAGED_SHAPES.write_text(_shapes_json(_build_zoo_shapes(ZOO_SIZE)))
+    return PACKAGED_SHAPES
+
+
+def _read_shapes(path: Path) -> tuple[ir.Descriptor, ...]:
+    return tuple(ir.Descriptor.from_dict(d) for d in json.loads(path.read_text()))
+
+
+def _shapes_json(shapes: tuple[ir.Descriptor, ...]) -> str:
+    """One shape a line, so a zoo change reads as a small diff."""
+    return "[\n" + ",\n".join(json.dumps(d.to_dict()) for d in shapes) + "\n]\n"
 
 
 def _cache_dir() -> Path:

@@ -137,7 +137,8 @@ def measure_layers(section: dict[str, Any], out: Emit) -> int:
         out({"event": "sample", "index": i, "ms": m.ms, "reps": m.reps, "spread": m.spread,
              "elapsed_s": round(elapsed, 3), "eta_s": round(max(eta, 0.0), 3)})
 
-    return len(spend_budget(expect, float(section["budget_s"]), one, on_done=done))
+    return len(spend_budget(expect, float(section["budget_s"]), one, on_done=done,
+                            groups=[str(t["primitive"]) for t in tasks]))
 
 
 def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,

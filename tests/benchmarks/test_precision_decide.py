@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -60,9 +60,9 @@ class Timed(decide.LocalTrials):
     models: ClassVar[list[Path]] = []
     slow: ClassVar[str | None] = None
 
-    def __init__(self, graph: object, model_path: object, seed: int = 0) -> None:
+    def __init__(self, graph: object, model_path: object, **kw: Any) -> None:
         self.models.append(Path(str(model_path)))
-        super().__init__(graph, model_path, seed)
+        super().__init__(graph, model_path, **kw)
 
     def __call__(self, e: decide.Entry, frames: int, warmup: int) -> tuple[Window, float, None]:
         window, latency, energy = super().__call__(e, frames, warmup)

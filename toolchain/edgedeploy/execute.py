@@ -8,7 +8,7 @@ runtime of the input format (onnxruntime for ONNX, LiteRT for TFLite).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ from edgedeploy.runtime.stages import (
 from edgedeploy.runtime.vocab import ONNX
 
 SegmentMap = dict[SegmentKey, bytes]
+#: (engine, input names, output names) -> the segment model's bytes
+SegmentProvider = Callable[[str, list[str], list[str]], bytes]
 
 
 def stage_from_io(io: StageIO, cpus: Sequence[int], replicas: int = 1, name: str = "",
@@ -169,15 +171,18 @@ def parse_cores(text: str | None, stages: int) -> list[tuple[int, ...]]:
 
 # --- ONNX segments and references ------------------------------------------------------------
 def segments_for(graph: ir.Graph, ios: Sequence[StageIO], choices: Mapping[str, str],
-                 model_path: str | Path | None, *, dynamic_batch: bool = False) -> SegmentMap:
+                 model_path: str | Path | None, *, dynamic_batch: bool = False,
+                 provide: SegmentProvider | None = None) -> SegmentMap:
     """Every engine segment the stages need, cut from the source model (with a free leading
-    batch axis when a stage micro-batches: ``dynamic_batch``)."""
+    batch axis when a stage micro-batches: ``dynamic_batch``) by ``provide`` (a
+    ``segment_provider`` for these two, shared by callers that start several systems)."""
     wanted = [seg for io in ios for seg in segments_needed(graph, io, choices)]
     if not wanted:
         return {}
-    from edgedeploy.importers.segments import segment_provider
+    if provide is None:
+        from edgedeploy.importers.segments import segment_provider
 
-    provide = segment_provider(graph, model_path, dynamic_batch=dynamic_batch)
+        provide = segment_provider(graph, model_path, dynamic_batch=dynamic_batch)
     return {segment_key(e, i, o): provide(e, list(i), list(o)) for e, i, o in wanted}
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy.benchmarks.estimator import PROBE_MIN_S, Window, probe_rate
+from edgedeploy.benchmarks.systems import LATENCY_SAMPLES
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.stages import BATCH_SIZES
 from edgedeploy.schemas.plan import (
@@ -51,6 +52,9 @@ MAX_WINDOW_FRAMES = 2000
 #: the hop to a worker process costs tens to hundreds of microseconds a frame (and a feeding
 #: process competing with the engine's threads); a ResNet-50 at 25 ms gained nothing inline.
 INLINE_MAX_MS = 10.0
+#: One-in-flight latency samples after each window where the objective is not latency: reported
+#: in the lockfile, not decided by, so a few per round do.
+REPORTED_LATENCY_SAMPLES = 4
 #: A contender that is not a baseline must beat the best measured baseline by this fraction:
 #: rounds on a shared machine move by a few percent, and a tie goes to what a user would run.
 WIN_MARGIN = 0.03
@@ -218,24 +222,23 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
             entries.remove(e)
             log.warning("dropped %s: it does not run on this model: %s", e.key, exc)
             say(f"dropped {e.key}: it does not run on this model ({type(exc).__name__})")
-    spent = time.monotonic() - start
-    per_round_s = max(spent, 1e-3)
     # windows of WINDOW_S, shorter (not below a probe's) where the budget cannot hold the
     # minimum rounds of them: a window of a few frames of a batched system reads nonsense
     window_s = float(np.clip(budget_s / (MIN_ROUNDS * max(len(entries), 1)), PROBE_MIN_S,
                              WINDOW_S))
     frames = {e.key: int(np.clip(probe[e.key] * window_s, 4, MAX_WINDOW_FRAMES))
               for e in entries}
-    rounds = max_rounds
+    # until a round has been timed: its windows, warm-ups and latency samples from the probes
+    per_round_s = max(sum(1.25 * frames[e.key] / max(probe[e.key], 1e-9) for e in entries),
+                      1e-3)
     for r in range(max_rounds):
         order = entries if r % 2 == 0 else entries[::-1]
         t0 = time.monotonic()
+        # rounds that fit the budget, at least MIN_ROUNDS, in pairs (for the progress line)
+        fit = int(np.clip((budget_s - (t0 - start)) / per_round_s + r, MIN_ROUNDS, max_rounds))
+        rounds = min(fit + fit % 2, max_rounds)
         for e in order:
             elapsed = time.monotonic() - start
-            if r:  # rounds that fit the budget, at least MIN_ROUNDS, in pairs
-                fit = int(np.clip((budget_s - (t0 - start)) / per_round_s + r, MIN_ROUNDS,
-                                  max_rounds))
-                rounds = min(fit + fit % 2, max_rounds)
             eta = per_round_s * (rounds - r)
             say(f"measure round {r + 1}/{rounds}: {e.key} ({elapsed:.0f} s, ETA {eta:.0f} s)")
             window, latency, energy = measure(e, frames[e.key], max(2, frames[e.key] // 10))
@@ -312,19 +315,43 @@ def _stages_and_layers(plan: Plan, graph: ir.Graph, winner: Entry) -> dict[str, 
 
 # --- measuring on this host and on a twin ----------------------------------------------------
 class LocalTrials:
-    """Contenders as pinned pipelines on this host, started once, timed by the estimator."""
+    """Contenders as pinned pipelines on this host, started once, timed by the estimator.
 
-    def __init__(self, graph: ir.Graph, model_path: Any, seed: int = 0) -> None:
+    ``latency_samples`` one-in-flight frames follow each window: the latency objective decides
+    by them, the others only report them (a ResNet-50 frame alone takes 25 ms)."""
+
+    def __init__(self, graph: ir.Graph, model_path: Any, seed: int = 0,
+                 latency_samples: int = LATENCY_SAMPLES) -> None:
+        from edgedeploy.importers.segments import segment_provider
         from edgedeploy.runtime.executor import random_inputs
 
         self.graph, self.model_path = graph, model_path
+        self.latency_samples = latency_samples
         names = [t.name for t in graph.inputs]
         self.frames = [[f[n] for n in names] for f in
                        (random_inputs(graph, seed + k) for k in range(4))]
         self.systems: dict[str, Any] = {}
+        # one provider per batch axis: contenders that run the same segment share its cut
+        self._providers = {dynamic: segment_provider(graph, model_path, dynamic_batch=dynamic)
+                           for dynamic in (False, True)}
 
     def frame(self, k: int) -> list[np.ndarray]:
         return self.frames[k % len(self.frames)]
+
+    def open(self, entries: list[Entry]) -> None:
+        """Start every contender at once: each start is mostly a worker process importing its
+        engine and loading its model, and one after another they took 20 s for a ResNet-50's
+        five contenders. One that cannot start is left to fail where it is first measured."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def start(e: Entry) -> None:
+            try:
+                self._system(e)
+            except Exception:  # raised again where it is first measured
+                log.debug("contender %s did not start", e.key, exc_info=True)
+
+        with ThreadPoolExecutor(max_workers=max(len(entries), 1)) as pool:
+            list(pool.map(start, entries))
 
     def _system(self, e: Entry) -> Any:
         if e.name not in self.systems:
@@ -340,12 +367,13 @@ class LocalTrials:
             choices = {layer.name: c for layer, c in zip(self.graph.layers, e.choices,
                                                          strict=True)}
             self.systems[e.name] = systems.pipelined(e.name, e.name, self.graph, stages,
-                                                     choices, self.model_path)
+                                                     choices, self.model_path,
+                                                     self._providers.__getitem__)
         return self.systems[e.name]
 
     def __call__(self, e: Entry, frames: int, warmup: int) -> tuple[Window, float, None]:
         system = self._system(e)
-        window = system.measure_round(frames, warmup, self.frame)
+        window = system.measure_round(frames, warmup, self.frame, self.latency_samples)
         return window, float(np.median(system.latencies_s[-1]) * 1e3), None
 
     def close(self) -> None:
@@ -430,9 +458,13 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
         from edgedeploy.planner.precision import planned_model
 
         # each precision's model file (the int8 one where the guard accepted it), same frames
-        trials = {a.precision: LocalTrials(a.graph, planned_model(manifest, a.graph))
-                  for a in arms}
+        samples = LATENCY_SAMPLES if plan.objective == "latency" else REPORTED_LATENCY_SAMPLES
+        trials = {a.precision: LocalTrials(a.graph, planned_model(manifest, a.graph),
+                                           latency_samples=samples) for a in arms}
     try:
+        for precision, t in trials.items():
+            if isinstance(t, LocalTrials):
+                t.open([e for e in entries if e.precision == precision])
         winner, decision = decide(entries, lambda e, n, w: trials[e.precision](e, n, w),
                                   objective=plan.objective, budget_s=budget, target=alias,
                                   simulated=kind == "sim", progress=progress)

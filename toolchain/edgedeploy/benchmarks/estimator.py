@@ -20,8 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgedeploy.runtime.metrics import GROUP_GAP, group_end
-
 Frame = Callable[[int], list[np.ndarray]]
 #: Feeds and completes ``n`` frames (frame(k) for k in range(n)), keeping the system fed, and
 #: returns each frame's completion time (``time.perf_counter``), in completion order.
@@ -47,27 +45,32 @@ def throughput_fps(frames: int, wall_s: float) -> float:
 
 
 def timed_round(process: Process, frame: Frame, frames: int, warmup: int,
-                tail: int = 0) -> Window:
+                tail: int = 0, period: int = 1) -> Window:
     """One stream of ``warmup + frames + tail`` frames; the window runs from the completion of
     the last warm-up frame to that of the last timed one (``tail``: frames the system holds in
     flight, fed behind the window so it never drains inside it).
 
-    A system that completes frames in groups (a micro-batched stage returns a batch at once)
-    would be over- or under-counted by up to a group per window edge, so each edge moves to
-    the last completion of its group: the window then holds whole groups, and its frames are
-    those completed inside it."""
+    A system that completes frames in a repeating pattern (two replicas micro-batching four
+    frames each hand back eight frames every period, in two bursts a few milliseconds apart)
+    would be over- or under-counted by up to a period's frames if a window edge fell inside
+    one pattern and the other edge elsewhere in the next. So the window holds a whole number
+    of ``period`` frames (rounded up): both edges then fall on the same place of the pattern,
+    wherever that is, and the window spans whole periods."""
     warmup = max(1, warmup)  # the window opens on a completion
+    frames = -(-max(frames, 1) // period) * period
     done = np.asarray(process(warmup + frames + tail, frame), dtype=float)
-    return window_of(done, warmup, frames)
+    return window_of(done, warmup, frames, period)
 
 
-def window_of(done: np.ndarray, warmup: int, frames: int) -> Window:
-    """The timed window of a stream's completion times (see :func:`timed_round`)."""
-    last = len(done) - 1
-    # the mean interval after the warm-up (slow first frames would inflate it)
-    gap = GROUP_GAP * (done[-1] - done[warmup - 1]) / max(last - warmup + 1, 1)
-    start = group_end(done, warmup - 1, gap)
-    stop = group_end(done, min(max(start + frames, warmup + frames - 1), last), gap)
+def window_of(done: np.ndarray, warmup: int, frames: int, period: int = 1) -> Window:
+    """The timed window of a stream's completion times (see :func:`timed_round`): from the
+    completion of frame ``warmup - 1`` over ``frames`` (rounded up to whole periods, fewer
+    periods where the stream is too short) more."""
+    start = max(warmup, 1) - 1
+    span = -(-max(frames, 1) // period) * period
+    while span > period and start + span > len(done) - 1:
+        span -= period
+    stop = min(start + span, len(done) - 1)
     return Window(stop - start, float(done[stop] - done[start]))
 
 

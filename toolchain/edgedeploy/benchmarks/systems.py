@@ -6,6 +6,7 @@ frames, so the benchmark can alternate systems within one run on a noisy shared 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,20 +44,25 @@ class System:
     close: Callable[[], None] = lambda: None
     #: Frames the system holds in flight: fed behind every timed window (estimator.timed_round).
     tail: int = 0
+    #: Frames after which its completions repeat their pattern (replicas x micro-batch): each
+    #: timed window holds whole periods (estimator.timed_round).
+    period: int = 1
     windows: list[Window] = field(default_factory=list)
     latencies_s: list[np.ndarray] = field(default_factory=list)
 
-    def measure_round(self, frames: int, warmup: int, frame: Frame) -> Window:
+    def measure_round(self, frames: int, warmup: int, frame: Frame,
+                      latency_samples: int = LATENCY_SAMPLES) -> Window:
         """One round under the shared rules: warm-up, timed window, then latency samples."""
-        window = timed_round(self.process, frame, frames, warmup, self.tail)
+        window = timed_round(self.process, frame, frames, warmup, self.tail, self.period)
         self.windows.append(window)
         self.latencies_s.append(one_in_flight_latency(self.run_one, frame,
-                                                      min(frames, LATENCY_SAMPLES)))
+                                                      min(frames, latency_samples)))
         return window
 
     def probe(self, frames: int, frame: Frame) -> float:
         """A rough rate, not recorded as a round (it sizes the windows and warms up)."""
-        return probe_rate(lambda n: timed_round(self.process, frame, n, 2, self.tail), frames)
+        return probe_rate(lambda n: timed_round(self.process, frame, n, 2, self.tail,
+                                                 self.period), frames)
 
     def summary(self) -> dict[str, float | str]:
         s = summarise(self.windows)
@@ -84,13 +90,17 @@ def in_process(name: str, description: str, fn: Callable[[list[np.ndarray]], obj
 
 
 def pipelined(name: str, description: str, graph: ir.Graph, plans: Sequence[StageConfig],
-              choices: dict[str, str], model_path: Path | None) -> System:
+              choices: dict[str, str], model_path: Path | None,
+              provide: Callable[[bool], execute.SegmentProvider] | None = None) -> System:
     """A system run by the pinned multi-process pipeline (stays started between rounds), kept
-    full while timed, as a streaming application feeds it."""
+    full while timed, as a streaming application feeds it. ``provide(dynamic_batch)``: a shared
+    segment provider, where several systems are cut from one model."""
     from edgedeploy.runtime.inline_pipeline import open_pipeline
 
+    dynamic = any(p.batch > 1 for p in plans)
     segments = execute.segments_for(graph, [p.io for p in plans], choices, model_path,
-                                    dynamic_batch=any(p.batch > 1 for p in plans))
+                                    dynamic_batch=dynamic,
+                                    provide=provide(dynamic) if provide else None)
     pipe = open_pipeline(execute.stage_specs(graph, plans, choices, segments))
     pipe.start()
     seq = iter(range(1 << 62))
@@ -100,7 +110,8 @@ def pipelined(name: str, description: str, graph: ir.Graph, plans: Sequence[Stag
         return pipe.get(copy=False)
 
     return System(name, description, lambda n, frame: pipe.stream(frame, n), run_one,
-                  close=pipe.close, tail=2 * pipe.workers * max(p.batch for p in plans))
+                  close=pipe.close, tail=2 * pipe.workers * max(p.batch for p in plans),
+                  period=math.lcm(*(p.replicas * p.batch for p in plans)))
 
 
 def ort_default(model_path: Path) -> System:

@@ -7,6 +7,7 @@ bundle builder ask for "engine E's model of the layers between these tensors".
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,12 +45,23 @@ def segment_provider(graph: ir.Graph, model_path: str | Path | None, *,
 
     Cutters are built on first use; an engine whose segment format is not the model's own gets a
     clear InputError (onnxruntime cannot run a piece of a .tflite file). ``dynamic_batch``:
-    ONNX segments get a free leading batch axis, for stages that micro-batch.
+    ONNX segments get a free leading batch axis, for stages that micro-batch. Each segment is
+    cut once (several contenders of a measurement run the same whole model), and callers may
+    share a provider between threads.
     """
     fmt = str(graph.source.get("format") or ONNX)
     cutters: dict[str, Cutter] = {}
+    made: dict[tuple[str, tuple[str, ...], tuple[str, ...]], bytes] = {}
+    lock = threading.Lock()
 
     def provide(engine: str, inputs: list[str], outputs: list[str]) -> bytes:
+        key = (engine, tuple(inputs), tuple(outputs))
+        with lock:
+            if key not in made:
+                made[key] = cut(engine, list(inputs), list(outputs))
+            return made[key]
+
+    def cut(engine: str, inputs: list[str], outputs: list[str]) -> bytes:
         seg_fmt = engine_spec(engine).segment_format
         if seg_fmt != fmt or model_path is None:
             raise InputError(f"layers run on {engine}, which runs {seg_fmt or 'no'} segments, "

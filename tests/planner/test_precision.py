@@ -144,9 +144,9 @@ def test_measure_to_decide_times_the_int8_model(project: Path,
     timed: list[Path] = []
 
     class Spy(decide.LocalTrials):  # type: ignore[misc, valid-type]
-        def __init__(self, graph: object, model_path: object, seed: int = 0) -> None:
+        def __init__(self, graph: object, model_path: object, **kw: object) -> None:
             timed.append(Path(str(model_path)))
-            super().__init__(graph, model_path, seed)
+            super().__init__(graph, model_path, **kw)
 
     monkeypatch.setattr(decide, "LocalTrials", Spy)
     manifest = _manifest(project, precision="int8", calibration="frames.npz",

@@ -147,3 +147,9 @@ def batch_affine(scale: float, shift: float, sleep_ms: float = 0.0):
         y[:, 3] = xs[0].shape[0]
         return [y]
     return run
+
+
+def affine_with_weights(scale: float, shift: float, weights: bytes):
+    """affine, carrying ``weights`` as a real stage carries its model (a large spec)."""
+    assert len(weights) > 0
+    return affine(scale, shift)

@@ -114,6 +114,33 @@ def test_submit_and_get_return_the_callers_sequence_labels_in_order() -> None:
         assert pipe.in_flight == 0
 
 
+def test_a_large_stage_spec_reaches_its_replicas_through_a_file_that_is_then_removed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage carrying a model bigger than SPEC_PIPE_BYTES: its replicas read the spec from a
+    file (not the spawn pipe), which is gone once they are ready."""
+    from edgedeploy.runtime import pipeline as pipeline_mod
+    from edgedeploy.runtime.pipeline_spec import SPEC_PIPE_BYTES, write_spec_file
+
+    written: list[str] = []
+
+    def recording(blob: bytes) -> str:
+        written.append(write_spec_file(blob))
+        return written[-1]
+
+    monkeypatch.setattr(pipeline_mod, "write_spec_file", recording)
+    weights = bytes(SPEC_PIPE_BYTES + 1)
+    stage = StageSpec(name="big", cpus=CPUS, replicas=2, factory=ps.affine_with_weights,
+                      factory_args=(2.0, 1.0, weights), inputs=VEC, outputs=VEC)
+    before = ps.shm_entries()
+    with Pipeline([stage]) as pipe:
+        assert len(written) == 1 and not Path(written[0]).exists()
+        pids = [r["pid"] for r in pipe.replica_info]
+        resources = pipe.resource_names()
+        result = pipe.run(frame, 6, warmup=0, keep_outputs="all")
+    assert [float(o[0][0]) for o in result.outputs] == [2.0 * k + 1.0 for k in range(6)]
+    assert_cleaned_up(pids, resources, before)
+
+
 def test_a_slow_last_stage_bounds_the_frames_in_flight() -> None:
     stages = [affine_stage("fast", 1.0, 0.0),
               StageSpec(name="slow", cpus=CPUS, factory=ps.slow_identity, factory_args=(4.0,),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import signal
 import threading
 import time
@@ -43,6 +44,7 @@ from .metrics import (
 )
 from .pipeline_spec import (
     KEEP,
+    SPEC_PIPE_BYTES,
     Frames,
     StageSpec,
     TensorSpec,
@@ -52,6 +54,7 @@ from .pipeline_spec import (
     spin_budgets,
     split_cpus,
     validate_stages,
+    write_spec_file,
 )
 from .sequential import run_sequential
 from .stage_worker import stage_main
@@ -97,6 +100,7 @@ class Pipeline:
         self._spins = spin_budgets(self.stages, spin_us)
         self._grid: list[list[list[shm.Ring]]] = []
         self._replicas: list[_Replica] = []
+        self._spec_files: list[str] = []
         self._failure: BaseException | None = None
         self._stop = threading.Event()
         self._started = self._closed = False
@@ -125,6 +129,7 @@ class Pipeline:
         except BaseException:
             self.close()
             raise
+        self._drop_spec_files()  # every replica has read its spec
 
     @property
     def max_in_flight(self) -> int:
@@ -149,7 +154,7 @@ class Pipeline:
     def resource_names(self) -> list[str]:
         """The /dev/shm entries the pipeline holds (for leak checks and operators)."""
         return [n for grid in self._grid for row in grid for ring in row
-                for n in ring.resource_names()]
+                for n in ring.resource_names()] + [os.path.basename(p) for p in self._spec_files]
 
     def _build_rings(self) -> None:
         counts = [s.replicas for s in self.stages]
@@ -165,7 +170,10 @@ class Pipeline:
     def _spawn(self) -> None:
         spins = iter(self._spins)
         for s, spec in enumerate(self.stages):
-            blob = pickle_spec(spec)
+            blob: bytes | str = pickle_spec(spec)
+            if len(blob) > SPEC_PIPE_BYTES:
+                blob = write_spec_file(blob)
+                self._spec_files.append(blob)
             for j, cpus in enumerate(split_cpus(spec.cpus, spec.replicas)):
                 ins = [row[j].handle() for row in self._grid[s]]
                 outs = [ring.handle() for ring in self._grid[s + 1][j]]
@@ -208,6 +216,7 @@ class Pipeline:
                 self._shutdown_gracefully(deadline=time.monotonic() + 2.0)
         finally:
             self._terminate_all()
+            self._drop_spec_files()
             for row in (r for grid in self._grid for r in grid):
                 for ring in row:
                     ring.close()
@@ -224,6 +233,12 @@ class Pipeline:
             if all(r.process.exitcode is not None for r in self._replicas):
                 return
             time.sleep(0.005)
+
+    def _drop_spec_files(self) -> None:
+        for path in self._spec_files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self._spec_files = []
 
     def _terminate_all(self) -> None:
         for r in self._replicas:

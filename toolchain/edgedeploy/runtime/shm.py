@@ -79,6 +79,11 @@ def _name_prefix() -> str:
     return f"{SHM_PREFIX}{_tag}-{os.getpid()}-"
 
 
+def owned_name() -> str:
+    """A fresh ``edgedeploy_<tag>-<pid>-<hex>`` name: :func:`reclaim_stale` finds it."""
+    return _name_prefix() + secrets.token_hex(6)
+
+
 def _pid_gone(pid: int) -> bool:
     """No such process, or a zombie (dead, its mappings gone; only its exit status is left)."""
     try:
@@ -256,7 +261,7 @@ class Ring:
         if capacity < 1:
             raise InputError(f"ring capacity must be >= 1, got {capacity}")
         _, slot_bytes = slot_layout(specs)
-        name = _name_prefix() + secrets.token_hex(6)
+        name = owned_name()
         shm = shared_memory.SharedMemory(name=name, create=True, size=capacity * slot_bytes)
         return cls(shm, capacity, specs, _semaphore(ctx, capacity), _semaphore(ctx, 0),
                    owner=True)

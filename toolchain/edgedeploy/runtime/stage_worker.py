@@ -73,7 +73,7 @@ def _reserve(ring: Any, conn: Any) -> int:
         _check_parent(conn)
 
 
-def stage_main(spec_blob: bytes, replica: int, replicas: int, cpus: tuple[int, ...],
+def stage_main(spec_blob: bytes | str, replica: int, replicas: int, cpus: tuple[int, ...],
                threads: int, in_handles: list, out_handles: list, conn: Any,
                stats_capacity: int, spin_s: float = 0.0) -> None:
     """Entry point of a replica process: pin, build the stage, then serve frames until EOS.
@@ -86,6 +86,9 @@ def stage_main(spec_blob: bytes, replica: int, replicas: int, cpus: tuple[int, .
     pin_all_threads(cpus)
     from . import shm  # numpy loads here, after pinning and the thread variables
 
+    if isinstance(spec_blob, str):  # a large spec comes as a file (pipeline_spec.write_spec_file)
+        with open(spec_blob, "rb") as fh:
+            spec_blob = fh.read()
     spec = pickle.loads(spec_blob)
     ins = [shm.Ring.attach(h) for h in in_handles]
     outs = [shm.Ring.attach(h) for h in out_handles]

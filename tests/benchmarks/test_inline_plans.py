@@ -13,7 +13,7 @@ import pytest
 from tests.runtime.serving import Reference, assert_close, frames, serving
 
 from edgedeploy import api, zoo
-from edgedeploy.benchmarks.decide import INLINE_MAX_MS, as_plan, inline_variants, shortlist
+from edgedeploy.benchmarks.decide import as_plan, inline_variants, shortlist
 from edgedeploy.client import Client
 from edgedeploy.execute import RunRequest
 from edgedeploy.planner.lock import dumps
@@ -52,15 +52,15 @@ def test_the_shortlist_runs_one_session_baselines_inline_on_a_host_it_measures(p
                    and b.stages[0].replicas == 1 and sorted(b.stages[0].cpus) == every]
     assert one_session  # onnxruntime threaded on every core, at least
     assert sorted(e.name for e in inline) == sorted(f"{n}_inline" for n in one_session)
-    for e in inline:
-        assert e.optional and not e.baseline and len(e.stages) == 1
+    for e in inline:  # the stock runtime as its user runs it: a baseline, measured if it runs
+        assert e.optional and e.baseline and len(e.stages) == 1
         base = plan.baselines[e.name.removesuffix("_inline")].stages[0]
         assert e.stages[0].model_copy(update={"inline": False}) == base
     assert not any(s.inline for e in shortlist(plan) for s in e.stages)  # a twin: none
-    # a model predicted slower than INLINE_MAX_MS a frame: the hop is a few percent at most
+    # however slow the model is predicted: the user's own way to run it is always measured
     slow = {n: b.model_copy(update={"predicted": b.predicted.model_copy(
-        update={"latency_ms": INLINE_MAX_MS * 2})}) for n, b in plan.baselines.items()}
-    assert inline_variants(plan.model_copy(update={"baselines": slow})) == []
+        update={"latency_ms": 1e4})}) for n, b in plan.baselines.items()}
+    assert len(inline_variants(plan.model_copy(update={"baselines": slow}))) == len(inline)
     twin = load_plan(api.plan(project, "pi")[0].plan_file)
     assert not any(s.inline for s in twin.stages)
 

@@ -113,6 +113,9 @@ def test_a_board_over_ssh_is_profiled_on_the_board_into_its_own_profile_and_plan
     factors = load_factors(Path(answer["profile"]))
     assert factors == answer["segment_factors"]
     assert set(factors["onnxruntime"]) == set(factors["native"]) == {c.key for c in configs}
+    # and its int8 variant beside it: the board's integer kernels price int8 plans
+    assert set(factors["int8"]) == {c.key for c in configs}
+    assert all(v > 0 for v in factors["int8"].values())
     multi = [c for c in configs if c.cores > 1]
     assert all(factors[REPLICAS][c.cluster][str(c.cores)] > 0 for c in multi)
     assert any(line.startswith("segments: squeezenet1_1") for line in infos)

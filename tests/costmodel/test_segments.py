@@ -94,3 +94,51 @@ def test_the_planner_prices_replicas_by_their_measured_speed_up():
     fast = evaluate(perfect, StageCosts(perfect, select(perfect)), stages).throughput_fps
     slow = evaluate(measured, StageCosts(measured, select(measured)), stages).throughput_fps
     assert slow == pytest.approx(fast * 0.75, rel=1e-6)
+
+
+def test_int8_is_priced_by_its_measured_time_over_the_float_models(tmp_path: Path):
+    """Runs carry int8 as [int8 ms, float ms]: the factor is their geometric mean ratio, and a
+    cost model prices int8 only once a profile measured it."""
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.costmodel import CostModel
+    from edgedeploy.costmodel.segments import INT8
+
+    runs = [{"config": "cpu:1", ONNXRUNTIME: [5.0, 10.0], NATIVE: [3.0, 3.0], INT8: [2.0, 5.0]},
+            {"config": "cpu:1", ONNXRUNTIME: [4.0, 4.0], NATIVE: [3.0, 3.0], INT8: [1.6, 4.0]},
+            {"config": "cpu:2", ONNXRUNTIME: [4.0, 4.0], NATIVE: [3.0, 3.0]}]  # no int8 run
+    out = summarise(runs)
+    assert out[INT8] == {"cpu:1": pytest.approx(0.4, rel=1e-3)}
+    save_factors(tmp_path / "p.json", out, runs)
+    assert load_factors(tmp_path / "p.json")[INT8] == out[INT8]
+    model = CostModel(load_target("local"))
+    one = CoreConfig(model.configs[0].cluster, 1)
+    assert not model.prices(INT8) and model.precision_factor(INT8, one) == 1.0
+    assert model.prices("fp32")
+    model.segment_factors = {INT8: {one.key: 0.4}}
+    assert model.prices(INT8) and model.precision_factor(INT8, one) == 0.4
+    assert model.precision_factor("fp32", one) == 1.0
+
+
+def test_the_planner_scales_int8_layers_by_the_int8_factor(tmp_path: Path):
+    from edgedeploy import zoo
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.costmodel import CostModel
+    from edgedeploy.costmodel.segments import INT8, int8_variant
+    from edgedeploy.importers.onnx import import_onnx
+    from edgedeploy.planner.adapter import build_problem
+
+    path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    int8 = int8_variant(path, import_onnx(path), tmp_path)
+    assert int8 is not None
+    graph = import_onnx(int8)
+    quantized = [layer.descriptor.precision == INT8 for layer in graph.layers]
+    assert any(quantized) and not all(quantized)
+    target = load_target("rpi4")
+    model = CostModel(target)
+    plain = build_problem(graph, target, model)
+    model.segment_factors = {INT8: {"a72:1": 0.3}}
+    scaled = build_problem(graph, target, model)
+    col = [c.cores for c in plain.configs].index(1)
+    for q, a, b in zip(quantized, plain.layers, scaled.layers, strict=True):
+        assert np.allclose(b.ms[:, col], a.ms[:, col] * (0.3 if q else 1.0))
+    assert model.digest() != CostModel(target).digest()  # lockfiles see the calibration

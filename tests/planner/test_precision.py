@@ -19,6 +19,7 @@ import pytest
 
 from edgedeploy import zoo
 from edgedeploy.cli.main import main
+from edgedeploy.importers import load_model
 from edgedeploy.planner import plan
 from edgedeploy.schemas.plan import load_plan
 
@@ -100,8 +101,6 @@ def test_int8_plan_records_precision_and_the_measured_error(int8_plan: Path) -> 
 
 
 def _precisions(model: Path) -> list[str]:
-    from edgedeploy.importers import load_model
-
     return [layer.descriptor.precision for layer in load_model(model).layers
             if layer.descriptor is not None]
 
@@ -190,6 +189,45 @@ def test_auto_keeps_fp32_when_the_bound_breaks(project: Path) -> None:
     assert p.model["path"] == "sq.onnx" and p.precision.model is None
     assert p.precision.measured_error is not None and p.precision.measured_error > 1e-9
     assert "int8 refused" in (p.precision.reason or "")
+
+
+def _priced(monkeypatch: pytest.MonkeyPatch, int8_factor: float | None) -> None:
+    """The board's cost model as a profile leaves it: ``int8_factor`` = its measured int8 /
+    float time of whole models (None: its profile never ran int8)."""
+    from edgedeploy.costmodel import CostModel
+    from edgedeploy.planner import api as planner_api
+
+    def cost_model(manifest: object, alias: str, target: object, path: object) -> CostModel:
+        model = CostModel(target)  # type: ignore[arg-type]
+        if int8_factor is not None:
+            model.segment_factors = {"int8": {c.key: int8_factor for c in model.configs}}
+        return model
+
+    monkeypatch.setattr(planner_api, "cost_model", cost_model)
+
+
+@pytest.mark.parametrize(("factor", "chosen", "words"), [
+    (None, "int8", "taken unpriced"),
+    (0.25, "int8", "int8 chosen"),
+    (4.0, "fp32", "fp32 kept")])
+def test_unmeasured_auto_takes_int8_where_the_board_prices_it_faster(
+        project: Path, monkeypatch: pytest.MonkeyPatch, factor: float | None, chosen: str,
+        words: str) -> None:
+    _priced(monkeypatch, factor)
+    manifest = _manifest(project, precision="auto", calibration="frames.npz",
+                         max_output_error=0.5)
+    p = load_plan(plan(manifest, "local")[0].plan_file)
+    assert p.precision is not None and p.precision.chosen == chosen
+    assert words in (p.precision.reason or "") and p.decision is not None
+    assert not p.decision.measured
+    # the plan is made for the file it names: the int8 variant, or the model as given
+    model = p.model_path(project / "sq.local.plan.json")
+    assert (model.name == "sq.onnx") == (chosen == "fp32") == (p.precision.model is None)
+    assert len(p.layers) == len(load_model(model).layers)
+    if factor is not None:  # both predictions are in the reason; less is better
+        text = (p.precision.reason or "").split("speed: ", 1)[1]
+        int8_ms, fp32_ms = (float(part.split()[1]) for part in text.split(", ")[:2])
+        assert (int8_ms < fp32_ms) == (chosen == "int8")
 
 
 def test_without_calibration_random_frames_are_called_weak(

@@ -48,10 +48,6 @@ MAX_ROUNDS = 8
 WINDOW_S = 0.4
 #: Frames one window holds at most (a model at 5,000 fps still gets its 0.4 s).
 MAX_WINDOW_FRAMES = 2000
-#: Inline variants are tried for models predicted at this many milliseconds a frame or less:
-#: the hop to a worker process costs tens to hundreds of microseconds a frame (and a feeding
-#: process competing with the engine's threads); a ResNet-50 at 25 ms gained nothing inline.
-INLINE_MAX_MS = 10.0
 #: One-in-flight latency samples after each window where the objective is not latency: reported
 #: in the lockfile, not decided by, so a few per round do.
 REPORTED_LATENCY_SAMPLES = 4
@@ -138,21 +134,23 @@ def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST, *,
     for name, b in sorted(plan.baselines.items()):
         if b.stages:
             add(name, b.stages, b.predicted, baseline=True)
-    variants = [*batched_variants(plan, graph), *inline_variants(plan)] if graph is not None \
-        else []
-    for name, stages, predicted in variants:
-        if add(name, stages, predicted):
+    if graph is None:  # a twin: its measurements do not run the real engines
+        return out
+    variants = [(v, False) for v in batched_variants(plan, graph)]
+    variants += [(v, True) for v in inline_variants(plan)]
+    for (name, stages, predicted), baseline in variants:
+        if add(name, stages, predicted, baseline=baseline):
             out[-1].optional = True
     return out
 
 
 def inline_variants(plan: Plan) -> list[tuple[str, list[ParetoStage], Predicted]]:
     """Each baseline that is the whole model in one session on every core of this host, run
-    inline (``<baseline>_inline``): in the feeding process, as the stock runtime runs in its
-    caller's, without the hop to a worker process -- which can cost more than a small model
-    and which the cost model does not price, so they are measured, not predicted. Only for a
-    model predicted at :data:`INLINE_MAX_MS` a frame or less: beyond, the hop is a few percent
-    at most, and every contender costs the board seconds of measuring."""
+    inline (``<baseline>_inline``): in the feeding process, without the hop to a worker
+    process -- the stock runtime exactly as its user runs it, in the caller's process. They
+    count as baselines, whatever the model's size: a plan that is not one must beat them as it
+    must beat every way a user would run the model by hand. The hop can cost more than a small
+    model and the cost model does not price it, so they are measured, not predicted."""
     from edgedeploy.runtime.affinity import available_cpus
     from edgedeploy.runtime.vocab import GPU_CLUSTER
 
@@ -160,8 +158,7 @@ def inline_variants(plan: Plan) -> list[tuple[str, list[ParetoStage], Predicted]
     out = []
     for name, b in sorted(plan.baselines.items()):
         stages = b.stages or []
-        small = (b.predicted.latency_ms or 0.0) <= INLINE_MAX_MS
-        if (small and len(stages) == 1 and stages[0].replicas == 1 and stages[0].batch == 1
+        if (len(stages) == 1 and stages[0].replicas == 1 and stages[0].batch == 1
                 and stages[0].cluster != GPU_CLUSTER and sorted(stages[0].cpus) == every):
             out.append((f"{name}_inline", [stages[0].model_copy(update={"inline": True})],
                         b.predicted))
@@ -439,9 +436,13 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
             # the first plan of a new board stays within one budget: calibration comes out of
             # the measuring time (decide still measures its minimum rounds)
             budget = max(budget - (time.monotonic() - t0), 0.0)
-    arms = [Arm(None, plan, graph)]
     if kind == "local" and _competes(manifest, graph):
-        arms = [Arm("int8", plan, graph), _fp32_arm(manifest, alias, result, board)]
+        arms = [_arm(manifest, alias, result, board, "int8", graph),
+                _arm(manifest, alias, result, board, "fp32", graph)]
+    else:  # the graph the plan was made for (auto may have kept the model as given)
+        from edgedeploy.planner.api import planned_graph
+
+        arms = [Arm(None, plan, planned_graph(manifest, result.doc, graph))]
     entries = []
     for arm in arms:
         for e in shortlist(arm.plan, settings.shortlist, graph=None if kind == "sim"
@@ -497,15 +498,19 @@ def _competes(manifest: Any, graph: ir.Graph) -> bool:
     return manifest.model.precision == "auto" and record.get("chosen") == "int8"
 
 
-def _fp32_arm(manifest: Any, alias: str, result: Any, board: str) -> Arm:
-    """The model as given, planned for the same target and lockfile path as the int8 plan."""
+def _arm(manifest: Any, alias: str, result: Any, board: str, precision: str,
+         graph: ir.Graph) -> Arm:
+    """One precision's plan for the target and lockfile path of ``result``: its own plan where
+    ``result`` is of that precision, else planned here (``graph``: the int8 one)."""
     from pathlib import Path
 
     from edgedeploy.planner.api import model_graph, plan_document
 
-    graph = model_graph(manifest, precision="fp32")
-    doc = plan_document(manifest, Path(manifest.source), alias, board, graph, result.plan_file)
-    return Arm("fp32", Plan.model_validate(doc), graph)
+    own = graph if precision == "int8" else model_graph(manifest, precision="fp32")
+    doc = result.doc
+    if (doc.get("precision") or {}).get("chosen") != precision:
+        doc = plan_document(manifest, Path(manifest.source), alias, board, own, result.plan_file)
+    return Arm(precision, Plan.model_validate(doc), own)
 
 
 def _measured_precision(plan: Plan, entries: list[Entry], winner: Entry) -> Any:

@@ -28,6 +28,7 @@ from edgedeploy.costmodel.features import (
 from edgedeploy.costmodel.fit import Correction, NeighbourResidual, fine_tune, fit_correction
 from edgedeploy.costmodel.profile import Profile, Sample
 from edgedeploy.runtime import ir
+from edgedeploy.runtime.vocab import INT8
 from edgedeploy.schemas.target import Target
 
 #: A profile with fewer usable samples than this is not used for calibration.
@@ -135,6 +136,20 @@ class CostModel:
         if engine in CPU_ENGINE_FAMILIES and engine not in self.segment_factors:
             engine = CPU_ENGINE_FAMILIES[0]
         return factor(self.segment_factors, engine, config)
+
+    def prices(self, precision: str) -> bool:
+        """Whether this model knows what ``precision`` costs here: float always; int8 once the
+        profile's calibration ran quantized models whole on this board."""
+        return precision != INT8 or bool(self.segment_factors.get(INT8))
+
+    def precision_factor(self, precision: str, config: CoreConfig) -> float:
+        """Multiplier for a float prediction of a layer computed in ``precision``: for int8 the
+        measured int8 / float time of whole calibration models (1 where not :meth:`prices`)."""
+        from edgedeploy.costmodel.segments import factor
+
+        if precision != INT8 or not self.prices(INT8):
+            return 1.0
+        return factor(self.segment_factors, INT8, config)
 
     @classmethod
     def fit(cls, target: Target, samples: Sequence[Sample], source: str = "samples") -> CostModel:

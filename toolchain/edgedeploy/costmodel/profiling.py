@@ -24,6 +24,7 @@ import numpy as np
 from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.errors import ExecutionError, InputError
 from edgedeploy.runtime.layer_timing import Measurement
+from edgedeploy.runtime.vocab import INT8
 
 if TYPE_CHECKING:
     from edgedeploy.costmodel.profiler import Progress, Task
@@ -262,10 +263,12 @@ def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
 def calibration_files(models: Sequence[tuple[str, int]], tmp: Path
                       ) -> tuple[list[dict[str, Any]], dict[str, Path], dict[tuple[str, int], Any]]:
     """Each calibration model exported from the zoo and imported: its request entry, its files
-    (keyed by the ONNX file's digest, so a board keeps one copy whatever the run) and its IR."""
+    (keyed by the ONNX file's digest, so a board keeps one copy whatever the run; its int8
+    variant beside it, where it quantizes) and its IR."""
     import hashlib
 
     from edgedeploy import zoo
+    from edgedeploy.costmodel.segments import int8_variant
     from edgedeploy.importers.onnx import import_onnx
 
     specs, files, graphs = [], {}, {}
@@ -276,8 +279,13 @@ def calibration_files(models: Sequence[tuple[str, int]], tmp: Path
         graph.save(tmp / key)
         files.update({f"{key}/model.onnx": path, f"{key}/graph.json": tmp / key / "graph.json",
                       f"{key}/weights.npz": tmp / key / "weights.npz"})
-        specs.append({"name": name, "size": size, "onnx": f"{key}/model.onnx",
-                      "graph": f"{key}/graph.json", "weights": f"{key}/weights.npz"})
+        spec = {"name": name, "size": size, "onnx": f"{key}/model.onnx",
+                "graph": f"{key}/graph.json", "weights": f"{key}/weights.npz"}
+        int8 = int8_variant(path, graph, tmp)
+        if int8 is not None:
+            files[f"{key}/model.int8.onnx"] = int8
+            spec[INT8] = f"{key}/model.int8.onnx"
+        specs.append(spec)
         graphs[(name, size)] = graph
     return specs, files, graphs
 
@@ -291,9 +299,12 @@ def _priced(model: Any, graph: Any, run: dict[str, Any]) -> dict[str, Any]:
     config = CoreConfig.parse(str(run["config"]))
     ort = {layer.name: ONNXRUNTIME for layer in graph.layers}
     native = {layer.name: default_choice(layer) for layer in graph.layers}
-    return {"model": run["model"], "size": run["size"], "config": config.key,
-            ONNXRUNTIME: [float(run[ONNXRUNTIME]), _predicted_sum(model, graph, config, ort)],
-            NATIVE: [float(run[NATIVE]), _predicted_sum(model, graph, config, native)]}
+    out = {"model": run["model"], "size": run["size"], "config": config.key,
+           ONNXRUNTIME: [float(run[ONNXRUNTIME]), _predicted_sum(model, graph, config, ort)],
+           NATIVE: [float(run[NATIVE]), _predicted_sum(model, graph, config, native)]}
+    if run.get(INT8) is not None:  # over the float model's measured time
+        out[INT8] = [float(run[INT8]), float(run[ONNXRUNTIME])]
+    return out
 
 
 def replica_speedups(detail: Sequence[dict[str, Any]], replicas: Sequence[dict[str, Any]]

@@ -12,6 +12,12 @@ So `edgedeploy profile` also runs a few whole models both ways on each core coun
 per engine and configuration, the factor *measured whole-model time / sum of per-layer
 predictions*. The planner multiplies each engine's per-layer predictions by it.
 
+int8 is measured the same way: each calibration model is also quantized as a user's model is
+(static QDQ, per-channel weights, calibrated on seeded frames: its speed is what counts here) and
+run whole through onnxruntime, and ``factors["int8"]`` holds its time over the float model's per
+configuration. The planner prices an int8 layer as its float prediction times that factor, so an
+unmeasured ``precision: auto`` weighs int8 by what this board's integer kernels do.
+
 Replicas are measured the same way: r one-core replicas of a whole model in the pipeline executor
 share memory bandwidth, caches and the feeding process, so they are rarely r times as fast as one;
 the measured speed-up per cluster and replica count replaces the planner's linear assumption.
@@ -20,6 +26,7 @@ the measured speed-up per cluster and replica count replaces the planner's linea
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,12 +37,15 @@ import numpy as np
 from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.model_timing import median_ms
-from edgedeploy.runtime.vocab import NATIVE, ONNXRUNTIME, canonical_choice
+from edgedeploy.runtime.vocab import INT8, NATIVE, ONNXRUNTIME, canonical_choice
 
 #: Small zoo models at a reduced size: a few seconds for every core count of a cluster.
 CALIBRATION_MODELS = (("mobilenet_v2", 160), ("resnet18", 160), ("squeezenet1_1", 160))
 
 REPLICAS = "replicas"
+log = logging.getLogger("edgedeploy.costmodel")
+#: Seeded frames an int8 calibration model is calibrated on (its speed, not its accuracy, counts).
+INT8_FRAMES = 4
 
 
 def factors_path(profile_file: Path) -> Path:
@@ -43,8 +53,8 @@ def factors_path(profile_file: Path) -> Path:
 
 
 def load_factors(profile_file: Path) -> dict[str, dict[str, Any]]:
-    """``{engine: {config key: factor}, "replicas": {cluster: {r: speed-up}}}``; empty when never
-    measured or unreadable."""
+    """``{engine: {config key: factor}, "int8": {config key: int8 / float time}, "replicas":
+    {cluster: {r: speed-up}}}``; empty when never measured or unreadable."""
     path = factors_path(profile_file)
     try:
         data = json.loads(path.read_text())
@@ -98,8 +108,8 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
     from edgedeploy import zoo
     from edgedeploy.importers.onnx import import_onnx
     from edgedeploy.runtime.affinity import available_cpus, limit_blas_threads, pin_process
-    from edgedeploy.runtime.engines.onnxruntime import OrtSegment
     from edgedeploy.runtime.executor import GraphExecutor, default_choice, random_inputs
+    from edgedeploy.runtime.model_timing import session_ms
 
     original = available_cpus()
     runs: list[dict[str, Any]] = []
@@ -111,23 +121,23 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                 feeds = random_inputs(graph)
                 native = {layer.name: default_choice(layer) for layer in graph.layers}
                 ort = {layer.name: ONNXRUNTIME for layer in graph.layers}
+                int8 = int8_variant(path, graph, Path(tmp))
                 for config in configs:
                     if config.is_gpu:
                         continue
                     cpus = list(cpus_of(config))
                     if progress:
                         progress(f"segments: {name} on {config.key}")
-                    pin_process(cpus)
+                    ort_ms = session_ms(str(path), feeds, cpus)
                     with limit_blas_threads(len(cpus)):
-                        session = OrtSegment(path, cpus=cpus)
-                        ort_ms = median_ms(lambda s=session, f=feeds: s.run(f))
-                        session.close()
                         ex = GraphExecutor(graph, native)
                         native_ms = median_ms(lambda e=ex, f=feeds: e.run(f))
-                    runs.append({"model": name, "size": size, "config": config.key,
-                                 ONNXRUNTIME: [ort_ms, _predicted_sum(model, graph, config, ort)],
-                                 NATIVE: [native_ms, _predicted_sum(model, graph, config,
-                                                                    native)]})
+                    run = {"model": name, "size": size, "config": config.key,
+                           ONNXRUNTIME: [ort_ms, _predicted_sum(model, graph, config, ort)],
+                           NATIVE: [native_ms, _predicted_sum(model, graph, config, native)]}
+                    if int8 is not None:  # measured over the float model's measured time
+                        run[INT8] = [session_ms(str(int8), feeds, cpus), ort_ms]
+                    runs.append(run)
         replicas = measure_replicas(configs, cpus_of, models, runs, progress)
     finally:
         pin_process(original)
@@ -176,17 +186,37 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
             for cl, m in logs.items()}
 
 
+def int8_variant(path: Path, graph: ir.Graph, folder: Path) -> Path | None:
+    """The calibration model quantized as ``model.precision: int8`` quantizes a user's model,
+    on seeded frames; None where onnxruntime.quantization cannot (the factor is then left out,
+    and int8 stays unpriced)."""
+    from edgedeploy.errors import EdgeDeployError
+    from edgedeploy.planner.precision import quantize
+    from edgedeploy.runtime.executor import random_inputs
+
+    out = folder / f"{path.stem}.int8.onnx"
+    try:
+        quantize(path, out, [random_inputs(graph, seed=k) for k in range(INT8_FRAMES)])
+    except EdgeDeployError as exc:
+        log.warning("no int8 calibration run of %s: %s", path.name, exc)
+        return None
+    return out
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per engine and config: the geometric mean of measured / predicted over the models."""
+    """Per engine and config: the geometric mean of measured / predicted over the models (for
+    ``int8``: of its time over the float model's, where measured)."""
     out: dict[str, dict[str, float]] = {ONNXRUNTIME: {}, NATIVE: {}}
-    for engine in (ONNXRUNTIME, NATIVE):
+    for engine in (ONNXRUNTIME, NATIVE, INT8):
         by_config: dict[str, list[float]] = {}
         for run in runs:
+            if engine not in run:
+                continue
             measured, predicted = run[engine]
             if predicted > 0 and measured > 0:
                 by_config.setdefault(run["config"], []).append(np.log(measured / predicted))
         for key, logs in by_config.items():
-            out[engine][key] = round(float(np.exp(np.mean(logs))), 4)
+            out.setdefault(engine, {})[key] = round(float(np.exp(np.mean(logs))), 4)
     return out
 
 

@@ -97,6 +97,9 @@ def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
     scale = {p: np.array([model.segment_factor(p if is_segment_choice(p) else NATIVE, c)
                           for c in table.configs])
              for p in table.primitives if allowed(p, target, fmt)}
+    # a quantized layer: its float prediction times the board's measured int8 / float time
+    precision = {pr: np.array([model.precision_factor(pr, c) for c in table.configs])
+                 for pr in {layer.descriptor.precision for layer in graph.layers}}
     layers = []
     for i, layer in enumerate(graph.layers):
         names = [p for p in table.candidates(i) if p in scale]
@@ -105,7 +108,7 @@ def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
         idx = [table.primitives.index(p) for p in names]
         facts = [_layouts(p, layer.descriptor) for p in names]
         ms = np.array(table.ms[i, idx, :], dtype=np.float64)
-        ms *= np.stack([scale[p] for p in names])
+        ms *= np.stack([scale[p] for p in names]) * precision[layer.descriptor.precision]
         layers.append(LayerSpec(layer.name, tuple(names), tuple(f[0] for f in facts),
                                 tuple(f[1] for f in facts), tuple(f[2] for f in facts),
                                 ms, op=layer.op))

@@ -96,6 +96,7 @@ def plan(manifest_path: str | Path, target_alias: str | None = None, *,
         ref = manifest.target(alias)
         path = plan_file_for(manifest, alias, output)
         doc = plan_document(manifest, Path(manifest_path), alias, ref.board, graph, path)
+        doc = priced_precision(manifest, Path(manifest_path), alias, ref.board, graph, path, doc)
         log_decision(alias, doc)
         text = dumps(doc)
         result = PlanResult(alias, path, doc, text)
@@ -206,6 +207,51 @@ def plan_document(manifest: Manifest, manifest_path: Path, alias: str, board: st
                           spec.calibration if spec.precision != "fp32" else None)
     return build_document(manifest, alias, board, target, graph, problem, solution, inputs,
                           plan_path)
+
+
+def priced_precision(manifest: Manifest, manifest_path: Path, alias: str, board: str,
+                     graph: ir.Graph, plan_path: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """``precision: auto`` with an int8 model the guard accepted, planned from the cost model:
+    where this board's profile has measured int8 (``costmodel.segments``), the model as given is
+    planned too and the plan predicted better for the objective is kept (a tie keeps the model
+    as given); where it has not, the int8 plan is kept and its record says it was not priced.
+    Measure-to-decide, where the board is reachable, times both instead."""
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.planner.precision import SOURCE_KEY
+    from edgedeploy.runtime.vocab import INT8
+
+    record = graph.source.get(SOURCE_KEY) or {}
+    if manifest.model.precision != "auto" or record.get("chosen") != INT8:
+        return doc
+    if not cost_model(manifest, alias, load_target(board), manifest_path).prices(INT8):
+        return _with_reason(doc, "int8 accepted by the guard; taken unpriced: this board's "
+                                 "profile has not run int8 models (`edgedeploy profile` does)")
+    fp32 = plan_document(manifest, manifest_path, alias, board,
+                         model_graph(manifest, precision="fp32"), plan_path)
+    ours, theirs = _objective(doc, manifest.objective), _objective(fp32, manifest.objective)
+    why = (f"int8 accepted by the guard; predicted with this board's measured int8 speed: "
+           f"int8 {ours:.4g}, fp32 {theirs:.4g} ({_UNITS[manifest.objective]})")
+    if ours < theirs:
+        return _with_reason(doc, f"{why}; int8 chosen")
+    return _with_reason(fp32, f"{why}; fp32 kept")
+
+
+#: What each objective compares, in units where less is better.
+_UNITS = {"throughput": "ms a frame", "latency": "ms", "energy": "mJ a frame"}
+
+
+def _objective(doc: dict[str, Any], objective: str) -> float:
+    predicted = doc.get("predicted") or {}
+    if objective == "latency":
+        return float(predicted.get("latency_ms") or float("inf"))
+    if objective == "energy" and predicted.get("energy_mj") is not None:
+        return float(predicted["energy_mj"])
+    fps = float(predicted.get("throughput_fps") or 0.0)
+    return 1e3 / fps if fps > 0 else float("inf")
+
+
+def _with_reason(doc: dict[str, Any], reason: str) -> dict[str, Any]:
+    return {**doc, "precision": {**(doc.get("precision") or {}), "reason": reason}}
 
 
 def cost_model(manifest: Manifest, alias: str, target: Any, manifest_path: Path) -> Any:

@@ -42,19 +42,29 @@ def median_ms(fn: Callable[[], object], reps: int = 7) -> float:
 
 def engine_ms(graph: ir.Graph, onnx_path: str, cpus: Sequence[int]) -> tuple[float, float]:
     """(onnxruntime ms, native ms) of one whole frame on ``cpus`` (pinned, BLAS bounded)."""
-    from edgedeploy.runtime.engines.onnxruntime import OrtSegment
     from edgedeploy.runtime.executor import GraphExecutor, default_choice, random_inputs
 
     feeds = random_inputs(graph)
     native = {layer.name: default_choice(layer) for layer in graph.layers}
-    pin_process(list(cpus))
+    ort_ms = session_ms(onnx_path, feeds, cpus)
     with limit_blas_threads(len(cpus)):
-        session = OrtSegment(onnx_path, cpus=list(cpus))
-        ort_ms = median_ms(lambda: session.run(feeds))
-        session.close()
         ex = GraphExecutor(graph, native)
         native_ms = median_ms(lambda: ex.run(feeds))
     return ort_ms, native_ms
+
+
+def session_ms(onnx_path: str, feeds: Mapping[str, object], cpus: Sequence[int]) -> float:
+    """Milliseconds of one onnxruntime call of the model on ``cpus`` (pinned, BLAS bounded):
+    the model as given, or its int8 variant (the same float inputs)."""
+    from edgedeploy.runtime.engines.onnxruntime import OrtSegment
+
+    pin_process(list(cpus))
+    with limit_blas_threads(len(cpus)):
+        session = OrtSegment(onnx_path, cpus=list(cpus))
+        try:
+            return median_ms(lambda: session.run(feeds))
+        finally:
+            session.close()
 
 
 def whole_model_stage(graph: ir.Graph, io: StageIO, choices: Mapping[str, str],

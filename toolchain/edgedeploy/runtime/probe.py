@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.runtime.affinity import available_cpus, pin_process  # stdlib only
-from edgedeploy.runtime.vocab import NATIVE, ONNXRUNTIME  # stdlib only
+from edgedeploy.runtime.vocab import INT8, NATIVE, ONNXRUNTIME  # stdlib only
 
 PROTOCOL = 1
 EXIT_CRASH, EXIT_REQUEST, EXIT_MISSING = 1, 2, 3
@@ -149,7 +149,8 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
     import numpy as np
 
     from edgedeploy.runtime import ir
-    from edgedeploy.runtime.model_timing import engine_ms, replica_fps
+    from edgedeploy.runtime.executor import random_inputs
+    from edgedeploy.runtime.model_timing import engine_ms, replica_fps, session_ms
 
     configs = section.get("configs") or []
     count = 0
@@ -158,12 +159,16 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
         with np.load(files[spec["weights"]]) as npz:
             graph = ir.Graph.from_dict(data, {k: npz[k] for k in npz.files})
         onnx_path = files[spec["onnx"]]
+        int8_path = files.get(spec["int8"]) if spec.get("int8") else None
         for cfg in configs:
             out({"event": "info", "message": f"segments: {spec['name']} on {cfg['key']}"})
             ort_ms, native_ms = engine_ms(graph, onnx_path, cfg["cpus"])
-            out({"event": "run", "model": spec["name"], "size": spec.get("size"),
-                 "config": cfg["key"], "cluster": cfg["cluster"], "cores": cfg["cores"],
-                 ONNXRUNTIME: ort_ms, NATIVE: native_ms})
+            run = {"event": "run", "model": spec["name"], "size": spec.get("size"),
+                   "config": cfg["key"], "cluster": cfg["cluster"], "cores": cfg["cores"],
+                   ONNXRUNTIME: ort_ms, NATIVE: native_ms}
+            if int8_path:  # its int8 variant, as a quantized plan would run it
+                run[INT8] = session_ms(int8_path, random_inputs(graph), cfg["cpus"])
+            out(run)
             count += 1
         pin_process(unpinned)
         for cfg in configs:

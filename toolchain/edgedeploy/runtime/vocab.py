@@ -36,6 +36,9 @@ LOCAL = "local"
 ONNX = "onnx"
 TFLITE = "tflite"
 
+#: The 8-bit precision: a model's quantized variant, and its whole-model runs in calibration.
+INT8 = "int8"
+
 #: Device kinds an engine runs on.
 CPU = "cpu"
 GPU = "gpu"

@@ -124,3 +124,45 @@ def test_a_tie_goes_to_the_baseline_and_a_win_must_clear_the_margin():
     assert _winner([entry("plan", 50.0), slower, base], "throughput") is base
     only = entry("plan", 10.0)
     assert _winner([only, entry("pareto1", 9.0)], "throughput") is only  # no baseline measured
+
+
+def test_contenders_start_together_only_as_far_as_memory_allows(project, monkeypatch):
+    """Each start-up holds copies of the model's weights: with memory for two contenders'
+    start-ups at a time, no more than two start at once, and every one starts."""
+    import threading
+    import time
+
+    from edgedeploy.benchmarks import decide
+
+    plan = load_plan(api.plan(project, "local", measure=False)[0].plan_file)
+    graph = api.load_model(project.parent / "sq.onnx")
+    entries = shortlist(plan, graph=graph)
+    assert len(entries) >= 3
+    weights = (project.parent / "sq.onnx").stat().st_size
+    one = decide._start_bytes(entries[0], weights)
+    assert one >= decide.START_MEMORY_COPIES * weights  # every worker holds copies
+    monkeypatch.setattr(decide, "_start_bytes", lambda e, w: one)  # all alike, for counting
+    monkeypatch.setattr("edgedeploy.runtime.process_memory.available_bytes",
+                        lambda: int(2 * one / decide.START_MEMORY_SHARE) + 1)
+    trials = decide.LocalTrials(graph, project.parent / "sq.onnx")
+    lock, now, peak, started = threading.Lock(), [0], [0], []
+
+    def fake_system(e):  # a start-up that takes a while, counted
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        time.sleep(0.05)
+        with lock:
+            now[0] -= 1
+            started.append(e.name)
+
+    monkeypatch.setattr(trials, "_system", fake_system)
+    trials.open(entries)
+    assert sorted(started) == sorted(e.name for e in entries)
+    assert peak[0] == 2
+    monkeypatch.setattr("edgedeploy.runtime.process_memory.available_bytes",
+                        lambda: 1 << 50)  # plenty: all at once
+    started.clear()
+    peak[0] = 0
+    trials.open(entries)
+    assert peak[0] == len(entries)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ MAX_ROUNDS = 8
 WINDOW_S = 0.4
 #: Frames one window holds at most (a model at 5,000 fps still gets its 0.4 s).
 MAX_WINDOW_FRAMES = 2000
+#: Contenders start together while their start-up memory (about START_MEMORY_COPIES copies of
+#: the model's weights a worker) fits in this share of the memory available.
+START_MEMORY_SHARE = 0.5
+START_MEMORY_COPIES = 6
 #: One-in-flight latency samples after each window where the objective is not latency: reported
 #: in the lockfile, not decided by, so a few per round do.
 REPORTED_LATENCY_SAMPLES = 4
@@ -319,7 +324,6 @@ class LocalTrials:
 
     def __init__(self, graph: ir.Graph, model_path: Any, seed: int = 0,
                  latency_samples: int = LATENCY_SAMPLES) -> None:
-        from edgedeploy.importers.segments import segment_provider
         from edgedeploy.runtime.executor import random_inputs
 
         self.graph, self.model_path = graph, model_path
@@ -328,18 +332,24 @@ class LocalTrials:
         self.frames = [[f[n] for n in names] for f in
                        (random_inputs(graph, seed + k) for k in range(4))]
         self.systems: dict[str, Any] = {}
-        # one provider per batch axis: contenders that run the same segment share its cut
-        self._providers = {dynamic: segment_provider(graph, model_path, dynamic_batch=dynamic)
-                           for dynamic in (False, True)}
+        # one provider per batch axis: contenders started together share each segment's cut
+        self._providers: dict[bool, Any] = {}
+        self._lock = threading.Lock()
 
     def frame(self, k: int) -> list[np.ndarray]:
         return self.frames[k % len(self.frames)]
 
     def open(self, entries: list[Entry]) -> None:
-        """Start every contender at once: each start is mostly a worker process importing its
-        engine and loading its model, and one after another they took 20 s for a ResNet-50's
-        five contenders. One that cannot start is left to fail where it is first measured."""
+        """Start the contenders together, as many at a time as memory allows: each start is
+        mostly a worker process importing its engine and loading its model, and one after
+        another they took 20 s for a ResNet-50's five contenders -- but a worker loading a
+        VGG-16 holds several copies of its 0.5 GB of weights while it starts, and nine at once
+        ran a 24 GB host out of memory. One that cannot start is left to fail where it is first
+        measured."""
         from concurrent.futures import ThreadPoolExecutor
+        from pathlib import Path
+
+        from edgedeploy.runtime.process_memory import available_bytes
 
         def start(e: Entry) -> None:
             try:
@@ -347,8 +357,26 @@ class LocalTrials:
             except Exception:  # raised again where it is first measured
                 log.debug("contender %s did not start", e.key, exc_info=True)
 
-        with ThreadPoolExecutor(max_workers=max(len(entries), 1)) as pool:
-            list(pool.map(start, entries))
+        weights = Path(self.model_path).stat().st_size if Path(self.model_path).is_file() else 0
+        pending = list(entries)
+        while pending:
+            budget = START_MEMORY_SHARE * (available_bytes() or float("inf"))
+            wave, used = [], 0.0
+            while pending and (not wave or used + _start_bytes(pending[0], weights) <= budget):
+                used += _start_bytes(pending[0], weights)
+                wave.append(pending.pop(0))
+            with ThreadPoolExecutor(max_workers=len(wave)) as pool:
+                list(pool.map(start, wave))
+        self._providers.clear()  # the cut segments live on in the workers that run them
+
+    def _provider(self, dynamic: bool) -> Any:
+        from edgedeploy.importers.segments import segment_provider
+
+        with self._lock:
+            if dynamic not in self._providers:
+                self._providers[dynamic] = segment_provider(self.graph, self.model_path,
+                                                            dynamic_batch=dynamic)
+            return self._providers[dynamic]
 
     def _system(self, e: Entry) -> Any:
         if e.name not in self.systems:
@@ -365,7 +393,7 @@ class LocalTrials:
                                                          strict=True)}
             self.systems[e.name] = systems.pipelined(e.name, e.name, self.graph, stages,
                                                      choices, self.model_path,
-                                                     self._providers.__getitem__)
+                                                     self._provider)
         return self.systems[e.name]
 
     def __call__(self, e: Entry, frames: int, warmup: int) -> tuple[Window, float, None]:
@@ -377,6 +405,13 @@ class LocalTrials:
         for system in self.systems.values():
             system.close()
         self.systems.clear()
+
+
+def _start_bytes(e: Entry, weights: int) -> float:
+    """Memory a contender may hold while it starts: every worker (the caller, inline) holds
+    its spec, the spec unpickled and the engine's session, each about two copies of the
+    model's weights (the IR's and the segment's)."""
+    return START_MEMORY_COPIES * weights * max(sum(s.replicas for s in e.stages), 1)
 
 
 class TwinTrials:

@@ -12,3 +12,13 @@ def rss_bytes(field: str = "VmRSS") -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def available_bytes() -> int:
+    """Memory the kernel can give new work without swapping (``MemAvailable``), in bytes;
+    0 where /proc does not say."""
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0

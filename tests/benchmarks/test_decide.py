@@ -166,3 +166,24 @@ def test_contenders_start_together_only_as_far_as_memory_allows(project, monkeyp
     peak[0] = 0
     trials.open(entries)
     assert peak[0] == len(entries)
+
+
+def test_a_variant_that_does_not_fit_in_memory_is_dropped_not_started(project, monkeypatch):
+    from edgedeploy.benchmarks import decide
+
+    plan = load_plan(api.plan(project, "local", measure=False)[0].plan_file)
+    graph = api.load_model(project.parent / "sq.onnx")
+    entries = shortlist(plan, graph=graph)
+    optional = [e for e in entries if e.optional]
+    assert optional and not entries[0].optional
+    monkeypatch.setattr("edgedeploy.runtime.process_memory.available_bytes", lambda: 1)
+    trials = decide.LocalTrials(graph, project.parent / "sq.onnx")
+    started: list[str] = []
+    real = trials._system
+    monkeypatch.setattr(trials, "_system", lambda e: started.append(e.name))
+    trials.open(entries)
+    # what must be measured starts however little memory is left; variants do not
+    assert started == [e.name for e in entries if not e.optional]
+    monkeypatch.setattr(trials, "_system", real)
+    with pytest.raises(MemoryError):
+        trials._system(optional[0])

@@ -222,8 +222,10 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
             if not e.optional:
                 raise
             entries.remove(e)
-            log.warning("dropped %s: it does not run on this model: %s", e.key, exc)
-            say(f"dropped {e.key}: it does not run on this model ({type(exc).__name__})")
+            why = ("too little memory to hold it beside the others"
+                   if isinstance(exc, MemoryError) else "it does not run on this model")
+            log.warning("dropped %s: %s: %s", e.key, why, exc)
+            say(f"dropped {e.key}: {why} ({type(exc).__name__})")
     # windows of WINDOW_S, shorter (not below a probe's) where the budget cannot hold the
     # minimum rounds of them: a window of a few frames of a batched system reads nonsense
     window_s = float(np.clip(budget_s / (MIN_ROUNDS * max(len(entries), 1)), PROBE_MIN_S,
@@ -335,6 +337,8 @@ class LocalTrials:
         # one provider per batch axis: contenders started together share each segment's cut
         self._providers: dict[bool, Any] = {}
         self._lock = threading.Lock()
+        #: optional contenders left unstarted (memory), raised where they are measured
+        self._refused: dict[str, Exception] = {}
 
     def frame(self, k: int) -> list[np.ndarray]:
         return self.frames[k % len(self.frames)]
@@ -344,8 +348,9 @@ class LocalTrials:
         mostly a worker process importing its engine and loading its model, and one after
         another they took 20 s for a ResNet-50's five contenders -- but a worker loading a
         VGG-16 holds several copies of its 0.5 GB of weights while it starts, and nine at once
-        ran a 24 GB host out of memory. One that cannot start is left to fail where it is first
-        measured."""
+        ran a 24 GB host out of memory. An optional contender (a variant) that does not fit is
+        not started; it and one that cannot start fail where they are first measured, and the
+        decision drops them."""
         from concurrent.futures import ThreadPoolExecutor
         from pathlib import Path
 
@@ -361,6 +366,13 @@ class LocalTrials:
         pending = list(entries)
         while pending:
             budget = START_MEMORY_SHARE * (available_bytes() or float("inf"))
+            need = _start_bytes(pending[0], weights)
+            if pending[0].optional and need > budget:  # a variant is not worth running out
+                e = pending.pop(0)
+                self._refused[e.name] = MemoryError(
+                    f"{need / 2**30:.1f} GiB to start beside the others, "
+                    f"{budget / 2**30:.1f} GiB to spare")
+                continue
             wave, used = [], 0.0
             while pending and (not wave or used + _start_bytes(pending[0], weights) <= budget):
                 used += _start_bytes(pending[0], weights)
@@ -379,6 +391,8 @@ class LocalTrials:
             return self._providers[dynamic]
 
     def _system(self, e: Entry) -> Any:
+        if e.name in self._refused:
+            raise self._refused[e.name]
         if e.name not in self.systems:
             from edgedeploy import execute
             from edgedeploy.benchmarks import systems

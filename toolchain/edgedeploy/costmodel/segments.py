@@ -191,7 +191,7 @@ def int8_variant(path: Path, graph: ir.Graph, folder: Path) -> Path | None:
     on seeded frames; None where onnxruntime.quantization cannot (the factor is then left out,
     and int8 stays unpriced)."""
     from edgedeploy.errors import EdgeDeployError
-    from edgedeploy.planner.precision import quantize
+    from edgedeploy.importers.quantize import quantize
     from edgedeploy.runtime.executor import random_inputs
 
     out = folder / f"{path.stem}.int8.onnx"

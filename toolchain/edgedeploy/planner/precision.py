@@ -11,8 +11,9 @@ the max relative error of its outputs stays within ``model.max_output_error`` (w
 agreement reported for (N, classes) outputs). ``int8`` refuses otherwise (exit 3); ``auto``
 keeps fp32 and records why. Where ``auto``'s int8 model passes, measure-to-decide times the int8
 and fp32 plans side by side on a target whose engines this host runs (``benchmarks.decide``)
-and keeps the faster; the cost model does not price int8 arithmetic, so unmeasured (a twin, an
-SSH board, ``--no-measure``) ``auto`` means "int8 whenever the guard accepts it".
+and keeps the faster; unmeasured (a twin, an SSH board, ``--no-measure``), the planner keeps
+the precision its cost model predicts better where the board's profile measured int8
+(``planner.api.priced_precision``), int8 otherwise.
 
 The int8 model and its guard figures are cached under ``<build_dir>/precision/`` by a key of
 everything they depend on (model and calibration bytes, input shapes, onnxruntime version), so
@@ -24,8 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.errors import InfeasibleError, InputError, ModelError
+from edgedeploy.errors import InfeasibleError, InputError
+from edgedeploy.importers.quantize import quantize
 from edgedeploy.planner.lock import sha256_calibration, sha256_file, sha256_text
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import max_rel_error, random_inputs
@@ -130,78 +130,6 @@ def load_frames(spec: ModelSpec, graph: ir.Graph,
               for t in graph.inputs}
     return Frames({n: arrays[n].astype(dtypes[n], copy=False) for n in shapes}, str(path),
                   sha256_file(path))
-
-
-class _Reader:
-    """onnxruntime's CalibrationDataReader over a list of frames."""
-
-    def __init__(self, frames: list[dict[str, np.ndarray]]) -> None:
-        self.frames = iter(frames)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self.frames, None)
-
-    def __iter__(self) -> _Reader:
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        item = self.get_next()
-        if item is None:
-            raise StopIteration
-        return item
-
-
-class _Quiet(logging.Filter):
-    """Drops onnxruntime.quantization's 'consider pre-processing' advice (not actionable here)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing" not in record.getMessage()
-
-
-def _preprocess(model: Path, out: str) -> Path:
-    """onnxruntime's pre-quantization pass (BatchNormalization folded into Conv, shapes
-    inferred): without it every BN stays a float op between quantize/dequantize pairs and the
-    int8 model runs no faster than fp32. The model itself when the pass fails (logged)."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    try:
-        quant_pre_process(str(model), out, skip_symbolic_shape=True)
-    except Exception as exc:  # a model the optimizer cannot take still quantizes
-        log.info("precision: pre-quantization pass skipped for %s (%s: %s)", model.name,
-                 type(exc).__name__, exc)
-        return model
-    return Path(out)
-
-
-def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]]) -> None:
-    """Static QDQ quantization, written atomically to ``out``: per-channel int8 weights and
-    uint8 activations (the U8S8 form onnxruntime's x86 and Arm integer kernels run fastest;
-    signed activations measured at a third of the speed on ResNet-50 here)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    reader = type("Frames", (_Reader, CalibrationDataReader), {})(frames)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    quiet = _Quiet()
-    root = logging.getLogger()
-    root.addFilter(quiet)  # onnxruntime's advice to pre-process, logged on the root logger
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        try:
-            source = _preprocess(model, os.path.join(tmp, "pre.onnx"))
-            quantize_static(str(source), os.path.join(tmp, "int8.onnx"), reader,
-                            quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        except Exception as exc:  # onnxruntime's own errors, whatever their class
-            raise ModelError(f"onnxruntime.quantization could not quantize {model.name}: "
-                             f"{type(exc).__name__}: {exc}",
-                             "plan the model as given (model.precision: fp32)") from None
-        finally:
-            root.removeFilter(quiet)
-        os.replace(os.path.join(tmp, "int8.onnx"), out)
 
 
 def _outputs(model: Path, frames: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -170,7 +170,15 @@ def test_any_contiguous_cut_runs_and_matches_the_whole_model(imported, kind, dat
     feeds = random_inputs(graph, seed=data.draw(st.integers(0, 3)))
     got = _run_cut(graph, provider, cuts, choices, feeds)
     _, want = execute.reference_outputs(graph, feeds)
-    assert max_rel_error(got, want) <= 1e-5, (kind, cuts, engine)
+    # Exact, unless a cut separates a DequantizeLinear from its consumer: the next segment then
+    # starts at a float tensor, so onnxruntime runs that consumer in float instead of fusing
+    # DequantizeLinear -> Conv -> QuantizeLinear into an integer kernel, and the output moves
+    # by a quantization step (1.4 % of its range in one drawn case)
+    producer = {t: layer for layer in graph.layers for t in layer.outputs}
+    crossing = {t for io in plan_stage_io(graph, cuts)[1:] for t in io.inputs}
+    unfused = any(producer[t].attrs.get("onnx_op_type") == "DequantizeLinear"
+                  for t in crossing if t in producer)
+    assert max_rel_error(got, want) <= (0.05 if unfused else 1e-5), (kind, cuts, engine)
 
 
 def test_pipeline_stages_hand_integer_tensors_through_rings_of_their_own_type(models) -> None:

@@ -121,9 +121,11 @@ def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
         return model.transfer_ms(nbytes, CoreConfig(a, 1), CoreConfig(b, 1))
 
     from edgedeploy.costmodel.segments import replica_scaling
+    from edgedeploy.runtime.stages import unfused_cuts
 
     return Problem(layers, tensors, clusters, configs, layout, transfer,
-                   replica_scaling=replica_scaling(model.segment_factors))
+                   replica_scaling=replica_scaling(model.segment_factors),
+                   no_cut=unfused_cuts(graph))
 
 
 def _no_engine(graph: ir.Graph, layer: ir.Layer, target: Target, fmt: str) -> Exception:

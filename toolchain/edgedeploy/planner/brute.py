@@ -36,9 +36,9 @@ def brute_select(problem: Problem, masks: Sequence[np.ndarray] | None = None) ->
     return best
 
 
-def _splits(n: int, max_stages: int) -> Iterator[list[tuple[int, int]]]:
+def _splits(n: int, max_stages: int, allowed: Sequence[int]) -> Iterator[list[tuple[int, int]]]:
     for k in range(1, min(max_stages, n) + 1):
-        for cuts in itertools.combinations(range(1, n), k - 1):
+        for cuts in itertools.combinations(allowed, k - 1):
             bounds = [0, *cuts, n]
             yield list(itertools.pairwise(bounds))
 
@@ -49,7 +49,7 @@ def brute_mappings(problem: Problem, selection: Selection, limits: Limits) -> li
     opts = stage_options(problem, limits)
     caps = [c.capacity for c in problem.clusters]
     out = []
-    for ranges in _splits(problem.n_layers, limits.max_stages):
+    for ranges in _splits(problem.n_layers, limits.max_stages, problem.cuts):
         for picks in itertools.product(opts, repeat=len(ranges)):
             used = [0] * len(caps)
             for _c, _r, q, u in picks:

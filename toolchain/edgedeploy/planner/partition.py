@@ -148,8 +148,9 @@ def stage_options(problem: Problem, limits: Limits) -> list[tuple[int, int, int,
 def candidate_cuts(problem: Problem, costs: StageCosts, max_cuts: int) -> list[int]:
     """Every cut when few; else ``max_cuts`` quantile cuts snapped to low-traffic boundaries."""
     n = problem.n_layers
-    if n - 1 <= max_cuts:
-        return list(range(1, n))
+    allowed = problem.cuts
+    if len(allowed) <= max_cuts:
+        return allowed
     finite_cfg = [c for c in range(len(problem.configs)) if costs.bad[n, c] == 0]
     ref = min(finite_cfg, key=lambda c: costs.prefix[n, c]) if finite_cfg else 0
     prefix = np.maximum.accumulate(costs.prefix[:, ref] + np.arange(n + 1) * 1e-9)
@@ -160,8 +161,9 @@ def candidate_cuts(problem: Problem, costs: StageCosts, max_cuts: int) -> list[i
         lo, hi = max(1, mid - window), min(n - 1, mid + window)
         if lo > hi:
             continue
-        seg = costs.bytes[lo:hi + 1]
-        cuts.add(lo + int(np.argmin(seg + np.abs(np.arange(lo, hi + 1) - mid) * 1e-3)))
+        ks = np.array([k for k in range(lo, hi + 1) if k not in problem.no_cut], dtype=int)
+        if ks.size:
+            cuts.add(int(ks[np.argmin(costs.bytes[ks] + np.abs(ks - mid) * 1e-3)]))
     return sorted(cuts)
 
 
@@ -304,7 +306,7 @@ def map_stages(problem: Problem, selection: Selection, objective: str = "through
     limits = limits or Limits()
     costs = StageCosts(problem, selection)
     cuts = candidate_cuts(problem, costs, max_cuts)
-    exact = len(cuts) == problem.n_layers - 1
+    exact = len(cuts) == len(problem.cuts)
     dp = _Dp(problem, costs, cuts, limits)
     found: dict[tuple[Stage, ...], Candidate] = {}
 

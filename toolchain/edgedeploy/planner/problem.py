@@ -82,6 +82,8 @@ class Problem:
     #: Measured speed-up of ``r`` replicas on a cluster ({cluster: {r: speedup}}); replicas
     #: share memory bandwidth and caches, so r of them are rarely r times as fast.
     replica_scaling: dict[str, dict[int, float]] = field(default_factory=dict)
+    #: Layer indices no stage may start at (``runtime.stages.unfused_cuts``).
+    no_cut: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -102,6 +104,11 @@ class Problem:
     @property
     def n_layers(self) -> int:
         return len(self.layers)
+
+    @property
+    def cuts(self) -> list[int]:
+        """Every layer index a stage may start at, after the first."""
+        return [k for k in range(1, self.n_layers) if k not in self.no_cut]
 
     def cluster(self, name: str) -> ClusterSpec:
         return next(c for c in self.clusters if c.name == name)

@@ -72,6 +72,8 @@ class Space:
     #: (1,) unless the objective is throughput and the device runs segments free in the batch
     #: (never on a twin: it does not model batching). A seed keeps its own batch regardless.
     batches: tuple[int, ...] = (1,)
+    #: Layer indices no stage may start at (``runtime.stages.unfused_cuts``).
+    no_cut: frozenset[int] = frozenset()
     #: What the device can run beyond the space's own rules (e.g. only the segments a deployed
     #: bundle ships): reasons a candidate cannot run there, empty when it can.
     runnable: Callable[[Candidate], list[str]] | None = field(default=None, repr=False,
@@ -110,6 +112,9 @@ class Space:
         for k, s in enumerate(st):
             if s.start != expect or s.stop <= s.start:
                 out.append(f"stage {k} is not contiguous ({s.start}..{s.stop})")
+            if k and s.start in self.no_cut:
+                out.append(f"stage {k} starts at layer {s.start}, between a DequantizeLinear "
+                           "and its consumer")
             expect = s.stop
             if s.cluster not in self.clusters:
                 out.append(f"stage {k}: unknown cluster {s.cluster!r}")

@@ -83,7 +83,7 @@ def build_context(graph: ir.Graph, target, *, limits: Limits | None = None,
     # the planner's own pools (a GPU's feeding core is not one a stage may take)
     clusters = {GPU if c.is_gpu else c.name: tuple(c.cpu_ids) for c in problem.clusters}
     space = Space([layer.name for layer in graph.layers], options, clusters,
-                  limits.max_stages, limits.allow_replication)
+                  limits.max_stages, limits.allow_replication, no_cut=problem.no_cut)
     return Context(graph, target, problem, space, model, limits, tuple(allow), tuple(deny),
                    max_memory_mb)
 

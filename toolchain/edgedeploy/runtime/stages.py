@@ -53,6 +53,25 @@ class StageIO:
     outputs: tuple[str, ...]
 
 
+def unfused_cuts(graph: ir.Graph) -> frozenset[int]:
+    """Layer indices a stage must not start at: there the cut would separate a
+    DequantizeLinear from a consumer, whose segment would then start at a float tensor, and
+    onnxruntime would run that consumer in float instead of fusing DequantizeLinear -> op ->
+    QuantizeLinear into an integer kernel (its output moves by a quantization step, and a float
+    tensor four times the int8 one crosses the hop). A cut before the DequantizeLinear carries
+    the int8 tensor instead."""
+    last_use: dict[str, int] = {}
+    for j, layer in enumerate(graph.layers):
+        for t in layer.inputs:
+            last_use[t] = j
+    out: set[int] = set()
+    for i, layer in enumerate(graph.layers):
+        if layer.attrs.get("onnx_op_type") == "DequantizeLinear":
+            for t in layer.outputs:
+                out.update(range(i + 1, last_use.get(t, i) + 1))
+    return frozenset(out)
+
+
 def plan_stage_io(graph: ir.Graph, cuts: Sequence[int]) -> list[StageIO]:
     """Inputs/outputs of every stage (outputs of the last are the graph outputs)."""
     out = []

@@ -363,19 +363,19 @@ class LocalTrials:
                 log.debug("contender %s did not start", e.key, exc_info=True)
 
         weights = Path(self.model_path).stat().st_size if Path(self.model_path).is_file() else 0
+        need = {e.name: _start_bytes(e, weights) for e in entries}
         pending = list(entries)
         while pending:
             budget = START_MEMORY_SHARE * (available_bytes() or float("inf"))
-            need = _start_bytes(pending[0], weights)
-            if pending[0].optional and need > budget:  # a variant is not worth running out
+            if pending[0].optional and need[pending[0].name] > budget:  # not worth running out
                 e = pending.pop(0)
                 self._refused[e.name] = MemoryError(
-                    f"{need / 2**30:.1f} GiB to start beside the others, "
+                    f"{need[e.name] / 2**30:.1f} GiB to start beside the others, "
                     f"{budget / 2**30:.1f} GiB to spare")
                 continue
             wave, used = [], 0.0
-            while pending and (not wave or used + _start_bytes(pending[0], weights) <= budget):
-                used += _start_bytes(pending[0], weights)
+            while pending and (not wave or used + need[pending[0].name] <= budget):
+                used += need[pending[0].name]
                 wave.append(pending.pop(0))
             with ThreadPoolExecutor(max_workers=len(wave)) as pool:
                 list(pool.map(start, wave))

@@ -57,9 +57,14 @@ def timed_round(process: Process, frame: Frame, frames: int, warmup: int,
     of ``period`` frames (rounded up): both edges then fall on the same place of the pattern,
     wherever that is, and the window spans whole periods."""
     warmup = max(1, warmup)  # the window opens on a completion
-    frames = -(-max(frames, 1) // period) * period
+    frames = _whole_periods(frames, period)
     done = np.asarray(process(warmup + frames + tail, frame), dtype=float)
     return window_of(done, warmup, frames, period)
+
+
+def _whole_periods(frames: int, period: int) -> int:
+    """``frames`` rounded up to a whole number of ``period`` (at least one)."""
+    return -(-max(frames, 1) // period) * period
 
 
 def window_of(done: np.ndarray, warmup: int, frames: int, period: int = 1) -> Window:
@@ -67,7 +72,7 @@ def window_of(done: np.ndarray, warmup: int, frames: int, period: int = 1) -> Wi
     completion of frame ``warmup - 1`` over ``frames`` (rounded up to whole periods, fewer
     periods where the stream is too short) more."""
     start = max(warmup, 1) - 1
-    span = -(-max(frames, 1) // period) * period
+    span = _whole_periods(frames, period)
     while span > period and start + span > len(done) - 1:
         span -= period
     stop = min(start + span, len(done) - 1)

@@ -90,13 +90,18 @@ def plan(manifest_path: str | Path, target_alias: str | None = None, *,
         from edgedeploy.errors import InputError
 
         raise InputError("-o/--output names one file; give --target ALIAS with it")
+    from edgedeploy.boards.catalog import load_target
+
     graph = graph or model_graph(manifest)
     results = []
     for alias in aliases:
         ref = manifest.target(alias)
         path = plan_file_for(manifest, alias, output)
-        doc = plan_document(manifest, Path(manifest_path), alias, ref.board, graph, path)
-        doc = priced_precision(manifest, Path(manifest_path), alias, ref.board, graph, path, doc)
+        model = cost_model(manifest, alias, load_target(ref.board), Path(manifest_path))
+        doc = plan_document(manifest, Path(manifest_path), alias, ref.board, graph, path,
+                            model=model)
+        doc = priced_precision(manifest, Path(manifest_path), alias, ref.board, graph, path, doc,
+                               model)
         log_decision(alias, doc)
         text = dumps(doc)
         result = PlanResult(alias, path, doc, text)
@@ -191,15 +196,16 @@ def planned_graph(manifest: Manifest, doc: dict[str, Any], graph: ir.Graph) -> i
 
 
 def plan_document(manifest: Manifest, manifest_path: Path, alias: str, board: str, graph,
-                  plan_path: Path) -> dict[str, Any]:
-    """Plan one target and return the lockfile document."""
+                  plan_path: Path, *, model: Any = None) -> dict[str, Any]:
+    """Plan one target and return the lockfile document (``model``: the target's cost model,
+    where the caller already holds it)."""
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.planner.adapter import build_problem
     from edgedeploy.planner.document import build_document
     from edgedeploy.planner.solve import solve
 
     target = load_target(board)
-    model = cost_model(manifest, alias, target, manifest_path)
+    model = model or cost_model(manifest, alias, target, manifest_path)
     problem = build_problem(graph, target, model)
     solution = solve(problem, manifest, graph)
     spec = manifest.model
@@ -210,24 +216,24 @@ def plan_document(manifest: Manifest, manifest_path: Path, alias: str, board: st
 
 
 def priced_precision(manifest: Manifest, manifest_path: Path, alias: str, board: str,
-                     graph: ir.Graph, plan_path: Path, doc: dict[str, Any]) -> dict[str, Any]:
+                     graph: ir.Graph, plan_path: Path, doc: dict[str, Any],
+                     model: Any) -> dict[str, Any]:
     """``precision: auto`` with an int8 model the guard accepted, planned from the cost model:
     where this board's profile has measured int8 (``costmodel.segments``), the model as given is
     planned too and the plan predicted better for the objective is kept (a tie keeps the model
     as given); where it has not, the int8 plan is kept and its record says it was not priced.
     Measure-to-decide, where the board is reachable, times both instead."""
-    from edgedeploy.boards.catalog import load_target
     from edgedeploy.planner.precision import SOURCE_KEY
     from edgedeploy.runtime.vocab import INT8
 
     record = graph.source.get(SOURCE_KEY) or {}
     if manifest.model.precision != "auto" or record.get("chosen") != INT8:
         return doc
-    if not cost_model(manifest, alias, load_target(board), manifest_path).prices(INT8):
+    if not model.prices(INT8):
         return _with_reason(doc, "int8 accepted by the guard; taken unpriced: this board's "
                                  "profile has not run int8 models (`edgedeploy profile` does)")
     fp32 = plan_document(manifest, manifest_path, alias, board,
-                         model_graph(manifest, precision="fp32"), plan_path)
+                         model_graph(manifest, precision="fp32"), plan_path, model=model)
     ours, theirs = _objective(doc, manifest.objective), _objective(fp32, manifest.objective)
     why = (f"int8 accepted by the guard; predicted with this board's measured int8 speed: "
            f"int8 {ours:.4g}, fp32 {theirs:.4g} ({_UNITS[manifest.objective]})")

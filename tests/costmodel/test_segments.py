@@ -7,11 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgedeploy.costmodel import CoreConfig
 from edgedeploy.costmodel.segments import (
+    CALIBRATION_MODELS,
     NATIVE,
     ONNXRUNTIME,
+    calibration_models,
     factor,
     load_factors,
     save_factors,
@@ -28,6 +32,15 @@ def test_factor_is_the_geometric_mean_of_measured_over_predicted_per_engine_and_
     assert out[NATIVE]["cpu:1"] == pytest.approx(np.sqrt(1.5 * 1.0), rel=1e-3)
     assert out[ONNXRUNTIME]["cpu:2"] == pytest.approx(0.75, rel=1e-3)
     assert "cpu:2" not in out[NATIVE]
+
+
+@given(st.floats(0.0, 600.0), st.floats(0.0, 600.0))
+def test_a_longer_profile_calibrates_on_more_models_and_every_profile_on_one(a: float, b: float):
+    short, long_ = sorted((a, b))
+    few, more = calibration_models(short), calibration_models(long_)
+    assert 1 <= len(few) <= len(more)
+    assert more[:len(few)] == few == CALIBRATION_MODELS[:len(few)]
+    assert calibration_models(30.0) == CALIBRATION_MODELS  # the default quick profile: all
 
 
 def test_an_unmeasured_core_count_takes_the_nearest_measured_one_of_its_cluster():

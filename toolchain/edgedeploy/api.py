@@ -542,7 +542,8 @@ def profile(target: str = "local", *, budget_s: float = 60.0, shapes: str = "des
     it stands, by the runtime's probe, into its board descriptor's profile (the one ``plan``
     reads for it). ``progress`` gets (elapsed, budget, samples, eta, label); ``info`` one line
     per whole-model calibration run; ``calibration`` names the zoo models (name, input size)
-    run whole for the segment factors (default ``costmodel.segments.CALIBRATION_MODELS``).
+    run whole for the segment factors (default: as many as ``budget_s`` pays for,
+    ``costmodel.segments.calibration_models``).
     """
     from edgedeploy.errors import InputError
     from edgedeploy.twins import SIM_PREFIX, twin_target

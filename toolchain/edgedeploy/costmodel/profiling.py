@@ -63,8 +63,9 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
 
     ``progress`` gets (elapsed, budget, samples, eta, label) while layers are measured;
     ``info`` gets one line per whole-model calibration run; ``calibration`` names the zoo
-    models (name, input size) run whole (default ``segments.CALIBRATION_MODELS``; empty: the
-    stored factors are kept as they are). With ``min_fit_samples``, a profile that still has
+    models (name, input size) run whole (default: as many of ``segments.CALIBRATION_MODELS``
+    as ``budget_s`` pays for, see ``segments.calibration_models``; empty: the stored factors
+    are kept as they are). With ``min_fit_samples``, a profile that still has
     fewer layer samples (a busy host measures few in its budget) gets up to
     :data:`MAX_TOP_UPS` more budgets of layers, said on ``info``.
     """
@@ -72,6 +73,7 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
     from edgedeploy.costmodel import shapes as shapes_mod
     from edgedeploy.costmodel.evaluate import ensure_fit_sample
     from edgedeploy.costmodel.profiler import LocalMeasure
+    from edgedeploy.costmodel.segments import calibration_models
 
     if target.name != "local":
         raise InputError(f"target {target.name!r} cannot be profiled from here",
@@ -94,7 +96,8 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
             new += ensure_fit_sample(target, prof, budget_s, measure, progress, sample)
     finally:
         measure.close()
-    factors = (segment_factors(target, Path(prof.path), info, calibration)
+    factors = (segment_factors(target, Path(prof.path), info,
+                               calibration or calibration_models(budget_s))
                if calibration is None or calibration else _stored_factors(Path(prof.path)))
     return {"target": prof.target_name, "fingerprint": prof.fingerprint, "profile": str(prof.path),
             "new_samples": len(new), "samples": before + len(new),
@@ -199,6 +202,7 @@ def profile_board(target: Target, probe: Probe, budget_s: float, shapes: str = "
     from edgedeploy.costmodel import profile as prof_mod
     from edgedeploy.costmodel import shapes as shapes_mod
     from edgedeploy.costmodel.evaluate import ensure_fit_sample
+    from edgedeploy.costmodel.segments import calibration_models
 
     check_shapes(shapes)
     sample = shape_sample(shapes)
@@ -210,7 +214,8 @@ def profile_board(target: Target, probe: Probe, budget_s: float, shapes: str = "
     if before == 0 and measure.start.get("runtime"):
         prof.runtime = dict(measure.start["runtime"])  # the board's versions, not this host's
         prof.save()
-    factors = (board_segment_factors(target, Path(prof.path), probe, info, calibration)
+    factors = (board_segment_factors(target, Path(prof.path), probe, info,
+                                     calibration or calibration_models(budget_s))
                if calibration is None or calibration else _stored_factors(Path(prof.path)))
     return {"target": prof.target_name, "host": probe.label,
             "fingerprint": prof.fingerprint, "profile": str(prof.path),

@@ -39,13 +39,25 @@ from edgedeploy.runtime import ir
 from edgedeploy.runtime.model_timing import median_ms
 from edgedeploy.runtime.vocab import INT8, NATIVE, ONNXRUNTIME, canonical_choice
 
-#: Small zoo models at a reduced size: a few seconds for every core count of a cluster.
-CALIBRATION_MODELS = (("mobilenet_v2", 160), ("resnet18", 160), ("squeezenet1_1", 160))
+#: Small zoo models at a reduced size: a few seconds for every core count of a cluster, the
+#: cheapest first (a short profile calibrates on the first ones only, see calibration_models).
+CALIBRATION_MODELS = (("squeezenet1_1", 160), ("mobilenet_v2", 160), ("resnet18", 160))
+#: Profile budget that pays for one calibration model: quantizing it, running it whole on every
+#: configuration and as replicas took 4-6 s each on a 2-core host.
+CALIBRATION_BUDGET_S = 10.0
 
 REPLICAS = "replicas"
 log = logging.getLogger("edgedeploy.costmodel")
 #: Seeded frames an int8 calibration model is calibrated on (its speed, not its accuracy, counts).
 INT8_FRAMES = 4
+
+
+def calibration_models(budget_s: float) -> tuple[tuple[str, int], ...]:
+    """The calibration models a profile of ``budget_s`` runs whole: one per
+    :data:`CALIBRATION_BUDGET_S`, at least one. All three cost about 14 s on a 2-core host,
+    which a 2 s quick profile would overrun sevenfold."""
+    n = int(budget_s // CALIBRATION_BUDGET_S)
+    return CALIBRATION_MODELS[:max(1, min(len(CALIBRATION_MODELS), n))]
 
 
 def factors_path(profile_file: Path) -> Path:

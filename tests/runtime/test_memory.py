@@ -93,3 +93,59 @@ def test_lazy_weights_refuse_a_key_the_file_lacks(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         NpzWeights(tmp_path / "w.npz", ["a", "b"])
     assert "b" not in NpzWeights(tmp_path / "w.npz", ["a"])
+
+
+def _stage(graph, start: int, stop: int):
+    from edgedeploy import execute
+    from edgedeploy.runtime.stages import plan_stage_io
+
+    (io,) = [s for s in plan_stage_io(graph, [c for c in (start, stop) if
+                                                0 < c < len(graph.layers)])
+             if (s.start, s.stop) == (start, stop)]
+    return execute.stage_from_io(io=io, cpus=(0,), replicas=1, name="s")
+
+
+def test_a_stage_process_gets_only_the_weights_of_the_layers_it_runs_itself(resnet) -> None:
+    import pickle
+
+    from edgedeploy import execute
+
+    graph, _ = resnet
+    total = sum(a.nbytes for a in graph.weights.values())
+    every = {layer.name: "onnxruntime" for layer in graph.layers}
+    (spec,) = execute.stage_specs(graph, [_stage(graph, 0, len(graph.layers))], every, {})
+    handed = spec.factory_args[0].weights
+    # an all-onnxruntime stage: the segment holds the weights; the spec carries sizes only
+    assert len(pickle.dumps(spec)) < 0.05 * total
+    assert {k: handed.nbytes_of(k) for k in handed} == {k: a.nbytes for k, a in
+                                                         graph.weights.items()}
+    key = next(iter(graph.weights))
+    with pytest.raises(KeyError, match="engine segment"):
+        handed[key]
+    # mixed: the native and primitive layers' arrays are handed over as they are, no others
+    choices = _choices(graph)
+    half = len(graph.layers) // 2
+    (spec,) = execute.stage_specs(graph, [_stage(graph, half, len(graph.layers))], choices, {})
+    handed = spec.factory_args[0].weights
+    own = {k for layer in graph.layers[half:] if choices.get(layer.name) != "onnxruntime"
+           for k in layer.weights.values()}
+    assert own and all(handed[k] is graph.weights[k] for k in own)
+    assert set(handed) == {k for layer in graph.layers[half:] for k in layer.weights.values()}
+
+
+def test_a_stage_built_from_its_spec_runs_and_counts_what_it_holds_as_before(resnet) -> None:
+    from edgedeploy import execute
+    from edgedeploy.runtime.executor import GraphExecutor
+
+    graph, path = resnet
+    choices = _choices(graph)
+    stage = _stage(graph, 0, len(graph.layers))
+    segments = execute.segments_for(graph, [stage.io], choices, path)
+    (spec,) = execute.stage_specs(graph, [stage], choices, segments)
+    built = spec.factory(*spec.factory_args)
+    whole = GraphExecutor(graph, choices, segment_provider=segment_provider(graph, path))
+    assert built.executor.weight_bytes() == whole.weight_bytes()
+    feeds = random_inputs(graph)
+    (y,) = built([feeds[t.name] for t in graph.inputs])
+    np.testing.assert_allclose(y, whole.run(feeds)[graph.outputs[0].name], rtol=1e-4,
+                               atol=1e-4)

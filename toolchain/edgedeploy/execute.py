@@ -9,7 +9,7 @@ runtime of the input format (onnxruntime for ONNX, LiteRT for TFLite).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from edgedeploy.runtime import ir
 from edgedeploy.runtime.affinity import available_cpus
 from edgedeploy.runtime.executor import default_choice, max_rel_error
 from edgedeploy.runtime.runner_config import StageConfig
+from edgedeploy.runtime.stage_weights import StageWeights
 from edgedeploy.runtime.stages import (
     GraphStage,
     SegmentKey,
@@ -242,6 +243,13 @@ def build_graph_stage(graph: ir.Graph, stage: StageConfig, choices: Mapping[str,
                       options=stage.engine_options())
 
 
+def _stage_graph(graph: ir.Graph, stage: StageConfig, choices: Mapping[str, str]) -> ir.Graph:
+    """``graph`` as a stage's process gets it: with the weights of its own layers only, and of
+    those in engine segments only their sizes (see runtime.stage_weights)."""
+    weights = StageWeights.of(graph, stage.io.start, stage.io.stop, choices)
+    return replace(graph, weights=weights)  # type: ignore[arg-type]
+
+
 def stage_specs(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[str, str],
                 segments: SegmentMap) -> list:
     from edgedeploy.runtime.pipeline import StageSpec, TensorSpec
@@ -254,7 +262,7 @@ def stage_specs(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[
         out.append(StageSpec(
             name=sp.name or f"stage{k}", cpus=tuple(sp.cpus), replicas=sp.replicas,
             factory=build_graph_stage, batch=sp.batch, inline=sp.inline,
-            factory_args=(graph, sp, dict(choices), segments),
+            factory_args=(_stage_graph(graph, sp, choices), sp, dict(choices), segments),
             inputs=specs(sp.io.inputs), outputs=specs(sp.io.outputs)))
     return out
 

@@ -25,6 +25,7 @@ import numpy as np
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.engines import EngineOptions, is_segment_choice, open_segment
 from edgedeploy.runtime.errors import ExecutionError
+from edgedeploy.runtime.stage_weights import weight_nbytes
 from edgedeploy.runtime.vocab import LITERT, NATIVE, NCHW, ONNX, ONNXRUNTIME, TFLITE
 
 #: (engine, segment input names, segment output names) -> the segment's model bytes (or a path).
@@ -199,7 +200,7 @@ class GraphExecutor:
         session = open_segment(engine, model, self._options)
         del model  # the session holds its own copy of the segment's weights
         layers = list(self.graph.layers[start:stop])
-        held = sum(_nbytes(self.graph.weights, k) for layer in layers
+        held = sum(weight_nbytes(self.graph.weights, k) for layer in layers
                    for k in layer.weights.values() if k in self.graph.weights)
         return _Step("segment", layers, inputs, outputs, session=session, weight_nbytes=held,
                      engine=engine)
@@ -283,12 +284,6 @@ class GraphExecutor:
             else:
                 total += sum(a.nbytes for a in step.weights.values())
         return total
-
-
-def _nbytes(weights: Mapping[str, np.ndarray], key: str) -> int:
-    """An array's size without loading it where the mapping can tell (a bundle's lazy npz)."""
-    size_of = getattr(weights, "nbytes_of", None)
-    return int(size_of(key)) if size_of is not None else int(weights[key].nbytes)
 
 
 def _to_layout(x: np.ndarray, have: str, want: str) -> np.ndarray:

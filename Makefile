@@ -25,11 +25,14 @@ sshd:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server >/dev/null; \
 	fi
 
+# Two test processes (pytest-xdist): most tests wait on processes, sockets and sshd, so two share
+# a 2-core machine well; the few that need the cores to themselves (marker `serial`) run after.
 test: install sshd
-	$(BIN)/python -m pytest -q --ignore=tests/bench tests
+	$(BIN)/python -m pytest -q -n 2 -m "not serial" --ignore=tests/bench tests
+	$(BIN)/python -m pytest -q -m serial --ignore=tests/bench tests
 
 test-fast: install
-	$(BIN)/python -m pytest -q -x -m "not slow" --ignore=tests/bench tests
+	$(BIN)/python -m pytest -q -x -n 2 -m "not slow and not serial" --ignore=tests/bench tests
 
 # The main job end to end on this host: zoo model -> plan -> build -> push (local directory
 # transport) -> health check -> three images through the deployed runner (its Unix socket, the

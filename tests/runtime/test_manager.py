@@ -294,6 +294,7 @@ def test_a_missing_status_file_says_the_runner_may_not_be_started(tmp_path: Path
 
 # --- the demo on this host -----------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.serial  # it reads the load of cores 0 and 1: another test process would skew it
 @pytest.mark.timeout(90)
 def test_demo_a_hog_on_core_1_moves_the_runner_off_core_1_and_back(tmp_path: Path) -> None:
     from tests.runtime.manager_demo import others_on_core0, run_demo

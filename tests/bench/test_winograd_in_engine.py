@@ -1,0 +1,121 @@
+"""Is Winograd F(4,3) inside onnxruntime a lever on this host? Each 3x3 layer shape of VGG-16 and
+ResNet-50 at 224 is run by onnxruntime as its own Conv and as the Winograd rewrite in standard
+ONNX ops (input transform a grouped 6x6 stride-4 Conv with fixed kernels, the Winograd-domain
+product one batched MatMul, the output transform a MatMul, Transpose and Slice), on one thread
+and on every core, in alternated rounds. DESIGN.md measured 1.23-1.79x on 3x3 layers of >= 128
+channels on a 2-core AVX2 EPYC; this records what the rewrite does where the planner runs now.
+Writes results/winograd_in_onnxruntime.json (reported, not asserted: timings are not tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from edgedeploy.runtime.primitives._winograd import toom_cook
+
+OUT = Path(__file__).resolve().parents[2] / "results" / "winograd_in_onnxruntime.json"
+M = 4  # F(4,3): 6x6 input tiles
+A = M + 2
+#: (model, channels in = out, spatial size) of the 3x3 stride-1 convs at 224
+SHAPES = (("vgg16", 64, 224), ("vgg16", 128, 112), ("vgg16", 256, 56), ("vgg16", 512, 28),
+          ("vgg16", 512, 14), ("resnet50", 64, 56), ("resnet50", 128, 28),
+          ("resnet50", 256, 14), ("resnet50", 512, 7))
+ROUNDS = 4
+WINDOW_S = 0.3
+
+
+def _const(name: str, value: np.ndarray) -> TensorProto:
+    return numpy_helper.from_array(value, name)
+
+
+def _model(c: int, h: int, winograd: bool) -> bytes:
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((c, c, 3, 3)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    if not winograd:
+        inits = [_const("w", w), _const("b", b)]
+        nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])]
+    else:
+        at, g, bt = toom_cook(M, 3, tuple(Fraction(p) for p in (0, 1, -1, 2, -2)))
+        t = -(-h // M)  # tiles per side
+        after = t * M + 2 - h - 1
+        k_in = np.tile(np.einsum("ip,jq->ijpq", bt, bt).reshape(A * A, 1, A, A), (c, 1, 1, 1))
+        u = np.einsum("ip,ocpq,jq->ijoc", g, w.astype(np.float64), g).reshape(A * A, c, c)
+        k_out = np.einsum("ip,jq->ijpq", at, at).reshape(M * M, A * A)
+        i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+        inits = [_const("pads", i64(0, 0, 1, 1, 0, 0, after, after)),
+                 _const("k_in", k_in.astype(np.float32)), _const("u", u.astype(np.float32)),
+                 _const("k_out", k_out.astype(np.float32)),
+                 _const("s1", i64(0, c, A * A, t * t)), _const("s2", i64(A * A, c, -1)),
+                 _const("s3", i64(A * A, -1)), _const("s4", i64(M, M, c, -1, t, t)),
+                 _const("s5", i64(-1, c, t * M, t * M)), _const("lo", i64(0, 0)),
+                 _const("hi", i64(h, h)), _const("axes", i64(2, 3)),
+                 _const("b", b.reshape(1, c, 1, 1))]
+        nodes = [helper.make_node("Pad", ["x", "pads"], ["xp"]),
+                 helper.make_node("Conv", ["xp", "k_in"], ["v0"], group=c, strides=[M, M]),
+                 helper.make_node("Reshape", ["v0", "s1"], ["v1"]),
+                 helper.make_node("Transpose", ["v1"], ["v2"], perm=[2, 1, 0, 3]),
+                 helper.make_node("Reshape", ["v2", "s2"], ["v3"]),
+                 helper.make_node("MatMul", ["u", "v3"], ["m0"]),
+                 helper.make_node("Reshape", ["m0", "s3"], ["m1"]),
+                 helper.make_node("MatMul", ["k_out", "m1"], ["y0"]),
+                 helper.make_node("Reshape", ["y0", "s4"], ["y1"]),
+                 helper.make_node("Transpose", ["y1"], ["y2"], perm=[3, 2, 4, 0, 5, 1]),
+                 helper.make_node("Reshape", ["y2", "s5"], ["y3"]),
+                 helper.make_node("Slice", ["y3", "lo", "hi", "axes"], ["y4"]),
+                 helper.make_node("Add", ["y4", "b"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, h])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, h, h])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]
+                             ).SerializeToString()
+
+
+def _session(model: bytes, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def _ms(session: ort.InferenceSession, x: np.ndarray) -> float:
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < WINDOW_S:
+        session.run(None, {"x": x})
+        n += 1
+    return (time.perf_counter() - t0) / n * 1e3
+
+
+def test_winograd_written_in_onnx_ops_against_onnxruntimes_conv() -> None:
+    cores = len(os.sched_getaffinity(0))
+    rows = []
+    for model, c, h in SHAPES:
+        x = np.random.default_rng(1).standard_normal((1, c, h, h)).astype(np.float32)
+        for threads in sorted({1, cores}):
+            conv, wino = _session(_model(c, h, False), threads), _session(_model(c, h, True),
+                                                                          threads)
+            ref, got = conv.run(None, {"x": x})[0], wino.run(None, {"x": x})[0]
+            times: dict[str, list[float]] = {"conv": [], "winograd": []}
+            for r in range(ROUNDS):
+                pair = [("conv", conv), ("winograd", wino)]
+                for name, s in pair if r % 2 == 0 else pair[::-1]:
+                    times[name].append(_ms(s, x))
+            conv_ms, wino_ms = (float(np.median(times[k])) for k in ("conv", "winograd"))
+            rows.append({"model": model, "channels": c, "size": h, "threads": threads,
+                         "conv_ms": round(conv_ms, 3), "winograd_ms": round(wino_ms, 3),
+                         "speedup": round(conv_ms / wino_ms, 3),
+                         "max_rel_error": float(np.abs(ref - got).max() / np.abs(ref).max())})
+            print(rows[-1], flush=True)
+    OUT.write_text(json.dumps({
+        "what": "one 3x3 stride-1 conv (C in = C out, batch 1) run by onnxruntime as its Conv "
+                "and as Winograd F(4,3) written in ONNX ops; median of alternated rounds",
+        "command": "python -m pytest -q tests/bench/test_winograd_in_engine.py "
+                   "-p no:cacheprovider -s",
+        "onnxruntime": ort.__version__, "cores": cores, "rows": rows}, indent=1) + "\n")
+    assert all(r["max_rel_error"] < 1e-3 for r in rows)

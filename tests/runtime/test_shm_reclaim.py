@@ -114,3 +114,28 @@ def test_reclaim_takes_only_dead_owners_entries_of_its_own_bundle(monkeypatch) -
         ring.close()
         for name in (stale, other):
             (Path("/dev/shm") / name).unlink(missing_ok=True)
+
+
+def test_a_host_pipeline_reclaims_what_a_killed_host_process_left(monkeypatch) -> None:
+    """A plan or bench process killed (the OOM killer) leaves its rings under the "anon" tag;
+    the next pipeline started on the host unlinks them, and nothing of a live process."""
+    from edgedeploy.runtime.pipeline import Pipeline, StageSpec, TensorSpec
+
+    monkeypatch.setattr(shm, "_tag", "anon")
+    dead = _dead_pid()
+    stale = f"edgedeploy_anon-{dead}-0123456789ab"
+    alive = f"edgedeploy_anon-{os.getppid()}-0123456789ab"
+    for name in (stale, alive):
+        _fake_segment(name)
+    spec = StageSpec(name="id", cpus=(0,), replicas=1, factory=_identity, factory_args=(),
+                     inputs=(TensorSpec((4,), "float32"),), outputs=(TensorSpec((4,), "float32"),))
+    try:
+        with Pipeline([spec]):
+            assert _present([stale, alive]) == [alive]
+    finally:
+        for name in (stale, alive):
+            (Path("/dev/shm") / name).unlink(missing_ok=True)
+
+
+def _identity() -> object:
+    return lambda xs: xs

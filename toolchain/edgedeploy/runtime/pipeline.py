@@ -122,6 +122,9 @@ class Pipeline:
         if self._started:
             return
         self._started = True
+        # what dead processes of this owner left (a host measurement killed for memory leaves
+        # its rings and spec files under the "anon" tag, which no runner start reclaims)
+        shm.reclaim_stale()
         try:
             self._build_rings()
             self._spawn()

@@ -4,10 +4,11 @@ timed window, after the same warm-up, on the same frames; median over alternated
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
-from edgedeploy import api, zoo
+from edgedeploy import api, execute, zoo
 from edgedeploy.benchmarks import systems
 from edgedeploy.benchmarks.compare import MAX_WINDOW_S, MIN_WINDOW_S, BenchRequest, bench
 from edgedeploy.benchmarks.estimator import (
@@ -17,6 +18,7 @@ from edgedeploy.benchmarks.estimator import (
     timed_round,
     window_of,
 )
+from edgedeploy.runtime.affinity import available_cpus
 
 
 def test_throughput_is_frames_over_the_window():
@@ -100,6 +102,34 @@ def test_bench_reports_medians_spread_and_the_estimator(tmp_path):
     assert answer["best_baseline"] == best["system"]
     assert abs(answer["ratio_vs_best_baseline"]
                - answer["results"][0]["throughput_fps"] / best["throughput_fps"]) < 1e-12
+    # the one-thread replicas are the plan's own configuration exactly when the plan is one
+    # stage of one-core replicas on every core with every layer in onnxruntime
+    (stage,) = answer["plan"]["stages"] if len(answer["plan"]["stages"]) == 1 else [None]
+    replicas = next(r for r in answer["results"] if r["system"] == "ort_replicas")
+    own = (stage is not None and stage["cores"] == 1 and stage["batch"] == 1
+           and stage["replicas"] == len(stage["cpus"]) == len(available_cpus())
+           and set(stage["engines"]) == {"onnxruntime"})
+    assert replicas["same_configuration_as_plan"] is own
+    assert answer["plan_is_best_baseline"] is (own and best["system"] == "ort_replicas")
+
+
+def test_systems_with_the_same_stages_and_choices_have_one_configuration(tmp_path):
+    from edgedeploy.benchmarks.systems import configuration
+    from edgedeploy.runtime.stages import plan_stage_io
+
+    graph = api.load_model(zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32))
+    (io,) = plan_stage_io(graph, [])
+    every = {layer.name: "onnxruntime" for layer in graph.layers}
+
+    def key(name: str, replicas: int, choices: dict[str, str], batch: int = 1) -> str:
+        stage = execute.stage_from_io(io=io, cpus=(0, 1), replicas=replicas, name=name)
+        return configuration(graph, [replace(stage, batch=batch)], choices)
+
+    assert key("plan", 2, every) == key("onnxruntime", 2, dict(every))  # names aside
+    assert key("plan", 2, every) != key("plan", 1, every)
+    assert key("plan", 2, every) != key("plan", 2, every, batch=4)
+    first = graph.layers[0].name
+    assert key("plan", 2, every) != key("plan", 2, {**every, first: "im2col_gemm/nchw"})
 
 
 def test_a_system_completing_frames_in_groups_is_timed_over_whole_periods():

@@ -170,6 +170,10 @@ def _describe(plan: Plan) -> str:
 def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Graph
             ) -> dict[str, Any]:
     results = [s.summary() for s in candidates]
+    ours_config = next(s.configuration for s in candidates if s.name == "edgedeploy")
+    for system, r in zip(candidates, results, strict=True):
+        if system.name != "edgedeploy" and ours_config is not None:
+            r["same_configuration_as_plan"] = system.configuration == ours_config
     by_name = {r["system"]: r for r in results}
     ours = by_name["edgedeploy"]["throughput_fps"]
     default = by_name.get("ort_default") or by_name["litert"]
@@ -204,6 +208,9 @@ def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Gra
                      "from outside after the same warm-up, fed the same frames, rounds "
                      "alternated in pairs (one in each order)",
         "best_baseline": best["system"],
+        # the plan runs the best baseline's own configuration: the ratio is one way of running
+        # the model measured twice, and its distance from 1 is this host's noise
+        "plan_is_best_baseline": bool(best.get("same_configuration_as_plan")),
         "predicted_throughput_fps": doc["predicted"]["throughput_fps"],
         "decision": doc.get("decision"),
         "prediction_error": (doc["predicted"]["throughput_fps"] - ours) / ours if ours else None,

@@ -6,6 +6,7 @@ frames, so the benchmark can alternate systems within one run on a noisy shared 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +48,9 @@ class System:
     #: Frames after which its completions repeat their pattern (replicas x micro-batch): each
     #: timed window holds whole periods (estimator.timed_round).
     period: int = 1
+    #: What runs, canonically (stages and per-layer choices; names aside): two systems with the
+    #: same configuration are one way of running the model, measured twice. None: not comparable.
+    configuration: str | None = None
     windows: list[Window] = field(default_factory=list)
     latencies_s: list[np.ndarray] = field(default_factory=list)
 
@@ -111,7 +115,17 @@ def pipelined(name: str, description: str, graph: ir.Graph, plans: Sequence[Stag
 
     return System(name, description, lambda n, frame: pipe.stream(frame, n), run_one,
                   close=pipe.close, tail=2 * pipe.workers * max(p.batch for p in plans),
-                  period=math.lcm(*(p.replicas * p.batch for p in plans)))
+                  period=math.lcm(*(p.replicas * p.batch for p in plans)),
+                  configuration=configuration(graph, plans, choices))
+
+
+def configuration(graph: ir.Graph, plans: Sequence[StageConfig], choices: dict[str, str]) -> str:
+    """A pipelined system's configuration as canonical text: each stage as config.json holds it
+    (its name left out) and every layer's choice."""
+    stages = [{k: v for k, v in p.to_dict().items() if k != "name"} for p in plans]
+    return json.dumps({"stages": stages,
+                       "choices": [choices.get(layer.name) for layer in graph.layers]},
+                      sort_keys=True)
 
 
 def ort_default(model_path: Path) -> System:

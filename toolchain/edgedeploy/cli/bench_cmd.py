@@ -78,6 +78,9 @@ def _render(data: dict) -> None:
     print(f"edgedeploy / default: {data['ratio_vs_default']:.2f}x, / best baseline "
           f"({data['best_baseline']}): {data['ratio_vs_best_baseline']:.2f}x; predicted "
           f"{data['predicted_throughput_fps']:.1f} fps")
+    if data.get("plan_is_best_baseline"):
+        print(f"the plan is {data['best_baseline']}'s own configuration: that ratio is one "
+              "configuration measured twice (its distance from 1.00x is this host's noise)")
     precision = data.get("precision")
     if precision:
         print(f"precision {precision['chosen']} (requested {precision['requested']}; output "

@@ -32,3 +32,26 @@ def test_grouped_completions_give_the_true_rate(batch, groups, period):
 def test_a_run_too_short_to_tell_is_frames_over_wall():
     assert throughput_fps([1.0], 1.0, 1, 0.5) == 2.0
     assert throughput_fps([1.0, 1.0], 1.0, 2, 0.0) == 0.0
+
+
+@given(st.integers(1, 4), st.integers(1, 8), st.integers(0, 15), st.integers(3, 30),
+       st.floats(1e-3, 0.5))
+def test_a_run_of_replicas_batching_frames_is_timed_over_whole_periods(
+        replicas, batch, shift, periods, period_s):
+    """``replicas`` replicas batching ``batch`` frames hand back a period of replicas x batch
+    frames every ``period_s``, in bursts a few milliseconds apart (two ResNet-50 replicas of
+    four: 1 + 7, 4 + 4); wherever the pattern starts, the run's rate is the period's."""
+    from edgedeploy.runtime.metrics import RunRecord
+
+    period = replicas * batch
+    offsets = np.zeros(period)
+    offsets[np.arange(period) % batch == 0] = np.arange(replicas) * 0.01 * period_s
+    done = np.sort((np.arange(periods + 1)[:, None] * period_s + offsets[None, :]).ravel())
+    done = done[shift % period:]  # the run starts anywhere in the pattern
+    record = RunRecord(period=period)
+    for t in done:
+        record.add(float(done[0]) - 1.0, float(t))
+    got = record.result([], None).throughput_fps
+    if period == 1:
+        return  # one by one: the test above
+    assert abs(got - period / period_s) / (period / period_s) < 1e-6, (got, period / period_s)

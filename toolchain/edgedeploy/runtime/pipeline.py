@@ -20,6 +20,7 @@ every exit path by ``with``) terminates and joins every child and unlinks every 
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -371,7 +372,8 @@ class Pipeline:
             yield self.get()
 
     def _reset_run(self) -> None:
-        self._run = RunRecord(self._stats_capacity)
+        self._run = RunRecord(self._stats_capacity,
+                              period=math.lcm(*(s.replicas * s.batch for s in self.stages)))
         self._feed_error: BaseException | None = None
 
     # -- whole runs ---------------------------------------------------------------------------

@@ -7,7 +7,6 @@ frames, so the benchmark can alternate systems within one run on a noisy shared 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -115,7 +114,7 @@ def pipelined(name: str, description: str, graph: ir.Graph, plans: Sequence[Stag
 
     return System(name, description, lambda n, frame: pipe.stream(frame, n), run_one,
                   close=pipe.close, tail=2 * pipe.workers * max(p.batch for p in plans),
-                  period=math.lcm(*(p.replicas * p.batch for p in plans)),
+                  period=pipe.period,
                   configuration=configuration(graph, plans, choices))
 
 

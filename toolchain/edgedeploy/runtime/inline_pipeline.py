@@ -102,6 +102,10 @@ class InlinePipeline:
         return 1
 
     @property
+    def period(self) -> int:
+        return 1  # one frame at a time, in the caller's thread
+
+    @property
     def replica_info(self) -> list[dict]:
         return [{"stage": self.spec.name, **self._info}]
 

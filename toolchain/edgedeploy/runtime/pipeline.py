@@ -146,6 +146,11 @@ class Pipeline:
         return sum(s.replicas for s in self.stages)
 
     @property
+    def period(self) -> int:
+        """Frames after which the completions repeat their pattern (replicas x batch)."""
+        return math.lcm(*(s.replicas * s.batch for s in self.stages))
+
+    @property
     def replica_info(self) -> list[dict]:
         """What each replica reported at start-up: stage, pid and the cpus it actually got."""
         return [{"stage": r.name, **(r.info or {})} for r in self._replicas]
@@ -372,8 +377,7 @@ class Pipeline:
             yield self.get()
 
     def _reset_run(self) -> None:
-        self._run = RunRecord(self._stats_capacity,
-                              period=math.lcm(*(s.replicas * s.batch for s in self.stages)))
+        self._run = RunRecord(self._stats_capacity, period=self.period)
         self._feed_error: BaseException | None = None
 
     # -- whole runs ---------------------------------------------------------------------------

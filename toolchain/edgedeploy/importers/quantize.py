@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ class _Quiet(logging.Filter):
         return "pre-processing" not in record.getMessage()
 
 
-def _preprocess(model: Path, out: str) -> Path:
+def prepare(model: Path, out: str) -> Path:
     """onnxruntime's pre-quantization pass (BatchNormalization folded into Conv, shapes
     inferred): without it every BN stays a float op between quantize/dequantize pairs and the
     int8 model runs no faster than fp32. The model itself when the pass fails (logged)."""
@@ -60,10 +61,13 @@ def _preprocess(model: Path, out: str) -> Path:
     return Path(out)
 
 
-def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]]) -> None:
+def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]], *,
+             exclude: Sequence[str] = (), prepared: bool = False) -> None:
     """Static QDQ quantization, written atomically to ``out``: per-channel int8 weights and
     uint8 activations (the U8S8 form onnxruntime's x86 and Arm integer kernels run fastest;
-    signed activations measured at a third of the speed on ResNet-50 here)."""
+    signed activations measured at a third of the speed on ResNet-50 here). The nodes named in
+    ``exclude`` (as :func:`prepare` names them) stay fp32; ``prepared``: ``model`` has been
+    through :func:`prepare` already."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -78,10 +82,11 @@ def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]]) -> Non
     root.addFilter(quiet)  # onnxruntime's advice to pre-process, logged on the root logger
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         try:
-            source = _preprocess(model, os.path.join(tmp, "pre.onnx"))
+            source = model if prepared else prepare(model, os.path.join(tmp, "pre.onnx"))
             quantize_static(str(source), os.path.join(tmp, "int8.onnx"), reader,
                             quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=list(exclude))
         except Exception as exc:  # onnxruntime's own errors, whatever their class
             raise ModelError(f"onnxruntime.quantization could not quantize {model.name}: "
                              f"{type(exc).__name__}: {exc}",
@@ -91,4 +96,4 @@ def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]]) -> Non
         os.replace(os.path.join(tmp, "int8.onnx"), out)
 
 
-__all__ = ["quantize"]
+__all__ = ["prepare", "quantize"]

@@ -128,9 +128,14 @@ def plan_layers(graph: ir.Graph, k: int, start: int, choices: Sequence[str],
                 predicted_ms: Sequence[float | None] | None = None) -> list[PlanLayer]:
     """The lockfile entries of stage ``k``'s layers, from ``start``, one per choice."""
     ms = list(predicted_ms) if predicted_ms is not None else [None] * len(choices)
-    return [PlanLayer(name=graph.layers[start + j].name, op=graph.layers[start + j].op,
-                      choice=c, engine=engine_of(c), stage=k, predicted_ms=ms[j])
-            for j, c in enumerate(choices)]
+    layers = graph.layers[start:start + len(choices)]
+    return [PlanLayer(name=lyr.name, op=lyr.op, choice=c, engine=engine_of(c), stage=k,
+                      predicted_ms=ms[j], precision=_not_fp32(lyr.descriptor.precision))
+            for j, (lyr, c) in enumerate(zip(layers, choices, strict=True))]
+
+
+def _not_fp32(precision: str) -> str | None:
+    return None if precision == "fp32" else precision
 
 
 def _gpu_fields(engine: str | None, cluster: str) -> dict[str, Any]:

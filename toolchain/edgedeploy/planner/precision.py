@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,8 @@ RANDOM_FRAMES = 10
 RANDOM_SEED = 0
 #: Held out for the guard: a fifth of the frames, at least one.
 HELDOUT_SHARE = 0.2
+#: Calibration frames the per-node error ranking runs (the first ones).
+SENSITIVITY_FRAMES = 4
 #: ``graph.source`` key carrying the precision record of an imported (planned) model.
 SOURCE_KEY = "precision"
 
@@ -211,13 +215,9 @@ def int8_variant(manifest: Manifest, graph: ir.Graph, frames: Frames) -> tuple[P
     name = f"{Path(spec.path).stem}.int8.{key[:16]}.onnx"
     out = Path(manifest.output.build_dir) / "precision" / name
     record = out.with_suffix(".guard.json")
-    if out.is_file() and record.is_file():
-        try:
-            data = json.loads(record.read_text())
-            return out, Guard(float(data["max_error"]), data["top1_agreement"],
-                              int(data["frames"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # a damaged record: made again below
+    cached = _cached_guard(record)
+    if out.is_file() and cached is not None:
+        return out, cached["guard"]
     calib, held = frames.split()
     log.info("precision: quantizing %s to int8 (static QDQ, per-channel) on %d calibration "
              "frame(s) -> %s", spec.path, len(calib), out)
@@ -229,10 +229,74 @@ def int8_variant(manifest: Manifest, graph: ir.Graph, frames: Frames) -> tuple[P
     return out, result
 
 
+def _cached_guard(record: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(record.read_text())
+        data["guard"] = Guard(float(data["max_error"]), data["top1_agreement"],
+                              int(data["frames"]))
+        return data
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or damaged: made again
+
+
+def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Path
+                  ) -> tuple[Path | None, Guard, tuple[str, ...]]:
+    """An int8 model with the fewest regions kept fp32 that the accuracy guard accepts, for
+    when the wholly int8 model ``int8`` breaks ``model.max_output_error``: the model is cut into
+    contiguous regions (``sensitivity.regions``), ranked by the error their quantized nodes add
+    on calibration frames, and the worst kept float one more at a time, each candidate
+    quantized and guarded on the held-out frames, up to half the regions. Returns (the model or
+    None when no candidate passed, its guard figures or the best refused ones, the fp32 node
+    names); cached like
+    :func:`int8_variant`, the bound part of the key."""
+    import onnx
+
+    from edgedeploy.importers.quantize import prepare
+    from edgedeploy.planner.sensitivity import added_errors, ranked_regions, regions
+
+    spec = manifest.model
+    key = sha256_text(f"{_cache_key(spec, graph, frames)}:mixed:{spec.max_output_error!r}")
+    out = Path(manifest.output.build_dir) / "precision" / (
+        f"{Path(spec.path).stem}.mixed.{key[:16]}.onnx")
+    record = out.with_suffix(".guard.json")
+    cached = _cached_guard(record)
+    if cached is not None and (cached["fp32_nodes"] is None or out.is_file()):
+        nodes = cached["fp32_nodes"]
+        return (None if nodes is None else out), cached["guard"], tuple(nodes or ())
+    calib, held = frames.split()
+    found: tuple[Path | None, Guard, tuple[str, ...]] | None = None
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        source = prepare(Path(spec.path), os.path.join(tmp, "pre.onnx"))
+        added = added_errors(source, int8, calib[:SENSITIVITY_FRAMES])
+        parts = regions(onnx.load(str(source)))
+        order = ranked_regions(parts, added)
+        trial = Path(tmp) / "mixed.onnx"
+        for k in range(1, len(parts) // 2 + 1):
+            nodes = tuple(n for i in sorted(order[:k]) for n in parts[i])
+            quantize(source, trial, calib, exclude=nodes, prepared=True)
+            result = guard(Path(spec.path), trial, held)
+            log.info("precision: %d of %d regions fp32 (%d of %d nodes): max relative error "
+                     "%.4g", k, len(parts), len(nodes), sum(map(len, parts)), result.max_error)
+            if found is None or result.max_error < found[1].max_error:
+                found = (None, result, ())
+            if result.max_error <= spec.max_output_error:
+                os.replace(trial, out)
+                found = (out, result, nodes)
+                break
+    path, result, nodes = found if found else (None, Guard(float("inf"), None, 0), ())
+    record.write_text(json.dumps({"max_error": result.max_error,
+                                  "top1_agreement": result.top1_agreement,
+                                  "frames": result.frames,
+                                  "fp32_nodes": list(nodes) if path else None},
+                                 sort_keys=True) + "\n")
+    return path, result, nodes
+
+
 def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | None]:
     """The model file to plan for ``manifest`` and its precision record (None for fp32, the
-    model as given). ``graph`` is the fp32 model, imported. InfeasibleError (exit 3) when
-    ``precision: int8`` and the guard refuses the int8 model."""
+    model as given). ``graph`` is the fp32 model, imported. Where the wholly int8 model breaks
+    the accuracy bound, an int8 model with regions kept fp32 (:func:`mixed_variant`) is tried.
+    InfeasibleError (exit 3) when ``precision: int8`` and no int8 model passes the guard."""
     spec = manifest.model
     if spec.precision == "fp32":
         return Path(spec.path), None
@@ -244,12 +308,18 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
                     "calibration (give an .npz of real frames)")
     path, result = int8_variant(manifest, graph, frames)
     _, held = frames.split()
+    whole = _measured(result, spec.max_output_error)
+    fp32_nodes: tuple[str, ...] = ()
     ok = result.max_error <= spec.max_output_error
-    top1 = ("" if result.top1_agreement is None
-            else f", top-1 agreement {result.top1_agreement:.1%}")
-    measured = (f"max relative error {result.max_error:.4g} "
-                f"{'<=' if ok else '>'} max_output_error {spec.max_output_error:g} "
-                f"(on {result.frames} held-out frame(s){top1})")
+    measured = whole
+    if not ok:
+        log.info("precision: wholly int8 %s: refused; keeping regions fp32", whole)
+        mixed, result, fp32_nodes = mixed_variant(manifest, graph, frames, path)
+        ok = mixed is not None
+        path = mixed or path
+        measured = (f"{whole}; with up to half the model kept fp32 the best was "
+                    f"{result.max_error:.4g}" if not ok else _measured(result,
+                                                                       spec.max_output_error))
     log.info("precision: int8 %s: %s", measured, "accepted" if ok else "refused")
     if not ok and spec.precision == "int8":
         raise InfeasibleError(
@@ -265,8 +335,21 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
                         "frames": frames.count, "heldout_frames": len(held),
                         "weak": frames.weak},
         "reason": None if ok else f"int8 refused: {measured}; fp32 kept",
+        "fp32_nodes": list(fp32_nodes),
     }
+    if fp32_nodes:
+        record["reason"] = (f"wholly int8 refused ({whole}); {len(fp32_nodes)} node(s) kept "
+                            "fp32 to pass the guard")
     return (path if ok else Path(spec.path)), record
+
+
+def _measured(result: Guard, bound: float) -> str:
+    """The guard's figures against the bound, in words."""
+    ok = result.max_error <= bound
+    top1 = ("" if result.top1_agreement is None
+            else f", top-1 agreement {result.top1_agreement:.1%}")
+    return (f"max relative error {result.max_error:.4g} {'<=' if ok else '>'} max_output_error "
+            f"{bound:g} (on {result.frames} held-out frame(s){top1})")
 
 
 def measured_fp32(record: dict[str, Any]) -> dict[str, Any]:
@@ -284,4 +367,4 @@ def planned_model(manifest: Manifest, graph: ir.Graph) -> Path:
 
 
 __all__ = ["Frames", "Guard", "choose", "guard", "int8_variant", "load_frames", "measured_fp32",
-           "planned_model", "quantize", "top1_agreement"]
+           "mixed_variant", "planned_model", "quantize", "top1_agreement"]

@@ -66,6 +66,17 @@ class PlanLayer(_Model):
     engine: str
     stage: int
     predicted_ms: float | None
+    #: The layer's arithmetic where it is not fp32 (``int8``: quantize-dequantize around it).
+    precision: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_fp32(self, handler: Any) -> Any:
+        """An fp32 layer writes no ``precision`` key: float plans' lockfiles stay byte-identical
+        to those written before layers recorded their precision."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("precision") is None:
+            data.pop("precision", None)
+        return data
 
 
 class PlanStage(_Batched):
@@ -190,6 +201,17 @@ class PrecisionChoice(_Model):
     top1_agreement: float | None = None
     calibration: Calibration
     reason: str | None = None
+    #: Nodes of the model kept fp32 inside the int8 model (contiguous regions the guard needed
+    #: float); empty when the whole model is int8 or fp32 was kept.
+    fp32_nodes: list[str] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_fp32_nodes(self, handler: Any) -> Any:
+        """A wholly int8 (or fp32) choice writes no ``fp32_nodes`` key, as before mixed models."""
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("fp32_nodes"):
+            data.pop("fp32_nodes", None)
+        return data
 
 
 class Plan(_Model):

@@ -191,6 +191,38 @@ def test_auto_keeps_fp32_when_the_bound_breaks(project: Path) -> None:
     assert "int8 refused" in (p.precision.reason or "")
 
 
+def _unquantizable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgedeploy.errors import ModelError
+    from edgedeploy.planner import precision
+
+    def refuse(model: Path, out: Path, frames: object, **kw: object) -> None:
+        raise ModelError(f"onnxruntime.quantization could not quantize {model.name}: "
+                         "NotImplemented: an op it has no int8 form of")
+
+    monkeypatch.setattr(precision, "quantize", refuse)
+
+
+def test_auto_keeps_fp32_when_no_int8_model_can_be_made(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _unquantizable(monkeypatch)
+    manifest = _manifest(project, precision="auto", calibration="frames.npz")
+    p = load_plan(plan(manifest, "local")[0].plan_file)
+    assert p.precision is not None and p.precision.chosen == "fp32"
+    assert p.precision.measured_error is None and p.model["path"] == "sq.onnx"
+    assert "int8 not made" in (p.precision.reason or "")
+    assert "could not quantize sq.onnx" in (p.precision.reason or "")
+
+
+def test_int8_that_cannot_be_made_exits_2_naming_the_model(
+        project: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _unquantizable(monkeypatch)
+    manifest = _manifest(project, precision="int8", calibration="frames.npz")
+    assert main(["plan", str(manifest), "--target", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "could not quantize sq.onnx" in err and "Traceback" not in err
+
+
 def _priced(monkeypatch: pytest.MonkeyPatch, int8_factor: float | None) -> None:
     """The board's cost model as a profile leaves it: ``int8_factor`` = its measured int8 /
     float time of whole models (None: its profile never ran int8)."""

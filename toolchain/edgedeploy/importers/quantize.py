@@ -46,18 +46,49 @@ class _Quiet(logging.Filter):
         return "pre-processing" not in record.getMessage()
 
 
+#: The first opset whose DequantizeLinear takes a per-channel ``axis``: the quantizer writes one
+#: for per-channel weights whatever the model's opset, so an older model is converted first.
+PER_CHANNEL_OPSET = 13
+
+
 def prepare(model: Path, out: str) -> Path:
-    """onnxruntime's pre-quantization pass (BatchNormalization folded into Conv, shapes
-    inferred): without it every BN stays a float op between quantize/dequantize pairs and the
-    int8 model runs no faster than fp32. The model itself when the pass fails (logged)."""
+    """The model as the quantizer needs it: at opset 13 at least (:data:`PER_CHANNEL_OPSET`),
+    through onnxruntime's pre-quantization pass (BatchNormalization folded into Conv, shapes
+    inferred): without that pass every BN stays a float op between quantize/dequantize pairs
+    and the int8 model runs no faster than fp32. The pass is skipped (logged) where it fails."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    source = _at_per_channel_opset(model, f"{out}.opset{PER_CHANNEL_OPSET}.onnx")
     try:
-        quant_pre_process(str(model), out, skip_symbolic_shape=True)
+        quant_pre_process(str(source), out, skip_symbolic_shape=True)
     except Exception as exc:  # a model the optimizer cannot take still quantizes
         log.info("precision: pre-quantization pass skipped for %s (%s: %s)", model.name,
                  type(exc).__name__, exc)
+        return source
+    return Path(out)
+
+
+def _at_per_channel_opset(model: Path, out: str) -> Path:
+    """``model`` converted to :data:`PER_CHANNEL_OPSET` by onnx's version converter and saved to
+    ``out`` when its opset is older; the model itself otherwise."""
+    import onnx
+    from onnx import version_converter
+
+    proto = onnx.load(str(model))
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= PER_CHANNEL_OPSET:
         return model
+    try:
+        upgraded = version_converter.convert_version(proto, PER_CHANNEL_OPSET)
+    except Exception as exc:  # the converter's own errors, whatever their class
+        raise ModelError(f"{model.name} is at opset {opset}; per-channel int8 needs opset "
+                         f"{PER_CHANNEL_OPSET} and onnx could not convert it "
+                         f"({type(exc).__name__}: {exc})",
+                         f"export the model at opset {PER_CHANNEL_OPSET} or later, or plan it "
+                         "as given (model.precision: fp32)") from None
+    log.info("precision: %s converted from opset %d to %d for per-channel int8", model.name,
+             opset, PER_CHANNEL_OPSET)
+    onnx.save(upgraded, out)
     return Path(out)
 
 
@@ -68,6 +99,7 @@ def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]], *,
     signed activations measured at a third of the speed on ResNet-50 here). The nodes named in
     ``exclude`` (as :func:`prepare` names them) stay fp32; ``prepared``: ``model`` has been
     through :func:`prepare` already."""
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -87,7 +119,10 @@ def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]], *,
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=list(exclude))
-        except Exception as exc:  # onnxruntime's own errors, whatever their class
+            onnx.checker.check_model(os.path.join(tmp, "int8.onnx"))  # what it wrote is valid
+        except ModelError:
+            raise
+        except Exception as exc:  # onnxruntime's and onnx's own errors, whatever their class
             raise ModelError(f"onnxruntime.quantization could not quantize {model.name}: "
                              f"{type(exc).__name__}: {exc}",
                              "plan the model as given (model.precision: fp32)") from None
@@ -96,4 +131,4 @@ def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]], *,
         os.replace(os.path.join(tmp, "int8.onnx"), out)
 
 
-__all__ = ["prepare", "quantize"]
+__all__ = ["PER_CHANNEL_OPSET", "prepare", "quantize"]

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.errors import InfeasibleError, InputError
+from edgedeploy.errors import InfeasibleError, InputError, ModelError
 from edgedeploy.importers.quantize import quantize
 from edgedeploy.planner.lock import sha256_calibration, sha256_file, sha256_text
 from edgedeploy.runtime import ir
@@ -306,41 +306,53 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
         log.warning("precision: no model.calibration given: int8 scales are fitted to seeded "
                     "random frames and the accuracy guard runs on random frames too, a weak "
                     "calibration (give an .npz of real frames)")
-    path, result = int8_variant(manifest, graph, frames)
-    _, held = frames.split()
+    try:
+        path, result = int8_variant(manifest, graph, frames)
+    except ModelError as exc:  # the quantizer could not make an int8 model of it
+        if spec.precision == "int8":
+            raise
+        log.warning("precision: auto keeps fp32: %s", exc)
+        return Path(spec.path), _record(spec, frames, None, None,
+                                        reason=f"int8 not made: {exc}; fp32 kept")
     whole = _measured(result, spec.max_output_error)
-    fp32_nodes: tuple[str, ...] = ()
-    ok = result.max_error <= spec.max_output_error
-    measured = whole
-    if not ok:
-        log.info("precision: wholly int8 %s: refused; keeping regions fp32", whole)
-        mixed, result, fp32_nodes = mixed_variant(manifest, graph, frames, path)
-        ok = mixed is not None
-        path = mixed or path
-        measured = (f"{whole}; with up to half the model kept fp32 the best was "
-                    f"{result.max_error:.4g}" if not ok else _measured(result,
-                                                                       spec.max_output_error))
-    log.info("precision: int8 %s: %s", measured, "accepted" if ok else "refused")
-    if not ok and spec.precision == "int8":
+    if result.max_error <= spec.max_output_error:
+        log.info("precision: int8 %s: accepted", whole)
+        return path, _record(spec, frames, path, result)
+    log.info("precision: wholly int8 %s: refused; keeping regions fp32", whole)
+    mixed, result, fp32_nodes = mixed_variant(manifest, graph, frames, path)
+    if mixed is not None:
+        log.info("precision: int8 with %d node(s) fp32 %s: accepted", len(fp32_nodes),
+                 _measured(result, spec.max_output_error))
+        return mixed, _record(spec, frames, mixed, result, fp32_nodes=fp32_nodes,
+                              reason=f"wholly int8 refused ({whole}); {len(fp32_nodes)} "
+                                     "node(s) kept fp32 to pass the guard")
+    measured = f"{whole}; with up to half the model kept fp32 the best was {result.max_error:.4g}"
+    log.info("precision: int8 %s: refused", measured)
+    if spec.precision == "int8":
         raise InfeasibleError(
             f"precision int8: the int8 model of {Path(spec.path).name} breaks the accuracy "
             f"bound: {measured}",
             hint="raise model.max_output_error, calibrate on real frames (model.calibration), "
                  "or plan fp32 (precision: fp32, or auto to fall back when the bound breaks)")
-    record = {
-        "requested": spec.precision, "chosen": "int8" if ok else "fp32",
-        "model": str(path) if ok else None, "max_output_error": spec.max_output_error,
-        "measured_error": result.max_error, "top1_agreement": result.top1_agreement,
+    return Path(spec.path), _record(spec, frames, None, result,
+                                    reason=f"int8 refused: {measured}; fp32 kept")
+
+
+def _record(spec: ModelSpec, frames: Frames, model: Path | None, result: Guard | None, *,
+            reason: str | None = None, fp32_nodes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The precision record (the lockfile's ``precision`` block): int8 chosen when ``model``
+    is given, fp32 kept otherwise, with the guard's figures where it ran."""
+    _, held = frames.split()
+    return {
+        "requested": spec.precision, "chosen": "int8" if model else "fp32",
+        "model": str(model) if model else None, "max_output_error": spec.max_output_error,
+        "measured_error": result.max_error if result else None,
+        "top1_agreement": result.top1_agreement if result else None,
         "calibration": {"source": frames.source, "sha256": frames.sha256,
                         "frames": frames.count, "heldout_frames": len(held),
                         "weak": frames.weak},
-        "reason": None if ok else f"int8 refused: {measured}; fp32 kept",
-        "fp32_nodes": list(fp32_nodes),
+        "reason": reason, "fp32_nodes": list(fp32_nodes),
     }
-    if fp32_nodes:
-        record["reason"] = (f"wholly int8 refused ({whole}); {len(fp32_nodes)} node(s) kept "
-                            "fp32 to pass the guard")
-    return (path if ok else Path(spec.path)), record
 
 
 def _measured(result: Guard, bound: float) -> str:

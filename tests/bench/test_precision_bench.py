@@ -158,3 +158,71 @@ def test_auto_precision_plans_beside_fp32_and_int8_baselines(tmp_path: Path) -> 
                            "weights are seeded, so top-1 agreement is weak evidence",
             "models": rows}, indent=1) + "\n")
     assert all(r["results"][0]["throughput_fps"] > 0 for r in rows.values())
+
+
+THIRDPARTY_OUT = ROOT / "results" / "bench_precision_thirdparty.json"
+THIRDPARTY_MODELS = os.environ.get("EDGEDEPLOY_PRECISION_THIRDPARTY_MODELS",
+                                   "yolov8n,ppocr_cls,ppocr_det")
+THIRDPARTY_FRAMES = {"yolov8n": 60, "ppocr_det": 60}
+THIRDPARTY_MANIFEST = """name: {name}
+model:
+  path: {file}
+  input_shape: {shape}
+  precision: auto
+  calibration: frames.npz
+targets:
+  local: {{board: local}}
+"""
+
+
+def test_auto_precision_on_real_third_party_models(tmp_path: Path) -> None:
+    """The same `edgedeploy bench` with ``precision: auto`` on real trained models fetched as
+    pinned files (none tuned on): whether int8 is planned is the guard's and the board's call.
+    Calibration is seeded uniform [0, 1) noise shaped like their inputs (no real images reach
+    this machine), so the guard's error is what noise shows. Writes
+    results/bench_precision_thirdparty.json; reported, not asserted."""
+    import shutil
+
+    from edgedeploy.benchmarks.compare import BenchRequest, bench
+    from edgedeploy.testing.thirdparty import fetch, spec
+
+    rows = {}
+    for name in THIRDPARTY_MODELS.split(","):
+        model = spec(name)
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(fetch(name), folder / model.filename)
+        shape = model.input_shape
+        assert shape is not None
+        rng = np.random.default_rng(0)
+        np.savez(folder / "frames.npz", **{_input_name(folder / model.filename):
+                                           rng.random((10, *shape), dtype=np.float32)})
+        manifest = folder / "m.yaml"
+        manifest.write_text(THIRDPARTY_MANIFEST.format(name=name, file=model.filename,
+                                                       shape=list(shape)))
+        t = time.monotonic()
+        answer = bench(manifest, BenchRequest(frames=THIRDPARTY_FRAMES.get(name, 200), rounds=6),
+                       progress=print)
+        answer["bench_s"] = round(time.monotonic() - t, 1)
+        answer["model_source"] = {"requirement": model.requirement, "member": model.member,
+                                  "sha256": model.sha256, "exporter": model.exporter}
+        rows[name] = answer
+        prec = answer.get("precision") or {}
+        print(f"{name}: precision {prec.get('chosen')} ({prec.get('reason')}), "
+              f"x{answer['ratio_vs_best_baseline']:.2f} vs {answer['best_baseline']}",
+              flush=True)
+        THIRDPARTY_OUT.write_text(json.dumps({
+            "command": "python -m pytest -q tests/bench/test_precision_bench.py -k third_party "
+                       "-p no:cacheprovider -s",
+            "written_by": "tests/bench/test_precision_bench.py::"
+                          "test_auto_precision_on_real_third_party_models (make bench)",
+            "calibration": "10 seeded uniform [0, 1) frames (8 calibrate, 2 held out): no real "
+                           "images, so the guard's error is what noise frames show",
+            "models": rows}, indent=1) + "\n")
+    assert all(r["results"][0]["throughput_fps"] > 0 for r in rows.values())
+
+
+def _input_name(path: Path) -> str:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.input[0].name

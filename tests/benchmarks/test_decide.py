@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgedeploy import api, zoo
-from edgedeploy.benchmarks.decide import MIN_ROUNDS, WIN_MARGIN, shortlist
+from edgedeploy.benchmarks.decide import MEASURE_SHARE, MIN_ROUNDS, WIN_MARGIN, shortlist
 from edgedeploy.cli.main import main
 from edgedeploy.schemas.plan import load_plan
 
@@ -105,6 +105,8 @@ def test_a_host_never_profiled_gets_a_quick_profile_before_its_first_measured_pl
     assert list((tmp_path / "fresh-cache").rglob("*.json"))  # the profile was stored
     assert plan.inputs["costmodel"]["source"].startswith("profile:")
     assert plan.decision.measured
+    # the profile overran the 2 s budget; measuring still kept its share of it
+    assert plan.decision.budget_s == pytest.approx(MEASURE_SHARE * 2)
 
 
 def test_a_tie_goes_to_the_baseline_and_a_win_must_clear_the_margin():

@@ -8,8 +8,10 @@ into input tensors, as on the board) or, absent those, on seeded random frames -
 calibration the lockfile and a warning call out. The last fifth of the frames is held out: the
 fp32 and int8 whole models run there under onnxruntime, and the int8 model is planned only when
 the max relative error of its outputs stays within ``model.max_output_error`` (with top-1
-agreement reported for (N, classes) outputs). ``int8`` refuses otherwise (exit 3); ``auto``
-keeps fp32 and records why. Where ``auto``'s int8 model passes, measure-to-decide times the int8
+agreement reported for (N, classes) outputs). Where the wholly int8 model breaks the bound,
+its regions that add the most error are kept fp32, one more at a time, until a mixed model
+passes (:func:`mixed_variant`). ``int8`` refuses when none does (exit 3); ``auto`` keeps fp32
+and records why. Where ``auto``'s int8 model passes, measure-to-decide times the int8
 and fp32 plans side by side on a target whose engines this host runs (``benchmarks.decide``)
 and keeps the faster; unmeasured (a twin, an SSH board, ``--no-measure``), the planner keeps
 the precision its cost model predicts better where the board's profile measured int8
@@ -44,7 +46,7 @@ from edgedeploy.schemas.manifest import Manifest, ModelSpec
 log = logging.getLogger("edgedeploy.planner")
 
 #: Bumped when what this module writes for the same inputs changes (part of the cache key).
-PRECISION_VERSION = 1
+PRECISION_VERSION = 2
 #: Seeded random frames used when no calibration file is given.
 RANDOM_FRAMES = 10
 RANDOM_SEED = 0
@@ -247,8 +249,7 @@ def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Pat
     on calibration frames, and the worst kept float one more at a time, each candidate
     quantized and guarded on the held-out frames, up to half the regions. Returns (the model or
     None when no candidate passed, its guard figures or the best refused ones, the fp32 node
-    names); cached like
-    :func:`int8_variant`, the bound part of the key."""
+    names); cached like :func:`int8_variant`, the bound part of the key, a failed search too."""
     import onnx
 
     from edgedeploy.importers.quantize import prepare
@@ -265,6 +266,7 @@ def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Pat
         return (None if nodes is None else out), cached["guard"], tuple(nodes or ())
     calib, held = frames.split()
     found: tuple[Path | None, Guard, tuple[str, ...]] | None = None
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         source = prepare(Path(spec.path), os.path.join(tmp, "pre.onnx"))
         added = added_errors(source, int8, calib[:SENSITIVITY_FRAMES])
@@ -273,7 +275,11 @@ def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Pat
         trial = Path(tmp) / "mixed.onnx"
         for k in range(1, len(parts) // 2 + 1):
             nodes = tuple(n for i in sorted(order[:k]) for n in parts[i])
-            quantize(source, trial, calib, exclude=nodes, prepared=True)
+            try:
+                quantize(source, trial, calib, exclude=nodes, prepared=True)
+            except ModelError as exc:  # this split is one the quantizer cannot make
+                log.info("precision: %d of %d regions fp32: %s", k, len(parts), exc)
+                continue
             result = guard(Path(spec.path), trial, held)
             log.info("precision: %d of %d regions fp32 (%d of %d nodes): max relative error "
                      "%.4g", k, len(parts), len(nodes), sum(map(len, parts)), result.max_error)

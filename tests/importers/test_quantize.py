@@ -60,3 +60,17 @@ def test_an_invalid_quantized_model_is_a_model_error(tmp_path: Path,
         quantizer.quantize(tmp_path / "net.onnx", tmp_path / "int8.onnx", _frames())
     assert "axis" in str(info.value)
     assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_prepare_names_every_node_uniquely(tmp_path: Path) -> None:
+    """The planner keeps nodes fp32 by name: an exporter's unnamed nodes get names."""
+    _conv_net(tmp_path / "net.onnx", 13)
+    model = onnx.load(str(tmp_path / "net.onnx"))
+    for node in model.graph.node:
+        node.name = ""
+    model.graph.node[1].name = "Relu_0"  # a name the default scheme would also pick
+    onnx.save(model, tmp_path / "unnamed.onnx")
+    prepared = onnx.load(str(quantizer.prepare(tmp_path / "unnamed.onnx",
+                                               str(tmp_path / "pre.onnx"))))
+    names = [n.name for n in prepared.graph.node]
+    assert all(names) and len(set(names)) == len(names)

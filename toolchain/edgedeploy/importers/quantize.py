@@ -53,9 +53,10 @@ PER_CHANNEL_OPSET = 13
 
 def prepare(model: Path, out: str) -> Path:
     """The model as the quantizer needs it: at opset 13 at least (:data:`PER_CHANNEL_OPSET`),
-    through onnxruntime's pre-quantization pass (BatchNormalization folded into Conv, shapes
-    inferred): without that pass every BN stays a float op between quantize/dequantize pairs
-    and the int8 model runs no faster than fp32. The pass is skipped (logged) where it fails."""
+    every node named, through onnxruntime's pre-quantization pass (BatchNormalization folded
+    into Conv, shapes inferred): without that pass every BN stays a float op between
+    quantize/dequantize pairs and the int8 model runs no faster than fp32. The pass is
+    skipped (logged) where it fails."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     source = _at_per_channel_opset(model, f"{out}.opset{PER_CHANNEL_OPSET}.onnx")
@@ -64,7 +65,27 @@ def prepare(model: Path, out: str) -> Path:
     except Exception as exc:  # a model the optimizer cannot take still quantizes
         log.info("precision: pre-quantization pass skipped for %s (%s: %s)", model.name,
                  type(exc).__name__, exc)
-        return source
+        return _named(source, f"{out}.named.onnx")
+    return _named(Path(out), out)
+
+
+def _named(model: Path, out: str) -> Path:
+    """``model`` with every node named (saved to ``out`` where one was not): the quantizer
+    excludes nodes by name, and exporters may leave names empty. ``<op>_<index>``, made unique."""
+    import onnx
+
+    proto = onnx.load(str(model))
+    taken = {n.name for n in proto.graph.node if n.name}
+    if len(taken) == len(proto.graph.node):
+        return model
+    for k, node in enumerate(proto.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{k}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+    onnx.save(proto, out)
     return Path(out)
 
 

@@ -201,3 +201,11 @@ def test_regions_rank_by_the_error_their_nodes_add(scores: list[float]) -> None:
     assert sorted(order) == list(range(len(scores)))
     keys = [(-(added[f"a{k}"] + added[f"b{k}"]), k) for k in order]
     assert keys == sorted(keys)
+
+
+def test_plan_says_which_nodes_it_kept_fp32(mixed_plan: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", str(mixed_plan.parent / "m.yaml"), "--target", "local"]) == 0
+    err = capsys.readouterr().err
+    assert "precision int8 (requested int8): max relative error" in err
+    assert "node(s) kept fp32 (conv0" in err

@@ -83,8 +83,7 @@ def _render(data: dict) -> None:
               "configuration measured twice (its distance from 1.00x is this host's noise)")
     precision = data.get("precision")
     if precision:
-        print(f"precision {precision['chosen']} (requested {precision['requested']}; output "
-              f"error {precision['measured_error']:.3g} within {precision['max_output_error']:g})"
+        print(output.precision_line(precision)
               + (f"; / best int8 baseline ({data['best_int8_baseline']}): "
                  f"{data['ratio_vs_best_int8_baseline']:.2f}x"
                  if "best_int8_baseline" in data else ""))

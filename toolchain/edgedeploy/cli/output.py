@@ -108,6 +108,32 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def precision_line(record: dict[str, Any]) -> str:
+    """A lockfile's ``precision`` block in one line: what was chosen and what the guard said."""
+    head = f"precision {record['chosen']} (requested {record['requested']})"
+    if record["chosen"] != "int8":
+        return f"{head}: {record.get('reason') or 'the model as given'}"
+    error, bound = record.get("measured_error"), record["max_output_error"]
+    held = (record.get("calibration") or {}).get("heldout_frames")
+    words = f"{head}: max relative error {error:.3g} <= {bound:g}" if error is not None \
+        else f"{head}: accuracy guard not run"
+    if held:
+        words += f" on {held} held-out frame(s)"
+    if record.get("top1_agreement") is not None:
+        words += f", top-1 agreement {record['top1_agreement']:.0%}"
+    nodes = record.get("fp32_nodes") or []
+    if nodes:
+        shown = ", ".join(nodes[:PRECISION_NODES_SHOWN])
+        more = f" and {len(nodes) - PRECISION_NODES_SHOWN} more" \
+            if len(nodes) > PRECISION_NODES_SHOWN else ""
+        words += f"; {len(nodes)} node(s) kept fp32 ({shown}{more})"
+    return words
+
+
+#: Nodes kept fp32 that :func:`precision_line` names before counting the rest.
+PRECISION_NODES_SHOWN = 4
+
+
 def info(message: str) -> None:
     if settings.verbosity >= 0:
         stderr().print(message, soft_wrap=True)

@@ -91,6 +91,8 @@ def _render(r) -> None:
             output.info(f"{s['name']} runs on {s['engine']} (device {s['device_id']}, feeding "
                         f"core {','.join(map(str, s['cpus'])) or '-'}; needs "
                         f"{', '.join(s['providers'])}): unverified until measured on the board")
+    if d.get("precision"):
+        output.info(output.precision_line(d["precision"]))
     _render_decision(d.get("decision") or {})
     p = d["predicted"]
     rows = [["edgedeploy plan", p["throughput_fps"], p["latency_ms"], p["energy_mj"]]]

@@ -7,9 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgedeploy import api, zoo
-from edgedeploy.benchmarks.decide import MEASURE_SHARE, MIN_ROUNDS, WIN_MARGIN, shortlist
+from edgedeploy.benchmarks.decide import (
+    MEASURE_SHARE,
+    MIN_ROUNDS,
+    WIN_MARGIN,
+    WIN_PAIR_SHARE,
+    pairs_won,
+    shortlist,
+)
 from edgedeploy.cli.main import main
 from edgedeploy.schemas.plan import load_plan
 
@@ -191,3 +200,44 @@ def test_a_variant_that_does_not_fit_in_memory_is_dropped_not_started(project, m
     monkeypatch.setattr(trials, "_system", real)
     with pytest.raises(MemoryError):
         trials._system(optional[0])
+
+
+def _measured(name: str, rounds: list[float], baseline: bool = False):  # type: ignore[no-untyped-def]
+    from edgedeploy.benchmarks.decide import Entry
+    from edgedeploy.benchmarks.estimator import Window
+    from edgedeploy.schemas.plan import Predicted
+
+    e = Entry(name, [], [], Predicted(throughput_fps=None, latency_ms=None, energy_mj=None,
+                                      power_w=None, period_ms=None), baseline)
+    e.windows = [Window(int(fps * 10), 10.0) for fps in rounds]
+    return e
+
+
+def test_a_mean_lifted_by_one_lucky_pair_is_no_win():
+    from edgedeploy.benchmarks.decide import _winner
+
+    base = _measured("onnxruntime_replicas", [100.0] * 8, baseline=True)
+    lucky = _measured("plan", [98.0] * 6 + [140.0, 140.0])  # mean 108.5, one pair of four
+    assert lucky.measured_fps > base.measured_fps * (1 + WIN_MARGIN)
+    assert pairs_won(lucky, base) == 0.25 < WIN_PAIR_SHARE
+    assert _winner([lucky, base], "throughput") is base
+    from edgedeploy.benchmarks.decide import _kept_baseline
+
+    why = _kept_baseline([lucky, base], base, "throughput") or ""
+    assert "plan measured 108.5 fps" in why and "faster in 25% of the paired rounds" in why
+    steady = _measured("plan", [104.0, 110.0] * 4)  # every pair faster
+    assert _winner([steady, base], "throughput") is steady
+
+
+@given(st.lists(st.floats(1.0, 1e4), min_size=0, max_size=10),
+       st.lists(st.floats(1.0, 1e4), min_size=0, max_size=10))
+def test_pairs_won_is_a_share_of_whole_pairs(a: list[float], b: list[float]) -> None:
+    x, y = _measured("a", a), _measured("b", b)
+    share, back = pairs_won(x, y), pairs_won(y, x)
+    pairs = min(len(a), len(b)) // 2
+    assert 0.0 <= share <= 1.0
+    if pairs == 0:
+        assert share == back == 1.0
+    else:
+        assert round(share * pairs, 6) == round(share * pairs)  # whole pairs
+        assert share + back <= 1.0 + 1e-9  # a pair is won by one side at most

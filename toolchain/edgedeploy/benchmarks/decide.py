@@ -63,6 +63,9 @@ REPORTED_LATENCY_SAMPLES = 4
 #: A contender that is not a baseline must beat the best measured baseline by this fraction:
 #: rounds on a shared machine move by a few percent, and a tie goes to what a user would run.
 WIN_MARGIN = 0.03
+#: ... and be faster in this share of the paired rounds: a mean lifted by one lucky pair (a
+#: neighbour's load on the baseline's rounds) is not a win.
+WIN_PAIR_SHARE = 0.75
 #: Contenders are scored by their mean over rounds, not the median: a configuration that runs
 #: slow in a quarter of its rounds (a threaded stage fighting its feeding process for two cores
 #: measured 217-219 fps in six rounds and 134-148 in two) is slow a quarter of the time, which
@@ -267,6 +270,7 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
     decision = Decision(
         measured=True, target=target, simulated=simulated, estimator=ESTIMATOR,
         budget_s=budget_s, seconds=round(time.monotonic() - start, 2), winner=winner.key,
+        reason=_kept_baseline(entries, winner, objective),
         contenders=[Contender(name=e.key, predicted=e.predicted,
                               measured_fps=e.measured_fps,
                               rounds_fps=[w.throughput_fps for w in e.windows],
@@ -288,7 +292,30 @@ def _winner(entries: list[Entry], objective: str) -> Entry:
     if best.baseline or not baselines:
         return best
     base = max(baselines, key=lambda e: e.measured_fps)
-    return best if best.measured_fps > base.measured_fps * (1.0 + WIN_MARGIN) else base
+    clears = best.measured_fps > base.measured_fps * (1.0 + WIN_MARGIN)
+    return best if clears and pairs_won(best, base) >= WIN_PAIR_SHARE else base
+
+
+def _kept_baseline(entries: list[Entry], winner: Entry, objective: str) -> str | None:
+    """Why the winner is not the contender measured fastest (a baseline kept), else None."""
+    fastest = max(entries, key=lambda e: e.measured_fps)
+    if objective != "throughput" or fastest is winner:
+        return None
+    return (f"{fastest.key} measured {fastest.measured_fps:.4g} fps against {winner.key}'s "
+            f"{winner.measured_fps:.4g}, faster in {pairs_won(fastest, winner):.0%} of the "
+            f"paired rounds: a contender that is no baseline must be {WIN_MARGIN:.0%} faster "
+            f"on average and in {WIN_PAIR_SHARE:.0%} of the pairs; the baseline is kept")
+
+
+def pairs_won(entry: Entry, other: Entry) -> float:
+    """The share of paired rounds (one in each order) in which ``entry`` completed more frames
+    a second than ``other``; 1.0 before a pair was measured."""
+    n = min(len(entry.windows), len(other.windows)) // 2 * 2
+    if n == 0:
+        return 1.0
+    rates = [[w.throughput_fps for w in e.windows[:n]] for e in (entry, other)]
+    won = [rates[0][i] + rates[0][i + 1] > rates[1][i] + rates[1][i + 1] for i in range(0, n, 2)]
+    return sum(won) / len(won)
 
 
 def as_plan(plan: Plan, graph: ir.Graph, winner: Entry, decision: Decision) -> Plan:
@@ -463,7 +490,7 @@ class TwinTrials:
 
 
 __all__ = ["DEFAULT_SHORTLIST", "Arm", "Entry", "LocalTrials", "TwinTrials", "as_plan",
-           "decide", "measure_result", "shortlist"]
+           "decide", "measure_result", "pairs_won", "shortlist"]
 
 
 def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,

@@ -119,3 +119,5 @@ def _render_decision(decision: dict) -> None:
                  "(* = the plan written)", ["contender", "predicted fps", "measured fps",
                                             "rounds fps"], rows,
                  justify={"predicted fps": "right", "measured fps": "right"})
+    if decision.get("reason"):
+        output.info(decision["reason"])

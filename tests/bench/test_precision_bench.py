@@ -149,14 +149,9 @@ def test_auto_precision_plans_beside_fp32_and_int8_baselines(tmp_path: Path) -> 
               f"x{answer['ratio_vs_best_int8_baseline']:.2f} vs int8 "
               f"{answer['best_int8_baseline']}, import x{answer['import_ratio']:.2f}",
               flush=True)
-        PLAN_OUT.write_text(json.dumps({
-            "command": "python -m pytest -q tests/bench/test_precision_bench.py -p "
-                       "no:cacheprovider -s",
-            "written_by": "tests/bench/test_precision_bench.py::"
-                          "test_auto_precision_plans_beside_fp32_and_int8_baselines (make bench)",
-            "calibration": "10 seeded standard-normal frames (8 calibrate, 2 held out): the zoo's "
-                           "weights are seeded, so top-1 agreement is weak evidence",
-            "models": rows}, indent=1) + "\n")
+        _write(PLAN_OUT, "test_auto_precision_plans_beside_fp32_and_int8_baselines", "",
+               "10 seeded standard-normal frames (8 calibrate, 2 held out): the zoo's weights "
+               "are seeded, so top-1 agreement is weak evidence", rows)
     assert all(r["results"][0]["throughput_fps"] > 0 for r in rows.values())
 
 
@@ -211,14 +206,9 @@ def test_auto_precision_on_real_third_party_models(tmp_path: Path) -> None:
         print(f"{name}: precision {prec.get('chosen')} ({prec.get('reason')}), "
               f"x{answer['ratio_vs_best_baseline']:.2f} vs {answer['best_baseline']}",
               flush=True)
-        THIRDPARTY_OUT.write_text(json.dumps({
-            "command": "python -m pytest -q tests/bench/test_precision_bench.py -k third_party "
-                       "-p no:cacheprovider -s",
-            "written_by": "tests/bench/test_precision_bench.py::"
-                          "test_auto_precision_on_real_third_party_models (make bench)",
-            "calibration": "10 seeded uniform [0, 1) frames (8 calibrate, 2 held out): no real "
-                           "images, so the guard's error is what noise frames show",
-            "models": rows}, indent=1) + "\n")
+        _write(THIRDPARTY_OUT, "test_auto_precision_on_real_third_party_models",
+               "-k third_party ", "10 seeded uniform [0, 1) frames (8 calibrate, 2 held out): "
+               "no real images, so the guard's error is what noise frames show", rows)
     assert all(r["results"][0]["throughput_fps"] > 0 for r in rows.values())
 
 
@@ -226,3 +216,12 @@ def _input_name(path: Path) -> str:
     import onnx
 
     return onnx.load(str(path), load_external_data=False).graph.input[0].name
+
+
+def _write(path: Path, test: str, select: str, calibration: str, rows: dict) -> None:
+    """A bench's results file: the rows so far, with the command and test that wrote them."""
+    path.write_text(json.dumps({
+        "command": f"python -m pytest -q tests/bench/test_precision_bench.py {select}"
+                   "-p no:cacheprovider -s",
+        "written_by": f"tests/bench/test_precision_bench.py::{test} (make bench)",
+        "calibration": calibration, "models": rows}, indent=1) + "\n")

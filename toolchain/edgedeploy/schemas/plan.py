@@ -28,6 +28,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _without(data: Any, **unset: Any) -> Any:
+    """A serialised model without the keys that hold their unset value: fields added after
+    lockfiles existed write nothing until they are set, so older lockfiles stay byte-identical."""
+    if isinstance(data, dict):
+        for key, value in unset.items():
+            if key in data and data[key] == value and type(data[key]) is type(value):
+                del data[key]
+    return data
+
+
 class _Batched(_Model):
     """A stage that may micro-batch: ``batch`` frames per engine call (1: one at a time), and
     may run ``inline``, in the feeding process (a plan's only stage, one replica).
@@ -40,13 +50,7 @@ class _Batched(_Model):
 
     @model_serializer(mode="wrap")
     def _without_defaults(self, handler: Any) -> Any:
-        data = handler(self)
-        if isinstance(data, dict):
-            if data.get("batch") == 1:
-                data.pop("batch", None)
-            if data.get("inline") is False:
-                data.pop("inline", None)
-        return data
+        return _without(handler(self), batch=1, inline=False)
 
 
 class Predicted(_Model):
@@ -71,12 +75,8 @@ class PlanLayer(_Model):
 
     @model_serializer(mode="wrap")
     def _without_fp32(self, handler: Any) -> Any:
-        """An fp32 layer writes no ``precision`` key: float plans' lockfiles stay byte-identical
-        to those written before layers recorded their precision."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("precision") is None:
-            data.pop("precision", None)
-        return data
+        """An fp32 layer writes no ``precision`` key, as before layers recorded it."""
+        return _without(handler(self), precision=None)
 
 
 class PlanStage(_Batched):
@@ -151,12 +151,8 @@ class Contender(_Model):
 
     @model_serializer(mode="wrap")
     def _without_unmeasured_precision(self, handler: Any) -> Any:
-        """A contender of a decision that did not compare precisions writes no ``precision``
-        key: its lockfile stays byte-identical to one written before precisions were measured."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("precision") is None:
-            data.pop("precision", None)
-        return data
+        """A contender of a decision that did not compare precisions writes no ``precision``."""
+        return _without(handler(self), precision=None)
 
 
 class Decision(_Model):
@@ -208,10 +204,7 @@ class PrecisionChoice(_Model):
     @model_serializer(mode="wrap")
     def _without_empty_fp32_nodes(self, handler: Any) -> Any:
         """A wholly int8 (or fp32) choice writes no ``fp32_nodes`` key, as before mixed models."""
-        data = handler(self)
-        if isinstance(data, dict) and not data.get("fp32_nodes"):
-            data.pop("fp32_nodes", None)
-        return data
+        return _without(handler(self), fp32_nodes=[])
 
 
 class Plan(_Model):
@@ -243,12 +236,8 @@ class Plan(_Model):
 
     @model_serializer(mode="wrap")
     def _without_unplanned_precision(self, handler: Any) -> Any:
-        """A plan of the model as given writes no ``precision`` key: its lockfile stays
-        byte-identical to one written before precision was planned."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("precision") is None:
-            data.pop("precision", None)
-        return data
+        """A plan of the model as given writes no ``precision`` key."""
+        return _without(handler(self), precision=None)
 
     @property
     def choices(self) -> dict[str, str]:

@@ -74,3 +74,25 @@ def test_prepare_names_every_node_uniquely(tmp_path: Path) -> None:
                                                str(tmp_path / "pre.onnx"))))
     names = [n.name for n in prepared.graph.node]
     assert all(names) and len(set(names)) == len(names)
+
+
+def test_a_model_the_quantizer_leaves_all_float_is_a_model_error(tmp_path: Path) -> None:
+    """Convs inside an If body are not quantized: the 'int8' model would be the fp32 one, and a
+    plan of it would claim int8 (a real VAD model is built so)."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w")
+    branch = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["y"], pads=[1, 1, 1, 1])], "branch", [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMax", ["input"], ["m"], keepdims=0),
+         helper.make_node("Greater", ["m", "zero"], ["cond"]),
+         helper.make_node("If", ["cond"], ["output"], then_branch=branch, else_branch=branch)],
+        "gated", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [w, numpy_helper.from_array(np.zeros((), np.float32), "zero")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "gated.onnx")
+    with pytest.raises(ModelError, match="quantized no node of gated"):
+        quantizer.quantize(tmp_path / "gated.onnx", tmp_path / "int8.onnx", _frames())
+    assert not (tmp_path / "int8.onnx").exists()

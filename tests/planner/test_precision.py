@@ -371,3 +371,17 @@ def test_too_few_calibration_images_exit_2(project: Path,
     assert main(["plan", str(manifest), "--target", "local"]) == 2
     err = capsys.readouterr().err
     assert "1 image(s); at least 2" in err and "hint:" in err and "Traceback" not in err
+
+
+def test_frames_split_into_arrays_a_scalar_input_too() -> None:
+    """A scalar input (a sample rate) stacked over frames indexes back to numpy scalars, which
+    onnxruntime's calibration refused ('Unable to handle object of type numpy.int64')."""
+    from edgedeploy.planner.precision import Frames
+
+    frames = Frames({"input": np.zeros((5, 1, 4), np.float32),
+                     "sr": np.full(5, 16000, np.int64)}, "random", None)
+    calib, held = frames.split()
+    assert (len(calib), len(held)) == (4, 1)
+    for frame in (*calib, *held):
+        assert all(isinstance(v, np.ndarray) for v in frame.values())
+        assert frame["sr"].shape == () and frame["sr"].dtype == np.int64

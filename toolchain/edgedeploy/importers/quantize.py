@@ -12,10 +12,14 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgedeploy.errors import ModelError
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger("edgedeploy.importers")
 
@@ -89,6 +93,16 @@ def _named(model: Path, out: str) -> Path:
     return Path(out)
 
 
+def _quantized(graph: onnx.GraphProto) -> bool:
+    """Whether a QuantizeLinear runs anywhere in ``graph`` or the bodies of its nodes."""
+    import onnx
+
+    return any(node.op_type == "QuantizeLinear"
+               or any(a.type == onnx.AttributeProto.GRAPH and _quantized(a.g)
+                      for a in node.attribute)
+               for node in graph.node)
+
+
 def _at_per_channel_opset(model: Path, out: str) -> Path:
     """``model`` converted to :data:`PER_CHANNEL_OPSET` by onnx's version converter and saved to
     ``out`` when its opset is older; the model itself otherwise."""
@@ -141,6 +155,11 @@ def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]], *,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=list(exclude))
             onnx.checker.check_model(os.path.join(tmp, "int8.onnx"))  # what it wrote is valid
+            if not _quantized(onnx.load(os.path.join(tmp, "int8.onnx")).graph):
+                raise ModelError(
+                    f"onnxruntime.quantization quantized no node of {model.name}: none of its "
+                    "operators has an int8 form there (those inside If/Loop bodies are not "
+                    "quantized)", "plan the model as given (model.precision: fp32)")
         except ModelError:
             raise
         except Exception as exc:  # onnxruntime's and onnx's own errors, whatever their class

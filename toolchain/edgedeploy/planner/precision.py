@@ -75,8 +75,11 @@ class Frames:
         return self.sha256 is None
 
     def split(self) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
-        """(calibration frames, held-out frames): the last fifth held out, at least one."""
-        frames = [{k: v[i] for k, v in self.arrays.items()} for i in range(self.count)]
+        """(calibration frames, held-out frames): the last fifth held out, at least one. Each
+        input an array, a scalar input's too (indexing gives a numpy scalar, which onnxruntime's
+        calibration cannot take)."""
+        frames = [{k: np.asarray(v[i]) for k, v in self.arrays.items()}
+                  for i in range(self.count)]
         held = max(1, round(self.count * HELDOUT_SHARE))
         return frames[:-held], frames[-held:]
 

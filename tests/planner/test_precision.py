@@ -385,3 +385,22 @@ def test_frames_split_into_arrays_a_scalar_input_too() -> None:
     for frame in (*calib, *held):
         assert all(isinstance(v, np.ndarray) for v in frame.values())
         assert frame["sr"].shape == () and frame["sr"].dtype == np.int64
+
+
+def test_an_already_quantized_model_is_planned_as_given(
+        project: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Quantizing a quantized model again failed inside onnxruntime (a dynamically quantized
+    VoiceFilter: KeyError on a scale) or stacked QDQ on QDQ: it is planned as it is."""
+    from edgedeploy.importers.quantize import quantize
+
+    frames = [{"input": f} for f in np.load(project / "frames.npz")["input"][:4]]
+    quantize(project / "sq.onnx", project / "sq8.onnx", frames)
+    manifest = _manifest(project, precision="int8", calibration="frames.npz")
+    manifest.write_text(manifest.read_text().replace("path: sq.onnx", "path: sq8.onnx"))
+    with caplog.at_level(logging.WARNING, logger="edgedeploy.planner"):
+        path = plan(manifest, "local")[0].plan_file
+    assert "quantized already" in caplog.text
+    doc = json.loads(path.read_text())
+    assert "precision" not in doc and doc["model"]["path"] == "sq8.onnx"
+    assert any(layer.get("precision") == "int8" for layer in doc["layers"])
+    assert not (project / "build" / "precision").exists()

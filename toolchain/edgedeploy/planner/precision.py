@@ -41,6 +41,7 @@ from edgedeploy.importers.quantize import quantize
 from edgedeploy.planner.lock import sha256_calibration, sha256_file, sha256_text
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import max_rel_error, random_inputs
+from edgedeploy.runtime.vocab import INT8
 from edgedeploy.schemas.manifest import Manifest, ModelSpec
 
 log = logging.getLogger("edgedeploy.planner")
@@ -303,11 +304,17 @@ def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Pat
 
 def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | None]:
     """The model file to plan for ``manifest`` and its precision record (None for fp32, the
-    model as given). ``graph`` is the fp32 model, imported. Where the wholly int8 model breaks
+    model as given, also when it is quantized already). ``graph`` is the model as given,
+    imported. Where the wholly int8 model breaks
     the accuracy bound, an int8 model with regions kept fp32 (:func:`mixed_variant`) is tried.
     InfeasibleError (exit 3) when ``precision: int8`` and no int8 model passes the guard."""
     spec = manifest.model
     if spec.precision == "fp32":
+        return Path(spec.path), None
+    quantized = sum(layer.descriptor.precision == INT8 for layer in graph.layers)
+    if quantized:
+        log.warning("precision: %s is quantized already (%d int8 layers): planned as given, "
+                    "not quantized again", Path(spec.path).name, quantized)
         return Path(spec.path), None
     prep = manifest.io.preprocess
     frames = load_frames(spec, graph, prep.model_dump(exclude_none=True) if prep else None)

@@ -118,3 +118,38 @@ def test_the_corpus_covers_what_users_bring() -> None:
             "dynamic-shape"} <= kinds
     formats = {thirdparty.spec(n).filename.rsplit(".", 1)[1] for n in RUNNABLE}
     assert formats == {"onnx", "tflite"} and len(RUNNABLE) >= 12
+
+
+ONNX = [n for n in RUNNABLE if thirdparty.spec(n).filename.endswith(".onnx")]
+#: Planned int8 stages against onnxruntime on the int8 file: native primitives compute a QDQ
+#: conv on dequantized weights in float (about 1 % apart on YOLOv8n).
+INT8_TOLERANCE = 0.05
+
+
+@pytest.mark.parametrize("name", ONNX)
+def test_precision_auto_plans_every_onnx_model(
+        name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``precision: auto`` never fails a plan: a model quantized already is planned as given,
+    one the quantizer cannot make int8 keeps fp32 saying why, and an int8 plan's stages match
+    onnxruntime on the int8 file it names. (The bound is loose: this checks what runs, not
+    accuracy on the noise frames that calibrate here.)"""
+    spec = thirdparty.spec(name)
+    path = _fetch(name)
+    manifest = _manifest(tmp_path, spec, path)
+    manifest.write_text(manifest.read_text().replace(
+        f"  path: {path}\n", f"  path: {path}\n  precision: auto\n  max_output_error: 100\n"))
+    assert main(["plan", str(manifest), "--no-measure", "--json"]) == 0, capsys.readouterr().err
+    plan_file = Path(json.loads(capsys.readouterr().out)["plan_file"])
+    plan = load_plan(plan_file)
+    already = any(layer.descriptor.precision == "int8"
+                  for layer in load_model(path, input_shape=_shapes(spec)).layers)
+    assert (plan.precision is None) == already, name
+    if plan.precision is None:
+        return
+    if plan.precision.chosen == "fp32":
+        assert (plan.precision.reason or "").startswith(("int8 not made", "int8 refused"))
+        return
+    int8 = plan.model_path(plan_file)
+    assert int8 != path and "build/precision" in str(int8)
+    got, want, _ = _run_plan(plan_file, int8, _shapes(spec))
+    assert max_rel_error(got, want) <= INT8_TOLERANCE, name

@@ -2,7 +2,8 @@
 
 The network is built so that one place ruins int8: its input carries one huge value a pixel (a
 sensor's saturated pixel, say) on a channel its first conv ignores, so the uint8 scale of the
-input swamps every other input value, while the tensors after the first conv quantize well. The
+input swamps every other input value (all round to zero), while the tensors after the first conv
+quantize well. The
 guard figures are recomputed here with onnxruntime on the files the lockfile names.
 """
 
@@ -36,30 +37,38 @@ model:
   precision: {precision}
   calibration: frames.npz
   max_output_error: {bound}
-targets:
+{extra}targets:
   local: {{board: local}}
 measure: {{enabled: false}}
 """
 
 
 def _network(path: Path) -> None:
-    rng = np.random.default_rng(0)
-    nodes, inits, x, c_in = [], [], "input", 3
+    """A classifier of which of input channels 1 and 2 is brighter (classes 3 and 7): the first
+    conv reads them, the rest pass their channels on (identity convs), a pooled head."""
+    nodes, inits, x = [], [], "input"
     for k in range(CONVS):
-        w = rng.normal(0, 0.3, (8, c_in, 3, 3)).astype(np.float32)
-        if k == 0:
-            w[:, 0] = 0.0  # the channel with the outlier does not reach the rest
+        w = np.zeros((8, 3 if k == 0 else 8, 3, 3), np.float32)
+        if k == 0:  # channel 0, where the outlier is, does not reach the rest
+            for c in range(4):
+                w[c, 1, 1, 1] = (c + 1) / 4
+                w[c + 4, 2, 1, 1] = (c + 1) / 4
+        else:
+            w[np.arange(8), np.arange(8), 1, 1] = 1.0
         inits += [numpy_helper.from_array(w, f"w{k}"),
-                  numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), f"b{k}")]
+                  # a bias a layer, alike over channels (no class favoured) and unlike between
+                  # layers (identical constants would be merged into one, shared across layers)
+                  numpy_helper.from_array(np.full(8, 0.01 * (k + 1), np.float32), f"b{k}")]
         nodes += [helper.make_node("Conv", [x, f"w{k}", f"b{k}"], [f"c{k}"], name=f"conv{k}",
                                    pads=[1, 1, 1, 1]),
                   helper.make_node("Relu", [f"c{k}"], [f"r{k}"], name=f"relu{k}")]
-        x, c_in = f"r{k}", 8
-    nodes.append(helper.make_node("GlobalAveragePool", [x], ["output"], name="pool"))
+        x = f"r{k}"
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["pooled"], name="pool"),
+              helper.make_node("Flatten", ["pooled"], ["output"], name="flatten")]
     graph = helper.make_graph(
         nodes, "outlier", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                                          [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8, 1, 1])], inits)
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
@@ -77,13 +86,13 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _project(folder: Path, source: Path, precision: str = "int8", bound: object = BOUND
-             ) -> Path:
+def _project(folder: Path, source: Path, precision: str = "int8", bound: object = BOUND,
+             extra: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("net.onnx", "frames.npz"):
         shutil.copy(source / name, folder / name)
     manifest = folder / "m.yaml"
-    manifest.write_text(MANIFEST.format(precision=precision, bound=bound))
+    manifest.write_text(MANIFEST.format(precision=precision, bound=bound, extra=extra))
     return manifest
 
 
@@ -107,7 +116,7 @@ def test_the_guard_keeps_the_ruinous_region_fp32_and_the_rest_int8(mixed_plan: P
     p = load_plan(mixed_plan)
     prec = p.precision
     assert prec is not None and (prec.requested, prec.chosen) == ("int8", "int8")
-    assert "conv0" in prec.fp32_nodes and len(prec.fp32_nodes) < (2 * CONVS + 1) / 2
+    assert "conv0" in prec.fp32_nodes and len(prec.fp32_nodes) < (2 * CONVS + 2) / 2
     assert "wholly int8 refused" in (prec.reason or "")
     folder, held = mixed_plan.parent, _frames()[-2:]
     mixed = p.model_path(mixed_plan)
@@ -209,3 +218,20 @@ def test_plan_says_which_nodes_it_kept_fp32(mixed_plan: Path,
     err = capsys.readouterr().err
     assert "precision int8 (requested int8): max relative error" in err
     assert "node(s) kept fp32 (conv0" in err
+
+
+def test_a_top1_bound_refuses_what_the_error_bound_lets_through(
+        source: Path, tmp_path: Path) -> None:
+    """A classifier's user bounds top-1 agreement: the wholly int8 model, within a loose error
+    bound, flips classes; keeping the ruinous region fp32 agrees on every held-out frame."""
+    loose = _project(tmp_path / "loose", source, bound=100)
+    p = load_plan(plan(loose, "local")[0].plan_file)
+    assert p.precision is not None and p.precision.fp32_nodes == []
+    assert p.precision.top1_agreement is not None and p.precision.top1_agreement < 1.0
+    bounded = _project(tmp_path / "bounded", source, bound=100,
+                       extra="  min_top1_agreement: 1.0\n")
+    q = load_plan(plan(bounded, "local")[0].plan_file)
+    assert q.precision is not None and q.precision.chosen == "int8"
+    assert q.precision.top1_agreement == 1.0 and q.precision.min_top1_agreement == 1.0
+    assert "conv0" in q.precision.fp32_nodes
+    assert "min_top1_agreement 100.0%" in (q.precision.reason or "")

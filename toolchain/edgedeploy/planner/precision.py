@@ -260,7 +260,8 @@ def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Pat
     from edgedeploy.planner.sensitivity import added_errors, ranked_regions, regions
 
     spec = manifest.model
-    key = sha256_text(f"{_cache_key(spec, graph, frames)}:mixed:{spec.max_output_error!r}")
+    key = sha256_text(f"{_cache_key(spec, graph, frames)}:mixed:{spec.max_output_error!r}:"
+                      f"{spec.min_top1_agreement!r}")
     out = Path(manifest.output.build_dir) / "precision" / (
         f"{Path(spec.path).stem}.mixed.{key[:16]}.onnx")
     record = out.with_suffix(".guard.json")
@@ -285,11 +286,11 @@ def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Pat
                 log.info("precision: %d of %d regions fp32: %s", k, len(parts), exc)
                 continue
             result = guard(Path(spec.path), trial, held)
-            log.info("precision: %d of %d regions fp32 (%d of %d nodes): max relative error "
-                     "%.4g", k, len(parts), len(nodes), sum(map(len, parts)), result.max_error)
-            if found is None or result.max_error < found[1].max_error:
+            log.info("precision: %d of %d regions fp32 (%d of %d nodes): %s", k, len(parts),
+                     len(nodes), sum(map(len, parts)), _measured(result, spec))
+            if found is None or _shortfall(result, spec) < _shortfall(found[1], spec):
                 found = (None, result, ())
-            if result.max_error <= spec.max_output_error:
+            if passes(result, spec):
                 os.replace(trial, out)
                 found = (out, result, nodes)
                 break
@@ -330,26 +331,28 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
         log.warning("precision: auto keeps fp32: %s", exc)
         return Path(spec.path), _record(spec, frames, None, None,
                                         reason=f"int8 not made: {exc}; fp32 kept")
-    whole = _measured(result, spec.max_output_error)
-    if result.max_error <= spec.max_output_error:
+    whole = _measured(result, spec)
+    if passes(result, spec):
         log.info("precision: int8 %s: accepted", whole)
         return path, _record(spec, frames, path, result)
     log.info("precision: wholly int8 %s: refused; keeping regions fp32", whole)
     mixed, result, fp32_nodes = mixed_variant(manifest, graph, frames, path)
     if mixed is not None:
         log.info("precision: int8 with %d node(s) fp32 %s: accepted", len(fp32_nodes),
-                 _measured(result, spec.max_output_error))
+                 _measured(result, spec))
         return mixed, _record(spec, frames, mixed, result, fp32_nodes=fp32_nodes,
                               reason=f"wholly int8 refused ({whole}); {len(fp32_nodes)} "
                                      "node(s) kept fp32 to pass the guard")
-    measured = f"{whole}; with up to half the model kept fp32 the best was {result.max_error:.4g}"
+    measured = (f"{whole}; with up to half the model kept fp32 the best was "
+                f"{_measured(result, spec)}")
     log.info("precision: int8 %s: refused", measured)
     if spec.precision == "int8":
         raise InfeasibleError(
             f"precision int8: the int8 model of {Path(spec.path).name} breaks the accuracy "
             f"bound: {measured}",
-            hint="raise model.max_output_error, calibrate on real frames (model.calibration), "
-                 "or plan fp32 (precision: fp32, or auto to fall back when the bound breaks)")
+            hint="raise model.max_output_error (or lower min_top1_agreement), calibrate on real "
+                 "frames (model.calibration), or plan fp32 (precision: fp32, or auto to fall "
+                 "back when the bound breaks)")
     return Path(spec.path), _record(spec, frames, None, result,
                                     reason=f"int8 refused: {measured}; fp32 kept")
 
@@ -362,6 +365,7 @@ def _record(spec: ModelSpec, frames: Frames, model: Path | None, result: Guard |
     return {
         "requested": spec.precision, "chosen": "int8" if model else "fp32",
         "model": str(model) if model else None, "max_output_error": spec.max_output_error,
+        "min_top1_agreement": spec.min_top1_agreement,
         "measured_error": result.max_error if result else None,
         "top1_agreement": result.top1_agreement if result else None,
         "calibration": {"source": frames.source, "sha256": frames.sha256,
@@ -371,13 +375,32 @@ def _record(spec: ModelSpec, frames: Frames, model: Path | None, result: Guard |
     }
 
 
-def _measured(result: Guard, bound: float) -> str:
-    """The guard's figures against the bound, in words."""
-    ok = result.max_error <= bound
-    top1 = ("" if result.top1_agreement is None
-            else f", top-1 agreement {result.top1_agreement:.1%}")
-    return (f"max relative error {result.max_error:.4g} {'<=' if ok else '>'} max_output_error "
-            f"{bound:g} (on {result.frames} held-out frame(s){top1})")
+def passes(result: Guard, spec: ModelSpec) -> bool:
+    """Whether the guard's figures keep the manifest's bounds: the error always, top-1
+    agreement where it was measured and ``model.min_top1_agreement`` is set."""
+    top1_ok = (spec.min_top1_agreement is None or result.top1_agreement is None
+               or result.top1_agreement >= spec.min_top1_agreement)
+    return result.max_error <= spec.max_output_error and top1_ok
+
+
+def _shortfall(result: Guard, spec: ModelSpec) -> tuple[float, float]:
+    """How far the figures fall short of the bounds (less is better): top-1 first, then error."""
+    top1 = (0.0 if spec.min_top1_agreement is None or result.top1_agreement is None
+            else max(0.0, spec.min_top1_agreement - result.top1_agreement))
+    return top1, result.max_error
+
+
+def _measured(result: Guard, spec: ModelSpec) -> str:
+    """The guard's figures against the bounds, in words."""
+    ok = result.max_error <= spec.max_output_error
+    words = (f"max relative error {result.max_error:.4g} {'<=' if ok else '>'} max_output_error "
+             f"{spec.max_output_error:g}")
+    if result.top1_agreement is not None:
+        words += f", top-1 agreement {result.top1_agreement:.1%}"
+        if spec.min_top1_agreement is not None:
+            ok = result.top1_agreement >= spec.min_top1_agreement
+            words += f" {'>=' if ok else '<'} min_top1_agreement {spec.min_top1_agreement:.1%}"
+    return f"{words} (on {result.frames} held-out frame(s))"
 
 
 def measured_fp32(record: dict[str, Any]) -> dict[str, Any]:
@@ -395,4 +418,4 @@ def planned_model(manifest: Manifest, graph: ir.Graph) -> Path:
 
 
 __all__ = ["Frames", "Guard", "choose", "guard", "int8_variant", "load_frames", "measured_fp32",
-           "mixed_variant", "planned_model", "quantize", "top1_agreement"]
+           "mixed_variant", "passes", "planned_model", "quantize", "top1_agreement"]

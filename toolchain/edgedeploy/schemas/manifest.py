@@ -107,6 +107,11 @@ class ModelSpec(_Strict):
         default=0.05, gt=0,
         description="Accuracy guard: the largest max relative error of the int8 model's outputs "
                     "against fp32 on the held-out frames that is accepted.")
+    min_top1_agreement: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Accuracy guard for classifiers: the least share of held-out frames whose "
+                    "arg-max class the int8 model must agree on with fp32 (outputs shaped "
+                    "(N, classes); other outputs are bounded by max_output_error alone).")
 
     @model_validator(mode="before")
     @classmethod

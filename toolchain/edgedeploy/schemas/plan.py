@@ -191,6 +191,8 @@ class PrecisionChoice(_Model):
     #: The int8 model planned (relative to the lockfile); None when fp32 was kept.
     model: str | None = None
     max_output_error: float
+    #: The manifest's bound on top-1 agreement, where it sets one.
+    min_top1_agreement: float | None = None
     #: max |int8 - fp32| / max |fp32| over the outputs on the held-out frames.
     measured_error: float | None = None
     #: Share of held-out frames whose arg-max class agrees, for (N, classes) outputs.
@@ -202,9 +204,10 @@ class PrecisionChoice(_Model):
     fp32_nodes: list[str] = Field(default_factory=list)
 
     @model_serializer(mode="wrap")
-    def _without_empty_fp32_nodes(self, handler: Any) -> Any:
-        """A wholly int8 (or fp32) choice writes no ``fp32_nodes`` key, as before mixed models."""
-        return _without(handler(self), fp32_nodes=[])
+    def _without_unset(self, handler: Any) -> Any:
+        """A wholly int8 (or fp32) choice writes no ``fp32_nodes`` key, and no top-1 bound
+        unless the manifest set one, as before either existed."""
+        return _without(handler(self), fp32_nodes=[], min_top1_agreement=None)
 
 
 class Plan(_Model):

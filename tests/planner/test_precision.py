@@ -307,15 +307,40 @@ def test_manifest_precision_fields_are_validated(
     assert words in capsys.readouterr().err
 
 
-def test_a_tflite_source_is_not_quantized_here(
-        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (project / "net.tflite").write_bytes(b"TFL3")
+def _tflite(folder: Path) -> Path:
+    from edgedeploy.testing.tflite_builder import TFLiteBuilder, he_weights
+
+    rng = np.random.default_rng(0)
+    b = TFLiteBuilder("tiny")
+    x = b.input("image", (1, 16, 16, 3))
+    y = b.conv2d(x, he_weights(rng, (8, 3, 3, 3), 27), np.zeros(8, np.float32),
+                 activation="relu")
+    b.output(b.mean(y, (1, 2)))
+    return b.save(folder / "net.tflite")
+
+
+def test_int8_of_a_tflite_source_exits_2(project: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    _tflite(project)
     manifest = project / "m.yaml"
     manifest.write_text(MANIFEST.format(extra="  precision: int8\n").replace(
         "path: sq.onnx", "path: net.tflite"))
     assert main(["plan", str(manifest), "--target", "local"]) == 2
     err = capsys.readouterr().err
     assert "only ONNX sources are quantized here" in err and "Traceback" not in err
+
+
+def test_auto_plans_a_tflite_source_as_given(project: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    _tflite(project)
+    manifest = project / "m.yaml"
+    manifest.write_text(MANIFEST.format(extra="  precision: auto\n").replace(
+        "path: sq.onnx", "path: net.tflite"))
+    with caplog.at_level(logging.WARNING, logger="edgedeploy.planner"):
+        doc = json.loads(plan(manifest, "local")[0].plan_file.read_text())
+    assert "not quantized here" in caplog.text
+    assert "precision" not in doc and doc["model"]["path"] == "net.tflite"
+    assert not (project / "build" / "precision").exists()
 
 
 def _images(folder: Path, count: int, seed: int = 3) -> list[np.ndarray]:

@@ -312,6 +312,10 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
     spec = manifest.model
     if spec.precision == "fp32":
         return Path(spec.path), None
+    if spec.format != "onnx":  # auto: the quantizer takes ONNX only
+        log.warning("precision: %s is %s, which is not quantized here (onnxruntime's "
+                    "quantizer takes ONNX): planned as given", Path(spec.path).name, spec.format)
+        return Path(spec.path), None
     quantized = sum(layer.descriptor.precision == INT8 for layer in graph.layers)
     if quantized:
         log.warning("precision: %s is quantized already (%d int8 layers): planned as given, "

@@ -96,7 +96,8 @@ class ModelSpec(_Strict):
         default="fp32",
         description="fp32 plans the model as given; int8 quantizes an ONNX model (static QDQ, "
                     "per-channel weights) and plans the int8 model when the accuracy guard "
-                    "accepts it (exit 3 otherwise); auto plans int8 when accepted, else fp32.")
+                    "accepts it (exit 3 otherwise); auto plans int8 when accepted, else fp32 (a "
+                    ".tflite or an already quantized model: as given).")
     calibration: Path | None = Field(
         default=None,
         description="An .npz of frames named like the model inputs, with a leading frame axis "
@@ -177,12 +178,12 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _precision(self) -> ModelSpec:
-        if self.precision != "fp32" and self.format != "onnx":
+        if self.precision == "int8" and self.format != "onnx":
             raise HintedValueError(
                 f"precision {self.precision} needs an ONNX model: only ONNX sources are "
                 f"quantized here, and {self.path.name} is {self.format}",
                 "an int8 .tflite already plans and runs as it is with precision: fp32 "
-                "(fp32 means: the model as given)")
+                "(fp32 means: the model as given); auto plans a .tflite as given")
         return self
 
     def shape_override(self) -> list[int] | dict[str, list[int]] | None:

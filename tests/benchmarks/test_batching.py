@@ -192,3 +192,45 @@ def test_a_bundle_for_refinement_on_a_device_ships_free_batch_segments_it_can_ba
         backend = RunnerBackend(space, run_in(root), python=sys.executable)
         m = backend.measure(batched, 16, 2)
         assert m.throughput_fps > 0
+
+
+def _reshaping(path: Path, shape: list[int]) -> Path:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["r"]),
+         helper.make_node("Reshape", ["r", "shape"], ["output"])], "head",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(np.array(shape, np.int64), "shape")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize(("shape", "free"), [
+    ([1, -1], False),  # batch frames would be mixed into one row
+    ([1, 256], False),  # a batch would not fit
+    ([-1, 256], True), ([0, -1], True), ([0, 4, 64], True)])
+def test_a_reshape_that_spells_the_batch_out_is_not_batched(
+        tmp_path: Path, shape: list[int], free: bool) -> None:
+    """PP-OCR's classifier reshapes to [1, 200] and YOLOv8n's head to [1, 82, -1]: batched, the
+    first failed in onnxruntime and the second would have run, mixing frames."""
+    from edgedeploy.runtime.stages import batchable
+
+    graph = api.load_model(_reshaping(tmp_path / "head.onnx", shape))
+    whole = {layer.name: "onnxruntime" for layer in graph.layers}
+    assert batchable(graph, 0, len(graph.layers), whole) is free
+    if free:  # and where it is, a batch of frames gives each frame its own answer
+        model = tmp_path / "head.onnx"
+        ins, outs = segment_io(graph, 0, len(graph.layers))
+        many = ort.InferenceSession(segment_provider(graph, model, dynamic_batch=True)(
+            "onnxruntime", ins, outs), providers=["CPUExecutionProvider"])
+        one = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        frames = np.random.default_rng(1).standard_normal((3, 1, 3, 8, 8)).astype(np.float32)
+        together = many.run(None, {"input": frames.reshape(3, 3, 8, 8)})[0]
+        for k in range(3):
+            np.testing.assert_allclose(together[k:k + 1], one.run(None, {"input": frames[k]})[0],
+                                       rtol=1e-5, atol=1e-5)

@@ -234,3 +234,43 @@ def test_a_reshape_that_spells_the_batch_out_is_not_batched(
         for k in range(3):
             np.testing.assert_allclose(together[k:k + 1], one.run(None, {"input": frames[k]})[0],
                                        rtol=1e-5, atol=1e-5)
+
+
+def _mixing(path: Path) -> Path:
+    """A conv whose scores are normalised over the batch axis: it runs batched without error."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Softmax", ["c"], ["output"], axis=0)], "mixing",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_batch_must_answer_each_frame_as_alone(model: Path, tmp_path: Path) -> None:
+    from edgedeploy.benchmarks.decide import frames_kept_apart
+    from edgedeploy.runtime.stages import batchable
+
+    assert frames_kept_apart(api.load_model(model), model)
+    mixing = _mixing(tmp_path / "mixing.onnx")
+    graph = api.load_model(mixing)
+    whole = {layer.name: "onnxruntime" for layer in graph.layers}
+    assert batchable(graph, 0, len(graph.layers), whole)  # nothing static gives it away
+    assert not frames_kept_apart(graph, mixing)
+
+
+def test_measure_to_decide_drops_batches_that_mix_frames(tmp_path: Path) -> None:
+    _mixing(tmp_path / "mixing.onnx")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("name: mix\nmodel: mixing.onnx\nobjective: throughput\ntargets:\n"
+                        "  local: {}\nmeasure: {budget_s: 2, quick_profile_s: 0}\n")
+    said: list[str] = []
+    plan = load_plan(api.plan(manifest, "local", progress=said.append)[0].plan_file)
+    assert any("_batch2: a batch of two frames is not answered" in line for line in said)
+    assert plan.decision is not None and plan.decision.measured
+    assert all(s.batch == 1 for s in plan.stages)
+    assert not any("_batch" in c.name for c in plan.decision.contenders)

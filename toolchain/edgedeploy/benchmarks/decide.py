@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -211,6 +212,43 @@ def batched_variants(plan: Plan, graph: ir.Graph
 
 
 Measure = Callable[[Entry, int, int], tuple[Window, float, float | None]]
+
+
+def frames_kept_apart(graph: ir.Graph, model: Path) -> bool:
+    """Whether the whole model, in onnxruntime with a free batch axis, answers a batch of two
+    frames as it answers each frame alone. A batched variant is measured for speed only; an
+    operator that mixes the batch (a reshape or reduction over it) would otherwise hand the
+    board a faster plan that gives wrong answers. False too where the batch does not run."""
+    import onnxruntime as ort
+
+    from edgedeploy.importers.segments import segment_provider
+    from edgedeploy.runtime.executor import max_rel_error, random_inputs, segment_io
+    from edgedeploy.runtime.vocab import ONNXRUNTIME
+
+    ins, outs = segment_io(graph, 0, len(graph.layers))
+    frames = [random_inputs(graph, seed=k) for k in (0, 1)]
+    try:
+        free = segment_provider(graph, model, dynamic_batch=True)(ONNXRUNTIME, ins, outs)
+        sess = ort.InferenceSession(free, providers=["CPUExecutionProvider"])
+        apart = [sess.run(outs, {t: f[t] for t in ins}) for f in frames]
+        together = sess.run(outs, {t: np.concatenate([f[t] for f in frames]) for t in ins})
+    except Exception as exc:  # onnxruntime's own errors: a batch it cannot take
+        log.info("a batch of two frames does not run: %s", exc)
+        return False
+    return all(np.shape(together[i])[:1] == (2,) and max_rel_error(
+        {o: together[i][k:k + 1]}, {o: apart[k][i]}) <= BATCH_AGREEMENT
+        for i, o in enumerate(outs) for k in (0, 1))
+
+
+#: How far a frame's answer within a batch may stray from its answer alone (float rounding of
+#: kernels that block differently by batch).
+BATCH_AGREEMENT = 1e-4
+
+
+def _model_of(manifest: Any, graph: ir.Graph) -> Path:
+    from edgedeploy.planner.precision import planned_model
+
+    return planned_model(manifest, graph)
 
 
 def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: float,
@@ -490,7 +528,7 @@ class TwinTrials:
 
 
 __all__ = ["DEFAULT_SHORTLIST", "Arm", "Entry", "LocalTrials", "TwinTrials", "as_plan",
-           "decide", "measure_result", "pairs_won", "shortlist"]
+           "decide", "frames_kept_apart", "measure_result", "pairs_won", "shortlist"]
 
 
 def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
@@ -523,9 +561,17 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
 
         arms = [Arm(None, plan, planned_graph(manifest, result.doc, graph))]
     entries = []
+    say = progress or (lambda _m: None)
     for arm in arms:
-        for e in shortlist(arm.plan, settings.shortlist, graph=None if kind == "sim"
-                           else arm.graph):
+        arm_entries = shortlist(arm.plan, settings.shortlist,
+                                graph=None if kind == "sim" else arm.graph)
+        batched = [e for e in arm_entries if any(s.batch > 1 for s in e.stages)]
+        if batched and not frames_kept_apart(arm.graph, _model_of(manifest, arm.graph)):
+            for e in batched:
+                arm_entries.remove(e)
+                say(f"dropped {e.name}: a batch of two frames is not answered as each frame "
+                    "alone (an operator of the model mixes the batch)")
+        for e in arm_entries:
             e.precision = arm.precision
             # what a user would run by hand is the model they have, not our int8 variant
             e.baseline = e.baseline and arm.precision != "int8"
@@ -535,11 +581,9 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
 
         trials: dict[str | None, Any] = {None: TwinTrials(TwinDevice(twin_target(board), graph))}
     else:
-        from edgedeploy.planner.precision import planned_model
-
         # each precision's model file (the int8 one where the guard accepted it), same frames
         samples = LATENCY_SAMPLES if plan.objective == "latency" else REPORTED_LATENCY_SAMPLES
-        trials = {a.precision: LocalTrials(a.graph, planned_model(manifest, a.graph),
+        trials = {a.precision: LocalTrials(a.graph, _model_of(manifest, a.graph),
                                            latency_samples=samples) for a in arms}
     try:
         for precision, t in trials.items():

@@ -274,3 +274,18 @@ def test_measure_to_decide_drops_batches_that_mix_frames(tmp_path: Path) -> None
     assert plan.decision is not None and plan.decision.measured
     assert all(s.batch == 1 for s in plan.stages)
     assert not any("_batch" in c.name for c in plan.decision.contenders)
+
+
+def test_a_push_ships_segments_free_in_the_batch_only_where_frames_stay_apart(
+        model: Path, tmp_path: Path) -> None:
+    """An SSH board refines a throughput plan with the bundle's own segments: free in the batch
+    they let it batch, which it must not where the model mixes a batch's frames."""
+    from edgedeploy.api import _batch_on_device
+    from edgedeploy.schemas.loader import load_manifest
+
+    for path, free in ((model, True), (_mixing(tmp_path / "mixing.onnx"), False)):
+        manifest = tmp_path / f"{path.stem}.yaml"
+        manifest.write_text(f"name: b\nmodel: {path}\nobjective: throughput\ntargets:\n"
+                            "  edge: {board: rpi4, host: 127.0.0.1}\n")
+        m = load_manifest(manifest)
+        assert _batch_on_device(m, "edge", api.load_model(path)) is free

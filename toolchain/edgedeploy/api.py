@@ -286,7 +286,7 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
     graph = planned_graph(m, current.doc, graph)  # auto: the precision the board measured
     say(f"build: {plan_file} -> {bundle_dir}")
     info = _build_plan(plan_file, bundle_dir, graph, m,
-                       free_batch=refine and _batch_on_device(m, target))
+                       free_batch=refine and _batch_on_device(m, target, graph))
     say(f"push: release {info.id} to {', '.join(ref.all_hosts) or 'this host'}")
     result = push_bundle(info.root, ref, alias=target, dry_run=dry_run,
                          accept_new_host_keys=accept_new_host_keys, serial=serial,
@@ -332,12 +332,17 @@ def _build_plan(plan_file: Path, out: Path, graph: Graph, m: Manifest, *,
     return build_from_path(plan_file, out, graph=graph, io=m.io, free_batch=free_batch)
 
 
-def _batch_on_device(m: Manifest, target: str) -> bool:
+def _batch_on_device(m: Manifest, target: str, graph: Graph) -> bool:
     """Refinement on an SSH board may micro-batch a throughput plan: it measures with the
-    deployed bundle's segments, so they ship free in the batch (locally it cuts its own)."""
+    deployed bundle's segments, so they ship free in the batch (locally it cuts its own) --
+    where the model answers a batch of frames as each frame alone, which the board's
+    measurements of speed would not notice."""
+    from edgedeploy.benchmarks.decide import frames_kept_apart
+    from edgedeploy.planner.precision import planned_model
     from edgedeploy.refine.api import resolve_kind
 
-    return m.objective == "throughput" and resolve_kind(m, target)[2] == "ssh"
+    return (m.objective == "throughput" and resolve_kind(m, target)[2] == "ssh"
+            and frames_kept_apart(graph, planned_model(m, graph)))
 
 
 def _refine_after_push(manifest: str | Path, target: str, outcome: PushOutcome, m: Manifest,

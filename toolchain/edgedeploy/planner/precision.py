@@ -304,11 +304,11 @@ def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Pat
 
 
 def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | None]:
-    """The model file to plan for ``manifest`` and its precision record (None for fp32, the
-    model as given, also when it is quantized already). ``graph`` is the model as given,
-    imported. Where the wholly int8 model breaks
-    the accuracy bound, an int8 model with regions kept fp32 (:func:`mixed_variant`) is tried.
-    InfeasibleError (exit 3) when ``precision: int8`` and no int8 model passes the guard."""
+    """The model file to plan for ``manifest`` and its precision record (None for the model as
+    given: fp32 asked for, a .tflite under ``auto``, or a model quantized already). ``graph``
+    is the model as given, imported. Where the wholly int8 model breaks the accuracy bounds, an
+    int8 model with regions kept fp32 (:func:`mixed_variant`) is tried. InfeasibleError (exit 3)
+    when ``precision: int8`` and no int8 model passes the guard."""
     spec = manifest.model
     if spec.precision == "fp32":
         return Path(spec.path), None

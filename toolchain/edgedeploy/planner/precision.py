@@ -11,7 +11,7 @@ the max relative error of its outputs stays within ``model.max_output_error`` (w
 agreement reported for (N, classes) outputs). Where the wholly int8 model breaks the bound,
 its regions that add the most error are kept fp32, one more at a time, until a mixed model
 passes (:func:`mixed_variant`). ``int8`` refuses when none does (exit 3); ``auto`` keeps fp32
-and records why. Where ``auto``'s int8 model passes, measure-to-decide times the int8
+and records why. A model quantized already, or (under ``auto``) a .tflite, is planned as given. Where ``auto``'s int8 model passes, measure-to-decide times the int8
 and fp32 plans side by side on a target whose engines this host runs (``benchmarks.decide``)
 and keeps the faster; unmeasured (a twin, an SSH board, ``--no-measure``), the planner keeps
 the precision its cost model predicts better where the board's profile measured int8

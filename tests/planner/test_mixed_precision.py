@@ -3,8 +3,8 @@
 The network is built so that one place ruins int8: its input carries one huge value a pixel (a
 sensor's saturated pixel, say) on a channel its first conv ignores, so the uint8 scale of the
 input swamps every other input value (all round to zero), while the tensors after the first conv
-quantize well. The
-guard figures are recomputed here with onnxruntime on the files the lockfile names.
+quantize well. The guard figures are recomputed here with onnxruntime on the files the lockfile
+names.
 """
 
 from __future__ import annotations

@@ -8,14 +8,15 @@ into input tensors, as on the board) or, absent those, on seeded random frames -
 calibration the lockfile and a warning call out. The last fifth of the frames is held out: the
 fp32 and int8 whole models run there under onnxruntime, and the int8 model is planned only when
 the max relative error of its outputs stays within ``model.max_output_error`` (with top-1
-agreement reported for (N, classes) outputs). Where the wholly int8 model breaks the bound,
-its regions that add the most error are kept fp32, one more at a time, until a mixed model
-passes (:func:`mixed_variant`). ``int8`` refuses when none does (exit 3); ``auto`` keeps fp32
-and records why. A model quantized already, or (under ``auto``) a .tflite, is planned as given. Where ``auto``'s int8 model passes, measure-to-decide times the int8
-and fp32 plans side by side on a target whose engines this host runs (``benchmarks.decide``)
-and keeps the faster; unmeasured (a twin, an SSH board, ``--no-measure``), the planner keeps
-the precision its cost model predicts better where the board's profile measured int8
-(``planner.api.priced_precision``), int8 otherwise.
+agreement reported for (N, classes) outputs, and bounded by ``model.min_top1_agreement`` where
+set). Where the wholly int8 model breaks the bounds, its regions that add the most error are
+kept fp32, one more at a time, until a mixed model passes (:func:`mixed_variant`). ``int8``
+refuses when none does (exit 3); ``auto`` keeps fp32 and records why. A model quantized
+already, or (under ``auto``) a .tflite, is planned as given. Where ``auto``'s int8 model
+passes, measure-to-decide times the int8 and fp32 plans side by side on a target whose engines
+this host runs (``benchmarks.decide``) and keeps the faster; unmeasured (a twin, an SSH
+board, ``--no-measure``), the planner keeps the precision its cost model predicts better where
+the board's profile measured int8 (``planner.api.priced_precision``), int8 otherwise.
 
 The int8 model and its guard figures are cached under ``<build_dir>/precision/`` by a key of
 everything they depend on (model and calibration bytes, input shapes, onnxruntime version), so

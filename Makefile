@@ -28,6 +28,7 @@ sshd:
 # Two test processes (pytest-xdist): most tests wait on processes, sockets and sshd, so two share
 # a 2-core machine well; the few that need the cores to themselves (marker `serial`) run after.
 test: install sshd
+	$(BIN)/ruff check toolchain tests
 	$(BIN)/python -m pytest -q -n 2 -m "not serial" --ignore=tests/bench tests
 	$(BIN)/python -m pytest -q -m serial --ignore=tests/bench tests
 

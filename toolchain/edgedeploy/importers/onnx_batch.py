@@ -3,8 +3,9 @@
 Micro-batching a stage (several frames per engine call) needs its segment to accept any batch:
 the inputs' and outputs' leading dimension of 1 becomes the symbolic ``batch`` and the stored
 intermediate shapes are dropped (onnxruntime infers them again at load). A model whose
-operators hard-code the batch (a Reshape to ``[1, -1]``) still loads but fails on a batch of
-two; measure-to-decide drops such a candidate when it fails.
+operators hard-code the batch still loads: a Reshape to ``[1, 200]`` fails on a batch of two,
+one to ``[1, -1]`` mixes its frames. ``runtime.stages.fixes_batch`` keeps such stages from
+batching, and measure-to-decide first checks that a batch answers each frame as alone.
 """
 
 from __future__ import annotations

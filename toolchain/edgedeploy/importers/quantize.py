@@ -154,8 +154,9 @@ def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]], *,
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=list(exclude))
-            onnx.checker.check_model(os.path.join(tmp, "int8.onnx"))  # what it wrote is valid
-            if not _quantized(onnx.load(os.path.join(tmp, "int8.onnx")).graph):
+            written = onnx.load(os.path.join(tmp, "int8.onnx"))
+            onnx.checker.check_model(written)  # what it wrote is valid
+            if not _quantized(written.graph):
                 raise ModelError(
                     f"onnxruntime.quantization quantized no node of {model.name}: none of its "
                     "operators has an int8 form there (those inside If/Loop bodies are not "

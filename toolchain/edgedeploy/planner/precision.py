@@ -383,9 +383,8 @@ def _record(spec: ModelSpec, frames: Frames, model: Path | None, result: Guard |
 def passes(result: Guard, spec: ModelSpec) -> bool:
     """Whether the guard's figures keep the manifest's bounds: the error always, top-1
     agreement where it was measured and ``model.min_top1_agreement`` is set."""
-    top1_ok = (spec.min_top1_agreement is None or result.top1_agreement is None
-               or result.top1_agreement >= spec.min_top1_agreement)
-    return result.max_error <= spec.max_output_error and top1_ok
+    top1_short, error = _shortfall(result, spec)
+    return top1_short == 0.0 and error <= spec.max_output_error
 
 
 def _shortfall(result: Guard, spec: ModelSpec) -> tuple[float, float]:

@@ -252,7 +252,7 @@ def _mixing(path: Path) -> Path:
 
 
 def test_a_batch_must_answer_each_frame_as_alone(model: Path, tmp_path: Path) -> None:
-    from edgedeploy.benchmarks.decide import frames_kept_apart
+    from edgedeploy.importers.onnx_batch import frames_kept_apart
     from edgedeploy.runtime.stages import batchable
 
     assert frames_kept_apart(api.load_model(model), model)

@@ -337,7 +337,7 @@ def _batch_on_device(m: Manifest, target: str, graph: Graph) -> bool:
     deployed bundle's segments, so they ship free in the batch (locally it cuts its own) --
     where the model answers a batch of frames as each frame alone, which the board's
     measurements of speed would not notice."""
-    from edgedeploy.benchmarks.decide import frames_kept_apart
+    from edgedeploy.importers.onnx_batch import frames_kept_apart
     from edgedeploy.planner.precision import planned_model
     from edgedeploy.refine.api import resolve_kind
 

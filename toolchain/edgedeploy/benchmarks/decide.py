@@ -27,6 +27,7 @@ import numpy as np
 
 from edgedeploy.benchmarks.estimator import PROBE_MIN_S, Window, probe_rate
 from edgedeploy.benchmarks.systems import LATENCY_SAMPLES
+from edgedeploy.importers.onnx_batch import frames_kept_apart
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.stages import BATCH_SIZES
 from edgedeploy.schemas.plan import (
@@ -212,36 +213,6 @@ def batched_variants(plan: Plan, graph: ir.Graph
 
 
 Measure = Callable[[Entry, int, int], tuple[Window, float, float | None]]
-
-
-def frames_kept_apart(graph: ir.Graph, model: Path) -> bool:
-    """Whether the whole model, in onnxruntime with a free batch axis, answers a batch of two
-    frames as it answers each frame alone. A batched variant is measured for speed only; an
-    operator that mixes the batch (a reshape or reduction over it) would otherwise hand the
-    board a faster plan that gives wrong answers. False too where the batch does not run."""
-    import onnxruntime as ort
-
-    from edgedeploy.importers.onnx_batch import with_dynamic_batch
-    from edgedeploy.runtime.executor import max_rel_error, random_inputs, segment_io
-
-    ins, outs = segment_io(graph, 0, len(graph.layers))
-    frames = [random_inputs(graph, seed=k) for k in (0, 1)]
-    try:  # the model file itself, not a cut segment (cutting VGG-16's took 13 s of 16.6)
-        free = with_dynamic_batch(Path(model).read_bytes())
-        sess = ort.InferenceSession(free, providers=["CPUExecutionProvider"])
-        apart = [sess.run(outs, {t: f[t] for t in ins}) for f in frames]
-        together = sess.run(outs, {t: np.concatenate([f[t] for f in frames]) for t in ins})
-    except Exception as exc:  # onnxruntime's own errors: a batch it cannot take
-        log.info("a batch of two frames does not run: %s", exc)
-        return False
-    return all(np.shape(together[i])[:1] == (2,) and max_rel_error(
-        {o: together[i][k:k + 1]}, {o: apart[k][i]}) <= BATCH_AGREEMENT
-        for i, o in enumerate(outs) for k in (0, 1))
-
-
-#: How far a frame's answer within a batch may stray from its answer alone (float rounding of
-#: kernels that block differently by batch).
-BATCH_AGREEMENT = 1e-4
 
 
 def _model_of(manifest: Any, graph: ir.Graph) -> Path:
@@ -527,7 +498,7 @@ class TwinTrials:
 
 
 __all__ = ["DEFAULT_SHORTLIST", "Arm", "Entry", "LocalTrials", "TwinTrials", "as_plan",
-           "decide", "frames_kept_apart", "measure_result", "pairs_won", "shortlist"]
+           "decide", "measure_result", "pairs_won", "shortlist"]
 
 
 def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,

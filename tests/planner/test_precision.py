@@ -319,28 +319,64 @@ def _tflite(folder: Path) -> Path:
     return b.save(folder / "net.tflite")
 
 
-def test_int8_of_a_tflite_source_exits_2(project: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    _tflite(project)
-    manifest = project / "m.yaml"
-    manifest.write_text(MANIFEST.format(extra="  precision: int8\n").replace(
-        "path: sq.onnx", "path: net.tflite"))
-    assert main(["plan", str(manifest), "--target", "local"]) == 2
-    err = capsys.readouterr().err
-    assert "only ONNX sources are quantized here" in err and "Traceback" not in err
+def _litert(model: Path, frames: np.ndarray) -> np.ndarray:
+    """The model's output under LiteRT for IR-layout (NCHW) frames."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(model))
+    it.allocate_tensors()
+    (inp,), (out,) = it.get_input_details(), it.get_output_details()
+    outs = []
+    for f in frames:
+        it.set_tensor(inp["index"], np.ascontiguousarray(f.transpose(0, 2, 3, 1)))
+        it.invoke()
+        outs.append(it.get_tensor(out["index"]).copy())
+    return np.stack(outs)
 
 
-def test_auto_plans_a_tflite_source_as_given(project: Path,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_int8_of_a_tflite_source_is_quantized_for_litert(
+        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The AI Edge Quantizer's int8 model is planned, cut into LiteRT stages that carry int8
+    tensors, and the recorded error is LiteRT's on the held-out frames."""
+    _tflite(project)
+    rng = np.random.default_rng(3)
+    frames = rng.random((FRAMES, 1, 3, 16, 16), dtype=np.float32)
+    np.savez(project / "img.npz", image=frames)
+    manifest = project / "m.yaml"
+    manifest.write_text(MANIFEST.format(
+        extra="  precision: int8\n  calibration: img.npz\n  max_output_error: 0.5\n"
+    ).replace("path: sq.onnx", "path: net.tflite"))
+    assert main(["plan", str(manifest), "--target", "local"]) == 0
+    assert "precision int8 (requested int8)" in "".join(capsys.readouterr())
+    doc = json.loads((project / "sq.local.plan.json").read_text())
+    record = doc["precision"]
+    int8 = project / record["model"]
+    assert record["chosen"] == "int8" and int8.suffix == ".tflite"
+    assert int8.parent == project / "build" / "precision"
+    want, got = _litert(project / "net.tflite", frames[-2:]), _litert(int8, frames[-2:])
+    error = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+    assert record["measured_error"] == pytest.approx(error, rel=1e-4, abs=1e-7)
+    assert 0 < error <= 0.5
+    from ai_edge_litert.interpreter import Interpreter
+
+    kinds = {d["dtype"] for d in Interpreter(model_path=str(int8)).get_tensor_details()}
+    assert np.int8 in kinds  # int8 kernels, not the float model under another name
+    assert main(["run", str(project / "sq.local.plan.json"), "--verify", "--frames", "5",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["max_rel_error"] < 1e-5
+
+
+def test_auto_keeps_a_tflite_source_fp32_when_int8_breaks_the_bound(
+        project: Path) -> None:
     _tflite(project)
     manifest = project / "m.yaml"
-    manifest.write_text(MANIFEST.format(extra="  precision: auto\n").replace(
-        "path: sq.onnx", "path: net.tflite"))
-    with caplog.at_level(logging.WARNING, logger="edgedeploy.planner"):
-        doc = json.loads(plan(manifest, "local")[0].plan_file.read_text())
-    assert "not quantized here" in caplog.text
-    assert "precision" not in doc and doc["model"]["path"] == "net.tflite"
-    assert not (project / "build" / "precision").exists()
+    manifest.write_text(MANIFEST.format(extra="  precision: auto\n  max_output_error: 1e-7\n")
+                        .replace("path: sq.onnx", "path: net.tflite"))
+    doc = json.loads(plan(manifest, "local")[0].plan_file.read_text())
+    record = doc["precision"]
+    assert record["chosen"] == "fp32" and record["measured_error"] > 1e-7
+    assert "regions fp32 is built for ONNX models only" in record["reason"]
+    assert doc["model"]["path"] == "net.tflite"
 
 
 def _images(folder: Path, count: int, seed: int = 3) -> list[np.ndarray]:

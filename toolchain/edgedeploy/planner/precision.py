@@ -1,27 +1,28 @@
-"""Precision as a plan choice: an int8 variant of an ONNX model, kept only within an accuracy guard.
+"""Precision as a plan choice: an int8 variant of the model, kept only within an accuracy guard.
 
-``model.precision: int8`` (or ``auto``) quantizes the manifest's ONNX model with onnxruntime's
-static QDQ quantizer (per-channel int8 weights, uint8 activations, after onnxruntime's
-pre-quantization pass), calibrated on ``model.calibration`` frames (an .npz named like the model
-inputs, a leading frame axis, or a folder of images that the manifest's ``io.preprocess`` turns
-into input tensors, as on the board) or, absent those, on seeded random frames -- a weak
-calibration the lockfile and a warning call out. The last fifth of the frames is held out: the
-fp32 and int8 whole models run there under onnxruntime, and the int8 model is planned only when
-the max relative error of its outputs stays within ``model.max_output_error`` (with top-1
-agreement reported for (N, classes) outputs, and bounded by ``model.min_top1_agreement`` where
-set). Where the wholly int8 model breaks the bounds, its regions that add the most error are
-kept fp32, one more at a time, until a mixed model passes (:func:`mixed_variant`). ``int8``
-refuses when none does (exit 3); ``auto`` keeps fp32 and records why. A model quantized
-already, or (under ``auto``) a .tflite, is planned as given. Where ``auto``'s int8 model
-passes, measure-to-decide times the int8 and fp32 plans side by side on a target whose engines
-this host runs (``benchmarks.decide``) and keeps the faster; unmeasured (a twin, an SSH
-board, ``--no-measure``), the planner keeps the precision its cost model predicts better where
-the board's profile measured int8 (``planner.api.priced_precision``), int8 otherwise.
+``model.precision: int8`` (or ``auto``) quantizes the manifest's model: an ONNX model with
+onnxruntime's static QDQ quantizer (per-channel int8 weights, uint8 activations, after
+onnxruntime's pre-quantization pass), a TFLite model with the AI Edge Quantizer (LiteRT's int8
+kernels, :mod:`edgedeploy.importers.tflite_quantize`), calibrated on ``model.calibration`` frames
+(an .npz named like the model inputs, a leading frame axis, or a folder of images that the
+manifest's ``io.preprocess`` turns into input tensors, as on the board) or, absent those, on seeded
+random frames -- a weak calibration the lockfile and a warning call out. The last fifth of the
+frames is held out: the fp32 and int8 whole models run there under their runtime, and the int8
+model is planned only when the max relative error of its outputs stays within
+``model.max_output_error`` (with top-1 agreement reported for (N, classes) outputs, and bounded by
+``model.min_top1_agreement`` where set). Where the wholly int8 model breaks the bounds, its regions
+that add the most error are kept fp32, one more at a time, until a mixed model passes
+(:func:`mixed_variant`, ONNX models only). ``int8`` refuses when none does (exit 3); ``auto`` keeps
+fp32 and records why. A model quantized already is planned as given. Where ``auto``'s int8 model
+passes, measure-to-decide times the int8 and fp32 plans side by side on a target whose engines this
+host runs (``benchmarks.decide``) and keeps the faster; unmeasured (a twin, an SSH board,
+``--no-measure``), the planner keeps the precision its cost model predicts better where the board's
+profile measured int8 (``planner.api.priced_precision``), int8 otherwise.
 
 The int8 model and its guard figures are cached under ``<build_dir>/precision/`` by a key of
-everything they depend on (model and calibration bytes, input shapes, onnxruntime version), so
-re-planning reuses them and the path is deterministic; nothing is written beside the user's
-model.
+everything they depend on (model and calibration bytes, input shapes, the quantizer's and the
+runtime's versions), so re-planning reuses them and the path is deterministic; nothing is written
+beside the user's model.
 """
 
 from __future__ import annotations
@@ -144,7 +145,15 @@ def load_frames(spec: ModelSpec, graph: ir.Graph,
 
 
 def _outputs(model: Path, frames: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The whole model's outputs under onnxruntime, each stacked over ``frames``."""
+    """The whole model's outputs under its runtime (onnxruntime, or LiteRT for a .tflite fed
+    the frames in its own layout), each stacked over ``frames``."""
+    if model.suffix == ".tflite":
+        from edgedeploy.runtime.engines.litert import LiteRTModel
+        from edgedeploy.runtime.layouts import ir_to_tflite
+
+        with LiteRTModel(model, num_threads=1) as interpreter:
+            runs = [interpreter.run({n: ir_to_tflite(v) for n, v in f.items()}) for f in frames]
+        return {n: np.stack([r[n] for r in runs]) for n in sorted(runs[0])}
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -199,15 +208,17 @@ def _image_frames(folder: Path, graph: ir.Graph, preprocess: Mapping[str, Any] |
 
 
 def guard(fp32: Path, int8: Path, held: list[dict[str, np.ndarray]]) -> Guard:
-    """The int8 model against fp32 on the held-out frames, both run whole by onnxruntime."""
+    """The int8 model against fp32 on the held-out frames, both run whole by their runtime."""
     want, got = _outputs(fp32, held), _outputs(int8, held)
     return Guard(max_rel_error(got, want), top1_agreement(got, want), len(held))
 
 
 def _cache_key(spec: ModelSpec, graph: ir.Graph, frames: Frames) -> str:
-    import onnxruntime as ort
+    from importlib.metadata import version
 
-    key = {"version": PRECISION_VERSION, "ort": ort.__version__,
+    tools = (("ai-edge-quantizer", "ai-edge-litert") if spec.format == "tflite"
+             else ("onnxruntime",))
+    key = {"version": PRECISION_VERSION, "tools": {t: version(t) for t in tools},
            "model": sha256_file(Path(spec.path)), "calibration": frames.sha256 or
            f"random:{RANDOM_SEED}:{RANDOM_FRAMES}",
            "inputs": {t.name: list(t.shape) for t in graph.inputs}}
@@ -219,21 +230,41 @@ def int8_variant(manifest: Manifest, graph: ir.Graph, frames: Frames) -> tuple[P
     inputs made them before (``<build_dir>/precision/<stem>.int8.<key>.onnx``)."""
     spec = manifest.model
     key = _cache_key(spec, graph, frames)
-    name = f"{Path(spec.path).stem}.int8.{key[:16]}.onnx"
+    name = f"{Path(spec.path).stem}.int8.{key[:16]}{_SUFFIX[spec.format or 'onnx']}"
     out = Path(manifest.output.build_dir) / "precision" / name
     record = out.with_suffix(".guard.json")
     cached = _cached_guard(record)
     if out.is_file() and cached is not None:
         return out, cached["guard"]
     calib, held = frames.split()
-    log.info("precision: quantizing %s to int8 (static QDQ, per-channel) on %d calibration "
-             "frame(s) -> %s", spec.path, len(calib), out)
-    quantize(Path(spec.path), out, calib)
+    log.info("precision: quantizing %s to int8 (static, per-channel weights) on %d "
+             "calibration frame(s) -> %s", spec.path, len(calib), out)
+    _quantize(spec, out, calib)
     result = guard(Path(spec.path), out, held)
     record.write_text(json.dumps({"max_error": result.max_error,
                                   "top1_agreement": result.top1_agreement,
                                   "frames": result.frames}, sort_keys=True) + "\n")
     return out, result
+
+
+#: The int8 model's file suffix, by source format.
+_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
+
+
+def _quantize(spec: ModelSpec, out: Path, calib: list[dict[str, np.ndarray]]) -> None:
+    """Write the static int8 model of ``spec``'s model to ``out``, by its format's quantizer."""
+    if spec.format != "tflite":
+        quantize(Path(spec.path), out, calib)
+        return
+    from edgedeploy.importers.tflite_quantize import quantize_tflite
+    from edgedeploy.runtime.layouts import ir_to_tflite
+
+    frames = [{n: ir_to_tflite(v) for n, v in f.items()} for f in calib]
+    data = quantize_tflite(Path(spec.path).read_bytes(), frames)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
 
 
 def _cached_guard(record: Path) -> dict[str, Any] | None:
@@ -306,16 +337,12 @@ def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Pat
 
 def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | None]:
     """The model file to plan for ``manifest`` and its precision record (None for the model as
-    given: fp32 asked for, a .tflite under ``auto``, or a model quantized already). ``graph``
-    is the model as given, imported. Where the wholly int8 model breaks the accuracy bounds, an
-    int8 model with regions kept fp32 (:func:`mixed_variant`) is tried. InfeasibleError (exit 3)
+    given: fp32 asked for, or a model quantized already). ``graph`` is the model as given,
+    imported. Where the wholly int8 model of an ONNX model breaks the accuracy bounds, an int8
+    model with regions kept fp32 (:func:`mixed_variant`) is tried. InfeasibleError (exit 3)
     when ``precision: int8`` and no int8 model passes the guard."""
     spec = manifest.model
     if spec.precision == "fp32":
-        return Path(spec.path), None
-    if spec.format != "onnx":  # auto: the quantizer takes ONNX only
-        log.warning("precision: %s is %s, which is not quantized here (onnxruntime's "
-                    "quantizer takes ONNX): planned as given", Path(spec.path).name, spec.format)
         return Path(spec.path), None
     quantized = sum(layer.descriptor.precision == INT8 for layer in graph.layers)
     if quantized:
@@ -340,16 +367,20 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
     if passes(result, spec):
         log.info("precision: int8 %s: accepted", whole)
         return path, _record(spec, frames, path, result)
-    log.info("precision: wholly int8 %s: refused; keeping regions fp32", whole)
-    mixed, result, fp32_nodes = mixed_variant(manifest, graph, frames, path)
+    if spec.format == "tflite":  # regions kept fp32 are cut from ONNX graphs only
+        mixed, fp32_nodes = None, ()
+        whole += " (keeping regions fp32 is built for ONNX models only)"
+    else:
+        log.info("precision: wholly int8 %s: refused; keeping regions fp32", whole)
+        mixed, result, fp32_nodes = mixed_variant(manifest, graph, frames, path)
     if mixed is not None:
         log.info("precision: int8 with %d node(s) fp32 %s: accepted", len(fp32_nodes),
                  _measured(result, spec))
         return mixed, _record(spec, frames, mixed, result, fp32_nodes=fp32_nodes,
                               reason=f"wholly int8 refused ({whole}); {len(fp32_nodes)} "
                                      "node(s) kept fp32 to pass the guard")
-    measured = (f"{whole}; with up to half the model kept fp32 the best was "
-                f"{_measured(result, spec)}")
+    measured = whole if spec.format == "tflite" else (
+        f"{whole}; with up to half the model kept fp32 the best was {_measured(result, spec)}")
     log.info("precision: int8 %s: refused", measured)
     if spec.precision == "int8":
         raise InfeasibleError(

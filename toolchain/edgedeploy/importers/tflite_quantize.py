@@ -1,0 +1,243 @@
+"""Static int8 quantization of a float TFLite model with Google's AI Edge Quantizer.
+
+Why this quantizer: it is LiteRT's own (``ai-edge-quantizer``, built on ``ai-edge-litert``, no
+TensorFlow), and it writes the int8 kernels LiteRT runs: int8 weights per channel, int8
+activations with scales calibrated on frames. The model keeps float inputs and outputs (a
+QUANTIZE after each input, a DEQUANTIZE before each output), so a caller feeds it what it fed
+the float model.
+
+Two things the quantizer does not take are fixed first (:func:`float_model`):
+
+* weights stored as float16 or sparse behind DEQUANTIZE / DENSIFY operators (common in
+  MediaPipe's models): the quantizer quantizes a convolution's weights only when they are a
+  constant, so a DEQUANTIZE output is taken for an activation, quantized asymmetrically, and
+  LiteRT's int8 conv refuses the model ("zero_point != 0"). They are folded into float32
+  constants, as the importer folds them into the IR;
+* models without a signature: the quantizer calibrates by signature, so one
+  (``serving_default``: subgraph 0's inputs and outputs) is added;
+* operator codes written before the schema's ``builtin_code`` field (older converters kept the
+  code in ``deprecated_builtin_code`` only, LiteRT reads the larger of the two): the quantizer
+  reads ``builtin_code`` alone, takes every such operator for an ADD and quantizes a
+  convolution's weights as activations. The field is filled in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from edgedeploy.errors import ModelError
+from edgedeploy.importers.tflite import _DTYPES, _ints, _op_kind
+from edgedeploy.importers.tflite_cut import _parse
+from edgedeploy.importers.tflite_quant import dequantized
+from edgedeploy.importers.tflite_sparse import densify
+
+SIGNATURE = "serving_default"
+#: Operators that only turn stored weights into float32 (folded by :func:`float_model`).
+_WEIGHT_OPS = frozenset({"DEQUANTIZE", "DENSIFY"})
+
+
+def float_model(data: bytes) -> bytes:
+    """``data`` with weights behind DEQUANTIZE/DENSIFY folded into float32 constants, every
+    operator code in ``builtin_code`` and a ``serving_default`` signature where it has none;
+    ``data`` itself when none of that applies."""
+    model = _parse(data)
+    sg = model.subgraphs[0]
+    folded = _fold_weights(model, sg)
+    recoded = _fill_builtin_codes(model)
+    if not folded and not recoded and model.signatureDefs:
+        return data
+    if not model.signatureDefs:
+        model.signatureDefs = [_signature(sg)]
+    builder = flatbuffers.Builder(len(data) + sum(a.nbytes for a in folded.values()) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _fold_weights(model: Any, sg: Any) -> dict[int, np.ndarray]:
+    """Replace every DEQUANTIZE/DENSIFY of a constant by a constant (in place); the folded
+    arrays by tensor index."""
+    folded: dict[int, np.ndarray] = {}
+    kept = []
+    for op in sg.operators or []:
+        kind = _op_kind(model, op)
+        ins = [i for i in _ints(op.inputs) if i >= 0]
+        source = _constant(model, sg, ins[0], folded) if kind in _WEIGHT_OPS and ins else None
+        if source is None:
+            kept.append(op)
+            continue
+        out = _ints(op.outputs)[0]
+        if kind == "DEQUANTIZE":
+            q = sg.tensors[ins[0]].quantization
+            if source.dtype == np.float16:
+                source = source.astype(np.float32)
+            elif q is not None and q.scale is not None and len(q.scale):
+                zero = q.zeroPoint if q.zeroPoint is not None else [0]
+                source = dequantized(source, np.asarray(q.scale), np.asarray(zero),
+                                     int(q.quantizedDimension or 0))
+            else:
+                kept.append(op)
+                continue
+        folded[out] = np.ascontiguousarray(source)
+    for index, array in folded.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(array.tobytes(), dtype=np.uint8)
+        model.buffers.append(buffer)
+        sg.tensors[index].buffer = len(model.buffers) - 1
+    sg.operators = kept
+    return folded
+
+
+def _fill_builtin_codes(model: Any) -> bool:
+    """Copy ``deprecated_builtin_code`` into ``builtin_code`` where only the former is set."""
+    changed = False
+    for code in model.operatorCodes or []:
+        if int(code.deprecatedBuiltinCode) > int(code.builtinCode):
+            code.builtinCode = int(code.deprecatedBuiltinCode)
+            changed = True
+    return changed
+
+
+def _constant(model: Any, sg: Any, index: int, folded: dict[int, np.ndarray]
+              ) -> np.ndarray | None:
+    """Tensor ``index`` as an array when it is a constant (dense, densified or folded)."""
+    if index in folded:
+        return folded[index]
+    t = sg.tensors[index]
+    buffer = model.buffers[t.buffer] if t.buffer > 0 else None
+    if buffer is None or t.type not in _DTYPES:
+        return None
+    if buffer.offset > 1:
+        raise ModelError("int8 quantization of a TFLite model whose weights lie after the "
+                         "flatbuffer (a model over 2 GB) is not supported")
+    raw = b"" if buffer.data is None else bytes(np.asarray(buffer.data, dtype=np.uint8))
+    dtype = np.dtype(_DTYPES[t.type])
+    values = np.frombuffer(raw, dtype=dtype)
+    shape = _ints(t.shape)
+    if t.sparsity is not None:  # no stored value at all is an all-zero tensor
+        return densify(values, shape, t.sparsity)
+    if not raw:
+        return None
+    return values.reshape(shape)
+
+
+def _signature(sg: Any) -> Any:
+    def entry(index: int) -> Any:
+        tensor_map = schema.TensorMapT()
+        tensor_map.name = sg.tensors[index].name
+        tensor_map.tensorIndex = index
+        return tensor_map
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey = SIGNATURE.encode()
+    signature.subgraphIndex = 0
+    signature.inputs = [entry(i) for i in _ints(sg.inputs)]
+    signature.outputs = [entry(i) for i in _ints(sg.outputs)]
+    return signature
+
+
+def quantize_tflite(data: bytes, frames: Sequence[dict[str, np.ndarray]]) -> bytes:
+    """The static int8 model of the float TFLite model ``data``, calibrated on ``frames``
+    (TFLite layout, keyed by the model's input tensor names). Float inputs and outputs.
+    :class:`ModelError` when the quantizer fails or LiteRT cannot load what it wrote."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    source = float_model(data)
+    signature = _signature_of(source)
+    names = _signature_inputs(source, signature)
+    missing = sorted({n for f in frames for n in names if n not in f})
+    if missing or not frames:
+        raise ModelError(f"calibration frames for int8 quantization lack the model input(s) "
+                         f"{missing or sorted(names)}")
+    calibration = [{names[n]: np.asarray(f[n]) for n in names} for f in frames]
+    try:
+        from ai_edge_quantizer import quantizer
+
+        # it prints a size report and progress bars, and warns about its own debug option
+        with (contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()),
+              warnings.catch_warnings()):
+            warnings.simplefilter("ignore")
+            q = quantizer.Quantizer(source, _recipe())
+            result = q.quantize(q.calibrate({signature: calibration}))
+        out = bytes(result.quantized_model)
+    except Exception as exc:  # the quantizer raises anything from anywhere in its passes
+        raise ModelError(f"the AI Edge Quantizer could not quantize the model: "
+                         f"{type(exc).__name__}: {exc}") from None
+    out = _output_names_kept(out)
+    try:
+        Interpreter(model_content=out).allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"the AI Edge Quantizer's int8 model does not load in LiteRT: "
+                         f"{str(exc)[:300]}") from None
+    return out
+
+
+def _output_names_kept(data: bytes) -> bytes:
+    """The quantized model with its outputs named as the float model's: the quantizer names a
+    float output ``<name>_dequant`` and leaves ``<name>`` on the int8 tensor before it, and a
+    caller (the runner, ``run --verify``, an application) reads outputs by name."""
+    model = _parse(data)
+    sg = model.subgraphs[0]
+    by_name = {t.name: i for i, t in enumerate(sg.tensors or [])}
+    changed = False
+    for i in _ints(sg.outputs):
+        name = sg.tensors[i].name or b""
+        base = name[: -len(b"_dequant")] if name.endswith(b"_dequant") else None
+        if base is None or base not in by_name:
+            continue
+        sg.tensors[by_name[base]].name = base + b"_int8"
+        sg.tensors[i].name = base
+        changed = True
+    if not changed:
+        return data
+    for buffer in model.buffers or []:  # the quantizer stores buffers after the flatbuffer
+        if buffer.offset > 1:
+            buffer.data = np.frombuffer(data[buffer.offset:buffer.offset + buffer.size],
+                                        dtype=np.uint8)
+            buffer.offset = buffer.size = 0
+    builder = flatbuffers.Builder(len(data) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _recipe() -> Any:
+    """Every supported operator int8 (weights per channel, activations calibrated); the
+    model's inputs and outputs stay float."""
+    from ai_edge_quantizer import qtyping, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    manager = recipe_manager.RecipeManager()
+    manager.add_static_config(regex=".*",
+                              operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                              activation_num_bits=8, weight_num_bits=8)
+    for edge in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+        manager.add_quantization_config(regex=".*", operation_name=edge,
+                                        algorithm_key=AlgorithmName.NO_QUANTIZE)
+    return manager.get_quantization_recipe()
+
+
+def _signature_of(data: bytes) -> str:
+    model = schema.Model.GetRootAs(data, 0)
+    if model.SignatureDefsLength() == 0:
+        raise ModelError("the TFLite model has no signature after float_model")
+    key = model.SignatureDefs(0).SignatureKey()
+    return key.decode() if isinstance(key, bytes) else str(key)
+
+
+def _signature_inputs(data: bytes, signature: str) -> dict[str, str]:
+    """Input tensor name -> the signature's name for it (they differ in converted models)."""
+    model = schema.Model.GetRootAs(data, 0)
+    sg = model.Subgraphs(0)
+    names = {}
+    for k in range(model.SignatureDefs(0).InputsLength()):
+        entry = model.SignatureDefs(0).Inputs(k)
+        tensor = sg.Tensors(entry.TensorIndex()).Name()
+        names[tensor.decode()] = entry.Name().decode()
+    return names

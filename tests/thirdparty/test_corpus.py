@@ -120,19 +120,19 @@ def test_the_corpus_covers_what_users_bring() -> None:
     assert formats == {"onnx", "tflite"} and len(RUNNABLE) >= 12
 
 
-ONNX = [n for n in RUNNABLE if thirdparty.spec(n).filename.endswith(".onnx")]
-#: Planned int8 stages against onnxruntime on the int8 file: native primitives compute a QDQ
-#: conv on dequantized weights in float (about 1 % apart on YOLOv8n).
+#: Planned int8 stages against the stock runtime on the int8 file: native primitives compute a
+#: QDQ conv on dequantized weights in float (about 1 % apart on YOLOv8n).
 INT8_TOLERANCE = 0.05
 
 
-@pytest.mark.parametrize("name", ONNX)
-def test_precision_auto_plans_every_onnx_model(
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_precision_auto_plans_every_model(
         name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``precision: auto`` never fails a plan: a model quantized already is planned as given,
-    one the quantizer cannot make int8 keeps fp32 saying why, and an int8 plan's stages match
-    onnxruntime on the int8 file it names. (The bound is loose: this checks what runs, not
-    accuracy on the noise frames that calibrate here.)"""
+    """``precision: auto`` never fails a plan, ONNX or TFLite: a model quantized already is
+    planned as given, one the quantizer cannot make int8 keeps fp32 saying why, and an int8
+    plan's stages match the stock runtime (onnxruntime, LiteRT) on the int8 file it names. (The
+    bound is loose: this checks what runs, not accuracy on the noise frames that calibrate
+    here.)"""
     spec = thirdparty.spec(name)
     path = _fetch(name)
     manifest = _manifest(tmp_path, spec, path)

@@ -162,8 +162,7 @@ THIRDPARTY_FRAMES = {"yolov8n": 60, "ppocr_det": 60}
 THIRDPARTY_MANIFEST = """name: {name}
 model:
   path: {file}
-  input_shape: {shape}
-  precision: auto
+{shape}  precision: auto
   calibration: frames.npz
 targets:
   local: {{board: local}}
@@ -176,25 +175,47 @@ def test_auto_precision_on_real_third_party_models(tmp_path: Path) -> None:
     Calibration is seeded uniform [0, 1) noise shaped like their inputs (no real images reach
     this machine), so the guard's error is what noise shows. Writes
     results/bench_precision_thirdparty.json; reported, not asserted."""
+    _bench_auto(tmp_path, THIRDPARTY_MODELS.split(","), THIRDPARTY_OUT,
+                "test_auto_precision_on_real_third_party_models", "-k third_party ")
+
+
+TFLITE_OUT = ROOT / "results" / "bench_precision_tflite.json"
+TFLITE_MODELS = os.environ.get(
+    "EDGEDEPLOY_PRECISION_TFLITE_MODELS",
+    "pose_detection_sparse,face_detection_sparse,face_landmark,blazeface,oww_embedding_tflite")
+
+
+def test_auto_precision_on_real_tflite_models(tmp_path: Path) -> None:
+    """``precision: auto`` on real float TFLite models (MediaPipe's, with float16 and sparse
+    weights, and openWakeWord's embedder): the AI Edge Quantizer's int8 model against the model
+    as given, measured beside LiteRT threaded and replicated on both files. Writes
+    results/bench_precision_tflite.json; reported, not asserted."""
+    _bench_auto(tmp_path, TFLITE_MODELS.split(","), TFLITE_OUT,
+                "test_auto_precision_on_real_tflite_models", "-k tflite ")
+
+
+def _bench_auto(tmp_path: Path, names: list[str], out: Path, test: str, select: str) -> None:
     import shutil
 
     from edgedeploy.benchmarks.compare import BenchRequest, bench
+    from edgedeploy.importers import load_model
     from edgedeploy.testing.thirdparty import fetch, spec
 
     rows = {}
-    for name in THIRDPARTY_MODELS.split(","):
+    for name in names:
         model = spec(name)
         folder = tmp_path / name
         folder.mkdir()
         shutil.copy(fetch(name), folder / model.filename)
         shape = model.input_shape
-        assert shape is not None
+        (given,) = load_model(folder / model.filename, input_shape=shape).inputs
         rng = np.random.default_rng(0)
-        np.savez(folder / "frames.npz", **{_input_name(folder / model.filename):
-                                           rng.random((10, *shape), dtype=np.float32)})
+        np.savez(folder / "frames.npz",
+                 **{given.name: rng.random((10, *given.shape), dtype=np.float32)})
         manifest = folder / "m.yaml"
-        manifest.write_text(THIRDPARTY_MANIFEST.format(name=name, file=model.filename,
-                                                       shape=list(shape)))
+        manifest.write_text(THIRDPARTY_MANIFEST.format(
+            name=name, file=model.filename,
+            shape=f"  input_shape: {list(shape)}\n" if shape else ""))
         t = time.monotonic()
         answer = bench(manifest, BenchRequest(frames=THIRDPARTY_FRAMES.get(name, 200), rounds=6),
                        progress=print)
@@ -206,16 +227,9 @@ def test_auto_precision_on_real_third_party_models(tmp_path: Path) -> None:
         print(f"{name}: precision {prec.get('chosen')} ({prec.get('reason')}), "
               f"x{answer['ratio_vs_best_baseline']:.2f} vs {answer['best_baseline']}",
               flush=True)
-        _write(THIRDPARTY_OUT, "test_auto_precision_on_real_third_party_models",
-               "-k third_party ", "10 seeded uniform [0, 1) frames (8 calibrate, 2 held out): "
+        _write(out, test, select, "10 seeded uniform [0, 1) frames (8 calibrate, 2 held out): "
                "no real images, so the guard's error is what noise frames show", rows)
     assert all(r["results"][0]["throughput_fps"] > 0 for r in rows.values())
-
-
-def _input_name(path: Path) -> str:
-    import onnx
-
-    return onnx.load(str(path), load_external_data=False).graph.input[0].name
 
 
 def _write(path: Path, test: str, select: str, calibration: str, rows: dict) -> None:

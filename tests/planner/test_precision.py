@@ -375,7 +375,7 @@ def test_auto_keeps_a_tflite_source_fp32_when_int8_breaks_the_bound(
     doc = json.loads(plan(manifest, "local")[0].plan_file.read_text())
     record = doc["precision"]
     assert record["chosen"] == "fp32" and record["measured_error"] > 1e-7
-    assert "regions fp32 is built for ONNX models only" in record["reason"]
+    assert "with up to half the model kept fp32" in record["reason"]
     assert doc["model"]["path"] == "net.tflite"
 
 

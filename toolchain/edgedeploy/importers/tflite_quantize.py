@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -143,9 +144,11 @@ def _signature(sg: Any) -> Any:
     return signature
 
 
-def quantize_tflite(data: bytes, frames: Sequence[dict[str, np.ndarray]]) -> bytes:
+def quantize_tflite(data: bytes, frames: Sequence[dict[str, np.ndarray]], *,
+                    exclude: Sequence[str] = ()) -> bytes:
     """The static int8 model of the float TFLite model ``data``, calibrated on ``frames``
-    (TFLite layout, keyed by the model's input tensor names). Float inputs and outputs.
+    (TFLite layout, keyed by the model's input tensor names). Float inputs and outputs; the
+    operators whose scope (:func:`op_scopes`) is in ``exclude`` stay float.
     :class:`ModelError` when the quantizer fails or LiteRT cannot load what it wrote."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -164,7 +167,7 @@ def quantize_tflite(data: bytes, frames: Sequence[dict[str, np.ndarray]]) -> byt
         with (contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()),
               warnings.catch_warnings()):
             warnings.simplefilter("ignore")
-            q = quantizer.Quantizer(source, _recipe())
+            q = quantizer.Quantizer(source, _recipe(exclude))
             result = q.quantize(q.calibrate({signature: calibration}))
         out = bytes(result.quantized_model)
     except Exception as exc:  # the quantizer raises anything from anywhere in its passes
@@ -207,9 +210,19 @@ def _output_names_kept(data: bytes) -> bytes:
     return bytes(builder.Output())
 
 
-def _recipe() -> Any:
-    """Every supported operator int8 (weights per channel, activations calibrated); the
-    model's inputs and outputs stay float."""
+def op_scopes(data: bytes) -> list[str]:
+    """Each operator's scope, the name the quantizer's recipes match (its output tensors'
+    names, each followed by ';'), in subgraph 0's order, for the model :func:`float_model`
+    makes of ``data``."""
+    model = _parse(float_model(data))
+    sg = model.subgraphs[0]
+    return ["".join(f"{sg.tensors[i].name.decode()};" for i in _ints(op.outputs) if i >= 0)
+            for op in sg.operators or []]
+
+
+def _recipe(exclude: Sequence[str] = ()) -> Any:
+    """Every supported operator int8 (weights per channel, activations calibrated) but those
+    whose scope is in ``exclude``; the model's inputs and outputs stay float."""
     from ai_edge_quantizer import qtyping, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -219,6 +232,11 @@ def _recipe() -> Any:
                               activation_num_bits=8, weight_num_bits=8)
     for edge in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
         manager.add_quantization_config(regex=".*", operation_name=edge,
+                                        algorithm_key=AlgorithmName.NO_QUANTIZE)
+    if exclude:  # the last matching recipe wins
+        scopes = "|".join(re.escape(scope) for scope in sorted(set(exclude)))
+        manager.add_quantization_config(regex=f"^(?:{scopes})$",
+                                        operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                         algorithm_key=AlgorithmName.NO_QUANTIZE)
     return manager.get_quantization_recipe()
 

@@ -12,7 +12,7 @@ model is planned only when the max relative error of its outputs stays within
 ``model.max_output_error`` (with top-1 agreement reported for (N, classes) outputs, and bounded by
 ``model.min_top1_agreement`` where set). Where the wholly int8 model breaks the bounds, its regions
 that add the most error are kept fp32, one more at a time, until a mixed model passes
-(:func:`mixed_variant`, ONNX models only). ``int8`` refuses when none does (exit 3); ``auto`` keeps
+(:func:`mixed_variant`). ``int8`` refuses when none does (exit 3); ``auto`` keeps
 fp32 and records why. A model quantized already is planned as given. Where ``auto``'s int8 model
 passes, measure-to-decide times the int8 and fp32 plans side by side on a target whose engines this
 host runs (``benchmarks.decide``) and keeps the faster; unmeasured (a twin, an SSH board,
@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,48 +277,100 @@ def _cached_guard(record: Path) -> dict[str, Any] | None:
         return None  # absent or damaged: made again
 
 
-def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Path
-                  ) -> tuple[Path | None, Guard, tuple[str, ...]]:
-    """An int8 model with the fewest regions kept fp32 that the accuracy guard accepts, for
-    when the wholly int8 model ``int8`` breaks ``model.max_output_error``: the model is cut into
-    contiguous regions (``sensitivity.regions``), ranked by the error their quantized nodes add
-    on calibration frames, and the worst kept float one more at a time, each candidate
-    quantized and guarded on the held-out frames, up to half the regions. Returns (the model or
-    None when no candidate passed, its guard figures or the best refused ones, the fp32 node
-    names); cached like :func:`int8_variant`, the bound part of the key, a failed search too."""
+@dataclass(frozen=True)
+class _Regions:
+    """What the mixed search needs of one source format: the model the quantizer takes
+    (``prepare``), its unit names in order (``names``), the error each adds in the wholly int8
+    model (``added``) and a quantization keeping some of them float (``quantize``)."""
+
+    prepare: Callable[[Path, Path], Path]
+    names: Callable[[Path], list[str]]
+    added: Callable[[Path, Path, list[dict[str, np.ndarray]]], dict[str, float]]
+    quantize: Callable[[Path, Path, list[dict[str, np.ndarray]], tuple[str, ...]], None]
+
+
+def _onnx_regions() -> _Regions:
+    """ONNX: nodes, named after onnxruntime's pre-quantization pass (``quantize.prepare``)."""
     import onnx
 
     from edgedeploy.importers.quantize import prepare
-    from edgedeploy.planner.sensitivity import added_errors, ranked_regions, regions
+    from edgedeploy.planner.sensitivity import added_errors
+
+    return _Regions(
+        prepare=lambda model, tmp: prepare(model, str(tmp / "pre.onnx")),
+        names=lambda source: [n.name for n in onnx.load(str(source)).graph.node],
+        added=added_errors,
+        quantize=lambda source, out, calib, exclude: quantize(
+            source, out, calib, exclude=exclude, prepared=True))
+
+
+def _tflite_regions() -> _Regions:
+    """TFLite: operators, named by their scope (``tflite_quantize.op_scopes``)."""
+    from edgedeploy.importers.tflite_quantize import op_scopes, quantize_tflite
+    from edgedeploy.planner import sensitivity_tflite
+    from edgedeploy.runtime.layouts import ir_to_tflite
+
+    def nhwc(frames: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        return [{n: ir_to_tflite(v) for n, v in f.items()} for f in frames]
+
+    def write(source: Path, out: Path, calib: list[dict[str, np.ndarray]],
+              exclude: tuple[str, ...]) -> None:
+        out.write_bytes(quantize_tflite(source.read_bytes(), nhwc(calib), exclude=exclude))
+
+    return _Regions(
+        prepare=lambda model, tmp: model,
+        names=lambda source: op_scopes(source.read_bytes()),
+        added=lambda source, int8, frames: sensitivity_tflite.added_errors(
+            source.read_bytes(), int8.read_bytes(), nhwc(frames)),
+        quantize=write)
+
+
+#: The mixed search's parts by source format.
+_REGIONS: dict[str, Callable[[], _Regions]] = {"onnx": _onnx_regions, "tflite": _tflite_regions}
+
+
+def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Path
+                  ) -> tuple[Path | None, Guard, tuple[str, ...]]:
+    """An int8 model with the fewest regions kept fp32 that the accuracy guard accepts, for
+    when the wholly int8 model ``int8`` breaks ``model.max_output_error``: the model (its ONNX
+    nodes or TFLite operators, in order) is cut into contiguous regions (``sensitivity.runs``),
+    ranked by the error their quantized units add on calibration frames, and the worst kept
+    float one more at a time, each candidate quantized and guarded on the held-out frames, up
+    to half the regions. Returns (the model or None when no candidate passed, its guard figures
+    or the best refused ones, the fp32 unit names); cached like :func:`int8_variant`, the bound
+    part of the key, a failed search too."""
+    from edgedeploy.planner.sensitivity import ranked_regions, runs
 
     spec = manifest.model
     key = sha256_text(f"{_cache_key(spec, graph, frames)}:mixed:{spec.max_output_error!r}:"
                       f"{spec.min_top1_agreement!r}")
+    suffix = _SUFFIX[spec.format or "onnx"]
     out = Path(manifest.output.build_dir) / "precision" / (
-        f"{Path(spec.path).stem}.mixed.{key[:16]}.onnx")
+        f"{Path(spec.path).stem}.mixed.{key[:16]}{suffix}")
     record = out.with_suffix(".guard.json")
     cached = _cached_guard(record)
     if cached is not None and (cached["fp32_nodes"] is None or out.is_file()):
         nodes = cached["fp32_nodes"]
         return (None if nodes is None else out), cached["guard"], tuple(nodes or ())
     calib, held = frames.split()
+    fmt = _REGIONS[spec.format or "onnx"]()
     found: tuple[Path | None, Guard, tuple[str, ...]] | None = None
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        source = prepare(Path(spec.path), os.path.join(tmp, "pre.onnx"))
-        added = added_errors(source, int8, calib[:SENSITIVITY_FRAMES])
-        parts = regions(onnx.load(str(source)))
+        source = fmt.prepare(Path(spec.path), Path(tmp))
+        added = fmt.added(source, int8, calib[:SENSITIVITY_FRAMES])
+        parts = runs(fmt.names(source))
         order = ranked_regions(parts, added)
-        trial = Path(tmp) / "mixed.onnx"
+        trial = Path(tmp) / f"mixed{suffix}"
         for k in range(1, len(parts) // 2 + 1):
             nodes = tuple(n for i in sorted(order[:k]) for n in parts[i])
             try:
-                quantize(source, trial, calib, exclude=nodes, prepared=True)
+                fmt.quantize(source, trial, calib, nodes)
             except ModelError as exc:  # this split is one the quantizer cannot make
                 log.info("precision: %d of %d regions fp32: %s", k, len(parts), exc)
                 continue
             result = guard(Path(spec.path), trial, held)
-            log.info("precision: %d of %d regions fp32 (%d of %d nodes): %s", k, len(parts),
+            log.info("precision: %d of %d regions fp32 (%d of %d units): %s", k, len(parts),
                      len(nodes), sum(map(len, parts)), _measured(result, spec))
             if found is None or _shortfall(result, spec) < _shortfall(found[1], spec):
                 found = (None, result, ())
@@ -367,20 +419,16 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
     if passes(result, spec):
         log.info("precision: int8 %s: accepted", whole)
         return path, _record(spec, frames, path, result)
-    if spec.format == "tflite":  # regions kept fp32 are cut from ONNX graphs only
-        mixed, fp32_nodes = None, ()
-        whole += " (keeping regions fp32 is built for ONNX models only)"
-    else:
-        log.info("precision: wholly int8 %s: refused; keeping regions fp32", whole)
-        mixed, result, fp32_nodes = mixed_variant(manifest, graph, frames, path)
+    log.info("precision: wholly int8 %s: refused; keeping regions fp32", whole)
+    mixed, result, fp32_nodes = mixed_variant(manifest, graph, frames, path)
     if mixed is not None:
         log.info("precision: int8 with %d node(s) fp32 %s: accepted", len(fp32_nodes),
                  _measured(result, spec))
         return mixed, _record(spec, frames, mixed, result, fp32_nodes=fp32_nodes,
                               reason=f"wholly int8 refused ({whole}); {len(fp32_nodes)} "
                                      "node(s) kept fp32 to pass the guard")
-    measured = whole if spec.format == "tflite" else (
-        f"{whole}; with up to half the model kept fp32 the best was {_measured(result, spec)}")
+    measured = (f"{whole}; with up to half the model kept fp32 the best was "
+                f"{_measured(result, spec)}")
     log.info("precision: int8 %s: refused", measured)
     if spec.precision == "int8":
         raise InfeasibleError(

@@ -146,7 +146,12 @@ def regions(model: onnx.ModelProto, count: int = REGIONS) -> list[list[str]]:
     contiguous runs of near-equal length: the unit the planner keeps in fp32. A whole run stays
     float, so no tensor inside it is quantized (a node alone would keep the quantize-dequantize
     pairs its quantized neighbours put on its inputs and outputs)."""
-    names = [n.name for n in model.graph.node]
+    return runs([n.name for n in model.graph.node], count)
+
+
+def runs(names: list[str], count: int = REGIONS) -> list[list[str]]:
+    """``names`` cut into ``count`` contiguous runs of near-equal length (fewer when there are
+    fewer names)."""
     count = max(1, min(count, len(names)))
     bounds = [round(k * len(names) / count) for k in range(count + 1)]
     return [names[a:b] for a, b in itertools.pairwise(bounds) if b > a]
@@ -158,4 +163,4 @@ def ranked_regions(parts: list[list[str]], added: dict[str, float]) -> list[int]
     return sorted(range(len(parts)), key=lambda k: (-score[k], k))
 
 __all__ = ["REGIONS", "QuantizedNode", "added_errors", "quantized_nodes", "ranked_regions",
-           "regions"]
+           "regions", "runs"]

@@ -6,7 +6,8 @@ activations with scales calibrated on frames. The model keeps float inputs and o
 QUANTIZE after each input, a DEQUANTIZE before each output), so a caller feeds it what it fed
 the float model.
 
-Two things the quantizer does not take are fixed first (:func:`float_model`):
+Three things the quantizer does not take are fixed first (:func:`float_model`), and one it
+writes is undone (:func:`_output_names_kept`):
 
 * weights stored as float16 or sparse behind DEQUANTIZE / DENSIFY operators (common in
   MediaPipe's models): the quantizer quantizes a convolution's weights only when they are a
@@ -19,6 +20,9 @@ Two things the quantizer does not take are fixed first (:func:`float_model`):
   code in ``deprecated_builtin_code`` only, LiteRT reads the larger of the two): the quantizer
   reads ``builtin_code`` alone, takes every such operator for an ADD and quantizes a
   convolution's weights as activations. The field is filled in.
+
+And it names a float output ``<name>_dequant``, leaving the output's own name on an int8 tensor
+inside; the outputs get their names back, as the runner and applications read them by name.
 """
 
 from __future__ import annotations

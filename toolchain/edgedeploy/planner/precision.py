@@ -227,7 +227,7 @@ def _cache_key(spec: ModelSpec, graph: ir.Graph, frames: Frames) -> str:
 
 def int8_variant(manifest: Manifest, graph: ir.Graph, frames: Frames) -> tuple[Path, Guard]:
     """The int8 model of ``manifest.model`` and its guard figures, from the cache when the same
-    inputs made them before (``<build_dir>/precision/<stem>.int8.<key>.onnx``)."""
+    inputs made them before (``<build_dir>/precision/<stem>.int8.<key>.<onnx|tflite>``)."""
     spec = manifest.model
     key = _cache_key(spec, graph, frames)
     name = f"{Path(spec.path).stem}.int8.{key[:16]}{_SUFFIX[spec.format or 'onnx']}"
@@ -390,8 +390,8 @@ def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Pat
 def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | None]:
     """The model file to plan for ``manifest`` and its precision record (None for the model as
     given: fp32 asked for, or a model quantized already). ``graph`` is the model as given,
-    imported. Where the wholly int8 model of an ONNX model breaks the accuracy bounds, an int8
-    model with regions kept fp32 (:func:`mixed_variant`) is tried. InfeasibleError (exit 3)
+    imported. Where the wholly int8 model breaks the accuracy bounds, an int8 model with
+    regions kept fp32 (:func:`mixed_variant`) is tried. InfeasibleError (exit 3)
     when ``precision: int8`` and no int8 model passes the guard."""
     spec = manifest.model
     if spec.precision == "fp32":

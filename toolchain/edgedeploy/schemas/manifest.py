@@ -120,6 +120,18 @@ class ModelSpec(_Strict):
     def _shorthand(cls, data: Any) -> Any:
         return {"path": data} if isinstance(data, str) else data  # `model: net.onnx`
 
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, value: Any) -> Any:
+        if value == "fp16":
+            raise HintedValueError(
+                "precision fp16 is not planned: no engine edgedeploy runs computes fp16 faster "
+                "than fp32 on the CPUs it has been measured on, and a GPU stage's fp16 could "
+                "not be verified",
+                "use fp32 (the model as given; an fp16-weight model runs as it is), or int8 / "
+                "auto for a quantized plan within the accuracy guard")
+        return value
+
     @field_validator("path")
     @classmethod
     def _path(cls, value: Path, info: ValidationInfo) -> Path:

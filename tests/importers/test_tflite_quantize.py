@@ -119,6 +119,31 @@ def test_quantized_model_runs_int8_kernels_behind_float_inputs_and_outputs(
             assert np.abs(got[name] - want[name]).max() < 0.1 * scale, name
 
 
+def test_an_output_that_another_operator_reads_quantizes() -> None:
+    """An output another operator reads too: that reader is kept float (the quantizer alone
+    hands it the float output where it expects int8, and LiteRT refuses the model)."""
+    rng = np.random.default_rng(2)
+    b = TFLiteBuilder("shared")
+    x = b.input("image", (1, SIDE, SIDE, 3))
+    y = b.conv2d(x, he_weights(rng, (8, 3, 3, 3), 27), np.zeros(8, np.float32),
+                 activation="relu", name="features")
+    z = b.conv2d(y, he_weights(rng, (8, 3, 3, 8), 72), np.zeros(8, np.float32), name="head")
+    b.output(y, z)
+    data, frames = b.to_bytes(), _frames(10)
+    q = quantize_tflite(data, frames[:8])
+    kinds = {d["name"]: d["dtype"] for d in Interpreter(model_content=q).get_tensor_details()}
+    assert kinds["features/weights"] == np.int8 and kinds["head/weights"] == np.float32
+    for frame in frames[8:]:
+        # within a fifth of the outputs' range: the quantizer's ranges are moving averages of
+        # each frame's min and max, so a held-out frame's peak of the relu output is clipped
+        # (1.59 read as 1.31 here)
+        want, got = _run(data, frame), _run(q, frame)
+        assert want.keys() == got.keys()
+        scale = max(np.abs(v).max() for v in want.values())
+        for name in want:
+            assert np.abs(got[name] - want[name]).max() < 0.2 * scale, name
+
+
 def test_quantize_failures_are_model_errors() -> None:
     with pytest.raises(ModelError, match="not a TFLite model"):
         quantize_tflite(b"not a model at all", _frames(2))

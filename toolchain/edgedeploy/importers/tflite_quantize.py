@@ -164,6 +164,7 @@ def quantize_tflite(data: bytes, frames: Sequence[dict[str, np.ndarray]], *,
         raise ModelError(f"calibration frames for int8 quantization lack the model input(s) "
                          f"{missing or sorted(names)}")
     calibration = [{names[n]: np.asarray(f[n]) for n in names} for f in frames]
+    exclude = (*exclude, *_output_readers(source))
     try:
         from ai_edge_quantizer import quantizer
 
@@ -214,14 +215,28 @@ def _output_names_kept(data: bytes) -> bytes:
     return bytes(builder.Output())
 
 
+def _output_readers(data: bytes) -> list[str]:
+    """Scopes of the operators that read a model output: the quantizer keeps an output float
+    but hands its int8-expecting readers that float tensor, a model LiteRT refuses ("output->type
+    != input_type"); kept float, they read it as it is and the quantizer requantizes after
+    them."""
+    model = _parse(data)
+    sg = model.subgraphs[0]
+    outputs = set(_ints(sg.outputs))
+    return [_scope(sg, op) for op in sg.operators or [] if outputs & set(_ints(op.inputs))]
+
+
+def _scope(sg: Any, op: Any) -> str:
+    return "".join(f"{sg.tensors[i].name.decode()};" for i in _ints(op.outputs) if i >= 0)
+
+
 def op_scopes(data: bytes) -> list[str]:
     """Each operator's scope, the name the quantizer's recipes match (its output tensors'
     names, each followed by ';'), in subgraph 0's order, for the model :func:`float_model`
     makes of ``data``."""
     model = _parse(float_model(data))
     sg = model.subgraphs[0]
-    return ["".join(f"{sg.tensors[i].name.decode()};" for i in _ints(op.outputs) if i >= 0)
-            for op in sg.operators or []]
+    return [_scope(sg, op) for op in sg.operators or []]
 
 
 def _recipe(exclude: Sequence[str] = ()) -> Any:

@@ -466,3 +466,38 @@ def test_an_already_quantized_model_is_planned_as_given(
     assert "precision" not in doc and doc["model"]["path"] == "sq8.onnx"
     assert any(layer.get("precision") == "int8" for layer in doc["layers"])
     assert not (project / "build" / "precision").exists()
+
+
+def test_unmeasured_auto_keeps_a_tflite_source_as_given(project: Path) -> None:
+    """No profile prices LiteRT's int8 kernels: without measurement, auto plans the model the
+    user gave and says why, even where the guard accepts int8."""
+    _tflite(project)
+    manifest = project / "m.yaml"
+    manifest.write_text(MANIFEST.format(extra="  precision: auto\n  max_output_error: 10\n")
+                        .replace("path: sq.onnx", "path: net.tflite"))
+    doc = json.loads(plan(manifest, "local")[0].plan_file.read_text())
+    record = doc["precision"]
+    assert record["chosen"] == "fp32" and record["measured_error"] <= 10
+    assert "fp32 kept unmeasured" in record["reason"]
+    assert doc["model"]["path"] == "net.tflite"
+
+
+def test_measured_auto_times_a_tflite_source_int8_beside_fp32(project: Path) -> None:
+    """On a target this host measures, auto times the LiteRT int8 plans beside the model as
+    given; whichever wins is written with what both measured."""
+    from edgedeploy import api
+
+    _tflite(project)
+    manifest = project / "m.yaml"
+    manifest.write_text(
+        MANIFEST.format(extra="  precision: auto\n  max_output_error: 10\n")
+        .replace("path: sq.onnx", "path: net.tflite")
+        .replace("measure: {enabled: false}",
+                 "measure: {budget_s: 2, shortlist: 1, quick_profile_s: 0}"))
+    path = api.plan(manifest, "local")[0].plan_file
+    p = load_plan(path)
+    assert p.decision is not None and p.decision.measured
+    precisions = {c.precision for c in p.decision.contenders}
+    assert precisions == {"int8", "fp32"}
+    assert p.precision is not None and "measured on the board" in (p.precision.reason or "")
+    assert p.model_path(path).suffix == ".tflite"

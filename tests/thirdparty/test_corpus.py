@@ -126,18 +126,21 @@ INT8_TOLERANCE = 0.05
 
 
 @pytest.mark.parametrize("name", RUNNABLE)
-def test_precision_auto_plans_every_model(
+def test_asking_for_int8_plans_every_model(
         name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``precision: auto`` never fails a plan, ONNX or TFLite: a model quantized already is
-    planned as given, one the quantizer cannot make int8 keeps fp32 saying why, and an int8
-    plan's stages match the stock runtime (onnxruntime, LiteRT) on the int8 file it names. (The
-    bound is loose: this checks what runs, not accuracy on the noise frames that calibrate
-    here.)"""
+    """Asking for int8 never fails a plan, ONNX or TFLite: a model quantized already is planned
+    as given, one the quantizer cannot make int8 keeps fp32 saying why (``auto``), and an int8
+    plan's stages match the stock runtime (onnxruntime, LiteRT) on the int8 file it names. ONNX
+    models ask ``auto``; TFLite ones ``int8``, since ``auto`` keeps a TFLite model as given when
+    it cannot measure. (The bound is loose: this checks what runs, not accuracy on the noise
+    frames that calibrate here.)"""
     spec = thirdparty.spec(name)
     path = _fetch(name)
     manifest = _manifest(tmp_path, spec, path)
+    precision = "int8" if path.suffix == ".tflite" else "auto"
     manifest.write_text(manifest.read_text().replace(
-        f"  path: {path}\n", f"  path: {path}\n  precision: auto\n  max_output_error: 100\n"))
+        f"  path: {path}\n",
+        f"  path: {path}\n  precision: {precision}\n  max_output_error: 100\n"))
     assert main(["plan", str(manifest), "--no-measure", "--json"]) == 0, capsys.readouterr().err
     plan_file = Path(json.loads(capsys.readouterr().out)["plan_file"])
     plan = load_plan(plan_file)

@@ -222,13 +222,22 @@ def priced_precision(manifest: Manifest, manifest_path: Path, alias: str, board:
     where this board's profile has measured int8 (``costmodel.segments``), the model as given is
     planned too and the plan predicted better for the objective is kept (a tie keeps the model
     as given); where it has not, the int8 plan is kept and its record says it was not priced.
-    Measure-to-decide, where the board is reachable, times both instead."""
+    A TFLite model is kept as given: no profile prices LiteRT's int8 kernels, and they ran
+    slower than fp32 on half the corpus's models here. Measure-to-decide, where the board is
+    reachable, times both instead."""
     from edgedeploy.planner.precision import SOURCE_KEY
     from edgedeploy.runtime.vocab import INT8
 
     record = graph.source.get(SOURCE_KEY) or {}
     if manifest.model.precision != "auto" or record.get("chosen") != INT8:
         return doc
+    if manifest.model.format == "tflite":
+        return _with_reason(
+            plan_document(manifest, manifest_path, alias, board,
+                          model_graph(manifest, precision="fp32"), plan_path, model=model),
+            "int8 accepted by the guard; fp32 kept unmeasured: a profile prices onnxruntime's "
+            "int8 kernels, not LiteRT's, which ran slower than fp32 on some models (measure on "
+            "a reachable target, or ask for precision: int8)")
     if not model.prices(INT8):
         return _with_reason(doc, "int8 accepted by the guard; taken unpriced: this board's "
                                  "profile has not run int8 models (`edgedeploy profile` does)")

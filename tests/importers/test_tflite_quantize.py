@@ -13,9 +13,12 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.importers.test_tflite_quantized import _check
 
 from edgedeploy.errors import ModelError
+from edgedeploy.importers import load_model
 from edgedeploy.importers.tflite import _op_kind
+from edgedeploy.importers.tflite_cut import litert_boundaries
 from edgedeploy.importers.tflite_quantize import SIGNATURE, float_model, quantize_tflite
 from edgedeploy.testing.tflite_builder import TFLiteBuilder, he_weights
 
@@ -142,6 +145,26 @@ def test_an_output_that_another_operator_reads_quantizes() -> None:
         scale = max(np.abs(v).max() for v in want.values())
         for name in want:
             assert np.abs(got[name] - want[name]).max() < 0.2 * scale, name
+
+
+@settings(max_examples=10, deadline=None)
+@given(float16=st.booleans(), sparse=st.booleans(), data=st.data())
+def test_any_cut_of_the_int8_model_runs_and_matches_it_whole(float16: bool, sparse: bool,
+                                                            data: st.DataObject) -> None:
+    """The quantizer's int8 model imports like any int8 .tflite: cut at any operator
+    boundaries, its LiteRT segments hand int8 tensors on and compute exactly what it does."""
+    import tempfile
+    from pathlib import Path
+
+    q = quantize_tflite(_net(float16=float16, sparse=sparse), _frames(8))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "q.tflite"
+        path.write_bytes(q)
+        graph = load_model(path)
+        inner = sorted(litert_boundaries(graph) - {0, len(graph.layers)})
+        cuts = data.draw(st.lists(st.sampled_from(inner), unique=True, max_size=3).map(sorted))
+        assert _check(path, graph, cuts) == 0.0, cuts
+        assert any(graph.tensors[t].dtype == "int8" for t in graph.tensors)
 
 
 def test_quantize_failures_are_model_errors() -> None:

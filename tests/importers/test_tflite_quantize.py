@@ -27,7 +27,8 @@ SIDE = 12
 
 def _net(*, channels: int = 8, float16: bool = False, sparse: bool = False,
          seed: int = 0) -> bytes:
-    """conv 3x3 (relu) -> depthwise 3x3 -> two conv 1x1 heads, the outputs. (No MEAN: LiteRT's
+    """conv 3x3 (relu) -> depthwise 3x3, added to its input, then a RELU operator of its own (as
+    MediaPipe's models have them) -> two conv 1x1 heads, the outputs. (No MEAN: LiteRT's
     int8 MEAN after the quantizer read far off on such a net, and an output that another
     operator also reads makes a model LiteRT refuses, both seen while writing this; the
     planner's accuracy guard and load check are what catch those on a real model.)"""
@@ -36,7 +37,8 @@ def _net(*, channels: int = 8, float16: bool = False, sparse: bool = False,
     x = b.input("image", (1, SIDE, SIDE, 3))
     y = b.conv2d(x, he_weights(rng, (channels, 3, 3, 3), 27), rng.normal(size=channels)
                  .astype(np.float32), activation="relu", float16=float16)
-    y = b.depthwise_conv2d(y, he_weights(rng, (1, 3, 3, channels), 9), float16=float16)
+    y = b.relu(b.add(y, b.depthwise_conv2d(y, he_weights(rng, (1, 3, 3, channels), 9),
+                                           float16=float16)))
     w = he_weights(rng, (channels, 1, 1, channels), channels)
     if sparse:
         w[rng.random(w.shape) < 0.6] = 0.0
@@ -82,12 +84,13 @@ def _old_codes(data: bytes) -> bytes:
 def test_float_model_computes_what_the_model_computes(channels: int, float16: bool,
                                                       sparse: bool, old_codes: bool,
                                                       seed: int) -> None:
-    """Folding DEQUANTIZE/DENSIFY into constants, filling operator codes and adding a signature
-    change no output, and leave no weight operator behind."""
+    """Folding DEQUANTIZE/DENSIFY into constants, fusing a RELU into the ADD before it, filling
+    operator codes and adding a signature change no output, and leave no weight operator and
+    no RELU operator behind."""
     data = _net(channels=channels, float16=float16, sparse=sparse, seed=seed)
     data = _old_codes(data) if old_codes else data
     folded = float_model(data)
-    assert not {"DEQUANTIZE", "DENSIFY"} & set(_kinds(folded))
+    assert not {"DEQUANTIZE", "DENSIFY", "RELU"} & set(_kinds(folded))  # folded, fused
     assert SIGNATURE in Interpreter(model_content=folded).get_signature_list()
     for frame in _frames(2, seed):
         want, got = _run(data, frame), _run(folded, frame)

@@ -223,7 +223,7 @@ def priced_precision(manifest: Manifest, manifest_path: Path, alias: str, board:
     planned too and the plan predicted better for the objective is kept (a tie keeps the model
     as given); where it has not, the int8 plan is kept and its record says it was not priced.
     A TFLite model is kept as given: no profile prices LiteRT's int8 kernels, and they ran
-    slower than fp32 on half the corpus's models here. Measure-to-decide, where the board is
+    slower than fp32 on some of the corpus's models here. Measure-to-decide, where the board is
     reachable, times both instead."""
     from edgedeploy.planner.precision import SOURCE_KEY
     from edgedeploy.runtime.vocab import INT8

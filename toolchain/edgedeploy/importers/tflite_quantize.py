@@ -148,7 +148,8 @@ def _drop_unused_tensors(model: Any, sg: Any) -> None:
     """Drop the tensors nothing refers to any more (a folded operator's, a fused activation's
     input) and empty the buffers only they held: LiteRT keeps no data for a tensor no operator
     makes, and the quantizer's calibration reads every tensor."""
-    used = {i for op in sg.operators or [] for i in (*_ints(op.inputs), *_ints(op.outputs))}
+    used = {i for op in sg.operators or []
+            for i in (*_ints(op.inputs), *_ints(op.outputs), *_ints(op.intermediates))}
     used |= {*_ints(sg.inputs), *_ints(sg.outputs)}
     used |= {int(m.tensorIndex) for sd in model.signatureDefs or []
              if int(sd.subgraphIndex) == 0 for m in (*(sd.inputs or []), *(sd.outputs or []))}
@@ -161,7 +162,7 @@ def _drop_unused_tensors(model: Any, sg: Any) -> None:
         op.inputs = [new[i] if i >= 0 else -1 for i in _ints(op.inputs)]
         op.outputs = [new[i] for i in _ints(op.outputs)]
         if op.intermediates is not None and len(op.intermediates):
-            op.intermediates = [new[i] for i in _ints(op.intermediates) if i in new]
+            op.intermediates = [new[i] for i in _ints(op.intermediates)]
     sg.inputs = [new[i] for i in _ints(sg.inputs)]
     sg.outputs = [new[i] for i in _ints(sg.outputs)]
     for sd in model.signatureDefs or []:

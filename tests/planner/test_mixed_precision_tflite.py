@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from tests.planner.test_mixed_precision import BOUND, FRAMES
 
 from edgedeploy.cli.main import main
 from edgedeploy.importers.tflite_quantize import op_scopes, quantize_tflite
@@ -23,8 +24,6 @@ from edgedeploy.schemas.plan import load_plan
 from edgedeploy.testing.tflite_builder import TFLiteBuilder
 
 CONVS = 6
-FRAMES = 10  # the last 2 are held out for the guard
-BOUND = 0.05  # the manifest default
 
 MANIFEST = """name: net
 model:

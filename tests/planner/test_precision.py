@@ -319,6 +319,17 @@ def _tflite(folder: Path) -> Path:
     return b.save(folder / "net.tflite")
 
 
+def _tflite_manifest(folder: Path, extra: str, measure: str = "{enabled: false}") -> Path:
+    """The test network as a .tflite in ``folder`` and a manifest planning it (``extra``: more
+    model lines)."""
+    _tflite(folder)
+    manifest = folder / "m.yaml"
+    manifest.write_text(MANIFEST.format(extra=extra)
+                        .replace("path: sq.onnx", "path: net.tflite")
+                        .replace("measure: {enabled: false}", f"measure: {measure}"))
+    return manifest
+
+
 def _litert(model: Path, frames: np.ndarray) -> np.ndarray:
     """The model's output under LiteRT for IR-layout (NCHW) frames."""
     from ai_edge_litert.interpreter import Interpreter
@@ -338,14 +349,11 @@ def test_int8_of_a_tflite_source_is_quantized_for_litert(
         project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The AI Edge Quantizer's int8 model is planned, cut into LiteRT stages that carry int8
     tensors, and the recorded error is LiteRT's on the held-out frames."""
-    _tflite(project)
     rng = np.random.default_rng(3)
     frames = rng.random((FRAMES, 1, 3, 16, 16), dtype=np.float32)
     np.savez(project / "img.npz", image=frames)
-    manifest = project / "m.yaml"
-    manifest.write_text(MANIFEST.format(
-        extra="  precision: int8\n  calibration: img.npz\n  max_output_error: 0.5\n"
-    ).replace("path: sq.onnx", "path: net.tflite"))
+    manifest = _tflite_manifest(
+        project, "  precision: int8\n  calibration: img.npz\n  max_output_error: 0.5\n")
     assert main(["plan", str(manifest), "--target", "local"]) == 0
     assert "precision int8 (requested int8)" in "".join(capsys.readouterr())
     doc = json.loads((project / "sq.local.plan.json").read_text())
@@ -368,10 +376,7 @@ def test_int8_of_a_tflite_source_is_quantized_for_litert(
 
 def test_auto_keeps_a_tflite_source_fp32_when_int8_breaks_the_bound(
         project: Path) -> None:
-    _tflite(project)
-    manifest = project / "m.yaml"
-    manifest.write_text(MANIFEST.format(extra="  precision: auto\n  max_output_error: 1e-7\n")
-                        .replace("path: sq.onnx", "path: net.tflite"))
+    manifest = _tflite_manifest(project, "  precision: auto\n  max_output_error: 1e-7\n")
     doc = json.loads(plan(manifest, "local")[0].plan_file.read_text())
     record = doc["precision"]
     assert record["chosen"] == "fp32" and record["measured_error"] > 1e-7
@@ -471,10 +476,7 @@ def test_an_already_quantized_model_is_planned_as_given(
 def test_unmeasured_auto_keeps_a_tflite_source_as_given(project: Path) -> None:
     """No profile prices LiteRT's int8 kernels: without measurement, auto plans the model the
     user gave and says why, even where the guard accepts int8."""
-    _tflite(project)
-    manifest = project / "m.yaml"
-    manifest.write_text(MANIFEST.format(extra="  precision: auto\n  max_output_error: 10\n")
-                        .replace("path: sq.onnx", "path: net.tflite"))
+    manifest = _tflite_manifest(project, "  precision: auto\n  max_output_error: 10\n")
     doc = json.loads(plan(manifest, "local")[0].plan_file.read_text())
     record = doc["precision"]
     assert record["chosen"] == "fp32" and record["measured_error"] <= 10
@@ -487,13 +489,8 @@ def test_measured_auto_times_a_tflite_source_int8_beside_fp32(project: Path) -> 
     given; whichever wins is written with what both measured."""
     from edgedeploy import api
 
-    _tflite(project)
-    manifest = project / "m.yaml"
-    manifest.write_text(
-        MANIFEST.format(extra="  precision: auto\n  max_output_error: 10\n")
-        .replace("path: sq.onnx", "path: net.tflite")
-        .replace("measure: {enabled: false}",
-                 "measure: {budget_s: 2, shortlist: 1, quick_profile_s: 0}"))
+    manifest = _tflite_manifest(project, "  precision: auto\n  max_output_error: 10\n",
+                                measure="{budget_s: 2, shortlist: 1, quick_profile_s: 0}")
     path = api.plan(manifest, "local")[0].plan_file
     p = load_plan(path)
     assert p.decision is not None and p.decision.measured

@@ -54,9 +54,10 @@ _WEIGHT_OPS = frozenset({"DEQUANTIZE", "DENSIFY"})
 
 
 def float_model(data: bytes) -> bytes:
-    """``data`` with weights behind DEQUANTIZE/DENSIFY folded into float32 constants, every
-    operator code in ``builtin_code`` and a ``serving_default`` signature where it has none;
-    ``data`` itself when none of that applies."""
+    """``data`` with weights behind DEQUANTIZE/DENSIFY folded into float32 constants, RELU
+    operators fused into the operator before them, every operator code in ``builtin_code`` and
+    a ``serving_default`` signature where it has none; ``data`` itself when none of that
+    applies. It computes what ``data`` computes."""
     model = _parse(data)
     sg = model.subgraphs[0]
     folded = _fold_weights(model, sg)

@@ -98,7 +98,8 @@ class ModelSpec(_Strict):
                     "per-channel weights: onnxruntime's quantizer for ONNX, the AI Edge "
                     "Quantizer for TFLite) and plans the int8 model when the accuracy guard "
                     "accepts it (exit 3 otherwise); auto plans int8 when accepted and measured "
-                    "faster, else fp32 (an already quantized model: as given).")
+                    "(unmeasured: priced by the board's profile) faster, else fp32 (a TFLite "
+                    "model unmeasured, or an already quantized model: as given).")
     calibration: Path | None = Field(
         default=None,
         description="An .npz of frames named like the model inputs, with a leading frame axis "

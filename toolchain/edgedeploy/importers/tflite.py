@@ -195,34 +195,47 @@ def _constants(path: Path, model: Any, sg: Any, data: bytes,
                names: list[str]) -> dict[int, np.ndarray]:
     """Constant tensors (those with buffer data), in TFLite layout and their own dtype."""
     consts: dict[int, np.ndarray] = {}
-    for i, t in enumerate(sg.tensors or []):
-        buf = model.buffers[t.buffer] if t.buffer > 0 else None
-        if buf is None or t.type not in _DTYPES:
-            continue
-        if buf.offset > 1:  # large models keep buffers after the flatbuffer
-            raw = data[buf.offset:buf.offset + buf.size]
-            if len(raw) != buf.size:
-                raise ModelError(f"{path}: buffer of {names[i]!r} lies past the end of the file")
-        elif buf.data is not None and len(buf.data):
-            raw = bytes(np.asarray(buf.data, dtype=np.uint8))
-        else:
-            continue
-        shape = _ints(t.shape)
-        dtype = np.dtype(_DTYPES[t.type])
-        if t.sparsity is not None:  # only the kept values are stored: expand them
-            if len(raw) % dtype.itemsize:
-                raise ModelError(f"{path}: sparse constant {names[i]!r} holds {len(raw)} bytes, "
-                                 f"not whole {dtype.name} values")
-            try:
-                consts[i] = densify(np.frombuffer(raw, dtype=dtype), shape, t.sparsity)
-            except ModelError as exc:
-                raise ModelError(f"{path}: constant {names[i]!r}: {exc.message}") from None
-            continue
-        if len(raw) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
-            raise ModelError(f"{path}: constant {names[i]!r} holds {len(raw)} bytes, "
-                             f"not the {shape} {dtype.name} its shape needs")
-        consts[i] = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    for i in range(len(sg.tensors or [])):
+        try:
+            value = constant_value(model, sg, data, i, names[i])
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc.message}") from None
+        if value is not None:
+            consts[i] = value
     return consts
+
+
+def constant_value(model: Any, sg: Any, data: bytes, index: int, name: str
+                   ) -> np.ndarray | None:
+    """Tensor ``index`` of ``sg`` as an array (TFLite layout, its own dtype, sparse values
+    expanded) when it holds buffer data, else None; :class:`ModelError` naming ``name`` when
+    the data does not fit the tensor."""
+    t = sg.tensors[index]
+    buf = model.buffers[t.buffer] if t.buffer > 0 else None
+    if buf is None or t.type not in _DTYPES:
+        return None
+    if buf.offset > 1:  # large models keep buffers after the flatbuffer
+        raw = data[buf.offset:buf.offset + buf.size]
+        if len(raw) != buf.size:
+            raise ModelError(f"buffer of {name!r} lies past the end of the file")
+    elif buf.data is not None and len(buf.data):
+        raw = bytes(np.asarray(buf.data, dtype=np.uint8))
+    else:
+        return None
+    shape = _ints(t.shape)
+    dtype = np.dtype(_DTYPES[t.type])
+    if t.sparsity is not None:  # only the kept values are stored: expand them
+        if len(raw) % dtype.itemsize:
+            raise ModelError(f"sparse constant {name!r} holds {len(raw)} bytes, "
+                             f"not whole {dtype.name} values")
+        try:
+            return densify(np.frombuffer(raw, dtype=dtype), shape, t.sparsity)
+        except ModelError as exc:
+            raise ModelError(f"constant {name!r}: {exc.message}") from None
+    if len(raw) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        raise ModelError(f"constant {name!r} holds {len(raw)} bytes, "
+                         f"not the {shape} {dtype.name} its shape needs")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
 def _inputs(ctx: Context, sg: Any, names: list[str],

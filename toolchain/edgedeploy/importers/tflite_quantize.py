@@ -43,7 +43,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from edgedeploy.errors import ModelError
-from edgedeploy.importers.tflite import _DTYPES, _ints, _op_kind
+from edgedeploy.importers.tflite import _DTYPES, _ints, _op_kind, constant_value
 from edgedeploy.importers.tflite_cut import _parse
 from edgedeploy.importers.tflite_quant import dequantized
 from edgedeploy.importers.tflite_sparse import densify
@@ -59,6 +59,7 @@ def float_model(data: bytes) -> bytes:
     a ``serving_default`` signature where it has none; ``data`` itself when none of that
     applies. It computes what ``data`` computes."""
     model = _parse(data)
+    _inline_buffers(model, data)
     sg = model.subgraphs[0]
     folded = _fold_weights(model, sg)
     recoded = _fill_builtin_codes(model)
@@ -69,8 +70,27 @@ def float_model(data: bytes) -> bytes:
         return data
     if not model.signatureDefs:
         model.signatureDefs = [_signature(sg)]
-    builder = flatbuffers.Builder(len(data) + sum(a.nbytes for a in folded.values()) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return _packed(model, len(data) + sum(a.nbytes for a in folded.values()))
+
+
+def _inline_buffers(model: Any, data: bytes) -> None:
+    """Move the buffers stored after the flatbuffer (where the quantizer and converters of
+    large models put them) into it, so a repacked model keeps their bytes (in place)."""
+    for buffer in model.buffers or []:
+        if buffer.offset > 1:
+            buffer.data = np.frombuffer(data[buffer.offset:buffer.offset + buffer.size],
+                                        dtype=np.uint8)
+            buffer.offset = buffer.size = 0
+
+
+def _packed(model: Any, size: int) -> bytes:
+    """``model`` serialised; :class:`ModelError` when it is too large for one flatbuffer."""
+    builder = flatbuffers.Builder(size + 4096)
+    try:
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    except Exception as exc:  # flatbuffers refuses buffers past 2 GB, whatever it raises
+        raise ModelError(f"int8 quantization of a TFLite model this large (over 2 GB in one "
+                         f"flatbuffer) is not supported: {type(exc).__name__}") from None
     return bytes(builder.Output())
 
 
@@ -188,25 +208,18 @@ def _fill_builtin_codes(model: Any) -> bool:
 
 def _constant(model: Any, sg: Any, index: int, folded: dict[int, np.ndarray]
               ) -> np.ndarray | None:
-    """Tensor ``index`` as an array when it is a constant (dense, densified or folded)."""
+    """Tensor ``index`` as an array when it is a constant (dense, densified or folded), read
+    as the importer reads constants; buffers are inlined (:func:`_inline_buffers`)."""
     if index in folded:
         return folded[index]
     t = sg.tensors[index]
     buffer = model.buffers[t.buffer] if t.buffer > 0 else None
-    if buffer is None or t.type not in _DTYPES:
-        return None
-    if buffer.offset > 1:
-        raise ModelError("int8 quantization of a TFLite model whose weights lie after the "
-                         "flatbuffer (a model over 2 GB) is not supported")
-    raw = b"" if buffer.data is None else bytes(np.asarray(buffer.data, dtype=np.uint8))
-    dtype = np.dtype(_DTYPES[t.type])
-    values = np.frombuffer(raw, dtype=dtype)
-    shape = _ints(t.shape)
-    if t.sparsity is not None:  # no stored value at all is an all-zero tensor
-        return densify(values, shape, t.sparsity)
-    if not raw:
-        return None
-    return values.reshape(shape)
+    if (buffer is not None and t.sparsity is not None and t.type in _DTYPES
+            and (buffer.data is None or not len(buffer.data))):
+        # no stored value at all: an all-zero tensor (the importer reads it as no constant)
+        return densify(np.zeros(0, np.dtype(_DTYPES[t.type])), _ints(t.shape), t.sparsity)
+    name = (t.name or b"").decode(errors="replace") or f"tensor_{index}"
+    return constant_value(model, sg, b"", index, name)
 
 
 def _signature(sg: Any) -> Any:
@@ -281,14 +294,8 @@ def _output_names_kept(data: bytes) -> bytes:
         changed = True
     if not changed:
         return data
-    for buffer in model.buffers or []:  # the quantizer stores buffers after the flatbuffer
-        if buffer.offset > 1:
-            buffer.data = np.frombuffer(data[buffer.offset:buffer.offset + buffer.size],
-                                        dtype=np.uint8)
-            buffer.offset = buffer.size = 0
-    builder = flatbuffers.Builder(len(data) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    _inline_buffers(model, data)  # the quantizer stores buffers after the flatbuffer
+    return _packed(model, len(data))
 
 
 def _output_readers(data: bytes) -> list[str]:

@@ -149,10 +149,9 @@ def _outputs(model: Path, frames: list[dict[str, np.ndarray]]) -> dict[str, np.n
     the frames in its own layout), each stacked over ``frames``."""
     if model.suffix == ".tflite":
         from edgedeploy.runtime.engines.litert import LiteRTModel
-        from edgedeploy.runtime.layouts import ir_to_tflite
 
         with LiteRTModel(model, num_threads=1) as interpreter:
-            runs = [interpreter.run({n: ir_to_tflite(v) for n, v in f.items()}) for f in frames]
+            runs = [interpreter.run(f) for f in _tflite_frames(frames)]
         return {n: np.stack([r[n] for r in runs]) for n in sorted(runs[0])}
     import onnxruntime as ort
 
@@ -257,14 +256,19 @@ def _quantize(spec: ModelSpec, out: Path, calib: list[dict[str, np.ndarray]]) ->
         quantize(Path(spec.path), out, calib)
         return
     from edgedeploy.importers.tflite_quantize import quantize_tflite
-    from edgedeploy.runtime.layouts import ir_to_tflite
 
-    frames = [{n: ir_to_tflite(v) for n, v in f.items()} for f in calib]
-    data = quantize_tflite(Path(spec.path).read_bytes(), frames)
+    data = quantize_tflite(Path(spec.path).read_bytes(), _tflite_frames(calib))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, out)
+
+
+def _tflite_frames(frames: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Frames (IR layout) as LiteRT takes them: rank-4 tensors NHWC."""
+    from edgedeploy.runtime.layouts import ir_to_tflite
+
+    return [{n: ir_to_tflite(v) for n, v in f.items()} for f in frames]
 
 
 def _cached_guard(record: Path) -> dict[str, Any] | None:
@@ -305,23 +309,27 @@ def _onnx_regions() -> _Regions:
 
 
 def _tflite_regions() -> _Regions:
-    """TFLite: operators, named by their scope (``tflite_quantize.op_scopes``)."""
-    from edgedeploy.importers.tflite_quantize import op_scopes, quantize_tflite
+    """TFLite: operators, named by their scope (``tflite_quantize.op_scopes``), of the model
+    as the quantizer takes it (``tflite_quantize.float_model``, made once for the search: each
+    later call on it returns it as it is)."""
+    from edgedeploy.importers.tflite_quantize import float_model, op_scopes, quantize_tflite
     from edgedeploy.planner import sensitivity_tflite
-    from edgedeploy.runtime.layouts import ir_to_tflite
 
-    def nhwc(frames: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        return [{n: ir_to_tflite(v) for n, v in f.items()} for f in frames]
+    def prepare(model: Path, tmp: Path) -> Path:
+        source = tmp / "float.tflite"
+        source.write_bytes(float_model(model.read_bytes()))
+        return source
 
     def write(source: Path, out: Path, calib: list[dict[str, np.ndarray]],
               exclude: tuple[str, ...]) -> None:
-        out.write_bytes(quantize_tflite(source.read_bytes(), nhwc(calib), exclude=exclude))
+        out.write_bytes(quantize_tflite(source.read_bytes(), _tflite_frames(calib),
+                                        exclude=exclude))
 
     return _Regions(
-        prepare=lambda model, tmp: model,
+        prepare=prepare,
         names=lambda source: op_scopes(source.read_bytes()),
         added=lambda source, int8, frames: sensitivity_tflite.added_errors(
-            source.read_bytes(), int8.read_bytes(), nhwc(frames)),
+            source.read_bytes(), int8.read_bytes(), _tflite_frames(frames)),
         quantize=write)
 
 

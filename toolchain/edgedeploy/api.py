@@ -613,15 +613,27 @@ def _profile_twin(tgt: Target, budget_s: float, shapes: str, model: str | Path |
 
 
 def costmodel_eval(target: str = "local", *, budget_s: float | None = None,
-                   heldout_budget_s: float = 90.0, transfer_from: str | Path | None = None,
+                   heldout_budget_s: float | None = None, transfer_from: str | Path | None = None,
                    samples: int = 20, plot: str | Path | None = None,
                    progress: Progress | None = None) -> dict[str, Any]:
     """How good the cost model is on ``target``: fit (or transfer from another board's profile)
-    and compare with measured held-out zoo layers (mape, kendall_tau, top1_within_10pct...)."""
+    and compare with measured held-out zoo layers (mape, kendall_tau, top1_within_10pct...).
+    A twin (``sim:<board>``) is measured and budgeted in simulated time, and says so."""
     from edgedeploy.costmodel.evaluate import evaluate
 
-    return evaluate(load_target(target), budget_s=budget_s, heldout_budget_s=heldout_budget_s,
-                    transfer_from=transfer_from, samples=samples, plot=plot, progress=progress)
+    if not is_twin(target):
+        return evaluate(load_target(target), budget_s=budget_s,
+                        heldout_budget_s=heldout_budget_s, transfer_from=transfer_from,
+                        samples=samples, plot=plot, progress=progress)
+    from edgedeploy.twins import SIM_PREFIX, twin_target
+    from edgedeploy.twins.profile import TwinMeasure
+
+    tgt = twin_target(target[len(SIM_PREFIX):])
+    measure = TwinMeasure(tgt)
+    report = evaluate(tgt, budget_s=budget_s, heldout_budget_s=heldout_budget_s,
+                      transfer_from=transfer_from, samples=samples, plot=plot, measure=measure,
+                      progress=progress, clock=measure.clock)
+    return {**report, "simulated": True, "budget_clock": "simulated device seconds"}
 
 
 @dataclass

@@ -160,7 +160,8 @@ class CostModel:
             return model
         x, y, groups, coords, nkeys = rows
         spread = np.array([s.spread for s in samples if s.config in model._cfg_index and s.ms > 0])
-        model.correction = fit_correction(x, y, groups, weights=_noise_weights(spread))
+        model.correction = fit_correction(x, y, groups, weights=_noise_weights(spread),
+                                          pooled=True)
         # clipped: a preempted measurement must not drag its neighbourhood along
         resid = np.clip(y - model.correction.predict_log(x), -0.5, 0.5)
         model.neighbours = NeighbourResidual(coords, nkeys, resid)

@@ -64,6 +64,7 @@ def test_costmodel_eval_on_the_local_target(tmp_path, monkeypatch, capsys):
         print("\ncostmodel eval (targets: mape <= 0.15, kendall_tau >= 0.8, top1 >= 0.9):")
         for key in ("mape", "kendall_tau", "top1_within_10pct", "n_fit", "n_heldout"):
             print(f"  {key}: {report[key]}")
+        print(f"  retest (the measurements against themselves): {report['retest']}")
 
 
 @pytest.mark.skipif(len(__import__("os").sched_getaffinity(0)) < 2, reason="needs two cpus")

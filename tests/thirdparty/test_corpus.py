@@ -17,15 +17,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+from corpus_plans import manifest_for, run_plan
 
-from edgedeploy import execute
 from edgedeploy.cli.main import main
 from edgedeploy.importers import load_model
-from edgedeploy.planner.api import stage_plans
-from edgedeploy.runtime.executor import max_rel_error, random_inputs
-from edgedeploy.runtime.stages import GraphStage
+from edgedeploy.runtime.executor import max_rel_error
 from edgedeploy.schemas.plan import load_plan
 from edgedeploy.testing import thirdparty
 
@@ -52,39 +49,7 @@ def _shapes(spec: thirdparty.ThirdPartyModel) -> object:
 
 
 def _manifest(folder: Path, spec: thirdparty.ThirdPartyModel, path: Path) -> Path:
-    """A manifest planning ``path`` for a Raspberry Pi 4 (a board this host never profiled,
-    so the plan comes from the cost model's prior: deterministic and quick)."""
-    lines = ["name: corpus", "model:", f"  path: {path}"]
-    shapes = _shapes(spec)
-    if isinstance(shapes, dict):
-        lines.append("  input_shapes:")
-        lines += [f"    {name!r}: {list(shape)}" for name, shape in shapes.items()]
-    elif shapes:
-        lines.append(f"  input_shape: {list(shapes)}")
-    lines += ["targets:", "  pi:", "    board: rpi4", "    host: pi.local",
-              "output:", "  plans_dir: ."]
-    manifest = folder / "edgedeploy.yaml"
-    manifest.write_text("\n".join(lines) + "\n")
-    return manifest
-
-
-def _run_plan(plan_file: Path, path: Path, shapes: object) -> tuple[dict, dict, str]:
-    """The lockfile's stages, in order, with its choices; and the stock runtime's answer."""
-    plan = load_plan(plan_file)
-    graph = load_model(path, input_shape=shapes)
-    stages = stage_plans(plan, graph)
-    segments = execute.segments_for(graph, [s.io for s in stages], plan.choices, path)
-    feeds = random_inputs(graph, seed=11)
-    env = dict(feeds)
-    for stage in stages:
-        run = GraphStage(graph, stage.io, plan.choices, segments)
-        outs = run([env[t] for t in stage.io.inputs])
-        for name, value in zip(stage.io.outputs, outs, strict=True):
-            assert value.dtype == np.dtype(graph.tensors[name].dtype), name
-            env[name] = value
-        run.executor.close()
-    runtime, ref = execute.reference_outputs(graph, feeds)
-    return {k: env[k] for k in ref}, ref, runtime
+    return manifest_for(folder, path, _shapes(spec))
 
 
 @pytest.mark.parametrize("name", RUNNABLE)
@@ -96,7 +61,7 @@ def test_model_plans_and_its_planned_stages_match_the_stock_runtime(
     assert main(["plan", str(manifest), "--no-measure", "--json"]) == 0, capsys.readouterr().err
     summary = json.loads(capsys.readouterr().out)
     plan_file = Path(summary["plan_file"])
-    got, want, runtime = _run_plan(plan_file, path, _shapes(spec))
+    got, want, runtime = run_plan(plan_file, path, _shapes(spec))
     assert runtime == ("litert" if path.suffix == ".tflite" else "onnxruntime")
     assert max_rel_error(got, want) <= TOLERANCE, (name, spec.exporter)
 
@@ -154,5 +119,5 @@ def test_asking_for_int8_plans_every_model(
         return
     int8 = plan.model_path(plan_file)
     assert int8 != path and "build/precision" in str(int8)
-    got, want, _ = _run_plan(plan_file, int8, _shapes(spec))
+    got, want, _ = run_plan(plan_file, int8, _shapes(spec))
     assert max_rel_error(got, want) <= INT8_TOLERANCE, name

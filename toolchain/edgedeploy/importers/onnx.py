@@ -141,9 +141,11 @@ def _bypass_pass_through(prep: Prepared) -> list[onnx.NodeProto]:
     """
     outputs, rename = set(prep.outputs), {}
     produced = {o for n in prep.nodes for o in n.output}
+    read = {i for n in prep.nodes for i in n.input} | outputs
     kept: list[onnx.NodeProto] = []
     for node in prep.nodes:
-        mask_used = node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]
+        # old exporters name Dropout's mask though nothing reads it
+        mask_used = node.op_type == "Dropout" and len(node.output) > 1 and node.output[1] in read
         if node.op_type not in _PASS_THROUGH or mask_used or node.input[0] in prep.consts:
             kept.append(node)
             continue

@@ -242,12 +242,26 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray:
 
 def _evaluate(node: onnx.NodeProto, consts: dict[str, np.ndarray],
               opset: int) -> list[np.ndarray] | None:
+    from onnx import helper
     from onnx.reference import ReferenceEvaluator
 
-    try:
-        ev = ReferenceEvaluator(node, opsets={"": opset})
-        feeds = {i: consts[i] for i in node.input if i}
-        return [np.asarray(v) for v in ev.run(None, feeds)]
-    except Exception as exc:  # stays in the graph as a live node; onnxruntime will run it
-        log.info("could not fold %s (%s): %s", node.name, node.op_type, exc)
-        return None
+    def untyped(names: Sequence[str]) -> list[onnx.ValueInfoProto]:
+        return [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None)
+                for n in dict.fromkeys(n for n in names if n)]
+
+    feeds = {i: consts[i] for i in node.input if i}
+    # First as a one-node model of the file's opset: the evaluator runs a bare node at the
+    # newest version of its op (Unsqueeze-13 reads its axes from an input; an opset-9 model has
+    # them as an attribute). Then bare, for ops it implements only in newer versions whose
+    # meaning did not change (DequantizeLinear from 19 on).
+    graph = helper.make_graph([node], "fold", untyped(node.input), untyped(node.output))
+    versioned = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    failure: Exception | None = None
+    for make in (lambda: ReferenceEvaluator(versioned),
+                 lambda: ReferenceEvaluator(node, opsets={"": opset})):
+        try:
+            return [np.asarray(v) for v in make().run(None, feeds)]
+        except Exception as exc:  # stays in the graph as a live node; onnxruntime will run it
+            failure = exc
+    log.info("could not fold %s (%s): %s", node.name, node.op_type, failure)
+    return None

@@ -85,6 +85,9 @@ class SegmentCutter:
         folded = self._folded_reads(inputs, outputs)
         sub = self._extract([*inputs, *folded], list(outputs))
         _inline_constants(sub, {name: self._constants[name] for name in folded})
+        # IR 3 (the ONNX zoo's Caffe2 exports) wants every initializer listed as a graph input
+        # too, and a segment's weights are not its inputs; IR 4 lifts that and nothing else
+        sub.ir_version = max(sub.ir_version, 4)
         _check_closed(sub, inputs)
         try:
             onnx.checker.check_model(sub)

@@ -46,6 +46,17 @@ def _binary(ctx: Ctx, node: onnx.NodeProto) -> Layer:
     return opaque(ctx, node)
 
 
+@converter("Sum")
+def _sum(ctx: Ctx, node: onnx.NodeProto) -> Layer:
+    """Old exporters' n-ary Sum (Caffe2's ResNets join their residuals with it): two
+    activations of one shape are an Add."""
+    acts = ctx.activations(node)
+    if (len(node.input) == 2 and len(acts) == 2
+            and ctx.shape(acts[0]) == ctx.shape(acts[1]) == ctx.shape(node.output[0])):
+        return layer(node, ir.ADD, acts)
+    return opaque(ctx, node)
+
+
 @converter("Concat")
 def _concat(ctx: Ctx, node: onnx.NodeProto) -> Layer:
     if any(ctx.is_const(i) for i in node.input):
@@ -221,12 +232,17 @@ def _slice(ctx: Ctx, node: onnx.NodeProto) -> Layer:
 
 @converter("Softmax")
 def _softmax(ctx: Ctx, node: onnx.NodeProto) -> Layer:
-    """Before opset 13 Softmax flattened to 2-D at ``axis``: the same only for the last axis."""
-    rank = len(ctx.shape(node.input[0]))
+    """Before opset 13 Softmax flattened to 2-D at ``axis``: the same as along one axis when
+    every other axis from ``axis`` on has size 1 (a classifier's N x 1000 x 1 x 1)."""
+    shape = ctx.shape(node.input[0])
+    rank = len(shape)
     a = attrs_of(node)
     axis = _axis(a.get("axis", -1 if ctx.opset >= 13 else 1), rank)
-    if ctx.opset < 13 and axis != rank - 1:
-        return opaque(ctx, node)
+    if ctx.opset < 13:
+        wide = [k for k in range(axis, rank) if shape[k] != 1]
+        if len(wide) > 1:
+            return opaque(ctx, node)
+        axis = wide[0] if wide else rank - 1
     return _movement(ctx, node, ir.SOFTMAX, {"axis": axis})
 
 

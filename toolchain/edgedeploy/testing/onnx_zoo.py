@@ -51,10 +51,15 @@ def seeded(name: str, folder: Path, seed: int = 0) -> Path:
         inits.append(numpy_helper.from_array(value, node.output[0]))
     used = {i for n in kept for i in n.input}
     survivors = [t for t in model.graph.initializer if t.name in used]
+    gone = {t.name for t in model.graph.initializer} - used
     del model.graph.node[:]
     model.graph.node.extend(kept)
     del model.graph.initializer[:]
     model.graph.initializer.extend(survivors + inits)
+    # IR 3 lists every initializer as a graph input too: the shapes' entries go with them
+    inputs = [i for i in model.graph.input if i.name not in gone]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.onnx"
     onnx.save(model, path)

@@ -211,13 +211,18 @@ def _reshaping(path: Path, shape: list[int]) -> Path:
 
 
 @pytest.mark.parametrize(("shape", "free"), [
-    ([1, -1], False),  # batch frames would be mixed into one row
-    ([1, 256], False),  # a batch would not fit
+    ([2, -1], False),  # batch frames would be mixed into two rows
+    ([4, 64], False),  # a batch would not fit
+    # a leading 1 of a tensor that leads with 1: the segment copies the batch axis there
+    ([1, -1], True), ([1, 256], True), ([1, 4, 64], True),
     ([-1, 256], True), ([0, -1], True), ([0, 4, 64], True)])
-def test_a_reshape_that_spells_the_batch_out_is_not_batched(
+def test_a_reshape_that_spells_another_batch_out_is_not_batched(
         tmp_path: Path, shape: list[int], free: bool) -> None:
-    """PP-OCR's classifier reshapes to [1, 200] and YOLOv8n's head to [1, 82, -1]: batched, the
-    first failed in onnxruntime and the second would have run, mixing frames."""
+    """PP-OCR's classifier reshapes to [1, 200], YOLOv8n's head to [1, 82, -1] and Caffe2's
+    AlexNet to [1, 9216]: batched as written, the first failed in onnxruntime and the second
+    would have run, mixing frames. Their leading 1 is the batch of one they read, so a segment
+    with a free batch axis copies the axis there (0) and each frame keeps its own answer; a
+    leading literal other than 1 still keeps the stage from batching."""
     from edgedeploy.runtime.stages import batchable
 
     graph = api.load_model(_reshaping(tmp_path / "head.onnx", shape))

@@ -113,6 +113,22 @@ def test_bench_reports_medians_spread_and_the_estimator(tmp_path):
     assert answer["plan_is_best_baseline"] is (own and best["system"] == "ort_replicas")
 
 
+def test_a_model_with_an_input_no_node_reads_benches(tmp_path):
+    """onnxruntime wants every declared input fed; the plan's first stage takes only those the
+    model reads: each system gets its own from the same frames."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32))
+    model.graph.input.append(helper.make_tensor_value_info("unused", TensorProto.INT64, [4]))
+    path = tmp_path / "sq_unused.onnx"
+    onnx.save(model, path)
+    answer = bench(path, BenchRequest(frames=10, rounds=1, measure_budget_s=0))
+    assert [r["system"] for r in answer["results"]] == ["edgedeploy", "ort_default",
+                                                         "ort_replicas"]
+    assert all(r["throughput_fps"] > 0 for r in answer["results"])
+
+
 def test_systems_with_the_same_stages_and_choices_have_one_configuration(tmp_path):
     from edgedeploy.benchmarks.systems import configuration
     from edgedeploy.runtime.stages import plan_stage_io

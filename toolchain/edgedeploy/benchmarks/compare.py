@@ -93,12 +93,15 @@ def bench(source: str | Path, request: BenchRequest,
     if doc["target"].get("simulated") or doc["target"]["board"] != "local":
         raise InputError(f"target {request.target!r} is board {doc['target']['board']!r}; "
                          "bench measures on this host", hint="use a local target alias")
-    shape = doc["model"].get("input_shape")
-    graph = load_model(model_path, input_shape=tuple(shape) if shape else None)
+    # the lockfile records every input's shape; one override is ambiguous for several inputs
+    shapes = doc["model"].get("input_shapes") or {}
+    shape = ({name: tuple(s) for name, s in shapes.items()} if len(shapes) > 1
+             else tuple(doc["model"]["input_shape"]) if doc["model"].get("input_shape") else None)
+    graph = load_model(model_path, input_shape=shape)
     given = _given_model(source, doc)
     candidates = _systems(graph, model_path, doc, INT8_SUFFIX if given else "")
     if given is not None:  # the plan runs our int8 variant: the user's own model too
-        candidates += _baselines(load_model(given, input_shape=tuple(shape) if shape else None),
+        candidates += _baselines(load_model(given, input_shape=shape),
                                  given)
     pool = [random_inputs(graph, request.seed + k) for k in range(4)]
     names = [t.name for t in graph.inputs]

@@ -107,12 +107,17 @@ def pipelined(name: str, description: str, graph: ir.Graph, plans: Sequence[Stag
     pipe = open_pipeline(execute.stage_specs(graph, plans, choices, segments))
     pipe.start()
     seq = iter(range(1 << 62))
+    # A frame holds every graph input (onnxruntime wants even one no node reads); the first
+    # stage takes the inputs the model reads, in its own order.
+    names = [t.name for t in graph.inputs]
+    pick = [names.index(t) for t in plans[0].io.inputs]
 
     def run_one(xs: list[np.ndarray]) -> object:
-        pipe.submit(next(seq), xs)
+        pipe.submit(next(seq), [xs[i] for i in pick])
         return pipe.get(copy=False)
 
-    return System(name, description, lambda n, frame: pipe.stream(frame, n), run_one,
+    return System(name, description,
+                  lambda n, frame: pipe.stream(lambda k: [frame(k)[i] for i in pick], n), run_one,
                   close=pipe.close, tail=2 * pipe.workers * max(p.batch for p in plans),
                   period=pipe.period,
                   configuration=configuration(graph, plans, choices))

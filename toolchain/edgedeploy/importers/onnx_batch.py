@@ -2,11 +2,14 @@
 
 Micro-batching a stage (several frames per engine call) needs its segment to accept any batch:
 the inputs' and outputs' leading dimension of 1 becomes the symbolic ``batch`` and the stored
-intermediate shapes are dropped (onnxruntime infers them again at load). A model whose
-operators hard-code the batch still loads: a Reshape to ``[1, 200]`` fails on a batch of two,
-one to ``[1, -1]`` mixes its frames. ``runtime.stages.fixes_batch`` keeps such stages from
-batching, and :func:`frames_kept_apart` checks, before measure-to-decide or a push lets a model
-batch, that a batch answers each frame as alone.
+intermediate shapes are dropped (onnxruntime infers them again at load). A Reshape to a constant
+shape that spells the batch out as a leading 1, of a tensor whose leading axis is 1 -- the
+classifier heads of Caffe2 and Paddle exports, ``[1, 9216]``, ``[1, 200]`` -- gets 0 there
+(copy the leading axis): each frame keeps its own row. A model whose operators hard-code the
+batch otherwise still loads: a Reshape to ``[2, -1]`` of a batch of one would mix its frames.
+``runtime.stages.fixes_batch`` keeps such stages from batching, and :func:`frames_kept_apart`
+checks, before measure-to-decide or a push lets a model batch, that a batch answers each frame
+as alone.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import onnx
+
     from edgedeploy.runtime import ir
 
 log = logging.getLogger("edgedeploy.importers")
@@ -28,12 +33,52 @@ def with_dynamic_batch(model: bytes) -> bytes:
     import onnx
 
     proto = onnx.load_from_string(model)
+    _copy_batch_in_reshapes(proto)
     for value in [*proto.graph.input, *proto.graph.output]:
         dims = value.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1:
             dims[0].dim_param = BATCH_AXIS
     del proto.graph.value_info[:]
     return proto.SerializeToString()
+
+
+def _copy_batch_in_reshapes(proto: onnx.ModelProto) -> None:
+    """A constant Reshape target ``[1, ...]`` of a tensor that leads with 1 becomes ``[0, ...]``
+    (see the module docstring); the leading 1 of the data is read from shape inference."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    reshapes = [n for n in proto.graph.node if n.op_type == "Reshape" and n.input[1] in inits
+                and not any(a.name == "allowzero" and a.i for a in n.attribute)]
+    if not reshapes:
+        return
+    typed = onnx.ModelProto()
+    typed.CopyFrom(proto)
+    typed.ir_version = max(typed.ir_version, 4)  # IR 3 types initializers only as graph inputs
+    del typed.graph.value_info[:]  # a cut's stored types may disagree with inference's
+    try:
+        inferred = onnx.shape_inference.infer_shapes(typed)
+    except Exception as exc:  # no shapes, no rewrite: frames_kept_apart has the last word
+        log.info("no shape inference for the batch axis of reshapes: %s", exc)
+        return
+    lead = {v.name: v.type.tensor_type.shape.dim[0]
+            for v in [*inferred.graph.value_info, *inferred.graph.input]
+            if v.type.tensor_type.shape.dim}
+    for node in reshapes:
+        target = numpy_helper.to_array(inits[node.input[1]])
+        dim = lead.get(node.input[0])
+        if (target.ndim != 1 or not target.size or target[0] != 1 or dim is None
+                or not dim.HasField("dim_value") or dim.dim_value != 1):
+            continue
+        copied = target.astype(np.int64)
+        copied[0] = 0
+        name = f"{node.input[1]}__batch_copied"
+        if name not in inits:
+            inits[name] = numpy_helper.from_array(copied, name)
+            proto.graph.initializer.append(inits[name])
+        node.input[1] = name
 
 
 def frames_kept_apart(graph: ir.Graph, model: Path) -> bool:

@@ -128,21 +128,26 @@ def batchable(graph: ir.Graph, start: int, stop: int, choices: Mapping[str, str]
 
     for layer in graph.layers[start:stop]:
         spec = ENGINES.get(choices.get(layer.name, ""))
-        if spec is None or spec.segment_format != ONNX or spec.on_gpu or fixes_batch(layer):
+        if (spec is None or spec.segment_format != ONNX or spec.on_gpu
+                or fixes_batch(layer, graph.shape(layer.inputs[0])[:1] == (1,))):
             return False
     edges = [*boundary_tensors(graph, start), *boundary_tensors(graph, stop)]
     return all(graph.shape(t)[:1] == (1,) for t in edges)
 
 
-def fixes_batch(layer: ir.Layer) -> bool:
+def fixes_batch(layer: ir.Layer, reads_batch_of_one: bool = False) -> bool:
     """A Reshape to a constant shape that spells the batch out (a leading literal, not 0 to copy
-    it nor -1): frames batched into it would not fit (PP-OCR's classifier reshapes to [1, 200])
-    or, with a -1 further on, would be mixed into one. Squeeze and Unsqueeze, also IR reshapes,
-    keep the batch axis in the segment and do not count."""
+    it nor -1): frames batched into it would not fit or, with a -1 further on, would be mixed
+    into one. A leading 1 of a tensor that leads with 1 (``reads_batch_of_one``; PP-OCR's
+    classifier reshapes to [1, 200], Caffe2's AlexNet to [1, 9216]) does not count: a segment
+    with a free batch axis copies the axis there (``importers.onnx_batch``). Squeeze and
+    Unsqueeze, also IR reshapes, keep the batch axis in the segment and do not count."""
     if layer.op != ir.RESHAPE or "onnx_op_type" in layer.attrs:
         return False
     shape = list(layer.attrs.get("shape") or [])
-    return bool(shape) and (shape[0] > 0 or (shape[0] == 0 and bool(layer.attrs.get("allowzero"))))
+    if not shape or (shape[0] == 1 and reads_batch_of_one and not layer.attrs.get("allowzero")):
+        return False
+    return shape[0] > 0 or (shape[0] == 0 and bool(layer.attrs.get("allowzero")))
 
 
 def segments_needed(graph: ir.Graph, io: StageIO,

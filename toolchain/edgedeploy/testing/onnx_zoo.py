@@ -56,8 +56,12 @@ def seeded(name: str, folder: Path, seed: int = 0) -> Path:
     model.graph.node.extend(kept)
     del model.graph.initializer[:]
     model.graph.initializer.extend(survivors + inits)
-    # IR 3 lists every initializer as a graph input too: the shapes' entries go with them
+    # IR 3 lists every initializer as a graph input too, as the zoo's files with their real
+    # weights do: the weights' entries come, the shapes' go
     inputs = [i for i in model.graph.input if i.name not in gone]
+    listed = {i.name for i in inputs}
+    inputs += [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+               for t in inits if t.name not in listed]
     del model.graph.input[:]
     model.graph.input.extend(inputs)
     folder.mkdir(parents=True, exist_ok=True)

@@ -11,29 +11,45 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from edgedeploy.benchmarks.compare import BenchRequest, bench
+from edgedeploy.testing import onnx_zoo
 from edgedeploy.testing.thirdparty import MODELS, fetch
 
 OUT = Path(__file__).resolve().parents[2] / "results" / "bench_thirdparty.json"
 
 
-def test_planned_deployment_vs_the_stock_runtime_on_real_models() -> None:
-    names = os.environ.get("EDGEDEPLOY_BENCH_THIRDPARTY", ",".join(MODELS)).split(",")
+def _bench_each(models: Iterable[tuple[str, Callable[[], Path], tuple[int, ...] | None]],
+                out: Path) -> None:
+    """``edgedeploy bench`` each (name, path maker, input shape), writing ``out`` after each."""
     rows = {}
-    for name in names:
-        spec = MODELS[name]
-        path = fetch(name)
-        data = bench(path, BenchRequest(frames=300, rounds=6, input_shape=spec.input_shape),
+    for name, path, shape in models:
+        data = bench(path(), BenchRequest(frames=300, rounds=6, input_shape=shape),
                      progress=print)
         rows[name] = data
         print(f"{name}: x{data['ratio_vs_default']:.2f} vs default, "
               f"x{data['ratio_vs_best_baseline']:.2f} vs {data['best_baseline']} "
               f"(worst round x{data['ratio_vs_best_baseline_worst_round']:.2f})", flush=True)
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(json.dumps(rows, indent=1) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=1) + "\n")
     assert rows and all(r["results"][0]["throughput_fps"] > 0 for r in rows.values())
+
+
+def test_planned_deployment_vs_the_stock_runtime_on_real_models() -> None:
+    names = os.environ.get("EDGEDEPLOY_BENCH_THIRDPARTY", ",".join(MODELS)).split(",")
+    _bench_each([(n, lambda n=n: fetch(n), MODELS[n].input_shape) for n in names], OUT)
+
+
+def test_planned_deployment_vs_onnxruntime_on_the_onnx_zoo(tmp_path: Path) -> None:
+    """The ONNX model zoo's classic CNNs as the onnx wheel ships them (``testing.onnx_zoo``:
+    Caffe2 exports of AlexNet, DenseNet-121, Inception v1/v2, ResNet-50, ShuffleNet, SqueezeNet,
+    VGG-19 and ZFNet-512, given seeded weights), never tuned on here. Writes
+    ``results/bench_onnx_zoo.json``; ``EDGEDEPLOY_BENCH_ONNX_ZOO`` picks models."""
+    names = os.environ.get("EDGEDEPLOY_BENCH_ONNX_ZOO", ",".join(onnx_zoo.NAMES)).split(",")
+    _bench_each([(n, lambda n=n: onnx_zoo.seeded(n, tmp_path), None) for n in names],
+                OUT.with_name("bench_onnx_zoo.json"))
 
 
 QUANTIZED_OUT = OUT.with_name("bench_quantized.json")

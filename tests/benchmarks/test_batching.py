@@ -19,7 +19,7 @@ from edgedeploy.benchmarks.decide import Entry, as_plan, shortlist
 from edgedeploy.errors import InputError
 from edgedeploy.execute import RunRequest
 from edgedeploy.generator import BuildInput, PlanConfig, StageConfig, build_bundle
-from edgedeploy.importers.onnx_batch import with_dynamic_batch
+from edgedeploy.importers.onnx_batch import frames_kept_apart, with_dynamic_batch
 from edgedeploy.importers.segments import segment_provider
 from edgedeploy.planner.lock import dumps
 from edgedeploy.runtime.executor import segment_io
@@ -194,7 +194,7 @@ def test_a_bundle_for_refinement_on_a_device_ships_free_batch_segments_it_can_ba
         assert m.throughput_fps > 0
 
 
-def _reshaping(path: Path, shape: list[int]) -> Path:
+def _reshaping(path: Path, shape: list[int], dims: list[int | str] | None = None) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -202,7 +202,7 @@ def _reshaping(path: Path, shape: list[int]) -> Path:
         [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
          helper.make_node("Relu", ["c"], ["r"]),
          helper.make_node("Reshape", ["r", "shape"], ["output"])], "head",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims or [1, 3, 8, 8])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
          numpy_helper.from_array(np.array(shape, np.int64), "shape")])
@@ -210,14 +210,16 @@ def _reshaping(path: Path, shape: list[int]) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("shape", "free"), [
-    ([2, -1], False),  # batch frames would be mixed into two rows
-    ([4, 64], False),  # a batch would not fit
+@pytest.mark.parametrize(("shape", "free", "dims"), [
+    ([2, -1], False, None),  # batch frames would be mixed into two rows
+    ([4, 64], False, None),  # a batch would not fit
     # a leading 1 of a tensor that leads with 1: the segment copies the batch axis there
-    ([1, -1], True), ([1, 256], True), ([1, 4, 64], True),
-    ([-1, 256], True), ([0, -1], True), ([0, 4, 64], True)])
+    ([1, -1], True, None), ([1, 256], True, None), ([1, 4, 64], True, None),
+    # ... also where the file leaves the input's dimensions free (PP-OCR's classifier)
+    ([1, 256], True, ["N", 3, "H", "W"]),
+    ([-1, 256], True, None), ([0, -1], True, None), ([0, 4, 64], True, None)])
 def test_a_reshape_that_spells_another_batch_out_is_not_batched(
-        tmp_path: Path, shape: list[int], free: bool) -> None:
+        tmp_path: Path, shape: list[int], free: bool, dims: list[int | str] | None) -> None:
     """PP-OCR's classifier reshapes to [1, 200], YOLOv8n's head to [1, 82, -1] and Caffe2's
     AlexNet to [1, 9216]: batched as written, the first failed in onnxruntime and the second
     would have run, mixing frames. Their leading 1 is the batch of one they read, so a segment
@@ -225,7 +227,8 @@ def test_a_reshape_that_spells_another_batch_out_is_not_batched(
     leading literal other than 1 still keeps the stage from batching."""
     from edgedeploy.runtime.stages import batchable
 
-    graph = api.load_model(_reshaping(tmp_path / "head.onnx", shape))
+    graph = api.load_model(_reshaping(tmp_path / "head.onnx", shape, dims),
+                           input_shape=(1, 3, 8, 8) if dims else None)
     whole = {layer.name: "onnxruntime" for layer in graph.layers}
     assert batchable(graph, 0, len(graph.layers), whole) is free
     if free:  # and where it is, a batch of frames gives each frame its own answer
@@ -234,6 +237,7 @@ def test_a_reshape_that_spells_another_batch_out_is_not_batched(
         many = ort.InferenceSession(segment_provider(graph, model, dynamic_batch=True)(
             "onnxruntime", ins, outs), providers=["CPUExecutionProvider"])
         one = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        assert frames_kept_apart(graph, model)
         frames = np.random.default_rng(1).standard_normal((3, 1, 3, 8, 8)).astype(np.float32)
         together = many.run(None, {"input": frames.reshape(3, 3, 8, 8)})[0]
         for k in range(3):

@@ -58,6 +58,11 @@ def _copy_batch_in_reshapes(proto: onnx.ModelProto) -> None:
     typed.CopyFrom(proto)
     typed.ir_version = max(typed.ir_version, 4)  # IR 3 types initializers only as graph inputs
     del typed.graph.value_info[:]  # a cut's stored types may disagree with inference's
+    for value in typed.graph.input:  # a segment runs one frame: a free leading axis reads 1
+        dims = value.type.tensor_type.shape.dim
+        if dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
+            dims[0].Clear()
+            dims[0].dim_value = 1
     try:
         inferred = onnx.shape_inference.infer_shapes(typed)
     except Exception as exc:  # no shapes, no rewrite: frames_kept_apart has the last word

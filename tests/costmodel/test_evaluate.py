@@ -115,17 +115,19 @@ def test_costmodel_eval_on_a_twin_is_simulated_and_calibration_beats_the_prior()
 
 @pytest.mark.parametrize("board", ["jetson-tx2", "rpi4", "rk3399"])
 def test_a_primitive_profiled_on_a_shape_or_two_is_not_extrapolated_wildly(board):
-    """A 60 s twin profile of a slow board sees one or two depthwise shapes; calibration must
-    not predict the held-out depthwise layers worse than the uncalibrated prior does (fitted
-    with each block scaled by its own spread, jetson-tx2's were off by e^4.3 = 70x on average,
-    the prior's by e^1.2)."""
+    """A short twin profile of a slow board that saw one depthwise shape: calibration must not
+    predict the held-out depthwise layers worse than the uncalibrated prior does (fitted with
+    each block scaled by its own spread, jetson-tx2's were off by e^4.3 = 70x on average, the
+    prior's by e^1.2)."""
     from edgedeploy.costmodel.profiler import run_profile
     from edgedeploy.costmodel.shapes import designed_sample
 
     target = twin_target(board)
     twin = TwinMeasure(target)
     fit = run_profile(target, designed_sample(), 60.0, twin, "fit", clock=twin.clock)
-    assert 1 <= len({s.descriptor for s in fit if s.primitive.startswith("depthwise")}) <= 2
+    seen = [s.descriptor for s in fit if s.primitive.startswith("depthwise")]
+    assert seen
+    fit = [s for s in fit if not s.primitive.startswith("depthwise") or s.descriptor == seen[0]]
     held = [d for d in heldout_shapes() if d.groups > 1 and d.groups == d.c_in]
     cfgs = [c for c in CostModel(target).configs if not c.is_gpu]
     rows = [(d, p, c) for d in held for p in ("depthwise/nchw", "depthwise/nhwc") for c in cfgs]

@@ -90,8 +90,8 @@ def profile_twin(target: Target, budget_s: float, *, seed: int = 0,
                  shapes: Sequence[ir.Descriptor] | None = None, progress=None) -> list:
     """Samples (``costmodel.Sample``, tag ``fit``) of ``budget_s`` simulated seconds on a twin.
 
-    Shapes are measured in an order that spreads a small budget over every core configuration
-    (each shape on every configuration, GPU included, before the next shape)."""
+    Shapes are measured in the profiler's order (``costmodel.profiler.tasks_for``): each on two
+    configurations first, rotating over all of them (GPU included), then on the rest."""
     from edgedeploy.costmodel.profiler import run_profile
 
     measure = TwinMeasure(target, seed)

@@ -46,16 +46,17 @@ def _copy_batch_in_reshapes(proto: onnx.ModelProto) -> None:
     """A constant Reshape target ``[1, ...]`` of a tensor that leads with 1 becomes ``[0, ...]``
     (see the module docstring); the leading 1 of the data is read from shape inference."""
     import numpy as np
-    import onnx
     from onnx import numpy_helper
+
+    from edgedeploy.importers.onnx_const import _skeleton
+    from edgedeploy.importers.onnx_prep import infer
 
     inits = {t.name: t for t in proto.graph.initializer}
     reshapes = [n for n in proto.graph.node if n.op_type == "Reshape" and n.input[1] in inits
                 and not any(a.name == "allowzero" and a.i for a in n.attribute)]
     if not reshapes:
         return
-    typed = onnx.ModelProto()
-    typed.CopyFrom(proto)
+    typed = _skeleton(proto)  # the weights' dims without their data: no copy of the weights
     typed.ir_version = max(typed.ir_version, 4)  # IR 3 types initializers only as graph inputs
     del typed.graph.value_info[:]  # a cut's stored types may disagree with inference's
     for value in typed.graph.input:  # a segment runs one frame: a free leading axis reads 1
@@ -64,7 +65,7 @@ def _copy_batch_in_reshapes(proto: onnx.ModelProto) -> None:
             dims[0].Clear()
             dims[0].dim_value = 1
     try:
-        inferred = onnx.shape_inference.infer_shapes(typed)
+        inferred = infer(typed)
     except Exception as exc:  # no shapes, no rewrite: frames_kept_apart has the last word
         log.info("no shape inference for the batch axis of reshapes: %s", exc)
         return

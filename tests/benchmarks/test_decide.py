@@ -3,6 +3,7 @@ baselines on a reachable target and writes the measured winner; --no-measure say
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from edgedeploy.benchmarks.decide import (
     shortlist,
 )
 from edgedeploy.cli.main import main
+from edgedeploy.costmodel.segments import CALIBRATION_MODELS
 from edgedeploy.schemas.plan import load_plan
 
 MANIFEST = """name: sq
@@ -112,9 +114,14 @@ def test_a_host_never_profiled_gets_a_quick_profile_before_its_first_measured_pl
     said: list[str] = []
     plan = load_plan(api.plan(project, "local", progress=said.append)[0].plan_file)
     assert any("no profile yet" in line for line in said)
-    # a 2 s profile runs one calibration model whole, not all of them (~14 s here)
-    assert len({line.split()[1] for line in said if line.startswith("segments:")}) == 1
+    # a 2 s profile runs the model itself and one calibration model whole, not all (~14 s)
+    ran = {line.split()[1] for line in said if line.startswith("segments:")}
+    assert ran == {"sq", CALIBRATION_MODELS[0][0]}
     assert list((tmp_path / "fresh-cache").rglob("*.json"))  # the profile was stored
+    # the model's own factors were kept apart, under its file's digest
+    (segments,) = (tmp_path / "fresh-cache").rglob("*.segments.json")
+    sha = hashlib.sha256((tmp_path / "sq.onnx").read_bytes()).hexdigest()
+    assert sha in json.loads(segments.read_text())["factors"]["models"]
     assert plan.inputs["costmodel"]["source"].startswith("profile:")
     assert plan.decision.measured
     # the profile overran the 2 s budget; measuring still kept its share of it

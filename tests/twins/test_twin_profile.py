@@ -8,8 +8,9 @@ import json
 import numpy as np
 
 from edgedeploy.costmodel import CostModel
+from edgedeploy.costmodel.shapes import model_shapes
 from edgedeploy.twins import twin_target
-from edgedeploy.twins.profile import TwinMeasure, model_shapes, profile_twin, twin_shapes
+from edgedeploy.twins.profile import TwinMeasure, profile_twin, twin_shapes
 
 
 def _key(samples):

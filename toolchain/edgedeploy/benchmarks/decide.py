@@ -621,11 +621,13 @@ def _measured_precision(plan: Plan, entries: list[Entry], winner: Entry) -> Any:
 def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,
                    progress: Callable[[str], None] | None) -> Any:
     """Calibrate a host never profiled (announced), then re-plan with the calibrated model;
-    None when this host already has a profile."""
+    None when this host already has a profile. The model's own layer shapes are measured
+    first and it is run whole for its own segment factors (``costmodel.segments``)."""
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.costmodel.model import MIN_FIT_SAMPLES
     from edgedeploy.costmodel.profile import profile_path
     from edgedeploy.costmodel.profiling import profile_local
+    from edgedeploy.costmodel.segments import OwnModel
     from edgedeploy.planner.api import plan as replan
 
     target = load_target("local")
@@ -634,5 +636,6 @@ def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,
     say = progress or (lambda _m: None)
     say(f"this host has no profile yet: a quick {budget_s:.0f} s profile before measuring "
         "(`edgedeploy profile --target local` for a fuller one)")
-    profile_local(target, budget_s, info=say, min_fit_samples=MIN_FIT_SAMPLES)
+    profile_local(target, budget_s, info=say, min_fit_samples=MIN_FIT_SAMPLES,
+                  own=OwnModel.of(_model_of(manifest, graph), graph))
     return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]

@@ -228,7 +228,9 @@ def evaluate(target: Target, *, budget_s: float | None = None,
     finally:
         if local:
             measure.close()  # type: ignore[attr-defined]
-    fit_samples = profile.select("fit")
+    # a profile taken for a model measured its own layers, held-out shapes among them: they
+    # stay out of the fit the held-out layers score
+    fit_samples = [s for s in profile.select("fit") if not shapes_mod.is_heldout(s.descriptor)]
     if transfer_from is not None:
         source = read_profile(transfer_from)
         src_model = CostModel.fit(profile_target(source), source.select("fit"),

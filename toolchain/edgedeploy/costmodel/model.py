@@ -128,6 +128,20 @@ class CostModel:
             model.segment_factors = load_factors(Path(profile.path))
         return model
 
+    def for_model(self, sha256: str | None) -> CostModel:
+        """This model with the segment factors a profile measured on the model file of digest
+        ``sha256`` (run whole for them, ``costmodel.segments``) in place of the board's."""
+        import copy
+
+        from edgedeploy.costmodel.segments import for_model
+
+        factors = for_model(self.segment_factors, sha256)
+        if factors is self.segment_factors:
+            return self
+        out = copy.copy(self)
+        out.segment_factors = factors
+        return out
+
     def segment_factor(self, engine: str, config: CoreConfig) -> float:
         """Multiplier for per-layer predictions of ``engine`` run whole (a CPU segment engine
         never measured here takes onnxruntime's: both fuse inside a segment)."""

@@ -28,6 +28,7 @@ from edgedeploy.runtime.vocab import INT8
 
 if TYPE_CHECKING:
     from edgedeploy.costmodel.profiler import Progress, Task
+    from edgedeploy.costmodel.segments import OwnModel
     from edgedeploy.schemas.target import Target
 
 #: The ``--shapes`` choices: zoo layers plus space-filling ones, or space-filling only.
@@ -57,9 +58,13 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
                   progress: Progress | None = None,
                   info: Callable[[str], None] | None = None,
                   calibration: Sequence[tuple[str, int]] | None = None,
-                  min_fit_samples: int = 0) -> dict[str, Any]:
+                  min_fit_samples: int = 0, own: OwnModel | None = None) -> dict[str, Any]:
     """Measure ``shapes`` on this host for ``budget_s``, append to its profile, then refresh
     the segment factors; the ``profile --json`` answer.
+
+    ``own``: the model the profile is taken for. Its layer shapes are measured first, and it
+    is run whole beside the calibration models (``costmodel.segments``), so its plan is priced
+    by what this host does with it.
 
     ``progress`` gets (elapsed, budget, samples, eta, label) while layers are measured;
     ``info`` gets one line per whole-model calibration run; ``calibration`` names the zoo
@@ -80,7 +85,7 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
                          hint="profile --target local, or a board over SSH through its "
                               "manifest alias: profile -m edgedeploy.yaml --target ALIAS")
     check_shapes(shapes)
-    sample = shape_sample(shapes)
+    sample = with_model_shapes(shape_sample(shapes), own.graph if own else None)
     prof = prof_mod.open_profile(target)
     before = len(prof.samples)
     measure = LocalMeasure(target)
@@ -97,7 +102,7 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
     finally:
         measure.close()
     factors = (segment_factors(target, Path(prof.path), info,
-                               calibration or calibration_models(budget_s))
+                               calibration or calibration_models(budget_s), own)
                if calibration is None or calibration else _stored_factors(Path(prof.path)))
     return {"target": prof.target_name, "fingerprint": prof.fingerprint, "profile": str(prof.path),
             "new_samples": len(new), "samples": before + len(new),
@@ -105,18 +110,53 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
             "segment_factors": factors, "elapsed_s": round(time.monotonic() - start, 2)}
 
 
+def with_model_shapes(sample: list[Any], graph: Any | None) -> list[Any]:
+    """``graph``'s own conv shapes (heaviest first; a real board's profiler times convs, as
+    the designed sample holds), then the rest of ``sample``."""
+    from edgedeploy.costmodel import shapes as shapes_mod
+    from edgedeploy.runtime import ir
+
+    if graph is None:
+        return sample
+    first = [d for d in shapes_mod.model_shapes(graph) if d.op == ir.CONV2D]
+    keys = {shapes_mod.shape_key(d) for d in first}
+    return first + [d for d in sample if shapes_mod.shape_key(d) not in keys]
+
+
 def segment_factors(target: Target, profile_file: Path,
                     info: Callable[[str], None] | None = None,
-                    models: Sequence[tuple[str, int]] | None = None
-                    ) -> dict[str, dict[str, float]]:
+                    models: Sequence[tuple[str, int]] | None = None,
+                    own: OwnModel | None = None) -> dict[str, Any]:
     """Whole-model runs of both engines on every core count, saved beside the profile: they
-    correct what per-layer samples miss (see costmodel.segments)."""
+    correct what per-layer samples miss (see costmodel.segments). ``own`` takes the first
+    model's place and keeps its own factors; those of models measured before stay."""
     from edgedeploy.costmodel import CostModel
-    from edgedeploy.costmodel.segments import CALIBRATION_MODELS, measure_factors, save_factors
+    from edgedeploy.costmodel.segments import (
+        CALIBRATION_MODELS,
+        MODELS,
+        load_factors,
+        measure_factors,
+        save_factors,
+    )
 
     model = CostModel.for_target(target)
-    factors, runs = measure_factors(model, model.configs, lambda c: c.cpus(target),
-                                    models or CALIBRATION_MODELS, progress=info)
+    chosen = list(models or CALIBRATION_MODELS)
+    if own is not None and len(chosen) > 1:
+        chosen = chosen[:-1]  # the model itself pays for one of them
+    kept = load_factors(profile_file).get(MODELS) or {}
+    try:
+        factors, runs = measure_factors(model, model.configs, lambda c: c.cpus(target),
+                                        chosen, progress=info, own=own)
+    except Exception as exc:  # a model the engines run in a plan but not here, whole: say so
+        if own is None:
+            raise
+        if info is not None:
+            info(f"segments: {own.path.name} does not run whole here ({exc}); "
+                 "calibrating on the zoo's models only")
+        factors, runs = measure_factors(model, model.configs, lambda c: c.cpus(target),
+                                        chosen, progress=info)
+    if kept or MODELS in factors:
+        factors[MODELS] = {**kept, **(factors.get(MODELS) or {})}
     save_factors(profile_file, factors, runs)
     return factors
 
@@ -195,17 +235,20 @@ class BoardMeasure:
 def profile_board(target: Target, probe: Probe, budget_s: float, shapes: str = "designed",
                   progress: Progress | None = None,
                   info: Callable[[str], None] | None = None,
-                  calibration: Sequence[tuple[str, int]] | None = None) -> dict[str, Any]:
+                  calibration: Sequence[tuple[str, int]] | None = None,
+                  graph: Any | None = None) -> dict[str, Any]:
     """:func:`profile_local` for a board the probe reaches: the same shapes, order and budget
     (spent on the board), the samples and the segment factors and replica speed-ups stored in
-    ``target``'s profile -- the board's, by its descriptor's fingerprint, never this host's."""
+    ``target``'s profile -- the board's, by its descriptor's fingerprint, never this host's.
+    ``graph``'s layer shapes are measured first; its whole-model runs stay on this host's side
+    of the zoo's calibration models (the model is not sent to the board to be profiled)."""
     from edgedeploy.costmodel import profile as prof_mod
     from edgedeploy.costmodel import shapes as shapes_mod
     from edgedeploy.costmodel.evaluate import ensure_fit_sample
     from edgedeploy.costmodel.segments import calibration_models
 
     check_shapes(shapes)
-    sample = shape_sample(shapes)
+    sample = with_model_shapes(shape_sample(shapes), graph)
     prof = prof_mod.open_profile(target)
     before = len(prof.samples)
     measure = BoardMeasure(target, probe)

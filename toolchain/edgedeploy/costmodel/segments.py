@@ -21,6 +21,12 @@ unmeasured ``precision: auto`` weighs int8 by what this board's integer kernels 
 Replicas are measured the same way: r one-core replicas of a whole model in the pipeline executor
 share memory bandwidth, caches and the feeding process, so they are rarely r times as fast as one;
 the measured speed-up per cluster and replica count replaces the planner's linear assumption.
+
+The factors differ by model: onnxruntime ran twelve zoo models at 0.70-1.04 of their per-layer
+sums on a 2-core host. So a profile taken for a model (``plan``'s first quick profile, ``profile
+--model``) also runs that model whole: its own onnxruntime factors and replica speed-ups, kept
+under its file's sha256 (``factors["models"]``), price it (:func:`for_model`), and they count in
+the board's as one more calibration model.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +54,8 @@ CALIBRATION_MODELS = (("squeezenet1_1", 160), ("mobilenet_v2", 160), ("resnet18"
 CALIBRATION_BUDGET_S = 10.0
 
 REPLICAS = "replicas"
+#: Factors of models calibrated by name: {sha256: {engine or "replicas": table}}.
+MODELS = "models"
 log = logging.getLogger("edgedeploy.costmodel")
 #: Seeded frames an int8 calibration model is calibrated on (its speed, not its accuracy, counts).
 INT8_FRAMES = 4
@@ -70,15 +79,38 @@ def load_factors(profile_file: Path) -> dict[str, dict[str, Any]]:
     path = factors_path(profile_file)
     try:
         data = json.loads(path.read_text())
-        out: dict[str, dict[str, Any]] = {}
-        for e, d in data["factors"].items():
-            if e == REPLICAS:
-                out[e] = {cl: {str(r): float(v) for r, v in m.items()} for cl, m in d.items()}
-            else:
-                out[canonical_choice(e)] = {k: float(v) for k, v in d.items()}
+        out = _parsed(data["factors"])
+        if MODELS in data["factors"]:
+            out[MODELS] = {sha: _parsed(d) for sha, d in data["factors"][MODELS].items()}
         return out
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+
+
+def _parsed(factors: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for e, d in factors.items():
+        if e == REPLICAS:
+            out[e] = {cl: {str(r): float(v) for r, v in m.items()} for cl, m in d.items()}
+        elif e != MODELS:
+            out[canonical_choice(e)] = {k: float(v) for k, v in d.items()}
+    return out
+
+
+def for_model(factors: dict[str, Any], sha256: str | None) -> dict[str, Any]:
+    """The board's factors with those measured on the model of file digest ``sha256`` in
+    their place, per engine and configuration (per cluster and replica count) it was run on."""
+    own = (factors.get(MODELS) or {}).get(sha256 or "")
+    if not own:
+        return factors
+    out = dict(factors)
+    for key, table in own.items():
+        if key == REPLICAS:
+            board = factors.get(REPLICAS) or {}
+            out[key] = {**board, **{cl: {**board.get(cl, {}), **m} for cl, m in table.items()}}
+        else:
+            out[key] = {**(factors.get(key) or {}), **table}
+    return out
 
 
 def replica_scaling(factors: dict[str, Any]) -> dict[str, dict[int, float]]:
@@ -110,15 +142,58 @@ def _predicted_sum(model: Any, graph: ir.Graph, config: CoreConfig,
     return total
 
 
-def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable,
-                    models: Sequence[tuple[str, int]] = CALIBRATION_MODELS,
-                    progress: Callable[[str], None] | None = None
-                    ) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
-    """Run each calibration model whole, both engines, on every CPU configuration (pinned)."""
-    import tempfile
+@dataclass(frozen=True)
+class OwnModel:
+    """The model a profile is taken for, run whole as a calibration model (onnxruntime only:
+    its native run and int8 variant would cost a large model's profile tens of seconds)."""
 
+    path: Path
+    graph: ir.Graph
+
+    @classmethod
+    def of(cls, path: Path, graph: ir.Graph) -> OwnModel | None:
+        """``path`` as an own model where onnxruntime can run it whole (an ONNX file; a TFLite
+        model gets its layer shapes measured first, and the zoo's factors)."""
+        from edgedeploy.runtime.vocab import ONNX
+
+        ok = graph.source.get("format") == ONNX and graph.source.get("sha256")
+        return cls(Path(path), graph) if ok else None
+
+    @property
+    def sha256(self) -> str:
+        return str(self.graph.source.get("sha256") or "")
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    name: str
+    size: int | None
+    path: Path
+    graph: ir.Graph
+    sha256: str | None = None
+
+
+def _load(models: Sequence[tuple[str, int]], own: OwnModel | None, folder: Path
+          ) -> list[_Loaded]:
     from edgedeploy import zoo
     from edgedeploy.importers.onnx import import_onnx
+
+    out = [_Loaded(own.path.stem, None, own.path, own.graph, own.sha256)] if own else []
+    for name, size in models:
+        path = zoo.export(name, folder / f"{name}.onnx", size=size)
+        out.append(_Loaded(name, size, path, import_onnx(path)))
+    return out
+
+
+def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable,
+                    models: Sequence[tuple[str, int]] = CALIBRATION_MODELS,
+                    progress: Callable[[str], None] | None = None,
+                    own: OwnModel | None = None
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run each calibration model whole, both engines, on every CPU configuration (pinned);
+    ``own`` first, onnxruntime only, its factors also kept apart (``factors["models"]``)."""
+    import tempfile
+
     from edgedeploy.runtime.affinity import available_cpus, limit_blas_threads, pin_process
     from edgedeploy.runtime.executor import GraphExecutor, default_choice, random_inputs
     from edgedeploy.runtime.model_timing import session_ms
@@ -127,75 +202,84 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
     runs: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for name, size in models:
-                path = zoo.export(name, Path(tmp) / f"{name}.onnx", size=size)
-                graph = import_onnx(path)
+            loaded = _load(models, own, Path(tmp))
+            for m in loaded:
+                graph = m.graph
                 feeds = random_inputs(graph)
                 native = {layer.name: default_choice(layer) for layer in graph.layers}
                 ort = {layer.name: ONNXRUNTIME for layer in graph.layers}
-                int8 = int8_variant(path, graph, Path(tmp))
+                int8 = None if m.sha256 else int8_variant(m.path, graph, Path(tmp))
                 for config in configs:
                     if config.is_gpu:
                         continue
                     cpus = list(cpus_of(config))
                     if progress:
-                        progress(f"segments: {name} on {config.key}")
-                    ort_ms = session_ms(str(path), feeds, cpus)
-                    with limit_blas_threads(len(cpus)):
-                        ex = GraphExecutor(graph, native)
-                        native_ms = median_ms(lambda e=ex, f=feeds: e.run(f))
-                    run = {"model": name, "size": size, "config": config.key,
-                           ONNXRUNTIME: [ort_ms, _predicted_sum(model, graph, config, ort)],
-                           NATIVE: [native_ms, _predicted_sum(model, graph, config, native)]}
+                        progress(f"segments: {m.name} on {config.key}")
+                    ort_ms = session_ms(str(m.path), feeds, cpus)
+                    run: dict[str, Any] = {
+                        "model": m.name, "size": m.size, "config": config.key,
+                        ONNXRUNTIME: [ort_ms, _predicted_sum(model, graph, config, ort)]}
+                    if m.sha256:
+                        run["sha256"] = m.sha256
+                    else:
+                        with limit_blas_threads(len(cpus)):
+                            ex = GraphExecutor(graph, native)
+                            native_ms = median_ms(lambda e=ex, f=feeds: e.run(f))
+                        run[NATIVE] = [native_ms, _predicted_sum(model, graph, config, native)]
                     if int8 is not None:  # measured over the float model's measured time
                         run[INT8] = [session_ms(str(int8), feeds, cpus), ort_ms]
                     runs.append(run)
-        replicas = measure_replicas(configs, cpus_of, models, runs, progress)
+            replicas, own_replicas = measure_replicas(configs, cpus_of, loaded, runs, progress)
     finally:
         pin_process(original)
-    return {**summarise(runs), REPLICAS: replicas}, runs
+    factors: dict[str, Any] = {**summarise(runs), REPLICAS: replicas}
+    if own is not None:
+        mine = [r for r in runs if r.get("sha256") == own.sha256]
+        factors[MODELS] = {own.sha256: {**{e: t for e, t in summarise(mine).items() if t},
+                                        REPLICAS: own_replicas}}
+    return factors, runs
 
 
 def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
-                     models: Sequence[tuple[str, int]], runs: list[dict[str, Any]],
+                     models: Sequence[_Loaded], runs: list[dict[str, Any]],
                      progress: Callable[[str], None] | None = None
-                     ) -> dict[str, dict[str, float]]:
-    """Throughput of r one-core onnxruntime replicas over one core's, per cluster and r."""
-    import tempfile
-
-    from edgedeploy import execute, zoo
-    from edgedeploy.importers.onnx import import_onnx
+                     ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Throughput of r one-core onnxruntime replicas over one core's, per cluster and r: over
+    every model, and of the own model (the one with a sha256) alone."""
+    from edgedeploy import execute
     from edgedeploy.runtime.executor import random_inputs
     from edgedeploy.runtime.pipeline import Pipeline
     from edgedeploy.runtime.stages import plan_stage_io
 
-    one = {(r["model"], CoreConfig.parse(r["config"]).cluster): r[ONNXRUNTIME][0] for r in runs
-           if CoreConfig.parse(r["config"]).cores == 1}
+    one = {(r["model"], r["size"], CoreConfig.parse(r["config"]).cluster): r[ONNXRUNTIME][0]
+           for r in runs if CoreConfig.parse(r["config"]).cores == 1}
     logs: dict[str, dict[str, list[float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, size in models:
-            path = zoo.export(name, Path(tmp) / f"{name}.onnx", size=size)
-            graph = import_onnx(path)
-            feeds = random_inputs(graph)
-            frame = [feeds[t.name] for t in graph.inputs]
-            choices = {layer.name: ONNXRUNTIME for layer in graph.layers}
-            io = plan_stage_io(graph, [])[0]
-            segments = execute.segments_for(graph, [io], choices, path)
-            for config in configs:
-                base = one.get((name, config.cluster))
-                if config.is_gpu or config.cores < 2 or not base:
-                    continue
-                if progress:
-                    progress(f"replicas: {name} x{config.cores} on {config.cluster}")
-                plan = execute.stage_from_io(io=io, cpus=tuple(cpus_of(config)),
+    own: dict[str, dict[str, float]] = {}
+    for m in models:
+        graph = m.graph
+        feeds = random_inputs(graph)
+        choices = {layer.name: ONNXRUNTIME for layer in graph.layers}
+        io = plan_stage_io(graph, [])[0]
+        frame = [feeds[t] for t in io.inputs]
+        segments = execute.segments_for(graph, [io], choices, m.path)
+        for config in configs:
+            base = one.get((m.name, m.size, config.cluster))
+            if config.is_gpu or config.cores < 2 or not base:
+                continue
+            if progress:
+                progress(f"replicas: {m.name} x{config.cores} on {config.cluster}")
+            plan = execute.stage_from_io(io=io, cpus=tuple(cpus_of(config)),
                                          replicas=config.cores)
-                with Pipeline(execute.stage_specs(graph, [plan], choices, segments)) as pipe:
-                    fps = pipe.run(lambda _k, f=frame: f, 40, warmup=8,
-                                   keep_outputs="none").throughput_fps
-                logs.setdefault(config.cluster, {}).setdefault(str(config.cores), []).append(
-                    float(np.log(max(fps * base / 1000.0, 1e-3))))
-    return {cl: {r: round(float(np.exp(np.mean(v))), 4) for r, v in m.items()}
-            for cl, m in logs.items()}
+            with Pipeline(execute.stage_specs(graph, [plan], choices, segments)) as pipe:
+                fps = pipe.run(lambda _k, f=frame: f, 40, warmup=8,
+                               keep_outputs="none").throughput_fps
+            speedup = max(fps * base / 1000.0, 1e-3)
+            logs.setdefault(config.cluster, {}).setdefault(str(config.cores), []).append(
+                float(np.log(speedup)))
+            if m.sha256:
+                own.setdefault(config.cluster, {})[str(config.cores)] = round(speedup, 4)
+    return ({cl: {r: round(float(np.exp(np.mean(v))), 4) for r, v in m.items()}
+             for cl, m in logs.items()}, own)
 
 
 def int8_variant(path: Path, graph: ir.Graph, folder: Path) -> Path | None:

@@ -26,8 +26,18 @@ def shape_key(d: ir.Descriptor) -> str:
     return json.dumps(d.to_dict(), sort_keys=True)
 
 
+def model_shapes(graph: ir.Graph) -> list[ir.Descriptor]:
+    """The distinct layer shapes of a model, heaviest first: what its plan needs priced."""
+    seen: dict[str, ir.Descriptor] = {}
+    for layer in sorted(graph.layers, key=lambda lay: -float(lay.descriptor.flops)):
+        if layer.op != ir.OPAQUE:
+            seen.setdefault(shape_key(layer.descriptor), layer.descriptor)
+    return list(seen.values())
+
+
 def is_heldout(d: ir.Descriptor) -> bool:
-    """Deterministic half split of shapes (by hash): held-out shapes are never profiled."""
+    """Deterministic half split of shapes (by hash): the designed sample leaves held-out shapes
+    out, and an evaluation never fits on them (a profile taken for a model measures its own)."""
     h = hashlib.sha256(shape_key(_bare(d)).encode()).digest()
     return h[0] % 2 == 1
 

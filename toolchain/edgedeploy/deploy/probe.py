@@ -203,8 +203,10 @@ def profile_over_ssh(ref: TargetRef, alias: str, *, budget_s: float, shapes: str
                      progress: Callable[..., None] | None = None,
                      info: Callable[[str], None] | None = None,
                      calibration: Sequence[tuple[str, int]] | None = None,
-                     access: TransportOptions | None = None) -> dict[str, Any]:
-    """Profile the board of SSH target ``alias`` into its board descriptor's profile.
+                     access: TransportOptions | None = None,
+                     graph: Any | None = None) -> dict[str, Any]:
+    """Profile the board of SSH target ``alias`` into its board descriptor's profile
+    (``graph``'s own layer shapes first, when given).
 
     The profile is keyed by ``ref.board``'s fingerprint, as ``plan`` looks it up, so a target
     left at ``board: local`` (this host's descriptor) is refused: its samples would land in this
@@ -227,7 +229,8 @@ def profile_over_ssh(ref: TargetRef, alias: str, *, budget_s: float, shapes: str
         transport.open()
         probe = BoardProbe(transport, transport.expand(ref.path), board_python(ref, target),
                            alias)
-        answer = profile_board(target, probe, budget_s, shapes, progress, info, calibration)
+        answer = profile_board(target, probe, budget_s, shapes, progress, info, calibration,
+                               graph=graph)
     finally:
         transport.close()
     return {"alias": alias, **answer}

@@ -84,7 +84,9 @@ def _layouts(name: str, d: ir.Descriptor) -> tuple[str, str, int]:
 
 
 def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
-    """The planning problem of ``graph`` on ``target`` priced by ``model``."""
+    """The planning problem of ``graph`` on ``target`` priced by ``model`` (by the segment
+    factors measured on this very model where a profile ran it whole)."""
+    model = model.for_model(graph.source.get("sha256"))
     clusters = clusters_of(target)
     caps = {c.name: c.capacity for c in clusters}
     table = model.predict_table(graph, [c for c in model.configs

@@ -65,8 +65,9 @@ def held_out_models() -> list[str]:
 def twin_profile(board: str, seed: int = 0, budget_s: float = PROFILE_S, graph=None) -> list:
     """The short simulated profile a plan starts from: the model's own layer shapes first
     (``edgedeploy profile --model``), then the designed sample; memoised."""
+    from edgedeploy.costmodel.shapes import model_shapes
     from edgedeploy.twins import twin_target
-    from edgedeploy.twins.profile import model_shapes, profile_twin, twin_shapes
+    from edgedeploy.twins.profile import profile_twin, twin_shapes
 
     ident = (graph.name, len(graph.layers), tuple(t.shape for t in graph.inputs)) \
         if graph is not None else ()

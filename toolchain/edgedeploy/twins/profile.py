@@ -12,7 +12,6 @@ board's, and every answer says it is simulated. Deterministic for (board, seed, 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.costmodel.profiler import MAX_REPS, MIN_REPS, REP_TARGET_MS, Measurement
+from edgedeploy.costmodel.shapes import model_shapes
 from edgedeploy.runtime import ir
 from edgedeploy.schemas.target import Target
 from edgedeploy.twins.groundtruth import GroundTruth
@@ -74,16 +74,6 @@ def twin_shapes(kind: str = "designed") -> list[ir.Descriptor]:
     if kind == "designed":
         return shapes_mod.designed_sample()
     return [d for d in shapes_mod.space_filling(160) if not shapes_mod.is_heldout(d)]
-
-
-def model_shapes(graph: ir.Graph) -> list[ir.Descriptor]:
-    """The distinct layer shapes of a model, heaviest first: what its plan needs priced."""
-    seen: dict[str, ir.Descriptor] = {}
-    for layer in sorted(graph.layers, key=lambda lay: -float(lay.descriptor.flops)):
-        if layer.op != ir.OPAQUE:
-            seen.setdefault(json.dumps(layer.descriptor.to_dict(), sort_keys=True),
-                            layer.descriptor)
-    return list(seen.values())
 
 
 def profile_twin(target: Target, budget_s: float, *, seed: int = 0,

@@ -1,0 +1,135 @@
+"""A profile taken for a model measures that model's layer shapes first and runs it whole, so
+its plan is priced by its own segment factors and replica speed-ups, not only the zoo's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgedeploy import zoo
+from edgedeploy.boards.catalog import load_target
+from edgedeploy.costmodel import CoreConfig, CostModel
+from edgedeploy.costmodel.profile import open_profile
+from edgedeploy.costmodel.profiling import profile_local, with_model_shapes
+from edgedeploy.costmodel.segments import (
+    MODELS,
+    NATIVE,
+    ONNXRUNTIME,
+    REPLICAS,
+    OwnModel,
+    factor,
+    for_model,
+    load_factors,
+    save_factors,
+)
+from edgedeploy.costmodel.shapes import designed_sample, model_shapes, shape_key
+from edgedeploy.importers.onnx import import_onnx
+from edgedeploy.planner.adapter import build_problem
+from edgedeploy.runtime import ir
+
+BOARD = {ONNXRUNTIME: {"cpu:1": 0.6, "cpu:2": 0.5}, NATIVE: {"cpu:1": 1.5},
+         REPLICAS: {"cpu": {"2": 1.4}, "big": {"4": 3.0}}}
+
+
+def test_a_models_own_factors_replace_the_boards_where_measured_and_only_there():
+    own = {ONNXRUNTIME: {"cpu:1": 0.9}, REPLICAS: {"cpu": {"2": 1.8}}}
+    factors = {**BOARD, MODELS: {"abc": own}}
+    mine = for_model(factors, "abc")
+    assert mine[ONNXRUNTIME] == {"cpu:1": 0.9, "cpu:2": 0.5}
+    assert mine[NATIVE] == BOARD[NATIVE]
+    assert mine[REPLICAS] == {"cpu": {"2": 1.8}, "big": {"4": 3.0}}
+    assert factor(mine, ONNXRUNTIME, CoreConfig("cpu", 1)) == 0.9
+    for other in ("def", None, ""):
+        assert for_model(factors, other) is factors  # another model: the board's
+    assert factors[ONNXRUNTIME] == BOARD[ONNXRUNTIME]  # nothing changed in place
+
+
+def test_own_factors_round_trip_beside_the_profile(tmp_path: Path):
+    factors = {**BOARD, MODELS: {"abc": {ONNXRUNTIME: {"cpu:1": 0.9},
+                                         REPLICAS: {"cpu": {"2": 1.8}}}}}
+    save_factors(tmp_path / "p.json", factors, [])
+    assert load_factors(tmp_path / "p.json") == factors
+
+
+def test_the_planner_prices_a_model_by_its_own_factors(tmp_path: Path):
+    target = load_target("local")
+    path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    graph = import_onnx(path)
+    sha = graph.source["sha256"]
+    model = CostModel(target)
+    model.segment_factors = {ONNXRUNTIME: {"cpu:1": 0.5},
+                             MODELS: {sha: {ONNXRUNTIME: {"cpu:1": 2.0}}}}
+    own = build_problem(graph, target, model)
+    model.segment_factors = {ONNXRUNTIME: {"cpu:1": 0.5}}
+    board = build_problem(graph, target, model)
+    col = [c.cores for c in own.configs].index(1)
+    for a, b in zip(own.layers, board.layers, strict=True):
+        k = a.options.index(ONNXRUNTIME)
+        assert a.ms[k, col] == pytest.approx(b.ms[k, col] * 4.0)
+
+
+def test_a_models_shapes_come_first_once_each():
+    graph = import_onnx(zoo.build("squeezenet1_1", size=32))
+    sample = designed_sample()
+    order = [shape_key(d) for d in with_model_shapes(sample, graph)]
+    own = [shape_key(d) for d in model_shapes(graph) if d.op == ir.CONV2D]
+    assert order[:len(own)] == own
+    assert len(order) == len(set(order))
+    assert set(order) == set(own) | {shape_key(d) for d in sample}
+    assert with_model_shapes(sample, None) == sample
+
+
+def test_a_profile_for_a_model_measures_it_first_and_runs_it_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # its own profile
+    path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=48)
+    graph = import_onnx(path)
+    own = OwnModel.of(path, graph)
+    assert own is not None
+    target = load_target("local")
+    said: list[str] = []
+    out = profile_local(target, 0.5, info=said.append, calibration=[("mobilenet_v2", 32)],
+                        own=own)
+    prof = open_profile(target)
+    first_seen = list(dict.fromkeys(shape_key(s.descriptor) for s in prof.samples))
+    mine = [shape_key(d) for d in model_shapes(graph) if d.op == ir.CONV2D]
+    n = min(len(first_seen), len(mine))
+    assert n > 0 and first_seen[:n] == mine[:n]
+    assert any("sq on cpu:1" in m for m in said)
+    # its own factors: measured whole over its per-layer sum, on every configuration
+    stored = load_factors(Path(prof.path))
+    assert stored[MODELS] == out["segment_factors"][MODELS]
+    own_factors = stored[MODELS][own.sha256]
+    cm = CostModel.for_target(target)
+    configs = [c for c in cm.configs if not c.is_gpu]
+    assert set(own_factors[ONNXRUNTIME]) == {c.key for c in configs}
+    assert all(np.isfinite(v) and v > 0 for v in own_factors[ONNXRUNTIME].values())
+    if any(c.cores > 1 for c in configs):
+        assert own_factors[REPLICAS]
+    priced = cm.for_model(own.sha256)
+    for c in configs:
+        assert priced.segment_factor(ONNXRUNTIME, c) == own_factors[ONNXRUNTIME][c.key]
+    # a later profile without the model keeps what was measured on it
+    profile_local(target, 0.2, calibration=[("mobilenet_v2", 32)])
+    assert load_factors(Path(prof.path))[MODELS][own.sha256] == own_factors
+
+
+def test_a_tflite_model_is_no_own_model(tmp_path: Path):
+    graph = import_onnx(zoo.build("squeezenet1_1", size=32))
+    graph.source["format"] = "tflite"
+    assert OwnModel.of(tmp_path / "m.tflite", graph) is None
+
+
+def test_profile_with_a_model_on_this_host_runs_it_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``edgedeploy profile --target local --model M`` (it took the model's shapes on a twin
+    only, and ignored it here)."""
+    from edgedeploy import api
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    out = api.profile("local", budget_s=0.2, model=path, calibration=[("mobilenet_v2", 32)])
+    sha = import_onnx(path).source["sha256"]
+    assert set(out["segment_factors"][MODELS]) == {sha}

@@ -103,3 +103,65 @@ def test_measured_plan_of_resnet50_from_an_empty_cache(tmp_path):
           f" s: {'met' if wall <= PLAN_TIME_TARGET_S else 'MISSED'}); winner "
           f"{lock['decision']['winner']}")
     assert lock["decision"]["measured"]  # the time is reported, not asserted
+
+
+#: Models a new user plans from an empty cache for the predicted-vs-measured bench (with the
+#: input size): a classifier of each kind and a detector.
+FRESH_MODELS = (("googlenet", 224), ("mobilenet_v2", 224), ("yolo_tiny", 416), ("resnet50", 224))
+PREDICTION_TARGET = 0.15
+
+
+@pytest.mark.slow
+def test_predicted_against_measured_throughput_from_an_empty_cache(tmp_path):
+    """`edgedeploy plan` of each model as a new user runs it (empty cache: the quick profile,
+    the whole-model calibration runs, measure-to-decide): every contender's predicted
+    throughput beside its measured one. Writes ``results/plan_prediction_fresh.json``; the
+    target (the chosen plan within 15 %) is reported, not asserted."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from edgedeploy import zoo
+
+    rows = []
+    for name, size in FRESH_MODELS:
+        folder = tmp_path / name
+        (folder / "cache").mkdir(parents=True)
+        zoo.export(name, folder / "m.onnx", size=size)
+        (folder / "m.yaml").write_text("name: m\nmodel:\n  path: m.onnx\n"
+                                       "objective: throughput\ntargets:\n  local: {}\n")
+        env = {**os.environ, "XDG_CACHE_HOME": str(folder / "cache")}
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "edgedeploy.cli.main", "plan", "m.yaml",
+                        "--target", "local"], cwd=folder, env=env, check=True)
+        wall = time.perf_counter() - t0
+        decision = json.loads((folder / "m.local.plan.json").read_text())["decision"]
+        contenders = [{"name": c["name"], "predicted_fps": c["predicted"]["throughput_fps"],
+                       "measured_fps": c["measured_fps"]} for c in decision["contenders"]]
+        errors = {c["name"]: c["predicted_fps"] / c["measured_fps"] - 1 for c in contenders
+                  if c["predicted_fps"] and c["measured_fps"]}
+        rows.append({"model": name, "size": size, "plan_s": round(wall, 1),
+                     "winner": decision["winner"],
+                     "winner_error": round(errors[decision["winner"]], 4),
+                     "mean_abs_error": round(sum(map(abs, errors.values())) / len(errors), 4),
+                     "contenders": contenders})
+        print(f"\n{name}: chosen {decision['winner']} predicted "
+              f"{errors[decision['winner']]:+.1%} of measured; contenders "
+              f"{rows[-1]['mean_abs_error']:.1%} off on average")
+    within = sum(abs(r["winner_error"]) <= PREDICTION_TARGET for r in rows)
+    out = Path(__file__).resolve().parents[2] / "results" / "plan_prediction_fresh.json"
+    out.write_text(json.dumps({
+        "command": "python -m pytest -q tests/bench/test_planner_bench.py -k "
+                   "predicted_against_measured "
+                   "-p no:cacheprovider -s",
+        "what": "edgedeploy plan MODEL --target local from an empty cache (quick profile, "
+                "whole-model calibration, measure-to-decide); each contender's predicted and "
+                "measured throughput (error = predicted / measured - 1)",
+        "host": "2-vCPU Intel Xeon VM", "target_error": PREDICTION_TARGET,
+        "chosen_within_target": f"{within}/{len(rows)}", "rows": rows,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}, indent=1) + "\n")
+    print(f"chosen plan predicted within {PREDICTION_TARGET:.0%}: {within}/{len(rows)}")
+    assert rows  # reported, not asserted

@@ -196,3 +196,35 @@ def test_failures_reach_the_user_as_their_exit_code_with_a_hint(sshd, home, tmp_
     assert all(n in err for n in needles), err
     assert "hint:" in err and "Traceback" not in err
     assert not prof_mod.profile_path(load_target("local")).exists()
+
+
+def test_a_profile_over_ssh_for_a_model_measures_its_shapes_first_and_runs_it_on_the_board(
+        sshd, home, tmp_path) -> None:
+    """``profile --target ALIAS --model M``: the model's conv shapes go first in the task list
+    the board spends its budget on, and the model travels with the calibration models and is
+    run whole there (onnxruntime only), its own factors kept under its digest."""
+    from edgedeploy.costmodel.segments import MODELS
+    from edgedeploy.importers.onnx import import_onnx
+    from edgedeploy.runtime import ir
+
+    board = _board_yaml(tmp_path / "loopback.yaml")
+    manifest = _manifest(tmp_path, _target(sshd, "edge", board.name, sys.executable, tmp_path))
+    model = tmp_path / "sq.onnx"
+    infos: list[str] = []
+    answer = api.profile("edge", manifest=manifest, budget_s=1.0, shapes="space",
+                         calibration=CALIBRATION, info=infos.append, model=model)
+    graph = import_onnx(model)
+    mine = [shapes_mod.shape_key(d) for d in shapes_mod.model_shapes(graph)
+            if d.op == ir.CONV2D]
+    profile = prof_mod.read_profile(answer["profile"], answer["fingerprint"])
+    seen = list(dict.fromkeys(shapes_mod.shape_key(s.descriptor) for s in profile.samples))
+    n = min(len(seen), len(mine))
+    assert n > 0 and seen[:n] == mine[:n]
+    assert any(line.startswith("segments: sq on") for line in infos)
+    target = load_target(str(board))
+    configs = {c.key for c in core_configs(target) if not c.is_gpu}
+    own = load_factors(Path(answer["profile"]))[MODELS][graph.source["sha256"]]
+    assert set(own["onnxruntime"]) == configs and "native" not in own
+    assert all(v > 0 for v in own["onnxruntime"].values())
+    if any(c.cores > 1 for c in core_configs(target)):
+        assert own[REPLICAS]

@@ -548,8 +548,8 @@ def profile(target: str = "local", *, budget_s: float = 60.0, shapes: str = "des
     reads for it). ``progress`` gets (elapsed, budget, samples, eta, label); ``info`` one line
     per whole-model calibration run; ``calibration`` names the zoo models (name, input size)
     run whole for the segment factors (default: as many as ``budget_s`` pays for,
-    ``costmodel.segments.calibration_models``). ``model``: its layer shapes are measured
-    first; on this host an ONNX model is also run whole for its own segment factors.
+    ``costmodel.segments.calibration_models``). ``model``: its conv shapes are measured
+    first, and an ONNX model is also run whole (onnxruntime) for its own segment factors.
     """
     from edgedeploy.errors import InputError
     from edgedeploy.twins import SIM_PREFIX, twin_target
@@ -566,18 +566,19 @@ def profile(target: str = "local", *, budget_s: float = 60.0, shapes: str = "des
         return _profile_copy(tgt, export, import_)
     if twin:
         return _profile_twin(tgt, budget_s, shapes, model, progress)
+    from edgedeploy.costmodel.segments import OwnModel
+
     graph = load_model(model) if model is not None else None
+    own = OwnModel.of(Path(model), graph) if model is not None and graph is not None else None
     if ref is not None and ref.transport == "ssh":
         from edgedeploy.deploy.probe import profile_over_ssh
 
         return profile_over_ssh(ref, target, budget_s=budget_s, shapes=shapes,
                                 progress=progress, info=info, calibration=calibration,
-                                access=_access(accept_new_host_keys), graph=graph)
+                                access=_access(accept_new_host_keys), graph=graph, own=own)
     from edgedeploy.costmodel.profiling import profile_local
-    from edgedeploy.costmodel.segments import OwnModel
 
-    return profile_local(tgt, budget_s, shapes, progress, info, calibration,
-                         own=OwnModel.of(Path(model), graph) if graph is not None else None)
+    return profile_local(tgt, budget_s, shapes, progress, info, calibration, own=own)
 
 
 def _profile_ref(manifest: str | Path | None, target: str) -> TargetRef | None:

@@ -140,9 +140,7 @@ def segment_factors(target: Target, profile_file: Path,
     )
 
     model = CostModel.for_target(target)
-    chosen = list(models or CALIBRATION_MODELS)
-    if own is not None and len(chosen) > 1:
-        chosen = chosen[:-1]  # the model itself pays for one of them
+    chosen = _zoo_beside(models or CALIBRATION_MODELS, own)
     kept = load_factors(profile_file).get(MODELS) or {}
     try:
         factors, runs = measure_factors(model, model.configs, lambda c: c.cpus(target),
@@ -155,9 +153,23 @@ def segment_factors(target: Target, profile_file: Path,
                  "calibrating on the zoo's models only")
         factors, runs = measure_factors(model, model.configs, lambda c: c.cpus(target),
                                         chosen, progress=info)
+    save_factors(profile_file, _keeping(kept, factors), runs)
+    return factors
+
+
+def _zoo_beside(models: Sequence[tuple[str, int]], own: OwnModel | None
+                ) -> list[tuple[str, int]]:
+    """The zoo's calibration models run beside ``own``: it takes the last one's place."""
+    return list(models)[:-1] if own is not None and len(models) > 1 else list(models)
+
+
+def _keeping(kept: dict[str, Any], factors: dict[str, Any]) -> dict[str, Any]:
+    """``factors`` with the own-model factors measured before (``kept``) that it does not
+    measure again."""
+    from edgedeploy.costmodel.segments import MODELS
+
     if kept or MODELS in factors:
         factors[MODELS] = {**kept, **(factors.get(MODELS) or {})}
-    save_factors(profile_file, factors, runs)
     return factors
 
 
@@ -236,12 +248,12 @@ def profile_board(target: Target, probe: Probe, budget_s: float, shapes: str = "
                   progress: Progress | None = None,
                   info: Callable[[str], None] | None = None,
                   calibration: Sequence[tuple[str, int]] | None = None,
-                  graph: Any | None = None) -> dict[str, Any]:
+                  graph: Any | None = None, own: OwnModel | None = None) -> dict[str, Any]:
     """:func:`profile_local` for a board the probe reaches: the same shapes, order and budget
     (spent on the board), the samples and the segment factors and replica speed-ups stored in
     ``target``'s profile -- the board's, by its descriptor's fingerprint, never this host's.
-    ``graph``'s layer shapes are measured first; its whole-model runs stay on this host's side
-    of the zoo's calibration models (the model is not sent to the board to be profiled)."""
+    ``graph``'s conv shapes are measured first; ``own`` (that model's ONNX file) travels with
+    the calibration models and is run whole through onnxruntime on the board, as on this host."""
     from edgedeploy.costmodel import profile as prof_mod
     from edgedeploy.costmodel import shapes as shapes_mod
     from edgedeploy.costmodel.evaluate import ensure_fit_sample
@@ -258,7 +270,7 @@ def profile_board(target: Target, probe: Probe, budget_s: float, shapes: str = "
         prof.runtime = dict(measure.start["runtime"])  # the board's versions, not this host's
         prof.save()
     factors = (board_segment_factors(target, Path(prof.path), probe, info,
-                                     calibration or calibration_models(budget_s))
+                                     calibration or calibration_models(budget_s), own)
                if calibration is None or calibration else _stored_factors(Path(prof.path)))
     return {"target": prof.target_name, "host": probe.label,
             "fingerprint": prof.fingerprint, "profile": str(prof.path),
@@ -271,15 +283,22 @@ def profile_board(target: Target, probe: Probe, budget_s: float, shapes: str = "
 
 def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
                           info: Callable[[str], None] | None = None,
-                          models: Sequence[tuple[str, int]] | None = None
-                          ) -> dict[str, Any]:
+                          models: Sequence[tuple[str, int]] | None = None,
+                          own: OwnModel | None = None) -> dict[str, Any]:
     """:func:`segment_factors` with the whole-model runs on the board: the calibration models
-    travel as ONNX files and IR graphs, the times come back, and the factors (measured over
-    this target's per-layer predictions) are saved beside its profile."""
+    (``own`` among them) travel as ONNX files and IR graphs, the times come back, and the
+    factors (measured over this target's per-layer predictions) are saved beside its profile."""
     import tempfile
 
     from edgedeploy.costmodel import CostModel
-    from edgedeploy.costmodel.segments import CALIBRATION_MODELS, REPLICAS, save_factors, summarise
+    from edgedeploy.costmodel.segments import (
+        CALIBRATION_MODELS,
+        MODELS,
+        REPLICAS,
+        load_factors,
+        save_factors,
+        summarise,
+    )
     from edgedeploy.runtime.probe import PROTOCOL
 
     model = CostModel.for_target(target)
@@ -296,43 +315,61 @@ def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
         elif kind == "replicas":
             replicas.append(event)
 
+    kept = load_factors(profile_file).get(MODELS) or {}
     with tempfile.TemporaryDirectory() as tmp:
-        specs, files, graphs = calibration_files(models or CALIBRATION_MODELS, Path(tmp))
+        specs, files, graphs = calibration_files(_zoo_beside(models or CALIBRATION_MODELS, own),
+                                                 Path(tmp), own)
         request = {"protocol": PROTOCOL, "models": {
             "models": specs, "configs": [{"key": c.key, "cluster": c.cluster, "cores": c.cores,
                                           "cpus": c.cpus(target)} for c in configs]}}
         probe(request, files, on_event)
     detail = [_priced(model, graphs[(r["model"], r["size"])], r) for r in runs]
     factors: dict[str, Any] = {**summarise(detail), REPLICAS: replica_speedups(detail, replicas)}
-    save_factors(profile_file, factors, detail)
+    if own is not None:
+        name = (own.path.stem, None)
+        mine = [d for d in detail if (d["model"], d["size"]) == name]
+        if mine:
+            speedups = replica_speedups(mine, [e for e in replicas
+                                               if (e["model"], e.get("size")) == name])
+            factors[MODELS] = {own.sha256: {**{e: t for e, t in summarise(mine).items() if t},
+                                            REPLICAS: speedups}}
+    save_factors(profile_file, _keeping(kept, factors), detail)
     return factors
 
 
-def calibration_files(models: Sequence[tuple[str, int]], tmp: Path
-                      ) -> tuple[list[dict[str, Any]], dict[str, Path], dict[tuple[str, int], Any]]:
-    """Each calibration model exported from the zoo and imported: its request entry, its files
-    (keyed by the ONNX file's digest, so a board keeps one copy whatever the run; its int8
-    variant beside it, where it quantizes) and its IR."""
+def calibration_files(models: Sequence[tuple[str, int]], tmp: Path, own: OwnModel | None = None
+                      ) -> tuple[list[dict[str, Any]], dict[str, Path],
+                                 dict[tuple[str, int | None], Any]]:
+    """Each calibration model exported from the zoo and imported, ``own`` first: its request
+    entry, its files (keyed by the ONNX file's digest, so a board keeps one copy whatever the
+    run; a zoo model's int8 variant beside it, where it quantizes) and its IR. ``own`` runs
+    through onnxruntime only (``"native": false``), as on this host."""
     import hashlib
 
     from edgedeploy import zoo
     from edgedeploy.costmodel.segments import int8_variant
     from edgedeploy.importers.onnx import import_onnx
 
-    specs, files, graphs = [], {}, {}
+    todo: list[tuple[str, int | None, Path, Any]] = (
+        [(own.path.stem, None, own.path, own.graph)] if own is not None else [])
     for name, size in models:
         path = zoo.export(name, tmp / f"{name}-{size}.onnx", size=size)
-        graph = import_onnx(path)
+        todo.append((name, size, path, import_onnx(path)))
+    specs, files, graphs = [], {}, {}
+    for name, size, path, graph in todo:
         key = f"{name}-{size}-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
         graph.save(tmp / key)
         files.update({f"{key}/model.onnx": path, f"{key}/graph.json": tmp / key / "graph.json",
                       f"{key}/weights.npz": tmp / key / "weights.npz"})
-        spec = {"name": name, "size": size, "onnx": f"{key}/model.onnx",
-                "graph": f"{key}/graph.json", "weights": f"{key}/weights.npz"}
-        int8 = int8_variant(path, graph, tmp)
-        if int8 is not None:
-            files[f"{key}/model.int8.onnx"] = int8
-            spec[INT8] = f"{key}/model.int8.onnx"
+        spec: dict[str, Any] = {"name": name, "size": size, "onnx": f"{key}/model.onnx",
+                                "graph": f"{key}/graph.json", "weights": f"{key}/weights.npz"}
+        if size is None:
+            spec["native"] = False
+        else:
+            int8 = int8_variant(path, graph, tmp)
+            if int8 is not None:
+                files[f"{key}/model.int8.onnx"] = int8
+                spec[INT8] = f"{key}/model.int8.onnx"
         specs.append(spec)
         graphs[(name, size)] = graph
     return specs, files, graphs
@@ -348,8 +385,9 @@ def _priced(model: Any, graph: Any, run: dict[str, Any]) -> dict[str, Any]:
     ort = {layer.name: ONNXRUNTIME for layer in graph.layers}
     native = {layer.name: default_choice(layer) for layer in graph.layers}
     out = {"model": run["model"], "size": run["size"], "config": config.key,
-           ONNXRUNTIME: [float(run[ONNXRUNTIME]), _predicted_sum(model, graph, config, ort)],
-           NATIVE: [float(run[NATIVE]), _predicted_sum(model, graph, config, native)]}
+           ONNXRUNTIME: [float(run[ONNXRUNTIME]), _predicted_sum(model, graph, config, ort)]}
+    if run.get(NATIVE) is not None:  # the model a profile is taken for runs onnxruntime only
+        out[NATIVE] = [float(run[NATIVE]), _predicted_sum(model, graph, config, native)]
     if run.get(INT8) is not None:  # over the float model's measured time
         out[INT8] = [float(run[INT8]), float(run[ONNXRUNTIME])]
     return out

@@ -204,9 +204,10 @@ def profile_over_ssh(ref: TargetRef, alias: str, *, budget_s: float, shapes: str
                      info: Callable[[str], None] | None = None,
                      calibration: Sequence[tuple[str, int]] | None = None,
                      access: TransportOptions | None = None,
-                     graph: Any | None = None) -> dict[str, Any]:
+                     graph: Any | None = None, own: Any | None = None) -> dict[str, Any]:
     """Profile the board of SSH target ``alias`` into its board descriptor's profile
-    (``graph``'s own layer shapes first, when given).
+    (``graph``'s own conv shapes first, when given; ``own``, a ``costmodel.segments.OwnModel``,
+    also run whole there for its own segment factors).
 
     The profile is keyed by ``ref.board``'s fingerprint, as ``plan`` looks it up, so a target
     left at ``board: local`` (this host's descriptor) is refused: its samples would land in this
@@ -230,7 +231,7 @@ def profile_over_ssh(ref: TargetRef, alias: str, *, budget_s: float, shapes: str
         probe = BoardProbe(transport, transport.expand(ref.path), board_python(ref, target),
                            alias)
         answer = profile_board(target, probe, budget_s, shapes, progress, info, calibration,
-                               graph=graph)
+                               graph=graph, own=own)
     finally:
         transport.close()
     return {"alias": alias, **answer}

@@ -9,11 +9,14 @@ prior's expected times, and the calibration models)::
      "layers": {"budget_s": 60, "seed": 0, "shapes": [{descriptor}, ...],
                 "tasks": [{"shape": 0, "primitive": "onnxruntime", "cpus": [0], "expect_ms": 1.3}]},
      "models": {"configs": [{"key": "cpu:2", "cluster": "cpu", "cores": 2, "cpus": [0, 1]}],
-                "models": [{"name": ..., "size": ..., "onnx": KEY, "graph": KEY, "weights": KEY}]},
+                "models": [{"name": ..., "size": ..., "onnx": KEY, "graph": KEY, "weights": KEY,
+                            "native": true}]},
      "files": {KEY: "/path/on/the/board", ...}}
 
-The board measures the layer tasks in order within the budget (its own clock), then the models,
-and answers one JSON object per line, flushed as it goes so the host can show progress::
+The board measures the layer tasks in order within the budget (its own clock), then the models
+(a model with ``"native": false``, the one a profile is taken for, through onnxruntime only: a
+large model run natively would take minutes on a small board), and answers one JSON object
+per line, flushed as it goes so the host can show progress::
 
     {"event": "start", "probe": ".../probe.py", "python": ..., "runtime": {...}, "cpus": [...]}
     {"event": "sample", "index": 3, "ms": 1.2, "reps": 9, "spread": 0.04, "elapsed_s": ...}
@@ -143,9 +146,10 @@ def measure_layers(section: dict[str, Any], out: Emit) -> int:
 
 def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
                    unpinned: Sequence[int]) -> int:
-    """Each calibration model whole, both engines, on every configuration; then r one-core
-    replicas of it on every configuration with r >= 2 cores (the feeding parent back on
-    ``unpinned``, every core the probe started with)."""
+    """Each calibration model whole, both engines (onnxruntime only where its spec says
+    ``"native": false``), on every configuration; then r one-core replicas of it on every
+    configuration with r >= 2 cores (the feeding parent back on ``unpinned``, every core the
+    probe started with)."""
     import numpy as np
 
     from edgedeploy.runtime import ir
@@ -160,10 +164,12 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
             graph = ir.Graph.from_dict(data, {k: npz[k] for k in npz.files})
         onnx_path = files[spec["onnx"]]
         int8_path = files.get(spec["int8"]) if spec.get("int8") else None
-        feeds = random_inputs(graph) if int8_path else {}
+        native = bool(spec.get("native", True))
+        feeds = random_inputs(graph) if int8_path or not native else {}
         for cfg in configs:
             out({"event": "info", "message": f"segments: {spec['name']} on {cfg['key']}"})
-            ort_ms, native_ms = engine_ms(graph, onnx_path, cfg["cpus"])
+            ort_ms, native_ms = (engine_ms(graph, onnx_path, cfg["cpus"]) if native
+                                 else (session_ms(onnx_path, feeds, cfg["cpus"]), None))
             run = {"event": "run", "model": spec["name"], "size": spec.get("size"),
                    "config": cfg["key"], "cluster": cfg["cluster"], "cores": cfg["cores"],
                    ONNXRUNTIME: ort_ms, NATIVE: native_ms}

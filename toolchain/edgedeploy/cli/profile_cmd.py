@@ -66,8 +66,9 @@ def profile(
     export: Path | None = typer.Option(None, "--export", help="Write the profile to FILE; no run."),
     import_: Path | None = typer.Option(None, "--import",
                                         help="Merge FILE into the profile; no run."),
-    model: Path | None = typer.Option(None, "--model",
-                                      help="Measure this model's own layer shapes first."),
+    model: Path | None = typer.Option(
+        None, "--model", help="Measure this model's own layer shapes first; on a real board, "
+                              "also run it whole (ONNX) for its own segment factors."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Measure layer shapes x primitives x core counts on the target; append to its profile.

@@ -116,10 +116,44 @@ def test_a_profile_for_a_model_measures_it_first_and_runs_it_whole(
     assert load_factors(Path(prof.path))[MODELS][own.sha256] == own_factors
 
 
-def test_a_tflite_model_is_no_own_model(tmp_path: Path):
+def test_a_tflite_model_runs_whole_through_litert_for_its_own_factors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """LiteRT is otherwise priced by onnxruntime's factors: a TFLite model's own profile
+    measures LiteRT itself, for the model and for the board."""
+    from edgedeploy.importers import load_model
+    from edgedeploy.runtime.vocab import LITERT
+    from edgedeploy.testing.tflite_builder import TFLiteBuilder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    b = TFLiteBuilder("tiny")
+    x = b.input("image", (1, 32, 32, 3))
+    y = b.conv2d(x, rng.standard_normal((8, 3, 3, 3)).astype(np.float32), padding="SAME",
+                 activation="relu")
+    y = b.conv2d(y, rng.standard_normal((8, 3, 3, 8)).astype(np.float32), padding="SAME")
+    b.output(b.mean(y, (1, 2)))
+    path = tmp_path / "tiny.tflite"
+    b.save(path)
+    graph = load_model(path)
+    own = OwnModel.of(path, graph)
+    assert own is not None and own.engine == LITERT
+    target = load_target("local")
+    out = profile_local(target, 0.2, calibration=[("mobilenet_v2", 32)], own=own)
+    mine = out["segment_factors"][MODELS][own.sha256]
+    configs = {c.key for c in CostModel.for_target(target).configs if not c.is_gpu}
+    assert set(mine[LITERT]) == configs and ONNXRUNTIME not in mine
+    assert set(out["segment_factors"][LITERT]) == configs  # the board's LiteRT, measured
+    priced = CostModel.for_target(target).for_model(own.sha256)
+    for key, value in mine[LITERT].items():
+        assert priced.segment_factor(LITERT, CoreConfig.parse(key)) == value
+
+
+def test_a_model_without_a_recorded_digest_or_format_is_no_own_model(tmp_path: Path):
     graph = import_onnx(zoo.build("squeezenet1_1", size=32))
-    graph.source["format"] = "tflite"
-    assert OwnModel.of(tmp_path / "m.tflite", graph) is None
+    graph.source["format"] = "caffe"
+    assert OwnModel.of(tmp_path / "m.caffemodel", graph) is None
+    graph.source.update(format="onnx", sha256="")
+    assert OwnModel.of(tmp_path / "m.onnx", graph) is None
 
 
 def test_profile_with_a_model_on_this_host_runs_it_whole(

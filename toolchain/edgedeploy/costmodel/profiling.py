@@ -252,15 +252,18 @@ def profile_board(target: Target, probe: Probe, budget_s: float, shapes: str = "
     """:func:`profile_local` for a board the probe reaches: the same shapes, order and budget
     (spent on the board), the samples and the segment factors and replica speed-ups stored in
     ``target``'s profile -- the board's, by its descriptor's fingerprint, never this host's.
-    ``graph``'s conv shapes are measured first; ``own`` (that model's ONNX file) travels with
-    the calibration models and is run whole through onnxruntime on the board, as on this host."""
+    ``graph``'s conv shapes are measured first; ``own`` (that model's file) travels with the
+    calibration models and is run whole through onnxruntime on the board, as on this host (a
+    TFLite model is not: the probe times onnxruntime and native runs only)."""
     from edgedeploy.costmodel import profile as prof_mod
     from edgedeploy.costmodel import shapes as shapes_mod
     from edgedeploy.costmodel.evaluate import ensure_fit_sample
     from edgedeploy.costmodel.segments import calibration_models
+    from edgedeploy.runtime.vocab import ONNXRUNTIME
 
     check_shapes(shapes)
     sample = with_model_shapes(shape_sample(shapes), graph)
+    own = own if own is not None and own.engine == ONNXRUNTIME else None
     prof = prof_mod.open_profile(target)
     before = len(prof.samples)
     measure = BoardMeasure(target, probe)

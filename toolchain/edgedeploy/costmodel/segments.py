@@ -24,9 +24,10 @@ the measured speed-up per cluster and replica count replaces the planner's linea
 
 The factors differ by model: onnxruntime ran twelve zoo models at 0.70-1.04 of their per-layer
 sums on a 2-core host. So a profile taken for a model (``plan``'s first quick profile, ``profile
---model``) also runs that model whole: its own onnxruntime factors and replica speed-ups, kept
-under its file's sha256 (``factors["models"]``), price it (:func:`for_model`), and they count in
-the board's as one more calibration model.
+--model``) also runs that model whole through the engine of its format (onnxruntime, LiteRT for
+TFLite): its own factors and replica speed-ups, kept under its file's sha256
+(``factors["models"]``), price it (:func:`for_model`), and they count in the board's as one more
+calibration model (the only one that measures LiteRT, which otherwise takes onnxruntime's).
 """
 
 from __future__ import annotations
@@ -44,7 +45,15 @@ import numpy as np
 from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.model_timing import median_ms
-from edgedeploy.runtime.vocab import INT8, NATIVE, ONNXRUNTIME, canonical_choice
+from edgedeploy.runtime.vocab import (
+    INT8,
+    LITERT,
+    NATIVE,
+    ONNX,
+    ONNXRUNTIME,
+    TFLITE,
+    canonical_choice,
+)
 
 #: Small zoo models at a reduced size: a few seconds for every core count of a cluster, the
 #: cheapest first (a short profile calibrates on the first ones only, see calibration_models).
@@ -144,24 +153,30 @@ def _predicted_sum(model: Any, graph: ir.Graph, config: CoreConfig,
 
 @dataclass(frozen=True)
 class OwnModel:
-    """The model a profile is taken for, run whole as a calibration model (onnxruntime only:
-    its native run and int8 variant would cost a large model's profile tens of seconds)."""
+    """The model a profile is taken for, run whole as a calibration model through the engine of
+    its format (onnxruntime for ONNX, LiteRT for TFLite) only: its native run and int8 variant
+    would cost a large model's profile tens of seconds."""
 
     path: Path
     graph: ir.Graph
 
     @classmethod
     def of(cls, path: Path, graph: ir.Graph) -> OwnModel | None:
-        """``path`` as an own model where onnxruntime can run it whole (an ONNX file; a TFLite
-        model gets its layer shapes measured first, and the zoo's factors)."""
-        from edgedeploy.runtime.vocab import ONNX
-
-        ok = graph.source.get("format") == ONNX and graph.source.get("sha256")
-        return cls(Path(path), graph) if ok else None
+        """``path`` as an own model: an ONNX or TFLite file whose digest the import recorded."""
+        known = graph.source.get("format") in WHOLE_ENGINES and graph.source.get("sha256")
+        return cls(Path(path), graph) if known else None
 
     @property
     def sha256(self) -> str:
         return str(self.graph.source.get("sha256") or "")
+
+    @property
+    def engine(self) -> str:
+        return WHOLE_ENGINES[str(self.graph.source.get("format"))]
+
+
+#: The engine that runs a model file of each format whole.
+WHOLE_ENGINES = {ONNX: ONNXRUNTIME, TFLITE: LITERT}
 
 
 @dataclass(frozen=True)
@@ -171,6 +186,7 @@ class _Loaded:
     path: Path
     graph: ir.Graph
     sha256: str | None = None
+    engine: str = ONNXRUNTIME
 
 
 def _load(models: Sequence[tuple[str, int]], own: OwnModel | None, folder: Path
@@ -178,11 +194,17 @@ def _load(models: Sequence[tuple[str, int]], own: OwnModel | None, folder: Path
     from edgedeploy import zoo
     from edgedeploy.importers.onnx import import_onnx
 
-    out = [_Loaded(own.path.stem, None, own.path, own.graph, own.sha256)] if own else []
+    out = ([_Loaded(own.path.stem, None, own.path, own.graph, own.sha256, own.engine)]
+           if own else [])
     for name, size in models:
         path = zoo.export(name, folder / f"{name}.onnx", size=size)
         out.append(_Loaded(name, size, path, import_onnx(path)))
     return out
+
+
+def whole_ms(run: dict[str, Any]) -> float:
+    """A run's measured time of the model whole through the engine of its format."""
+    return float(run[ONNXRUNTIME][0] if ONNXRUNTIME in run else run[LITERT][0])
 
 
 def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable,
@@ -191,7 +213,8 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                     own: OwnModel | None = None
                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run each calibration model whole, both engines, on every CPU configuration (pinned);
-    ``own`` first, onnxruntime only, its factors also kept apart (``factors["models"]``)."""
+    ``own`` first, through its format's engine only, its factors also kept apart
+    (``factors["models"]``)."""
     import tempfile
 
     from edgedeploy.runtime.affinity import available_cpus, limit_blas_threads, pin_process
@@ -207,7 +230,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                 graph = m.graph
                 feeds = random_inputs(graph)
                 native = {layer.name: default_choice(layer) for layer in graph.layers}
-                ort = {layer.name: ONNXRUNTIME for layer in graph.layers}
+                whole = {layer.name: m.engine for layer in graph.layers}
                 int8 = None if m.sha256 else int8_variant(m.path, graph, Path(tmp))
                 for config in configs:
                     if config.is_gpu:
@@ -215,10 +238,10 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                     cpus = list(cpus_of(config))
                     if progress:
                         progress(f"segments: {m.name} on {config.key}")
-                    ort_ms = session_ms(str(m.path), feeds, cpus)
+                    ms = session_ms(str(m.path), feeds, cpus, m.engine)
                     run: dict[str, Any] = {
                         "model": m.name, "size": m.size, "config": config.key,
-                        ONNXRUNTIME: [ort_ms, _predicted_sum(model, graph, config, ort)]}
+                        m.engine: [ms, _predicted_sum(model, graph, config, whole)]}
                     if m.sha256:
                         run["sha256"] = m.sha256
                     else:
@@ -227,7 +250,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                             native_ms = median_ms(lambda e=ex, f=feeds: e.run(f))
                         run[NATIVE] = [native_ms, _predicted_sum(model, graph, config, native)]
                     if int8 is not None:  # measured over the float model's measured time
-                        run[INT8] = [session_ms(str(int8), feeds, cpus), ort_ms]
+                        run[INT8] = [session_ms(str(int8), feeds, cpus), ms]
                     runs.append(run)
             replicas, own_replicas = measure_replicas(configs, cpus_of, loaded, runs, progress)
     finally:
@@ -244,21 +267,22 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
                      models: Sequence[_Loaded], runs: list[dict[str, Any]],
                      progress: Callable[[str], None] | None = None
                      ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """Throughput of r one-core onnxruntime replicas over one core's, per cluster and r: over
-    every model, and of the own model (the one with a sha256) alone."""
+    """Throughput of r one-core replicas (of the engine each model ran whole through) over one
+    core's, per cluster and r: over every model, and of the own model (the one with a sha256)
+    alone."""
     from edgedeploy import execute
     from edgedeploy.runtime.executor import random_inputs
     from edgedeploy.runtime.pipeline import Pipeline
     from edgedeploy.runtime.stages import plan_stage_io
 
-    one = {(r["model"], r["size"], CoreConfig.parse(r["config"]).cluster): r[ONNXRUNTIME][0]
+    one = {(r["model"], r["size"], CoreConfig.parse(r["config"]).cluster): whole_ms(r)
            for r in runs if CoreConfig.parse(r["config"]).cores == 1}
     logs: dict[str, dict[str, list[float]]] = {}
     own: dict[str, dict[str, float]] = {}
     for m in models:
         graph = m.graph
         feeds = random_inputs(graph)
-        choices = {layer.name: ONNXRUNTIME for layer in graph.layers}
+        choices = {layer.name: m.engine for layer in graph.layers}
         io = plan_stage_io(graph, [])[0]
         frame = [feeds[t] for t in io.inputs]
         segments = execute.segments_for(graph, [io], choices, m.path)
@@ -303,7 +327,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per engine and config: the geometric mean of measured / predicted over the models (for
     ``int8``: of its time over the float model's, where measured)."""
     out: dict[str, dict[str, float]] = {ONNXRUNTIME: {}, NATIVE: {}}
-    for engine in (ONNXRUNTIME, NATIVE, INT8):
+    for engine in (ONNXRUNTIME, NATIVE, LITERT, INT8):
         by_config: dict[str, list[float]] = {}
         for run in runs:
             if engine not in run:

@@ -53,14 +53,18 @@ def engine_ms(graph: ir.Graph, onnx_path: str, cpus: Sequence[int]) -> tuple[flo
     return ort_ms, native_ms
 
 
-def session_ms(onnx_path: str, feeds: Mapping[str, object], cpus: Sequence[int]) -> float:
+def session_ms(onnx_path: str, feeds: Mapping[str, object], cpus: Sequence[int],
+               engine: str = ONNXRUNTIME) -> float:
     """Milliseconds of one onnxruntime call of the model on ``cpus`` (pinned, BLAS bounded):
-    the model as given, or its int8 variant (the same float inputs)."""
+    the model as given, or its int8 variant (the same float inputs); with ``engine``, that
+    segment engine's call of the model file (LiteRT's of a .tflite one, IR-layout feeds)."""
+    from edgedeploy.runtime.engines import EngineOptions, open_segment
     from edgedeploy.runtime.engines.onnxruntime import OrtSegment
 
     pin_process(list(cpus))
     with limit_blas_threads(len(cpus)):
-        session = OrtSegment(onnx_path, cpus=list(cpus))
+        session = (OrtSegment(onnx_path, cpus=list(cpus)) if engine == ONNXRUNTIME
+                   else open_segment(engine, onnx_path, EngineOptions(cpus=tuple(cpus))))
         try:
             return median_ms(lambda: session.run(feeds))
         finally:
@@ -69,19 +73,21 @@ def session_ms(onnx_path: str, feeds: Mapping[str, object], cpus: Sequence[int])
 
 def whole_model_stage(graph: ir.Graph, io: StageIO, choices: Mapping[str, str],
                       segments: Mapping) -> GraphStage:
-    """Pipeline factory (module-level so spawn can pickle it): the model as one onnxruntime
+    """Pipeline factory (module-level so spawn can pickle it): the model as one engine
     segment on the cores this replica was pinned to."""
     return GraphStage(graph, io, choices, segments, cpus=available_cpus())
 
 
-def replica_fps(graph: ir.Graph, onnx_path: str, cpus: Sequence[int], replicas: int) -> float:
-    """Throughput of ``replicas`` one-core onnxruntime replicas of the whole model on ``cpus``."""
+def replica_fps(graph: ir.Graph, onnx_path: str, cpus: Sequence[int], replicas: int,
+                engine: str = ONNXRUNTIME) -> float:
+    """Throughput of ``replicas`` one-core replicas of the whole model through ``engine``
+    (onnxruntime, or LiteRT over a .tflite file) on ``cpus``."""
     from edgedeploy.runtime.executor import random_inputs
     from edgedeploy.runtime.pipeline import Pipeline, StageSpec, TensorSpec
 
     io = plan_stage_io(graph, [])[0]
-    choices = {layer.name: ONNXRUNTIME for layer in graph.layers}
-    segments = {segment_key(ONNXRUNTIME, list(io.inputs), list(io.outputs)): onnx_path}
+    choices = {layer.name: engine for layer in graph.layers}
+    segments = {segment_key(engine, list(io.inputs), list(io.outputs)): onnx_path}
     feeds = random_inputs(graph)
     frame = [feeds[t] for t in io.inputs]
     spec = StageSpec(name="replicas", cpus=tuple(cpus), replicas=replicas,

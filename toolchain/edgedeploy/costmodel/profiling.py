@@ -62,7 +62,7 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
     """Measure ``shapes`` on this host for ``budget_s``, append to its profile, then refresh
     the segment factors; the ``profile --json`` answer.
 
-    ``own``: the model the profile is taken for. Its layer shapes are measured first, and it
+    ``own``: the model the profile is taken for. Its conv shapes are measured first, and it
     is run whole beside the calibration models (``costmodel.segments``), so its plan is priced
     by what this host does with it.
 
@@ -128,7 +128,7 @@ def segment_factors(target: Target, profile_file: Path,
                     models: Sequence[tuple[str, int]] | None = None,
                     own: OwnModel | None = None) -> dict[str, Any]:
     """Whole-model runs of both engines on every core count, saved beside the profile: they
-    correct what per-layer samples miss (see costmodel.segments). ``own`` takes the first
+    correct what per-layer samples miss (see costmodel.segments). ``own`` takes the last zoo
     model's place and keeps its own factors; those of models measured before stay."""
     from edgedeploy.costmodel import CostModel
     from edgedeploy.costmodel.segments import (

@@ -84,7 +84,8 @@ def factors_path(profile_file: Path) -> Path:
 
 def load_factors(profile_file: Path) -> dict[str, dict[str, Any]]:
     """``{engine: {config key: factor}, "int8": {config key: int8 / float time}, "replicas":
-    {cluster: {r: speed-up}}}``; empty when never measured or unreadable."""
+    {cluster: {r: speed-up}}, "models": {sha256: the same for one model}}``; empty when never
+    measured or unreadable."""
     path = factors_path(profile_file)
     try:
         data = json.loads(path.read_text())

@@ -167,3 +167,77 @@ def test_profile_with_a_model_on_this_host_runs_it_whole(
     out = api.profile("local", budget_s=0.2, model=path, calibration=[("mobilenet_v2", 32)])
     sha = import_onnx(path).source["sha256"]
     assert set(out["segment_factors"][MODELS]) == {sha}
+
+
+def test_batch_speed_ups_are_the_whole_models_time_over_its_per_frame_time_batched():
+    from edgedeploy.costmodel.segments import BATCH, batch_speedup, batch_speedups
+
+    runs = [{"config": "cpu:1", ONNXRUNTIME: [10.0, 9.0], BATCH: {"2": 8.0, "4": 5.0}},
+            {"config": "cpu:2", ONNXRUNTIME: [6.0, 5.0]}]  # not timed batched
+    table = batch_speedups(runs)
+    assert table == {BATCH: {"cpu:1": {"2": 1.25, "4": 2.0}}}
+    assert batch_speedups(runs[1:]) == {}
+    assert batch_speedup(table, CoreConfig("cpu", 1), 4) == 2.0
+    assert batch_speedup(table, CoreConfig("cpu", 2), 4) is None
+
+
+def test_a_batched_variant_is_priced_by_the_measured_speed_up_of_its_stage():
+    from edgedeploy.benchmarks.decide import _batched_prediction
+    from edgedeploy.costmodel.segments import BATCH
+    from edgedeploy.schemas.plan import ParetoStage, Predicted
+
+    base = Predicted(throughput_fps=100.0, latency_ms=20.0, energy_mj=50.0, power_w=5.0,
+                     period_ms=10.0)
+    stage = ParetoStage(start=0, stop=3, cluster="cpu", cores=1, replicas=2, cpus=[0, 1],
+                        choices=[ONNXRUNTIME] * 3, batch=4)
+    got = _batched_prediction(base, [stage], 4, {BATCH: {"cpu:1": {"4": 1.6}}})
+    assert got.throughput_fps == pytest.approx(160.0)
+    assert got.period_ms == pytest.approx(10.0 / 1.6)
+    assert got.energy_mj == pytest.approx(50.0 / 1.6)
+    assert got.latency_ms == pytest.approx(20.0 * 4 / 1.6)  # a frame waits for its call
+    assert got.power_w == base.power_w
+    assert _batched_prediction(base, [stage], 2, {BATCH: {"cpu:1": {"4": 1.6}}}) == base
+    assert _batched_prediction(base, [stage], 4, {}) == base
+
+
+def test_a_models_profile_times_it_batched_where_frames_stay_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from edgedeploy.costmodel.segments import BATCH
+    from edgedeploy.runtime.stages import BATCH_SIZES
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    own = OwnModel.of(path, import_onnx(path))
+    assert own is not None
+    target = load_target("local")
+    out = profile_local(target, 0.2, calibration=[("mobilenet_v2", 32)], own=own)
+    table = out["segment_factors"][MODELS][own.sha256][BATCH]
+    configs = {c.key for c in CostModel.for_target(target).configs if not c.is_gpu}
+    assert set(table) == configs
+    assert all(set(t) == {str(b) for b in BATCH_SIZES} and all(v > 0 for v in t.values())
+               for t in table.values())
+    assert BATCH not in out["segment_factors"]  # one model's, never the board's
+
+
+def test_a_model_that_mixes_its_frames_is_not_timed_batched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from edgedeploy.costmodel.segments import BATCH
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(  # scores normalised over the batch axis
+        [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Softmax", ["c"], ["output"], axis=0)], "mixing",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")])
+    path = tmp_path / "mixing.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    own = OwnModel.of(path, import_onnx(path))
+    assert own is not None
+    out = profile_local(load_target("local"), 0.2, calibration=[("mobilenet_v2", 32)],
+                        own=own)
+    mine = out["segment_factors"][MODELS][own.sha256]
+    assert mine[ONNXRUNTIME] and BATCH not in mine

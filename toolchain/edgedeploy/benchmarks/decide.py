@@ -113,9 +113,11 @@ def _objective_value(predicted: Predicted, objective: str) -> float:
 
 
 def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST, *,
-              graph: ir.Graph | None = None) -> list[Entry]:
+              graph: ir.Graph | None = None,
+              factors: dict[str, Any] | None = None) -> list[Entry]:
     """The plan, its next K-1 best predicted Pareto points, every runnable baseline and, given
-    the ``graph`` (a target whose measurements run the real engines), micro-batched variants."""
+    the ``graph`` (a target whose measurements run the real engines), micro-batched variants
+    (priced by the model's measured batch speed-ups in ``factors``, its segment factors)."""
     choices = [layer.choice for layer in plan.layers]
     own = [ParetoStage(start=s.start, stop=s.stop, cluster=s.cluster, cores=s.cores,
                        replicas=s.replicas, cpus=s.cpus, choices=choices[s.start:s.stop],
@@ -150,7 +152,7 @@ def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST, *,
             add(name, b.stages, b.predicted, baseline=True)
     if graph is None:  # a twin: its measurements do not run the real engines
         return out
-    variants = [(v, False) for v in batched_variants(plan, graph)]
+    variants = [(v, False) for v in batched_variants(plan, graph, factors)]
     variants += [(v, True) for v in inline_variants(plan)]
     for (name, stages, predicted), baseline in variants:
         if add(name, stages, predicted, baseline=baseline):
@@ -179,13 +181,15 @@ def inline_variants(plan: Plan) -> list[tuple[str, list[ParetoStage], Predicted]
     return out
 
 
-def batched_variants(plan: Plan, graph: ir.Graph
+def batched_variants(plan: Plan, graph: ir.Graph, factors: dict[str, Any] | None = None
                      ) -> list[tuple[str, list[ParetoStage], Predicted]]:
     """Micro-batched copies of the best predicted baseline that runs the whole model in
     onnxruntime (``<baseline>_batch<B>``): more frames per call amortise weight traffic, which
-    the cost model does not price, so they are measured, not predicted (their predicted figures
-    are the baseline's). Only for the throughput objective and within ``max_latency_ms`` (a
-    frame may wait for a whole batch's call)."""
+    the per-layer cost model does not price. Their predicted figures are the baseline's scaled
+    by the per-frame speed-up a profile measured on this model at B frames a call
+    (``costmodel.segments.batch_speedup`` of its ``factors``), else the baseline's as they are;
+    either way they are measured. Only for the throughput objective and within
+    ``max_latency_ms`` (a frame may wait for a whole batch's call)."""
     from edgedeploy.runtime.stages import batchable
 
     if plan.objective != "throughput":
@@ -208,8 +212,32 @@ def batched_variants(plan: Plan, graph: ir.Graph
         if bound is not None and latency is not None and latency * b > float(bound):
             continue
         stages = [s.model_copy(update={"batch": b}) for s in best.stages]
-        out.append((f"{name}_batch{b}", stages, best.predicted))
+        out.append((f"{name}_batch{b}", stages,
+                    _batched_prediction(best.predicted, stages, b, factors or {})))
     return out
+
+
+def _batched_prediction(predicted: Predicted, stages: list[ParetoStage], b: int,
+                        factors: dict[str, Any]) -> Predicted:
+    """``predicted`` of the unbatched stages at ``b`` frames a call: throughput and energy per
+    frame by the measured speed-up of the slowest stage's configuration, latency a whole
+    call's (a frame waits for its batch); unchanged where no speed-up was measured."""
+    from edgedeploy.costmodel.configs import CoreConfig
+    from edgedeploy.costmodel.segments import batch_speedup
+
+    ups = [batch_speedup(factors, CoreConfig(s.cluster, s.cores), b) for s in stages]
+    if not ups or any(u is None or u <= 0 for u in ups):
+        return predicted
+    up = min(u for u in ups if u is not None)
+
+    def scaled(value: float | None, by: float) -> float | None:
+        return None if value is None else value * by
+
+    return predicted.model_copy(update={
+        "throughput_fps": scaled(predicted.throughput_fps, up),
+        "period_ms": scaled(predicted.period_ms, 1.0 / up),
+        "energy_mj": scaled(predicted.energy_mj, 1.0 / up),
+        "latency_ms": scaled(predicted.latency_ms, b / up)})
 
 
 Measure = Callable[[Entry, int, int], tuple[Window, float, float | None]]
@@ -533,8 +561,10 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
     entries = []
     say = progress or (lambda _m: None)
     for arm in arms:
-        arm_entries = shortlist(arm.plan, settings.shortlist,
-                                graph=None if kind == "sim" else arm.graph)
+        real = kind != "sim"  # a twin's measurements do not run the real engines
+        arm_entries = shortlist(arm.plan, settings.shortlist, graph=arm.graph if real else None,
+                                factors=_model_factors(manifest, alias, board, arm.graph)
+                                if real else None)
         batched = [e for e in arm_entries if any(s.batch > 1 for s in e.stages)]
         if batched and not frames_kept_apart(arm.graph, _model_of(manifest, arm.graph)):
             for e in batched:
@@ -571,6 +601,18 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
         new = new.model_copy(update={"precision": _measured_precision(new, entries, winner)})
     result.replace_plan(new)
     return decision
+
+
+def _model_factors(manifest: Any, alias: str, board: str, graph: ir.Graph) -> dict[str, Any]:
+    """The segment factors the target's cost model prices ``graph`` by (its own, where a
+    profile ran it whole)."""
+    from pathlib import Path
+
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.planner.api import cost_model
+
+    model = cost_model(manifest, alias, load_target(board), Path(manifest.source))
+    return model.for_model(graph.source.get("sha256")).segment_factors
 
 
 @dataclass

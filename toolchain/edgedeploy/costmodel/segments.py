@@ -28,6 +28,9 @@ sums on a 2-core host. So a profile taken for a model (``plan``'s first quick pr
 TFLite): its own factors and replica speed-ups, kept under its file's sha256
 (``factors["models"]``), price it (:func:`for_model`), and they count in the board's as one more
 calibration model (the only one that measures LiteRT, which otherwise takes onnxruntime's).
+Where onnxruntime can take several of its frames a call (``importers.onnx_batch``), the model is
+also timed at each micro-batch size: its per-frame speed-up (``"batch"``) prices the batched
+variants measure-to-decide tries, which had carried the unbatched baseline's figures.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import numpy as np
 from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.model_timing import median_ms
+from edgedeploy.runtime.stages import BATCH_SIZES
 from edgedeploy.runtime.vocab import (
     INT8,
     LITERT,
@@ -63,8 +67,12 @@ CALIBRATION_MODELS = (("squeezenet1_1", 160), ("mobilenet_v2", 160), ("resnet18"
 CALIBRATION_BUDGET_S = 10.0
 
 REPLICAS = "replicas"
-#: Factors of models calibrated by name: {sha256: {engine or "replicas": table}}.
+#: Factors of models calibrated by name: {sha256: {engine, "replicas" or "batch": table}}.
 MODELS = "models"
+#: A model's per-frame speed-up at B frames a call, per configuration: {config: {B: speed-up}}.
+BATCH = "batch"
+#: Timed calls of a model at each batch size (a VGG-16 call of four frames takes a second).
+BATCH_REPS = 3
 log = logging.getLogger("edgedeploy.costmodel")
 #: Seeded frames an int8 calibration model is calibrated on (its speed, not its accuracy, counts).
 INT8_FRAMES = 4
@@ -100,7 +108,7 @@ def load_factors(profile_file: Path) -> dict[str, dict[str, Any]]:
 def _parsed(factors: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for e, d in factors.items():
-        if e == REPLICAS:
+        if e in (REPLICAS, BATCH):
             out[e] = {cl: {str(r): float(v) for r, v in m.items()} for cl, m in d.items()}
         elif e != MODELS:
             out[canonical_choice(e)] = {k: float(v) for k, v in d.items()}
@@ -233,6 +241,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                 native = {layer.name: default_choice(layer) for layer in graph.layers}
                 whole = {layer.name: m.engine for layer in graph.layers}
                 int8 = None if m.sha256 else int8_variant(m.path, graph, Path(tmp))
+                batched = _batched_file(m, Path(tmp)) if m.sha256 else None
                 for config in configs:
                     if config.is_gpu:
                         continue
@@ -245,6 +254,10 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                         m.engine: [ms, _predicted_sum(model, graph, config, whole)]}
                     if m.sha256:
                         run["sha256"] = m.sha256
+                        if batched is not None:
+                            run[BATCH] = {str(b): session_ms(batched, _repeat(feeds, b), cpus,
+                                                              reps=BATCH_REPS) / b
+                                          for b in BATCH_SIZES}
                     else:
                         with limit_blas_threads(len(cpus)):
                             ex = GraphExecutor(graph, native)
@@ -260,8 +273,42 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
     if own is not None:
         mine = [r for r in runs if r.get("sha256") == own.sha256]
         factors[MODELS] = {own.sha256: {**{e: t for e, t in summarise(mine).items() if t},
-                                        REPLICAS: own_replicas}}
+                                        REPLICAS: own_replicas, **batch_speedups(mine)}}
     return factors, runs
+
+
+def _repeat(feeds: dict[str, np.ndarray], b: int) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([v] * b) for k, v in feeds.items()}
+
+
+def _batched_file(m: _Loaded, folder: Path) -> str | None:
+    """The model with a free batch axis, where onnxruntime answers a batch of frames as each
+    frame alone (``onnx_batch.frames_kept_apart``); None where it does not, or not onnxruntime."""
+    from edgedeploy.importers.onnx_batch import frames_kept_apart, with_dynamic_batch
+    from edgedeploy.runtime.stages import batchable
+
+    whole = {layer.name: ONNXRUNTIME for layer in m.graph.layers}
+    if (m.engine != ONNXRUNTIME or not batchable(m.graph, 0, len(m.graph.layers), whole)
+            or not frames_kept_apart(m.graph, m.path)):
+        return None
+    out = folder / f"{m.path.stem}.batched.onnx"
+    out.write_bytes(with_dynamic_batch(m.path.read_bytes()))
+    return str(out)
+
+
+def batch_speedups(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{"batch": {config: {B: per-frame speed-up at B frames a call}}}`` of one model's runs
+    (empty where it was not timed batched)."""
+    table = {r["config"]: {b: round(whole_ms(r) / ms, 4) for b, ms in r[BATCH].items() if ms > 0}
+             for r in runs if r.get(BATCH)}
+    return {BATCH: table} if table else {}
+
+
+def batch_speedup(factors: dict[str, Any], config: CoreConfig, b: int) -> float | None:
+    """The measured per-frame speed-up of ``b`` frames a call on ``config`` (factors of one
+    model, :func:`for_model`); None where never measured."""
+    value = ((factors.get(BATCH) or {}).get(config.key) or {}).get(str(b))
+    return None if value is None else float(value)
 
 
 def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,

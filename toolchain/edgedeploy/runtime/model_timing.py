@@ -54,7 +54,7 @@ def engine_ms(graph: ir.Graph, onnx_path: str, cpus: Sequence[int]) -> tuple[flo
 
 
 def session_ms(onnx_path: str, feeds: Mapping[str, object], cpus: Sequence[int],
-               engine: str = ONNXRUNTIME) -> float:
+               engine: str = ONNXRUNTIME, reps: int = 7) -> float:
     """Milliseconds of one onnxruntime call of the model on ``cpus`` (pinned, BLAS bounded):
     the model as given, or its int8 variant (the same float inputs); with ``engine``, that
     segment engine's call of the model file (LiteRT's of a .tflite one, IR-layout feeds)."""
@@ -66,7 +66,7 @@ def session_ms(onnx_path: str, feeds: Mapping[str, object], cpus: Sequence[int],
         session = (OrtSegment(onnx_path, cpus=list(cpus)) if engine == ONNXRUNTIME
                    else open_segment(engine, onnx_path, EngineOptions(cpus=tuple(cpus))))
         try:
-            return median_ms(lambda: session.run(feeds))
+            return median_ms(lambda: session.run(feeds), reps)
         finally:
             session.close()
 

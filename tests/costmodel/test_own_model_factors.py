@@ -241,3 +241,18 @@ def test_a_model_that_mixes_its_frames_is_not_timed_batched(
                         own=own)
     mine = out["segment_factors"][MODELS][own.sha256]
     assert mine[ONNXRUNTIME] and BATCH not in mine
+
+
+def test_a_replica_run_lasts_long_enough_to_read_a_fast_models_speed_up():
+    from edgedeploy.runtime.model_timing import (
+        REPLICA_FRAMES,
+        REPLICA_MAX_FRAMES,
+        REPLICA_WINDOW_S,
+        replica_frames,
+    )
+
+    fast = replica_frames(1.0, 2)  # 1 ms a frame on one core: 2,000 fps on two
+    assert fast / 2000.0 == pytest.approx(REPLICA_WINDOW_S, rel=0.01)
+    assert replica_frames(500.0, 2) == REPLICA_FRAMES  # a slow model: the floor
+    assert replica_frames(0.01, 16) == REPLICA_MAX_FRAMES
+    assert replica_frames(0.0, 2) == REPLICA_FRAMES  # never measured alone

@@ -47,7 +47,7 @@ import numpy as np
 
 from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.runtime import ir
-from edgedeploy.runtime.model_timing import median_ms
+from edgedeploy.runtime.model_timing import REPLICA_WARMUP, median_ms, replica_frames
 from edgedeploy.runtime.stages import BATCH_SIZES
 from edgedeploy.runtime.vocab import (
     INT8,
@@ -343,8 +343,8 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
             plan = execute.stage_from_io(io=io, cpus=tuple(cpus_of(config)),
                                          replicas=config.cores)
             with Pipeline(execute.stage_specs(graph, [plan], choices, segments)) as pipe:
-                fps = pipe.run(lambda _k, f=frame: f, 40, warmup=8,
-                               keep_outputs="none").throughput_fps
+                fps = pipe.run(lambda _k, f=frame: f, replica_frames(base, config.cores),
+                               warmup=REPLICA_WARMUP, keep_outputs="none").throughput_fps
             speedup = max(fps * base / 1000.0, 1e-3)
             logs.setdefault(config.cluster, {}).setdefault(str(config.cores), []).append(
                 float(np.log(speedup)))

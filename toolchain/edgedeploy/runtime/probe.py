@@ -154,7 +154,12 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
 
     from edgedeploy.runtime import ir
     from edgedeploy.runtime.executor import random_inputs
-    from edgedeploy.runtime.model_timing import engine_ms, replica_fps, session_ms
+    from edgedeploy.runtime.model_timing import (
+        engine_ms,
+        replica_fps,
+        replica_frames,
+        session_ms,
+    )
 
     configs = section.get("configs") or []
     count = 0
@@ -165,11 +170,14 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
         onnx_path = files[spec["onnx"]]
         int8_path = files.get(spec["int8"]) if spec.get("int8") else None
         native = bool(spec.get("native", True))
+        one_core_ms: dict[str, float] = {}
         feeds = random_inputs(graph) if int8_path or not native else {}
         for cfg in configs:
             out({"event": "info", "message": f"segments: {spec['name']} on {cfg['key']}"})
             ort_ms, native_ms = (engine_ms(graph, onnx_path, cfg["cpus"]) if native
                                  else (session_ms(onnx_path, feeds, cfg["cpus"]), None))
+            if int(cfg["cores"]) == 1:
+                one_core_ms[cfg["cluster"]] = ort_ms
             run = {"event": "run", "model": spec["name"], "size": spec.get("size"),
                    "config": cfg["key"], "cluster": cfg["cluster"], "cores": cfg["cores"],
                    ONNXRUNTIME: ort_ms, NATIVE: native_ms}
@@ -183,7 +191,9 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
                 continue
             out({"event": "info",
                  "message": f"replicas: {spec['name']} x{cfg['cores']} on {cfg['cluster']}"})
-            fps = replica_fps(graph, onnx_path, cfg["cpus"], int(cfg["cores"]))
+            fps = replica_fps(graph, onnx_path, cfg["cpus"], int(cfg["cores"]),
+                              frames=replica_frames(one_core_ms.get(cfg["cluster"], 0.0),
+                                                    int(cfg["cores"])))
             out({"event": "replicas", "model": spec["name"], "size": spec.get("size"),
                  "cluster": cfg["cluster"], "cores": cfg["cores"], "fps": fps})
             count += 1

@@ -248,7 +248,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                     cpus = list(cpus_of(config))
                     if progress:
                         progress(f"segments: {m.name} on {config.key}")
-                    ms = session_ms(str(m.path), feeds, cpus, m.engine)
+                    ms = session_ms(str(m.path), _file_feeds(m, feeds), cpus, m.engine)
                     run: dict[str, Any] = {
                         "model": m.name, "size": m.size, "config": config.key,
                         m.engine: [ms, _predicted_sum(model, graph, config, whole)]}
@@ -275,6 +275,14 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
         factors[MODELS] = {own.sha256: {**{e: t for e, t in summarise(mine).items() if t},
                                         REPLICAS: own_replicas, **batch_speedups(mine)}}
     return factors, runs
+
+
+def _file_feeds(m: _Loaded, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """IR-layout ``feeds`` in the layout of the model's file (a .tflite file's is NHWC): the
+    transposes between the two are priced as layout transforms, not in the engine's factor."""
+    from edgedeploy.execute import litert_feeds
+
+    return litert_feeds(m.graph, feeds) if m.engine == LITERT else feeds
 
 
 def _repeat(feeds: dict[str, np.ndarray], b: int) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ from edgedeploy.runtime.stages import (
     ring_dtype,
     segment_key,
 )
-from edgedeploy.runtime.vocab import ONNXRUNTIME
+from edgedeploy.runtime.vocab import LITERT, ONNXRUNTIME
 
 #: Frames and warm-up of one replica throughput run (as the host's calibration runs them), at
 #: least: a model at 1,000 fps ran its 40 frames in 40 ms, and its speed-up read 30 % low.
@@ -68,15 +68,18 @@ def engine_ms(graph: ir.Graph, onnx_path: str, cpus: Sequence[int]) -> tuple[flo
 def session_ms(onnx_path: str, feeds: Mapping[str, object], cpus: Sequence[int],
                engine: str = ONNXRUNTIME, reps: int = 7) -> float:
     """Milliseconds of one onnxruntime call of the model on ``cpus`` (pinned, BLAS bounded):
-    the model as given, or its int8 variant (the same float inputs); with ``engine``, that
-    segment engine's call of the model file (LiteRT's of a .tflite one, IR-layout feeds)."""
-    from edgedeploy.runtime.engines import EngineOptions, open_segment
+    the model as given, or its int8 variant (the same float inputs); with ``engine`` LiteRT,
+    one interpreter call of a .tflite file, ``feeds`` in the file's own layout (the transposes
+    from the IR's are priced apart, as layout transforms)."""
+    from edgedeploy.runtime.engines.litert import LiteRTModel
     from edgedeploy.runtime.engines.onnxruntime import OrtSegment
 
+    if engine not in (ONNXRUNTIME, LITERT):
+        raise ValueError(f"session_ms times onnxruntime or LiteRT, not {engine!r}")
     pin_process(list(cpus))
     with limit_blas_threads(len(cpus)):
         session = (OrtSegment(onnx_path, cpus=list(cpus)) if engine == ONNXRUNTIME
-                   else open_segment(engine, onnx_path, EngineOptions(cpus=tuple(cpus))))
+                   else LiteRTModel(onnx_path, cpus=list(cpus)))
         try:
             return median_ms(lambda: session.run(feeds), reps)
         finally:

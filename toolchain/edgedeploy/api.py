@@ -549,7 +549,8 @@ def profile(target: str = "local", *, budget_s: float = 60.0, shapes: str = "des
     per whole-model calibration run; ``calibration`` names the zoo models (name, input size)
     run whole for the segment factors (default: as many as ``budget_s`` pays for,
     ``costmodel.segments.calibration_models``). ``model``: its conv shapes are measured
-    first, and an ONNX model is also run whole (onnxruntime) for its own segment factors.
+    first, and it is run whole (onnxruntime; LiteRT for TFLite, on this host only) for its own
+    segment factors.
     """
     from edgedeploy.errors import InputError
     from edgedeploy.twins import SIM_PREFIX, twin_target

@@ -225,10 +225,10 @@ def _batched_prediction(predicted: Predicted, stages: list[ParetoStage], b: int,
     from edgedeploy.costmodel.configs import CoreConfig
     from edgedeploy.costmodel.segments import batch_speedup
 
-    ups = [batch_speedup(factors, CoreConfig(s.cluster, s.cores), b) for s in stages]
-    if not ups or any(u is None or u <= 0 for u in ups):
+    ups = [batch_speedup(factors, CoreConfig(s.cluster, s.cores), b) or 0.0 for s in stages]
+    if not ups or min(ups) <= 0:
         return predicted
-    up = min(u for u in ups if u is not None)
+    up = min(ups)
 
     def scaled(value: float | None, by: float) -> float | None:
         return None if value is None else value * by
@@ -663,7 +663,7 @@ def _measured_precision(plan: Plan, entries: list[Entry], winner: Entry) -> Any:
 def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,
                    progress: Callable[[str], None] | None) -> Any:
     """Calibrate a host never profiled (announced), then re-plan with the calibrated model;
-    None when this host already has a profile. The model's own layer shapes are measured
+    None when this host already has a profile. The model's own conv shapes are measured
     first and it is run whole for its own segment factors (``costmodel.segments``)."""
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.costmodel.model import MIN_FIT_SAMPLES

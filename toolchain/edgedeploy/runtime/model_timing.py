@@ -88,21 +88,21 @@ def session_ms(onnx_path: str, feeds: Mapping[str, object], cpus: Sequence[int],
 
 def whole_model_stage(graph: ir.Graph, io: StageIO, choices: Mapping[str, str],
                       segments: Mapping) -> GraphStage:
-    """Pipeline factory (module-level so spawn can pickle it): the model as one engine
+    """Pipeline factory (module-level so spawn can pickle it): the model as one onnxruntime
     segment on the cores this replica was pinned to."""
     return GraphStage(graph, io, choices, segments, cpus=available_cpus())
 
 
 def replica_fps(graph: ir.Graph, onnx_path: str, cpus: Sequence[int], replicas: int,
-                engine: str = ONNXRUNTIME, frames: int = REPLICA_FRAMES) -> float:
-    """Throughput of ``replicas`` one-core replicas of the whole model through ``engine``
-    (onnxruntime, or LiteRT over a .tflite file) on ``cpus``, over ``frames`` frames."""
+                frames: int = REPLICA_FRAMES) -> float:
+    """Throughput of ``replicas`` one-core onnxruntime replicas of the whole model on ``cpus``,
+    over ``frames`` frames."""
     from edgedeploy.runtime.executor import random_inputs
     from edgedeploy.runtime.pipeline import Pipeline, StageSpec, TensorSpec
 
     io = plan_stage_io(graph, [])[0]
-    choices = {layer.name: engine for layer in graph.layers}
-    segments = {segment_key(engine, list(io.inputs), list(io.outputs)): onnx_path}
+    choices = {layer.name: ONNXRUNTIME for layer in graph.layers}
+    segments = {segment_key(ONNXRUNTIME, list(io.inputs), list(io.outputs)): onnx_path}
     feeds = random_inputs(graph)
     frame = [feeds[t] for t in io.inputs]
     spec = StageSpec(name="replicas", cpus=tuple(cpus), replicas=replicas,

@@ -198,7 +198,7 @@ def test_a_batched_variant_is_priced_by_the_measured_speed_up_of_its_stage():
 
     base = Predicted(throughput_fps=100.0, latency_ms=20.0, energy_mj=50.0, power_w=5.0,
                      period_ms=10.0)
-    stage = ParetoStage(start=0, stop=3, cluster="cpu", cores=1, replicas=2, cpus=[0, 1],
+    stage = ParetoStage(start=0, stop=3, cluster="cpu", cores=1, replicas=1, cpus=[0],
                         choices=[ONNXRUNTIME] * 3, batch=4)
     got = _batched_prediction(base, [stage], 4, {BATCH: {"cpu:1": {"4": 1.6}}})
     assert got.throughput_fps == pytest.approx(160.0)
@@ -208,6 +208,9 @@ def test_a_batched_variant_is_priced_by_the_measured_speed_up_of_its_stage():
     assert got.power_w == base.power_w
     assert _batched_prediction(base, [stage], 2, {BATCH: {"cpu:1": {"4": 1.6}}}) == base
     assert _batched_prediction(base, [stage], 4, {}) == base
+    # measured on one session alone: replicas of it keep the baseline's figures
+    replicated = stage.model_copy(update={"replicas": 2, "cpus": [0, 1]})
+    assert _batched_prediction(base, [replicated], 4, {BATCH: {"cpu:1": {"4": 1.6}}}) == base
 
 
 def test_a_models_profile_times_it_batched_where_frames_stay_apart(

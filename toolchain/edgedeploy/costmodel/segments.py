@@ -385,7 +385,7 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
             if progress:
                 progress(f"replicas: {m.name} x{config.cores} on {config.cluster}")
             plan = execute.stage_from_io(io=io, cpus=tuple(cpus_of(config)),
-                                         replicas=config.cores)
+                                 replicas=config.cores)
             with Pipeline(execute.stage_specs(graph, [plan], choices, segments)) as pipe:
                 fps = pipe.run(lambda _k, f=frame: f, replica_frames(base, config.cores),
                                warmup=REPLICA_WARMUP, keep_outputs="none").throughput_fps
@@ -394,8 +394,8 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
                 float(np.log(speedup)))
             if m.sha256:
                 own.setdefault(config.cluster, {})[str(config.cores)] = round(speedup, 4)
-    return ({cl: {r: round(float(np.exp(np.mean(v))), 4) for r, v in m.items()}
-             for cl, m in logs.items()}, own)
+    return ({cl: {r: round(float(np.exp(np.mean(v))), 4) for r, v in by_r.items()}
+             for cl, by_r in logs.items()}, own)
 
 
 def int8_variant(path: Path, graph: ir.Graph, folder: Path) -> Path | None:

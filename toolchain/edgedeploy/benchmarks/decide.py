@@ -610,14 +610,14 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
 
 def _model_factors(manifest: Any, alias: str, board: str, graph: ir.Graph) -> dict[str, Any]:
     """The segment factors the target's cost model prices ``graph`` by (its own, where a
-    profile ran it whole)."""
-    from pathlib import Path
-
+    profile ran it whole): read beside the profile ``planner.api.cost_model`` reads, without
+    fitting the cost model again."""
     from edgedeploy.boards.catalog import load_target
-    from edgedeploy.planner.api import cost_model
+    from edgedeploy.costmodel.profile import profile_path
+    from edgedeploy.costmodel.segments import for_model, load_factors
 
-    model = cost_model(manifest, alias, load_target(board), Path(manifest.source))
-    return model.for_model(graph.source.get("sha256")).segment_factors
+    profile = manifest.target(alias).profile or profile_path(load_target(board))
+    return for_model(load_factors(profile), graph.source.get("sha256"))
 
 
 @dataclass

@@ -299,6 +299,7 @@ def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
         MODELS,
         REPLICAS,
         load_factors,
+        own_factors,
         save_factors,
         summarise,
     )
@@ -334,8 +335,7 @@ def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
         if mine:
             speedups = replica_speedups(mine, [e for e in replicas
                                                if (e["model"], e.get("size")) == name])
-            factors[MODELS] = {own.sha256: {**{e: t for e, t in summarise(mine).items() if t},
-                                            REPLICAS: speedups}}
+            factors[MODELS] = {own.sha256: own_factors(mine, speedups)}
     save_factors(profile_file, _keeping(kept, factors), detail)
     return factors
 

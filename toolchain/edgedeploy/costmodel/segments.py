@@ -256,12 +256,11 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                     if progress:
                         progress(f"segments: {m.name} on {config.key}")
                     ms = session_ms(str(m.path), _file_feeds(m, feeds), cpus, m.engine)
-                    stage_ms = _stage_ms(m, feeds, cpus) if m.engine == LITERT else ms
                     run: dict[str, Any] = {
                         "model": m.name, "size": m.size, "config": config.key,
                         m.engine: [ms, _predicted_sum(model, graph, config, whole)]}
-                    if stage_ms != ms:
-                        run[STAGE_MS] = stage_ms
+                    if m.engine == LITERT:
+                        run[STAGE_MS] = _stage_ms(m, feeds, cpus)
                     if m.sha256:
                         run["sha256"] = m.sha256
                         if batched is not None:
@@ -285,9 +284,16 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
     factors: dict[str, Any] = {**summarise(runs), REPLICAS: replicas}
     if own is not None:
         mine = [r for r in runs if r.get("sha256") == own.sha256]
-        factors[MODELS] = {own.sha256: {**{e: t for e, t in summarise(mine).items() if t},
-                                        REPLICAS: own_replicas, **batch_speedups(mine)}}
+        factors[MODELS] = {own.sha256: own_factors(mine, own_replicas)}
     return factors, runs
+
+
+def own_factors(runs: Sequence[dict[str, Any]], replicas: dict[str, dict[str, float]]
+                ) -> dict[str, Any]:
+    """One model's entry under ``factors["models"]``: the factors of the engine it ran whole
+    through, its replica speed-ups and, where it was timed batched, its batch speed-ups."""
+    return {**{e: t for e, t in summarise(list(runs)).items() if t}, REPLICAS: replicas,
+            **batch_speedups(runs)}
 
 
 def _file_feeds(m: _Loaded, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

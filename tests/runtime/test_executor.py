@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,30 @@ def test_random_mixed_primitive_choice_matches_onnxruntime(models, name, data) -
     got = ex.run(feeds)
     tol = 1e-3 if any(c.startswith("winograd_f4x3") for c in choices.values()) else 1e-4
     assert max_rel_error(got, _reference(graph, feeds)) <= tol, choices
+
+
+def test_engine_threads_spin_only_where_one_segment_is_the_whole_stage(models) -> None:
+    """A spinning onnxruntime pool holds the stage's cores between its runs, which the
+    stage's other steps (native layers, other segments' pools) need."""
+    from edgedeploy.runtime.engines.onnxruntime import SPINNING_KEY
+
+    _, graph, cutter = models["resnet18"]
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    whole = GraphExecutor(graph, {layer.name: ONNXRUNTIME for layer in graph.layers},
+                          segment_provider=cutter, cpus=cpus)
+    assert [s.kind for s in whole.steps] == ["segment"]
+    assert whole.steps[0].session.config_entry(SPINNING_KEY) != "0"
+    pool = next(k for k, layer in enumerate(graph.layers) if layer.op == ir.MAXPOOL)
+    mixed = GraphExecutor(graph, {layer.name: "native" if k == pool else ONNXRUNTIME
+                                  for k, layer in enumerate(graph.layers)},
+                          segment_provider=cutter, cpus=cpus)
+    segments = [s for s in mixed.steps if s.kind == "segment"]
+    assert len(segments) == 2
+    assert all(s.session.config_entry(SPINNING_KEY) == "0" for s in segments)
+    feeds = random_inputs(graph, seed=2)
+    assert max_rel_error(mixed.run(feeds), whole.run(feeds)) <= 1e-5
+    whole.close()
+    mixed.close()
 
 
 def test_stage_split_passes_skip_tensors_through(models) -> None:

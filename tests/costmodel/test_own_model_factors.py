@@ -206,11 +206,17 @@ def test_a_batched_variant_is_priced_by_the_measured_speed_up_of_its_stage():
     assert got.energy_mj == pytest.approx(50.0 / 1.6)
     assert got.latency_ms == pytest.approx(20.0 * 4 / 1.6)  # a frame waits for its call
     assert got.power_w == base.power_w
-    assert _batched_prediction(base, [stage], 2, {BATCH: {"cpu:1": {"4": 1.6}}}) == base
-    assert _batched_prediction(base, [stage], 4, {}) == base
-    # measured on one session alone: replicas of it keep the baseline's figures
+    # unmeasured: per frame as unbatched, but a frame still waits for its call
+    unmeasured = base.model_copy(update={"latency_ms": 20.0 * 4})
+    assert _batched_prediction(base, [stage], 4, {BATCH: {"cpu:1": {"2": 1.6}}}) == unmeasured
+    assert _batched_prediction(base, [stage], 4, {}) == unmeasured
+    # measured on one session alone: replicas of it take its slow-down, not its gain
     replicated = stage.model_copy(update={"replicas": 2, "cpus": [0, 1]})
-    assert _batched_prediction(base, [replicated], 4, {BATCH: {"cpu:1": {"4": 1.6}}}) == base
+    assert _batched_prediction(base, [replicated], 4,
+                               {BATCH: {"cpu:1": {"4": 1.6}}}) == unmeasured
+    slower = _batched_prediction(base, [replicated], 4, {BATCH: {"cpu:1": {"4": 0.8}}})
+    assert slower.throughput_fps == pytest.approx(base.throughput_fps * 0.8)
+    assert slower.latency_ms == pytest.approx(base.latency_ms * 4 / 0.8)
 
 
 def test_a_models_profile_times_it_batched_where_frames_stay_apart(

@@ -221,19 +221,18 @@ def _batched_prediction(predicted: Predicted, stages: list[ParetoStage], b: int,
                         factors: dict[str, Any]) -> Predicted:
     """``predicted`` of the unbatched stages at ``b`` frames a call: throughput and energy per
     frame by the measured speed-up of the slowest stage's configuration, latency a whole
-    call's (a frame waits for its batch); unchanged where no speed-up was measured in that
-    configuration. The speed-up is measured on one session alone, so replicated stages keep
-    the baseline's figures: AlexNet's one-core speed-up at 4 frames (2.0x) times its replica
-    speed-up predicted 136 fps for 2 replicas of 4 frames, which measured 90, as 2 of 2 did."""
+    call's (a frame waits for its batch); per frame unchanged where no speed-up was measured in
+    that configuration. The speed-up is measured on one session alone, so replicated stages take
+    a slow-down but no gain from it: AlexNet's one-core speed-up at 4 frames (2.0x) times its
+    replica speed-up predicted 136 fps for 2 replicas of 4 frames, which measured 90, as 2 of
+    2 did; DenseNet-121's 2 replicas of 4 frames, unpriced, were predicted 50 % too fast."""
     from edgedeploy.costmodel.configs import CoreConfig
     from edgedeploy.costmodel.segments import batch_speedup
 
-    if any(s.replicas > 1 for s in stages):
-        return predicted
     ups = [batch_speedup(factors, CoreConfig(s.cluster, s.cores), b) or 0.0 for s in stages]
-    if not ups or min(ups) <= 0:
-        return predicted
-    up = min(ups)
+    up = min(ups) if ups and min(ups) > 0 else 1.0
+    if any(s.replicas > 1 for s in stages):
+        up = min(up, 1.0)
 
     def scaled(value: float | None, by: float) -> float | None:
         return None if value is None else value * by

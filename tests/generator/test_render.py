@@ -11,6 +11,7 @@ import pytest
 from edgedeploy.generator.context import BuildInput, render_context
 from edgedeploy.generator.render import render_all, template_name
 from edgedeploy.resources import templates_dir
+from edgedeploy.runtime.affinity import BLAS_SPIN_LOG2_CYCLES
 from edgedeploy.runtime.runner_config import PlanConfig, StageConfig
 
 
@@ -30,6 +31,8 @@ def test_every_family_renders_every_file(family: str, tmp_path: Path) -> None:
     subprocess.run(["sh", "-n", str(run)], check=True)
     assert files["run.sh"].rstrip().endswith('main.py serve "$@"')
     assert "OMP_NUM_THREADS=2" in files["edgedeploy.env"]
+    # the runner's own process (an inline stage) lets idle BLAS threads sleep soon, too
+    assert f"OPENBLAS_THREAD_TIMEOUT={BLAS_SPIN_LOG2_CYCLES}" in files["edgedeploy.env"]
 
 
 def test_jetson_sets_power_mode_clocks_and_samples_power() -> None:

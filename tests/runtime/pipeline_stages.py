@@ -44,12 +44,14 @@ def identity():
 
 
 def report_affinity(width: int):
-    """Outputs the cpus this process runs on (padded with -1), its pid and OMP_NUM_THREADS."""
+    """Outputs the cpus this process runs on (padded with -1), its pid, OMP_NUM_THREADS and
+    OPENBLAS_THREAD_TIMEOUT."""
     def run(xs: list[np.ndarray]) -> list[np.ndarray]:
         cpus = sorted(os.sched_getaffinity(0))[:width]
         out = np.full(width, -1, dtype=np.int64)
         out[: len(cpus)] = cpus
-        info = [os.getpid(), int(os.environ.get("OMP_NUM_THREADS", "-1"))]
+        info = [os.getpid(), int(os.environ.get("OMP_NUM_THREADS", "-1")),
+                int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "-1"))]
         return [out, np.array(info, dtype=np.int64)]
     return run
 

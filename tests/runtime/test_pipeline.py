@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pipeline_stages as ps
 
-from edgedeploy.runtime.affinity import available_cpus
+from edgedeploy.runtime.affinity import BLAS_SPIN_LOG2_CYCLES, available_cpus
 from edgedeploy.runtime.errors import InputError
 from edgedeploy.runtime.pipeline import (
     Pipeline,
@@ -194,19 +194,22 @@ def test_sequential_mode_reports_the_same_metric_shape() -> None:
 
 def test_a_stage_runs_pinned_to_the_cpus_it_was_given() -> None:
     cpu = CPUS[-1]
-    out_specs = (TensorSpec((8,), "int64"), TensorSpec((2,), "int64"))
+    out_specs = (TensorSpec((8,), "int64"), TensorSpec((3,), "int64"))
     stages = [StageSpec(name="pinned", cpus=(cpu,), factory=ps.report_affinity,
                         factory_args=(8,), inputs=VEC, outputs=out_specs)]
     result, pipe = run_checked(stages, 3)
     cpus, info = result.outputs[-1]
     assert [c for c in cpus if c >= 0] == [cpu]
     assert info[1] == 1  # BLAS/OpenMP threads bounded to the stage's one core
+    # ... and idle BLAS threads sleep soon, unless the user said otherwise
+    assert info[2] == (int(os.environ["OPENBLAS_THREAD_TIMEOUT"])
+                       if "OPENBLAS_THREAD_TIMEOUT" in os.environ else BLAS_SPIN_LOG2_CYCLES)
     assert pipe.replica_info[0]["cpus"] == [cpu]
 
 
 @pytest.mark.skipif(len(CPUS) < 2, reason="needs two cpus")
 def test_replicas_split_the_stage_cpus_between_them() -> None:
-    out_specs = (TensorSpec((8,), "int64"), TensorSpec((2,), "int64"))
+    out_specs = (TensorSpec((8,), "int64"), TensorSpec((3,), "int64"))
     stages = [StageSpec(name="rep", cpus=CPUS[:2], replicas=2, factory=ps.report_affinity,
                         factory_args=(8,), inputs=VEC, outputs=out_specs)]
     result, pipe = run_checked(stages, 4, start_method="forkserver")

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from edgedeploy.errors import InputError
+from edgedeploy.runtime.affinity import BLAS_SPIN_LOG2_CYCLES
 from edgedeploy.runtime.runner_config import PlanConfig
 
 FAMILIES = ("linux", "jetson", "rpi")
@@ -152,7 +153,9 @@ def render_context(build: BuildInput, threads: int, version: str) -> RenderConte
     name = safe_name(build.name)
     env = (("EDGEDEPLOY_BUNDLE_NAME", name), ("EDGEDEPLOY_TARGET", safe_name(build.target)),
            ("OMP_NUM_THREADS", str(threads)), ("OPENBLAS_NUM_THREADS", str(threads)),
-           ("MKL_NUM_THREADS", str(threads)), ("PYTHONDONTWRITEBYTECODE", "1"),
+           ("MKL_NUM_THREADS", str(threads)),
+           ("OPENBLAS_THREAD_TIMEOUT", str(BLAS_SPIN_LOG2_CYCLES)),
+           ("PYTHONDONTWRITEBYTECODE", "1"),
            ("PYTHONUNBUFFERED", "1"))
     return RenderContext(
         name=name, service=f"edgedeploy-{name}", target=safe_name(build.target),

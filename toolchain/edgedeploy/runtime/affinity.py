@@ -46,8 +46,19 @@ def limit_blas_threads(n: int) -> Iterator[None]:
         yield
 
 
+#: How long OpenBLAS's idle threads spin before they sleep, as log2 of CPU cycles (its own
+#: default, 28, is about 0.1 s). A stage that runs native layers beside an engine segment
+#: hands the cores to the engine right after numpy's last call: ZFNet-512 on 2 cores, its
+#: dense layers native after an onnxruntime segment, took 60 ms a frame with OpenBLAS's
+#: default and 48-50 ms with 4-22; ResNet-18's native convolutions, back-to-back BLAS calls,
+#: kept their time at 22 (about a millisecond), and lost 5 % at 4.
+BLAS_SPIN_LOG2_CYCLES = 22
+
+
 def set_thread_env(n: int) -> None:
-    """Set thread-count env vars before numpy/BLAS is imported in a fresh process."""
+    """Set thread-count env vars before numpy/BLAS is imported in a fresh process, and bound
+    how long idle BLAS threads spin (a value the user set is kept)."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                 "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
         os.environ[var] = str(max(1, int(n)))
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", str(BLAS_SPIN_LOG2_CYCLES))

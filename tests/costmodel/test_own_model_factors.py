@@ -275,3 +275,77 @@ def test_a_replica_run_lasts_long_enough_to_read_a_fast_models_speed_up():
     assert replica_frames(500.0, 2) == REPLICA_FRAMES  # a slow model: the floor
     assert replica_frames(0.01, 16) == REPLICA_MAX_FRAMES
     assert replica_frames(0.0, 2) == REPLICA_FRAMES  # never measured alone
+
+
+def _lrn_model(path: Path, channels: int = 16, size: int = 24) -> Path:
+    """Conv -> LRN -> LRN (the same kind twice) -> Conv: LRN is an operator the IR has no
+    descriptor for, so the planner's prior guesses its time."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((channels, 3, 3, 3)).astype(np.float32) * 0.2
+    w2 = rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) * 0.1
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w1"], ["a"], pads=[1, 1, 1, 1]),
+         helper.make_node("LRN", ["a"], ["b"], size=5, alpha=1e-4, beta=0.75, bias=1.0),
+         helper.make_node("LRN", ["b"], ["c"], size=5, alpha=1e-4, beta=0.75, bias=1.0),
+         helper.make_node("Conv", ["c", "w2"], ["output"], pads=[1, 1, 1, 1])], "lrn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT,
+                                       [1, channels, size, size])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_models_opaque_layers_are_timed_alone_and_priced_as_they_ran(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from edgedeploy.costmodel.segments import LAYERS
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = _lrn_model(tmp_path / "lrn.onnx")
+    graph = import_onnx(path)
+    opaque = [layer.name for layer in graph.layers if layer.op == ir.OPAQUE]
+    assert len(opaque) == 2
+    own = OwnModel.of(path, graph)
+    assert own is not None
+    target = load_target("local")
+    out = profile_local(target, 0.2, calibration=[("mobilenet_v2", 32)], own=own)
+    timed = out["segment_factors"][MODELS][own.sha256][LAYERS]
+    cm = CostModel.for_target(target)
+    configs = [c for c in cm.configs if not c.is_gpu]
+    assert set(timed) == set(opaque)  # both LRNs, of one kind: timed once
+    assert timed[opaque[0]] == timed[opaque[1]]
+    assert all(set(t) == {c.key for c in configs} and all(v > 0 for v in t.values())
+               for t in timed.values())
+    assert LAYERS not in out["segment_factors"]  # one model's, never the board's
+    # the planner prices the opaque layers at their timed ms, times the model's factor
+    priced = cm.for_model(own.sha256)
+
+    def lrn_ms(problem) -> dict[str, float]:  # type: ignore[no-untyped-def]
+        spec = next(s for s in problem.layers if s.name == opaque[0])
+        k = spec.options.index(ONNXRUNTIME)
+        return {f"{c.cluster}:{c.cores}": float(spec.ms[k, j])
+                for j, c in enumerate(problem.configs)}
+
+    got = lrn_ms(build_problem(graph, target, cm))
+    assert got == pytest.approx({c.key: timed[opaque[0]][c.key]
+                                 * priced.segment_factor(ONNXRUNTIME, c) for c in configs})
+    # without the model's profile the prior prices it
+    cm.segment_factors = {k: v for k, v in cm.segment_factors.items() if k != MODELS}
+    assert lrn_ms(build_problem(graph, target, cm)) != pytest.approx(got)
+
+
+def test_the_whole_models_factor_counts_a_timed_layer_at_its_time():
+    from edgedeploy.costmodel.segments import _predicted_sum
+
+    graph = import_onnx(zoo.build("squeezenet1_1", size=32))
+    cm = CostModel(load_target("local"))
+    whole = {layer.name: ONNXRUNTIME for layer in graph.layers}
+    config = CoreConfig("cpu", 1)
+    first = graph.layers[0].name
+    base = _predicted_sum(cm, graph, config, whole)
+    alone = _predicted_sum(cm, graph, config, {first: ONNXRUNTIME}
+                           | {n: "none" for n in list(whole)[1:]})
+    assert _predicted_sum(cm, graph, config, whole, {first: 1000.0}) == pytest.approx(
+        base - alone + 1000.0)

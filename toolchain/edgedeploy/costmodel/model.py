@@ -151,6 +151,14 @@ class CostModel:
             engine = CPU_ENGINE_FAMILIES[0]
         return factor(self.segment_factors, engine, config)
 
+    def timed_ms(self, layer: str, config: CoreConfig) -> float | None:
+        """Layer ``layer``'s milliseconds alone in onnxruntime on ``config``, where a profile
+        for its model timed it (an opaque layer: ``costmodel.segments``), else None."""
+        from edgedeploy.costmodel.segments import LAYERS
+
+        ms = (self.segment_factors.get(LAYERS) or {}).get(layer, {}).get(config.key)
+        return None if ms is None else float(ms)
+
     def prices(self, precision: str) -> bool:
         """Whether this model knows what ``precision`` costs here: float always; int8 once the
         profile's calibration ran quantized models whole on this board."""

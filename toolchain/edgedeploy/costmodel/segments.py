@@ -31,6 +31,11 @@ calibration model (the only one that measures LiteRT, which otherwise takes onnx
 Where onnxruntime can take several of its frames a call (``importers.onnx_batch``), the model is
 also timed at each micro-batch size: its per-frame speed-up (``"batch"``) prices the batched
 variants measure-to-decide tries, which had carried the unbatched baseline's figures.
+
+Its opaque layers (operators the IR has no descriptor for, which only the engine runs) are timed
+alone in onnxruntime on each configuration (``"layers"``): the cost model's prior cannot price
+them, and its guess hid in the whole model's factor until a plan ran them beside native layers
+(ZFNet-512's two LRNs were priced 1.8 ms and took 41 ms on one core).
 """
 
 from __future__ import annotations
@@ -78,6 +83,12 @@ MODELS = "models"
 BATCH = "batch"
 #: Timed calls of a model at each batch size (a VGG-16 call of four frames takes a second).
 BATCH_REPS = 3
+#: A model's opaque layers timed alone, per configuration: {layer name: {config: ms}}.
+LAYERS = "layers"
+#: Distinct opaque layers (operator, attributes, input shapes) a profile times at most.
+MAX_TIMED_LAYERS = 32
+#: Timed calls of one opaque layer.
+LAYER_REPS = 5
 #: A run's time of the model as a stage runs it, where that differs from the engine's own call
 #: (LiteRT's segment transposes the IR's NCHW inputs to the file's NHWC and back).
 STAGE_MS = "stage_ms"
@@ -116,7 +127,7 @@ def load_factors(profile_file: Path) -> dict[str, dict[str, Any]]:
 def _parsed(factors: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for e, d in factors.items():
-        if e in (REPLICAS, BATCH):
+        if e in (REPLICAS, BATCH, LAYERS):
             out[e] = {cl: {str(r): float(v) for r, v in m.items()} for cl, m in d.items()}
         elif e != MODELS:
             out[canonical_choice(e)] = {k: float(v) for k, v in d.items()}
@@ -157,12 +168,16 @@ def save_factors(profile_file: Path, factors: dict[str, dict[str, float]],
 
 
 def _predicted_sum(model: Any, graph: ir.Graph, config: CoreConfig,
-                   choices: dict[str, str]) -> float:
+                   choices: dict[str, str], timed: dict[str, float] | None = None) -> float:
+    """The per-layer predictions of ``choices`` summed, a layer ``timed`` alone taking its
+    time: the planner prices it so (``planner.adapter``), and the factor must scale the same."""
     table = model.predict_table(graph, [config])
     total = 0.0
     for i, layer in enumerate(graph.layers):
         name = choices[layer.name]
-        if name in table.primitives:
+        if timed and layer.name in timed:
+            total += timed[layer.name]
+        elif name in table.primitives:
             ms = float(table.ms[i, table.primitives.index(name), 0])
             total += ms if np.isfinite(ms) else 0.0
     return total
@@ -249,6 +264,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                 whole = {layer.name: m.engine for layer in graph.layers}
                 int8 = None if m.sha256 else int8_variant(m.path, graph, Path(tmp))
                 batched = _batched_file(m, Path(tmp)) if m.sha256 else None
+                opaque = opaque_layers(m) if m.sha256 else []
                 for config in configs:
                     if config.is_gpu:
                         continue
@@ -256,9 +272,12 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                     if progress:
                         progress(f"segments: {m.name} on {config.key}")
                     ms = session_ms(str(m.path), _file_feeds(m, feeds), cpus, m.engine)
+                    timed = time_layers(opaque, cpus)
                     run: dict[str, Any] = {
                         "model": m.name, "size": m.size, "config": config.key,
-                        m.engine: [ms, _predicted_sum(model, graph, config, whole)]}
+                        m.engine: [ms, _predicted_sum(model, graph, config, whole, timed)]}
+                    if timed:
+                        run[LAYERS] = timed
                     if m.engine == LITERT:
                         run[STAGE_MS] = _stage_ms(m, feeds, cpus)
                     if m.sha256:
@@ -292,8 +311,84 @@ def own_factors(runs: Sequence[dict[str, Any]], replicas: dict[str, dict[str, fl
                 ) -> dict[str, Any]:
     """One model's entry under ``factors["models"]``: the factors of the engine it ran whole
     through, its replica speed-ups and, where it was timed batched, its batch speed-ups."""
+    layers: dict[str, dict[str, float]] = {}
+    for run in runs:
+        for name, ms in (run.get(LAYERS) or {}).items():
+            layers.setdefault(name, {})[run["config"]] = float(ms)
     return {**{e: t for e, t in summarise(list(runs)).items() if t}, REPLICAS: replicas,
-            **batch_speedups(runs)}
+            **batch_speedups(runs), **({LAYERS: layers} if layers else {})}
+
+
+@dataclass(frozen=True)
+class OpaqueLayer:
+    """Opaque layers of one kind (operator, attributes, input shapes): one timing prices all."""
+
+    names: tuple[str, ...]
+    segment: bytes
+    feeds: dict[str, np.ndarray]
+
+
+def opaque_layers(m: _Loaded) -> list[OpaqueLayer]:
+    """The ONNX model's opaque layers as one-layer onnxruntime segments with seeded inputs of
+    their shapes, one per kind, at most :data:`MAX_TIMED_LAYERS` kinds; a layer that cannot be
+    cut alone is left to the prior."""
+    from edgedeploy.importers.segments import segment_provider
+    from edgedeploy.runtime.executor import segment_io
+
+    if m.engine != ONNXRUNTIME:
+        return []
+    graph = m.graph
+    provide = segment_provider(graph, m.path)
+    rng = np.random.default_rng(0)
+    kinds: dict[str, list[str]] = {}
+    ios: dict[str, tuple[list[str], list[str]]] = {}
+    for i, layer in enumerate(graph.layers):
+        if layer.op != ir.OPAQUE:
+            continue
+        ins, outs = segment_io(graph, i, i + 1)
+        kind = json.dumps([{k: v for k, v in layer.attrs.items() if k != "onnx_inputs"},
+                           [graph.shape(t) for t in ins],
+                           [np.shape(graph.weights[w]) for w in layer.weights.values()
+                            if w in graph.weights]], sort_keys=True, default=str)
+        if kind not in kinds and len(kinds) >= MAX_TIMED_LAYERS:
+            continue
+        kinds.setdefault(kind, []).append(layer.name)
+        ios.setdefault(kind, (ins, outs))
+    out = []
+    for kind, names in kinds.items():
+        ins, outs = ios[kind]
+        try:
+            segment = provide(ONNXRUNTIME, ins, outs)
+        except Exception as exc:  # the cutter's or onnx's: this layer keeps its prior
+            log.info("opaque layer %s not timed alone: %s", names[0], exc)
+            continue
+        feeds = {t: _seeded(graph, t, rng) for t in ins}
+        out.append(OpaqueLayer(tuple(names), segment, feeds))
+    return out
+
+
+def _seeded(graph: ir.Graph, name: str, rng: np.random.Generator) -> np.ndarray:
+    from edgedeploy.runtime.executor import tensor_dtype
+
+    dtype = tensor_dtype(graph, name)
+    shape = graph.shape(name)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    return np.ones(shape, dtype=dtype)  # an index or a count: one is valid almost anywhere
+
+
+def time_layers(layers: Sequence[OpaqueLayer], cpus: Sequence[int]) -> dict[str, float]:
+    """Each opaque layer's milliseconds alone in onnxruntime on ``cpus``; one that does not
+    run on seeded inputs is left out (its prior prices it)."""
+    out: dict[str, float] = {}
+    for layer in layers:
+        try:
+            ms = session_ms(layer.segment, layer.feeds, cpus, reps=LAYER_REPS)
+        except Exception as exc:  # onnxruntime's own errors on inputs it does not take
+            log.info("opaque layer %s does not run alone: %s", layer.names[0], exc)
+            continue
+        out.update(dict.fromkeys(layer.names, round(ms, 4)))
+    return out
 
 
 def _file_feeds(m: _Loaded, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

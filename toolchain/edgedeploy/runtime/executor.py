@@ -236,7 +236,7 @@ class GraphExecutor:
             if name not in feeds:
                 raise ExecutionError(f"missing input tensor {name!r}",
                                      hint=f"this segment reads: {', '.join(self.inputs)}")
-            env[name] = np.ascontiguousarray(feeds[name], dtype=_dtype(self.graph, name))
+            env[name] = np.ascontiguousarray(feeds[name], dtype=tensor_dtype(self.graph, name))
             layouts[name] = NCHW
         for k, step in enumerate(self.steps):
             t0 = time.perf_counter() if timings is not None else 0.0
@@ -309,7 +309,7 @@ def _to_layout(x: np.ndarray, have: str, want: str) -> np.ndarray:
 _LAYOUT_DESCRIPTOR = ir.Descriptor(op="layout")
 
 
-def _dtype(graph: ir.Graph, name: str) -> np.dtype:
+def tensor_dtype(graph: ir.Graph, name: str) -> np.dtype:
     """The element type a segment input is fed in: the IR's integer types (uint8, int8, int32
     in quantized graphs; int64 and bool inputs), float32 for every float tensor as before."""
     info = graph.tensors.get(name)

@@ -65,7 +65,7 @@ def engine_ms(graph: ir.Graph, onnx_path: str, cpus: Sequence[int]) -> tuple[flo
     return ort_ms, native_ms
 
 
-def session_ms(onnx_path: str, feeds: Mapping[str, object], cpus: Sequence[int],
+def session_ms(onnx_path: str | bytes, feeds: Mapping[str, object], cpus: Sequence[int],
                engine: str = ONNXRUNTIME, reps: int = 7) -> float:
     """Milliseconds of one onnxruntime call of the model on ``cpus`` (pinned, BLAS bounded):
     the model as given, or its int8 variant (the same float inputs); with ``engine`` LiteRT,

@@ -59,3 +59,15 @@ def test_transfer_cost_is_zero_within_a_configuration_and_positive_across():
     assert 0 < model.transfer_ms(10**6, a, b) < model.transfer_ms(10**7, a, b)
     assert model.transfer_ms(10**6, a, g) > 0
     assert model.layout_transform_ms(10**6, a) > model.layout_transform_ms(10**4, a) > 0
+
+
+def test_a_hop_between_two_stages_costs_within_one_cluster_too():
+    """Two stages are two processes whatever their cores: a hop within a cluster pays the
+    ring's hand-over and a copy, below a hop across clusters of the same bytes."""
+    model = CostModel(load_target("jetson-tx2"))
+    within = model.hop_ms(10**6, "a57", "a57")
+    assert 0 < within < model.hop_ms(10**7, "a57", "a57")
+    assert within < model.hop_ms(10**6, "denver", "a57") == model.transfer_ms(
+        10**6, CoreConfig("denver", 1), CoreConfig("a57", 1))
+    assert model.hop_ms(10**6, "a57", "gpu") == model.transfer_ms(
+        10**6, CoreConfig("a57", 1), CoreConfig("gpu", 1))

@@ -20,18 +20,25 @@ from edgedeploy.planner.synthetic import clusters_for, random_problem
 VALUE = {"throughput": "period_ms", "latency": "latency_ms", "energy": "energy_mj"}
 
 
-def _problem(seed, n, dag, n_clusters, gpu=False):
+def _problem(seed, n, dag, n_clusters, gpu=False, shared=False):
+    """A random problem; ``shared``: its clusters' cores measured to share (two one-core
+    replicas 1.0-2.0x one), which slows replicas and every stage of a pipeline."""
     rng = np.random.default_rng(seed)
-    return random_problem(rng, n, n_options=3, dag=dag,
-                          clusters=clusters_for(n_clusters, cores=2, gpu=gpu))
+    p = random_problem(rng, n, n_options=3, dag=dag,
+                       clusters=clusters_for(n_clusters, cores=2, gpu=gpu))
+    if shared:
+        p.replica_scaling = {c.name: {2: float(rng.uniform(1.0, 2.0))} for c in p.clusters
+                             if not c.is_gpu}
+    return p
 
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31), n=st.integers(3, 7), dag=st.booleans(),
        n_clusters=st.integers(1, 2), objective=st.sampled_from(sorted(VALUE)),
-       max_stages=st.integers(1, 3), replication=st.booleans())
-def test_mapping_equals_brute_force(seed, n, dag, n_clusters, objective, max_stages, replication):
-    p = _problem(seed, n, dag, n_clusters)
+       max_stages=st.integers(1, 3), replication=st.booleans(), shared=st.booleans())
+def test_mapping_equals_brute_force(seed, n, dag, n_clusters, objective, max_stages, replication,
+                                    shared):
+    p = _problem(seed, n, dag, n_clusters, shared=shared)
     sel = select(p)
     limits = Limits(max_stages=max_stages, allow_replication=replication)
     got = map_stages(p, sel, objective, limits, sweep_limit=200)
@@ -42,10 +49,10 @@ def test_mapping_equals_brute_force(seed, n, dag, n_clusters, objective, max_sta
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31), n=st.integers(3, 6), objective=st.sampled_from(
-    ["throughput", "latency"]), frac=st.floats(0.3, 1.5))
-def test_constrained_mapping_equals_brute_force(seed, n, objective, frac):
+    ["throughput", "latency"]), frac=st.floats(0.3, 1.5), shared=st.booleans())
+def test_constrained_mapping_equals_brute_force(seed, n, objective, frac, shared):
     """Throughput under a latency bound, latency under a throughput bound: exact sweeps."""
-    p = _problem(seed, n, True, 2)
+    p = _problem(seed, n, True, 2, shared=shared)
     sel = select(p)
     base = Limits(max_stages=3)
     free = brute_best(p, sel, objective, base)
@@ -129,6 +136,25 @@ def test_pareto_front_is_non_dominated_and_contains_the_best_throughput():
     front = pareto_front(m.candidates)
     assert all(not dominates(a, b) for a in front for b in front)
     assert front[0].metrics.throughput_fps == pytest.approx(m.best.metrics.throughput_fps)
+
+
+def test_a_pipelines_stages_share_their_cluster_as_replicas_do():
+    """Measured sharing (two one-core replicas 1.5x one) slows every stage of a plan of
+    several stages by 2 / 1.5, a plan of one stage not at all."""
+    from edgedeploy.planner.partition import Stage, StageCosts, evaluate
+
+    p = _problem(3, 6, False, 1)
+    sel = select(p)
+    costs = StageCosts(p, sel)
+    one = next(c for c, cfg in enumerate(p.configs) if cfg.cores == 1)
+    split = (Stage(0, 3, one, 1), Stage(3, 6, one, 1))
+    whole = (Stage(0, 6, one, 1),)
+    alone_split, alone_whole = evaluate(p, costs, split), evaluate(p, costs, whole)
+    p.replica_scaling = {p.clusters[0].name: {2: 1.5}}
+    shared_split, shared_whole = evaluate(p, costs, split), evaluate(p, costs, whole)
+    assert p.pipeline_factor(0) == pytest.approx(2 / 1.5)
+    assert shared_split.stage_ms == pytest.approx([t * 2 / 1.5 for t in alone_split.stage_ms])
+    assert shared_whole == alone_whole
 
 
 def test_replication_is_the_lever_on_a_homogeneous_two_core_host():

@@ -288,6 +288,17 @@ class CostModel:
         ic = self.target.inter_cluster
         return ic.latency_us / 1000.0 + nbytes / (ic.bandwidth_gbps * 1e6)
 
+    def hop_ms(self, nbytes: int, from_cluster: str, to_cluster: str) -> float:
+        """Handing a tensor from one stage to the next: across clusters (or to and from the
+        GPU) as :meth:`transfer_ms`; within one cluster the stages are still two processes, so
+        the ring's hand-over (queue + wake-up) and a copy at half the memory bandwidth, as a
+        board twin pays it (it cost nothing, and a split of one cluster's cores looked free)."""
+        a, b = CoreConfig(from_cluster, 1), CoreConfig(to_cluster, 1)
+        if a != b or a.is_gpu:
+            return self.transfer_ms(nbytes, a, b)
+        return (self.target.inter_cluster.latency_us / 1000.0
+                + nbytes / (self.target.memory_bw_gbps * 0.5 * 1e6))
+
     def digest(self) -> str:
         """Identity of this model (prior version + correction) for plan lockfile hashes."""
         blob = json.dumps({"version": MODEL_VERSION, "source": self.source,

@@ -4,7 +4,7 @@ The only module of the planner that knows the cost model's API: options are the 
 candidates filtered through the engine registry (an engine must be on the board's ``engines`` list
 and run segments of the model's format; primitives need ``native``), layouts and workspaces come
 from the primitive registry, times from one vectorised prediction table, layout conversions from
-``layout_transform_ms`` and hand-overs from ``transfer_ms``.
+``layout_transform_ms`` and hand-overs from ``hop_ms``.
 
 A GPU joins the problem only when the board lists a GPU engine the runner can run (``gpu_engine``);
 its stage's feeding thread needs a CPU core, so one core of the slowest CPU cluster is reserved as
@@ -126,13 +126,10 @@ def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
                                                   CoreConfig(c.cluster, c.cores))
                         for c in configs] for t in tensors]).reshape(len(tensors), len(configs))
 
-    def transfer(nbytes: int, a: str, b: str) -> float:
-        return model.transfer_ms(nbytes, CoreConfig(a, 1), CoreConfig(b, 1))
-
     from edgedeploy.costmodel.segments import replica_scaling
     from edgedeploy.runtime.stages import unfused_cuts
 
-    return Problem(layers, tensors, clusters, configs, layout, transfer,
+    return Problem(layers, tensors, clusters, configs, layout, model.hop_ms,
                    replica_scaling=replica_scaling(model.segment_factors),
                    no_cut=unfused_cuts(graph))
 

@@ -3,10 +3,12 @@
 Stage ``[a, b)`` on configuration ``c`` (cluster q, n cores) with ``r`` replicas takes ``n * r``
 cores of q (a GPU: one unit, never replicated); stages never share cores. Its time is the prefix
 sum of the per-configuration selected layer times plus the hand-over from the previous stage
-(``transfer_ms`` of the bytes live across the cut). Period = max over stages of time / the
-measured speed-up of its replicas (``Problem.replica_speedup``; r when never measured);
-throughput = 1000 / period; latency = sum of stage times; energy per frame = sum of stage time x
-busy power + the board's idle power x period (power model from the target; Pipe-it, TVM-TX2).
+(``transfer_ms`` of the bytes live across the cut), times its cluster's pipeline factor when the
+plan has several stages (``Problem.pipeline_factor``: they run beside each other). Period =
+max over stages of time / the measured speed-up of its replicas (``Problem.replica_speedup``; r
+when never measured); throughput = 1000 / period; latency = sum of stage times; energy per
+frame = sum of stage time x busy power + the board's idle power x period (power model from the
+target; Pipe-it, TVM-TX2).
 
 The solver is one dynamic programme over (stage count, cut point, cores used per cluster, previous
 cluster), vectorised over the next cut and the previous cluster. It minimises either the bottleneck
@@ -122,6 +124,8 @@ def evaluate(problem: Problem, costs: StageCosts, stages: tuple[Stage, ...]) -> 
         t = costs.compute(s.start, s.stop, s.config)
         if prev is not None:
             t += costs.hop(s.start, prev, q)
+        if len(stages) > 1:  # stages run beside each other, not alone
+            t *= problem.pipeline_factor(q)
         times.append(t)
         energy += t * problem.active_w(s.config)
         prev = q
@@ -196,6 +200,7 @@ class _Dp:
             ok = (bad[None, :] - bad[:, None] == 0) & (np.arange(npts)[None, :]
                                                         > np.arange(npts)[:, None])
             base[c] = np.where(ok, m, np.inf)
+        self.factor = [problem.pipeline_factor(q) for q in range(len(caps))]
         self.T, self.src, self.dst, self.energy = [], [], [], []
         for c, _r, q, u in self.opts:
             t = base[c][None, :, :] + hop[:, :, q].T[:, :, None]  # (nprev, npts, npts)
@@ -242,11 +247,16 @@ class _Dp:
             return
         c, r, q, _u = self.opts[o]
         r = self.problem.replica_speedup(c, r)  # measured, not assumed linear
-        t = self.T[o][prev, i, i + 1:]  # (P', npts')
+        # a stage beside others takes the cluster's pipeline factor; the first stage ending at
+        # the model's end is the plan's only one, and runs alone
+        f = np.full(len(self.pts) - i - 1, self.factor[q])
+        if k == 0:
+            f[-1] = 1.0
+        t = self.T[o][prev, i, i + 1:] * f  # (P', npts')
         if kind == "bottleneck":
             val = np.maximum(sub[..., None], (t / r)[None, None])
         else:
-            add = t if kind == "latency" else self.energy[o][prev, i, i + 1:]
+            add = t if kind == "latency" else self.energy[o][prev, i, i + 1:] * f
             val = sub[..., None] + np.where((t / r)[None] > cap, np.inf, add[None])[:, None]
         arg = val.argmin(axis=2)  # (G, ns, npts')
         best = val.min(axis=2).transpose(0, 2, 1)  # (G, npts', ns)

@@ -488,8 +488,12 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
             plan = execute.stage_from_io(io=io, cpus=tuple(cpus_of(config)),
                                  replicas=config.cores)
             with Pipeline(execute.stage_specs(graph, [plan], choices, segments)) as pipe:
-                fps = pipe.run(lambda _k, f=frame: f, replica_frames(base, config.cores),
-                               warmup=REPLICA_WARMUP, keep_outputs="none").throughput_fps
+                # the own model's speed-up prices its plans: a second window, keeping the
+                # faster (one window under a neighbour's burst priced SqueezeNet's 2 replicas
+                # at 212 fps, which measured 318 a minute later)
+                fps = max(pipe.run(lambda _k, f=frame: f, replica_frames(base, config.cores),
+                                   warmup=REPLICA_WARMUP, keep_outputs="none").throughput_fps
+                          for _ in range(2 if m.sha256 else 1))
             speedup = max(fps * base / 1000.0, 1e-3)
             logs.setdefault(config.cluster, {}).setdefault(str(config.cores), []).append(
                 float(np.log(speedup)))

@@ -333,15 +333,15 @@ def opaque_layers(m: _Loaded) -> list[OpaqueLayer]:
     their shapes, one per kind, at most :data:`MAX_TIMED_LAYERS` kinds; a layer that cannot be
     cut alone is left to the prior."""
     from edgedeploy.importers.segments import segment_provider
-    from edgedeploy.runtime.executor import segment_io
+    from edgedeploy.runtime.executor import random_tensor, segment_io, tensor_dtype
 
     if m.engine != ONNXRUNTIME:
         return []
     graph = m.graph
     provide = segment_provider(graph, m.path)
     rng = np.random.default_rng(0)
-    kinds: dict[str, list[str]] = {}
-    ios: dict[str, tuple[list[str], list[str]]] = {}
+    #: kind -> (its layers' names, the first one's segment inputs and outputs)
+    kinds: dict[str, tuple[list[str], list[str], list[str]]] = {}
     for i, layer in enumerate(graph.layers):
         if layer.op != ir.OPAQUE:
             continue
@@ -352,29 +352,17 @@ def opaque_layers(m: _Loaded) -> list[OpaqueLayer]:
                             if w in graph.weights]], sort_keys=True, default=str)
         if kind not in kinds and len(kinds) >= MAX_TIMED_LAYERS:
             continue
-        kinds.setdefault(kind, []).append(layer.name)
-        ios.setdefault(kind, (ins, outs))
+        kinds.setdefault(kind, ([], ins, outs))[0].append(layer.name)
     out = []
-    for kind, names in kinds.items():
-        ins, outs = ios[kind]
+    for names, ins, outs in kinds.values():
         try:
             segment = provide(ONNXRUNTIME, ins, outs)
         except Exception as exc:  # the cutter's or onnx's: this layer keeps its prior
             log.info("opaque layer %s not timed alone: %s", names[0], exc)
             continue
-        feeds = {t: _seeded(graph, t, rng) for t in ins}
+        feeds = {t: random_tensor(graph.shape(t), tensor_dtype(graph, t), rng) for t in ins}
         out.append(OpaqueLayer(tuple(names), segment, feeds))
     return out
-
-
-def _seeded(graph: ir.Graph, name: str, rng: np.random.Generator) -> np.ndarray:
-    from edgedeploy.runtime.executor import tensor_dtype
-
-    dtype = tensor_dtype(graph, name)
-    shape = graph.shape(name)
-    if np.issubdtype(dtype, np.floating):
-        return rng.standard_normal(shape).astype(dtype)
-    return np.ones(shape, dtype=dtype)  # an index or a count: one is valid almost anywhere
 
 
 def time_layers(layers: Sequence[OpaqueLayer], cpus: Sequence[int]) -> dict[str, float]:
@@ -429,15 +417,17 @@ def _repeat(feeds: dict[str, np.ndarray], b: int) -> dict[str, np.ndarray]:
 def _batched_file(m: _Loaded, folder: Path) -> str | None:
     """The model with a free batch axis, where onnxruntime answers a batch of frames as each
     frame alone (``onnx_batch.frames_kept_apart``); None where it does not, or not onnxruntime."""
-    from edgedeploy.importers.onnx_batch import frames_kept_apart, with_dynamic_batch
+    from edgedeploy.importers.onnx_batch import batched_model
     from edgedeploy.runtime.stages import batchable
 
     whole = {layer.name: ONNXRUNTIME for layer in m.graph.layers}
-    if (m.engine != ONNXRUNTIME or not batchable(m.graph, 0, len(m.graph.layers), whole)
-            or not frames_kept_apart(m.graph, m.path)):
+    if m.engine != ONNXRUNTIME or not batchable(m.graph, 0, len(m.graph.layers), whole):
+        return None
+    free = batched_model(m.graph, m.path)
+    if free is None:
         return None
     out = folder / f"{m.path.stem}.batched.onnx"
-    out.write_bytes(with_dynamic_batch(m.path.read_bytes()))
+    out.write_bytes(free)
     return str(out)
 
 

@@ -92,6 +92,12 @@ def frames_kept_apart(graph: ir.Graph, model: Path) -> bool:
     frames as it answers each frame alone. A batched variant is measured for speed only; an
     operator that mixes the batch (a reshape or reduction over it) would otherwise hand the
     board a faster plan that gives wrong answers. False too where the batch does not run."""
+    return batched_model(graph, model) is not None
+
+
+def batched_model(graph: ir.Graph, model: Path) -> bytes | None:
+    """The model with a free batch axis (:func:`with_dynamic_batch`) where its frames stay
+    apart (:func:`frames_kept_apart`), else None."""
     import numpy as np
     import onnxruntime as ort
 
@@ -106,10 +112,11 @@ def frames_kept_apart(graph: ir.Graph, model: Path) -> bool:
         together = sess.run(outs, {t: np.concatenate([f[t] for f in frames]) for t in ins})
     except Exception as exc:  # onnxruntime's own errors: a batch it cannot take
         log.info("a batch of two frames does not run: %s", exc)
-        return False
-    return all(np.shape(together[i])[:1] == (2,) and max_rel_error(
+        return None
+    agree = all(np.shape(together[i])[:1] == (2,) and max_rel_error(
         {o: together[i][k:k + 1]}, {o: apart[k][i]}) <= BATCH_AGREEMENT
         for i, o in enumerate(outs) for k in (0, 1))
+    return free if agree else None
 
 
 #: How far a frame's answer within a batch may stray from its answer alone (float rounding of

@@ -325,17 +325,19 @@ def random_inputs(graph: ir.Graph, seed: int = 0) -> dict[str, np.ndarray]:
     the whole range for 8-bit ones (quantized images), 0/1 for wider integers and booleans
     (masks, token ids and indices stay in range)."""
     rng = np.random.default_rng(seed)
-    out = {}
-    for t in graph.inputs:
-        dtype = np.dtype(t.dtype) if t.dtype else np.dtype(np.float32)
-        if dtype.kind == "f":
-            out[t.name] = rng.standard_normal(t.shape).astype(np.float32)
-        elif dtype.kind in "iu" and dtype.itemsize == 1:
-            info = np.iinfo(dtype)
-            out[t.name] = rng.integers(info.min, info.max + 1, size=t.shape).astype(dtype)
-        else:
-            out[t.name] = rng.integers(0, 2, size=t.shape).astype(dtype)
-    return out
+    return {t.name: random_tensor(t.shape, np.dtype(t.dtype) if t.dtype else np.dtype(np.float32),
+                                  rng) for t in graph.inputs}
+
+
+def random_tensor(shape: Sequence[int], dtype: np.dtype, rng: np.random.Generator
+                  ) -> np.ndarray:
+    """One seeded tensor by :func:`random_inputs`' rule for its element type."""
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(np.float32)
+    if dtype.kind in "iu" and dtype.itemsize == 1:
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max + 1, size=shape).astype(dtype)
+    return rng.integers(0, 2, size=shape).astype(dtype)
 
 
 def max_rel_error(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> float:

@@ -107,7 +107,7 @@ def test_the_shortlist_holds_the_plan_the_best_pareto_points_and_runnable_baseli
         assert len(e.choices) == len(plan.layers)
 
 
-def test_a_host_never_profiled_gets_a_quick_profile_before_its_first_measured_plan(
+def test_a_host_or_model_never_calibrated_is_calibrated_before_its_first_measured_plan(
         project, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "fresh-cache"))  # no profile here yet
     project.write_text(MANIFEST.format(budget=2, profile=2))
@@ -126,6 +126,27 @@ def test_a_host_never_profiled_gets_a_quick_profile_before_its_first_measured_pl
     assert plan.decision.measured
     # the profile overran the 2 s budget; measuring still kept its share of it
     assert plan.decision.budget_s == pytest.approx(MEASURE_SHARE * 2)
+
+    # a second model on the profiled host is timed whole before its first measured plan: its
+    # own factors join the first's, and the profile's own factors stay as they were
+    before = json.loads(segments.read_text())
+    zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=48)
+    said.clear()
+    plan = load_plan(api.plan(project, "local", progress=said.append)[0].plan_file)
+    assert not any("no profile yet" in line for line in said)
+    assert any(line.startswith("first plan of sq.onnx") for line in said)
+    assert {line.split()[1] for line in said if line.startswith("segments:")} == {"sq"}
+    after = json.loads(segments.read_text())
+    second = hashlib.sha256((tmp_path / "sq.onnx").read_bytes()).hexdigest()
+    assert set(after["factors"]["models"]) == {sha, second}
+    assert {k: v for k, v in after["factors"].items() if k != "models"} == {
+        k: v for k, v in before["factors"].items() if k != "models"}
+    assert after["runs"][:len(before["runs"])] == before["runs"]
+    assert plan.decision.measured
+    # ... once: the next plan of it finds them
+    said.clear()
+    api.plan(project, "local", progress=said.append)
+    assert not any(line.startswith(("first plan of", "segments:")) for line in said)
 
 
 def test_a_tie_goes_to_the_baseline_and_a_win_must_clear_the_margin():

@@ -666,22 +666,33 @@ def _measured_precision(plan: Plan, entries: list[Entry], winner: Entry) -> Any:
 
 def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,
                    progress: Callable[[str], None] | None) -> Any:
-    """Calibrate a host never profiled (announced), then re-plan with the calibrated model;
-    None when this host already has a profile. The model's own conv shapes are measured
-    first and it is run whole for its own segment factors (``costmodel.segments``)."""
+    """Calibrate a host never profiled, or a model never run whole on it (announced), then
+    re-plan with the calibrated model; None when both were already. The model's own conv
+    shapes are measured first and it is run whole for its own segment factors
+    (``costmodel.segments``)."""
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.costmodel.model import MIN_FIT_SAMPLES
     from edgedeploy.costmodel.profile import profile_path
-    from edgedeploy.costmodel.profiling import profile_local
+    from edgedeploy.costmodel.profiling import has_own_factors, own_model_factors, profile_local
     from edgedeploy.costmodel.segments import OwnModel
     from edgedeploy.planner.api import plan as replan
 
     target = load_target("local")
-    if profile_path(target).exists():
-        return None
     say = progress or (lambda _m: None)
-    say(f"this host has no profile yet: a quick {budget_s:.0f} s profile before measuring "
-        "(`edgedeploy profile --target local` for a fuller one)")
-    profile_local(target, budget_s, info=say, min_fit_samples=MIN_FIT_SAMPLES,
-                  own=OwnModel.of(_model_of(manifest, graph), graph))
+    own = OwnModel.of(_model_of(manifest, graph), graph)
+    if profile_path(target).exists():
+        if own is None or has_own_factors(profile_path(target), own):
+            return None
+        say(f"first plan of {own.path.name} on this host: timing it whole on every core "
+            "count before measuring")
+        try:
+            own_model_factors(target, profile_path(target), own, info=say)
+        except Exception as exc:  # runs in a plan, not whole here (as segment_factors says)
+            say(f"{own.path.name} does not run whole here ({exc}); planning from the host's "
+                "profile alone")
+            return None
+    else:
+        say(f"this host has no profile yet: a quick {budget_s:.0f} s profile before measuring "
+            "(`edgedeploy profile --target local` for a fuller one)")
+        profile_local(target, budget_s, info=say, min_fit_samples=MIN_FIT_SAMPLES, own=own)
     return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]

@@ -157,6 +157,37 @@ def segment_factors(target: Target, profile_file: Path,
     return factors
 
 
+def has_own_factors(profile_file: Path, own: OwnModel) -> bool:
+    """Whether the factors beside ``profile_file`` hold ``own``'s (its file digest's)."""
+    from edgedeploy.costmodel.segments import MODELS, load_factors
+
+    return own.sha256 in (load_factors(profile_file).get(MODELS) or {})
+
+
+def own_model_factors(target: Target, profile_file: Path, own: OwnModel,
+                      info: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Calibrate one more model on a host already profiled: ``own`` alone run whole (every
+    core count, its replicas, batches and opaque layers), its factors kept beside those
+    already there, which stay as they were (the zoo's runs fitted them; one model's would
+    not). A host's second model is then priced as its first was."""
+    import json
+
+    from edgedeploy.costmodel import CostModel
+    from edgedeploy.costmodel.segments import MODELS, factors_path, measure_factors, save_factors
+
+    model = CostModel.for_target(target)
+    measured, runs = measure_factors(model, model.configs, lambda c: c.cpus(target), [],
+                                     progress=info, own=own)
+    try:
+        stored = json.loads(factors_path(profile_file).read_text())
+        factors, detail = dict(stored["factors"]), list(stored.get("runs") or [])
+    except (OSError, ValueError, KeyError, TypeError):
+        factors, detail = {}, []  # never calibrated whole: the model's own factors alone
+    factors[MODELS] = {**(factors.get(MODELS) or {}), **measured[MODELS]}
+    save_factors(profile_file, factors, detail + runs)
+    return measured[MODELS][own.sha256]
+
+
 def _zoo_beside(models: Sequence[tuple[str, int]], own: OwnModel | None
                 ) -> list[tuple[str, int]]:
     """The zoo's calibration models run beside ``own``: it takes the last one's place."""

@@ -297,6 +297,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                 if m.sha256:
                     _second_pass(m, feeds, [r for r in runs if r.get("sha256") == m.sha256],
                                  cpus_of)
+            pin_process(original)  # the replicas' stages pin themselves, within these cores
             replicas, own_replicas = measure_replicas(configs, cpus_of, loaded, runs, progress)
     finally:
         pin_process(original)

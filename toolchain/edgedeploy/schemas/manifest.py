@@ -432,7 +432,9 @@ class Measure(_Strict):
     quick_profile_s: float = Field(default=30.0, ge=0, le=600,
                                    description="A board never profiled gets a quick profile of "
                                                "this many seconds before its first measured "
-                                               "plan (0: plan from the prior).")
+                                               "plan, and a model never run whole on it is "
+                                               "timed whole first (0: neither; plan from the "
+                                               "prior or the profile alone).")
 
 
 class Output(_Strict):

@@ -134,9 +134,12 @@ def _fresh_model(name: str, size: int | None, folder):  # type: ignore[no-untype
     return Path(shutil.copy(src, folder / f"m{src.suffix}"))
 
 
-def _predicted_against_measured(models, tmp_path, results: str, what: str) -> None:  # type: ignore[no-untyped-def]
+def _predicted_against_measured(models, tmp_path, results: str, what: str,  # type: ignore[no-untyped-def]
+                                one_cache: bool = False) -> None:
     """Plan each ``(name, size)`` as a new user does and write every contender's predicted and
-    measured throughput to ``results/<results>``; the target is reported, not asserted."""
+    measured throughput to ``results/<results>``; the target is reported, not asserted.
+    ``one_cache``: the models share one cache, as one user's do on their host (the first
+    profiles it; each next one is a model the profiled host has not run)."""
     import json
     import os
     import subprocess
@@ -146,11 +149,13 @@ def _predicted_against_measured(models, tmp_path, results: str, what: str) -> No
     rows = []
     for name, size in models:
         folder = tmp_path / name
-        (folder / "cache").mkdir(parents=True)
+        folder.mkdir(parents=True)
+        cache = tmp_path / "cache" if one_cache else folder / "cache"
+        cache.mkdir(exist_ok=True)
         model = _fresh_model(name, size, folder)
         (folder / "m.yaml").write_text(f"name: m\nmodel:\n  path: {model.name}\n"
                                        "objective: throughput\ntargets:\n  local: {}\n")
-        env = {**os.environ, "XDG_CACHE_HOME": str(folder / "cache")}
+        env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "edgedeploy.cli.main", "plan", "m.yaml",
                         "--target", "local"], cwd=folder, env=env, check=True)
@@ -173,9 +178,13 @@ def _predicted_against_measured(models, tmp_path, results: str, what: str) -> No
     out.write_text(json.dumps({
         "command": "python -m pytest -q tests/bench/test_planner_bench.py -k "
                    f"{what} -p no:cacheprovider -s",
-        "what": "edgedeploy plan MODEL --target local from an empty cache (quick profile, "
-                "whole-model calibration, measure-to-decide); each contender's predicted and "
-                "measured throughput (error = predicted / measured - 1)",
+        "what": "edgedeploy plan MODEL --target local "
+                + ("for each model in turn on one cache, empty before the first (its quick "
+                   "profile; each next model is timed whole on the profiled host)"
+                   if one_cache else "from an empty cache (quick profile, whole-model "
+                   "calibration)")
+                + ", then measure-to-decide; each contender's predicted and measured "
+                "throughput (error = predicted / measured - 1)",
         "host": "2-vCPU Intel Xeon VM", "target_error": PREDICTION_TARGET,
         "chosen_within_target": f"{within}/{len(rows)}", "rows": rows,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}, indent=1) + "\n")
@@ -198,3 +207,13 @@ def test_held_out_predicted_against_measured(tmp_path):
     method's score, not the test set's. Writes ``results/plan_prediction_held_out.json``."""
     _predicted_against_measured([(n, "onnx_zoo") for n in HELD_OUT_MODELS], tmp_path,
                                 "plan_prediction_held_out.json", "held_out_predicted")
+
+
+@pytest.mark.slow
+def test_models_new_to_a_profiled_host_predicted_against_measured(tmp_path):
+    """The held-out models planned one after another on one cache, as one user's models are:
+    the first profiles the host, every next one is new to a profiled host. Writes
+    ``results/plan_prediction_profiled_host.json``."""
+    _predicted_against_measured([(n, "onnx_zoo") for n in HELD_OUT_MODELS], tmp_path,
+                                "plan_prediction_profiled_host.json", "new_to_a_profiled_host",
+                                one_cache=True)

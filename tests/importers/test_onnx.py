@@ -357,6 +357,27 @@ def test_dynamic_dims_without_override_name_the_input_and_the_fix():
     assert "--input-shape" in err.value.hint and "manifest" in err.value.hint
 
 
+def test_a_batch_axis_that_is_the_only_dynamic_dimension_is_taken_as_one_and_said():
+    m = zoo.dynamic_model()
+    x = m.graph.input[0].type.tensor_type.shape.dim
+    x[2].dim_value, x[3].dim_value = 12, 10  # [batch, 3, 12, 10], as most exports have it
+    g = imported(m)
+    assert g.inputs[0].shape == (1, 3, 12, 10) and g.outputs[0].shape == (1, 2)
+    assert g.source["batch_taken_as_1"] == ["x"]
+    # given a shape, nothing is assumed
+    assert "batch_taken_as_1" not in import_onnx(m, input_shape=(2, 3, 12, 10)).source
+
+
+def test_a_batch_symbol_taken_as_one_fixes_it_in_every_input_and_other_dims_still_ask():
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"])]
+    g = imported(model(nodes, {"a": ["n", 4, 5], "b": ["n", 4, 5]}, ["y"]))
+    assert [t.shape for t in g.inputs] == [(1, 4, 5), (1, 4, 5)]
+    assert g.source["batch_taken_as_1"] == ["a", "b"]
+    # a dimension other than a batch axis is still asked for
+    with pytest.raises(InputError, match=r"'a' has dynamic dimensions \(t\)"):
+        import_onnx(model(nodes, {"a": ["n", "t", 5], "b": ["n", 4, 5]}, ["y"]))
+
+
 def test_dynamic_dims_take_the_override_and_shapes_follow():
     m = zoo.dynamic_model()
     g = import_onnx(m, input_shape=(2, 3, 12, 10))

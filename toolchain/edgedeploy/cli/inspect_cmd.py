@@ -54,6 +54,9 @@ def _render(report: dict[str, Any]) -> None:
     outs = ", ".join(f"{x['name']} {_shape(x['shape'])}" for x in report["outputs"])
     print(f"inputs: {ins}")
     print(f"outputs: {outs}")
+    if model.get("batch_taken_as_1"):
+        print(f"dynamic batch axis taken as 1: {', '.join(model['batch_taken_as_1'])} "
+              "(--input-shape to choose another)")
 
 
 def _row(index: int, layer: dict[str, Any]) -> list[Any]:

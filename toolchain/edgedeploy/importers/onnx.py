@@ -64,6 +64,8 @@ def import_onnx(model: str | Path | onnx.ModelProto, *,
     folded = _folded_constants(proto, prep, nodes)
     graph.weights.update(folded)
     graph.source["onnx_folded"] = sorted(folded)
+    if prep.batch_taken_as_1:
+        graph.source["batch_taken_as_1"] = list(prep.batch_taken_as_1)
     graph.tensors = {t.name: t for t in graph.inputs}
     for lyr in graph.layers:
         graph.tensors.update((o, _info(prep, o)) for o in lyr.outputs)

@@ -37,7 +37,7 @@ def prepare(proto: onnx.ModelProto,
             input_name: str | None = None) -> Prepared:
     """Fixed inputs, every shape concrete, constants folded; see the module docstring."""
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    work = fix_inputs(_skeleton(proto), input_shape, input_name)
+    work, batched = fix_inputs(_skeleton(proto), input_shape, input_name)
     name_nodes(work)
     toposort(work)
     work = infer(work)
@@ -66,6 +66,7 @@ def prepare(proto: onnx.ModelProto,
         dtypes=dtypes,
         consts=consts,
         initializers=frozenset(inits),
+        batch_taken_as_1=batched,
     )
 
 

@@ -46,6 +46,8 @@ class Prepared:
     dtypes: dict[str, str] = field(default_factory=dict)
     consts: dict[str, np.ndarray] = field(default_factory=dict)
     initializers: frozenset[str] = frozenset()
+    #: Inputs whose dynamic batch axis was taken as 1 (``fix_inputs``).
+    batch_taken_as_1: list[str] = field(default_factory=list)
 
 
 def load_proto(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, object]]:
@@ -99,8 +101,9 @@ def real_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 def fix_inputs(proto: onnx.ModelProto,
                input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None,
-               input_name: str | None) -> onnx.ModelProto:
-    """Return a copy whose inputs all have concrete dims, from the overrides where given.
+               input_name: str | None) -> tuple[onnx.ModelProto, list[str]]:
+    """Return a copy whose inputs all have concrete dims, from the overrides where given, and
+    the inputs whose batch axis was taken as 1 (:func:`_batch_axis`).
 
     ``input_shape`` is one shape (see :func:`_override_target` for which input it fixes) or a
     mapping input name -> shape. A symbolic dimension (``batch``) fixed on one input fixes the
@@ -114,6 +117,9 @@ def fix_inputs(proto: onnx.ModelProto,
         if vi.name in overrides:
             bound.update(_symbols(vi, overrides[vi.name]))
             _apply_override(vi, overrides[vi.name])
+    assumed: set[str] = set()
+    batched = [vi.name for vi in inputs
+               if vi.name not in overrides and _batch_axis(vi, bound, assumed)]
     for vi in inputs:
         if vi.name in overrides:
             continue
@@ -131,7 +137,28 @@ def fix_inputs(proto: onnx.ModelProto,
     for out in proto.graph.output:
         if out.type.HasField("tensor_type"):
             out.type.tensor_type.ClearField("shape")
-    return proto
+    return proto, batched
+
+
+def _batch_axis(vi: onnx.ValueInfoProto, bound: dict[str, int], assumed: set[str]) -> bool:
+    """Take an input's dynamic leading axis as a batch of 1 where it is the input's only
+    dynamic dimension (``[batch, 3, 224, 224]``, as exporters write a batch axis; onnxruntime
+    runs any size), binding its symbol for the other inputs (``assumed``); whether it did.
+    Every other dynamic dimension still has to be given: its size changes the work, a batch's
+    does not."""
+    dims = vi.type.tensor_type.shape.dim
+
+    def free(d: onnx.TensorShapeProto.Dimension) -> bool:
+        return ((not d.HasField("dim_value") or d.dim_value <= 0)
+                and (d.dim_param not in bound or d.dim_param in assumed))
+
+    if len(dims) < 2 or not free(dims[0]) or any(free(d) for d in dims[1:]):
+        return False
+    if dims[0].dim_param:
+        bound[dims[0].dim_param] = 1
+        assumed.add(dims[0].dim_param)
+    dims[0].dim_value = 1
+    return True
 
 
 def _overrides(inputs: list[onnx.ValueInfoProto],

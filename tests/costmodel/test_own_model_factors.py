@@ -336,6 +336,42 @@ def test_a_models_opaque_layers_are_timed_alone_and_priced_as_they_ran(
     assert lrn_ms(build_problem(graph, target, cm)) != pytest.approx(got)
 
 
+def test_where_a_model_has_more_opaque_kinds_than_are_timed_the_heaviest_are(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from edgedeploy.costmodel import segments
+
+    rng = np.random.default_rng(0)
+    w = {f"w{i}": numpy_helper.from_array(
+        rng.standard_normal(s).astype(np.float32) * 0.1, f"w{i}")
+         for i, s in enumerate([(4, 3, 3, 3), (32, 4, 3, 3), (4, 32, 3, 3)])}
+    # a light LRN (4 channels), a heavy one (32 channels), then the light kind again
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w0"], ["a"], pads=[1, 1, 1, 1]),
+         helper.make_node("LRN", ["a"], ["b"], size=3),
+         helper.make_node("Conv", ["b", "w1"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("LRN", ["c"], ["d"], size=3),
+         helper.make_node("Conv", ["d", "w2"], ["e"], pads=[1, 1, 1, 1]),
+         helper.make_node("LRN", ["e"], ["output"], size=3)], "lrns",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 16, 16])],
+        list(w.values()))
+    path = tmp_path / "lrns.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    g = import_onnx(path)
+    lrn = [layer for layer in g.layers if layer.op == ir.OPAQUE]
+    work = [segments.opaque_work(g, layer) for layer in lrn]
+    assert work == [4 * 16 * 16, 32 * 16 * 16, 4 * 16 * 16]  # no weights: its outputs
+    loaded = segments._Loaded("lrns", None, path, g, "0" * 64)
+    monkeypatch.setattr(segments, "MAX_TIMED_LAYERS", 1)
+    (only,) = segments.opaque_layers(loaded)
+    assert only.names == (lrn[1].name,)  # the heavy one, though it comes second
+    monkeypatch.setattr(segments, "MAX_TIMED_LAYERS", 2)
+    assert [o.names for o in segments.opaque_layers(loaded)] == [  # in the model's order
+        (lrn[0].name, lrn[2].name), (lrn[1].name,)]
+
+
 def test_the_whole_models_factor_counts_a_timed_layer_at_its_time():
     from edgedeploy.costmodel.segments import _predicted_sum
 

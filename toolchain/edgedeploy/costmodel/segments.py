@@ -331,8 +331,9 @@ class OpaqueLayer:
 
 def opaque_layers(m: _Loaded) -> list[OpaqueLayer]:
     """The ONNX model's opaque layers as one-layer onnxruntime segments with seeded inputs of
-    their shapes, one per kind, at most :data:`MAX_TIMED_LAYERS` kinds; a layer that cannot be
-    cut alone is left to the prior."""
+    their shapes, one per kind, at most :data:`MAX_TIMED_LAYERS` kinds, the heaviest
+    (:func:`opaque_work`) where there are more; a layer that cannot be cut alone is left to
+    the prior."""
     from edgedeploy.importers.segments import segment_provider
     from edgedeploy.runtime.executor import random_tensor, segment_io, tensor_dtype
 
@@ -343,6 +344,7 @@ def opaque_layers(m: _Loaded) -> list[OpaqueLayer]:
     rng = np.random.default_rng(0)
     #: kind -> (its layers' names, the first one's segment inputs and outputs)
     kinds: dict[str, tuple[list[str], list[str], list[str]]] = {}
+    work: dict[str, int] = {}  # kind -> its layers' opaque_work
     for i, layer in enumerate(graph.layers):
         if layer.op != ir.OPAQUE:
             continue
@@ -351,11 +353,11 @@ def opaque_layers(m: _Loaded) -> list[OpaqueLayer]:
                            [graph.shape(t) for t in ins],
                            [np.shape(graph.weights[w]) for w in layer.weights.values()
                             if w in graph.weights]], sort_keys=True, default=str)
-        if kind not in kinds and len(kinds) >= MAX_TIMED_LAYERS:
-            continue
         kinds.setdefault(kind, ([], ins, outs))[0].append(layer.name)
+        work[kind] = work.get(kind, 0) + opaque_work(graph, layer)
+    heaviest = set(sorted(work, key=lambda k: -work[k])[:MAX_TIMED_LAYERS])
     out = []
-    for names, ins, outs in kinds.values():
+    for names, ins, outs in (v for k, v in kinds.items() if k in heaviest):
         try:
             segment = provide(ONNXRUNTIME, ins, outs)
         except Exception as exc:  # the cutter's or onnx's: this layer keeps its prior
@@ -364,6 +366,18 @@ def opaque_layers(m: _Loaded) -> list[OpaqueLayer]:
         feeds = {t: random_tensor(graph.shape(t), tensor_dtype(graph, t), rng) for t in ins}
         out.append(OpaqueLayer(tuple(names), segment, feeds))
     return out
+
+
+def opaque_work(graph: ir.Graph, layer: ir.Layer) -> int:
+    """A rough count of an opaque layer's multiply-adds: its output elements times the weights
+    one output channel reads (a quantized convolution's or matrix product's MACs, an
+    elementwise layer's outputs); what decides which kinds are timed where there are many
+    (an int8 model in onnxruntime's QLinearConv form has a hundred, its convolutions last)."""
+    shape = graph.shape(layer.outputs[0]) if layer.outputs else ()
+    channels = int(shape[1]) if len(shape) >= 2 else 1
+    weights = sum(int(np.size(graph.weights[w])) for w in layer.weights.values()
+                  if w in graph.weights)
+    return int(np.prod(shape)) * max(1, weights // max(channels, 1))
 
 
 def time_layers(layers: Sequence[OpaqueLayer], cpus: Sequence[int]) -> dict[str, float]:

@@ -31,7 +31,8 @@ def _conv(c_in: int, c_out: int, h: int, w: int, bias: bool, batch: int | str = 
     node = helper.make_node("Conv", ["x", "w", *(["b"] if bias else [])], ["y"], name="conv",
                             **{"pads": [k // 2] * 4, **attrs})
     graph = helper.make_graph(
-        [node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, c_in, h, w])],
+        [node], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, c_in, h, w])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 

@@ -119,3 +119,106 @@ def test_winograd_written_in_onnx_ops_against_onnxruntimes_conv() -> None:
                    "-p no:cacheprovider -s",
         "onnxruntime": ort.__version__, "cores": cores, "rows": rows}, indent=1) + "\n")
     assert all(r["max_rel_error"] < 1e-3 for r in rows)
+
+
+WHOLE_MODELS = (("vgg16", 224), ("resnet50", 224))
+#: A layer is rewritten where, timed alone on one thread, Winograd beat the Conv by this much.
+LAYER_GAIN = 1.05
+WHOLE_ROUNDS = 6
+
+
+def _one_conv(site, bias: bool = True) -> tuple[bytes, bytes]:  # type: ignore[no-untyped-def]
+    """A model of one conv of ``site``'s shape, as onnxruntime's Conv and rewritten."""
+    from edgedeploy.importers.onnx_winograd import winograd_rewrite
+
+    rng = np.random.default_rng(0)
+    inits = [_const("w", (rng.standard_normal((site.c_out, site.c_in, 3, 3)) * 0.05
+                          ).astype(np.float32)),
+             _const("b", rng.standard_normal(site.c_out).astype(np.float32))]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+        "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                               [1, site.c_in, site.h, site.w])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return model.SerializeToString(), winograd_rewrite(model, ["conv"])[0].SerializeToString()
+
+
+def test_whole_models_with_the_layers_winograd_wins_rewritten(tmp_path: Path) -> None:
+    """Whole models with the 3x3 layers where Winograd won alone (one thread) rewritten, beside
+    the model as given: two one-thread replicas and the default session, every system
+    measured by the product's estimator in alternated rounds. Writes
+    results/winograd_whole_model.json (reported, not asserted)."""
+    import onnx
+
+    from edgedeploy import zoo
+    from edgedeploy.benchmarks import systems
+    from edgedeploy.importers.onnx import import_onnx
+    from edgedeploy.importers.onnx_winograd import conv_sites, winograd_rewrite
+
+    out = []
+    for name, size in WHOLE_MODELS:
+        model = zoo.build(name, size=size)
+        gains = {}
+        for site in conv_sites(model):
+            shape = (site.c_in, site.c_out, site.h, site.w)
+            if shape not in gains:
+                conv, wino = (_session(m, 1) for m in _one_conv(site))
+                x = np.random.default_rng(1).standard_normal((1, site.c_in, site.h, site.w)
+                                                             ).astype(np.float32)
+                times: dict[str, list[float]] = {"conv": [], "winograd": []}
+                for r in range(ROUNDS):
+                    pair = [("conv", conv), ("winograd", wino)]
+                    for k, s in pair if r % 2 == 0 else pair[::-1]:
+                        times[k].append(_ms(s, x))
+                gains[shape] = float(np.median(times["conv"]) / np.median(times["winograd"]))
+        chosen = {s.node for s in conv_sites(model)
+                  if gains[(s.c_in, s.c_out, s.h, s.w)] >= LAYER_GAIN}
+        rewritten, done = winograd_rewrite(model, chosen)
+        paths = {"as given": tmp_path / f"{name}.onnx",
+                 "rewritten": tmp_path / f"{name}_winograd.onnx"}
+        onnx.save(model, paths["as given"])
+        onnx.save(rewritten, paths["rewritten"])
+        graph = import_onnx(paths["as given"])
+        x = np.random.default_rng(2).standard_normal(graph.inputs[0].shape).astype(np.float32)
+        ref = _session(paths["as given"].read_bytes(), 1).run(None, {graph.inputs[0].name: x})
+        got = _session(paths["rewritten"].read_bytes(), 1).run(None, {graph.inputs[0].name: x})
+        error = float(np.abs(ref[0] - got[0]).max() / np.abs(ref[0]).max())
+        row = {"model": name, "size": size, "rewritten": done,
+               "layer_gains_one_thread": {"x".join(map(str, k)): round(v, 3)
+                                          for k, v in gains.items()},
+               "max_rel_error": error, "systems": {}}
+        if done:
+            makers = {"two one-thread replicas": systems.ort_replicas,
+                      "default session": lambda _g, p: systems.ort_default(p)}
+            systems_ = {f"{kind}, {variant}": make(import_onnx(paths[variant]), paths[variant])
+                        for variant in paths for kind, make in makers.items()}
+            frame = lambda _k, x=x: [x]  # noqa: E731
+            try:
+                per_round = {k: max(4, int(2.0 * s.probe(4, frame))) for k, s in systems_.items()}
+                for r in range(WHOLE_ROUNDS):
+                    order = list(systems_.items())
+                    for k, s in order if r % 2 == 0 else order[::-1]:
+                        s.measure_round(per_round[k], 2, frame, latency_samples=1)
+            finally:
+                for s in systems_.values():
+                    s.close()
+            for k, s in systems_.items():
+                row["systems"][k] = s.summary()["rounds_fps"]
+            for kind in makers:
+                a = row["systems"][f"{kind}, rewritten"]
+                b = row["systems"][f"{kind}, as given"]
+                row[f"gain, {kind}"] = round(float(np.median(a) / np.median(b)), 3)
+        out.append(row)
+        print({k: v for k, v in row.items() if k not in ("systems", "layer_gains_one_thread")},
+              flush=True)
+    (OUT.parent / "winograd_whole_model.json").write_text(json.dumps({
+        "what": "whole zoo models with the 3x3 layers where Winograd F(4,3) in ONNX ops beat "
+                f"onnxruntime's Conv alone on one thread by >= {LAYER_GAIN}x rewritten "
+                "(importers.onnx_winograd), beside the model as given; frames a second, "
+                "each round a window of about 2 s, rounds alternated",
+        "command": "python -m pytest -q tests/bench/test_winograd_in_engine.py -k whole_models "
+                   "-p no:cacheprovider -s",
+        "onnxruntime": ort.__version__, "cores": len(os.sched_getaffinity(0)),
+        "rows": out}, indent=1) + "\n")
+    assert all(r["max_rel_error"] < 1e-3 for r in out)

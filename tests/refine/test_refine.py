@@ -131,3 +131,27 @@ def test_refine_score_subcommand_is_reachable(capsys):
 
     assert main(["refine", "score", "--help"]) == 0
     assert "exhaustive optimum" in capsys.readouterr().out
+
+
+def test_the_refiner_prices_a_candidate_exactly_as_the_planner_does(small_graph):
+    """Replicas at the cluster's measured speed-up and the stages of a split beside each other
+    (the pipeline factor), as ``partition.evaluate`` prices every plan the planner writes."""
+    from edgedeploy.planner.solve import stage_choices
+    from edgedeploy.refine.candidate import Candidate, StageConf
+
+    tgt = twin_target("jetson-tx2")
+    limits = Limits(max_stages=3)
+    c = build_context(small_graph, tgt, limits=limits, model=CostModel(tgt))
+    p = c.problem
+    p.replica_scaling = {q.name: {r: 0.8 * r for r in range(2, q.capacity + 1)}
+                         for q in p.clusters if not q.is_gpu}
+    sol = solve_problem(p, "throughput", limits)
+    checked = set()
+    for pc in [sol.best, *sol.mapping.candidates]:
+        stages = tuple(StageConf(s.start, s.stop, p.configs[s.config].cluster,
+                                 p.configs[s.config].cores, s.replicas) for s in pc.stages)
+        got = c.predicted_metrics(Candidate(stages, tuple(stage_choices(p, sol.selection, pc))))
+        assert got["throughput_fps"] == pytest.approx(pc.metrics.throughput_fps, rel=1e-9)
+        assert got["stage_ms"] == pytest.approx(list(pc.metrics.stage_ms), rel=1e-9)
+        checked.add((len(pc.stages) > 1, any(s.replicas > 1 for s in pc.stages)))
+    assert {True} <= {split for split, _ in checked} and {True} <= {r for _, r in checked}

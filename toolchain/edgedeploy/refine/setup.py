@@ -43,19 +43,27 @@ class Context:
         return ms, hop
 
     def predict(self, cand: Candidate) -> list[float] | None:
-        """Predicted stage times (hand-over included); None if a layer cannot run."""
+        """Predicted stage times (hand-over included; the stages of a plan of several beside
+        each other, as ``partition.evaluate`` prices them); None if a layer cannot run."""
+        p = self.problem
         out = []
         for s in cand.stages:
             ms, hop = self.stage_prediction(cand, s)
             t = sum(ms) + hop
             if t == float("inf"):
                 return None
+            if len(cand.stages) > 1:
+                config = p.configs[self._cfg[(s.cluster, s.cores)]]
+                t *= p.pipeline_factor(p.cluster_index(config.cluster))
             out.append(t)
         return out
 
     def predicted_metrics(self, cand: Candidate) -> dict[str, float]:
+        """The planner's metrics of ``cand``: replicas at the cluster's measured speed-up."""
         times = self.predict(cand) or [float("inf")]
-        period = max(t / s.replicas for t, s in zip(times, cand.stages, strict=False))
+        period = max(t / self.problem.replica_speedup(self._cfg[(s.cluster, s.cores)],
+                                                      s.replicas)
+                     for t, s in zip(times, cand.stages, strict=False))
         return {"throughput_fps": 1000.0 / period if period > 0 else 0.0,
                 "latency_ms": float(sum(times)), "period_ms": period,
                 "stage_ms": times}

@@ -202,14 +202,19 @@ def test_a_profile_over_ssh_for_a_model_measures_its_shapes_first_and_runs_it_on
         sshd, home, tmp_path) -> None:
     """``profile --target ALIAS --model M``: the model's conv shapes go first in the task list
     the board spends its budget on, and the model travels with the calibration models and is
-    run whole there (onnxruntime only), its own factors kept under its digest."""
-    from edgedeploy.costmodel.segments import MODELS
+    run whole there (onnxruntime only), its opaque layers timed alone there too, its own
+    factors kept under its digest."""
+    import onnx
+
+    from edgedeploy.costmodel.segments import LAYERS, MODELS
     from edgedeploy.importers.onnx import import_onnx
     from edgedeploy.runtime import ir
+    from edgedeploy.testing.onnx_models import unknown_op_model
 
     board = _board_yaml(tmp_path / "loopback.yaml")
     manifest = _manifest(tmp_path, _target(sshd, "edge", board.name, sys.executable, tmp_path))
-    model = tmp_path / "sq.onnx"
+    model = tmp_path / "unk.onnx"  # a conv, then LRN and Einsum: operators the IR cannot run
+    onnx.save(unknown_op_model(), model)
     infos: list[str] = []
     answer = api.profile("edge", manifest=manifest, budget_s=1.0, shapes="space",
                          calibration=CALIBRATION, info=infos.append, model=model)
@@ -220,11 +225,15 @@ def test_a_profile_over_ssh_for_a_model_measures_its_shapes_first_and_runs_it_on
     seen = list(dict.fromkeys(shapes_mod.shape_key(s.descriptor) for s in profile.samples))
     n = min(len(seen), len(mine))
     assert n > 0 and seen[:n] == mine[:n]
-    assert any(line.startswith("segments: sq on") for line in infos)
+    assert any(line.startswith("segments: unk on") for line in infos)
     target = load_target(str(board))
     configs = {c.key for c in core_configs(target) if not c.is_gpu}
     own = load_factors(Path(answer["profile"]))[MODELS][graph.source["sha256"]]
     assert set(own["onnxruntime"]) == configs and "native" not in own
     assert all(v > 0 for v in own["onnxruntime"].values())
+    opaque = {layer.name for layer in graph.layers if layer.op == ir.OPAQUE}
+    assert len(opaque) == 2 and set(own[LAYERS]) == opaque  # timed on the board, not priced
+    assert all(set(t) == configs and all(v > 0 for v in t.values())
+               for t in own[LAYERS].values())
     if any(c.cores > 1 for c in core_configs(target)):
         assert own[REPLICAS]

@@ -24,6 +24,7 @@ import numpy as np
 from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.errors import ExecutionError, InputError
 from edgedeploy.runtime.layer_timing import Measurement
+from edgedeploy.runtime.probe import OPAQUE
 from edgedeploy.runtime.vocab import INT8
 
 if TYPE_CHECKING:
@@ -399,6 +400,10 @@ def calibration_files(models: Sequence[tuple[str, int]], tmp: Path, own: OwnMode
                                 "graph": f"{key}/graph.json", "weights": f"{key}/weights.npz"}
         if size is None:
             spec["native"] = False
+            opaque = _opaque_files(name, path, graph, key, tmp)
+            if opaque:
+                spec[OPAQUE] = [entry for entry, _ in opaque]
+                files.update(f for _, f in opaque)
         else:
             int8 = int8_variant(path, graph, tmp)
             if int8 is not None:
@@ -409,17 +414,38 @@ def calibration_files(models: Sequence[tuple[str, int]], tmp: Path, own: OwnMode
     return specs, files, graphs
 
 
+def _opaque_files(name: str, path: Path, graph: Any, key: str, tmp: Path
+                  ) -> list[tuple[dict[str, Any], tuple[str, Path]]]:
+    """The own model's opaque layers cut alone, as on this host (``segments.opaque_layers``):
+    each one's request entry and its segment file, for the board to time them alone."""
+    from edgedeploy.costmodel.segments import _Loaded, opaque_layers
+
+    out = []
+    for i, layer in enumerate(opaque_layers(_Loaded(name, None, path, graph, "own"))):
+        file = tmp / key / f"opaque-{i}.onnx"
+        file.write_bytes(bytes(layer.segment))
+        entry = {"names": list(layer.names), "segment": f"{key}/opaque-{i}.onnx",
+                 "inputs": [{"name": t, "shape": list(np.shape(a)), "dtype": str(a.dtype)}
+                            for t, a in layer.feeds.items()]}
+        out.append((entry, (entry["segment"], file)))
+    return out
+
+
 def _priced(model: Any, graph: Any, run: dict[str, Any]) -> dict[str, Any]:
     """A board run in ``costmodel.segments``' form: per engine, [measured, predicted sum]."""
-    from edgedeploy.costmodel.segments import _predicted_sum
+    from edgedeploy.costmodel.segments import LAYERS, _predicted_sum
     from edgedeploy.runtime.executor import default_choice
     from edgedeploy.runtime.vocab import NATIVE, ONNXRUNTIME
 
     config = CoreConfig.parse(str(run["config"]))
     ort = {layer.name: ONNXRUNTIME for layer in graph.layers}
     native = {layer.name: default_choice(layer) for layer in graph.layers}
+    timed = {str(k): float(v) for k, v in (run.get(OPAQUE) or {}).items()}
     out = {"model": run["model"], "size": run["size"], "config": config.key,
-           ONNXRUNTIME: [float(run[ONNXRUNTIME]), _predicted_sum(model, graph, config, ort)]}
+           ONNXRUNTIME: [float(run[ONNXRUNTIME]),
+                         _predicted_sum(model, graph, config, ort, timed)]}
+    if timed:  # the opaque layers timed alone on the board: they price its plans
+        out[LAYERS] = timed
     if run.get(NATIVE) is not None:  # the model a profile is taken for runs onnxruntime only
         out[NATIVE] = [float(run[NATIVE]), _predicted_sum(model, graph, config, native)]
     if run.get(INT8) is not None:  # over the float model's measured time

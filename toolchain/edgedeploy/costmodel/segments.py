@@ -54,9 +54,11 @@ from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.model_timing import (
     REPLICA_WARMUP,
+    OpaqueLayer,
     median_ms,
     replica_frames,
     session_ms,
+    time_layers,
 )
 from edgedeploy.runtime.stages import BATCH_SIZES
 from edgedeploy.runtime.vocab import (
@@ -87,8 +89,6 @@ BATCH_REPS = 3
 LAYERS = "layers"
 #: Distinct opaque layers (operator, attributes, input shapes) a profile times at most.
 MAX_TIMED_LAYERS = 32
-#: Timed calls of one opaque layer.
-LAYER_REPS = 5
 #: A run's time of the model as a stage runs it, where that differs from the engine's own call
 #: (LiteRT's segment transposes the IR's NCHW inputs to the file's NHWC and back).
 STAGE_MS = "stage_ms"
@@ -320,15 +320,6 @@ def own_factors(runs: Sequence[dict[str, Any]], replicas: dict[str, dict[str, fl
             **batch_speedups(runs), **({LAYERS: layers} if layers else {})}
 
 
-@dataclass(frozen=True)
-class OpaqueLayer:
-    """Opaque layers of one kind (operator, attributes, input shapes): one timing prices all."""
-
-    names: tuple[str, ...]
-    segment: bytes
-    feeds: dict[str, np.ndarray]
-
-
 def opaque_layers(m: _Loaded) -> list[OpaqueLayer]:
     """The ONNX model's opaque layers as one-layer onnxruntime segments with seeded inputs of
     their shapes, one per kind, at most :data:`MAX_TIMED_LAYERS` kinds, the heaviest
@@ -378,20 +369,6 @@ def opaque_work(graph: ir.Graph, layer: ir.Layer) -> int:
     weights = sum(int(np.size(graph.weights[w])) for w in layer.weights.values()
                   if w in graph.weights)
     return int(np.prod(shape)) * max(1, weights // max(channels, 1))
-
-
-def time_layers(layers: Sequence[OpaqueLayer], cpus: Sequence[int]) -> dict[str, float]:
-    """Each opaque layer's milliseconds alone in onnxruntime on ``cpus``; one that does not
-    run on seeded inputs is left out (its prior prices it)."""
-    out: dict[str, float] = {}
-    for layer in layers:
-        try:
-            ms = session_ms(layer.segment, layer.feeds, cpus, reps=LAYER_REPS)
-        except Exception as exc:  # onnxruntime's own errors on inputs it does not take
-            log.info("opaque layer %s does not run alone: %s", layer.names[0], exc)
-            continue
-        out.update(dict.fromkeys(layer.names, round(ms, 4)))
-    return out
 
 
 def _file_feeds(m: _Loaded, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

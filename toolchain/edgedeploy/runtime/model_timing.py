@@ -10,9 +10,12 @@ onnxruntime) and its IR graph folder (``graph.json`` + ``weights.npz``, for the 
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.affinity import available_cpus, limit_blas_threads, pin_process
@@ -30,6 +33,7 @@ from edgedeploy.runtime.vocab import LITERT, ONNXRUNTIME
 REPLICA_FRAMES, REPLICA_WARMUP = 40, 8
 #: Seconds a replica throughput run aims at, and the most frames it takes for them.
 REPLICA_WINDOW_S, REPLICA_MAX_FRAMES = 0.5, 2000
+log = logging.getLogger("edgedeploy.runtime")
 
 
 def replica_frames(one_core_ms: float, replicas: int) -> int:
@@ -39,6 +43,35 @@ def replica_frames(one_core_ms: float, replicas: int) -> int:
         return REPLICA_FRAMES
     want = REPLICA_WINDOW_S * 1000.0 / one_core_ms * replicas
     return int(min(max(want, REPLICA_FRAMES), REPLICA_MAX_FRAMES))
+
+
+#: Timed calls of one opaque layer alone (:func:`time_layers`).
+LAYER_REPS = 5
+
+
+@dataclass(frozen=True)
+class OpaqueLayer:
+    """Opaque layers of one kind (operator, attributes, input shapes) as one one-layer
+    onnxruntime segment (its bytes, or its file on a board) and seeded inputs: one timing
+    prices all of them."""
+
+    names: tuple[str, ...]
+    segment: bytes | str
+    feeds: Mapping[str, Any]
+
+
+def time_layers(layers: Sequence[OpaqueLayer], cpus: Sequence[int]) -> dict[str, float]:
+    """Each opaque layer's milliseconds alone in onnxruntime on ``cpus``; one that does not
+    run on seeded inputs is left out (its prior prices it)."""
+    out: dict[str, float] = {}
+    for layer in layers:
+        try:
+            ms = session_ms(layer.segment, layer.feeds, cpus, reps=LAYER_REPS)
+        except Exception as exc:  # onnxruntime's own errors on inputs it does not take
+            log.info("opaque layer %s does not run alone: %s", layer.names[0], exc)
+            continue
+        out.update(dict.fromkeys(layer.names, round(ms, 4)))
+    return out
 
 
 def median_ms(fn: Callable[[], object], reps: int = 7) -> float:

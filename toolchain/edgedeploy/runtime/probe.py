@@ -10,18 +10,21 @@ prior's expected times, and the calibration models)::
                 "tasks": [{"shape": 0, "primitive": "onnxruntime", "cpus": [0], "expect_ms": 1.3}]},
      "models": {"configs": [{"key": "cpu:2", "cluster": "cpu", "cores": 2, "cpus": [0, 1]}],
                 "models": [{"name": ..., "size": ..., "onnx": KEY, "graph": KEY, "weights": KEY,
-                            "native": true}]},
+                            "native": true, "opaque": [{"names": [...], "segment": KEY,
+                                                        "inputs": [{"name", "shape", "dtype"}]}]}]},
      "files": {KEY: "/path/on/the/board", ...}}
 
 The board measures the layer tasks in order within the budget (its own clock), then the models
 (a model with ``"native": false``, the one a profile is taken for, through onnxruntime only: a
-large model run natively would take minutes on a small board), and answers one JSON object
+large model run natively would take minutes on a small board; its ``opaque`` layers, cut alone
+by the host, timed alone too), and answers one JSON object
 per line, flushed as it goes so the host can show progress::
 
     {"event": "start", "probe": ".../probe.py", "python": ..., "runtime": {...}, "cpus": [...]}
     {"event": "sample", "index": 3, "ms": 1.2, "reps": 9, "spread": 0.04, "elapsed_s": ...}
     {"event": "info", "message": "segments: squeezenet1_1 on cpu:1"}
-    {"event": "run", "model": ..., "config": "cpu:1", "onnxruntime_ms": ..., "native_ms": ...}
+    {"event": "run", "model": ..., "config": "cpu:1", "onnxruntime": ms, "native": ms,
+     "opaque": {layer name: ms}}
     {"event": "replicas", "model": ..., "cluster": "cpu", "cores": 2, "fps": ...}
     {"event": "done", "measured": 41, "elapsed_s": 9.8}
 
@@ -51,6 +54,8 @@ from edgedeploy.runtime.affinity import available_cpus, pin_process  # stdlib on
 from edgedeploy.runtime.vocab import INT8, NATIVE, ONNXRUNTIME  # stdlib only
 
 PROTOCOL = 1
+#: A model spec's opaque layers cut alone, and a run's times of them.
+OPAQUE = "opaque"
 EXIT_CRASH, EXIT_REQUEST, EXIT_MISSING = 1, 2, 3
 
 Emit = Callable[[dict[str, Any]], None]
@@ -159,6 +164,7 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
         replica_fps,
         replica_frames,
         session_ms,
+        time_layers,
     )
 
     configs = section.get("configs") or []
@@ -172,6 +178,7 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
         native = bool(spec.get("native", True))
         one_core_ms: dict[str, float] = {}
         feeds = random_inputs(graph) if int8_path or not native else {}
+        opaque = opaque_layers(spec.get(OPAQUE) or [], files)
         for cfg in configs:
             out({"event": "info", "message": f"segments: {spec['name']} on {cfg['key']}"})
             ort_ms, native_ms = (engine_ms(graph, onnx_path, cfg["cpus"]) if native
@@ -183,6 +190,8 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
                    ONNXRUNTIME: ort_ms, NATIVE: native_ms}
             if int8_path:  # its int8 variant, as a quantized plan would run it
                 run[INT8] = session_ms(int8_path, feeds, cfg["cpus"])
+            if opaque:
+                run[OPAQUE] = time_layers(opaque, cfg["cpus"])
             out(run)
             count += 1
         pin_process(unpinned)
@@ -198,6 +207,20 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
                  "cluster": cfg["cluster"], "cores": cfg["cores"], "fps": fps})
             count += 1
     return count
+
+
+def opaque_layers(specs: Sequence[dict[str, Any]], files: dict[str, str]) -> list[Any]:
+    """The model's opaque layers the host cut alone (``{"names", "segment": KEY, "inputs":
+    [{"name", "shape", "dtype"}]}``), with seeded inputs made here as the host makes them."""
+    import numpy as np
+
+    from edgedeploy.runtime.executor import random_tensor
+    from edgedeploy.runtime.model_timing import OpaqueLayer
+
+    rng = np.random.default_rng(0)
+    return [OpaqueLayer(tuple(s["names"]), files[s["segment"]],
+                        {t["name"]: random_tensor(t["shape"], np.dtype(t["dtype"]), rng)
+                         for t in s["inputs"]}) for s in specs]
 
 
 def run(request: dict[str, Any], out: Emit = emit) -> int:

@@ -398,9 +398,9 @@ def calibration_files(models: Sequence[tuple[str, int]], tmp: Path, own: OwnMode
                       f"{key}/weights.npz": tmp / key / "weights.npz"})
         spec: dict[str, Any] = {"name": name, "size": size, "onnx": f"{key}/model.onnx",
                                 "graph": f"{key}/graph.json", "weights": f"{key}/weights.npz"}
-        if size is None:
+        if own is not None and size is None:
             spec["native"] = False
-            opaque = _opaque_files(name, path, graph, key, tmp)
+            opaque = _opaque_files(own, key, tmp)
             if opaque:
                 spec[OPAQUE] = [entry for entry, _ in opaque]
                 files.update(f for _, f in opaque)
@@ -414,14 +414,15 @@ def calibration_files(models: Sequence[tuple[str, int]], tmp: Path, own: OwnMode
     return specs, files, graphs
 
 
-def _opaque_files(name: str, path: Path, graph: Any, key: str, tmp: Path
+def _opaque_files(own: OwnModel, key: str, tmp: Path
                   ) -> list[tuple[dict[str, Any], tuple[str, Path]]]:
     """The own model's opaque layers cut alone, as on this host (``segments.opaque_layers``):
     each one's request entry and its segment file, for the board to time them alone."""
     from edgedeploy.costmodel.segments import _Loaded, opaque_layers
 
     out = []
-    for i, layer in enumerate(opaque_layers(_Loaded(name, None, path, graph, "own"))):
+    loaded = _Loaded(own.path.stem, None, own.path, own.graph, own.sha256, own.engine)
+    for i, layer in enumerate(opaque_layers(loaded)):
         file = tmp / key / f"opaque-{i}.onnx"
         file.write_bytes(bytes(layer.segment))
         entry = {"names": list(layer.names), "segment": f"{key}/opaque-{i}.onnx",

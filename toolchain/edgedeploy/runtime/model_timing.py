@@ -3,7 +3,8 @@
 Per-layer samples miss what a whole run adds or saves (onnxruntime fuses a segment; native
 layers pay dispatch and cold caches; replicas share bandwidth): ``costmodel.segments`` explains
 the factors. The host turns these times into them: measured whole-model time over the sum of
-per-layer predictions, and the throughput of r one-core replicas over one core's. Only the
+per-layer predictions, and the throughput of r one-core replicas over one core's; and the
+model's opaque layers (operators the IR cannot describe) timed alone, which price them. Only the
 measuring is here, so it runs where the runtime runs; the model comes as its ONNX file (for
 onnxruntime) and its IR graph folder (``graph.json`` + ``weights.npz``, for the native engine).
 """
@@ -33,6 +34,8 @@ from edgedeploy.runtime.vocab import LITERT, ONNXRUNTIME
 REPLICA_FRAMES, REPLICA_WARMUP = 40, 8
 #: Seconds a replica throughput run aims at, and the most frames it takes for them.
 REPLICA_WINDOW_S, REPLICA_MAX_FRAMES = 0.5, 2000
+#: Timed calls of one opaque layer alone (:func:`time_layers`).
+LAYER_REPS = 5
 log = logging.getLogger("edgedeploy.runtime")
 
 
@@ -43,10 +46,6 @@ def replica_frames(one_core_ms: float, replicas: int) -> int:
         return REPLICA_FRAMES
     want = REPLICA_WINDOW_S * 1000.0 / one_core_ms * replicas
     return int(min(max(want, REPLICA_FRAMES), REPLICA_MAX_FRAMES))
-
-
-#: Timed calls of one opaque layer alone (:func:`time_layers`).
-LAYER_REPS = 5
 
 
 @dataclass(frozen=True)

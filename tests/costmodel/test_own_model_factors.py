@@ -385,3 +385,32 @@ def test_the_whole_models_factor_counts_a_timed_layer_at_its_time():
                            | {n: "none" for n in list(whole)[1:]})
     assert _predicted_sum(cm, graph, config, whole, {first: 1000.0}) == pytest.approx(
         base - alone + 1000.0)
+
+
+def test_a_model_calibrated_while_a_profile_measures_keeps_its_factors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A plan times its model whole (``own_model_factors``) while a profile of the same host is
+    still measuring: the profile writes its factors back with that model's, not over them."""
+    from edgedeploy.costmodel import segments
+    from edgedeploy.costmodel.profile import profile_path
+    from edgedeploy.costmodel.profiling import own_model_factors, segment_factors
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    target = load_target("local")
+    profile_local(target, 0.2, calibration=[("squeezenet1_1", 32)])
+    path = profile_path(target)
+    other = zoo.export("squeezenet1_1", tmp_path / "other.onnx", size=40)
+    own = OwnModel.of(other, import_onnx(other))
+    assert own is not None
+    measure, meanwhile = segments.measure_factors, []
+
+    def measuring(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = measure(*args, **kwargs)
+        if not meanwhile:  # another plan finishes while this profile still measures
+            meanwhile.append(own.sha256)
+            own_model_factors(target, path, own)
+        return out
+
+    monkeypatch.setattr(segments, "measure_factors", measuring)
+    segment_factors(target, path, models=[("squeezenet1_1", 32)])
+    assert meanwhile and own.sha256 in load_factors(path)[MODELS]

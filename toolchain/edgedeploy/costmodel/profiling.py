@@ -135,6 +135,7 @@ def segment_factors(target: Target, profile_file: Path,
     from edgedeploy.costmodel.segments import (
         CALIBRATION_MODELS,
         MODELS,
+        factors_lock,
         load_factors,
         measure_factors,
         save_factors,
@@ -142,7 +143,6 @@ def segment_factors(target: Target, profile_file: Path,
 
     model = CostModel.for_target(target)
     chosen = _zoo_beside(models or CALIBRATION_MODELS, own)
-    kept = load_factors(profile_file).get(MODELS) or {}
     try:
         factors, runs = measure_factors(model, model.configs, lambda c: c.cpus(target),
                                         chosen, progress=info, own=own)
@@ -154,7 +154,9 @@ def segment_factors(target: Target, profile_file: Path,
                  "calibrating on the zoo's models only")
         factors, runs = measure_factors(model, model.configs, lambda c: c.cpus(target),
                                         chosen, progress=info)
-    save_factors(profile_file, _keeping(kept, factors), runs)
+    with factors_lock(profile_file):  # models calibrated meanwhile stay
+        kept = load_factors(profile_file).get(MODELS) or {}
+        save_factors(profile_file, _keeping(kept, factors), runs)
     return factors
 
 
@@ -174,18 +176,25 @@ def own_model_factors(target: Target, profile_file: Path, own: OwnModel,
     import json
 
     from edgedeploy.costmodel import CostModel
-    from edgedeploy.costmodel.segments import MODELS, factors_path, measure_factors, save_factors
+    from edgedeploy.costmodel.segments import (
+        MODELS,
+        factors_lock,
+        factors_path,
+        measure_factors,
+        save_factors,
+    )
 
     model = CostModel.for_target(target)
     measured, runs = measure_factors(model, model.configs, lambda c: c.cpus(target), [],
                                      progress=info, own=own)
-    try:
-        stored = json.loads(factors_path(profile_file).read_text())
-        factors, detail = dict(stored["factors"]), list(stored.get("runs") or [])
-    except (OSError, ValueError, KeyError, TypeError):
-        factors, detail = {}, []  # never calibrated whole: the model's own factors alone
-    factors[MODELS] = {**(factors.get(MODELS) or {}), **measured[MODELS]}
-    save_factors(profile_file, factors, detail + runs)
+    with factors_lock(profile_file):
+        try:
+            stored = json.loads(factors_path(profile_file).read_text())
+            factors, detail = dict(stored["factors"]), list(stored.get("runs") or [])
+        except (OSError, ValueError, KeyError, TypeError):
+            factors, detail = {}, []  # never calibrated whole: the model's own factors alone
+        factors[MODELS] = {**(factors.get(MODELS) or {}), **measured[MODELS]}
+        save_factors(profile_file, factors, detail + runs)
     return measured[MODELS][own.sha256]
 
 
@@ -330,6 +339,7 @@ def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
         CALIBRATION_MODELS,
         MODELS,
         REPLICAS,
+        factors_lock,
         load_factors,
         own_factors,
         save_factors,
@@ -351,7 +361,6 @@ def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
         elif kind == "replicas":
             replicas.append(event)
 
-    kept = load_factors(profile_file).get(MODELS) or {}
     with tempfile.TemporaryDirectory() as tmp:
         specs, files, graphs = calibration_files(_zoo_beside(models or CALIBRATION_MODELS, own),
                                                  Path(tmp), own)
@@ -368,7 +377,9 @@ def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
             speedups = replica_speedups(mine, [e for e in replicas
                                                if (e["model"], e.get("size")) == name])
             factors[MODELS] = {own.sha256: own_factors(mine, speedups)}
-    save_factors(profile_file, _keeping(kept, factors), detail)
+    with factors_lock(profile_file):  # models calibrated meanwhile stay
+        kept = load_factors(profile_file).get(MODELS) or {}
+        save_factors(profile_file, _keeping(kept, factors), detail)
     return factors
 
 

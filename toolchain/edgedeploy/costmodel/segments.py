@@ -40,10 +40,11 @@ them, and its guess hid in the whole model's factor until a plan ran them beside
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,24 @@ def replica_scaling(factors: dict[str, Any]) -> dict[str, dict[int, float]]:
     """The planner's form of the measured replica speed-ups: {cluster: {r: speed-up}}."""
     return {cl: {int(r): float(v) for r, v in m.items()}
             for cl, m in (factors.get(REPLICAS) or {}).items()}
+
+
+@contextlib.contextmanager
+def factors_lock(profile_file: Path) -> Iterator[None]:
+    """Held while one writer reads, merges and writes the factors beside ``profile_file``: two
+    plans calibrating two models at once would otherwise each write the file back without the
+    other's model. The measuring happens before, outside it. The lock is the profiles folder's
+    (the file itself is replaced on every write, and a lock file would sit beside it)."""
+    import fcntl
+
+    folder = factors_path(profile_file).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def save_factors(profile_file: Path, factors: dict[str, dict[str, float]],

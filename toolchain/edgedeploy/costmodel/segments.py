@@ -382,7 +382,8 @@ def opaque_work(graph: ir.Graph, layer: ir.Layer) -> int:
     """A rough count of an opaque layer's multiply-adds: its output elements times the weights
     one output channel reads (a quantized convolution's or matrix product's MACs, an
     elementwise layer's outputs); what decides which kinds are timed where there are many
-    (an int8 model in onnxruntime's QLinearConv form has a hundred, its convolutions last)."""
+    (an int8 model in onnxruntime's QLinearConv form has about a hundred, its widest
+    convolutions late in the model)."""
     shape = graph.shape(layer.outputs[0]) if layer.outputs else ()
     channels = int(shape[1]) if len(shape) >= 2 else 1
     weights = sum(int(np.size(graph.weights[w])) for w in layer.weights.values()

@@ -134,11 +134,7 @@ def segment_factors(target: Target, profile_file: Path,
     from edgedeploy.costmodel import CostModel
     from edgedeploy.costmodel.segments import (
         CALIBRATION_MODELS,
-        MODELS,
-        factors_lock,
-        load_factors,
         measure_factors,
-        save_factors,
     )
 
     model = CostModel.for_target(target)
@@ -154,9 +150,7 @@ def segment_factors(target: Target, profile_file: Path,
                  "calibrating on the zoo's models only")
         factors, runs = measure_factors(model, model.configs, lambda c: c.cpus(target),
                                         chosen, progress=info)
-    with factors_lock(profile_file):  # models calibrated meanwhile stay
-        kept = load_factors(profile_file).get(MODELS) or {}
-        save_factors(profile_file, _keeping(kept, factors), runs)
+    _save_keeping(profile_file, factors, runs)
     return factors
 
 
@@ -202,6 +196,18 @@ def _zoo_beside(models: Sequence[tuple[str, int]], own: OwnModel | None
                 ) -> list[tuple[str, int]]:
     """The zoo's calibration models run beside ``own``: it takes the last one's place."""
     return list(models)[:-1] if own is not None and len(models) > 1 else list(models)
+
+
+def _save_keeping(profile_file: Path, factors: dict[str, Any],
+                  runs: list[dict[str, Any]]) -> None:
+    """Save a profile's ``factors`` and ``runs`` beside it, keeping the own-model factors
+    already there (read under the lock, after the measuring: models calibrated meanwhile
+    stay)."""
+    from edgedeploy.costmodel.segments import MODELS, factors_lock, load_factors, save_factors
+
+    with factors_lock(profile_file):
+        kept = load_factors(profile_file).get(MODELS) or {}
+        save_factors(profile_file, _keeping(kept, factors), runs)
 
 
 def _keeping(kept: dict[str, Any], factors: dict[str, Any]) -> dict[str, Any]:
@@ -339,10 +345,7 @@ def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
         CALIBRATION_MODELS,
         MODELS,
         REPLICAS,
-        factors_lock,
-        load_factors,
         own_factors,
-        save_factors,
         summarise,
     )
     from edgedeploy.runtime.probe import PROTOCOL
@@ -377,9 +380,7 @@ def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
             speedups = replica_speedups(mine, [e for e in replicas
                                                if (e["model"], e.get("size")) == name])
             factors[MODELS] = {own.sha256: own_factors(mine, speedups)}
-    with factors_lock(profile_file):  # models calibrated meanwhile stay
-        kept = load_factors(profile_file).get(MODELS) or {}
-        save_factors(profile_file, _keeping(kept, factors), detail)
+    _save_keeping(profile_file, factors, detail)
     return factors
 
 
@@ -429,11 +430,10 @@ def _opaque_files(own: OwnModel, key: str, tmp: Path
                   ) -> list[tuple[dict[str, Any], tuple[str, Path]]]:
     """The own model's opaque layers cut alone, as on this host (``segments.opaque_layers``):
     each one's request entry and its segment file, for the board to time them alone."""
-    from edgedeploy.costmodel.segments import _Loaded, opaque_layers
+    from edgedeploy.costmodel.segments import opaque_layers
 
     out = []
-    loaded = _Loaded(own.path.stem, None, own.path, own.graph, own.sha256, own.engine)
-    for i, layer in enumerate(opaque_layers(loaded)):
+    for i, layer in enumerate(opaque_layers(own.loaded())):
         file = tmp / key / f"opaque-{i}.onnx"
         file.write_bytes(bytes(layer.segment))
         entry = {"names": list(layer.names), "segment": f"{key}/opaque-{i}.onnx",

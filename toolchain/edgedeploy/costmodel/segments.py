@@ -225,6 +225,10 @@ class OwnModel:
     def engine(self) -> str:
         return WHOLE_ENGINES[str(self.graph.source.get("format"))]
 
+    def loaded(self) -> _Loaded:
+        """This model as a calibration run takes it (named for its file, no zoo size)."""
+        return _Loaded(self.path.stem, None, self.path, self.graph, self.sha256, self.engine)
+
 
 #: The engine that runs a model file of each format whole.
 WHOLE_ENGINES = {ONNX: ONNXRUNTIME, TFLITE: LITERT}
@@ -245,8 +249,7 @@ def _load(models: Sequence[tuple[str, int]], own: OwnModel | None, folder: Path
     from edgedeploy import zoo
     from edgedeploy.importers.onnx import import_onnx
 
-    out = ([_Loaded(own.path.stem, None, own.path, own.graph, own.sha256, own.engine)]
-           if own else [])
+    out = [own.loaded()] if own else []
     for name, size in models:
         path = zoo.export(name, folder / f"{name}.onnx", size=size)
         out.append(_Loaded(name, size, path, import_onnx(path)))

@@ -70,20 +70,18 @@ def winograd_rewrite(proto: onnx.ModelProto, sites: Iterable[str] | Callable[[Co
     Winograd F(4,3); the names rewritten. Unnamed nodes are named as the importer names them
     (``onnx_prep.name_nodes``); outputs keep their names, so nothing downstream changes."""
     out = onnx.ModelProto()
-    out.CopyFrom(proto)
+    out.CopyFrom(proto)  # the one copy: rewritten in place below
     name_nodes(out)
-    proto = onnx.ModelProto()
-    proto.CopyFrom(out)
-    found = {s.node: s for s in conv_sites(proto)}
+    found = {s.node: s for s in conv_sites(out)}
     if callable(sites):
         chosen = {n for n, s in found.items() if sites(s)}
     else:
         chosen = set(sites) & set(found)
-    inits = {t.name: t for t in proto.graph.initializer}
+    inits = {t.name: t for t in out.graph.initializer}
     nodes: list[onnx.NodeProto] = []
     added: list[onnx.TensorProto] = []
     done = []
-    for node in proto.graph.node:
+    for node in list(out.graph.node):
         if node.name not in chosen:
             nodes.append(node)
             continue
@@ -99,8 +97,8 @@ def winograd_rewrite(proto: onnx.ModelProto, sites: Iterable[str] | Callable[[Co
     out.graph.node.extend(nodes)
     out.graph.initializer.extend(added)
     used = {i for n in out.graph.node for i in (*n.input, *outer_scope_inputs(n))}
-    kept = [t for t in out.graph.initializer if t.name in used
-            or t.name in {i.name for i in out.graph.input}]
+    used |= {i.name for i in out.graph.input}
+    kept = [t for t in out.graph.initializer if t.name in used]
     del out.graph.initializer[:]
     out.graph.initializer.extend(kept)  # the rewritten layers' 3x3 weights are gone
     return out, done

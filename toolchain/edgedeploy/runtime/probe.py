@@ -178,7 +178,7 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
         native = bool(spec.get("native", True))
         one_core_ms: dict[str, float] = {}
         feeds = random_inputs(graph) if int8_path or not native else {}
-        opaque = opaque_layers(spec.get(OPAQUE) or [], files)
+        opaque = requested_opaque_layers(spec.get(OPAQUE) or [], files)
         for cfg in configs:
             out({"event": "info", "message": f"segments: {spec['name']} on {cfg['key']}"})
             ort_ms, native_ms = (engine_ms(graph, onnx_path, cfg["cpus"]) if native
@@ -209,7 +209,8 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
     return count
 
 
-def opaque_layers(specs: Sequence[dict[str, Any]], files: dict[str, str]) -> list[Any]:
+def requested_opaque_layers(specs: Sequence[dict[str, Any]], files: dict[str, str]
+                            ) -> list[Any]:
     """The model's opaque layers the host cut alone (``{"names", "segment": KEY, "inputs":
     [{"name", "shape", "dtype"}]}``), with seeded inputs made here as the host makes them."""
     import numpy as np

@@ -11,18 +11,16 @@ from __future__ import annotations
 import json
 import os
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edgedeploy.runtime.primitives._winograd import toom_cook
+from edgedeploy.importers.onnx_winograd import winograd_rewrite
 
 OUT = Path(__file__).resolve().parents[2] / "results" / "winograd_in_onnxruntime.json"
-M = 4  # F(4,3): 6x6 input tiles
-A = M + 2
 #: (model, channels in = out, spatial size) of the 3x3 stride-1 convs at 224
 SHAPES = (("vgg16", 64, 224), ("vgg16", 128, 112), ("vgg16", 256, 56), ("vgg16", 512, 28),
           ("vgg16", 512, 14), ("resnet50", 64, 56), ("resnet50", 128, 28),
@@ -35,47 +33,22 @@ def _const(name: str, value: np.ndarray) -> TensorProto:
     return numpy_helper.from_array(value, name)
 
 
-def _model(c: int, h: int, winograd: bool) -> bytes:
+def _conv(c_in: int, c_out: int, h: int, w: int) -> onnx.ModelProto:
+    """One 3x3 stride-1 conv with a bias, as onnxruntime's Conv (node ``conv``)."""
     rng = np.random.default_rng(0)
-    w = (rng.standard_normal((c, c, 3, 3)) * 0.05).astype(np.float32)
-    b = rng.standard_normal(c).astype(np.float32)
-    if not winograd:
-        inits = [_const("w", w), _const("b", b)]
-        nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])]
-    else:
-        at, g, bt = toom_cook(M, 3, tuple(Fraction(p) for p in (0, 1, -1, 2, -2)))
-        t = -(-h // M)  # tiles per side
-        after = t * M + 2 - h - 1
-        k_in = np.tile(np.einsum("ip,jq->ijpq", bt, bt).reshape(A * A, 1, A, A), (c, 1, 1, 1))
-        u = np.einsum("ip,ocpq,jq->ijoc", g, w.astype(np.float64), g).reshape(A * A, c, c)
-        k_out = np.einsum("ip,jq->ijpq", at, at).reshape(M * M, A * A)
-        i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
-        inits = [_const("pads", i64(0, 0, 1, 1, 0, 0, after, after)),
-                 _const("k_in", k_in.astype(np.float32)), _const("u", u.astype(np.float32)),
-                 _const("k_out", k_out.astype(np.float32)),
-                 _const("s1", i64(0, c, A * A, t * t)), _const("s2", i64(A * A, c, -1)),
-                 _const("s3", i64(A * A, -1)), _const("s4", i64(M, M, c, -1, t, t)),
-                 _const("s5", i64(-1, c, t * M, t * M)), _const("lo", i64(0, 0)),
-                 _const("hi", i64(h, h)), _const("axes", i64(2, 3)),
-                 _const("b", b.reshape(1, c, 1, 1))]
-        nodes = [helper.make_node("Pad", ["x", "pads"], ["xp"]),
-                 helper.make_node("Conv", ["xp", "k_in"], ["v0"], group=c, strides=[M, M]),
-                 helper.make_node("Reshape", ["v0", "s1"], ["v1"]),
-                 helper.make_node("Transpose", ["v1"], ["v2"], perm=[2, 1, 0, 3]),
-                 helper.make_node("Reshape", ["v2", "s2"], ["v3"]),
-                 helper.make_node("MatMul", ["u", "v3"], ["m0"]),
-                 helper.make_node("Reshape", ["m0", "s3"], ["m1"]),
-                 helper.make_node("MatMul", ["k_out", "m1"], ["y0"]),
-                 helper.make_node("Reshape", ["y0", "s4"], ["y1"]),
-                 helper.make_node("Transpose", ["y1"], ["y2"], perm=[3, 2, 4, 0, 5, 1]),
-                 helper.make_node("Reshape", ["y2", "s5"], ["y3"]),
-                 helper.make_node("Slice", ["y3", "lo", "hi", "axes"], ["y4"]),
-                 helper.make_node("Add", ["y4", "b"], ["y"])]
+    inits = [_const("w", (rng.standard_normal((c_out, c_in, 3, 3)) * 0.05).astype(np.float32)),
+             _const("b", rng.standard_normal(c_out).astype(np.float32))]
     graph = helper.make_graph(
-        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, h])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, h, h])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]
-                             ).SerializeToString()
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+        "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, h, w])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c_out, h, w])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _model(c: int, h: int, winograd: bool) -> bytes:
+    """The conv of ``c`` channels on ``h`` x ``h``, as given or rewritten as F(4,3)."""
+    model = _conv(c, c, h, h)
+    return (winograd_rewrite(model, ["conv"])[0] if winograd else model).SerializeToString()
 
 
 def _session(model: bytes, threads: int) -> ort.InferenceSession:
@@ -127,34 +100,15 @@ LAYER_GAIN = 1.05
 WHOLE_ROUNDS = 6
 
 
-def _one_conv(site, bias: bool = True) -> tuple[bytes, bytes]:  # type: ignore[no-untyped-def]
-    """A model of one conv of ``site``'s shape, as onnxruntime's Conv and rewritten."""
-    from edgedeploy.importers.onnx_winograd import winograd_rewrite
-
-    rng = np.random.default_rng(0)
-    inits = [_const("w", (rng.standard_normal((site.c_out, site.c_in, 3, 3)) * 0.05
-                          ).astype(np.float32)),
-             _const("b", rng.standard_normal(site.c_out).astype(np.float32))]
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])],
-        "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                               [1, site.c_in, site.h, site.w])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return model.SerializeToString(), winograd_rewrite(model, ["conv"])[0].SerializeToString()
-
-
 def test_whole_models_with_the_layers_winograd_wins_rewritten(tmp_path: Path) -> None:
     """Whole models with the 3x3 layers where Winograd won alone (one thread) rewritten, beside
     the model as given: two one-thread replicas and the default session, every system
     measured by the product's estimator in alternated rounds. Writes
     results/winograd_whole_model.json (reported, not asserted)."""
-    import onnx
-
     from edgedeploy import zoo
     from edgedeploy.benchmarks import systems
     from edgedeploy.importers.onnx import import_onnx
-    from edgedeploy.importers.onnx_winograd import conv_sites, winograd_rewrite
+    from edgedeploy.importers.onnx_winograd import conv_sites
 
     out = []
     for name, size in WHOLE_MODELS:
@@ -163,7 +117,9 @@ def test_whole_models_with_the_layers_winograd_wins_rewritten(tmp_path: Path) ->
         for site in conv_sites(model):
             shape = (site.c_in, site.c_out, site.h, site.w)
             if shape not in gains:
-                conv, wino = (_session(m, 1) for m in _one_conv(site))
+                one = _conv(site.c_in, site.c_out, site.h, site.w)
+                conv, wino = (_session(m.SerializeToString(), 1)
+                              for m in (one, winograd_rewrite(one, ["conv"])[0]))
                 x = np.random.default_rng(1).standard_normal((1, site.c_in, site.h, site.w)
                                                              ).astype(np.float32)
                 times: dict[str, list[float]] = {"conv": [], "winograd": []}

@@ -30,8 +30,11 @@ MIN_WINDOW_S = 0.4
 MAX_WINDOW_S = 2.0
 #: Frames of the probe that sizes the windows (it warms every system up as well).
 PROBE_FRAMES = 4
-#: Baselines run on the plan's int8 variant of the user's model carry this suffix.
+#: Baselines run on the plan's variant of the user's model (int8, or with convolutions as
+#: Winograd) carry its suffix.
 INT8_SUFFIX = "_int8"
+WINOGRAD_SUFFIX = "_winograd"
+VARIANT_SUFFIXES = (INT8_SUFFIX, WINOGRAD_SUFFIX)
 
 
 @dataclass
@@ -98,11 +101,10 @@ def bench(source: str | Path, request: BenchRequest,
     shape = ({name: tuple(s) for name, s in shapes.items()} if len(shapes) > 1
              else tuple(doc["model"]["input_shape"]) if doc["model"].get("input_shape") else None)
     graph = load_model(model_path, input_shape=shape)
-    given = _given_model(source, doc)
-    candidates = _systems(graph, model_path, doc, INT8_SUFFIX if given else "")
-    if given is not None:  # the plan runs our int8 variant: the user's own model too
-        candidates += _baselines(load_model(given, input_shape=shape),
-                                 given)
+    given, suffix = _given_model(source, doc)
+    candidates = _systems(graph, model_path, doc, suffix)
+    if given is not None:  # the plan runs our variant of the model: the user's own model too
+        candidates += _baselines(load_model(given, input_shape=shape), given)
     pool = [random_inputs(graph, request.seed + k) for k in range(4)]
     names = [t.name for t in graph.inputs]
     frames = [[feeds[n] for n in names] for feeds in pool]
@@ -155,13 +157,21 @@ def _baselines(graph: ir.Graph, model_path: Path, suffix: str = "") -> list[syst
     return out
 
 
-def _given_model(source: Path, doc: dict[str, Any]) -> Path | None:
-    """The model the user has when the plan runs an int8 variant of it (``precision``)."""
-    if (doc.get("precision") or {}).get("chosen") != "int8":
-        return None
+def _given_model(source: Path, doc: dict[str, Any]) -> tuple[Path | None, str]:
+    """The model the user has when the plan runs a variant of it (int8 ``precision``, or
+    ``winograd`` convolutions), and the suffix of the baselines run on the variant; (None, "")
+    when the plan runs the model as given."""
+    if (doc.get("precision") or {}).get("chosen") == "int8":
+        suffix = INT8_SUFFIX
+    elif (doc.get("winograd") or {}).get("chosen"):
+        suffix = WINOGRAD_SUFFIX
+    else:
+        return None, ""
+    if source.suffix not in (".yaml", ".yml"):  # a bare model is the user's model
+        return source.resolve(), suffix
     from edgedeploy.schemas import load_manifest
 
-    return Path(load_manifest(source).model.path).resolve()
+    return Path(load_manifest(source).model.path).resolve(), suffix
 
 
 def _describe(plan: Plan) -> str:
@@ -180,21 +190,24 @@ def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Gra
     by_name = {r["system"]: r for r in results}
     ours = by_name["edgedeploy"]["throughput_fps"]
     default = by_name.get("ort_default") or by_name["litert"]
-    # the best baseline is the best way to run the model the user has; our int8 variant run
-    # the same ways is reported beside it
+    # the best baseline is the best way to run the model the user has; our variant of it (int8
+    # or Winograd) run the same ways is reported beside it
     baselines = [r for r in results if r["system"] != "edgedeploy"
-                 and not r["system"].endswith(INT8_SUFFIX)]
+                 and not r["system"].endswith(VARIANT_SUFFIXES)]
     best = max(baselines, key=lambda r: r["throughput_fps"])
-    int8 = [r for r in results if r["system"].endswith(INT8_SUFFIX)]
-    best_int8 = max(int8, key=lambda r: r["throughput_fps"]) if int8 else None
     round_ratios = [a / b for a, b in zip(by_name["edgedeploy"]["rounds_fps"],
                                           best["rounds_fps"], strict=False) if b > 0]
     extra: dict[str, Any] = {}
-    if doc.get("precision"):
-        extra["precision"] = doc["precision"]
-    if best_int8 is not None:
-        extra.update(best_int8_baseline=best_int8["system"],
-                     ratio_vs_best_int8_baseline=ours / best_int8["throughput_fps"])
+    for key in ("precision", "winograd"):
+        if doc.get(key):
+            extra[key] = doc[key]
+    for suffix in VARIANT_SUFFIXES:
+        variant = [r for r in results if r["system"].endswith(suffix)]
+        if variant:
+            top = max(variant, key=lambda r: r["throughput_fps"])
+            tag = suffix.lstrip("_")
+            extra.update({f"best_{tag}_baseline": top["system"],
+                          f"ratio_vs_best_{tag}_baseline": ours / top["throughput_fps"]})
     return {
         "model": graph.name,
         "target": doc["target"]["board"],

@@ -545,6 +545,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
     _, board, kind = resolve_kind(manifest, alias)
     settings = manifest.measure
     budget = budget_s if budget_s is not None else settings.budget_s
+    floor = MEASURE_SHARE * budget  # what measuring keeps, whatever calibrating took
     if kind == "ssh" or (kind == "local" and board != "local"):
         return plan.decision or Decision(measured=False, target=alias)  # as the planner says
     if kind == "local" and settings.quick_profile_s > 0:
@@ -554,7 +555,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
             result.doc, result.text = calibrated.doc, calibrated.text
             plan = Plan.model_validate(result.doc)
             # calibration comes out of the measuring time, but never more than its share
-            budget = max(budget - (time.monotonic() - t0), MEASURE_SHARE * budget)
+            budget = max(budget - (time.monotonic() - t0), floor)
     if kind == "local" and _competes(manifest, graph):
         arms = [_arm(manifest, alias, result, board, "int8", graph),
                 _arm(manifest, alias, result, board, "fp32", graph)]
@@ -580,13 +581,24 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
             # what a user would run by hand is the model they have, not our int8 variant
             e.baseline = e.baseline and arm.precision != "int8"
             entries.append(e)
+    samples = LATENCY_SAMPLES if plan.objective == "latency" else REPORTED_LATENCY_SAMPLES
+    trial, trial_s = None, 0.0
+    if kind == "local":  # the model with its faster convolutions as Winograd, where any are
+        from edgedeploy.benchmarks.winograd_trial import TRIAL_SHARE, WinogradTrial
+
+        t0 = time.monotonic()
+        fp32 = next(a for a in arms if a.precision != "int8")
+        trial = WinogradTrial.prepare(manifest, fp32.graph, entries, say)
+        budget = max(budget - (time.monotonic() - t0), floor)
+        if trial is not None and trial.promising:
+            trial_s = TRIAL_SHARE * budget
+            budget = max(budget - trial_s, floor)
     if kind == "sim":
         from edgedeploy.twins import TwinDevice, twin_target
 
         trials: dict[str | None, Any] = {None: TwinTrials(TwinDevice(twin_target(board), graph))}
     else:
         # each precision's model file (the int8 one where the guard accepted it), same frames
-        samples = LATENCY_SAMPLES if plan.objective == "latency" else REPORTED_LATENCY_SAMPLES
         trials = {a.precision: LocalTrials(a.graph, _model_of(manifest, a.graph),
                                            latency_samples=samples) for a in arms}
     try:
@@ -603,8 +615,12 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
     new = as_plan(arm.plan, arm.graph, winner, decision)
     if len(arms) > 1:
         new = new.model_copy(update={"precision": _measured_precision(new, entries, winner)})
+    if trial is not None:
+        new = trial.apply(new, arm.graph, _model_of(manifest, arm.graph), winner, decision,
+                          plan_file=result.plan_file, budget_s=trial_s,
+                          latency_samples=samples, progress=progress)
     result.replace_plan(new)
-    return decision
+    return new.decision or decision
 
 
 def _model_factors(manifest: Any, alias: str, board: str, graph: ir.Graph) -> dict[str, Any]:

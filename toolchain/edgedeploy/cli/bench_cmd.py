@@ -87,6 +87,11 @@ def _render(data: dict) -> None:
               + (f"; / best int8 baseline ({data['best_int8_baseline']}): "
                  f"{data['ratio_vs_best_int8_baseline']:.2f}x"
                  if "best_int8_baseline" in data else ""))
+    if data.get("winograd"):
+        print(output.winograd_line(data["winograd"])
+              + (f"; / best baseline on the rewritten model ({data['best_winograd_baseline']}): "
+                 f"{data['ratio_vs_best_winograd_baseline']:.2f}x"
+                 if "best_winograd_baseline" in data else ""))
 
 
 def _render_layers(data: dict) -> None:

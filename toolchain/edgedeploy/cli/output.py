@@ -130,6 +130,18 @@ def precision_line(record: dict[str, Any]) -> str:
     return words
 
 
+def winograd_line(record: dict[str, Any]) -> str:
+    """A lockfile's ``winograd`` block in one line: which convolutions run as Winograd F(4,3)
+    and what was measured."""
+    layers = record.get("layers") or []
+    shown = ", ".join(layers[:PRECISION_NODES_SHOWN])
+    more = f" and {len(layers) - PRECISION_NODES_SHOWN} more" \
+        if len(layers) > PRECISION_NODES_SHOWN else ""
+    head = (f"winograd: {len(layers)} 3x3 convolution(s) rewritten ({shown}{more})"
+            if record.get("chosen") else "winograd: the model as given")
+    return f"{head}: {record.get('reason') or 'not measured'}"
+
+
 #: Nodes kept fp32 that :func:`precision_line` names before counting the rest.
 PRECISION_NODES_SHOWN = 4
 

@@ -94,6 +94,8 @@ def _render(r) -> None:
     if d.get("precision"):
         output.info(output.precision_line(d["precision"]))
     _render_decision(d.get("decision") or {})
+    if d.get("winograd"):
+        output.info(output.winograd_line(d["winograd"]))
     p = d["predicted"]
     rows = [["edgedeploy plan", p["throughput_fps"], p["latency_ms"], p["energy_mj"]]]
     rows += [[name, b["predicted"]["throughput_fps"], b["predicted"]["latency_ms"],

@@ -185,9 +185,15 @@ def model_graph(manifest: Manifest, precision: str | None = None) -> ir.Graph:
 def planned_graph(manifest: Manifest, doc: dict[str, Any], graph: ir.Graph) -> ir.Graph:
     """The imported model a lockfile runs: ``graph`` (from :func:`model_graph`) when the lockfile
     planned its precision, else the model as given (``auto``, where the board measured fp32
-    faster than int8)."""
+    faster than int8); the model with the lockfile's layers rewritten as Winograd where
+    measure-to-decide chose that (rebuilt from the layer list where its file is gone)."""
     from edgedeploy.planner.precision import SOURCE_KEY
 
+    rewrite = doc.get("winograd") or {}
+    if rewrite.get("chosen"):
+        from edgedeploy.planner.winograd import variant_graph
+
+        return variant_graph(manifest, {k: v for k, v in rewrite.items() if k != "model"})
     chosen = (doc.get("precision") or {}).get("chosen")
     record = graph.source.get(SOURCE_KEY) or {}
     if chosen is None or record.get("chosen") in (None, chosen):

@@ -34,6 +34,7 @@ from edgedeploy.schemas.plan import (
     PlanStage,
     PrecisionChoice,
     Predicted,
+    WinogradChoice,
 )
 
 
@@ -195,6 +196,19 @@ def precision_choice(graph: ir.Graph, plan_path: Path) -> PrecisionChoice | None
          "model": relpath(model, plan_path.parent) if model else None})
 
 
+def winograd_choice(graph: ir.Graph, plan_path: Path) -> WinogradChoice | None:
+    """The lockfile's ``winograd`` block from the record of a rewritten model's graph
+    (``planner.winograd``), its file relative to the lockfile; None for the model as given."""
+    from edgedeploy.planner.winograd import SOURCE_KEY
+
+    record = graph.source.get(SOURCE_KEY)
+    if not record:
+        return None
+    model = record.get("model")
+    return WinogradChoice.model_validate(
+        {**record, "model": relpath(model, plan_path.parent) if model else None})
+
+
 def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, problem: Problem,
                sol: Solution, inputs: dict[str, Any], plan_path: Path) -> Plan:
     """The typed plan of ``sol`` (its best candidate, baselines and Pareto set)."""
@@ -250,6 +264,7 @@ def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, proble
         predicted=predicted(best.metrics), stages=stages, layers=layers,
         decision=unmeasured(manifest, alias),
         precision=precision_choice(graph, plan_path),
+        winograd=winograd_choice(graph, plan_path),
         baselines={b.name: _baseline(problem, graph, b, target, feeder) for b in sol.baselines},
         pareto=pareto)
 

@@ -502,8 +502,14 @@ def measured_fp32(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def planned_model(manifest: Manifest, graph: ir.Graph) -> Path:
-    """The model file a graph from :func:`edgedeploy.planner.api.model_graph` was imported from:
-    the int8 variant when it was chosen, else the manifest's model."""
+    """The model file a graph from :func:`edgedeploy.planner.api.model_graph` or
+    :func:`~edgedeploy.planner.api.planned_graph` was imported from: the int8 or the Winograd
+    variant when it was chosen, else the manifest's model."""
+    from edgedeploy.planner.winograd import planned_file
+
+    rewritten = planned_file(graph)
+    if rewritten is not None:
+        return rewritten
     record = graph.source.get(SOURCE_KEY) or {}
     return Path(record["model"]) if record.get("chosen") == "int8" else Path(manifest.model.path)
 

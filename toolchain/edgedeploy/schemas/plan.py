@@ -210,6 +210,25 @@ class PrecisionChoice(_Model):
         return _without(handler(self), fp32_nodes=[], min_top1_agreement=None)
 
 
+class WinogradChoice(_Model):
+    """Which 3x3 convolutions the plan runs as Winograd F(4,3) in onnxruntime, and what
+    measure-to-decide measured: each convolution alone, then the whole model in the winner's
+    configuration, as given and rewritten (``planner.winograd``)."""
+
+    chosen: bool
+    #: The convolutions rewritten (ONNX node names): those that ran faster alone.
+    layers: list[str]
+    #: Each timed convolution's speed-up alone (ms as given / ms rewritten) on ``cores`` cores.
+    layer_gains: dict[str, float]
+    cores: int
+    #: The rewritten model (relative to the lockfile), where it was chosen.
+    model: str | None = None
+    #: Frames a second of the winner's configuration, the model as given and rewritten.
+    as_given_fps: float | None = None
+    rewritten_fps: float | None = None
+    reason: str | None = None
+
+
 class Plan(_Model):
     """A plan lockfile; ``choices`` and ``stage_ranges`` are what the executor needs."""
 
@@ -236,11 +255,14 @@ class Plan(_Model):
     decision: Decision | None = None
     #: Written when ``model.precision`` is int8 or auto: the choice and its accuracy guard.
     precision: PrecisionChoice | None = None
+    #: Written by measure-to-decide where the model has convolutions Winograd may run.
+    winograd: WinogradChoice | None = None
 
     @model_serializer(mode="wrap")
     def _without_unplanned_precision(self, handler: Any) -> Any:
-        """A plan of the model as given writes no ``precision`` key."""
-        return _without(handler(self), precision=None)
+        """A plan of the model as given writes no ``precision`` key, an untried rewrite no
+        ``winograd`` key."""
+        return _without(handler(self), precision=None, winograd=None)
 
     @property
     def choices(self) -> dict[str, str]:

@@ -1,0 +1,154 @@
+"""Measure-to-decide's Winograd trial: the measured winner's configuration run on the model with
+its faster 3x3 convolutions rewritten (``planner.winograd``), against the model as given.
+
+Before the shortlist is measured, each convolution shape is timed alone on the core counts of
+the contenders that could take the rewrite (the whole model in one onnxruntime stage: threaded,
+replicated, micro-batched); the trial keeps a share of the budget only where a layer ran faster.
+After the decision, where the winner is such a contender, its configuration runs on both models
+in alternated rounds by the decision's own estimator, and the rewrite is kept only where it wins
+as any contender must beat a baseline: the model as given is what the user has.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.runtime import ir
+from edgedeploy.runtime.vocab import GPU_CLUSTER, ONNXRUNTIME
+from edgedeploy.schemas.plan import Plan, WinogradChoice
+
+#: The share of measure-to-decide's budget the trial keeps, where a layer ran faster alone.
+TRIAL_SHARE = 0.25
+#: Seconds of timing layers alone, at most, per core count.
+LAYER_BUDGET_S = 10.0
+
+
+def takes_rewrite(stages: list[Any], choices: list[str], graph: ir.Graph) -> bool:
+    """Whether a contender runs the whole model in one onnxruntime stage on CPUs: the rewritten
+    model then runs the same configuration with no cut to place again."""
+    return (len(stages) == 1 and stages[0].start == 0 and stages[0].stop == len(graph.layers)
+            and stages[0].cluster != GPU_CLUSTER and all(c == ONNXRUNTIME for c in choices))
+
+
+@dataclass
+class WinogradTrial:
+    """The layers' gains alone, by core count, for one manifest's model."""
+
+    manifest: Any
+    gains: dict[int, dict[str, float]]
+
+    @classmethod
+    def prepare(cls, manifest: Any, graph: ir.Graph, entries: list[Any],
+                say: Callable[[str], None]) -> WinogradTrial | None:
+        """Time the model's convolutions alone on the core counts of ``entries`` that could
+        take the rewrite; None where the model has none or no contender could."""
+        from edgedeploy.planner.winograd import layer_gains, sites
+
+        found = sites(manifest)
+        counts = sorted({e.stages[0].cores for e in entries
+                         if e.precision != "int8" and takes_rewrite(e.stages, e.choices, graph)})
+        if not found or not counts:
+            return None
+        shapes = len({(s.c_in, s.c_out, s.h, s.w) for s in found})
+        say(f"winograd: timing {shapes} 3x3 convolution shape(s) alone, as given and rewritten, "
+            f"on {' and '.join(map(str, counts))} core(s)")
+        return cls(manifest, {c: layer_gains(found, c, LAYER_BUDGET_S) for c in counts})
+
+    @property
+    def promising(self) -> bool:
+        """Whether a layer ran faster as Winograd on some core count (worth measuring)."""
+        from edgedeploy.planner.winograd import chosen
+
+        return any(chosen(g) for g in self.gains.values())
+
+    def apply(self, plan: Plan, graph: ir.Graph, model_path: Path, winner: Any,
+              decision: Any, *, plan_file: Path, budget_s: float, latency_samples: int,
+              progress: Callable[[str], None] | None = None) -> Plan:
+        """``plan`` (the measured winner's lockfile) with the trial's record: rewritten where
+        the winner's configuration ran faster on the rewritten model, else as it is."""
+        from edgedeploy.benchmarks.decide import (
+            WIN_MARGIN,
+            WIN_PAIR_SHARE,
+            Entry,
+            LocalTrials,
+            as_plan,
+            decide,
+            pairs_won,
+        )
+        from edgedeploy.planner.api import plan_document
+        from edgedeploy.planner.lock import relpath
+        from edgedeploy.planner.winograd import MIN_LAYER_GAIN, chosen, variant_file, variant_graph
+
+        say = progress or (lambda _m: None)
+        if winner.precision == "int8":
+            return plan
+        if not takes_rewrite(winner.stages, winner.choices, graph):
+            return _record(plan, chosen=False, layers=[], layer_gains={}, cores=0,
+                           reason=f"not tried: the winner ({winner.key}) is not the whole model "
+                                  "in one onnxruntime stage")
+        cores = winner.stages[0].cores
+        gains = self.gains.get(cores, {})
+        layers = chosen(gains)
+        if not layers:
+            best = max(gains.values(), default=0.0)
+            return _record(plan, chosen=False, layers=[], layer_gains=gains, cores=cores,
+                           reason=f"no 3x3 convolution ran {MIN_LAYER_GAIN:.2f}x faster as "
+                                  f"Winograd alone on {cores} core(s) (best {best:.2f}x)")
+        record = {"chosen": True, "layers": layers, "layer_gains": gains, "cores": cores}
+        rewritten_graph = variant_graph(self.manifest, record)
+        rewritten_path = variant_file(self.manifest, layers)
+        n = len(rewritten_graph.layers)
+        stage = winner.stages[0].model_copy(update={"stop": n, "choices": [ONNXRUNTIME] * n})
+        given = Entry("as_given", list(winner.stages), list(winner.choices), winner.predicted,
+                      baseline=True)
+        rewritten = Entry("winograd", [stage], [ONNXRUNTIME] * n, winner.predicted,
+                          optional=True)
+        say(f"winograd: {len(layers)} layer(s) ran faster alone; measuring {winner.key} on the "
+            "model rewritten against the model as given")
+        trials = {"as_given": LocalTrials(graph, model_path, latency_samples=latency_samples),
+                  "winograd": LocalTrials(rewritten_graph, rewritten_path,
+                                          latency_samples=latency_samples)}
+        t0 = time.monotonic()
+        try:
+            trials["as_given"].open([given])
+            trials["winograd"].open([rewritten])
+            won, _ = decide([given, rewritten], lambda e, f, w: trials[e.name](e, f, w),
+                            objective=plan.objective, budget_s=budget_s,
+                            target=decision.target, simulated=False, progress=progress)
+        finally:
+            for t in trials.values():
+                t.close()
+        seconds = time.monotonic() - t0
+        measured = {"as_given_fps": round(given.measured_fps, 4),
+                    "rewritten_fps": round(rewritten.measured_fps, 4) if rewritten.windows
+                    else None}
+        decision = decision.model_copy(update={"seconds": round((decision.seconds or 0.0)
+                                                                + seconds, 2)})
+        if won is not rewritten:
+            why = ("the rewritten model did not run" if not rewritten.windows else
+                   f"rewritten {rewritten.measured_fps:.4g} fps against {given.measured_fps:.4g} "
+                   f"as given, faster in {pairs_won(rewritten, given):.0%} of the paired rounds: "
+                   f"it must be {WIN_MARGIN:.0%} faster on average and in "
+                   f"{WIN_PAIR_SHARE:.0%} of the pairs; the model as given is kept")
+            kept = plan.model_copy(update={"decision": decision})
+            return _record(kept, chosen=False, layers=layers, layer_gains=gains, cores=cores,
+                           reason=why, **measured)
+        doc = plan_document(self.manifest, Path(self.manifest.source), decision.target,
+                            plan.target["board"], rewritten_graph, plan_file)
+        new = as_plan(Plan.model_validate(doc), rewritten_graph, rewritten, decision)
+        why = (f"rewritten {rewritten.measured_fps:.4g} fps against {given.measured_fps:.4g} as "
+               f"given in {winner.key}'s configuration, faster in "
+               f"{pairs_won(rewritten, given):.0%} of the paired rounds; rewritten")
+        return _record(new, chosen=True, layers=layers, layer_gains=gains, cores=cores,
+                       model=relpath(rewritten_path, plan_file.parent), reason=why, **measured)
+
+
+def _record(plan: Plan, **fields: Any) -> Plan:
+    return plan.model_copy(update={"winograd": WinogradChoice(**fields)})
+
+
+__all__ = ["LAYER_BUDGET_S", "TRIAL_SHARE", "WinogradTrial", "takes_rewrite"]

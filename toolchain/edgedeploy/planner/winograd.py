@@ -1,0 +1,183 @@
+"""Winograd as a plan choice: the model with the 3x3 convolutions that run faster as F(4,3)
+rewritten in ONNX operators (:mod:`edgedeploy.importers.onnx_winograd`), kept only where the
+whole model measured faster on the board.
+
+Which layers is measured, not assumed: each 3x3, stride-1 convolution shape is timed alone in
+onnxruntime, as given and rewritten, on as many cores as a stage of the plan has (one for
+one-thread replicas). The rewrite's MatMuls beat onnxruntime's Conv on wide, mid-sized layers
+(512 channels at 28 px: 1.4x on one thread here) and lose on narrow or large ones (64 channels at
+224 px: 0.4x), so a model may have none worth it. The layers at :data:`MIN_LAYER_GAIN` or more
+are rewritten; measure-to-decide then runs the rewritten model in the winner's configuration
+against the model as given (``benchmarks.winograd_trial``).
+
+The rewritten model is cached under ``<build_dir>/winograd/`` by a key of the model's bytes, its
+input shapes and the layers, and rebuilt from the lockfile's list of layers where it is missing:
+deploying a rewritten plan again needs no measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgedeploy.importers.onnx_winograd import ConvSite, conv_sites, winograd_rewrite
+from edgedeploy.runtime import ir
+from edgedeploy.schemas.manifest import Manifest
+
+log = logging.getLogger("edgedeploy.planner")
+
+#: Bumped when what this module writes for the same inputs changes (part of the cache key).
+WINOGRAD_VERSION = 1
+#: A layer is rewritten where Winograd ran at least this much faster alone: below it, the
+#: rewrite's extra tensors cost the whole model more than the layer saves.
+MIN_LAYER_GAIN = 1.05
+#: Timed runs of each form of a layer (the faster half's median, after a warm-up).
+LAYER_REPS = 5
+#: ``graph.source`` key carrying the record of a rewritten model's layers.
+SOURCE_KEY = "winograd"
+
+
+def applies(manifest: Manifest) -> bool:
+    """Whether the manifest's model may be rewritten: an fp32 ONNX model, the setting on."""
+    return (manifest.measure.winograd and (manifest.model.format or "onnx") == "onnx"
+            and manifest.model.precision != "int8")
+
+
+def prepared_proto(manifest: Manifest) -> onnx.ModelProto:
+    """The manifest's model with its inputs' shapes fixed as the importer fixes them: the
+    rewrite needs every convolution's spatial size."""
+    from edgedeploy.importers.onnx_prep import fix_inputs, load_proto
+
+    spec = manifest.model
+    proto, _ = load_proto(Path(spec.path))
+    fixed, _ = fix_inputs(proto, spec.shape_override(), spec.input_name)
+    return fixed
+
+
+def sites(manifest: Manifest) -> list[ConvSite]:
+    """The manifest model's convolutions the rewrite applies to (none where it does not)."""
+    if not applies(manifest):
+        return []
+    try:
+        return conv_sites(prepared_proto(manifest))
+    except Exception as exc:  # a model the importer takes but shape inference does not
+        log.info("winograd: no convolution sites found in %s: %s", manifest.model.path, exc)
+        return []
+
+
+def _one_conv(site: ConvSite, seed: int = 0) -> onnx.ModelProto:
+    """A model of one convolution of ``site``'s shape (seeded weights, a bias)."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((site.c_out, site.c_in, 3, 3)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(site.c_out).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])
+    graph = helper.make_graph(
+        [node], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, site.c_in, site.h, site.w])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                       [1, site.c_out, site.h, site.w])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def layer_gains(found: Sequence[ConvSite], cores: int, budget_s: float) -> dict[str, float]:
+    """Each convolution's speed-up as Winograd (its ms as given over its ms rewritten), timed
+    alone in onnxruntime on ``cores`` of this process's CPUs, keyed by node name: one timing per
+    shape, the heaviest shapes first, until ``budget_s`` is spent (the rest are left out). The
+    process's CPU affinity is restored afterwards."""
+    from edgedeploy.runtime.affinity import available_cpus, pin_process
+    from edgedeploy.runtime.model_timing import session_ms
+
+    shapes: dict[tuple[int, int, int, int], list[str]] = {}
+    for s in found:
+        shapes.setdefault((s.c_in, s.c_out, s.h, s.w), []).append(s.node)
+    heaviest = sorted(shapes, key=lambda k: (-k[0] * k[1] * k[2] * k[3], k))
+    original = available_cpus()
+    cpus = original[:cores]
+    start = time.monotonic()
+    out: dict[str, float] = {}
+    try:
+        for k, (c_in, c_out, h, w) in enumerate(heaviest):
+            if time.monotonic() - start > budget_s:
+                log.info("winograd: layer timing budget (%.0f s) spent; %d shape(s) untimed",
+                         budget_s, len(heaviest) - k)
+                break
+            site = ConvSite("conv", c_in, c_out, h, w)
+            given = _one_conv(site)
+            rewritten, _ = winograd_rewrite(given, ["conv"])
+            x = np.random.default_rng(1).standard_normal((1, c_in, h, w)).astype(np.float32)
+            ms = [session_ms(m.SerializeToString(), {"x": x}, cpus, reps=LAYER_REPS)
+                  for m in (given, rewritten)]
+            gain = round(ms[0] / ms[1], 3) if ms[1] > 0 else 0.0
+            out.update(dict.fromkeys(shapes[(c_in, c_out, h, w)], gain))
+    finally:
+        pin_process(original)
+    return out
+
+
+def chosen(gains: dict[str, float]) -> list[str]:
+    """The layers worth rewriting: those at :data:`MIN_LAYER_GAIN` or more, sorted."""
+    return sorted(n for n, g in gains.items() if g >= MIN_LAYER_GAIN)
+
+
+def variant_file(manifest: Manifest, layers: Sequence[str]) -> Path:
+    """The manifest's model with ``layers`` rewritten, from the cache when the same model,
+    shapes and layers made it before (``<build_dir>/winograd/<stem>.winograd.<key>.onnx``).
+    Raises :class:`~edgedeploy.errors.ModelError` where the model lacks one of the layers
+    (a lockfile written for another model)."""
+    from edgedeploy.errors import ModelError
+    from edgedeploy.planner.lock import sha256_file, sha256_text
+
+    spec = manifest.model
+    key = sha256_text(json.dumps({
+        "model": sha256_file(Path(spec.path)), "input_shape": spec.shape_override(),
+        "input_name": spec.input_name, "layers": sorted(layers), "version": WINOGRAD_VERSION,
+        "onnx": onnx.__version__}, sort_keys=True))
+    out = Path(manifest.output.build_dir) / "winograd" / \
+        f"{Path(spec.path).stem}.winograd.{key[:16]}.onnx"
+    if out.is_file():
+        return out
+    proto, done = winograd_rewrite(prepared_proto(manifest), layers)
+    missing = sorted(set(layers) - set(done))
+    if missing:
+        raise ModelError(f"{spec.path}: no 3x3, stride-1 convolution named {missing[0]!r} to "
+                         "rewrite as Winograd",
+                         "the lockfile was planned for another model: plan again")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, out)
+    log.info("winograd: %d layer(s) of %s rewritten -> %s", len(done), spec.path, out)
+    return out
+
+
+def variant_graph(manifest: Manifest, record: dict[str, Any]) -> ir.Graph:
+    """The rewritten model imported into the IR, carrying ``record`` (its layers, gains and
+    whether it was chosen) and the file it was imported from under :data:`SOURCE_KEY`."""
+    from edgedeploy.importers import load_model
+
+    spec = manifest.model
+    path = variant_file(manifest, record["layers"])
+    graph = load_model(path, input_shape=spec.shape_override(), input_name=spec.input_name,
+                       fmt="onnx")
+    graph.source[SOURCE_KEY] = {**record, "model": str(path)}
+    return graph
+
+
+def planned_file(graph: ir.Graph) -> Path | None:
+    """The rewritten model a graph from :func:`variant_graph` runs, else None."""
+    record = graph.source.get(SOURCE_KEY) or {}
+    return Path(record["model"]) if record.get("chosen") and record.get("model") else None
+
+
+__all__ = ["LAYER_REPS", "MIN_LAYER_GAIN", "SOURCE_KEY", "applies", "chosen", "layer_gains",
+           "planned_file", "prepared_proto", "sites", "variant_file", "variant_graph"]

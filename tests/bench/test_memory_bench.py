@@ -65,7 +65,7 @@ def _figures(got: dict, budget: int) -> dict:
 
 def _model_rows(name: str, tmp_path: Path) -> dict:
     path = zoo.export(name, tmp_path / f"{name}.onnx")
-    path, doc = planned_for(path, "local", None)
+    path, doc = planned_for(path, "local", None, workdir=tmp_path)
     graph = load_model(path)
     choices = {layer["name"]: layer["choice"] for layer in doc["layers"]}
     stages = doc["stages"]

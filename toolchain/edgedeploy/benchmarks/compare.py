@@ -52,11 +52,14 @@ class BenchRequest:
 
 def planned_for(source: Path, target: str, input_shape: tuple[int, ...] | None,
                 measure_budget_s: float | None = None,
-                progress: Callable[[str], None] | None = None) -> tuple[Path, Any]:
+                progress: Callable[[str], None] | None = None, *,
+                workdir: Path) -> tuple[Path, Any]:
     """(model path, plan document) for a manifest's alias or for a bare model on this host,
     planned as a user's `edgedeploy plan` plans it: measured on this host unless
     ``measure_budget_s`` is 0 (from a fresh cache, that is the prior and whatever profile the
-    user has)."""
+    user has). The model path is the file the plan runs (a variant of the model, where it
+    chose one); a bare model's manifest and build folder go in ``workdir``, which the caller
+    keeps while it uses that file."""
     from edgedeploy.benchmarks.decide import measure_result
     from edgedeploy.planner.api import model_graph, plan
     from edgedeploy.schemas import load_manifest
@@ -77,22 +80,28 @@ def planned_for(source: Path, target: str, input_shape: tuple[int, ...] | None,
     if target != "local":
         raise InputError("benchmarking a bare model runs on this host: use --target local",
                          hint="give a manifest to benchmark another alias")
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest = Path(tmp) / "bench.yaml"
-        shape = f"\n  input_shape: {list(input_shape)}" if input_shape else ""
-        manifest.write_text(f"name: {source.stem}\nmodel:\n  path: {source.resolve()}{shape}\n"
-                            "targets:\n  local: {}\n")
-        return source.resolve(), planned(manifest).doc
+    manifest = workdir / "bench.yaml"
+    shape = f"\n  input_shape: {list(input_shape)}" if input_shape else ""
+    manifest.write_text(f"name: {source.stem}\nmodel:\n  path: {source.resolve()}{shape}\n"
+                        "targets:\n  local: {}\n")
+    result = planned(manifest)
+    return (result.plan_file.parent / result.doc["model"]["path"]).resolve(), result.doc
 
 
 def bench(source: str | Path, request: BenchRequest,
           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure the plan and the baselines; returns the JSON answer of `edgedeploy bench`."""
+
+    with tempfile.TemporaryDirectory() as tmp:  # a bare model's plan and its variant files
+        return _bench(Path(source), request, Path(tmp), progress)
+
+
+def _bench(source: Path, request: BenchRequest, workdir: Path,
+           progress: Callable[[str], None] | None) -> dict[str, Any]:
     from edgedeploy.importers import load_model
 
-    source = Path(source)
     model_path, doc = planned_for(source, request.target, request.input_shape,
-                                  request.measure_budget_s, progress)
+                                  request.measure_budget_s, progress, workdir=workdir)
     if doc["target"].get("simulated") or doc["target"]["board"] != "local":
         raise InputError(f"target {request.target!r} is board {doc['target']['board']!r}; "
                          "bench measures on this host", hint="use a local target alias")

@@ -616,7 +616,8 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
     if len(arms) > 1:
         new = new.model_copy(update={"precision": _measured_precision(new, entries, winner)})
     if trial is not None:
-        new = trial.apply(new, arm.graph, _model_of(manifest, arm.graph), winner, decision,
+        new = trial.apply(new, arm.graph, _model_of(manifest, arm.graph), winner, entries,
+                          decision,
                           plan_file=result.plan_file, budget_s=trial_s,
                           latency_samples=samples, progress=progress)
     result.replace_plan(new)

@@ -6,7 +6,8 @@ per tile position, the output transform a MatMul, Transpose and Slice (DESIGN.md
 onnxruntime runs the rewritten nodes with its own kernels, so the rewrite is worth it only where
 its MatMul beats onnxruntime's Conv on that shape and core count: which layers to rewrite is
 measured, not assumed (a 512-channel 28 px layer ran 1.52x faster on one thread here, a 64-channel
-56 px one 0.46x). The batch axis stays free: a micro-batched segment may take the rewrite too.
+56 px one 0.46x). The batch axis stays free and leads every tensor (each Reshape copies it): a
+micro-batched segment may take the rewrite too.
 """
 
 from __future__ import annotations
@@ -127,14 +128,13 @@ def _rewritten(node: onnx.NodeProto, site: ConvSite, w: np.ndarray, b: np.ndarra
                                    tw * M + 1 - site.w))], {}),
         ("Conv", [const("k_in", k_in.astype(np.float32))], {"group": ci, "strides": [M, M]}),
         ("Reshape", [const("tiles", i64(0, ci, A * A, th * tw))], {}),
-        ("Transpose", [], {"perm": [2, 1, 0, 3]}),
-        ("Reshape", [const("by_position", i64(A * A, ci, -1))], {}),
-        ("MatMul", [], {}),  # u x tiles: the weights go first
-        ("Reshape", [const("flat", i64(A * A, -1))], {}),
+        ("Transpose", [], {"perm": [0, 2, 1, 3]}),  # [N, position, ci, tile]
+        ("MatMul", [], {}),  # u x tiles, broadcast over the frames: the weights go first
+        ("Reshape", [const("flat", i64(0, A * A, -1))], {}),
         ("MatMul", [], {}),  # k_out x flat
-        ("Reshape", [const("blocks", i64(M, M, co, -1, th, tw))], {}),
-        ("Transpose", [], {"perm": [3, 2, 4, 0, 5, 1]}),
-        ("Reshape", [const("image", i64(-1, co, th * M, tw * M))], {}),
+        ("Reshape", [const("blocks", i64(0, M, M, co, th, tw))], {}),
+        ("Transpose", [], {"perm": [0, 3, 4, 1, 5, 2]}),
+        ("Reshape", [const("image", i64(0, co, th * M, tw * M))], {}),
         ("Slice", [const("lo", i64(0, 0)), const("hi", i64(site.h, site.w)),
                    const("axes", i64(2, 3))], {}),
     ]

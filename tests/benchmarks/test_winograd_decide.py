@@ -1,0 +1,153 @@
+"""Measure-to-decide's Winograd trial on this host: the winner's configuration runs on the model
+with its faster 3x3 convolutions rewritten against the model as given, and the faster one is
+written, built and deployed.
+
+The model is a PyTorch-style ResNet block at 16 px (three 3x3, stride-1 convolutions). Which of
+them run faster as Winograd alone, and which model runs faster whole, is this host's to say; to
+exercise each branch, the tests take every convolution and stretch one model's windows (a board
+where that model is slow, simulated), as the precision tests do.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar
+
+import onnx
+import pytest
+
+from edgedeploy import api
+from edgedeploy.benchmarks import decide
+from edgedeploy.benchmarks.estimator import Window
+from edgedeploy.importers.onnx_winograd import conv_sites
+from edgedeploy.planner import winograd
+from edgedeploy.planner.api import model_graph, planned_graph
+from edgedeploy.schemas import load_manifest
+from edgedeploy.schemas.plan import Plan, load_plan
+from edgedeploy.testing.onnx_models import pytorch_style_resnet_block
+
+MANIFEST = """name: sq
+model:
+  path: sq.onnx
+targets:
+  local: {board: local}
+measure: {budget_s: 3, shortlist: 1, quick_profile_s: 0}
+"""
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("model")
+    onnx.save(pytorch_style_resnet_block(size=16), str(folder / "sq.onnx"))
+    return folder
+
+
+@pytest.fixture
+def project(tmp_path: Path, source: Path) -> Path:
+    shutil.copy(source / "sq.onnx", tmp_path / "sq.onnx")
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    return tmp_path / "m.yaml"
+
+
+class Timed(decide.LocalTrials):
+    """The real trials, recording the model file each was cut from; ``slow`` (``"given"`` or
+    ``"rewritten"``) stretches that model's windows fourfold."""
+
+    models: ClassVar[list[Path]] = []
+    slow: ClassVar[str | None] = None
+
+    def __init__(self, graph: object, model_path: object, **kw: Any) -> None:
+        self.rewritten = "winograd" in Path(str(model_path)).name
+        self.models.append(Path(str(model_path)))
+        super().__init__(graph, model_path, **kw)
+
+    def __call__(self, e: decide.Entry, frames: int, warmup: int) -> tuple[Window, float, None]:
+        window, latency, energy = super().__call__(e, frames, warmup)
+        if self.slow == ("rewritten" if self.rewritten else "given"):
+            window = Window(window.frames, window.wall_s * 4)
+        return window, latency, energy
+
+
+@pytest.fixture
+def timed(monkeypatch: pytest.MonkeyPatch) -> type[Timed]:
+    monkeypatch.setattr(decide, "LocalTrials", Timed)
+    monkeypatch.setattr(winograd, "MIN_LAYER_GAIN", 0.0)  # every convolution taken
+    Timed.models, Timed.slow = [], None
+    return Timed
+
+
+def _plan(manifest: Path) -> Plan:
+    api.plan(manifest, "local")
+    p = load_plan(manifest.parent / "sq.local.plan.json")
+    assert p.decision is not None and p.decision.measured and p.winograd is not None
+    # the plan's layers are those of the model it names
+    m = load_manifest(manifest)
+    graph = planned_graph(m, p.model_dump(mode="json"), model_graph(m))
+    assert [layer.name for layer in graph.layers] == [layer.name for layer in p.layers]
+    assert p.stages[-1].stop == len(graph.layers)
+    return p
+
+
+def _rewritten_nodes(bundle: Path) -> int:
+    return sum("/winograd/" in n.name
+               for seg in (bundle / "app" / "segments").glob("*.onnx")
+               if not seg.name.endswith(".opt.onnx")
+               for n in onnx.load(str(seg), load_external_data=False).graph.node)
+
+
+def test_where_the_rewrite_runs_faster_it_is_planned_built_and_pushed(project: Path,
+                                                                       timed) -> None:
+    timed.slow = "given"
+    p = _plan(project)
+    w = p.winograd
+    sites = sorted(s.node for s in conv_sites(onnx.load(str(project.parent / "sq.onnx"))))
+    assert w.chosen and w.layers == sites and set(w.layer_gains) == set(sites)
+    assert w.model == p.model["path"] and w.model.startswith("build/winograd/")
+    assert w.rewritten_fps > w.as_given_fps > 0 and "rewritten" in (w.reason or "")
+    assert p.measured is not None and p.measured["throughput_fps"] == w.rewritten_fps
+    # the winner's configuration was run on both files, the rewritten one cut from its own
+    rewritten = project.parent / w.model
+    assert rewritten.resolve() in {m.resolve() for m in timed.models}
+    assert api.plan_check(project, "local")[0].stale == []
+    # push builds the rewritten model, and rebuilds it from the lockfile's layers when gone
+    rewritten.unlink()
+    outcome = api.push(project, "local", dry_run=True, refine=False)
+    assert not outcome.replanned and rewritten.is_file()
+    assert _rewritten_nodes(Path(outcome.bundle.root)) > 0
+
+
+def test_where_the_rewrite_runs_no_faster_the_model_as_given_is_kept(project: Path,
+                                                                      timed) -> None:
+    timed.slow = "rewritten"
+    p = _plan(project)
+    w = p.winograd
+    assert not w.chosen and w.layers and w.model is None and p.model["path"] == "sq.onnx"
+    assert w.as_given_fps > w.rewritten_fps > 0 and "as given is kept" in (w.reason or "")
+    outcome = api.push(project, "local", dry_run=True, refine=False)
+    assert _rewritten_nodes(Path(outcome.bundle.root)) == 0
+
+
+def test_no_layer_faster_alone_measures_nothing_more(project: Path, timed,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(winograd, "MIN_LAYER_GAIN", float("inf"))
+    p = _plan(project)
+    w = p.winograd
+    assert not w.chosen and w.layers == [] and w.layer_gains and "no 3x3" in (w.reason or "")
+    assert {m.name for m in timed.models} == {"sq.onnx"}  # no rewritten model was run
+    # the setting off: no convolution is timed and the lockfile says nothing of it
+    project.write_text(MANIFEST.replace("quick_profile_s: 0}", "quick_profile_s: 0, "
+                                        "winograd: false}"))
+    assert load_plan(api.plan(project, "local")[0].plan_file).winograd is None
+
+
+def test_bench_of_a_rewritten_plan_scores_it_against_the_users_own_model(project: Path
+                                                                          ) -> None:
+    from edgedeploy.benchmarks.compare import WINOGRAD_SUFFIX, _given_model
+
+    doc = {"winograd": {"chosen": True, "layers": ["a"]}}
+    assert _given_model(project, doc) == ((project.parent / "sq.onnx").resolve(),
+                                          WINOGRAD_SUFFIX)
+    assert _given_model(project, {"winograd": {"chosen": False}}) == (None, "")
+    bare = project.parent / "sq.onnx"
+    assert _given_model(bare, doc) == (bare.resolve(), WINOGRAD_SUFFIX)

@@ -20,6 +20,7 @@ import pytest
 from edgedeploy import api
 from edgedeploy.benchmarks import decide
 from edgedeploy.benchmarks.estimator import Window
+from edgedeploy.errors import ModelError
 from edgedeploy.importers.onnx_winograd import conv_sites
 from edgedeploy.planner import winograd
 from edgedeploy.planner.api import model_graph, planned_graph
@@ -115,6 +116,11 @@ def test_where_the_rewrite_runs_faster_it_is_planned_built_and_pushed(project: P
     outcome = api.push(project, "local", dry_run=True, refine=False)
     assert not outcome.replanned and rewritten.is_file()
     assert _rewritten_nodes(Path(outcome.bundle.root)) > 0
+    # a bare build of the lockfile cannot rebuild it (no manifest): it says what will
+    rewritten.unlink()
+    with pytest.raises(ModelError, match="Winograd is gone") as err:
+        api.build(project.parent / "sq.local.plan.json", project.parent / "out")
+    assert "edgedeploy push" in (err.value.hint or "")
 
 
 def test_where_the_rewrite_runs_no_faster_the_model_as_given_is_kept(project: Path,

@@ -107,6 +107,14 @@ def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
         plan = load_plan(source)
         build = from_plan(plan, source, free_batch=free_batch)
         model = plan.model_path(source)
+        if graph is None and plan.winograd is not None and plan.winograd.chosen \
+                and not model.is_file():
+            from edgedeploy.errors import ModelError
+
+            raise ModelError(f"{source}: its model with {len(plan.winograd.layers)} "
+                             f"convolution(s) rewritten as Winograd is gone ({model})",
+                             "`edgedeploy push` rebuilds it from the lockfile's layers; or "
+                             "plan again")
         if graph is None:
             graph = load_model(model, input_shape=tuple(plan.model.get("input_shape") or ())
                                or None)

@@ -91,8 +91,9 @@ def test_measured_plan_of_resnet50_from_an_empty_cache(tmp_path):
     lock = json.loads((tmp_path / "r50.local.plan.json").read_text())
     out = Path(__file__).resolve().parents[2] / "results" / "plan_time_resnet50.json"
     out.write_text(json.dumps({
-        "command": "python -m pytest -q tests/bench/test_planner_bench.py -k measured_plan_of_resnet50 "
-                   "-p no:cacheprovider -s  (runs: XDG_CACHE_HOME=<empty> edgedeploy plan "
+        "command": "python -m pytest -q tests/bench/test_planner_bench.py -k "
+                   "measured_plan_of_resnet50 -p no:cacheprovider -s  (runs: "
+                   "XDG_CACHE_HOME=<empty> edgedeploy plan "
                    "r50.yaml --target local; r50.yaml: zoo resnet50 224x224, objective "
                    "throughput, defaults otherwise)",
         "wall_s": round(wall, 2), "target_s": PLAN_TIME_TARGET_S,

@@ -10,7 +10,6 @@ where that model is slow, simulated), as the precision tests do.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,25 +27,18 @@ from edgedeploy.schemas import load_manifest
 from edgedeploy.schemas.plan import Plan, load_plan
 from edgedeploy.testing.onnx_models import pytorch_style_resnet_block
 
-MANIFEST = """name: sq
+MANIFEST = """name: block
 model:
-  path: sq.onnx
+  path: block.onnx
 targets:
   local: {board: local}
 measure: {budget_s: 3, shortlist: 1, quick_profile_s: 0}
 """
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("model")
-    onnx.save(pytorch_style_resnet_block(size=16), str(folder / "sq.onnx"))
-    return folder
-
-
 @pytest.fixture
-def project(tmp_path: Path, source: Path) -> Path:
-    shutil.copy(source / "sq.onnx", tmp_path / "sq.onnx")
+def project(tmp_path: Path) -> Path:
+    onnx.save(pytorch_style_resnet_block(size=16), str(tmp_path / "block.onnx"))
     (tmp_path / "m.yaml").write_text(MANIFEST)
     return tmp_path / "m.yaml"
 
@@ -73,14 +65,15 @@ class Timed(decide.LocalTrials):
 @pytest.fixture
 def timed(monkeypatch: pytest.MonkeyPatch) -> type[Timed]:
     monkeypatch.setattr(decide, "LocalTrials", Timed)
-    monkeypatch.setattr(winograd, "MIN_LAYER_GAIN", 0.0)  # every convolution taken
+    monkeypatch.setattr(winograd, "MIN_LAYER_GAIN", 0.0)  # every convolution taken,
+    monkeypatch.setattr(winograd, "MIN_LAYER_MACS", 0)  # tiny as they are
     Timed.models, Timed.slow = [], None
     return Timed
 
 
 def _plan(manifest: Path) -> Plan:
     api.plan(manifest, "local")
-    p = load_plan(manifest.parent / "sq.local.plan.json")
+    p = load_plan(manifest.parent / "block.local.plan.json")
     assert p.decision is not None and p.decision.measured and p.winograd is not None
     # the plan's layers are those of the model it names
     m = load_manifest(manifest)
@@ -102,7 +95,7 @@ def test_where_the_rewrite_runs_faster_it_is_planned_built_and_pushed(project: P
     timed.slow = "given"
     p = _plan(project)
     w = p.winograd
-    sites = sorted(s.node for s in conv_sites(onnx.load(str(project.parent / "sq.onnx"))))
+    sites = sorted(s.node for s in conv_sites(onnx.load(str(project.parent / "block.onnx"))))
     assert w.chosen and w.layers == sites and set(w.layer_gains) == set(sites)
     assert w.model == p.model["path"] and w.model.startswith("build/winograd/")
     assert w.rewritten_fps > w.as_given_fps > 0 and "rewritten" in (w.reason or "")
@@ -119,7 +112,7 @@ def test_where_the_rewrite_runs_faster_it_is_planned_built_and_pushed(project: P
     # a bare build of the lockfile cannot rebuild it (no manifest): it says what will
     rewritten.unlink()
     with pytest.raises(ModelError, match="Winograd is gone") as err:
-        api.build(project.parent / "sq.local.plan.json", project.parent / "out")
+        api.build(project.parent / "block.local.plan.json", project.parent / "out")
     assert "edgedeploy push" in (err.value.hint or "")
 
 
@@ -128,7 +121,7 @@ def test_where_the_rewrite_runs_no_faster_the_model_as_given_is_kept(project: Pa
     timed.slow = "rewritten"
     p = _plan(project)
     w = p.winograd
-    assert not w.chosen and w.layers and w.model is None and p.model["path"] == "sq.onnx"
+    assert not w.chosen and w.layers and w.model is None and p.model["path"] == "block.onnx"
     assert w.as_given_fps > w.rewritten_fps > 0 and "as given is kept" in (w.reason or "")
     outcome = api.push(project, "local", dry_run=True, refine=False)
     assert _rewritten_nodes(Path(outcome.bundle.root)) == 0
@@ -140,7 +133,7 @@ def test_no_layer_faster_alone_measures_nothing_more(project: Path, timed,
     p = _plan(project)
     w = p.winograd
     assert not w.chosen and w.layers == [] and w.layer_gains and "no 3x3" in (w.reason or "")
-    assert {m.name for m in timed.models} == {"sq.onnx"}  # no rewritten model was run
+    assert {m.name for m in timed.models} == {"block.onnx"}  # no rewritten model was run
     # the setting off: no convolution is timed and the lockfile says nothing of it
     project.write_text(MANIFEST.replace("quick_profile_s: 0}", "quick_profile_s: 0, "
                                         "winograd: false}"))
@@ -152,8 +145,8 @@ def test_bench_of_a_rewritten_plan_scores_it_against_the_users_own_model(project
     from edgedeploy.benchmarks.compare import WINOGRAD_SUFFIX, _given_model
 
     doc = {"winograd": {"chosen": True, "layers": ["a"]}}
-    assert _given_model(project, doc) == ((project.parent / "sq.onnx").resolve(),
+    assert _given_model(project, doc) == ((project.parent / "block.onnx").resolve(),
                                           WINOGRAD_SUFFIX)
     assert _given_model(project, {"winograd": {"chosen": False}}) == (None, "")
-    bare = project.parent / "sq.onnx"
+    bare = project.parent / "block.onnx"
     assert _given_model(bare, doc) == (bare.resolve(), WINOGRAD_SUFFIX)

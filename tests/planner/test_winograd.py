@@ -43,7 +43,8 @@ def _model(path: Path, *, dynamic_batch: bool = False) -> Path:
 
 
 @pytest.fixture
-def manifest(tmp_path: Path):
+def manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(winograd, "MIN_LAYER_MACS", 0)  # the model's layers are tiny
     _model(tmp_path / "m.onnx", dynamic_batch=True)
     (tmp_path / "m.yaml").write_text("name: m\nmodel:\n  path: m.onnx\ntargets:\n  local: {}\n")
     return load_manifest(tmp_path / "m.yaml")
@@ -54,7 +55,8 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {"x": x})[0]
 
 
-def test_the_sites_are_the_3x3_stride_1_convolutions_of_an_fp32_onnx_model(manifest) -> None:
+def test_the_sites_are_the_3x3_stride_1_convolutions_of_an_fp32_onnx_model(
+        manifest, monkeypatch: pytest.MonkeyPatch) -> None:
     # a dynamic batch axis is taken as 1, as the importer takes it: every size is known
     assert [s.node for s in winograd.sites(manifest)] == ["conv0", "conv1", "conv2"]
     off = manifest.model_copy(update={"measure": manifest.measure.model_copy(
@@ -63,6 +65,9 @@ def test_the_sites_are_the_3x3_stride_1_convolutions_of_an_fp32_onnx_model(manif
     int8 = manifest.model_copy(update={"model": manifest.model.model_copy(
         update={"precision": "int8"})})
     assert winograd.sites(int8) == []
+    # a layer too small for its timing to mean anything is left alone
+    monkeypatch.setattr(winograd, "MIN_LAYER_MACS", winograd.macs(winograd.sites(manifest)[1]))
+    assert [s.node for s in winograd.sites(manifest)] == ["conv1", "conv2"]
 
 
 def test_layers_of_one_shape_share_one_timing_and_the_cpus_are_given_back(manifest) -> None:

@@ -588,7 +588,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
 
         t0 = time.monotonic()
         fp32 = next(a for a in arms if a.precision != "int8")
-        trial = WinogradTrial.prepare(manifest, fp32.graph, entries, say)
+        trial = WinogradTrial.prepare(manifest, fp32.graph, entries, budget, say)
         budget = max(budget - (time.monotonic() - t0), floor)
         if trial is not None and trial.promising:
             trial_s = TRIAL_SHARE * budget
@@ -617,8 +617,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
         new = new.model_copy(update={"precision": _measured_precision(new, entries, winner)})
     if trial is not None:
         new = trial.apply(new, arm.graph, _model_of(manifest, arm.graph), winner, entries,
-                          decision,
-                          plan_file=result.plan_file, budget_s=trial_s,
+                          decision, plan_file=result.plan_file, budget_s=trial_s,
                           latency_samples=samples, progress=progress)
     result.replace_plan(new)
     return new.decision or decision

@@ -23,7 +23,9 @@ from edgedeploy.schemas.plan import Plan, WinogradChoice
 
 #: The share of measure-to-decide's budget the trial keeps, where a layer ran faster alone.
 TRIAL_SHARE = 0.25
-#: Seconds of timing layers alone, at most, per core count.
+#: Seconds of timing layers alone, at most, per core count: this share of the budget, and
+#: never more than LAYER_BUDGET_S.
+LAYER_SHARE = 0.15
 LAYER_BUDGET_S = 10.0
 
 
@@ -42,10 +44,11 @@ class WinogradTrial:
     gains: dict[int, dict[str, float]]
 
     @classmethod
-    def prepare(cls, manifest: Any, graph: ir.Graph, entries: list[Any],
+    def prepare(cls, manifest: Any, graph: ir.Graph, entries: list[Any], budget_s: float,
                 say: Callable[[str], None]) -> WinogradTrial | None:
         """Time the model's convolutions alone on the core counts of ``entries`` that could
-        take the rewrite; None where the model has none or no contender could."""
+        take the rewrite, within a share of measure-to-decide's ``budget_s``; None where the
+        model has none or no contender could."""
         from edgedeploy.planner.winograd import layer_gains, sites
 
         found = sites(manifest)
@@ -56,7 +59,8 @@ class WinogradTrial:
         shapes = len({(s.c_in, s.c_out, s.h, s.w) for s in found})
         say(f"winograd: timing {shapes} 3x3 convolution shape(s) alone, as given and rewritten, "
             f"on {' and '.join(map(str, counts))} core(s)")
-        return cls(manifest, {c: layer_gains(found, c, LAYER_BUDGET_S) for c in counts})
+        seconds = min(LAYER_SHARE * budget_s, LAYER_BUDGET_S)
+        return cls(manifest, {c: layer_gains(found, c, seconds) for c in counts})
 
     @property
     def promising(self) -> bool:
@@ -150,26 +154,26 @@ class WinogradTrial:
                     "rewritten_fps": e.measured_fps if e.windows else None}
         fields = {"layers": record["layers"], "layer_gains": record["layer_gains"],
                   "cores": record["cores"], **measured}
+        found = (f"{e.name} {e.measured_fps:.4g} fps against {given.measured_fps:.4g} for "
+                 f"{winner.key} as given, faster in {pairs_won(e, given):.0%} of the paired "
+                 "rounds")
         if won is given:
             why = ("the rewritten model did not run" if not ran else
-                   f"{e.name} {e.measured_fps:.4g} fps against {given.measured_fps:.4g} for "
-                   f"{winner.key} as given, faster in {pairs_won(e, given):.0%} of the paired "
-                   f"rounds: it must be {WIN_MARGIN:.0%} faster on average and in "
+                   f"{found}: it must be {WIN_MARGIN:.0%} faster on average and in "
                    f"{WIN_PAIR_SHARE:.0%} of the pairs; the model as given is kept")
             kept = plan.model_copy(update={"decision": decision})
             return _record(kept, chosen=False, reason=why, **fields)
         doc = plan_document(self.manifest, Path(self.manifest.source), decision.target,
                             plan.target["board"], graphs[path], plan_file)
-        new = as_plan(Plan.model_validate(doc), graphs[path], e, decision)
-        why = (f"{e.name} {e.measured_fps:.4g} fps against {given.measured_fps:.4g} for "
-               f"{winner.key} as given, faster in {pairs_won(e, given):.0%} of the paired "
-               "rounds; rewritten")
-        return _record(new, chosen=True, model=relpath(path, plan_file.parent), reason=why,
-                       **fields)
+        # the precision measurement chose (auto), which the rewritten model's plan keeps
+        new = as_plan(Plan.model_validate(doc), graphs[path], e, decision).model_copy(
+            update={"precision": plan.precision})
+        return _record(new, chosen=True, model=relpath(path, plan_file.parent),
+                       reason=f"{found}; rewritten", **fields)
 
 
 def _record(plan: Plan, **fields: Any) -> Plan:
     return plan.model_copy(update={"winograd": WinogradChoice(**fields)})
 
 
-__all__ = ["LAYER_BUDGET_S", "TRIAL_SHARE", "WinogradTrial", "takes_rewrite"]
+__all__ = ["LAYER_BUDGET_S", "LAYER_SHARE", "TRIAL_SHARE", "WinogradTrial", "takes_rewrite"]

@@ -42,6 +42,9 @@ WINOGRAD_VERSION = 1
 MIN_LAYER_GAIN = 1.05
 #: Timed runs of each form of a layer (the faster half's median, after a warm-up).
 LAYER_REPS = 5
+#: Convolutions of fewer multiply-adds are left as they are: they take well under a millisecond,
+#: their timing alone is noise, and no gain on them could move the whole model.
+MIN_LAYER_MACS = 10_000_000
 #: ``graph.source`` key carrying the record of a rewritten model's layers.
 SOURCE_KEY = "winograd"
 
@@ -64,14 +67,21 @@ def prepared_proto(manifest: Manifest) -> onnx.ModelProto:
 
 
 def sites(manifest: Manifest) -> list[ConvSite]:
-    """The manifest model's convolutions the rewrite applies to (none where it does not)."""
+    """The manifest model's convolutions the rewrite applies to and worth timing (of
+    :data:`MIN_LAYER_MACS` or more); none where the rewrite does not apply."""
     if not applies(manifest):
         return []
     try:
-        return conv_sites(prepared_proto(manifest))
+        found = conv_sites(prepared_proto(manifest))
     except Exception as exc:  # a model the importer takes but shape inference does not
         log.info("winograd: no convolution sites found in %s: %s", manifest.model.path, exc)
         return []
+    return [s for s in found if macs(s) >= MIN_LAYER_MACS]
+
+
+def macs(site: ConvSite) -> int:
+    """Multiply-adds of one frame through the convolution as given."""
+    return site.c_in * site.c_out * 9 * site.h * site.w
 
 
 def _one_conv(site: ConvSite, seed: int = 0) -> onnx.ModelProto:
@@ -100,7 +110,7 @@ def layer_gains(found: Sequence[ConvSite], cores: int, budget_s: float) -> dict[
     shapes: dict[tuple[int, int, int, int], list[str]] = {}
     for s in found:
         shapes.setdefault((s.c_in, s.c_out, s.h, s.w), []).append(s.node)
-    heaviest = sorted(shapes, key=lambda k: (-k[0] * k[1] * k[2] * k[3], k))
+    heaviest = sorted(shapes, key=lambda k: (-macs(ConvSite("", *k)), k))
     original = available_cpus()
     cpus = original[:cores]
     start = time.monotonic()
@@ -179,5 +189,6 @@ def planned_file(graph: ir.Graph) -> Path | None:
     return Path(record["model"]) if record.get("chosen") and record.get("model") else None
 
 
-__all__ = ["LAYER_REPS", "MIN_LAYER_GAIN", "SOURCE_KEY", "applies", "chosen", "layer_gains",
-           "planned_file", "prepared_proto", "sites", "variant_file", "variant_graph"]
+__all__ = ["LAYER_REPS", "MIN_LAYER_GAIN", "MIN_LAYER_MACS", "SOURCE_KEY", "applies", "chosen",
+           "layer_gains", "macs", "planned_file", "prepared_proto", "sites", "variant_file",
+           "variant_graph"]

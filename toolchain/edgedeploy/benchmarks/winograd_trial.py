@@ -157,6 +157,10 @@ class WinogradTrial:
         found = (f"{e.name} {e.measured_fps:.4g} fps against {given.measured_fps:.4g} for "
                  f"{winner.key} as given, faster in {pairs_won(e, given):.0%} of the paired "
                  "rounds")
+        others = [f"{o.name} ({r['cores']} core(s), {len(r['layers'])} layer(s)) "
+                  f"{o.measured_fps:.4g} fps" for o, r, _ in ran if o is not e]
+        if others:
+            found += f" (also measured: {'; '.join(others)})"
         if won is given:
             why = ("the rewritten model did not run" if not ran else
                    f"{found}: it must be {WIN_MARGIN:.0%} faster on average and in "

@@ -178,3 +178,57 @@ def test_whole_models_with_the_layers_winograd_wins_rewritten(tmp_path: Path) ->
         "onnxruntime": ort.__version__, "cores": len(os.sched_getaffinity(0)),
         "rows": out}, indent=1) + "\n")
     assert all(r["max_rel_error"] < 1e-3 for r in out)
+
+
+def _wide_tail(seed: int = 0) -> onnx.ModelProto:
+    """VGG-16's conv4 block and a classifier, at 28 px: the 3x3 layers (256-512 channels) where
+    Winograd ran 1.1-1.5x onnxruntime's Conv alone on one thread here."""
+    rng = np.random.default_rng(seed)
+    inits, nodes, x = [], [], "x"
+    for k, (c_in, c_out) in enumerate([(256, 512), (512, 512), (512, 512)]):
+        inits += [_const(f"w{k}", (rng.standard_normal((c_out, c_in, 3, 3)) * 0.02
+                                   ).astype(np.float32)),
+                  _const(f"b{k}", (rng.standard_normal(c_out) * 0.1).astype(np.float32))]
+        nodes += [helper.make_node("Conv", [x, f"w{k}", f"b{k}"], [f"c{k}"], name=f"conv{k}",
+                                   pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{k}"], [f"r{k}"], name=f"relu{k}")]
+        x = f"r{k}"
+    inits += [_const("fc", (rng.standard_normal((10, 512)) * 0.05).astype(np.float32)),
+              _const("fc_b", np.zeros(10, np.float32))]
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["pooled"], name="pool"),
+              helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+              helper.make_node("Gemm", ["flat", "fc", "fc_b"], ["y"], name="classifier",
+                               transB=1)]
+    graph = helper.make_graph(
+        nodes, "wide_tail", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                           [1, 256, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_the_planner_keeps_the_rewrite_where_it_wins(tmp_path: Path) -> None:
+    """`edgedeploy bench` (plan with measure-to-decide and its Winograd trial, from a fresh
+    cache, then the plan beside the baselines on the model as given) on a model made of the
+    layers where Winograd wins alone here. Writes results/winograd_planned.json (reported, not
+    asserted: whether the rewrite is kept is this host's to say)."""
+    from edgedeploy.benchmarks.compare import BenchRequest, bench
+
+    path = tmp_path / "wide_tail.onnx"
+    onnx.save(_wide_tail(), path)
+    data = bench(path, BenchRequest(frames=60, rounds=6), progress=print)
+    keep = ("ratio_vs_default", "ratio_vs_best_baseline", "ratio_vs_best_baseline_worst_round",
+            "ratio_vs_best_baseline_worst_pair", "best_baseline", "winograd", "plan",
+            "best_winograd_baseline", "ratio_vs_best_winograd_baseline")
+    (OUT.parent / "winograd_planned.json").write_text(json.dumps({
+        "what": "edgedeploy bench of VGG-16's conv4 block and a classifier at 28 px "
+                "(_wide_tail): planned from a fresh cache with measure-to-decide's Winograd "
+                "trial, then measured beside onnxruntime's default session and one-thread "
+                "replicas on the model as given (and on the rewritten model, where chosen)",
+        "command": "python -m pytest -q tests/bench/test_winograd_in_engine.py -k keeps "
+                   "-p no:cacheprovider -s",
+        "onnxruntime": ort.__version__, "cores": len(os.sched_getaffinity(0)),
+        "results": {r["system"]: {"fps": r["throughput_fps"], "rounds": r["rounds_fps"]}
+                    for r in data["results"]},
+        **{k: data[k] for k in keep if k in data}}, indent=1) + "\n")
+    print({k: data.get(k) for k in keep[:4]}, (data.get("winograd") or {}).get("reason"))
+    assert data["results"][0]["throughput_fps"] > 0

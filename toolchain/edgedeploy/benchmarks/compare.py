@@ -91,7 +91,6 @@ def planned_for(source: Path, target: str, input_shape: tuple[int, ...] | None,
 def bench(source: str | Path, request: BenchRequest,
           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure the plan and the baselines; returns the JSON answer of `edgedeploy bench`."""
-
     with tempfile.TemporaryDirectory() as tmp:  # a bare model's plan and its variant files
         return _bench(Path(source), request, Path(tmp), progress)
 

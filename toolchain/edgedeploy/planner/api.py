@@ -66,6 +66,7 @@ class PlanResult:
             "pareto_size": len(d["pareto"]),
             "measured": d.get("measured"),
             "decision": d.get("decision"),
+            "winograd": d.get("winograd"),
             "stale": self.stale,
         }
 

@@ -18,6 +18,7 @@ import pytest
 from edgedeploy import api, zoo
 from edgedeploy.benchmarks import decide
 from edgedeploy.benchmarks.estimator import Window
+from edgedeploy.errors import ModelError
 from edgedeploy.planner.api import model_graph, planned_graph
 from edgedeploy.schemas import load_manifest
 from edgedeploy.schemas.plan import Plan, load_plan
@@ -139,6 +140,11 @@ def test_where_int8_wins_the_bundle_runs_the_int8_model(project: Path, timed) ->
     assert p.precision.chosen == "int8"
     outcome = api.push(project, "local", dry_run=True, refine=False)
     assert _quantized_ops(Path(outcome.bundle.root)) == {"QuantizeLinear", "DequantizeLinear"}
+    # the int8 file lives in the build folder: a bare build without it says what will make it
+    (project.parent / p.model["path"]).unlink()
+    with pytest.raises(ModelError, match="quantized to int8 is gone") as err:
+        api.build(project.parent / "sq.local.plan.json", project.parent / "out")
+    assert "edgedeploy push" in (err.value.hint or "")
 
 
 def test_an_unmeasured_auto_plan_takes_int8_when_the_guard_accepts(project: Path) -> None:

@@ -91,7 +91,7 @@ class WinogradTrial:
         )
         from edgedeploy.planner.api import plan_document
         from edgedeploy.planner.lock import relpath
-        from edgedeploy.planner.winograd import MIN_LAYER_GAIN, chosen, variant_file, variant_graph
+        from edgedeploy.planner.winograd import MIN_LAYER_GAIN, chosen, planned_file, variant_graph
 
         say = progress or (lambda _m: None)
         if winner.precision == "int8":
@@ -101,8 +101,9 @@ class WinogradTrial:
             fitting = [e for e in entries if e.precision != "int8" and e.windows
                        and takes_rewrite(e.stages, e.choices, graph)
                        and e.stages[0].cores == cores]
-            if chosen(gains) and fitting:
-                tried.append((max(fitting, key=lambda e: e.measured_fps), cores, chosen(gains)))
+            layers = chosen(gains)
+            if layers and fitting:
+                tried.append((max(fitting, key=lambda e: e.measured_fps), cores, layers))
         if not tried:
             cores = (winner.stages[0].cores if takes_rewrite(winner.stages, winner.choices, graph)
                      else min(self.gains))
@@ -118,11 +119,14 @@ class WinogradTrial:
         for source, cores, layers in tried:
             record = {"chosen": True, "layers": layers, "layer_gains": self.gains[cores],
                       "cores": cores}
-            path = variant_file(self.manifest, layers)
+            if tuple(layers) not in graphs:  # two core counts may rewrite the same layers
+                graphs[tuple(layers)] = variant_graph(self.manifest, record)
+            rewritten_graph = graphs[tuple(layers)]
+            path = planned_file(rewritten_graph)
             if path not in trials:
-                graphs[path] = variant_graph(self.manifest, record)
-                trials[path] = LocalTrials(graphs[path], path, latency_samples=latency_samples)
-            n = len(graphs[path].layers)
+                trials[path] = LocalTrials(rewritten_graph, path,
+                                           latency_samples=latency_samples)
+            n = len(rewritten_graph.layers)
             stage = source.stages[0].model_copy(update={"stop": n,
                                                         "choices": [ONNXRUNTIME] * n})
             e = Entry(f"winograd:{source.key}", [stage], [ONNXRUNTIME] * n, source.predicted,
@@ -147,9 +151,9 @@ class WinogradTrial:
         decision = decision.model_copy(update={"seconds": round(
             (decision.seconds or 0.0) + time.monotonic() - t0, 2)})
         ran = [r for r in rewritten if r[0].windows]
-        top = max(ran, key=lambda r: r[0].measured_fps) if won is given and ran else \
-            next((r for r in rewritten if r[0] is won), rewritten[0])
-        e, record, path = top
+        # the rewritten contender the record reports: the one that won, else the fastest
+        e, record, path = next((r for r in rewritten if r[0] is won), None) or max(
+            ran or rewritten, key=lambda r: r[0].measured_fps)
         measured = {"as_given_fps": given.measured_fps,
                     "rewritten_fps": e.measured_fps if e.windows else None}
         fields = {"layers": record["layers"], "layer_gains": record["layer_gains"],
@@ -167,10 +171,11 @@ class WinogradTrial:
                    f"{WIN_PAIR_SHARE:.0%} of the pairs; the model as given is kept")
             kept = plan.model_copy(update={"decision": decision})
             return _record(kept, chosen=False, reason=why, **fields)
+        rewritten_graph = graphs[tuple(record["layers"])]
         doc = plan_document(self.manifest, Path(self.manifest.source), decision.target,
-                            plan.target["board"], graphs[path], plan_file)
+                            plan.target["board"], rewritten_graph, plan_file)
         # the precision measurement chose (auto), which the rewritten model's plan keeps
-        new = as_plan(Plan.model_validate(doc), graphs[path], e, decision).model_copy(
+        new = as_plan(Plan.model_validate(doc), rewritten_graph, e, decision).model_copy(
             update={"precision": plan.precision})
         return _record(new, chosen=True, model=relpath(path, plan_file.parent),
                        reason=f"{found}; rewritten", **fields)

@@ -123,10 +123,7 @@ def precision_line(record: dict[str, Any]) -> str:
         words += f", top-1 agreement {record['top1_agreement']:.0%}"
     nodes = record.get("fp32_nodes") or []
     if nodes:
-        shown = ", ".join(nodes[:PRECISION_NODES_SHOWN])
-        more = f" and {len(nodes) - PRECISION_NODES_SHOWN} more" \
-            if len(nodes) > PRECISION_NODES_SHOWN else ""
-        words += f"; {len(nodes)} node(s) kept fp32 ({shown}{more})"
+        words += f"; {len(nodes)} node(s) kept fp32 ({_some(nodes)})"
     return words
 
 
@@ -134,16 +131,19 @@ def winograd_line(record: dict[str, Any]) -> str:
     """A lockfile's ``winograd`` block in one line: which convolutions run as Winograd F(4,3)
     and what was measured."""
     layers = record.get("layers") or []
-    shown = ", ".join(layers[:PRECISION_NODES_SHOWN])
-    more = f" and {len(layers) - PRECISION_NODES_SHOWN} more" \
-        if len(layers) > PRECISION_NODES_SHOWN else ""
-    head = (f"winograd: {len(layers)} 3x3 convolution(s) rewritten ({shown}{more})"
+    head = (f"winograd: {len(layers)} 3x3 convolution(s) rewritten ({_some(layers)})"
             if record.get("chosen") else "winograd: the model as given")
     return f"{head}: {record.get('reason') or 'not measured'}"
 
 
-#: Nodes kept fp32 that :func:`precision_line` names before counting the rest.
+#: Nodes that :func:`precision_line` and :func:`winograd_line` name before counting the rest.
 PRECISION_NODES_SHOWN = 4
+
+
+def _some(names: list[str]) -> str:
+    """The first :data:`PRECISION_NODES_SHOWN` names, and how many more there are."""
+    more = len(names) - PRECISION_NODES_SHOWN
+    return ", ".join(names[:PRECISION_NODES_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
 def info(message: str) -> None:

@@ -88,6 +88,16 @@ def model_build_input(graph: Any, name: str, target: str, family: str, *,
                       python=_python(board or ("local" if local else None)))
 
 
+def _derived_model(plan: Any) -> str | None:
+    """What a lockfile's model file was made from the user's by the planner (a file under the
+    build folder, which a bare build cannot make again), else None."""
+    if plan.winograd is not None and plan.winograd.chosen:
+        return f"with {len(plan.winograd.layers)} convolution(s) rewritten as Winograd"
+    if plan.precision is not None and plan.precision.chosen == "int8" and plan.precision.model:
+        return "quantized to int8"
+    return None
+
+
 def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
                     target: str | None = None, family: str | None = None,
                     input_shape: str | None = None, graph: Any = None,
@@ -107,14 +117,13 @@ def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
         plan = load_plan(source)
         build = from_plan(plan, source, free_batch=free_batch)
         model = plan.model_path(source)
-        if graph is None and plan.winograd is not None and plan.winograd.chosen \
-                and not model.is_file():
+        derived = _derived_model(plan)
+        if graph is None and derived and not model.is_file():
             from edgedeploy.errors import ModelError
 
-            raise ModelError(f"{source}: its model with {len(plan.winograd.layers)} "
-                             f"convolution(s) rewritten as Winograd is gone ({model})",
-                             "`edgedeploy push` rebuilds it from the lockfile's layers; or "
-                             "plan again")
+            raise ModelError(f"{source}: its model {derived} is gone ({model})",
+                             "`edgedeploy push` rebuilds it from the manifest and the "
+                             "lockfile; or plan again")
         if graph is None:
             graph = load_model(model, input_shape=tuple(plan.model.get("input_shape") or ())
                                or None)

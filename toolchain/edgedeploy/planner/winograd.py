@@ -84,8 +84,9 @@ def macs(site: ConvSite) -> int:
     return site.c_in * site.c_out * 9 * site.h * site.w
 
 
-def _one_conv(site: ConvSite, seed: int = 0) -> onnx.ModelProto:
-    """A model of one convolution of ``site``'s shape (seeded weights, a bias)."""
+def one_conv(site: ConvSite, seed: int = 0) -> onnx.ModelProto:
+    """A model of one convolution of ``site``'s shape, its node ``conv`` (seeded weights, a
+    bias): what a layer is timed alone as."""
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((site.c_out, site.c_in, 3, 3)) * 0.05).astype(np.float32)
     b = rng.standard_normal(site.c_out).astype(np.float32)
@@ -122,7 +123,7 @@ def layer_gains(found: Sequence[ConvSite], cores: int, budget_s: float) -> dict[
                          budget_s, len(heaviest) - k)
                 break
             site = ConvSite("conv", c_in, c_out, h, w)
-            given = _one_conv(site)
+            given = one_conv(site)
             rewritten, _ = winograd_rewrite(given, ["conv"])
             x = np.random.default_rng(1).standard_normal((1, c_in, h, w)).astype(np.float32)
             ms = [session_ms(m.SerializeToString(), {"x": x}, cpus, reps=LAYER_REPS)
@@ -190,5 +191,5 @@ def planned_file(graph: ir.Graph) -> Path | None:
 
 
 __all__ = ["LAYER_REPS", "MIN_LAYER_GAIN", "MIN_LAYER_MACS", "SOURCE_KEY", "applies", "chosen",
-           "layer_gains", "macs", "planned_file", "prepared_proto", "sites", "variant_file",
-           "variant_graph"]
+           "layer_gains", "macs", "one_conv", "planned_file", "prepared_proto", "sites",
+           "variant_file", "variant_graph"]

@@ -1,6 +1,8 @@
 """The default push over SSH: plan, build, deploy, then refine on the board through the
 runner's `measure` (the interpreter the target names, only segments the bundle ships), all
-through a real sshd, answered as JSON with exit 0 and the refined or pushed release running."""
+through a real sshd, answered as JSON with exit 0 and the refined or pushed release running.
+The bundle ships the baselines' segments, so refinement measures what a user would run instead
+on the board itself."""
 
 from __future__ import annotations
 
@@ -40,6 +42,10 @@ def test_the_default_push_over_ssh_refines_on_the_board_and_keeps_serving(manife
         assert answer["deploy"]["hosts"][0]["outcome"] == "deployed"
         refine = answer["refine"]
         assert "error" not in refine and refine["evaluations"] >= 1
+        bases = refine["baselines"]  # measured through the board's runner, none left out
+        assert sorted(bases) == ["onnxruntime_replicas", "onnxruntime_threads"]
+        assert all(b["measured"]["throughput_fps"] > 0 for b in bases.values())
+        assert refine["vs_best_baseline"] > 0
         assert answer["running"] == refine["release"]
         assert main(["status", "-m", str(manifest), "--target", "edge", "--json"]) == 0
         (row,) = json.loads(capsys.readouterr().out)["hosts"]

@@ -285,8 +285,10 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
             current.doc = read_lock(plan_file) or current.doc
     graph = planned_graph(m, current.doc, graph)  # auto: the precision the board measured
     say(f"build: {plan_file} -> {bundle_dir}")
+    # refinement on an SSH board measures with the bundle's segments: the baselines' ship too
     info = _build_plan(plan_file, bundle_dir, graph, m,
-                       free_batch=refine and _batch_on_device(m, target, graph))
+                       free_batch=refine and _batch_on_device(m, target, graph),
+                       ship_baselines=refine and _refines_on_board(m, target))
     say(f"push: release {info.id} to {', '.join(ref.all_hosts) or 'this host'}")
     result = push_bundle(info.root, ref, alias=target, dry_run=dry_run,
                          accept_new_host_keys=accept_new_host_keys, serial=serial,
@@ -326,10 +328,18 @@ def _kept_refinement(plan_file: Path, inputs: dict[str, Any]
 
 
 def _build_plan(plan_file: Path, out: Path, graph: Graph, m: Manifest, *,
-                free_batch: bool = False) -> Any:
+                free_batch: bool = False, ship_baselines: bool = False) -> Any:
     from edgedeploy.generator.sources import build_from_path
 
-    return build_from_path(plan_file, out, graph=graph, io=m.io, free_batch=free_batch)
+    return build_from_path(plan_file, out, graph=graph, io=m.io, free_batch=free_batch,
+                           ship_baselines=ship_baselines)
+
+
+def _refines_on_board(m: Manifest, target: str) -> bool:
+    """Whether refinement measures through the deployed bundle's runner (an SSH board)."""
+    from edgedeploy.refine.api import resolve_kind
+
+    return resolve_kind(m, target)[2] == "ssh"
 
 
 def _batch_on_device(m: Manifest, target: str, graph: Graph) -> bool:
@@ -339,9 +349,8 @@ def _batch_on_device(m: Manifest, target: str, graph: Graph) -> bool:
     measurements of speed would not notice."""
     from edgedeploy.importers.onnx_batch import frames_kept_apart
     from edgedeploy.planner.precision import planned_model
-    from edgedeploy.refine.api import resolve_kind
 
-    return (m.objective == "throughput" and resolve_kind(m, target)[2] == "ssh"
+    return (m.objective == "throughput" and _refines_on_board(m, target)
             and frames_kept_apart(graph, planned_model(m, graph)))
 
 

@@ -136,6 +136,22 @@ def winograd_line(record: dict[str, Any]) -> str:
     return f"{head}: {record.get('reason') or 'not measured'}"
 
 
+def baselines_line(summary: dict[str, Any]) -> str | None:
+    """Refinement's measurements of the baselines on the board in one line (None: it measured
+    none): each one's rate, the refined plan over the fastest, and those it could not run."""
+    bases = summary.get("baselines") or {}
+    if not bases:
+        return None
+    ran = [f"{name} {b['measured']['throughput_fps']:.4g} fps" for name, b in bases.items()
+           if "measured" in b]
+    words = "baselines on the board: " + (", ".join(ran) or "none measured")
+    if summary.get("vs_best_baseline"):
+        words += f"; refined plan {summary['vs_best_baseline']:.2f}x the fastest"
+    skipped = [f"{name} ({b['not_measured']})" for name, b in bases.items()
+               if "not_measured" in b]
+    return words + (f"; not measured: {'; '.join(skipped)}" if skipped else "")
+
+
 #: Nodes that :func:`precision_line` and :func:`winograd_line` name before counting the rest.
 PRECISION_NODES_SHOWN = 4
 

@@ -86,3 +86,5 @@ def render_outcome(outcome: PushOutcome, as_json: bool) -> None:
         how = (f" (refined: {gain:.2f}x measured)" if outcome.running != outcome.bundle.id
                and isinstance(gain, (int, float)) else "")
         output.info(f"running: {outcome.running}{how}")
+        if (line := output.baselines_line(outcome.refine or {})) is not None:
+            output.info(line)

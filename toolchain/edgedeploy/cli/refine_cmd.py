@@ -72,6 +72,8 @@ def refine_cmd(
     b, p = s["best"], s["plan_before"]["measured"]
     print(f"plan {p['throughput_fps']:.4g} fps -> refined {b['throughput_fps']:.4g} fps "
           f"(x{s['improvement']:.3f}) in {s['evaluations']} evaluations{label}")
+    if (line := output.baselines_line(s)) is not None:
+        print(line)
     print(f"wrote {s['plan_file']}")
 
 

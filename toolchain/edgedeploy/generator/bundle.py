@@ -126,16 +126,19 @@ def _check_plan(graph: ir.Graph, name: str, plan: Mapping[str, Any]) -> None:
                                   "it with batch 1")
 
 
-def _segments(graph: ir.Graph, build: BuildInput, plans: Mapping[str, Any],
-              model_path: Path | None) -> list[dict[str, Any]]:
-    """Every engine segment any plan needs, cut once each, numbered in a sorted order (engines
-    sharing a segment format, onnxruntime on CPU and GPU, share the file)."""
+def _segments(graph: ir.Graph, build: BuildInput, model_path: Path | None
+              ) -> list[dict[str, Any]]:
+    """Every engine segment any plan needs (the served ones and ``build.measured_plans``), cut
+    once each, numbered in a sorted order (engines sharing a segment format, onnxruntime on CPU
+    and GPU, share the file)."""
     from edgedeploy.runtime.stages import StageIO
 
+    configs = (*build.plans, *build.measured_plans)
     wanted: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
-    for p in build.plans:
-        for st in plans[p.name]["stages"]:
-            io_ = StageIO(st["start"], st["stop"], tuple(st["inputs"]), tuple(st["outputs"]))
+    for p in configs:
+        for st in p.stages:
+            io_ = StageIO(st.start, st.stop, tuple(boundary_tensors(graph, st.start)),
+                          tuple(boundary_tensors(graph, st.stop)))
             for engine, i, o in segments_needed(graph, io_, p.choices):
                 wanted.setdefault(segment_key(engine, i, o), engine)
     if not wanted:
@@ -144,8 +147,7 @@ def _segments(graph: ir.Graph, build: BuildInput, plans: Mapping[str, Any],
 
     # a micro-batching stage needs its segments free in the batch; the bundle's other plans
     # share the files (a free batch costs a batch of one about 1 %)
-    batched = build.free_batch or any(st.get("batch", 1) > 1 for p in plans.values()
-                                      for st in p["stages"])
+    batched = build.free_batch or any(st.batch > 1 for p in configs for st in p.stages)
     provide = segment_provider(graph, model_path, dynamic_batch=batched)
     return [{"format": fmt, "inputs": list(i), "outputs": list(o),
              "file": f"app/segments/{k}.{fmt}",
@@ -217,7 +219,7 @@ def build_bundle(build: BuildInput, graph: ir.Graph, model_path: str | Path | No
     out = Path(out_dir)
     model = Path(model_path) if model_path is not None else None
     plans = _stage_dicts(graph, build)
-    segments = _segments(graph, build, plans, model)
+    segments = _segments(graph, build, model)
     ref_arrays, ref_meta = _reference(graph, build.seed)
     threads = max((len(s.cpus) for s in build.active_plan.stages), default=1) or 1
     files: dict[str, bytes] = {

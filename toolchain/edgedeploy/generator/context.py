@@ -61,6 +61,9 @@ class BuildInput:
     #: Ship ONNX segments free in the batch even when no plan batches yet: a throughput bundle
     #: that refinement on the device may micro-batch (it measures with the shipped segments).
     free_batch: bool = False
+    #: Configurations refinement may measure on the board beside the served plans (the
+    #: lockfile's baselines): their segments ship; the runner never serves them.
+    measured_plans: tuple[PlanConfig, ...] = ()
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -58,9 +58,11 @@ def manager_targets(constraints: dict[str, Any]) -> tuple[tuple[str, float], ...
     return tuple(sorted(targets.items()))
 
 
-def from_plan(plan: Any, plan_file: str | Path, *, free_batch: bool = False) -> BuildInput:
+def from_plan(plan: Any, plan_file: str | Path, *, free_batch: bool = False,
+              ship_baselines: bool = False) -> BuildInput:
     """The BuildInput of a validated lockfile (``schemas.plan.Plan``): best plan + Pareto set,
-    converted once into the runner's config types (``free_batch``: see BuildInput)."""
+    converted once into the runner's config types (``free_batch``: see BuildInput;
+    ``ship_baselines``: the baselines' segments too, for refinement on the board to measure)."""
     plan_file = Path(plan_file)
     board = str(plan.target.get("board") or LOCAL)
     if "/" in board or board.endswith((".yaml", ".yml")):
@@ -69,7 +71,8 @@ def from_plan(plan: Any, plan_file: str | Path, *, free_batch: bool = False) -> 
                       family=_family(board), plans=plan.runner_plans(), active="plan",
                       python=_python(board), targets=manager_targets(plan.constraints),
                       plan_sha256=hashlib.sha256(plan_file.read_bytes()).hexdigest(),
-                      free_batch=free_batch)
+                      free_batch=free_batch,
+                      measured_plans=plan.baseline_plans() if ship_baselines else ())
 
 
 def model_build_input(graph: Any, name: str, target: str, family: str, *,
@@ -101,11 +104,12 @@ def _derived_model(plan: Any) -> str | None:
 def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
                     target: str | None = None, family: str | None = None,
                     input_shape: str | None = None, graph: Any = None,
-                    io: Any = None, free_batch: bool = False) -> BundleInfo:
+                    io: Any = None, free_batch: bool = False,
+                    ship_baselines: bool = False) -> BundleInfo:
     """Build a bundle from a lockfile, a manifest or a model file (see the module doc);
     ``graph``: the lockfile's model already imported by the caller (not imported again);
     ``io``: the manifest's ``io:`` for a lockfile's bundle (a manifest brings its own);
-    ``free_batch``: a lockfile's segments free in the batch (BuildInput.free_batch)."""
+    ``free_batch``, ``ship_baselines``: for refinement on the board (:func:`from_plan`)."""
     from edgedeploy.importers import load_model, parse_shape
 
     source = Path(source)
@@ -115,7 +119,7 @@ def build_from_path(source: str | Path, out_dir: str | Path | None = None, *,
         from edgedeploy.schemas.plan import load_plan
 
         plan = load_plan(source)
-        build = from_plan(plan, source, free_batch=free_batch)
+        build = from_plan(plan, source, free_batch=free_batch, ship_baselines=ship_baselines)
         model = plan.model_path(source)
         derived = _derived_model(plan)
         if graph is None and derived and not model.is_file():

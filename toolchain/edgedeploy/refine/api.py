@@ -14,9 +14,9 @@ from typing import Any
 
 from edgedeploy.errors import InputError
 from edgedeploy.planner.partition import Limits
-from edgedeploy.refine.candidate import Candidate, seeds_from_plan
+from edgedeploy.refine.candidate import Candidate, baselines_from_plan, seeds_from_plan
 from edgedeploy.refine.measure import LocalBackend, Measurement, RunnerBackend
-from edgedeploy.refine.search import Budget, Goal, OnEval, SearchResult, guided_search
+from edgedeploy.refine.search import CLOSE, Budget, Goal, OnEval, SearchResult, guided_search
 from edgedeploy.runtime.stages import BATCH_SIZES
 
 
@@ -35,9 +35,23 @@ class RefineResult:
                 "best": _figures(best_m), "plan_before": {"measured": _figures(start_m)},
                 "improvement": best_m.throughput_fps / start_m.throughput_fps
                 if start_m.throughput_fps else None,
+                **{k: v for k, v in self.doc.get("refinement", {}).items()
+                   if k in ("baselines", "vs_best_baseline")},
                 "simulated": self.simulated, "stages": self.doc["stages"],
                 "cost_model": self.doc.get("refinement", {}).get("cost_model"),
                 "profile": self.profile}
+
+
+def baseline_figures(res: SearchResult, unmeasured: dict[str, str]) -> dict[str, Any]:
+    """The baselines as refinement measured them on the board, those it could not run and
+    why, and the refined configuration's throughput over the fastest measured one."""
+    if not res.baselines and not unmeasured:
+        return {}
+    out: dict[str, Any] = {name: {"measured": _figures(m)} for name, _, m in res.baselines}
+    out.update({name: {"not_measured": why} for name, why in unmeasured.items()})
+    fastest = max((m.throughput_fps for _, _, m in res.baselines), default=0.0)
+    return {"baselines": dict(sorted(out.items())),
+            "vs_best_baseline": res.best[1].throughput_fps / fastest if fastest else None}
 
 
 def _figures(m: Measurement) -> dict[str, Any]:
@@ -90,11 +104,13 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
     budget = Budget(max_evals or r.max_evals, budget_s or r.budget_s)
     from edgedeploy.refine.guide import Guide
 
+    bases, unmeasured = baselines_from_plan(ctx.space, doc)
     res = guided_search(seeds_from_plan(ctx.space, doc), ctx.space, cache, goal=goal,
                         budget=budget, seed=seed, on_eval=on_eval,
-                        guide=Guide(ctx, manifest.objective))
+                        guide=Guide(ctx, manifest.objective), baselines=bases)
     res = confirm(res, cache)
-    refined = refined_document(doc, ctx, res, backend.simulated, backend.label)
+    refined = refined_document(doc, ctx, res, backend.simulated, backend.label,
+                               unmeasured=unmeasured)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(dumps(refined))
     prof = None
@@ -110,17 +126,34 @@ CONFIRM_ROUNDS = 3
 
 
 def confirm(res: SearchResult, cache: Any, rounds: int = CONFIRM_ROUNDS) -> SearchResult:
-    """Before claiming an improvement, measure the winner and the starting plan again,
-    alternately (the same estimator, the same frames), and keep the start unless the winner's
-    median over all its runs still beats it: one lucky measurement is not an improvement."""
+    """Before claiming an improvement, measure the winner, the starting plan and the fastest
+    measured baseline again, alternately (the same estimator, the same frames), and keep the
+    winner only where its merged measurement still beats them; else the faster of the start and
+    that baseline: one lucky measurement is not an improvement, and nothing measured slower than
+    what a user would run instead is kept. Where the plan itself won by more than a close call
+    over every baseline, nothing is measured again."""
     (start, _), (best, _) = res.start, res.best
-    if best.key == start.key:
+    rivals = {c.key: c for c in (best, start)}
+    if res.baselines:  # the fastest, unless the plan kept its lead by more than a close call
+        _, base, m = max(res.baselines, key=lambda b: b[2].throughput_fps)
+        if best.key != start.key or m.throughput_fps * (1 + CLOSE) >= res.best[1].throughput_fps:
+            rivals.setdefault(base.key, base)
+    if len(rivals) == 1:
         return res
+    latest: dict[str, Measurement] = {}
     for _ in range(rounds):
-        b = cache.remeasure(best)
-        s = cache.remeasure(start)
-    winner = (best, b) if b.throughput_fps > s.throughput_fps else (start, s)
-    return replace(res, start=(start, s), best=winner)
+        for key, cand in rivals.items():
+            latest[key] = cache.remeasure(cand)
+    fps = {key: m.throughput_fps for key, m in latest.items()}
+    # the winner must beat every rival; among the others the faster, the start on a tie
+    if all(fps[best.key] > v for key, v in fps.items() if key != best.key):
+        winner = best
+    else:
+        winner = max((c for c in rivals.values() if c.key != best.key),
+                     key=lambda c: (fps[c.key], c.key == start.key))
+    baselines = tuple((n, c, latest.get(c.key, m)) for n, c, m in res.baselines)
+    return replace(res, start=(start, latest[start.key]), best=(winner, latest[winner.key]),
+                   baselines=baselines)
 
 
 def resolve_kind(manifest, target: str) -> tuple[str, str, str]:
@@ -209,9 +242,10 @@ def shipped_segments(run: Any, release: str
 
 
 def refined_document(doc: dict[str, Any], ctx, res: SearchResult, simulated: bool,
-                     backend: str) -> dict[str, Any]:
+                     backend: str, unmeasured: dict[str, str] | None = None) -> dict[str, Any]:
     """The plan lockfile rewritten for the refined configuration, measured beside predicted:
-    the typed plan updated with ``model_copy`` (engines named as the planner names them)."""
+    the typed plan updated with ``model_copy`` (engines named as the planner names them).
+    ``unmeasured``: the baselines the board could not run, and why."""
     from edgedeploy.planner.adapter import gpu_engine, gpu_feeder
     from edgedeploy.planner.document import (
         align_segments,
@@ -254,6 +288,7 @@ def refined_document(doc: dict[str, Any], ctx, res: SearchResult, simulated: boo
                   "plan_before": {"measured": _figures(start_m), "predicted": doc["predicted"]},
                   "improvement": m.throughput_fps / start_m.throughput_fps
                   if start_m.throughput_fps else None,
+                  **baseline_figures(res, unmeasured or {}),
                   "trace": [{"eval": r.index, "throughput_fps": r.meas.throughput_fps,
                              "origin": r.origin} for r in res.records]}
     refined = plan.model_copy(update={

@@ -208,3 +208,23 @@ def seeds_from_plan(space: Space, doc: dict[str, Any], limit: int = 4) -> list[C
         if len(out) >= limit:
             break
     return out
+
+
+def baselines_from_plan(space: Space, doc: dict[str, Any]
+                        ) -> tuple[list[tuple[str, Candidate]], dict[str, str]]:
+    """The lockfile's runnable baselines (what a user would run instead: the whole model through
+    one engine, threaded or replicated) as candidates, by name, and why each other runnable one
+    cannot be measured here (``space.violations``: a segment the deployed bundle lacks)."""
+    out: list[tuple[str, Candidate]] = []
+    skipped: dict[str, str] = {}
+    for name, base in sorted((doc.get("baselines") or {}).items()):
+        if not base.get("stages"):
+            continue  # a figure-only baseline (one session over several clusters)
+        ch = [internal_choice(c) for s in base["stages"] for c in s["choices"]]
+        cand = from_stages(space, base["stages"], ch)
+        why = space.violations(cand)
+        if why:
+            skipped[name] = why[0]
+        else:
+            out.append((name, cand))
+    return out, skipped

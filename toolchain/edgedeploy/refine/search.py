@@ -90,6 +90,8 @@ class SearchResult:
     best: tuple[Candidate, Measurement]
     records: list[EvalRecord] = field(default_factory=list)
     seconds: float = 0.0
+    #: The baselines measured after the plan (name, configuration, measurement).
+    baselines: tuple[tuple[str, Candidate, Measurement], ...] = ()
 
     @property
     def evaluations(self) -> int:
@@ -162,8 +164,13 @@ class _Run:
 def guided_search(seeds: Sequence[Candidate], space: Space, cache: MeasureCache, *,
                   goal: Goal | None = None, budget: Budget | None = None,
                   predict: StagePredictor | None = None, seed: int = 0,
-                  on_eval: OnEval | None = None, guide: Guide | None = None) -> SearchResult:
+                  on_eval: OnEval | None = None, guide: Guide | None = None,
+                  baselines: Sequence[tuple[str, Candidate]] = ()) -> SearchResult:
     """Refine from ``seeds[0]`` (the plan); see the module docstring.
+
+    ``baselines`` (what a user would run instead) are measured right after the plan, whatever
+    the budget says, and compete as any configuration: the result is never a configuration
+    measured slower than one of them.
 
     With a ``guide`` (refine.guide.Guide) every measurement recalibrates the cost model and the
     next candidate is the corrected re-plan when it is new, else the best-predicted of the
@@ -178,6 +185,14 @@ def guided_search(seeds: Sequence[Candidate], space: Space, cache: MeasureCache,
     pop: list[tuple[Candidate, Measurement]] = [(start, start_m)]
     if guide is not None:
         guide.observe(start, start_m)
+    measured = []
+    for name, cand in baselines:
+        m = run.measure(cand, f"baseline:{name}")
+        measured.append((name, cand, cache.get(cand) or m))
+        pop.append((cand, m))
+        if guide is not None:
+            guide.observe(cand, m)
+        run.offer(cand, m)
     pending = [c for c in seeds[1:] if c not in cache]
     stalls = 0
     while run.left() and stalls < 50:
@@ -198,7 +213,8 @@ def guided_search(seeds: Sequence[Candidate], space: Space, cache: MeasureCache,
     if goal.key(start_m) <= goal.key(best[1]):  # never worse than the plan, as measured
         best = (start, cache.get(start) or start_m)
     return SearchResult((start, cache.get(start) or start_m), best, run.records,
-                        time.perf_counter() - run.t0)
+                        time.perf_counter() - run.t0,
+                        tuple((n, c, cache.get(c) or m) for n, c, m in measured))
 
 
 def _propose(run: _Run, pop, pending: list[Candidate], space: Space, cache: MeasureCache, rng,

@@ -299,34 +299,44 @@ class Plan(_Model):
         leads back to its point.
         """
         from edgedeploy.runtime.manager import plan_key
-        from edgedeploy.runtime.runner_config import PlanConfig, StageConfig
 
-        names = [layer.name for layer in self.layers]
-
-        def preds(p: Predicted) -> dict[str, float]:
-            return {k: float(v) for k, v in p.model_dump().items() if v is not None}
-
-        def stage(name: str, s: PlanStage | ParetoStage) -> StageConfig:
-            return StageConfig(name=name, start=s.start, stop=s.stop, cpus=tuple(s.cpus),
-                               replicas=s.replicas, engine=s.engine,
-                               device_id=s.device_id or 0, fp16=s.fp16, batch=s.batch,
-                               inline=s.inline)
-
-        best = PlanConfig("plan", tuple(stage(s.name, s) for s in self.stages), self.choices,
-                          preds(self.predicted))
+        best = _runner_plan("plan", [(s.name, s) for s in self.stages], self.choices,
+                            self.predicted)
         seen = {plan_key(best)}
         others = []
         for k, point in enumerate(self.pareto):
-            choices = {names[i]: c for s in point.stages
-                       for i, c in zip(range(s.start, s.stop), s.choices, strict=True)}
-            other = PlanConfig(f"pareto{k}", tuple(
-                stage(f"stage{j}", s) for j, s in enumerate(point.stages)), choices,
-                preds(point.predicted))
+            other = self._point_plan(f"pareto{k}", point.stages, point.predicted)
             if (key := plan_key(other)) in seen:
                 continue  # the same pipeline under another name: skipped, not renumbered
             seen.add(key)
             others.append(other)
         return (best, *others)
+
+    def baseline_plans(self) -> tuple[Any, ...]:
+        """The runnable baselines (the whole model through one engine, threaded or replicated)
+        as runner plans named as the lockfile names them: configurations refinement measures on
+        the board, which a bundle may ship segments for without serving them."""
+        return tuple(self._point_plan(name, b.stages, b.predicted)
+                     for name, b in sorted(self.baselines.items()) if b.stages)
+
+    def _point_plan(self, name: str, stages: list[ParetoStage], predicted: Predicted) -> Any:
+        names = [layer.name for layer in self.layers]
+        choices = {names[i]: c for s in stages
+                   for i, c in zip(range(s.start, s.stop), s.choices, strict=True)}
+        return _runner_plan(name, [(f"stage{j}", s) for j, s in enumerate(stages)], choices,
+                            predicted)
+
+
+def _runner_plan(name: str, stages: list[tuple[str, PlanStage | ParetoStage]],
+                 choices: dict[str, str], predicted: Predicted) -> Any:
+    """One lockfile configuration (its stages by name) as the runner's ``PlanConfig``."""
+    from edgedeploy.runtime.runner_config import PlanConfig, StageConfig
+
+    return PlanConfig(name, tuple(
+        StageConfig(name=n, start=s.start, stop=s.stop, cpus=tuple(s.cpus), replicas=s.replicas,
+                    engine=s.engine, device_id=s.device_id or 0, fp16=s.fp16, batch=s.batch,
+                    inline=s.inline) for n, s in stages), choices,
+        {k: float(v) for k, v in predicted.model_dump().items() if v is not None})
 
 
 def load_plan(path: str | Path) -> Plan:

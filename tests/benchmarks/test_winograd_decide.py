@@ -154,3 +154,57 @@ def test_bench_of_a_rewritten_plan_scores_it_against_the_users_own_model(project
     assert _given_model(project, {"winograd": {"chosen": False}}) == (None, "")
     bare = project.parent / "block.onnx"
     assert _given_model(bare, doc) == (bare.resolve(), WINOGRAD_SUFFIX)
+
+
+def _opset9_cnn(path: Path) -> None:
+    """Two 3x3 convolutions and a classifier at opset 9, its nodes unnamed: as the ONNX model
+    zoo's Caffe2 exports are, whose Pad and Slice take no inputs yet."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32),
+                                       name)
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [init("w1", 16, 8, 3, 3), init("b1", 16), init("w2", 16, 16, 3, 3), init("b2", 16),
+         init("wf", 10, 16), init("bf", 10)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 4
+    onnx.save(model, str(path))
+
+
+def test_a_model_older_than_the_rewrites_operators_is_converted_and_rewritten(project: Path,
+                                                                              timed) -> None:
+    _opset9_cnn(project.parent / "block.onnx")
+    timed.slow = "given"
+    p = _plan(project)
+    assert p.winograd.chosen and len(p.winograd.layers) == 2
+    rewritten = onnx.load(str(project.parent / p.winograd.model))
+    assert max(o.version for o in rewritten.opset_import if o.domain in ("", "ai.onnx")) >= 11
+    outcome = api.push(project, "local", dry_run=True, refine=False)
+    assert _rewritten_nodes(Path(outcome.bundle.root)) > 0
+
+
+def test_a_rewritten_model_that_cannot_be_built_keeps_the_model_as_given(
+        project: Path, timed, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(manifest: object, record: object) -> None:
+        raise ModelError("the version converter has no adapter for this model")
+
+    monkeypatch.setattr(winograd, "variant_graph", broken)
+    p = _plan(project)
+    w = p.winograd
+    assert not w.chosen and w.layers and p.model["path"] == "block.onnx"
+    assert "could not be built" in (w.reason or "") and "no adapter" in (w.reason or "")
+    assert p.decision.measured and {m.name for m in timed.models} == {"block.onnx"}

@@ -77,3 +77,19 @@ def test_a_whole_model_keeps_its_outputs_with_the_chosen_layers_rewritten():
     ref = _run(model, x)
     np.testing.assert_allclose(_run(rewritten, x), ref, rtol=1e-3,
                                atol=1e-4 * float(np.abs(ref).max()))
+
+
+def test_a_model_older_than_opset_11_is_converted_before_it_is_rewritten():
+    """Pad's pads and Slice's bounds became inputs at opset 11 and 10: an opset-9 model (as the
+    ONNX model zoo's exports are) is converted first, its unnamed nodes named as before."""
+    model = _conv(4, 6, 9, 7, True)
+    model.graph.node[0].name = ""
+    del model.opset_import[:]
+    model.opset_import.append(helper.make_opsetid("", 9))
+    model.ir_version = 4
+    rewritten, done = winograd_rewrite(model, ["Conv_0"])
+    assert done == ["Conv_0"]
+    assert [o.version for o in rewritten.opset_import if o.domain in ("", "ai.onnx")] == [11]
+    onnx.checker.check_model(rewritten)
+    x = np.random.default_rng(3).standard_normal((1, 4, 9, 7)).astype(np.float32)
+    np.testing.assert_allclose(_run(rewritten, x), _run(model, x), rtol=1e-4, atol=1e-4)

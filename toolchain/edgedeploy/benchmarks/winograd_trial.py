@@ -116,12 +116,19 @@ class WinogradTrial:
                       baseline=True)
         trials = {model_path: LocalTrials(graph, model_path, latency_samples=latency_samples)}
         route, rewritten, graphs = {given.name: model_path}, [], {}
+        failed: list[str] = []
         for source, cores, layers in tried:
             record = {"chosen": True, "layers": layers, "layer_gains": self.gains[cores],
                       "cores": cores}
             if tuple(layers) not in graphs:  # two core counts may rewrite the same layers
-                graphs[tuple(layers)] = variant_graph(self.manifest, record)
+                try:
+                    graphs[tuple(layers)] = variant_graph(self.manifest, record)
+                except Exception as exc:  # an optional rewrite never fails the plan
+                    failed.append(f"{type(exc).__name__}: {exc}")
+                    graphs[tuple(layers)] = None
             rewritten_graph = graphs[tuple(layers)]
+            if rewritten_graph is None:
+                continue
             path = planned_file(rewritten_graph)
             if path not in trials:
                 trials[path] = LocalTrials(rewritten_graph, path,
@@ -136,6 +143,11 @@ class WinogradTrial:
             say(f"winograd: {len(layers)} layer(s) ran faster alone on {cores} core(s); "
                 f"measuring {source.key} on the model with them rewritten against {winner.key} "
                 "as given")
+        if not rewritten:
+            _, cores, layers = tried[0]
+            return _record(plan, chosen=False, layers=layers, layer_gains=self.gains[cores],
+                           cores=cores, reason="the rewritten model could not be built "
+                                               f"({failed[0]}); the model as given is kept")
         t0 = time.monotonic()
         try:
             trials[model_path].open([given])

@@ -20,13 +20,16 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgedeploy.importers.onnx_prep import name_nodes, outer_scope_inputs
+from edgedeploy.importers.onnx_prep import default_opset, name_nodes, outer_scope_inputs
 from edgedeploy.runtime.primitives._winograd import toom_cook
 
 M, R = 4, 3  # F(4,3): 4x4 outputs from 6x6 input tiles
 A = M + R - 1
 #: The interpolation points of the native ``winograd_f4x3`` primitive: the same transforms.
 POINTS = tuple(Fraction(p) for p in (0, 1, -1, 2, -2))
+#: The opset the rewritten nodes need (Pad's pads and Slice's bounds as inputs): an older model
+#: is converted to it by onnx's version converter first.
+MIN_OPSET = 11
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,16 @@ def winograd_rewrite(proto: onnx.ModelProto, sites: Iterable[str] | Callable[[Co
                      ) -> tuple[onnx.ModelProto, list[str]]:
     """A copy of ``proto`` with the Conv nodes ``sites`` names (or accepts) rewritten as
     Winograd F(4,3); the names rewritten. Unnamed nodes are named as the importer names them
-    (``onnx_prep.name_nodes``); outputs keep their names, so nothing downstream changes."""
+    (``onnx_prep.name_nodes``); outputs keep their names, so nothing downstream changes. A
+    model older than :data:`MIN_OPSET` is converted to it (after its nodes are named, so the
+    names are the model's own); the converter's error, where it cannot, is raised as it is."""
     out = onnx.ModelProto()
     out.CopyFrom(proto)  # the one copy: rewritten in place below
     name_nodes(out)
+    if default_opset(out) < MIN_OPSET:
+        from onnx import version_converter
+
+        out = version_converter.convert_version(out, MIN_OPSET)
     found = {s.node: s for s in conv_sites(out)}
     if callable(sites):
         chosen = {n for n, s in found.items() if sites(s)}

@@ -56,13 +56,15 @@ def applies(manifest: Manifest) -> bool:
 
 
 def prepared_proto(manifest: Manifest) -> onnx.ModelProto:
-    """The manifest's model with its inputs' shapes fixed as the importer fixes them: the
-    rewrite needs every convolution's spatial size."""
-    from edgedeploy.importers.onnx_prep import fix_inputs, load_proto
+    """The manifest's model with its inputs' shapes fixed and its nodes named as the importer
+    fixes and names them: the rewrite needs every convolution's spatial size, and a layer is
+    known by its name (an exported model may leave every node unnamed)."""
+    from edgedeploy.importers.onnx_prep import fix_inputs, load_proto, name_nodes
 
     spec = manifest.model
     proto, _ = load_proto(Path(spec.path))
     fixed, _ = fix_inputs(proto, spec.shape_override(), spec.input_name)
+    name_nodes(fixed)
     return fixed
 
 

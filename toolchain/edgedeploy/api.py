@@ -285,7 +285,8 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
             current.doc = read_lock(plan_file) or current.doc
     graph = planned_graph(m, current.doc, graph)  # auto: the precision the board measured
     say(f"build: {plan_file} -> {bundle_dir}")
-    # refinement on an SSH board measures with the bundle's segments: the baselines' ship too
+    # refinement on an SSH board measures with the bundle's segments: the baselines' ship too,
+    # so that it measures what the user would run instead
     info = _build_plan(plan_file, bundle_dir, graph, m,
                        free_batch=refine and _batch_on_device(m, target, graph),
                        ship_baselines=refine and _refines_on_board(m, target))

@@ -189,6 +189,8 @@ def guided_search(seeds: Sequence[Candidate], space: Space, cache: MeasureCache,
     for name, cand in baselines:
         m = run.measure(cand, f"baseline:{name}")
         measured.append((name, cand, cache.get(cand) or m))
+        if cand.key == start.key:
+            continue  # the plan is this baseline's configuration, measured above
         pop.append((cand, m))
         if guide is not None:
             guide.observe(cand, m)

@@ -58,17 +58,15 @@ def test_baselines_are_measured_after_the_plan_even_with_no_budget_left():
 @given(rates=st.lists(st.floats(1.0, 100.0), min_size=64, max_size=64),
        evals=st.integers(1, 12), seed=st.integers(0, 3))
 def test_the_result_never_measured_slower_than_a_baseline_or_the_plan(rates, evals, seed):
-    keyed: dict[str, float] = {}
-
-    class Drawn(Scripted):
+    class Drawn(Scripted):  # each new configuration takes the next drawn rate
         def measure(self, cand, frames, warmup):  # type: ignore[no-untyped-def]
-            self.rates.setdefault(cand.key, rates[len(keyed) % len(rates)])
-            keyed.setdefault(cand.key, self.rates[cand.key])  # type: ignore[arg-type]
+            self.rates.setdefault(cand.key, rates[len(self.rates) % len(rates)])
             return super().measure(cand, frames, warmup)
 
-    res = guided_search([SLOW_PLAN], SPACE, MeasureCache(Drawn({}), 8, 1),
+    board = Drawn({})
+    res = guided_search([SLOW_PLAN], SPACE, MeasureCache(board, 8, 1),
                         budget=Budget(evals, 1e9), seed=seed, baselines=BASELINES)
-    floor = max([keyed[SLOW_PLAN.key], *(keyed[c.key] for _, c in BASELINES)])
+    floor = max(board.rates[c.key] for c in (SLOW_PLAN, *(c for _, c in BASELINES)))
     assert res.best[1].throughput_fps >= floor
 
 

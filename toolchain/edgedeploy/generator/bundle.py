@@ -20,6 +20,7 @@ primitives it picks, which the runtime manager needs to switch plans on the devi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -134,11 +135,14 @@ def _segments(graph: ir.Graph, build: BuildInput, model_path: Path | None
     from edgedeploy.runtime.stages import StageIO
 
     configs = (*build.plans, *build.measured_plans)
+    @functools.cache  # the tensors at each cut, found once
+    def at(cut: int) -> tuple[str, ...]:
+        return tuple(boundary_tensors(graph, cut))
+
     wanted: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
     for p in configs:
         for st in p.stages:
-            io_ = StageIO(st.start, st.stop, tuple(boundary_tensors(graph, st.start)),
-                          tuple(boundary_tensors(graph, st.stop)))
+            io_ = StageIO(st.start, st.stop, at(st.start), at(st.stop))
             for engine, i, o in segments_needed(graph, io_, p.choices):
                 wanted.setdefault(segment_key(engine, i, o), engine)
     if not wanted:

@@ -188,7 +188,7 @@ def guided_search(seeds: Sequence[Candidate], space: Space, cache: MeasureCache,
     measured = []
     for name, cand in baselines:
         m = run.measure(cand, f"baseline:{name}")
-        measured.append((name, cand, cache.get(cand) or m))
+        measured.append((name, cand, m))  # its latest (merged) figures are read at the end
         if cand.key == start.key:
             continue  # the plan is this baseline's configuration, measured above
         pop.append((cand, m))

@@ -23,6 +23,7 @@ targets:
     path: ~/edgedeploy
     python: {python}
 refine: {{max_evals: 2, frames_per_eval: 8, budget_s: 120}}
+measure: {{budget_s: 4}}
 """
 
 
@@ -55,6 +56,9 @@ def test_refinement_stops_only_the_canary_and_rolls_out_serially(fleet_home, cap
         answer = json.loads(out.out)
         assert [h["outcome"] for h in answer["deploy"]["hosts"]] == ["deployed", "deployed"]
         assert answer["refine"]["evaluations"] >= 1 and "error" not in answer["refine"]
+        # the plan was measured on the board (the canary) before it was built
+        decision = json.loads((fleet_home / "sq.fleet.plan.json").read_text())["decision"]
+        assert decision["measured"] and not decision["simulated"]
 
         assert main(["journal", *base, "--json", "-n", "500"]) == 0
         hosts = json.loads(capsys.readouterr().out)["hosts"]

@@ -1,8 +1,8 @@
-"""The default push over SSH: plan, build, deploy, then refine on the board through the
-runner's `measure` (the interpreter the target names, only segments the bundle ships), all
-through a real sshd, answered as JSON with exit 0 and the refined or pushed release running.
-The bundle ships the baselines' segments, so refinement measures what a user would run instead
-on the board itself."""
+"""The default push over SSH: plan (measured on the board), build, deploy, then refine on the
+board through the runner's `measure` (the interpreter the target names, only segments the
+bundle ships), all through a real sshd, answered as JSON with exit 0 and the refined or pushed
+release running. The bundle ships the baselines' segments, so refinement measures what a user
+would run instead on the board itself."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def manifest(sshd, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
         f"    host: 127.0.0.1\n    port: {sshd.port}\n    user: {sshd.user}\n"
         f"    identity_file: {sshd.identity_file}\n    path: {tmp_path / 'board'}\n"
         f"    python: {sys.executable}\n"
-        "refine: {max_evals: 3, frames_per_eval: 8, budget_s: 120}\n")
+        "refine: {max_evals: 3, frames_per_eval: 8, budget_s: 120}\n"
+        "measure: {budget_s: 4}\n")
     return tmp_path / "edgedeploy.yaml"
 
 
@@ -40,6 +41,9 @@ def test_the_default_push_over_ssh_refines_on_the_board_and_keeps_serving(manife
         assert rc == 0, out.err
         answer = json.loads(out.out)
         assert answer["deploy"]["hosts"][0]["outcome"] == "deployed"
+        # the plan it built was measured on the board first (measure-to-decide over SSH)
+        plan = json.loads((manifest.parent / "sq.edge.plan.json").read_text())
+        assert plan["decision"]["measured"] and not plan["decision"]["simulated"]
         refine = answer["refine"]
         assert "error" not in refine and refine["evaluations"] >= 1
         bases = refine["baselines"]  # measured through the board's runner, none left out

@@ -148,7 +148,8 @@ def plan(manifest: str | Path, target: str | None = None, *, output: str | Path 
     """Plan every target alias of a manifest (or one) and write the lockfiles.
 
     With measurement (the manifest's ``measure.enabled`` unless ``measure`` says otherwise) a
-    target this host can reach -- itself, or a ``sim:`` twin -- gets measure-to-decide: the
+    target that can be reached -- this host, a ``sim:`` twin, a board over SSH whose runner is
+    not serving -- gets measure-to-decide: the
     plan, its next best predicted plans and the baselines are timed there and the winner is
     written. ``measure=False`` plans from the cost model alone, and the lockfile says so.
     """
@@ -269,8 +270,10 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
     if replanned:
         if m.measure.enabled and not dry_run:  # measure to decide where the target is reachable
             from edgedeploy.benchmarks.decide import measure_result
+            from edgedeploy.deploy.transport import TransportOptions
 
-            measure_result(m, target, current, graph, progress=say)
+            measure_result(m, target, current, graph, progress=say,
+                           access=TransportOptions(accept_new_host_keys=accept_new_host_keys))
         if dry_run:  # a dry run changes nothing committed: the new plan goes beside the build
             plan_file = bundle_dir.with_name(f"{bundle_dir.name}.dry-run.plan.json")
         say(f"plan: {'; '.join(current.stale)}: writing the new plan to {plan_file}")

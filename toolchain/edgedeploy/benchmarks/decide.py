@@ -27,6 +27,7 @@ import numpy as np
 
 from edgedeploy.benchmarks.estimator import PROBE_MIN_S, Window, probe_rate
 from edgedeploy.benchmarks.systems import LATENCY_SAMPLES
+from edgedeploy.errors import EdgeDeployError
 from edgedeploy.importers.onnx_batch import frames_kept_apart
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.stages import BATCH_SIZES
@@ -552,10 +553,12 @@ __all__ = ["DEFAULT_SHORTLIST", "Arm", "Entry", "LocalTrials", "TwinTrials", "as
 
 
 def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
-                   budget_s: float | None = None, progress: Callable[[str], None] | None = None
-                   ) -> Decision:
+                   budget_s: float | None = None, progress: Callable[[str], None] | None = None,
+                   access: Any = None) -> Decision:
     """Measure-to-decide for one planned target alias, rewriting ``result`` (a
-    ``planner.api.PlanResult``) as the measured winner; a target this host cannot reach is
+    ``planner.api.PlanResult``) as the measured winner: on this host, on a twin, or on a board
+    reached over SSH (``access``: the deployer's ``TransportOptions``). A target that cannot be
+    measured (another board named local, an SSH board that is unreachable or serving) is
     planned from the model alone and the lockfile says why."""
     from edgedeploy.refine.api import resolve_kind
 
@@ -564,7 +567,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
     settings = manifest.measure
     budget = budget_s if budget_s is not None else settings.budget_s
     floor = MEASURE_SHARE * budget  # what measuring keeps, whatever calibrating took
-    if kind == "ssh" or (kind == "local" and board != "local"):
+    if kind == "local" and board != "local":
         return plan.decision or Decision(measured=False, target=alias)  # as the planner says
     if kind == "local" and settings.quick_profile_s > 0:
         t0 = time.monotonic()
@@ -615,6 +618,29 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
         from edgedeploy.twins import TwinDevice, twin_target
 
         trials: dict[str | None, Any] = {None: TwinTrials(TwinDevice(twin_target(board), graph))}
+    elif kind == "ssh":
+        from edgedeploy.benchmarks.board_trials import open_board, unreachable
+
+        (arm,) = arms
+        model = _model_of(manifest, arm.graph)
+        weights = model.stat().st_size if model.is_file() else 0
+        try:
+            session = open_board(
+                manifest, alias, board, arm.plan, arm.graph, model,
+                {e.key: arm.plan.point_plan(e.key, e.stages, e.predicted) for e in entries},
+                optional=[e.key for e in entries if e.optional],
+                start_bytes={e.key: _start_bytes(e, weights) for e in entries},
+                memory_share=START_MEMORY_SHARE, latency_samples=samples, access=access,
+                say=say)
+        except unreachable() as exc:
+            why = exc.message if isinstance(exc, EdgeDeployError) else str(exc)
+            say(f"measure: {alias} not measured: {why}")
+            decision = Decision(measured=False, target=alias, reason=(
+                f"not measured on the board: {why}; planned from the cost model (`push` "
+                "refines it on the board, its runner stopped)"))
+            result.replace_plan(plan.model_copy(update={"decision": decision}))
+            return decision
+        trials = {arm.precision: session}
     else:
         # each precision's model file (the int8 one where the guard accepted it), same frames
         trials = {a.precision: LocalTrials(a.graph, _model_of(manifest, a.graph),

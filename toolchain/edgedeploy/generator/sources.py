@@ -75,6 +75,15 @@ def from_plan(plan: Any, plan_file: str | Path, *, free_batch: bool = False,
                       measured_plans=plan.baseline_plans() if ship_baselines else ())
 
 
+def measuring_input(plan: Any, board: str, measured: tuple[PlanConfig, ...]) -> BuildInput:
+    """The BuildInput of a bundle that only measures (measure-to-decide on a board): the
+    lockfile's plans as in a release, and ``measured`` -- the contenders -- whose segments ship
+    beside them; it is never installed or served."""
+    return BuildInput(name=plan.name, target=str(plan.target.get("alias") or LOCAL),
+                      family=_family(board), plans=plan.runner_plans(), active="plan",
+                      python=_python(board), measured_plans=measured)
+
+
 def model_build_input(graph: Any, name: str, target: str, family: str, *,
                       local: bool = True, board: str | None = None) -> BuildInput:
     """One stage over every layer, default choices; on this host's cores for ``local``, else on

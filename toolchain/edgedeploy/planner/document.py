@@ -166,8 +166,8 @@ def unmeasured(manifest: Any, alias: str) -> Decision:
     """The decision of a plan from the cost model alone (measure-to-decide replaces it)."""
     ref = manifest.target(alias) if alias in manifest.targets else None
     if ref is not None and ref.transport == "ssh":
-        why = (f"{alias} is reached over SSH: its plans are measured on the board by "
-               "`edgedeploy push` (refinement starts from this plan)")
+        why = (f"{alias} is reached over SSH and was not measured (measurement off): "
+               "`edgedeploy push` measures on the board (refinement starts from this plan)")
     else:
         why = "planned from the cost model alone (no measurement on the target)"
     return Decision(measured=False, target=alias, reason=why)

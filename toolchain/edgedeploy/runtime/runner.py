@@ -6,6 +6,8 @@ Commands (run from the bundle directory; ``python3 main.py CMD --help``)::
                                                               run the active plan, write status
     health  [--json]                                          smoke inference vs the host reference
     measure (--plan NAME | --config-json JSON) --frames N [--warmup W] [--json]
+    trials                                                    time contenders held open, driven
+                                                              by JSON lines on stdin (trials.py)
 
 ``serve``'s status and ``measure``'s report carry board power (runtime/power.py, the tegrastats
 log that Jetson bundles name: see ``runner_serve.power_log_path``): ``power_w``, ``energy_mj`` per
@@ -108,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--frames", type=int, default=50)
     m.add_argument("--warmup", type=int, default=5)
     m.add_argument("--json", action="store_true")
+    sub.add_parser("trials", help="hold contenders open and time them as stdin asks "
+                                  "(measure-to-decide on the board; JSON lines)")
     return p
 
 
@@ -126,6 +130,11 @@ def main(argv: Sequence[str] | None = None, root: str | Path | None = None) -> i
             report = health(cfg)
             _print(report, args.json)
             return ExitCode.OK if report["ok"] else ExitCode.FAILURE
+        if args.command == "trials":
+            from edgedeploy.runtime.trials import serve_trials
+
+            claim_shared_memory(cfg)
+            return serve_trials(cfg, sys.stdin, sys.stdout)
         _print(measure(cfg, args.plan, args.config_json, args.frames, args.warmup), args.json)
         return ExitCode.OK
     except Terminated:

@@ -1,0 +1,86 @@
+"""`plan` measures to decide on a board reached over SSH (a real sshd on 127.0.0.1): the
+contenders' bundle is uploaded beside the releases, the board's runner holds them open and times
+them, the lockfile holds the board's figures, and nothing is left behind. A board that serves a
+release, or cannot be reached, is planned from the model alone, saying why."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgedeploy import zoo
+from edgedeploy.cli.main import main
+from edgedeploy.testing.sshd import free_port
+
+pytestmark = pytest.mark.ssh
+
+
+def _manifest(tmp_path: Path, port: int, sshd) -> Path:  # type: ignore[no-untyped-def]
+    zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    path = tmp_path / "edgedeploy.yaml"
+    path.write_text(
+        "name: sq\nmodel: sq.onnx\ntargets:\n  edge:\n"
+        f"    host: 127.0.0.1\n    port: {port}\n    user: {sshd.user}\n"
+        f"    identity_file: {sshd.identity_file}\n    path: {tmp_path / 'board'}\n"
+        f"    python: {sys.executable}\n"
+        "measure: {budget_s: 3, shortlist: 2}\n")
+    return path
+
+
+@pytest.fixture
+def home(sshd, tmp_path, monkeypatch) -> Path:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HOME", str(tmp_path))  # ~/.ssh/known_hosts lives here for the CLI
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line)
+    return tmp_path
+
+
+def _lock(home: Path) -> dict:
+    return json.loads((home / "sq.edge.plan.json").read_text())
+
+
+def test_plan_measures_the_shortlist_on_the_board_and_leaves_nothing(sshd, home, capsys):
+    manifest = _manifest(home, sshd.port, sshd)
+    assert main(["plan", str(manifest), "--target", "edge"]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "uploading the contenders' bundle" in err and "measure round" in err
+    decision = _lock(home)["decision"]
+    assert decision["measured"] and not decision["simulated"] and decision["target"] == "edge"
+    names = {c["name"] for c in decision["contenders"]}
+    assert "plan" in names  # beside what a user would run by hand: both baselines, as
+    assert sum(c["baseline"] for c in decision["contenders"]) >= 2  # named or as the plan
+    for c in decision["contenders"]:  # every contender timed in every round, on the board
+        assert len(c["rounds_fps"]) >= 4 and all(r > 0 for r in c["rounds_fps"])
+    assert decision["winner"] in names
+    assert _lock(home)["measured"]["source"] == "measure-to-decide"
+    releases = home / "board" / "releases"
+    assert not any(releases.iterdir()), "the measuring upload is removed"
+    assert not (home / "board" / "current").exists(), "nothing was installed"
+
+
+def test_a_serving_board_is_not_measured_and_the_lockfile_says_why(sshd, home, capsys):
+    manifest = _manifest(home, sshd.port, sshd)
+    try:
+        assert main(["push", "-m", str(manifest), "--target", "edge", "--no-refine",
+                     "--json"]) == 0, capsys.readouterr().err
+        running = json.loads(capsys.readouterr().out)["running"]
+        assert main(["plan", str(manifest), "--target", "edge"]) == 0
+        assert "not measured" in capsys.readouterr().err
+        decision = _lock(home)["decision"]
+        assert not decision["measured"]
+        assert f"serves release {running}" in decision["reason"]
+        assert sorted(p.name for p in (home / "board" / "releases").iterdir()) == [running]
+    finally:
+        main(["stop", "-m", str(manifest), "--target", "edge"])
+
+
+def test_an_unreachable_board_is_planned_from_the_model_alone(sshd, home, capsys):
+    manifest = _manifest(home, free_port(), sshd)  # a closed local port
+    assert main(["plan", str(manifest), "--target", "edge"]) == 0
+    assert "not measured" in capsys.readouterr().err
+    decision = _lock(home)["decision"]
+    assert not decision["measured"] and "cannot connect" in decision["reason"]

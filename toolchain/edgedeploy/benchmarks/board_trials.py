@@ -1,0 +1,183 @@
+"""Measure-to-decide on a board reached over SSH: the contenders timed where they will run.
+
+A bundle that only measures (the plan's segments and every contender's) is built here and
+uploaded beside the releases, as an upload in progress (``releases/.incoming-*``, never
+installed, removed afterwards); the runner there holds every contender open (``main.py
+trials``, runtime/trials.py) and the host drives the alternated rounds through one command's
+stdin and stdout, as it drives them on this host. The board's interpreter is the one push,
+health and refinement use (``deploy.api.board_python``); a fleet measures on its canary.
+
+A board whose runner is serving is not measured: the contenders would share its cores with the
+release that serves, and the timings would be of neither. Refinement after ``push`` stops the
+runner before it measures; ``plan`` never stops a service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.benchmarks.estimator import Window
+from edgedeploy.errors import EdgeDeployError, ExecutionError, UnreachableError
+from edgedeploy.runtime import ir
+from edgedeploy.schemas.plan import Plan
+
+#: Seconds one answer of the board may take (a window, or starting every contender).
+ANSWER_TIMEOUT_S = 600.0
+
+
+class BoardBusy(EdgeDeployError):
+    """The board's runner serves a release: measuring beside it would time neither."""
+
+
+def unreachable() -> tuple[type[Exception], ...]:
+    """What leaves a board unmeasured rather than failing the plan: it cannot be reached (a
+    refused host key included: planning offline is no reason to trust one), or it serves."""
+    return (BoardBusy, UnreachableError)
+
+
+class BoardTrials:
+    """Contenders held open by ``main.py trials`` on one board, timed on request."""
+
+    def __init__(self, stream: Any, label: str, latency_samples: int) -> None:
+        self.stream, self.label, self.latency_samples = stream, label, latency_samples
+        self._buffer = b""
+        #: contenders the board did not start, and why (raised where they are measured)
+        self.refused: dict[str, str] = {}
+
+    def start(self, plans: dict[str, Any], optional: list[str],
+              start_bytes: dict[str, float], memory_share: float) -> None:
+        """Send the contenders and wait until the board has started them."""
+        self._send({"plans": {n: p.to_dict() for n, p in plans.items()}, "order": list(plans),
+                    "optional": optional, "start_bytes": start_bytes,
+                    "memory_share": memory_share})
+        opened = self._answer().get("opened")
+        if not isinstance(opened, dict):
+            raise ExecutionError(f"{self.label}: `main.py trials` did not say what it started")
+        self.refused = {str(k): str(v) for k, v in opened.items() if v is not None}
+
+    def __call__(self, name: str, frames: int, warmup: int) -> tuple[Window, float,
+                                                                       float | None]:
+        if name in self.refused:
+            why = self.refused[name]
+            raise (MemoryError(why) if why.startswith("MemoryError") else
+                   ExecutionError(f"{self.label}: {name} did not start: {why}"))
+        self._send({"measure": name, "frames": frames, "warmup": warmup,
+                    "latency_samples": self.latency_samples})
+        data = self._answer()
+        if "error" in data:
+            raise ExecutionError(f"{self.label}: measuring {name}: {data['error']}")
+        fps = float(data["throughput_fps"])
+        energy = data.get("energy_mj")
+        return (Window(frames, frames / fps if fps > 0 else float("inf")),
+                float(data.get("latency_ms_p50") or 0.0),
+                float(energy) if isinstance(energy, (int, float)) else None)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # the stream may be gone; closing it matters
+            self._send({"close": True})
+        self.stream.close()
+
+    # -- the line protocol --------------------------------------------------------------------
+    def _send(self, obj: dict[str, Any]) -> None:
+        self.stream.sendall((json.dumps(obj, sort_keys=True) + "\n").encode())
+
+    def _answer(self) -> dict[str, Any]:
+        """The next JSON object the board wrote (anything else on stdout is skipped)."""
+        self.stream.settimeout(ANSWER_TIMEOUT_S)
+        while True:
+            while b"\n" not in self._buffer:
+                chunk = bytearray(1 << 16)
+                n = self.stream.recv_into(memoryview(chunk))
+                if n == 0:
+                    raise ExecutionError(
+                        f"{self.label}: `main.py trials` ended: "
+                        f"{self.stream.eof_reason() or 'no reason given'}",
+                        hint="`edgedeploy doctor --target ALIAS` checks what the board lacks; "
+                             "`edgedeploy plan --no-measure` plans from the model alone")
+                self._buffer += bytes(chunk[:n])
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            text = line.decode("utf-8", "replace").strip()
+            if text.startswith("{"):
+                return dict(json.loads(text))
+
+
+class BoardSession:
+    """The measuring bundle on the board and the trials command holding its contenders:
+    opened by :func:`open_board`, closed (the upload removed) by :meth:`close`."""
+
+    def __init__(self, transport: Any, board: Any, upload: str, local: Path,
+                 trials: BoardTrials) -> None:
+        self.transport, self.board, self.upload, self.local = transport, board, upload, local
+        self.trials = trials
+
+    def __call__(self, entry: Any, frames: int, warmup: int) -> tuple[Window, float,
+                                                                        float | None]:
+        """One window of a decision entry (``decide.Entry``), by its key."""
+        return self.trials(entry.key, frames, warmup)
+
+    def close(self) -> None:
+        try:
+            self.trials.close()
+        finally:
+            self.board.discard(self.upload)
+            self.transport.close()
+            shutil.rmtree(self.local, ignore_errors=True)
+
+
+def open_board(manifest: Any, alias: str, board_name: str, plan: Plan, graph: ir.Graph,
+               model_path: Path, contenders: dict[str, Any], *, optional: list[str],
+               start_bytes: dict[str, float], memory_share: float, latency_samples: int,
+               access: Any = None, say: Callable[[str], None] = lambda _m: None
+               ) -> BoardSession:
+    """Build the measuring bundle, upload it to ``alias``'s board (its canary host), start
+    ``main.py trials`` there with every contender (runner ``PlanConfig`` by name) and return
+    the session. :class:`BoardBusy` where the board's runner serves a release."""
+    from edgedeploy.deploy.api import board_python, hosts_of, open_transport
+    from edgedeploy.deploy.board import Board
+    from edgedeploy.deploy.bundle import load_bundle
+    from edgedeploy.generator.bundle import build_bundle
+    from edgedeploy.generator.sources import measuring_input
+
+    ref = manifest.target(alias)
+    host = ref.canary_host or hosts_of(ref)[0]
+    transport = open_transport(ref, host, access=access)
+    local = Path(tempfile.mkdtemp(prefix="edgedeploy-trials-"))
+    board, upload, session = None, None, None
+    try:
+        transport.open()
+        board = Board(transport, transport.expand(ref.path))
+        state = board.probe()
+        if state.alive:
+            raise BoardBusy(
+                f"{host}: the runner serves release {state.running}; contenders measured "
+                "beside it would share its cores",
+                hint=f"`edgedeploy stop --target {alias}` first, or let `edgedeploy push` "
+                     "measure on the board (its refinement stops the runner while it measures)")
+        build = measuring_input(plan, board_name, tuple(contenders.values()))
+        info = build_bundle(build, graph, model_path, local / "bundle")
+        say(f"measure: uploading the contenders' bundle ({info.id}) to {host}")
+        board.prepare()
+        upload = board.upload(load_bundle(info.root))
+        board.verify(upload)
+        stream = transport.stream([board_python(ref), f"{upload}/main.py", "trials"],
+                                  what="measure-to-decide")
+        session = BoardSession(transport, board, upload, local,
+                               BoardTrials(stream, host, latency_samples))
+        say(f"measure: starting {len(contenders)} contenders on {host}")
+        session.trials.start(contenders, optional, start_bytes, memory_share)
+        return session
+    except BaseException:
+        if session is not None:
+            session.close()
+        else:
+            if board is not None and upload is not None:
+                board.discard(upload)
+            transport.close()
+            shutil.rmtree(local, ignore_errors=True)
+        raise

@@ -391,7 +391,10 @@ def _refine_after_push(manifest: str | Path, target: str, outcome: PushOutcome, 
         summary = result.summary()
         if (summary.get("improvement") or 0.0) > 1.0:
             say(f"refine: {summary['improvement']:.2f}x measured; pushing {result.plan_file}")
-            bundle = _build_plan(result.plan_file, m.bundle_dir(target, ".refined"), graph, m)
+            # as the pushed bundle: a later `refine` measures from it what this one measured
+            bundle = _build_plan(result.plan_file, m.bundle_dir(target, ".refined"), graph, m,
+                                 free_batch=_batch_on_device(m, target, graph),
+                                 ship_baselines=_refines_on_board(m, target))
     except Exception as exc:  # reported below, once serving has resumed
         failure = exc
     refined = bundle is not outcome.bundle

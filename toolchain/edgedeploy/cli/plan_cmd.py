@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
                                    help="Write nothing; exit 7 if a committed lockfile is stale."),
         measure: bool = typer.Option(True, "--measure/--no-measure",
                                      help="Measure the shortlist on a reachable target (this "
-                                          "host, a sim: twin) and keep the winner; "
+                                          "host, a sim: twin, an SSH board not serving) "
+                                          "and keep the winner; "
                                           "--no-measure plans from the cost model alone."),
         budget_s: float = typer.Option(None, "--measure-budget-s", min=1.0,
                                        help="Seconds of measurement (default: the manifest's "
@@ -34,9 +35,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Plan stages, cores and primitives for every target of a manifest; write lockfiles.
 
-        On a target this host can reach (itself, a sim: twin) the plan, its next best predicted
-        plans and the baselines (the whole model through one engine, threaded or replicated) are
-        measured there and the winner is written, measured beside predicted (measure to decide).
+        On a target that can be reached (this host, a sim: twin, a board over SSH whose runner
+        is not serving: the contenders run there in a bundle that is never installed) the plan,
+        its next best predicted plans and the baselines (the whole model through one engine,
+        threaded or replicated) are measured there and the winner is written, measured beside predicted (measure to decide).
         Without measurement the lockfile is deterministic: the same model, manifest, target and
         cost-model profile give a byte-identical file. With --check nothing is written and the
         exit code is 7 when a lockfile is missing, its recorded input hashes differ from the

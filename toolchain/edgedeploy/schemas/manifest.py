@@ -424,7 +424,8 @@ class Measure(_Strict):
     """Measure to decide: `plan` times a shortlist on a reachable target and keeps the winner."""
 
     enabled: bool = Field(default=True, description="Measure on the target when it can be "
-                          "reached (this host, a sim: twin); false plans from the model alone.")
+                          "reached (this host, a sim: twin, an SSH board not serving); false "
+                          "plans from the model alone.")
     budget_s: float = Field(default=60.0, gt=0, le=3600,
                             description="Seconds of measurement for the whole shortlist.")
     shortlist: int = Field(default=4, ge=1, le=16,

@@ -84,3 +84,24 @@ def test_an_unreachable_board_is_planned_from_the_model_alone(sshd, home, capsys
     assert "not measured" in capsys.readouterr().err
     decision = _lock(home)["decision"]
     assert not decision["measured"] and "cannot connect" in decision["reason"]
+
+
+def test_a_board_never_profiled_gets_a_quick_profile_on_it_first(sshd, home, capsys):
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.costmodel.profile import profile_path
+
+    board = load_target("local").model_dump(mode="json")  # this machine, as a board of its own
+    board.pop("fingerprint", None)
+    board.update(name="loopback-board", description="loopback-board: a board over ssh")
+    (home / "loopback-board.yaml").write_text(json.dumps(board))  # JSON is YAML
+    manifest = _manifest(home, sshd.port, sshd)
+    manifest.write_text(manifest.read_text().replace(
+        "  edge:\n", "  edge:\n    board: loopback-board.yaml\n").replace(
+        "measure: {", "measure: {quick_profile_s: 2, "))
+    assert main(["plan", str(manifest), "--target", "edge"]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the board has no profile yet" in err
+    assert err.index("no profile yet") < err.index("uploading the contenders' bundle")
+    assert profile_path(load_target(str(home / "loopback-board.yaml"))).exists()
+    assert _lock(home)["decision"]["measured"]
+    assert not profile_path(load_target("local")).exists(), "this host's profile untouched"

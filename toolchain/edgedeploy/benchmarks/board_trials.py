@@ -130,6 +130,35 @@ class BoardSession:
             shutil.rmtree(self.local, ignore_errors=True)
 
 
+def _check_idle(board: Any, host: str, alias: str) -> None:
+    state = board.probe()
+    if state.alive:
+        raise BoardBusy(
+            f"{host}: the runner serves release {state.running}; contenders measured beside it "
+            "would share its cores",
+            hint=f"`edgedeploy stop --target {alias}` first, or let `edgedeploy push` measure "
+                 "on the board (its refinement stops the runner while it measures)")
+
+
+def why_unmeasurable(manifest: Any, alias: str, access: Any = None) -> str | None:
+    """Why ``alias``'s board cannot be measured now (it cannot be reached, or its runner
+    serves), else None: asked before anything runs there, a quick profile included."""
+    from edgedeploy.deploy.api import hosts_of, open_transport
+    from edgedeploy.deploy.board import Board
+
+    ref = manifest.target(alias)
+    host = ref.canary_host or hosts_of(ref)[0]
+    transport = open_transport(ref, host, access=access)
+    try:
+        transport.open()
+        _check_idle(Board(transport, transport.expand(ref.path)), host, alias)
+    except unreachable() as exc:
+        return exc.message
+    finally:
+        transport.close()
+    return None
+
+
 def open_board(manifest: Any, alias: str, board_name: str, plan: Plan, graph: ir.Graph,
                model_path: Path, contenders: dict[str, Any], *, optional: list[str],
                start_bytes: dict[str, float], memory_share: float, latency_samples: int,
@@ -152,13 +181,7 @@ def open_board(manifest: Any, alias: str, board_name: str, plan: Plan, graph: ir
     try:
         transport.open()
         board = Board(transport, transport.expand(ref.path))
-        state = board.probe()
-        if state.alive:
-            raise BoardBusy(
-                f"{host}: the runner serves release {state.running}; contenders measured "
-                "beside it would share its cores",
-                hint=f"`edgedeploy stop --target {alias}` first, or let `edgedeploy push` "
-                     "measure on the board (its refinement stops the runner while it measures)")
+        _check_idle(board, host, alias)
         build = measuring_input(plan, board_name, tuple(contenders.values()))
         info = build_bundle(build, graph, model_path, local / "bundle")
         say(f"measure: uploading the contenders' bundle ({info.id}) to {host}")

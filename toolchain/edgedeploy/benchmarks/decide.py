@@ -27,7 +27,6 @@ import numpy as np
 
 from edgedeploy.benchmarks.estimator import PROBE_MIN_S, Window, probe_rate
 from edgedeploy.benchmarks.systems import LATENCY_SAMPLES
-from edgedeploy.errors import EdgeDeployError
 from edgedeploy.importers.onnx_batch import frames_kept_apart
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.stages import BATCH_SIZES
@@ -569,9 +568,19 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
     floor = MEASURE_SHARE * budget  # what measuring keeps, whatever calibrating took
     if kind == "local" and board != "local":
         return plan.decision or Decision(measured=False, target=alias)  # as the planner says
-    if kind == "local" and settings.quick_profile_s > 0:
+    say = progress or (lambda _m: None)
+    if kind == "ssh":  # asked first: a quick profile would run on a busy board too
+        from edgedeploy.benchmarks.board_trials import why_unmeasurable
+
+        why = why_unmeasurable(manifest, alias, access)
+        if why is not None:
+            return _unmeasured(result, plan, alias, why, say)
+    if kind != "sim" and settings.quick_profile_s > 0:
         t0 = time.monotonic()
-        calibrated = _quick_profile(manifest, alias, graph, settings.quick_profile_s, progress)
+        calibrated = (_quick_profile(manifest, alias, graph, settings.quick_profile_s, progress)
+                      if kind == "local" else
+                      _quick_board_profile(manifest, alias, board, graph,
+                                           settings.quick_profile_s, say, access))
         if calibrated is not None:
             result.doc, result.text = calibrated.doc, calibrated.text
             plan = Plan.model_validate(result.doc)
@@ -585,7 +594,6 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
 
         arms = [Arm(None, plan, planned_graph(manifest, result.doc, graph))]
     entries = []
-    say = progress or (lambda _m: None)
     for arm in arms:
         real = kind != "sim"  # a twin's measurements do not run the real engines
         arm_entries = shortlist(arm.plan, settings.shortlist, graph=arm.graph if real else None,
@@ -633,13 +641,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
                 memory_share=START_MEMORY_SHARE, latency_samples=samples, access=access,
                 say=say)
         except unreachable() as exc:
-            why = exc.message if isinstance(exc, EdgeDeployError) else str(exc)
-            say(f"measure: {alias} not measured: {why}")
-            decision = Decision(measured=False, target=alias, reason=(
-                f"not measured on the board: {why}; planned from the cost model (`push` "
-                "refines it on the board, its runner stopped)"))
-            result.replace_plan(plan.model_copy(update={"decision": decision}))
-            return decision
+            return _unmeasured(result, plan, alias, exc.message, say)
         trials = {arm.precision: session}
     else:
         # each precision's model file (the int8 one where the guard accepted it), same frames
@@ -665,6 +667,38 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
                           latency_samples=samples, progress=progress)
     result.replace_plan(new)
     return new.decision or decision
+
+
+def _unmeasured(result: Any, plan: Plan, alias: str, why: str, say: Callable[[str], None]
+                ) -> Decision:
+    """The plan as the cost model made it, its decision saying why the board was not measured."""
+    say(f"measure: {alias} not measured: {why}")
+    decision = Decision(measured=False, target=alias, reason=(
+        f"not measured on the board: {why}; planned from the cost model (`push` refines it on "
+        "the board, its runner stopped)"))
+    result.replace_plan(plan.model_copy(update={"decision": decision}))
+    return decision
+
+
+def _quick_board_profile(manifest: Any, alias: str, board: str, graph: ir.Graph,
+                         budget_s: float, say: Callable[[str], None], access: Any) -> Any:
+    """A board over SSH never profiled gets a quick profile on the board (the model's own conv
+    shapes first, the model run whole there), then the plan is made again from it; None when
+    it has one, or names no descriptor of its own (``board: local`` is this host's profile)."""
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.costmodel.profile import profile_path
+    from edgedeploy.costmodel.segments import OwnModel
+    from edgedeploy.deploy.probe import profile_over_ssh
+    from edgedeploy.planner.api import plan as replan
+    from edgedeploy.runtime.vocab import LOCAL
+
+    if board == LOCAL or profile_path(load_target(board)).exists():
+        return None
+    say(f"{alias}: the board has no profile yet: a quick {budget_s:.0f} s profile on it before "
+        f"measuring (`edgedeploy profile --target {alias}` for a fuller one)")
+    profile_over_ssh(manifest.target(alias), alias, budget_s=budget_s, info=say, access=access,
+                     graph=graph, own=OwnModel.of(_model_of(manifest, graph), graph))
+    return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]
 
 
 def _model_factors(manifest: Any, alias: str, board: str, graph: ir.Graph) -> dict[str, Any]:

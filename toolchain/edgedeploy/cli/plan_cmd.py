@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
         On a target that can be reached (this host, a sim: twin, a board over SSH whose runner
         is not serving: the contenders run there in a bundle that is never installed) the plan,
         its next best predicted plans and the baselines (the whole model through one engine,
-        threaded or replicated) are measured there and the winner is written, measured beside predicted (measure to decide).
+        threaded or replicated) are measured there and the winner is written, measured beside
+        predicted (measure to decide).
         Without measurement the lockfile is deterministic: the same model, manifest, target and
         cost-model profile give a byte-identical file. With --check nothing is written and the
         exit code is 7 when a lockfile is missing, its recorded input hashes differ from the

@@ -1,0 +1,74 @@
+"""Measure-to-decide through a board reached over SSH against the same decision made here.
+
+The "board" is this machine behind a real sshd on 127.0.0.1 (loopback; no other address), so
+the two decisions time the same contenders on the same cores: one through the host's pinned
+pipelines, one through the board's runner (``main.py trials``) driven over SSH. Each model is
+planned from an empty cache for ``local`` first (the quick profile included), then for the SSH
+alias, which names this host's descriptor and so plans from the same profile and shortlist. The
+Winograd trial is off in both (it stays on this host). Writes ``results/ssh_measure.json``:
+every contender's rate both ways, the winners, and each plan's wall time (the board's includes
+building and uploading the contenders' bundle). Reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+MODELS = (("resnet18", 224), ("mobilenet_v2", 224))
+COMMAND = "python -m pytest -q tests/bench/test_ssh_measure_bench.py -p no:cacheprovider -s"
+
+
+@pytest.mark.slow
+@pytest.mark.ssh
+def test_the_board_path_decides_as_the_host_does(sshd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edgedeploy import zoo
+
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line)
+    rows = []
+    for name, size in MODELS:
+        folder = tmp_path / name
+        folder.mkdir()
+        zoo.export(name, folder / "m.onnx", size=size)
+        (folder / "m.yaml").write_text(
+            "name: m\nmodel: m.onnx\nobjective: throughput\nmeasure: {winograd: false}\n"
+            "targets:\n  local: {}\n  edge:\n"
+            f"    host: 127.0.0.1\n    port: {sshd.port}\n    user: {sshd.user}\n"
+            f"    identity_file: {sshd.identity_file}\n    path: {folder / 'board'}\n"
+            f"    python: {sys.executable}\n")
+        env = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(folder / "cache")}
+        row = {"model": f"{name} {size}x{size}"}
+        for alias in ("local", "edge"):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "edgedeploy.cli.main", "plan", "m.yaml",
+                            "--target", alias], cwd=folder, env=env, check=True)
+            decision = json.loads((folder / f"m.{alias}.plan.json").read_text())["decision"]
+            row[alias] = {"wall_s": round(time.perf_counter() - t0, 1),
+                          "winner": decision["winner"], "measured": decision["measured"],
+                          "seconds": decision.get("seconds"),
+                          "contenders": {c["name"]: c["measured_fps"]
+                                         for c in decision["contenders"]}}
+        both = sorted(set(row["local"]["contenders"]) & set(row["edge"]["contenders"]))
+        row["board_over_host"] = {c: round(row["edge"]["contenders"][c]
+                                           / row["local"]["contenders"][c], 3) for c in both}
+        rows.append(row)
+        print(f"\n{row['model']}: local {row['local']['winner']} ({row['local']['wall_s']} s), "
+              f"over ssh {row['edge']['winner']} ({row['edge']['wall_s']} s); board/host per "
+              f"contender: {row['board_over_host']}")
+    out = Path(__file__).resolve().parents[2] / "results" / "ssh_measure.json"
+    out.write_text(json.dumps({
+        "command": COMMAND,
+        "host": "2-vCPU Intel Xeon VM; the SSH board is this machine behind sshd on 127.0.0.1",
+        "note": "each model from an empty cache: plan --target local (quick profile included), "
+                "then plan --target edge from the same profile; Winograd trial off in both",
+        "rows": rows, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")},
+        indent=1, sort_keys=True) + "\n")
+    assert all(r["edge"]["measured"] for r in rows)  # the figures are reported, not asserted

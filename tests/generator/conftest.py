@@ -29,8 +29,13 @@ def small_build(tmp: Path, family: str = "linux") -> tuple[BuildInput, object, P
     return BuildInput("tiny", "local", family, (two, one)), graph, model
 
 
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("bundle")
+def small_bundle(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """The :func:`small_build` bundle, built under a fresh temporary folder called ``name``."""
+    tmp = tmp_path_factory.mktemp(name)
     build, graph, model = small_build(tmp)
     return build_bundle(build, graph, model, tmp / "bundle").root
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_bundle(tmp_path_factory, "bundle")

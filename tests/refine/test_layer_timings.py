@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.generator.conftest import small_build
+from tests.generator.conftest import small_bundle
 
-from edgedeploy.generator import build_bundle
 from edgedeploy.refine.measure import from_runner_json
 
 pytestmark = pytest.mark.timeout(120)
@@ -20,9 +19,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("layer_timings")
-    build, graph, model = small_build(tmp)
-    return build_bundle(build, graph, model, tmp / "bundle").root
+    return small_bundle(tmp_path_factory, "layer_timings")
 
 
 def test_measure_answers_per_layer_times_for_each_stage(bundle: Path, tmp_path: Path) -> None:

@@ -14,18 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.generator.conftest import small_build
-
-from edgedeploy.generator import build_bundle
+from tests.generator.conftest import small_bundle
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("runner")
-    build, graph, model = small_build(tmp)
-    return build_bundle(build, graph, model, tmp / "bundle").root
+    return small_bundle(tmp_path_factory, "runner")
 
 
 def _env(state: Path) -> dict[str, str]:

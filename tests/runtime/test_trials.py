@@ -12,18 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.generator.conftest import small_build
-
-from edgedeploy.generator import build_bundle
+from tests.generator.conftest import small_bundle
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("trials")
-    build, graph, model = small_build(tmp)
-    return build_bundle(build, graph, model, tmp / "bundle").root
+    return small_bundle(tmp_path_factory, "trials")
 
 
 def _session(bundle: Path, requests: list[dict], tmp: Path) -> list[dict]:

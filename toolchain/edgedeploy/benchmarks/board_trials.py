@@ -35,10 +35,9 @@ class BoardBusy(EdgeDeployError):
     """The board's runner serves a release: measuring beside it would time neither."""
 
 
-def unreachable() -> tuple[type[Exception], ...]:
-    """What leaves a board unmeasured rather than failing the plan: it cannot be reached (a
-    refused host key included: planning offline is no reason to trust one), or it serves."""
-    return (BoardBusy, UnreachableError)
+#: What leaves a board unmeasured rather than failing the plan: it cannot be reached (a refused
+#: host key included: planning is no reason to trust one), or its runner serves.
+UNMEASURABLE: tuple[type[EdgeDeployError], ...] = (BoardBusy, UnreachableError)
 
 
 class BoardTrials:
@@ -93,7 +92,11 @@ class BoardTrials:
         while True:
             while b"\n" not in self._buffer:
                 chunk = bytearray(1 << 16)
-                n = self.stream.recv_into(memoryview(chunk))
+                try:
+                    n = self.stream.recv_into(memoryview(chunk))
+                except TimeoutError:
+                    raise ExecutionError(f"{self.label}: `main.py trials` gave no answer in "
+                                         f"{ANSWER_TIMEOUT_S:.0f} s") from None
                 if n == 0:
                     raise ExecutionError(
                         f"{self.label}: `main.py trials` ended: "
@@ -152,7 +155,7 @@ def why_unmeasurable(manifest: Any, alias: str, access: Any = None) -> str | Non
     try:
         transport.open()
         _check_idle(Board(transport, transport.expand(ref.path)), host, alias)
-    except unreachable() as exc:
+    except UNMEASURABLE as exc:
         return exc.message
     finally:
         transport.close()

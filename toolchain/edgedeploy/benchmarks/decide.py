@@ -627,7 +627,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
 
         trials: dict[str | None, Any] = {None: TwinTrials(TwinDevice(twin_target(board), graph))}
     elif kind == "ssh":
-        from edgedeploy.benchmarks.board_trials import open_board, unreachable
+        from edgedeploy.benchmarks.board_trials import UNMEASURABLE, open_board
 
         (arm,) = arms
         model = _model_of(manifest, arm.graph)
@@ -640,7 +640,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
                 start_bytes={e.key: _start_bytes(e, weights) for e in entries},
                 memory_share=START_MEMORY_SHARE, latency_samples=samples, access=access,
                 say=say)
-        except unreachable() as exc:
+        except UNMEASURABLE as exc:
             return _unmeasured(result, plan, alias, exc.message, say)
         trials = {arm.precision: session}
     else:

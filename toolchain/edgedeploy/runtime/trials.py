@@ -17,8 +17,8 @@ Protocol (one JSON object a line)::
           | {"plan": NAME, "error": "..."}
     host  {"close": true}   (or end of input)
 
-An optional contender whose start-up memory does not fit the board's share of its available
-memory beside the ones already started is not started (a 4 GB board holding six VGG-16 workers
+An optional contender whose start-up memory does not fit the board's share of the memory still
+available once the ones before it started is not started (a 4 GB board holding six VGG-16 workers
 would swap), and says so; the host drops it as it drops one that fails on this host.
 """
 
@@ -59,16 +59,15 @@ def serve_trials(cfg: RunnerConfig, lines: Iterable[str], out: IO[str]) -> int:
     pipes: dict[str, Any] = {}
     opened: dict[str, str | None] = {}
     with contextlib.ExitStack() as stack:
-        used = 0.0
         for name in order:
             try:
                 plan = parse_plan(name, raw[name])
+                # read after the ones before it started: what they hold is no longer available
                 spare = share * (available_bytes() or float("inf"))
-                if name in optional and used + need.get(name, 0.0) > spare:
+                if name in optional and need.get(name, 0.0) > spare:
                     raise MemoryError(f"{need.get(name, 0.0) / 2**30:.1f} GiB to start beside "
-                                      f"the others, {(spare - used) / 2**30:.1f} GiB to spare")
+                                      f"the others, {spare / 2**30:.1f} GiB to spare")
                 pipes[name] = stack.enter_context(open_pipeline(stage_specs(cfg, graph, plan)))
-                used += need.get(name, 0.0)
                 opened[name] = None
             except Exception as exc:  # the host decides what a contender that failed means
                 opened[name] = f"{type(exc).__name__}: {exc}"

@@ -1,7 +1,8 @@
 """`plan` measures to decide on a board reached over SSH (a real sshd on 127.0.0.1): the
 contenders' bundle is uploaded beside the releases, the board's runner holds them open and times
 them, the lockfile holds the board's figures, and nothing is left behind. A board that serves a
-release, or cannot be reached, is planned from the model alone, saying why."""
+release, or cannot be reached, is planned from the model alone (the lockfile as `--no-measure`
+writes it), saying why on stderr."""
 
 from __future__ import annotations
 
@@ -43,6 +44,12 @@ def _lock(home: Path) -> dict:
     return json.loads((home / "sq.edge.plan.json").read_text())
 
 
+def _unmeasured_plan(manifest: Path, home: Path) -> str:
+    out = home / "unmeasured.plan.json"
+    assert main(["plan", str(manifest), "--target", "edge", "--no-measure", "-o", str(out)]) == 0
+    return out.read_text()
+
+
 def test_plan_measures_the_shortlist_on_the_board_and_leaves_nothing(sshd, home, capsys):
     manifest = _manifest(home, sshd.port, sshd)
     assert main(["plan", str(manifest), "--target", "edge"]) == 0, capsys.readouterr().err
@@ -69,10 +76,10 @@ def test_a_serving_board_is_not_measured_and_the_lockfile_says_why(sshd, home, c
                      "--json"]) == 0, capsys.readouterr().err
         running = json.loads(capsys.readouterr().out)["running"]
         assert main(["plan", str(manifest), "--target", "edge"]) == 0
-        assert "not measured" in capsys.readouterr().err
-        decision = _lock(home)["decision"]
-        assert not decision["measured"]
-        assert f"serves release {running}" in decision["reason"]
+        err = capsys.readouterr().err
+        assert "not measured" in err and f"serves release {running}" in err
+        assert not _lock(home)["decision"]["measured"]
+        assert (home / "sq.edge.plan.json").read_text() == _unmeasured_plan(manifest, home)
         assert sorted(p.name for p in (home / "board" / "releases").iterdir()) == [running]
     finally:
         main(["stop", "-m", str(manifest), "--target", "edge"])
@@ -81,9 +88,10 @@ def test_a_serving_board_is_not_measured_and_the_lockfile_says_why(sshd, home, c
 def test_an_unreachable_board_is_planned_from_the_model_alone(sshd, home, capsys):
     manifest = _manifest(home, free_port(), sshd)  # a closed local port
     assert main(["plan", str(manifest), "--target", "edge"]) == 0
-    assert "not measured" in capsys.readouterr().err
-    decision = _lock(home)["decision"]
-    assert not decision["measured"] and "cannot connect" in decision["reason"]
+    err = capsys.readouterr().err
+    assert "not measured" in err and "cannot connect" in err
+    # byte for byte the plan from the model alone: `plan --check` holds whatever the network did
+    assert (home / "sq.edge.plan.json").read_text() == _unmeasured_plan(manifest, home)
 
 
 def test_a_board_never_profiled_gets_a_quick_profile_on_it_first(sshd, home, capsys):

@@ -574,7 +574,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
 
         why = why_unmeasurable(manifest, alias, access)
         if why is not None:
-            return _unmeasured(result, plan, alias, why, say)
+            return _unmeasured(plan, alias, why, say)
     if kind != "sim" and settings.quick_profile_s > 0:
         t0 = time.monotonic()
         calibrated = (_quick_profile(manifest, alias, graph, settings.quick_profile_s, progress)
@@ -641,7 +641,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
                 memory_share=START_MEMORY_SHARE, latency_samples=samples, access=access,
                 say=say)
         except UNMEASURABLE as exc:
-            return _unmeasured(result, plan, alias, exc.message, say)
+            return _unmeasured(plan, alias, exc.message, say)
         trials = {arm.precision: session}
     else:
         # each precision's model file (the int8 one where the guard accepted it), same frames
@@ -669,15 +669,13 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
     return new.decision or decision
 
 
-def _unmeasured(result: Any, plan: Plan, alias: str, why: str, say: Callable[[str], None]
-                ) -> Decision:
-    """The plan as the cost model made it, its decision saying why the board was not measured."""
-    say(f"measure: {alias} not measured: {why}")
-    decision = Decision(measured=False, target=alias, reason=(
-        f"not measured on the board: {why}; planned from the cost model (`push` refines it on "
-        "the board, its runner stopped)"))
-    result.replace_plan(plan.model_copy(update={"decision": decision}))
-    return decision
+def _unmeasured(plan: Plan, alias: str, why: str, say: Callable[[str], None]) -> Decision:
+    """The plan as the cost model made it, byte for byte (an unmeasured lockfile is checked
+    against the planner's, and the board's error text differs from one machine to the next);
+    why the board was not measured goes to stderr."""
+    say(f"measure: {alias} not measured: {why}; planned from the cost model (`push` measures "
+        "on the board, its runner stopped)")
+    return plan.decision or Decision(measured=False, target=alias)
 
 
 def _quick_board_profile(manifest: Any, alias: str, board: str, graph: ir.Graph,

@@ -166,7 +166,8 @@ def unmeasured(manifest: Any, alias: str) -> Decision:
     """The decision of a plan from the cost model alone (measure-to-decide replaces it)."""
     ref = manifest.target(alias) if alias in manifest.targets else None
     if ref is not None and ref.transport == "ssh":
-        why = (f"{alias} is reached over SSH and was not measured (measurement off): "
+        why = (f"{alias} is reached over SSH and was not measured at plan time (measurement "
+               "off, the board unreachable or its runner serving: `plan` said which): "
                "`edgedeploy push` measures on the board (refinement starts from this plan)")
     else:
         why = "planned from the cost model alone (no measurement on the target)"

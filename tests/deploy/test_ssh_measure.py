@@ -113,3 +113,25 @@ def test_a_board_never_profiled_gets_a_quick_profile_on_it_first(sshd, home, cap
     assert profile_path(load_target(str(home / "loopback-board.yaml"))).exists()
     assert _lock(home)["decision"]["measured"]
     assert not profile_path(load_target("local")).exists(), "this host's profile untouched"
+
+
+def test_precision_auto_times_int8_against_the_model_as_given_on_the_board(sshd, home, capsys):
+    import numpy as np
+
+    manifest = _manifest(home, sshd.port, sshd)
+    rng = np.random.default_rng(7)
+    np.savez(home / "frames.npz", input=rng.random((10, 1, 3, 32, 32), dtype=np.float32))
+    manifest.write_text(manifest.read_text().replace(
+        "model: sq.onnx\n", "model:\n  path: sq.onnx\n  precision: auto\n"
+        "  calibration: frames.npz\n  max_output_error: 0.5\n").replace(
+        "shortlist: 2", "shortlist: 1"))
+    assert main(["plan", str(manifest), "--target", "edge"]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("uploading the contenders' bundle") == 2  # one bundle a precision
+    lock = _lock(home)
+    contenders = lock["decision"]["contenders"]
+    assert {c["precision"] for c in contenders} == {"int8", "fp32"}
+    assert all(len(c["rounds_fps"]) >= 4 for c in contenders)
+    assert lock["decision"]["winner"].split(":")[0] == lock["precision"]["chosen"]
+    assert "measured on the board" in lock["precision"]["reason"]
+    assert not any((home / "board" / "releases").iterdir())

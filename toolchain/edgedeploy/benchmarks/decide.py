@@ -586,7 +586,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
             plan = Plan.model_validate(result.doc)
             # calibration comes out of the measuring time, but never more than its share
             budget = max(budget - (time.monotonic() - t0), floor)
-    if kind == "local" and _competes(manifest, graph):
+    if kind in ("local", "ssh") and _competes(manifest, graph):
         arms = [_arm(manifest, alias, result, board, "int8", graph),
                 _arm(manifest, alias, result, board, "fp32", graph)]
     else:  # the graph the plan was made for (auto may have kept the model as given)
@@ -627,22 +627,21 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
 
         trials: dict[str | None, Any] = {None: TwinTrials(TwinDevice(twin_target(board), graph))}
     elif kind == "ssh":
-        from edgedeploy.benchmarks.board_trials import UNMEASURABLE, open_board
+        from edgedeploy.benchmarks.board_trials import UNMEASURABLE
 
-        (arm,) = arms
-        model = _model_of(manifest, arm.graph)
-        weights = model.stat().st_size if model.is_file() else 0
-        try:
-            session = open_board(
-                manifest, alias, board, arm.plan, arm.graph, model,
-                {e.key: arm.plan.point_plan(e.key, e.stages, e.predicted) for e in entries},
-                optional=[e.key for e in entries if e.optional],
-                start_bytes={e.key: _start_bytes(e, weights) for e in entries},
-                memory_share=START_MEMORY_SHARE, latency_samples=samples, access=access,
-                say=say)
+        trials = {}
+        try:  # one session a precision: its own model file, its contenders' segments cut from it
+            for a in arms:
+                trials[a.precision] = _board_session(manifest, alias, board, a, entries,
+                                                     samples, access, say)
         except UNMEASURABLE as exc:
+            for t in trials.values():
+                t.close()
             return _unmeasured(plan, alias, exc.message, say)
-        trials = {arm.precision: session}
+        except BaseException:
+            for t in trials.values():
+                t.close()
+            raise
     else:
         # each precision's model file (the int8 one where the guard accepted it), same frames
         trials = {a.precision: LocalTrials(a.graph, _model_of(manifest, a.graph),
@@ -667,6 +666,22 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
                           latency_samples=samples, progress=progress)
     result.replace_plan(new)
     return new.decision or decision
+
+
+def _board_session(manifest: Any, alias: str, board: str, arm: Arm, entries: list[Entry],
+                   latency_samples: int, access: Any, say: Callable[[str], None]) -> Any:
+    """``arm``'s contenders held open on the SSH board (``board_trials.open_board``)."""
+    from edgedeploy.benchmarks.board_trials import open_board
+
+    own = [e for e in entries if e.precision == arm.precision]
+    model = _model_of(manifest, arm.graph)
+    weights = model.stat().st_size if model.is_file() else 0
+    return open_board(manifest, alias, board, arm.plan, arm.graph, model,
+                      {e.key: arm.plan.point_plan(e.key, e.stages, e.predicted) for e in own},
+                      optional=[e.key for e in own if e.optional],
+                      start_bytes={e.key: _start_bytes(e, weights) for e in own},
+                      memory_share=START_MEMORY_SHARE, latency_samples=latency_samples,
+                      access=access, say=say)
 
 
 def _unmeasured(plan: Plan, alias: str, why: str, say: Callable[[str], None]) -> Decision:

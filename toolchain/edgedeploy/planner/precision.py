@@ -14,10 +14,11 @@ model is planned only when the max relative error of its outputs stays within
 that add the most error are kept fp32, one more at a time, until a mixed model passes
 (:func:`mixed_variant`). ``int8`` refuses when none does (exit 3); ``auto`` keeps
 fp32 and records why. A model quantized already is planned as given. Where ``auto``'s int8 model
-passes, measure-to-decide times the int8 and fp32 plans side by side on a target whose engines this
-host runs (``benchmarks.decide``) and keeps the faster; unmeasured (a twin, an SSH board,
-``--no-measure``), the planner keeps the precision its cost model predicts better where the board's
-profile measured int8 (``planner.api.priced_precision``), int8 otherwise.
+passes, measure-to-decide times the int8 and fp32 plans side by side on a target it reaches (this
+host, a board over SSH: ``benchmarks.decide``) and keeps the faster; unmeasured (a twin, an SSH
+board not measured, ``--no-measure``), the planner keeps the precision its cost model predicts
+better where the board's profile measured int8 (``planner.api.priced_precision``), int8
+otherwise.
 
 The int8 model and its guard figures are cached under ``<build_dir>/precision/`` by a key of
 everything they depend on (model and calibration bytes, input shapes, the quantizer's and the

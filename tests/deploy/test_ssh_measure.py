@@ -94,9 +94,12 @@ def test_an_unreachable_board_is_planned_from_the_model_alone(sshd, home, capsys
     assert (home / "sq.edge.plan.json").read_text() == _unmeasured_plan(manifest, home)
 
 
-def test_a_board_never_profiled_gets_a_quick_profile_on_it_first(sshd, home, capsys):
+def test_a_new_board_is_profiled_on_it_and_a_new_model_run_whole_there(sshd, home, capsys):
+    from edgedeploy import api
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.costmodel.profile import profile_path
+    from edgedeploy.costmodel.profiling import has_own_factors
+    from edgedeploy.costmodel.segments import OwnModel
 
     board = load_target("local").model_dump(mode="json")  # this machine, as a board of its own
     board.pop("fingerprint", None)
@@ -113,6 +116,17 @@ def test_a_board_never_profiled_gets_a_quick_profile_on_it_first(sshd, home, cap
     assert profile_path(load_target(str(home / "loopback-board.yaml"))).exists()
     assert _lock(home)["decision"]["measured"]
     assert not profile_path(load_target("local")).exists(), "this host's profile untouched"
+    # another model on the profiled board is run whole there first, once
+    zoo.export("squeezenet1_1", home / "sq.onnx", size=48)
+    for first in (True, False):
+        assert main(["plan", str(manifest), "--target", "edge"]) == 0
+        err = capsys.readouterr().err
+        assert ("first plan of sq.onnx on edge" in err) is first
+        assert "no profile yet" not in err and _lock(home)["decision"]["measured"]
+    graph = api.load_model(home / "sq.onnx")
+    own = OwnModel.of(home / "sq.onnx", graph)
+    board_profile = profile_path(load_target(str(home / "loopback-board.yaml")))
+    assert own is not None and has_own_factors(board_profile, own)
 
 
 def test_precision_auto_times_int8_against_the_model_as_given_on_the_board(sshd, home, capsys):

@@ -695,22 +695,37 @@ def _unmeasured(plan: Plan, alias: str, why: str, say: Callable[[str], None]) ->
 
 def _quick_board_profile(manifest: Any, alias: str, board: str, graph: ir.Graph,
                          budget_s: float, say: Callable[[str], None], access: Any) -> Any:
-    """A board over SSH never profiled gets a quick profile on the board (the model's own conv
-    shapes first, the model run whole there), then the plan is made again from it; None when
-    it has one, or names no descriptor of its own (``board: local`` is this host's profile)."""
+    """:func:`_quick_profile` for a board over SSH, on the board: one never profiled gets a
+    quick profile (the model's own conv shapes first, the model run whole there); one profiled
+    that never ran the model whole runs it whole first (its own factors alone). Then the plan
+    is made again from it; None when neither was needed, or the target names no descriptor of
+    its own (``board: local`` is this host's profile)."""
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.costmodel.profile import profile_path
+    from edgedeploy.costmodel.profiling import has_own_factors
     from edgedeploy.costmodel.segments import OwnModel
-    from edgedeploy.deploy.probe import profile_over_ssh
+    from edgedeploy.deploy.probe import own_model_over_ssh, profile_over_ssh
     from edgedeploy.planner.api import plan as replan
-    from edgedeploy.runtime.vocab import LOCAL
+    from edgedeploy.runtime.vocab import LOCAL, ONNXRUNTIME
 
-    if board == LOCAL or profile_path(load_target(board)).exists():
+    if board == LOCAL:
         return None
-    say(f"{alias}: the board has no profile yet: a quick {budget_s:.0f} s profile on it before "
-        f"measuring (`edgedeploy profile --target {alias}` for a fuller one)")
-    profile_over_ssh(manifest.target(alias), alias, budget_s=budget_s, info=say, access=access,
-                     graph=graph, own=OwnModel.of(_model_of(manifest, graph), graph))
+    ref, own = manifest.target(alias), OwnModel.of(_model_of(manifest, graph), graph)
+    if profile_path(load_target(board)).exists():
+        # the probe runs ONNX models whole, not TFLite ones
+        if own is None or own.engine != ONNXRUNTIME or has_own_factors(
+                profile_path(load_target(board)), own):
+            return None
+        say(f"first plan of {own.path.name} on {alias}: timing it whole on the board on every "
+            "core count before measuring")
+        if own_model_over_ssh(ref, alias, own, info=say, access=access) is None:
+            say(f"{own.path.name} did not run whole on the board; planning from its profile")
+            return None
+    else:
+        say(f"{alias}: the board has no profile yet: a quick {budget_s:.0f} s profile on it "
+            f"before measuring (`edgedeploy profile --target {alias}` for a fuller one)")
+        profile_over_ssh(ref, alias, budget_s=budget_s, info=say, access=access, graph=graph,
+                         own=own)
     return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]
 
 

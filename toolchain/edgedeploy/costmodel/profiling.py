@@ -167,29 +167,31 @@ def own_model_factors(target: Target, profile_file: Path, own: OwnModel,
     core count, its replicas, batches and opaque layers), its factors kept beside those
     already there, which stay as they were (the zoo's runs fitted them; one model's would
     not). A host's second model is then priced as its first was."""
-    import json
-
     from edgedeploy.costmodel import CostModel
-    from edgedeploy.costmodel.segments import (
-        MODELS,
-        factors_lock,
-        factors_path,
-        measure_factors,
-        save_factors,
-    )
+    from edgedeploy.costmodel.segments import MODELS, measure_factors
 
     model = CostModel.for_target(target)
     measured, runs = measure_factors(model, model.configs, lambda c: c.cpus(target), [],
                                      progress=info, own=own)
+    _add_own(profile_file, own, measured[MODELS][own.sha256], runs)
+    return measured[MODELS][own.sha256]
+
+
+def _add_own(profile_file: Path, own: OwnModel, measured: dict[str, Any],
+             runs: list[dict[str, Any]]) -> None:
+    """Store one model's own factors (and its runs) beside those already there."""
+    import json
+
+    from edgedeploy.costmodel.segments import MODELS, factors_lock, factors_path, save_factors
+
     with factors_lock(profile_file):
         try:
             stored = json.loads(factors_path(profile_file).read_text())
             factors, detail = dict(stored["factors"]), list(stored.get("runs") or [])
         except (OSError, ValueError, KeyError, TypeError):
             factors, detail = {}, []  # never calibrated whole: the model's own factors alone
-        factors[MODELS] = {**(factors.get(MODELS) or {}), **measured[MODELS]}
+        factors[MODELS] = {**(factors.get(MODELS) or {}), own.sha256: measured}
         save_factors(profile_file, factors, detail + runs)
-    return measured[MODELS][own.sha256]
 
 
 def _zoo_beside(models: Sequence[tuple[str, int]], own: OwnModel | None
@@ -338,16 +340,37 @@ def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
     """:func:`segment_factors` with the whole-model runs on the board: the calibration models
     (``own`` among them) travel as ONNX files and IR graphs, the times come back, and the
     factors (measured over this target's per-layer predictions) are saved beside its profile."""
+    from edgedeploy.costmodel.segments import CALIBRATION_MODELS, MODELS, REPLICAS, summarise
+
+    detail, replicas = _board_runs(target, probe, info,
+                                   _zoo_beside(models or CALIBRATION_MODELS, own), own)
+    factors: dict[str, Any] = {**summarise(detail), REPLICAS: replica_speedups(detail, replicas)}
+    mine = _own_measured(detail, replicas, own) if own is not None else None
+    if mine is not None:
+        factors[MODELS] = {own.sha256: mine}
+    _save_keeping(profile_file, factors, detail)
+    return factors
+
+
+def own_board_factors(target: Target, profile_file: Path, probe: Probe, own: OwnModel,
+                      info: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """:func:`own_model_factors` on a board the probe reaches: ``own`` alone run whole there,
+    its factors kept beside those already there; None where it did not run."""
+    detail, replicas = _board_runs(target, probe, info, [], own)
+    mine = _own_measured(detail, replicas, own)
+    if mine is not None:
+        _add_own(profile_file, own, mine, detail)
+    return mine
+
+
+def _board_runs(target: Target, probe: Probe, info: Callable[[str], None] | None,
+                models: Sequence[tuple[str, int]], own: OwnModel | None
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``models`` (and ``own``) run whole on the board on every CPU configuration: each run
+    priced by this target's per-layer predictions, and the replica runs."""
     import tempfile
 
     from edgedeploy.costmodel import CostModel
-    from edgedeploy.costmodel.segments import (
-        CALIBRATION_MODELS,
-        MODELS,
-        REPLICAS,
-        own_factors,
-        summarise,
-    )
     from edgedeploy.runtime.probe import PROTOCOL
 
     model = CostModel.for_target(target)
@@ -365,23 +388,25 @@ def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
             replicas.append(event)
 
     with tempfile.TemporaryDirectory() as tmp:
-        specs, files, graphs = calibration_files(_zoo_beside(models or CALIBRATION_MODELS, own),
-                                                 Path(tmp), own)
+        specs, files, graphs = calibration_files(models, Path(tmp), own)
         request = {"protocol": PROTOCOL, "models": {
             "models": specs, "configs": [{"key": c.key, "cluster": c.cluster, "cores": c.cores,
                                           "cpus": c.cpus(target)} for c in configs]}}
         probe(request, files, on_event)
-    detail = [_priced(model, graphs[(r["model"], r["size"])], r) for r in runs]
-    factors: dict[str, Any] = {**summarise(detail), REPLICAS: replica_speedups(detail, replicas)}
-    if own is not None:
-        name = (own.path.stem, None)
-        mine = [d for d in detail if (d["model"], d["size"]) == name]
-        if mine:
-            speedups = replica_speedups(mine, [e for e in replicas
-                                               if (e["model"], e.get("size")) == name])
-            factors[MODELS] = {own.sha256: own_factors(mine, speedups)}
-    _save_keeping(profile_file, factors, detail)
-    return factors
+    return [_priced(model, graphs[(r["model"], r["size"])], r) for r in runs], replicas
+
+
+def _own_measured(detail: list[dict[str, Any]], replicas: list[dict[str, Any]],
+                  own: OwnModel) -> dict[str, Any] | None:
+    """``own``'s factors from a board's runs (None where it did not run)."""
+    from edgedeploy.costmodel.segments import own_factors
+
+    name = (own.path.stem, None)
+    mine = [d for d in detail if (d["model"], d["size"]) == name]
+    if not mine:
+        return None
+    return own_factors(mine, replica_speedups(mine, [e for e in replicas
+                                                     if (e["model"], e.get("size")) == name]))
 
 
 def calibration_files(models: Sequence[tuple[str, int]], tmp: Path, own: OwnModel | None = None

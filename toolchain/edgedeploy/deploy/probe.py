@@ -213,12 +213,35 @@ def profile_over_ssh(ref: TargetRef, alias: str, *, budget_s: float, shapes: str
     left at ``board: local`` (this host's descriptor) is refused: its samples would land in this
     host's profile. A fleet's boards share one descriptor; the first host is measured.
     """
-    from edgedeploy.boards.catalog import load_target
     from edgedeploy.costmodel.profiling import check_shapes, profile_board
+
+    check_shapes(shapes)  # before any connection
+    answer = _on_board(ref, alias, access, lambda target, probe: profile_board(
+        target, probe, budget_s, shapes, progress, info, calibration, graph=graph, own=own))
+    return {"alias": alias, **answer}
+
+
+def own_model_over_ssh(ref: TargetRef, alias: str, own: Any, *,
+                       info: Callable[[str], None] | None = None,
+                       access: TransportOptions | None = None) -> dict[str, Any] | None:
+    """``own`` (a ``costmodel.segments.OwnModel``) run whole on the board of SSH target
+    ``alias``, which has a profile: its own segment factors stored beside that profile, as a
+    host's second model is calibrated (``costmodel.profiling.own_board_factors``)."""
+    from edgedeploy.costmodel.profile import profile_path
+    from edgedeploy.costmodel.profiling import own_board_factors
+
+    return _on_board(ref, alias, access, lambda target, probe: own_board_factors(
+        target, profile_path(target), probe, own, info))
+
+
+def _on_board(ref: TargetRef, alias: str, access: TransportOptions | None,
+              work: Callable[[Any, BoardProbe], Any]) -> Any:
+    """``work(target, probe)`` with the probe on ``alias``'s board (its first host), refused
+    for a target that names no board descriptor of its own (see :func:`profile_over_ssh`)."""
+    from edgedeploy.boards.catalog import load_target
     from edgedeploy.deploy.api import board_python, hosts_of, open_transport
     from edgedeploy.runtime.vocab import LOCAL
 
-    check_shapes(shapes)  # before any connection
     if ref.board == LOCAL:
         raise InputError(f"target {alias!r} reaches a board over SSH but names no board "
                          "descriptor (board: local is this host's, and so would be the profile)",
@@ -228,10 +251,7 @@ def profile_over_ssh(ref: TargetRef, alias: str, *, budget_s: float, shapes: str
     transport = open_transport(ref, hosts_of(ref)[0], access=access)
     try:
         transport.open()
-        probe = BoardProbe(transport, transport.expand(ref.path), board_python(ref, target),
-                           alias)
-        answer = profile_board(target, probe, budget_s, shapes, progress, info, calibration,
-                               graph=graph, own=own)
+        return work(target, BoardProbe(transport, transport.expand(ref.path),
+                                       board_python(ref, target), alias))
     finally:
         transport.close()
-    return {"alias": alias, **answer}

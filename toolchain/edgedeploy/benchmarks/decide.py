@@ -634,13 +634,11 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
             for a in arms:
                 trials[a.precision] = _board_session(manifest, alias, board, a, entries,
                                                      samples, access, say)
-        except UNMEASURABLE as exc:
+        except BaseException as exc:
             for t in trials.values():
                 t.close()
-            return _unmeasured(plan, alias, exc.message, say)
-        except BaseException:
-            for t in trials.values():
-                t.close()
+            if isinstance(exc, UNMEASURABLE):
+                return _unmeasured(plan, alias, exc.message, say)
             raise
     else:
         # each precision's model file (the int8 one where the guard accepted it), same frames
@@ -711,10 +709,10 @@ def _quick_board_profile(manifest: Any, alias: str, board: str, graph: ir.Graph,
     if board == LOCAL:
         return None
     ref, own = manifest.target(alias), OwnModel.of(_model_of(manifest, graph), graph)
-    if profile_path(load_target(board)).exists():
+    profile = profile_path(load_target(board))
+    if profile.exists():
         # the probe runs ONNX models whole, not TFLite ones
-        if own is None or own.engine != ONNXRUNTIME or has_own_factors(
-                profile_path(load_target(board)), own):
+        if own is None or own.engine != ONNXRUNTIME or has_own_factors(profile, own):
             return None
         say(f"first plan of {own.path.name} on {alias}: timing it whole on the board on every "
             "core count before measuring")

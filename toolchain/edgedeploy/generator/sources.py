@@ -75,13 +75,14 @@ def from_plan(plan: Any, plan_file: str | Path, *, free_batch: bool = False,
                       measured_plans=plan.baseline_plans() if ship_baselines else ())
 
 
-def measuring_input(plan: Any, board: str, measured: tuple[PlanConfig, ...]) -> BuildInput:
+def measuring_input(plan: Any, board: str, contenders: tuple[PlanConfig, ...]) -> BuildInput:
     """The BuildInput of a bundle that only measures (measure-to-decide on a board): the
-    lockfile's plans as in a release, and ``measured`` -- the contenders -- whose segments ship
-    beside them; it is never installed or served."""
+    contenders as its plans and nothing else, so the segments of the lockfile's Pareto points
+    left off the shortlist (a pipeline cut in several places) are not uploaded. It is never
+    installed or served."""
     return BuildInput(name=plan.name, target=str(plan.target.get("alias") or LOCAL),
-                      family=_family(board), plans=plan.runner_plans(), active="plan",
-                      python=_python(board), measured_plans=measured)
+                      family=_family(board), plans=contenders, active=contenders[0].name,
+                      python=_python(board))
 
 
 def model_build_input(graph: Any, name: str, target: str, family: str, *,

@@ -183,9 +183,9 @@ def test_contenders_start_together_only_as_far_as_memory_allows(project, monkeyp
     entries = shortlist(plan, graph=graph)
     assert len(entries) >= 3
     weights = (project.parent / "sq.onnx").stat().st_size
-    one = decide._start_bytes(entries[0], weights)
+    one = decide.start_bytes(entries[0], weights)
     assert one >= decide.START_MEMORY_COPIES * weights  # every worker holds copies
-    monkeypatch.setattr(decide, "_start_bytes", lambda e, w: one)  # all alike, for counting
+    monkeypatch.setattr(decide, "start_bytes", lambda e, w: one)  # all alike, for counting
     monkeypatch.setattr("edgedeploy.runtime.process_memory.available_bytes",
                         lambda: int(2 * one / decide.START_MEMORY_SHARE) + 1)
     trials = decide.LocalTrials(graph, project.parent / "sq.onnx")

@@ -149,3 +149,32 @@ def test_precision_auto_times_int8_against_the_model_as_given_on_the_board(sshd,
     assert lock["decision"]["winner"].split(":")[0] == lock["precision"]["chosen"]
     assert "measured on the board" in lock["precision"]["reason"]
     assert not any((home / "board" / "releases").iterdir())
+
+
+def test_the_winograd_trial_times_layers_and_models_on_the_board(sshd, home, capsys,
+                                                                 monkeypatch):
+    import onnx
+
+    from edgedeploy.planner import winograd
+    from edgedeploy.testing.onnx_models import pytorch_style_resnet_block
+
+    monkeypatch.setattr(winograd, "MIN_LAYER_GAIN", 0.0)  # every convolution taken on this
+    monkeypatch.setattr(winograd, "MIN_LAYER_MACS", 0)  # side, tiny as they are: what the
+    manifest = _manifest(home, sshd.port, sshd)  # board measures is what is tested
+    onnx.save(pytorch_style_resnet_block(size=16), str(home / "block.onnx"))
+    manifest.write_text(manifest.read_text().replace("model: sq.onnx", "model: block.onnx")
+                        .replace("shortlist: 2", "shortlist: 1, quick_profile_s: 0"))
+    assert main(["plan", str(manifest), "--target", "edge"]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "winograd: timing 2 3x3 convolution shape(s)" in err
+    # the decision's bundle, then the winner as given and rewritten, each in its own
+    assert err.count("uploading the contenders' bundle") == 3
+    lock = _lock(home)
+    trial = lock["winograd"]
+    assert trial["layer_gains"] and all(g > 0 for g in trial["layer_gains"].values())
+    assert trial["as_given_fps"] > 0 and trial["rewritten_fps"] > 0  # both run on the board
+    if trial["chosen"]:
+        assert (home / trial["model"]).is_file() and "rewritten" in trial["reason"]
+    else:
+        assert "model as given is kept" in trial["reason"]
+    assert not any((home / "board" / "releases").iterdir())

@@ -15,6 +15,7 @@ runner before it measures; ``plan`` never stops a service.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.benchmarks.estimator import Window
+from edgedeploy.benchmarks.winograd_trial import GainsOf
 from edgedeploy.errors import EdgeDeployError, ExecutionError, UnreachableError
 from edgedeploy.runtime import ir
 from edgedeploy.schemas.plan import Plan
@@ -207,3 +209,74 @@ def open_board(manifest: Any, alias: str, board_name: str, plan: Plan, graph: ir
             transport.close()
             shutil.rmtree(local, ignore_errors=True)
         raise
+
+
+def board_opener(manifest: Any, alias: str, board_name: str, plan: Plan, *,
+                 latency_samples: int, access: Any = None,
+                 say: Callable[[str], None] = lambda _m: None) -> Callable[..., BoardSession]:
+    """``opener(graph, model file, entries)``: those decision entries held open on the board
+    (:func:`open_board`), for the model as planned, its int8 variant or the Winograd trial's
+    rewritten one; ``plan`` names the bundle."""
+    from edgedeploy.benchmarks.decide import START_MEMORY_SHARE, start_bytes
+    from edgedeploy.schemas.plan import configuration_plan
+
+    def opener(graph: ir.Graph, model_path: Path, entries: list[Any]) -> BoardSession:
+        names = [layer.name for layer in graph.layers]
+        weights = model_path.stat().st_size if model_path.is_file() else 0
+        return open_board(
+            manifest, alias, board_name, plan, graph, model_path,
+            {e.key: configuration_plan(names, e.key, e.stages, e.predicted) for e in entries},
+            optional=[e.key for e in entries if e.optional],
+            start_bytes={e.key: start_bytes(e, weights) for e in entries},
+            memory_share=START_MEMORY_SHARE, latency_samples=latency_samples, access=access,
+            say=say)
+
+    return opener
+
+
+def board_gains(manifest: Any, alias: str, access: Any = None) -> GainsOf:
+    """The Winograd trial's ``gains_of`` on the board: each convolution shape timed alone there,
+    as given and rewritten, on each core count's cores, through the profiler's probe (one
+    request; the heaviest shapes first while the budget lasts)."""
+    from edgedeploy.deploy.probe import on_board
+    from edgedeploy.planner.winograd import LAYER_REPS, both_forms, conv_shapes, gain
+    from edgedeploy.runtime.probe import PROTOCOL
+
+    ref = manifest.target(alias)
+
+    def gains_of(found: list[Any], cpus: dict[int, list[int]], seconds: float
+                 ) -> dict[int, dict[str, float]]:
+        ms: dict[str, float] = {}
+        shapes: list[tuple[list[str], list[str]]] = []  # (nodes, [given key, rewritten key])
+        with tempfile.TemporaryDirectory() as tmp:
+            files: dict[str, Path] = {}
+            sessions: list[dict[str, Any]] = []
+            for site, nodes in conv_shapes(found):
+                keys = []
+                for form, model in zip(("given", "rewritten"), both_forms(site), strict=True):
+                    data = model.SerializeToString()  # keys name their content on the board
+                    key = f"winograd-{hashlib.sha256(data).hexdigest()[:16]}/{form}.onnx"
+                    files[key] = Path(tmp) / f"{len(files)}.onnx"
+                    files[key].write_bytes(data)
+                    keys.append(key)
+                shapes.append((nodes, keys))
+                sessions += [{"key": f"{c}/{key}", "onnx": key, "cpus": ids,
+                              "inputs": [{"name": "x", "shape": [1, site.c_in, site.h, site.w]}]}
+                             for c, ids in cpus.items() for key in keys]
+            request = {"protocol": PROTOCOL, "sessions": {
+                "budget_s": seconds * len(cpus), "reps": LAYER_REPS, "sessions": sessions}}
+
+            def on_event(event: dict[str, Any]) -> None:
+                if event.get("event") == "session":
+                    ms[str(event["key"])] = float(event["ms"])
+
+            on_board(ref, alias, access, lambda _t, probe: probe(request, files, on_event))
+        out: dict[int, dict[str, float]] = {c: {} for c in cpus}
+        for nodes, (given, rewritten) in shapes:
+            for c in cpus:  # a shape the budget left untimed is left out, as on this host
+                if f"{c}/{given}" in ms and f"{c}/{rewritten}" in ms:
+                    out[c].update(dict.fromkeys(
+                        nodes, gain(ms[f"{c}/{given}"], ms[f"{c}/{rewritten}"])))
+        return out
+
+    return gains_of

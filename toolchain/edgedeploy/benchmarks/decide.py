@@ -452,7 +452,7 @@ class LocalTrials:
                 log.debug("contender %s did not start", e.key, exc_info=True)
 
         weights = Path(self.model_path).stat().st_size if Path(self.model_path).is_file() else 0
-        need = {e.name: _start_bytes(e, weights) for e in entries}
+        need = {e.name: start_bytes(e, weights) for e in entries}
         pending = list(entries)
         while pending:
             budget = START_MEMORY_SHARE * (available_bytes() or float("inf"))
@@ -510,7 +510,7 @@ class LocalTrials:
         self.systems.clear()
 
 
-def _start_bytes(e: Entry, weights: int) -> float:
+def start_bytes(e: Entry, weights: int) -> float:
     """Memory a contender may hold while it starts: every worker (the caller, inline) holds
     its spec, the spec unpickled and the engine's session, each about two copies of the
     model's weights (the IR's and the segment's)."""
@@ -612,12 +612,22 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
             entries.append(e)
     samples = LATENCY_SAMPLES if plan.objective == "latency" else REPORTED_LATENCY_SAMPLES
     trial, trial_s = None, 0.0
-    if kind == "local":  # the model with its faster convolutions as Winograd, where any are
+    if kind == "ssh":
+        from functools import partial
+
+        from edgedeploy.benchmarks.board_trials import board_gains
+        from edgedeploy.benchmarks.board_trials import board_opener as opener_on
+
+        board_opener = partial(opener_on, manifest, alias, board, latency_samples=samples,
+                               access=access, say=say)
+    if kind in ("local", "ssh"):  # the model with its faster 3x3 convolutions as Winograd
         from edgedeploy.benchmarks.winograd_trial import TRIAL_SHARE, WinogradTrial
 
         t0 = time.monotonic()
         fp32 = next(a for a in arms if a.precision != "int8")
-        trial = WinogradTrial.prepare(manifest, fp32.graph, entries, budget, say)
+        trial = WinogradTrial.prepare(manifest, fp32.graph, entries, budget, say,
+                                      gains_of=board_gains(manifest, alias, access)
+                                      if kind == "ssh" else None)
         budget = max(budget - (time.monotonic() - t0), floor)
         if trial is not None and trial.promising:
             trial_s = TRIAL_SHARE * budget
@@ -632,8 +642,9 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
         trials = {}
         try:  # one session a precision: its own model file, its contenders' segments cut from it
             for a in arms:
-                trials[a.precision] = _board_session(manifest, alias, board, a, entries,
-                                                     samples, access, say)
+                trials[a.precision] = board_opener(a.plan)(
+                    a.graph, _model_of(manifest, a.graph),
+                    [e for e in entries if e.precision == a.precision])
         except BaseException as exc:
             for t in trials.values():
                 t.close()
@@ -661,25 +672,10 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
     if trial is not None:
         new = trial.apply(new, arm.graph, _model_of(manifest, arm.graph), winner, entries,
                           decision, plan_file=result.plan_file, budget_s=trial_s,
-                          latency_samples=samples, progress=progress)
+                          latency_samples=samples, progress=progress,
+                          open_trials=board_opener(arm.plan) if kind == "ssh" else None)
     result.replace_plan(new)
     return new.decision or decision
-
-
-def _board_session(manifest: Any, alias: str, board: str, arm: Arm, entries: list[Entry],
-                   latency_samples: int, access: Any, say: Callable[[str], None]) -> Any:
-    """``arm``'s contenders held open on the SSH board (``board_trials.open_board``)."""
-    from edgedeploy.benchmarks.board_trials import open_board
-
-    own = [e for e in entries if e.precision == arm.precision]
-    model = _model_of(manifest, arm.graph)
-    weights = model.stat().st_size if model.is_file() else 0
-    return open_board(manifest, alias, board, arm.plan, arm.graph, model,
-                      {e.key: arm.plan.point_plan(e.key, e.stages, e.predicted) for e in own},
-                      optional=[e.key for e in own if e.optional],
-                      start_bytes={e.key: _start_bytes(e, weights) for e in own},
-                      memory_share=START_MEMORY_SHARE, latency_samples=latency_samples,
-                      access=access, say=say)
 
 
 def _unmeasured(plan: Plan, alias: str, why: str, say: Callable[[str], None]) -> Decision:

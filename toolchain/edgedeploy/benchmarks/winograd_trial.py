@@ -21,6 +21,11 @@ from edgedeploy.runtime import ir
 from edgedeploy.runtime.vocab import GPU_CLUSTER, ONNXRUNTIME
 from edgedeploy.schemas.plan import Plan, WinogradChoice
 
+#: ``gains_of(sites, {cores: cpu ids}, seconds)``: each core count's layer gains, by node.
+GainsOf = Callable[[list[Any], dict[int, list[int]], float], dict[int, dict[str, float]]]
+#: ``open_trials(graph, model file, entries)``: those entries held open where they are timed
+#: (a callable ``(entry, frames, warmup)`` with ``close()``).
+OpenTrials = Callable[[ir.Graph, Path, list[Any]], Any]
 #: The share of measure-to-decide's budget the trial keeps, where a layer ran faster alone.
 TRIAL_SHARE = 0.25
 #: Seconds of timing layers alone, at most, per core count: this share of the budget, and
@@ -45,22 +50,29 @@ class WinogradTrial:
 
     @classmethod
     def prepare(cls, manifest: Any, graph: ir.Graph, entries: list[Any], budget_s: float,
-                say: Callable[[str], None]) -> WinogradTrial | None:
+                say: Callable[[str], None], gains_of: GainsOf | None = None
+                ) -> WinogradTrial | None:
         """Time the model's convolutions alone on the core counts of ``entries`` that could
-        take the rewrite, within a share of measure-to-decide's ``budget_s``; None where the
-        model has none or no contender could."""
+        take the rewrite, within a share of measure-to-decide's ``budget_s`` (``gains_of``:
+        where they are timed, this host by default); None where the model has none or no
+        contender could."""
         from edgedeploy.planner.winograd import layer_gains, sites
 
         found = sites(manifest)
-        counts = sorted({e.stages[0].cores for e in entries
-                         if e.precision != "int8" and takes_rewrite(e.stages, e.choices, graph)})
+        fitting = [e for e in entries
+                   if e.precision != "int8" and takes_rewrite(e.stages, e.choices, graph)]
+        counts = sorted({e.stages[0].cores for e in fitting})
         if not found or not counts:
             return None
         shapes = len({(s.c_in, s.c_out, s.h, s.w) for s in found})
         say(f"winograd: timing {shapes} 3x3 convolution shape(s) alone, as given and rewritten, "
             f"on {' and '.join(map(str, counts))} core(s)")
         seconds = min(LAYER_SHARE * budget_s, LAYER_BUDGET_S)
-        return cls(manifest, {c: layer_gains(found, c, seconds) for c in counts})
+        if gains_of is None:
+            return cls(manifest, {c: layer_gains(found, c, seconds) for c in counts})
+        cpus = {c: list(next(e for e in fitting if e.stages[0].cores == c).stages[0].cpus)[:c]
+                for c in counts}
+        return cls(manifest, gains_of(found, cpus, seconds))
 
     @property
     def promising(self) -> bool:
@@ -71,7 +83,8 @@ class WinogradTrial:
 
     def apply(self, plan: Plan, graph: ir.Graph, model_path: Path, winner: Any,
               entries: list[Any], decision: Any, *, plan_file: Path, budget_s: float,
-              latency_samples: int, progress: Callable[[str], None] | None = None) -> Plan:
+              latency_samples: int, progress: Callable[[str], None] | None = None,
+              open_trials: OpenTrials | None = None) -> Plan:
         """``plan`` (the measured winner's lockfile) with the trial's record; rewritten where a
         rewritten contender ran faster than the winner on the model as given.
 
@@ -79,12 +92,12 @@ class WinogradTrial:
         fastest measured contender of that count that takes the rewrite, with those layers
         rewritten (the rewrite gains most on one thread, so the winner's own configuration
         need not be the one it lifts above the winner). The winner as given runs beside them
-        as the baseline they must beat."""
+        as the baseline they must beat. ``open_trials(graph, model file, entries)``: where
+        they run (this host's pinned pipelines by default)."""
         from edgedeploy.benchmarks.decide import (
             WIN_MARGIN,
             WIN_PAIR_SHARE,
             Entry,
-            LocalTrials,
             as_plan,
             decide,
             pairs_won,
@@ -114,7 +127,7 @@ class WinogradTrial:
                                                f"faster as Winograd alone (best {best})")
         given = Entry("as_given", list(winner.stages), list(winner.choices), winner.predicted,
                       baseline=True)
-        trials = {model_path: LocalTrials(graph, model_path, latency_samples=latency_samples)}
+        models: dict[Path, tuple[ir.Graph, list[Any]]] = {model_path: (graph, [given])}
         route, rewritten, graphs = {given.name: model_path}, [], {}
         failed: list[str] = []
         for source, cores, layers in tried:
@@ -130,9 +143,6 @@ class WinogradTrial:
             if rewritten_graph is None:
                 continue
             path = planned_file(rewritten_graph)
-            if path not in trials:
-                trials[path] = LocalTrials(rewritten_graph, path,
-                                           latency_samples=latency_samples)
             n = len(rewritten_graph.layers)
             stage = source.stages[0].model_copy(update={"stop": n,
                                                         "choices": [ONNXRUNTIME] * n})
@@ -140,6 +150,7 @@ class WinogradTrial:
                       optional=True)
             rewritten.append((e, record, path))
             route[e.name] = path
+            models.setdefault(path, (rewritten_graph, []))[1].append(e)
             say(f"winograd: {len(layers)} layer(s) ran faster alone on {cores} core(s); "
                 f"measuring {source.key} on the model with them rewritten against {winner.key} "
                 "as given")
@@ -149,10 +160,11 @@ class WinogradTrial:
                            cores=cores, reason="the rewritten model could not be built "
                                                f"({failed[0]}); the model as given is kept")
         t0 = time.monotonic()
+        opener = open_trials or _local_trials(latency_samples)
+        trials: dict[Path, Any] = {}
         try:
-            trials[model_path].open([given])
-            for e, _, path in rewritten:
-                trials[path].open([e])
+            for path, (g, own) in models.items():
+                trials[path] = opener(g, path, own)
             won, _ = decide([given, *(e for e, _, _ in rewritten)],
                             lambda e, f, w: trials[route[e.name]](e, f, w),
                             objective=plan.objective, budget_s=budget_s,
@@ -191,6 +203,18 @@ class WinogradTrial:
             update={"precision": plan.precision})
         return _record(new, chosen=True, model=relpath(path, plan_file.parent),
                        reason=f"{found}; rewritten", **fields)
+
+
+def _local_trials(latency_samples: int) -> OpenTrials:
+    """Contenders on this host's pinned pipelines (``decide.LocalTrials``)."""
+    from edgedeploy.benchmarks.decide import LocalTrials
+
+    def opener(graph: ir.Graph, path: Path, entries: list[Any]) -> Any:
+        trials = LocalTrials(graph, path, latency_samples=latency_samples)
+        trials.open(entries)
+        return trials
+
+    return opener
 
 
 def _record(plan: Plan, **fields: Any) -> Plan:

@@ -195,6 +195,7 @@ def _safe_key(key: str) -> str:
 
 def _timeout(request: dict[str, Any]) -> float:
     budget = float((request.get("layers") or {}).get("budget_s", 0.0))
+    budget += float((request.get("sessions") or {}).get("budget_s", 0.0))
     models = len((request.get("models") or {}).get("models") or [])
     return (budget if math.isfinite(budget) else PER_MODEL_S) + SLACK_S + PER_MODEL_S * models
 
@@ -216,7 +217,8 @@ def profile_over_ssh(ref: TargetRef, alias: str, *, budget_s: float, shapes: str
     from edgedeploy.costmodel.profiling import check_shapes, profile_board
 
     check_shapes(shapes)  # before any connection
-    answer = _on_board(ref, alias, access, lambda target, probe: profile_board(
+    _own_descriptor(ref, alias)
+    answer = on_board(ref, alias, access, lambda target, probe: profile_board(
         target, probe, budget_s, shapes, progress, info, calibration, graph=graph, own=own))
     return {"alias": alias, **answer}
 
@@ -230,23 +232,17 @@ def own_model_over_ssh(ref: TargetRef, alias: str, own: Any, *,
     from edgedeploy.costmodel.profile import profile_path
     from edgedeploy.costmodel.profiling import own_board_factors
 
-    return _on_board(ref, alias, access, lambda target, probe: own_board_factors(
+    _own_descriptor(ref, alias)
+    return on_board(ref, alias, access, lambda target, probe: own_board_factors(
         target, profile_path(target), probe, own, info))
 
 
-def _on_board(ref: TargetRef, alias: str, access: TransportOptions | None,
-              work: Callable[[Any, BoardProbe], Any]) -> Any:
-    """``work(target, probe)`` with the probe on ``alias``'s board (its first host), refused
-    for a target that names no board descriptor of its own (see :func:`profile_over_ssh`)."""
+def on_board(ref: TargetRef, alias: str, access: TransportOptions | None,
+             work: Callable[[Any, BoardProbe], Any]) -> Any:
+    """``work(target, probe)`` with the probe on ``alias``'s board (its first host)."""
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.deploy.api import board_python, hosts_of, open_transport
-    from edgedeploy.runtime.vocab import LOCAL
 
-    if ref.board == LOCAL:
-        raise InputError(f"target {alias!r} reaches a board over SSH but names no board "
-                         "descriptor (board: local is this host's, and so would be the profile)",
-                         hint=f"set targets.{alias}.board in the manifest to the board's "
-                              "descriptor: a name from `edgedeploy targets` or a YAML file")
     target = load_target(ref.board)
     transport = open_transport(ref, hosts_of(ref)[0], access=access)
     try:
@@ -255,3 +251,15 @@ def _on_board(ref: TargetRef, alias: str, access: TransportOptions | None,
                                        board_python(ref, target), alias))
     finally:
         transport.close()
+
+
+def _own_descriptor(ref: TargetRef, alias: str) -> None:
+    """A profile is keyed by the board's descriptor: ``board: local`` would store a board's
+    samples in this host's profile (see :func:`profile_over_ssh`)."""
+    from edgedeploy.runtime.vocab import LOCAL
+
+    if ref.board == LOCAL:
+        raise InputError(f"target {alias!r} reaches a board over SSH but names no board "
+                         "descriptor (board: local is this host's, and so would be the profile)",
+                         hint=f"set targets.{alias}.board in the manifest to the board's "
+                              "descriptor: a name from `edgedeploy targets` or a YAML file")

@@ -102,36 +102,51 @@ def one_conv(site: ConvSite, seed: int = 0) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def layer_gains(found: Sequence[ConvSite], cores: int, budget_s: float) -> dict[str, float]:
-    """Each convolution's speed-up as Winograd (its ms as given over its ms rewritten), timed
-    alone in onnxruntime on ``cores`` of this process's CPUs, keyed by node name: one timing per
-    shape, the heaviest shapes first, until ``budget_s`` is spent (the rest are left out). The
-    process's CPU affinity is restored afterwards."""
-    from edgedeploy.runtime.affinity import available_cpus, pin_process
-    from edgedeploy.runtime.model_timing import session_ms
-
+def conv_shapes(found: Sequence[ConvSite]) -> list[tuple[ConvSite, list[str]]]:
+    """Each distinct convolution shape as a one-conv site (its node ``conv``), with the nodes of
+    the model of that shape: the heaviest first, as they are timed."""
     shapes: dict[tuple[int, int, int, int], list[str]] = {}
     for s in found:
         shapes.setdefault((s.c_in, s.c_out, s.h, s.w), []).append(s.node)
     heaviest = sorted(shapes, key=lambda k: (-macs(ConvSite("", *k)), k))
+    return [(ConvSite("conv", *k), shapes[k]) for k in heaviest]
+
+
+def both_forms(site: ConvSite) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """One convolution of ``site``'s shape as given and rewritten as Winograd F(4,3)."""
+    given = one_conv(site)
+    return given, winograd_rewrite(given, ["conv"])[0]
+
+
+def gain(ms_given: float, ms_rewritten: float) -> float:
+    """A layer's speed-up as Winograd: its ms as given over its ms rewritten."""
+    return round(ms_given / ms_rewritten, 3) if ms_rewritten > 0 else 0.0
+
+
+def layer_gains(found: Sequence[ConvSite], cores: int, budget_s: float) -> dict[str, float]:
+    """Each convolution's speed-up as Winograd, timed alone in onnxruntime on ``cores`` of this
+    process's CPUs, keyed by node name: one timing per shape, the heaviest shapes first, until
+    ``budget_s`` is spent (the rest are left out). The process's CPU affinity is restored
+    afterwards."""
+    from edgedeploy.runtime.affinity import available_cpus, pin_process
+    from edgedeploy.runtime.model_timing import session_ms
+
+    todo = conv_shapes(found)
     original = available_cpus()
     cpus = original[:cores]
     start = time.monotonic()
     out: dict[str, float] = {}
     try:
-        for k, (c_in, c_out, h, w) in enumerate(heaviest):
+        for k, (site, nodes) in enumerate(todo):
             if time.monotonic() - start > budget_s:
                 log.info("winograd: layer timing budget (%.0f s) spent; %d shape(s) untimed",
-                         budget_s, len(heaviest) - k)
+                         budget_s, len(todo) - k)
                 break
-            site = ConvSite("conv", c_in, c_out, h, w)
-            given = one_conv(site)
-            rewritten, _ = winograd_rewrite(given, ["conv"])
-            x = np.random.default_rng(1).standard_normal((1, c_in, h, w)).astype(np.float32)
+            x = np.random.default_rng(1).standard_normal(
+                (1, site.c_in, site.h, site.w)).astype(np.float32)
             ms = [session_ms(m.SerializeToString(), {"x": x}, cpus, reps=LAYER_REPS)
-                  for m in (given, rewritten)]
-            gain = round(ms[0] / ms[1], 3) if ms[1] > 0 else 0.0
-            out.update(dict.fromkeys(shapes[(c_in, c_out, h, w)], gain))
+                  for m in both_forms(site)]
+            out.update(dict.fromkeys(nodes, gain(*ms)))
     finally:
         pin_process(original)
     return out

@@ -12,6 +12,9 @@ prior's expected times, and the calibration models)::
                 "models": [{"name": ..., "size": ..., "onnx": KEY, "graph": KEY, "weights": KEY,
                             "native": true, "opaque": [{"names": [...], "segment": KEY,
                                                         "inputs": [{"name", "shape", "dtype"}]}]}]},
+     "sessions": {"budget_s": 10, "reps": 5, "sessions": [{"key": ..., "onnx": KEY,
+                                                           "cpus": [0],
+                                                           "inputs": [{"name", "shape"}]}]},
      "files": {KEY: "/path/on/the/board", ...}}
 
 The board measures the layer tasks in order within the budget (its own clock), then the models
@@ -26,6 +29,8 @@ per line, flushed as it goes so the host can show progress::
     {"event": "run", "model": ..., "config": "cpu:1", "onnxruntime": ms, "native": ms,
      "opaque": {layer name: ms}}
     {"event": "replicas", "model": ..., "cluster": "cpu", "cores": 2, "fps": ...}
+    {"event": "session", "key": ..., "ms": 3.4}     (ONNX models timed alone, in order, while
+                                                     the budget lasts: the Winograd trial's)
     {"event": "done", "measured": 41, "elapsed_s": 9.8}
 
 A failure is one ``{"event": "error", "kind": ..., "message": ...}`` line and a non-zero exit:
@@ -78,7 +83,8 @@ def emit(event: dict[str, Any]) -> None:
 def needed_packages(request: dict[str, Any]) -> list[str]:
     """numpy always; onnxruntime when a layer task or a calibration model needs it."""
     tasks = (request.get("layers") or {}).get("tasks") or []
-    ort = bool(request.get("models")) or any(t.get("primitive") == ONNXRUNTIME for t in tasks)
+    ort = (bool(request.get("models")) or bool(request.get("sessions"))
+           or any(t.get("primitive") == ONNXRUNTIME for t in tasks))
     return ["numpy"] + ([ONNXRUNTIME] if ort else [])
 
 
@@ -96,6 +102,8 @@ def check_cpus(request: dict[str, Any], available: Sequence[int]) -> None:
     wanted = {int(c) for t in (request.get("layers") or {}).get("tasks") or [] for c in t["cpus"]}
     wanted |= {int(c) for cfg in (request.get("models") or {}).get("configs") or []
                for c in cfg["cpus"]}
+    wanted |= {int(c) for one in (request.get("sessions") or {}).get("sessions") or []
+               for c in one["cpus"]}
     missing = sorted(wanted - set(available))
     if missing:
         raise ProbeFailure("request", f"cores {missing} are not available on this board "
@@ -209,6 +217,27 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
     return count
 
 
+def measure_sessions(section: dict[str, Any], files: dict[str, str], out: Emit) -> int:
+    """Each ONNX model alone through onnxruntime on its cores (seeded float inputs), in the
+    order given, until ``budget_s`` is spent: the host sends the heaviest first."""
+    import numpy as np
+
+    from edgedeploy.runtime.model_timing import session_ms
+
+    start, count = time.monotonic(), 0
+    reps = int(section.get("reps", 5))
+    for one in section.get("sessions") or []:
+        if time.monotonic() - start > float(section.get("budget_s", float("inf"))):
+            break
+        rng = np.random.default_rng(1)
+        feeds = {t["name"]: rng.standard_normal(t["shape"]).astype(np.float32)
+                 for t in one["inputs"]}
+        out({"event": "session", "key": one["key"],
+             "ms": session_ms(files[one["onnx"]], feeds, one["cpus"], reps=reps)})
+        count += 1
+    return count
+
+
 def requested_opaque_layers(specs: Sequence[dict[str, Any]], files: dict[str, str]
                             ) -> list[Any]:
     """The model's opaque layers the host cut alone (``{"names", "segment": KEY, "inputs":
@@ -242,6 +271,9 @@ def run(request: dict[str, Any], out: Emit = emit) -> int:
     if request.get("models"):
         measured += measure_models(request["models"], dict(request.get("files") or {}), out,
                                    cpus)
+        pin_process(cpus)
+    if request.get("sessions"):
+        measured += measure_sessions(request["sessions"], dict(request.get("files") or {}), out)
     out({"event": "done", "measured": measured,
          "elapsed_s": round(time.monotonic() - start, 3)})
     return measured

@@ -13,6 +13,7 @@ board has run it: nothing here can launch a GPU kernel.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -322,11 +323,19 @@ class Plan(_Model):
     def point_plan(self, name: str, stages: list[ParetoStage], predicted: Predicted) -> Any:
         """One configuration of this plan's model (a Pareto point, a baseline, a contender)
         as the runner's ``PlanConfig`` named ``name``."""
-        names = [layer.name for layer in self.layers]
-        choices = {names[i]: c for s in stages
-                   for i, c in zip(range(s.start, s.stop), s.choices, strict=True)}
-        return _runner_plan(name, [(f"stage{j}", s) for j, s in enumerate(stages)], choices,
-                            predicted)
+        return configuration_plan([layer.name for layer in self.layers], name, stages,
+                                  predicted)
+
+
+def configuration_plan(layer_names: Sequence[str], name: str, stages: list[ParetoStage],
+                       predicted: Predicted) -> Any:
+    """A configuration of a model whose layers are ``layer_names`` as the runner's
+    ``PlanConfig`` named ``name`` (also for a model the lockfile does not hold: the Winograd
+    trial's rewritten one)."""
+    choices = {layer_names[i]: c for s in stages
+               for i, c in zip(range(s.start, s.stop), s.choices, strict=True)}
+    return _runner_plan(name, [(f"stage{j}", s) for j, s in enumerate(stages)], choices,
+                        predicted)
 
 
 def _runner_plan(name: str, stages: list[tuple[str, PlanStage | ParetoStage]],

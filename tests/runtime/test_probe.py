@@ -183,6 +183,30 @@ def test_a_board_without_onnxruntime_or_with_other_cores_gets_an_answer_not_a_tr
     assert rc == 2 and events[0]["kind"] == "request" and "not available" in events[0]["message"]
 
 
+def test_the_probe_times_onnx_models_alone_in_order_while_the_budget_lasts(
+        board: Path, tmp_path: Path) -> None:
+    from edgedeploy.importers.onnx_winograd import ConvSite
+    from edgedeploy.planner.winograd import both_forms
+
+    site = ConvSite("conv", 8, 8, 12, 12)
+    for form, model in zip(("given", "rewritten"), both_forms(site), strict=True):
+        (tmp_path / f"{form}.onnx").write_bytes(model.SerializeToString())
+    one = available_cpus()[:1]
+    sessions = [{"key": f"k{i}-{form}", "onnx": form, "cpus": one,
+                 "inputs": [{"name": "x", "shape": [1, 8, 12, 12]}]}
+                for i in range(2) for form in ("given", "rewritten")]
+    files = {form: str(tmp_path / f"{form}.onnx") for form in ("given", "rewritten")}
+    rc, events = _probe(board, {"protocol": 1, "files": files, "sessions": {
+        "budget_s": 60, "reps": 3, "sessions": sessions}}, tmp_path)
+    assert rc == 0, events
+    timed = [e for e in events if e["event"] == "session"]
+    assert [e["key"] for e in timed] == [s["key"] for s in sessions]  # all, in order
+    assert all(e["ms"] > 0 for e in timed) and events[-1]["measured"] == len(sessions)
+    rc, events = _probe(board, {"protocol": 1, "files": files, "sessions": {
+        "budget_s": 0.0, "reps": 3, "sessions": sessions}}, tmp_path)
+    assert rc == 0 and not [e for e in events if e["event"] == "session"]  # none: spent
+
+
 def test_a_zero_budget_measures_nothing_and_says_done(board: Path, tmp_path: Path) -> None:
     rc, events = _probe(board, _layer_request(budget_s=0.0), tmp_path)
     assert rc == 0 and [e["event"] for e in events] == ["start", "done"]

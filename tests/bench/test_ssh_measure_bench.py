@@ -24,34 +24,47 @@ import pytest
 
 MODELS = (("resnet18", 224), ("mobilenet_v2", 224))
 COMMAND = "python -m pytest -q tests/bench/test_ssh_measure_bench.py -p no:cacheprovider -s"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+
+
+def _project(sshd, folder: Path, name: str, size: int, measure: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A manifest planning ``name`` for this host (``local``) and for it as an SSH board
+    (``edge``); the environment a new user's shell has (an empty cache)."""
+    from edgedeploy import zoo
+
+    folder.mkdir()
+    zoo.export(name, folder / "m.onnx", size=size)
+    (folder / "m.yaml").write_text(
+        f"name: m\nmodel: m.onnx\nobjective: throughput\nmeasure: {measure}\n"
+        "targets:\n  local: {}\n  edge:\n"
+        f"    host: 127.0.0.1\n    port: {sshd.port}\n    user: {sshd.user}\n"
+        f"    identity_file: {sshd.identity_file}\n    path: {folder / 'board'}\n"
+        f"    python: {sys.executable}\n")
+    return {**os.environ, "HOME": str(folder.parent), "XDG_CACHE_HOME": str(folder / "cache")}
+
+
+def _plan(folder: Path, alias: str, env: dict[str, str]) -> tuple[dict, float]:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "edgedeploy.cli.main", "plan", "m.yaml", "--target",
+                    alias], cwd=folder, env=env, check=True)
+    return (json.loads((folder / f"m.{alias}.plan.json").read_text()),
+            round(time.perf_counter() - t0, 1))
 
 
 @pytest.mark.slow
 @pytest.mark.ssh
 def test_the_board_path_decides_as_the_host_does(sshd, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from edgedeploy import zoo
-
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line)
     rows = []
     for name, size in MODELS:
         folder = tmp_path / name
-        folder.mkdir()
-        zoo.export(name, folder / "m.onnx", size=size)
-        (folder / "m.yaml").write_text(
-            "name: m\nmodel: m.onnx\nobjective: throughput\nmeasure: {winograd: false}\n"
-            "targets:\n  local: {}\n  edge:\n"
-            f"    host: 127.0.0.1\n    port: {sshd.port}\n    user: {sshd.user}\n"
-            f"    identity_file: {sshd.identity_file}\n    path: {folder / 'board'}\n"
-            f"    python: {sys.executable}\n")
-        env = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(folder / "cache")}
+        env = _project(sshd, folder, name, size, "{winograd: false}")
         row = {"model": f"{name} {size}x{size}"}
         for alias in ("local", "edge"):
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "edgedeploy.cli.main", "plan", "m.yaml",
-                            "--target", alias], cwd=folder, env=env, check=True)
-            decision = json.loads((folder / f"m.{alias}.plan.json").read_text())["decision"]
-            row[alias] = {"wall_s": round(time.perf_counter() - t0, 1),
+            lock, wall = _plan(folder, alias, env)
+            decision = lock["decision"]
+            row[alias] = {"wall_s": wall,
                           "winner": decision["winner"], "measured": decision["measured"],
                           "seconds": decision.get("seconds"),
                           "contenders": {c["name"]: c["measured_fps"]
@@ -63,8 +76,7 @@ def test_the_board_path_decides_as_the_host_does(sshd, tmp_path) -> None:  # typ
         print(f"\n{row['model']}: local {row['local']['winner']} ({row['local']['wall_s']} s), "
               f"over ssh {row['edge']['winner']} ({row['edge']['wall_s']} s); board/host per "
               f"contender: {row['board_over_host']}")
-    out = Path(__file__).resolve().parents[2] / "results" / "ssh_measure.json"
-    out.write_text(json.dumps({
+    (RESULTS / "ssh_measure.json").write_text(json.dumps({
         "command": COMMAND,
         "host": "2-vCPU Intel Xeon VM; the SSH board is this machine behind sshd on 127.0.0.1",
         "note": "each model from an empty cache: plan --target local (quick profile included), "
@@ -72,3 +84,36 @@ def test_the_board_path_decides_as_the_host_does(sshd, tmp_path) -> None:  # typ
         "rows": rows, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")},
         indent=1, sort_keys=True) + "\n")
     assert all(r["edge"]["measured"] for r in rows)  # the figures are reported, not asserted
+
+
+@pytest.mark.slow
+@pytest.mark.ssh
+def test_the_winograd_trial_on_the_board_as_on_this_host(sshd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """VGG-16 224, the model whose 3x3 layers run faster as Winograd here: its trial made on
+    this host and through the board's probe and trials sessions (the same machine), from the
+    same profile. Writes ``results/ssh_measure_winograd.json``."""
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line)
+    folder = tmp_path / "vgg16"
+    env = _project(sshd, folder, "vgg16", 224, "{}")
+    row: dict = {"model": "vgg16 224x224"}
+    for alias in ("local", "edge"):
+        lock, wall = _plan(folder, alias, env)
+        trial = lock.get("winograd") or {}
+        row[alias] = {"wall_s": wall, "winner": lock["decision"]["winner"],
+                      "measured_fps": lock["measured"]["throughput_fps"],
+                      "winograd": {k: trial.get(k) for k in (
+                          "chosen", "layers", "cores", "as_given_fps", "rewritten_fps",
+                          "reason", "layer_gains")}}
+        print(f"\nvgg16 --target {alias}: {wall} s, winner {row[alias]['winner']}, "
+              f"winograd chosen {trial.get('chosen')} ({len(trial.get('layers') or [])} "
+              f"layers), as given {trial.get('as_given_fps')}, rewritten "
+              f"{trial.get('rewritten_fps')}")
+    (RESULTS / "ssh_measure_winograd.json").write_text(json.dumps({
+        "command": COMMAND + " -k winograd",
+        "host": "2-vCPU Intel Xeon VM; the SSH board is this machine behind sshd on 127.0.0.1",
+        "note": "from an empty cache: plan --target local (quick profile included), then "
+                "plan --target edge from the same profile; defaults otherwise",
+        "row": row, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")},
+        indent=1, sort_keys=True) + "\n")
+    assert row["edge"]["winograd"]["layer_gains"]  # the figures are reported, not asserted

@@ -74,8 +74,9 @@ class BoardTrials:
         if "error" in data:
             raise ExecutionError(f"{self.label}: measuring {name}: {data['error']}")
         fps = float(data["throughput_fps"])
+        ran = int(data.get("frames", frames))  # whole periods of the contender's completions
         energy = data.get("energy_mj")
-        return (Window(frames, frames / fps if fps > 0 else float("inf")),
+        return (Window(ran, ran / fps if fps > 0 else float("inf")),
                 float(data.get("latency_ms_p50") or 0.0),
                 float(energy) if isinstance(energy, (int, float)) else None)
 

@@ -263,12 +263,14 @@ def health(cfg: RunnerConfig, plan_name: str | None = None) -> dict[str, Any]:
 # --- measure ----------------------------------------------------------------------------------
 def measure(cfg: RunnerConfig, plan_name: str | None, config_json: str | None, frames: int,
             warmup: int, layer_frames: int = 3) -> dict[str, Any]:
-    """Run a plan (or a variant given as a plan object in JSON) for ``frames`` frames, pinned;
+    """Run a plan (or a variant given as a plan object in JSON) for ``frames`` frames (rounded
+    up to whole periods of its completions, at least three: ``metrics.timed_frames``), pinned;
     then ``layer_frames`` in-process runs per stage for per-layer times (``layer_ms``).
 
     Board power is the meter's reading right after the pipeline run (before the per-layer runs),
     and ``energy_mj`` is that power over one frame period (1000 / throughput_fps ms)."""
     from edgedeploy.runtime.inline_pipeline import open_pipeline
+    from edgedeploy.runtime.metrics import timed_frames
     from edgedeploy.runtime.runner_config import stage_specs
     from edgedeploy.runtime.runner_serve import frame_ms, make_source, power_meter
 
@@ -286,7 +288,8 @@ def measure(cfg: RunnerConfig, plan_name: str | None, config_json: str | None, f
     source = make_source(cfg, [(t.name, tuple(t.shape)) for t in graph.inputs])
     meter = power_meter(cfg, cfg.state_dir())
     with open_pipeline(stage_specs(cfg, graph, plan)) as pipe:
-        result = pipe.run(source, frames, warmup=warmup, keep_outputs="none")
+        result = pipe.run(source, timed_frames(frames, pipe.period), warmup=warmup,
+                          keep_outputs="none")
     data = result.to_dict()
     data.update(meter.sample().fields(frame_ms(result.throughput_fps)))
     data.update(plan=plan.name, warmup=warmup, predicted=dict(plan.predicted),

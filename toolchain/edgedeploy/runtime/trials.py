@@ -96,9 +96,14 @@ def _next_request(lines: Iterable[str]) -> dict[str, Any] | None:
 
 def _window(pipe: Any, name: str, source: Any, request: dict[str, Any], meter: Any,
             frame_ms: Any) -> dict[str, Any]:
-    """One timed window of ``frames`` after ``warmup``, then ``latency_samples`` frames one at a
-    time (the latency an application sees with nothing else in flight)."""
-    frames, warmup = int(request["frames"]), int(request.get("warmup", 0))
+    """One timed window of ``frames`` (rounded up to whole periods of the contender's
+    completions, at least three: ``metrics.timed_frames``; the answer says how many ran) after
+    ``warmup``, then ``latency_samples`` frames one at a time (the latency an application sees
+    with nothing else in flight)."""
+    from edgedeploy.runtime.metrics import timed_frames
+
+    frames = timed_frames(int(request["frames"]), int(getattr(pipe, "period", 1)))
+    warmup = int(request.get("warmup", 0))
     result = pipe.run(source, frames, warmup=warmup, keep_outputs="none")
     data = {"plan": name, "frames": frames, "throughput_fps": result.throughput_fps,
             "latency_ms_p50": result.to_dict().get("latency_ms_p50")}

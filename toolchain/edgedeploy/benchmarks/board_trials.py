@@ -73,10 +73,8 @@ class BoardTrials:
         data = self._answer()
         if "error" in data:
             raise ExecutionError(f"{self.label}: measuring {name}: {data['error']}")
-        fps = float(data["throughput_fps"])
-        ran = int(data.get("frames", frames))  # whole periods of the contender's completions
-        energy = data.get("energy_mj")
-        return (Window(ran, ran / fps if fps > 0 else float("inf")),
+        energy = data.get("energy_mj")  # the window as the board timed it (whole periods)
+        return (Window(int(data["frames"]), float(data["wall_s"])),
                 float(data.get("latency_ms_p50") or 0.0),
                 float(energy) if isinstance(energy, (int, float)) else None)
 

@@ -4,8 +4,8 @@
 the rounds; see ``benchmarks.board_trials``). Why a session and not one ``measure`` a window:
 each ``measure`` imports its engines and starts its stage processes again, seconds on a small
 board, and an alternated round of five contenders would spend most of its time starting them.
-Here each contender starts once, as on the host, and every window is timed by the pipeline's
-own figures (``PipelineResult``), the same function for every contender.
+Here each contender starts once, as on the host, and every window is timed by the host's own
+estimator (``runtime.window``): the same function for every contender, here and there.
 
 Protocol (one JSON object a line)::
 
@@ -13,7 +13,7 @@ Protocol (one JSON object a line)::
            "optional": [NAME, ...], "start_bytes": {NAME: bytes}, "memory_share": 0.5}
     board {"opened": {NAME: null | "why it did not start"}}
     host  {"measure": NAME, "frames": N, "warmup": W, "latency_samples": K}
-    board {"plan": NAME, "throughput_fps", "latency_ms_p50", "energy_mj", ...}
+    board {"plan": NAME, "frames", "wall_s", "throughput_fps", "latency_ms_p50", "energy_mj", ...}
           | {"plan": NAME, "error": "..."}
     host  {"close": true}   (or end of input)
 
@@ -96,18 +96,23 @@ def _next_request(lines: Iterable[str]) -> dict[str, Any] | None:
 
 def _window(pipe: Any, name: str, source: Any, request: dict[str, Any], meter: Any,
             frame_ms: Any) -> dict[str, Any]:
-    """One timed window of ``frames`` (rounded up to whole periods of the contender's
-    completions, at least three: ``metrics.timed_frames``; the answer says how many ran) after
-    ``warmup``, then ``latency_samples`` frames one at a time (the latency an application sees
-    with nothing else in flight)."""
-    from edgedeploy.runtime.metrics import timed_frames
+    """One timed window by the host's own estimator (``runtime.window.timed_round``): ``frames``
+    (rounded up to whole periods of the contender's completions; the answer says how many)
+    after ``warmup``, the pipeline kept fed behind the window, as this host's benchmarks feed
+    theirs; then ``latency_samples`` frames one at a time (the latency an application sees with
+    nothing else in flight).
 
-    frames = timed_frames(int(request["frames"]), int(getattr(pipe, "period", 1)))
-    warmup = int(request.get("warmup", 0))
-    result = pipe.run(source, frames, warmup=warmup, keep_outputs="none")
-    data = {"plan": name, "frames": frames, "throughput_fps": result.throughput_fps,
-            "latency_ms_p50": result.to_dict().get("latency_ms_p50")}
-    data.update(meter.sample().fields(frame_ms(result.throughput_fps)))
+    Why not ``pipe.run``: it drains inside its run, and two VGG-16 replicas batching four frames
+    finished their last, partial batches early -- 16 fps read for a 10 fps system."""
+    from edgedeploy.runtime.window import timed_round
+
+    batch = max((getattr(s, "batch", 1) for s in getattr(pipe, "stages", [])), default=1)
+    window = timed_round(lambda n, frame: pipe.stream(frame, n), source,
+                         int(request["frames"]), int(request.get("warmup", 0)),
+                         tail=2 * pipe.workers * batch, period=pipe.period)
+    data = {"plan": name, "frames": window.frames, "wall_s": window.wall_s,
+            "throughput_fps": window.throughput_fps, "latency_ms_p50": None}
+    data.update(meter.sample().fields(frame_ms(window.throughput_fps)))
     samples = int(request.get("latency_samples", 0))
     if samples > 0:
         alone = [pipe.run(source, 1, warmup=0, keep_outputs="none").to_dict()["latency_ms_p50"]

@@ -1,0 +1,74 @@
+"""The timed window every system in a comparison is scored by, on this host and on a board.
+
+A stream's completion times in, one :class:`Window` out: frames completed over the wall time
+from the completion of the last warm-up frame to that of the last timed one, while the system is
+still fed (``tail`` frames behind the window), over whole periods of its completion pattern.
+It lives in the runtime so that a board's ``main.py trials`` scores its contenders with the very
+function this host's benchmarks use (``benchmarks.estimator`` explains the rules); it needs
+numpy alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+Frame = Callable[[int], list[np.ndarray]]
+#: Feeds and completes ``n`` frames (frame(k) for k in range(n)), keeping the system fed, and
+#: returns each frame's completion time (``time.perf_counter``), in completion order.
+Process = Callable[[int, Frame], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Window:
+    """One timed round: ``frames`` completed in ``wall_s`` seconds."""
+
+    frames: int
+    wall_s: float
+
+    @property
+    def throughput_fps(self) -> float:
+        return throughput_fps(self.frames, self.wall_s)
+
+
+def throughput_fps(frames: int, wall_s: float) -> float:
+    """The one throughput estimator: frames completed over the wall time of the window."""
+    return frames / wall_s if wall_s > 0 else 0.0
+
+
+
+def timed_round(process: Process, frame: Frame, frames: int, warmup: int,
+                tail: int = 0, period: int = 1) -> Window:
+    """One stream of ``warmup + frames + tail`` frames; the window runs from the completion of
+    the last warm-up frame to that of the last timed one (``tail``: frames the system holds in
+    flight, fed behind the window so it never drains inside it).
+
+    A system that completes frames in a repeating pattern (two replicas micro-batching four
+    frames each hand back eight frames every period, in two bursts a few milliseconds apart)
+    would be over- or under-counted by up to a period's frames if a window edge fell inside
+    one pattern and the other edge elsewhere in the next. So the window holds a whole number
+    of ``period`` frames (rounded up): both edges then fall on the same place of the pattern,
+    wherever that is, and the window spans whole periods."""
+    warmup = max(1, warmup)  # the window opens on a completion
+    frames = whole_periods(frames, period)
+    done = np.asarray(process(warmup + frames + tail, frame), dtype=float)
+    return window_of(done, warmup, frames, period)
+
+
+def whole_periods(frames: int, period: int) -> int:
+    """``frames`` rounded up to a whole number of ``period`` (at least one)."""
+    return -(-max(frames, 1) // period) * period
+
+
+def window_of(done: np.ndarray, warmup: int, frames: int, period: int = 1) -> Window:
+    """The timed window of a stream's completion times (see :func:`timed_round`): from the
+    completion of frame ``warmup - 1`` over ``frames`` (rounded up to whole periods, fewer
+    periods where the stream is too short) more."""
+    start = max(warmup, 1) - 1
+    span = whole_periods(frames, period)
+    while span > period and start + span > len(done) - 1:
+        span -= period
+    stop = min(start + span, len(done) - 1)
+    return Window(stop - start, float(done[stop] - done[start]))

@@ -49,10 +49,14 @@ def timed_round(process: Process, frame: Frame, frames: int, warmup: int,
     frames each hand back eight frames every period, in two bursts a few milliseconds apart)
     would be over- or under-counted by up to a period's frames if a window edge fell inside
     one pattern and the other edge elsewhere in the next. So the window holds a whole number
-    of ``period`` frames (rounded up): both edges then fall on the same place of the pattern,
-    wherever that is, and the window spans whole periods."""
+    of ``period`` frames (rounded up, three periods at least): both edges then fall on the same
+    place of the pattern, wherever that is, and the window spans whole periods."""
+    from edgedeploy.runtime.metrics import timed_frames
+
     warmup = max(1, warmup)  # the window opens on a completion
-    frames = whole_periods(frames, period)
+    # three periods at least: two replicas batching four VGG-16 frames each start unevenly,
+    # and one-period windows of them read 6 or 10.6 fps by where the window fell
+    frames = timed_frames(frames, period)
     done = np.asarray(process(warmup + frames + tail, frame), dtype=float)
     return window_of(done, warmup, frames, period)
 

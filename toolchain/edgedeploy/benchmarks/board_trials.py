@@ -147,11 +147,11 @@ def _check_idle(board: Any, host: str, alias: str) -> None:
 def why_unmeasurable(manifest: Any, alias: str, access: Any = None) -> str | None:
     """Why ``alias``'s board cannot be measured now (it cannot be reached, or its runner
     serves), else None: asked before anything runs there, a quick profile included."""
-    from edgedeploy.deploy.api import hosts_of, open_transport
+    from edgedeploy.deploy.api import canary_of, open_transport
     from edgedeploy.deploy.board import Board
 
     ref = manifest.target(alias)
-    host = ref.canary_host or hosts_of(ref)[0]
+    host = canary_of(ref)
     transport = open_transport(ref, host, access=access)
     try:
         transport.open()
@@ -171,14 +171,14 @@ def open_board(manifest: Any, alias: str, board_name: str, plan: Plan, graph: ir
     """Build the measuring bundle, upload it to ``alias``'s board (its canary host), start
     ``main.py trials`` there with every contender (runner ``PlanConfig`` by name) and return
     the session. :class:`BoardBusy` where the board's runner serves a release."""
-    from edgedeploy.deploy.api import board_python, hosts_of, open_transport
+    from edgedeploy.deploy.api import board_python, canary_of, open_transport
     from edgedeploy.deploy.board import Board
     from edgedeploy.deploy.bundle import load_bundle
     from edgedeploy.generator.bundle import build_bundle
     from edgedeploy.generator.sources import measuring_input
 
     ref = manifest.target(alias)
-    host = ref.canary_host or hosts_of(ref)[0]
+    host = canary_of(ref)
     transport = open_transport(ref, host, access=access)
     local = Path(tempfile.mkdtemp(prefix="edgedeploy-trials-"))
     board, upload, session = None, None, None

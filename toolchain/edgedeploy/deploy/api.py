@@ -65,6 +65,11 @@ def hosts_of(ref: TargetRef) -> list[str]:
     return ref.all_hosts or [LOCAL]
 
 
+def canary_of(ref: TargetRef) -> str:
+    """The host a target is measured on: a fleet's canary, else its first host."""
+    return ref.canary_host or hosts_of(ref)[0]
+
+
 def open_transport(ref: TargetRef, host: str, *, dry_run: bool = False,
                    access: TransportOptions | None = None) -> Transport:
     """The transport for one host of a target (not yet connected)."""

@@ -204,12 +204,12 @@ def _backend(kind: str, ctx, graph, manifest, alias: str, tgt, seed: int):
 def _ssh_backend(ctx, manifest, alias: str) -> RunnerBackend:
     """The deployed bundle's runner over the deployer's transport (needs a prior `push`)."""
     try:
-        from edgedeploy.deploy.api import board_python, hosts_of, open_transport
+        from edgedeploy.deploy.api import board_python, canary_of, open_transport
     except ImportError:  # pragma: no cover - deployer not installed
         raise InputError("SSH refinement needs the deployer: deploy first with "
                          f"`edgedeploy push --target {alias}`") from None
     ref = manifest.target(alias)
-    transport = open_transport(ref, ref.canary_host or hosts_of(ref)[0])  # a fleet's canary
+    transport = open_transport(ref, canary_of(ref))
     transport.open()
     root = transport.expand(ref.path)
 

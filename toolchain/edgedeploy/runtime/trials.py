@@ -38,7 +38,7 @@ def serve_trials(cfg: RunnerConfig, lines: Iterable[str], out: IO[str]) -> int:
     from edgedeploy.runtime.inline_pipeline import open_pipeline
     from edgedeploy.runtime.process_memory import available_bytes
     from edgedeploy.runtime.runner_config import stage_specs
-    from edgedeploy.runtime.runner_serve import frame_ms, make_source, power_meter
+    from edgedeploy.runtime.runner_serve import make_source, power_meter
 
     def say(obj: dict[str, Any]) -> None:
         out.write(json.dumps(obj, sort_keys=True) + "\n")
@@ -78,7 +78,7 @@ def serve_trials(cfg: RunnerConfig, lines: Iterable[str], out: IO[str]) -> int:
                 say({"plan": name, "error": opened.get(name) or f"no contender {name!r}"})
                 continue
             try:
-                say(_window(pipes[name], name, source, request, meter, frame_ms))
+                say(_window(pipes[name], name, source, request, meter))
             except Exception as exc:
                 say({"plan": name, "error": f"{type(exc).__name__}: {exc}"})
     return 0
@@ -94,8 +94,8 @@ def _next_request(lines: Iterable[str]) -> dict[str, Any] | None:
     return None
 
 
-def _window(pipe: Any, name: str, source: Any, request: dict[str, Any], meter: Any,
-            frame_ms: Any) -> dict[str, Any]:
+def _window(pipe: Any, name: str, source: Any, request: dict[str, Any], meter: Any
+            ) -> dict[str, Any]:
     """One timed window by the host's own estimator (``runtime.window.timed_round``): ``frames``
     (rounded up to whole periods of the contender's completions; the answer says how many)
     after ``warmup``, the pipeline kept fed behind the window, as this host's benchmarks feed
@@ -104,6 +104,7 @@ def _window(pipe: Any, name: str, source: Any, request: dict[str, Any], meter: A
 
     Why not ``pipe.run``: it drains inside its run, and two VGG-16 replicas batching four frames
     finished their last, partial batches early -- 16 fps read for a 10 fps system."""
+    from edgedeploy.runtime.runner_serve import frame_ms
     from edgedeploy.runtime.window import timed_round
 
     batch = max((getattr(s, "batch", 1) for s in getattr(pipe, "stages", [])), default=1)

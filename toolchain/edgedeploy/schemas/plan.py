@@ -306,7 +306,7 @@ class Plan(_Model):
         seen = {plan_key(best)}
         others = []
         for k, point in enumerate(self.pareto):
-            other = self.point_plan(f"pareto{k}", point.stages, point.predicted)
+            other = self._point_plan(f"pareto{k}", point.stages, point.predicted)
             if (key := plan_key(other)) in seen:
                 continue  # the same pipeline under another name: skipped, not renumbered
             seen.add(key)
@@ -317,10 +317,10 @@ class Plan(_Model):
         """The runnable baselines (the whole model through one engine, threaded or replicated)
         as runner plans named as the lockfile names them: configurations refinement measures on
         the board, which a bundle may ship segments for without serving them."""
-        return tuple(self.point_plan(name, b.stages, b.predicted)
+        return tuple(self._point_plan(name, b.stages, b.predicted)
                      for name, b in sorted(self.baselines.items()) if b.stages)
 
-    def point_plan(self, name: str, stages: list[ParetoStage], predicted: Predicted) -> Any:
+    def _point_plan(self, name: str, stages: list[ParetoStage], predicted: Predicted) -> Any:
         """One configuration of this plan's model (a Pareto point, a baseline, a contender)
         as the runner's ``PlanConfig`` named ``name``."""
         return configuration_plan([layer.name for layer in self.layers], name, stages,

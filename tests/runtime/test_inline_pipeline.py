@@ -44,15 +44,17 @@ def _frames(graph, n: int) -> list[list[np.ndarray]]:  # type: ignore[no-untyped
 
 def test_inline_answers_as_the_pipeline_does_in_this_process(model) -> None:
     graph, path = model
-    frames = _frames(graph, 6)
+    frames = _frames(graph, 8)
     inline = open_pipeline(_specs(graph, path, inline=True))
     assert isinstance(inline, InlinePipeline)
     with inline:
-        result = inline.run(frames, 4, warmup=2, keep_outputs="all")
+        assert inline.tail == 0  # nothing in flight behind a frame
+        result = inline.run(frames, 4, warmup=2, keep_outputs="all", tail=2)
         info = inline.replica_info
     with open_pipeline(_specs(graph, path, inline=False)) as pipe:
-        assert isinstance(pipe, Pipeline)
-        want = pipe.run(frames, 4, warmup=2, keep_outputs="all")
+        assert isinstance(pipe, Pipeline) and pipe.tail == 2
+        want = pipe.run(frames, 4, warmup=2, keep_outputs="all", tail=pipe.tail)
+    assert want.frames == 4 and len(want.outputs or []) == 4  # the tail is in no figure
     assert result.frames == 4 and result.mode == "inline"
     for got, ref in zip(result.outputs or [], want.outputs or [], strict=True):
         np.testing.assert_allclose(got[0], ref[0], rtol=1e-4, atol=1e-5)

@@ -182,6 +182,21 @@ def test_metrics_are_present_and_sane() -> None:
     assert fast["cpus"] == list(CPUS)
 
 
+def test_a_tail_keeps_the_pipeline_fed_and_counts_in_no_statistic() -> None:
+    """Frames fed behind the counted ones (``tail``) run through every stage, but neither the
+    run's figures nor the stages' count them, and the pipeline is empty afterwards."""
+    stages = [StageSpec(name="sleepy", cpus=CPUS, replicas=2, factory=ps.slow_identity,
+                        factory_args=(2.0,), inputs=VEC, outputs=VEC)]
+    with Pipeline(stages) as pipe:
+        assert pipe.tail == 4  # two whole batches of one frame per replica
+        result = pipe.run(frame, 8, warmup=2, keep_outputs="all", tail=pipe.tail)
+        assert pipe.in_flight == 0
+        again = pipe.run(frame, 3, warmup=0, keep_outputs="last")
+    assert result.frames == 8 and result.to_dict()["stages"][0]["frames"] == 8
+    assert [float(o[0][0]) for o in result.outputs] == [float(k) for k in range(2, 10)]
+    assert again.frames == 3 and float(again.outputs[-1][0][0]) == 2.0
+
+
 def test_sequential_mode_reports_the_same_metric_shape() -> None:
     result = run_sequential([("double", ps.affine(2.0, 0.0)), ps.slow_identity(1.0)], frame, 10)
     d = result.to_dict()

@@ -118,7 +118,7 @@ def pipelined(name: str, description: str, graph: ir.Graph, plans: Sequence[Stag
 
     return System(name, description,
                   lambda n, frame: pipe.stream(lambda k: [frame(k)[i] for i in pick], n), run_one,
-                  close=pipe.close, tail=2 * pipe.workers * max(p.batch for p in plans),
+                  close=pipe.close, tail=pipe.tail,
                   period=pipe.period,
                   configuration=configuration(graph, plans, choices))
 

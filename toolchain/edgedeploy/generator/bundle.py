@@ -183,8 +183,26 @@ def _reference(graph: ir.Graph, seed: int) -> tuple[dict[str, np.ndarray], dict[
     return arrays, meta
 
 
+def _shipped_weights(graph: ir.Graph, build: BuildInput
+                     ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The weight arrays the bundle ships, and the sizes of those it leaves to its segments:
+    every array, unless ``build.plans_only``; then only those a plan reads outside an engine
+    segment (a primitive's, a native op's)."""
+    if not build.plans_only:
+        return dict(graph.weights), {}
+    from edgedeploy.runtime.engines import is_segment_choice
+
+    read = {key for p in (*build.plans, *build.measured_plans) for layer in graph.layers
+            if not is_segment_choice(p.choices.get(layer.name, ""))
+            for key in layer.weights.values()}
+    arrays = {k: v for k, v in graph.weights.items() if k in read}
+    held = {k: int(v.nbytes) for k, v in graph.weights.items() if k not in read}
+    return arrays, held
+
+
 def _config(graph: ir.Graph, build: BuildInput, plans: dict[str, Any],
-            segments: list[dict[str, Any]], reference: dict[str, Any]) -> dict[str, Any]:
+            segments: list[dict[str, Any]], reference: dict[str, Any],
+            held: Mapping[str, int]) -> dict[str, Any]:
     return {
         "schema_version": 1, "name": build.name, "target": build.target,
         "graph": "app/graph.json", "weights": "app/weights.npz",
@@ -196,6 +214,7 @@ def _config(graph: ir.Graph, build: BuildInput, plans: dict[str, Any],
         "source": {"kind": "random", "seed": build.seed, "pool": 4},
         "targets": dict(build.targets),
         **({"io": dict(build.io)} if build.io is not None else {}),
+        **({"weights_held": dict(sorted(held.items()))} if held else {}),
     }
 
 
@@ -225,12 +244,13 @@ def build_bundle(build: BuildInput, graph: ir.Graph, model_path: str | Path | No
     plans = _stage_dicts(graph, build)
     segments = _segments(graph, build, model)
     ref_arrays, ref_meta = _reference(graph, build.seed)
+    arrays, held = _shipped_weights(graph, build)
     threads = max((len(s.cpus) for s in build.active_plan.stages), default=1) or 1
     files: dict[str, bytes] = {
         path: text.encode() for path, text in render_all(
             render_context(build, threads, __version__)).items()}
     files["app/config.json"] = canonical_json(
-        _config(graph, build, plans, segments, ref_meta)).encode()
+        _config(graph, build, plans, segments, ref_meta, held)).encode()
     files["app/graph.json"] = _graph_json(graph).encode()
     files.update({s["file"]: s["model"] for s in segments})
     files.update(optimized_segments(segments))  # <k>.opt.*: see generator.optimize
@@ -243,7 +263,7 @@ def build_bundle(build: BuildInput, graph: ir.Graph, model_path: str | Path | No
     _prepare(out)
     for rel in sorted(files):
         _write(out / rel, files[rel])
-    write_npz(out / "app" / "weights.npz", {k: graph.weights[k] for k in graph.weights})
+    write_npz(out / "app" / "weights.npz", arrays)
     write_npz(out / "app" / "reference.npz", ref_arrays)
     return _seal(out, build)
 

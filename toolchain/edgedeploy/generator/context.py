@@ -64,6 +64,10 @@ class BuildInput:
     #: Configurations refinement may measure on the board beside the served plans (the
     #: lockfile's baselines): their segments ship; the runner never serves them.
     measured_plans: tuple[PlanConfig, ...] = ()
+    #: Ship the arrays of only the weights its plans read outside engine segments (the others
+    #: as sizes): a bundle that runs its own plans and nothing else, as measure-to-decide's is.
+    #: A release ships every weight, since refinement's variants may run any layer natively.
+    plans_only: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

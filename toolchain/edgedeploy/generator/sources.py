@@ -78,11 +78,11 @@ def from_plan(plan: Any, plan_file: str | Path, *, free_batch: bool = False,
 def measuring_input(plan: Any, board: str, contenders: tuple[PlanConfig, ...]) -> BuildInput:
     """The BuildInput of a bundle that only measures (measure-to-decide on a board): the
     contenders as its plans and nothing else, so the segments of the lockfile's Pareto points
-    left off the shortlist (a pipeline cut in several places) are not uploaded. It is never
-    installed or served."""
+    left off the shortlist (a pipeline cut in several places) are not uploaded, nor the weights
+    its onnxruntime segments hold. It is never installed or served."""
     return BuildInput(name=plan.name, target=str(plan.target.get("alias") or LOCAL),
                       family=_family(board), plans=contenders, active=contenders[0].name,
-                      python=_python(board))
+                      python=_python(board), plans_only=True)
 
 
 def model_build_input(graph: Any, name: str, target: str, family: str, *,

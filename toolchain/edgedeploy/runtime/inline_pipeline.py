@@ -106,6 +106,10 @@ class InlinePipeline:
         return 1  # one frame at a time, in the caller's thread
 
     @property
+    def tail(self) -> int:
+        return 0  # nothing is in flight behind a frame: nothing can drain
+
+    @property
     def replica_info(self) -> list[dict]:
         return [{"stage": self.spec.name, **self._info}]
 
@@ -184,8 +188,9 @@ class InlinePipeline:
         self._t_idle = 0.0
 
     def run(self, frames: Frames, n_frames: int, warmup: int = 0,
-            keep_outputs: str = "last") -> PipelineResult:
-        """Run ``warmup + n_frames`` frames one after another and summarise them."""
+            keep_outputs: str = "last", tail: int = 0) -> PipelineResult:
+        """Run ``warmup + n_frames`` frames one after another and summarise them (``tail``, as
+        ``Pipeline.run`` takes it, is not run: one frame at a time, nothing can drain)."""
         if keep_outputs not in KEEP:
             raise InputError(f"keep_outputs must be one of {KEEP}, got {keep_outputs!r}")
         if self.in_flight:

@@ -145,5 +145,5 @@ def replica_fps(graph: ir.Graph, onnx_path: str, cpus: Sequence[int], replicas: 
                                    for t in io.outputs))
     with Pipeline([spec]) as pipe:
         result = pipe.run(lambda _k: frame, frames, warmup=REPLICA_WARMUP,
-                          keep_outputs="none")
+                          keep_outputs="none", tail=pipe.tail)
     return float(result.throughput_fps)

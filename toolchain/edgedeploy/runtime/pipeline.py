@@ -151,6 +151,12 @@ class Pipeline:
         return math.lcm(*(s.replicas * s.batch for s in self.stages))
 
     @property
+    def tail(self) -> int:
+        """Frames to feed behind a timed run so that no replica drains inside it: two whole
+        batches per replica."""
+        return 2 * sum(s.replicas * s.batch for s in self.stages)
+
+    @property
     def replica_info(self) -> list[dict]:
         """What each replica reported at start-up: stage, pid and the cpus it actually got."""
         return [{"stage": r.name, **(r.info or {})} for r in self._replicas]
@@ -382,23 +388,28 @@ class Pipeline:
 
     # -- whole runs ---------------------------------------------------------------------------
     def run(self, frames: Frames, n_frames: int, warmup: int = 0,
-            keep_outputs: str = "last") -> PipelineResult:
-        """Feed ``warmup + n_frames`` frames from a thread, collect here, and summarise the run.
+            keep_outputs: str = "last", tail: int = 0) -> PipelineResult:
+        """Feed ``warmup + n_frames + tail`` frames from a thread, collect here, and summarise
+        the ``n_frames``.
 
         ``frames`` is an iterable of tensor lists or a callable ``index -> tensors``; warm-up
-        frames run through every stage but count in no statistic.
+        and tail frames run through every stage but count in no statistic. A tail (see
+        :attr:`tail`) keeps the pipeline fed while the counted frames finish: without one the
+        last batches complete with nothing queued behind them, and two VGG-16 replicas batching
+        four frames read 16 fps for a 10 fps system (seen on a board while developing).
         """
         if keep_outputs not in KEEP:
             raise InputError(f"keep_outputs must be one of {KEEP}, got {keep_outputs!r}")
         if self._submitted != self._collected:
             raise ExecutionError("run() needs an empty pipeline: collect submitted frames first")
         self._reset_run()
-        total = warmup + n_frames
+        counted = warmup + n_frames
+        total = counted + max(0, tail)
         outputs: list[list[np.ndarray]] = []
-        with self._feeding_thread(frames, total, warmup, mark=True):
+        with self._feeding_thread(frames, total, warmup, mark=True, counted=counted):
             for k in range(total):
-                keep = keep_outputs == "all" or (keep_outputs == "last" and k == total - 1)
-                _, outs = self.get(copy=keep and k >= warmup)
+                keep = keep_outputs == "all" or (keep_outputs == "last" and k == counted - 1)
+                _, outs = self.get(copy=keep and warmup <= k < counted)
                 if outs is not None:
                     outputs.append(outs)
             self._collect_control(shm.MARK)
@@ -425,9 +436,12 @@ class Pipeline:
 
     @contextlib.contextmanager
     def _feeding_thread(self, frames: Frames, total: int, warmup: int,
-                        mark: bool) -> Iterator[None]:
-        """A feeder thread submitting ``total`` frames while the body collects them here."""
-        feeder = threading.Thread(target=self._feed, args=(frames, total, warmup, mark),
+                        mark: bool, counted: int | None = None) -> Iterator[None]:
+        """A feeder thread submitting ``total`` frames while the body collects them here; those
+        before ``warmup`` and from ``counted`` on are flagged warm-up (in no statistic)."""
+        feeder = threading.Thread(target=self._feed,
+                                  args=(frames, total, warmup, mark,
+                                        total if counted is None else counted),
                                   name="edgedeploy-feeder", daemon=True)
         self._feeding = True
         feeder.start()
@@ -440,12 +454,14 @@ class Pipeline:
             feeder.join()
             self._feeding = False
 
-    def _feed(self, frames: Frames, total: int, warmup: int, mark: bool = True) -> None:
+    def _feed(self, frames: Frames, total: int, warmup: int, mark: bool = True,
+              counted: int | None = None) -> None:
+        stop = total if counted is None else counted
         try:
             read = frame_reader(frames, total)
             base = self._submitted
             for k in range(total):
-                self.submit(base + k, read(k), warmup=k < warmup, _check=False)
+                self.submit(base + k, read(k), warmup=not warmup <= k < stop, _check=False)
             if mark:
                 self._send_control(shm.MARK)
         except BaseException as exc:  # reported by the collecting thread

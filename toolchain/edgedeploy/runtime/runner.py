@@ -264,8 +264,9 @@ def health(cfg: RunnerConfig, plan_name: str | None = None) -> dict[str, Any]:
 def measure(cfg: RunnerConfig, plan_name: str | None, config_json: str | None, frames: int,
             warmup: int, layer_frames: int = 3) -> dict[str, Any]:
     """Run a plan (or a variant given as a plan object in JSON) for ``frames`` frames (rounded
-    up to whole periods of its completions, at least three: ``metrics.timed_frames``), pinned;
-    then ``layer_frames`` in-process runs per stage for per-layer times (``layer_ms``).
+    up to whole periods of its completions, at least three: ``metrics.timed_frames``), pinned
+    and kept fed behind them (``Pipeline.tail``); then ``layer_frames`` in-process runs per
+    stage for per-layer times (``layer_ms``).
 
     Board power is the meter's reading right after the pipeline run (before the per-layer runs),
     and ``energy_mj`` is that power over one frame period (1000 / throughput_fps ms)."""
@@ -289,7 +290,7 @@ def measure(cfg: RunnerConfig, plan_name: str | None, config_json: str | None, f
     meter = power_meter(cfg, cfg.state_dir())
     with open_pipeline(stage_specs(cfg, graph, plan)) as pipe:
         result = pipe.run(source, timed_frames(frames, pipe.period), warmup=warmup,
-                          keep_outputs="none")
+                          keep_outputs="none", tail=pipe.tail)
     data = result.to_dict()
     data.update(meter.sample().fields(frame_ms(result.throughput_fps)))
     data.update(plan=plan.name, warmup=warmup, predicted=dict(plan.predicted),

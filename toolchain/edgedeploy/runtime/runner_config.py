@@ -21,6 +21,7 @@ import numpy as np
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.engines import EngineOptions, engine_spec
 from edgedeploy.runtime.errors import InputError
+from edgedeploy.runtime.stage_weights import StageWeights
 from edgedeploy.runtime.stages import (
     GraphStage,
     SegmentKey,
@@ -210,33 +211,39 @@ class NpzWeights(Mapping[str, np.ndarray]):
     themselves. With this mapping the executor alone decides what stays resident.
     """
 
-    def __init__(self, path: str | Path, keys: Iterable[str] | None = None) -> None:
+    def __init__(self, path: str | Path, keys: Iterable[str] | None = None,
+                 held: Mapping[str, int] | None = None) -> None:
         self.path = Path(path)
+        self._held = dict(held or {})  # weights only engine segments hold: their sizes
         with zipfile.ZipFile(self.path) as zf:
             present = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
-        wanted = present if keys is None else set(keys)
+        wanted = present if keys is None else set(keys) - self._held.keys()
         missing = sorted(wanted - present)
         if missing:
             raise KeyError(f"{self.path.name} has no weight(s) {missing[:5]}")
         self._keys = sorted(wanted)
 
     def __getitem__(self, key: str) -> np.ndarray:
+        if key in self._held:
+            raise KeyError(f"{key} is held by an engine segment; this bundle ships its size only")
         if key not in self._keys:
             raise KeyError(key)
         with np.load(self.path) as npz:
             return npz[key]
 
     def __contains__(self, key: object) -> bool:
-        return key in self._keys
+        return key in self._keys or key in self._held
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
+        return iter([*self._keys, *self._held])
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._keys) + len(self._held)
 
     def nbytes_of(self, key: str) -> int:
         """An array's size from its .npy header, without reading the data."""
+        if key in self._held:
+            return self._held[key]
         fmt = np.lib.format
         with zipfile.ZipFile(self.path) as zf, zf.open(key + ".npy") as fh:
             version = fmt.read_magic(fh)
@@ -250,16 +257,21 @@ def load_graph(cfg: RunnerConfig, start: int = 0, stop: int | None = None, *,
     """The IR with only the weights that ``layers[start:stop]`` use (a stage loads its own).
 
     ``lazy``: weights are an :class:`NpzWeights` view, read when the executor asks for them.
+    Weights the bundle ships as sizes only (config ``weights_held``: its plans run those layers
+    in engine segments) come as sizes, as a stage's :class:`StageWeights` holds them.
     """
     try:
         data = json.loads(cfg.path("graph").read_text())
         graph = ir.Graph.from_dict(data)
         keys = {k for layer in graph.layers[start:stop] for k in layer.weights.values()}
+        held = {str(k): int(v) for k, v in (cfg.raw.get("weights_held") or {}).items()
+                if k in keys}
         if lazy:
-            graph.weights = NpzWeights(cfg.path("weights"), keys)  # type: ignore[assignment]
+            graph.weights = NpzWeights(cfg.path("weights"), keys, held)  # type: ignore[assignment]
         else:
             with np.load(cfg.path("weights")) as npz:
-                graph.weights = {k: npz[k] for k in sorted(keys)}
+                arrays = {k: npz[k] for k in sorted(keys - held.keys())}
+            graph.weights = StageWeights(arrays, held) if held else arrays  # type: ignore[assignment]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise BundleConfigError(f"cannot load the model from the bundle: {exc}",
                                 hint="the bundle may be incomplete; rebuild and push it") from None

@@ -107,10 +107,9 @@ def _window(pipe: Any, name: str, source: Any, request: dict[str, Any], meter: A
     from edgedeploy.runtime.runner_serve import frame_ms
     from edgedeploy.runtime.window import timed_round
 
-    batch = max((getattr(s, "batch", 1) for s in getattr(pipe, "stages", [])), default=1)
     window = timed_round(lambda n, frame: pipe.stream(frame, n), source,
                          int(request["frames"]), int(request.get("warmup", 0)),
-                         tail=2 * pipe.workers * batch, period=pipe.period)
+                         tail=pipe.tail, period=pipe.period)
     data = {"plan": name, "frames": window.frames, "wall_s": window.wall_s,
             "throughput_fps": window.throughput_fps, "latency_ms_p50": None}
     data.update(meter.sample().fields(frame_ms(window.throughput_fps)))

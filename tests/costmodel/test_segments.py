@@ -62,6 +62,29 @@ def test_factors_round_trip_beside_the_profile_and_a_torn_file_means_none(tmp_pa
     assert load_factors(profile) == {}
 
 
+def test_factors_measured_against_another_prior_are_not_used_nor_kept(tmp_path: Path):
+    """A factor is a whole-model run over the prior's predictions of its time: once the prior's
+    formulas change (``PRIOR_VERSION``), old factors would misprice every plan, so they read as
+    never measured, and storing a model's own factors afterwards does not carry them over."""
+    from edgedeploy.costmodel.prior import PRIOR_VERSION
+    from edgedeploy.costmodel.profiling import _add_own
+    from edgedeploy.costmodel.segments import MODELS, stored
+
+    profile = tmp_path / "abc.json"
+    path = save_factors(profile, {ONNXRUNTIME: {"cpu:1": 0.6}}, [{"config": "cpu:1"}])
+    data = json.loads(path.read_text())
+    assert data["prior_version"] == PRIOR_VERSION
+    path.write_text(json.dumps({**data, "prior_version": PRIOR_VERSION - 1}))
+    assert load_factors(profile) == {} and stored(profile) == ({}, [])
+
+    class Own:
+        sha256 = "f" * 64
+
+    _add_own(profile, Own(), {ONNXRUNTIME: {"cpu:1": 0.9}}, [{"config": "cpu:1", "own": True}])
+    assert load_factors(profile) == {MODELS: {"f" * 64: {ONNXRUNTIME: {"cpu:1": 0.9}}}}
+    assert stored(profile)[1] == [{"config": "cpu:1", "own": True}]
+
+
 def test_the_planner_scales_each_engine_by_its_factor():
     from edgedeploy import zoo
     from edgedeploy.boards.catalog import load_target

@@ -33,7 +33,6 @@ from edgedeploy.schemas.target import Target
 
 #: A profile with fewer usable samples than this is not used for calibration.
 MIN_FIT_SAMPLES = 12
-MODEL_VERSION = 1
 
 
 def _noise_weights(spread: np.ndarray) -> np.ndarray:
@@ -301,7 +300,7 @@ class CostModel:
 
     def digest(self) -> str:
         """Identity of this model (prior version + correction) for plan lockfile hashes."""
-        blob = json.dumps({"version": MODEL_VERSION, "source": self.source,
+        blob = json.dumps({"version": prior_mod.PRIOR_VERSION, "source": self.source,
                            "correction": None if self.correction is None
                            else self.correction.to_dict(),
                            "neighbours": None if self.neighbours is None

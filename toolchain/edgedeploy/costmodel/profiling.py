@@ -180,16 +180,11 @@ def own_model_factors(target: Target, profile_file: Path, own: OwnModel,
 def _add_own(profile_file: Path, own: OwnModel, measured: dict[str, Any],
              runs: list[dict[str, Any]]) -> None:
     """Store one model's own factors (and its runs) beside those already there."""
-    import json
-
-    from edgedeploy.costmodel.segments import MODELS, factors_lock, factors_path, save_factors
+    from edgedeploy.costmodel.segments import MODELS, factors_lock, save_factors, stored
 
     with factors_lock(profile_file):
-        try:
-            stored = json.loads(factors_path(profile_file).read_text())
-            factors, detail = dict(stored["factors"]), list(stored.get("runs") or [])
-        except (OSError, ValueError, KeyError, TypeError):
-            factors, detail = {}, []  # never calibrated whole: the model's own factors alone
+        # never calibrated whole (or against another prior): the model's own factors alone
+        factors, detail = stored(profile_file)
         factors[MODELS] = {**(factors.get(MODELS) or {}), own.sha256: measured}
         save_factors(profile_file, factors, detail + runs)
 

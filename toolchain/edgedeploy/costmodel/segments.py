@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy.costmodel.configs import CoreConfig
+from edgedeploy.costmodel.prior import PRIOR_VERSION
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.model_timing import (
     REPLICA_WARMUP,
@@ -110,18 +111,30 @@ def factors_path(profile_file: Path) -> Path:
     return profile_file.with_suffix(".segments.json")
 
 
+def stored(profile_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The factors and runs stored beside ``profile_file`` as written; none when never
+    measured, unreadable, or measured against another prior (``prior.PRIOR_VERSION``): a factor
+    is a whole-model run over that prior's predictions, which this one no longer makes."""
+    try:
+        data = json.loads(factors_path(profile_file).read_text())
+        if data.get("prior_version") != PRIOR_VERSION:
+            return {}, []
+        return dict(data["factors"]), list(data.get("runs") or [])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}, []
+
+
 def load_factors(profile_file: Path) -> dict[str, dict[str, Any]]:
     """``{engine: {config key: factor}, "int8": {config key: int8 / float time}, "replicas":
     {cluster: {r: speed-up}}, "models": {sha256: the same for one model}}``; empty when never
-    measured or unreadable."""
-    path = factors_path(profile_file)
+    measured, unreadable or measured against another prior (:func:`stored`)."""
+    factors, _ = stored(profile_file)
     try:
-        data = json.loads(path.read_text())
-        out = _parsed(data["factors"])
-        if MODELS in data["factors"]:
-            out[MODELS] = {sha: _parsed(d) for sha, d in data["factors"][MODELS].items()}
+        out = _parsed(factors)
+        if MODELS in factors:
+            out[MODELS] = {sha: _parsed(d) for sha, d in factors[MODELS].items()}
         return out
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 
@@ -180,7 +193,8 @@ def save_factors(profile_file: Path, factors: dict[str, dict[str, float]],
     path = factors_path(profile_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"schema_version": 1, "factors": factors, "runs": detail},
+    tmp.write_text(json.dumps({"schema_version": 1, "prior_version": PRIOR_VERSION,
+                               "factors": factors, "runs": detail},
                               indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
     return path

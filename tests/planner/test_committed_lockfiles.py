@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from edgedeploy import zoo
 from edgedeploy.cli.main import main
-from ruamel.yaml import YAML
 
 PLANS = Path(__file__).resolve().parents[2] / "plans"
 

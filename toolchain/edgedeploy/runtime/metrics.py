@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy.runtime.window import whole_periods
+
 DEFAULT_CAPACITY = 65536
 
 
@@ -159,7 +161,7 @@ def timed_frames(frames: int, period: int) -> int:
     handing back four frames each in one burst read 100,000 fps for a 12 fps VGG-16 in a
     five-frame window (seen on a board's measure-to-decide while developing)."""
     period = max(1, period)
-    return -(-max(frames, MIN_PERIODS * period if period > 1 else 1) // period) * period
+    return whole_periods(max(frames, MIN_PERIODS * period if period > 1 else 1), period)
 
 
 def whole_period_fps(first: Sequence[float], last: Sequence[float], frames: int,

@@ -38,7 +38,6 @@ def throughput_fps(frames: int, wall_s: float) -> float:
     return frames / wall_s if wall_s > 0 else 0.0
 
 
-
 def timed_round(process: Process, frame: Frame, frames: int, warmup: int,
                 tail: int = 0, period: int = 1) -> Window:
     """One stream of ``warmup + frames + tail`` frames; the window runs from the completion of

@@ -71,3 +71,40 @@ def test_a_hop_between_two_stages_costs_within_one_cluster_too():
         10**6, CoreConfig("denver", 1), CoreConfig("a57", 1))
     assert model.hop_ms(10**6, "a57", "gpu") == model.transfer_ms(
         10**6, CoreConfig("a57", 1), CoreConfig("gpu", 1))
+
+
+@pytest.mark.parametrize("family", ["gemm_1x1", "im2col_gemm", "direct"])
+def test_threads_divide_the_rows_of_a_numpy_gemm(family):
+    """An NHWC variant's GEMM has a row per pixel, an NCHW one a row per output channel, and
+    OpenBLAS's threads divide the rows: with threads, the layout with few rows is the slower
+    one, on one thread the two orders tie (but for the NHWC variants' fixed penalty)."""
+    from edgedeploy.costmodel.prior import NHWC_PENALTY
+
+    model = CostModel(load_target("rpi4"))
+    few_pixels = conv_descriptor(512, 1024, 7, 1)  # 49 pixel rows against 1024 channel rows
+    few_channels = conv_descriptor(256, 16, 28, 1)  # 16 channel rows against 784 pixel rows
+    nchw, nhwc = f"{family}/nchw", f"{family}/nhwc"
+
+    def ratio(d: object, cores: int) -> float:
+        cfg = CoreConfig("a72", cores)
+        a, b = model.predict([d, d], [nhwc, nchw], [cfg, cfg])
+        return float(a / b) / NHWC_PENALTY
+
+    for d in (few_pixels, few_channels):
+        assert ratio(d, 1) == pytest.approx(1.0, abs=0.02), d
+    assert ratio(few_pixels, 4) > 1.05 and ratio(few_channels, 4) < 1 / 1.05
+    assert ratio(few_pixels, 4) > ratio(few_pixels, 2) > 1.0
+
+
+def test_threads_do_not_divide_an_engines_rows():
+    """onnxruntime and LiteRT partition a conv in two dimensions: few output channels cost
+    them no more per FLOP with more threads than many do."""
+    model = CostModel(load_target("rpi4"))
+    few, many = conv_descriptor(256, 16, 28, 1), conv_descriptor(256, 64, 28, 1)
+    for engine in ("onnxruntime", "litert"):
+        speedups = []
+        for d in (few, many):
+            one, four = model.predict([d, d], [engine, engine],
+                                      [CoreConfig("a72", 1), CoreConfig("a72", 4)])
+            speedups.append(one / four)
+        assert speedups[0] == pytest.approx(speedups[1], rel=0.05), engine

@@ -19,8 +19,12 @@ terms live here, because engines are not primitives:
 * ``speedup(n) = 1 / ((1 - p) + p / n)``: Amdahl with the family's parallel fraction ``p``
   (OpenBLAS and onnxruntime's MLAS parallelise GEMMs, numpy's element-wise passes do not).
 * ``shape_eff``: GEMMs with few rows, columns or a short reduction run far from peak; each
-  dimension x contributes x / (x + x0) (x0 = 8 rows / 16 columns / 8 depth), a saturating fit
-  of OpenBLAS sgemm's efficiency curve (Goto & van de Geijn 2008 pack into 8- and 16-wide panels).
+  dimension x contributes x / (x + 8), a saturating fit of OpenBLAS sgemm's efficiency curve
+  (Goto & van de Geijn 2008 pack into 8- and 16-wide panels). Where the family's GEMM is
+  numpy's (``CostTerms.split_rows``), OpenBLAS's threads divide its rows, so the rows term
+  counts one thread's share: an NHWC 1x1 conv at 7x7 (49 pixel rows) runs 10-28 % slower on two
+  threads than the NCHW one (rows: output channels), and an NCHW one with 16-32 output channels
+  at 28x28 25-55 % slower than the NHWC one, while on one thread the two orders tie.
 
 The engines run vendor kernels at 0.75 of the configuration's FP32 peak (onnxruntime's MLAS,
 LiteRT's XNNPACK), 90 % parallel; ``native`` (the numpy ops of non-conv layers) is priced by its
@@ -53,7 +57,7 @@ from edgedeploy.runtime.vocab import LITERT, NATIVE, ONNXRUNTIME
 #: measured against the old predictions are measured again rather than misapplied (a host's
 #: MobileNetV2 read 500 fps predicted for 350 measured on factors from before the depthwise
 #: terms below changed, seen while developing).
-PRIOR_VERSION = 2
+PRIOR_VERSION = 3
 GPU_EFF = 0.35
 #: Python + numpy dispatch cost of one numpy call at 2 GHz, and of entering a primitive.
 CALL_US = 4.0
@@ -62,6 +66,11 @@ BASE_US = 15.0
 COPY_BYTES_PER_CYCLE = 4.0
 #: NHWC variants of numpy primitives pay a transpose of the output tile order; small penalty.
 NHWC_PENALTY = 1.05
+#: The size at which a GEMM dimension (rows, columns or depth) reaches half its efficiency. One
+#: constant for rows and columns: on one thread OpenBLAS runs a product and its transpose alike
+#: (timed on the 2-vCPU Xeon over rows and columns of 16-1536, depth 32-512: a rows constant of
+#: 8 and a columns one of 16 fit the swap worse than no shape term at all; 8 and 8 fit best).
+SHAPE_X0 = 8.0
 
 
 #: Channels a vendor depthwise kernel takes per vector block. onnxruntime's MLAS runs a depthwise
@@ -102,9 +111,9 @@ def _native_work(c: Columns) -> dict[str, np.ndarray | float]:
 
 #: The engines' terms: engines are not primitives, so the cost model keeps them.
 ENGINE_TERMS: dict[str, CostTerms] = {
-    ONNXRUNTIME: CostTerms(gemm_eff=0.75, parallel=0.90, work=_onnxruntime_work),
-    LITERT: CostTerms(gemm_eff=0.75, parallel=0.90, work=_litert_work),
-    NATIVE: CostTerms(gemm_eff=0.5, parallel=0.0, work=_native_work),
+    ONNXRUNTIME: CostTerms(gemm_eff=0.75, parallel=0.90, work=_onnxruntime_work, split_rows=False),
+    LITERT: CostTerms(gemm_eff=0.75, parallel=0.90, work=_litert_work, split_rows=False),
+    NATIVE: CostTerms(gemm_eff=0.5, parallel=0.0, work=_native_work, split_rows=False),
 }
 
 
@@ -125,22 +134,24 @@ def _cache_factor(nbytes: np.ndarray, cm: np.ndarray) -> np.ndarray:
 
 
 def _shape_eff(m: np.ndarray, n: np.ndarray, k: np.ndarray) -> np.ndarray:
-    return (m / (m + 8.0)) * (n / (n + 16.0)) * (k / (k + 8.0))
+    return (m / (m + SHAPE_X0)) * (n / (n + SHAPE_X0)) * (k / (k + SHAPE_X0))
 
 
-def columns(dm: np.ndarray) -> dict[str, np.ndarray]:
-    """What ``CostTerms.work`` reads: every descriptor column and the shared counts."""
+def columns(dm: np.ndarray, nhwc: np.ndarray) -> dict[str, np.ndarray]:
+    """What ``CostTerms.work`` reads: every descriptor column, the shared counts and the row's
+    layout (``nhwc``: 1 for an NHWC variant)."""
     k = counts(dm)
     return {**{name: dm[:, i] for name, i in DF.items()}, **k,
-            "io": k["bytes_in"] + k["bytes_out"]}
+            "io": k["bytes_in"] + k["bytes_out"], "nhwc": nhwc}
 
 
-def _family_terms(dm: np.ndarray, fam: np.ndarray, families: tuple[str, ...]
+def _family_terms(dm: np.ndarray, fam: np.ndarray, families: tuple[str, ...], nhwc: np.ndarray
                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Work terms and efficiencies of every row under its own family's ``CostTerms``."""
-    cols = columns(dm)
+    cols = columns(dm, nhwc)
     work = {name: np.full(len(dm), v) for name, v in WORK_DEFAULTS.items()}
-    eff = {name: np.zeros(len(dm)) for name in ("gemm_eff", "parallel", "serial_eff")}
+    eff = {name: np.zeros(len(dm))
+           for name in ("gemm_eff", "parallel", "serial_eff", "split_rows")}
     for f in np.unique(fam):
         rows = fam == f
         terms = family_terms(families[f])
@@ -152,6 +163,7 @@ def _family_terms(dm: np.ndarray, fam: np.ndarray, families: tuple[str, ...]
         eff["gemm_eff"][rows] = terms.gemm_eff
         eff["parallel"][rows] = terms.parallel
         eff["serial_eff"][rows] = terms.serial_eff
+        eff["split_rows"][rows] = terms.split_rows
     return work, eff
 
 
@@ -159,14 +171,16 @@ def prior_ms(dm: np.ndarray, keys: np.ndarray, cm: np.ndarray) -> np.ndarray:
     """Predicted milliseconds of each row (descriptor row, primitive key, configuration row)."""
     table = key_table()
     fam = table.key_family[keys]
-    t, e = _family_terms(dm, fam, table.families)
+    t, e = _family_terms(dm, fam, table.families, table.key_nhwc[keys])
     names = np.array(table.families)
     eff, par = e["gemm_eff"], e["parallel"]
     cores = cm[:, CF["cores"]]
     freq_ghz = cm[:, CF["freq_mhz"]] / 1000.0
     core_gflops = freq_ghz * cm[:, CF["flops_per_cycle"]]
     speedup = 1.0 / ((1.0 - par) + par / cores)
-    shape = _shape_eff(t["m"], t["n"], t["k"])
+    # threads that divide the GEMM's rows each run a GEMM of their share of them
+    rows = np.where(e["split_rows"] > 0, t["m"] / cores, t["m"])
+    shape = _shape_eff(rows, t["n"], t["k"])
     bw = cm[:, CF["bw_gbps"]]
     with np.errstate(divide="ignore", invalid="ignore"):
         compute = np.where(t["gemm"] > 0,

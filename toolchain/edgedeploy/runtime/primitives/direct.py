@@ -19,6 +19,7 @@ from .registry import (
     Primitive,
     Weights,
     finish,
+    gemm_rows_cols,
     is_conv,
     keep_bias_slope,
     pad_nchw,
@@ -54,7 +55,8 @@ def _work(c: Columns) -> dict[str, np.ndarray]:
     """One GEMM per tap (reduction over C_in/G only); each tap copies its input slice and
     accumulates into the output in separate numpy passes, three calls per tap."""
     taps, p = c["taps"], c["pixels"]
-    return {"gemm": c["flops"], "m": c["cog"], "n": p, "k": c["cig"],
+    rows, cols = gemm_rows_cols(c)
+    return {"gemm": c["flops"], "m": rows, "n": cols, "k": c["cig"],
             "copy": 4.0 * taps * p * (c["c_in"] + 2.0 * c["c_out"]), "calls": 3.0 * taps + 2}
 
 

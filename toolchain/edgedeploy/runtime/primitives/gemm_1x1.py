@@ -18,6 +18,7 @@ from .registry import (
     Primitive,
     Weights,
     finish,
+    gemm_rows_cols,
     is_conv,
     keep_bias_slope,
     register,
@@ -47,7 +48,8 @@ def _workspace(d: Descriptor) -> int:
 
 def _work(c: Columns) -> dict[str, np.ndarray]:
     """One GEMM of depth C_in; a strided 1x1 first copies the subsampled input."""
-    return {"gemm": c["flops"], "m": c["cog"], "n": c["pixels"], "k": c["cig"],
+    rows, cols = gemm_rows_cols(c)
+    return {"gemm": c["flops"], "m": rows, "n": cols, "k": c["cig"],
             "copy": np.where(c["stride_h"] > 1, c["bytes_in"], 0.0) + c["bytes_out"]}
 
 

@@ -16,6 +16,7 @@ from .registry import (
     Primitive,
     Weights,
     finish,
+    gemm_rows_cols,
     is_conv,
     keep_bias_slope,
     pad_nchw,
@@ -52,7 +53,8 @@ def _work(c: Columns) -> dict[str, np.ndarray]:
     """One large GEMM of depth C_in/G x taps; the column buffer is written then read (8 bytes
     per element) besides reading the input and writing the output once."""
     im2col_elems = c["n"] * c["c_in"] * c["taps"] * c["h_out"] * c["w_out"]
-    return {"gemm": c["flops"], "m": c["cog"], "n": c["pixels"], "k": c["cig"] * c["taps"],
+    rows, cols = gemm_rows_cols(c)
+    return {"gemm": c["flops"], "m": rows, "n": cols, "k": c["cig"] * c["taps"],
             "copy": 8.0 * im2col_elems + c["io"], "calls": c["taps"] + 4}
 
 

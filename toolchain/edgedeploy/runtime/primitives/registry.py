@@ -54,12 +54,22 @@ Columns = Mapping[str, np.ndarray]
 #: The work terms a family may return, and the value a term it leaves out takes.
 WORK_DEFAULTS: Mapping[str, float] = {
     "gemm": 0.0,  # FLOPs handed to BLAS
-    "m": 1.0, "n": 1.0, "k": 1.0,  # that GEMM's rows, columns and depth (its shape efficiency)
+    # that GEMM's rows, columns and depth (its shape efficiency), as BLAS sees them: the rows are
+    # the rows of the row-major product numpy asks for, which OpenBLAS divides among its threads
+    "m": 1.0, "n": 1.0, "k": 1.0,
     "serial": 0.0,  # FLOPs numpy runs outside BLAS on one thread
     "copy": 0.0,  # bytes the primitive's own single-threaded numpy passes move
     "dram": 0.0,  # bytes that must stream from DRAM (the memory side of the roofline)
     "calls": 3.0,  # numpy calls per run (Python dispatch overhead)
 }
+
+
+def gemm_rows_cols(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of a conv's GEMM over channels and pixels: an NCHW variant multiplies the
+    weights by the input (rows: output channels per group), an NHWC one the input by the
+    weights (rows: pixels)."""
+    nhwc = c["nhwc"] > 0
+    return np.where(nhwc, c["pixels"], c["cog"]), np.where(nhwc, c["cog"], c["pixels"])
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,8 @@ class CostTerms:
     ``costmodel.features.DESC_FIELDS``, e.g. ``n``, ``c_in``, ``h_out``, ``kernel_h``, ``pad_h``
     (top + bottom), ``groups``, ``is_dense``; and the counts ``flops``, ``pixels`` (n x h_out x
     w_out), ``taps``, ``cig`` / ``cog`` (channels per group), ``bytes_in``, ``bytes_out``,
-    ``bytes_w``, ``io`` (in + out)) to any of :data:`WORK_DEFAULTS`' terms, arrays or scalars.
+    ``bytes_w``, ``io`` (in + out), and ``nhwc``, 1 for a row of the family's NHWC variant) to any
+    of :data:`WORK_DEFAULTS`' terms, arrays or scalars.
     Plain numpy, so the runtime that ships to devices stays light.
     """
 
@@ -86,6 +97,9 @@ class CostTerms:
     work: Callable[[Columns], Mapping[str, np.ndarray | float]]
     #: Fraction of one core's peak the ``serial`` FLOPs run at (scalar numpy / pocketfft code).
     serial_eff: float = 0.08
+    #: Whether the GEMM's threads each take a share of its rows ``m`` (OpenBLAS behind numpy), so
+    #: that few rows starve them; False for kernels that partition their work in two dimensions.
+    split_rows: bool = True
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,27 @@ def _family_terms(dm: np.ndarray, fam: np.ndarray, families: tuple[str, ...], nh
     return work, eff
 
 
+def same_gemm_keys(dm: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """For each row, the key of the primitive whose GEMM it runs on the same operands (its
+    family's ``CostTerms.same_gemm``, in the row's layout), or -1 where there is none."""
+    table = key_table()
+    out = np.full(len(keys), -1)
+    fam = table.key_family[keys]
+    for f in np.unique(fam):
+        terms = family_terms(table.families[f])
+        if terms.same_gemm is None:
+            continue
+        rows = np.flatnonzero(fam == f)
+        nhwc = table.key_nhwc[keys[rows]]
+        cols = columns(dm[rows], nhwc)
+        hit = np.asarray(terms.same_gemm.where(cols), dtype=bool)
+        for layout, flag in (("nchw", 0.0), ("nhwc", 1.0)):
+            ref = table.index.get(f"{terms.same_gemm.family}/{layout}")
+            if ref is not None:
+                out[rows[hit & (nhwc == flag)]] = ref
+    return out
+
+
 def prior_ms(dm: np.ndarray, keys: np.ndarray, cm: np.ndarray) -> np.ndarray:
     """Predicted milliseconds of each row (descriptor row, primitive key, configuration row)."""
     table = key_table()

@@ -17,6 +17,7 @@ from .registry import (
     Columns,
     CostTerms,
     Primitive,
+    SameGemm,
     Weights,
     finish,
     gemm_rows_cols,
@@ -25,6 +26,7 @@ from .registry import (
     pad_nchw,
     pad_nhwc,
     padded_bytes,
+    pointwise,
     register,
     tap_slice,
 )
@@ -61,7 +63,8 @@ def _work(c: Columns) -> dict[str, np.ndarray]:
 
 
 #: 0.55 of peak: tap GEMMs are short (depth C_in/G) and accumulate into the output.
-COST = CostTerms(gemm_eff=0.55, parallel=0.95, work=_work)
+COST = CostTerms(gemm_eff=0.55, parallel=0.95, work=_work,
+                 same_gemm=SameGemm("gemm_1x1", pointwise))
 
 
 def _run_nchw(d: Descriptor, packed: Weights, x: np.ndarray, act: Activation) -> np.ndarray:

@@ -14,6 +14,7 @@ from .registry import (
     Columns,
     CostTerms,
     Primitive,
+    SameGemm,
     Weights,
     finish,
     gemm_rows_cols,
@@ -22,6 +23,7 @@ from .registry import (
     pad_nchw,
     pad_nhwc,
     padded_bytes,
+    pointwise,
     register,
     tap_slice,
 )
@@ -59,7 +61,8 @@ def _work(c: Columns) -> dict[str, np.ndarray]:
 
 
 #: 0.70 of peak: a plain sgemm (OpenBLAS / MLAS reach 70-90 % on large square problems).
-COST = CostTerms(gemm_eff=0.70, parallel=0.95, work=_work)
+COST = CostTerms(gemm_eff=0.70, parallel=0.95, work=_work,
+                 same_gemm=SameGemm("gemm_1x1", pointwise))
 
 
 def _run_nchw(d: Descriptor, packed: Weights, x: np.ndarray, act: Activation) -> np.ndarray:

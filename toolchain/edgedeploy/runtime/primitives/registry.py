@@ -72,6 +72,24 @@ def gemm_rows_cols(c: Columns) -> tuple[np.ndarray, np.ndarray]:
     return np.where(nhwc, c["pixels"], c["cog"]), np.where(nhwc, c["cog"], c["pixels"])
 
 
+def pointwise(c: Columns) -> np.ndarray:
+    """Rows that are 1x1 convs of stride 1, unpadded and of one group: their input, as it is,
+    is the left or right operand of the GEMM that computes them."""
+    return ((c["taps"] == 1) & (c["stride_h"] == 1) & (c["stride_w"] == 1) & (c["pad_h"] == 0)
+            & (c["pad_w"] == 0) & (c["groups"] == 1))
+
+
+@dataclass(frozen=True)
+class SameGemm:
+    """Shapes (``where``) on which a family runs ``family``'s GEMM on the same operands, plus
+    passes of its own. A calibrated cost model prices it there as that family's time plus the
+    passes: a few per cent of calibration error on a large GEMM would otherwise reorder two
+    algorithms that differ by one copy."""
+
+    family: str
+    where: Callable[[Columns], np.ndarray]
+
+
 @dataclass(frozen=True)
 class CostTerms:
     """What a primitive family costs, declared beside its code so the cost model need not know it.
@@ -100,6 +118,8 @@ class CostTerms:
     #: Whether the GEMM's threads each take a share of its rows ``m`` (OpenBLAS behind numpy), so
     #: that few rows starve them; False for kernels that partition their work in two dimensions.
     split_rows: bool = True
+    #: Where the family is another family's GEMM plus passes of its own (None: nowhere).
+    same_gemm: SameGemm | None = None
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,30 @@ def test_too_few_samples_leave_the_prior_alone():
     d = space_filling(1)[0]
     model = CostModel.fit(target, [Sample(d, "onnxruntime", CoreConfig("a72", 1), 1.0)])
     assert model.correction is None and model.source == "prior"
+
+
+def test_fit_learns_a_primitive_that_starves_on_few_pixels_per_thread():
+    """One primitive whose kernel runs short of pixels per thread (time over the prior grows as
+    x / (x + 24) falls, x = pixels per thread), the others as the prior says: the calibration
+    learns the curve and predicts that primitive on unseen shapes, small ones included."""
+    target = load_target("rpi4")
+    prior = CostModel(target)
+
+    def truth(d, p, c):
+        if p != "gemm_1x1/nhwc":
+            return 1.0
+        x = d.n * d.h_out * d.w_out / c.cores
+        return 1.0 / (x / (x + 24.0))
+
+    def ones(sizes, channels):
+        from edgedeploy.costmodel.shapes import conv_descriptor
+
+        return [conv_descriptor(ci, co, s, 1) for s in sizes for ci, co in channels]
+
+    train = _synthetic(prior, ones((3, 5, 9, 16, 28, 56), ((64, 128), (256, 64), (512, 512))),
+                       truth, noise=0.02)
+    test = _synthetic(prior, ones((4, 7, 14, 20, 40), ((96, 192), (384, 96))), truth, seed=2,
+                      noise=0.0)
+    fitted = CostModel.fit(target, train)
+    nhwc = [s for s in test if s.primitive == "gemm_1x1/nhwc"]
+    assert _mape(fitted, nhwc) < 0.04

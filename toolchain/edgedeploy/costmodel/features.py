@@ -136,8 +136,20 @@ def counts(dm: np.ndarray) -> dict[str, np.ndarray]:
 BASE_FEATURES = ("log_flops", "log_bytes", "log_intensity", "log_c_in", "log_c_out",
                  "log_pixels", "log_taps", "stride", "log_groups", "log_cores",
                  "log_peak_gflops", "log_l2_kib", "log_prior_ms")
-#: Per-primitive interaction columns (one block of these per primitive key).
-KEY_FEATURES = ("one", "log_prior_ms", "log_cores", "log_cig", "log_pixels", "log_cog")
+#: Per-primitive interaction columns (one block of these per primitive key). The two ``_eff``
+#: columns are the log of the saturating efficiency x / (x + 8) (the prior's shape term) of one
+#: thread's share of the output pixels and of the output channels per group: how a primitive's
+#: kernels starve when a dimension runs short is its own, and not linear in the log sizes (on
+#: held-out layers of three profiles of the 2-vCPU Xeon, Kendall tau 0.69-0.72 -> 0.71-0.75, most
+#: of it on 1x1 layers, whose variants differ by which dimension their threads divide).
+KEY_FEATURES = ("one", "log_prior_ms", "log_cores", "log_cig", "log_pixels", "log_cog",
+                "log_pixels_eff", "log_cog_eff")
+#: The size at which a GEMM dimension (rows, columns or depth) reaches half its efficiency, in
+#: the prior's shape term and in :data:`KEY_FEATURES`. One constant for rows and columns: on one
+#: thread OpenBLAS runs a product and its transpose alike (timed on the 2-vCPU Xeon over rows and
+#: columns of 16-1536, depth 32-512: a rows constant of 8 and a columns one of 16 fit the swap
+#: worse than no shape term at all; 8 and 8 fit best).
+SHAPE_X0 = 8.0
 
 
 def feature_matrix(dm: np.ndarray, keys: np.ndarray, cm: np.ndarray,
@@ -160,14 +172,19 @@ def feature_matrix(dm: np.ndarray, keys: np.ndarray, cm: np.ndarray,
         np.log(cm[:, CF["cores"]]), np.log(cm[:, CF["peak_gflops"]]), np.log1p(cm[:, CF["l2_kib"]]),
         lp,
     ])
+    cores = cm[:, CF["cores"]]
     per_key = np.column_stack([
-        np.ones(len(dm)), lp, np.log(cm[:, CF["cores"]]), np.log(k["cig"]), np.log1p(k["pixels"]),
-        np.log(k["cog"]),
+        np.ones(len(dm)), lp, np.log(cores), np.log(k["cig"]), np.log1p(k["pixels"]),
+        np.log(k["cog"]), _log_eff(k["pixels"] / cores), _log_eff(k["cog"] / cores),
     ])
     onehot = np.zeros((len(dm), len(key_table().keys)))
     onehot[np.arange(len(dm)), keys] = 1.0
     blocks = (onehot[:, :, None] * per_key[:, None, :]).reshape(len(dm), -1)
     return np.hstack([base, blocks])
+
+
+def _log_eff(x: np.ndarray) -> np.ndarray:
+    return np.log(x / (x + SHAPE_X0))
 
 
 def neighbour_coords(dm: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ from edgedeploy.costmodel.configs import CF
 from edgedeploy.costmodel.features import (
     CPU_ENGINE_FAMILIES,
     DF,
+    SHAPE_X0,
     counts,
     key_table,
 )
@@ -66,11 +67,6 @@ BASE_US = 15.0
 COPY_BYTES_PER_CYCLE = 4.0
 #: NHWC variants of numpy primitives pay a transpose of the output tile order; small penalty.
 NHWC_PENALTY = 1.05
-#: The size at which a GEMM dimension (rows, columns or depth) reaches half its efficiency. One
-#: constant for rows and columns: on one thread OpenBLAS runs a product and its transpose alike
-#: (timed on the 2-vCPU Xeon over rows and columns of 16-1536, depth 32-512: a rows constant of
-#: 8 and a columns one of 16 fit the swap worse than no shape term at all; 8 and 8 fit best).
-SHAPE_X0 = 8.0
 
 
 #: Channels a vendor depthwise kernel takes per vector block. onnxruntime's MLAS runs a depthwise

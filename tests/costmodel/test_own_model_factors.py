@@ -193,7 +193,7 @@ def test_batch_speed_ups_are_the_whole_models_time_over_its_per_frame_time_batch
 
 def test_a_batched_variant_is_priced_by_the_measured_speed_up_of_its_stage():
     from edgedeploy.benchmarks.decide import _batched_prediction
-    from edgedeploy.costmodel.segments import BATCH
+    from edgedeploy.costmodel.segments import BATCH, REPLICA_BATCH
     from edgedeploy.schemas.plan import ParetoStage, Predicted
 
     base = Predicted(throughput_fps=100.0, latency_ms=20.0, energy_mj=50.0, power_w=5.0,
@@ -217,6 +217,14 @@ def test_a_batched_variant_is_priced_by_the_measured_speed_up_of_its_stage():
     slower = _batched_prediction(base, [replicated], 4, {BATCH: {"cpu:1": {"4": 0.8}}})
     assert slower.throughput_fps == pytest.approx(base.throughput_fps * 0.8)
     assert slower.latency_ms == pytest.approx(base.latency_ms * 4 / 0.8)
+    # ... unless the replicas' own gain at that batch was measured: then that, either way
+    for gain in (1.3, 0.9):
+        own = {BATCH: {"cpu:1": {"4": 1.6}}, REPLICA_BATCH: {"cpu": {"4": gain}}}
+        got = _batched_prediction(base, [replicated], 4, own)
+        assert got.throughput_fps == pytest.approx(base.throughput_fps * gain)
+        assert got.latency_ms == pytest.approx(base.latency_ms * 4 / gain)
+    assert _batched_prediction(base, [replicated], 2, {REPLICA_BATCH: {"cpu": {"4": 1.3}}}
+                               ) == base.model_copy(update={"latency_ms": 20.0 * 2})
 
 
 def test_a_models_profile_times_it_batched_where_frames_stay_apart(
@@ -236,6 +244,47 @@ def test_a_models_profile_times_it_batched_where_frames_stay_apart(
     assert all(set(t) == {str(b) for b in BATCH_SIZES} and all(v > 0 for v in t.values())
                for t in table.values())
     assert BATCH not in out["segment_factors"]  # one model's, never the board's
+
+
+def test_replicas_are_timed_batched_against_unbatched_where_one_core_gained_from_a_batch(
+        tmp_path: Path):
+    """The own model's replicas at each batch against the same replicas at one frame a call, on
+    every cluster of more than one core, where (and only where) one session on one of its cores
+    ran that batch faster per frame; the gain is stored with the model's factors."""
+    from edgedeploy.costmodel.segments import (
+        BATCH,
+        REPLICA_BATCH,
+        _Loaded,
+        for_model,
+        measure_replica_batches,
+        replica_batch_gain,
+    )
+    from edgedeploy.runtime.stages import BATCH_SIZES
+
+    path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    graph = import_onnx(path)
+    m = _Loaded("sq", None, path, graph, str(graph.source["sha256"]))
+    target = load_target("local")
+    configs = [c for c in CostModel(target).configs if not c.is_gpu]
+    if not any(c.cores > 1 for c in configs):
+        pytest.skip("needs a cluster of two cores")
+    b, small = str(max(BATCH_SIZES)), str(min(BATCH_SIZES))
+
+    def runs(per_frame_ms: float) -> list[dict]:  # the smaller batch never gained
+        return [{"config": c.key, "sha256": m.sha256, ONNXRUNTIME: [1.0, 1.0],
+                 BATCH: {b: per_frame_ms, small: 1.2}} for c in configs if c.cores == 1]
+
+    gained = measure_replica_batches(configs, lambda c: c.cpus(target), m, runs(0.5))
+    clusters = {c.cluster for c in configs if c.cores > 1}
+    assert set(gained) == clusters
+    assert all(set(t) == {b} and 0.2 < t[b] < 5.0 for t in gained.values())
+    assert measure_replica_batches(configs, lambda c: c.cpus(target), m, runs(1.0)) == {}
+    profile_file = tmp_path / "p.json"
+    save_factors(profile_file, {MODELS: {m.sha256: {REPLICA_BATCH: gained}}}, [])
+    mine = for_model(load_factors(profile_file), m.sha256)
+    for cluster in clusters:
+        assert replica_batch_gain(mine, cluster, int(b)) == pytest.approx(gained[cluster][b])
+        assert replica_batch_gain(mine, cluster, 2) is None
 
 
 def test_a_model_that_mixes_its_frames_is_not_timed_batched(

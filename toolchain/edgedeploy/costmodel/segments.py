@@ -85,6 +85,11 @@ REPLICAS = "replicas"
 MODELS = "models"
 #: A model's per-frame speed-up at B frames a call, per configuration: {config: {B: speed-up}}.
 BATCH = "batch"
+#: A model's replicas' throughput at B frames a call over theirs at one, per cluster (as many
+#: one-core replicas as its cores): {cluster: {B: gain}}. Measured, not derived from BATCH: two
+#: one-core replicas of 4 frames gained AlexNet's one-core 1.95x whole, ZFNet-512's 1.28x not at
+#: all (1.02x; seen while developing).
+REPLICA_BATCH = "replica_batch"
 #: Timed calls of a model at each batch size (a VGG-16 call of four frames takes a second).
 BATCH_REPS = 3
 #: A model's opaque layers timed alone, per configuration: {layer name: {config: ms}}.
@@ -141,7 +146,7 @@ def load_factors(profile_file: Path) -> dict[str, dict[str, Any]]:
 def _parsed(factors: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for e, d in factors.items():
-        if e in (REPLICAS, BATCH, LAYERS):
+        if e in (REPLICAS, BATCH, LAYERS, REPLICA_BATCH):
             out[e] = {cl: {str(r): float(v) for r, v in m.items()} for cl, m in d.items()}
         elif e != MODELS:
             out[canonical_choice(e)] = {k: float(v) for k, v in d.items()}
@@ -335,12 +340,16 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                                  cpus_of)
             pin_process(original)  # the replicas' stages pin themselves, within these cores
             replicas, own_replicas = measure_replicas(configs, cpus_of, loaded, runs, progress)
+            batched_replicas = {} if own is None else measure_replica_batches(
+                configs, cpus_of, loaded[0], runs, progress)
     finally:
         pin_process(original)
     factors: dict[str, Any] = {**summarise(runs), REPLICAS: replicas}
     if own is not None:
         mine = [r for r in runs if r.get("sha256") == own.sha256]
-        factors[MODELS] = {own.sha256: own_factors(mine, own_replicas)}
+        factors[MODELS] = {own.sha256: {**own_factors(mine, own_replicas),
+                                        **({REPLICA_BATCH: batched_replicas}
+                                           if batched_replicas else {})}}
     return factors, runs
 
 
@@ -475,6 +484,63 @@ def batch_speedup(factors: dict[str, Any], config: CoreConfig, b: int) -> float 
     return None if value is None else float(value)
 
 
+def replica_batch_gain(factors: dict[str, Any], cluster: str, b: int) -> float | None:
+    """The measured throughput of ``cluster``'s replicas at ``b`` frames a call over theirs at
+    one (factors of one model, :func:`for_model`); None where never measured."""
+    value = ((factors.get(REPLICA_BATCH) or {}).get(cluster) or {}).get(str(b))
+    return None if value is None else float(value)
+
+
+def measure_replica_batches(configs: Sequence[CoreConfig], cpus_of: Callable, m: _Loaded,
+                            runs: list[dict[str, Any]],
+                            progress: Callable[[str], None] | None = None
+                            ) -> dict[str, dict[str, float]]:
+    """Per cluster, the own model's one-core replicas at each of :data:`BATCH_SIZES` frames a
+    call against the same replicas at one, in alternated windows (:data:`REPLICA_BATCH`); only
+    the batches that one session on one of its cores ran faster per frame, since a batch's
+    slow-down is priced from the session alone."""
+    from edgedeploy import execute
+    from edgedeploy.runtime.executor import random_inputs
+    from edgedeploy.runtime.pipeline import Pipeline
+    from edgedeploy.runtime.stages import plan_stage_io
+
+    one = {CoreConfig.parse(r["config"]).cluster: r for r in runs
+           if r.get("sha256") == m.sha256 and CoreConfig.parse(r["config"]).cores == 1}
+    graph = m.graph
+    choices = {layer.name: m.engine for layer in graph.layers}
+    io = plan_stage_io(graph, [])[0]
+    feeds = random_inputs(graph)
+    frame = [feeds[t] for t in io.inputs]
+    out: dict[str, dict[str, float]] = {}
+    segments = None
+    for config in configs:
+        run = one.get(config.cluster)
+        if config.is_gpu or config.cores < 2 or run is None or not run.get(BATCH):
+            continue
+        per_frame = {b: float(run[BATCH].get(str(b)) or 0.0) for b in BATCH_SIZES}
+        sizes = [b for b, ms in per_frame.items() if 0 < ms < whole_ms(run)]
+        if not sizes:
+            continue
+        if segments is None:
+            segments = execute.segments_for(graph, [io], choices, m.path, dynamic_batch=True)
+        if progress:
+            progress(f"replicas: {m.name} x{config.cores} on {config.cluster}, "
+                     f"{' and '.join(map(str, sizes))} frames a call")
+        step = max(sizes) * config.cores
+        frames = replica_frames(min(per_frame[b] for b in sizes), config.cores)
+        frames += -frames % step  # whole batches for every replica
+        fps: dict[int, float] = {}
+        for batch in (1, *sizes, *reversed(sizes), 1):  # alternated: load drifts over seconds
+            plan = execute.stage_from_io(io=io, cpus=tuple(cpus_of(config)),
+                                         replicas=config.cores, batch=batch)
+            with Pipeline(execute.stage_specs(graph, [plan], choices, segments)) as pipe:
+                got = pipe.run(lambda _k, f=frame: f, frames, warmup=REPLICA_WARMUP * batch,
+                               keep_outputs="none", tail=pipe.tail).throughput_fps
+            fps[batch] = max(fps.get(batch, 0.0), got)
+        out[config.cluster] = {str(b): round(fps[b] / fps[1], 4) for b in sizes}
+    return out
+
+
 def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
                      models: Sequence[_Loaded], runs: list[dict[str, Any]],
                      progress: Callable[[str], None] | None = None
@@ -511,7 +577,8 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
                 # faster (one window under a neighbour's burst priced SqueezeNet's 2 replicas
                 # at 212 fps, which measured 318 a minute later)
                 fps = max(pipe.run(lambda _k, f=frame: f, replica_frames(base, config.cores),
-                                   warmup=REPLICA_WARMUP, keep_outputs="none").throughput_fps
+                                   warmup=REPLICA_WARMUP, keep_outputs="none",
+                                   tail=pipe.tail).throughput_fps
                           for _ in range(2 if m.sha256 else 1))
             speedup = max(fps * base / 1000.0, 1e-3)
             logs.setdefault(config.cluster, {}).setdefault(str(config.cores), []).append(

@@ -248,9 +248,10 @@ def test_a_models_profile_times_it_batched_where_frames_stay_apart(
 
 def test_replicas_are_timed_batched_against_unbatched_where_one_core_gained_from_a_batch(
         tmp_path: Path):
-    """The own model's replicas at each batch against the same replicas at one frame a call, on
-    every cluster of more than one core, where (and only where) one session on one of its cores
-    ran that batch faster per frame; the gain is stored with the model's factors."""
+    """The own model's replicas at each batch over the same replicas at one frame a call (their
+    measured speed-up), on every cluster of more than one core, where (and only where) one
+    session on one of its cores ran that batch 5 % faster per frame; the gain is stored with
+    the model's factors."""
     from edgedeploy.costmodel.segments import (
         BATCH,
         REPLICA_BATCH,
@@ -270,15 +271,18 @@ def test_replicas_are_timed_batched_against_unbatched_where_one_core_gained_from
         pytest.skip("needs a cluster of two cores")
     b, small = str(max(BATCH_SIZES)), str(min(BATCH_SIZES))
 
-    def runs(per_frame_ms: float) -> list[dict]:  # the smaller batch never gained
+    def runs(per_frame_ms: float) -> list[dict]:  # the smaller batch gained within noise
         return [{"config": c.key, "sha256": m.sha256, ONNXRUNTIME: [1.0, 1.0],
-                 BATCH: {b: per_frame_ms, small: 1.2}} for c in configs if c.cores == 1]
+                 BATCH: {b: per_frame_ms, small: 0.99}} for c in configs if c.cores == 1]
 
-    gained = measure_replica_batches(configs, lambda c: c.cpus(target), m, runs(0.5))
     clusters = {c.cluster for c in configs if c.cores > 1}
+    speedups = {cl: {str(c.cores): 1.8 for c in configs if c.cluster == cl} for cl in clusters}
+    cpus = lambda c: c.cpus(target)  # noqa: E731
+    gained = measure_replica_batches(configs, cpus, m, runs(0.5), speedups)
     assert set(gained) == clusters
-    assert all(set(t) == {b} and 0.2 < t[b] < 5.0 for t in gained.values())
-    assert measure_replica_batches(configs, lambda c: c.cpus(target), m, runs(1.0)) == {}
+    assert all(set(t) == {b} and 0.05 < t[b] < 20.0 for t in gained.values())
+    assert measure_replica_batches(configs, cpus, m, runs(1.0), speedups) == {}
+    assert measure_replica_batches(configs, cpus, m, runs(0.5), {}) == {}  # none to compare
     profile_file = tmp_path / "p.json"
     save_factors(profile_file, {MODELS: {m.sha256: {REPLICA_BATCH: gained}}}, [])
     mine = for_model(load_factors(profile_file), m.sha256)

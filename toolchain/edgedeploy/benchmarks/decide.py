@@ -241,10 +241,10 @@ def _batched_prediction(predicted: Predicted, stages: list[ParetoStage], b: int,
     frame by the measured speed-up of the slowest stage's configuration, latency a whole
     call's (a frame waits for its batch); per frame unchanged where no speed-up was measured in
     that configuration. A replicated stage takes its replicas' own measured gain
-    (``segments.replica_batch_gain``); where that was not measured, a one session's slow-down
+    (``segments.replica_batch_gain``); where that was not measured, one session's slow-down
     but not its gain, which replicas may not share: ZFNet-512's one-core session ran 4 frames
-    1.28x faster per frame and its 2 replicas of 4 frames 1.02x, while AlexNet's took its whole
-    1.95x (seen while developing)."""
+    1.28x faster per frame and its 2 replicas of 4 frames 1.02-1.15x faster than of one, while
+    AlexNet's took its whole 1.95x (seen while developing)."""
     from edgedeploy.costmodel.configs import CoreConfig
     from edgedeploy.costmodel.segments import batch_speedup, replica_batch_gain
 

@@ -52,7 +52,7 @@ KEYS = (
 #: prior_ms of every key (KEYS order) per board configuration and descriptor, computed from the
 #: prior before the terms moved into the primitive modules, and computed again whenever a formula
 #: changed on purpose (``prior.PRIOR_VERSION``): last for the GEMM's rows split among threads and
-#: one shape constant for rows and columns (``prior.SHAPE_X0``).
+#: one shape constant for rows and columns (``features.SHAPE_X0``).
 PINNED = {
     ('hikey970', 'big:4'): {
         'conv3x3': (

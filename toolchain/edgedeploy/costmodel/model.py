@@ -19,6 +19,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,6 +46,46 @@ MIN_FIT_SAMPLES = 12
 #: prior's passes it accepts (a larger one says the two do not share the GEMM after all).
 SAME_GEMM_MIN_PAIRS = 3
 SAME_GEMM_MAX_SCALE = 3.0
+
+
+class _SampleRows(NamedTuple):
+    """A profile's usable samples as the calibration fits them, row by row."""
+
+    x: np.ndarray  # features.feature_matrix
+    y: np.ndarray  # log(measured / prior)
+    groups: np.ndarray  # one id per layer shape: its rows never straddle a CV fold
+    coords: np.ndarray  # features.neighbour_coords
+    nkeys: np.ndarray  # primitive key * 1000 + configuration row
+    dm: np.ndarray
+    keys: np.ndarray
+    cfg_rows: np.ndarray
+    prior_ms: np.ndarray
+    ms: np.ndarray
+
+
+def _fit_same_gemm(rows: _SampleRows) -> dict[int, float]:
+    """Per primitive and configuration, the least-squares scale from the prior's extra time
+    over the primitive whose GEMM it runs (``CostTerms.same_gemm``) to the measured one, on
+    the layers where the profile measured both; at least :data:`SAME_GEMM_MIN_PAIRS`."""
+    ref = prior_mod.same_gemm_keys(rows.dm, rows.keys)
+    at = {(int(g), int(k)): i for i, (g, k) in enumerate(zip(rows.groups, rows.nkeys,
+                                                             strict=True))}
+    wanted = {int(i): (int(rows.groups[i]), int(ref[i] * 1000 + rows.cfg_rows[i]))
+              for i in np.flatnonzero(ref >= 0)}
+    pairs = [(i, at[w]) for i, w in wanted.items() if w in at]
+    if not pairs:
+        return {}
+    mine, theirs = (np.array(side) for side in zip(*pairs, strict=True))
+    extra = rows.prior_ms[mine] - rows.prior_ms[theirs]
+    gap = rows.ms[mine] - rows.ms[theirs]
+    group = rows.nkeys[mine]
+    out = {}
+    for g in np.unique(group):
+        sel = (group == g) & (extra > 0)
+        if sel.sum() >= SAME_GEMM_MIN_PAIRS:
+            scale = float(extra[sel] @ gap[sel] / (extra[sel] @ extra[sel]))
+            out[int(g)] = float(np.clip(scale, 0.0, SAME_GEMM_MAX_SCALE))
+    return out
 
 
 def _noise_weights(spread: np.ndarray) -> np.ndarray:
@@ -192,51 +233,17 @@ class CostModel:
         """Calibrate on ``samples`` of this target (prior only when there are too few)."""
         model = cls(target, source="prior")
         rows = model._sample_rows(samples)
-        if rows is None or len(rows[0]) < MIN_FIT_SAMPLES:
+        if rows is None or len(rows.x) < MIN_FIT_SAMPLES:
             return model
-        x, y, groups, coords, nkeys = rows
         spread = np.array([s.spread for s in samples if s.config in model._cfg_index and s.ms > 0])
-        model.correction = fit_correction(x, y, groups, weights=_noise_weights(spread),
-                                          pooled=True)
+        model.correction = fit_correction(rows.x, rows.y, rows.groups,
+                                          weights=_noise_weights(spread), pooled=True)
         # clipped: a preempted measurement must not drag its neighbourhood along
-        resid = np.clip(y - model.correction.predict_log(x), -0.5, 0.5)
-        model.neighbours = NeighbourResidual(coords, nkeys, resid)
-        model.same_gemm_scale = model._fit_same_gemm(samples)
+        resid = np.clip(rows.y - model.correction.predict_log(rows.x), -0.5, 0.5)
+        model.neighbours = NeighbourResidual(rows.coords, rows.nkeys, resid)
+        model.same_gemm_scale = _fit_same_gemm(rows)
         model.source = source
         return model
-
-    def _fit_same_gemm(self, samples: Sequence[Sample]) -> dict[int, float]:
-        """Per primitive and configuration, the least-squares scale from the prior's extra time
-        over the primitive whose GEMM it runs (``CostTerms.same_gemm``) to the measured one, on
-        the layers where the profile measured both; at least :data:`SAME_GEMM_MIN_PAIRS`."""
-        usable = [s for s in samples if s.config in self._cfg_index and s.ms > 0]
-        if not usable:
-            return {}
-        dm = descriptor_matrix([s.descriptor for s in usable])
-        keys = np.array([primitive_key(s.primitive) for s in usable])
-        ref = prior_mod.same_gemm_keys(dm, keys)
-        cfg_rows = np.array([self._cfg_index[s.config] for s in usable])
-        layer = [json.dumps(s.descriptor.to_dict(), sort_keys=True) for s in usable]
-        measured = {(layer[i], int(keys[i]), int(cfg_rows[i])): usable[i].ms
-                    for i in range(len(usable))}
-        pairs = [(i, measured[layer[i], int(ref[i]), int(cfg_rows[i])])
-                 for i in np.flatnonzero(ref >= 0)
-                 if (layer[i], int(ref[i]), int(cfg_rows[i])) in measured]
-        if not pairs:
-            return {}
-        rows = np.array([i for i, _ in pairs])
-        cm = self._cm[cfg_rows[rows]]
-        extra = (prior_mod.prior_ms(dm[rows], keys[rows], cm)
-                 - prior_mod.prior_ms(dm[rows], ref[rows], cm))
-        gap = np.array([usable[i].ms - ref_ms for i, ref_ms in pairs])
-        group = keys[rows] * 1000 + cfg_rows[rows]
-        out = {}
-        for g in np.unique(group):
-            sel = (group == g) & (extra > 0)
-            if sel.sum() >= SAME_GEMM_MIN_PAIRS:
-                scale = float(extra[sel] @ gap[sel] / (extra[sel] @ extra[sel]))
-                out[int(g)] = float(np.clip(scale, 0.0, SAME_GEMM_MAX_SCALE))
-        return out
 
     def transferred(self, target: Target, samples: Sequence[Sample]) -> CostModel:
         """This model (fitted on another board) fine-tuned with a few ``samples`` of ``target``."""
@@ -248,11 +255,10 @@ class CostModel:
             model.correction = base
             return model
         spread = np.array([s.spread for s in samples if s.config in model._cfg_index and s.ms > 0])
-        model.correction = fine_tune(base, rows[0], rows[1], weights=_noise_weights(spread))
+        model.correction = fine_tune(base, rows.x, rows.y, weights=_noise_weights(spread))
         return model
 
-    def _sample_rows(self, samples: Sequence[Sample]
-                     ) -> tuple[np.ndarray, ...] | None:
+    def _sample_rows(self, samples: Sequence[Sample]) -> _SampleRows | None:
         usable = [s for s in samples if s.config in self._cfg_index and s.ms > 0]
         if not usable:
             return None
@@ -260,13 +266,14 @@ class CostModel:
         keys = np.array([primitive_key(s.primitive) for s in usable])
         cm = self._cm[[self._cfg_index[s.config] for s in usable]]
         base = prior_mod.prior_ms(dm, keys, cm)
-        x = feature_matrix(dm, keys, cm, base)
-        y = np.log(np.array([s.ms for s in usable]) / base)
+        ms = np.array([s.ms for s in usable])
         ids: dict[str, int] = {}
         groups = np.array([ids.setdefault(json.dumps(s.descriptor.to_dict(), sort_keys=True),
                                           len(ids)) for s in usable])
         cfg_rows = np.array([self._cfg_index[s.config] for s in usable])
-        return x, y, groups, neighbour_coords(dm), keys * 1000 + cfg_rows
+        return _SampleRows(feature_matrix(dm, keys, cm, base), np.log(ms / base), groups,
+                           neighbour_coords(dm), keys * 1000 + cfg_rows, dm, keys, cfg_rows,
+                           base, ms)
 
     # ---- prediction -----------------------------------------------------------------------
     def _predict_rows(self, dm: np.ndarray, keys: np.ndarray, cm: np.ndarray,
@@ -279,13 +286,10 @@ class CostModel:
             # a primitive that runs another's GEMM plus passes: that one's time plus the passes
             ref = prior_mod.same_gemm_keys(dm, keys)
             rows = np.flatnonzero((ref >= 0) & np.isfinite(base))
-            groups = np.array(sorted(self.same_gemm_scale))
-            at = np.searchsorted(groups, keys[rows] * 1000 + cfg_rows[rows])
-            hit = (at < len(groups)) & (groups[np.minimum(at, len(groups) - 1)]
-                                        == keys[rows] * 1000 + cfg_rows[rows])
-            rows, at = rows[hit], at[hit]
+            scale = np.array([self.same_gemm_scale.get(int(g), np.nan)
+                              for g in keys[rows] * 1000 + cfg_rows[rows]])
+            rows, scale = rows[np.isfinite(scale)], scale[np.isfinite(scale)]
             if len(rows):
-                scale = np.array([self.same_gemm_scale[int(g)] for g in groups])[at]
                 ref_base = prior_mod.prior_ms(dm[rows], ref[rows], cm[rows])
                 ref_ms = self._corrected(dm[rows], ref[rows], cm[rows], cfg_rows[rows], ref_base)
                 out[rows] = ref_ms + np.maximum(base[rows] - ref_base, 0.0) * scale

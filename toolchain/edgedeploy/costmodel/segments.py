@@ -62,7 +62,7 @@ from edgedeploy.runtime.model_timing import (
     session_ms,
     time_layers,
 )
-from edgedeploy.runtime.stages import BATCH_SIZES
+from edgedeploy.runtime.stages import BATCH_SIZES, StageIO
 from edgedeploy.runtime.vocab import (
     INT8,
     LITERT,
@@ -487,6 +487,18 @@ def batch_speedup(factors: dict[str, Any], config: CoreConfig, b: int) -> float 
     return None if value is None else float(value)
 
 
+def _whole_model_run(m: _Loaded) -> tuple[dict[str, str], StageIO, list[np.ndarray]]:
+    """What a replica run of ``m`` whole through its engine needs: every layer's choice, the
+    one stage's tensors and a seeded frame."""
+    from edgedeploy.runtime.executor import random_inputs
+    from edgedeploy.runtime.stages import plan_stage_io
+
+    io = plan_stage_io(m.graph, [])[0]
+    feeds = random_inputs(m.graph)
+    return ({layer.name: m.engine for layer in m.graph.layers}, io,
+            [feeds[t] for t in io.inputs])
+
+
 def replica_batch_gain(factors: dict[str, Any], cluster: str, b: int) -> float | None:
     """The measured throughput of ``cluster``'s replicas at ``b`` frames a call over theirs at
     one (factors of one model, :func:`for_model`); None where never measured."""
@@ -504,17 +516,13 @@ def measure_replica_batches(configs: Sequence[CoreConfig], cpus_of: Callable, m:
     one of its cores ran :data:`BATCH_GAIN_MIN` faster per frame, since a batch's slow-down is
     priced from the session alone."""
     from edgedeploy import execute
-    from edgedeploy.runtime.executor import random_inputs
     from edgedeploy.runtime.pipeline import Pipeline
-    from edgedeploy.runtime.stages import plan_stage_io
+    from edgedeploy.runtime.window import whole_periods
 
     one = {CoreConfig.parse(r["config"]).cluster: r for r in runs
            if r.get("sha256") == m.sha256 and CoreConfig.parse(r["config"]).cores == 1}
     graph = m.graph
-    choices = {layer.name: m.engine for layer in graph.layers}
-    io = plan_stage_io(graph, [])[0]
-    feeds = random_inputs(graph)
-    frame = [feeds[t] for t in io.inputs]
+    choices, io, frame = _whole_model_run(m)
     out: dict[str, dict[str, float]] = {}
     segments = None
     for config in configs:
@@ -534,8 +542,9 @@ def measure_replica_batches(configs: Sequence[CoreConfig], cpus_of: Callable, m:
             if progress:
                 progress(f"replicas: {m.name} x{config.cores} on {config.cluster}, "
                          f"{b} frames a call")
-            frames = replica_frames(float(run[BATCH][str(b)]), config.cores)
-            frames += -frames % (b * config.cores)  # whole batches for every replica
+            # whole batches for every replica
+            frames = whole_periods(replica_frames(float(run[BATCH][str(b)]), config.cores),
+                                   b * config.cores)
             plan = execute.stage_from_io(io=io, cpus=tuple(cpus_of(config)),
                                          replicas=config.cores, batch=b)
             with Pipeline(execute.stage_specs(graph, [plan], choices, segments)) as pipe:
@@ -554,9 +563,7 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
     core's, per cluster and r: over every model, and of the own model (the one with a sha256)
     alone."""
     from edgedeploy import execute
-    from edgedeploy.runtime.executor import random_inputs
     from edgedeploy.runtime.pipeline import Pipeline
-    from edgedeploy.runtime.stages import plan_stage_io
 
     one = {(r["model"], r["size"], CoreConfig.parse(r["config"]).cluster):
            r.get(STAGE_MS) or whole_ms(r) for r in runs if CoreConfig.parse(r["config"]).cores == 1}
@@ -564,10 +571,7 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
     own: dict[str, dict[str, float]] = {}
     for m in models:
         graph = m.graph
-        feeds = random_inputs(graph)
-        choices = {layer.name: m.engine for layer in graph.layers}
-        io = plan_stage_io(graph, [])[0]
-        frame = [feeds[t] for t in io.inputs]
+        choices, io, frame = _whole_model_run(m)
         segments = execute.segments_for(graph, [io], choices, m.path)
         for config in configs:
             base = one.get((m.name, m.size, config.cluster))

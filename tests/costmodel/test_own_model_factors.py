@@ -256,6 +256,7 @@ def test_replicas_are_timed_batched_against_unbatched_where_one_core_gained_from
         BATCH,
         REPLICA_BATCH,
         _Loaded,
+        batched_file,
         for_model,
         measure_replica_batches,
         replica_batch_gain,
@@ -278,11 +279,14 @@ def test_replicas_are_timed_batched_against_unbatched_where_one_core_gained_from
     clusters = {c.cluster for c in configs if c.cores > 1}
     speedups = {cl: {str(c.cores): 1.8 for c in configs if c.cluster == cl} for cl in clusters}
     cpus = lambda c: c.cpus(target)  # noqa: E731
-    gained = measure_replica_batches(configs, cpus, m, runs(0.5), speedups)
+    batched = batched_file(m, tmp_path)
+    assert batched is not None
+    gained = measure_replica_batches(configs, cpus, m, runs(0.5), speedups, batched)
     assert set(gained) == clusters
     assert all(set(t) == {b} and 0.05 < t[b] < 20.0 for t in gained.values())
-    assert measure_replica_batches(configs, cpus, m, runs(1.0), speedups) == {}
-    assert measure_replica_batches(configs, cpus, m, runs(0.5), {}) == {}  # none to compare
+    assert measure_replica_batches(configs, cpus, m, runs(1.0), speedups, batched) == {}
+    assert measure_replica_batches(configs, cpus, m, runs(0.5), {}, batched) == {}  # none
+    assert measure_replica_batches(configs, cpus, m, runs(0.5), speedups, None) == {}
     profile_file = tmp_path / "p.json"
     save_factors(profile_file, {MODELS: {m.sha256: {REPLICA_BATCH: gained}}}, [])
     mine = for_model(load_factors(profile_file), m.sha256)

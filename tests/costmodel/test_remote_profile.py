@@ -21,7 +21,14 @@ from edgedeploy.costmodel import profile as prof_mod
 from edgedeploy.costmodel import shapes as shapes_mod
 from edgedeploy.costmodel.configs import core_configs
 from edgedeploy.costmodel.profiling import shape_sample
-from edgedeploy.costmodel.segments import REPLICAS, load_factors
+from edgedeploy.costmodel.segments import (
+    BATCH,
+    BATCH_GAIN_MIN,
+    REPLICA_BATCH,
+    REPLICAS,
+    load_factors,
+)
+from edgedeploy.runtime.stages import BATCH_SIZES
 from edgedeploy.testing.sshd import free_port
 
 pytestmark = pytest.mark.ssh
@@ -237,3 +244,15 @@ def test_a_profile_over_ssh_for_a_model_measures_its_shapes_first_and_runs_it_on
                for t in own[LAYERS].values())
     if any(c.cores > 1 for c in core_configs(target)):
         assert own[REPLICAS]
+    # its frames stay apart, so it was timed batched there, and its replicas at each batch
+    # that one core gained from, and only there, measured against its replicas at one frame
+    assert set(own[BATCH]) == configs
+    assert all(set(t) == {str(b) for b in BATCH_SIZES} and all(v > 0 for v in t.values())
+               for t in own[BATCH].values())
+    gained = {(c.cluster, str(b)) for c in core_configs(target) if c.cores == 1
+              for b in BATCH_SIZES if own[BATCH][c.key][str(b)] >= BATCH_GAIN_MIN}
+    clusters = {c.cluster for c in core_configs(target) if c.cores > 1}
+    timed = {(cl, b) for cl, t in (own.get(REPLICA_BATCH) or {}).items() for b in t}
+    assert timed == {(cl, b) for cl, b in gained if cl in clusters}
+    assert all(0.05 < g < 20.0 for t in (own.get(REPLICA_BATCH) or {}).values()
+               for g in t.values())

@@ -207,6 +207,51 @@ def test_the_probe_times_onnx_models_alone_in_order_while_the_budget_lasts(
     assert rc == 0 and not [e for e in events if e["event"] == "session"]  # none: spent
 
 
+def test_the_probe_times_a_model_batched_and_its_replicas_at_the_batches_one_core_gained_from(
+        board: Path, tmp_path: Path) -> None:
+    """A spec's ``batch`` file is timed at each size on every configuration; its replicas are
+    timed at a size only where one core ran it ``gain_min`` faster per frame, beside the
+    throughput of the same replicas at one frame a call."""
+    from edgedeploy.importers.onnx_batch import batched_model
+
+    path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    graph = import_onnx(path)
+    graph.save(tmp_path / "graph")
+    free = batched_model(graph, path)
+    assert free is not None
+    (tmp_path / "sq.batched.onnx").write_bytes(free)
+    cpus = available_cpus()
+    configs = [{"key": f"cpu:{n}", "cluster": "cpu", "cores": n, "cpus": cpus[:n]}
+               for n in (1, 2) if n <= len(cpus)]
+    files = {"o": str(path), "b": str(tmp_path / "sq.batched.onnx"),
+             "g": str(tmp_path / "graph" / "graph.json"),
+             "w": str(tmp_path / "graph" / "weights.npz")}
+
+    def probe(gain_min: float) -> list[dict]:
+        spec = {"name": "sq", "size": None, "onnx": "o", "graph": "g", "weights": "w",
+                "native": False, "replica_windows": 2,
+                "batch": {"onnx": "b", "sizes": [2, 4], "reps": 2, "gain_min": gain_min}}
+        rc, events = _probe(board, {"protocol": 1, "files": files, "models": {
+            "configs": configs, "models": [spec]}}, tmp_path)
+        assert rc == 0, events
+        return events
+
+    events = probe(1e-9)  # every batch "gained"
+    runs = [e for e in events if e["event"] == "run"]
+    assert [r["config"] for r in runs] == [c["key"] for c in configs]
+    assert all(set(r["batch"]) == {"2", "4"} and all(v > 0 for v in r["batch"].values())
+               for r in runs)
+    unbatched = {e["cores"]: e["fps"] for e in events if e["event"] == "replicas"}
+    batched = [e for e in events if e["event"] == "replica_batch"]
+    assert [(e["cores"], e["batch"]) for e in batched] == [
+        (c["cores"], b) for c in configs if c["cores"] > 1 for b in (2, 4)]
+    assert all(e["fps"] > 0 and e["unbatched_fps"] == unbatched[e["cores"]] for e in batched)
+    assert events[-1]["measured"] == len(runs) + len(unbatched) + len(batched)
+    events = probe(1e9)  # none did
+    assert next(e for e in events if e["event"] == "run")["batch"]
+    assert not [e for e in events if e["event"] == "replica_batch"]
+
+
 def test_a_zero_budget_measures_nothing_and_says_done(board: Path, tmp_path: Path) -> None:
     rc, events = _probe(board, _layer_request(budget_s=0.0), tmp_path)
     assert rc == 0 and [e["event"] for e in events] == ["start", "done"]

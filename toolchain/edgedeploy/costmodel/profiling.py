@@ -24,7 +24,8 @@ import numpy as np
 from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.errors import ExecutionError, InputError
 from edgedeploy.runtime.layer_timing import Measurement
-from edgedeploy.runtime.probe import OPAQUE
+from edgedeploy.runtime.probe import BATCH as PROBE_BATCH
+from edgedeploy.runtime.probe import OPAQUE, REPLICA_BATCH_EVENT
 from edgedeploy.runtime.vocab import INT8
 
 if TYPE_CHECKING:
@@ -379,7 +380,7 @@ def _board_runs(target: Target, probe: Probe, info: Callable[[str], None] | None
             info(str(event.get("message")))
         elif kind == "run":
             runs.append(event)
-        elif kind == "replicas":
+        elif kind in ("replicas", REPLICA_BATCH_EVENT):
             replicas.append(event)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -393,15 +394,23 @@ def _board_runs(target: Target, probe: Probe, info: Callable[[str], None] | None
 
 def _own_measured(detail: list[dict[str, Any]], replicas: list[dict[str, Any]],
                   own: OwnModel) -> dict[str, Any] | None:
-    """``own``'s factors from a board's runs (None where it did not run)."""
-    from edgedeploy.costmodel.segments import own_factors
+    """``own``'s factors from a board's runs (None where it did not run): as this host's
+    (``segments.own_factors``), with its replicas' gains at each batch they were timed at."""
+    from edgedeploy.costmodel.segments import REPLICA_BATCH, own_factors
 
     name = (own.path.stem, None)
     mine = [d for d in detail if (d["model"], d["size"]) == name]
     if not mine:
         return None
-    return own_factors(mine, replica_speedups(mine, [e for e in replicas
-                                                     if (e["model"], e.get("size")) == name]))
+    events = [e for e in replicas if (e["model"], e.get("size")) == name]
+    out = own_factors(mine, replica_speedups(mine, [e for e in events
+                                                     if e["event"] == "replicas"]))
+    gains: dict[str, dict[str, float]] = {}
+    for e in events:
+        if e["event"] == REPLICA_BATCH_EVENT and float(e["unbatched_fps"]) > 0:
+            gains.setdefault(str(e["cluster"]), {})[str(e["batch"])] = round(
+                float(e["fps"]) / float(e["unbatched_fps"]), 4)
+    return {**out, REPLICA_BATCH: gains} if gains else out
 
 
 def calibration_files(models: Sequence[tuple[str, int]], tmp: Path, own: OwnModel | None = None
@@ -414,8 +423,14 @@ def calibration_files(models: Sequence[tuple[str, int]], tmp: Path, own: OwnMode
     import hashlib
 
     from edgedeploy import zoo
-    from edgedeploy.costmodel.segments import int8_variant
+    from edgedeploy.costmodel.segments import (
+        BATCH_GAIN_MIN,
+        BATCH_REPS,
+        batched_file,
+        int8_variant,
+    )
     from edgedeploy.importers.onnx import import_onnx
+    from edgedeploy.runtime.stages import BATCH_SIZES
 
     todo: list[tuple[str, int | None, Path, Any]] = (
         [(own.path.stem, None, own.path, own.graph)] if own is not None else [])
@@ -432,10 +447,19 @@ def calibration_files(models: Sequence[tuple[str, int]], tmp: Path, own: OwnMode
                                 "graph": f"{key}/graph.json", "weights": f"{key}/weights.npz"}
         if own is not None and size is None:
             spec["native"] = False
+            # the model a profile is taken for prices its plans: as on this host, the faster
+            # of two replica windows
+            spec["replica_windows"] = 2
             opaque = _opaque_files(own, key, tmp)
             if opaque:
                 spec[OPAQUE] = [entry for entry, _ in opaque]
                 files.update(f for _, f in opaque)
+            batched = batched_file(own.loaded(), tmp / key)
+            if batched is not None:
+                files[f"{key}/model.batched.onnx"] = Path(batched)
+                spec[PROBE_BATCH] = {"onnx": f"{key}/model.batched.onnx",
+                                     "sizes": list(BATCH_SIZES), "reps": BATCH_REPS,
+                                     "gain_min": BATCH_GAIN_MIN}
         else:
             int8 = int8_variant(path, graph, tmp)
             if int8 is not None:
@@ -465,7 +489,7 @@ def _opaque_files(own: OwnModel, key: str, tmp: Path
 
 def _priced(model: Any, graph: Any, run: dict[str, Any]) -> dict[str, Any]:
     """A board run in ``costmodel.segments``' form: per engine, [measured, predicted sum]."""
-    from edgedeploy.costmodel.segments import LAYERS, _predicted_sum
+    from edgedeploy.costmodel.segments import BATCH, LAYERS, _predicted_sum
     from edgedeploy.runtime.executor import default_choice
     from edgedeploy.runtime.vocab import NATIVE, ONNXRUNTIME
 
@@ -482,6 +506,8 @@ def _priced(model: Any, graph: Any, run: dict[str, Any]) -> dict[str, Any]:
         out[NATIVE] = [float(run[NATIVE]), _predicted_sum(model, graph, config, native)]
     if run.get(INT8) is not None:  # over the float model's measured time
         out[INT8] = [float(run[INT8]), float(run[ONNXRUNTIME])]
+    if run.get(PROBE_BATCH):  # per-frame ms at each batch size (segments.batch_speedups)
+        out[BATCH] = {str(b): float(ms) for b, ms in run[PROBE_BATCH].items()}
     return out
 
 

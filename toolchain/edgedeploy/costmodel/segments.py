@@ -58,6 +58,7 @@ from edgedeploy.runtime.model_timing import (
     REPLICA_WARMUP,
     OpaqueLayer,
     median_ms,
+    repeated,
     replica_frames,
     session_ms,
     time_layers,
@@ -301,13 +302,15 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
     try:
         with tempfile.TemporaryDirectory() as tmp:
             loaded = _load(models, own, Path(tmp))
+            # the own model (first) with a free batch axis, where its frames stay apart
+            own_batched = batched_file(loaded[0], Path(tmp)) if own is not None else None
             for m in loaded:
                 graph = m.graph
                 feeds = random_inputs(graph)
                 native = {layer.name: default_choice(layer) for layer in graph.layers}
                 whole = {layer.name: m.engine for layer in graph.layers}
                 int8 = None if m.sha256 else int8_variant(m.path, graph, Path(tmp))
-                batched = _batched_file(m, Path(tmp)) if m.sha256 else None
+                batched = own_batched if m.sha256 else None
                 opaque = opaque_layers(m) if m.sha256 else []
                 for config in configs:
                     if config.is_gpu:
@@ -327,7 +330,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                     if m.sha256:
                         run["sha256"] = m.sha256
                         if batched is not None:
-                            run[BATCH] = {str(b): session_ms(batched, _repeat(feeds, b), cpus,
+                            run[BATCH] = {str(b): session_ms(batched, repeated(feeds, b), cpus,
                                                               reps=BATCH_REPS) / b
                                           for b in BATCH_SIZES}
                     else:
@@ -344,7 +347,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
             pin_process(original)  # the replicas' stages pin themselves, within these cores
             replicas, own_replicas = measure_replicas(configs, cpus_of, loaded, runs, progress)
             batched_replicas = {} if own is None else measure_replica_batches(
-                configs, cpus_of, loaded[0], runs, own_replicas, progress)
+                configs, cpus_of, loaded[0], runs, own_replicas, own_batched, progress)
     finally:
         pin_process(original)
     factors: dict[str, Any] = {**summarise(runs), REPLICAS: replicas}
@@ -451,11 +454,7 @@ def _stage_ms(m: _Loaded, feeds: dict[str, np.ndarray], cpus: Sequence[int]) -> 
         segment.close()
 
 
-def _repeat(feeds: dict[str, np.ndarray], b: int) -> dict[str, np.ndarray]:
-    return {k: np.concatenate([v] * b) for k, v in feeds.items()}
-
-
-def _batched_file(m: _Loaded, folder: Path) -> str | None:
+def batched_file(m: _Loaded, folder: Path) -> str | None:
     """The model with a free batch axis, where onnxruntime answers a batch of frames as each
     frame alone (``onnx_batch.frames_kept_apart``); None where it does not, or not onnxruntime."""
     from edgedeploy.importers.onnx_batch import batched_model
@@ -508,49 +507,38 @@ def replica_batch_gain(factors: dict[str, Any], cluster: str, b: int) -> float |
 
 def measure_replica_batches(configs: Sequence[CoreConfig], cpus_of: Callable, m: _Loaded,
                             runs: list[dict[str, Any]], replicas: dict[str, dict[str, float]],
+                            batched: str | None,
                             progress: Callable[[str], None] | None = None
                             ) -> dict[str, dict[str, float]]:
     """Per cluster, the own model's one-core replicas at each of :data:`BATCH_SIZES` frames a
-    call over the same replicas at one (``replicas``: their measured speed-ups,
-    :func:`measure_replicas`), as :data:`REPLICA_BATCH`; only the batches that one session on
-    one of its cores ran :data:`BATCH_GAIN_MIN` faster per frame, since a batch's slow-down is
-    priced from the session alone."""
-    from edgedeploy import execute
-    from edgedeploy.runtime.pipeline import Pipeline
-    from edgedeploy.runtime.window import whole_periods
+    call (``batched``: its file with a free batch axis, :func:`batched_file`) over the same
+    replicas at one (``replicas``: their measured speed-ups, :func:`measure_replicas`), as
+    :data:`REPLICA_BATCH`; only the batches that one session on one of its cores ran
+    :data:`BATCH_GAIN_MIN` faster per frame, since a batch's slow-down is priced from the
+    session alone. A board's probe measures the same (``runtime.probe.measure_models``)."""
+    from edgedeploy.runtime.model_timing import replica_fps
 
     one = {CoreConfig.parse(r["config"]).cluster: r for r in runs
            if r.get("sha256") == m.sha256 and CoreConfig.parse(r["config"]).cores == 1}
-    graph = m.graph
-    choices, io, frame = _whole_model_run(m)
     out: dict[str, dict[str, float]] = {}
-    segments = None
     for config in configs:
         run = one.get(config.cluster)
         speedup = (replicas.get(config.cluster) or {}).get(str(config.cores))
-        if config.is_gpu or config.cores < 2 or run is None or not run.get(BATCH) or not speedup:
+        if (batched is None or config.is_gpu or config.cores < 2 or run is None
+                or not run.get(BATCH) or not speedup):
             continue
         base = whole_ms(run)
-        sizes = [b for b in BATCH_SIZES
-                 if 0 < float(run[BATCH].get(str(b)) or 0.0) * BATCH_GAIN_MIN <= base]
-        if not sizes:
-            continue
-        if segments is None:
-            segments = execute.segments_for(graph, [io], choices, m.path, dynamic_batch=True)
         unbatched_fps = float(speedup) * 1000.0 / base
-        for b in sizes:
+        for b in BATCH_SIZES:
+            ms = float(run[BATCH].get(str(b)) or 0.0)
+            if not 0 < ms * BATCH_GAIN_MIN <= base:
+                continue
             if progress:
                 progress(f"replicas: {m.name} x{config.cores} on {config.cluster}, "
                          f"{b} frames a call")
-            # whole batches for every replica
-            frames = whole_periods(replica_frames(float(run[BATCH][str(b)]), config.cores),
-                                   b * config.cores)
-            plan = execute.stage_from_io(io=io, cpus=tuple(cpus_of(config)),
-                                         replicas=config.cores, batch=b)
-            with Pipeline(execute.stage_specs(graph, [plan], choices, segments)) as pipe:
-                fps = max(pipe.run(lambda _k, f=frame: f, frames, warmup=REPLICA_WARMUP * b,
-                                   keep_outputs="none", tail=pipe.tail).throughput_fps
-                          for _ in range(2))  # the faster window, as the unbatched replicas'
+            # the faster of two windows, as the unbatched replicas'
+            fps = replica_fps(m.graph, batched, cpus_of(config), config.cores,
+                              frames=replica_frames(ms, config.cores), batch=b, windows=2)
             out.setdefault(config.cluster, {})[str(b)] = round(fps / unbatched_fps, 4)
     return out
 

@@ -11,7 +11,9 @@ prior's expected times, and the calibration models)::
      "models": {"configs": [{"key": "cpu:2", "cluster": "cpu", "cores": 2, "cpus": [0, 1]}],
                 "models": [{"name": ..., "size": ..., "onnx": KEY, "graph": KEY, "weights": KEY,
                             "native": true, "opaque": [{"names": [...], "segment": KEY,
-                                                        "inputs": [{"name", "shape", "dtype"}]}]}]},
+                                                        "inputs": [{"name", "shape", "dtype"}]}],
+                            "batch": {"onnx": KEY, "sizes": [2, 4], "reps": 3, "gain_min": 1.05},
+                            "replica_windows": 2}]},
      "sessions": {"budget_s": 10, "reps": 5, "sessions": [{"key": ..., "onnx": KEY,
                                                            "cpus": [0],
                                                            "inputs": [{"name", "shape"}]}]},
@@ -20,15 +22,19 @@ prior's expected times, and the calibration models)::
 The board measures the layer tasks in order within the budget (its own clock), then the models
 (a model with ``"native": false``, the one a profile is taken for, through onnxruntime only: a
 large model run natively would take minutes on a small board; its ``opaque`` layers, cut alone
-by the host, timed alone too), and answers one JSON object
+by the host, timed alone too; its ``batch`` file, with a free batch axis, timed at each batch
+size, and its replicas at each size that one core ran ``gain_min`` faster per frame; its replica
+runs the fastest of ``replica_windows``), and answers one JSON object
 per line, flushed as it goes so the host can show progress::
 
     {"event": "start", "probe": ".../probe.py", "python": ..., "runtime": {...}, "cpus": [...]}
     {"event": "sample", "index": 3, "ms": 1.2, "reps": 9, "spread": 0.04, "elapsed_s": ...}
     {"event": "info", "message": "segments: squeezenet1_1 on cpu:1"}
     {"event": "run", "model": ..., "config": "cpu:1", "onnxruntime": ms, "native": ms,
-     "opaque": {layer name: ms}}
+     "opaque": {layer name: ms}, "batch": {"2": per-frame ms, "4": ...}}
     {"event": "replicas", "model": ..., "cluster": "cpu", "cores": 2, "fps": ...}
+    {"event": "replica_batch", "model": ..., "cluster": "cpu", "cores": 2, "batch": 4,
+     "fps": ..., "unbatched_fps": ...}
     {"event": "session", "key": ..., "ms": 3.4}     (ONNX models timed alone, in order, while
                                                      the budget lasts: the Winograd trial's)
     {"event": "done", "measured": 41, "elapsed_s": 9.8}
@@ -61,6 +67,11 @@ from edgedeploy.runtime.vocab import INT8, NATIVE, ONNXRUNTIME  # stdlib only
 PROTOCOL = 1
 #: A model spec's opaque layers cut alone, and a run's times of them.
 OPAQUE = "opaque"
+#: A model spec's file with a free batch axis and the batches to time it at (``{"onnx": KEY,
+#: "sizes": [2, 4], "reps": 3, "gain_min": 1.05}``), and a run's per-frame ms at each.
+BATCH = "batch"
+#: The event of replicas timed at a batch, beside their unbatched run's throughput.
+REPLICA_BATCH_EVENT = "replica_batch"
 EXIT_CRASH, EXIT_REQUEST, EXIT_MISSING = 1, 2, 3
 
 Emit = Callable[[dict[str, Any]], None]
@@ -160,15 +171,17 @@ def measure_layers(section: dict[str, Any], out: Emit) -> int:
 def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
                    unpinned: Sequence[int]) -> int:
     """Each calibration model whole, both engines (onnxruntime only where its spec says
-    ``"native": false``), on every configuration; then r one-core replicas of it on every
-    configuration with r >= 2 cores (the feeding parent back on ``unpinned``, every core the
-    probe started with)."""
+    ``"native": false``), on every configuration, and batched where its spec has a ``batch``
+    entry; then r one-core replicas of it on every configuration with r >= 2 cores (the
+    feeding parent back on ``unpinned``, every core the probe started with), batched at each
+    size where one core gained enough from it."""
     import numpy as np
 
     from edgedeploy.runtime import ir
     from edgedeploy.runtime.executor import random_inputs
     from edgedeploy.runtime.model_timing import (
         engine_ms,
+        repeated,
         replica_fps,
         replica_frames,
         session_ms,
@@ -184,15 +197,16 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
         onnx_path = files[spec["onnx"]]
         int8_path = files.get(spec["int8"]) if spec.get("int8") else None
         native = bool(spec.get("native", True))
+        batch = spec.get(BATCH) or {}
+        batched_path = files[batch["onnx"]] if batch else None
         one_core_ms: dict[str, float] = {}
-        feeds = random_inputs(graph) if int8_path or not native else {}
+        one_core_batch: dict[str, dict[str, float]] = {}
+        feeds = random_inputs(graph) if int8_path or batch or not native else {}
         opaque = requested_opaque_layers(spec.get(OPAQUE) or [], files)
         for cfg in configs:
             out({"event": "info", "message": f"segments: {spec['name']} on {cfg['key']}"})
             ort_ms, native_ms = (engine_ms(graph, onnx_path, cfg["cpus"]) if native
                                  else (session_ms(onnx_path, feeds, cfg["cpus"]), None))
-            if int(cfg["cores"]) == 1:
-                one_core_ms[cfg["cluster"]] = ort_ms
             run = {"event": "run", "model": spec["name"], "size": spec.get("size"),
                    "config": cfg["key"], "cluster": cfg["cluster"], "cores": cfg["cores"],
                    ONNXRUNTIME: ort_ms, NATIVE: native_ms}
@@ -200,20 +214,41 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
                 run[INT8] = session_ms(int8_path, feeds, cfg["cpus"])
             if opaque:
                 run[OPAQUE] = time_layers(opaque, cfg["cpus"])
+            if batched_path:  # per-frame ms at each batch size, one call of b frames
+                run[BATCH] = {str(b): session_ms(batched_path, repeated(feeds, int(b)),
+                                                  cfg["cpus"], reps=int(batch["reps"])) / int(b)
+                              for b in batch["sizes"]}
+            if int(cfg["cores"]) == 1:
+                one_core_ms[cfg["cluster"]] = ort_ms
+                one_core_batch[cfg["cluster"]] = run.get(BATCH) or {}
             out(run)
             count += 1
         pin_process(unpinned)
+        windows = int(spec.get("replica_windows", 1))
         for cfg in configs:
-            if int(cfg["cores"]) < 2:
+            cores, cluster = int(cfg["cores"]), cfg["cluster"]
+            if cores < 2:
                 continue
             out({"event": "info",
-                 "message": f"replicas: {spec['name']} x{cfg['cores']} on {cfg['cluster']}"})
-            fps = replica_fps(graph, onnx_path, cfg["cpus"], int(cfg["cores"]),
-                              frames=replica_frames(one_core_ms.get(cfg["cluster"], 0.0),
-                                                    int(cfg["cores"])))
+                 "message": f"replicas: {spec['name']} x{cores} on {cluster}"})
+            base = one_core_ms.get(cluster, 0.0)
+            fps = replica_fps(graph, onnx_path, cfg["cpus"], cores,
+                              frames=replica_frames(base, cores), windows=windows)
             out({"event": "replicas", "model": spec["name"], "size": spec.get("size"),
-                 "cluster": cfg["cluster"], "cores": cfg["cores"], "fps": fps})
+                 "cluster": cluster, "cores": cores, "fps": fps})
             count += 1
+            for b, ms in one_core_batch.get(cluster, {}).items():
+                if not (batched_path and 0 < ms * float(batch["gain_min"]) <= base):
+                    continue  # one core gained too little from b frames a call to try more
+                out({"event": "info", "message": f"replicas: {spec['name']} x{cores} on "
+                                                 f"{cluster}, {b} frames a call"})
+                fps_b = replica_fps(graph, batched_path, cfg["cpus"], cores,
+                                    frames=replica_frames(ms, cores),
+                                    batch=int(b), windows=windows)
+                out({"event": REPLICA_BATCH_EVENT, "model": spec["name"], "size": spec.get("size"),
+                     "cluster": cluster, "cores": cores, "batch": int(b), "fps": fps_b,
+                     "unbatched_fps": fps})
+                count += 1
     return count
 
 

@@ -53,12 +53,12 @@ from edgedeploy.runtime.primitives.registry import (
 )
 from edgedeploy.runtime.vocab import LITERT, NATIVE, ONNXRUNTIME
 
-#: The prior's formulas, as lockfiles hash them and stored segment factors (ratios of whole-model
-#: runs to its predictions) record them: bump it when a formula changes, so that factors
-#: measured against the old predictions are measured again rather than misapplied (a host's
-#: MobileNetV2 read 500 fps predicted for 350 measured on factors from before the depthwise
-#: terms below changed, seen while developing).
-PRIOR_VERSION = 3
+#: The prior's formulas, and how a calibration corrects them, as lockfiles hash them and stored
+#: segment factors (ratios of whole-model runs to per-layer predictions) record them: bump it
+#: when either changes, so that factors measured against the old predictions are measured again
+#: rather than misapplied (a host's MobileNetV2 read 500 fps predicted for 350 measured on
+#: factors from before the depthwise terms below changed, seen while developing).
+PRIOR_VERSION = 4
 GPU_EFF = 0.35
 #: Python + numpy dispatch cost of one numpy call at 2 GHz, and of entering a primitive.
 CALL_US = 4.0

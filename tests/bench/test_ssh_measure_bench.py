@@ -117,3 +117,52 @@ def test_the_winograd_trial_on_the_board_as_on_this_host(sshd, tmp_path) -> None
         "row": row, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")},
         indent=1, sort_keys=True) + "\n")
     assert row["edge"]["winograd"]["layer_gains"]  # the figures are reported, not asserted
+
+
+@pytest.mark.slow
+@pytest.mark.ssh
+def test_a_board_of_its_own_is_profiled_and_priced_from_the_board(sshd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The SSH alias names a board descriptor of its own (this machine under another name), so
+    nothing measured here prices it: `plan` takes the board's quick profile through the probe,
+    runs the model whole there (batched, and its replicas batched where one core gained), and
+    measures the shortlist there. Each contender's prediction beside its measurement. Writes
+    ``results/ssh_plan_prediction.json``."""
+    from edgedeploy.boards.catalog import load_target
+
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line)
+    board = load_target("local").model_dump(mode="json")
+    board.pop("fingerprint", None)
+    board.update(name="loopback", description="this machine as a board reached over ssh")
+    rows = []
+    for name, size in (("alexnet", 224), ("squeezenet1_1", 224)):
+        folder = tmp_path / name
+        env = _project(sshd, folder, name, size, "{winograd: false}")
+        (folder / "loopback.yaml").write_text(json.dumps(board))  # JSON is YAML
+        manifest = (folder / "m.yaml").read_text().replace(
+            "  edge:\n", "  edge:\n    board: loopback.yaml\n")
+        (folder / "m.yaml").write_text(manifest)
+        lock, wall = _plan(folder, "edge", env)
+        decision = lock["decision"]
+        contenders = {c["name"]: {"predicted_fps": c["predicted"]["throughput_fps"],
+                                  "measured_fps": c["measured_fps"],
+                                  "error": round(c["predicted"]["throughput_fps"]
+                                                 / c["measured_fps"] - 1.0, 3)}
+                      for c in decision["contenders"] if c["measured_fps"]}
+        winner = contenders[decision["winner"]]
+        rows.append({"model": f"{name} {size}x{size}", "wall_s": wall,
+                     "winner": decision["winner"], "winner_error": winner["error"],
+                     "contenders": contenders})
+        print(f"\n{name}: over ssh, its own board, {wall} s: {decision['winner']} predicted "
+              f"{winner['predicted_fps']:.4g} fps, measured {winner['measured_fps']:.4g} "
+              f"({winner['error']:+.1%})")
+    (RESULTS / "ssh_plan_prediction.json").write_text(json.dumps({
+        "command": COMMAND + " -k of_its_own",
+        "host": "2-vCPU Intel Xeon VM; the SSH board is this machine behind sshd on 127.0.0.1, "
+                "under a descriptor of its own (board: loopback.yaml)",
+        "note": "each model from an empty cache: plan --target edge profiles the board through "
+                "the probe, runs the model whole there and measures the shortlist there; "
+                "Winograd trial off; error = predicted / measured - 1",
+        "rows": rows, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")},
+        indent=1, sort_keys=True) + "\n")
+    assert all(r["contenders"] for r in rows)  # the figures are reported, not asserted

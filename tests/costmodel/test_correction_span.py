@@ -63,6 +63,15 @@ def test_a_dense_layer_keeps_the_prior_where_only_convolutions_were_measured() -
     # a convolution is corrected as learnt: wide ones run slower than the prior says
     _, wide = _log_ratio(conv_descriptor(256, 256, 14, 3, 1, 1))
     assert wide.max() > 0.3
+    # carried to another board by a few of its samples, it still leaves the dense layer alone
+    rpi4 = load_target("rpi4")
+    few = [Sample(conv_descriptor(64, 64, 28, 3, 1, 1), "onnxruntime", c, 2.0 * (k + 1))
+           for k, c in enumerate(c for c in CostModel(rpi4).configs if not c.is_gpu)]
+    moved = FITTED.transferred(rpi4, few)
+    configs = [c for c in moved.configs if not c.is_gpu]
+    rows = [(dense, p, c) for p in candidates(dense) for c in configs]
+    args = [list(side) for side in zip(*rows, strict=True)]
+    assert np.allclose(moved.predict(*args), CostModel(rpi4).predict(*args))
 
 
 @settings(max_examples=40, deadline=None)

@@ -274,6 +274,9 @@ class CostModel:
     def transferred(self, target: Target, samples: Sequence[Sample]) -> CostModel:
         """This model (fitted on another board) fine-tuned with a few ``samples`` of ``target``."""
         model = CostModel(target, source=f"transfer:{self.source}+{len(samples)}")
+        # what the correction was learnt on carries over; how far it reached does not (the
+        # new board may be slower or faster everywhere)
+        model.fit_kinds = self.fit_kinds
         base = self.correction or Correction(np.zeros(0), 0.0, np.zeros(0), np.ones(0),
                                              np.zeros(0, int))
         rows = model._sample_rows(samples)

@@ -64,6 +64,7 @@ class _SampleRows(NamedTuple):
     cfg_rows: np.ndarray
     prior_ms: np.ndarray
     ms: np.ndarray
+    spread: np.ndarray  # how much each sample's repetitions disagreed (_noise_weights)
 
 
 def _fit_same_gemm(rows: _SampleRows) -> dict[int, float]:
@@ -259,9 +260,8 @@ class CostModel:
         rows = model._sample_rows(samples)
         if rows is None or len(rows.x) < MIN_FIT_SAMPLES:
             return model
-        spread = np.array([s.spread for s in samples if s.config in model._cfg_index and s.ms > 0])
         model.correction = fit_correction(rows.x, rows.y, rows.groups,
-                                          weights=_noise_weights(spread), pooled=True)
+                                          weights=_noise_weights(rows.spread), pooled=True)
         # clipped: a preempted measurement must not drag its neighbourhood along
         resid = np.clip(rows.y - model.correction.predict_log(rows.x), -0.5, 0.5)
         model.neighbours = NeighbourResidual(rows.coords, rows.nkeys, resid)
@@ -283,8 +283,7 @@ class CostModel:
         if rows is None:
             model.correction = base
             return model
-        spread = np.array([s.spread for s in samples if s.config in model._cfg_index and s.ms > 0])
-        model.correction = fine_tune(base, rows.x, rows.y, weights=_noise_weights(spread))
+        model.correction = fine_tune(base, rows.x, rows.y, weights=_noise_weights(rows.spread))
         return model
 
     def _sample_rows(self, samples: Sequence[Sample]) -> _SampleRows | None:
@@ -302,7 +301,7 @@ class CostModel:
         cfg_rows = np.array([self._cfg_index[s.config] for s in usable])
         return _SampleRows(feature_matrix(dm, keys, cm, base), np.log(ms / base), groups,
                            neighbour_coords(dm), keys * 1000 + cfg_rows, dm, keys, cfg_rows,
-                           base, ms)
+                           base, ms, np.array([s.spread for s in usable]))
 
     # ---- prediction -----------------------------------------------------------------------
     def _predict_rows(self, dm: np.ndarray, keys: np.ndarray, cm: np.ndarray,
@@ -351,7 +350,8 @@ class CostModel:
         read 212 fps that measured 81. So a layer of a kind no sample was keeps the prior, and
         none is corrected by more than its primitive's samples were."""
         default = self.log_span.get(ANY_KEY, (-5.0, 5.0))
-        spans = np.array([self.log_span.get(int(k), default) for k in keys]).reshape(-1, 2)
+        uniq, at = np.unique(keys, return_inverse=True)  # a lookup per primitive, not per row
+        spans = np.array([self.log_span.get(int(k), default) for k in uniq]).reshape(-1, 2)[at]
         return spans[:, 0], spans[:, 1]
 
     def predict(self, descriptors: Sequence[ir.Descriptor], primitive_names: Sequence[str],

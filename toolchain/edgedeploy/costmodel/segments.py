@@ -516,7 +516,7 @@ def measure_replica_batches(configs: Sequence[CoreConfig], cpus_of: Callable, m:
     :data:`REPLICA_BATCH`; only the batches that one session on one of its cores ran
     :data:`BATCH_GAIN_MIN` faster per frame, since a batch's slow-down is priced from the
     session alone. A board's probe measures the same (``runtime.probe.measure_models``)."""
-    from edgedeploy.runtime.model_timing import replica_fps
+    from edgedeploy.runtime.model_timing import gained_batches, replica_fps
 
     one = {CoreConfig.parse(r["config"]).cluster: r for r in runs
            if r.get("sha256") == m.sha256 and CoreConfig.parse(r["config"]).cores == 1}
@@ -529,10 +529,7 @@ def measure_replica_batches(configs: Sequence[CoreConfig], cpus_of: Callable, m:
             continue
         base = whole_ms(run)
         unbatched_fps = float(speedup) * 1000.0 / base
-        for b in BATCH_SIZES:
-            ms = float(run[BATCH].get(str(b)) or 0.0)
-            if not 0 < ms * BATCH_GAIN_MIN <= base:
-                continue
+        for b, ms in gained_batches(run[BATCH], base, BATCH_GAIN_MIN):
             if progress:
                 progress(f"replicas: {m.name} x{config.cores} on {config.cluster}, "
                          f"{b} frames a call")

@@ -73,6 +73,15 @@ def time_layers(layers: Sequence[OpaqueLayer], cpus: Sequence[int]) -> dict[str,
     return out
 
 
+def gained_batches(batch_ms: Mapping[str, float], one_core_ms: float, gain_min: float
+                   ) -> list[tuple[int, float]]:
+    """``(b, per-frame ms)`` of each batch size (``batch_ms``: per-frame ms at b frames a call)
+    one core ran at least ``gain_min`` faster per frame than one frame a call (``one_core_ms``),
+    smallest first: the batches worth timing replicas at, on this host and on a board."""
+    return sorted((int(b), float(ms)) for b, ms in batch_ms.items()
+                  if 0 < float(ms) * gain_min <= one_core_ms)
+
+
 def median_ms(fn: Callable[[], object], reps: int = 7) -> float:
     """Warm-up, then the median of the faster half of ``reps`` timed runs."""
     fn()

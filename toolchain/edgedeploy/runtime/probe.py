@@ -181,6 +181,7 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
     from edgedeploy.runtime.executor import random_inputs
     from edgedeploy.runtime.model_timing import (
         engine_ms,
+        gained_batches,
         repeated,
         replica_fps,
         replica_frames,
@@ -237,16 +238,16 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
             out({"event": "replicas", "model": spec["name"], "size": spec.get("size"),
                  "cluster": cluster, "cores": cores, "fps": fps})
             count += 1
-            for b, ms in one_core_batch.get(cluster, {}).items():
-                if not (batched_path and 0 < ms * float(batch["gain_min"]) <= base):
-                    continue  # one core gained too little from b frames a call to try more
+            # the batches one core gained enough from to time its replicas at too
+            gained = (gained_batches(one_core_batch[cluster], base, float(batch["gain_min"]))
+                      if batched_path and cluster in one_core_batch else [])
+            for b, ms in gained:
                 out({"event": "info", "message": f"replicas: {spec['name']} x{cores} on "
                                                  f"{cluster}, {b} frames a call"})
                 fps_b = replica_fps(graph, batched_path, cfg["cpus"], cores,
-                                    frames=replica_frames(ms, cores),
-                                    batch=int(b), windows=windows)
+                                    frames=replica_frames(ms, cores), batch=b, windows=windows)
                 out({"event": REPLICA_BATCH_EVENT, "model": spec["name"], "size": spec.get("size"),
-                     "cluster": cluster, "cores": cores, "batch": int(b), "fps": fps_b,
+                     "cluster": cluster, "cores": cores, "batch": b, "fps": fps_b,
                      "unbatched_fps": fps})
                 count += 1
     return count

@@ -7,12 +7,15 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from edgedeploy import api, zoo
 from edgedeploy.benchmarks.decide import (
+    CONFIRM_MARGIN,
+    CONFIRM_ROUNDS,
     MEASURE_SHARE,
     MIN_ROUNDS,
     WIN_MARGIN,
@@ -56,8 +59,18 @@ def _winner_checks(plan) -> None:
     a, b = best.rounds_fps, base.rounds_fps
     won = [a[i] + a[i + 1] > b[i] + b[i + 1] for i in range(0, len(a) // 2 * 2, 2)]
     steady = sum(won) / len(won) >= WIN_PAIR_SHARE
-    want = best if best.baseline or (
-        best.measured_fps > base.measured_fps * (1 + WIN_MARGIN) and steady) else base
+    chosen = best.baseline or (best.measured_fps > base.measured_fps * (1 + WIN_MARGIN)
+                               and steady)
+    # a contender chosen over the baselines was timed again against the best one, and only
+    # those two were: it is kept where it stayed faster by the confirmation's margin
+    again = {c.name for c in d.contenders if c.confirm_fps}
+    if chosen and not best.baseline:
+        assert again == {best.name, base.name}
+        assert len(best.confirm_fps) == len(base.confirm_fps) == CONFIRM_ROUNDS
+        chosen = np.mean(best.confirm_fps) > np.mean(base.confirm_fps) * (1 + CONFIRM_MARGIN)
+    else:
+        assert not again
+    want = best if chosen else base
     assert d.winner == want.name and plan.measured["throughput_fps"] == want.measured_fps
     names = {c.name for c in d.contenders}
     assert "plan" in names
@@ -272,3 +285,53 @@ def test_pairs_won_is_a_share_of_whole_pairs(a: list[float], b: list[float]) -> 
     else:
         assert round(share * pairs, 6) == round(share * pairs)  # whole pairs
         assert share + back <= 1.0 + 1e-9  # a pair is won by one side at most
+
+
+def test_a_winner_over_the_baselines_is_kept_only_if_it_stays_faster_when_timed_again():
+    """The fastest of several noisy contenders reads high (the winner's curse): one that beat
+    the baseline in the shortlist's rounds by luck, running as fast as it in truth, is timed
+    again against it alone and the baseline is kept; one faster in truth stays the winner."""
+    from edgedeploy.benchmarks.decide import Entry, decide
+    from edgedeploy.benchmarks.estimator import Window
+    from edgedeploy.schemas.plan import Predicted
+
+    def run(true_fps: dict[str, float], lucky: dict[str, float]):  # type: ignore[no-untyped-def]
+        none = Predicted(throughput_fps=None, latency_ms=None, energy_mj=None, power_w=None,
+                         period_ms=None)
+        entries = [Entry(n, [], [], none, baseline=n == "onnxruntime_replicas")
+                   for n in true_fps]
+        timed: list[str] = []
+
+        def measure(e: Entry, frames: int, warmup: int) -> tuple[Window, float, None]:
+            # the shortlist's rounds (and the probe) read the lucky rate; fresh rounds the true
+            fps = lucky.get(e.name, true_fps[e.name]) if len(e.windows) < MIN_ROUNDS \
+                else true_fps[e.name]
+            timed.append(e.name)
+            return Window(frames, frames / fps), 1.0, None
+
+        winner, decision = decide(entries, measure, objective="throughput", budget_s=0.0,
+                                  target="local", simulated=False)
+        return winner, decision, entries, timed
+
+    rates = {"plan": 100.0, "onnxruntime_replicas": 100.0, "onnxruntime_threads": 80.0}
+    winner, decision, entries, timed = run(rates, {"plan": 110.0})
+    assert winner.name == "onnxruntime_replicas" == decision.winner
+    assert "in 4 fresh rounds of the two alone" in (decision.reason or "")
+    lucky = next(e for e in entries if e.name == "plan")
+    assert lucky.measured_fps == pytest.approx(110.0)  # it did win the shortlist's rounds
+    assert lucky.confirmed_fps == pytest.approx(100.0)
+    # the confirmation timed the two alone, in pairs of rounds in each order
+    again = timed[-CONFIRM_ROUNDS * 2:]
+    assert set(again) == {"plan", "onnxruntime_replicas"}
+    assert again[:2] == again[3:1:-1]
+    by_name = {c.name: c for c in decision.contenders}
+    assert by_name["onnxruntime_threads"].confirm_fps is None
+    assert by_name["plan"].confirm_fps == pytest.approx([100.0] * CONFIRM_ROUNDS)
+
+    winner, decision, *_ = run({**rates, "plan": 110.0}, {})
+    assert winner.name == "plan" == decision.winner and decision.reason is None
+    assert decision.contenders[0].confirm_fps == pytest.approx([110.0] * CONFIRM_ROUNDS)
+    # a baseline that wins is not timed again
+    winner, decision, *_ = run({**rates, "plan": 90.0}, {})
+    assert winner.name == "onnxruntime_replicas"
+    assert all(c.confirm_fps is None for c in decision.contenders)

@@ -95,6 +95,7 @@ class WinogradTrial:
         as the baseline they must beat. ``open_trials(graph, model file, entries)``: where
         they run (this host's pinned pipelines by default)."""
         from edgedeploy.benchmarks.decide import (
+            CONFIRM_MARGIN,
             WIN_MARGIN,
             WIN_PAIR_SHARE,
             Entry,
@@ -191,6 +192,10 @@ class WinogradTrial:
             found += f" (also measured: {'; '.join(others)})"
         if won is given:
             why = ("the rewritten model did not run" if not ran else
+                   f"{found}, but {e.confirmed_fps:.4g} against {given.confirmed_fps:.4g} in "
+                   f"{len(e.confirm)} fresh rounds of the two alone: it must stay "
+                   f"{CONFIRM_MARGIN:.1%} faster when timed again; the model as given is kept"
+                   if e.confirm else
                    f"{found}: it must be {WIN_MARGIN:.0%} faster on average and in "
                    f"{WIN_PAIR_SHARE:.0%} of the pairs; the model as given is kept")
             kept = plan.model_copy(update={"decision": decision})

@@ -149,11 +149,15 @@ class Contender(_Model):
     baseline: bool = False
     #: The model precision it runs, when ``model.precision: auto`` had the board choose it.
     precision: str | None = None
+    #: Its rounds in the confirmation (the winner of the shortlist's rounds timed again against
+    #: the best baseline, when it was no baseline); None for the contenders not timed again.
+    confirm_fps: list[float] | None = None
 
     @model_serializer(mode="wrap")
     def _without_unmeasured_precision(self, handler: Any) -> Any:
-        """A contender of a decision that did not compare precisions writes no ``precision``."""
-        return _without(handler(self), precision=None)
+        """A contender of a decision that did not compare precisions writes no ``precision``,
+        and one not timed again no ``confirm_fps``."""
+        return _without(handler(self), precision=None, confirm_fps=None)
 
 
 class Decision(_Model):

@@ -116,13 +116,20 @@ def _render_decision(decision: dict) -> None:
             output.info(f"not measured: {decision['reason']}")
         return
     label = " [simulated]" if decision.get("simulated") else ""
+    contenders = decision.get("contenders", [])
+    # the winner of the shortlist's rounds and the best baseline, timed again against each other
+    again = any(c.get("confirm_fps") for c in contenders)
     rows = [[c["name"] + (" *" if c["name"] == decision.get("winner") else ""),
              c["predicted"]["throughput_fps"], c["measured_fps"],
              f"{min(c['rounds_fps']):.4g}..{max(c['rounds_fps']):.4g}" if c["rounds_fps"]
-             else "-"] for c in decision.get("contenders", [])]
+             else "-",
+             *([sum(c["confirm_fps"]) / len(c["confirm_fps"]) if c.get("confirm_fps") else "-"]
+               if again else [])] for c in contenders]
     output.table(f"measured on {decision['target']}{label} in {decision.get('seconds')} s "
                  "(* = the plan written)", ["contender", "predicted fps", "measured fps",
-                                            "rounds fps"], rows,
-                 justify={"predicted fps": "right", "measured fps": "right"})
+                                            "rounds fps", *(["timed again fps"] if again
+                                                            else [])], rows,
+                 justify={"predicted fps": "right", "measured fps": "right",
+                          "timed again fps": "right"})
     if decision.get("reason"):
         output.info(decision["reason"])

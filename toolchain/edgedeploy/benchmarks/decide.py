@@ -344,9 +344,10 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
     reason = _kept_baseline(entries, winner, objective)
     base = _best_baseline(entries)
     if objective == "throughput" and not winner.baseline and base is not None:
-        for r in range(CONFIRM_ROUNDS + CONFIRM_ROUNDS % 2):
+        again = CONFIRM_ROUNDS + CONFIRM_ROUNDS % 2  # in pairs, one in each order
+        for r in range(again):
             for e in (winner, base) if r % 2 == 0 else (base, winner):
-                say(f"confirm round {r + 1}/{CONFIRM_ROUNDS}: {e.key} "
+                say(f"confirm round {r + 1}/{again}: {e.key} "
                     f"({time.monotonic() - start:.0f} s)")
                 e.confirm.append(measure(e, frames[e.key], max(2, frames[e.key] // 10))[0])
         if winner.confirmed_fps <= base.confirmed_fps * (1.0 + CONFIRM_MARGIN):

@@ -317,6 +317,10 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
                              WINDOW_S))
     frames = {e.key: int(np.clip(probe[e.key] * window_s, 4, MAX_WINDOW_FRAMES))
               for e in entries}
+
+    def timed(e: Entry) -> tuple[Window, float, float | None]:
+        """One window of ``e``: its frames, after the warm-up every round gives it."""
+        return measure(e, frames[e.key], max(2, frames[e.key] // 10))
     # until a round has been timed: its windows, warm-ups and latency samples from the probes
     per_round_s = max(sum(1.25 * frames[e.key] / max(probe[e.key], 1e-9) for e in entries),
                       1e-3)
@@ -330,7 +334,7 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
             elapsed = time.monotonic() - start
             eta = per_round_s * (rounds - r)
             say(f"measure round {r + 1}/{rounds}: {e.key} ({elapsed:.0f} s, ETA {eta:.0f} s)")
-            window, latency, energy = measure(e, frames[e.key], max(2, frames[e.key] // 10))
+            window, latency, energy = timed(e)
             e.windows.append(window)
             e.latency_ms.append(latency)
             if energy is not None:
@@ -349,7 +353,7 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
             for e in (winner, base) if r % 2 == 0 else (base, winner):
                 say(f"confirm round {r + 1}/{again}: {e.key} "
                     f"({time.monotonic() - start:.0f} s)")
-                e.confirm.append(measure(e, frames[e.key], max(2, frames[e.key] // 10))[0])
+                e.confirm.append(timed(e)[0])
         if winner.confirmed_fps <= base.confirmed_fps * (1.0 + CONFIRM_MARGIN):
             reason = _unconfirmed(winner, base)
             winner = base

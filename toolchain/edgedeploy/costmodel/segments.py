@@ -57,8 +57,8 @@ from edgedeploy.runtime import ir
 from edgedeploy.runtime.model_timing import (
     REPLICA_WARMUP,
     OpaqueLayer,
+    batch_ms,
     median_ms,
-    repeated,
     replica_frames,
     session_ms,
     time_layers,
@@ -330,9 +330,8 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                     if m.sha256:
                         run["sha256"] = m.sha256
                         if batched is not None:
-                            run[BATCH] = {str(b): session_ms(batched, repeated(feeds, b), cpus,
-                                                              reps=BATCH_REPS) / b
-                                          for b in BATCH_SIZES}
+                            run[BATCH] = batch_ms(batched, feeds, cpus, BATCH_SIZES,
+                                                  BATCH_REPS)
                     else:
                         with limit_blas_threads(len(cpus)):
                             ex = GraphExecutor(graph, native)

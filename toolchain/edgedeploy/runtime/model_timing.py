@@ -106,11 +106,16 @@ def engine_ms(graph: ir.Graph, onnx_path: str, cpus: Sequence[int]) -> tuple[flo
     return ort_ms, native_ms
 
 
-def repeated(feeds: Mapping[str, Any], b: int) -> dict[str, Any]:
-    """``feeds`` as a batch of ``b`` copies of the frame (along the leading axis)."""
+def batch_ms(onnx_path: str, feeds: Mapping[str, Any], cpus: Sequence[int],
+             sizes: Sequence[int], reps: int) -> dict[str, float]:
+    """Per-frame milliseconds of one onnxruntime call of ``b`` copies of the frame, for each
+    ``b`` of ``sizes`` (``onnx_path``: a file with a free batch axis), keyed ``str(b)``: the
+    batch timings of a model's runs, on this host and on a board."""
     import numpy as np
 
-    return {k: np.concatenate([v] * b) for k, v in feeds.items()}
+    return {str(b): session_ms(onnx_path, {k: np.concatenate([v] * int(b))
+                                           for k, v in feeds.items()}, cpus, reps=reps) / int(b)
+            for b in sizes}
 
 
 def session_ms(onnx_path: str | bytes, feeds: Mapping[str, object], cpus: Sequence[int],

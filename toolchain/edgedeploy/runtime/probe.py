@@ -180,9 +180,9 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
     from edgedeploy.runtime import ir
     from edgedeploy.runtime.executor import random_inputs
     from edgedeploy.runtime.model_timing import (
+        batch_ms,
         engine_ms,
         gained_batches,
-        repeated,
         replica_fps,
         replica_frames,
         session_ms,
@@ -216,9 +216,8 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
             if opaque:
                 run[OPAQUE] = time_layers(opaque, cfg["cpus"])
             if batched_path:  # per-frame ms at each batch size, one call of b frames
-                run[BATCH] = {str(b): session_ms(batched_path, repeated(feeds, int(b)),
-                                                  cfg["cpus"], reps=int(batch["reps"])) / int(b)
-                              for b in batch["sizes"]}
+                run[BATCH] = batch_ms(batched_path, feeds, cfg["cpus"], batch["sizes"],
+                                      int(batch["reps"]))
             if int(cfg["cores"]) == 1:
                 one_core_ms[cfg["cluster"]] = ort_ms
                 one_core_batch[cfg["cluster"]] = run.get(BATCH) or {}

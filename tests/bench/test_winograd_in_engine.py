@@ -1,7 +1,6 @@
 """Is Winograd F(4,3) inside onnxruntime a lever on this host? Each 3x3 layer shape of VGG-16 and
 ResNet-50 at 224 is run by onnxruntime as its own Conv and as the Winograd rewrite in standard
-ONNX ops (input transform a grouped 6x6 stride-4 Conv with fixed kernels, the Winograd-domain
-product one batched MatMul, the output transform a MatMul, Transpose and Slice), on one thread
+ONNX ops (``importers.onnx_winograd`` says which), on one thread
 and on every core, in alternated rounds. DESIGN.md measured 1.23-1.79x on 3x3 layers of >= 128
 channels on a 2-core AVX2 EPYC; this records what the rewrite does where the planner runs now.
 Writes results/winograd_in_onnxruntime.json (reported, not asserted: timings are not tests)."""

@@ -36,7 +36,7 @@ from edgedeploy.schemas.manifest import Manifest
 log = logging.getLogger("edgedeploy.planner")
 
 #: Bumped when what this module writes for the same inputs changes (part of the cache key).
-WINOGRAD_VERSION = 2
+WINOGRAD_VERSION = 3
 #: A layer is rewritten where Winograd ran at least this much faster alone: below it, the
 #: rewrite's extra tensors cost the whole model more than the layer saves.
 MIN_LAYER_GAIN = 1.05

@@ -5,8 +5,8 @@ whole model measured faster on the board.
 Which layers is measured, not assumed: each 3x3, stride-1 convolution shape is timed alone in
 onnxruntime, as given and rewritten, on as many cores as a stage of the plan has (one for
 one-thread replicas). The rewrite's MatMuls beat onnxruntime's Conv on wide, mid-sized layers
-(512 channels at 28 px: 1.4x on one thread here) and lose on narrow or large ones (64 channels at
-224 px: 0.4x), so a model may have none worth it. The layers at :data:`MIN_LAYER_GAIN` or more
+(512 channels at 28 px: 1.7x on one thread here) and lose on narrow or large ones (64 channels at
+224 px: 0.75x), so a model may have none worth it. The layers at :data:`MIN_LAYER_GAIN` or more
 are rewritten; measure-to-decide then runs the rewritten model in the winner's configuration
 against the model as given (``benchmarks.winograd_trial``).
 

@@ -36,8 +36,8 @@ M, R = 4, 3  # F(4,3): 4x4 outputs from 6x6 input tiles
 A = M + R - 1
 #: The interpolation points of the native ``winograd_f4x3`` primitive: the same transforms.
 POINTS = tuple(Fraction(p) for p in (0, 1, -1, 2, -2))
-#: The opset the rewritten nodes need (Pad's pads and Slice's bounds as inputs): an older model
-#: is converted to it by onnx's version converter first.
+#: The opset the rewritten nodes need (Slice's bounds as inputs, DepthToSpace's mode): an older
+#: model is converted to it by onnx's version converter first.
 MIN_OPSET = 11
 
 

@@ -3,7 +3,7 @@ with its faster 3x3 convolutions rewritten against the model as given, and the f
 written, built and deployed.
 
 The model is a PyTorch-style ResNet block at 16 px (three 3x3, stride-1 convolutions). Which of
-them run faster as Winograd alone, and which model runs faster whole, is this host's to say; to
+them run faster as Winograd in context, and which model runs faster whole, is this host's to say; to
 exercise each branch, the tests take every convolution and stretch one model's windows (a board
 where that model is slow, simulated), as the precision tests do.
 """
@@ -19,6 +19,7 @@ import pytest
 from edgedeploy import api
 from edgedeploy.benchmarks import decide
 from edgedeploy.benchmarks.estimator import Window
+from edgedeploy.benchmarks.winograd_trial import WinogradTrial
 from edgedeploy.errors import ModelError
 from edgedeploy.importers.onnx_winograd import conv_sites
 from edgedeploy.planner import winograd
@@ -68,7 +69,8 @@ class Timed(decide.LocalTrials):
 def timed(monkeypatch: pytest.MonkeyPatch) -> type[Timed]:
     monkeypatch.setattr(decide, "LocalTrials", Timed)
     monkeypatch.setattr(winograd, "MIN_LAYER_GAIN", 0.0)  # every convolution taken,
-    monkeypatch.setattr(winograd, "MIN_LAYER_MACS", 0)  # tiny as they are
+    monkeypatch.setattr(winograd, "MIN_LAYER_MACS", 0)  # tiny as they are,
+    monkeypatch.setattr(WinogradTrial, "saving", lambda self, cores: None)  # however little
     Timed.models, Timed.slow = [], None
     return Timed
 
@@ -142,6 +144,31 @@ def test_no_layer_faster_alone_measures_nothing_more(project: Path, timed,
     project.write_text(MANIFEST.replace("quick_profile_s: 0}", "quick_profile_s: 0, "
                                         "winograd: false}"))
     assert load_plan(api.plan(project, "local")[0].plan_file).winograd is None
+
+
+def test_layers_too_few_to_save_the_margin_are_not_measured(project: Path, timed,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    monkeypatch.setattr(WinogradTrial, "saving", lambda self, cores: 0.01)
+    p = _plan(project)
+    w = p.winograd
+    sites = sorted(s.node for s in conv_sites(onnx.load(str(project.parent / "block.onnx"))))
+    assert not w.chosen and w.layers == sites and w.model is None
+    assert "1.0% of a frame at most" in (w.reason or "") and "not measured" in (w.reason or "")
+    assert {m.name for m in timed.models} == {"block.onnx"}  # no rewritten model was run
+
+
+def test_the_saving_bound_weighs_each_layers_gain_by_its_share_of_the_arithmetic() -> None:
+    trial = WinogradTrial(None, {1: {"a": 1.14, "b": 1.2, "c": 0.9}, 2: {"a": 0.9}},
+                          macs={"a": 20, "b": 2, "c": 50}, model_macs=100)
+    # a layer slower rewritten is no part of it; b alone is 2 % of the model's arithmetic
+    assert trial.saving(1) == pytest.approx(0.20 * (1 - 1 / 1.14) + 0.02 * (1 - 1 / 1.2))
+    assert not trial.worth_trying(1)  # 2.8 %: under the 3 % a rewritten model must win by
+    assert not trial.worth_trying(2) and not trial.promising  # nothing ran faster on 2 cores
+    trial.gains[1]["a"] = 1.5
+    assert trial.worth_trying(1) and trial.promising
+    unbounded = WinogradTrial(None, {1: {"a": 1.06}})  # a model's arithmetic unknown
+    assert unbounded.saving(1) is None and unbounded.worth_trying(1)
 
 
 def test_bench_of_a_rewritten_plan_scores_it_against_the_users_own_model(project: Path

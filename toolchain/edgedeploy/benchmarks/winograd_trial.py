@@ -1,9 +1,11 @@
 """Measure-to-decide's Winograd trial: the measured winner's configuration run on the model with
 its faster 3x3 convolutions rewritten (``planner.winograd``), against the model as given.
 
-Before the shortlist is measured, each convolution shape is timed alone on the core counts of
-the contenders that could take the rewrite (the whole model in one onnxruntime stage: threaded,
-replicated, micro-batched); the trial keeps a share of the budget only where a layer ran faster.
+Before the shortlist is measured, each convolution shape is timed in its context
+(``planner.winograd.in_context``) on the core counts of the contenders that could take the
+rewrite (the whole model in one onnxruntime stage: threaded, replicated, micro-batched); the
+trial keeps a share of the budget only where layers ran faster and could, together, save the
+margin a rewritten model must win by.
 After the decision, where the winner is such a contender, its configuration runs on both models
 in alternated rounds by the decision's own estimator, and the rewrite is kept only where it wins
 as any contender must beat a baseline: the model as given is what the user has.
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +45,36 @@ def takes_rewrite(stages: list[Any], choices: list[str], graph: ir.Graph) -> boo
 
 @dataclass
 class WinogradTrial:
-    """The layers' gains alone, by core count, for one manifest's model."""
+    """The layers' gains, by core count, for one manifest's model."""
 
     manifest: Any
     gains: dict[int, dict[str, float]]
+    #: Each timed convolution's multiply-adds a frame, by node, and the whole model's: what
+    #: bounds the rewrite's gain (empty: not bounded).
+    macs: dict[str, int] = field(default_factory=dict)
+    model_macs: int = 0
+
+    def saving(self, cores: int) -> float | None:
+        """The share of a frame's time the layers worth rewriting on ``cores`` could save at
+        their gains, were the model's time spread as its multiply-adds are (None: unknown)."""
+        from edgedeploy.planner.winograd import chosen
+
+        layers = chosen(self.gains[cores])
+        if not self.model_macs or any(n not in self.macs for n in layers):
+            return None
+        return sum(self.macs[n] * (1.0 - 1.0 / self.gains[cores][n])
+                   for n in layers) / self.model_macs
+
+    def worth_trying(self, cores: int) -> bool:
+        """Whether some layer ran faster on ``cores`` and, together, they could save the margin
+        a rewritten contender must win by: below it the whole-model trial cannot keep the
+        rewrite, and it would only spend the budget (ResNet-50's eight layers at 1.14x, a fifth
+        of its multiply-adds, could save under 3 %; its trial cost 16 s and lost)."""
+        from edgedeploy.benchmarks.decide import WIN_MARGIN
+        from edgedeploy.planner.winograd import chosen
+
+        saving = self.saving(cores)
+        return bool(chosen(self.gains[cores])) and (saving is None or saving >= WIN_MARGIN)
 
     @classmethod
     def prepare(cls, manifest: Any, graph: ir.Graph, entries: list[Any], budget_s: float,
@@ -56,7 +84,7 @@ class WinogradTrial:
         take the rewrite, within a share of measure-to-decide's ``budget_s`` (``gains_of``:
         where they are timed, this host by default); None where the model has none or no
         contender could."""
-        from edgedeploy.planner.winograd import layer_gains, sites
+        from edgedeploy.planner.winograd import layer_gains, macs, sites
 
         found = sites(manifest)
         fitting = [e for e in entries
@@ -65,21 +93,22 @@ class WinogradTrial:
         if not found or not counts:
             return None
         shapes = len({(s.c_in, s.c_out, s.h, s.w) for s in found})
-        say(f"winograd: timing {shapes} 3x3 convolution shape(s) alone, as given and rewritten, "
-            f"on {' and '.join(map(str, counts))} core(s)")
+        say(f"winograd: timing {shapes} 3x3 convolution shape(s) in context, as given and "
+            f"rewritten, on {' and '.join(map(str, counts))} core(s)")
         seconds = min(LAYER_SHARE * budget_s, LAYER_BUDGET_S)
         if gains_of is None:
-            return cls(manifest, {c: layer_gains(found, c, seconds) for c in counts})
-        cpus = {c: list(next(e for e in fitting if e.stages[0].cores == c).stages[0].cpus)[:c]
-                for c in counts}
-        return cls(manifest, gains_of(found, cpus, seconds))
+            gains = {c: layer_gains(found, c, seconds) for c in counts}
+        else:
+            cpus = {c: list(next(e for e in fitting if e.stages[0].cores == c).stages[0].cpus)
+                    [:c] for c in counts}
+            gains = gains_of(found, cpus, seconds)
+        return cls(manifest, gains, {s.node: macs(s) for s in found},
+                   sum(d.macs // max(d.n, 1) for d in (layer.descriptor for layer in graph.layers)))
 
     @property
     def promising(self) -> bool:
-        """Whether a layer ran faster as Winograd on some core count (worth measuring)."""
-        from edgedeploy.planner.winograd import chosen
-
-        return any(chosen(g) for g in self.gains.values())
+        """Whether the rewrite is worth measuring on some core count (:meth:`worth_trying`)."""
+        return any(self.worth_trying(c) for c in self.gains)
 
     def apply(self, plan: Plan, graph: ir.Graph, model_path: Path, winner: Any,
               entries: list[Any], decision: Any, *, plan_file: Path, budget_s: float,
@@ -115,17 +144,27 @@ class WinogradTrial:
             fitting = [e for e in entries if e.precision != "int8" and e.windows
                        and takes_rewrite(e.stages, e.choices, graph)
                        and e.stages[0].cores == cores]
-            layers = chosen(gains)
-            if layers and fitting:
-                tried.append((max(fitting, key=lambda e: e.measured_fps), cores, layers))
+            if self.worth_trying(cores) and fitting:
+                tried.append((max(fitting, key=lambda e: e.measured_fps), cores,
+                              chosen(gains)))
         if not tried:
             cores = (winner.stages[0].cores if takes_rewrite(winner.stages, winner.choices, graph)
                      else min(self.gains))
+            faster = {c: chosen(g) for c, g in self.gains.items() if chosen(g)}
+            if faster:  # layers ran faster, but too few to move the model
+                cores = cores if cores in faster else min(faster)
+                why = (f"{len(faster[cores])} convolution(s) ran {MIN_LAYER_GAIN:.2f}x faster "
+                       f"or more as Winograd in context on {cores} core(s), but could save "
+                       f"{self.saving(cores) or 0.0:.1%} of a frame at most (by their share of "
+                       f"the model's multiply-adds), under the {WIN_MARGIN:.0%} a rewritten "
+                       "model must win by; not measured")
+                return _record(plan, chosen=False, layers=faster[cores],
+                               layer_gains=self.gains[cores], cores=cores, reason=why)
             best = ", ".join(f"{max(g.values(), default=0.0):.2f}x on {c} core(s)"
                              for c, g in sorted(self.gains.items()))
             return _record(plan, chosen=False, layers=[], layer_gains=self.gains[cores],
                            cores=cores, reason=f"no 3x3 convolution ran {MIN_LAYER_GAIN:.2f}x "
-                                               f"faster as Winograd alone (best {best})")
+                                               f"faster as Winograd in context (best {best})")
         given = Entry("as_given", list(winner.stages), list(winner.choices), winner.predicted,
                       baseline=True)
         models: dict[Path, tuple[ir.Graph, list[Any]]] = {model_path: (graph, [given])}

@@ -2,11 +2,12 @@
 rewritten in ONNX operators (:mod:`edgedeploy.importers.onnx_winograd`), kept only where the
 whole model measured faster on the board.
 
-Which layers is measured, not assumed: each 3x3, stride-1 convolution shape is timed alone in
-onnxruntime, as given and rewritten, on as many cores as a stage of the plan has (one for
-one-thread replicas). The rewrite's MatMuls beat onnxruntime's Conv on wide, mid-sized layers
-(512 channels at 28 px: 1.7x on one thread here) and lose on narrow or large ones (64 channels at
-224 px: 0.75x), so a model may have none worth it. The layers at :data:`MIN_LAYER_GAIN` or more
+Which layers is measured, not assumed: each 3x3, stride-1 convolution shape is timed in
+onnxruntime between a 1x1 convolution and another, as a CNN holds it (:func:`in_context`), as
+given and rewritten, on as many cores as a stage of the plan has (one for one-thread replicas).
+The rewrite's MatMuls beat onnxruntime's Conv on wide, mid-sized layers (512 channels at 28 px:
+1.5x on one thread here) and lose on narrow or large ones (64 channels at 56 px: 0.8x), so a
+model may have none worth it. The layers at :data:`MIN_LAYER_GAIN` or more
 are rewritten; measure-to-decide then runs the rewritten model in the winner's configuration
 against the model as given (``benchmarks.winograd_trial``).
 
@@ -112,22 +113,57 @@ def conv_shapes(found: Sequence[ConvSite]) -> list[tuple[ConvSite, list[str]]]:
     return [(ConvSite("conv", *k), shapes[k]) for k in heaviest]
 
 
+def in_context(site: ConvSite, seed: int = 0) -> onnx.ModelProto:
+    """A convolution of ``site``'s shape (its node ``conv``) as a CNN holds it: a 1x1
+    convolution and a ReLU before it, a ReLU and a 1x1 convolution after it.
+
+    Why not alone: onnxruntime keeps a chain of convolutions in its blocked (NCHWc) layout and
+    fuses each one's ReLU, so in a model the rewrite also pays to leave that layout and come
+    back to it, and its ReLU runs apart. Timed alone, where the Conv as given pays the layout's
+    reorders too, ResNet-50's 128-channel 28 px layer ran 1.25x faster rewritten on one thread
+    and 1.04x on two; between two convolutions it saved a tenth of that or lost (1.07x, 0.87x),
+    and the whole model rewritten at those layers measured 8 % slower. In this sandwich it reads
+    1.14x and 0.92x, and VGG-16's 256-channel 56 px layer 1.45x (1.77x alone; 1.43x between
+    two of its own convolutions); seen while developing."""
+    rng = np.random.default_rng(seed)
+
+    def weight(name: str, *shape: int, scale: float) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32),
+                                       name)
+
+    ci, co = site.c_in, site.c_out
+    nodes = [helper.make_node("Conv", ["x", "w_before"], ["before"], name="before"),
+             helper.make_node("Relu", ["before"], ["a"], name="relu_before"),
+             helper.make_node("Conv", ["a", "w", "b"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["conv"], ["c"], name="relu"),
+             helper.make_node("Conv", ["c", "w_after"], ["y"], name="after")]
+    graph = helper.make_graph(
+        nodes, "conv_in_context",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ci, site.h, site.w])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, co, site.h, site.w])],
+        [weight("w_before", ci, ci, 1, 1, scale=ci ** -0.5), weight("w", co, ci, 3, 3, scale=0.05),
+         weight("b", co, scale=1.0), weight("w_after", co, co, 1, 1, scale=co ** -0.5)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
 def both_forms(site: ConvSite) -> tuple[onnx.ModelProto, onnx.ModelProto]:
-    """One convolution of ``site``'s shape as given and rewritten as Winograd F(4,3)."""
-    given = one_conv(site)
+    """A convolution of ``site``'s shape in its context (:func:`in_context`), as given and
+    with it rewritten as Winograd F(4,3): what a layer's gain is timed on."""
+    given = in_context(site)
     return given, winograd_rewrite(given, ["conv"])[0]
 
 
 def gain(ms_given: float, ms_rewritten: float) -> float:
-    """A layer's speed-up as Winograd: its ms as given over its ms rewritten."""
+    """A layer's speed-up as Winograd: the ms of its context as given over those with it
+    rewritten (:func:`both_forms`)."""
     return round(ms_given / ms_rewritten, 3) if ms_rewritten > 0 else 0.0
 
 
 def layer_gains(found: Sequence[ConvSite], cores: int, budget_s: float) -> dict[str, float]:
-    """Each convolution's speed-up as Winograd, timed alone in onnxruntime on ``cores`` of this
-    process's CPUs, keyed by node name: one timing per shape, the heaviest shapes first, until
-    ``budget_s`` is spent (the rest are left out). The process's CPU affinity is restored
-    afterwards."""
+    """Each convolution's speed-up as Winograd, timed in its context (:func:`both_forms`) in
+    onnxruntime on ``cores`` of this process's CPUs, keyed by node name: one timing per shape,
+    the heaviest shapes first, until ``budget_s`` is spent (the rest are left out). The
+    process's CPU affinity is restored afterwards."""
     from edgedeploy.runtime.affinity import available_cpus, pin_process
     from edgedeploy.runtime.model_timing import session_ms
 

@@ -161,7 +161,7 @@ def test_the_winograd_trial_times_layers_and_models_on_the_board(sshd, home, cap
 
     monkeypatch.setattr(winograd, "MIN_LAYER_GAIN", 0.0)  # every convolution taken on this
     monkeypatch.setattr(winograd, "MIN_LAYER_MACS", 0)  # side, tiny as they are and however
-    monkeypatch.setattr(WinogradTrial, "saving", lambda self, cores: None)  # little they save:
+    monkeypatch.setattr(WinogradTrial, "saving", lambda *_: None)  # little they save:
     manifest = _manifest(home, sshd.port, sshd)  # what the board measures is what is tested
     onnx.save(pytorch_style_resnet_block(size=16), str(home / "block.onnx"))
     manifest.write_text(manifest.read_text().replace("model: sq.onnx", "model: block.onnx")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.benchmarks.estimator import Window
-from edgedeploy.benchmarks.winograd_trial import GainsOf
+from edgedeploy.benchmarks.winograd_trial import TimingsOf
 from edgedeploy.errors import EdgeDeployError, ExecutionError, UnreachableError
 from edgedeploy.runtime import ir
 from edgedeploy.schemas.plan import Plan
@@ -233,18 +233,18 @@ def board_opener(manifest: Any, alias: str, board_name: str, plan: Plan, *,
     return opener
 
 
-def board_gains(manifest: Any, alias: str, access: Any = None) -> GainsOf:
-    """The Winograd trial's ``gains_of`` on the board: each convolution shape timed alone there,
-    as given and rewritten, on each core count's cores, through the profiler's probe (one
-    request; the heaviest shapes first while the budget lasts)."""
+def board_timings(manifest: Any, alias: str, access: Any = None) -> TimingsOf:
+    """The Winograd trial's ``timings_of`` on the board: each convolution shape timed in its
+    context there, as given and rewritten, on each core count's cores, through the profiler's
+    probe (one request; the heaviest shapes first while the budget lasts)."""
     from edgedeploy.deploy.probe import on_board
-    from edgedeploy.planner.winograd import LAYER_REPS, both_forms, conv_shapes, gain
+    from edgedeploy.planner.winograd import LAYER_REPS, both_forms, conv_shapes
     from edgedeploy.runtime.probe import PROTOCOL
 
     ref = manifest.target(alias)
 
-    def gains_of(found: list[Any], cpus: dict[int, list[int]], seconds: float
-                 ) -> dict[int, dict[str, float]]:
+    def timings_of(found: list[Any], cpus: dict[int, list[int]], seconds: float
+                   ) -> dict[int, dict[str, tuple[float, float]]]:
         ms: dict[str, float] = {}
         shapes: list[tuple[list[str], list[str]]] = []  # (nodes, [given key, rewritten key])
         with tempfile.TemporaryDirectory() as tmp:
@@ -270,12 +270,12 @@ def board_gains(manifest: Any, alias: str, access: Any = None) -> GainsOf:
                     ms[str(event["key"])] = float(event["ms"])
 
             on_board(ref, alias, access, lambda _t, probe: probe(request, files, on_event))
-        out: dict[int, dict[str, float]] = {c: {} for c in cpus}
+        out: dict[int, dict[str, tuple[float, float]]] = {c: {} for c in cpus}
         for nodes, (given, rewritten) in shapes:
             for c in cpus:  # a shape the budget left untimed is left out, as on this host
                 if f"{c}/{given}" in ms and f"{c}/{rewritten}" in ms:
                     out[c].update(dict.fromkeys(
-                        nodes, gain(ms[f"{c}/{given}"], ms[f"{c}/{rewritten}"])))
+                        nodes, (ms[f"{c}/{given}"], ms[f"{c}/{rewritten}"])))
         return out
 
-    return gains_of
+    return timings_of

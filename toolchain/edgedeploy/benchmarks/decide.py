@@ -664,8 +664,8 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
     if kind == "ssh":
         from functools import partial
 
-        from edgedeploy.benchmarks.board_trials import board_gains
         from edgedeploy.benchmarks.board_trials import board_opener as opener_on
+        from edgedeploy.benchmarks.board_trials import board_timings
 
         board_opener = partial(opener_on, manifest, alias, board, latency_samples=samples,
                                access=access, say=say)
@@ -675,7 +675,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
         t0 = time.monotonic()
         fp32 = next(a for a in arms if a.precision != "int8")
         trial = WinogradTrial.prepare(manifest, fp32.graph, entries, budget, say,
-                                      gains_of=board_gains(manifest, alias, access)
+                                      timings_of=board_timings(manifest, alias, access)
                                       if kind == "ssh" else None)
         budget = max(budget - (time.monotonic() - t0), floor)
         if trial is not None and trial.promising:

@@ -23,8 +23,10 @@ from edgedeploy.runtime import ir
 from edgedeploy.runtime.vocab import GPU_CLUSTER, ONNXRUNTIME
 from edgedeploy.schemas.plan import Plan, WinogradChoice
 
-#: ``gains_of(sites, {cores: cpu ids}, seconds)``: each core count's layer gains, by node.
-GainsOf = Callable[[list[Any], dict[int, list[int]], float], dict[int, dict[str, float]]]
+#: ``timings_of(sites, {cores: cpu ids}, seconds)``: each core count's layer timings, by node:
+#: the ms of each layer's context as given and rewritten (``planner.winograd.layer_timings``).
+TimingsOf = Callable[[list[Any], dict[int, list[int]], float],
+                     dict[int, dict[str, tuple[float, float]]]]
 #: ``open_trials(graph, model file, entries)``: those entries held open where they are timed
 #: (a callable ``(entry, frames, warmup)`` with ``close()``).
 OpenTrials = Callable[[ir.Graph, Path, list[Any]], Any]
@@ -49,42 +51,42 @@ class WinogradTrial:
 
     manifest: Any
     gains: dict[int, dict[str, float]]
-    #: Each timed convolution's multiply-adds a frame, by node, and the whole model's: what
-    #: bounds the rewrite's gain (empty: not bounded).
-    macs: dict[str, int] = field(default_factory=dict)
-    model_macs: int = 0
+    #: What rewriting each timed convolution saved in its context, ms a frame, by core count.
+    saved_ms: dict[int, dict[str, float]] = field(default_factory=dict)
 
-    def saving(self, cores: int) -> float | None:
-        """The share of a frame's time the layers worth rewriting on ``cores`` could save at
-        their gains, were the model's time spread as its multiply-adds are (None: unknown)."""
+    def saving(self, cores: int, frame_ms: float | None) -> float | None:
+        """The share of a frame's ``frame_ms`` (on one replica of ``cores`` cores) that the
+        layers worth rewriting there save together, each as it saved in its context (None:
+        unknown)."""
         from edgedeploy.planner.winograd import chosen
 
+        saved = self.saved_ms.get(cores, {})
         layers = chosen(self.gains[cores])
-        if not self.model_macs or any(n not in self.macs for n in layers):
+        if not frame_ms or any(n not in saved for n in layers):
             return None
-        return sum(self.macs[n] * (1.0 - 1.0 / self.gains[cores][n])
-                   for n in layers) / self.model_macs
+        return sum(saved[n] for n in layers) / frame_ms
 
-    def worth_trying(self, cores: int) -> bool:
-        """Whether some layer ran faster on ``cores`` and, together, they could save the margin
-        a rewritten contender must win by: below it the whole-model trial cannot keep the
-        rewrite, and it would only spend the budget (ResNet-50's eight layers at 1.14x, a fifth
-        of its multiply-adds, could save under 3 %; its trial cost 16 s and lost)."""
+    def worth_trying(self, cores: int, frame_ms: float | None) -> bool:
+        """Whether some layer ran faster on ``cores`` and, together, they save the margin a
+        rewritten contender must win by: below it the whole-model trial cannot keep the
+        rewrite, and would only spend the budget (ResNet-50's eight layers that ran 1.16x
+        faster in context saved 1.6 ms of a replica's 55 ms a frame; its trial took 16 s and
+        measured the rewritten model 7 % slower)."""
         from edgedeploy.benchmarks.decide import WIN_MARGIN
         from edgedeploy.planner.winograd import chosen
 
-        saving = self.saving(cores)
+        saving = self.saving(cores, frame_ms)
         return bool(chosen(self.gains[cores])) and (saving is None or saving >= WIN_MARGIN)
 
     @classmethod
     def prepare(cls, manifest: Any, graph: ir.Graph, entries: list[Any], budget_s: float,
-                say: Callable[[str], None], gains_of: GainsOf | None = None
+                say: Callable[[str], None], timings_of: TimingsOf | None = None
                 ) -> WinogradTrial | None:
-        """Time the model's convolutions alone on the core counts of ``entries`` that could
-        take the rewrite, within a share of measure-to-decide's ``budget_s`` (``gains_of``:
-        where they are timed, this host by default); None where the model has none or no
-        contender could."""
-        from edgedeploy.planner.winograd import layer_gains, macs, sites
+        """Time the model's convolutions in context on the core counts of ``entries`` that
+        could take the rewrite, within a share of measure-to-decide's ``budget_s``
+        (``timings_of``: where they are timed, this host by default); None where the model
+        has none or no contender could."""
+        from edgedeploy.planner.winograd import gain, layer_timings, sites
 
         found = sites(manifest)
         fitting = [e for e in entries
@@ -96,19 +98,24 @@ class WinogradTrial:
         say(f"winograd: timing {shapes} 3x3 convolution shape(s) in context, as given and "
             f"rewritten, on {' and '.join(map(str, counts))} core(s)")
         seconds = min(LAYER_SHARE * budget_s, LAYER_BUDGET_S)
-        if gains_of is None:
-            gains = {c: layer_gains(found, c, seconds) for c in counts}
+        if timings_of is None:
+            timings = {c: layer_timings(found, c, seconds) for c in counts}
         else:
             cpus = {c: list(next(e for e in fitting if e.stages[0].cores == c).stages[0].cpus)
                     [:c] for c in counts}
-            gains = gains_of(found, cpus, seconds)
-        return cls(manifest, gains, {s.node: macs(s) for s in found},
-                   sum(d.macs // max(d.n, 1) for d in (layer.descriptor for layer in graph.layers)))
+            timings = timings_of(found, cpus, seconds)
+        return cls(manifest, {c: {n: gain(*t) for n, t in ts.items()}
+                              for c, ts in timings.items()},
+                   {c: {n: t[0] - t[1] for n, t in ts.items()} for c, ts in timings.items()})
 
     @property
     def promising(self) -> bool:
-        """Whether the rewrite is worth measuring on some core count (:meth:`worth_trying`)."""
-        return any(self.worth_trying(c) for c in self.gains)
+        """Whether a layer ran faster as Winograd on some core count (worth keeping a share
+        of the budget for: whether the layers save enough is known once the contenders that
+        would run them are measured)."""
+        from edgedeploy.planner.winograd import chosen
+
+        return any(chosen(g) for g in self.gains.values())
 
     def apply(self, plan: Plan, graph: ir.Graph, model_path: Path, winner: Any,
               entries: list[Any], decision: Any, *, plan_file: Path, budget_s: float,
@@ -140,25 +147,33 @@ class WinogradTrial:
         if winner.precision == "int8":
             return plan
         tried = []
+        short: tuple[int, Any, float | None] | None = None  # a count whose layers save too little
         for cores, gains in sorted(self.gains.items()):
             fitting = [e for e in entries if e.precision != "int8" and e.windows
                        and takes_rewrite(e.stages, e.choices, graph)
                        and e.stages[0].cores == cores]
-            if self.worth_trying(cores) and fitting:
-                tried.append((max(fitting, key=lambda e: e.measured_fps), cores,
-                              chosen(gains)))
+            if not (chosen(gains) and fitting):
+                continue
+            source = max(fitting, key=lambda e: e.measured_fps)
+            frame_ms = (1e3 * source.stages[0].replicas / source.measured_fps
+                        if source.measured_fps else None)
+            if self.worth_trying(cores, frame_ms):
+                tried.append((source, cores, chosen(gains)))
+            else:  # layers ran faster, but too few to move the model
+                short = (cores, source, frame_ms)
         if not tried:
             cores = (winner.stages[0].cores if takes_rewrite(winner.stages, winner.choices, graph)
                      else min(self.gains))
-            faster = {c: chosen(g) for c, g in self.gains.items() if chosen(g)}
-            if faster:  # layers ran faster, but too few to move the model
-                cores = cores if cores in faster else min(faster)
-                why = (f"{len(faster[cores])} convolution(s) ran {MIN_LAYER_GAIN:.2f}x faster "
-                       f"or more as Winograd in context on {cores} core(s), but could save "
-                       f"{self.saving(cores) or 0.0:.1%} of a frame at most (by their share of "
-                       f"the model's multiply-adds), under the {WIN_MARGIN:.0%} a rewritten "
-                       "model must win by; not measured")
-                return _record(plan, chosen=False, layers=faster[cores],
+            if short is not None:
+                cores, source, frame_ms = short
+                layers = chosen(self.gains[cores])
+                saved = sum(self.saved_ms[cores][n] for n in layers)
+                why = (f"{len(layers)} convolution(s) ran {MIN_LAYER_GAIN:.2f}x faster or more "
+                       f"as Winograd in context on {cores} core(s), saving {saved:.2f} ms of "
+                       f"the {frame_ms or 0.0:.1f} ms a frame takes {source.key} "
+                       f"({self.saving(cores, frame_ms) or 0.0:.1%}), under the "
+                       f"{WIN_MARGIN:.0%} a rewritten model must win by; not measured")
+                return _record(plan, chosen=False, layers=layers,
                                layer_gains=self.gains[cores], cores=cores, reason=why)
             best = ", ".join(f"{max(g.values(), default=0.0):.2f}x on {c} core(s)"
                              for c, g in sorted(self.gains.items()))
@@ -265,4 +280,5 @@ def _record(plan: Plan, **fields: Any) -> Plan:
     return plan.model_copy(update={"winograd": WinogradChoice(**fields)})
 
 
-__all__ = ["LAYER_BUDGET_S", "LAYER_SHARE", "TRIAL_SHARE", "WinogradTrial", "takes_rewrite"]
+__all__ = ["LAYER_BUDGET_S", "LAYER_SHARE", "TRIAL_SHARE", "TimingsOf", "WinogradTrial",
+           "takes_rewrite"]

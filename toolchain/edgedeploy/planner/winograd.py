@@ -159,11 +159,13 @@ def gain(ms_given: float, ms_rewritten: float) -> float:
     return round(ms_given / ms_rewritten, 3) if ms_rewritten > 0 else 0.0
 
 
-def layer_gains(found: Sequence[ConvSite], cores: int, budget_s: float) -> dict[str, float]:
-    """Each convolution's speed-up as Winograd, timed in its context (:func:`both_forms`) in
-    onnxruntime on ``cores`` of this process's CPUs, keyed by node name: one timing per shape,
+def layer_timings(found: Sequence[ConvSite], cores: int, budget_s: float
+                  ) -> dict[str, tuple[float, float]]:
+    """Each convolution's context (:func:`both_forms`) timed in onnxruntime on ``cores`` of
+    this process's CPUs, as given and rewritten (ms), keyed by node name: one timing per shape,
     the heaviest shapes first, until ``budget_s`` is spent (the rest are left out). The
-    process's CPU affinity is restored afterwards."""
+    difference is what the rewrite saves in a model, the context's own convolutions cancelling.
+    The process's CPU affinity is restored afterwards."""
     from edgedeploy.runtime.affinity import available_cpus, pin_process
     from edgedeploy.runtime.model_timing import session_ms
 
@@ -171,7 +173,7 @@ def layer_gains(found: Sequence[ConvSite], cores: int, budget_s: float) -> dict[
     original = available_cpus()
     cpus = original[:cores]
     start = time.monotonic()
-    out: dict[str, float] = {}
+    out: dict[str, tuple[float, float]] = {}
     try:
         for k, (site, nodes) in enumerate(todo):
             if time.monotonic() - start > budget_s:
@@ -180,9 +182,9 @@ def layer_gains(found: Sequence[ConvSite], cores: int, budget_s: float) -> dict[
                 break
             x = np.random.default_rng(1).standard_normal(
                 (1, site.c_in, site.h, site.w)).astype(np.float32)
-            ms = [session_ms(m.SerializeToString(), {"x": x}, cpus, reps=LAYER_REPS)
-                  for m in both_forms(site)]
-            out.update(dict.fromkeys(nodes, gain(*ms)))
+            given, rewritten = (session_ms(m.SerializeToString(), {"x": x}, cpus,
+                                           reps=LAYER_REPS) for m in both_forms(site))
+            out.update(dict.fromkeys(nodes, (given, rewritten)))
     finally:
         pin_process(original)
     return out
@@ -244,5 +246,5 @@ def planned_file(graph: ir.Graph) -> Path | None:
 
 
 __all__ = ["LAYER_REPS", "MIN_LAYER_GAIN", "MIN_LAYER_MACS", "SOURCE_KEY", "applies", "chosen",
-           "layer_gains", "macs", "one_conv", "planned_file", "prepared_proto", "sites",
+           "layer_timings", "macs", "one_conv", "planned_file", "prepared_proto", "sites",
            "variant_file", "variant_graph"]

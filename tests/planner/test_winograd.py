@@ -111,3 +111,22 @@ def test_a_lockfile_that_chose_the_rewrite_runs_it_rebuilt_where_it_is_gone(mani
     assert planned_model(manifest, again) == path and path.is_file()
     assert len(again.layers) > len(graph.layers)
     assert planned_model(manifest, graph) == Path(manifest.model.path)
+
+
+@pytest.mark.parametrize("c_in,c_out,size", [(8, 16, 10), (16, 8, 9)])
+def test_a_layer_is_timed_in_its_context_and_both_forms_compute_the_same(c_in: int, c_out: int,
+                                                                         size: int) -> None:
+    from edgedeploy.importers.onnx_winograd import ConvSite
+
+    given, rewritten = winograd.both_forms(ConvSite("conv", c_in, c_out, size, size))
+    convs = [f"conv{k}" for k in range(winograd.CONTEXT_COPIES)]
+    ops = {n.name: n.op_type for n in given.graph.node}
+    # each copy of the layer sits between a 1x1 convolution and another, ReLUs beside it
+    assert all(ops[c] == "Conv" and ops[f"before{k}"] == ops[f"after{k}"] == "Conv"
+               and ops[f"relu{k}"] == "Relu" for k, c in enumerate(convs))
+    assert not {n.name for n in rewritten.graph.node} & set(convs)  # every copy rewritten
+    x = np.random.default_rng(0).standard_normal((1, c_in, size, size)).astype(np.float32)
+    a, b = (ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
+            for m in (given, rewritten))
+    assert a.shape == (1, c_out, size, size)
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()

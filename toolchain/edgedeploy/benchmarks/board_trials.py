@@ -238,7 +238,7 @@ def board_timings(manifest: Any, alias: str, access: Any = None) -> TimingsOf:
     context there, as given and rewritten, on each core count's cores, through the profiler's
     probe (one request; the heaviest shapes first while the budget lasts)."""
     from edgedeploy.deploy.probe import on_board
-    from edgedeploy.planner.winograd import LAYER_REPS, both_forms, conv_shapes
+    from edgedeploy.planner.winograd import CONTEXT_COPIES, LAYER_REPS, both_forms, conv_shapes
     from edgedeploy.runtime.probe import PROTOCOL
 
     ref = manifest.target(alias)
@@ -274,8 +274,9 @@ def board_timings(manifest: Any, alias: str, access: Any = None) -> TimingsOf:
         for nodes, (given, rewritten) in shapes:
             for c in cpus:  # a shape the budget left untimed is left out, as on this host
                 if f"{c}/{given}" in ms and f"{c}/{rewritten}" in ms:
-                    out[c].update(dict.fromkeys(
-                        nodes, (ms[f"{c}/{given}"], ms[f"{c}/{rewritten}"])))
+                    out[c].update(dict.fromkeys(nodes, (
+                        ms[f"{c}/{given}"] / CONTEXT_COPIES,
+                        ms[f"{c}/{rewritten}"] / CONTEXT_COPIES)))
         return out
 
     return timings_of

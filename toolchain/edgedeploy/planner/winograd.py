@@ -3,13 +3,13 @@ rewritten in ONNX operators (:mod:`edgedeploy.importers.onnx_winograd`), kept on
 whole model measured faster on the board.
 
 Which layers is measured, not assumed: each 3x3, stride-1 convolution shape is timed in
-onnxruntime between a 1x1 convolution and another, as a CNN holds it (:func:`in_context`), as
-given and rewritten, on as many cores as a stage of the plan has (one for one-thread replicas).
-The rewrite's MatMuls beat onnxruntime's Conv on wide, mid-sized layers (512 channels at 28 px:
-1.5x on one thread here) and lose on narrow or large ones (64 channels at 56 px: 0.8x), so a
-model may have none worth it. The layers at :data:`MIN_LAYER_GAIN` or more
-are rewritten; measure-to-decide then runs the rewritten model in the winner's configuration
-against the model as given (``benchmarks.winograd_trial``).
+onnxruntime between a 1x1 convolution and another, as a CNN holds it, a few copies in a row
+(:func:`in_context`), as given and rewritten, on as many cores as a stage of the plan has (one
+for one-thread replicas). The rewrite's MatMuls beat onnxruntime's Conv on wide, mid-sized
+layers (512 channels at 28 px: 1.4x on one thread here) and lose on narrow or small ones (256
+channels at 14 px: 1.0x), so a model may have none worth it. The layers at
+:data:`MIN_LAYER_GAIN` or more are rewritten; measure-to-decide then runs the rewritten model in
+the winner's configuration against the model as given (``benchmarks.winograd_trial``).
 
 The rewritten model is cached under ``<build_dir>/winograd/`` by a key of the model's bytes, its
 input shapes and the layers, and rebuilt from the lockfile's list of layers where it is missing:
@@ -41,8 +41,12 @@ WINOGRAD_VERSION = 3
 #: A layer is rewritten where Winograd ran at least this much faster alone: below it, the
 #: rewrite's extra tensors cost the whole model more than the layer saves.
 MIN_LAYER_GAIN = 1.05
-#: Timed runs of each form of a layer (the faster half's median, after a warm-up).
-LAYER_REPS = 5
+#: Timed runs of each form of a layer (the faster half's median, after a warm-up); each run
+#: holds :data:`CONTEXT_COPIES` of the layer.
+LAYER_REPS = 3
+#: Copies of a layer, each in its context, in the model a layer is timed on
+#: (:func:`in_context`): enough that their weights do not stay in cache from run to run.
+CONTEXT_COPIES = 4
 #: Convolutions of fewer multiply-adds are left as they are: they take well under a millisecond,
 #: their timing alone is noise, and no gain on them could move the whole model.
 MIN_LAYER_MACS = 10_000_000
@@ -114,43 +118,61 @@ def conv_shapes(found: Sequence[ConvSite]) -> list[tuple[ConvSite, list[str]]]:
 
 
 def in_context(site: ConvSite, seed: int = 0) -> onnx.ModelProto:
-    """A convolution of ``site``'s shape (its node ``conv``) as a CNN holds it: a 1x1
-    convolution and a ReLU before it, a ReLU and a 1x1 convolution after it.
+    """Convolutions of ``site``'s shape as a CNN holds them: each between a 1x1 convolution
+    and a ReLU before it and a ReLU and a 1x1 convolution after it, :data:`CONTEXT_COPIES` such
+    in a row with weights of their own (nodes ``conv0``, ``conv1``, ...).
 
     Why not alone: onnxruntime keeps a chain of convolutions in its blocked (NCHWc) layout and
     fuses each one's ReLU, so in a model the rewrite also pays to leave that layout and come
-    back to it, and its ReLU runs apart. Timed alone, where the Conv as given pays the layout's
-    reorders too, ResNet-50's 128-channel 28 px layer ran 1.25x faster rewritten on one thread
-    and 1.04x on two; between two convolutions it saved a tenth of that or lost (1.07x, 0.87x),
-    and the whole model rewritten at those layers measured 8 % slower. In this sandwich it reads
-    1.14x and 0.92x, and VGG-16's 256-channel 56 px layer 1.45x (1.77x alone; 1.43x between
-    two of its own convolutions); seen while developing."""
+    back to it, and its ReLU runs apart; timed alone, the Conv as given paid the layout's
+    reorders too. And a model's weights do not stay in cache from one frame to the next, while
+    one layer's, timed over and over, do: the rewrite's are four times the size. ResNet-50's
+    256-channel 14 px layer ran 1.25x faster rewritten alone on one thread, 1.16x in one such
+    sandwich, 1.02x in four in a row and 0.78x in eight; the whole model rewritten at it and at
+    its 128-channel 28 px layers (1.25x alone) measured 8 % slower. VGG-16's 256-channel 56 px
+    layer, where each weight serves 196 tiles, read 1.77x, 1.45x and 1.36x (seen while
+    developing)."""
     rng = np.random.default_rng(seed)
-
-    def weight(name: str, *shape: int, scale: float) -> onnx.TensorProto:
-        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32),
-                                       name)
-
     ci, co = site.c_in, site.c_out
-    nodes = [helper.make_node("Conv", ["x", "w_before"], ["before"], name="before"),
-             helper.make_node("Relu", ["before"], ["a"], name="relu_before"),
-             helper.make_node("Conv", ["a", "w", "b"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["conv"], ["c"], name="relu"),
-             helper.make_node("Conv", ["c", "w_after"], ["y"], name="after")]
+    nodes: list[onnx.NodeProto] = []
+    weights: list[onnx.TensorProto] = []
+
+    def weight(name: str, *shape: int, scale: float) -> str:
+        weights.append(numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name))
+        return name
+
+    t = "x"
+    for k in range(CONTEXT_COPIES):
+        last = k == CONTEXT_COPIES - 1
+        c_in = ci if k == 0 else co  # the copies after the first take the layer's output
+        nodes += [
+            helper.make_node("Conv", [t, weight(f"w_before{k}", ci, c_in, 1, 1,
+                                                scale=c_in ** -0.5)], [f"before{k}"],
+                             name=f"before{k}"),
+            helper.make_node("Relu", [f"before{k}"], [f"a{k}"], name=f"relu_before{k}"),
+            helper.make_node("Conv", [f"a{k}", weight(f"w{k}", co, ci, 3, 3, scale=0.05),
+                                      weight(f"b{k}", co, scale=1.0)], [f"conv{k}"],
+                             name=f"conv{k}", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"conv{k}"], [f"c{k}"], name=f"relu{k}"),
+            helper.make_node("Conv", [f"c{k}", weight(f"w_after{k}", co, co, 1, 1,
+                                                      scale=co ** -0.5)],
+                             ["y" if last else f"after{k}"], name=f"after{k}")]
+        t = f"after{k}"
     graph = helper.make_graph(
         nodes, "conv_in_context",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ci, site.h, site.w])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, co, site.h, site.w])],
-        [weight("w_before", ci, ci, 1, 1, scale=ci ** -0.5), weight("w", co, ci, 3, 3, scale=0.05),
-         weight("b", co, scale=1.0), weight("w_after", co, co, 1, 1, scale=co ** -0.5)])
+        weights)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
 def both_forms(site: ConvSite) -> tuple[onnx.ModelProto, onnx.ModelProto]:
-    """A convolution of ``site``'s shape in its context (:func:`in_context`), as given and
-    with it rewritten as Winograd F(4,3): what a layer's gain is timed on."""
+    """Convolutions of ``site``'s shape in their context (:func:`in_context`), as given and
+    rewritten as Winograd F(4,3): what a layer is timed on (each form's ms over
+    :data:`CONTEXT_COPIES` is one layer's)."""
     given = in_context(site)
-    return given, winograd_rewrite(given, ["conv"])[0]
+    return given, winograd_rewrite(given, [f"conv{k}" for k in range(CONTEXT_COPIES)])[0]
 
 
 def gain(ms_given: float, ms_rewritten: float) -> float:
@@ -183,7 +205,8 @@ def layer_timings(found: Sequence[ConvSite], cores: int, budget_s: float
             x = np.random.default_rng(1).standard_normal(
                 (1, site.c_in, site.h, site.w)).astype(np.float32)
             given, rewritten = (session_ms(m.SerializeToString(), {"x": x}, cpus,
-                                           reps=LAYER_REPS) for m in both_forms(site))
+                                           reps=LAYER_REPS) / CONTEXT_COPIES
+                                for m in both_forms(site))
             out.update(dict.fromkeys(nodes, (given, rewritten)))
     finally:
         pin_process(original)
@@ -245,6 +268,6 @@ def planned_file(graph: ir.Graph) -> Path | None:
     return Path(record["model"]) if record.get("chosen") and record.get("model") else None
 
 
-__all__ = ["LAYER_REPS", "MIN_LAYER_GAIN", "MIN_LAYER_MACS", "SOURCE_KEY", "applies", "chosen",
-           "layer_timings", "macs", "one_conv", "planned_file", "prepared_proto", "sites",
-           "variant_file", "variant_graph"]
+__all__ = ["CONTEXT_COPIES", "LAYER_REPS", "MIN_LAYER_GAIN", "MIN_LAYER_MACS", "SOURCE_KEY",
+           "applies", "chosen", "layer_timings", "macs", "one_conv", "planned_file",
+           "prepared_proto", "sites", "variant_file", "variant_graph"]

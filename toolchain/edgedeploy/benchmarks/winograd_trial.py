@@ -99,7 +99,7 @@ class WinogradTrial:
             f"rewritten, on {' and '.join(map(str, counts))} core(s)")
         seconds = min(LAYER_SHARE * budget_s, LAYER_BUDGET_S)
         if timings_of is None:
-            timings = {c: layer_timings(found, c, seconds) for c in counts}
+            timings = layer_timings(found, counts, seconds)
         else:
             cpus = {c: list(next(e for e in fitting if e.stages[0].cores == c).stages[0].cpus)
                     [:c] for c in counts}

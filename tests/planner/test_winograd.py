@@ -120,8 +120,10 @@ def test_a_layer_is_timed_in_its_context_and_both_forms_compute_the_same(c_in: i
                                                                          size: int) -> None:
     from edgedeploy.importers.onnx_winograd import ConvSite
 
-    given, rewritten = winograd.both_forms(ConvSite("conv", c_in, c_out, size, size))
-    convs = [f"conv{k}" for k in range(winograd.CONTEXT_COPIES)]
+    site = ConvSite("conv", c_in, c_out, size, size)
+    given, rewritten = winograd.both_forms(site)
+    convs = [f"conv{k}" for k in range(winograd.copies(site))]
+    assert len(convs) == winograd.CONTEXT_COPIES  # a small layer: copies in a row
     ops = {n.name: n.op_type for n in given.graph.node}
     # each copy of the layer sits between a 1x1 convolution and another, ReLUs beside it
     assert all(ops[c] == "Conv" and ops[f"before{k}"] == ops[f"after{k}"] == "Conv"
@@ -132,3 +134,13 @@ def test_a_layer_is_timed_in_its_context_and_both_forms_compute_the_same(c_in: i
             for m in (given, rewritten))
     assert a.shape == (1, c_out, size, size)
     assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
+
+
+def test_a_layer_of_many_multiply_adds_is_timed_in_one_copy() -> None:
+    from edgedeploy.importers.onnx_winograd import ConvSite
+
+    big = ConvSite("conv", 256, 256, 56, 56)  # VGG-16's: 1.85 G multiply-adds
+    assert winograd.macs(big) >= winograd.ONE_COPY_MACS and winograd.copies(big) == 1
+    assert [n.name for n in winograd.both_forms(big)[0].graph.node if n.op_type == "Conv"] == \
+        ["before0", "conv0", "after0"]
+    assert winograd.copies(ConvSite("conv", 256, 256, 14, 14)) == winograd.CONTEXT_COPIES

@@ -238,7 +238,7 @@ def board_timings(manifest: Any, alias: str, access: Any = None) -> TimingsOf:
     context there, as given and rewritten, on each core count's cores, through the profiler's
     probe (one request; the heaviest shapes first while the budget lasts)."""
     from edgedeploy.deploy.probe import on_board
-    from edgedeploy.planner.winograd import CONTEXT_COPIES, LAYER_REPS, both_forms, conv_shapes
+    from edgedeploy.planner.winograd import LAYER_REPS, both_forms, conv_shapes, copies
     from edgedeploy.runtime.probe import PROTOCOL
 
     ref = manifest.target(alias)
@@ -246,7 +246,8 @@ def board_timings(manifest: Any, alias: str, access: Any = None) -> TimingsOf:
     def timings_of(found: list[Any], cpus: dict[int, list[int]], seconds: float
                    ) -> dict[int, dict[str, tuple[float, float]]]:
         ms: dict[str, float] = {}
-        shapes: list[tuple[list[str], list[str]]] = []  # (nodes, [given key, rewritten key])
+        # (shape, its nodes, [given key, rewritten key])
+        shapes: list[tuple[Any, list[str], list[str]]] = []
         with tempfile.TemporaryDirectory() as tmp:
             files: dict[str, Path] = {}
             sessions: list[dict[str, Any]] = []
@@ -258,7 +259,7 @@ def board_timings(manifest: Any, alias: str, access: Any = None) -> TimingsOf:
                     files[key] = Path(tmp) / f"{len(files)}.onnx"
                     files[key].write_bytes(data)
                     keys.append(key)
-                shapes.append((nodes, keys))
+                shapes.append((site, nodes, keys))
                 sessions += [{"key": f"{c}/{key}", "onnx": key, "cpus": ids,
                               "inputs": [{"name": "x", "shape": [1, site.c_in, site.h, site.w]}]}
                              for c, ids in cpus.items() for key in keys]
@@ -271,12 +272,11 @@ def board_timings(manifest: Any, alias: str, access: Any = None) -> TimingsOf:
 
             on_board(ref, alias, access, lambda _t, probe: probe(request, files, on_event))
         out: dict[int, dict[str, tuple[float, float]]] = {c: {} for c in cpus}
-        for nodes, (given, rewritten) in shapes:
+        for site, nodes, (given, rewritten) in shapes:
             for c in cpus:  # a shape the budget left untimed is left out, as on this host
                 if f"{c}/{given}" in ms and f"{c}/{rewritten}" in ms:
                     out[c].update(dict.fromkeys(nodes, (
-                        ms[f"{c}/{given}"] / CONTEXT_COPIES,
-                        ms[f"{c}/{rewritten}"] / CONTEXT_COPIES)))
+                        ms[f"{c}/{given}"] / copies(site), ms[f"{c}/{rewritten}"] / copies(site))))
         return out
 
     return timings_of

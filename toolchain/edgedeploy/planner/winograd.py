@@ -42,11 +42,16 @@ WINOGRAD_VERSION = 3
 #: rewrite's extra tensors cost the whole model more than the layer saves.
 MIN_LAYER_GAIN = 1.05
 #: Timed runs of each form of a layer (the faster half's median, after a warm-up); each run
-#: holds :data:`CONTEXT_COPIES` of the layer.
+#: holds :func:`copies` of the layer.
 LAYER_REPS = 3
-#: Copies of a layer, each in its context, in the model a layer is timed on
-#: (:func:`in_context`): enough that their weights do not stay in cache from run to run.
+#: Copies of a layer, each in its context, in the model a layer is timed on (:func:`in_context`):
+#: enough that their weights do not stay in cache from run to run ...
 CONTEXT_COPIES = 4
+#: ... where a layer is small: one of this many multiply-adds or more is timed in one copy.
+#: Its weights serve enough tiles that the cache moves its gain little (VGG-16's 256-channel
+#: 56 px layer, 1.85 G: 1.45x in one, 1.36x in four), and four copies of VGG-16's layers spent
+#: the trial's layer budget on three shapes of its nine (seen while developing).
+ONE_COPY_MACS = 500_000_000
 #: Convolutions of fewer multiply-adds are left as they are: they take well under a millisecond,
 #: their timing alone is noise, and no gain on them could move the whole model.
 MIN_LAYER_MACS = 10_000_000
@@ -117,10 +122,15 @@ def conv_shapes(found: Sequence[ConvSite]) -> list[tuple[ConvSite, list[str]]]:
     return [(ConvSite("conv", *k), shapes[k]) for k in heaviest]
 
 
+def copies(site: ConvSite) -> int:
+    """How many copies of ``site``'s layer :func:`in_context` puts in a row."""
+    return 1 if macs(site) >= ONE_COPY_MACS else CONTEXT_COPIES
+
+
 def in_context(site: ConvSite, seed: int = 0) -> onnx.ModelProto:
     """Convolutions of ``site``'s shape as a CNN holds them: each between a 1x1 convolution
-    and a ReLU before it and a ReLU and a 1x1 convolution after it, :data:`CONTEXT_COPIES` such
-    in a row with weights of their own (nodes ``conv0``, ``conv1``, ...).
+    and a ReLU before it and a ReLU and a 1x1 convolution after it, :func:`copies` such in a
+    row with weights of their own (nodes ``conv0``, ``conv1``, ...).
 
     Why not alone: onnxruntime keeps a chain of convolutions in its blocked (NCHWc) layout and
     fuses each one's ReLU, so in a model the rewrite also pays to leave that layout and come
@@ -142,9 +152,9 @@ def in_context(site: ConvSite, seed: int = 0) -> onnx.ModelProto:
             (rng.standard_normal(shape) * scale).astype(np.float32), name))
         return name
 
-    t = "x"
-    for k in range(CONTEXT_COPIES):
-        last = k == CONTEXT_COPIES - 1
+    t, n = "x", copies(site)
+    for k in range(n):
+        last = k == n - 1
         c_in = ci if k == 0 else co  # the copies after the first take the layer's output
         nodes += [
             helper.make_node("Conv", [t, weight(f"w_before{k}", ci, c_in, 1, 1,
@@ -170,9 +180,9 @@ def in_context(site: ConvSite, seed: int = 0) -> onnx.ModelProto:
 def both_forms(site: ConvSite) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """Convolutions of ``site``'s shape in their context (:func:`in_context`), as given and
     rewritten as Winograd F(4,3): what a layer is timed on (each form's ms over
-    :data:`CONTEXT_COPIES` is one layer's)."""
+    :func:`copies` is one layer's)."""
     given = in_context(site)
-    return given, winograd_rewrite(given, [f"conv{k}" for k in range(CONTEXT_COPIES)])[0]
+    return given, winograd_rewrite(given, [f"conv{k}" for k in range(copies(site))])[0]
 
 
 def gain(ms_given: float, ms_rewritten: float) -> float:
@@ -208,7 +218,7 @@ def layer_timings(found: Sequence[ConvSite], counts: Sequence[int], budget_s: fl
             forms = [m.SerializeToString() for m in both_forms(site)]
             for c in counts:
                 given, rewritten = (session_ms(m, {"x": x}, original[:c], reps=LAYER_REPS)
-                                    / CONTEXT_COPIES for m in forms)
+                                    / copies(site) for m in forms)
                 out[c].update(dict.fromkeys(nodes, (given, rewritten)))
     finally:
         pin_process(original)
@@ -270,6 +280,6 @@ def planned_file(graph: ir.Graph) -> Path | None:
     return Path(record["model"]) if record.get("chosen") and record.get("model") else None
 
 
-__all__ = ["CONTEXT_COPIES", "LAYER_REPS", "MIN_LAYER_GAIN", "MIN_LAYER_MACS", "SOURCE_KEY",
-           "applies", "chosen", "layer_timings", "macs", "one_conv", "planned_file",
-           "prepared_proto", "sites", "variant_file", "variant_graph"]
+__all__ = ["CONTEXT_COPIES", "LAYER_REPS", "MIN_LAYER_GAIN", "MIN_LAYER_MACS", "ONE_COPY_MACS",
+           "SOURCE_KEY", "applies", "chosen", "copies", "layer_timings", "macs", "one_conv",
+           "planned_file", "prepared_proto", "sites", "variant_file", "variant_graph"]

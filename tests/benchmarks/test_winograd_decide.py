@@ -172,6 +172,21 @@ def test_the_layers_worth_rewriting_are_tried_only_where_they_save_the_margin_of
     assert WinogradTrial(None, {1: {"a": 1.06}}).saving(1, 55.0) is None  # no saving known
 
 
+def test_a_rewritten_contender_is_predicted_from_what_its_layers_saved_in_context() -> None:
+    from edgedeploy.benchmarks.winograd_trial import rewritten_prediction
+    from edgedeploy.schemas.plan import Predicted
+
+    given = Predicted(throughput_fps=10.0, latency_ms=100.0, energy_mj=50.0, power_w=5.0,
+                      period_ms=100.0)
+    # two replicas at 10 fps: 200 ms a frame each; 40 ms saved -> 160 ms, 12.5 fps
+    got = rewritten_prediction(given, 2, 40.0)
+    assert got.throughput_fps == pytest.approx(12.5)
+    assert (got.latency_ms, got.period_ms, got.energy_mj) == pytest.approx((80.0, 80.0, 40.0))
+    assert got.power_w == given.power_w
+    assert rewritten_prediction(given, 2, -20.0).throughput_fps == pytest.approx(200 / 22)
+    assert rewritten_prediction(given, 2, 0.0) == given
+
+
 def test_bench_of_a_rewritten_plan_scores_it_against_the_users_own_model(project: Path
                                                                           ) -> None:
     from edgedeploy.benchmarks.compare import WINOGRAD_SUFFIX, _given_model

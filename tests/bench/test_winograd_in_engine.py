@@ -17,8 +17,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edgedeploy.importers.onnx_winograd import ConvSite, winograd_rewrite
-from edgedeploy.planner.winograd import one_conv
+from edgedeploy.importers.onnx_winograd import winograd_rewrite
 
 OUT = Path(__file__).resolve().parents[2] / "results" / "winograd_in_onnxruntime.json"
 #: (model, channels in = out, spatial size) of the 3x3 stride-1 convs at 224
@@ -34,9 +33,17 @@ def _const(name: str, value: np.ndarray) -> TensorProto:
 
 
 def _conv(c_in: int, c_out: int, h: int, w: int) -> onnx.ModelProto:
-    """One 3x3 stride-1 conv with a bias, as onnxruntime's Conv (node ``conv``): the model the
-    planner times a layer alone as."""
-    return one_conv(ConvSite("conv", c_in, c_out, h, w))
+    """One 3x3 stride-1 conv with a bias (seeded weights), as onnxruntime's Conv (node
+    ``conv``): a layer alone."""
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((c_out, c_in, 3, 3)) * 0.05).astype(np.float32)
+    bias = rng.standard_normal(c_out).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])
+    graph = helper.make_graph(
+        [node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, h, w])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c_out, h, w])],
+        [_const("w", weight), _const("b", bias)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
 def _model(c: int, h: int, winograd: bool) -> bytes:

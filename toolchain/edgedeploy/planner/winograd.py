@@ -38,7 +38,7 @@ log = logging.getLogger("edgedeploy.planner")
 
 #: Bumped when what this module writes for the same inputs changes (part of the cache key).
 WINOGRAD_VERSION = 3
-#: A layer is rewritten where Winograd ran at least this much faster alone: below it, the
+#: A layer is rewritten where Winograd ran at least this much faster in context: below it, the
 #: rewrite's extra tensors cost the whole model more than the layer saves.
 MIN_LAYER_GAIN = 1.05
 #: Timed runs of each form of a layer (the faster half's median, after a warm-up); each run
@@ -94,22 +94,6 @@ def sites(manifest: Manifest) -> list[ConvSite]:
 def macs(site: ConvSite) -> int:
     """Multiply-adds of one frame through the convolution as given."""
     return site.c_in * site.c_out * 9 * site.h * site.w
-
-
-def one_conv(site: ConvSite, seed: int = 0) -> onnx.ModelProto:
-    """A model of one convolution of ``site``'s shape, its node ``conv`` (seeded weights, a
-    bias): what a layer is timed alone as."""
-    rng = np.random.default_rng(seed)
-    w = (rng.standard_normal((site.c_out, site.c_in, 3, 3)) * 0.05).astype(np.float32)
-    b = rng.standard_normal(site.c_out).astype(np.float32)
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])
-    graph = helper.make_graph(
-        [node], "conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, site.c_in, site.h, site.w])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT,
-                                       [1, site.c_out, site.h, site.w])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
 def conv_shapes(found: Sequence[ConvSite]) -> list[tuple[ConvSite, list[str]]]:
@@ -281,5 +265,5 @@ def planned_file(graph: ir.Graph) -> Path | None:
 
 
 __all__ = ["CONTEXT_COPIES", "LAYER_REPS", "MIN_LAYER_GAIN", "MIN_LAYER_MACS", "ONE_COPY_MACS",
-           "SOURCE_KEY", "applies", "chosen", "copies", "layer_timings", "macs", "one_conv",
+           "SOURCE_KEY", "applies", "chosen", "copies", "layer_timings", "macs",
            "planned_file", "prepared_proto", "sites", "variant_file", "variant_graph"]

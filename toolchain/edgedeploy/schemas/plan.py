@@ -221,9 +221,10 @@ class WinogradChoice(_Model):
     configuration, as given and rewritten (``planner.winograd``)."""
 
     chosen: bool
-    #: The convolutions rewritten (ONNX node names): those that ran faster alone.
+    #: The convolutions rewritten (ONNX node names): those that ran faster in their context.
     layers: list[str]
-    #: Each timed convolution's speed-up alone (ms as given / ms rewritten) on ``cores`` cores.
+    #: Each timed convolution's speed-up in its context (ms as given / ms rewritten) on
+    #: ``cores`` cores (``planner.winograd.in_context``).
     layer_gains: dict[str, float]
     cores: int
     #: The rewritten model (relative to the lockfile), where it was chosen.

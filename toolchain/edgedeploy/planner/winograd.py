@@ -6,8 +6,8 @@ Which layers is measured, not assumed: each 3x3, stride-1 convolution shape is t
 onnxruntime between a 1x1 convolution and another, as a CNN holds it, a few copies in a row
 (:func:`in_context`), as given and rewritten, on as many cores as a stage of the plan has (one
 for one-thread replicas). The rewrite's MatMuls beat onnxruntime's Conv on wide, mid-sized
-layers (512 channels at 28 px: 1.4x on one thread here) and lose on narrow or small ones (256
-channels at 14 px: 1.0x), so a model may have none worth it. The layers at
+layers (512 channels at 28 px: 1.5x on one thread here) and lose on narrow or small ones (256
+channels at 14 px: 0.8-0.95x), so a model may have none worth it. The layers at
 :data:`MIN_LAYER_GAIN` or more are rewritten; measure-to-decide then runs the rewritten model in
 the winner's configuration against the model as given (``benchmarks.winograd_trial``).
 

@@ -55,17 +55,22 @@ class WinogradTrial:
     #: What rewriting each timed convolution saved in its context, ms a frame, by core count.
     saved_ms: dict[int, dict[str, float]] = field(default_factory=dict)
 
-    def saving(self, cores: int, frame_ms: float | None) -> float | None:
-        """The share of a frame's ``frame_ms`` (on one replica of ``cores`` cores) that the
-        layers worth rewriting there save together, each as it saved in its context (None:
-        unknown)."""
+    def saved(self, cores: int) -> float | None:
+        """The ms a frame the layers worth rewriting on ``cores`` save together, each as it
+        saved in its context (None: not every one was timed)."""
         from edgedeploy.planner.winograd import chosen
 
         saved = self.saved_ms.get(cores, {})
         layers = chosen(self.gains[cores])
-        if not frame_ms or any(n not in saved for n in layers):
+        if any(n not in saved for n in layers):
             return None
-        return sum(saved[n] for n in layers) / frame_ms
+        return sum(saved[n] for n in layers)
+
+    def saving(self, cores: int, frame_ms: float | None) -> float | None:
+        """The share of a frame's ``frame_ms`` (on one replica of ``cores`` cores) that
+        :meth:`saved` is (None: unknown)."""
+        saved = self.saved(cores)
+        return None if saved is None or not frame_ms else saved / frame_ms
 
     def worth_trying(self, cores: int, frame_ms: float | None) -> bool:
         """Whether some layer ran faster on ``cores`` and, together, they save the margin a
@@ -168,9 +173,9 @@ class WinogradTrial:
             if short is not None:
                 cores, source, frame_ms = short
                 layers = chosen(self.gains[cores])
-                saved = sum(self.saved_ms[cores][n] for n in layers)
                 why = (f"{len(layers)} convolution(s) ran {MIN_LAYER_GAIN:.2f}x faster or more "
-                       f"as Winograd in context on {cores} core(s), saving {saved:.2f} ms of "
+                       f"as Winograd in context on {cores} core(s), saving "
+                       f"{self.saved(cores) or 0.0:.2f} ms of "
                        f"the {frame_ms or 0.0:.1f} ms a frame takes {source.key} "
                        f"({self.saving(cores, frame_ms) or 0.0:.1%}), under the "
                        f"{WIN_MARGIN:.0%} a rewritten model must win by; not measured")
@@ -202,8 +207,8 @@ class WinogradTrial:
             n = len(rewritten_graph.layers)
             stage = source.stages[0].model_copy(update={"stop": n,
                                                         "choices": [ONNXRUNTIME] * n})
-            saved = sum(self.saved_ms.get(cores, {}).get(layer, 0.0) for layer in layers)
-            predicted = rewritten_prediction(source.predicted, source.stages[0].replicas, saved)
+            predicted = rewritten_prediction(source.predicted, source.stages[0].replicas,
+                                             self.saved(cores) or 0.0)
             e = Entry(f"winograd:{source.key}", [stage], [ONNXRUNTIME] * n, predicted,
                       optional=True)
             rewritten.append((e, record, path))

@@ -302,7 +302,8 @@ def test_a_winner_over_the_baselines_is_kept_only_if_it_stays_faster_when_timed_
                    for n in true_fps]
         timed: list[str] = []
 
-        def measure(e: Entry, frames: int, warmup: int) -> tuple[Window, float, None]:
+        def measure(e: Entry, frames: int, warmup: int, latency: bool
+                    ) -> tuple[Window, float, None]:
             # the shortlist's rounds (and the probe) read the lucky rate; fresh rounds the true
             fps = lucky.get(e.name, true_fps[e.name]) if len(e.windows) < MIN_ROUNDS \
                 else true_fps[e.name]
@@ -335,3 +336,39 @@ def test_a_winner_over_the_baselines_is_kept_only_if_it_stays_faster_when_timed_
     winner, decision, *_ = run({**rates, "plan": 90.0}, {})
     assert winner.name == "onnxruntime_replicas"
     assert all(c.confirm_fps is None for c in decision.contenders)
+
+
+@pytest.mark.parametrize("objective", ["throughput", "latency"])
+def test_latency_is_sampled_in_every_round_only_where_it_decides(objective: str) -> None:
+    """Frames one at a time cost a heavy model seconds a decision: the latency objective takes
+    them after every window; the others report them from the first pair of rounds only, and
+    no probe takes them."""
+    from edgedeploy.benchmarks.decide import REPORTED_LATENCY_ROUNDS, Entry, decide
+    from edgedeploy.benchmarks.estimator import Window
+    from edgedeploy.schemas.plan import Predicted
+
+    none = Predicted(throughput_fps=None, latency_ms=None, energy_mj=None, power_w=None,
+                     period_ms=None)
+    fps = {"plan": 100.0, "onnxruntime_replicas": 90.0}
+    ms = {"plan": 12.0, "onnxruntime_replicas": 10.0}
+    entries = [Entry(n, [], [], none, baseline=n == "onnxruntime_replicas") for n in fps]
+    asked: dict[str, list[bool]] = {n: [] for n in fps}
+
+    def measure(e: Entry, frames: int, warmup: int, latency: bool
+                ) -> tuple[Window, float | None, None]:
+        asked[e.name].append(latency)
+        return Window(frames, frames / fps[e.name]), ms[e.name] if latency else None, None
+
+    winner, decision = decide(entries, measure, objective=objective, budget_s=0.0,
+                              target="local", simulated=False)
+    for e in entries:
+        rounds = len(e.windows)
+        probes = len(asked[e.name]) - rounds - len(e.confirm)
+        assert probes >= 1 and not any(asked[e.name][:probes])
+        in_rounds = asked[e.name][probes:probes + rounds]
+        expected = rounds if objective == "latency" else REPORTED_LATENCY_ROUNDS
+        assert sum(in_rounds) == len(e.latency_ms) == expected
+        assert not any(asked[e.name][probes + rounds:])  # a confirmation takes none
+    by_name = {c.name: c for c in decision.contenders}
+    assert by_name["plan"].latency_ms == 12.0
+    assert winner.name == ("onnxruntime_replicas" if objective == "latency" else "plan")

@@ -62,20 +62,21 @@ class BoardTrials:
             raise ExecutionError(f"{self.label}: `main.py trials` did not say what it started")
         self.refused = {str(k): str(v) for k, v in opened.items() if v is not None}
 
-    def __call__(self, name: str, frames: int, warmup: int) -> tuple[Window, float,
-                                                                       float | None]:
+    def __call__(self, name: str, frames: int, warmup: int, latency: bool = True
+                 ) -> tuple[Window, float | None, float | None]:
         if name in self.refused:
             why = self.refused[name]
             raise (MemoryError(why) if why.startswith("MemoryError") else
                    ExecutionError(f"{self.label}: {name} did not start: {why}"))
         self._send({"measure": name, "frames": frames, "warmup": warmup,
-                    "latency_samples": self.latency_samples})
+                    "latency_samples": self.latency_samples if latency else 0})
         data = self._answer()
         if "error" in data:
             raise ExecutionError(f"{self.label}: measuring {name}: {data['error']}")
         energy = data.get("energy_mj")  # the window as the board timed it (whole periods)
+        alone = data.get("latency_ms_p50")
         return (Window(int(data["frames"]), float(data["wall_s"])),
-                float(data.get("latency_ms_p50") or 0.0),
+                float(alone) if isinstance(alone, (int, float)) else None,
                 float(energy) if isinstance(energy, (int, float)) else None)
 
     def close(self) -> None:
@@ -120,10 +121,10 @@ class BoardSession:
         self.transport, self.board, self.upload, self.local = transport, board, upload, local
         self.trials = trials
 
-    def __call__(self, entry: Any, frames: int, warmup: int) -> tuple[Window, float,
-                                                                        float | None]:
+    def __call__(self, entry: Any, frames: int, warmup: int, latency: bool = True
+                 ) -> tuple[Window, float | None, float | None]:
         """One window of a decision entry (``decide.Entry``), by its key."""
-        return self.trials(entry.key, frames, warmup)
+        return self.trials(entry.key, frames, warmup, latency)
 
     def close(self) -> None:
         try:

@@ -60,8 +60,11 @@ MEASURE_SHARE = 0.5
 START_MEMORY_SHARE = 0.5
 START_MEMORY_COPIES = 6
 #: One-in-flight latency samples after each window where the objective is not latency: reported
-#: in the lockfile, not decided by, so a few per round do.
+#: in the lockfile, not decided by, so a few per round do ...
 REPORTED_LATENCY_SAMPLES = 4
+#: ... in this many rounds (a pair, one in each order), not in every one: ResNet-50's frames
+#: one at a time took 5-7 s of its decision's 25 s when every round and probe took them.
+REPORTED_LATENCY_ROUNDS = 2
 #: A contender that is not a baseline must beat the best measured baseline by this fraction:
 #: rounds on a shared machine move by a few percent, and a tie goes to what a user would run.
 WIN_MARGIN = 0.03
@@ -282,7 +285,7 @@ def _batched_prediction(predicted: Predicted, stages: list[ParetoStage], b: int,
         "latency_ms": scaled(predicted.latency_ms, b / up)})
 
 
-Measure = Callable[[Entry, int, int], tuple[Window, float, float | None]]
+Measure = Callable[[Entry, int, int, bool], tuple[Window, float | None, float | None]]
 
 
 def _model_of(manifest: Any, graph: ir.Graph) -> Path:
@@ -295,14 +298,16 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
            target: str, simulated: bool, progress: Callable[[str], None] | None = None,
            max_rounds: int = MAX_ROUNDS) -> tuple[Entry, Decision]:
     """Measure the entries in alternated rounds within ``budget_s``; the measured winner and
-    the decision. ``measure(entry, frames, warmup) -> (window, latency ms, energy mJ)``."""
+    the decision. ``measure(entry, frames, warmup, latency) -> (window, latency ms, energy
+    mJ)``: latency samples (None without them) where ``latency`` asks for them, in every round
+    for the latency objective and in the first :data:`REPORTED_LATENCY_ROUNDS` otherwise."""
     say = progress or (lambda _m: None)
     start = time.monotonic()
     entries = list(entries)
     probe: dict[str, float] = {}
     for e in list(entries):  # sizes the rounds; an optional variant that cannot run drops out
         try:
-            probe[e.key] = probe_rate(lambda n, e=e: measure(e, n, 1)[0], 2)
+            probe[e.key] = probe_rate(lambda n, e=e: measure(e, n, 1, False)[0], 2)
         except Exception as exc:
             if not e.optional:
                 raise
@@ -318,10 +323,11 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
     frames = {e.key: int(np.clip(probe[e.key] * window_s, 4, MAX_WINDOW_FRAMES))
               for e in entries}
 
-    def timed(e: Entry) -> tuple[Window, float, float | None]:
+    def timed(e: Entry, latency: bool = False) -> tuple[Window, float | None, float | None]:
         """One window of ``e``: its frames, after the warm-up every round gives it."""
-        return measure(e, frames[e.key], max(2, frames[e.key] // 10))
-    # until a round has been timed: its windows, warm-ups and latency samples from the probes
+        return measure(e, frames[e.key], max(2, frames[e.key] // 10), latency)
+    # until a round has been timed: its windows and warm-ups from the probes, a quarter more for
+    # the latency samples
     per_round_s = max(sum(1.25 * frames[e.key] / max(probe[e.key], 1e-9) for e in entries),
                       1e-3)
     for r in range(max_rounds):
@@ -334,9 +340,11 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
             elapsed = time.monotonic() - start
             eta = per_round_s * (rounds - r)
             say(f"measure round {r + 1}/{rounds}: {e.key} ({elapsed:.0f} s, ETA {eta:.0f} s)")
-            window, latency, energy = timed(e)
+            window, latency, energy = timed(
+                e, objective == "latency" or r < REPORTED_LATENCY_ROUNDS)
             e.windows.append(window)
-            e.latency_ms.append(latency)
+            if latency is not None:
+                e.latency_ms.append(latency)
             if energy is not None:
                 e.energy_mj.append(energy)
         per_round_s = time.monotonic() - t0
@@ -548,10 +556,13 @@ class LocalTrials:
                                                      self._provider)
         return self.systems[e.name]
 
-    def __call__(self, e: Entry, frames: int, warmup: int) -> tuple[Window, float, None]:
+    def __call__(self, e: Entry, frames: int, warmup: int, latency: bool = True
+                 ) -> tuple[Window, float | None, None]:
         system = self._system(e)
-        window = system.measure_round(frames, warmup, self.frame, self.latency_samples)
-        return window, float(np.median(system.latencies_s[-1]) * 1e3), None
+        samples = self.latency_samples if latency else 0
+        window = system.measure_round(frames, warmup, self.frame, samples)
+        taken = system.latencies_s[-1]
+        return window, float(np.median(taken) * 1e3) if len(taken) else None, None
 
     def close(self) -> None:
         for system in self.systems.values():
@@ -572,8 +583,8 @@ class TwinTrials:
     def __init__(self, device: Any, python: str = "python3") -> None:
         self.device, self.python = device, python
 
-    def __call__(self, e: Entry, frames: int, warmup: int) -> tuple[Window, float,
-                                                                    float | None]:
+    def __call__(self, e: Entry, frames: int, warmup: int, latency: bool = True
+                 ) -> tuple[Window, float | None, float | None]:
         from edgedeploy.refine.candidate import internal_choice
 
         variant = {"stages": [{"name": f"stage{k}", "start": s.start, "stop": s.stop,
@@ -589,8 +600,8 @@ class TwinTrials:
         fps = float(data["throughput_fps"])
         wall = frames / fps if fps > 0 else float("inf")
         energy = data.get("energy_mj")
-        return (Window(frames, wall), float(data.get("latency_ms_p50", 0.0)),
-                None if energy is None else float(energy))
+        return (Window(frames, wall),  # the twin's latency is computed, not timed: free
+                float(data.get("latency_ms_p50", 0.0)), None if energy is None else float(energy))
 
     def close(self) -> None:
         pass
@@ -708,7 +719,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
         for precision, t in trials.items():
             if isinstance(t, LocalTrials):
                 t.open([e for e in entries if e.precision == precision])
-        winner, decision = decide(entries, lambda e, n, w: trials[e.precision](e, n, w),
+        winner, decision = decide(entries, lambda e, n, w, lat: trials[e.precision](e, n, w, lat),
                                   objective=plan.objective, budget_s=budget, target=alias,
                                   simulated=kind == "sim", progress=progress)
     finally:

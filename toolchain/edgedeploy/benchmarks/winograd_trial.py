@@ -229,7 +229,7 @@ class WinogradTrial:
             for path, (g, own) in models.items():
                 trials[path] = opener(g, path, own)
             won, _ = decide([given, *(e for e, _, _ in rewritten)],
-                            lambda e, f, w: trials[route[e.name]](e, f, w),
+                            lambda e, f, w, lat: trials[route[e.name]](e, f, w, lat),
                             objective=plan.objective, budget_s=budget_s,
                             target=decision.target, simulated=False, progress=progress)
         finally:

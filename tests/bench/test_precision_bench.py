@@ -45,6 +45,25 @@ def test_int8_beside_fp32_on_zoo_models(tmp_path: Path) -> None:
         pin_process(every)  # the benchmarks after this one plan for every core
 
 
+def _alternated(sessions: dict, frames: list[dict], n: int) -> dict:  # type: ignore[type-arg]
+    """Each session's summary over ROUNDS windows of ``n`` frames, rounds alternated."""
+    windows: dict[str, list] = {k: [] for k in sessions}  # type: ignore[type-arg]
+    for r in range(ROUNDS):
+        for key in (list(sessions) if r % 2 == 0 else list(sessions)[::-1]):
+            s = sessions[key]
+
+            def process(count: int, frame, s=s) -> np.ndarray:  # type: ignore[no-untyped-def]
+                done = np.empty(count)
+                for k in range(count):
+                    s.run(None, frame(k))
+                    done[k] = time.perf_counter()
+                return done
+
+            windows[key].append(timed_round(process, lambda k: frames[k % len(frames)], n,
+                                            WARMUP))
+    return {k: summarise(w) for k, w in windows.items()}
+
+
 def _int8_beside_fp32(tmp_path: Path) -> None:
     rows = {}
     for name in MODELS.split(","):
@@ -57,22 +76,8 @@ def _int8_beside_fp32(tmp_path: Path) -> None:
         int8 = tmp_path / f"{name}.int8.onnx"
         quantize(fp32, int8, frames[:8])
         checked = guard(fp32, int8, frames[8:])
-        systems = {"fp32": sess, "int8": _session(int8)}
         n = FRAMES.get(name, 60)
-        windows: dict[str, list] = {k: [] for k in systems}
-        for r in range(ROUNDS):
-            for key in (list(systems) if r % 2 == 0 else list(systems)[::-1]):
-                s = systems[key]
-
-                def process(count: int, frame, s=s) -> np.ndarray:  # type: ignore[no-untyped-def]
-                    done = np.empty(count)
-                    for k in range(count):
-                        s.run(None, frame(k))
-                        done[k] = time.perf_counter()
-                    return done
-
-                windows[key].append(timed_round(process, lambda k, f=frames: f[k % 8], n, WARMUP))
-        summary = {k: summarise(w) for k, w in windows.items()}
+        summary = _alternated({"fp32": sess, "int8": _session(int8)}, frames[:8], n)
         rows[name] = {
             "input": list(inp.shape), "frames_per_round": n, "rounds": ROUNDS, "warmup": WARMUP,
             "guard": {"max_rel_error": checked.max_error,
@@ -89,6 +94,64 @@ def _int8_beside_fp32(tmp_path: Path) -> None:
         "calibration": "8 seeded standard-normal frames; guard on 2 held-out frames",
         "models": rows}, indent=1) + "\n")
     assert all(r["fp32"]["median_fps"] > 0 for r in rows.values())
+
+
+FP16_OUT = ROOT / "results" / "precision_fp16.json"
+
+
+def test_fp16_beside_fp32_in_onnxruntime(tmp_path: Path) -> None:
+    """Why ``precision: fp16`` is not planned on this host: ResNet-50 converted to fp16
+    (onnxruntime's own converter, inputs and outputs kept float32) beside the float32 model,
+    each in onnxruntime on one pinned thread by the one estimator, rounds alternated, with the
+    CPU's fp16 flags and the element types of the graph onnxruntime actually runs (its
+    optimised model). Writes results/precision_fp16.json; reported, not asserted."""
+    every = available_cpus()
+    pin_process([every[0]])
+    try:
+        _fp16_beside_fp32(tmp_path)
+    finally:
+        pin_process(every)
+
+
+def _fp16_beside_fp32(tmp_path: Path) -> None:
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    fp32 = zoo.export("resnet50", tmp_path / "resnet50.onnx", size=224)
+    fp16 = tmp_path / "resnet50.fp16.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(fp32), keep_io_types=True), fp16)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.optimized_model_filepath = str(tmp_path / "resnet50.fp16.ran.onnx")
+    ort.InferenceSession(str(fp16), opts, providers=["CPUExecutionProvider"])
+    ran = onnx.load(opts.optimized_model_filepath)
+    kinds = collections.Counter(onnx.TensorProto.DataType.Name(t.data_type)
+                                for t in ran.graph.initializer)
+    sess = _session(fp32)
+    (inp,) = sess.get_inputs()
+    rng = np.random.default_rng(0)
+    frames = [{inp.name: rng.standard_normal(inp.shape).astype(np.float32)} for _ in range(8)]
+    summary = _alternated({"fp32": sess, "fp16": _session(fp16)}, frames, FRAMES["resnet50"])
+    words = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    row = {"onnxruntime": ort.__version__,
+           "cpu_flags": {f: f in words for f in ("avx512_fp16", "avx512_bf16", "amx_bf16",
+                                                 "asimdhp", "fphp")},
+           "weights_in_the_graph_onnxruntime_runs": dict(kinds),
+           **{k: {"median_fps": v.median_fps, "min_fps": v.min_fps, "max_fps": v.max_fps}
+              for k, v in summary.items()},
+           "speedup": summary["fp16"].median_fps / summary["fp32"].median_fps}
+    print("resnet50 fp16", json.dumps(row), flush=True)
+    FP16_OUT.write_text(json.dumps({
+        "command": "python -m pytest -q tests/bench/test_precision_bench.py -k fp16 "
+                   "-p no:cacheprovider -s",
+        "written_by": "tests/bench/test_precision_bench.py (make bench)",
+        "how": "onnxruntime, one intra-op thread pinned to one core; the one estimator "
+               "(frames over wall time), same frames and warm-up, rounds alternated",
+        "models": {"resnet50": row}}, indent=1) + "\n")
+    assert row["fp32"]["median_fps"] > 0 and row["fp16"]["median_fps"] > 0
 
 
 PLAN_OUT = ROOT / "results" / "bench_precision.json"

@@ -154,6 +154,113 @@ def _fp16_beside_fp32(tmp_path: Path) -> None:
     assert row["fp32"]["median_fps"] > 0 and row["fp16"]["median_fps"] > 0
 
 
+LITERT_FP16_OUT = ROOT / "results" / "precision_fp16_litert.json"
+#: Float TFLite models of the third-party corpus that LiteRT runs without custom ops, never
+#: tuned on (three of them with fp16 weights).
+LITERT_FP16_MODELS = os.environ.get(
+    "EDGEDEPLOY_FP16_TFLITE", "blazeface,face_landmark,pose_detection_sparse,selfie_segmentation")
+#: XNNPACK delegate flags (``xnnpack_delegate.h``): its default signed and unsigned int8
+#: kernels, plus FORCE_FP16 (every float operator computed in fp16 where it has fp16 kernels).
+XNNPACK_QS8, XNNPACK_QU8, XNNPACK_FORCE_FP16 = 1, 2, 4
+
+
+class _Interpreted:
+    """LiteRT's Interpreter (what the LiteRT engine runs) on one thread, behind onnxruntime's
+    ``run(None, feeds)``."""
+
+    def __init__(self, path: Path) -> None:
+        from edgedeploy.runtime.engines.litert import interpreter_class
+
+        self.ip = interpreter_class()(model_path=str(path), num_threads=1)
+        self.ip.allocate_tensors()
+        self.inputs = self.ip.get_input_details()
+        self.outputs = self.ip.get_output_details()
+
+    def run(self, _names: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        for d in self.inputs:
+            self.ip.set_tensor(d["index"], feeds[d["name"]])
+        self.ip.invoke()
+        return [self.ip.get_tensor(d["index"]) for d in self.outputs]
+
+
+class _Compiled:
+    """A LiteRT CompiledModel on one thread with ``xnnpack_flags``, the same interface; its
+    buffers in the Interpreter's order of inputs and outputs (``like``)."""
+
+    def __init__(self, path: Path, xnnpack_flags: int, like: _Interpreted) -> None:
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.cpu_options import CpuOptions
+        from ai_edge_litert.options import Options
+
+        cpu = CpuOptions(num_threads=1, xnnpack_flags=xnnpack_flags)
+        self.model = CompiledModel.from_file(str(path), options=Options(cpu_options=cpu))
+        self.ins = self.model.create_input_buffers(0)
+        self.outs = self.model.create_output_buffers(0)
+        self.names = [d["name"] for d in like.inputs]
+        self.sizes = [int(np.prod(d["shape"])) for d in like.outputs]
+
+    def run(self, _names: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        for buffer, name in zip(self.ins, self.names, strict=True):
+            buffer.write(feeds[name])
+        self.model.run_by_index(0, self.ins, self.outs)
+        return [b.read(n, np.float32) for b, n in zip(self.outs, self.sizes, strict=True)]
+
+
+def test_fp16_beside_fp32_in_litert(tmp_path: Path) -> None:
+    """LiteRT's XNNPACK computing in fp16 (FORCE_FP16) beside the same CompiledModel in fp32 and
+    the Interpreter the LiteRT engine runs today, each on one pinned thread by the one
+    estimator, rounds alternated, on the corpus's float TFLite models; with fp16's largest
+    error over the largest fp32 output on the frames (seeded noise). Writes
+    results/precision_fp16_litert.json; reported, not asserted."""
+    every = available_cpus()
+    pin_process([every[0]])
+    try:
+        _litert_fp16(tmp_path)
+    finally:
+        pin_process(every)
+
+
+def _litert_fp16(tmp_path: Path) -> None:
+    from edgedeploy.testing import thirdparty
+
+    rows = {}
+    for name in LITERT_FP16_MODELS.split(","):
+        path = thirdparty.fetch(name)
+        given = _Interpreted(path)
+        rng = np.random.default_rng(0)
+        frames = [{d["name"]: rng.standard_normal(d["shape"]).astype(np.float32)
+                   for d in given.inputs} for _ in range(8)]
+        sessions = {"fp32_interpreter": given,
+                    "fp32": _Compiled(path, XNNPACK_QS8 | XNNPACK_QU8, given),
+                    "fp16": _Compiled(path, XNNPACK_QS8 | XNNPACK_QU8 | XNNPACK_FORCE_FP16,
+                                      given)}
+        ref = [sessions["fp32"].run(None, f) for f in frames]
+        half = [sessions["fp16"].run(None, f) for f in frames]
+        scale = max(float(np.abs(y).max()) for ys in ref for y in ys) or 1.0
+        error = max(float(np.abs(a - b).max()) for ra, rb in zip(ref, half, strict=True)
+                    for a, b in zip(ra, rb, strict=True)) / scale
+        summary = _alternated(sessions, frames, 100)
+        rows[name] = {**{k: {"median_fps": v.median_fps, "min_fps": v.min_fps,
+                             "max_fps": v.max_fps} for k, v in summary.items()},
+                      "fp16_speedup": summary["fp16"].median_fps / summary["fp32"].median_fps,
+                      "fp16_vs_interpreter": summary["fp16"].median_fps
+                      / summary["fp32_interpreter"].median_fps,
+                      "fp16_max_error_over_max_output": error}
+        print(name, json.dumps(rows[name]), flush=True)
+    words = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    LITERT_FP16_OUT.write_text(json.dumps({
+        "command": "python -m pytest -q tests/bench/test_precision_bench.py -k "
+                   "fp16_beside_fp32_in_litert -p no:cacheprovider -s",
+        "written_by": "tests/bench/test_precision_bench.py (make bench)",
+        "how": "LiteRT CompiledModel (XNNPACK, flags QS8|QU8, with and without FORCE_FP16) and "
+               "the Interpreter, one thread pinned to one core; the one estimator (frames over "
+               "wall time), 100 frames a round after 3, 5 rounds alternated; 8 frames of seeded "
+               "noise",
+        "cpu_flags": {f: f in words for f in ("avx512_fp16", "asimdhp", "fphp")},
+        "models": rows}, indent=1) + "\n")
+    assert all(r["fp32"]["median_fps"] > 0 for r in rows.values())
+
+
 PLAN_OUT = ROOT / "results" / "bench_precision.json"
 PLAN_MODELS = os.environ.get("EDGEDEPLOY_PRECISION_PLAN_MODELS", "resnet50,mobilenet_v2")
 PLAN_FRAMES = {"resnet50": 60}

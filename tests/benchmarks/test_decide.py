@@ -122,11 +122,26 @@ def test_the_shortlist_holds_the_plan_the_best_pareto_points_and_runnable_baseli
 
 def test_a_host_or_model_never_calibrated_is_calibrated_before_its_first_measured_plan(
         project, tmp_path, monkeypatch):
+    from edgedeploy.benchmarks.decide import QUICK_LAYER_SHARE
+    from edgedeploy.costmodel import profiling
+    from edgedeploy.costmodel.segments import calibration_models
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "fresh-cache"))  # no profile here yet
     project.write_text(MANIFEST.format(budget=2, profile=2))
+    taken: list[tuple[float, object]] = []
+    real = profiling.profile_local
+
+    def recorded(target, budget_s, *args, **kw):  # type: ignore[no-untyped-def]
+        taken.append((budget_s, kw.get("calibration")))
+        return real(target, budget_s, *args, **kw)
+
+    monkeypatch.setattr(profiling, "profile_local", recorded)
     said: list[str] = []
     plan = load_plan(api.plan(project, "local", progress=said.append)[0].plan_file)
     assert any("no profile yet" in line for line in said)
+    # the layers take their share of the quick profile; the whole-model runs the rest, on the
+    # calibration models the whole budget pays for
+    assert taken == [(2 * QUICK_LAYER_SHARE, calibration_models(2))]
     # a 2 s profile runs the model itself and one calibration model whole, not all (~14 s)
     ran = {line.split()[1] for line in said if line.startswith("segments:")}
     assert ran == {"sq", CALIBRATION_MODELS[0][0]}

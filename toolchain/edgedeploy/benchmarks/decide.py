@@ -55,6 +55,11 @@ MAX_WINDOW_FRAMES = 2000
 #: left, windows shrank to a probe's length and read noise (two int8 replicas of YOLOv8n
 #: measured 69 fps in 0.1 s windows, 106 fps in a bench's, and lost the decision).
 MEASURE_SHARE = 0.5
+#: The share of ``measure.quick_profile_s`` a quick profile spends on layer samples; the model's
+#: whole-model runs (and the zoo's calibration models the whole budget pays for) take the rest:
+#: a ResNet-50's took 14-17 s on this 2-core host, and with the whole budget on layers its quick
+#: profile of "30 s" took 45-47 s.
+QUICK_LAYER_SHARE = 0.5
 #: Contenders start together while their start-up memory (about START_MEMORY_COPIES copies of
 #: the model's weights a worker) fits in this share of the memory available.
 START_MEMORY_SHARE = 0.5
@@ -757,7 +762,7 @@ def _quick_board_profile(manifest: Any, alias: str, board: str, graph: ir.Graph,
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.costmodel.profile import profile_path
     from edgedeploy.costmodel.profiling import has_own_factors
-    from edgedeploy.costmodel.segments import OwnModel
+    from edgedeploy.costmodel.segments import OwnModel, calibration_models
     from edgedeploy.deploy.probe import own_model_over_ssh, profile_over_ssh
     from edgedeploy.planner.api import plan as replan
     from edgedeploy.runtime.vocab import LOCAL, ONNXRUNTIME
@@ -777,9 +782,11 @@ def _quick_board_profile(manifest: Any, alias: str, board: str, graph: ir.Graph,
             return None
     else:
         say(f"{alias}: the board has no profile yet: a quick {budget_s:.0f} s profile on it "
-            f"before measuring (`edgedeploy profile --target {alias}` for a fuller one)")
-        profile_over_ssh(ref, alias, budget_s=budget_s, info=say, access=access, graph=graph,
-                         own=own)
+            f"before measuring ({budget_s * QUICK_LAYER_SHARE:.0f} s of layer samples, then the "
+            f"model run whole; `edgedeploy profile --target {alias}` for a fuller one)")
+        profile_over_ssh(ref, alias, budget_s=budget_s * QUICK_LAYER_SHARE, info=say,
+                         access=access, graph=graph, own=own,
+                         calibration=calibration_models(budget_s))
     return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]
 
 
@@ -850,7 +857,7 @@ def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,
     from edgedeploy.costmodel.model import MIN_FIT_SAMPLES
     from edgedeploy.costmodel.profile import profile_path
     from edgedeploy.costmodel.profiling import has_own_factors, own_model_factors, profile_local
-    from edgedeploy.costmodel.segments import OwnModel
+    from edgedeploy.costmodel.segments import OwnModel, calibration_models
     from edgedeploy.planner.api import plan as replan
 
     target = load_target("local")
@@ -869,6 +876,9 @@ def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,
             return None
     else:
         say(f"this host has no profile yet: a quick {budget_s:.0f} s profile before measuring "
-            "(`edgedeploy profile --target local` for a fuller one)")
-        profile_local(target, budget_s, info=say, min_fit_samples=MIN_FIT_SAMPLES, own=own)
+            f"({budget_s * QUICK_LAYER_SHARE:.0f} s of layer samples, then the model run whole; "
+            "`edgedeploy profile --target local` for a fuller one)")
+        profile_local(target, budget_s * QUICK_LAYER_SHARE, info=say,
+                      calibration=calibration_models(budget_s),
+                      min_fit_samples=MIN_FIT_SAMPLES, own=own)
     return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]

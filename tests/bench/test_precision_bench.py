@@ -3,7 +3,9 @@ does it (planner.precision.quantize), checked by the same accuracy guard, and bo
 timed in onnxruntime on one pinned thread by the project's one estimator (benchmarks.estimator):
 the same frames, the same warm-up, rounds alternated. Writes results/precision_int8.json.
 Calibration is seeded noise (the zoo's weights are seeded, not trained): the guard's error is
-what noise frames show, top-1 agreement is weak evidence. Reported, not asserted.
+what noise frames show, top-1 agreement is weak evidence. Reported, not asserted. Beside it,
+fp16 against fp32 in onnxruntime and in LiteRT (results/precision_fp16*.json), and `auto`
+planned beside its baselines.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edgedeploy import zoo
 from edgedeploy.benchmarks.estimator import summarise, timed_round
@@ -36,13 +40,20 @@ def _session(path: Path):  # type: ignore[no-untyped-def]
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def test_int8_beside_fp32_on_zoo_models(tmp_path: Path) -> None:
+@pytest.fixture
+def one_core() -> Iterator[None]:
+    """This process on its first core, for one benchmark; every core again after it (the
+    benchmarks after it plan for every core)."""
     every = available_cpus()
     pin_process([every[0]])
     try:
-        _int8_beside_fp32(tmp_path)
+        yield
     finally:
-        pin_process(every)  # the benchmarks after this one plan for every core
+        pin_process(every)
+
+
+def test_int8_beside_fp32_on_zoo_models(tmp_path: Path, one_core: None) -> None:
+    _int8_beside_fp32(tmp_path)
 
 
 def _alternated(sessions: dict, frames: list[dict], n: int) -> dict:  # type: ignore[type-arg]
@@ -99,21 +110,12 @@ def _int8_beside_fp32(tmp_path: Path) -> None:
 FP16_OUT = ROOT / "results" / "precision_fp16.json"
 
 
-def test_fp16_beside_fp32_in_onnxruntime(tmp_path: Path) -> None:
-    """Why ``precision: fp16`` is not planned on this host: ResNet-50 converted to fp16
+def test_fp16_beside_fp32_in_onnxruntime(tmp_path: Path, one_core: None) -> None:
+    """What fp16 gains in onnxruntime on this host: ResNet-50 converted to fp16
     (onnxruntime's own converter, inputs and outputs kept float32) beside the float32 model,
     each in onnxruntime on one pinned thread by the one estimator, rounds alternated, with the
     CPU's fp16 flags and the element types of the graph onnxruntime actually runs (its
     optimised model). Writes results/precision_fp16.json; reported, not asserted."""
-    every = available_cpus()
-    pin_process([every[0]])
-    try:
-        _fp16_beside_fp32(tmp_path)
-    finally:
-        pin_process(every)
-
-
-def _fp16_beside_fp32(tmp_path: Path) -> None:
     import collections
 
     import onnx
@@ -206,21 +208,12 @@ class _Compiled:
         return [b.read(n, np.float32) for b, n in zip(self.outs, self.sizes, strict=True)]
 
 
-def test_fp16_beside_fp32_in_litert(tmp_path: Path) -> None:
+def test_fp16_beside_fp32_in_litert(one_core: None) -> None:
     """LiteRT's XNNPACK computing in fp16 (FORCE_FP16) beside the same CompiledModel in fp32 and
     the Interpreter the LiteRT engine runs today, each on one pinned thread by the one
     estimator, rounds alternated, on the corpus's float TFLite models; with fp16's largest
     error over the largest fp32 output on the frames (seeded noise). Writes
     results/precision_fp16_litert.json; reported, not asserted."""
-    every = available_cpus()
-    pin_process([every[0]])
-    try:
-        _litert_fp16(tmp_path)
-    finally:
-        pin_process(every)
-
-
-def _litert_fp16(tmp_path: Path) -> None:
     from edgedeploy.testing import thirdparty
 
     rows = {}

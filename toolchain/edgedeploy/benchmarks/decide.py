@@ -472,8 +472,9 @@ def _stages_and_layers(plan: Plan, graph: ir.Graph, winner: Entry) -> dict[str, 
 class LocalTrials:
     """Contenders as pinned pipelines on this host, started once, timed by the estimator.
 
-    ``latency_samples`` one-in-flight frames follow each window: the latency objective decides
-    by them, the others only report them (a ResNet-50 frame alone takes 25 ms)."""
+    ``latency_samples`` one-in-flight frames follow each window that asks for them: the
+    latency objective decides by them, the others only report them (a ResNet-50 frame alone
+    takes 25 ms)."""
 
     def __init__(self, graph: ir.Graph, model_path: Any, seed: int = 0,
                  latency_samples: int = LATENCY_SAMPLES) -> None:

@@ -279,15 +279,7 @@ def _batched_prediction(predicted: Predicted, stages: list[ParetoStage], b: int,
         return replica_batch_gain(factors, s.cluster, b) or min(one, 1.0)
 
     up = min((stage_up(s) for s in stages), default=1.0)
-
-    def scaled(value: float | None, by: float) -> float | None:
-        return None if value is None else value * by
-
-    return predicted.model_copy(update={
-        "throughput_fps": scaled(predicted.throughput_fps, up),
-        "period_ms": scaled(predicted.period_ms, 1.0 / up),
-        "energy_mj": scaled(predicted.energy_mj, 1.0 / up),
-        "latency_ms": scaled(predicted.latency_ms, b / up)})
+    return predicted.per_frame_faster(up, b / up)
 
 
 Measure = Callable[[Entry, int, int, bool], tuple[Window, float | None, float | None]]

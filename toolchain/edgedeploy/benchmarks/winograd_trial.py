@@ -29,7 +29,7 @@ from edgedeploy.schemas.plan import Plan, WinogradChoice
 TimingsOf = Callable[[list[Any], dict[int, list[int]], float],
                      dict[int, dict[str, tuple[float, float]]]]
 #: ``open_trials(graph, model file, entries)``: those entries held open where they are timed
-#: (a callable ``(entry, frames, warmup)`` with ``close()``).
+#: (a callable ``(entry, frames, warmup, latency)`` with ``close()``).
 OpenTrials = Callable[[ir.Graph, Path, list[Any]], Any]
 #: The share of measure-to-decide's budget the trial keeps, where a layer ran faster in context.
 TRIAL_SHARE = 0.25
@@ -282,13 +282,7 @@ def rewritten_prediction(predicted: Any, replicas: int, saved_ms: float) -> Any:
         return predicted
     frame_ms = 1e3 * replicas / fps
     by = max(frame_ms - saved_ms, 0.1 * frame_ms) / frame_ms  # never below a tenth
-
-    def scaled(value: float | None) -> float | None:
-        return None if value is None else value * by
-
-    return predicted.model_copy(update={
-        "throughput_fps": fps / by, "period_ms": scaled(predicted.period_ms),
-        "latency_ms": scaled(predicted.latency_ms), "energy_mj": scaled(predicted.energy_mj)})
+    return predicted.per_frame_faster(1.0 / by, by)
 
 
 def _local_trials(latency_samples: int) -> OpenTrials:

@@ -438,10 +438,11 @@ class Measure(_Strict):
                                                "whole on it is timed whole first (0: neither; "
                                                "plan from the prior or the profile alone).")
     winograd: bool = Field(default=True,
-                           description="On this host, time the model's 3x3 convolutions alone "
-                                       "as Winograd F(4,3) in onnxruntime, and run the model "
-                                       "with those that were faster rewritten against the "
-                                       "measured winner; kept only where it wins (fp32 ONNX).")
+                           description="On this host, time the model's 3x3 convolutions in "
+                                       "context as Winograd F(4,3) in onnxruntime, and run the "
+                                       "model with those that were faster rewritten against "
+                                       "the measured winner; kept only where it wins (fp32 "
+                                       "ONNX).")
 
 
 class Output(_Strict):

@@ -61,6 +61,19 @@ class Predicted(_Model):
     power_w: float | None
     period_ms: float | None
 
+    def per_frame_faster(self, up: float, latency_by: float) -> Predicted:
+        """These figures with each frame ``up`` times faster (throughput up, period and energy
+        a frame down by it) and latency times ``latency_by``; a figure not predicted stays so."""
+
+        def scaled(value: float | None, by: float) -> float | None:
+            return None if value is None else value * by
+
+        return self.model_copy(update={
+            "throughput_fps": scaled(self.throughput_fps, up),
+            "period_ms": scaled(self.period_ms, 1.0 / up),
+            "energy_mj": scaled(self.energy_mj, 1.0 / up),
+            "latency_ms": scaled(self.latency_ms, latency_by)})
+
 
 class PlanLayer(_Model):
     name: str

@@ -114,3 +114,26 @@ def test_big_little_sysfs_is_grouped_into_two_clusters(tmp_path: Path,
                                                                        [0, 1, 2, 3], 1416)
     assert (big.l1d_kib, big.l2_kib, little.l2_kib) == (32, 1024, 512)  # shared L2 counted once
     assert target.arch == "aarch64" and target.fingerprint != real
+    assert not big.fp16_arithmetic and not little.fp16_arithmetic  # no asimdhp listed
+
+
+def test_fp16_arithmetic_is_a_fact_of_each_cluster(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cores listing asimdhp compute fp16 (Cortex-A76 here); the cluster beside them does not
+    where its cores do not list it; one core without it keeps its cluster fp32."""
+    _fake_sysfs(tmp_path)
+    features = {0: "fp asimd", 1: "fp asimd", 2: "fp asimd asimdhp", 3: "fp asimd",
+                4: "fp asimd fphp asimdhp", 5: "fp asimd fphp asimdhp"}
+    parts = {cpu: {"cpu part": "0xd0b" if cpu >= 4 else "0xd03", "features": features[cpu]}
+             for cpu in range(6)}
+    monkeypatch.setattr(detect, "SYS_CPU", tmp_path)
+    monkeypatch.setattr(detect, "_cpuinfo", lambda: parts)
+    monkeypatch.setattr(detect.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(detect.os, "sched_getaffinity", lambda pid: set(range(6)))
+    detect._detect_cached.cache_clear()
+    try:
+        big, little = detect_local().clusters
+    finally:
+        detect._detect_cached.cache_clear()
+    assert (big.core_type, big.fp16_arithmetic) == ("cortex-a76", True)
+    assert (little.core_type, little.fp16_arithmetic) == ("cortex-a53", False)

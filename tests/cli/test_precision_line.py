@@ -51,3 +51,10 @@ def test_bench_renders_a_plan_whose_int8_model_was_never_made(
                                  reason="int8 not made: ...; fp32 kept")}
     _render(data)
     assert "precision fp32 (requested auto): int8 not made" in capsys.readouterr().out
+
+
+def test_fp16_names_the_model_as_given_and_the_guard_figures() -> None:
+    line = precision_line(_record(requested="fp16", chosen="fp16", measured_error=0.0072))
+    assert line == ("precision fp16 (requested fp16), the model as given with its LiteRT "
+                    "stages computing fp16: max relative error 0.0072 <= 0.05 on 2 held-out "
+                    "frame(s)")

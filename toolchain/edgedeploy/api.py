@@ -156,8 +156,10 @@ def plan(manifest: str | Path, target: str | None = None, *, output: str | Path 
     from edgedeploy.generator.io_config import ensure_io_fits
     from edgedeploy.planner import plan as _plan
     from edgedeploy.planner.api import model_graph
+    from edgedeploy.planner.half import check_half_targets
 
     m = loaded or load_manifest(manifest)
+    check_half_targets(m, [target] if target else list(m.targets))
     graph = graph or model_graph(m)
     ensure_io_fits(m.io, graph)  # io: must fit the model's inputs before anything is planned
     results = _plan(manifest, target, output=output, write=False, manifest=m, graph=graph)

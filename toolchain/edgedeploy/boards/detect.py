@@ -38,6 +38,8 @@ from edgedeploy.schemas.target import Cluster, Target
 SYS_CPU = Path("/sys/devices/system/cpu")
 _ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
            "armv7l": "armv7l", "armv8l": "armv7l"}
+#: /proc/cpuinfo flags of native float16 arithmetic (Arm FEAT_FP16 vectors, x86 AVX512-FP16).
+FP16_FLAGS = frozenset({"asimdhp", "avx512_fp16"})
 #: Arm "CPU part" ids (implementer 0x41 Arm, 0x4e NVIDIA) -> (core type, FP32 FLOPs/cycle).
 ARM_PARTS = {
     "0x41:0xc07": ("cortex-a7", 2), "0x41:0xc0f": ("cortex-a15", 8),
@@ -155,7 +157,9 @@ class _LazyLscpu:
 
 def _cpu_facts(cpu: int, arch: str, info: dict[str, str], lscpu: _LazyLscpu) -> dict[str, Any]:
     core_type, flops = _core_type(cpu, arch, info)
+    flags = set((info.get("flags") or info.get("features") or "").split())
     return {"cpu": cpu, "core_type": core_type, "flops": flops,
+            "fp16": bool(flags & FP16_FLAGS),
             "freq": _max_freq_mhz(cpu, info, lscpu), "caches": _caches(cpu)}
 
 
@@ -239,6 +243,7 @@ def _clusters(per_cpu: dict[int, dict[str, Any]], lscpu: _LazyLscpu) -> list[Clu
         clusters.append(Cluster(
             name=re.sub(r"[^A-Za-z0-9_.-]", "-", name), core_type=core_type, cpu_ids=sorted(cpus),
             max_freq_mhz=freq, flops_per_cycle=flops, l1d_kib=l1d, l2_kib=l2, l3_kib=l3,
+            fp16_arithmetic=all(per_cpu[c]["fp16"] for c in cpus),
             idle_power_w=0.5 * len(cpus), active_power_w_per_core=_core_power(flops, freq)))
     return clusters
 

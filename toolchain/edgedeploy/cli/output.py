@@ -111,8 +111,10 @@ def _cell(value: Any) -> str:
 def precision_line(record: dict[str, Any]) -> str:
     """A lockfile's ``precision`` block in one line: what was chosen and what the guard said."""
     head = f"precision {record['chosen']} (requested {record['requested']})"
-    if record["chosen"] != "int8":
+    if record["chosen"] not in ("int8", "fp16"):
         return f"{head}: {record.get('reason') or 'the model as given'}"
+    if record["chosen"] == "fp16":
+        head += ", the model as given with its LiteRT stages computing fp16"
     error, bound = record.get("measured_error"), record["max_output_error"]
     held = (record.get("calibration") or {}).get("heldout_frames")
     words = f"{head}: max relative error {error:.3g} <= {bound:g}" if error is not None \

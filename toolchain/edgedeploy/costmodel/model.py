@@ -129,6 +129,13 @@ def candidates(d: ir.Descriptor) -> list[str]:
     return [NATIVE, *engines]
 
 
+#: LiteRT's time computing fp16 over its fp32 time (XNNPACK's FORCE_FP16): 1 / the geometric mean
+#: of its speed-ups on four float TFLite models of the third-party corpus, one thread of this
+#: project's x86 host with avx512_fp16 (1.44, 1.20, 1.44, 1.06x:
+#: results/precision_fp16_litert.json). Arm cores with fp16 vectors double their lanes as well.
+HALF_PRIOR = 0.785
+
+
 @dataclass
 class PredictionTable:
     """Dense predictions: ``ms[layer, primitive, config]``, ``inf`` where a primitive does not
@@ -243,6 +250,11 @@ class CostModel:
         """Whether this model knows what ``precision`` costs here: float always; int8 once the
         profile's calibration ran quantized models whole on this board."""
         return precision != INT8 or bool(self.segment_factors.get(INT8))
+
+    def half_factor(self) -> float:
+        """Multiplier for a LiteRT layer's float prediction where it computes fp16
+        (:data:`HALF_PRIOR`: no profile measures fp16 yet; measure-to-decide times it)."""
+        return HALF_PRIOR
 
     def precision_factor(self, precision: str, config: CoreConfig) -> float:
         """Multiplier for a float prediction of a layer computed in ``precision``: for int8 the

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgedeploy.costmodel import CoreConfig, CostModel
+from edgedeploy.planner.half import half_clusters
 from edgedeploy.planner.problem import (
     ClusterSpec,
     Config,
@@ -27,6 +28,7 @@ from edgedeploy.runtime import ir
 from edgedeploy.runtime.engines import ENGINES, is_segment_choice
 from edgedeploy.runtime.vocab import (
     GPU_CLUSTER,
+    LITERT,
     NATIVE,
     NCHW,
     ONNX,
@@ -103,6 +105,8 @@ def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
     # a quantized layer: its float prediction times the board's measured int8 / float time
     precision = {pr: np.array([model.precision_factor(pr, c) for c in table.configs])
                  for pr in {layer.descriptor.precision for layer in graph.layers}}
+    fp16 = half_clusters(graph, target)
+    half = np.array([model.half_factor() if c.cluster in fp16 else 1.0 for c in table.configs])
     layers = []
     for i, layer in enumerate(graph.layers):
         names = [p for p in table.candidates(i) if p in scale]
@@ -118,6 +122,8 @@ def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
                 if timed is not None:
                     ms[k, c] = timed / precision[layer.descriptor.precision][c]
         ms *= np.stack([scale[p] for p in names]) * precision[layer.descriptor.precision]
+        if LITERT in names:  # LiteRT computing fp16 where the plan's precision is fp16
+            ms[names.index(LITERT)] *= half
         layers.append(LayerSpec(layer.name, tuple(names), tuple(f[0] for f in facts),
                                 tuple(f[1] for f in facts), tuple(f[2] for f in facts),
                                 ms, op=layer.op))

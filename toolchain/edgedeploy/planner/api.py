@@ -92,7 +92,9 @@ def plan(manifest_path: str | Path, target_alias: str | None = None, *,
 
         raise InputError("-o/--output names one file; give --target ALIAS with it")
     from edgedeploy.boards.catalog import load_target
+    from edgedeploy.planner.half import check_half_targets
 
+    check_half_targets(manifest, aliases)
     graph = graph or model_graph(manifest)
     results = []
     for alias in aliases:

@@ -14,6 +14,7 @@ from typing import Any
 
 from edgedeploy.execute import primitive_mix
 from edgedeploy.planner.adapter import gpu_engine, gpu_feeder
+from edgedeploy.planner.half import computes_fp16, half_clusters
 from edgedeploy.planner.lock import PLANNER_VERSION, relpath
 from edgedeploy.planner.partition import Candidate, Metrics
 from edgedeploy.planner.problem import Problem
@@ -113,11 +114,15 @@ def plan_choices(problem: Problem, graph: ir.Graph, sol: Solution, cand: Candida
 
 
 def plan_stage(k: int, io: Any, cluster: str, cores: int, replicas: int, cpus: Sequence[int],
-               choices: Sequence[str], gpu: str | None, **figures: Any) -> PlanStage:
+               choices: Sequence[str], gpu: str | None, *, half: frozenset[str] = frozenset(),
+               **figures: Any) -> PlanStage:
     """Stage ``k`` of a lockfile: its layers' ``choices`` counted and their engines named, a
-    GPU stage with its engine's fields (``_gpu_fields``); ``figures``: predicted/measured ms
-    and any field to override. The one builder the planner, refinement and measure share."""
-    fields = {**_gpu_fields(gpu, cluster), **figures}
+    GPU stage with its engine's fields (``_gpu_fields``), ``fp16`` where its LiteRT segments
+    compute it (``half``: the clusters that do, ``planner.precision.half_clusters``);
+    ``figures``: predicted/measured ms and any field to override. The one builder the planner,
+    refinement and measure share."""
+    fields = {"fp16": computes_fp16(cluster, choices, half), **_gpu_fields(gpu, cluster),
+              **figures}
     return PlanStage(index=k, name=f"stage{k}", start=io.start, stop=io.stop, cluster=cluster,
                      cores=cores, replicas=replicas, cpus=list(cpus), inputs=list(io.inputs),
                      outputs=list(io.outputs), primitive_mix=primitive_mix(choices),
@@ -149,15 +154,19 @@ def _gpu_fields(engine: str | None, cluster: str) -> dict[str, Any]:
 def _baseline(problem: Problem, graph: ir.Graph, b: Any, target: Any,
               feeder: int | None) -> Baseline:
     """A baseline for the lockfile: its predicted figures and, when it is an ordinary plan,
-    its stage (so measurement can run it beside the plan)."""
+    its stage (so measurement can run it beside the plan). Under precision fp16 its LiteRT
+    stages compute fp16 too: the stock runtime as it runs in that precision."""
     stages = None
     if b.runnable:
         cand = Candidate(b.stages, b.metrics)
         ids = assign_cpus(problem, cand, feeder)
+        half = half_clusters(graph, target)
         stages = [ParetoStage(start=s.start, stop=s.stop,
                               cluster=problem.configs[s.config].cluster,
                               cores=problem.configs[s.config].cores, replicas=s.replicas,
-                              cpus=cpus, choices=list(b.choices[s.start:s.stop]))
+                              cpus=cpus, choices=list(b.choices[s.start:s.stop]),
+                              fp16=computes_fp16(problem.configs[s.config].cluster,
+                                                 b.choices[s.start:s.stop], half))
                   for s, cpus in zip(b.stages, ids, strict=True)]
     return Baseline(description=b.description, predicted=predicted(b.metrics), stages=stages)
 
@@ -218,12 +227,13 @@ def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, proble
     choices = plan_choices(problem, graph, sol, best, target)
     cpus = assign_cpus(problem, best, feeder)
     ios = plan_stage_io(graph, [s.start for s in best.stages[1:]])
+    half = half_clusters(graph, target)
     stages, layers = [], []
     for k, (s, io, ids) in enumerate(zip(best.stages, ios, cpus, strict=True)):
         cfg = problem.configs[s.config]
         mine = choices[s.start:s.stop]
         stages.append(plan_stage(k, io, cfg.cluster, cfg.cores, s.replicas, ids, mine, gpu,
-                                 predicted_ms=best.metrics.stage_ms[k]))
+                                 half=half, predicted_ms=best.metrics.stage_ms[k]))
         layers += plan_layers(graph, k, s.start, mine,
                               [float(sol.selection.layer_ms[i, s.config])
                                for i in range(s.start, s.stop)])
@@ -234,8 +244,10 @@ def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, proble
             ParetoStage(start=s.start, stop=s.stop, cluster=problem.configs[s.config].cluster,
                         cores=problem.configs[s.config].cores, replicas=s.replicas, cpus=ids,
                         choices=names[s.start:s.stop],
-                        **{k: v for k, v in _gpu_fields(gpu, problem.configs[s.config].cluster)
-                           .items() if k in ("engine", "device_id", "fp16")})
+                        **{"fp16": computes_fp16(problem.configs[s.config].cluster,
+                                                 names[s.start:s.stop], half),
+                           **{k: v for k, v in _gpu_fields(gpu, problem.configs[s.config].cluster)
+                              .items() if k in ("engine", "device_id", "fp16")}})
             for s, ids in zip(cand.stages, assign_cpus(problem, cand, feeder), strict=True)]))
     c = manifest.constraints
     spec = manifest.model

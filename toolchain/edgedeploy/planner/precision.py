@@ -20,6 +20,13 @@ board not measured, ``--no-measure``), the planner keeps the precision its cost 
 better where the board's profile measured int8 (``planner.api.priced_precision``), int8
 otherwise.
 
+``model.precision: fp16`` keeps the model's file and computes its float operators in fp16 where
+LiteRT's XNNPACK can (a TFLite model, on a board whose cores compute fp16: ``Cluster.
+fp16_arithmetic``). The same guard decides, on the same held-out frames: the model whole in LiteRT
+in fp32 against the model whole computed in fp16 (:func:`half_guard`), on this host, which must
+compute fp16 itself. onnxruntime's CPU provider computes an fp16 ONNX model in fp32 (its fp16 model
+ran 1.00x its fp32 one here: results/precision_fp16.json), so an ONNX model is refused (exit 2).
+
 The int8 model and its guard figures are cached under ``<build_dir>/precision/`` by a key of
 everything they depend on (model and calibration bytes, input shapes, the quantizer's and the
 runtime's versions), so re-planning reuses them and the path is deterministic; nothing is written
@@ -44,7 +51,7 @@ from edgedeploy.importers.quantize import quantize
 from edgedeploy.planner.lock import sha256_calibration, sha256_file, sha256_text
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import max_rel_error, random_inputs
-from edgedeploy.runtime.vocab import INT8
+from edgedeploy.runtime.vocab import FP16, INT8, TFLITE
 from edgedeploy.schemas.manifest import Manifest, ModelSpec
 
 log = logging.getLogger("edgedeploy.planner")
@@ -145,13 +152,16 @@ def load_frames(spec: ModelSpec, graph: ir.Graph,
                   sha256_file(path))
 
 
-def _outputs(model: Path, frames: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def _outputs(model: Path, frames: list[dict[str, np.ndarray]], *, fp16: bool = False
+             ) -> dict[str, np.ndarray]:
     """The whole model's outputs under its runtime (onnxruntime, or LiteRT for a .tflite fed
-    the frames in its own layout), each stacked over ``frames``."""
+    the frames in its own layout; ``fp16``: LiteRT computing in fp16), each stacked over
+    ``frames``."""
     if model.suffix == ".tflite":
-        from edgedeploy.runtime.engines.litert import LiteRTModel
+        from edgedeploy.runtime.engines.litert import LiteRTHalfModel, LiteRTModel
 
-        with LiteRTModel(model, num_threads=1) as interpreter:
+        runtime = LiteRTHalfModel if fp16 else LiteRTModel
+        with runtime(model, num_threads=1) as interpreter:
             runs = [interpreter.run(f) for f in _tflite_frames(frames)]
         return {n: np.stack([r[n] for r in runs]) for n in sorted(runs[0])}
     import onnxruntime as ort
@@ -210,6 +220,12 @@ def _image_frames(folder: Path, graph: ir.Graph, preprocess: Mapping[str, Any] |
 def guard(fp32: Path, int8: Path, held: list[dict[str, np.ndarray]]) -> Guard:
     """The int8 model against fp32 on the held-out frames, both run whole by their runtime."""
     want, got = _outputs(fp32, held), _outputs(int8, held)
+    return Guard(max_rel_error(got, want), top1_agreement(got, want), len(held))
+
+
+def half_guard(model: Path, held: list[dict[str, np.ndarray]]) -> Guard:
+    """The model computed in fp16 against fp32 on the held-out frames, both whole in LiteRT."""
+    want, got = _outputs(model, held), _outputs(model, held, fp16=True)
     return Guard(max_rel_error(got, want), top1_agreement(got, want), len(held))
 
 
@@ -405,6 +421,13 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
     spec = manifest.model
     if spec.precision == "fp32":
         return Path(spec.path), None
+    if spec.precision == FP16 and spec.format != TFLITE:
+        raise InputError(
+            f"precision fp16: {Path(spec.path).name} is an ONNX model; fp16 is computed by "
+            "LiteRT's XNNPACK for TFLite models, and onnxruntime's CPU provider computes an "
+            "fp16 ONNX model in fp32 (no faster)",
+            hint="plan it fp32, or int8 / auto for a quantized plan; a .tflite of the same "
+                 "model can be planned fp16")
     quantized = sum(layer.descriptor.precision == INT8 for layer in graph.layers)
     if quantized:
         log.warning("precision: %s is quantized already (%d int8 layers): planned as given, "
@@ -413,9 +436,11 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
     prep = manifest.io.preprocess
     frames = load_frames(spec, graph, prep.model_dump(exclude_none=True) if prep else None)
     if frames.weak:
-        log.warning("precision: no model.calibration given: int8 scales are fitted to seeded "
-                    "random frames and the accuracy guard runs on random frames too, a weak "
-                    "calibration (give an .npz of real frames)")
+        log.warning("precision: no model.calibration given: %sthe accuracy guard runs on "
+                    "seeded random frames, a weak calibration (give an .npz of real frames)",
+                    "" if spec.precision == FP16 else "int8 scales are fitted to and ")
+    if spec.precision == FP16:
+        return Path(spec.path), _half(spec, frames)
     try:
         path, result = int8_variant(manifest, graph, frames)
     except ModelError as exc:  # the quantizer could not make an int8 model of it
@@ -450,13 +475,37 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
                                     reason=f"int8 refused: {measured}; fp32 kept")
 
 
+def _half(spec: ModelSpec, frames: Frames) -> dict[str, Any]:
+    """``precision: fp16``'s record once the guard accepted fp16 on this host; ModelError
+    (exit 2) where this host cannot compute fp16, InfeasibleError (exit 3) where the guard
+    refuses it."""
+    _, held = frames.split()
+    try:
+        result = half_guard(Path(spec.path), held)
+    except ModelError as exc:
+        raise ModelError(
+            f"precision fp16: the accuracy guard runs the model in fp16 on this host, and "
+            f"LiteRT could not: {exc}",
+            hint="plan on a host whose cores compute fp16 (x86 avx512_fp16, Arm asimdhp in "
+                 "/proc/cpuinfo), or plan fp32") from exc
+    measured = _measured(result, spec)
+    if not passes(result, spec):
+        raise InfeasibleError(
+            f"precision fp16: {Path(spec.path).name} computed in fp16 breaks the accuracy "
+            f"bound: {measured}",
+            hint="raise model.max_output_error (or lower min_top1_agreement), or plan fp32")
+    log.info("precision: fp16 %s: accepted", measured)
+    return _record(spec, frames, None, result, chosen=FP16)
+
+
 def _record(spec: ModelSpec, frames: Frames, model: Path | None, result: Guard | None, *,
-            reason: str | None = None, fp32_nodes: tuple[str, ...] = ()) -> dict[str, Any]:
+            reason: str | None = None, fp32_nodes: tuple[str, ...] = (),
+            chosen: str | None = None) -> dict[str, Any]:
     """The precision record (the lockfile's ``precision`` block): int8 chosen when ``model``
-    is given, fp32 kept otherwise, with the guard's figures where it ran."""
+    is given, fp32 kept otherwise (or ``chosen``), with the guard's figures where it ran."""
     _, held = frames.split()
     return {
-        "requested": spec.precision, "chosen": "int8" if model else "fp32",
+        "requested": spec.precision, "chosen": chosen or ("int8" if model else "fp32"),
         "model": str(model) if model else None, "max_output_error": spec.max_output_error,
         "min_top1_agreement": spec.min_top1_agreement,
         "measured_error": result.max_error if result else None,
@@ -515,5 +564,6 @@ def planned_model(manifest: Manifest, graph: ir.Graph) -> Path:
     return Path(record["model"]) if record.get("chosen") == "int8" else Path(manifest.model.path)
 
 
-__all__ = ["Frames", "Guard", "choose", "guard", "int8_variant", "load_frames", "measured_fp32",
-           "mixed_variant", "passes", "planned_model", "quantize", "top1_agreement"]
+__all__ = ["Frames", "Guard", "choose", "guard", "half_guard", "int8_variant", "load_frames",
+           "measured_fp32", "mixed_variant", "passes", "planned_model", "quantize",
+           "top1_agreement"]

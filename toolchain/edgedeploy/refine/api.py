@@ -253,6 +253,7 @@ def refined_document(doc: dict[str, Any], ctx, res: SearchResult, simulated: boo
         plan_layers,
         plan_stage,
     )
+    from edgedeploy.planner.half import half_clusters
     from edgedeploy.runtime.stages import plan_stage_io
     from edgedeploy.runtime.vocab import GPU_CLUSTER
     from edgedeploy.schemas.plan import Plan
@@ -262,6 +263,7 @@ def refined_document(doc: dict[str, Any], ctx, res: SearchResult, simulated: boo
     pred = ctx.predicted_metrics(cand)
     ios = plan_stage_io(ctx.graph, [s.start for s in cand.stages[1:]])
     gpu = gpu_engine(ctx.target)
+    half = half_clusters(ctx.graph, ctx.target)
     choices = device_choices(cand.choices, [(s.start, s.stop, s.cluster) for s in cand.stages],
                              gpu)
     choices = align_segments(ctx.graph, choices, [(s.start, s.stop) for s in cand.stages])
@@ -274,7 +276,7 @@ def refined_document(doc: dict[str, Any], ctx, res: SearchResult, simulated: boo
             ids = [gpu_feeder(ctx.target)]
             if measured is not None and not simulated:
                 extra["verified"] = True  # a measurement on the board ran it
-        stage = plan_stage(k, io, s.cluster, s.cores, s.replicas, ids, mine, gpu,
+        stage = plan_stage(k, io, s.cluster, s.cores, s.replicas, ids, mine, gpu, half=half,
                            predicted_ms=pred["stage_ms"][k], measured_ms=measured, **extra)
         stages.append(stage.model_copy(update={"batch": s.batch}))
         layers += plan_layers(ctx.graph, k, s.start, mine, ctx.stage_prediction(cand, s)[0])

@@ -74,6 +74,9 @@ class Space:
     batches: tuple[int, ...] = (1,)
     #: Layer indices no stage may start at (``runtime.stages.unfused_cuts``).
     no_cut: frozenset[int] = frozenset()
+    #: Clusters whose LiteRT stages compute fp16 (``planner.half``; empty unless the plan's
+    #: precision is fp16).
+    half: frozenset[str] = frozenset()
     #: What the device can run beyond the space's own rules (e.g. only the segments a deployed
     #: bundle ships): reasons a candidate cannot run there, empty when it can.
     runnable: Callable[[Candidate], list[str]] | None = field(default=None, repr=False,
@@ -163,12 +166,19 @@ class Space:
             taken[s.cluster] = k + n
         return out
 
+    def fp16(self, cand: Candidate, stage: StageConf) -> bool:
+        """Whether ``stage`` of ``cand`` computes fp16 (``planner.half.computes_fp16``)."""
+        from edgedeploy.planner.half import computes_fp16
+
+        return computes_fp16(stage.cluster, cand.choices[stage.start:stage.stop], self.half)
+
     def variant(self, cand: Candidate, predicted: dict[str, float] | None = None
                 ) -> dict[str, Any]:
         """The runner's ``--config-json`` plan object for this candidate."""
         stages = [{"name": f"stage{k}", "start": s.start, "stop": s.stop, "cpus": ids,
                    "replicas": s.replicas, "cluster": s.cluster, "cores": s.cores,
-                   **({"batch": s.batch} if s.batch > 1 else {})}
+                   **({"batch": s.batch} if s.batch > 1 else {}),
+                   **({"fp16": True} if self.fp16(cand, s) else {})}
                   for k, (s, ids) in enumerate(zip(cand.stages, self.cpus(cand), strict=True))]
         return {"stages": stages, "choices": dict(zip(self.layer_names, cand.choices,
                                                       strict=True)),

@@ -149,7 +149,7 @@ class LocalBackend:
 
         ios = plan_stage_io(self.graph, [s.start for s in cand.stages[1:]])
         plans = [stage_from_io(io=io, cpus=tuple(ids), replicas=s.replicas, name=f"stage{k}",
-                               batch=s.batch)
+                               batch=s.batch, fp16=self.space.fp16(cand, s))
                  for k, (io, s, ids) in enumerate(zip(ios, cand.stages, self.space.cpus(cand),
                                                       strict=True))]
         choices = dict(zip(self.space.layer_names, cand.choices, strict=True))

@@ -79,6 +79,7 @@ def build_context(graph: ir.Graph, target, *, limits: Limits | None = None,
     """The planner's problem for ``target`` and the refiner's space over it."""
     from edgedeploy.costmodel import CostModel
     from edgedeploy.planner.adapter import build_problem
+    from edgedeploy.planner.half import half_clusters
     from edgedeploy.planner.select import option_mask
 
     limits = limits or Limits()
@@ -91,7 +92,8 @@ def build_context(graph: ir.Graph, target, *, limits: Limits | None = None,
     # the planner's own pools (a GPU's feeding core is not one a stage may take)
     clusters = {GPU if c.is_gpu else c.name: tuple(c.cpu_ids) for c in problem.clusters}
     space = Space([layer.name for layer in graph.layers], options, clusters,
-                  limits.max_stages, limits.allow_replication, no_cut=problem.no_cut)
+                  limits.max_stages, limits.allow_replication, no_cut=problem.no_cut,
+                  half=half_clusters(graph, target))
     return Context(graph, target, problem, space, model, limits, tuple(allow), tuple(deny),
                    max_memory_mb)
 

@@ -61,6 +61,8 @@ class StageConfig:
     #: engines of their segments), a GPU engine for a GPU stage.
     engine: str = NATIVE
     device_id: int = 0
+    #: Reduced precision: a GPU engine may run fp16 (TensorRT); a CPU stage's LiteRT segments
+    #: compute in fp16 (the plan's precision is fp16 and the stage's cores compute it).
     fp16: bool = False
     #: Frames a replica runs as one call (micro-batching); > 1 only for stages whose layers all
     #: run in batch-dynamic segments.
@@ -82,6 +84,8 @@ class StageConfig:
             out.update(inputs=list(self.inputs), outputs=list(self.outputs))
         if engine_spec(self.engine).on_gpu:
             out.update(device_id=self.device_id, fp16=self.fp16)
+        elif self.fp16:
+            out["fp16"] = True
         if self.batch > 1:
             out["batch"] = self.batch
         if self.inline:

@@ -38,6 +38,9 @@ TFLITE = "tflite"
 
 #: The 8-bit precision: a model's quantized variant, and its whole-model runs in calibration.
 INT8 = "int8"
+#: Half precision: float operators computed in float16 (LiteRT's XNNPACK on cores with fp16
+#: arithmetic), the model's file unchanged.
+FP16 = "fp16"
 
 #: Device kinds an engine runs on.
 CPU = "cpu"

@@ -30,7 +30,7 @@ from edgedeploy.schemas.io import Io
 Objective = Literal["throughput", "latency", "energy"]
 ModelFormat = Literal["onnx", "tflite"]
 #: ``model.precision``: fp32 is the model as given (see ModelSpec.precision).
-Precision = Literal["fp32", "int8", "auto"]
+Precision = Literal["fp32", "fp16", "int8", "auto"]
 Transport = Literal["local", "ssh", "sim"]
 HostKeyPolicy = Literal["strict", "accept-new"]
 
@@ -99,7 +99,9 @@ class ModelSpec(_Strict):
                     "Quantizer for TFLite) and plans the int8 model when the accuracy guard "
                     "accepts it (exit 3 otherwise); auto plans int8 when accepted and measured "
                     "(unmeasured: priced by the board's profile) faster, else fp32 (a TFLite "
-                    "model unmeasured, or an already quantized model: as given).")
+                    "model unmeasured, or an already quantized model: as given); fp16 (TFLite "
+                    "models, on boards whose cores compute fp16) runs LiteRT's float "
+                    "operators in fp16 when the accuracy guard accepts it (exit 3 otherwise).")
     calibration: Path | None = Field(
         default=None,
         description="An .npz of frames named like the model inputs, with a leading frame axis "
@@ -108,30 +110,18 @@ class ModelSpec(_Strict):
                     "Absent: seeded random frames (a weak calibration).")
     max_output_error: float = Field(
         default=0.05, gt=0,
-        description="Accuracy guard: the largest max relative error of the int8 model's outputs "
-                    "against fp32 on the held-out frames that is accepted.")
+        description="Accuracy guard: the largest max relative error of the int8 (or fp16) "
+                    "model's outputs against fp32 on the held-out frames that is accepted.")
     min_top1_agreement: float | None = Field(
         default=None, ge=0, le=1,
         description="Accuracy guard for classifiers: the least share of held-out frames whose "
-                    "arg-max class the int8 model must agree on with fp32 (outputs shaped "
-                    "(N, classes); other outputs are bounded by max_output_error alone).")
+                    "arg-max class the int8 (or fp16) model must agree on with fp32 (outputs "
+                    "shaped (N, classes); other outputs are bounded by max_output_error alone).")
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         return {"path": data} if isinstance(data, str) else data  # `model: net.onnx`
-
-    @field_validator("precision", mode="before")
-    @classmethod
-    def _precision(cls, value: Any) -> Any:
-        if value == "fp16":
-            raise HintedValueError(
-                "precision fp16 is not planned: no engine edgedeploy runs computes fp16 faster "
-                "than fp32 on the CPUs it has been measured on, and a GPU stage's fp16 could "
-                "not be verified",
-                "use fp32 (the model as given; an fp16-weight model runs as it is), or int8 / "
-                "auto for a quantized plan within the accuracy guard")
-        return value
 
     @field_validator("path")
     @classmethod

@@ -201,17 +201,19 @@ class Calibration(_Model):
 
 
 class PrecisionChoice(_Model):
-    """Which precision was planned (``model.precision`` int8/auto) and what the accuracy guard
-    measured: the int8 model's outputs against fp32 on held-out calibration frames."""
+    """Which precision was planned (``model.precision`` int8/fp16/auto) and what the accuracy
+    guard measured: the int8 model's (or the model computed in fp16) outputs against fp32 on
+    held-out calibration frames."""
 
     requested: str
     chosen: str
-    #: The int8 model planned (relative to the lockfile); None when fp32 was kept.
+    #: The int8 model planned (relative to the lockfile); None when fp32 was kept or fp16
+    #: chosen (the model's own file, computed in fp16).
     model: str | None = None
     max_output_error: float
     #: The manifest's bound on top-1 agreement, where it sets one.
     min_top1_agreement: float | None = None
-    #: max |int8 - fp32| / max |fp32| over the outputs on the held-out frames.
+    #: max |int8 - fp32| / max |fp32| (fp16 likewise) over the outputs on the held-out frames.
     measured_error: float | None = None
     #: Share of held-out frames whose arg-max class agrees, for (N, classes) outputs.
     top1_agreement: float | None = None

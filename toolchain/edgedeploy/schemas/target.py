@@ -31,6 +31,11 @@ class Cluster(_Strict):
     max_freq_mhz: float = Field(gt=0, description="Highest sustained clock.")
     flops_per_cycle: float = Field(
         gt=0, description="Peak FP32 FLOPs per cycle per core, counting a fused multiply-add as 2.")
+    fp16_arithmetic: bool = Field(
+        default=False,
+        description="Computes float16 natively (Arm FEAT_FP16, 'asimdhp' in /proc/cpuinfo: "
+                    "Cortex-A55/A75 and later, Carmel; x86 'avx512_fp16'): where LiteRT's "
+                    "XNNPACK runs precision fp16. Not Cortex-A53/A57/A72/A73.")
     l1d_kib: float = Field(ge=0, description="L1 data cache per core.")
     l2_kib: float = Field(ge=0, description="L2 cache of the whole cluster (sum if per core).")
     l3_kib: float = Field(default=0, ge=0,

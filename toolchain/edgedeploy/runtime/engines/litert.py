@@ -7,11 +7,21 @@ onnxruntime stages like any other. XNNPACK threads follow the stage's cores.
 
 ``ai_edge_litert`` is the maintained interpreter; ``tflite_runtime`` is used only where LiteRT is
 absent (tflite-runtime 2.14 fails to load under numpy 2).
+
+A stage allowed fp16 (``EngineOptions.fp16``: the plan's precision is fp16 and its cluster computes
+fp16) runs :class:`LiteRTHalfModel` instead: LiteRT's CompiledModel API, whose XNNPACK delegate
+takes flags the Interpreter's Python API does not, here FORCE_FP16 (float operators computed in
+fp16 where XNNPACK has fp16 kernels; tensors at the model's edges stay float32).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import gc
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +147,9 @@ class LiteRTSegment:
     capabilities = frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY})
 
     def __init__(self, model: bytes | str | Path, *, cpus: Sequence[int] | None = None,
-                 num_threads: int | None = None) -> None:
-        self.model = LiteRTModel(model, cpus=cpus, num_threads=num_threads)
+                 num_threads: int | None = None, fp16: bool = False) -> None:
+        self.model: LiteRTModel | LiteRTHalfModel = (LiteRTHalfModel if fp16 else LiteRTModel)(
+            model, cpus=cpus, num_threads=num_threads)
         self.input_names = self.model.input_names
         self.output_names = self.model.output_names
 
@@ -150,9 +161,151 @@ class LiteRTSegment:
         self.model.close()
 
 
+#: XNNPACK delegate flags (``xnnpack_delegate.h``): its signed and unsigned int8 kernels (the
+#: delegate's defaults), and FORCE_FP16.
+XNNPACK_QS8, XNNPACK_QU8, XNNPACK_FORCE_FP16 = 1, 2, 4
+HALF_FLAGS = XNNPACK_QS8 | XNNPACK_QU8 | XNNPACK_FORCE_FP16
+
+
+class LiteRTHalfModel:
+    """A .tflite model under LiteRT's CompiledModel with XNNPACK computing in fp16; the same
+    interface as :class:`LiteRTModel` (its own layout, float32 at the edges).
+
+    Loading fails where the CPU computes no fp16 (XNNPACK refuses FORCE_FP16 there): the planner
+    allows fp16 only on clusters that do (``Cluster.fp16_arithmetic``)."""
+
+    name = LITERT
+    capabilities = frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY})
+
+    def __init__(self, path: str | Path | bytes, *, num_threads: int | None = None,
+                 cpus: Sequence[int] | None = None,
+                 input_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
+        self.cpus = list(cpus) if cpus is not None else None
+        if self.cpus:
+            affinity.pin_process(self.cpus)
+            num_threads = num_threads or len(self.cpus)
+        self.num_threads = num_threads
+        what = "the model bytes" if isinstance(path, bytes) else str(path)
+        with _native_log() as said:  # its imports and compilation log a dozen INFO lines
+            try:
+                from ai_edge_litert.compiled_model import CompiledModel
+                from ai_edge_litert.cpu_options import CpuOptions
+                from ai_edge_litert.options import Options
+            except ImportError as exc:
+                raise ExecutionError(
+                    "fp16 stages need LiteRT's CompiledModel API (the Python package "
+                    "'ai-edge-litert' 2.x), which is not installed here",
+                    hint="install it on this machine: python -m pip install ai-edge-litert"
+                ) from exc
+            options = Options(cpu_options=CpuOptions(num_threads=num_threads or 0,
+                                                     xnnpack_flags=HALF_FLAGS))
+            try:
+                self.model = (CompiledModel.from_buffer(path, options=options)
+                              if isinstance(path, bytes)
+                              else CompiledModel.from_file(str(path), options=options))
+            except (ValueError, RuntimeError) as exc:
+                raise ModelError(f"LiteRT cannot compile {what} for fp16: {exc}"
+                                 f"{_last_error(said())}") from exc
+        self._signature = next(iter(self.model.get_signature_list()))
+        self._input_index = {n: i for i, n in enumerate(self._details(inputs=True))}
+        for name, shape in (input_shapes or {}).items():
+            self._resize(name, shape)
+        self._buffers()
+
+    def _details(self, *, inputs: bool) -> dict[str, dict[str, Any]]:
+        get = (self.model.get_input_tensor_details if inputs
+               else self.model.get_output_tensor_details)
+        return dict(get(self._signature))
+
+    def _buffers(self) -> None:
+        self._ins = self.model.create_input_buffers(0)
+        self._outs = self.model.create_output_buffers(0)
+        self._inputs = {n: b.get_tensor_details() for n, b in
+                        zip(self._details(inputs=True), self._ins, strict=True)}
+        self._outputs = {n: b.get_tensor_details() for n, b in
+                         zip(self._details(inputs=False), self._outs, strict=True)}
+
+    def _resize(self, name: str, shape: Sequence[int]) -> None:
+        if name not in self._input_index:
+            raise ExecutionError(f"the .tflite model has no input {name!r}",
+                                 hint=f"inputs: {sorted(self._input_index)}")
+        try:
+            self.model.resize_input_tensor(self._input_index[name], [int(s) for s in shape],
+                                           strict=False)
+        except RuntimeError as exc:
+            raise ExecutionError(f"LiteRT cannot resize input {name!r} to {list(shape)}: "
+                                 f"{exc}") from exc
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
+
+    def input_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(s) for s in self._inputs[name]["shape"])
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self._inputs if n not in inputs]
+        if missing:
+            raise ExecutionError(f"LiteRT model is missing input(s) {missing}",
+                                 hint=f"it expects {self.input_names}, got {sorted(inputs)}")
+        changed = [n for n in self._inputs if tuple(inputs[n].shape) != self.input_shape(n)]
+        if changed:  # a new input shape: resize and new buffers (rare; normally made once)
+            for n in changed:
+                self._resize(n, inputs[n].shape)
+            self._buffers()
+        for buffer, (name, detail) in zip(self._ins, self._inputs.items(), strict=True):
+            buffer.write(np.ascontiguousarray(inputs[name], dtype=detail["dtype"]))
+        try:
+            self.model.run_by_index(0, self._ins, self._outs)
+        except RuntimeError as exc:
+            raise ExecutionError(f"LiteRT failed: {exc}") from exc
+        return {name: buffer.read(int(np.prod(d["shape"])), np.dtype(d["dtype"]))
+                .reshape(d["shape"])
+                for buffer, (name, d) in zip(self._outs, self._outputs.items(), strict=True)}
+
+    def close(self) -> None:
+        """Release the model and its environment, whose teardown logs as much again."""
+        with _native_log():
+            self._ins = self._outs = []
+            self.model = None
+            gc.collect()
+
+    def __enter__(self) -> LiteRTHalfModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def _native_log() -> Iterator[Any]:
+    """Native stderr (LiteRT's C++ log: a dozen INFO lines a model) into a file while the
+    block runs, so a plan's terminal shows none of it; yields a reader of what was said.
+    Python's own stderr is flushed first, so nothing it buffered is lost."""
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield lambda: (log.seek(0), log.read().decode(errors="replace"))[1]
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _last_error(text: str) -> str:
+    """LiteRT's last ERROR line, as a sentence to append (empty when it said none)."""
+    errors = [line.strip() for line in text.splitlines() if "ERROR" in line]
+    return f" ({errors[-1]})" if errors else ""
+
+
 def _open(model: bytes | str, options: EngineOptions) -> LiteRTSegment:
     return LiteRTSegment(model, cpus=list(options.cpus) if options.cpus else None,
-                         num_threads=options.threads)
+                         num_threads=options.threads, fp16=options.fp16)
 
 
 SPEC = register_engine(EngineSpec(

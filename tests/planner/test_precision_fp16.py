@@ -219,3 +219,29 @@ def test_an_fp16_cpu_stage_reaches_the_runner_config_and_the_refiners_variants()
                           (("native", "litert"), [False, False])):
         stages = space.variant(Candidate(split, choices))["stages"]
         assert [s.get("fp16", False) for s in stages] == fp16
+
+
+@needs_fp16
+def test_measured_auto_times_fp16_beside_fp32_and_int8(tmp_path: Path) -> None:
+    """``auto`` on a target this host measures: the model computed in fp16 competes with the
+    model as given and its int8 model; the lockfile keeps the winner's precision, says what
+    each measured, and the winner's stages compute as they were timed."""
+    from edgedeploy import api
+
+    manifest = _project(tmp_path, measure="{budget_s: 3, shortlist: 1, quick_profile_s: 0}")
+    manifest.write_text(manifest.read_text().replace("precision: fp16", "precision: auto")
+                        .replace("calibration: img.npz", "calibration: img.npz\n"
+                                 "  max_output_error: 10"))
+    path = api.plan(manifest, "local")[0].plan_file
+    p = load_plan(path)
+    assert p.decision is not None and p.decision.measured
+    by = {c.precision for c in p.decision.contenders}
+    assert by == {"int8", "fp16", "fp32"}
+    assert p.precision is not None
+    reason = p.precision.reason or ""
+    assert "int8 and fp16 accepted by the guard" in reason and "fp16 best" in reason
+    winner = next(c for c in p.decision.contenders if c.name == p.decision.winner)
+    assert p.precision.chosen == winner.precision
+    assert all(s.fp16 == (winner.precision == "fp16" and "litert" in s.engines)
+               for s in p.stages)
+    assert main(["run", str(path), "--verify", "--frames", "4", "--json"]) == 0

@@ -31,10 +31,11 @@ MAX_WINDOW_S = 2.0
 #: Frames of the probe that sizes the windows (it warms every system up as well).
 PROBE_FRAMES = 4
 #: Baselines run on the plan's variant of the user's model (int8, or with convolutions as
-#: Winograd) carry its suffix.
+#: Winograd), or computing as the plan does (fp16), carry its suffix.
 INT8_SUFFIX = "_int8"
 WINOGRAD_SUFFIX = "_winograd"
-VARIANT_SUFFIXES = (INT8_SUFFIX, WINOGRAD_SUFFIX)
+FP16_SUFFIX = "_fp16"
+VARIANT_SUFFIXES = (INT8_SUFFIX, WINOGRAD_SUFFIX, FP16_SUFFIX)
 
 
 @dataclass
@@ -113,6 +114,8 @@ def _bench(source: Path, request: BenchRequest, workdir: Path,
     candidates = _systems(graph, model_path, doc, suffix)
     if given is not None:  # the plan runs our variant of the model: the user's own model too
         candidates += _baselines(load_model(given, input_shape=shape), given)
+    if (doc.get("precision") or {}).get("chosen") == "fp16":  # the stock runtime in fp16 too
+        candidates += _baselines(graph, model_path, FP16_SUFFIX, fp16=True)
     pool = [random_inputs(graph, request.seed + k) for k in range(4)]
     names = [t.name for t in graph.inputs]
     frames = [[feeds[n] for n in names] for feeds in pool]
@@ -151,15 +154,17 @@ def _systems(graph: ir.Graph, model_path: Path, doc: dict[str, Any], suffix: str
                               plan.choices, model_path), *_baselines(graph, model_path, suffix)]
 
 
-def _baselines(graph: ir.Graph, model_path: Path, suffix: str = "") -> list[systems.System]:
+def _baselines(graph: ir.Graph, model_path: Path, suffix: str = "", *, fp16: bool = False
+               ) -> list[systems.System]:
     """What a user would run instead: the stock runtime, threaded and replicated (a stateful
-    model only threaded: replicas would each hold a state of every other frame)."""
+    model only threaded: replicas would each hold a state of every other frame); ``fp16``:
+    LiteRT computing in fp16, as a user who knows XNNPACK's FORCE_FP16 runs it."""
     onnx = graph.source.get("format") == "onnx"
     out = [systems.ort_default(model_path) if onnx
-           else systems.litert_all_cores(graph, model_path)]
+           else systems.litert_all_cores(graph, model_path, fp16=fp16)]
     if not graph.source.get("stateful"):
         out.append(systems.ort_replicas(graph, model_path) if onnx
-                   else systems.litert_replicas(graph, model_path))
+                   else systems.litert_replicas(graph, model_path, fp16=fp16))
     for system in out:
         system.name += suffix
     return out

@@ -644,10 +644,8 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
             plan = Plan.model_validate(result.doc)
             # calibration comes out of the measuring time, but never more than its share
             budget = max(budget - (time.monotonic() - t0), floor)
-    if kind in ("local", "ssh") and _competes(manifest, graph):
-        arms = [_arm(manifest, alias, result, board, "int8", graph),
-                _arm(manifest, alias, result, board, "fp32", graph)]
-    else:  # the graph the plan was made for (auto may have kept the model as given)
+    arms = _arms(manifest, alias, result, board, graph, say) if kind in ("local", "ssh") else []
+    if not arms:  # the graph the plan was made for (auto may have kept the model as given)
         from edgedeploy.planner.api import planned_graph
 
         arms = [Arm(None, plan, planned_graph(manifest, result.doc, graph))]
@@ -665,8 +663,8 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
                     "alone (an operator of the model mixes the batch)")
         for e in arm_entries:
             e.precision = arm.precision
-            # what a user would run by hand is the model they have, not our int8 variant
-            e.baseline = e.baseline and arm.precision != "int8"
+            # what a user would run by hand is the model they have, in fp32
+            e.baseline = e.baseline and arm.precision in (None, "fp32")
             entries.append(e)
     samples = LATENCY_SAMPLES if plan.objective == "latency" else REPORTED_LATENCY_SAMPLES
     trial, trial_s = None, 0.0
@@ -682,7 +680,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
         from edgedeploy.benchmarks.winograd_trial import TRIAL_SHARE, WinogradTrial
 
         t0 = time.monotonic()
-        fp32 = next(a for a in arms if a.precision != "int8")
+        fp32 = next(a for a in arms if a.precision in (None, "fp32"))
         trial = WinogradTrial.prepare(manifest, fp32.graph, entries, budget, say,
                                       timings_of=board_timings(manifest, alias, access)
                                       if kind == "ssh" else None)
@@ -726,7 +724,8 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
     arm = next(a for a in arms if a.precision == winner.precision)
     new = as_plan(arm.plan, arm.graph, winner, decision)
     if len(arms) > 1:
-        new = new.model_copy(update={"precision": _measured_precision(new, entries, winner)})
+        new = new.model_copy(update={"precision": _measured_precision(new, arms, entries,
+                                                                      winner)})
     if trial is not None:
         new = trial.apply(new, arm.graph, _model_of(manifest, arm.graph), winner, entries,
                           decision, plan_file=result.plan_file, budget_s=trial_s,
@@ -798,19 +797,34 @@ def _model_factors(manifest: Any, alias: str, board: str, graph: ir.Graph) -> di
 @dataclass
 class Arm:
     """One precision's plan and the graph it runs: ``model.precision: auto`` measures the int8
-    model the guard accepted against the model as given."""
+    model and the model computed in fp16 that the guard accepted against the model as given."""
 
     precision: str | None
     plan: Plan
     graph: ir.Graph
 
 
-def _competes(manifest: Any, graph: ir.Graph) -> bool:
-    """``auto`` with an int8 model the guard accepted: the board decides between precisions."""
+def _arms(manifest: Any, alias: str, result: Any, board: str, graph: ir.Graph,
+          say: Callable[[str], None]) -> list[Arm]:
+    """``auto``'s precisions timed side by side on the board: int8 where the guard accepted it,
+    fp16 where the board's cores compute it and the guard accepts it, each beside fp32; none
+    (one precision, the planned one) otherwise."""
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.errors import ModelError
     from edgedeploy.planner.precision import SOURCE_KEY
 
-    record = graph.source.get(SOURCE_KEY) or {}
-    return manifest.model.precision == "auto" and record.get("chosen") == "int8"
+    if manifest.model.precision != "auto":
+        return []
+    arms = []
+    if (graph.source.get(SOURCE_KEY) or {}).get("chosen") == "int8":
+        arms.append(_arm(manifest, alias, result, board, "int8", graph))
+    if manifest.model.format == "tflite" and any(
+            c.fp16_arithmetic for c in load_target(board).clusters):
+        try:
+            arms.append(_arm(manifest, alias, result, board, "fp16", graph))
+        except ModelError as exc:
+            say(f"measure: no fp16 contender: {exc.message}")
+    return [*arms, _arm(manifest, alias, result, board, "fp32", graph)] if arms else []
 
 
 def _arm(manifest: Any, alias: str, result: Any, board: str, precision: str,
@@ -821,14 +835,15 @@ def _arm(manifest: Any, alias: str, result: Any, board: str, precision: str,
 
     from edgedeploy.planner.api import model_graph, plan_document
 
-    own = graph if precision == "int8" else model_graph(manifest, precision="fp32")
+    own = graph if precision == "int8" else model_graph(manifest, precision=precision)
     doc = result.doc
     if (doc.get("precision") or {}).get("chosen") != precision:
         doc = plan_document(manifest, Path(manifest.source), alias, board, own, result.plan_file)
     return Arm(precision, Plan.model_validate(doc), own)
 
 
-def _measured_precision(plan: Plan, entries: list[Entry], winner: Entry) -> Any:
+def _measured_precision(plan: Plan, arms: list[Arm], entries: list[Entry],
+                        winner: Entry) -> Any:
     """The winner's precision record, saying what measurement found: each precision's best
     measured contender."""
     best = {}
@@ -836,7 +851,8 @@ def _measured_precision(plan: Plan, entries: list[Entry], winner: Entry) -> Any:
         if e.precision and e.measured_fps > best.get(e.precision, (0.0, ""))[0]:
             best[e.precision] = (e.measured_fps, e.key)
     found = "; ".join(f"{p} best {fps:.4g} fps ({key})" for p, (fps, key) in sorted(best.items()))
-    why = f"int8 accepted by the guard; measured on the board: {found}; chosen {winner.key}"
+    accepted = " and ".join(a.precision for a in arms if a.precision not in (None, "fp32"))
+    why = f"{accepted} accepted by the guard; measured on the board: {found}; chosen {winner.key}"
     return plan.precision.model_copy(update={"reason": why}) if plan.precision else None
 
 

@@ -143,15 +143,17 @@ def ort_default(model_path: Path) -> System:
 
 
 def replicas(name: str, engine: str, graph: ir.Graph, model_path: Path,
-             cpus: Sequence[int] | None = None) -> System:
+             cpus: Sequence[int] | None = None, *, fp16: bool = False) -> System:
     """One single-threaded session of ``engine`` per core over the whole model, frames
     round-robin (the hand trick a user finds: replicas beat one threaded session)."""
     from edgedeploy.runtime.stages import plan_stage_io
 
     cpus = tuple(cpus or available_cpus())
     io = plan_stage_io(graph, [])[0]
-    plans = [execute.stage_from_io(io=io, cpus=cpus, replicas=len(cpus), name=engine)]
-    return pipelined(name, f"{engine}, {len(cpus)} one-thread replicas", graph,
+    plans = [execute.stage_from_io(io=io, cpus=cpus, replicas=len(cpus), name=engine,
+                                   fp16=fp16)]
+    half = " computing fp16" if fp16 else ""
+    return pipelined(name, f"{engine}, {len(cpus)} one-thread replicas{half}", graph,
                      plans, {layer.name: engine for layer in graph.layers}, model_path)
 
 
@@ -161,20 +163,24 @@ def ort_replicas(graph: ir.Graph, model_path: Path, cpus: Sequence[int] | None =
 
 
 def litert_replicas(graph: ir.Graph, model_path: Path,
-                    cpus: Sequence[int] | None = None) -> System:
-    """One single-threaded LiteRT interpreter per core (TFLite input)."""
-    return replicas("litert_replicas", LITERT, graph, model_path, cpus)
+                    cpus: Sequence[int] | None = None, *, fp16: bool = False) -> System:
+    """One single-threaded LiteRT interpreter per core (TFLite input); ``fp16``: computing
+    in fp16."""
+    return replicas("litert_replicas", LITERT, graph, model_path, cpus, fp16=fp16)
 
 
-def litert_all_cores(graph: ir.Graph, model_path: Path, threads: int | None = None) -> System:
-    """LiteRT with num_threads = all cores (the TFLite user's default)."""
-    from edgedeploy.runtime.engines.litert import LiteRTModel
+def litert_all_cores(graph: ir.Graph, model_path: Path, threads: int | None = None, *,
+                     fp16: bool = False) -> System:
+    """LiteRT with num_threads = all cores (the TFLite user's default); ``fp16``: its
+    CompiledModel computing in fp16."""
+    from edgedeploy.runtime.engines.litert import LiteRTHalfModel, LiteRTModel
 
     threads = threads or len(available_cpus())
-    model = LiteRTModel(model_path, num_threads=threads)
+    model = (LiteRTHalfModel if fp16 else LiteRTModel)(model_path, num_threads=threads)
     names = [t.name for t in graph.inputs]
 
     def fn(xs: list[np.ndarray]) -> object:
         return model.run(execute.litert_feeds(graph, dict(zip(names, xs, strict=True))))
 
-    return in_process("litert", f"LiteRT, {threads} threads", fn)
+    return in_process("litert", f"LiteRT, {threads} threads" + (" computing fp16" if fp16
+                                                                  else ""), fn)

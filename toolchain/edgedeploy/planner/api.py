@@ -164,7 +164,8 @@ def model_graph(manifest: Manifest, precision: str | None = None) -> ir.Graph:
     """The manifest's model imported into the IR (its input shape and format applied); with
     ``model.precision`` int8/auto, the int8 model when the accuracy guard accepts it.
     ``precision="fp32"`` under ``auto`` imports the model as given even so (the board measured
-    it faster), its record saying why."""
+    it faster), its record saying why; ``precision="fp16"`` under ``auto`` the model as given
+    computed in fp16 (ModelError where the guard refuses it)."""
     from edgedeploy.importers import load_model
 
     spec = manifest.model
@@ -172,7 +173,11 @@ def model_graph(manifest: Manifest, precision: str | None = None) -> ir.Graph:
                        fmt=spec.format)
     if spec.precision == "fp32":
         return graph
-    from edgedeploy.planner.precision import SOURCE_KEY, choose, measured_fp32
+    from edgedeploy.planner.precision import SOURCE_KEY, choose, half_choice, measured_fp32
+
+    if precision == "fp16" and spec.precision == "auto":
+        graph.source[SOURCE_KEY] = half_choice(manifest, graph)
+        return graph
 
     path, record = choose(manifest, graph)  # int8 within the accuracy guard, or fp32 kept
     if record is not None and record["chosen"] == "int8":
@@ -188,8 +193,9 @@ def model_graph(manifest: Manifest, precision: str | None = None) -> ir.Graph:
 def planned_graph(manifest: Manifest, doc: dict[str, Any], graph: ir.Graph) -> ir.Graph:
     """The imported model a lockfile runs: ``graph`` (from :func:`model_graph`) when the lockfile
     planned its precision, else the model as given (``auto``, where the board measured fp32
-    faster than int8); the model with the lockfile's layers rewritten as Winograd where
-    measure-to-decide chose that (rebuilt from the layer list where its file is gone)."""
+    faster than int8, or fp16 faster than both); the model with the lockfile's layers
+    rewritten as Winograd where measure-to-decide chose that (rebuilt from the layer list where
+    its file is gone)."""
     from edgedeploy.planner.precision import SOURCE_KEY
 
     rewrite = doc.get("winograd") or {}

@@ -479,21 +479,45 @@ def _half(spec: ModelSpec, frames: Frames) -> dict[str, Any]:
     """``precision: fp16``'s record once the guard accepted fp16 on this host; ModelError
     (exit 2) where this host cannot compute fp16, InfeasibleError (exit 3) where the guard
     refuses it."""
-    _, held = frames.split()
-    try:
-        result = half_guard(Path(spec.path), held)
-    except ModelError as exc:
-        raise ModelError(
-            f"precision fp16: the accuracy guard runs the model in fp16 on this host, and "
-            f"LiteRT could not: {exc}",
-            hint="plan on a host whose cores compute fp16 (x86 avx512_fp16, Arm asimdhp in "
-                 "/proc/cpuinfo), or plan fp32") from exc
+    result = _half_guarded(spec, frames)
     measured = _measured(result, spec)
     if not passes(result, spec):
         raise InfeasibleError(
             f"precision fp16: {Path(spec.path).name} computed in fp16 breaks the accuracy "
             f"bound: {measured}",
             hint="raise model.max_output_error (or lower min_top1_agreement), or plan fp32")
+    log.info("precision: fp16 %s: accepted", measured)
+    return _record(spec, frames, None, result, chosen=FP16)
+
+
+def _half_guarded(spec: ModelSpec, frames: Frames) -> Guard:
+    """The guard's figures of ``spec``'s model computed in fp16 on the held-out frames."""
+    _, held = frames.split()
+    try:
+        return half_guard(Path(spec.path), held)
+    except ModelError as exc:
+        raise ModelError(
+            f"precision fp16: the accuracy guard runs the model in fp16 on this host, and "
+            f"LiteRT could not: {exc}",
+            hint="plan on a host whose cores compute fp16 (x86 avx512_fp16, Arm asimdhp in "
+                 "/proc/cpuinfo), or plan fp32") from exc
+
+
+def half_choice(manifest: Manifest, graph: ir.Graph) -> dict[str, Any]:
+    """``auto``'s fp16 contender: the record of ``manifest.model`` computed in fp16 where the
+    guard accepts it (a float TFLite model, guarded on this host); ModelError saying why not."""
+    spec = manifest.model
+    if spec.format != TFLITE or any(layer.descriptor.precision == INT8
+                                    for layer in graph.layers):
+        raise ModelError(f"{Path(spec.path).name} is not a float TFLite model: LiteRT computes "
+                         "no fp16 of it")
+    prep = manifest.io.preprocess
+    frames = load_frames(spec, graph, prep.model_dump(exclude_none=True) if prep else None)
+    result = _half_guarded(spec, frames)
+    measured = _measured(result, spec)
+    if not passes(result, spec):
+        raise ModelError(f"precision fp16: the guard refuses it: {measured}",
+                         hint="raise model.max_output_error, or plan fp32")
     log.info("precision: fp16 %s: accepted", measured)
     return _record(spec, frames, None, result, chosen=FP16)
 
@@ -564,6 +588,6 @@ def planned_model(manifest: Manifest, graph: ir.Graph) -> Path:
     return Path(record["model"]) if record.get("chosen") == "int8" else Path(manifest.model.path)
 
 
-__all__ = ["Frames", "Guard", "choose", "guard", "half_guard", "int8_variant", "load_frames",
-           "measured_fp32", "mixed_variant", "passes", "planned_model", "quantize",
+__all__ = ["Frames", "Guard", "choose", "guard", "half_choice", "half_guard", "int8_variant",
+           "load_frames", "measured_fp32", "mixed_variant", "passes", "planned_model", "quantize",
            "top1_agreement"]

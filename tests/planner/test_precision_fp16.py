@@ -245,3 +245,26 @@ def test_measured_auto_times_fp16_beside_fp32_and_int8(tmp_path: Path) -> None:
     assert all(s.fp16 == (winner.precision == "fp16" and "litert" in s.engines)
                for s in p.stages)
     assert main(["run", str(path), "--verify", "--frames", "4", "--json"]) == 0
+
+
+@needs_fp16
+def test_bench_of_an_fp16_plan_runs_the_stock_runtime_in_fp32_and_in_fp16(tmp_path: Path) -> None:
+    """The best baseline is the model the user has run the stock ways (fp32); LiteRT computing
+    fp16 the same ways is reported beside it, all over the same rounds."""
+    from edgedeploy.benchmarks.compare import BenchRequest, bench
+
+    manifest = _project(tmp_path)
+    answer = bench(manifest, BenchRequest(frames=40, rounds=2, measure_budget_s=0))
+    names = [r["system"] for r in answer["results"]]
+    assert names == ["edgedeploy", "litert", "litert_replicas", "litert_fp16",
+                     "litert_replicas_fp16"]
+    ours = answer["results"][0]["throughput_fps"]
+    fp32 = max(answer["results"][1:3], key=lambda r: r["throughput_fps"])
+    half = max(answer["results"][3:], key=lambda r: r["throughput_fps"])
+    assert answer["best_baseline"] == fp32["system"]
+    assert answer["ratio_vs_best_baseline"] == pytest.approx(ours / fp32["throughput_fps"])
+    assert answer["best_fp16_baseline"] == half["system"]
+    assert answer["ratio_vs_best_fp16_baseline"] == pytest.approx(ours / half["throughput_fps"])
+    assert "computing fp16" in answer["results"][3]["description"]
+    assert answer["precision"]["chosen"] == "fp16"
+    assert len({len(r["rounds_fps"]) for r in answer["results"]}) == 1

@@ -156,6 +156,19 @@ def test_a_tflite_model_runs_whole_through_litert_for_its_own_factors(
     runs = [r for r in stored if r.get("sha256") == own.sha256]
     assert len(runs) == len(configs)
     assert all(r[LITERT][0] > 0 and r[STAGE_MS] > 0 for r in runs)
+    # where the cores compute fp16, the model is timed computing fp16 too, over its fp32 time,
+    # and an fp16 plan's LiteRT layers are priced by that; elsewhere by the prior
+    from edgedeploy.costmodel.model import HALF_PRIOR
+    from edgedeploy.runtime.vocab import FP16
+
+    if any(c.fp16_arithmetic for c in target.clusters):
+        assert set(mine[FP16]) == configs
+        assert all(r[FP16][0] > 0 and r[FP16][1] == r[LITERT][0] for r in runs)
+        for key, value in mine[FP16].items():
+            assert priced.half_factor(CoreConfig.parse(key)) == value
+    else:
+        assert FP16 not in mine and all(FP16 not in r for r in runs)
+        assert priced.half_factor(next(iter(priced.configs))) == HALF_PRIOR
 
 
 def test_a_model_without_a_recorded_digest_or_format_is_no_own_model(tmp_path: Path):

@@ -37,7 +37,7 @@ from edgedeploy.costmodel.features import (
 from edgedeploy.costmodel.fit import Correction, NeighbourResidual, fine_tune, fit_correction
 from edgedeploy.costmodel.profile import Profile, Sample
 from edgedeploy.runtime import ir
-from edgedeploy.runtime.vocab import INT8
+from edgedeploy.runtime.vocab import FP16, INT8
 from edgedeploy.schemas.target import Target
 
 #: A profile with fewer usable samples than this is not used for calibration.
@@ -251,10 +251,14 @@ class CostModel:
         profile's calibration ran quantized models whole on this board."""
         return precision != INT8 or bool(self.segment_factors.get(INT8))
 
-    def half_factor(self) -> float:
-        """Multiplier for a LiteRT layer's float prediction where it computes fp16
-        (:data:`HALF_PRIOR`: no profile measures fp16 yet; measure-to-decide times it)."""
-        return HALF_PRIOR
+    def half_factor(self, config: CoreConfig) -> float:
+        """Multiplier for a LiteRT layer's float prediction where it computes fp16 on
+        ``config``: the measured fp16 / fp32 time of the model whole (a profile for a TFLite
+        model times it both ways), else :data:`HALF_PRIOR`."""
+        from edgedeploy.costmodel.segments import factor
+
+        return factor(self.segment_factors, FP16, config) if self.segment_factors.get(FP16) \
+            else HALF_PRIOR
 
     def precision_factor(self, precision: str, config: CoreConfig) -> float:
         """Multiplier for a float prediction of a layer computed in ``precision``: for int8 the

@@ -17,6 +17,9 @@ int8 is measured the same way: each calibration model is also quantized as a use
 run whole through onnxruntime, and ``factors["int8"]`` holds its time over the float model's per
 configuration. The planner prices an int8 layer as its float prediction times that factor, so an
 unmeasured ``precision: auto`` weighs int8 by what this board's integer kernels do.
+fp16 is measured on a TFLite model a profile is taken for (below), where the board's cores
+compute fp16: run whole in LiteRT computing fp16, ``factors["fp16"]`` holds its time over the
+fp32 run's; an fp16 plan's LiteRT layers are priced by it (``CostModel.half_factor``).
 
 Replicas are measured the same way: r one-core replicas of a whole model in the pipeline executor
 share memory bandwidth, caches and the feeding process, so they are rarely r times as fast as one;
@@ -65,6 +68,7 @@ from edgedeploy.runtime.model_timing import (
 )
 from edgedeploy.runtime.stages import BATCH_SIZES, StageIO
 from edgedeploy.runtime.vocab import (
+    FP16,
     INT8,
     LITERT,
     NATIVE,
@@ -298,6 +302,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
     from edgedeploy.runtime.executor import GraphExecutor, default_choice, random_inputs
 
     original = available_cpus()
+    half = {c.name for c in model.target.clusters if c.fp16_arithmetic}
     runs: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -339,6 +344,10 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                         run[NATIVE] = [native_ms, _predicted_sum(model, graph, config, native)]
                     if int8 is not None:  # measured over the float model's measured time
                         run[INT8] = [session_ms(str(int8), feeds, cpus), ms]
+                    if m.engine == LITERT and m.sha256 and config.cluster in half:
+                        half_ms = _half_ms(m, feeds, cpus)  # over the fp32 run's time, too
+                        if half_ms is not None:
+                            run[FP16] = [half_ms, ms]
                     runs.append(run)
                 if m.sha256:
                     _second_pass(m, feeds, [r for r in runs if r.get("sha256") == m.sha256],
@@ -356,6 +365,18 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                                         **({REPLICA_BATCH: batched_replicas}
                                            if batched_replicas else {})}}
     return factors, runs
+
+
+def _half_ms(m: _Loaded, feeds: dict[str, Any], cpus: list[int]) -> float | None:
+    """Milliseconds of the own TFLite model whole in LiteRT computing fp16 on ``cpus``; None
+    where LiteRT cannot (logged: fp16 then stays priced by the prior)."""
+    from edgedeploy.runtime.errors import ModelError
+
+    try:
+        return session_ms(str(m.path), _file_feeds(m, feeds), cpus, LITERT, fp16=True)
+    except ModelError as exc:
+        log.warning("no fp16 calibration run of %s: %s", m.path.name, exc)
+        return None
 
 
 def own_factors(runs: Sequence[dict[str, Any]], replicas: dict[str, dict[str, float]]
@@ -434,11 +455,15 @@ def _second_pass(m: _Loaded, feeds: dict[str, np.ndarray], runs: list[dict[str, 
                  cpus_of: Callable) -> None:
     """Time the model whole once more on each configuration, in the other order, keeping the
     faster: the factors price this one model, and on a shared host a neighbour's burst over
-    one timing (two cores timed no faster than one) set a plan's prediction 40 % off."""
+    one timing (two cores timed no faster than one) set a plan's prediction 40 % off. Its fp16
+    time likewise, then over the fp32 time kept."""
     for run in reversed(runs):
         cpus = list(cpus_of(CoreConfig.parse(run["config"])))
         again = session_ms(str(m.path), _file_feeds(m, feeds), cpus, m.engine)
         run[m.engine][0] = min(run[m.engine][0], again)
+        if FP16 in run:
+            half = _half_ms(m, feeds, cpus)
+            run[FP16] = [min(run[FP16][0], half or run[FP16][0]), run[m.engine][0]]
 
 
 def _stage_ms(m: _Loaded, feeds: dict[str, np.ndarray], cpus: Sequence[int]) -> float:
@@ -601,9 +626,10 @@ def int8_variant(path: Path, graph: ir.Graph, folder: Path) -> Path | None:
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per engine and config: the geometric mean of measured / predicted over the models (for
-    ``int8``: of its time over the float model's, where measured)."""
+    ``int8``: of its time over the float model's, where measured; ``fp16``: of LiteRT's time
+    computing fp16 over its fp32 time)."""
     out: dict[str, dict[str, float]] = {ONNXRUNTIME: {}, NATIVE: {}}
-    for engine in (ONNXRUNTIME, NATIVE, LITERT, INT8):
+    for engine in (ONNXRUNTIME, NATIVE, LITERT, INT8, FP16):
         by_config: dict[str, list[float]] = {}
         for run in runs:
             if engine not in run:

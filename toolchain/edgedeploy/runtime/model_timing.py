@@ -119,12 +119,12 @@ def batch_ms(onnx_path: str, feeds: Mapping[str, Any], cpus: Sequence[int],
 
 
 def session_ms(onnx_path: str | bytes, feeds: Mapping[str, object], cpus: Sequence[int],
-               engine: str = ONNXRUNTIME, reps: int = 7) -> float:
+               engine: str = ONNXRUNTIME, reps: int = 7, *, fp16: bool = False) -> float:
     """Milliseconds of one onnxruntime call of the model on ``cpus`` (pinned, BLAS bounded):
     the model as given, or its int8 variant (the same float inputs); with ``engine`` LiteRT,
     one interpreter call of a .tflite file, ``feeds`` in the file's own layout (the transposes
-    from the IR's are priced apart, as layout transforms)."""
-    from edgedeploy.runtime.engines.litert import LiteRTModel
+    from the IR's are priced apart, as layout transforms), computing in fp16 with ``fp16``."""
+    from edgedeploy.runtime.engines.litert import LiteRTHalfModel, LiteRTModel
     from edgedeploy.runtime.engines.onnxruntime import OrtSegment
 
     if engine not in (ONNXRUNTIME, LITERT):
@@ -132,7 +132,7 @@ def session_ms(onnx_path: str | bytes, feeds: Mapping[str, object], cpus: Sequen
     pin_process(list(cpus))
     with limit_blas_threads(len(cpus)):
         session = (OrtSegment(onnx_path, cpus=list(cpus)) if engine == ONNXRUNTIME
-                   else LiteRTModel(onnx_path, cpus=list(cpus)))
+                   else (LiteRTHalfModel if fp16 else LiteRTModel)(onnx_path, cpus=list(cpus)))
         try:
             return median_ms(lambda: session.run(feeds), reps)
         finally:

@@ -118,7 +118,7 @@ def plan_stage(k: int, io: Any, cluster: str, cores: int, replicas: int, cpus: S
                **figures: Any) -> PlanStage:
     """Stage ``k`` of a lockfile: its layers' ``choices`` counted and their engines named, a
     GPU stage with its engine's fields (``_gpu_fields``), ``fp16`` where its LiteRT segments
-    compute it (``half``: the clusters that do, ``planner.precision.half_clusters``);
+    compute it (``half``: the clusters that do, ``planner.half.half_clusters``);
     ``figures``: predicted/measured ms and any field to override. The one builder the planner,
     refinement and measure share."""
     fields = {"fp16": computes_fp16(cluster, choices, half), **_gpu_fields(gpu, cluster),

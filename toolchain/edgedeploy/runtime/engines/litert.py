@@ -57,6 +57,17 @@ def interpreter_class() -> Any:
     return Interpreter
 
 
+def _pinned(cpus: Sequence[int] | None, num_threads: int | None
+            ) -> tuple[list[int] | None, int | None]:
+    """This process pinned to ``cpus`` (where given), and the thread count: one a core unless
+    ``num_threads`` says otherwise."""
+    cpus = list(cpus) if cpus is not None else None
+    if cpus:
+        affinity.pin_process(cpus)
+        num_threads = num_threads or len(cpus)
+    return cpus, num_threads
+
+
 class LiteRTModel:
     """One interpreter over a .tflite model; tensors allocated once at construction."""
 
@@ -66,11 +77,8 @@ class LiteRTModel:
     def __init__(self, path: str | Path | bytes, *, num_threads: int | None = None,
                  cpus: Sequence[int] | None = None,
                  input_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
-        self.cpus = list(cpus) if cpus is not None else None
-        if self.cpus:
-            affinity.pin_process(self.cpus)
-            num_threads = num_threads or len(self.cpus)
-        self.num_threads = num_threads
+        self.cpus, self.num_threads = _pinned(cpus, num_threads)
+        num_threads = self.num_threads
         Interpreter = interpreter_class()
         kwargs: dict[str, Any] = {"num_threads": num_threads} if num_threads else {}
         try:
@@ -171,8 +179,8 @@ class LiteRTHalfModel:
     """A .tflite model under LiteRT's CompiledModel with XNNPACK computing in fp16; the same
     interface as :class:`LiteRTModel` (its own layout, float32 at the edges).
 
-    Loading fails where the CPU computes no fp16 (XNNPACK refuses FORCE_FP16 there): the planner
-    allows fp16 only on clusters that do (``Cluster.fp16_arithmetic``)."""
+    XNNPACK has fp16 kernels only for CPUs that compute fp16 (not seen failing here: this host's
+    cores do), so the planner allows fp16 only on clusters that do (``Cluster.fp16_arithmetic``)."""
 
     name = LITERT
     capabilities = frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY})
@@ -180,11 +188,8 @@ class LiteRTHalfModel:
     def __init__(self, path: str | Path | bytes, *, num_threads: int | None = None,
                  cpus: Sequence[int] | None = None,
                  input_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
-        self.cpus = list(cpus) if cpus is not None else None
-        if self.cpus:
-            affinity.pin_process(self.cpus)
-            num_threads = num_threads or len(self.cpus)
-        self.num_threads = num_threads
+        self.cpus, self.num_threads = _pinned(cpus, num_threads)
+        num_threads = self.num_threads
         what = "the model bytes" if isinstance(path, bytes) else str(path)
         with _native_log() as said:  # its imports and compilation log a dozen INFO lines
             try:

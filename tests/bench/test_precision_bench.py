@@ -148,8 +148,8 @@ def test_fp16_beside_fp32_in_onnxruntime(tmp_path: Path, one_core: None) -> None
            "speedup": summary["fp16"].median_fps / summary["fp32"].median_fps}
     print("resnet50 fp16", json.dumps(row), flush=True)
     FP16_OUT.write_text(json.dumps({
-        "command": "python -m pytest -q tests/bench/test_precision_bench.py -k fp16 "
-                   "-p no:cacheprovider -s",
+        "command": "python -m pytest -q tests/bench/test_precision_bench.py -k "
+                   "fp16_beside_fp32_in_onnxruntime -p no:cacheprovider -s",
         "written_by": "tests/bench/test_precision_bench.py (make bench)",
         "how": "onnxruntime, one intra-op thread pinned to one core; the one estimator "
                "(frames over wall time), same frames and warm-up, rounds alternated",

@@ -11,6 +11,7 @@ import pytest
 
 from edgedeploy.boards import detect
 from edgedeploy.boards.detect import detect_local, fingerprint
+from edgedeploy.schemas.target import Target
 
 
 def test_local_clusters_cover_exactly_the_cpus_we_may_run_on() -> None:
@@ -93,21 +94,28 @@ def _fake_sysfs(root: Path) -> None:
                 (d / name).write_text(f"{value}\n")
 
 
-def test_big_little_sysfs_is_grouped_into_two_clusters(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def _detected_arm(parts: dict[int, dict[str, str]], tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> Target:
+    """This host's detection run on a six-core aarch64 board: the fake sysfs, ``parts`` as
+    its /proc/cpuinfo."""
     _fake_sysfs(tmp_path)
-    real = detect_local().fingerprint
-    parts = {cpu: {"cpu part": "0xd08" if cpu >= 4 else "0xd03", "features": "fp asimd"}
-             for cpu in range(6)}
     monkeypatch.setattr(detect, "SYS_CPU", tmp_path)
     monkeypatch.setattr(detect, "_cpuinfo", lambda: parts)
     monkeypatch.setattr(detect.platform, "machine", lambda: "aarch64")
     monkeypatch.setattr(detect.os, "sched_getaffinity", lambda pid: set(range(6)))
     detect._detect_cached.cache_clear()
     try:
-        target = detect_local()
+        return detect_local()
     finally:
         detect._detect_cached.cache_clear()
+
+
+def test_big_little_sysfs_is_grouped_into_two_clusters(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    real = detect_local().fingerprint
+    parts = {cpu: {"cpu part": "0xd08" if cpu >= 4 else "0xd03", "features": "fp asimd"}
+             for cpu in range(6)}
+    target = _detected_arm(parts, tmp_path, monkeypatch)
     big, little = target.clusters
     assert (big.core_type, big.cpu_ids, big.max_freq_mhz) == ("cortex-a72", [4, 5], 1800)
     assert (little.core_type, little.cpu_ids, little.max_freq_mhz) == ("cortex-a53",
@@ -121,19 +129,10 @@ def test_fp16_arithmetic_is_a_fact_of_each_cluster(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Cores listing asimdhp compute fp16 (Cortex-A76 here); the cluster beside them does not
     where its cores do not list it; one core without it keeps its cluster fp32."""
-    _fake_sysfs(tmp_path)
     features = {0: "fp asimd", 1: "fp asimd", 2: "fp asimd asimdhp", 3: "fp asimd",
                 4: "fp asimd fphp asimdhp", 5: "fp asimd fphp asimdhp"}
     parts = {cpu: {"cpu part": "0xd0b" if cpu >= 4 else "0xd03", "features": features[cpu]}
              for cpu in range(6)}
-    monkeypatch.setattr(detect, "SYS_CPU", tmp_path)
-    monkeypatch.setattr(detect, "_cpuinfo", lambda: parts)
-    monkeypatch.setattr(detect.platform, "machine", lambda: "aarch64")
-    monkeypatch.setattr(detect.os, "sched_getaffinity", lambda pid: set(range(6)))
-    detect._detect_cached.cache_clear()
-    try:
-        big, little = detect_local().clusters
-    finally:
-        detect._detect_cached.cache_clear()
+    big, little = _detected_arm(parts, tmp_path, monkeypatch).clusters
     assert (big.core_type, big.fp16_arithmetic) == ("cortex-a76", True)
     assert (little.core_type, little.fp16_arithmetic) == ("cortex-a53", False)

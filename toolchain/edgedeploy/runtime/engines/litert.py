@@ -68,43 +68,14 @@ def _pinned(cpus: Sequence[int] | None, num_threads: int | None
     return cpus, num_threads
 
 
-class LiteRTModel:
-    """One interpreter over a .tflite model; tensors allocated once at construction."""
+class _LiteRTRun:
+    """What both LiteRT engines share: named tensors in the model's own layout, inputs resized
+    on a new shape; a subclass says how it resizes, reallocates and invokes."""
 
     name = LITERT
     capabilities = frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY})
-
-    def __init__(self, path: str | Path | bytes, *, num_threads: int | None = None,
-                 cpus: Sequence[int] | None = None,
-                 input_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
-        self.cpus, self.num_threads = _pinned(cpus, num_threads)
-        num_threads = self.num_threads
-        Interpreter = interpreter_class()
-        kwargs: dict[str, Any] = {"num_threads": num_threads} if num_threads else {}
-        try:
-            if isinstance(path, bytes):
-                self.interpreter = Interpreter(model_content=path, **kwargs)
-            else:
-                self.interpreter = Interpreter(model_path=str(path), **kwargs)
-        except (ValueError, RuntimeError) as exc:
-            what = "the model bytes" if isinstance(path, bytes) else str(path)
-            raise ModelError(f"LiteRT cannot load {what}: {exc}") from exc
-        self._inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
-        for name, shape in (input_shapes or {}).items():
-            self._resize(name, shape)
-        self.interpreter.allocate_tensors()
-        self._refresh()
-
-    def _refresh(self) -> None:
-        self._inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
-        self._outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
-
-    def _resize(self, name: str, shape: Sequence[int]) -> None:
-        if name not in self._inputs:
-            raise ExecutionError(f"the .tflite model has no input {name!r}",
-                                 hint=f"inputs: {sorted(self._inputs)}")
-        self.interpreter.resize_tensor_input(self._inputs[name]["index"],
-                                             [int(s) for s in shape])
+    _inputs: dict[str, dict[str, Any]]
+    _outputs: dict[str, dict[str, Any]]
 
     @property
     def input_names(self) -> list[str]:
@@ -126,26 +97,80 @@ class LiteRTModel:
         if changed:  # a new input shape: resize and reallocate (rare; normally allocated once)
             for n in changed:
                 self._resize(n, inputs[n].shape)
-            self.interpreter.allocate_tensors()
-            self._refresh()
-        for name, detail in self._inputs.items():
-            value = np.ascontiguousarray(inputs[name], dtype=detail["dtype"])
-            self.interpreter.set_tensor(detail["index"], value)
+            self._reallocate()
+        feeds = {name: np.ascontiguousarray(inputs[name], dtype=detail["dtype"])
+                 for name, detail in self._inputs.items()}
         try:
-            self.interpreter.invoke()
+            return self._invoke(feeds)
         except RuntimeError as exc:
             raise ExecutionError(f"LiteRT failed: {exc}") from exc
+
+    def _resize(self, name: str, shape: Sequence[int]) -> None:
+        raise NotImplementedError
+
+    def _reallocate(self) -> None:
+        raise NotImplementedError
+
+    def _invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LiteRTModel(_LiteRTRun):
+    """One interpreter over a .tflite model; tensors allocated once at construction."""
+
+    def __init__(self, path: str | Path | bytes, *, num_threads: int | None = None,
+                 cpus: Sequence[int] | None = None,
+                 input_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
+        self.cpus, self.num_threads = _pinned(cpus, num_threads)
+        num_threads = self.num_threads
+        Interpreter = interpreter_class()
+        kwargs: dict[str, Any] = {"num_threads": num_threads} if num_threads else {}
+        try:
+            if isinstance(path, bytes):
+                self.interpreter = Interpreter(model_content=path, **kwargs)
+            else:
+                self.interpreter = Interpreter(model_path=str(path), **kwargs)
+        except (ValueError, RuntimeError) as exc:
+            what = "the model bytes" if isinstance(path, bytes) else str(path)
+            raise ModelError(f"LiteRT cannot load {what}: {exc}") from exc
+        self._inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
+        for name, shape in (input_shapes or {}).items():
+            self._resize(name, shape)
+        self._reallocate()
+
+    def _refresh(self) -> None:
+        self._inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
+        self._outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
+
+    def _resize(self, name: str, shape: Sequence[int]) -> None:
+        if name not in self._inputs:
+            raise ExecutionError(f"the .tflite model has no input {name!r}",
+                                 hint=f"inputs: {sorted(self._inputs)}")
+        self.interpreter.resize_tensor_input(self._inputs[name]["index"],
+                                             [int(s) for s in shape])
+
+    def _reallocate(self) -> None:
+        self.interpreter.allocate_tensors()
+        self._refresh()
+
+    def _invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name, detail in self._inputs.items():
+            self.interpreter.set_tensor(detail["index"], feeds[name])
+        self.interpreter.invoke()
         return {name: self.interpreter.get_tensor(d["index"]).copy()
                 for name, d in self._outputs.items()}
 
     def close(self) -> None:
         self.interpreter = None
-
-    def __enter__(self) -> LiteRTModel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class LiteRTSegment:
@@ -175,15 +200,12 @@ XNNPACK_QS8, XNNPACK_QU8, XNNPACK_FORCE_FP16 = 1, 2, 4
 HALF_FLAGS = XNNPACK_QS8 | XNNPACK_QU8 | XNNPACK_FORCE_FP16
 
 
-class LiteRTHalfModel:
+class LiteRTHalfModel(_LiteRTRun):
     """A .tflite model under LiteRT's CompiledModel with XNNPACK computing in fp16; the same
     interface as :class:`LiteRTModel` (its own layout, float32 at the edges).
 
     XNNPACK has fp16 kernels only for CPUs that compute fp16 (not seen failing here: this host's
     cores do), so the planner allows fp16 only on clusters that do (``Cluster.fp16_arithmetic``)."""
-
-    name = LITERT
-    capabilities = frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY})
 
     def __init__(self, path: str | Path | bytes, *, num_threads: int | None = None,
                  cpus: Sequence[int] | None = None,
@@ -215,14 +237,14 @@ class LiteRTHalfModel:
         self._input_index = {n: i for i, n in enumerate(self._details(inputs=True))}
         for name, shape in (input_shapes or {}).items():
             self._resize(name, shape)
-        self._buffers()
+        self._reallocate()
 
     def _details(self, *, inputs: bool) -> dict[str, dict[str, Any]]:
         get = (self.model.get_input_tensor_details if inputs
                else self.model.get_output_tensor_details)
         return dict(get(self._signature))
 
-    def _buffers(self) -> None:
+    def _reallocate(self) -> None:
         self._ins = self.model.create_input_buffers(0)
         self._outs = self.model.create_output_buffers(0)
         self._inputs = {n: b.get_tensor_details() for n, b in
@@ -241,33 +263,10 @@ class LiteRTHalfModel:
             raise ExecutionError(f"LiteRT cannot resize input {name!r} to {list(shape)}: "
                                  f"{exc}") from exc
 
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._inputs)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._outputs)
-
-    def input_shape(self, name: str) -> tuple[int, ...]:
-        return tuple(int(s) for s in self._inputs[name]["shape"])
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [n for n in self._inputs if n not in inputs]
-        if missing:
-            raise ExecutionError(f"LiteRT model is missing input(s) {missing}",
-                                 hint=f"it expects {self.input_names}, got {sorted(inputs)}")
-        changed = [n for n in self._inputs if tuple(inputs[n].shape) != self.input_shape(n)]
-        if changed:  # a new input shape: resize and new buffers (rare; normally made once)
-            for n in changed:
-                self._resize(n, inputs[n].shape)
-            self._buffers()
-        for buffer, (name, detail) in zip(self._ins, self._inputs.items(), strict=True):
-            buffer.write(np.ascontiguousarray(inputs[name], dtype=detail["dtype"]))
-        try:
-            self.model.run_by_index(0, self._ins, self._outs)
-        except RuntimeError as exc:
-            raise ExecutionError(f"LiteRT failed: {exc}") from exc
+    def _invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for buffer, name in zip(self._ins, self._inputs, strict=True):
+            buffer.write(feeds[name])
+        self.model.run_by_index(0, self._ins, self._outs)
         return {name: buffer.read(int(np.prod(d["shape"])), np.dtype(d["dtype"]))
                 .reshape(d["shape"])
                 for buffer, (name, d) in zip(self._outs, self._outputs.items(), strict=True)}
@@ -278,12 +277,6 @@ class LiteRTHalfModel:
             self._ins = self._outs = []
             self.model = None
             gc.collect()
-
-    def __enter__(self) -> LiteRTHalfModel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @contextlib.contextmanager

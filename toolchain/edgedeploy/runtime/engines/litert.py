@@ -21,6 +21,7 @@ import gc
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -279,12 +280,16 @@ class LiteRTHalfModel(_LiteRTRun):
             gc.collect()
 
 
+_NATIVE_LOG_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _native_log() -> Iterator[Any]:
     """Native stderr (LiteRT's C++ log: a dozen INFO lines a model) into a file while the
     block runs, so a plan's terminal shows none of it; yields a reader of what was said.
-    Python's own stderr is flushed first, so nothing it buffered is lost."""
-    with tempfile.TemporaryFile(mode="w+b") as log:
+    Python's own stderr is flushed first, so nothing it buffered is lost; one block at a time
+    (two threads' redirects interleaved would leave stderr on a closed file)."""
+    with _NATIVE_LOG_LOCK, tempfile.TemporaryFile(mode="w+b") as log:
         sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(log.fileno(), 2)

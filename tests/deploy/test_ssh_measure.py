@@ -27,7 +27,7 @@ def _manifest(tmp_path: Path, port: int, sshd) -> Path:  # type: ignore[no-untyp
         f"    host: 127.0.0.1\n    port: {port}\n    user: {sshd.user}\n"
         f"    identity_file: {sshd.identity_file}\n    path: {tmp_path / 'board'}\n"
         f"    python: {sys.executable}\n"
-        "measure: {budget_s: 3, shortlist: 2}\n")
+        "measure: {budget_s: 1, shortlist: 2}\n")  # a second: figures are not checked
     return path
 
 
@@ -71,6 +71,10 @@ def test_plan_measures_the_shortlist_on_the_board_and_leaves_nothing(sshd, home,
 
 def test_a_serving_board_is_not_measured_and_the_lockfile_says_why(sshd, home, capsys):
     manifest = _manifest(home, sshd.port, sshd)
+    # the lockfile from the model alone first: the push finds it up to date and deploys it
+    # without measuring on the board (not what this test is about)
+    assert main(["plan", str(manifest), "--target", "edge", "--no-measure"]) == 0
+    capsys.readouterr()
     try:
         assert main(["push", "-m", str(manifest), "--target", "edge", "--no-refine",
                      "--json"]) == 0, capsys.readouterr().err
@@ -94,12 +98,19 @@ def test_an_unreachable_board_is_planned_from_the_model_alone(sshd, home, capsys
     assert (home / "sq.edge.plan.json").read_text() == _unmeasured_plan(manifest, home)
 
 
-def test_a_new_board_is_profiled_on_it_and_a_new_model_run_whole_there(sshd, home, capsys):
+def test_a_new_board_is_profiled_on_it_and_a_new_model_run_whole_there(sshd, home, capsys,
+                                                                       monkeypatch):
     from edgedeploy import api
     from edgedeploy.boards.catalog import load_target
+    from edgedeploy.costmodel import segments
     from edgedeploy.costmodel.profile import profile_path
     from edgedeploy.costmodel.profiling import has_own_factors
     from edgedeploy.costmodel.segments import OwnModel
+
+    # the calibration model the quick profile runs on the board at 32 px: that the board is
+    # profiled is checked here, not what its factors are
+    monkeypatch.setattr(segments, "CALIBRATION_MODELS",
+                        tuple((name, 32) for name, _ in segments.CALIBRATION_MODELS))
 
     board = load_target("local").model_dump(mode="json")  # this machine, as a board of its own
     board.pop("fingerprint", None)
@@ -108,7 +119,8 @@ def test_a_new_board_is_profiled_on_it_and_a_new_model_run_whole_there(sshd, hom
     manifest = _manifest(home, sshd.port, sshd)
     manifest.write_text(manifest.read_text().replace(
         "  edge:\n", "  edge:\n    board: loopback-board.yaml\n").replace(
-        "measure: {", "measure: {quick_profile_s: 2, "))
+        "measure: {", "measure: {quick_profile_s: 2, ").replace(
+        "shortlist: 2", "shortlist: 1"))  # the plan and the baselines
     assert main(["plan", str(manifest), "--target", "edge"]) == 0, capsys.readouterr().err
     err = capsys.readouterr().err
     assert "the board has no profile yet" in err

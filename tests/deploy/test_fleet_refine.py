@@ -23,7 +23,7 @@ targets:
     path: ~/edgedeploy
     python: {python}
 refine: {{max_evals: 2, frames_per_eval: 8, budget_s: 120}}
-measure: {{budget_s: 4}}
+measure: {{budget_s: 1}}
 """
 
 

@@ -268,3 +268,31 @@ def test_bench_of_an_fp16_plan_runs_the_stock_runtime_in_fp32_and_in_fp16(tmp_pa
     assert "computing fp16" in answer["results"][3]["description"]
     assert answer["precision"]["chosen"] == "fp16"
     assert len({len(r["rounds_fps"]) for r in answer["results"]}) == 1
+
+
+@needs_fp16
+def test_a_pushed_fp16_plan_is_health_checked_against_fp16_within_the_bound(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The deployed runner computes fp16: its health check compares it with LiteRT computing
+    fp16 here, within the guard's bound (against fp32 at 1e-3 it would roll back)."""
+    manifest = _project(tmp_path)
+    manifest.write_text(manifest.read_text().replace("local: {board: local}",
+                                                     "local: {board: local, path: board}"))
+    try:
+        assert main(["push", "-m", str(manifest), "--target", "local", "--no-refine",
+                     "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["deploy"]["hosts"][0]["outcome"] == "deployed"
+        config = json.loads((tmp_path / "board" / "current" / "app" / "config.json")
+                            .read_text())
+        assert config["tolerance"] == 0.05
+        assert config["reference"]["runtime"] == "litert-fp16"
+        assert any(s.get("fp16") for p in config["plans"].values() for s in p["stages"])
+        # the reference is fp16's answer, not fp32's, and the runner's check gave the same
+        with np.load(tmp_path / "board" / "current" / "app" / "reference.npz") as ref:
+            frame, want = ref["in0"], ref["out0"]
+        full = _outputs(LiteRTModel, tmp_path / "net.tflite", frame[None])[0]
+        assert np.max(np.abs(full - want)) > 0
+        assert answer["deploy"]["hosts"][0]["health"]["max_rel_error"] < 1e-5
+    finally:
+        main(["stop", "-m", str(manifest), "--target", "local"])

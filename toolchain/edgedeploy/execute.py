@@ -197,8 +197,10 @@ def litert_feeds(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, 
     return out
 
 
-def reference_outputs(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> tuple[str, dict]:
-    """Outputs of the format's own runtime for IR-layout feeds, returned in IR layout."""
+def reference_outputs(graph: ir.Graph, feeds: Mapping[str, np.ndarray], *,
+                      fp16: bool = False) -> tuple[str, dict]:
+    """Outputs of the format's own runtime for IR-layout feeds, returned in IR layout
+    (``fp16``: LiteRT computing fp16, as an fp16 plan's stages do)."""
     fmt = graph.source.get("format")
     path = graph.source.get("path")
     if fmt == "onnx":
@@ -207,15 +209,16 @@ def reference_outputs(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> tuple
         session = OrtSegment(path)
         return "onnxruntime", session.run(dict(feeds))
     if fmt == "tflite":
-        from edgedeploy.runtime.engines.litert import LiteRTModel
+        from edgedeploy.runtime.engines.litert import LiteRTHalfModel, LiteRTModel
 
-        out = LiteRTModel(path).run(litert_feeds(graph, feeds))
+        with (LiteRTHalfModel if fp16 else LiteRTModel)(path) as model:
+            out = model.run(litert_feeds(graph, feeds))
         result = {}
         for meta in graph.source.get("outputs", []):
             y = out[meta["name"]]
             perm = meta.get("to_ir_perm")
             result[meta["name"]] = np.transpose(y, perm) if perm else y
-        return "litert", result
+        return "litert-fp16" if fp16 else "litert", result
     raise InputError(f"no reference runtime for format {fmt!r}")
 
 

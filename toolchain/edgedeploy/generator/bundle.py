@@ -168,12 +168,13 @@ def requirements(build: BuildInput) -> list[str]:
     return board_requirements(build.engines())
 
 
-def _reference(graph: ir.Graph, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _reference(graph: ir.Graph, seed: int, fp16: bool = False
+               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     from edgedeploy.execute import reference_outputs
     from edgedeploy.runtime.executor import random_inputs
 
     feeds = random_inputs(graph, seed)
-    runtime_name, outs = reference_outputs(graph, feeds)
+    runtime_name, outs = reference_outputs(graph, feeds, fp16=fp16)
     ins = [t.name for t in graph.inputs]
     outputs = [t.name for t in graph.outputs]
     arrays = {f"in{k}": feeds[n] for k, n in enumerate(ins)}
@@ -243,7 +244,7 @@ def build_bundle(build: BuildInput, graph: ir.Graph, model_path: str | Path | No
     model = Path(model_path) if model_path is not None else None
     plans = _stage_dicts(graph, build)
     segments = _segments(graph, build, model)
-    ref_arrays, ref_meta = _reference(graph, build.seed)
+    ref_arrays, ref_meta = _reference(graph, build.seed, build.reference_fp16)
     arrays, held = _shipped_weights(graph, build)
     threads = max((len(s.cpus) for s in build.active_plan.stages), default=1) or 1
     files: dict[str, bytes] = {

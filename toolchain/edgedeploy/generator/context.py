@@ -46,7 +46,11 @@ class BuildInput:
     plans: tuple[PlanConfig, ...]
     plan_sha256: str = ""
     active: str = ""
+    #: The health check's bound on the runner's max relative error against the reference.
     tolerance: float = 1e-3
+    #: The reference computed as an fp16 plan computes (LiteRT in fp16, on this host): two
+    #: CPUs' fp16 kernels round alike to the guard's order, fp32 against fp16 does not.
+    reference_fp16: bool = False
     seed: int = 0
     #: The interpreter run.sh falls back on (a name or a board path, never this host's): the
     #: deployer's choice for the target, in the install's run/python, comes first.

@@ -18,7 +18,7 @@ from edgedeploy.errors import InputError
 from edgedeploy.generator.bundle import BundleInfo, build_bundle
 from edgedeploy.generator.context import BuildInput, with_io
 from edgedeploy.runtime.runner_config import PlanConfig, StageConfig
-from edgedeploy.runtime.vocab import LOCAL
+from edgedeploy.runtime.vocab import FP16, LOCAL
 
 MODEL_SUFFIXES = (".onnx", ".tflite")
 
@@ -67,12 +67,17 @@ def from_plan(plan: Any, plan_file: str | Path, *, free_batch: bool = False,
     board = str(plan.target.get("board") or LOCAL)
     if "/" in board or board.endswith((".yaml", ".yml")):
         board = str((plan_file.parent / board).resolve())
+    half = plan.precision is not None and plan.precision.chosen == FP16
     return BuildInput(name=plan.name, target=str(plan.target.get("alias") or LOCAL),
                       family=_family(board), plans=plan.runner_plans(), active="plan",
                       python=_python(board), targets=manager_targets(plan.constraints),
                       plan_sha256=hashlib.sha256(plan_file.read_bytes()).hexdigest(),
                       free_batch=free_batch,
-                      measured_plans=plan.baseline_plans() if ship_baselines else ())
+                      measured_plans=plan.baseline_plans() if ship_baselines else (),
+                      # fp16 on the board against fp16 here: within the guard's bound
+                      **({"reference_fp16": True,
+                          "tolerance": max(1e-3, plan.precision.max_output_error)}
+                         if half else {}))
 
 
 def measuring_input(plan: Any, board: str, contenders: tuple[PlanConfig, ...]) -> BuildInput:

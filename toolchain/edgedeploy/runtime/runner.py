@@ -71,6 +71,7 @@ from edgedeploy.runtime.runner_config import (
     load_graph,
     parse_plan,
     resolve_stages,
+    stage_options,
     stage_segments,
 )
 
@@ -218,7 +219,8 @@ def claim_shared_memory(cfg: RunnerConfig) -> list[str]:
 # --- health -----------------------------------------------------------------------------------
 def run_in_process(cfg: RunnerConfig, plan_name: str | None,
                    feeds: dict[str, Any]) -> dict[str, Any]:
-    """Run one frame through every stage of a plan sequentially in this process (no pinning)."""
+    """Run one frame through every stage of a plan sequentially in this process (no pinning),
+    each stage's engines opened as its replicas open them (fp16, a GPU's device)."""
     from edgedeploy.runtime.stages import GraphStage
 
     plan = cfg.plan(plan_name)
@@ -226,7 +228,8 @@ def run_in_process(cfg: RunnerConfig, plan_name: str | None,
     env = dict(feeds)
     for st in resolve_stages(graph, plan):
         stage = GraphStage(graph, st.io, plan.choices,
-                           stage_segments(cfg, graph, st.io, plan.choices))
+                           stage_segments(cfg, graph, st.io, plan.choices),
+                           options=stage_options(cfg, st))
         try:
             env.update(zip(st.outputs, stage([env[t] for t in st.inputs]), strict=True))
         finally:

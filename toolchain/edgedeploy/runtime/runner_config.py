@@ -334,9 +334,14 @@ def build_stage(root: str, config_path: str, stage: StageConfig,
     cfg = load_config(root, config_path)
     graph = load_graph(cfg, stage.start, stage.stop, lazy=True)
     segments = stage_segments(cfg, graph, stage.io, choices)
-    cache = str(cfg.root / ENGINE_CACHE / stage.name)
     return GraphStage(graph, stage.io, choices, segments, cpus=available_cpus(),
-                      options=stage.engine_options(cache))
+                      options=stage_options(cfg, stage))
+
+
+def stage_options(cfg: RunnerConfig, stage: StageConfig) -> EngineOptions:
+    """How a stage of the bundle opens its engines (fp16, a GPU's device, its engine cache in
+    the release): the same for its replicas and for the health check."""
+    return stage.engine_options(str(cfg.root / ENGINE_CACHE / stage.name))
 
 
 def limit_heap_retention(threshold: int = 1 << 20) -> bool:

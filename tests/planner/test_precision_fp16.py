@@ -296,3 +296,21 @@ def test_a_pushed_fp16_plan_is_health_checked_against_fp16_within_the_bound(
         assert answer["deploy"]["hosts"][0]["health"]["max_rel_error"] < 1e-5
     finally:
         main(["stop", "-m", str(manifest), "--target", "local"])
+
+
+def test_validate_names_the_fp16_refusals(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`validate` refuses what `plan` would: an ONNX model at the manifest's line, a board
+    without fp16 cores by its alias."""
+    from edgedeploy import zoo
+
+    manifest = _project(tmp_path)
+    assert main(["validate", str(manifest)]) == 2
+    assert "no core of pi4 (rpi4: cortex-a72) computes fp16" in capsys.readouterr().err
+    zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    manifest.write_text(manifest.read_text().replace("net.tflite", "sq.onnx")
+                        .replace("  pi4: {board: rpi4}\n", ""))
+    assert main(["validate", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert "m.yaml:2:1: model: precision fp16: sq.onnx is an ONNX model" in err
+    assert "hint:" in err and "Traceback" not in err

@@ -59,6 +59,9 @@ def validate(path: str | Path) -> dict[str, Any]:
                 "target": plan.target, "stages": len(plan.stages), "engines": plan.engines,
                 "unverified": plan.unverified_stages, "warnings": warnings}
     manifest = load_manifest(path)
+    from edgedeploy.planner.half import check_half_targets
+
+    check_half_targets(manifest, list(manifest.targets))
     return {
         "ok": True, "file": str(manifest.source) if manifest.source else None,
         "kind": "manifest", "name": manifest.name,

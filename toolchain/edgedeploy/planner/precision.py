@@ -421,13 +421,6 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
     spec = manifest.model
     if spec.precision == "fp32":
         return Path(spec.path), None
-    if spec.precision == FP16 and spec.format != TFLITE:
-        raise InputError(
-            f"precision fp16: {Path(spec.path).name} is an ONNX model; fp16 is computed by "
-            "LiteRT's XNNPACK for TFLite models, and onnxruntime's CPU provider computes an "
-            "fp16 ONNX model in fp32 (no faster)",
-            hint="plan it fp32, or int8 / auto for a quantized plan; a .tflite of the same "
-                 "model can be planned fp16")
     quantized = sum(layer.descriptor.precision == INT8 for layer in graph.layers)
     if quantized:
         log.warning("precision: %s is quantized already (%d int8 layers): planned as given, "

@@ -159,6 +159,13 @@ class ModelSpec(_Strict):
         if self.input_shape is not None and self.input_shapes and not self.input_name:
             raise ValueError("input_shape and input_shapes both given: name the input "
                              "input_shape is for (model.input_name), or list it in input_shapes")
+        if self.precision == "fp16" and self.format != "tflite":
+            raise HintedValueError(
+                f"precision fp16: {self.path.name} is an ONNX model; fp16 is computed by "
+                "LiteRT's XNNPACK for TFLite models, and onnxruntime's CPU provider computes an "
+                "fp16 ONNX model in fp32 (no faster)",
+                "plan it fp32, or int8 / auto for a quantized plan; a .tflite of the same model "
+                "can be planned fp16")
         return self
 
     @field_validator("calibration")

@@ -314,3 +314,24 @@ def test_validate_names_the_fp16_refusals(tmp_path: Path,
     err = capsys.readouterr().err
     assert "m.yaml:2:1: model: precision fp16: sq.onnx is an ONNX model" in err
     assert "hint:" in err and "Traceback" not in err
+
+
+@needs_fp16
+def test_the_half_engine_names_tensors_as_the_interpreter_does(tmp_path: Path) -> None:
+    """A signature may name a model's inputs and outputs apart from their tensors (TF's
+    converter: 'input_1' for 'serving_default_input_1:0'); both engines go by tensor names."""
+    from edgedeploy.importers import tflite_quantize as tq
+
+    data = _network(tmp_path).read_bytes()
+    model = tq._parse(data)
+    signature = tq._signature(model.subgraphs[0])
+    for k, entry in enumerate([*signature.inputs, *signature.outputs]):
+        entry.name = f"signature_name_{k}".encode()
+    model.signatureDefs = [signature]
+    path = tmp_path / "signed.tflite"
+    path.write_bytes(tq._packed(model, len(data)))
+    with LiteRTHalfModel(path) as half, LiteRTModel(path) as full:
+        assert half.input_names == full.input_names == ["image"]
+        assert half.output_names == full.output_names
+        frame = {"image": _frames()[0].transpose(0, 2, 3, 1).copy()}
+        assert set(half.run(frame)) == set(full.output_names)

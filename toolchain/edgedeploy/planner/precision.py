@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.errors import InfeasibleError, InputError, ModelError
+from edgedeploy.errors import ExecutionError, InfeasibleError, InputError, ModelError
 from edgedeploy.importers.quantize import quantize
 from edgedeploy.planner.lock import sha256_calibration, sha256_file, sha256_text
 from edgedeploy.runtime import ir
@@ -488,10 +488,10 @@ def _half_guarded(spec: ModelSpec, frames: Frames) -> Guard:
     _, held = frames.split()
     try:
         return half_guard(Path(spec.path), held)
-    except ModelError as exc:
+    except (ModelError, ExecutionError) as exc:
         raise ModelError(
             f"precision fp16: the accuracy guard runs the model in fp16 on this host, and "
-            f"LiteRT could not: {exc}",
+            f"LiteRT could not: {exc.message}",
             hint="plan on a host whose cores compute fp16 (x86 avx512_fp16, Arm asimdhp in "
                  "/proc/cpuinfo), or plan fp32") from exc
 

@@ -241,9 +241,12 @@ class LiteRTHalfModel(_LiteRTRun):
         self._reallocate()
 
     def _details(self, *, inputs: bool) -> dict[str, dict[str, Any]]:
+        """The signature's inputs (or outputs) in its order, by tensor name: a signature names
+        them apart ('input_1' for the tensor 'serving_default_input_1:0'), and the Interpreter,
+        the importer and the stages go by tensor names."""
         get = (self.model.get_input_tensor_details if inputs
                else self.model.get_output_tensor_details)
-        return dict(get(self._signature))
+        return {d["name"]: d for d in get(self._signature).values()}
 
     def _reallocate(self) -> None:
         self._ins = self.model.create_input_buffers(0)

@@ -355,7 +355,7 @@ def test_auto_precision_on_real_tflite_models(tmp_path: Path) -> None:
     as given, measured beside LiteRT threaded and replicated on both files. Writes
     results/bench_precision_tflite.json; reported, not asserted."""
     _bench_auto(tmp_path, TFLITE_MODELS.split(","), TFLITE_OUT,
-                "test_auto_precision_on_real_tflite_models", "-k tflite ")
+                "test_auto_precision_on_real_tflite_models", "-k auto_precision_on_real_tflite ")
 
 
 FP16_OUT = ROOT / "results" / "bench_precision_fp16.json"

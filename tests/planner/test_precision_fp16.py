@@ -116,6 +116,7 @@ def test_an_fp16_plan_records_the_guard_and_runs_its_litert_stages_in_fp16(
     stages = doc["stages"]
     assert all(s["fp16"] == ("litert" in s["engines"]) for s in stages)
     assert any(s["fp16"] for s in stages)
+    assert all(s["verified"] for s in stages)  # this host: what it planned, it can run
     for name, base in doc["baselines"].items():  # the stock runtime as it runs in fp16
         for s in base.get("stages") or []:
             assert s["fp16"] == ("litert" in s["choices"]), name
@@ -158,11 +159,18 @@ def test_a_board_with_fp16_cores_gets_fp16_litert_stages_priced_faster(tmp_path:
     manifest = _project(tmp_path)
     assert main(["plan", str(manifest), "--target", "pi5", "--no-measure"]) == 0
     half = load_plan(tmp_path / "net.pi5.plan.json")
+    from edgedeploy import api
+
+    assert any("computes fp16 on a76: unverified" in w
+               for w in api.validate(tmp_path / "net.pi5.plan.json")["warnings"])
     manifest.write_text(manifest.read_text().replace("precision: fp16", "precision: fp32"))
     assert main(["plan", str(manifest), "--target", "pi5", "--no-measure"]) == 0
     full = load_plan(tmp_path / "net.pi5.plan.json")
     assert half.precision is not None and half.precision.chosen == "fp16"
     assert full.precision is None and not any(s.fp16 for s in full.stages)
+    # its fp16 kernels never ran here: unverified until measured on the board, and said so
+    assert [s.verified for s in half.stages] == [not s.fp16 for s in half.stages]
+    assert all(s.verified for s in full.stages)
     threads = half.baselines["litert_threads"]
     assert threads.stages and all(s.fp16 for s in threads.stages)
     assert threads.predicted.latency_ms < full.baselines["litert_threads"].predicted.latency_ms

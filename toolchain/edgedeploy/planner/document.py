@@ -23,7 +23,7 @@ from edgedeploy.runtime import ir
 from edgedeploy.runtime.engines import ENGINES, engine_of
 from edgedeploy.runtime.executor import default_choice
 from edgedeploy.runtime.stages import plan_stage_io
-from edgedeploy.runtime.vocab import GPU_CLUSTER, LITERT, TFLITE
+from edgedeploy.runtime.vocab import GPU_CLUSTER, LITERT, LOCAL, TFLITE
 from edgedeploy.schemas.plan import (
     SCHEMA_VERSION,
     Baseline,
@@ -232,8 +232,11 @@ def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, proble
     for k, (s, io, ids) in enumerate(zip(best.stages, ios, cpus, strict=True)):
         cfg = problem.configs[s.config]
         mine = choices[s.start:s.stop]
-        stages.append(plan_stage(k, io, cfg.cluster, cfg.cores, s.replicas, ids, mine, gpu,
-                                 half=half, predicted_ms=best.metrics.stage_ms[k]))
+        stage = plan_stage(k, io, cfg.cluster, cfg.cores, s.replicas, ids, mine, gpu, half=half,
+                           predicted_ms=best.metrics.stage_ms[k])
+        if stage.fp16 and board != LOCAL:  # its fp16 kernels never ran here
+            stage = stage.model_copy(update={"verified": False})
+        stages.append(stage)
         layers += plan_layers(graph, k, s.start, mine,
                               [float(sol.selection.layer_ms[i, s.config])
                                for i in range(s.start, s.stop)])

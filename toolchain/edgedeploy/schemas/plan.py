@@ -115,7 +115,8 @@ class PlanStage(_Batched):
     device_id: int | None = None
     providers: list[str] = Field(default_factory=list)
     fp16: bool = False
-    #: False until a measurement on a board ran this stage (GPU stages are planned, not run here).
+    #: False until a measurement on a board ran this stage (GPU stages are planned, not run here;
+    #: so are fp16 stages planned for a board that is not this host).
     verified: bool = True
     #: Written by `edgedeploy refine` (a refined lockfile): the stage's measured time.
     measured_ms: float | None = None
@@ -435,7 +436,8 @@ def check_lockfile(path: str | Path) -> tuple[Plan, list[str]]:
         warnings.append(f"model file {model} is missing (build and push need it)")
     for s in plan.stages:
         if not s.verified:
-            warnings.append(f"{s.name} runs on {s.engine}: unverified until measured on a board")
+            what = f"computes fp16 on {s.cluster}" if s.fp16 else f"runs on {s.engine}"
+            warnings.append(f"{s.name} {what}: unverified until measured on a board")
     return plan, warnings
 
 

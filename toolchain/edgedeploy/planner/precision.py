@@ -46,7 +46,13 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.errors import ExecutionError, InfeasibleError, InputError, ModelError
+from edgedeploy.errors import (
+    EdgeDeployError,
+    ExecutionError,
+    InfeasibleError,
+    InputError,
+    ModelError,
+)
 from edgedeploy.importers.quantize import quantize
 from edgedeploy.planner.lock import sha256_calibration, sha256_file, sha256_text
 from edgedeploy.runtime import ir
@@ -468,14 +474,15 @@ def choose(manifest: Manifest, graph: ir.Graph) -> tuple[Path, dict[str, Any] | 
                                     reason=f"int8 refused: {measured}; fp32 kept")
 
 
-def _half(spec: ModelSpec, frames: Frames) -> dict[str, Any]:
-    """``precision: fp16``'s record once the guard accepted fp16 on this host; ModelError
-    (exit 2) where this host cannot compute fp16, InfeasibleError (exit 3) where the guard
-    refuses it."""
+def _half(spec: ModelSpec, frames: Frames, *, refused: type[EdgeDeployError] = InfeasibleError
+          ) -> dict[str, Any]:
+    """The fp16 record once the guard accepted fp16 on this host; ModelError (exit 2) where
+    this host cannot compute fp16, ``refused`` where the guard refuses it (InfeasibleError,
+    exit 3, for ``precision: fp16``)."""
     result = _half_guarded(spec, frames)
     measured = _measured(result, spec)
     if not passes(result, spec):
-        raise InfeasibleError(
+        raise refused(
             f"precision fp16: {Path(spec.path).name} computed in fp16 breaks the accuracy "
             f"bound: {measured}",
             hint="raise model.max_output_error (or lower min_top1_agreement), or plan fp32")
@@ -506,13 +513,7 @@ def half_choice(manifest: Manifest, graph: ir.Graph) -> dict[str, Any]:
                          "no fp16 of it")
     prep = manifest.io.preprocess
     frames = load_frames(spec, graph, prep.model_dump(exclude_none=True) if prep else None)
-    result = _half_guarded(spec, frames)
-    measured = _measured(result, spec)
-    if not passes(result, spec):
-        raise ModelError(f"precision fp16: the guard refuses it: {measured}",
-                         hint="raise model.max_output_error, or plan fp32")
-    log.info("precision: fp16 %s: accepted", measured)
-    return _record(spec, frames, None, result, chosen=FP16)
+    return _half(spec, frames, refused=ModelError)
 
 
 def _record(spec: ModelSpec, frames: Frames, model: Path | None, result: Guard | None, *,

@@ -851,9 +851,16 @@ def _measured_precision(plan: Plan, arms: list[Arm], entries: list[Entry],
         if e.precision and e.measured_fps > best.get(e.precision, (0.0, ""))[0]:
             best[e.precision] = (e.measured_fps, e.key)
     found = "; ".join(f"{p} best {fps:.4g} fps ({key})" for p, (fps, key) in sorted(best.items()))
-    accepted = " and ".join(a.precision for a in arms if a.precision not in (None, "fp32"))
+    accepted = " and ".join(_guarded(a) for a in arms if a.precision not in (None, "fp32"))
     why = f"{accepted} accepted by the guard; measured on the board: {found}; chosen {winner.key}"
     return plan.precision.model_copy(update={"reason": why}) if plan.precision else None
+
+
+def _guarded(arm: Arm) -> str:
+    """An accepted precision with the guard's error (kept here: the lockfile keeps only the
+    winner's record)."""
+    error = arm.plan.precision.measured_error if arm.plan.precision else None
+    return f"{arm.precision} (error {error:.3g})" if error is not None else str(arm.precision)
 
 
 def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,

@@ -883,6 +883,7 @@ def plan_requirements(manifest: str | Path | None, target: str) -> tuple[tuple[s
     """What the target's committed plan needs on the board, and which lockfile said so
     (``("numpy",), "default"`` when there is no readable lockfile yet)."""
     from edgedeploy.runtime.engines import board_requirements
+    from edgedeploy.runtime.vocab import GPU_CLUSTER
     from edgedeploy.schemas.plan import load_plan
 
     path = manifest_path(manifest)
@@ -893,7 +894,8 @@ def plan_requirements(manifest: str | Path | None, target: str) -> tuple[tuple[s
         plan = load_plan(plan_file)
     except (EdgeDeployError, OSError, KeyError):
         return ("numpy",), "default"
-    return tuple(board_requirements(plan.engines)), str(plan_file)
+    half = any(s.fp16 and s.cluster != GPU_CLUSTER for s in plan.stages)
+    return tuple(board_requirements(plan.engines, cpu_fp16=half)), str(plan_file)
 
 
 # --- the inference service: frames through the deployed runner ----------------------------------

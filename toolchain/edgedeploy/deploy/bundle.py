@@ -26,6 +26,10 @@ META = "bundle.json"
 DEFAULT_REQUIRES = ("numpy",)
 #: ``provider:<Name>`` in ``requires``: the board's onnxruntime must offer that execution provider.
 PROVIDER_PREFIX = "provider:"
+#: ``cpu:<feature>`` in ``requires``: the board's cores must offer that arithmetic (``fp16``: a
+#: stage whose LiteRT segments compute fp16; ``runtime.engines.CPU_FP16``).
+CPU_PREFIX = "cpu:"
+CPU_FEATURES = ("fp16",)
 #: A distribution name as PEP 508 spells it (no version specifier: doctor looks it up verbatim).
 _DIST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 #: onnxruntime provider names are identifiers (CUDAExecutionProvider, TensorrtExecutionProvider).
@@ -80,7 +84,8 @@ def _safe_rel(rel: str, where: str) -> str:
 
 
 def parse_requirement(entry: str, where: str = META) -> tuple[str, str]:
-    """Split one ``requires`` entry into ``("provider", name)`` or ``("dist", name)``.
+    """Split one ``requires`` entry into ``("provider", name)``, ``("cpu", feature)`` or
+    ``("dist", name)``.
 
     Checked here, before anything reaches a board, so a typo such as ``provider:`` is reported
     against the bundle instead of showing up later as a puzzling "missing" on every board.
@@ -93,6 +98,13 @@ def parse_requirement(entry: str, where: str = META) -> tuple[str, str]:
                               hint="write it as provider:<Name>, e.g. "
                                    "provider:CUDAExecutionProvider")
         return "provider", name
+    if entry.startswith(CPU_PREFIX):
+        feature = entry[len(CPU_PREFIX):]
+        if feature not in CPU_FEATURES:
+            known = ", ".join(CPU_PREFIX + f for f in CPU_FEATURES)
+            raise BundleError(f"{where}: requirement {entry!r} names no CPU feature edgedeploy "
+                              "checks", hint=f"one of: {known}")
+        return "cpu", feature
     if not _DIST_NAME.match(entry):
         raise BundleError(f"{where}: requirement {entry!r} is neither a Python distribution name "
                           f"nor {PROVIDER_PREFIX}<Name>",

@@ -48,6 +48,8 @@ class DoctorReport:
     #: Why ``providers`` is None although it was asked for (onnxruntime absent or broken).
     providers_error: str | None = None
     requires: dict[str, str | None] = field(default_factory=dict)
+    #: Cores whose /proc/cpuinfo lists fp16 arithmetic (None: not asked, or unreadable).
+    fp16_cpus: list[int] | None = None
     tools: dict[str, bool] = field(default_factory=dict)
     #: The interpreter runs in a venv; the system one refuses pip (PEP 668, Bookworm).
     venv: bool = False
@@ -69,9 +71,9 @@ def doctor(transport: Transport, python: str = "python3",
            list_providers: bool = False, requires_from: str | None = None) -> DoctorReport:
     """Inspect the board; ``missing`` lists each requirement it lacks, with how to get it.
 
-    ``requires`` holds distribution names and ``provider:<Name>`` entries (a malformed one raises
-    BundleError); ``list_providers`` fills ``providers`` even when no entry needs one;
-    ``requires_from`` says where ``requires`` came from (reported as is).
+    ``requires`` holds distribution names, ``provider:<Name>`` and ``cpu:fp16`` entries (a
+    malformed one raises BundleError); ``list_providers`` fills ``providers`` even when no entry
+    needs one; ``requires_from`` says where ``requires`` came from (reported as is).
     """
     needed = [parse_requirement(r, "requirement") for r in requires]
     report = DoctorReport(host=transport.label, python_cmd=python, requires_from=requires_from)
@@ -93,6 +95,8 @@ def doctor(transport: Transport, python: str = "python3",
     providers = facts.get("providers")
     report.providers = [str(p) for p in providers] if isinstance(providers, list) else None
     report.requires = dict(facts.get("requires") or {})
+    cpus = facts.get("fp16_cpus")
+    report.fp16_cpus = [int(c) for c in cpus] if isinstance(cpus, list) else None
     report.tools = dict(facts.get("tools") or {})
     version = tuple(int(p) for p in str(report.python).split(".")[:2] if p.isdigit())
     if version < MIN_PYTHON:
@@ -106,6 +110,11 @@ def doctor(transport: Transport, python: str = "python3",
     for kind, name in needed:
         if kind == "provider" and name not in (report.providers or []):
             report.missing.append(_missing_provider(report, name))
+        if kind == "cpu" and not report.fp16_cpus:
+            report.missing.append(
+                "fp16 arithmetic (no core of the board lists asimdhp or avx512_fp16 in "
+                "/proc/cpuinfo, and this bundle's LiteRT stages compute fp16: plan the target "
+                "fp32, or name its real board in the manifest)")
     for tool in REQUIRED_TOOLS:
         if not report.tools.get(tool):
             report.missing.append(f"{tool} (install util-linux / coreutils)")

@@ -214,7 +214,8 @@ APPEND = """cat "$1" >> "$2" && rm -f "$1"
 """
 
 #: python3 -c: facts for doctor as one JSON line (distribution versions without importing them).
-#: Arguments are requirements: distribution names and ``provider:<Name>``; ``--providers`` asks
+#: Arguments are requirements: distribution names, ``provider:<Name>`` and ``cpu:fp16`` (the
+#: cores whose /proc/cpuinfo lists fp16 arithmetic are then reported); ``--providers`` asks
 #: for the provider list. onnxruntime is imported only then (it takes seconds on a small board),
 #: and in a child interpreter, so an onnxruntime that hangs or crashes on import is reported as
 #: "providers": null with its error instead of taking the whole doctor down with it.
@@ -251,10 +252,26 @@ def externally_managed():
         return os.path.isfile(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
     except Exception:
         return False
+def fp16_cpus():
+    # cores whose /proc/cpuinfo lists native float16 arithmetic (Arm asimdhp, x86 avx512_fp16)
+    cpus, cpu = [], None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key == "processor":
+                    cpu = int(value.strip()) if value.strip().isdigit() else None
+                elif key in ("flags", "features") and cpu is not None:
+                    if {"asimdhp", "avx512_fp16"} & set(value.split()):
+                        cpus.append(cpu)
+    except OSError:
+        return None
+    return cpus
 args = sys.argv[1:]
-dists = [a for a in args if a != "--providers" and not a.startswith("provider:")]
+dists = [a for a in args if a != "--providers" and not a.startswith(("provider:", "cpu:"))]
 found, error = None, None
-if len(dists) < len(args):
+if any(a == "--providers" or a.startswith("provider:") for a in args):
     found, error = providers()
 print(json.dumps({
   "arch": platform.machine(), "python": platform.python_version(),
@@ -262,6 +279,7 @@ print(json.dumps({
   "litert": v("ai-edge-litert", "tflite-runtime"),
   "requires": {n: v(n) for n in dists},
   "providers": found, "providers_error": error,
+  "fp16_cpus": fp16_cpus() if "cpu:fp16" in args else None,
   "tools": {t: bool(shutil.which(t)) for t in ("setsid", "timeout", "sha256sum", "systemctl")},
   "venv": sys.prefix != getattr(sys, "base_prefix", sys.prefix),
   "externally_managed": externally_managed(),

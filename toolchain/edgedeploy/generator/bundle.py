@@ -162,10 +162,13 @@ def _segments(graph: ir.Graph, build: BuildInput, model_path: Path | None
 
 def requirements(build: BuildInput) -> list[str]:
     """What a board must have for this bundle (``doctor`` checks it before anything is
-    uploaded): numpy, and each engine's own requirements (packages, execution providers)."""
-    from edgedeploy.runtime.engines import board_requirements
+    uploaded): numpy, each engine's own requirements (packages, execution providers), and
+    cores computing fp16 where a CPU stage does."""
+    from edgedeploy.runtime.engines import board_requirements, engine_spec
 
-    return board_requirements(build.engines())
+    half = any(s.fp16 and not engine_spec(s.engine).on_gpu
+               for p in (*build.plans, *build.measured_plans) for s in p.stages)
+    return board_requirements(build.engines(), cpu_fp16=half)
 
 
 def _reference(graph: ir.Graph, seed: int, fp16: bool = False

@@ -11,6 +11,7 @@ from __future__ import annotations
 from edgedeploy.runtime.engines import litert, native, onnxruntime, onnxruntime_gpu  # noqa: F401
 from edgedeploy.runtime.engines.base import (
     AFFINITY,
+    CPU_FP16,
     ENGINES,
     SEGMENT,
     THREADS,
@@ -33,6 +34,7 @@ from edgedeploy.runtime.engines.base import (
 
 __all__ = [
     "AFFINITY",
+    "CPU_FP16",
     "ENGINES",
     "SEGMENT",
     "THREADS",

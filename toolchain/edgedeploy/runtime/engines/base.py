@@ -141,10 +141,15 @@ def engine_spec(name: str) -> EngineSpec:
     return spec
 
 
-def board_requirements(engines: Iterable[str]) -> list[str]:
+#: The requirement of a bundle whose CPU stages compute fp16: cores with fp16 arithmetic.
+CPU_FP16 = "cpu:fp16"
+
+
+def board_requirements(engines: Iterable[str], *, cpu_fp16: bool = False) -> list[str]:
     """What a board needs to run ``engines``: numpy, and each engine's own requirements
-    (Python distributions, ``provider:<Name>`` execution providers), sorted."""
-    needs = {"numpy"}
+    (Python distributions, ``provider:<Name>`` execution providers), and :data:`CPU_FP16`
+    where a CPU stage computes fp16, sorted."""
+    needs = {"numpy", *([CPU_FP16] if cpu_fp16 else [])}
     for engine in engines:
         needs.update(engine_spec(engine).requires)
     return sorted(needs)

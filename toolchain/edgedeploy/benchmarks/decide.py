@@ -452,7 +452,7 @@ def _stages_and_layers(plan: Plan, graph: ir.Graph, winner: Entry) -> dict[str, 
     stages, layers = [], []
     for k, (s, io) in enumerate(zip(winner.stages, ios, strict=True)):
         gpu = s.engine if s.cluster == GPU_CLUSTER else None
-        device = {"device_id": s.device_id, "fp16": s.fp16} if gpu else {"fp16": s.fp16}
+        device = {"fp16": s.fp16, **({"device_id": s.device_id} if gpu else {})}
         stage = plan_stage(k, io, s.cluster, s.cores, s.replicas, s.cpus, s.choices, gpu,
                            **device)
         stages.append(stage.model_copy(update={"batch": s.batch, "inline": s.inline}))

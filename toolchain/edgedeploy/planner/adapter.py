@@ -105,8 +105,9 @@ def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
     # a quantized layer: its float prediction times the board's measured int8 / float time
     precision = {pr: np.array([model.precision_factor(pr, c) for c in table.configs])
                  for pr in {layer.descriptor.precision for layer in graph.layers}}
-    fp16 = half_clusters(graph, target)
-    half = np.array([model.half_factor(c) if c.cluster in fp16 else 1.0 for c in table.configs])
+    half_on = half_clusters(graph, target)
+    half = np.array([model.half_factor(c) if c.cluster in half_on else 1.0
+                     for c in table.configs])
     layers = []
     for i, layer in enumerate(graph.layers):
         names = [p for p in table.candidates(i) if p in scale]

@@ -151,24 +151,33 @@ def _gpu_fields(engine: str | None, cluster: str) -> dict[str, Any]:
             "providers": list(ENGINES[engine].providers)}
 
 
-def _baseline(problem: Problem, graph: ir.Graph, b: Any, target: Any,
-              feeder: int | None) -> Baseline:
+def _baseline(problem: Problem, b: Any, feeder: int | None, half: frozenset[str]) -> Baseline:
     """A baseline for the lockfile: its predicted figures and, when it is an ordinary plan,
     its stage (so measurement can run it beside the plan). Under precision fp16 its LiteRT
     stages compute fp16 too: the stock runtime as it runs in that precision."""
     stages = None
     if b.runnable:
         cand = Candidate(b.stages, b.metrics)
-        ids = assign_cpus(problem, cand, feeder)
-        half = half_clusters(graph, target)
-        stages = [ParetoStage(start=s.start, stop=s.stop,
-                              cluster=problem.configs[s.config].cluster,
-                              cores=problem.configs[s.config].cores, replicas=s.replicas,
-                              cpus=cpus, choices=list(b.choices[s.start:s.stop]),
-                              fp16=computes_fp16(problem.configs[s.config].cluster,
-                                                 b.choices[s.start:s.stop], half))
-                  for s, cpus in zip(b.stages, ids, strict=True)]
+        stages = _pareto_stages(problem, cand, b.choices, assign_cpus(problem, cand, feeder),
+                                half)
     return Baseline(description=b.description, predicted=predicted(b.metrics), stages=stages)
+
+
+def _pareto_stages(problem: Problem, cand: Candidate, choices: Sequence[str],
+                   cpus: Sequence[Sequence[int]], half: frozenset[str],
+                   gpu: str | None = None) -> list[ParetoStage]:
+    """A candidate's stages as a Pareto point or a baseline holds them: each with its layers'
+    ``choices``, ``fp16`` where its LiteRT segments compute it, a GPU stage's engine fields."""
+    out = []
+    for s, ids in zip(cand.stages, cpus, strict=True):
+        cfg = problem.configs[s.config]
+        mine = list(choices[s.start:s.stop])
+        device = {k: v for k, v in _gpu_fields(gpu, cfg.cluster).items()
+                  if k in ("engine", "device_id", "fp16")}
+        out.append(ParetoStage(start=s.start, stop=s.stop, cluster=cfg.cluster, cores=cfg.cores,
+                               replicas=s.replicas, cpus=list(ids), choices=mine,
+                               **{"fp16": computes_fp16(cfg.cluster, mine, half), **device}))
+    return out
 
 
 def unmeasured(manifest: Any, alias: str) -> Decision:
@@ -240,18 +249,9 @@ def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, proble
         layers += plan_layers(graph, k, s.start, mine,
                               [float(sol.selection.layer_ms[i, s.config])
                                for i in range(s.start, s.stop)])
-    pareto = []
-    for cand in sol.pareto:
-        names = plan_choices(problem, graph, sol, cand, target)
-        pareto.append(ParetoPoint(predicted=predicted(cand.metrics), stages=[
-            ParetoStage(start=s.start, stop=s.stop, cluster=problem.configs[s.config].cluster,
-                        cores=problem.configs[s.config].cores, replicas=s.replicas, cpus=ids,
-                        choices=names[s.start:s.stop],
-                        **{"fp16": computes_fp16(problem.configs[s.config].cluster,
-                                                 names[s.start:s.stop], half),
-                           **{k: v for k, v in _gpu_fields(gpu, problem.configs[s.config].cluster)
-                              .items() if k in ("engine", "device_id", "fp16")}})
-            for s, ids in zip(cand.stages, assign_cpus(problem, cand, feeder), strict=True)]))
+    pareto = [ParetoPoint(predicted=predicted(cand.metrics), stages=_pareto_stages(
+        problem, cand, plan_choices(problem, graph, sol, cand, target),
+        assign_cpus(problem, cand, feeder), half, gpu)) for cand in sol.pareto]
     c = manifest.constraints
     spec = manifest.model
     return Plan(
@@ -281,7 +281,7 @@ def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, proble
         decision=unmeasured(manifest, alias),
         precision=precision_choice(graph, plan_path),
         winograd=winograd_choice(graph, plan_path),
-        baselines={b.name: _baseline(problem, graph, b, target, feeder) for b in sol.baselines},
+        baselines={b.name: _baseline(problem, b, feeder, half) for b in sol.baselines},
         pareto=pareto)
 
 

@@ -225,14 +225,18 @@ def _image_frames(folder: Path, graph: ir.Graph, preprocess: Mapping[str, Any] |
 
 def guard(fp32: Path, int8: Path, held: list[dict[str, np.ndarray]]) -> Guard:
     """The int8 model against fp32 on the held-out frames, both run whole by their runtime."""
-    want, got = _outputs(fp32, held), _outputs(int8, held)
-    return Guard(max_rel_error(got, want), top1_agreement(got, want), len(held))
+    return _compared(_outputs(fp32, held), _outputs(int8, held), len(held))
 
 
 def half_guard(model: Path, held: list[dict[str, np.ndarray]]) -> Guard:
     """The model computed in fp16 against fp32 on the held-out frames, both whole in LiteRT."""
-    want, got = _outputs(model, held), _outputs(model, held, fp16=True)
-    return Guard(max_rel_error(got, want), top1_agreement(got, want), len(held))
+    return _compared(_outputs(model, held), _outputs(model, held, fp16=True), len(held))
+
+
+def _compared(want: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray],
+              frames: int) -> Guard:
+    """The guard's figures of outputs ``got`` against fp32's ``want`` over ``frames``."""
+    return Guard(max_rel_error(got, want), top1_agreement(got, want), frames)
 
 
 def _cache_key(spec: ModelSpec, graph: ir.Graph, frames: Frames) -> str:

@@ -136,3 +136,16 @@ def test_fp16_arithmetic_is_a_fact_of_each_cluster(tmp_path: Path,
     big, little = _detected_arm(parts, tmp_path, monkeypatch).clusters
     assert (big.core_type, big.fp16_arithmetic) == ("cortex-a76", True)
     assert (little.core_type, little.fp16_arithmetic) == ("cortex-a53", False)
+
+
+@pytest.mark.parametrize("machine, flags, saturates", [
+    ("x86_64", "fma avx2", True),  # Zen 3, Haswell..Skylake client: VPMADDUBSW into 16 bits
+    ("x86_64", "avx2 avx512f avx512_vnni", False),
+    ("x86_64", "avx2 avx_vnni", False),  # Alder Lake's VEX-coded VNNI
+    ("aarch64", "fp asimd", False),  # Arm's int8 kernels widen before they add
+])
+def test_int8_saturation_is_read_from_the_host_flags(machine: str, flags: str, saturates: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(detect.platform, "machine", lambda: machine)
+    monkeypatch.setattr(detect, "_cpuinfo", lambda: {0: {"flags": flags}, 1: {"flags": flags}})
+    assert detect.saturates_u8s8() is saturates

@@ -501,3 +501,39 @@ def test_measured_auto_times_a_tflite_source_int8_beside_fp32(project: Path) -> 
     assert precisions == ({"int8", "fp16", "fp32"} if half else {"int8", "fp32"})
     assert p.precision is not None and "measured on the board" in (p.precision.reason or "")
     assert p.model_path(path).suffix == ".tflite"
+
+
+def test_int8_weights_keep_7_bits_where_an_x86_kernel_may_saturate(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime's x86 int8 kernels without VNNI add pairs of products in 16 bits and clamp.
+    The int8 model keeps its weights in 7 bits where it is guarded on such a host, or may run
+    on an x86 board (a descriptor does not say VNNI); for Arm boards from a VNNI host, 8."""
+    from edgedeploy.boards import detect
+    from edgedeploy.importers.quantize import quantize
+    from edgedeploy.planner import precision
+    from edgedeploy.resources import targets_dir
+    from edgedeploy.schemas.loader import load_manifest
+
+    x86 = project / "x86.yaml"
+    x86.write_text((targets_dir() / "rpi4.yaml").read_text().replace("arch: aarch64",
+                                                                      "arch: x86_64"))
+    manifest = _manifest(project, precision="int8")
+    arm_only = manifest.read_text().replace("{board: local}", "{board: rpi4}")
+    manifest.write_text(arm_only)
+    monkeypatch.setattr(detect, "saturates_u8s8", lambda: False)
+    assert not precision.reduce_range(load_manifest(manifest))
+    manifest.write_text(arm_only.replace("targets:\n", "targets:\n  box: {board: ./x86.yaml}\n"))
+    assert precision.reduce_range(load_manifest(manifest))
+    manifest.write_text(arm_only)
+    monkeypatch.setattr(detect, "saturates_u8s8", lambda: True)
+    assert precision.reduce_range(load_manifest(manifest))
+
+    frames = [{"input": f} for f in np.load(project / "frames.npz")["input"][:4]]
+    widest = {}
+    for narrow in (True, False):
+        out = project / f"sq.{narrow}.onnx"
+        quantize(project / "sq.onnx", out, frames, reduce_range=narrow)
+        weights = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+        widest[narrow] = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert widest[True] <= 64 < widest[False]

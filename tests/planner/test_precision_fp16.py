@@ -311,10 +311,11 @@ def test_a_pushed_fp16_plan_is_health_checked_against_fp16_within_the_bound(
 def test_validate_names_the_fp16_refusals(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """`validate` refuses what `plan` would: an ONNX model at the manifest's line, a board
-    without fp16 cores by its alias."""
+    without fp16 cores by its alias (boards of the catalogue only: this host may have none)."""
     from edgedeploy import zoo
 
     manifest = _project(tmp_path)
+    manifest.write_text(manifest.read_text().replace("  local: {board: local}\n", ""))
     assert main(["validate", str(manifest)]) == 2
     assert "no core of pi4 (rpi4: cortex-a72) computes fp16" in capsys.readouterr().err
     zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)

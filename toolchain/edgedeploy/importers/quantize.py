@@ -128,12 +128,14 @@ def _at_per_channel_opset(model: Path, out: str) -> Path:
 
 
 def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]], *,
-             exclude: Sequence[str] = (), prepared: bool = False) -> None:
+             exclude: Sequence[str] = (), prepared: bool = False,
+             reduce_range: bool | None = None) -> None:
     """Static QDQ quantization, written atomically to ``out``: per-channel int8 weights and
     uint8 activations (the U8S8 form onnxruntime's x86 and Arm integer kernels run fastest;
     signed activations measured at a third of the speed on ResNet-50 here). The nodes named in
     ``exclude`` (as :func:`prepare` names them) stay fp32; ``prepared``: ``model`` has been
-    through :func:`prepare` already."""
+    through :func:`prepare` already. ``reduce_range``: weights in 7 bits, which no x86 kernel
+    saturates (default: where this host's would, ``boards.detect.saturates_u8s8``)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -142,6 +144,10 @@ def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]], *,
         quantize_static,
     )
 
+    if reduce_range is None:
+        from edgedeploy.boards.detect import saturates_u8s8
+
+        reduce_range = saturates_u8s8()
     reader = type("Frames", (_Reader, CalibrationDataReader), {})(frames)
     out.parent.mkdir(parents=True, exist_ok=True)
     quiet = _Quiet()
@@ -153,7 +159,7 @@ def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]], *,
             quantize_static(str(source), os.path.join(tmp, "int8.onnx"), reader,
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=list(exclude))
+                            nodes_to_exclude=list(exclude), reduce_range=reduce_range)
             written = onnx.load(os.path.join(tmp, "int8.onnx"))
             onnx.checker.check_model(written)  # what it wrote is valid
             if not _quantized(written.graph):

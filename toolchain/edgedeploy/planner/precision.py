@@ -57,7 +57,7 @@ from edgedeploy.importers.quantize import quantize
 from edgedeploy.planner.lock import sha256_calibration, sha256_file, sha256_text
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import max_rel_error, random_inputs
-from edgedeploy.runtime.vocab import FP16, INT8, TFLITE
+from edgedeploy.runtime.vocab import FP16, INT8, LOCAL, TFLITE
 from edgedeploy.schemas.manifest import Manifest, ModelSpec
 
 log = logging.getLogger("edgedeploy.planner")
@@ -239,12 +239,27 @@ def _compared(want: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray],
     return Guard(max_rel_error(got, want), top1_agreement(got, want), frames)
 
 
-def _cache_key(spec: ModelSpec, graph: ir.Graph, frames: Frames) -> str:
+def reduce_range(manifest: Manifest) -> bool:
+    """Whether the int8 ONNX model keeps its weights in 7 bits: where it is guarded (this host)
+    or may run (an x86 board, whose VNNI a descriptor does not say) onnxruntime's x86 kernels
+    without VNNI can saturate (``boards.detect.saturates_u8s8``). Arm's kernels do not."""
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.boards.detect import saturates_u8s8
+
+    return saturates_u8s8() or any(
+        ref.board != LOCAL and load_target(ref.board).arch == "x86_64"
+        for ref in manifest.targets.values())
+
+
+def _cache_key(manifest: Manifest, graph: ir.Graph, frames: Frames) -> str:
     from importlib.metadata import version
 
+    spec = manifest.model
     tools = (("ai-edge-quantizer", "ai-edge-litert") if spec.format == "tflite"
              else ("onnxruntime",))
     key = {"version": PRECISION_VERSION, "tools": {t: version(t) for t in tools},
+           **({"reduce_range": True} if spec.format != "tflite" and reduce_range(manifest)
+              else {}),
            "model": sha256_file(Path(spec.path)), "calibration": frames.sha256 or
            f"random:{RANDOM_SEED}:{RANDOM_FRAMES}",
            "inputs": {t.name: list(t.shape) for t in graph.inputs}}
@@ -255,7 +270,7 @@ def int8_variant(manifest: Manifest, graph: ir.Graph, frames: Frames) -> tuple[P
     """The int8 model of ``manifest.model`` and its guard figures, from the cache when the same
     inputs made them before (``<build_dir>/precision/<stem>.int8.<key>.<onnx|tflite>``)."""
     spec = manifest.model
-    key = _cache_key(spec, graph, frames)
+    key = _cache_key(manifest, graph, frames)
     name = f"{Path(spec.path).stem}.int8.{key[:16]}{_SUFFIX[spec.format or 'onnx']}"
     out = Path(manifest.output.build_dir) / "precision" / name
     record = out.with_suffix(".guard.json")
@@ -265,7 +280,7 @@ def int8_variant(manifest: Manifest, graph: ir.Graph, frames: Frames) -> tuple[P
     calib, held = frames.split()
     log.info("precision: quantizing %s to int8 (static, per-channel weights) on %d "
              "calibration frame(s) -> %s", spec.path, len(calib), out)
-    _quantize(spec, out, calib)
+    _quantize(spec, out, calib, reduce_range(manifest))
     result = guard(Path(spec.path), out, held)
     record.write_text(json.dumps({"max_error": result.max_error,
                                   "top1_agreement": result.top1_agreement,
@@ -277,10 +292,12 @@ def int8_variant(manifest: Manifest, graph: ir.Graph, frames: Frames) -> tuple[P
 _SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
 
 
-def _quantize(spec: ModelSpec, out: Path, calib: list[dict[str, np.ndarray]]) -> None:
-    """Write the static int8 model of ``spec``'s model to ``out``, by its format's quantizer."""
+def _quantize(spec: ModelSpec, out: Path, calib: list[dict[str, np.ndarray]],
+              narrow: bool) -> None:
+    """Write the static int8 model of ``spec``'s model to ``out``, by its format's quantizer
+    (``narrow``: ONNX weights in 7 bits, :func:`reduce_range`)."""
     if spec.format != "tflite":
-        quantize(Path(spec.path), out, calib)
+        quantize(Path(spec.path), out, calib, reduce_range=narrow)
         return
     from edgedeploy.importers.tflite_quantize import quantize_tflite
 
@@ -320,8 +337,9 @@ class _Regions:
     quantize: Callable[[Path, Path, list[dict[str, np.ndarray]], tuple[str, ...]], None]
 
 
-def _onnx_regions() -> _Regions:
-    """ONNX: nodes, named after onnxruntime's pre-quantization pass (``quantize.prepare``)."""
+def _onnx_regions(narrow: bool) -> _Regions:
+    """ONNX: nodes, named after onnxruntime's pre-quantization pass (``quantize.prepare``);
+    ``narrow``: weights in 7 bits (:func:`reduce_range`)."""
     import onnx
 
     from edgedeploy.importers.quantize import prepare
@@ -332,13 +350,14 @@ def _onnx_regions() -> _Regions:
         names=lambda source: [n.name for n in onnx.load(str(source)).graph.node],
         added=added_errors,
         quantize=lambda source, out, calib, exclude: quantize(
-            source, out, calib, exclude=exclude, prepared=True))
+            source, out, calib, exclude=exclude, prepared=True, reduce_range=narrow))
 
 
-def _tflite_regions() -> _Regions:
+def _tflite_regions(narrow: bool) -> _Regions:
     """TFLite: operators, named by their scope (``tflite_quantize.op_scopes``), of the model
     as the quantizer takes it (``tflite_quantize.float_model``, made once for the search: each
-    later call on it returns it as it is)."""
+    later call on it returns it as it is). ``narrow`` is ONNX's alone: XNNPACK's x86 int8
+    kernels widen to 16 bits before they multiply, and saturate nowhere."""
     from edgedeploy.importers.tflite_quantize import float_model, op_scopes, quantize_tflite
     from edgedeploy.planner import sensitivity_tflite
 
@@ -361,7 +380,7 @@ def _tflite_regions() -> _Regions:
 
 
 #: The mixed search's parts by source format.
-_REGIONS: dict[str, Callable[[], _Regions]] = {"onnx": _onnx_regions, "tflite": _tflite_regions}
+_REGIONS: dict[str, Callable[[bool], _Regions]] = {"onnx": _onnx_regions, "tflite": _tflite_regions}
 
 
 def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Path
@@ -377,7 +396,7 @@ def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Pat
     from edgedeploy.planner.sensitivity import ranked_regions, runs
 
     spec = manifest.model
-    key = sha256_text(f"{_cache_key(spec, graph, frames)}:mixed:{spec.max_output_error!r}:"
+    key = sha256_text(f"{_cache_key(manifest, graph, frames)}:mixed:{spec.max_output_error!r}:"
                       f"{spec.min_top1_agreement!r}")
     suffix = _SUFFIX[spec.format or "onnx"]
     out = Path(manifest.output.build_dir) / "precision" / (
@@ -388,7 +407,7 @@ def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Pat
         nodes = cached["fp32_nodes"]
         return (None if nodes is None else out), cached["guard"], tuple(nodes or ())
     calib, held = frames.split()
-    fmt = _REGIONS[spec.format or "onnx"]()
+    fmt = _REGIONS[spec.format or "onnx"](reduce_range(manifest))
     found: tuple[Path | None, Guard, tuple[str, ...]] | None = None
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:

@@ -123,6 +123,7 @@ def test_the_shortlist_holds_the_plan_the_best_pareto_points_and_runnable_baseli
 
 def test_a_host_or_model_never_calibrated_is_calibrated_before_its_first_measured_plan(
         project, tmp_path, monkeypatch):
+    from edgedeploy.benchmarks import decide
     from edgedeploy.benchmarks.decide import QUICK_LAYER_SHARE
     from edgedeploy.costmodel import profiling, segments
     from edgedeploy.costmodel.segments import calibration_models
@@ -131,6 +132,9 @@ def test_a_host_or_model_never_calibrated_is_calibrated_before_its_first_measure
     # the calibration models at 32 px: which ones run, not their figures, is checked here
     monkeypatch.setattr(segments, "CALIBRATION_MODELS",
                         tuple((name, 32) for name, _ in CALIBRATION_MODELS))
+    # the plan and the baselines measured, not their micro-batched variants besides (each a
+    # pipeline to start): which contenders race is not what is checked here
+    monkeypatch.setattr(decide, "BATCH_SIZES", ())
     # the plan and the baselines only: what is checked is the calibration before measuring
     project.write_text(MANIFEST.format(budget=2, profile=2).replace(
         "quick_profile_s", "shortlist: 1, quick_profile_s"))

@@ -10,17 +10,20 @@ from pathlib import Path
 import pytest
 
 from edgedeploy import zoo
+from edgedeploy.benchmarks import decide
 from edgedeploy.cli.main import main
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     zoo.export("squeezenet1_1", tmp_path / "net.onnx", size=64)
-    # a second of measuring: these tests check the push, not the decision's figures
+    # a second of measuring the plan and the baselines (shortlist 1, not their micro-batched
+    # variants besides): these tests check the push, not the decision or its figures
+    monkeypatch.setattr(decide, "BATCH_SIZES", ())
     (tmp_path / "edgedeploy.yaml").write_text(
         "name: sq\nmodel:\n  path: net.onnx\ntargets:\n  local:\n    path: board\n"
         "output:\n  plans_dir: plans\n  build_dir: build\n"
-        "measure: {budget_s: 1, quick_profile_s: 0}\n")
+        "measure: {budget_s: 1, shortlist: 1, quick_profile_s: 0}\n")
     return tmp_path
 
 
@@ -85,7 +88,7 @@ def test_push_refines_on_the_device_and_keeps_serving(project, capsys, monkeypat
     # planned from the cost model: measured, a loaded host could pick a stage run inline, which
     # refinement skips
     manifest.write_text(manifest.read_text().replace(
-        "measure: {budget_s: 1, quick_profile_s: 0}", "measure: {enabled: false}")
+        "measure: {budget_s: 1, shortlist: 1, quick_profile_s: 0}", "measure: {enabled: false}")
         + "refine:\n  max_evals: 3\n  frames_per_eval: 8\n")
     loads = _counting(monkeypatch, edgedeploy.schemas, "load_manifest")
     imports = _counting(monkeypatch, edgedeploy.importers, "load_model")

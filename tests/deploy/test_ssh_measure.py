@@ -101,6 +101,7 @@ def test_an_unreachable_board_is_planned_from_the_model_alone(sshd, home, capsys
 def test_a_new_board_is_profiled_on_it_and_a_new_model_run_whole_there(sshd, home, capsys,
                                                                        monkeypatch):
     from edgedeploy import api
+    from edgedeploy.benchmarks import decide
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.costmodel import segments
     from edgedeploy.costmodel.profile import profile_path
@@ -111,6 +112,9 @@ def test_a_new_board_is_profiled_on_it_and_a_new_model_run_whole_there(sshd, hom
     # profiled is checked here, not what its factors are
     monkeypatch.setattr(segments, "CALIBRATION_MODELS",
                         tuple((name, 32) for name, _ in segments.CALIBRATION_MODELS))
+    # the plan and the baselines measured, not their micro-batched variants besides (each a
+    # pipeline to start on the board): which contenders race is not what is checked here
+    monkeypatch.setattr(decide, "BATCH_SIZES", ())
 
     board = load_target("local").model_dump(mode="json")  # this machine, as a board of its own
     board.pop("fingerprint", None)
@@ -141,9 +145,15 @@ def test_a_new_board_is_profiled_on_it_and_a_new_model_run_whole_there(sshd, hom
     assert own is not None and has_own_factors(board_profile, own)
 
 
-def test_precision_auto_times_int8_against_the_model_as_given_on_the_board(sshd, home, capsys):
+def test_precision_auto_times_int8_against_the_model_as_given_on_the_board(sshd, home, capsys,
+                                                                          monkeypatch):
     import numpy as np
 
+    from edgedeploy.benchmarks import decide
+
+    # both precisions timed on the board is checked, not which contenders of each: the plan
+    # and the baselines, not their micro-batched variants besides (each a pipeline to start)
+    monkeypatch.setattr(decide, "BATCH_SIZES", ())
     manifest = _manifest(home, sshd.port, sshd)
     rng = np.random.default_rng(7)
     np.savez(home / "frames.npz", input=rng.random((10, 1, 3, 32, 32), dtype=np.float32))

@@ -148,6 +148,9 @@ def test_measure_to_decide_times_the_int8_model(project: Path,
             super().__init__(graph, model_path, **kw)
 
     monkeypatch.setattr(decide, "LocalTrials", Spy)
+    # the file the contenders are cut from is checked, not which contenders race: the plan and
+    # the baselines, not their micro-batched variants besides (each a pipeline to start)
+    monkeypatch.setattr(decide, "BATCH_SIZES", ())
     manifest = _manifest(project, precision="int8", calibration="frames.npz",
                          max_output_error=0.5)
     manifest.write_text(manifest.read_text().replace(
@@ -484,10 +487,16 @@ def test_unmeasured_auto_keeps_a_tflite_source_as_given(project: Path) -> None:
     assert doc["model"]["path"] == "net.tflite"
 
 
-def test_measured_auto_times_a_tflite_source_int8_beside_fp32(project: Path) -> None:
+def test_measured_auto_times_a_tflite_source_int8_beside_fp32(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a target this host measures, auto times the LiteRT int8 plans beside the model as
     given; whichever wins is written with what both measured."""
     from edgedeploy import api
+    from edgedeploy.benchmarks import decide
+
+    # the precisions timed are checked, not which contenders of each: the plan and the
+    # baselines, not their micro-batched variants besides (each a pipeline to start)
+    monkeypatch.setattr(decide, "BATCH_SIZES", ())
 
     manifest = _tflite_manifest(project, "  precision: auto\n  max_output_error: 10\n",
                                 measure="{budget_s: 2, shortlist: 1, quick_profile_s: 0}")

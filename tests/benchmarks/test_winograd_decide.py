@@ -72,6 +72,9 @@ def timed(monkeypatch: pytest.MonkeyPatch) -> type[Timed]:
     monkeypatch.setattr(winograd, "MIN_LAYER_GAIN", 0.0)  # every convolution taken,
     monkeypatch.setattr(winograd, "MIN_LAYER_MACS", 0)  # tiny as they are,
     monkeypatch.setattr(WinogradTrial, "saving", lambda *_: None)  # however little
+    # the trial against the winner is checked, not which contenders raced for it: the plan and
+    # the baselines, not their micro-batched variants besides (each a pipeline to start)
+    monkeypatch.setattr(decide, "BATCH_SIZES", ())
     Timed.models, Timed.slow = [], None
     return Timed
 

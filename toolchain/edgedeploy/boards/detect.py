@@ -99,8 +99,7 @@ def saturates_u8s8() -> bool:
     if _ARCHES.get(platform.machine().lower()) != "x86_64":
         return False
     infos = _cpuinfo().values()
-    return bool(infos) and not any(
-        set((i.get("flags") or "").split()) & VNNI_FLAGS for i in infos)
+    return bool(infos) and not any(_flags(i) & VNNI_FLAGS for i in infos)
 
 
 def fingerprint(target: Target, model_name: str | None = None) -> str:
@@ -170,9 +169,14 @@ class _LazyLscpu:
         return self._data.get(key.lower())
 
 
+def _flags(info: dict[str, str]) -> set[str]:
+    """A /proc/cpuinfo block's feature flags (x86 "flags", Arm "Features")."""
+    return set((info.get("flags") or info.get("features") or "").split())
+
+
 def _cpu_facts(cpu: int, arch: str, info: dict[str, str], lscpu: _LazyLscpu) -> dict[str, Any]:
     core_type, flops = _core_type(cpu, arch, info)
-    flags = set((info.get("flags") or info.get("features") or "").split())
+    flags = _flags(info)
     return {"cpu": cpu, "core_type": core_type, "flops": flops,
             "fp16": bool(flags & FP16_FLAGS),
             "freq": _max_freq_mhz(cpu, info, lscpu), "caches": _caches(cpu)}

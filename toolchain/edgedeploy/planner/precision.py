@@ -242,24 +242,25 @@ def _compared(want: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray],
 def reduce_range(manifest: Manifest) -> bool:
     """Whether the int8 ONNX model keeps its weights in 7 bits: where it is guarded (this host)
     or may run (an x86 board, whose VNNI a descriptor does not say) onnxruntime's x86 kernels
-    without VNNI can saturate (``boards.detect.saturates_u8s8``). Arm's kernels do not."""
+    without VNNI can saturate (``boards.detect.saturates_u8s8``). Arm's kernels do not, nor
+    XNNPACK's for a TFLite source (they widen to 16 bits before they multiply)."""
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.boards.detect import saturates_u8s8
 
+    if manifest.model.format == TFLITE:
+        return False
     return saturates_u8s8() or any(
         ref.board != LOCAL and load_target(ref.board).arch == "x86_64"
         for ref in manifest.targets.values())
 
 
-def _cache_key(manifest: Manifest, graph: ir.Graph, frames: Frames) -> str:
+def _cache_key(spec: ModelSpec, graph: ir.Graph, frames: Frames, narrow: bool) -> str:
     from importlib.metadata import version
 
-    spec = manifest.model
     tools = (("ai-edge-quantizer", "ai-edge-litert") if spec.format == "tflite"
              else ("onnxruntime",))
     key = {"version": PRECISION_VERSION, "tools": {t: version(t) for t in tools},
-           **({"reduce_range": True} if spec.format != "tflite" and reduce_range(manifest)
-              else {}),
+           **({"reduce_range": True} if narrow else {}),
            "model": sha256_file(Path(spec.path)), "calibration": frames.sha256 or
            f"random:{RANDOM_SEED}:{RANDOM_FRAMES}",
            "inputs": {t.name: list(t.shape) for t in graph.inputs}}
@@ -270,7 +271,8 @@ def int8_variant(manifest: Manifest, graph: ir.Graph, frames: Frames) -> tuple[P
     """The int8 model of ``manifest.model`` and its guard figures, from the cache when the same
     inputs made them before (``<build_dir>/precision/<stem>.int8.<key>.<onnx|tflite>``)."""
     spec = manifest.model
-    key = _cache_key(manifest, graph, frames)
+    narrow = reduce_range(manifest)
+    key = _cache_key(spec, graph, frames, narrow)
     name = f"{Path(spec.path).stem}.int8.{key[:16]}{_SUFFIX[spec.format or 'onnx']}"
     out = Path(manifest.output.build_dir) / "precision" / name
     record = out.with_suffix(".guard.json")
@@ -280,7 +282,7 @@ def int8_variant(manifest: Manifest, graph: ir.Graph, frames: Frames) -> tuple[P
     calib, held = frames.split()
     log.info("precision: quantizing %s to int8 (static, per-channel weights) on %d "
              "calibration frame(s) -> %s", spec.path, len(calib), out)
-    _quantize(spec, out, calib, reduce_range(manifest))
+    _quantize(spec, out, calib, narrow)
     result = guard(Path(spec.path), out, held)
     record.write_text(json.dumps({"max_error": result.max_error,
                                   "top1_agreement": result.top1_agreement,
@@ -356,8 +358,8 @@ def _onnx_regions(narrow: bool) -> _Regions:
 def _tflite_regions(narrow: bool) -> _Regions:
     """TFLite: operators, named by their scope (``tflite_quantize.op_scopes``), of the model
     as the quantizer takes it (``tflite_quantize.float_model``, made once for the search: each
-    later call on it returns it as it is). ``narrow`` is ONNX's alone: XNNPACK's x86 int8
-    kernels widen to 16 bits before they multiply, and saturate nowhere."""
+    later call on it returns it as it is). ``narrow`` is never true for it
+    (:func:`reduce_range`)."""
     from edgedeploy.importers.tflite_quantize import float_model, op_scopes, quantize_tflite
     from edgedeploy.planner import sensitivity_tflite
 
@@ -396,7 +398,8 @@ def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Pat
     from edgedeploy.planner.sensitivity import ranked_regions, runs
 
     spec = manifest.model
-    key = sha256_text(f"{_cache_key(manifest, graph, frames)}:mixed:{spec.max_output_error!r}:"
+    narrow = reduce_range(manifest)
+    key = sha256_text(f"{_cache_key(spec, graph, frames, narrow)}:mixed:{spec.max_output_error!r}:"
                       f"{spec.min_top1_agreement!r}")
     suffix = _SUFFIX[spec.format or "onnx"]
     out = Path(manifest.output.build_dir) / "precision" / (
@@ -407,7 +410,7 @@ def mixed_variant(manifest: Manifest, graph: ir.Graph, frames: Frames, int8: Pat
         nodes = cached["fp32_nodes"]
         return (None if nodes is None else out), cached["guard"], tuple(nodes or ())
     calib, held = frames.split()
-    fmt = _REGIONS[spec.format or "onnx"](reduce_range(manifest))
+    fmt = _REGIONS[spec.format or "onnx"](narrow)
     found: tuple[Path | None, Guard, tuple[str, ...]] | None = None
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:

@@ -24,6 +24,7 @@ import numpy as np
 from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.errors import ExecutionError, InputError
 from edgedeploy.runtime.layer_timing import Measurement
+from edgedeploy.runtime.model_timing import OWN_REPLICA_WINDOWS
 from edgedeploy.runtime.probe import BATCH as PROBE_BATCH
 from edgedeploy.runtime.probe import OPAQUE, REPLICA_BATCH_EVENT
 from edgedeploy.runtime.vocab import INT8
@@ -447,9 +448,9 @@ def calibration_files(models: Sequence[tuple[str, int]], tmp: Path, own: OwnMode
                                 "graph": f"{key}/graph.json", "weights": f"{key}/weights.npz"}
         if own is not None and size is None:
             spec["native"] = False
-            # the model a profile is taken for prices its plans: as on this host, the faster
-            # of two replica windows
-            spec["replica_windows"] = 2
+            # the model a profile is taken for prices its plans: as on this host, the median
+            # of a few replica windows
+            spec["replica_windows"] = OWN_REPLICA_WINDOWS
             opaque = _opaque_files(own, key, tmp)
             if opaque:
                 spec[OPAQUE] = [entry for entry, _ in opaque]

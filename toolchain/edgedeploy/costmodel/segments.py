@@ -47,6 +47,7 @@ import contextlib
 import json
 import logging
 import os
+import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.costmodel.prior import PRIOR_VERSION
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.model_timing import (
+    OWN_REPLICA_WINDOWS,
     REPLICA_WARMUP,
     OpaqueLayer,
     batch_ms,
@@ -557,9 +559,10 @@ def measure_replica_batches(configs: Sequence[CoreConfig], cpus_of: Callable, m:
             if progress:
                 progress(f"replicas: {m.name} x{config.cores} on {config.cluster}, "
                          f"{b} frames a call")
-            # the faster of two windows, as the unbatched replicas'
+            # the median of as many windows as the unbatched replicas'
             fps = replica_fps(m.graph, batched, cpus_of(config), config.cores,
-                              frames=replica_frames(ms, config.cores), batch=b, windows=2)
+                              frames=replica_frames(ms, config.cores), batch=b,
+                              windows=OWN_REPLICA_WINDOWS)
             out.setdefault(config.cluster, {})[str(b)] = round(fps / unbatched_fps, 4)
     return out
 
@@ -591,13 +594,14 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
             plan = execute.stage_from_io(io=io, cpus=tuple(cpus_of(config)),
                                  replicas=config.cores)
             with Pipeline(execute.stage_specs(graph, [plan], choices, segments)) as pipe:
-                # the own model's speed-up prices its plans: a second window, keeping the
-                # faster (one window under a neighbour's burst priced SqueezeNet's 2 replicas
-                # at 212 fps, which measured 318 a minute later)
-                fps = max(pipe.run(lambda _k, f=frame: f, replica_frames(base, config.cores),
-                                   warmup=REPLICA_WARMUP, keep_outputs="none",
-                                   tail=pipe.tail).throughput_fps
-                          for _ in range(2 if m.sha256 else 1))
+                # the own model's speed-up prices its plans: the median of a few windows
+                # (one window under a neighbour's burst priced SqueezeNet's 2 replicas at
+                # 212 fps, which measured 318 a minute later)
+                fps = statistics.median(
+                    pipe.run(lambda _k, f=frame: f, replica_frames(base, config.cores),
+                             warmup=REPLICA_WARMUP, keep_outputs="none",
+                             tail=pipe.tail).throughput_fps
+                    for _ in range(OWN_REPLICA_WINDOWS if m.sha256 else 1))
             speedup = max(fps * base / 1000.0, 1e-3)
             logs.setdefault(config.cluster, {}).setdefault(str(config.cores), []).append(
                 float(np.log(speedup)))

@@ -13,7 +13,7 @@ prior's expected times, and the calibration models)::
                             "native": true, "opaque": [{"names": [...], "segment": KEY,
                                                         "inputs": [{"name", "shape", "dtype"}]}],
                             "batch": {"onnx": KEY, "sizes": [2, 4], "reps": 3, "gain_min": 1.05},
-                            "replica_windows": 2}]},
+                            "replica_windows": 3}]},
      "sessions": {"budget_s": 10, "reps": 5, "sessions": [{"key": ..., "onnx": KEY,
                                                            "cpus": [0],
                                                            "inputs": [{"name", "shape"}]}]},
@@ -24,7 +24,7 @@ The board measures the layer tasks in order within the budget (its own clock), t
 large model run natively would take minutes on a small board; its ``opaque`` layers, cut alone
 by the host, timed alone too; its ``batch`` file, with a free batch axis, timed at each batch
 size, and its replicas at each size that one core ran ``gain_min`` faster per frame; its replica
-runs the fastest of ``replica_windows``), and answers one JSON object
+runs the median of ``replica_windows``), and answers one JSON object
 per line, flushed as it goes so the host can show progress::
 
     {"event": "start", "probe": ".../probe.py", "python": ..., "runtime": {...}, "cpus": [...]}

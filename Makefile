@@ -30,7 +30,7 @@ sshd:
 # 592 s; three: 523 s); the few that need the cores to themselves (marker `serial`) run after.
 test: install sshd
 	$(BIN)/ruff check toolchain tests
-	$(BIN)/python -m pytest -q -n 3 --dist worksteal -m "not serial" --ignore=tests/bench tests
+	$(BIN)/python -m pytest -q -n 4 --dist worksteal -m "not serial" --ignore=tests/bench tests
 	$(BIN)/python -m pytest -q -m serial --ignore=tests/bench tests
 
 test-fast: install

@@ -14,6 +14,7 @@ import pytest
 from edgedeploy.planner.partition import Limits
 from edgedeploy.planner.solve import solve_problem
 from edgedeploy.planner.synthetic import chain_problem
+from edgedeploy.testing import host
 
 
 def _best_of(fn, n: int = 3) -> float:
@@ -97,7 +98,7 @@ def test_measured_plan_of_resnet50_from_an_empty_cache(tmp_path):
                    "r50.yaml --target local; r50.yaml: zoo resnet50 224x224, objective "
                    "throughput, defaults otherwise)",
         "wall_s": round(wall, 2), "target_s": PLAN_TIME_TARGET_S,
-        "host": f"{_host()}, empty cache (quick profile included)",
+        "host": f"{host.describe()}, empty cache (quick profile included)",
         "measured": lock.get("measured"), "decision": lock.get("decision"),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}, indent=1, sort_keys=True)
         + "\n")
@@ -116,15 +117,6 @@ FRESH_MODELS = (("googlenet", 224), ("mobilenet_v2", 224), ("yolo_tiny", 416), (
 #: the onnx wheel ships them (``testing.onnx_zoo``), other exporters and other architectures.
 HELD_OUT_MODELS = ("densenet121", "inception_v2", "shufflenet", "zfnet512", "squeezenet")
 PREDICTION_TARGET = 0.15
-
-
-def _host() -> str:
-    """This host as a results file names it: its CPU count and model (detected, as plans are)."""
-    import os
-
-    from edgedeploy.boards.detect import detect_local
-
-    return f"{os.cpu_count()}-vCPU {detect_local().description.removeprefix('this host: ')}"
 
 
 def _fresh_model(name: str, size: int | None, folder):  # type: ignore[no-untyped-def]
@@ -195,7 +187,7 @@ def _predicted_against_measured(models, tmp_path, results: str, what: str,  # ty
                    "calibration)")
                 + ", then measure-to-decide; each contender's predicted and measured "
                 "throughput (error = predicted / measured - 1)",
-        "host": _host(), "target_error": PREDICTION_TARGET,
+        "host": host.describe(), "target_error": PREDICTION_TARGET,
         "chosen_within_target": f"{within}/{len(rows)}", "rows": rows,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}, indent=1) + "\n")
     print(f"chosen plan predicted within {PREDICTION_TARGET:.0%}: {within}/{len(rows)}")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from edgedeploy.testing import host
+
 MODELS = (("resnet18", 224), ("mobilenet_v2", 224))
 COMMAND = "python -m pytest -q tests/bench/test_ssh_measure_bench.py -p no:cacheprovider -s"
 RESULTS = Path(__file__).resolve().parents[2] / "results"
@@ -78,7 +80,7 @@ def test_the_board_path_decides_as_the_host_does(sshd, tmp_path) -> None:  # typ
               f"contender: {row['board_over_host']}")
     (RESULTS / "ssh_measure.json").write_text(json.dumps({
         "command": COMMAND,
-        "host": "2-vCPU Intel Xeon VM; the SSH board is this machine behind sshd on 127.0.0.1",
+        "host": f"{host.describe()}; the SSH board is this machine behind sshd on 127.0.0.1",
         "note": "each model from an empty cache: plan --target local (quick profile included), "
                 "then plan --target edge from the same profile; Winograd trial off in both",
         "rows": rows, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")},
@@ -111,7 +113,7 @@ def test_the_winograd_trial_on_the_board_as_on_this_host(sshd, tmp_path) -> None
               f"{trial.get('rewritten_fps')}")
     (RESULTS / "ssh_measure_winograd.json").write_text(json.dumps({
         "command": COMMAND + " -k winograd",
-        "host": "2-vCPU Intel Xeon VM; the SSH board is this machine behind sshd on 127.0.0.1",
+        "host": f"{host.describe()}; the SSH board is this machine behind sshd on 127.0.0.1",
         "note": "from an empty cache: plan --target local (quick profile included), then "
                 "plan --target edge from the same profile; defaults otherwise",
         "row": row, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")},
@@ -158,7 +160,7 @@ def test_a_board_of_its_own_is_profiled_and_priced_from_the_board(sshd, tmp_path
               f"({winner['error']:+.1%})")
     (RESULTS / "ssh_plan_prediction.json").write_text(json.dumps({
         "command": COMMAND + " -k of_its_own",
-        "host": "2-vCPU Intel Xeon VM; the SSH board is this machine behind sshd on 127.0.0.1, "
+        "host": f"{host.describe()}; the SSH board is this machine behind sshd on 127.0.0.1, "
                 "under a descriptor of its own (board: loopback.yaml)",
         "note": "each model from an empty cache: plan --target edge profiles the board through "
                 "the probe, runs the model whole there and measures the shortlist there; "

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from edgedeploy.runtime.affinity import BLAS_SPIN_LOG2_CYCLES, available_cpus
+from edgedeploy.testing import host
 
 OUT = Path(__file__).resolve().parents[2] / "results" / "stage_thread_spin.json"
 ROUNDS = 3
@@ -107,7 +108,7 @@ def test_idle_threads_in_a_mixed_stage(tmp_path: Path) -> None:
                 "onnxruntime segments with native pooling and dense layers; milliseconds a "
                 "frame, median of 15 after 3 warm-ups, median over alternated rounds in fresh "
                 "processes",
-        "host": "2-vCPU Intel Xeon VM", "blas_spin_log2_cycles": BLAS_SPIN_LOG2_CYCLES,
+        "host": host.describe(), "blas_spin_log2_cycles": BLAS_SPIN_LOG2_CYCLES,
         "rows": rows, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}, indent=1)
         + "\n")
     assert rows

@@ -19,6 +19,7 @@ from edgedeploy.costmodel.segments import (
     ONNXRUNTIME,
     REPLICAS,
     OwnModel,
+    _Loaded,
     factor,
     for_model,
     load_factors,
@@ -28,6 +29,7 @@ from edgedeploy.costmodel.shapes import designed_sample, model_shapes, shape_key
 from edgedeploy.importers.onnx import import_onnx
 from edgedeploy.planner.adapter import build_problem
 from edgedeploy.runtime import ir
+from edgedeploy.schemas.target import Target
 
 #: The zoo model these profiles run whole beside the model they are taken for: which one does
 #: not matter here, and SqueezeNet's int8 variant quantizes in a fifth of MobileNetV2's time.
@@ -262,6 +264,18 @@ def test_a_models_profile_times_it_batched_where_frames_stay_apart(
     assert BATCH not in out["segment_factors"]  # one model's, never the board's
 
 
+def _own_squeezenet(tmp_path: Path) -> tuple[_Loaded, Target, list[CoreConfig]]:
+    """A 32 px SqueezeNet as the model a profile is taken for, this host, and its CPU
+    configurations; skips where no cluster has two cores (no replicas to time)."""
+    path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    graph = import_onnx(path)
+    target = load_target("local")
+    configs = [c for c in CostModel(target).configs if not c.is_gpu]
+    if not any(c.cores > 1 for c in configs):
+        pytest.skip("needs a cluster of two cores")
+    return _Loaded("sq", None, path, graph, str(graph.source["sha256"])), target, configs
+
+
 def test_replicas_are_timed_batched_against_unbatched_where_one_core_gained_from_a_batch(
         tmp_path: Path):
     """The own model's replicas at each batch over the same replicas at one frame a call (their
@@ -271,7 +285,6 @@ def test_replicas_are_timed_batched_against_unbatched_where_one_core_gained_from
     from edgedeploy.costmodel.segments import (
         BATCH,
         REPLICA_BATCH,
-        _Loaded,
         batched_file,
         for_model,
         measure_replica_batches,
@@ -279,13 +292,7 @@ def test_replicas_are_timed_batched_against_unbatched_where_one_core_gained_from
     )
     from edgedeploy.runtime.stages import BATCH_SIZES
 
-    path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
-    graph = import_onnx(path)
-    m = _Loaded("sq", None, path, graph, str(graph.source["sha256"]))
-    target = load_target("local")
-    configs = [c for c in CostModel(target).configs if not c.is_gpu]
-    if not any(c.cores > 1 for c in configs):
-        pytest.skip("needs a cluster of two cores")
+    m, target, configs = _own_squeezenet(tmp_path)
     b, small = str(max(BATCH_SIZES)), str(min(BATCH_SIZES))
 
     def runs(per_frame_ms: float) -> list[dict]:  # the smaller batch gained within noise
@@ -498,16 +505,10 @@ def test_the_own_models_replica_speed_up_is_its_median_window(tmp_path: Path,
     host). The windows here are given, in the order a host's noise might give them."""
     from types import SimpleNamespace
 
-    from edgedeploy.costmodel.segments import _Loaded, measure_replicas
+    from edgedeploy.costmodel.segments import measure_replicas
     from edgedeploy.runtime import pipeline
 
-    path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
-    graph = import_onnx(path)
-    m = _Loaded("sq", None, path, graph, str(graph.source["sha256"]))
-    target = load_target("local")
-    configs = [c for c in CostModel(target).configs if not c.is_gpu]
-    if not any(c.cores > 1 for c in configs):
-        pytest.skip("needs a cluster of two cores")
+    m, target, configs = _own_squeezenet(tmp_path)
     windows = iter([400.0, 100.0, 250.0] * len(configs))
 
     class Windows:

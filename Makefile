@@ -25,9 +25,10 @@ sshd:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server >/dev/null; \
 	fi
 
-# Three test processes (pytest-xdist), each taking the next test when it is free: most tests wait
+# Four test processes (pytest-xdist), each taking the next test when it is free: most tests wait
 # on processes, sockets and sshd, so two left a 2-core machine a quarter idle (910 s of CPU in
-# 592 s; three: 523 s); the few that need the cores to themselves (marker `serial`) run after.
+# 592 s; three: 523 s; on a slower hour three took 570-590 s and four 510 s); the few that need
+# the cores to themselves (marker `serial`) run after.
 test: install sshd
 	$(BIN)/ruff check toolchain tests
 	$(BIN)/python -m pytest -q -n 4 --dist worksteal -m "not serial" --ignore=tests/bench tests

@@ -40,7 +40,7 @@ test: install sshd
 	$(PYCACHE) $(BIN)/python -m pytest -q -m serial --ignore=tests/bench tests
 
 test-fast: install
-	$(BIN)/python -m pytest -q -x -n 2 -m "not slow and not serial" --ignore=tests/bench tests
+	$(PYCACHE) $(BIN)/python -m pytest -q -x -n 2 -m "not slow and not serial" --ignore=tests/bench tests
 
 # The main job end to end on this host: zoo model -> plan (measured here; the Jetson's from the
 # cost model, as no board is reached from a demo) -> build -> push (local directory

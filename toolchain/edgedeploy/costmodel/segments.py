@@ -47,7 +47,6 @@ import contextlib
 import json
 import logging
 import os
-import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +63,7 @@ from edgedeploy.runtime.model_timing import (
     OpaqueLayer,
     batch_ms,
     median_ms,
+    median_window_fps,
     replica_frames,
     session_ms,
     time_layers,
@@ -597,11 +597,8 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
                 # the own model's speed-up prices its plans: the median of a few windows
                 # (one window under a neighbour's burst priced SqueezeNet's 2 replicas at
                 # 212 fps, which measured 318 a minute later)
-                fps = statistics.median(
-                    pipe.run(lambda _k, f=frame: f, replica_frames(base, config.cores),
-                             warmup=REPLICA_WARMUP, keep_outputs="none",
-                             tail=pipe.tail).throughput_fps
-                    for _ in range(OWN_REPLICA_WINDOWS if m.sha256 else 1))
+                fps = median_window_fps(pipe, frame, replica_frames(base, config.cores),
+                                        REPLICA_WARMUP, OWN_REPLICA_WINDOWS if m.sha256 else 1)
             speedup = max(fps * base / 1000.0, 1e-3)
             logs.setdefault(config.cluster, {}).setdefault(str(config.cores), []).append(
                 float(np.log(speedup)))

@@ -174,8 +174,15 @@ def replica_fps(graph: ir.Graph, onnx_path: str, cpus: Sequence[int], replicas: 
                      outputs=tuple(TensorSpec(graph.shape(t), ring_dtype(graph, t))
                                    for t in io.outputs))
     with Pipeline([spec]) as pipe:
-        return statistics.median(
-            float(pipe.run(lambda _k: frame, whole_periods(frames, batch * replicas),
-                           warmup=REPLICA_WARMUP * batch, keep_outputs="none",
-                           tail=pipe.tail).throughput_fps)
-            for _ in range(max(1, windows)))
+        return median_window_fps(pipe, frame, whole_periods(frames, batch * replicas),
+                                 REPLICA_WARMUP * batch, windows)
+
+
+def median_window_fps(pipe: Any, frame: Sequence[Any], frames: int, warmup: int,
+                      windows: int) -> float:
+    """The median throughput of ``windows`` runs of ``frames`` copies of ``frame`` through a
+    started pipeline (:data:`OWN_REPLICA_WINDOWS` for the model a profile is taken for)."""
+    return statistics.median(
+        float(pipe.run(lambda _k: frame, frames, warmup=warmup, keep_outputs="none",
+                       tail=pipe.tail).throughput_fps)
+        for _ in range(max(1, windows)))

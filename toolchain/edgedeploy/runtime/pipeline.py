@@ -7,9 +7,8 @@ threads bounded to them (stage_worker.py); tensors cross stages through bounded 
 Replicas take frames round-robin by sequence index and the ring grid keeps outputs in input order
 (see stage_worker.py for why no reorder buffer is needed).
 
-Processes start with ``spawn`` (default) or ``forkserver``, never ``fork``: the parent may hold
-onnxruntime or BLAS thread pools, and forking a multi-threaded process copies locks held by threads
-that do not exist in the child. ``forkserver`` starts faster when the main module is light.
+Processes start from a forkserver that preloaded numpy and the engines, or by ``spawn`` where that
+is not safe (worker_start.py), never by ``fork`` of the parent.
 
 Robustness: every blocking wait polls with a short timeout and checks the children (their pipes for
 error records, their exit codes for crashes and signals), so a stage that raises or is killed
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import multiprocessing as mp
 import os
 import signal
 import threading
@@ -59,6 +57,7 @@ from .pipeline_spec import (
 )
 from .sequential import run_sequential
 from .stage_worker import stage_main
+from .worker_start import default_start_method, start_context
 
 __all__ = ["Pipeline", "PipelineResult", "StageSpec", "TensorSpec", "run_sequential",
            "spin_budgets", "split_cpus"]
@@ -87,14 +86,15 @@ class Pipeline:
     """
 
     def __init__(self, stages: Sequence[StageSpec], queue_depth: int = 4,
-                 start_method: str = "spawn", *, poll_s: float = 0.05,
+                 start_method: str | None = None, *, poll_s: float = 0.05,
                  startup_timeout_s: float = 300.0,
                  stats_capacity: int = DEFAULT_CAPACITY,
                  spin_us: float | None = None) -> None:
         self.stages = list(stages)
+        start_method = start_method or default_start_method()
         validate_stages(self.stages, queue_depth, start_method)
         self.queue_depth = int(queue_depth)
-        self._ctx = mp.get_context(start_method)
+        self._ctx = start_context(start_method)
         self._poll_s = poll_s
         self._startup_timeout_s = startup_timeout_s
         self._stats_capacity = stats_capacity
@@ -192,12 +192,14 @@ class Pipeline:
             for j, cpus in enumerate(split_cpus(spec.cpus, spec.replicas)):
                 ins = [row[j].handle() for row in self._grid[s]]
                 outs = [ring.handle() for ring in self._grid[s + 1][j]]
-                threads = len(cpus) or len(available_cpus())
+                # an unpinned replica gets this process's cores and environment, as a spawned
+                # one inherits them: a forked one would get the forkserver's, set when it started
+                cpus = cpus or tuple(available_cpus())
                 mine, theirs = self._ctx.Pipe(duplex=True)
                 proc = self._ctx.Process(
                     target=stage_main, name=f"edgedeploy-{spec.name}-{j}", daemon=True,
-                    args=(blob, j, spec.replicas, cpus, threads, ins, outs, theirs,
-                          self._stats_capacity, next(spins)))
+                    args=(blob, j, spec.replicas, cpus, len(cpus), ins, outs, theirs,
+                          self._stats_capacity, next(spins), dict(os.environ)))
                 try:
                     proc.start()
                 except BaseException:

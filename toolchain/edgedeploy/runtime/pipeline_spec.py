@@ -16,6 +16,7 @@ from . import shm
 from .affinity import available_cpus
 from .errors import InputError
 from .shm import TensorSpec
+from .worker_start import START_METHODS
 
 __all__ = ["KEEP", "SPEC_PIPE_BYTES", "Frames", "StageFn", "StageSpec", "TensorSpec",
            "check_inputs", "frame_reader", "pickle_spec", "split_cpus", "validate_stages",
@@ -71,8 +72,9 @@ def split_cpus(cpus: Sequence[int], replicas: int) -> list[tuple[int, ...]]:
 
 
 def validate_stages(stages: Sequence[StageSpec], depth: int, start_method: str) -> None:
-    if start_method not in ("spawn", "forkserver"):
-        raise InputError(f"start_method must be 'spawn' or 'forkserver', not {start_method!r}",
+    if start_method not in START_METHODS:
+        raise InputError(f"start_method must be one of {', '.join(START_METHODS)}, "
+                         f"not {start_method!r}",
                          hint="fork is unsafe once onnxruntime or BLAS threads exist")
     if not stages:
         raise InputError("a pipeline needs at least one stage")

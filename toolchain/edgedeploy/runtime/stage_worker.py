@@ -1,9 +1,11 @@
 """The body of one pipeline stage replica: runs in its own process (see pipeline.py).
 
-This module imports nothing heavy at import time on purpose: the child unpickles its target
+This module imports nothing heavy at import time on purpose: a spawned child unpickles its target
 (``stage_main``) before it runs, and numpy/BLAS must only load *after* the thread-count variables
 are set and the process is pinned, so that BLAS pools are sized and placed on the stage's cores.
-The stage spec therefore arrives as pickled bytes and is unpickled after pinning.
+The stage spec therefore arrives as pickled bytes and is unpickled after pinning. A child forked
+by the preloaded forkserver (worker_start.py) holds numpy already, with a one-thread BLAS pool
+that ``limit_blas_threads`` widens after pinning, so the new threads start on the stage's cores.
 
 Routing (why the order is trivial): frame ``k`` goes to replica ``k % R`` of every stage with
 ``R`` replicas. Between a stage with ``P`` replicas and one with ``C`` replicas there is one SPSC
@@ -84,13 +86,19 @@ def _load_spec(source: bytes | str) -> Any:
 
 def stage_main(spec_blob: bytes | str, replica: int, replicas: int, cpus: tuple[int, ...],
                threads: int, in_handles: list, out_handles: list, conn: Any,
-               stats_capacity: int, spin_s: float = 0.0) -> None:
+               stats_capacity: int, spin_s: float = 0.0,
+               environ: dict[str, str] | None = None) -> None:
     """Entry point of a replica process: pin, build the stage, then serve frames until EOS.
 
     ``spin_s`` > 0 makes this replica's ring waits spin that long before blocking (shm.Spin):
     the parent grants it only to replicas with cores of their own (see pipeline.spin_budgets).
+    ``environ``: the parent's environment, which a replica forked by a forkserver does not
+    inherit (the server's is the parent's when the server started).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and cleans up
+    if environ is not None and environ != os.environ:
+        os.environ.clear()
+        os.environ.update(environ)
     set_thread_env(threads)
     pin_all_threads(cpus)
     from . import shm  # numpy loads here, after pinning and the thread variables

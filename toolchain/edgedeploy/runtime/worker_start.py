@@ -1,0 +1,42 @@
+"""How replica processes start: a preloaded ``forkserver`` where it is safe, else ``spawn``.
+
+A spawned replica re-imports numpy and onnxruntime before it builds its stage: about 0.35 s of
+CPU a replica on a 2-core EPYC, paid again for every contender measure-to-decide times and every
+runner start. A forkserver that imported them once (:mod:`.forkserver_preload`) forks replicas
+that already hold them: a two-replica pipeline started and closed in 0.10 s against 0.43 s.
+
+The preloaded BLAS pool has one thread, and each replica widens it to its own cores through
+threadpoolctl after pinning (``affinity.limit_blas_threads``), so its threads are born on the
+stage's cores as they are under ``spawn``. Without threadpoolctl a preloaded pool could not be
+widened, so ``spawn`` stays the default there. Never ``fork``: the parent may hold onnxruntime
+or BLAS threads, and forking a multi-threaded process copies locks no child thread can release.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing as mp
+import sys
+from multiprocessing.context import BaseContext
+
+SPAWN = "spawn"
+FORKSERVER = "forkserver"
+START_METHODS = (SPAWN, FORKSERVER)
+PRELOAD_MODULE = "edgedeploy.runtime.forkserver_preload"
+
+
+def default_start_method() -> str:
+    """``forkserver`` on Linux with threadpoolctl, ``spawn`` elsewhere."""
+    if sys.platform.startswith("linux") and importlib.util.find_spec("threadpoolctl"):
+        return FORKSERVER
+    return SPAWN
+
+
+def start_context(method: str | None = None) -> BaseContext:
+    """The multiprocessing context replicas start from (``None``: the default method); a
+    forkserver one preloads :data:`PRELOAD_MODULE` (set before its server first starts)."""
+    method = method or default_start_method()
+    ctx = mp.get_context(method)
+    if method == FORKSERVER:
+        ctx.set_forkserver_preload([PRELOAD_MODULE])
+    return ctx

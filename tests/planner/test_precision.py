@@ -476,6 +476,33 @@ def test_an_already_quantized_model_is_planned_as_given(
     assert not (project / "build" / "precision").exists()
 
 
+@pytest.mark.parametrize("seven_bits", [False, True], ids=["full-range", "seven-bit"])
+@pytest.mark.parametrize("saturates", [True, False], ids=["no-vnni", "vnni"])
+def test_a_users_full_range_int8_model_is_flagged_where_x86_without_vnni_can_saturate_it(
+        project: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        seven_bits: bool, saturates: bool) -> None:
+    """A model quantized already is planned as given, whatever its weights: where this host's
+    onnxruntime int8 kernels add uint8 x int8 pairs into 16 bits and clamp, weights that use
+    the eighth bit can change its outputs, and the user is told which layers and what to do."""
+    from edgedeploy.boards import detect
+    from edgedeploy.importers.quantize import full_range_weights, quantize
+
+    frames = [{"input": f} for f in np.load(project / "frames.npz")["input"][:4]]
+    quantize(project / "sq.onnx", project / "sq8.onnx", frames, reduce_range=seven_bits)
+    flagged = full_range_weights(project / "sq8.onnx")
+    assert bool(flagged) is not seven_bits
+    monkeypatch.setattr(detect, "saturates_u8s8", lambda: saturates)
+    manifest = _manifest(project)
+    manifest.write_text(manifest.read_text().replace("path: sq.onnx", "path: sq8.onnx"))
+    with caplog.at_level(logging.WARNING, logger="edgedeploy.planner"):
+        plan(manifest, "local")
+    warned = "full-range int8 weights" in caplog.text
+    assert warned is (saturates and not seven_bits)
+    if warned:
+        assert f"in {len(flagged)} layer(s) ({flagged[0]}" in caplog.text
+        assert "this host (x86 without VNNI)" in caplog.text and "reduce_range" in caplog.text
+
+
 def test_unmeasured_auto_keeps_a_tflite_source_as_given(project: Path) -> None:
     """No profile prices LiteRT's int8 kernels: without measurement, auto plans the model the
     user gave and says why, even where the guard accepts int8."""

@@ -179,3 +179,32 @@ def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]], *,
 
 
 __all__ = ["PER_CHANNEL_OPSET", "prepare", "quantize"]
+
+
+#: Where each integer operator takes its weight: QLinear* (x, x_scale, x_zp, w, ...), *Integer
+#: (x, w, ...); a QDQ model's weights are int8 initializers into DequantizeLinear.
+_WEIGHT_INPUT = {"QLinearConv": 3, "QLinearMatMul": 3, "ConvInteger": 1, "MatMulInteger": 1,
+                 "DequantizeLinear": 0}
+#: The largest int8 weight magnitude no x86 kernel saturates: a pair of uint8 products then
+#: sums to at most 2 x 255 x 64 = 32,640 in 16 bits (``reduce_range`` quantizes to +-64).
+UNSATURATED = 64
+
+
+def full_range_weights(model: Path) -> list[str]:
+    """Names of the nodes of an int8 ONNX model whose int8 weights go past
+    :data:`UNSATURATED`: what onnxruntime's x86 kernels without VNNI can saturate
+    (:func:`quantize`'s ``reduce_range`` keeps within it)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(model)).graph
+    weights = {t.name: t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    out = []
+    for node in graph.node:
+        k = _WEIGHT_INPUT.get(node.op_type)
+        name = node.input[k] if k is not None and len(node.input) > k else None
+        if name in weights:
+            w = numpy_helper.to_array(weights[name])
+            if w.size and int(np.abs(w.astype(np.int16)).max()) > UNSATURATED:
+                out.append(node.name or name)
+    return out

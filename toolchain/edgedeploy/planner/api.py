@@ -93,9 +93,11 @@ def plan(manifest_path: str | Path, target_alias: str | None = None, *,
         raise InputError("-o/--output names one file; give --target ALIAS with it")
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.planner.half import check_half_targets
+    from edgedeploy.planner.precision import warn_full_range
 
     check_half_targets(manifest, aliases)
     graph = graph or model_graph(manifest)
+    warn_full_range(manifest, graph)
     results = []
     for alias in aliases:
         ref = manifest.target(alias)

@@ -244,14 +244,38 @@ def reduce_range(manifest: Manifest) -> bool:
     or may run (an x86 board, whose VNNI a descriptor does not say) onnxruntime's x86 kernels
     without VNNI can saturate (``boards.detect.saturates_u8s8``). Arm's kernels do not, nor
     XNNPACK's for a TFLite source (they widen to 16 bits before they multiply)."""
+    return manifest.model.format != TFLITE and bool(saturating(manifest))
+
+
+def saturating(manifest: Manifest) -> list[str]:
+    """Where an int8 ONNX model of ``manifest`` with full-range weights may saturate: "this
+    host" (x86 without VNNI), and each x86 board target by name."""
     from edgedeploy.boards.catalog import load_target
     from edgedeploy.boards.detect import saturates_u8s8
 
-    if manifest.model.format == TFLITE:
-        return False
-    return saturates_u8s8() or any(
-        ref.board != LOCAL and load_target(ref.board).arch == "x86_64"
-        for ref in manifest.targets.values())
+    boards = sorted({ref.board for ref in manifest.targets.values()
+                     if ref.board != LOCAL and load_target(ref.board).arch == "x86_64"})
+    return (["this host (x86 without VNNI)"] if saturates_u8s8() else []) + boards
+
+
+def warn_full_range(manifest: Manifest, graph: ir.Graph) -> None:
+    """Warn where the model as given (``graph``) is int8 with full-range weights and a place it
+    is measured or may run can saturate them (:func:`saturating`): an int8 model edgedeploy
+    makes keeps 7 bits there, a user's own cannot change without being quantized again."""
+    from edgedeploy.importers.quantize import full_range_weights
+
+    spec = manifest.model
+    int8 = any(layer.descriptor.precision == INT8 for layer in graph.layers)
+    where = saturating(manifest) if int8 and spec.format != TFLITE else []
+    nodes = full_range_weights(Path(spec.path)) if where else []
+    if nodes:
+        log.warning("precision: %s has full-range int8 weights in %d layer(s) (%s%s) and "
+                    "onnxruntime's int8 kernels on %s add pairs of uint8 x int8 products into "
+                    "16 bits and clamp: its outputs there can differ from its arithmetic "
+                    "(2-33 %% on two models measured so); quantize it again with weights in 7 bits "
+                    "(onnxruntime.quantization's reduce_range=True), or plan the fp32 model "
+                    "with model.precision: int8, which does", Path(spec.path).name, len(nodes),
+                    ", ".join(nodes[:3]), ", ..." if len(nodes) > 3 else "", " and ".join(where))
 
 
 def _cache_key(spec: ModelSpec, graph: ir.Graph, frames: Frames, narrow: bool) -> str:

@@ -28,6 +28,7 @@ from edgedeploy.runtime.pipeline import (  # noqa: E402
     spin_budgets,
 )
 from edgedeploy.runtime.shm import DEFAULT_SPIN_S  # noqa: E402
+from edgedeploy.testing import host  # noqa: E402
 
 RESULTS = ROOT / "results" / "bench_pipeline.json"
 CPUS = available_cpus()
@@ -225,3 +226,45 @@ def test_soak_keeps_every_frame_in_order_and_memory_flat() -> None:
     })
     assert base < 2**24  # frame ids stay exact in float32
     assert max(drift.values()) < 0.05
+
+
+def test_replica_start_from_the_preloaded_forkserver_against_spawn(tmp_path: Path) -> None:
+    """Seconds from a pipeline's start to every replica serving, then closed, for each way
+    replicas can start (runtime/worker_start.py): MobileNetV2 224 whole in two one-core
+    onnxruntime replicas, as measure-to-decide and the profiler start them. Rounds alternate
+    the methods; the first forkserver start of the process (the server's own, with its imports)
+    is reported apart."""
+    from edgedeploy import zoo
+    from edgedeploy.importers import load_model
+    from edgedeploy.runtime.model_timing import whole_model_spec
+
+    path = tmp_path / "mv2.onnx"
+    zoo.export("mobilenet_v2", path, size=224)
+    spec, frame = whole_model_spec(load_model(path), str(path), CPUS[:2], min(2, len(CPUS)))
+
+    def start_and_close(method: str) -> tuple[float, float, float]:
+        t0 = time.perf_counter()
+        with Pipeline([spec], start_method=method) as pipe:
+            ready = time.perf_counter() - t0
+            cpu = sum(cpu_seconds(r["pid"]) for r in pipe.replica_info)
+            pipe.run(lambda _k: frame, 4)
+        return ready, time.perf_counter() - t0, cpu
+
+    server_start = start_and_close("forkserver")
+    runs: dict[str, list[tuple[float, float, float]]] = {"spawn": [], "forkserver": []}
+    for r in range(6):
+        for method in (("spawn", "forkserver") if r % 2 == 0 else ("forkserver", "spawn")):
+            runs[method].append(start_and_close(method))
+    figures = {m: {"ready_s": round(float(np.median([x[0] for x in rs])), 3),
+                   "start_run_close_s": round(float(np.median([x[1] for x in rs])), 3),
+                   # the replicas' own CPU time until ready (a forked one's excludes what its
+                   # server imported once)
+                   "replicas_cpu_s_to_ready": round(float(np.median([x[2] for x in rs])), 2)}
+               for m, rs in runs.items()}
+    record("replica_start", {
+        **figures, "first_forkserver_start_s": round(server_start[1], 3), "rounds": 6,
+        "model": "mobilenet_v2 224, 2 one-core onnxruntime replicas, 4 frames run",
+        "host": host.describe(),
+        "command": "python -m pytest -q tests/bench/test_pipeline_bench.py -k "
+                   "replica_start -p no:cacheprovider -s"})
+    assert figures["spawn"]["ready_s"] > 0 and figures["forkserver"]["ready_s"] > 0

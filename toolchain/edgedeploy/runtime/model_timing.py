@@ -158,24 +158,33 @@ def replica_fps(graph: ir.Graph, onnx_path: str, cpus: Sequence[int], replicas: 
     over ``frames`` frames (rounded up to whole batches for every replica), ``batch`` frames a
     call (``onnx_path`` then a file with a free batch axis); the median of ``windows`` runs,
     as the host keeps for the model a profile is taken for (:data:`OWN_REPLICA_WINDOWS`)."""
-    from edgedeploy.runtime.executor import random_inputs
-    from edgedeploy.runtime.pipeline import Pipeline, StageSpec, TensorSpec
+    from edgedeploy.runtime.pipeline import Pipeline
     from edgedeploy.runtime.window import whole_periods
+
+    spec, frame = whole_model_spec(graph, onnx_path, cpus, replicas, batch)
+    with Pipeline([spec]) as pipe:
+        return median_window_fps(pipe, frame, whole_periods(frames, batch * replicas),
+                                 REPLICA_WARMUP * batch, windows)
+
+
+def whole_model_spec(graph: ir.Graph, onnx_path: str, cpus: Sequence[int], replicas: int,
+                     batch: int = 1) -> tuple[Any, list[Any]]:
+    """The model whole as one stage of ``replicas`` one-core onnxruntime replicas on ``cpus``
+    (a ``StageSpec``), and a seeded frame to feed it."""
+    from edgedeploy.runtime.executor import random_inputs
+    from edgedeploy.runtime.pipeline import StageSpec, TensorSpec
 
     io = plan_stage_io(graph, [])[0]
     choices = {layer.name: ONNXRUNTIME for layer in graph.layers}
     segments = {segment_key(ONNXRUNTIME, list(io.inputs), list(io.outputs)): onnx_path}
     feeds = random_inputs(graph)
-    frame = [feeds[t] for t in io.inputs]
     spec = StageSpec(name="replicas", cpus=tuple(cpus), replicas=replicas, batch=batch,
                      factory=whole_model_stage, factory_args=(graph, io, choices, segments),
                      inputs=tuple(TensorSpec(graph.shape(t), ring_dtype(graph, t))
                                   for t in io.inputs),
                      outputs=tuple(TensorSpec(graph.shape(t), ring_dtype(graph, t))
                                    for t in io.outputs))
-    with Pipeline([spec]) as pipe:
-        return median_window_fps(pipe, frame, whole_periods(frames, batch * replicas),
-                                 REPLICA_WARMUP * batch, windows)
+    return spec, [feeds[t] for t in io.inputs]
 
 
 def median_window_fps(pipe: Any, frame: Sequence[Any], frames: int, warmup: int,

@@ -161,11 +161,11 @@ def affine_with_weights(scale: float, shift: float, weights: bytes):
 def report_start(env_var: str):
     """Outputs what the replica was born with: the BLAS pool's threads after one product, how
     many distinct core sets its threads hold (1: all on the same cores), the number of those
-    cores, whether onnxruntime was loaded before this factory ran, and whether ``env_var`` is
-    set (1) and to "after" (2)."""
+    cores, whether the runtime's stages were loaded before this factory ran, and whether
+    ``env_var`` is set (1) and to "after" (2)."""
     from threadpoolctl import threadpool_info
 
-    preloaded = "onnxruntime" in sys.modules
+    preloaded = "edgedeploy.runtime.stages" in sys.modules
     mark = os.environ.get(env_var)
     a = np.ones((256, 256))
 

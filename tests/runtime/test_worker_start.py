@@ -3,6 +3,7 @@ environment and BLAS width, as a spawned replica would have them."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -53,7 +54,22 @@ def test_a_forked_replica_is_born_as_a_spawned_one_with_the_engines_already_load
     # BLAS as wide as the cores, every thread on them, the parent's environment of now
     assert spawned[:3] == forked[:3] == [width, 1, width]
     assert spawned[4] == forked[4] == 2
-    assert (spawned[3], forked[3]) == (0, 1)  # only the forked one skipped importing onnxruntime
+    assert (spawned[3], forked[3]) == (0, 1)  # only the forked one had the runtime imported
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forkserver is Linux's here")
+def test_the_forkserver_stays_one_thread_so_that_forking_it_is_safe() -> None:
+    """A thread in the server at fork time would leave its locks held in every replica: the
+    preload must start none (importing onnxruntime does)."""
+    stage = StageSpec(name="s", cpus=CPUS[:1], factory=ps.identity,
+                      inputs=(TensorSpec((4,)),), outputs=(TensorSpec((4,)),))
+    with Pipeline([stage], start_method="forkserver") as pipe:
+        pid = pipe.replica_info[0]["pid"]
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        server = int(stat[1])
+        assert server != os.getpid()
+        assert "numpy" in Path(f"/proc/{server}/maps").read_text()  # the preload ran
+        assert len(os.listdir(f"/proc/{server}/task")) == 1
 
 
 def test_an_unknown_start_method_is_refused_with_the_ones_there_are() -> None:

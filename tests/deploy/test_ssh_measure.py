@@ -195,8 +195,11 @@ def test_the_winograd_trial_times_layers_and_models_on_the_board(sshd, home, cap
     assert main(["plan", str(manifest), "--target", "edge"]) == 0, capsys.readouterr().err
     err = capsys.readouterr().err
     assert "winograd: timing 2 3x3 convolution shape(s)" in err
-    # the decision's bundle, then the winner as given and rewritten, each in its own
-    assert err.count("uploading the contenders' bundle") == 3
+    # the decision's bundle, then the winner as given and rewritten, each in its own: one
+    # rewritten model, or two where the core counts' faster layers differed (under load)
+    rewritten = err.count("; measuring ")
+    assert 1 <= rewritten <= 2
+    assert 2 + 1 <= err.count("uploading the contenders' bundle") <= 2 + rewritten
     lock = _lock(home)
     trial = lock["winograd"]
     assert trial["layer_gains"] and all(g > 0 for g in trial["layer_gains"].values())

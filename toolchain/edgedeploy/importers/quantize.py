@@ -178,8 +178,6 @@ def quantize(model: Path, out: Path, frames: list[dict[str, np.ndarray]], *,
         os.replace(os.path.join(tmp, "int8.onnx"), out)
 
 
-__all__ = ["PER_CHANNEL_OPSET", "prepare", "quantize"]
-
 
 #: Where each integer operator takes its weight: QLinear* (x, x_scale, x_zp, w, ...), *Integer
 #: (x, w, ...); a QDQ model's weights are int8 initializers into DequantizeLinear.
@@ -208,3 +206,6 @@ def full_range_weights(model: Path) -> list[str]:
             if w.size and int(np.abs(w.astype(np.int16)).max()) > UNSATURATED:
                 out.append(node.name or name)
     return out
+
+
+__all__ = ["PER_CHANNEL_OPSET", "UNSATURATED", "full_range_weights", "prepare", "quantize"]

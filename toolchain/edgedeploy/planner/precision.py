@@ -272,10 +272,11 @@ def warn_full_range(manifest: Manifest, graph: ir.Graph) -> None:
         log.warning("precision: %s has full-range int8 weights in %d layer(s) (%s%s) and "
                     "onnxruntime's int8 kernels on %s add pairs of uint8 x int8 products into "
                     "16 bits and clamp: its outputs there can differ from its arithmetic "
-                    "(2-33 %% on two models measured so); quantize it again with weights in 7 bits "
-                    "(onnxruntime.quantization's reduce_range=True), or plan the fp32 model "
-                    "with model.precision: int8, which does", Path(spec.path).name, len(nodes),
-                    ", ".join(nodes[:3]), ", ..." if len(nodes) > 3 else "", " and ".join(where))
+                    "(by 2-33 %% on the two models measured here); quantize it again with "
+                    "weights in 7 bits (onnxruntime.quantization's reduce_range=True), or plan "
+                    "the fp32 model with model.precision: int8, which does",
+                    Path(spec.path).name, len(nodes), ", ".join(nodes[:3]),
+                    ", ..." if len(nodes) > 3 else "", " and ".join(where))
 
 
 def _cache_key(spec: ModelSpec, graph: ir.Graph, frames: Frames, narrow: bool) -> str:

@@ -7,7 +7,7 @@ threads bounded to them (stage_worker.py); tensors cross stages through bounded 
 Replicas take frames round-robin by sequence index and the ring grid keeps outputs in input order
 (see stage_worker.py for why no reorder buffer is needed).
 
-Processes start from a forkserver that preloaded numpy and the engines, or by ``spawn`` where that
+Processes start from a forkserver that preloaded numpy and the runtime, or by ``spawn`` where that
 is not safe (worker_start.py), never by ``fork`` of the parent.
 
 Robustness: every blocking wait polls with a short timeout and checks the children (their pipes for

@@ -101,7 +101,7 @@ def stage_main(spec_blob: bytes | str, replica: int, replicas: int, cpus: tuple[
         os.environ.update(environ)
     set_thread_env(threads)
     pin_all_threads(cpus)
-    from . import shm  # numpy loads here, after pinning and the thread variables
+    from . import shm  # a spawned replica's numpy loads here, after pinning and the variables
 
     spec = _load_spec(spec_blob)
     ins = [shm.Ring.attach(h) for h in in_handles]

@@ -1,5 +1,5 @@
-"""How replicas start: a forkserver that preloaded the engines, with the parent's cores,
-environment and BLAS width, as a spawned replica would have them."""
+"""How replicas start: from a forkserver that preloaded numpy and the runtime, with the parent's
+cores, environment and BLAS width of the moment, as a spawned replica has them."""
 
 from __future__ import annotations
 
@@ -44,13 +44,13 @@ def test_replicas_start_from_a_forkserver_on_linux_and_spawn_without_threadpoolc
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forkserver is Linux's here")
 @pytest.mark.parametrize("cpus", [CPUS[:1], CPUS[:2], ()],
                          ids=["one-core", "two-cores", "unpinned"])
-def test_a_forked_replica_is_born_as_a_spawned_one_with_the_engines_already_loaded(
+def test_a_forked_replica_is_born_as_a_spawned_one_with_the_runtime_already_loaded(
         cpus: tuple[int, ...], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(MARK, raising=False)
     born_with(CPUS[:1], "forkserver")  # the server runs, started before the variable was set
     monkeypatch.setenv(MARK, "after")
     spawned, forked = born_with(cpus, "spawn"), born_with(cpus, "forkserver")
-    width = len(cpus) or len(CPUS)
+    width = len(cpus) or len(available_cpus())  # unpinned: the cores this process has now
     # BLAS as wide as the cores, every thread on them, the parent's environment of now
     assert spawned[:3] == forked[:3] == [width, 1, width]
     assert spawned[4] == forked[4] == 2

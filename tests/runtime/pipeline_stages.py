@@ -99,6 +99,12 @@ def shm_entries() -> set[str]:
         return set()
 
 
+def parent_pid(pid: int) -> int:
+    """``pid``'s parent, from /proc (a replica's: the pipeline's process, or its forkserver)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[1])
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -156,8 +156,7 @@ def test_children_leave_when_the_parent_is_killed() -> None:
         pids = [int(p) for p in proc.stdout.readline().split()]  # printed once running
         resources = proc.stdout.readline().split()
         assert pids and all(ps.pid_alive(p) for p in pids) and resources
-        # the replicas' parent: this process's child, or the forkserver it started
-        parent = int(Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        parent = ps.parent_pid(pids[0])  # that process, or the forkserver it started
         time.sleep(0.2)
     finally:
         proc.kill()

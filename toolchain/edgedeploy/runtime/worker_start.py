@@ -36,10 +36,9 @@ def default_start_method() -> str:
     return SPAWN
 
 
-def start_context(method: str | None = None) -> BaseContext:
-    """The multiprocessing context replicas start from (``None``: the default method); a
-    forkserver one preloads :data:`PRELOAD_MODULE` (set before its server first starts)."""
-    method = method or default_start_method()
+def start_context(method: str) -> BaseContext:
+    """The multiprocessing context replicas start from by ``method``; a forkserver one
+    preloads :data:`PRELOAD_MODULE` (set before its server first starts)."""
     ctx = mp.get_context(method)
     if method == FORKSERVER:
         ctx.set_forkserver_preload([PRELOAD_MODULE])

@@ -195,6 +195,8 @@ def test_the_probe_times_onnx_models_alone_in_order_while_the_budget_lasts(
     sessions = [{"key": f"k{i}-{form}", "onnx": form, "cpus": one,
                  "inputs": [{"name": "x", "shape": [1, 8, 12, 12]}]}
                 for i in range(2) for form in ("given", "rewritten")]
+    # one timed in alternation with the other form answers both times
+    sessions.append({**sessions[0], "key": "paired", "against": "rewritten"})
     files = {form: str(tmp_path / f"{form}.onnx") for form in ("given", "rewritten")}
     rc, events = _probe(board, {"protocol": 1, "files": files, "sessions": {
         "budget_s": 60, "reps": 3, "sessions": sessions}}, tmp_path)
@@ -202,6 +204,7 @@ def test_the_probe_times_onnx_models_alone_in_order_while_the_budget_lasts(
     timed = [e for e in events if e["event"] == "session"]
     assert [e["key"] for e in timed] == [s["key"] for s in sessions]  # all, in order
     assert all(e["ms"] > 0 for e in timed) and events[-1]["measured"] == len(sessions)
+    assert timed[-1]["against_ms"] > 0 and all("against_ms" not in e for e in timed[:-1])
     rc, events = _probe(board, {"protocol": 1, "files": files, "sessions": {
         "budget_s": 0.0, "reps": 3, "sessions": sessions}}, tmp_path)
     assert rc == 0 and not [e for e in events if e["event"] == "session"]  # none: spent

@@ -236,19 +236,18 @@ def board_opener(manifest: Any, alias: str, board_name: str, plan: Plan, *,
 
 def board_timings(manifest: Any, alias: str, access: Any = None) -> TimingsOf:
     """The Winograd trial's ``timings_of`` on the board: each convolution shape timed in its
-    context there, as given and rewritten, on each core count's cores, through the profiler's
-    probe (one request; the heaviest shapes first while the budget lasts)."""
+    context there, as given and rewritten in alternation, on each core count's cores, through
+    the profiler's probe (one request; the heaviest shapes first while the budget lasts)."""
     from edgedeploy.deploy.probe import on_board
-    from edgedeploy.planner.winograd import LAYER_REPS, both_forms, conv_shapes, copies
+    from edgedeploy.planner.winograd import LAYER_PAIRS, both_forms, conv_shapes, copies
     from edgedeploy.runtime.probe import PROTOCOL
 
     ref = manifest.target(alias)
 
     def timings_of(found: list[Any], cpus: dict[int, list[int]], seconds: float
                    ) -> dict[int, dict[str, tuple[float, float]]]:
-        ms: dict[str, float] = {}
-        # (shape, its nodes, [given key, rewritten key])
-        shapes: list[tuple[Any, list[str], list[str]]] = []
+        ms: dict[str, tuple[float, float]] = {}  # session key -> (given, rewritten) ms
+        shapes: list[tuple[Any, list[str], str]] = []  # (shape, its nodes, its given key)
         with tempfile.TemporaryDirectory() as tmp:
             files: dict[str, Path] = {}
             sessions: list[dict[str, Any]] = []
@@ -260,24 +259,25 @@ def board_timings(manifest: Any, alias: str, access: Any = None) -> TimingsOf:
                     files[key] = Path(tmp) / f"{len(files)}.onnx"
                     files[key].write_bytes(data)
                     keys.append(key)
-                shapes.append((site, nodes, keys))
-                sessions += [{"key": f"{c}/{key}", "onnx": key, "cpus": ids,
+                shapes.append((site, nodes, keys[0]))
+                sessions += [{"key": f"{c}/{keys[0]}", "onnx": keys[0], "against": keys[1],
+                              "cpus": ids,
                               "inputs": [{"name": "x", "shape": [1, site.c_in, site.h, site.w]}]}
-                             for c, ids in cpus.items() for key in keys]
+                             for c, ids in cpus.items()]
             request = {"protocol": PROTOCOL, "sessions": {
-                "budget_s": seconds * len(cpus), "reps": LAYER_REPS, "sessions": sessions}}
+                "budget_s": seconds * len(cpus), "reps": LAYER_PAIRS, "sessions": sessions}}
 
             def on_event(event: dict[str, Any]) -> None:
                 if event.get("event") == "session":
-                    ms[str(event["key"])] = float(event["ms"])
+                    ms[str(event["key"])] = (float(event["ms"]), float(event["against_ms"]))
 
             on_board(ref, alias, access, lambda _t, probe: probe(request, files, on_event))
         out: dict[int, dict[str, tuple[float, float]]] = {c: {} for c in cpus}
-        for site, nodes, (given, rewritten) in shapes:
+        for site, nodes, given in shapes:
             for c in cpus:  # a shape the budget left untimed is left out, as on this host
-                if f"{c}/{given}" in ms and f"{c}/{rewritten}" in ms:
-                    out[c].update(dict.fromkeys(nodes, (
-                        ms[f"{c}/{given}"] / copies(site), ms[f"{c}/{rewritten}"] / copies(site))))
+                if f"{c}/{given}" in ms:
+                    out[c].update(dict.fromkeys(
+                        nodes, tuple(t / copies(site) for t in ms[f"{c}/{given}"])))
         return out
 
     return timings_of

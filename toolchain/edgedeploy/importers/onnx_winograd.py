@@ -117,9 +117,9 @@ def winograd_rewrite(proto: onnx.ModelProto, sites: Iterable[str] | Callable[[Co
     out.graph.initializer.extend(added)
     used = {i for n in out.graph.node for i in (*n.input, *outer_scope_inputs(n))}
     used |= {i.name for i in out.graph.input}
-    kept = [t for t in out.graph.initializer if t.name in used]
-    del out.graph.initializer[:]
-    out.graph.initializer.extend(kept)  # the rewritten layers' 3x3 weights are gone
+    for k in reversed(range(len(out.graph.initializer))):  # in place: extend() copies tensors
+        if out.graph.initializer[k].name not in used:
+            del out.graph.initializer[k]  # the rewritten layers' 3x3 weights are gone
     return out, done
 
 
@@ -139,7 +139,8 @@ def _rewritten(node: onnx.NodeProto, site: ConvSite, w: np.ndarray, b: np.ndarra
         return np.array(v, np.int64)
 
     k_in = np.einsum("ip,jq->ijpq", bt, bt).reshape(A * A, 1, A, A)
-    u = np.einsum("ip,ocpq,jq->ijoc", g, w, g).reshape(A * A, co, ci)
+    # G w G^T for every (o, c), as matmuls: a three-operand einsum took 0.2 s a 512-channel layer
+    u = (g @ w @ g.T).transpose(2, 3, 0, 1).reshape(A * A, co, ci)
     k_out = np.einsum("ip,jq->ijpq", at, at).reshape(M * M, A * A)
     steps = [  # (operator, extra inputs, attributes)
         ("Reshape", [const("planes", i64(-1, 1, site.h, site.w))], {}),  # [N * ci, 1, h, w]

@@ -41,9 +41,9 @@ WINOGRAD_VERSION = 3
 #: A layer is rewritten where Winograd ran at least this much faster in context: below it, the
 #: rewrite's extra tensors cost the whole model more than the layer saves.
 MIN_LAYER_GAIN = 1.05
-#: Timed runs of each form of a layer (the faster half's median, after a warm-up); each run
-#: holds :func:`copies` of the layer.
-LAYER_REPS = 3
+#: Alternated runs of the two forms of a layer (``runtime.model_timing.paired_ms``, after a
+#: warm-up); each run holds :func:`copies` of the layer.
+LAYER_PAIRS = 9
 #: Copies of a layer, each in its context, in the model a layer is timed on (:func:`in_context`):
 #: enough that their weights do not stay in cache from run to run ...
 CONTEXT_COPIES = 4
@@ -178,14 +178,14 @@ def gain(ms_given: float, ms_rewritten: float) -> float:
 def layer_timings(found: Sequence[ConvSite], counts: Sequence[int], budget_s: float
                   ) -> dict[int, dict[str, tuple[float, float]]]:
     """Each convolution's context (:func:`both_forms`) timed in onnxruntime on each core count
-    of ``counts`` (the first cores of this process's CPUs), as given and rewritten (ms a
-    layer), keyed by count and node name: one timing per shape and count, the heaviest shapes
-    first, until ``budget_s`` a count is spent (the rest are left out). The difference is what
-    the rewrite saves in a model, the context's own convolutions cancelling. Each shape is
-    built once for every count (rewriting four copies of a 512-channel layer takes 1.6 s here).
-    The process's CPU affinity is restored afterwards."""
+    of ``counts`` (the first cores of this process's CPUs), as given and rewritten, the two in
+    alternation (ms a layer), keyed by count and node name: one timing per shape and count, the
+    heaviest shapes first, until ``budget_s`` a count is spent (the rest are left out). The
+    difference is what the rewrite saves in a model, the context's own convolutions cancelling.
+    Each shape is built once for every count (rewriting four copies of a 512-channel layer took
+    1.4 s here). The process's CPU affinity is restored afterwards."""
     from edgedeploy.runtime.affinity import available_cpus, pin_process
-    from edgedeploy.runtime.model_timing import session_ms
+    from edgedeploy.runtime.model_timing import paired_ms
 
     todo = conv_shapes(found)
     original = available_cpus()
@@ -201,9 +201,9 @@ def layer_timings(found: Sequence[ConvSite], counts: Sequence[int], budget_s: fl
                 (1, site.c_in, site.h, site.w)).astype(np.float32)
             forms = [m.SerializeToString() for m in both_forms(site)]
             for c in counts:
-                given, rewritten = (session_ms(m, {"x": x}, original[:c], reps=LAYER_REPS)
-                                    / copies(site) for m in forms)
-                out[c].update(dict.fromkeys(nodes, (given, rewritten)))
+                given, rewritten = paired_ms(*forms, {"x": x}, original[:c], LAYER_PAIRS)
+                out[c].update(dict.fromkeys(nodes, (given / copies(site),
+                                                    rewritten / copies(site))))
     finally:
         pin_process(original)
     return out
@@ -264,6 +264,6 @@ def planned_file(graph: ir.Graph) -> Path | None:
     return Path(record["model"]) if record.get("chosen") and record.get("model") else None
 
 
-__all__ = ["CONTEXT_COPIES", "LAYER_REPS", "MIN_LAYER_GAIN", "MIN_LAYER_MACS", "ONE_COPY_MACS",
+__all__ = ["CONTEXT_COPIES", "LAYER_PAIRS", "MIN_LAYER_GAIN", "MIN_LAYER_MACS", "ONE_COPY_MACS",
            "SOURCE_KEY", "applies", "chosen", "copies", "layer_timings", "macs",
            "planned_file", "prepared_proto", "sites", "variant_file", "variant_graph"]

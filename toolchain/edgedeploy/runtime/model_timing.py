@@ -145,6 +145,38 @@ def session_ms(onnx_path: str | bytes, feeds: Mapping[str, object], cpus: Sequen
             session.close()
 
 
+def paired_ms(first: str | bytes, second: str | bytes, feeds: Mapping[str, object],
+              cpus: Sequence[int], pairs: int = 9) -> tuple[float, float]:
+    """Milliseconds of one onnxruntime call of ``first`` and of ``second`` on ``cpus`` (pinned,
+    BLAS bounded), timed in alternation, each pair in the other order from the last: the median
+    of ``first``'s calls, and that over the median of the pairs' ratios. A host that drifts
+    (a neighbour's burst, a clock step) moves both calls of a pair alike, where two timings one
+    after the other each take their own share of it; a ratio of a few percent is all a
+    Winograd layer gains."""
+    from edgedeploy.runtime.engines.onnxruntime import OrtSegment
+
+    pin_process(list(cpus))
+    with limit_blas_threads(len(cpus)):
+        sessions = [OrtSegment(m, cpus=list(cpus)) for m in (first, second)]
+        try:
+            for session in sessions:  # warm-up
+                session.run(feeds)
+            firsts, ratios = [], []
+            for k in range(max(1, pairs)):
+                ms = {}
+                for i in ((0, 1) if k % 2 == 0 else (1, 0)):
+                    t0 = time.perf_counter()
+                    sessions[i].run(feeds)
+                    ms[i] = (time.perf_counter() - t0) * 1e3
+                firsts.append(ms[0])
+                ratios.append(ms[0] / ms[1])
+        finally:
+            for session in sessions:
+                session.close()
+    first_ms = float(statistics.median(firsts))
+    return first_ms, first_ms / float(statistics.median(ratios))
+
+
 def whole_model_stage(graph: ir.Graph, io: StageIO, choices: Mapping[str, str],
                       segments: Mapping) -> GraphStage:
     """Pipeline factory (module-level so spawn can pickle it): the model as one onnxruntime

@@ -15,7 +15,7 @@ prior's expected times, and the calibration models)::
                             "batch": {"onnx": KEY, "sizes": [2, 4], "reps": 3, "gain_min": 1.05},
                             "replica_windows": 3}]},
      "sessions": {"budget_s": 10, "reps": 5, "sessions": [{"key": ..., "onnx": KEY,
-                                                           "cpus": [0],
+                                                           "against": KEY, "cpus": [0],
                                                            "inputs": [{"name", "shape"}]}]},
      "files": {KEY: "/path/on/the/board", ...}}
 
@@ -35,8 +35,10 @@ per line, flushed as it goes so the host can show progress::
     {"event": "replicas", "model": ..., "cluster": "cpu", "cores": 2, "fps": ...}
     {"event": "replica_batch", "model": ..., "cluster": "cpu", "cores": 2, "batch": 4,
      "fps": ..., "unbatched_fps": ...}
-    {"event": "session", "key": ..., "ms": 3.4}     (ONNX models timed alone, in order, while
-                                                     the budget lasts: the Winograd trial's)
+    {"event": "session", "key": ..., "ms": 3.4, "against_ms": 3.1}
+                        (ONNX models timed alone, in order, while the budget lasts: the Winograd
+                         trial's; one with an ``against`` model is timed in alternation with it,
+                         ``reps`` pairs, and answers its time too)
     {"event": "done", "measured": 41, "elapsed_s": 9.8}
 
 A failure is one ``{"event": "error", "kind": ..., "message": ...}`` line and a non-zero exit:
@@ -257,7 +259,7 @@ def measure_sessions(section: dict[str, Any], files: dict[str, str], out: Emit) 
     order given, until ``budget_s`` is spent: the host sends the heaviest first."""
     import numpy as np
 
-    from edgedeploy.runtime.model_timing import session_ms
+    from edgedeploy.runtime.model_timing import paired_ms, session_ms
 
     start, count = time.monotonic(), 0
     reps = int(section.get("reps", 5))
@@ -267,8 +269,13 @@ def measure_sessions(section: dict[str, Any], files: dict[str, str], out: Emit) 
         rng = np.random.default_rng(1)
         feeds = {t["name"]: rng.standard_normal(t["shape"]).astype(np.float32)
                  for t in one["inputs"]}
-        out({"event": "session", "key": one["key"],
-             "ms": session_ms(files[one["onnx"]], feeds, one["cpus"], reps=reps)})
+        if one.get("against"):
+            ms, against = paired_ms(files[one["onnx"]], files[one["against"]], feeds,
+                                    one["cpus"], reps)
+            out({"event": "session", "key": one["key"], "ms": ms, "against_ms": against})
+        else:
+            out({"event": "session", "key": one["key"],
+                 "ms": session_ms(files[one["onnx"]], feeds, one["cpus"], reps=reps)})
         count += 1
     return count
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from edgedeploy.importers.onnx_winograd import ConvSite
 from edgedeploy.planner.winograd import in_context
 from edgedeploy.runtime.affinity import available_cpus, pin_process
-from edgedeploy.runtime.model_timing import paired_ms
+from edgedeploy.runtime.model_timing import gained_batches, median_ms, paired_ms
 
 
 def test_paired_timing_reads_each_model_in_the_callers_order() -> None:
@@ -25,3 +27,28 @@ def test_paired_timing_reads_each_model_in_the_callers_order() -> None:
         assert 0.5 < same / again < 2.0
     finally:
         pin_process(before)  # it leaves the process pinned where it timed, as session_ms does
+
+
+def test_replicas_are_timed_at_the_batches_one_core_gained_from_or_all_where_a_call_weighs(
+        ) -> None:
+    per_frame = {"2": 0.99, "4": 0.90}  # ms a frame at 2 and 4 frames a call; 1.0 at one
+    assert gained_batches(per_frame, 1.0, 1.05) == [(4, 0.90)]
+    # a 0.25 ms call is a quarter of a 1 ms frame: a batch spreads it, whatever one core gained
+    assert gained_batches(per_frame, 1.0, 1.05, call_ms=0.25) == [(2, 0.99), (4, 0.90)]
+    # ... and a fortieth of 10 ms, under the 5 % a batch must gain
+    assert gained_batches({"2": 9.9, "4": 9.0}, 10.0, 1.05, call_ms=0.25) == [(4, 9.0)]
+    assert gained_batches({"2": 0.0, "4": 0.9}, 1.0, 1.05, call_ms=0.25) == [(4, 0.9)]
+
+
+def test_a_timing_with_a_floor_in_seconds_makes_as_many_calls_as_it_holds() -> None:
+    calls = []
+
+    def call() -> None:
+        calls.append(1)
+        time.sleep(0.001)
+
+    median_ms(call, reps=3)
+    assert len(calls) == 1 + 3  # the warm-up, then the calls asked for
+    calls.clear()
+    ms = median_ms(call, reps=3, min_s=0.05)
+    assert 1 + 25 <= len(calls) <= 1 + 50 and ms >= 1.0

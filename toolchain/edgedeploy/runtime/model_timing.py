@@ -42,6 +42,17 @@ REPLICA_WINDOW_S, REPLICA_MAX_FRAMES = 0.5, 2000
 OWN_REPLICA_WINDOWS = 3
 #: Timed calls of one opaque layer alone (:func:`time_layers`).
 LAYER_REPS = 5
+#: Seconds of calls each batch size is timed for at least (:func:`batch_ms`): three calls of a
+#: 1 ms model's four frames read its batch 0.78x as fast a frame once, 0.95-1.0x in 15 (seen
+#: while developing).
+BATCH_MIN_S = 0.2
+#: Calls a timing makes at most, however short a call is.
+MAX_REPS = 500
+#: What a replica's call costs beyond its engine's (feeding it, the hand-offs, waking it), ms:
+#: PP-OCR's text-direction classifier took 1.17 ms a frame in one session on one core, and its
+#: two one-core replicas ran 1,380 fps against the 1,710 the session's rate makes, and 1,640-1,740
+#: at four frames a call, which one session ran no faster a frame (seen while developing).
+REPLICA_CALL_MS = 0.25
 log = logging.getLogger("edgedeploy.runtime")
 
 
@@ -79,24 +90,29 @@ def time_layers(layers: Sequence[OpaqueLayer], cpus: Sequence[int]) -> dict[str,
     return out
 
 
-def gained_batches(batch_ms: Mapping[str, float], one_core_ms: float, gain_min: float
-                   ) -> list[tuple[int, float]]:
+def gained_batches(batch_ms: Mapping[str, float], one_core_ms: float, gain_min: float,
+                   call_ms: float = 0.0) -> list[tuple[int, float]]:
     """``(b, per-frame ms)`` of each batch size (``batch_ms``: per-frame ms at b frames a call)
     one core ran at least ``gain_min`` faster per frame than one frame a call (``one_core_ms``),
-    smallest first: the batches worth timing replicas at, on this host and on a board."""
+    smallest first: the batches worth timing replicas at, on this host and on a board. Every
+    size is, where a replica's own cost a call (``call_ms``, :data:`REPLICA_CALL_MS`) is
+    ``gain_min`` of a frame or more: a batch spreads it over its frames, which one session
+    alone does not show."""
+    every = 0 < one_core_ms * (gain_min - 1.0) <= call_ms
     return sorted((int(b), float(ms)) for b, ms in batch_ms.items()
-                  if 0 < float(ms) * gain_min <= one_core_ms)
+                  if float(ms) > 0 and (every or float(ms) * gain_min <= one_core_ms))
 
 
-def median_ms(fn: Callable[[], object], reps: int = 7) -> float:
-    """Warm-up, then the median of the faster half of ``reps`` timed runs."""
+def median_ms(fn: Callable[[], object], reps: int = 7, min_s: float = 0.0) -> float:
+    """Warm-up, then the median of the faster half of ``reps`` timed runs, or of as many more
+    as ``min_s`` seconds of them take (at most :data:`MAX_REPS`)."""
     fn()
-    times = []
-    for _ in range(reps):
+    times: list[float] = []
+    while len(times) < reps or (sum(times) < min_s * 1e3 and len(times) < MAX_REPS):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    return float(statistics.median(sorted(times)[: max(1, (reps + 1) // 2)]))
+    return float(statistics.median(sorted(times)[: max(1, (len(times) + 1) // 2)]))
 
 
 def engine_ms(graph: ir.Graph, onnx_path: str, cpus: Sequence[int]) -> tuple[float, float]:
@@ -116,20 +132,24 @@ def batch_ms(onnx_path: str, feeds: Mapping[str, Any], cpus: Sequence[int],
              sizes: Sequence[int], reps: int) -> dict[str, float]:
     """Per-frame milliseconds of one onnxruntime call of ``b`` copies of the frame, for each
     ``b`` of ``sizes`` (``onnx_path``: a file with a free batch axis), keyed ``str(b)``: the
-    batch timings of a model's runs, on this host and on a board."""
+    batch timings of a model's runs, on this host and on a board; ``reps`` calls each, or
+    :data:`BATCH_MIN_S` of them."""
     import numpy as np
 
     return {str(b): session_ms(onnx_path, {k: np.concatenate([v] * int(b))
-                                           for k, v in feeds.items()}, cpus, reps=reps) / int(b)
+                                           for k, v in feeds.items()}, cpus, reps=reps,
+                               min_s=BATCH_MIN_S) / int(b)
             for b in sizes}
 
 
 def session_ms(onnx_path: str | bytes, feeds: Mapping[str, object], cpus: Sequence[int],
-               engine: str = ONNXRUNTIME, reps: int = 7, *, fp16: bool = False) -> float:
+               engine: str = ONNXRUNTIME, reps: int = 7, *, fp16: bool = False,
+               min_s: float = 0.0) -> float:
     """Milliseconds of one onnxruntime call of the model on ``cpus`` (pinned, BLAS bounded):
     the model as given, or its int8 variant (the same float inputs); with ``engine`` LiteRT,
     one interpreter call of a .tflite file, ``feeds`` in the file's own layout (the transposes
-    from the IR's are priced apart, as layout transforms), computing in fp16 with ``fp16``."""
+    from the IR's are priced apart, as layout transforms), computing in fp16 with ``fp16``; the
+    median of the faster half of ``reps`` calls, or of those ``min_s`` seconds hold."""
     from edgedeploy.runtime.engines.litert import LiteRTHalfModel, LiteRTModel
     from edgedeploy.runtime.engines.onnxruntime import OrtSegment
 
@@ -140,7 +160,7 @@ def session_ms(onnx_path: str | bytes, feeds: Mapping[str, object], cpus: Sequen
         session = (OrtSegment(onnx_path, cpus=list(cpus)) if engine == ONNXRUNTIME
                    else (LiteRTHalfModel if fp16 else LiteRTModel)(onnx_path, cpus=list(cpus)))
         try:
-            return median_ms(lambda: session.run(feeds), reps)
+            return median_ms(lambda: session.run(feeds), reps, min_s)
         finally:
             session.close()
 

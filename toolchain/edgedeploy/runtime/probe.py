@@ -12,7 +12,8 @@ prior's expected times, and the calibration models)::
                 "models": [{"name": ..., "size": ..., "onnx": KEY, "graph": KEY, "weights": KEY,
                             "native": true, "opaque": [{"names": [...], "segment": KEY,
                                                         "inputs": [{"name", "shape", "dtype"}]}],
-                            "batch": {"onnx": KEY, "sizes": [2, 4], "reps": 3, "gain_min": 1.05},
+                            "batch": {"onnx": KEY, "sizes": [2, 4], "reps": 3, "gain_min": 1.05,
+                                      "call_ms": 0.25},
                             "replica_windows": 3}]},
      "sessions": {"budget_s": 10, "reps": 5, "sessions": [{"key": ..., "onnx": KEY,
                                                            "against": KEY, "cpus": [0],
@@ -23,7 +24,8 @@ The board measures the layer tasks in order within the budget (its own clock), t
 (a model with ``"native": false``, the one a profile is taken for, through onnxruntime only: a
 large model run natively would take minutes on a small board; its ``opaque`` layers, cut alone
 by the host, timed alone too; its ``batch`` file, with a free batch axis, timed at each batch
-size, and its replicas at each size that one core ran ``gain_min`` faster per frame; its replica
+size, and its replicas at each size that one core ran ``gain_min`` faster per frame, or at every
+size where ``call_ms``, a replica's own cost a call, is that share of a frame; its replica
 runs the median of ``replica_windows``), and answers one JSON object
 per line, flushed as it goes so the host can show progress::
 
@@ -240,7 +242,8 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
                  "cluster": cluster, "cores": cores, "fps": fps})
             count += 1
             # the batches one core gained enough from to time its replicas at too
-            gained = (gained_batches(one_core_batch[cluster], base, float(batch["gain_min"]))
+            gained = (gained_batches(one_core_batch[cluster], base, float(batch["gain_min"]),
+                                     float(batch.get("call_ms", 0.0)))
                       if batched_path and cluster in one_core_batch else [])
             for b, ms in gained:
                 out({"event": "info", "message": f"replicas: {spec['name']} x{cores} on "

@@ -280,9 +280,8 @@ def test_replicas_are_timed_batched_against_unbatched_where_one_core_gained_from
         tmp_path: Path):
     """The own model's replicas at each batch over the same replicas at one frame a call (their
     measured speed-up), on every cluster of more than one core, where (and only where) one
-    session on one of its cores ran that batch 5 % faster per frame, or where a frame is short
-    enough for a replica's own cost a call to weigh that much; the gain is stored with the
-    model's factors."""
+    session on one of its cores ran that batch 5 % faster per frame, or at every batch where
+    the replicas' windows are short; the gain is stored with the model's factors."""
     from edgedeploy.costmodel.segments import (
         BATCH,
         REPLICA_BATCH,
@@ -306,12 +305,12 @@ def test_replicas_are_timed_batched_against_unbatched_where_one_core_gained_from
     batched = batched_file(m, tmp_path)
     assert batched is not None
     gained = measure_replica_batches(configs, cpus, m, runs(0.5), speedups, batched,
-                                     call_ms=0.0)
+                                     every_short=False)
     assert set(gained) == clusters
     assert all(set(t) == {b} and 0.05 < t[b] < 20.0 for t in gained.values())
     assert measure_replica_batches(configs, cpus, m, runs(1.0), speedups, batched,
-                                   call_ms=0.0) == {}
-    # a frame of 1 ms, where a replica's own cost a call weighs: every batch, gained or not
+                                   every_short=False) == {}
+    # a frame of 1 ms, whose replicas' windows are short: every batch, gained or not
     every = measure_replica_batches(configs, cpus, m, runs(1.0), speedups, batched)
     assert {cl: set(t) for cl, t in every.items()} == {cl: {b, small} for cl in clusters}
     assert measure_replica_batches(configs, cpus, m, runs(0.5), {}, batched) == {}  # none

@@ -29,15 +29,15 @@ def test_paired_timing_reads_each_model_in_the_callers_order() -> None:
         pin_process(before)  # it leaves the process pinned where it timed, as session_ms does
 
 
-def test_replicas_are_timed_at_the_batches_one_core_gained_from_or_all_where_a_call_weighs(
+def test_replicas_are_timed_at_the_batches_one_core_gained_from_or_all_where_windows_are_short(
         ) -> None:
     per_frame = {"2": 0.99, "4": 0.90}  # ms a frame at 2 and 4 frames a call; 1.0 at one
     assert gained_batches(per_frame, 1.0, 1.05) == [(4, 0.90)]
-    # a 0.25 ms call is a quarter of a 1 ms frame: a batch spreads it, whatever one core gained
-    assert gained_batches(per_frame, 1.0, 1.05, call_ms=0.25) == [(2, 0.99), (4, 0.90)]
-    # ... and a fortieth of 10 ms, under the 5 % a batch must gain
-    assert gained_batches({"2": 9.9, "4": 9.0}, 10.0, 1.05, call_ms=0.25) == [(4, 9.0)]
-    assert gained_batches({"2": 0.0, "4": 0.9}, 1.0, 1.05, call_ms=0.25) == [(4, 0.9)]
+    # two replicas of a 1 ms frame fill a window's 0.5 s with 1,000 frames: every batch
+    assert gained_batches(per_frame, 1.0, 1.05, replicas=2) == [(2, 0.99), (4, 0.90)]
+    # ... where those of a 100 ms frame need the 40-frame floor (2 s): the gained ones only
+    assert gained_batches({"2": 99.0, "4": 90.0}, 100.0, 1.05, replicas=2) == [(4, 90.0)]
+    assert gained_batches({"2": 0.0, "4": 0.9}, 1.0, 1.05, replicas=2) == [(4, 0.9)]
 
 
 def test_a_timing_with_a_floor_in_seconds_makes_as_many_calls_as_it_holds() -> None:

@@ -431,7 +431,6 @@ def calibration_files(models: Sequence[tuple[str, int]], tmp: Path, own: OwnMode
         int8_variant,
     )
     from edgedeploy.importers.onnx import import_onnx
-    from edgedeploy.runtime.model_timing import REPLICA_CALL_MS
     from edgedeploy.runtime.stages import BATCH_SIZES
 
     todo: list[tuple[str, int | None, Path, Any]] = (
@@ -461,7 +460,7 @@ def calibration_files(models: Sequence[tuple[str, int]], tmp: Path, own: OwnMode
                 files[f"{key}/model.batched.onnx"] = Path(batched)
                 spec[PROBE_BATCH] = {"onnx": f"{key}/model.batched.onnx",
                                      "sizes": list(BATCH_SIZES), "reps": BATCH_REPS,
-                                     "gain_min": BATCH_GAIN_MIN, "call_ms": REPLICA_CALL_MS}
+                                     "gain_min": BATCH_GAIN_MIN, "every_short": True}
         else:
             int8 = int8_variant(path, graph, tmp)
             if int8 is not None:

@@ -535,17 +535,16 @@ def measure_replica_batches(configs: Sequence[CoreConfig], cpus_of: Callable, m:
                             runs: list[dict[str, Any]], replicas: dict[str, dict[str, float]],
                             batched: str | None,
                             progress: Callable[[str], None] | None = None,
-                            call_ms: float | None = None) -> dict[str, dict[str, float]]:
+                            every_short: bool = True) -> dict[str, dict[str, float]]:
     """Per cluster, the own model's one-core replicas at each of :data:`BATCH_SIZES` frames a
     call (``batched``: its file with a free batch axis, :func:`batched_file`) over the same
     replicas at one (``replicas``: their measured speed-ups, :func:`measure_replicas`), as
     :data:`REPLICA_BATCH`; only the batches that one session on one of its cores ran
     :data:`BATCH_GAIN_MIN` faster per frame, since a batch's slow-down is priced from the
-    session alone, unless a frame is so short that a replica's own cost a call
-    (``call_ms``, default ``runtime.model_timing.REPLICA_CALL_MS``) weighs that much in it
+    session alone; with ``every_short``, every batch where the replicas' windows are short
     (``model_timing.gained_batches``). A board's probe measures the same
     (``runtime.probe.measure_models``)."""
-    from edgedeploy.runtime.model_timing import REPLICA_CALL_MS, gained_batches, replica_fps
+    from edgedeploy.runtime.model_timing import gained_batches, replica_fps
 
     one = {CoreConfig.parse(r["config"]).cluster: r for r in runs
            if r.get("sha256") == m.sha256 and CoreConfig.parse(r["config"]).cores == 1}
@@ -559,7 +558,7 @@ def measure_replica_batches(configs: Sequence[CoreConfig], cpus_of: Callable, m:
         base = whole_ms(run)
         unbatched_fps = float(speedup) * 1000.0 / base
         for b, ms in gained_batches(run[BATCH], base, BATCH_GAIN_MIN,
-                                    REPLICA_CALL_MS if call_ms is None else call_ms):
+                                    config.cores if every_short else 0):
             if progress:
                 progress(f"replicas: {m.name} x{config.cores} on {config.cluster}, "
                          f"{b} frames a call")

@@ -48,11 +48,6 @@ LAYER_REPS = 5
 BATCH_MIN_S = 0.2
 #: Calls a timing makes at most, however short a call is.
 MAX_REPS = 500
-#: What a replica's call costs beyond its engine's (feeding it, the hand-offs, waking it), ms:
-#: PP-OCR's text-direction classifier took 1.17 ms a frame in one session on one core, and its
-#: two one-core replicas ran 1,380 fps against the 1,710 the session's rate makes, and 1,640-1,740
-#: at four frames a call, which one session ran no faster a frame (seen while developing).
-REPLICA_CALL_MS = 0.25
 log = logging.getLogger("edgedeploy.runtime")
 
 
@@ -91,14 +86,21 @@ def time_layers(layers: Sequence[OpaqueLayer], cpus: Sequence[int]) -> dict[str,
 
 
 def gained_batches(batch_ms: Mapping[str, float], one_core_ms: float, gain_min: float,
-                   call_ms: float = 0.0) -> list[tuple[int, float]]:
+                   replicas: int = 0) -> list[tuple[int, float]]:
     """``(b, per-frame ms)`` of each batch size (``batch_ms``: per-frame ms at b frames a call)
     one core ran at least ``gain_min`` faster per frame than one frame a call (``one_core_ms``),
-    smallest first: the batches worth timing replicas at, on this host and on a board. Every
-    size is, where a replica's own cost a call (``call_ms``, :data:`REPLICA_CALL_MS`) is
-    ``gain_min`` of a frame or more: a batch spreads it over its frames, which one session
-    alone does not show."""
-    every = 0 < one_core_ms * (gain_min - 1.0) <= call_ms
+    smallest first: the batches worth timing replicas at, on this host and on a board.
+
+    Every size is, where windows of ``replicas`` one-core replicas are short (their
+    :data:`REPLICA_WINDOW_S` holds more than the :data:`REPLICA_FRAMES` floor,
+    :func:`replica_frames`): timing them there costs a second or two a size, and one session's
+    speed at a batch foretold the replicas' poorly both ways. PP-OCR's text-direction classifier
+    ran 4 frames a call 1.0-1.1x as fast a frame in one session on one core, and its two
+    replicas 1.2-1.26x, a replica's own cost a call (feeding it, the hand-offs) spread over the
+    batch; its text detector read 0.79x in the session, and its replicas 1.0-1.13x (seen while
+    developing)."""
+    every = replicas > 0 and one_core_ms > 0 and \
+        replica_frames(one_core_ms, replicas) > REPLICA_FRAMES
     return sorted((int(b), float(ms)) for b, ms in batch_ms.items()
                   if float(ms) > 0 and (every or float(ms) * gain_min <= one_core_ms))
 

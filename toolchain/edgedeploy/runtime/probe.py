@@ -13,7 +13,7 @@ prior's expected times, and the calibration models)::
                             "native": true, "opaque": [{"names": [...], "segment": KEY,
                                                         "inputs": [{"name", "shape", "dtype"}]}],
                             "batch": {"onnx": KEY, "sizes": [2, 4], "reps": 3, "gain_min": 1.05,
-                                      "call_ms": 0.25},
+                                      "every_short": true},
                             "replica_windows": 3}]},
      "sessions": {"budget_s": 10, "reps": 5, "sessions": [{"key": ..., "onnx": KEY,
                                                            "against": KEY, "cpus": [0],
@@ -25,9 +25,9 @@ The board measures the layer tasks in order within the budget (its own clock), t
 large model run natively would take minutes on a small board; its ``opaque`` layers, cut alone
 by the host, timed alone too; its ``batch`` file, with a free batch axis, timed at each batch
 size, and its replicas at each size that one core ran ``gain_min`` faster per frame, or at every
-size where ``call_ms``, a replica's own cost a call, is that share of a frame; its replica
-runs the median of ``replica_windows``), and answers one JSON object
-per line, flushed as it goes so the host can show progress::
+size where their windows are short, with ``every_short`` (``model_timing.gained_batches``); its
+replica runs the median of ``replica_windows``), and answers one JSON object per line, flushed
+as it goes so the host can show progress::
 
     {"event": "start", "probe": ".../probe.py", "python": ..., "runtime": {...}, "cpus": [...]}
     {"event": "sample", "index": 3, "ms": 1.2, "reps": 9, "spread": 0.04, "elapsed_s": ...}
@@ -243,7 +243,7 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
             count += 1
             # the batches one core gained enough from to time its replicas at too
             gained = (gained_batches(one_core_batch[cluster], base, float(batch["gain_min"]),
-                                     float(batch.get("call_ms", 0.0)))
+                                     cores if batch.get("every_short") else 0)
                       if batched_path and cluster in one_core_batch else [])
             for b, ms in gained:
                 out({"event": "info", "message": f"replicas: {spec['name']} x{cores} on "

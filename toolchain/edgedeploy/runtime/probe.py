@@ -241,7 +241,8 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
             out({"event": "replicas", "model": spec["name"], "size": spec.get("size"),
                  "cluster": cluster, "cores": cores, "fps": fps})
             count += 1
-            # the batches one core gained enough from to time its replicas at too
+            # the batches to time its replicas at too: those one core gained enough from, or
+            # every one where their windows are short
             gained = (gained_batches(one_core_batch[cluster], base, float(batch["gain_min"]),
                                      cores if batch.get("every_short") else 0)
                       if batched_path and cluster in one_core_batch else [])

@@ -57,24 +57,33 @@ def _winner_checks(plan) -> None:
     base = max((c for c in d.contenders if c.baseline), key=lambda c: c.measured_fps)
     # the fastest wins, unless it is no baseline and beats the best baseline by less than the
     # margin or in fewer than WIN_PAIR_SHARE of the paired rounds: then the baseline is kept
-    a, b = best.rounds_fps, base.rounds_fps
-    won = [a[i] + a[i + 1] > b[i] + b[i + 1] for i in range(0, len(a) // 2 * 2, 2)]
-    steady = sum(won) / len(won) >= WIN_PAIR_SHARE
-    chosen = best.baseline or (best.measured_fps > base.measured_fps * (1 + WIN_MARGIN)
-                               and steady)
-    # a contender chosen over the baselines was timed again against the best one, and only
-    # those two were: it is kept where it stayed faster by the confirmation's margin
+    steady = _share(best.rounds_fps, base.rounds_fps) >= WIN_PAIR_SHARE
+    clears = best.measured_fps > base.measured_fps * (1 + WIN_MARGIN)
+    chosen = best.baseline
+    # a contender faster on average than the best baseline by the margin was timed again
+    # against it, and only those two were: where its pairs held too, it is kept if it stayed
+    # faster by the confirmation's margin; where they split, only if the fresh rounds clear
+    # the margin on average and in the pairs
     again = {c.name for c in d.contenders if c.confirm_fps}
-    if chosen and not best.baseline:
+    if not best.baseline and clears:
         assert again == {best.name, base.name}
         assert len(best.confirm_fps) == len(base.confirm_fps) == CONFIRM_ROUNDS
-        chosen = np.mean(best.confirm_fps) > np.mean(base.confirm_fps) * (1 + CONFIRM_MARGIN)
+        mine, theirs = np.mean(best.confirm_fps), np.mean(base.confirm_fps)
+        chosen = (mine > theirs * (1 + CONFIRM_MARGIN) if steady else
+                  mine > theirs * (1 + WIN_MARGIN)
+                  and _share(best.confirm_fps, base.confirm_fps) >= WIN_PAIR_SHARE)
     else:
         assert not again
     want = best if chosen else base
     assert d.winner == want.name and plan.measured["throughput_fps"] == want.measured_fps
     names = {c.name for c in d.contenders}
     assert "plan" in names
+
+
+def _share(a: list[float], b: list[float]) -> float:
+    """The share of paired rounds ``a`` won over ``b``."""
+    won = [a[i] + a[i + 1] > b[i] + b[i + 1] for i in range(0, min(len(a), len(b)) // 2 * 2, 2)]
+    return sum(won) / len(won)
 
 
 def test_plan_on_this_host_measures_the_shortlist_and_writes_the_winner(project):
@@ -359,6 +368,52 @@ def test_a_winner_over_the_baselines_is_kept_only_if_it_stays_faster_when_timed_
     assert decision.contenders[0].confirm_fps == pytest.approx([110.0] * CONFIRM_ROUNDS)
     # a baseline that wins is not timed again
     winner, decision, *_ = run({**rates, "plan": 90.0}, {})
+    assert winner.name == "onnxruntime_replicas"
+    assert all(c.confirm_fps is None for c in decision.contenders)
+
+
+def test_a_contender_whose_rounds_split_is_timed_again_alone_before_it_is_dropped():
+    """Faster than the best baseline by the margin on average, but in only half the pairs (a
+    neighbour's load on one pair): timed again alone against that baseline, and kept only
+    where the fresh rounds clear the margin on average and in their pairs too."""
+    from edgedeploy.benchmarks.decide import Entry, decide
+    from edgedeploy.benchmarks.estimator import Window
+    from edgedeploy.schemas.plan import Predicted
+
+    def run(shortlist: list[float], fresh: float):  # type: ignore[no-untyped-def]
+        none = Predicted(throughput_fps=None, latency_ms=None, energy_mj=None, power_w=None,
+                         period_ms=None)
+        entries = [Entry(n, [], [], none, baseline=n != "plan")
+                   for n in ("plan", "onnxruntime_replicas", "onnxruntime_threads")]
+        rates = {"onnxruntime_replicas": 100.0, "onnxruntime_threads": 80.0}
+
+        def measure(e: Entry, frames: int, warmup: int, latency: bool
+                    ) -> tuple[Window, float, None]:
+            k = len(e.windows)  # the shortlist's rounds read the script, fresh rounds ``fresh``
+            fps = rates.get(e.name) or (shortlist[min(k, len(shortlist) - 1)]
+                                        if k < len(shortlist) else fresh)
+            return Window(frames, frames / fps), 1.0, None
+
+        return decide(entries, measure, objective="throughput", budget_s=0.0, target="local",
+                      simulated=False)
+
+    split = [120.0, 120.0, 95.0, 95.0]  # 107.5 on average, one pair of two faster
+    assert len(split) == MIN_ROUNDS
+    winner, decision = run(split, fresh=110.0)  # faster in truth: kept
+    assert winner.name == "plan" == decision.winner
+    assert "faster in only 50% of the paired rounds" in (decision.reason or "")
+    assert "in 4 fresh rounds of the two alone, faster in 100% of their pairs: it is kept" in (
+        decision.reason or "")
+    by_name = {c.name: c for c in decision.contenders}
+    assert by_name["plan"].confirm_fps == pytest.approx([110.0] * CONFIRM_ROUNDS)
+    assert by_name["onnxruntime_replicas"].confirm_fps == pytest.approx([100.0] * CONFIRM_ROUNDS)
+    assert by_name["onnxruntime_threads"].confirm_fps is None
+    winner, decision = run(split, fresh=101.0)  # as fast in truth: the baseline stays
+    assert winner.name == "onnxruntime_replicas" == decision.winner
+    assert "faster in 50% of the paired rounds" in (decision.reason or "")
+    assert "timed again alone, 101 against 100 in 4 fresh rounds" in (decision.reason or "")
+    # slower on average: nothing to time again
+    winner, decision = run([102.0, 102.0, 90.0, 90.0], fresh=110.0)
     assert winner.name == "onnxruntime_replicas"
     assert all(c.confirm_fps is None for c in decision.contenders)
 

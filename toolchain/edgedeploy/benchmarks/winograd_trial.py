@@ -144,6 +144,7 @@ class WinogradTrial:
             as_plan,
             decide,
             pairs_won,
+            split_unconfirmed,
         )
         from edgedeploy.planner.api import plan_document
         from edgedeploy.planner.lock import relpath
@@ -248,12 +249,18 @@ class WinogradTrial:
         found = (f"{e.name} {e.measured_fps:.4g} fps against {given.measured_fps:.4g} for "
                  f"{winner.key} as given, faster in {pairs_won(e, given):.0%} of the paired "
                  "rounds")
+        split = bool(e.confirm) and pairs_won(e, given) < WIN_PAIR_SHARE  # timed again alone
+        if split and won is e:
+            found += (f", then {e.confirmed_fps:.4g} against {given.confirmed_fps:.4g} in "
+                      f"{len(e.confirm)} fresh rounds of the two alone")
         others = [f"{o.name} ({r['cores']} core(s), {len(r['layers'])} layer(s)) "
                   f"{o.measured_fps:.4g} fps" for o, r, _ in ran if o is not e]
         if others:
             found += f" (also measured: {'; '.join(others)})"
         if won is given:
             why = ("the rewritten model did not run" if not ran else
+                   f"{found}; {split_unconfirmed(e, given)}; the model as given is kept"
+                   if split else
                    f"{found}, but {e.confirmed_fps:.4g} against {given.confirmed_fps:.4g} in "
                    f"{len(e.confirm)} fresh rounds of the two alone: it must stay "
                    f"{CONFIRM_MARGIN:.1%} faster when timed again; the model as given is kept"

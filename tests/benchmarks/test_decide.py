@@ -390,8 +390,7 @@ def test_a_contender_whose_rounds_split_is_timed_again_alone_before_it_is_droppe
         def measure(e: Entry, frames: int, warmup: int, latency: bool
                     ) -> tuple[Window, float, None]:
             k = len(e.windows)  # the shortlist's rounds read the script, fresh rounds ``fresh``
-            fps = rates.get(e.name) or (shortlist[min(k, len(shortlist) - 1)]
-                                        if k < len(shortlist) else fresh)
+            fps = rates.get(e.name) or (shortlist[k] if k < len(shortlist) else fresh)
             return Window(frames, frames / fps), 1.0, None
 
         return decide(entries, measure, objective="throughput", budget_s=0.0, target="local",

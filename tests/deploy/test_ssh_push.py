@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,14 @@ from tests.deploy.bundles import make_bundle
 
 from edgedeploy.deploy import api
 from edgedeploy.deploy.board import DeployHooks
-from edgedeploy.errors import DeployError, RollbackFailedError, UnreachableError
+from edgedeploy.deploy.ssh import SshTransport
+from edgedeploy.deploy.transport import ConnectionLostError
+from edgedeploy.errors import (
+    DeployError,
+    EdgeDeployError,
+    RollbackFailedError,
+    UnreachableError,
+)
 
 pytestmark = pytest.mark.ssh
 
@@ -117,6 +127,35 @@ def test_a_dropped_connection_mid_upload_leaves_the_previous_release_running(
     finally:
         sshd.start()
     _assert_alpha_still_running(sshd, access, deployed)
+
+
+def _closed_channel_put(sshd, access, payload: Path, name: str,  # type: ignore[no-untyped-def]
+                        then: Callable[[], None] = lambda: None) -> None:
+    """Upload once, close the file channel as a dying transport does, run ``then`` in the
+    background, and upload again."""
+    with SshTransport(sshd.host, user=sshd.user, port=sshd.port,
+                      identity_file=sshd.identity_file, options=access) as transport:
+        transport.put(payload, str(sshd.home / "first.bin"))
+        transport.conn.sftp().get_channel().close()
+        threading.Thread(target=then, daemon=True).start()
+        transport.put(payload, str(sshd.home / name))
+
+
+def test_a_closed_file_channel_is_a_lost_link_only_where_the_link_dies(sshd, access, tmp_path):
+    # Paramiko closes a dead transport's channels before it marks the transport inactive, so
+    # "Socket is closed" alone cannot tell a dead board from a dead file channel.
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(os.urandom(1 << 16))
+    with pytest.raises(EdgeDeployError, match=r"cannot write .*second\.bin") as info:
+        _closed_channel_put(sshd, access, payload, "second.bin")
+    assert not isinstance(info.value, UnreachableError)
+    assert Path(sshd.home, "first.bin").read_bytes() == payload.read_bytes()
+    try:
+        with pytest.raises(ConnectionLostError, match="connection lost while uploading"):
+            _closed_channel_put(sshd, access, payload, "third.bin",
+                                then=lambda: (time.sleep(0.3), sshd.kill()))
+    finally:
+        sshd.start()
 
 
 def test_a_read_only_releases_folder_fails_cleanly(sshd, access, fast, tmp_path, deployed):

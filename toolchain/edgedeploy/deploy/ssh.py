@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from edgedeploy.errors import EdgeDeployError, UnreachableError
 
 log = logging.getLogger("edgedeploy.deploy")
 _KNOWN_HOSTS_LOCK = threading.Lock()  # fleets trust several hosts at once
+LINK_SETTLE_S = 2.0  # how long a failed transfer waits to see whether the link died
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -210,6 +212,20 @@ class SshTransport(Transport):
         transport = self.conn.client.get_transport()
         return transport is not None and transport.is_active()
 
+    def _link_broke(self, exc: BaseException) -> bool:
+        """Whether a failed transfer means the link broke rather than the file was refused.
+        The server's refusals carry an errno (EACCES, ENOSPC, ...); for anything else, wait a
+        moment, because Paramiko closes a dead transport's channels ("Socket is closed")
+        before it marks the transport inactive."""
+        if getattr(exc, "errno", None) is not None:
+            return not self._alive()
+        deadline = time.monotonic() + LINK_SETTLE_S
+        while self._alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def _lost(self, exc: BaseException, doing: str) -> ConnectionLostError:
         return ConnectionLostError(f"{self.label}: connection lost while {doing}: "
                                    f"{exc or type(exc).__name__}",
@@ -257,7 +273,7 @@ class SshTransport(Transport):
         try:
             self.conn.put(os.fspath(local), remote=remote, preserve_mode=True)
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            if not self._alive():
+            if self._link_broke(exc):
                 raise self._lost(exc, f"uploading {local.name}") from exc
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise EdgeDeployError(f"{self.label}: cannot write {remote}: {reason}") from exc
@@ -284,8 +300,6 @@ class ChannelStream:
 
     def eof_reason(self, wait_s: float = 2.0) -> str:
         """The command's stderr tail and exit status once it ended (or what is known)."""
-        import time
-
         deadline = time.monotonic() + wait_s
         while not self.channel.exit_status_ready() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -214,11 +214,15 @@ class SshTransport(Transport):
 
     def _link_broke(self, exc: BaseException) -> bool:
         """Whether a failed transfer means the link broke rather than the file was refused.
-        The server's refusals carry an errno (EACCES, ENOSPC, ...); for anything else, wait a
-        moment, because Paramiko closes a dead transport's channels ("Socket is closed")
-        before it marks the transport inactive."""
+        The server's refusals carry an errno (EACCES, ENOSPC, ...); anything else is judged
+        by whether the link dies within a moment."""
         if getattr(exc, "errno", None) is not None:
             return not self._alive()
+        return self._dies()
+
+    def _dies(self) -> bool:
+        """Whether the link is dead or dies within ``LINK_SETTLE_S``: Paramiko closes a dead
+        transport's channels ("Socket is closed", exit -1) before it marks it inactive."""
         deadline = time.monotonic() + LINK_SETTLE_S
         while self._alive():
             if time.monotonic() >= deadline:
@@ -243,7 +247,7 @@ class SshTransport(Transport):
                 from exc
         except (TimeoutError, OSError, EOFError, paramiko.SSHException) as exc:
             raise self._lost(exc, f"running `{argv[0]}`") from exc
-        if res.exited is None or (res.exited == -1 and not self._alive()):
+        if res.exited is None or (res.exited == -1 and self._dies()):
             raise self._lost(EOFError("channel closed"), f"running `{argv[0]}`")
         return int(res.exited), res.stdout, res.stderr
 

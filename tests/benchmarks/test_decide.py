@@ -144,6 +144,7 @@ def test_a_host_or_model_never_calibrated_is_calibrated_before_its_first_measure
     # the plan and the baselines measured, not their micro-batched variants besides (each a
     # pipeline to start): which contenders race is not what is checked here
     monkeypatch.setattr(decide, "BATCH_SIZES", ())
+    monkeypatch.setattr(segments, "BATCH_SIZES", ())  # so nor is the model timed batched
     # the plan and the baselines only: what is checked is the calibration before measuring
     project.write_text(MANIFEST.format(budget=2, profile=2).replace(
         "quick_profile_s", "shortlist: 1, quick_profile_s"))

@@ -107,6 +107,7 @@ def test_a_new_board_is_profiled_on_it_and_a_new_model_run_whole_there(sshd, hom
     from edgedeploy.costmodel.profile import profile_path
     from edgedeploy.costmodel.profiling import has_own_factors
     from edgedeploy.costmodel.segments import OwnModel
+    from edgedeploy.runtime import stages
 
     # the calibration model the quick profile runs on the board at 32 px: that the board is
     # profiled is checked here, not what its factors are
@@ -115,6 +116,7 @@ def test_a_new_board_is_profiled_on_it_and_a_new_model_run_whole_there(sshd, hom
     # the plan and the baselines measured, not their micro-batched variants besides (each a
     # pipeline to start on the board): which contenders race is not what is checked here
     monkeypatch.setattr(decide, "BATCH_SIZES", ())
+    monkeypatch.setattr(stages, "BATCH_SIZES", ())  # nor the model timed batched on the board
 
     board = load_target("local").model_dump(mode="json")  # this machine, as a board of its own
     board.pop("fingerprint", None)

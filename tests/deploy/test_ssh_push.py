@@ -153,7 +153,7 @@ def test_a_closed_file_channel_is_a_lost_link_only_where_the_link_dies(sshd, acc
     try:
         with pytest.raises(ConnectionLostError, match="connection lost while uploading"):
             _closed_channel_put(sshd, access, payload, "third.bin",
-                                then=lambda: (time.sleep(0.3), sshd.kill()))
+                                then=lambda: (time.sleep(0.1), sshd.kill()))
     finally:
         sshd.start()
 

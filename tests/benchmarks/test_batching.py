@@ -153,6 +153,34 @@ def test_a_batched_lockfile_runs_with_verified_outputs(model: Path):
     assert report.max_rel_error is not None and report.max_rel_error < 1e-4
 
 
+def test_a_measured_winner_of_one_stage_is_priced_shown_and_reported(model: Path, tmp_path,
+                                                                     capsys):
+    from types import SimpleNamespace
+
+    from edgedeploy.cli import output
+    from edgedeploy.planner.report import write_report
+
+    pytest.importorskip("matplotlib")
+    plan = _plan(model, "throughput")
+    graph = api.load_model(model)
+    name, base = next((n, b) for n, b in sorted(plan.baselines.items())
+                      if b.stages and len(b.stages) == 1 and b.stages[0].replicas > 1)
+    entry = Entry(name, base.stages, [c for s in base.stages for c in s.choices],
+                  base.predicted, baseline=True)
+    chosen = as_plan(plan, graph, entry, Decision(measured=True, target="local"))
+    (stage,) = chosen.stages  # one replica's time a frame, as the planner prices a stage
+    assert stage.predicted_ms == pytest.approx(base.predicted.period_ms * stage.replicas)
+    doc = chosen.model_dump(mode="json")
+    files = write_report(SimpleNamespace(doc=doc, plan_file=model), tmp_path / "one")
+    assert {f.suffix for f in files} == {".png", ".svg", ".html"}
+    # a winner whose stages are priced only together: the page, without charts
+    doc["stages"] = [dict(s, predicted_ms=None) for s in doc["stages"]]
+    (page,) = write_report(SimpleNamespace(doc=doc, plan_file=model), tmp_path / "two")
+    assert "not price its" in page.read_text() and "<td>-</td>" in page.read_text()
+    output.table(None, ["stage", "predicted ms"], [["stage0", None]])
+    assert capsys.readouterr().out.splitlines()[-1] == "stage0\t-"
+
+
 def test_a_bundle_for_refinement_on_a_device_ships_free_batch_segments_it_can_batch_over(
         model: Path, tmp_path: Path):
     """A throughput bundle for an SSH board carries segments free in the batch, says so in its

@@ -501,12 +501,16 @@ def _stages_and_layers(plan: Plan, graph: ir.Graph, winner: Entry) -> dict[str, 
     from edgedeploy.runtime.vocab import GPU_CLUSTER
 
     ios = plan_stage_io(graph, [s.start for s in winner.stages[1:]])
+    period = winner.predicted.period_ms
     stages, layers = [], []
     for k, (s, io) in enumerate(zip(winner.stages, ios, strict=True)):
         gpu = s.engine if s.cluster == GPU_CLUSTER else None
         device = {"fp16": s.fp16, **({"device_id": s.device_id} if gpu else {})}
+        # a lone stage's time a frame on one replica is the period times its replicas; the
+        # stages of a pipeline are not priced one by one where the winner was planned
+        ms = period * s.replicas if period and len(winner.stages) == 1 else None
         stage = plan_stage(k, io, s.cluster, s.cores, s.replicas, s.cpus, s.choices, gpu,
-                           **device)
+                           predicted_ms=ms, **device)
         stages.append(stage.model_copy(update={"batch": s.batch, "inline": s.inline}))
         layers += plan_layers(graph, k, s.start, s.choices)
     return {"stages": stages, "layers": layers}

@@ -103,6 +103,9 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]],
 
 
 def _cell(value: Any) -> str:
+    """A table cell: floats to 4 significant digits, a figure not known as "-"."""
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

@@ -23,22 +23,24 @@ table{border-collapse:collapse}tr:nth-child(even){background:#f3f3f3}</style></h
 {% for s in d.stages %}<tr><td>{{ s.name }}</td><td>{{ s.start }}..{{ s.stop - 1 }}</td>
 <td>{{ s.cluster }}:{{ s.cores }}</td><td>{{ s.cpus|join(",") }}</td><td>{{ s.replicas }}</td>
 <td>{% for k, v in s.primitive_mix.items() %}{{ k }} x{{ v }} {% endfor %}</td>
-<td>{{ "%.3f"|format(s.predicted_ms) }}</td></tr>{% endfor %}</table>
+<td>{{ s.predicted_ms|num("%.3f") }}</td></tr>{% endfor %}</table>
 <h2>Predicted, beside the baselines</h2>
 <table><tr><th>system</th><th>fps</th><th>latency ms</th><th>energy mJ</th></tr>
-<tr><td><b>edgedeploy plan</b></td><td>{{ "%.2f"|format(d.predicted.throughput_fps) }}</td>
-<td>{{ "%.2f"|format(d.predicted.latency_ms) }}</td>
-<td>{{ "%.1f"|format(d.predicted.energy_mj) }}</td></tr>
+<tr><td><b>edgedeploy plan</b></td><td>{{ d.predicted.throughput_fps|num("%.2f") }}</td>
+<td>{{ d.predicted.latency_ms|num("%.2f") }}</td>
+<td>{{ d.predicted.energy_mj|num("%.1f") }}</td></tr>
 {% for name, b in d.baselines.items() %}<tr><td>{{ name }}</td>
-<td>{{ "%.2f"|format(b.predicted.throughput_fps) }}</td>
-<td>{{ "%.2f"|format(b.predicted.latency_ms) }}</td>
-<td>{{ "%.1f"|format(b.predicted.energy_mj) }}</td></tr>{% endfor %}</table>
-<h2>Charts</h2><img src="{{ balance }}" alt="stage balance"><img src="{{ gantt }}" alt="gantt">
+<td>{{ b.predicted.throughput_fps|num("%.2f") }}</td>
+<td>{{ b.predicted.latency_ms|num("%.2f") }}</td>
+<td>{{ b.predicted.energy_mj|num("%.1f") }}</td></tr>{% endfor %}</table>
+<h2>Charts</h2>{% if balance %}<img src="{{ balance }}" alt="stage balance">
+<img src="{{ gantt }}" alt="gantt">{% else %}<p>None: the lockfile does not price its
+stages one by one.</p>{% endif %}
 <h2>Pareto set ({{ d.pareto|length }} points)</h2>
 <table><tr><th>fps</th><th>latency ms</th><th>energy mJ</th><th>stages</th></tr>
-{% for p in d.pareto %}<tr><td>{{ "%.2f"|format(p.predicted.throughput_fps) }}</td>
-<td>{{ "%.2f"|format(p.predicted.latency_ms) }}</td>
-<td>{{ "%.1f"|format(p.predicted.energy_mj) }}</td>
+{% for p in d.pareto %}<tr><td>{{ p.predicted.throughput_fps|num("%.2f") }}</td>
+<td>{{ p.predicted.latency_ms|num("%.2f") }}</td>
+<td>{{ p.predicted.energy_mj|num("%.1f") }}</td>
 <td>{% for s in p.stages %}[{{ s.start }}..{{ s.stop - 1 }} {{ s.cluster }}:{{ s.cores }}
 x{{ s.replicas }}] {% endfor %}</td></tr>{% endfor %}</table>
 </body></html>
@@ -119,6 +121,11 @@ def _save(plt, fig, stem: Path) -> list[Path]:
     return out
 
 
+def _num(value: float | None, fmt: str) -> str:
+    """A figure in the page, "-" where the plan holds none."""
+    return "-" if value is None else fmt % value
+
+
 def write_report(result, directory: str | Path) -> list[Path]:
     """Charts and ``<name>.<alias>.html`` for one PlanResult; returns the files written."""
     import jinja2
@@ -128,10 +135,17 @@ def write_report(result, directory: str | Path) -> list[Path]:
     d = result.doc
     stem = f"{d['name']}.{d['target']['alias']}"
     plt = _pyplot()
-    files = _balance(plt, d, directory / f"{stem}.balance")
-    files += _gantt(plt, d, directory / f"{stem}.gantt")
-    html = jinja2.Environment(autoescape=True).from_string(TEMPLATE).render(
-        d=d, plan_file=str(result.plan_file), balance=f"{stem}.balance.svg",
+    # charts need every stage's time: a measured winner that is a pipeline of the Pareto set
+    # has its stages' times only together
+    charted = all(s["predicted_ms"] is not None for s in d["stages"])
+    files = []
+    if charted:
+        files += _balance(plt, d, directory / f"{stem}.balance")
+        files += _gantt(plt, d, directory / f"{stem}.gantt")
+    env = jinja2.Environment(autoescape=True)
+    env.filters["num"] = _num
+    html = env.from_string(TEMPLATE).render(
+        d=d, plan_file=str(result.plan_file), balance=f"{stem}.balance.svg" if charted else None,
         gantt=f"{stem}.gantt.svg")
     page = directory / f"{stem}.html"
     page.write_text(html)

@@ -159,6 +159,7 @@ def test_a_host_or_model_never_calibrated_is_calibrated_before_its_first_measure
     said: list[str] = []
     plan = load_plan(api.plan(project, "local", progress=said.append)[0].plan_file)
     assert any("no profile yet" in line for line in said)
+    assert any(line.startswith("quick profile done in ") for line in said)  # what it took
     # the layers take their share of the quick profile; the whole-model runs the rest, on the
     # calibration models the whole budget pays for
     assert taken == [(2 * QUICK_LAYER_SHARE, calibration_models(2))]
@@ -183,6 +184,7 @@ def test_a_host_or_model_never_calibrated_is_calibrated_before_its_first_measure
     plan = load_plan(api.plan(project, "local", progress=said.append)[0].plan_file)
     assert not any("no profile yet" in line for line in said)
     assert any(line.startswith("first plan of sq.onnx") for line in said)
+    assert any(line.startswith("sq.onnx timed whole in ") for line in said)
     assert {line.split()[1] for line in said if line.startswith("segments:")} == {"sq"}
     after = json.loads(segments.read_text())
     second = hashlib.sha256((tmp_path / "sq.onnx").read_bytes()).hexdigest()

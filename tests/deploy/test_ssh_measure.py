@@ -130,7 +130,8 @@ def test_a_new_board_is_profiled_on_it_and_a_new_model_run_whole_there(sshd, hom
     assert main(["plan", str(manifest), "--target", "edge"]) == 0, capsys.readouterr().err
     err = capsys.readouterr().err
     assert "the board has no profile yet" in err
-    assert err.index("no profile yet") < err.index("uploading the contenders' bundle")
+    assert err.index("no profile yet") < err.index("quick profile of edge done in ") \
+        < err.index("uploading the contenders' bundle")
     assert profile_path(load_target(str(home / "loopback-board.yaml"))).exists()
     assert _lock(home)["decision"]["measured"]
     assert not profile_path(load_target("local")).exists(), "this host's profile untouched"

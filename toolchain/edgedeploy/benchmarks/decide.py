@@ -832,9 +832,11 @@ def _quick_board_profile(manifest: Any, alias: str, board: str, graph: ir.Graph,
         say(f"{alias}: the board has no profile yet: a quick {budget_s:.0f} s profile on it "
             f"before measuring ({budget_s * QUICK_LAYER_SHARE:.0f} s of layer samples, then the "
             f"model run whole; `edgedeploy profile --target {alias}` for a fuller one)")
+        start = time.monotonic()
         profile_over_ssh(ref, alias, budget_s=budget_s * QUICK_LAYER_SHARE, info=say,
                          access=access, graph=graph, own=own,
                          calibration=calibration_models(budget_s))
+        say(f"quick profile of {alias} done in {time.monotonic() - start:.0f} s")
     return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]
 
 
@@ -940,17 +942,24 @@ def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,
             return None
         say(f"first plan of {own.path.name} on this host: timing it whole on every core "
             "count before measuring")
+        start = time.monotonic()
         try:
             own_model_factors(target, profile_path(target), own, info=say)
         except Exception as exc:  # runs in a plan, not whole here (as segment_factors says)
             say(f"{own.path.name} does not run whole here ({exc}); planning from the host's "
                 "profile alone")
             return None
+        say(f"{own.path.name} timed whole in {time.monotonic() - start:.0f} s")
     else:
         say(f"this host has no profile yet: a quick {budget_s:.0f} s profile before measuring "
             f"({budget_s * QUICK_LAYER_SHARE:.0f} s of layer samples, then the model run whole; "
             "`edgedeploy profile --target local` for a fuller one)")
-        profile_local(target, budget_s * QUICK_LAYER_SHARE, info=say,
-                      calibration=calibration_models(budget_s),
-                      min_fit_samples=MIN_FIT_SAMPLES, own=own)
+        start = time.monotonic()
+        done = profile_local(target, budget_s * QUICK_LAYER_SHARE, info=say,
+                             calibration=calibration_models(budget_s),
+                             min_fit_samples=MIN_FIT_SAMPLES, own=own)
+        # said, since a large model's whole runs take the profile past its budget
+        say(f"quick profile done in {time.monotonic() - start:.0f} s: {done['new_samples']} "
+            f"layer samples, then {'the model and ' if own else ''}the calibration models run "
+            "whole")
     return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]

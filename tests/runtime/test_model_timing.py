@@ -8,8 +8,16 @@ import numpy as np
 
 from edgedeploy.importers.onnx_winograd import ConvSite
 from edgedeploy.planner.winograd import in_context
+from edgedeploy.runtime import model_timing
 from edgedeploy.runtime.affinity import available_cpus, pin_process
-from edgedeploy.runtime.model_timing import gained_batches, median_ms, paired_ms
+from edgedeploy.runtime.engines.onnxruntime import OrtSegment
+from edgedeploy.runtime.model_timing import (
+    MIN_PAIRS,
+    gained_batches,
+    median_ms,
+    paired_ms,
+    pairs_for,
+)
 
 
 def test_paired_timing_reads_each_model_in_the_callers_order() -> None:
@@ -27,6 +35,32 @@ def test_paired_timing_reads_each_model_in_the_callers_order() -> None:
         assert 0.5 < same / again < 2.0
     finally:
         pin_process(before)  # it leaves the process pinned where it timed, as session_ms does
+
+
+def test_a_paired_timing_makes_as_many_pairs_as_its_seconds_hold(monkeypatch) -> None:
+    # a third of a second a pair (VGG-16's large layers on one core): the least; a 20 ms pair:
+    # the most asked for; never more than asked
+    assert pairs_for(0.3, 9) == MIN_PAIRS == 3
+    assert pairs_for(0.02, 9) == 9 and pairs_for(0.15, 9) == 6 and pairs_for(0.02, 2) == 2
+    calls = []
+    real = OrtSegment.run
+
+    def counted(self, feeds):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(self, feeds)
+
+    monkeypatch.setattr(OrtSegment, "run", counted)
+    light = in_context(ConvSite("conv", 16, 16, 28, 28)).SerializeToString()
+    x = {"x": np.random.default_rng(0).standard_normal((1, 16, 28, 28)).astype(np.float32)}
+    before = available_cpus()
+    try:
+        for seconds, pairs in ((1e-9, MIN_PAIRS), (1e9, 9)):
+            monkeypatch.setattr(model_timing, "PAIRED_S", seconds)
+            calls.clear()
+            paired_ms(light, light, x, before[:1], pairs=9)
+            assert len(calls) == 2 + 2 * pairs  # the two warm-ups, then the pairs
+    finally:
+        pin_process(before)
 
 
 def test_replicas_are_timed_at_the_batches_one_core_gained_from_or_all_where_windows_are_short(

@@ -41,8 +41,8 @@ WINOGRAD_VERSION = 3
 #: A layer is rewritten where Winograd ran at least this much faster in context: below it, the
 #: rewrite's extra tensors cost the whole model more than the layer saves.
 MIN_LAYER_GAIN = 1.05
-#: Alternated runs of the two forms of a layer (``runtime.model_timing.paired_ms``, after a
-#: warm-up); each run holds :func:`copies` of the layer.
+#: Alternated runs of the two forms of a layer at most (``runtime.model_timing.paired_ms``,
+#: after a warm-up; fewer where a pair is long); each run holds :func:`copies` of the layer.
 LAYER_PAIRS = 9
 #: Copies of a layer, each in its context, in the model a layer is timed on (:func:`in_context`):
 #: enough that their weights do not stay in cache from run to run ...

@@ -131,13 +131,13 @@ def test_a_dropped_connection_mid_upload_leaves_the_previous_release_running(
 
 def _closed_channel_put(sshd, access, payload: Path, name: str,  # type: ignore[no-untyped-def]
                         then: Callable[[], None] = lambda: None) -> None:
-    """Upload once, close the file channel as a dying transport does, run ``then`` in the
-    background, and upload again."""
+    """Upload once, close the file channel as a dying transport does, call ``then``, and
+    upload again."""
     with SshTransport(sshd.host, user=sshd.user, port=sshd.port,
                       identity_file=sshd.identity_file, options=access) as transport:
         transport.put(payload, str(sshd.home / "first.bin"))
         transport.conn.sftp().get_channel().close()
-        threading.Thread(target=then, daemon=True).start()
+        then()
         transport.put(payload, str(sshd.home / name))
 
 
@@ -150,11 +150,13 @@ def test_a_closed_file_channel_is_a_lost_link_only_where_the_link_dies(sshd, acc
         _closed_channel_put(sshd, access, payload, "second.bin")
     assert not isinstance(info.value, UnreachableError)
     assert Path(sshd.home, "first.bin").read_bytes() == payload.read_bytes()
+    # the link dies a moment after the channel closed, while the upload waits to see
+    killer = threading.Thread(target=lambda: (time.sleep(0.1), sshd.kill()), daemon=True)
     try:
         with pytest.raises(ConnectionLostError, match="connection lost while uploading"):
-            _closed_channel_put(sshd, access, payload, "third.bin",
-                                then=lambda: (time.sleep(0.1), sshd.kill()))
+            _closed_channel_put(sshd, access, payload, "third.bin", then=killer.start)
     finally:
+        killer.join(timeout=30)  # the kill done before sshd starts again
         sshd.start()
 
 

@@ -351,15 +351,24 @@ def test_a_replica_run_lasts_long_enough_to_read_a_fast_models_speed_up():
     from edgedeploy.runtime.model_timing import (
         REPLICA_FRAMES,
         REPLICA_MAX_FRAMES,
+        REPLICA_MIN_FRAMES_EACH,
         REPLICA_WINDOW_S,
         replica_frames,
+        short_replica_windows,
     )
 
     fast = replica_frames(1.0, 2)  # 1 ms a frame on one core: 2,000 fps on two
     assert fast / 2000.0 == pytest.approx(REPLICA_WINDOW_S, rel=0.01)
-    assert replica_frames(500.0, 2) == REPLICA_FRAMES  # a slow model: the floor
+    assert short_replica_windows(1.0, 2)
+    # a ResNet-50 (100 ms a frame): about the window's length, not 40 frames' 2 s
+    r50 = replica_frames(100.0, 2)
+    assert r50 < REPLICA_FRAMES and r50 / 20.0 == pytest.approx(REPLICA_WINDOW_S, rel=0.25)
+    assert not short_replica_windows(100.0, 2)
+    # a slow model: a few frames a replica, however long they take
+    assert replica_frames(500.0, 2) == replica_frames(5000.0, 2) == 2 * REPLICA_MIN_FRAMES_EACH
     assert replica_frames(0.01, 16) == REPLICA_MAX_FRAMES
     assert replica_frames(0.0, 2) == REPLICA_FRAMES  # never measured alone
+    assert not short_replica_windows(0.0, 2)
 
 
 def _lrn_model(path: Path, channels: int = 16, size: int = 24) -> Path:

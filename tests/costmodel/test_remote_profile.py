@@ -29,7 +29,7 @@ from edgedeploy.costmodel.segments import (
     stored,
     whole_ms,
 )
-from edgedeploy.runtime.model_timing import REPLICA_FRAMES, replica_frames
+from edgedeploy.runtime.model_timing import short_replica_windows
 from edgedeploy.runtime.stages import BATCH_SIZES
 from edgedeploy.testing.sshd import free_port
 
@@ -254,7 +254,7 @@ def test_a_profile_over_ssh_for_a_model_measures_its_shapes_first_and_runs_it_on
                for t in own[BATCH].values())
     ones = [r for r in stored(Path(answer["profile"]))[1] if r["model"] == model.stem
             and CoreConfig.parse(r["config"]).cores == 1]
-    assert ones and all(replica_frames(whole_ms(r), 2) > REPLICA_FRAMES for r in ones)
+    assert ones and all(short_replica_windows(whole_ms(r), 2) for r in ones)
     clusters = {c.cluster for c in core_configs(target) if c.cores > 1}
     timed = {(cl, b) for cl, t in (own.get(REPLICA_BATCH) or {}).items() for b in t}
     assert timed == {(cl, str(b)) for cl in clusters for b in BATCH_SIZES}

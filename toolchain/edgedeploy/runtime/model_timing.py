@@ -29,9 +29,14 @@ from edgedeploy.runtime.stages import (
 )
 from edgedeploy.runtime.vocab import LITERT, ONNXRUNTIME
 
-#: Frames and warm-up of one replica throughput run (as the host's calibration runs them), at
-#: least: a model at 1,000 fps ran its 40 frames in 40 ms, and its speed-up read 30 % low.
+#: Frames and warm-up of one replica throughput run of a model never timed alone (as the host's
+#: calibration runs them): a model at 1,000 fps ran its 40 frames in 40 ms, and its speed-up
+#: read 30 % low, so a run of a timed model lasts :data:`REPLICA_WINDOW_S` instead.
 REPLICA_FRAMES, REPLICA_WARMUP = 40, 8
+#: Frames each replica completes in a run at least, where :data:`REPLICA_WINDOW_S` holds fewer:
+#: a floor of REPLICA_FRAMES for every model made a ResNet-50's two replicas run 2 s windows
+#: for a 0.5 s target, and its three windows took 9 s of a 30 s quick profile.
+REPLICA_MIN_FRAMES_EACH = 6
 #: Seconds a replica throughput run aims at, and the most frames it takes for them.
 REPLICA_WINDOW_S, REPLICA_MAX_FRAMES = 0.5, 2000
 #: Replica windows of the model a profile is taken for, whose median prices its plans: a typical
@@ -61,11 +66,19 @@ log = logging.getLogger("edgedeploy.runtime")
 
 def replica_frames(one_core_ms: float, replicas: int) -> int:
     """Frames of a replica run that last about :data:`REPLICA_WINDOW_S` at ``replicas`` times
-    the one-core rate (``one_core_ms`` a frame)."""
+    the one-core rate (``one_core_ms`` a frame), and :data:`REPLICA_MIN_FRAMES_EACH` a replica
+    at least."""
     if one_core_ms <= 0:
         return REPLICA_FRAMES
     want = REPLICA_WINDOW_S * 1000.0 / one_core_ms * replicas
-    return int(min(max(want, REPLICA_FRAMES), REPLICA_MAX_FRAMES))
+    return int(min(max(want, REPLICA_MIN_FRAMES_EACH * replicas), REPLICA_MAX_FRAMES))
+
+
+def short_replica_windows(one_core_ms: float, replicas: int) -> bool:
+    """Whether ``replicas`` one-core replicas of a model at ``one_core_ms`` a frame complete
+    more than :data:`REPLICA_FRAMES` frames in :data:`REPLICA_WINDOW_S`: a fast model, whose
+    replica runs are short."""
+    return one_core_ms > 0 and REPLICA_WINDOW_S * 1000.0 / one_core_ms * replicas > REPLICA_FRAMES
 
 
 @dataclass(frozen=True)
@@ -99,16 +112,14 @@ def gained_batches(batch_ms: Mapping[str, float], one_core_ms: float, gain_min: 
     one core ran at least ``gain_min`` faster per frame than one frame a call (``one_core_ms``),
     smallest first: the batches worth timing replicas at, on this host and on a board.
 
-    Every size is, where windows of ``replicas`` one-core replicas are short (their
-    :data:`REPLICA_WINDOW_S` holds more than the :data:`REPLICA_FRAMES` floor,
-    :func:`replica_frames`): timing them there costs a second or two a size, and one session's
-    speed at a batch foretold the replicas' poorly both ways. PP-OCR's text-direction classifier
-    ran 4 frames a call 1.0-1.1x as fast a frame in one session on one core, and its two
-    replicas 1.2-1.26x, a replica's own cost a call (feeding it, the hand-offs) spread over the
-    batch; its text detector read 0.79x in the session, and its replicas 1.0-1.13x (seen while
-    developing)."""
-    every = replicas > 0 and one_core_ms > 0 and \
-        replica_frames(one_core_ms, replicas) > REPLICA_FRAMES
+    Every size is, where windows of ``replicas`` one-core replicas are short
+    (:func:`short_replica_windows`): timing them there costs a second or two a size, and one
+    session's speed at a batch foretold the replicas' poorly both ways. PP-OCR's text-direction
+    classifier ran 4 frames a call 1.0-1.1x as fast a frame in one session on one core, and its
+    two replicas 1.2-1.26x, a replica's own cost a call (feeding it, the hand-offs) spread over
+    the batch; its text detector read 0.79x in the session, and its replicas 1.0-1.13x (seen
+    while developing)."""
+    every = replicas > 0 and short_replica_windows(one_core_ms, replicas)
     return sorted((int(b), float(ms)) for b, ms in batch_ms.items()
                   if float(ms) > 0 and (every or float(ms) * gain_min <= one_core_ms))
 

@@ -13,6 +13,7 @@ from edgedeploy.benchmarks import systems
 from edgedeploy.benchmarks.compare import MAX_WINDOW_S, MIN_WINDOW_S, BenchRequest, bench
 from edgedeploy.benchmarks.estimator import (
     PROBE_MIN_S,
+    PROBE_ONCE_S,
     Window,
     probe_rate,
     summarise,
@@ -211,3 +212,17 @@ def test_a_probe_keeps_the_faster_of_two_long_enough_windows():
 
     assert probe_rate(run, 2) == 1000.0
     assert calls == [2, 8, 32, 128, 128]  # grown fourfold until long enough, then once more
+
+
+def test_a_probe_window_long_enough_to_be_warm_is_not_timed_again():
+    """A model slow enough that its first window lasts PROBE_ONCE_S is timed once: a second
+    window of a ResNet-50's batched replicas costs seconds and sizes nothing better."""
+    calls: list[int] = []
+
+    def run(n: int) -> Window:  # 0.2 s a frame: the first window is long
+        calls.append(n)
+        return Window(n, n * 0.2)
+
+    assert PROBE_ONCE_S <= 0.4
+    assert abs(probe_rate(run, 2) - 5.0) < 1e-9
+    assert calls == [2]

@@ -18,6 +18,7 @@ from edgedeploy.benchmarks.decide import (
     CONFIRM_ROUNDS,
     MEASURE_SHARE,
     MIN_ROUNDS,
+    RACE_MARGIN,
     WIN_MARGIN,
     WIN_PAIR_SHARE,
     pairs_won,
@@ -49,12 +50,9 @@ def project(tmp_path: Path) -> Path:
 def _winner_checks(plan) -> None:
     d = plan.decision
     assert d.measured and d.winner in {c.name for c in d.contenders}
-    rounds = {len(c.rounds_fps) for c in d.contenders}
-    assert len(rounds) == 1  # the same rounds for all ...
-    (n,) = rounds
-    assert n >= MIN_ROUNDS and n % 2 == 0  # ... in pairs, one in each order
-    best = max(d.contenders, key=lambda c: c.measured_fps)
-    base = max((c for c in d.contenders if c.baseline), key=lambda c: c.measured_fps)
+    running = raced(d.contenders)
+    best = max(running, key=lambda c: c.measured_fps)
+    base = max((c for c in running if c.baseline), key=lambda c: c.measured_fps)
     # the fastest wins, unless it is no baseline and beats the best baseline by less than the
     # margin or in fewer than WIN_PAIR_SHARE of the paired rounds: then the baseline is kept
     steady = _share(best.rounds_fps, base.rounds_fps) >= WIN_PAIR_SHARE
@@ -78,6 +76,24 @@ def _winner_checks(plan) -> None:
     assert d.winner == want.name and plan.measured["throughput_fps"] == want.measured_fps
     names = {c.name for c in d.contenders}
     assert "plan" in names
+
+
+def raced(contenders: list) -> list:  # type: ignore[type-arg]
+    """The contenders that ran every round, checked: the same rounds for all, in pairs, one in
+    each order, but for those that left the race after the first pair (the budget could not
+    hold every one's rounds), each then over RACE_MARGIN behind the fastest, never the fastest
+    baseline."""
+    n = max(len(c.rounds_fps) for c in contenders)
+    assert n >= MIN_ROUNDS and n % 2 == 0
+    running = [c for c in contenders if len(c.rounds_fps) == n]
+    left = [c for c in contenders if len(c.rounds_fps) != n]
+    first = {c.name: float(np.mean(c.rounds_fps[:2])) for c in contenders}
+    fastest = max(first.values())
+    base = max((first[c.name] for c in contenders if c.baseline), default=None)
+    for c in left:
+        assert len(c.rounds_fps) == 2 and first[c.name] < (1 - RACE_MARGIN) * fastest * 1.001
+        assert not c.confirm_fps and first[c.name] != base
+    return running
 
 
 def _share(a: list[float], b: list[float]) -> float:
@@ -454,3 +470,48 @@ def test_latency_is_sampled_in_every_round_only_where_it_decides(objective: str)
     by_name = {c.name: c for c in decision.contenders}
     assert by_name["plan"].latency_ms == 12.0
     assert winner.name == ("onnxruntime_replicas" if objective == "latency" else "plan")
+
+
+def test_contenders_far_behind_leave_the_race_only_where_the_budget_cannot_hold_them():
+    """Where the budget cannot hold MIN_ROUNDS rounds of every contender, those over
+    RACE_MARGIN behind the fastest after the first pair of rounds are measured no more; the
+    fastest baseline stays whatever it reads, and with time enough every contender runs
+    every round."""
+    from edgedeploy.benchmarks.decide import Entry, decide
+    from edgedeploy.benchmarks.estimator import Window
+    from edgedeploy.schemas.plan import Predicted
+
+    none = Predicted(throughput_fps=None, latency_ms=None, energy_mj=None, power_w=None,
+                     period_ms=None)
+
+    def run(rates: dict[str, float], budget_s: float):  # type: ignore[no-untyped-def]
+        entries = [Entry(n, [], [], none, baseline=n.startswith("onnxruntime"))
+                   for n in rates]
+        said: list[str] = []
+
+        def measure(e: Entry, frames: int, warmup: int, latency: bool
+                    ) -> tuple[Window, float, None]:
+            return Window(frames, frames / rates[e.name]), 1.0, None
+
+        winner, decision = decide(entries, measure, objective="throughput", budget_s=budget_s,
+                                  target="local", simulated=False, progress=said.append)
+        return winner, decision, {c.name: len(c.rounds_fps) for c in decision.contenders}, said
+
+    behind = (1 - RACE_MARGIN) * 100.0 * 0.9
+    rates = {"plan": 100.0, "onnxruntime_replicas": 95.0, "onnxruntime_threads": behind,
+             "pareto1": behind}
+    winner, decision, rounds, said = run(rates, budget_s=0.0)
+    assert winner.name == "plan" == decision.winner
+    assert rounds["onnxruntime_threads"] == rounds["pareto1"] == 2  # one pair, then out
+    assert rounds["plan"] == rounds["onnxruntime_replicas"] == MIN_ROUNDS
+    assert sum("leaves the race after 2 rounds" in line for line in said) == 2
+    raced(decision.contenders)
+    # the fastest baseline stays in, however far behind: it is what the plan must beat
+    winner, decision, rounds, _ = run({**rates, "onnxruntime_replicas": behind}, budget_s=0.0)
+    assert rounds["onnxruntime_replicas"] == MIN_ROUNDS and rounds["pareto1"] == 2
+    # within RACE_MARGIN: every one runs every round
+    close = {n: max(r, 0.9 * 100.0) for n, r in rates.items()}
+    assert set(run(close, budget_s=0.0)[2].values()) == {MIN_ROUNDS}
+    # time enough for every one's rounds: none leaves
+    _, _, rounds, said = run(rates, budget_s=3600.0)
+    assert len(set(rounds.values())) == 1 and not any("race" in line for line in said)

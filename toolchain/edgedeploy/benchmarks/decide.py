@@ -85,6 +85,11 @@ CONFIRM_ROUNDS = 4
 #: ... and must be faster by this fraction on average in those rounds: an unbiased estimate
 #: now, so a smaller bar than the selection's, but a bar, since a tie goes to the baseline.
 CONFIRM_MARGIN = 0.015
+#: Where the budget cannot hold MIN_ROUNDS rounds of every contender, those measured this much
+#: slower than the fastest after the first pair of rounds leave the race: ResNet-50's seven
+#: contenders took 1-2.5 s a window on 2 cores, and four rounds of every one took 30 s of a
+#: "30 s" decision. None so far behind won in the rounds that followed (seen while developing).
+RACE_MARGIN = 0.15
 #: Contenders are scored by their mean over rounds, not the median: a configuration that runs
 #: slow in a quarter of its rounds (a threaded stage fighting its feeding process for two cores
 #: measured 217-219 fps in six rounds and 134-148 in two) is slow a quarter of the time, which
@@ -327,8 +332,9 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
     # the latency samples
     per_round_s = max(sum(1.25 * frames[e.key] / max(probe[e.key], 1e-9) for e in entries),
                       1e-3)
+    running = list(entries)  # those still in the race (:func:`_race`)
     for r in range(max_rounds):
-        order = entries if r % 2 == 0 else entries[::-1]
+        order = running if r % 2 == 0 else running[::-1]
         t0 = time.monotonic()
         # rounds that fit the budget, at least MIN_ROUNDS, in pairs (for the progress line)
         fit = int(np.clip((budget_s - (t0 - start)) / per_round_s + r, MIN_ROUNDS, max_rounds))
@@ -349,10 +355,18 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
         if paired and r + 1 >= MIN_ROUNDS and time.monotonic() - start + 2 * per_round_s \
                 > budget_s:
             break
-    winner = _winner(entries, objective)
-    reason = _kept_baseline(entries, winner, objective)
-    base = _best_baseline(entries)
-    split = _split(entries, base) if objective == "throughput" and winner.baseline else None
+        left = MIN_ROUNDS - r - 1  # rounds every contender still takes
+        if paired and left > 0 and objective == "throughput" \
+                and time.monotonic() - start + left * per_round_s > budget_s:
+            for e in _race(running):
+                running.remove(e)
+                say(f"measure: {e.key} leaves the race after {r + 1} rounds at "
+                    f"{e.measured_fps:.4g} fps, over {RACE_MARGIN:.0%} behind the fastest "
+                    "(the budget holds no more rounds of every contender)")
+    winner = _winner(running, objective)
+    reason = _kept_baseline(running, winner, objective)
+    base = _best_baseline(running)
+    split = _split(running, base) if objective == "throughput" and winner.baseline else None
     challenger = split or (winner if objective == "throughput" and not winner.baseline
                            else None)
     if challenger is not None and base is not None:
@@ -389,6 +403,15 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
                               confirm_fps=[w.throughput_fps for w in e.confirm] or None)
                     for e in entries])
     return winner, decision
+
+
+def _race(running: list[Entry]) -> list[Entry]:
+    """Those of ``running`` that leave the race: over :data:`RACE_MARGIN` slower than the
+    fastest, save the fastest baseline (what any other must beat)."""
+    fastest = max(running, key=lambda e: e.measured_fps)
+    base = _best_baseline(running)
+    return [e for e in running if e is not fastest and e is not base
+            and e.measured_fps < (1.0 - RACE_MARGIN) * fastest.measured_fps]
 
 
 def _best_baseline(entries: list[Entry]) -> Entry | None:

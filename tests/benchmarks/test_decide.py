@@ -515,3 +515,30 @@ def test_contenders_far_behind_leave_the_race_only_where_the_budget_cannot_hold_
     # time enough for every one's rounds: none leaves
     _, _, rounds, said = run(rates, budget_s=3600.0)
     assert len(set(rounds.values())) == 1 and not any("race" in line for line in said)
+
+
+def test_a_contender_probed_before_goes_straight_to_its_rounds():
+    """A contender whose system a decision already probed (the Winograd trial's model as
+    given, the winner's own system still running) is sized by that probe, not probed again."""
+    from edgedeploy.benchmarks.decide import Entry, decide
+    from edgedeploy.benchmarks.estimator import Window
+    from edgedeploy.schemas.plan import Predicted
+
+    none = Predicted(throughput_fps=None, latency_ms=None, energy_mj=None, power_w=None,
+                     period_ms=None)
+    entries = [Entry("as_given", [], [], none, baseline=True, probe_fps=100.0),
+               Entry("winograd:plan", [], [], none)]
+    calls: dict[str, list[int]] = {e.name: [] for e in entries}
+
+    def measure(e: Entry, frames: int, warmup: int, latency: bool
+                ) -> tuple[Window, float, None]:
+        calls[e.name].append(frames)
+        return Window(frames, frames / 100.0), 1.0, None
+
+    decide(entries, measure, objective="throughput", budget_s=0.0, target="local",
+           simulated=False)
+    given, rewritten = entries
+    assert len(calls["as_given"]) == len(given.windows) + len(given.confirm)
+    assert calls["winograd:plan"][0] == 2  # probed: two frames first
+    assert len(calls["winograd:plan"]) > len(rewritten.windows) + len(rewritten.confirm)
+    assert rewritten.probe_fps == pytest.approx(100.0)

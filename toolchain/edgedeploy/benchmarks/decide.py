@@ -120,6 +120,9 @@ class Entry:
     #: Rounds of the confirmation (:data:`CONFIRM_ROUNDS`), for the winner and the baseline
     #: it was confirmed against; empty for every other contender.
     confirm: list[Window] = field(default_factory=list)
+    #: Its probe's rate, frames a second: set where a decision probed it, or given where it
+    #: runs warm on a system a decision already probed (not probed again).
+    probe_fps: float | None = None
 
     @property
     def key(self) -> str:
@@ -309,7 +312,9 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
     probe: dict[str, float] = {}
     for e in list(entries):  # sizes the rounds; an optional variant that cannot run drops out
         try:
-            probe[e.key] = probe_rate(lambda n, e=e: measure(e, n, 1, False)[0], 2)
+            if e.probe_fps is None:
+                e.probe_fps = probe_rate(lambda n, e=e: measure(e, n, 1, False)[0], 2)
+            probe[e.key] = e.probe_fps
         except Exception as exc:
             if not e.optional:
                 raise
@@ -641,6 +646,15 @@ class LocalTrials:
         taken = system.latencies_s[-1]
         return window, float(np.median(taken) * 1e3) if len(taken) else None, None
 
+    def hold(self, e: Entry, name: str) -> None:
+        """Close every contender but ``e``, which runs on as ``name``: the Winograd trial's
+        model as given is the winner's system, warm, not started and probed again (4 s of a
+        ResNet-50's plan)."""
+        kept = self.systems.pop(e.name, None)
+        self.close()
+        if kept is not None:
+            self.systems[name] = kept
+
     def close(self) -> None:
         for system in self.systems.values():
             system.close()
@@ -756,7 +770,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
         board_opener = partial(opener_on, manifest, alias, board, latency_samples=samples,
                                access=access, say=say)
     if kind in ("local", "ssh"):  # the model with its faster 3x3 convolutions as Winograd
-        from edgedeploy.benchmarks.winograd_trial import TRIAL_SHARE, WinogradTrial
+        from edgedeploy.benchmarks.winograd_trial import GIVEN, TRIAL_SHARE, WinogradTrial
 
         t0 = time.monotonic()
         fp32 = next(a for a in arms if a.precision in (None, "fp32"))
@@ -790,6 +804,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
         # each precision's model file (the int8 one where the guard accepted it), same frames
         trials = {a.precision: LocalTrials(a.graph, _model_of(manifest, a.graph),
                                            latency_samples=samples) for a in arms}
+    held = None  # the winner's system, left running for the Winograd trial
     try:
         for precision, t in trials.items():
             if isinstance(t, LocalTrials):
@@ -797,19 +812,27 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
         winner, decision = decide(entries, lambda e, n, w, lat: trials[e.precision](e, n, w, lat),
                                   objective=plan.objective, budget_s=budget, target=alias,
                                   simulated=kind == "sim", progress=progress)
+        if trial is not None and isinstance(trials[winner.precision], LocalTrials):
+            held = trials.pop(winner.precision)
+            held.hold(winner, GIVEN)
     finally:
         for t in trials.values():
             t.close()
-    arm = next(a for a in arms if a.precision == winner.precision)
-    new = as_plan(arm.plan, arm.graph, winner, decision)
-    if len(arms) > 1:
-        new = new.model_copy(update={"precision": _measured_precision(new, arms, entries,
-                                                                      winner)})
-    if trial is not None:
-        new = trial.apply(new, arm.graph, _model_of(manifest, arm.graph), winner, entries,
-                          decision, plan_file=result.plan_file, budget_s=trial_s,
-                          latency_samples=samples, progress=progress,
-                          open_trials=board_opener(arm.plan) if kind == "ssh" else None)
+    try:
+        arm = next(a for a in arms if a.precision == winner.precision)
+        new = as_plan(arm.plan, arm.graph, winner, decision)
+        if len(arms) > 1:
+            new = new.model_copy(update={"precision": _measured_precision(new, arms, entries,
+                                                                          winner)})
+        if trial is not None:
+            new = trial.apply(new, arm.graph, _model_of(manifest, arm.graph), winner, entries,
+                              decision, plan_file=result.plan_file, budget_s=trial_s,
+                              latency_samples=samples, progress=progress,
+                              open_trials=board_opener(arm.plan) if kind == "ssh" else None,
+                              held=held)
+    finally:
+        if held is not None:
+            held.close()
     result.replace_plan(new)
     return new.decision or decision
 

@@ -37,6 +37,8 @@ TRIAL_SHARE = 0.25
 #: never more than LAYER_BUDGET_S.
 LAYER_SHARE = 0.15
 LAYER_BUDGET_S = 10.0
+#: The trial's name for the winner's configuration on the model as given.
+GIVEN = "as_given"
 
 
 def takes_rewrite(stages: list[Any], choices: list[str], graph: ir.Graph) -> bool:
@@ -126,7 +128,7 @@ class WinogradTrial:
     def apply(self, plan: Plan, graph: ir.Graph, model_path: Path, winner: Any,
               entries: list[Any], decision: Any, *, plan_file: Path, budget_s: float,
               latency_samples: int, progress: Callable[[str], None] | None = None,
-              open_trials: OpenTrials | None = None) -> Plan:
+              open_trials: OpenTrials | None = None, held: Any = None) -> Plan:
         """``plan`` (the measured winner's lockfile) with the trial's record; rewritten where a
         rewritten contender ran faster than the winner on the model as given.
 
@@ -135,7 +137,9 @@ class WinogradTrial:
         rewritten (the rewrite gains most on one thread, so the winner's own configuration
         need not be the one it lifts above the winner). The winner as given runs beside them
         as the baseline they must beat. ``open_trials(graph, model file, entries)``: where
-        they run (this host's pinned pipelines by default)."""
+        they run (this host's pinned pipelines by default); ``held``: the winner's own, still
+        running it as :data:`GIVEN` (``decide.LocalTrials.hold``), where the model as given
+        then runs, warm and probed (its caller closes it)."""
         from edgedeploy.benchmarks.decide import (
             CONFIRM_MARGIN,
             WIN_MARGIN,
@@ -187,8 +191,8 @@ class WinogradTrial:
             return _record(plan, chosen=False, layers=[], layer_gains=self.gains[cores],
                            cores=cores, reason=f"no 3x3 convolution ran {MIN_LAYER_GAIN:.2f}x "
                                                f"faster as Winograd in context (best {best})")
-        given = Entry("as_given", list(winner.stages), list(winner.choices), winner.predicted,
-                      baseline=True)
+        given = Entry(GIVEN, list(winner.stages), list(winner.choices), winner.predicted,
+                      baseline=True, probe_fps=winner.probe_fps if held is not None else None)
         models: dict[Path, tuple[ir.Graph, list[Any]]] = {model_path: (graph, [given])}
         route, rewritten, graphs = {given.name: model_path}, [], {}
         failed: list[str] = []
@@ -228,14 +232,16 @@ class WinogradTrial:
         trials: dict[Path, Any] = {}
         try:
             for path, (g, own) in models.items():
-                trials[path] = opener(g, path, own)
+                trials[path] = held if held is not None and path == model_path else \
+                    opener(g, path, own)
             won, _ = decide([given, *(e for e, _, _ in rewritten)],
                             lambda e, f, w, lat: trials[route[e.name]](e, f, w, lat),
                             objective=plan.objective, budget_s=budget_s,
                             target=decision.target, simulated=False, progress=progress)
         finally:
             for t in trials.values():
-                t.close()
+                if t is not held:
+                    t.close()
         decision = decision.model_copy(update={"seconds": round(
             (decision.seconds or 0.0) + time.monotonic() - t0, 2)})
         ran = [r for r in rewritten if r[0].windows]
@@ -308,5 +314,5 @@ def _record(plan: Plan, **fields: Any) -> Plan:
     return plan.model_copy(update={"winograd": WinogradChoice(**fields)})
 
 
-__all__ = ["LAYER_BUDGET_S", "LAYER_SHARE", "TRIAL_SHARE", "TimingsOf", "WinogradTrial",
+__all__ = ["GIVEN", "LAYER_BUDGET_S", "LAYER_SHARE", "TRIAL_SHARE", "TimingsOf", "WinogradTrial",
            "rewritten_prediction", "takes_rewrite"]

@@ -258,3 +258,29 @@ def test_a_rewritten_model_that_cannot_be_built_keeps_the_model_as_given(
     assert not w.chosen and w.layers and p.model["path"] == "block.onnx"
     assert "could not be built" in (w.reason or "") and "no adapter" in (w.reason or "")
     assert p.decision.measured and {m.name for m in timed.models} == {"block.onnx"}
+
+
+def test_only_contenders_running_one_frame_a_call_take_the_layers_timed_so() -> None:
+    """The layers are timed one frame a call; what they save there is no guide to a batched
+    session's frame, so a micro-batched contender is never the trial's source, however fast."""
+    from edgedeploy.benchmarks.decide import Entry
+    from edgedeploy.benchmarks.winograd_trial import fits_rewrite
+    from edgedeploy.importers.onnx import import_onnx
+    from edgedeploy.schemas.plan import ParetoStage, Predicted
+
+    graph = import_onnx(pytorch_style_resnet_block(size=16))
+    n = len(graph.layers)
+    none = Predicted(throughput_fps=None, latency_ms=None, energy_mj=None, power_w=None,
+                     period_ms=None)
+
+    def entry(batch: int, precision: str | None = None, engine: str = "onnxruntime") -> Entry:
+        stage = ParetoStage(start=0, stop=n, cluster="cpu", cores=2, replicas=1, cpus=[0, 1],
+                            choices=[engine] * n, batch=batch)
+        e = Entry("e", [stage], [engine] * n, none)
+        e.precision = precision
+        return e
+
+    assert fits_rewrite(entry(1), graph) and fits_rewrite(entry(1, "fp32"), graph)
+    assert not fits_rewrite(entry(4), graph) and not fits_rewrite(entry(2), graph)
+    assert not fits_rewrite(entry(1, "int8"), graph)
+    assert not fits_rewrite(entry(1, engine="winograd_f4x3/nchw"), graph)

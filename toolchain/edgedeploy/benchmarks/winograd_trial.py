@@ -2,14 +2,15 @@
 its faster 3x3 convolutions rewritten (``planner.winograd``), against the model as given.
 
 Before the shortlist is measured, each convolution shape is timed in its context
-(``planner.winograd.in_context``) on the core counts of the contenders that could take the
-rewrite (the whole model in one onnxruntime stage: threaded, replicated, micro-batched); the
-trial keeps a share of the budget only where a layer ran faster. After the decision it runs
-only where the faster layers, together, save the margin a rewritten model must win by, of a
-frame of the contender that would run them. Where the winner is such a contender, its
-configuration runs on both models in alternated rounds by the decision's own estimator, and the
-rewrite is kept only where it wins as any contender must beat a baseline: the model as given is
-what the user has.
+(``planner.winograd.in_context``), one frame a call, on the core counts of the contenders
+that run as they were timed (the whole model in one onnxruntime stage, threaded or replicated,
+one frame a call: :func:`fits_rewrite`); the trial keeps a share of the budget only where a
+layer ran faster. After the decision it runs only where the faster layers, together, save the
+margin a rewritten model must win by, of a frame of the contender that would run them: the
+fastest such contender of a core count runs on the rewritten model, against the winner on the
+model as given, in alternated rounds by the decision's own estimator, and the rewrite is kept
+only where it wins as any contender must beat a baseline: the model as given is what the user
+has.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def takes_rewrite(stages: list[Any], choices: list[str], graph: ir.Graph) -> boo
     model then runs the same configuration with no cut to place again."""
     return (len(stages) == 1 and stages[0].start == 0 and stages[0].stop == len(graph.layers)
             and stages[0].cluster != GPU_CLUSTER and all(c == ONNXRUNTIME for c in choices))
+
+
+def fits_rewrite(e: Any, graph: ir.Graph) -> bool:
+    """Whether contender ``e`` runs as the layers were timed, so that what they saved holds
+    for it: fp32, the whole model in one onnxruntime stage (:func:`takes_rewrite`), one frame
+    a call. A layer's time one frame a call says little of its time in a batch, where
+    onnxruntime's own convolution reuses its weights across the frames as Winograd does:
+    ResNet-50's trials from its 2- and 4-frame sessions, on layers that had saved 3 % or more
+    of a frame, found no gain in three of three (seen while developing)."""
+    return (e.precision != "int8" and takes_rewrite(e.stages, e.choices, graph)
+            and e.stages[0].batch == 1)
 
 
 @dataclass
@@ -97,8 +109,7 @@ class WinogradTrial:
         from edgedeploy.planner.winograd import gain, layer_timings, sites
 
         found = sites(manifest)
-        fitting = [e for e in entries
-                   if e.precision != "int8" and takes_rewrite(e.stages, e.choices, graph)]
+        fitting = [e for e in entries if fits_rewrite(e, graph)]
         counts = sorted({e.stages[0].cores for e in fitting})
         if not found or not counts:
             return None
@@ -133,7 +144,8 @@ class WinogradTrial:
         rewritten contender ran faster than the winner on the model as given.
 
         The rewritten contenders: for each core count where layers ran faster in context, the
-        fastest measured contender of that count that takes the rewrite, with those layers
+        fastest measured contender of that count that runs as they were timed
+        (:func:`fits_rewrite`), with those layers
         rewritten (the rewrite gains most on one thread, so the winner's own configuration
         need not be the one it lifts above the winner). The winner as given runs beside them
         as the baseline they must beat. ``open_trials(graph, model file, entries)``: where
@@ -160,8 +172,7 @@ class WinogradTrial:
         tried = []
         short: tuple[int, Any, float | None] | None = None  # a count whose layers save too little
         for cores, gains in sorted(self.gains.items()):
-            fitting = [e for e in entries if e.precision != "int8" and e.windows
-                       and takes_rewrite(e.stages, e.choices, graph)
+            fitting = [e for e in entries if e.windows and fits_rewrite(e, graph)
                        and e.stages[0].cores == cores]
             if not (chosen(gains) and fitting):
                 continue
@@ -315,4 +326,4 @@ def _record(plan: Plan, **fields: Any) -> Plan:
 
 
 __all__ = ["GIVEN", "LAYER_BUDGET_S", "LAYER_SHARE", "TRIAL_SHARE", "TimingsOf", "WinogradTrial",
-           "rewritten_prediction", "takes_rewrite"]
+           "fits_rewrite", "rewritten_prediction", "takes_rewrite"]

@@ -368,6 +368,8 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
                 say(f"measure: {e.key} leaves the race after {r + 1} rounds at "
                     f"{e.measured_fps:.4g} fps, over {RACE_MARGIN:.0%} behind the fastest "
                     "(the budget holds no more rounds of every contender)")
+            if len(running) == 1:  # nothing left to measure it against
+                break
     winner = _winner(running, objective)
     reason = _kept_baseline(running, winner, objective)
     base = _best_baseline(running)

@@ -371,6 +371,32 @@ def test_a_replica_run_lasts_long_enough_to_read_a_fast_models_speed_up():
     assert not short_replica_windows(0.0, 2)
 
 
+def test_replica_windows_are_one_stream_each_window_scored_apart():
+    """A profile's replica windows run one after another in one stream, one warm-up before the
+    first and one tail behind the last (not a warm-up and a tail a window), each window scored
+    over its own whole periods, and the median of them is the answer."""
+    import numpy as np
+
+    from edgedeploy.runtime.model_timing import median_window_fps
+
+    class Stream:  # two replicas, four frames a call: completions in bursts of eight
+        period, tail = 8, 16
+
+        def __init__(self) -> None:
+            self.fed: list[int] = []
+
+        def stream(self, frames, n):  # type: ignore[no-untyped-def]
+            self.fed.append(n)
+            # 10 ms a period for the warm-up and the first window, then 40 ms, then 20 ms
+            per = [0.01] * 4 + [0.04] * 3 + [0.02] * (n // 8 - 7)
+            return np.repeat(np.cumsum(per), 8)[:n] + np.tile(np.arange(8) * 1e-5, n // 8)
+
+    pipe = Stream()
+    fps = median_window_fps(pipe, [np.zeros(1)], frames=20, warmup=8, windows=3)
+    assert pipe.fed == [8 + 3 * 24 + 16]  # one stream; 20 frames are three whole periods
+    assert fps == pytest.approx(8 / 0.02, rel=0.01)  # windows of 800, 200 and 400 fps
+
+
 def _lrn_model(path: Path, channels: int = 16, size: int = 24) -> Path:
     """Conv -> LRN -> LRN (the same kind twice) -> Conv: LRN is an operator the IR has no
     descriptor for, so the planner's prior guesses its time."""
@@ -517,18 +543,20 @@ def test_the_own_models_replica_speed_up_is_its_median_window(tmp_path: Path,
     the median of its windows, the typical window that measure-to-decide's mean reads (the
     fastest of two priced a model's replicas 17-30 % above what they measured on a noisy
     host). The windows here are given, in the order a host's noise might give them."""
-    from types import SimpleNamespace
 
     from edgedeploy.costmodel.segments import measure_replicas
     from edgedeploy.runtime import pipeline
+    from edgedeploy.runtime.model_timing import OWN_REPLICA_WINDOWS, REPLICA_WARMUP
 
+    assert OWN_REPLICA_WINDOWS == 3
     m, target, configs = _own_squeezenet(tmp_path)
     windows = iter([400.0, 100.0, 250.0] * len(configs))
 
     class Windows:
-        """The pipeline executor reduced to the throughput of each window it is asked for."""
+        """The pipeline executor reduced to a stream whose windows after the warm-up complete
+        frames at the rates given, one window after another."""
 
-        tail = None
+        period, tail = 1, 0
 
         def __init__(self, specs: object) -> None:
             pass
@@ -539,8 +567,11 @@ def test_the_own_models_replica_speed_up_is_its_median_window(tmp_path: Path,
         def __exit__(self, *exc: object) -> None:
             return None
 
-        def run(self, *args: object, **kwargs: object) -> SimpleNamespace:
-            return SimpleNamespace(throughput_fps=next(windows))
+        def stream(self, frames: object, n: int) -> np.ndarray:
+            span = (n - REPLICA_WARMUP) // OWN_REPLICA_WINDOWS
+            rates = [next(windows) for _ in range(OWN_REPLICA_WINDOWS)]
+            return np.cumsum([1e-3] * REPLICA_WARMUP + [1.0 / r for r in rates
+                                                         for _ in range(span)])
 
     monkeypatch.setattr(pipeline, "Pipeline", Windows)
     runs = [{"model": "sq", "size": None, "config": c.key, ONNXRUNTIME: [2.0, 2.0]}
@@ -550,3 +581,24 @@ def test_the_own_models_replica_speed_up_is_its_median_window(tmp_path: Path,
     assert set(own) == clusters
     for table in own.values():  # 250 fps at 2 ms a frame on one core
         assert table and all(s == pytest.approx(0.5) for s in table.values())
+
+
+def test_a_long_whole_model_call_is_timed_once_on_each_configuration(monkeypatch):
+    """The second pass in the other order outvotes a neighbour's burst over a short timing; a
+    call of LONG_CALL_MS or more is not timed again (VGG-16's second pass took 14.5 s)."""
+    from edgedeploy.costmodel import segments
+
+    timed: list[list[int]] = []
+
+    def session_ms(path, feeds, cpus, engine="onnxruntime", **_kw):  # type: ignore[no-untyped-def]
+        timed.append(list(cpus))
+        return 1.0
+
+    monkeypatch.setattr(segments, "session_ms", session_ms)
+    monkeypatch.setattr(segments, "_file_feeds", lambda m, feeds: feeds)
+    runs = [{"config": "cpu:1", "onnxruntime": [segments.LONG_CALL_MS, 0.0]},
+            {"config": "cpu:2", "onnxruntime": [segments.LONG_CALL_MS / 2, 0.0]}]
+    m = type("Loaded", (), {"path": "m.onnx", "engine": "onnxruntime"})()
+    segments._second_pass(m, {}, runs, lambda c: list(range(c.cores)))
+    assert timed == [[0, 1]]  # the short one only, timed again
+    assert runs[1]["onnxruntime"][0] == 1.0 and runs[0]["onnxruntime"][0] == segments.LONG_CALL_MS

@@ -254,7 +254,15 @@ def test_contenders_start_together_only_as_far_as_memory_allows(project, monkeyp
     assert len(entries) >= 3
     weights = (project.parent / "sq.onnx").stat().st_size
     one = decide.start_bytes(entries[0], weights)
-    assert one >= decide.START_MEMORY_COPIES * weights  # every worker holds copies
+    assert one >= decide.SEGMENT_START_COPIES * weights  # every worker holds copies
+    # a worker of native primitives holds the weights packed beside its spec's; one running
+    # the model in its engine's session only holds that session
+    for e in entries:
+        engine_only = all(c in ("onnxruntime", "litert") for s in e.stages for c in s.choices)
+        copies = decide.SEGMENT_START_COPIES if engine_only else decide.START_MEMORY_COPIES
+        assert decide.start_bytes(e, weights) == pytest.approx(
+            copies * weights * sum(s.replicas for s in e.stages))
+    assert decide.SEGMENT_START_COPIES < decide.START_MEMORY_COPIES
     monkeypatch.setattr(decide, "start_bytes", lambda e, w: one)  # all alike, for counting
     monkeypatch.setattr("edgedeploy.runtime.process_memory.available_bytes",
                         lambda: int(2 * one / decide.START_MEMORY_SHARE) + 1)

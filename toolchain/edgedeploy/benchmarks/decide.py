@@ -61,9 +61,14 @@ MEASURE_SHARE = 0.5
 #: profile of "30 s" took 45-47 s.
 QUICK_LAYER_SHARE = 0.5
 #: Contenders start together while their start-up memory (about START_MEMORY_COPIES copies of
-#: the model's weights a worker) fits in this share of the memory available.
+#: the model's weights a worker) fits in this share of the memory available ...
 START_MEMORY_SHARE = 0.5
 START_MEMORY_COPIES = 6
+#: ... or SEGMENT_START_COPIES a worker whose layers all run in one engine segment (its spec
+#: holds their weights' sizes only): a worker of VGG-16 whole in onnxruntime peaked at 1.57 GiB
+#: for its 0.52 GiB of weights, and priced at six copies its contenders started one at a time,
+#: 84 s for seven (seen while developing).
+SEGMENT_START_COPIES = 3.5
 #: One-in-flight latency samples after each window where the objective is not latency: reported
 #: in the lockfile, not decided by, so a few per round do ...
 REPORTED_LATENCY_SAMPLES = 4
@@ -665,9 +670,16 @@ class LocalTrials:
 
 def start_bytes(e: Entry, weights: int) -> float:
     """Memory a contender may hold while it starts: every worker (the caller, inline) holds
-    its spec, the spec unpickled and the engine's session, each about two copies of the
-    model's weights (the IR's and the segment's)."""
-    return START_MEMORY_COPIES * weights * max(sum(s.replicas for s in e.stages), 1)
+    its spec, the spec unpickled and its primitives' packed weights or its engine's session,
+    each about two copies of the model's weights (the IR's and the segment's); a worker of
+    segment engines only, the session alone."""
+    from edgedeploy.runtime.vocab import LITERT, ONNXRUNTIME
+
+    def copies(s: ParetoStage) -> float:
+        return (SEGMENT_START_COPIES if all(c in (ONNXRUNTIME, LITERT) for c in s.choices)
+                else START_MEMORY_COPIES)
+
+    return weights * (sum(s.replicas * copies(s) for s in e.stages) or START_MEMORY_COPIES)
 
 
 class TwinTrials:

@@ -93,7 +93,8 @@ CONFIRM_MARGIN = 0.015
 #: Where the budget cannot hold MIN_ROUNDS rounds of every contender, those measured this much
 #: slower than the fastest after the first pair of rounds leave the race: ResNet-50's seven
 #: contenders took 1-2.5 s a window on 2 cores, and four rounds of every one took 30 s of a
-#: "30 s" decision. None so far behind won in the rounds that followed (seen while developing).
+#: "30 s" decision. Its worker-process session, 24 % behind after a pair, was still 16 %
+#: behind after four (seen while developing).
 RACE_MARGIN = 0.15
 #: Contenders are scored by their mean over rounds, not the median: a configuration that runs
 #: slow in a quarter of its rounds (a threaded stage fighting its feeding process for two cores
@@ -308,8 +309,10 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
            target: str, simulated: bool, progress: Callable[[str], None] | None = None,
            max_rounds: int = MAX_ROUNDS) -> tuple[Entry, Decision]:
     """Measure the entries in alternated rounds within ``budget_s``; the measured winner and
-    the decision. ``measure(entry, frames, warmup, latency) -> (window, latency ms, energy
-    mJ)``: latency samples (None without them) where ``latency`` asks for them, in every round
+    the decision. Where the budget cannot hold :data:`MIN_ROUNDS` rounds of every entry, those
+    far behind after the first pair of rounds leave the race (:func:`_race`).
+    ``measure(entry, frames, warmup, latency) -> (window, latency ms, energy mJ)``: latency
+    samples (None without them) where ``latency`` asks for them, in every round
     for the latency objective and in the first :data:`REPORTED_LATENCY_ROUNDS` otherwise."""
     say = progress or (lambda _m: None)
     start = time.monotonic()

@@ -145,9 +145,9 @@ class WinogradTrial:
 
         The rewritten contenders: for each core count where layers ran faster in context, the
         fastest measured contender of that count that runs as they were timed
-        (:func:`fits_rewrite`), with those layers
-        rewritten (the rewrite gains most on one thread, so the winner's own configuration
-        need not be the one it lifts above the winner). The winner as given runs beside them
+        (:func:`fits_rewrite`), with those layers rewritten (the rewrite gains most on one
+        thread, so the winner's own configuration need not be the one it lifts above the
+        winner). The winner as given runs beside them
         as the baseline they must beat. ``open_trials(graph, model file, entries)``: where
         they run (this host's pinned pipelines by default); ``held``: the winner's own, still
         running it as :data:`GIVEN` (``decide.LocalTrials.hold``), where the model as given

@@ -144,7 +144,7 @@ def test_where_int8_wins_the_bundle_runs_the_int8_model(project: Path, timed) ->
     timed.slow = "fp32"
     api.plan(project, "local")
     p = _checks(project)
-    assert p.precision.chosen == "int8"
+    assert p.precision.chosen == "int8", (p.precision.reason, p.decision)  # say why, if not
     outcome = api.push(project, "local", dry_run=True, refine=False)
     assert _quantized_ops(Path(outcome.bundle.root)) == {"QuantizeLinear", "DequantizeLinear"}
     # the int8 file lives in the build folder: a bare build without it says what will make it

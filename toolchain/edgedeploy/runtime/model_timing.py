@@ -70,7 +70,7 @@ def replica_frames(one_core_ms: float, replicas: int) -> int:
     at least."""
     if one_core_ms <= 0:
         return REPLICA_FRAMES
-    want = REPLICA_WINDOW_S * 1000.0 / one_core_ms * replicas
+    want = _window_frames(one_core_ms, replicas)
     return int(min(max(want, REPLICA_MIN_FRAMES_EACH * replicas), REPLICA_MAX_FRAMES))
 
 
@@ -78,7 +78,12 @@ def short_replica_windows(one_core_ms: float, replicas: int) -> bool:
     """Whether ``replicas`` one-core replicas of a model at ``one_core_ms`` a frame complete
     more than :data:`REPLICA_FRAMES` frames in :data:`REPLICA_WINDOW_S`: a fast model, whose
     replica runs are short."""
-    return one_core_ms > 0 and REPLICA_WINDOW_S * 1000.0 / one_core_ms * replicas > REPLICA_FRAMES
+    return one_core_ms > 0 and _window_frames(one_core_ms, replicas) > REPLICA_FRAMES
+
+
+def _window_frames(one_core_ms: float, replicas: int) -> float:
+    """Frames ``replicas`` one-core replicas complete in :data:`REPLICA_WINDOW_S`."""
+    return REPLICA_WINDOW_S * 1000.0 / one_core_ms * replicas
 
 
 @dataclass(frozen=True)
@@ -281,14 +286,8 @@ def median_window_fps(pipe: Any, frame: Sequence[Any], frames: int, warmup: int,
     One stream, not a run a window: each run paid its own warm-up and tail, 48 frames for the
     16 counted of two replicas taking four frames a call, and VGG-16's three such windows took
     42 s of a quick profile (seen while developing)."""
-    import numpy as np
+    from edgedeploy.runtime.window import timed_rounds
 
-    from edgedeploy.runtime.metrics import timed_frames
-    from edgedeploy.runtime.window import window_of
-
-    period, n = pipe.period, max(1, windows)
-    span = timed_frames(frames, period)
-    warmup = max(1, warmup)  # a window opens on a completion
-    done = np.asarray(pipe.stream(lambda _k: frame, warmup + n * span + pipe.tail))
-    return statistics.median(window_of(done[k * span:], warmup, span, period).throughput_fps
-                             for k in range(n))
+    return statistics.median(w.throughput_fps for w in timed_rounds(
+        lambda n, f: pipe.stream(f, n), lambda _k: frame, frames, warmup, windows, pipe.tail,
+        pipe.period))

@@ -50,14 +50,22 @@ def timed_round(process: Process, frame: Frame, frames: int, warmup: int,
     one pattern and the other edge elsewhere in the next. So the window holds a whole number
     of ``period`` frames (rounded up, three periods at least): both edges then fall on the same
     place of the pattern, wherever that is, and the window spans whole periods."""
+    return timed_rounds(process, frame, frames, warmup, 1, tail, period)[0]
+
+
+def timed_rounds(process: Process, frame: Frame, frames: int, warmup: int, rounds: int,
+                 tail: int = 0, period: int = 1) -> list[Window]:
+    """``rounds`` windows of :func:`timed_round`, one after another in one stream: one warm-up
+    before the first and one tail behind the last, each window over its own whole periods."""
     from edgedeploy.runtime.metrics import timed_frames
 
     warmup = max(1, warmup)  # the window opens on a completion
     # three periods at least: two replicas batching four VGG-16 frames each start unevenly,
     # and one-period windows of them read 6 or 10.6 fps by where the window fell
     frames = timed_frames(frames, period)
-    done = np.asarray(process(warmup + frames + tail, frame), dtype=float)
-    return window_of(done, warmup, frames, period)
+    n = max(1, rounds)
+    done = np.asarray(process(warmup + n * frames + tail, frame), dtype=float)
+    return [window_of(done[k * frames:], warmup, frames, period) for k in range(n)]
 
 
 def whole_periods(frames: int, period: int) -> int:

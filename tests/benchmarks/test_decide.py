@@ -247,6 +247,7 @@ def test_contenders_start_together_only_as_far_as_memory_allows(project, monkeyp
     import time
 
     from edgedeploy.benchmarks import decide
+    from edgedeploy.runtime.engines.base import is_segment_choice
 
     plan = load_plan(api.plan(project, "local", measure=False)[0].plan_file)
     graph = api.load_model(project.parent / "sq.onnx")
@@ -258,7 +259,7 @@ def test_contenders_start_together_only_as_far_as_memory_allows(project, monkeyp
     # a worker of native primitives holds the weights packed beside its spec's; one running
     # the model in its engine's session only holds that session
     for e in entries:
-        engine_only = all(c in ("onnxruntime", "litert") for s in e.stages for c in s.choices)
+        engine_only = all(is_segment_choice(c) for s in e.stages for c in s.choices)
         copies = decide.SEGMENT_START_COPIES if engine_only else decide.START_MEMORY_COPIES
         assert decide.start_bytes(e, weights) == pytest.approx(
             copies * weights * sum(s.replicas for s in e.stages))

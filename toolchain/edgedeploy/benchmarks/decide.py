@@ -676,10 +676,10 @@ def start_bytes(e: Entry, weights: int) -> float:
     its spec, the spec unpickled and its primitives' packed weights or its engine's session,
     each about two copies of the model's weights (the IR's and the segment's); a worker of
     segment engines only, the session alone."""
-    from edgedeploy.runtime.vocab import LITERT, ONNXRUNTIME
+    from edgedeploy.runtime.engines.base import is_segment_choice
 
     def copies(s: ParetoStage) -> float:
-        return (SEGMENT_START_COPIES if all(c in (ONNXRUNTIME, LITERT) for c in s.choices)
+        return (SEGMENT_START_COPIES if all(map(is_segment_choice, s.choices))
                 else START_MEMORY_COPIES)
 
     return weights * (sum(s.replicas * copies(s) for s in e.stages) or START_MEMORY_COPIES)

@@ -88,6 +88,9 @@ def test_a_models_shapes_come_first_once_each():
 
 def test_a_profile_for_a_model_measures_it_first_and_runs_it_whole(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from edgedeploy.costmodel.segments import BATCH
+    from edgedeploy.runtime.stages import BATCH_SIZES
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # its own profile
     path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=48)
     graph = import_onnx(path)
@@ -113,6 +116,11 @@ def test_a_profile_for_a_model_measures_it_first_and_runs_it_whole(
     assert all(np.isfinite(v) and v > 0 for v in own_factors[ONNXRUNTIME].values())
     if any(c.cores > 1 for c in configs):
         assert own_factors[REPLICAS]
+    # timed batched too, its frames being kept apart: one model's table, never the board's
+    assert set(own_factors[BATCH]) == {c.key for c in configs}
+    assert all(set(t) == {str(b) for b in BATCH_SIZES} and all(v > 0 for v in t.values())
+               for t in own_factors[BATCH].values())
+    assert BATCH not in out["segment_factors"]
     priced = cm.for_model(own.sha256)
     for c in configs:
         assert priced.segment_factor(ONNXRUNTIME, c) == own_factors[ONNXRUNTIME][c.key]
@@ -185,7 +193,7 @@ def test_a_model_without_a_recorded_digest_or_format_is_no_own_model(tmp_path: P
 
 
 def test_profile_with_a_model_on_this_host_runs_it_whole(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_batches: None):
     """``edgedeploy profile --target local --model M`` (it took the model's shapes on a twin
     only, and ignored it here)."""
     from edgedeploy import api
@@ -243,25 +251,6 @@ def test_a_batched_variant_is_priced_by_the_measured_speed_up_of_its_stage():
         assert got.latency_ms == pytest.approx(base.latency_ms * 4 / gain)
     assert _batched_prediction(base, [replicated], 2, {REPLICA_BATCH: {"cpu": {"4": 1.3}}}
                                ) == base.model_copy(update={"latency_ms": 20.0 * 2})
-
-
-def test_a_models_profile_times_it_batched_where_frames_stay_apart(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from edgedeploy.costmodel.segments import BATCH
-    from edgedeploy.runtime.stages import BATCH_SIZES
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    path = zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
-    own = OwnModel.of(path, import_onnx(path))
-    assert own is not None
-    target = load_target("local")
-    out = profile_local(target, 0.2, calibration=CALIBRATION, own=own)
-    table = out["segment_factors"][MODELS][own.sha256][BATCH]
-    configs = {c.key for c in CostModel.for_target(target).configs if not c.is_gpu}
-    assert set(table) == configs
-    assert all(set(t) == {str(b) for b in BATCH_SIZES} and all(v > 0 for v in t.values())
-               for t in table.values())
-    assert BATCH not in out["segment_factors"]  # one model's, never the board's
 
 
 def _own_squeezenet(tmp_path: Path) -> tuple[_Loaded, Target, list[CoreConfig]]:
@@ -419,7 +408,7 @@ def _lrn_model(path: Path, channels: int = 16, size: int = 24) -> Path:
 
 
 def test_a_models_opaque_layers_are_timed_alone_and_priced_as_they_ran(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_batches: None):
     from edgedeploy.costmodel.segments import LAYERS
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -508,7 +497,7 @@ def test_the_whole_models_factor_counts_a_timed_layer_at_its_time():
 
 
 def test_a_model_calibrated_while_a_profile_measures_keeps_its_factors(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_batches: None):
     """A plan times its model whole (``own_model_factors``) while a profile of the same host is
     still measuring: the profile writes its factors back with that model's, not over them."""
     from edgedeploy.costmodel import segments

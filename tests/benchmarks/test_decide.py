@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -66,7 +66,7 @@ def _winner_checks(plan) -> None:
     if not best.baseline and clears:
         assert again == {best.name, base.name}
         assert len(best.confirm_fps) == len(base.confirm_fps) == CONFIRM_ROUNDS
-        mine, theirs = np.mean(best.confirm_fps), np.mean(base.confirm_fps)
+        mine, theirs = pooled(best.confirm_fps), pooled(base.confirm_fps)
         chosen = (mine > theirs * (1 + CONFIRM_MARGIN) if steady else
                   mine > theirs * (1 + WIN_MARGIN)
                   and _share(best.confirm_fps, base.confirm_fps) >= WIN_PAIR_SHARE)
@@ -78,13 +78,19 @@ def _winner_checks(plan) -> None:
     assert "plan" in names
 
 
+def pooled(rounds_fps: list[float]) -> float:
+    """A contender's rate over rounds of equal frames, as decide pools them: frames over the
+    rounds' wall time together, the harmonic mean of their rates."""
+    return statistics.harmonic_mean(rounds_fps)
+
+
 def raced(contenders: list) -> list:  # type: ignore[type-arg]
     """The contenders that ran every round, checked: the same rounds for all, in pairs, one in
     each order, but for those that left the race after the first pair (the budget could not
     hold every one's rounds), each then over RACE_MARGIN behind the fastest, never the fastest
     baseline."""
     n = max(len(c.rounds_fps) for c in contenders)
-    first = {c.name: float(np.mean(c.rounds_fps[:2])) for c in contenders}
+    first = {c.name: pooled(c.rounds_fps[:2]) for c in contenders}
     fastest = max(first.values())
     running = [c for c in contenders if len(c.rounds_fps) == n]
     if n < MIN_ROUNDS:  # the first pair left one alone in the race: the fastest, a baseline

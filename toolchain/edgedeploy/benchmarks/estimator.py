@@ -20,7 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgedeploy.runtime.window import Frame, Process, Window, throughput_fps, timed_round, window_of
+from edgedeploy.runtime.window import (
+    Frame,
+    Process,
+    Window,
+    pooled_fps,
+    throughput_fps,
+    timed_round,
+    window_of,
+)
 
 #: Seconds a probe runs at least: a few frames of a fast model finish in microseconds, where
 #: start-up costs dominate and the rate they give is several times too low, so windows sized
@@ -84,5 +92,5 @@ def summarise(windows: Sequence[Window]) -> Summary:
 
 
 __all__ = ["PROBE_MAX_FRAMES", "PROBE_MIN_S", "PROBE_ONCE_S", "Frame", "Process", "Summary",
-           "Window", "one_in_flight_latency", "probe_rate", "summarise", "throughput_fps",
-           "timed_round", "window_of"]
+           "Window", "one_in_flight_latency", "pooled_fps", "probe_rate", "summarise",
+           "throughput_fps", "timed_round", "window_of"]

@@ -10,6 +10,7 @@ import numpy as np
 from edgedeploy import execute
 from edgedeploy.importers import load_model
 from edgedeploy.planner.api import stage_plans
+from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import random_inputs
 from edgedeploy.runtime.stages import GraphStage
 from edgedeploy.schemas.plan import load_plan
@@ -32,11 +33,12 @@ def manifest_for(folder: Path, path: Path, shapes: object = None) -> Path:
     return manifest
 
 
-def run_plan(plan_file: Path, path: Path, shapes: object = None
+def run_plan(plan_file: Path, path: Path, shapes: object = None, graph: ir.Graph | None = None
              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
-    """The lockfile's stages, in order, with its choices; and the stock runtime's answer."""
+    """The lockfile's stages, in order, with its choices; and the stock runtime's answer.
+    ``graph``: the model as the test imported it already (a large one takes seconds)."""
     plan = load_plan(plan_file)
-    graph = load_model(path, input_shape=shapes)
+    graph = graph or load_model(path, input_shape=shapes)
     stages = stage_plans(plan, graph)
     segments = execute.segments_for(graph, [s.io for s in stages], plan.choices, path)
     feeds = random_inputs(graph, seed=11)

@@ -42,7 +42,7 @@ def test_zoo_architecture_plans_and_its_stages_match_onnxruntime(
     manifest = manifest_for(tmp_path, path)
     assert main(["plan", str(manifest), "--no-measure", "--json"]) == 0, capsys.readouterr().err
     plan_file = Path(json.loads(capsys.readouterr().out)["plan_file"])
-    got, want, runtime = run_plan(plan_file, path)
+    got, want, runtime = run_plan(plan_file, path, graph=graph)
     assert runtime == "onnxruntime"
     assert all(np.ptp(v) > 0 for v in want.values()), "the seeded weights give distinct outputs"
     assert max_rel_error(got, want) <= TOLERANCE, name

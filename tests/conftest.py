@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 
@@ -37,3 +38,16 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=25, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture
+def zero_weights(monkeypatch):
+    """Zoo models built with zero weights, for tests of what does not depend on their values
+    (shapes, multiply-accumulates, parameter counts): drawing VGG-16's 138 M seeded normals is
+    half of building it."""
+    import numpy as np
+
+    from edgedeploy.zoo import builder
+
+    monkeypatch.setattr(builder.GraphBuilder, "_normal",
+                        lambda self, shape, std: np.zeros(shape, np.float32))

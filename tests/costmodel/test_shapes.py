@@ -5,7 +5,7 @@ from __future__ import annotations
 from edgedeploy.costmodel import shapes
 
 
-def test_packaged_zoo_shapes_are_what_the_zoo_builds() -> None:
+def test_packaged_zoo_shapes_are_what_the_zoo_builds(zero_weights: None) -> None:
     built = shapes._build_zoo_shapes(shapes.ZOO_SIZE)
     packaged = shapes.zoo_conv_shapes(shapes.ZOO_SIZE)
     assert [shapes.shape_key(d) for d in packaged] == [shapes.shape_key(d) for d in built], (

@@ -96,11 +96,12 @@ CONFIRM_MARGIN = 0.015
 #: "30 s" decision. Its worker-process session, 24 % behind after a pair, was still 16 %
 #: behind after four (seen while developing).
 RACE_MARGIN = 0.15
-#: Contenders are scored by their mean over rounds, not the median: a configuration that runs
-#: slow in a quarter of its rounds (a threaded stage fighting its feeding process for two cores
-#: measured 217-219 fps in six rounds and 134-148 in two) is slow a quarter of the time, which
-#: a median hides; rounds alternate, so a disturbance from elsewhere falls on every contender.
-ESTIMATOR = ("mean over pairs of alternated rounds of frames / wall time of the round, after "
+#: Contenders are scored by their frames over the wall time of all their rounds together
+#: (``pooled_fps``), not the median: a configuration that runs slow in a quarter of its rounds
+#: (a threaded stage fighting its feeding process for two cores measured 217-219 fps in six
+#: rounds and 134-148 in two) is slow a quarter of the time, which a median hides; rounds
+#: alternate, so a disturbance from elsewhere falls on every contender.
+ESTIMATOR = ("frames / wall time over all of a contender's rounds, alternated in pairs, after "
              "the same warm-up, on the same frames")
 
 
@@ -137,9 +138,7 @@ class Entry:
 
     @property
     def measured_fps(self) -> float:
-        """Over its rounds, pooled (:func:`~edgedeploy.runtime.window.pooled_fps`): a slow
-        round counts in full, where a median would hide it (a threaded stage fighting its
-        feeder measured 217-219 fps in six rounds and 134-148 in two)."""
+        """Over its rounds, pooled (see :data:`ESTIMATOR`)."""
         return pooled_fps(self.windows)
 
     @property

@@ -159,7 +159,7 @@ def test_the_shortlist_holds_the_plan_the_best_pareto_points_and_runnable_baseli
 def test_a_host_or_model_never_calibrated_is_calibrated_before_its_first_measured_plan(
         project, tmp_path, monkeypatch):
     from edgedeploy.benchmarks import decide
-    from edgedeploy.benchmarks.decide import QUICK_LAYER_SHARE
+    from edgedeploy.benchmarks.decide import QUICK_LAYER_MIN_SHARE
     from edgedeploy.costmodel import profiling, segments
     from edgedeploy.costmodel.segments import calibration_models
 
@@ -174,11 +174,11 @@ def test_a_host_or_model_never_calibrated_is_calibrated_before_its_first_measure
     # the plan and the baselines only: what is checked is the calibration before measuring
     project.write_text(MANIFEST.format(budget=2, profile=2).replace(
         "quick_profile_s", "shortlist: 1, quick_profile_s"))
-    taken: list[tuple[float, object]] = []
+    taken: list[tuple[float, object, object]] = []
     real = profiling.profile_local
 
     def recorded(target, budget_s, *args, **kw):  # type: ignore[no-untyped-def]
-        taken.append((budget_s, kw.get("calibration")))
+        taken.append((budget_s, kw.get("calibration"), kw.get("total_s")))
         return real(target, budget_s, *args, **kw)
 
     monkeypatch.setattr(profiling, "profile_local", recorded)
@@ -186,9 +186,9 @@ def test_a_host_or_model_never_calibrated_is_calibrated_before_its_first_measure
     plan = load_plan(api.plan(project, "local", progress=said.append)[0].plan_file)
     assert any("no profile yet" in line for line in said)
     assert any(line.startswith("quick profile done in ") for line in said)  # what it took
-    # the layers take their share of the quick profile; the whole-model runs the rest, on the
-    # calibration models the whole budget pays for
-    assert taken == [(2 * QUICK_LAYER_SHARE, calibration_models(2))]
+    # the whole-model runs first, on the calibration models the budget pays for; the layers get
+    # what the quick profile's budget leaves, their share at least
+    assert taken == [(2 * QUICK_LAYER_MIN_SHARE, calibration_models(2), 2)]
     # a 2 s profile runs the model itself and one calibration model whole, not all (~14 s)
     ran = {line.split()[1] for line in said if line.startswith("segments:")}
     assert ran == {"sq", CALIBRATION_MODELS[0][0]}

@@ -98,14 +98,24 @@ def test_a_profile_for_a_model_measures_it_first_and_runs_it_whole(
     assert own is not None
     target = load_target("local")
     said: list[str] = []
-    out = profile_local(target, 0.5, info=said.append, calibration=CALIBRATION,
-                        own=own)
+
+    def layers(*_args: object) -> None:
+        said.append("layer sample")
+
+    # a quick profile's total budget, which its models' whole runs alone overrun
+    out = profile_local(target, 0.5, info=said.append, progress=layers, calibration=CALIBRATION,
+                        own=own, total_s=0.6)
     prof = open_profile(target)
     first_seen = list(dict.fromkeys(shape_key(s.descriptor) for s in prof.samples))
     mine = [shape_key(d) for d in model_shapes(graph) if d.op == ir.CONV2D]
     n = min(len(first_seen), len(mine))
     assert n > 0 and first_seen[:n] == mine[:n]
     assert any("sq on cpu:1" in m for m in said)
+    # the models ran whole first, then the layers had what was left: here their least
+    whole = [i for i, m in enumerate(said) if m.startswith(("segments:", "replicas:"))]
+    assert whole and max(whole) < said.index("layer sample")
+    assert out["layer_budget_s"] == 0.5
+    assert any(m.startswith("profile: models run whole in ") for m in said)
     # its own factors: measured whole over its per-layer sum, on every configuration
     stored = load_factors(Path(prof.path))
     assert stored[MODELS] == out["segment_factors"][MODELS]
@@ -124,6 +134,20 @@ def test_a_profile_for_a_model_measures_it_first_and_runs_it_whole(
     priced = cm.for_model(own.sha256)
     for c in configs:
         assert priced.segment_factor(ONNXRUNTIME, c) == own_factors[ONNXRUNTIME][c.key]
+    # every run is priced by the cost model its layers fitted, though it ran before them
+    import json
+
+    from edgedeploy.costmodel.segments import LAYERS, _predicted_sum, factors_path
+
+    runs = json.loads(factors_path(Path(prof.path)).read_text())["runs"]
+    graphs = {"sq": graph, CALIBRATION[0][0]: import_onnx(
+        zoo.export(CALIBRATION[0][0], tmp_path / "c.onnx", size=CALIBRATION[0][1]))}
+    assert {r["model"] for r in runs} == set(graphs)
+    for r in runs:
+        g = graphs[r["model"]]
+        assert r[ONNXRUNTIME][1] == pytest.approx(_predicted_sum(
+            cm, g, CoreConfig.parse(r["config"]), {layer.name: ONNXRUNTIME for layer in g.layers},
+            r.get(LAYERS)))
     # a later profile without the model keeps what was measured on it
     profile_local(target, 0.2, calibration=CALIBRATION)
     assert load_factors(Path(prof.path))[MODELS][own.sha256] == own_factors
@@ -512,7 +536,7 @@ def test_a_model_calibrated_while_a_profile_measures_keeps_its_factors(
     other = zoo.export("squeezenet1_1", tmp_path / "other.onnx", size=40)
     own = OwnModel.of(other, import_onnx(other))
     assert own is not None
-    measure, meanwhile = segments.measure_factors, []
+    measure, meanwhile = segments.measure_runs, []
 
     def measuring(*args, **kwargs):  # type: ignore[no-untyped-def]
         out = measure(*args, **kwargs)
@@ -521,7 +545,7 @@ def test_a_model_calibrated_while_a_profile_measures_keeps_its_factors(
             own_model_factors(target, path, own)
         return out
 
-    monkeypatch.setattr(segments, "measure_factors", measuring)
+    monkeypatch.setattr(segments, "measure_runs", measuring)
     segment_factors(target, path, models=[("squeezenet1_1", 32)])
     assert meanwhile and own.sha256 in load_factors(path)[MODELS]
 
@@ -591,3 +615,12 @@ def test_a_long_whole_model_call_is_timed_once_on_each_configuration(monkeypatch
     segments._second_pass(m, {}, runs, lambda c: list(range(c.cores)))
     assert timed == [[0, 1]]  # the short one only, timed again
     assert runs[1]["onnxruntime"][0] == 1.0 and runs[0]["onnxruntime"][0] == segments.LONG_CALL_MS
+
+
+def test_a_total_budgets_layers_get_what_its_whole_runs_left_and_never_under_their_least():
+    from edgedeploy.costmodel.profiling import _layer_budget
+
+    said: list[str] = []
+    assert _layer_budget(10.0, 30.0, 14.0, said.append) == 16.0
+    assert _layer_budget(10.0, 30.0, 25.0, None) == 10.0  # a large model's runs took the rest
+    assert said == ["profile: models run whole in 14 s; 16 s of layer samples"]

@@ -135,6 +135,9 @@ def test_a_new_board_is_profiled_on_it_and_a_new_model_run_whole_there(sshd, hom
     assert "the board has no profile yet" in err
     assert err.index("no profile yet") < err.index("quick profile of edge done in ") \
         < err.index("uploading the contenders' bundle")
+    # the model run whole on the board first, then its layers for what the budget left
+    assert err.index("no profile yet") < err.index("segments: sq on cpu:1") \
+        < err.index("profile: models run whole in ") < err.index("quick profile of edge done in ")
     assert profile_path(load_target(str(home / "loopback-board.yaml"))).exists()
     assert _lock(home)["decision"]["measured"]
     assert not profile_path(load_target("local")).exists(), "this host's profile untouched"

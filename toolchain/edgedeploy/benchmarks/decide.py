@@ -55,11 +55,10 @@ MAX_WINDOW_FRAMES = 2000
 #: left, windows shrank to a probe's length and read noise (two int8 replicas of YOLOv8n
 #: measured 69 fps in 0.1 s windows, 106 fps in a bench's, and lost the decision).
 MEASURE_SHARE = 0.5
-#: The share of ``measure.quick_profile_s`` a quick profile spends on layer samples; the model's
-#: whole-model runs (and the zoo's calibration models the whole budget pays for) take the rest:
-#: a ResNet-50's took 14-17 s on this 2-core host, and with the whole budget on layers its quick
-#: profile of "30 s" took 45-47 s.
-QUICK_LAYER_SHARE = 0.5
+#: The share of ``measure.quick_profile_s`` a quick profile's layer samples get however long
+#: the models' whole runs before them took (they get what the budget leaves, this at least):
+#: the cost model must still be fitted from them, and a VGG-16 runs whole for longer than 30 s.
+QUICK_LAYER_MIN_SHARE = 1 / 3
 #: Contenders start together while their start-up memory (about START_MEMORY_COPIES copies of
 #: the model's weights a worker) fits in this share of the memory available ...
 START_MEMORY_SHARE = 0.5
@@ -895,11 +894,11 @@ def _quick_board_profile(manifest: Any, alias: str, board: str, graph: ir.Graph,
             return None
     else:
         say(f"{alias}: the board has no profile yet: a quick {budget_s:.0f} s profile on it "
-            f"before measuring ({budget_s * QUICK_LAYER_SHARE:.0f} s of layer samples, then the "
-            f"model run whole; `edgedeploy profile --target {alias}` for a fuller one)")
+            f"before measuring ({_QUICK_PARTS}; `edgedeploy profile --target {alias}` for a "
+            "fuller one)")
         start = time.monotonic()
-        profile_over_ssh(ref, alias, budget_s=budget_s * QUICK_LAYER_SHARE, info=say,
-                         access=access, graph=graph, own=own,
+        profile_over_ssh(ref, alias, budget_s=budget_s * QUICK_LAYER_MIN_SHARE, info=say,
+                         access=access, graph=graph, own=own, total_s=budget_s,
                          calibration=calibration_models(budget_s))
         say(f"quick profile of {alias} done in {time.monotonic() - start:.0f} s")
     return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]
@@ -986,6 +985,11 @@ def _guarded(arm: Arm) -> str:
     return f"{arm.precision} (error {error:.3g})" if error is not None else str(arm.precision)
 
 
+#: What a quick profile does, as announced.
+_QUICK_PARTS = (f"the model run whole, then layer samples for what that leaves, at least "
+                f"{QUICK_LAYER_MIN_SHARE:.0%} of it")
+
+
 def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,
                    progress: Callable[[str], None] | None) -> Any:
     """Calibrate a host never profiled, or a model never run whole on it (announced), then
@@ -1017,14 +1021,13 @@ def _quick_profile(manifest: Any, alias: str, graph: ir.Graph, budget_s: float,
         say(f"{own.path.name} timed whole in {time.monotonic() - start:.0f} s")
     else:
         say(f"this host has no profile yet: a quick {budget_s:.0f} s profile before measuring "
-            f"({budget_s * QUICK_LAYER_SHARE:.0f} s of layer samples, then the model run whole; "
-            "`edgedeploy profile --target local` for a fuller one)")
+            f"({_QUICK_PARTS}; `edgedeploy profile --target local` for a fuller one)")
         start = time.monotonic()
-        done = profile_local(target, budget_s * QUICK_LAYER_SHARE, info=say,
+        done = profile_local(target, budget_s * QUICK_LAYER_MIN_SHARE, info=say,
                              calibration=calibration_models(budget_s),
-                             min_fit_samples=MIN_FIT_SAMPLES, own=own)
-        # said, since a large model's whole runs take the profile past its budget
-        say(f"quick profile done in {time.monotonic() - start:.0f} s: {done['new_samples']} "
-            f"layer samples, then {'the model and ' if own else ''}the calibration models run "
-            "whole")
+                             min_fit_samples=MIN_FIT_SAMPLES, own=own, total_s=budget_s)
+        # said, since a large model's whole runs can still take the profile past its budget
+        say(f"quick profile done in {time.monotonic() - start:.0f} s: "
+            f"{'the model and ' if own else ''}the calibration models run whole, then "
+            f"{done['new_samples']} layer samples")
     return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]

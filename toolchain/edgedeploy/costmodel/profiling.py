@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,7 +32,7 @@ from edgedeploy.runtime.vocab import INT8
 
 if TYPE_CHECKING:
     from edgedeploy.costmodel.profiler import Progress, Task
-    from edgedeploy.costmodel.segments import OwnModel
+    from edgedeploy.costmodel.segments import OwnModel, WholeRuns
     from edgedeploy.schemas.target import Target
 
 #: The ``--shapes`` choices: zoo layers plus space-filling ones, or space-filling only.
@@ -61,7 +62,8 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
                   progress: Progress | None = None,
                   info: Callable[[str], None] | None = None,
                   calibration: Sequence[tuple[str, int]] | None = None,
-                  min_fit_samples: int = 0, own: OwnModel | None = None) -> dict[str, Any]:
+                  min_fit_samples: int = 0, own: OwnModel | None = None,
+                  total_s: float | None = None) -> dict[str, Any]:
     """Measure ``shapes`` on this host for ``budget_s``, append to its profile, then refresh
     the segment factors; the ``profile --json`` answer.
 
@@ -72,10 +74,15 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
     ``progress`` gets (elapsed, budget, samples, eta, label) while layers are measured;
     ``info`` gets one line per whole-model calibration run; ``calibration`` names the zoo
     models (name, input size) run whole (default: as many of ``segments.CALIBRATION_MODELS``
-    as ``budget_s`` pays for, see ``segments.calibration_models``; empty: the stored factors
+    as the budget pays for, see ``segments.calibration_models``; empty: the stored factors
     are kept as they are). With ``min_fit_samples``, a profile that still has
     fewer layer samples (a busy host measures few in its budget) gets up to
     :data:`MAX_TOP_UPS` more budgets of layers, said on ``info``.
+
+    ``total_s``: the whole profile's budget. The models are then run whole first and the
+    layers get what it leaves, ``budget_s`` at least: a model's whole runs cost what they cost
+    (a ResNet-50's 14-17 s on a 2-core host), and after the layers they ran over the budget.
+    The runs are priced once the layers have refitted the cost model.
     """
     from edgedeploy.costmodel import profile as prof_mod
     from edgedeploy.costmodel import shapes as shapes_mod
@@ -91,8 +98,14 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
     sample = with_model_shapes(shape_sample(shapes), own.graph if own else None)
     prof = prof_mod.open_profile(target)
     before = len(prof.samples)
-    measure = LocalMeasure(target)
+    models = calibration or calibration_models(total_s or budget_s)
+    runs_whole = calibration is None or bool(calibration)  # empty: the stored factors stay
     start = time.monotonic()
+    whole = None
+    if total_s is not None and runs_whole:
+        whole = whole_runs(target, info, models, own)
+        budget_s = _layer_budget(budget_s, total_s, time.monotonic() - start, info)
+    measure = LocalMeasure(target)
     try:
         new = ensure_fit_sample(target, prof, budget_s, measure, progress, sample)
         for _ in range(MAX_TOP_UPS):
@@ -104,13 +117,23 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
             new += ensure_fit_sample(target, prof, budget_s, measure, progress, sample)
     finally:
         measure.close()
-    factors = (segment_factors(target, Path(prof.path), info,
-                               calibration or calibration_models(budget_s), own)
-               if calibration is None or calibration else _stored_factors(Path(prof.path)))
+    factors = (save_priced(target, Path(prof.path), whole or whole_runs(target, info, models, own))
+               if runs_whole else _stored_factors(Path(prof.path)))
     return {"target": prof.target_name, "fingerprint": prof.fingerprint, "profile": str(prof.path),
             "new_samples": len(new), "samples": before + len(new),
             "shapes": len({shapes_mod.shape_key(s.descriptor) for s in new}),
+            "layer_budget_s": round(budget_s, 2),
             "segment_factors": factors, "elapsed_s": round(time.monotonic() - start, 2)}
+
+
+def _layer_budget(least_s: float, total_s: float, spent_s: float,
+                  info: Callable[[str], None] | None) -> float:
+    """The layers' share of a profile of ``total_s`` whose whole-model runs took ``spent_s``:
+    what is left, ``least_s`` at least (said on ``info``)."""
+    left = max(least_s, total_s - spent_s)
+    if info is not None:
+        info(f"profile: models run whole in {spent_s:.0f} s; {left:.0f} s of layer samples")
+    return left
 
 
 def with_model_shapes(sample: list[Any], graph: Any | None) -> list[Any]:
@@ -133,25 +156,38 @@ def segment_factors(target: Target, profile_file: Path,
     """Whole-model runs of both engines on every core count, saved beside the profile: they
     correct what per-layer samples miss (see costmodel.segments). ``own`` takes the last zoo
     model's place and keeps its own factors; those of models measured before stay."""
-    from edgedeploy.costmodel import CostModel
-    from edgedeploy.costmodel.segments import (
-        CALIBRATION_MODELS,
-        measure_factors,
-    )
+    return save_priced(target, profile_file, whole_runs(target, info, models, own))
 
-    model = CostModel.for_target(target)
+
+def whole_runs(target: Target, info: Callable[[str], None] | None = None,
+               models: Sequence[tuple[str, int]] | None = None,
+               own: OwnModel | None = None) -> WholeRuns:
+    """:func:`segment_factors`' runs as measured, not yet priced (:func:`save_priced`): the
+    zoo's ``models`` beside ``own``, or the zoo's alone where ``own`` does not run whole."""
+    from edgedeploy.costmodel.configs import core_configs
+    from edgedeploy.costmodel.segments import CALIBRATION_MODELS, measure_runs
+
+    configs = core_configs(target)
     chosen = _zoo_beside(models or CALIBRATION_MODELS, own)
     try:
-        factors, runs = measure_factors(model, model.configs, lambda c: c.cpus(target),
-                                        chosen, progress=info, own=own)
+        return measure_runs(target, configs, lambda c: c.cpus(target), chosen,
+                            progress=info, own=own)
     except Exception as exc:  # a model the engines run in a plan but not here, whole: say so
         if own is None:
             raise
         if info is not None:
             info(f"segments: {own.path.name} does not run whole here ({exc}); "
                  "calibrating on the zoo's models only")
-        factors, runs = measure_factors(model, model.configs, lambda c: c.cpus(target),
-                                        chosen, progress=info)
+        return measure_runs(target, configs, lambda c: c.cpus(target), chosen, progress=info)
+
+
+def save_priced(target: Target, profile_file: Path, whole: WholeRuns) -> dict[str, Any]:
+    """``whole`` priced by the target's cost model as its profile now fits it, saved beside
+    the profile (the own-model factors of models measured before stay); the factors."""
+    from edgedeploy.costmodel import CostModel
+    from edgedeploy.costmodel.segments import price
+
+    factors, runs = price(CostModel.for_target(target), whole)
     _save_keeping(profile_file, factors, runs)
     return factors
 
@@ -294,13 +330,14 @@ def profile_board(target: Target, probe: Probe, budget_s: float, shapes: str = "
                   progress: Progress | None = None,
                   info: Callable[[str], None] | None = None,
                   calibration: Sequence[tuple[str, int]] | None = None,
-                  graph: Any | None = None, own: OwnModel | None = None) -> dict[str, Any]:
+                  graph: Any | None = None, own: OwnModel | None = None,
+                  total_s: float | None = None) -> dict[str, Any]:
     """:func:`profile_local` for a board the probe reaches: the same shapes, order and budget
-    (spent on the board), the samples and the segment factors and replica speed-ups stored in
-    ``target``'s profile -- the board's, by its descriptor's fingerprint, never this host's.
-    ``graph``'s conv shapes are measured first; ``own`` (that model's file) travels with the
-    calibration models and is run whole through onnxruntime on the board, as on this host (a
-    TFLite model is not: the probe times onnxruntime and native runs only)."""
+    (spent on the board, ``total_s`` as there), the samples and the segment factors and replica
+    speed-ups stored in ``target``'s profile -- the board's, by its descriptor's fingerprint,
+    never this host's. ``graph``'s conv shapes are measured first; ``own`` (that model's file)
+    travels with the calibration models and is run whole through onnxruntime on the board, as
+    on this host (a TFLite model is not: the probe times onnxruntime and native runs only)."""
     from edgedeploy.costmodel import profile as prof_mod
     from edgedeploy.costmodel import shapes as shapes_mod
     from edgedeploy.costmodel.evaluate import ensure_fit_sample
@@ -312,37 +349,44 @@ def profile_board(target: Target, probe: Probe, budget_s: float, shapes: str = "
     own = own if own is not None and own.engine == ONNXRUNTIME else None
     prof = prof_mod.open_profile(target)
     before = len(prof.samples)
-    measure = BoardMeasure(target, probe)
+    chosen = _zoo_beside(calibration or calibration_models(total_s or budget_s), own)
+    runs_whole = calibration is None or bool(calibration)  # empty: the stored factors stay
     start = time.monotonic()
+    board = None
+    if total_s is not None and runs_whole:
+        board = _board_runs(target, probe, info, chosen, own)
+        budget_s = _layer_budget(budget_s, total_s, time.monotonic() - start, info)
+    measure = BoardMeasure(target, probe)
     new = ensure_fit_sample(target, prof, budget_s, measure, progress, sample)
     if before == 0 and measure.start.get("runtime"):
         prof.runtime = dict(measure.start["runtime"])  # the board's versions, not this host's
         prof.save()
-    factors = (board_segment_factors(target, Path(prof.path), probe, info,
-                                     calibration or calibration_models(budget_s), own)
-               if calibration is None or calibration else _stored_factors(Path(prof.path)))
+    if runs_whole:
+        factors = _save_board_priced(target, Path(prof.path),
+                                     board or _board_runs(target, probe, info, chosen, own), own)
+    else:
+        factors = _stored_factors(Path(prof.path))
     return {"target": prof.target_name, "host": probe.label,
             "fingerprint": prof.fingerprint, "profile": str(prof.path),
             "new_samples": len(new), "samples": before + len(new),
             "shapes": len({shapes_mod.shape_key(s.descriptor) for s in new}),
+            "layer_budget_s": round(budget_s, 2),
             "segment_factors": factors, "probe": measure.start.get("probe"),
             "python": measure.start.get("python"),
             "elapsed_s": round(time.monotonic() - start, 2)}
 
 
-def board_segment_factors(target: Target, profile_file: Path, probe: Probe,
-                          info: Callable[[str], None] | None = None,
-                          models: Sequence[tuple[str, int]] | None = None,
-                          own: OwnModel | None = None) -> dict[str, Any]:
-    """:func:`segment_factors` with the whole-model runs on the board: the calibration models
-    (``own`` among them) travel as ONNX files and IR graphs, the times come back, and the
-    factors (measured over this target's per-layer predictions) are saved beside its profile."""
-    from edgedeploy.costmodel.segments import CALIBRATION_MODELS, MODELS, REPLICAS, summarise
+def _save_board_priced(target: Target, profile_file: Path, board: BoardRuns,
+                       own: OwnModel | None) -> dict[str, Any]:
+    """A board's runs priced by its cost model as its profile now fits it, saved beside the
+    profile (:func:`save_priced` for a board: the runs travel as ONNX files and IR graphs, the
+    times come back); the factors."""
+    from edgedeploy.costmodel.segments import MODELS, REPLICAS, summarise
 
-    detail, replicas = _board_runs(target, probe, info,
-                                   _zoo_beside(models or CALIBRATION_MODELS, own), own)
-    factors: dict[str, Any] = {**summarise(detail), REPLICAS: replica_speedups(detail, replicas)}
-    mine = _own_measured(detail, replicas, own) if own is not None else None
+    detail = board.priced(target)
+    factors: dict[str, Any] = {**summarise(detail),
+                               REPLICAS: replica_speedups(detail, board.replicas)}
+    mine = _own_measured(detail, board.replicas, own) if own is not None else None
     if mine is not None:
         factors[MODELS] = {own.sha256: mine}
     _save_keeping(profile_file, factors, detail)
@@ -353,25 +397,40 @@ def own_board_factors(target: Target, profile_file: Path, probe: Probe, own: Own
                       info: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """:func:`own_model_factors` on a board the probe reaches: ``own`` alone run whole there,
     its factors kept beside those already there; None where it did not run."""
-    detail, replicas = _board_runs(target, probe, info, [], own)
-    mine = _own_measured(detail, replicas, own)
+    board = _board_runs(target, probe, info, [], own)
+    detail = board.priced(target)
+    mine = _own_measured(detail, board.replicas, own)
     if mine is not None:
         _add_own(profile_file, own, mine, detail)
     return mine
 
 
+@dataclass
+class BoardRuns:
+    """A board's whole-model runs as its probe sent them, not yet priced (:meth:`priced`)."""
+
+    runs: list[dict[str, Any]]
+    replicas: list[dict[str, Any]]
+    graphs: dict[tuple[str, int | None], Any]
+
+    def priced(self, target: Target) -> list[dict[str, Any]]:
+        """Each run in ``costmodel.segments``' form, priced by ``target``'s cost model."""
+        from edgedeploy.costmodel import CostModel
+
+        model = CostModel.for_target(target)
+        return [_priced(model, self.graphs[(r["model"], r["size"])], r) for r in self.runs]
+
+
 def _board_runs(target: Target, probe: Probe, info: Callable[[str], None] | None,
-                models: Sequence[tuple[str, int]], own: OwnModel | None
-                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``models`` (and ``own``) run whole on the board on every CPU configuration: each run
-    priced by this target's per-layer predictions, and the replica runs."""
+                models: Sequence[tuple[str, int]], own: OwnModel | None) -> BoardRuns:
+    """``models`` and ``own`` run whole on the board on every CPU configuration, and as
+    replicas (measured there, not yet priced)."""
     import tempfile
 
-    from edgedeploy.costmodel import CostModel
+    from edgedeploy.costmodel.configs import core_configs
     from edgedeploy.runtime.probe import PROTOCOL
 
-    model = CostModel.for_target(target)
-    configs = [c for c in model.configs if not c.is_gpu]
+    configs = [c for c in core_configs(target) if not c.is_gpu]
     runs: list[dict[str, Any]] = []
     replicas: list[dict[str, Any]] = []
 
@@ -390,7 +449,7 @@ def _board_runs(target: Target, probe: Probe, info: Callable[[str], None] | None
             "models": specs, "configs": [{"key": c.key, "cluster": c.cluster, "cores": c.cores,
                                           "cpus": c.cpus(target)} for c in configs]}}
         probe(request, files, on_event)
-    return [_priced(model, graphs[(r["model"], r["size"])], r) for r in runs], replicas
+    return BoardRuns(runs, replicas, graphs)
 
 
 def _own_measured(detail: list[dict[str, Any]], replicas: list[dict[str, Any]],

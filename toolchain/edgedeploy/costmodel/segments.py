@@ -299,25 +299,78 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run each calibration model whole, both engines, on every CPU configuration (pinned);
     ``own`` first, through its format's engine only, its factors also kept apart
-    (``factors["models"]``)."""
+    (``factors["models"]``): :func:`measure_runs`, priced by ``model`` (:func:`price`)."""
+    return price(model, measure_runs(model.target, configs, cpus_of, models, progress, own))
+
+
+@dataclass
+class WholeRuns:
+    """Whole-model runs as measured, not yet priced: a profile times its models whole before
+    its layers, and the cost model those layers fit prices the runs after (:func:`price`)."""
+
+    #: one per model and configuration; per engine [measured ms, predicted sum (None here)]
+    runs: list[dict[str, Any]]
+    #: each run's model, by its (name, size)
+    graphs: dict[tuple[str, int | None], ir.Graph]
+    #: r one-core replicas' speed-up over one core, per cluster: over every model, the own
+    #: model's alone, and the own model's at each batch (:func:`measure_replica_batches`)
+    replicas: dict[str, dict[str, float]]
+    own_replicas: dict[str, dict[str, float]]
+    batched_replicas: dict[str, dict[str, float]]
+    own: OwnModel | None = None
+
+
+def price(model: Any, whole: WholeRuns) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The factors of ``whole``'s runs, each engine's measured time over ``model``'s per-layer
+    predictions summed (an opaque layer timed alone taking its time), and the runs priced."""
+    from edgedeploy.runtime.executor import default_choice
+
+    for run in whole.runs:
+        graph = whole.graphs[(run["model"], run["size"])]
+        config = CoreConfig.parse(run["config"])
+        for engine in (ONNXRUNTIME, LITERT):
+            if engine in run:
+                run[engine][1] = _predicted_sum(
+                    model, graph, config, {layer.name: engine for layer in graph.layers},
+                    run.get(LAYERS))
+        if NATIVE in run:
+            run[NATIVE][1] = _predicted_sum(
+                model, graph, config, {layer.name: default_choice(layer) for layer in graph.layers})
+    factors: dict[str, Any] = {**summarise(whole.runs), REPLICAS: whole.replicas}
+    own = whole.own
+    if own is not None:
+        mine = [r for r in whole.runs if r.get("sha256") == own.sha256]
+        factors[MODELS] = {own.sha256: {**own_factors(mine, whole.own_replicas),
+                                        **({REPLICA_BATCH: whole.batched_replicas}
+                                           if whole.batched_replicas else {})}}
+    return factors, whole.runs
+
+
+def measure_runs(target: Any, configs: Sequence[CoreConfig], cpus_of: Callable,
+                 models: Sequence[tuple[str, int]] = CALIBRATION_MODELS,
+                 progress: Callable[[str], None] | None = None,
+                 own: OwnModel | None = None) -> WholeRuns:
+    """Run each calibration model whole, both engines, on every CPU configuration (pinned),
+    then as replicas; ``own`` first, through its format's engine only, and batched where it
+    can be. Measured only: :func:`price` prices them."""
     import tempfile
 
     from edgedeploy.runtime.affinity import available_cpus, limit_blas_threads, pin_process
     from edgedeploy.runtime.executor import GraphExecutor, default_choice, random_inputs
 
     original = available_cpus()
-    half = {c.name for c in model.target.clusters if c.fp16_arithmetic}
+    half = {c.name for c in target.clusters if c.fp16_arithmetic}
     runs: list[dict[str, Any]] = []
+    graphs: dict[tuple[str, int | None], ir.Graph] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             loaded = _load(models, own, Path(tmp))
             # the own model (first) with a free batch axis, where its frames stay apart
             own_batched = batched_file(loaded[0], Path(tmp)) if own is not None else None
             for m in loaded:
-                graph = m.graph
+                graph = graphs[(m.name, m.size)] = m.graph
                 feeds = random_inputs(graph)
                 native = {layer.name: default_choice(layer) for layer in graph.layers}
-                whole = {layer.name: m.engine for layer in graph.layers}
                 int8 = None if m.sha256 else int8_variant(m.path, graph, Path(tmp))
                 batched = own_batched if m.sha256 else None
                 opaque = opaque_layers(m) if m.sha256 else []
@@ -331,7 +384,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                     timed = time_layers(opaque, cpus)
                     run: dict[str, Any] = {
                         "model": m.name, "size": m.size, "config": config.key,
-                        m.engine: [ms, _predicted_sum(model, graph, config, whole, timed)]}
+                        m.engine: [ms, None]}
                     if timed:
                         run[LAYERS] = timed
                     if m.engine == LITERT:
@@ -345,7 +398,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                         with limit_blas_threads(len(cpus)):
                             ex = GraphExecutor(graph, native)
                             native_ms = median_ms(lambda e=ex, f=feeds: e.run(f))
-                        run[NATIVE] = [native_ms, _predicted_sum(model, graph, config, native)]
+                        run[NATIVE] = [native_ms, None]
                     if int8 is not None:  # measured over the float model's measured time
                         run[INT8] = [session_ms(str(int8), feeds, cpus), ms]
                     if m.engine == LITERT and m.sha256 and config.cluster in half:
@@ -362,13 +415,7 @@ def measure_factors(model: Any, configs: Sequence[CoreConfig], cpus_of: Callable
                 configs, cpus_of, loaded[0], runs, own_replicas, own_batched, progress)
     finally:
         pin_process(original)
-    factors: dict[str, Any] = {**summarise(runs), REPLICAS: replicas}
-    if own is not None:
-        mine = [r for r in runs if r.get("sha256") == own.sha256]
-        factors[MODELS] = {own.sha256: {**own_factors(mine, own_replicas),
-                                        **({REPLICA_BATCH: batched_replicas}
-                                           if batched_replicas else {})}}
-    return factors, runs
+    return WholeRuns(runs, graphs, replicas, own_replicas, batched_replicas, own)
 
 
 def _half_ms(m: _Loaded, feeds: dict[str, Any], cpus: list[int]) -> float | None:

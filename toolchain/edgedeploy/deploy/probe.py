@@ -205,10 +205,12 @@ def profile_over_ssh(ref: TargetRef, alias: str, *, budget_s: float, shapes: str
                      info: Callable[[str], None] | None = None,
                      calibration: Sequence[tuple[str, int]] | None = None,
                      access: TransportOptions | None = None,
-                     graph: Any | None = None, own: Any | None = None) -> dict[str, Any]:
+                     graph: Any | None = None, own: Any | None = None,
+                     total_s: float | None = None) -> dict[str, Any]:
     """Profile the board of SSH target ``alias`` into its board descriptor's profile
     (``graph``'s own conv shapes first, when given; ``own``, a ``costmodel.segments.OwnModel``,
-    also run whole there for its own segment factors).
+    also run whole there for its own segment factors; ``total_s`` as
+    ``costmodel.profiling.profile_local`` takes it).
 
     The profile is keyed by ``ref.board``'s fingerprint, as ``plan`` looks it up, so a target
     left at ``board: local`` (this host's descriptor) is refused: its samples would land in this
@@ -219,7 +221,8 @@ def profile_over_ssh(ref: TargetRef, alias: str, *, budget_s: float, shapes: str
     check_shapes(shapes)  # before any connection
     _own_descriptor(ref, alias)
     answer = on_board(ref, alias, access, lambda target, probe: profile_board(
-        target, probe, budget_s, shapes, progress, info, calibration, graph=graph, own=own))
+        target, probe, budget_s, shapes, progress, info, calibration, graph=graph, own=own,
+        total_s=total_s))
     return {"alias": alias, **answer}
 
 

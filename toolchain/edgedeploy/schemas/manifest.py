@@ -430,10 +430,11 @@ class Measure(_Strict):
     quick_profile_s: float = Field(default=30.0, ge=0, le=600,
                                    description="A board never profiled gets a quick profile of "
                                                "about this many seconds before its first "
-                                               "measured plan (half on layer samples, the rest "
-                                               "running models whole), and a model never run "
-                                               "whole on it is timed whole first (0: neither; "
-                                               "plan from the prior or the profile alone).")
+                                               "measured plan (the model and calibration models "
+                                               "run whole, then layer samples for what is left, "
+                                               "a third at least), and a model never run whole "
+                                               "on it is timed whole first (0: neither; plan "
+                                               "from the prior or the profile alone).")
     winograd: bool = Field(default=True,
                            description="On this host, time the model's 3x3 convolutions in "
                                        "context as Winograd F(4,3) in onnxruntime, and run the "

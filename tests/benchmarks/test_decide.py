@@ -156,6 +156,31 @@ def test_the_shortlist_holds_the_plan_the_best_pareto_points_and_runnable_baseli
         assert len(e.choices) == len(plan.layers)
 
 
+@pytest.mark.parametrize("gain", [0.0, 0.01, 0.05])
+def test_a_pareto_point_is_measured_where_its_choices_save_the_win_margin_over_its_baseline(
+        project, gain):
+    """A point that runs a baseline's stages with other layer choices only is shortlisted
+    where it is predicted to save the margin a contender must beat a baseline by."""
+    from edgedeploy.benchmarks.decide import WIN_MARGIN
+    from edgedeploy.schemas.plan import ParetoPoint
+
+    plan = load_plan(api.plan(project, "twin", measure=False)[0].plan_file)
+    name, base = next((n, b) for n, b in sorted(plan.baselines.items()) if b.stages)
+    other = "native" if base.stages[0].choices[0] != "native" else "onnxruntime"
+    stages = [s.model_copy(update={"choices": [other, *s.choices[1:]]}) if i == 0 else s
+              for i, s in enumerate(base.stages)]
+    fps = base.predicted.throughput_fps * (1.0 + gain)
+    point = ParetoPoint(stages=stages, predicted=base.predicted.model_copy(
+        update={"throughput_fps": fps}))
+    plan = plan.model_copy(update={"pareto": [point], "objective": "throughput"})
+    keys = [json.dumps([s.model_dump() for s in e.stages], sort_keys=True)
+            for e in shortlist(plan, k=4)]
+    measured = json.dumps([s.model_dump() for s in stages], sort_keys=True) in keys
+    assert measured is (gain >= WIN_MARGIN), (name, gain)
+    # the baseline itself is measured either way
+    assert json.dumps([s.model_dump() for s in base.stages], sort_keys=True) in keys
+
+
 def test_a_host_or_model_never_calibrated_is_calibrated_before_its_first_measured_plan(
         project, tmp_path, monkeypatch):
     from edgedeploy.benchmarks import decide

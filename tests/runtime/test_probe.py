@@ -98,6 +98,57 @@ def test_a_group_whose_set_up_is_slow_is_skipped_where_it_would_overrun_the_budg
     assert now[0] <= 2.5
 
 
+@pytest.mark.parametrize(("fixed_s", "per_ms", "big_measured"),
+                         [(0.0, 0.05, False), (0.02, 0.0, True)])
+def test_a_set_up_that_grows_with_the_layer_is_priced_by_its_trend_so_a_large_one_is_skipped(
+        fixed_s: float, per_ms: float, big_measured: bool) -> None:
+    """Packing an FFT primitive's weights grows with the layer; a constant set-up does not."""
+    expect = [0.1, 0.2, 0.4, 0.8, 100.0, 0.1]
+    now = [0.0]
+
+    def measure(i: int) -> Measurement:
+        now[0] += fixed_s + per_ms * expect[i]  # a set-up that grows, or a fixed one
+        return Measurement(0.0, 3, 0.0)  # runs of no time: the set-up is all
+
+    done = [i for i, _ in spend_budget(expect, 3.0, measure, clock=lambda: now[0])]
+    # grown: 5 s of set-up over the 3 s budget, skipped; fixed: 0.02 s, measured
+    assert (4 in done) is big_measured and 5 in done, done
+    assert now[0] <= 3.0
+
+
+@pytest.mark.parametrize("told", [True, False])
+def test_a_new_packing_is_priced_by_the_groups_new_ones_not_by_its_repeats(told: bool) -> None:
+    """The timer keeps the last shape's packed weights: a shape's second core count costs no
+    packing, and its cheap set-ups must not price the next shape's packing."""
+    expect = [0.5, 0.5, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0, 50.0, 50.0, 0.5]
+    packs = ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e", "f"]
+    now = [0.0]
+
+    def measure(i: int) -> Measurement:
+        repeat = i > 0 and packs[i] == packs[i - 1]
+        now[0] += 0.001 if repeat else 0.1 * expect[i]  # 5 s to pack "e"
+        return Measurement(0.0, 3, 0.0)
+
+    done = [i for i, _ in spend_budget(expect, 4.0, measure, packs=packs if told else None,
+                                       clock=lambda: now[0])]
+    assert (8 in done) is not told, done  # told what a task reuses, "e" is not started
+    assert (now[0] <= 4.0) is told
+
+
+def test_a_groups_set_up_is_its_median_until_its_tasks_span_sizes_then_its_trend() -> None:
+    from edgedeploy.runtime.layer_timing import expected_setup_s
+
+    assert expected_setup_s([], 5.0) == 0.0
+    assert expected_setup_s([(1.0, 0.1), (1.0, 0.3), (1.0, 0.2)], 50.0) == pytest.approx(0.2)
+    grows = [(1.0, 0.1), (2.0, 0.2), (4.0, 0.4)]
+    assert expected_setup_s(grows[:2], 40.0) == pytest.approx(0.15)  # too few: the median
+    assert expected_setup_s(grows, 40.0) == pytest.approx(4.0)  # proportional
+    steeper = [(1.0, 0.01), (2.0, 0.1), (4.0, 1.0)]  # never more than proportional
+    assert expected_setup_s(steeper, 8.0) == pytest.approx(2.0 * expected_setup_s(steeper, 4.0))
+    falling = [(1.0, 0.3), (2.0, 0.2), (4.0, 0.1)]  # never less than constant
+    assert expected_setup_s(falling, 40.0) == pytest.approx(expected_setup_s(falling, 1.0))
+
+
 @pytest.fixture(scope="module")
 def board(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The runtime package exactly as the deployer uploads it, and nothing else."""

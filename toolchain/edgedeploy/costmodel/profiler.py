@@ -167,6 +167,7 @@ def run_profile(target: Target, shapes: Sequence[ir.Descriptor], budget_s: float
                 progress(elapsed, budget_s, taken[0], eta, label(tasks[i]))
 
         done = spend_budget(expect, budget_s, lambda i: measure(*tasks[i]), clock=clock,
-                            on_done=on_done, groups=[t[1] for t in tasks])
+                            on_done=on_done, groups=[t[1] for t in tasks],
+                            packs=[(t[0], t[1]) for t in tasks])
     return [Sample(tasks[i][0], tasks[i][1], tasks[i][2], m.ms, m.reps, m.spread, tag)
             for i, m in done]

@@ -29,6 +29,9 @@ NOISY_SPREAD = 0.25
 RETRIES = 2
 #: warm-up + repetitions + setup: about this many runs of an ordinary layer per measurement
 RUNS_PER_TASK = 6
+#: Set-ups of a group seen before its next one is priced by their trend in the task's size
+#: (:func:`expected_setup_s`), not by their median.
+SETUP_TREND_MIN = 3
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ OnDone = Callable[[int, Measurement, float, float], None]
 def spend_budget(expect_ms: Sequence[float], budget_s: float,
                  measure: Callable[[int], Measurement], *,
                  groups: Sequence[Hashable] | None = None,
+                 packs: Sequence[Hashable] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_done: OnDone | None = None) -> list[tuple[int, Measurement]]:
     """Measure tasks ``0..n-1`` in order until ``budget_s`` (counted on ``clock``) is spent.
@@ -143,20 +147,27 @@ def spend_budget(expect_ms: Sequence[float], budget_s: float,
     ``expect_ms[i]`` is task i's predicted time (the prior). A task is expected to cost
     RUNS_PER_TASK runs, scaled by how the measurements so far compare with the prior, plus the
     set-up its group (``groups[i]``, e.g. its primitive) has cost so far beyond its runs
-    (packing an FFT primitive's weights can take seconds); a task that would overrun the budget
-    is skipped, so a small budget still yields many samples and is not overrun by a last
-    expensive task. Returns (task index, measurement) for each task measured.
+    (packing an FFT primitive's weights can take seconds; :func:`expected_setup_s`); a task
+    that would overrun the budget is skipped, so a small budget still yields many samples and
+    is not overrun by a last expensive task. ``packs[i]``: what task i's set-up makes, which
+    the next task reuses where it is the same (:class:`LayerTimer` keeps the last operands): a
+    repeat is priced by the group's repeats, a new one by the group's new ones. Returns (task
+    index, measurement) for each task measured.
     """
     expect = np.asarray(expect_ms, dtype=float)
     keys = list(groups) if groups is not None else [None] * len(expect)
     start = clock()
     done: list[tuple[int, Measurement]] = []
     ratios: list[float] = []
-    setup_s: dict[Hashable, list[float]] = {}
+    #: per group and whether the set-up was a repeat: (the prior's ms, seconds of set-up
+    #: beyond the runs) of each task measured
+    setups: dict[tuple[Hashable, bool], list[tuple[float, float]]] = {}
+    last = None  # the pack the last measured task made
     for i in range(len(expect)):
         elapsed = clock() - start
         scale = float(np.median(ratios)) if ratios else 1.0
-        setup = float(np.median(setup_s[keys[i]])) if keys[i] in setup_s else 0.0
+        repeat = packs is not None and last is not None and packs[i] == last
+        setup = expected_setup_s(setups.get((keys[i], repeat), []), float(expect[i]))
         cost_s = expect[i] * scale * RUNS_PER_TASK / 1000.0 + setup
         if elapsed + cost_s > budget_s:
             if elapsed >= budget_s:
@@ -168,9 +179,32 @@ def spend_budget(expect_ms: Sequence[float], budget_s: float,
         done.append((i, m))
         if np.isfinite(expect[i]) and expect[i] > 0:
             ratios.append(m.ms / expect[i])
-        setup_s.setdefault(keys[i], []).append(max(took - m.ms * RUNS_PER_TASK / 1000.0, 0.0))
+        setups.setdefault((keys[i], repeat), []).append(
+            (float(expect[i]), max(took - m.ms * RUNS_PER_TASK / 1000.0, 0.0)))
+        last = packs[i] if packs is not None else None
         if on_done is not None:
             elapsed = clock() - start
             left = float(np.sum(expect[i + 1:])) * scale * RUNS_PER_TASK / 1000.0
             on_done(i, m, elapsed, min(budget_s - elapsed, left))
     return done
+
+
+def expected_setup_s(seen: Sequence[tuple[float, float]], expect_ms: float) -> float:
+    """A task's set-up beyond its runs, from ``seen`` (the prior's ms and the set-up seconds of
+    its group's tasks of its kind so far): their median, or where :data:`SETUP_TREND_MIN` of
+    them span sizes, their power-law trend in the prior's ms (slope clipped to 0..1: constant
+    to proportional). Packing an FFT primitive's weights grows with the layer: 0.01-0.75 s for
+    layers the prior put at 0.25-4.3 ms, then 12 s for one at 48 ms, which the median of every
+    FFT task's set-up (repeats on another core count, 0.01 s, among them) had priced at 0.39 s,
+    so AlexNet's quick profile ran its 10 s of layers for 22 s (seen while developing)."""
+    if not seen:
+        return 0.0
+    sized = [(e, s) for e, s in seen if np.isfinite(e) and e > 0]
+    x = np.log([e for e, _ in sized]) if sized else np.zeros(0)
+    if (len(sized) < SETUP_TREND_MIN or not np.isfinite(expect_ms) or expect_ms <= 0
+            or float(np.ptp(x)) < 1e-6):
+        return float(np.median([s for _, s in seen]))
+    y = np.log([max(s, 1e-4) for _, s in sized])  # a set-up too short to time: 0.1 ms
+    slope = float(np.clip(np.polyfit(x, y, 1)[0], 0.0, 1.0))
+    # through the seen set-ups' centre, at the chosen slope
+    return float(np.exp(np.mean(y) + slope * (np.log(expect_ms) - np.mean(x))))

@@ -169,7 +169,8 @@ def measure_layers(section: dict[str, Any], out: Emit) -> int:
              "elapsed_s": round(elapsed, 3), "eta_s": round(max(eta, 0.0), 3)})
 
     return len(spend_budget(expect, float(section["budget_s"]), one, on_done=done,
-                            groups=[str(t["primitive"]) for t in tasks]))
+                            groups=[str(t["primitive"]) for t in tasks],
+                            packs=[(int(t["shape"]), str(t["primitive"])) for t in tasks]))
 
 
 def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,

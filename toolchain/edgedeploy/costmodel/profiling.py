@@ -117,8 +117,11 @@ def profile_local(target: Target, budget_s: float, shapes: str = "designed",
             new += ensure_fit_sample(target, prof, budget_s, measure, progress, sample)
     finally:
         measure.close()
-    factors = (save_priced(target, Path(prof.path), whole or whole_runs(target, info, models, own))
-               if runs_whole else _stored_factors(Path(prof.path)))
+    if runs_whole:
+        factors = save_priced(target, Path(prof.path), whole if whole is not None
+                              else whole_runs(target, info, models, own))
+    else:
+        factors = _stored_factors(Path(prof.path))
     return {"target": prof.target_name, "fingerprint": prof.fingerprint, "profile": str(prof.path),
             "new_samples": len(new), "samples": before + len(new),
             "shapes": len({shapes_mod.shape_key(s.descriptor) for s in new}),
@@ -362,8 +365,8 @@ def profile_board(target: Target, probe: Probe, budget_s: float, shapes: str = "
         prof.runtime = dict(measure.start["runtime"])  # the board's versions, not this host's
         prof.save()
     if runs_whole:
-        factors = _save_board_priced(target, Path(prof.path),
-                                     board or _board_runs(target, probe, info, chosen, own), own)
+        factors = _save_board_priced(target, Path(prof.path), board if board is not None
+                                     else _board_runs(target, probe, info, chosen, own), own)
     else:
         factors = _stored_factors(Path(prof.path))
     return {"target": prof.target_name, "host": probe.label,

@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-compile -e ".[dev]"
 	@touch $(STAMP)
 
 # The SSH integration tests talk to a real OpenSSH sshd started by a fixture.
@@ -32,8 +32,12 @@ sshd:
 # Python's bytecode cache kept under the venv, also where the caller's shell turned it off
 # (PYTHONDONTWRITEBYTECODE): without it every test process, and every worker process a test
 # starts, compiles what it imports again (collecting the tests took 12 s of CPU a process, 3.5 s
-# with it), and no __pycache__ lands beside the sources a bundle copies.
+# with it), and no __pycache__ lands beside the sources a bundle copies. So `install` does not
+# compile the packages it installs (Python would look for their bytecode there, not under the
+# venv; compiling them took 17 of a fresh install's 48 s), and the demo and the benches use it too.
 PYCACHE := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(abspath $(VENV))/pycache
+demo bench: export PYTHONDONTWRITEBYTECODE :=
+demo bench: export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
 test: install sshd
 	$(BIN)/ruff check toolchain tests
 	$(PYCACHE) $(BIN)/python -m pytest -q -n 4 --dist worksteal -m "not serial" --ignore=tests/bench tests

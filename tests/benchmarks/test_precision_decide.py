@@ -140,11 +140,20 @@ def test_where_int8_runs_slower_fp32_is_planned_built_and_pushed(project: Path, 
     assert _quantized_ops(Path(outcome.bundle.root)) == set()
 
 
+@pytest.mark.serial  # see below
 def test_where_int8_wins_the_bundle_runs_the_int8_model(project: Path, timed) -> None:
+    """int8 is no baseline, so it must win its rounds and then rounds timed again. Under the
+    parallel suite's load (four test processes on two cores) it was once not chosen though its
+    best read 905 fps against fp32's 69: a pipeline's completion times are stamped when its
+    collecting thread reads them, and a reader held off the cores reads a burst of them at once
+    (``runtime.window.pooled_fps``). So it runs alone, as a plan does: what it checks is the
+    branch where int8 wins."""
     timed.slow = "fp32"
     api.plan(project, "local")
     p = _checks(project)
-    assert p.precision.chosen == "int8", (p.precision.reason, p.decision)  # say why, if not
+    assert p.precision.chosen == "int8", (p.precision.reason, p.decision.reason, [
+        (c.name, c.precision, c.measured_fps, c.rounds_fps, c.confirm_fps)
+        for c in p.decision.contenders])  # say why, if not
     outcome = api.push(project, "local", dry_run=True, refine=False)
     assert _quantized_ops(Path(outcome.bundle.root)) == {"QuantizeLinear", "DequantizeLinear"}
     # the int8 file lives in the build folder: a bare build without it says what will make it

@@ -35,16 +35,15 @@ sshd:
 # with it), and no __pycache__ lands beside the sources a bundle copies. So `install` does not
 # compile the packages it installs (Python would look for their bytecode there, not under the
 # venv; compiling them took 17 of a fresh install's 48 s), and the demo and the benches use it too.
-PYCACHE := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(abspath $(VENV))/pycache
-demo bench: export PYTHONDONTWRITEBYTECODE :=
-demo bench: export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
+test test-fast demo bench: export PYTHONDONTWRITEBYTECODE :=
+test test-fast demo bench: export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
 test: install sshd
 	$(BIN)/ruff check toolchain tests
-	$(PYCACHE) $(BIN)/python -m pytest -q -n 4 --dist worksteal -m "not serial" --ignore=tests/bench tests
-	$(PYCACHE) $(BIN)/python -m pytest -q -m serial --ignore=tests/bench tests
+	$(BIN)/python -m pytest -q -n 4 --dist worksteal -m "not serial" --ignore=tests/bench tests
+	$(BIN)/python -m pytest -q -m serial --ignore=tests/bench tests
 
 test-fast: install
-	$(PYCACHE) $(BIN)/python -m pytest -q -x -n 2 -m "not slow and not serial" --ignore=tests/bench tests
+	$(BIN)/python -m pytest -q -x -n 2 -m "not slow and not serial" --ignore=tests/bench tests
 
 # The main job end to end on this host: zoo model -> plan (measured here; the Jetson's from the
 # cost model, as no board is reached from a demo) -> build -> push (local directory

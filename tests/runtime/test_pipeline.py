@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,37 @@ def test_a_slow_last_stage_bounds_the_frames_in_flight() -> None:
         assert result.frames == 60
         assert max(seen) <= bound and pipe.peak_in_flight <= bound
         assert pipe.peak_in_flight >= bound - 2  # the feeder really was held back
+
+
+def test_a_stream_times_frames_when_the_last_stage_finished_them_not_when_they_were_read(
+        ) -> None:
+    """A reader held off the CPU takes the frames finished meanwhile at once; their completion
+    times are still when the stage published them, so no window reads a burst as a rate."""
+    stage_ms = 30.0
+    stages = [StageSpec(name="slow", cpus=CPUS, factory=ps.slow_identity,
+                        factory_args=(stage_ms,), inputs=VEC, outputs=VEC)]
+    held: list[float] = []
+
+    def frames(k: int) -> list[np.ndarray]:
+        if k == 8:  # the feeder holds the interpreter; the collecting thread cannot run
+            start = time.monotonic()
+            while time.monotonic() - start < 0.4:
+                pass
+            held.extend((start, time.monotonic()))
+        return frame(k)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(5.0)
+    try:
+        with Pipeline(stages) as pipe:
+            done = pipe.stream(frames, 16)
+    finally:
+        sys.setswitchinterval(interval)
+    start, end = held
+    # frames in flight finished while the reader was held off, and are timed then
+    assert np.any((done > start + 0.05) & (done < end - 0.05)), (done - start, end - start)
+    # one replica sleeping 30 ms a frame never finishes two within 30 ms of each other
+    assert np.diff(done).min() >= stage_ms / 1e3 * 0.99, np.diff(done)
 
 
 def test_metrics_are_present_and_sane() -> None:

@@ -55,6 +55,15 @@ def test_tensors_round_trip_in_fifo_order_across_wrap_around(ring: Ring) -> None
         ring.release(slot)
 
 
+def test_a_slot_carries_when_it_was_published_not_when_it_was_taken(ring: Ring) -> None:
+    before = time.monotonic()
+    put(ring, 0, np.zeros((2, 3)), np.zeros(5, np.int64))
+    after = time.monotonic()
+    time.sleep(0.2)  # the consumer comes late
+    slot = ring.take(0.1)
+    assert before <= ring.published_s(slot) <= after
+
+
 def test_a_full_ring_makes_its_producer_wait_and_an_empty_one_its_consumer(ring: Ring) -> None:
     assert ring.take(0.01) is None
     for k in range(3):

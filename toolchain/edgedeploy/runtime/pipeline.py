@@ -108,6 +108,8 @@ class Pipeline:
         self._submitted = self._collected = self.peak_in_flight = 0
         self._feeding = False
         self._t_submit: dict[int, float] = {}
+        #: When the last stage published the frame :meth:`get` returned last (``time.monotonic``)
+        self.done_s = 0.0
         self._reset_run()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -360,6 +362,7 @@ class Pipeline:
             if end is not None and time.monotonic() > end:
                 raise ExecutionError(f"no result for frame index {index} within {timeout} s")
         got, seq, flags = ring.header(slot)
+        self.done_s = ring.published_s(slot)
         if not flags & shm.DATA or got != index:
             self._fail(ExecutionError(f"ring order broken: expected frame {index}, got {got} "
                                       f"(flags {flags})"))
@@ -420,10 +423,15 @@ class Pipeline:
 
     def stream(self, frames: Frames, n_frames: int) -> np.ndarray:
         """Feed ``n_frames`` frames from a thread and collect them here, recording nothing but
-        each frame's completion time (``time.perf_counter``), which it returns.
+        each frame's completion time (``time.monotonic``), which it returns.
 
         What a benchmark times from outside: the pipeline kept full, as a streaming application
         feeds it, with no statistics or control records inside the timed window.
+
+        A frame is complete when the last stage publishes it (the ring's stamp), in order: no
+        earlier than the frame before it. The time this thread reads it would be its reader's:
+        on a busy host a reader held off the cores takes the frames finished meanwhile at once,
+        and a window that ends in such a burst reads a rate the stages never ran at.
         """
         if self._submitted != self._collected:
             raise ExecutionError("stream() needs an empty pipeline: collect submitted frames first")
@@ -431,9 +439,10 @@ class Pipeline:
         # every frame flagged warm-up (kept out of the statistics), no control record after
         done = np.empty(n_frames)
         with self._feeding_thread(frames, n_frames, n_frames, mark=False):
+            last = -np.inf
             for k in range(n_frames):
                 self.get(copy=False)
-                done[k] = time.perf_counter()
+                last = done[k] = max(last, self.done_s)
         return done
 
     @contextlib.contextmanager

@@ -2,7 +2,8 @@
 
 A :class:`Ring` is a single-producer/single-consumer FIFO of ``capacity`` fixed-size slots in one
 ``multiprocessing.shared_memory.SharedMemory`` segment. Each slot holds a 64-byte header
-(``index`` = the pipeline's dense frame counter, ``seq`` = the caller's label, ``flags``) followed
+(``index`` = the pipeline's dense frame counter, ``seq`` = the caller's label, ``flags``, and
+when the producer published it, in ``time.monotonic_ns``) followed
 by the tensors' bytes laid out by the ring's :class:`TensorSpec` list, each 64-byte aligned, so
 both sides see the tensors as numpy views straight into the buffer. Two counting semaphores
 (``free`` and ``filled``) synchronise the sides; because the ring is bounded, a full ring blocks
@@ -322,9 +323,10 @@ class Ring:
             np.copyto(dst, src, casting="same_kind")
 
     def publish(self, slot: int, index: int, seq: int, flags: int) -> None:
-        """Fill the slot's header and hand it to the consumer."""
+        """Fill the slot's header, stamp it with the time, and hand it to the consumer."""
         header = self._headers[slot]
         header[0], header[1], header[2] = index, seq, flags
+        header[3] = time.monotonic_ns()
         self._filled.release()
 
     # -- consumer -----------------------------------------------------------------------------
@@ -348,6 +350,11 @@ class Ring:
         """(index, seq, flags) of a taken slot."""
         h = self._headers[slot]
         return int(h[0]), int(h[1]), int(h[2])
+
+    def published_s(self, slot: int) -> float:
+        """When the producer published a taken slot (``time.monotonic``, one clock for every
+        process of the host): when its frame was done, however late the consumer took it."""
+        return float(self._headers[slot][3]) * 1e-9
 
     def tensors(self, slot: int) -> list[np.ndarray]:
         """Views into the slot (valid until :meth:`release`; copy what must outlive it)."""

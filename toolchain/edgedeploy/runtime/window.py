@@ -17,7 +17,8 @@ import numpy as np
 
 Frame = Callable[[int], list[np.ndarray]]
 #: Feeds and completes ``n`` frames (frame(k) for k in range(n)), keeping the system fed, and
-#: returns each frame's completion time (``time.perf_counter``), in completion order.
+#: returns each frame's completion time in seconds, in completion order (any one monotonic
+#: clock: only differences count).
 Process = Callable[[int, Frame], np.ndarray]
 
 

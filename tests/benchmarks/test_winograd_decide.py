@@ -71,7 +71,7 @@ def timed(monkeypatch: pytest.MonkeyPatch) -> type[Timed]:
     monkeypatch.setattr(decide, "LocalTrials", Timed)
     monkeypatch.setattr(winograd, "MIN_LAYER_GAIN", 0.0)  # every convolution taken,
     monkeypatch.setattr(winograd, "MIN_LAYER_MACS", 0)  # tiny as they are,
-    monkeypatch.setattr(WinogradTrial, "saving", lambda *_: None)  # however little
+    monkeypatch.setattr(WinogradTrial, "saved", lambda *_: None)  # however little
     # the trial against the winner is checked, not which contenders raced for it: the plan and
     # the baselines, not their micro-batched variants besides (each a pipeline to start)
     monkeypatch.setattr(decide, "BATCH_SIZES", ())
@@ -155,16 +155,17 @@ def test_no_layer_faster_alone_measures_nothing_more(project: Path, timed,
 def test_layers_too_few_to_save_the_margin_are_not_measured(project: Path, timed,
                                                             monkeypatch: pytest.MonkeyPatch
                                                             ) -> None:
-    monkeypatch.setattr(WinogradTrial, "saving", lambda *_: 0.01)
+    monkeypatch.setattr(WinogradTrial, "saved", lambda *_: 1e-6)
     p = _plan(project)
     w = p.winograd
     sites = sorted(s.node for s in conv_sites(onnx.load(str(project.parent / "block.onnx"))))
     assert not w.chosen and w.layers == sites and w.model is None
-    assert "(1.0%), under the 3%" in (w.reason or "") and "not measured" in (w.reason or "")
+    assert "(0.0%), under the " in (w.reason or "") and "not measured" in (w.reason or "")
+    assert "it would need to run 3% faster than" in (w.reason or "")
     assert {m.name for m in timed.models} == {"block.onnx"}  # no rewritten model was run
 
 
-def test_the_layers_worth_rewriting_are_tried_only_where_they_save_the_margin_of_a_frame(
+def test_the_layers_worth_rewriting_are_tried_only_where_they_lift_their_contender_past_the_winner(
         ) -> None:
     trial = WinogradTrial(None, {1: {"a": 1.14, "b": 1.2, "c": 0.9}, 2: {"a": 0.9}},
                           {1: {"a": 1.2, "b": 0.4, "c": -3.0}, 2: {"a": -0.5}})
@@ -175,6 +176,15 @@ def test_the_layers_worth_rewriting_are_tried_only_where_they_save_the_margin_of
     assert trial.worth_trying(1, 50.0)  # 3.2 % of a shorter frame
     assert trial.saving(1, None) is None and trial.worth_trying(1, None)  # frame time unknown
     assert not trial.worth_trying(2, 1.0)  # nothing ran faster on 2 cores
+    # the contender that would run them measured 1 % under the winner: 3 % of its own frame
+    # is not enough, the rewrite must lift it 3 % past the winner
+    assert trial.worth_trying(1, 50.0, beat_fps=20.0)
+    assert not trial.worth_trying(1, 50.0, beat_fps=20.2)
+    assert trial.needed_ms(50.0, 1, 20.2) == pytest.approx(50.0 - 0.97 * 1e3 / 20.2)
+    # two replicas at 100 ms a frame each run 20 fps: 1.6 ms is 1.6 % of a replica's frame
+    assert not trial.worth_trying(1, 100.0, replicas=2, beat_fps=20.0)
+    # a contender already faster than the winner (kept by the margin rules) needs less
+    assert trial.worth_trying(1, 55.0, beat_fps=17.5)
     assert trial.promising  # a layer ran faster: a share of the budget is kept for the trial
     assert WinogradTrial(None, {1: {"a": 1.06}}).saving(1, 55.0) is None  # no saving known
 

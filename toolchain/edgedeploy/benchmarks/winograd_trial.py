@@ -86,17 +86,35 @@ class WinogradTrial:
         saved = self.saved(cores)
         return None if saved is None or not frame_ms else saved / frame_ms
 
-    def worth_trying(self, cores: int, frame_ms: float | None) -> bool:
-        """Whether some layer ran faster on ``cores`` and, together, they save the margin a
-        rewritten contender must win by: below it the whole-model trial cannot keep the
-        rewrite, and would only spend the budget (ResNet-50's three layers that ran faster in
-        context save about 0.45 ms of a replica's 56 ms a frame; where its trial ran, it took
-        about 16 s and measured the rewritten model 8 % slower)."""
+    def needed_ms(self, frame_ms: float, replicas: int, beat_fps: float) -> float:
+        """The ms a frame of one of ``replicas`` replicas taking ``frame_ms`` must lose for them
+        to run the margin a rewritten contender must win by faster than ``beat_fps`` (the
+        winner's measured rate); the margin of its own frame where it is the winner."""
         from edgedeploy.benchmarks.decide import WIN_MARGIN
+
+        return frame_ms - (1.0 - WIN_MARGIN) * 1e3 * replicas / beat_fps
+
+    def worth_trying(self, cores: int, frame_ms: float | None, replicas: int = 1,
+                     beat_fps: float | None = None) -> bool:
+        """Whether some layer ran faster on ``cores`` and, together, they save what the
+        contender that would run them (``replicas`` replicas, ``frame_ms`` a frame each) needs
+        to beat the winner's ``beat_fps`` by the margin a rewritten contender must win by
+        (:meth:`needed_ms`; its own rate where ``beat_fps`` is None): short of that, the
+        whole-model trial cannot keep the rewrite and would only spend the budget.
+        ResNet-50's three layers that ran faster in context saved about 0.45 ms of a
+        replica's 56 ms a frame; where its trial ran, it took about 16 s and measured the
+        rewritten model 8 % slower. Eight layers that saved a few percent of the 2-thread
+        session's frame, which ran 1 % slower than the winner, took the trial 9 s to lose by
+        8 % (seen while developing)."""
         from edgedeploy.planner.winograd import chosen
 
-        saving = self.saving(cores, frame_ms)
-        return bool(chosen(self.gains[cores])) and (saving is None or saving >= WIN_MARGIN)
+        saved = self.saved(cores)
+        if not chosen(self.gains[cores]):
+            return False
+        if saved is None or not frame_ms:
+            return True
+        beat = beat_fps or 1e3 * replicas / frame_ms
+        return saved >= self.needed_ms(frame_ms, replicas, beat)
 
     @classmethod
     def prepare(cls, manifest: Any, graph: ir.Graph, entries: list[Any], budget_s: float,
@@ -179,9 +197,10 @@ class WinogradTrial:
             source = max(fitting, key=lambda e: e.measured_fps)
             frame_ms = (1e3 * source.stages[0].replicas / source.measured_fps
                         if source.measured_fps else None)
-            if self.worth_trying(cores, frame_ms):
+            if self.worth_trying(cores, frame_ms, source.stages[0].replicas,
+                                 winner.measured_fps or None):
                 tried.append((source, cores, chosen(gains)))
-            else:  # layers ran faster, but too few to move the model
+            else:  # layers ran faster, but too few to move the model past the winner
                 short = (cores, source, frame_ms)
         if not tried:
             cores = (winner.stages[0].cores if takes_rewrite(winner.stages, winner.choices, graph)
@@ -189,12 +208,16 @@ class WinogradTrial:
             if short is not None:
                 cores, source, frame_ms = short
                 layers = chosen(self.gains[cores])
+                need = self.needed_ms(frame_ms or 0.0, source.stages[0].replicas,
+                                      winner.measured_fps or source.measured_fps)
                 why = (f"{len(layers)} convolution(s) ran {MIN_LAYER_GAIN:.2f}x faster or more "
                        f"as Winograd in context on {cores} core(s), saving "
                        f"{self.saved(cores) or 0.0:.2f} ms of "
                        f"the {frame_ms or 0.0:.1f} ms a frame takes {source.key} "
                        f"({self.saving(cores, frame_ms) or 0.0:.1%}), under the "
-                       f"{WIN_MARGIN:.0%} a rewritten model must win by; not measured")
+                       f"{need:.2f} ms it would need to run {WIN_MARGIN:.0%} faster than "
+                       f"{winner.key}'s {winner.measured_fps:.4g} fps, the margin a rewritten "
+                       "model must win by; not measured")
                 return _record(plan, chosen=False, layers=layers,
                                layer_gains=self.gains[cores], cores=cores, reason=why)
             best = ", ".join(f"{max(g.values(), default=0.0):.2f}x on {c} core(s)"

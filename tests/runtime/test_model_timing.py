@@ -13,10 +13,12 @@ from edgedeploy.runtime.affinity import available_cpus, pin_process
 from edgedeploy.runtime.engines.onnxruntime import OrtSegment
 from edgedeploy.runtime.model_timing import (
     MIN_PAIRS,
+    OWN_REPLICA_WINDOWS,
     gained_batches,
     median_ms,
     paired_ms,
     pairs_for,
+    replica_windows,
 )
 
 
@@ -91,3 +93,35 @@ def test_a_timing_with_a_floor_in_seconds_makes_as_many_calls_as_it_holds() -> N
     timed = calls[1:]
     assert len(timed) > 3 and ms >= 1.0
     assert sum(timed) >= 0.05 * 0.9 and sum(timed[:-1]) < 0.05
+
+
+def test_a_timing_of_long_calls_makes_fewer_of_them_but_never_fewer_than_three(
+        monkeypatch) -> None:
+    monkeypatch.setattr(model_timing, "TIMING_SPAN_S", 0.5)
+    calls: list[float] = []
+
+    def call(sleep_s: float) -> None:
+        calls.append(sleep_s)
+        time.sleep(sleep_s)
+
+    median_ms(lambda: call(0.0005), reps=7)
+    assert len(calls) == 1 + 7  # short calls: every one asked for
+    calls.clear()
+    median_ms(lambda: call(0.25), reps=7)  # seven would span 1.75 s: three, at least
+    assert len(calls) == 1 + 3
+    calls.clear()
+    median_ms(lambda: call(0.25), reps=2)  # and never more than asked for
+    assert len(calls) == 1 + 2
+
+
+def test_long_replica_windows_are_taken_fewer_times() -> None:
+    # two replicas of a 100 ms frame: 12 frames, 0.6 s a window -> three
+    assert replica_windows(OWN_REPLICA_WINDOWS, 100.0, 2) == 3
+    # of a 1 s frame (VGG-16 on one core): 6 s a window averages a burst by itself -> one
+    assert replica_windows(OWN_REPLICA_WINDOWS, 1000.0, 2) == 1
+    # of 200 ms, two (1.2 s a window), and never more than asked for
+    assert replica_windows(OWN_REPLICA_WINDOWS, 200.0, 2) == 2
+    assert replica_windows(1, 100.0, 2) == 1
+    # four frames a call: three periods of eight frames at least -> longer windows
+    assert replica_windows(OWN_REPLICA_WINDOWS, 100.0, 2, batch=4) == 2
+    assert replica_windows(OWN_REPLICA_WINDOWS, 0.0, 2) == OWN_REPLICA_WINDOWS  # unknown

@@ -65,6 +65,7 @@ from edgedeploy.runtime.model_timing import (
     median_ms,
     median_window_fps,
     replica_frames,
+    replica_windows,
     session_ms,
     time_layers,
 )
@@ -618,7 +619,7 @@ def measure_replica_batches(configs: Sequence[CoreConfig], cpus_of: Callable, m:
             # the median of as many windows as the unbatched replicas'
             fps = replica_fps(m.graph, batched, cpus_of(config), config.cores,
                               frames=replica_frames(ms, config.cores), batch=b,
-                              windows=OWN_REPLICA_WINDOWS)
+                              windows=replica_windows(OWN_REPLICA_WINDOWS, ms, config.cores, b))
             out.setdefault(config.cluster, {})[str(b)] = round(fps / unbatched_fps, 4)
     return out
 
@@ -653,8 +654,10 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
                 # the own model's speed-up prices its plans: the median of a few windows
                 # (one window under a neighbour's burst priced SqueezeNet's 2 replicas at
                 # 212 fps, which measured 318 a minute later)
+                windows = (replica_windows(OWN_REPLICA_WINDOWS, base, config.cores)
+                           if m.sha256 else 1)
                 fps = median_window_fps(pipe, frame, replica_frames(base, config.cores),
-                                        REPLICA_WARMUP, OWN_REPLICA_WINDOWS if m.sha256 else 1)
+                                        REPLICA_WARMUP, windows)
             speedup = max(fps * base / 1000.0, 1e-3)
             logs.setdefault(config.cluster, {}).setdefault(str(config.cores), []).append(
                 float(np.log(speedup)))

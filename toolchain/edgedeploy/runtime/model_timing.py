@@ -12,6 +12,7 @@ onnxruntime) and its IR graph folder (``graph.json`` + ``weights.npz``, for the 
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +46,13 @@ REPLICA_WINDOW_S, REPLICA_MAX_FRAMES = 0.5, 2000
 #: on a noisy 2-core host, where ten windows read 769-1,039 (median 833) and measure-to-decide
 #: 884 (seen while developing).
 OWN_REPLICA_WINDOWS = 3
+#: Seconds of windows a replica median spans, where fewer than it asks for already do
+#: (:func:`replica_windows`).
+REPLICA_SPAN_S = 1.5
+#: Seconds of timed calls a timing spans at most, once :data:`MIN_REPS` are timed
+#: (:func:`median_ms`).
+TIMING_SPAN_S = 2.0
+MIN_REPS = 3
 #: Timed calls of one opaque layer alone (:func:`time_layers`).
 LAYER_REPS = 5
 #: Seconds of calls each batch size is timed for at least (:func:`batch_ms`): three calls of a
@@ -72,6 +80,21 @@ def replica_frames(one_core_ms: float, replicas: int) -> int:
         return REPLICA_FRAMES
     want = _window_frames(one_core_ms, replicas)
     return int(min(max(want, REPLICA_MIN_FRAMES_EACH * replicas), REPLICA_MAX_FRAMES))
+
+
+def replica_windows(most: int, one_core_ms: float, replicas: int, batch: int = 1) -> int:
+    """How many of ``most`` windows a replica median takes: as many as :data:`REPLICA_SPAN_S`
+    needs, one at least. A window that long by itself averages a neighbour's burst over its
+    frames, as a long call is timed once (``segments.LONG_CALL_MS``): VGG-16's three windows of
+    two one-core replicas took 13 s of a quick profile meant to take 30, and three of them
+    taking four frames a call 26 s (seen while developing)."""
+    from edgedeploy.runtime.window import whole_periods
+
+    if one_core_ms <= 0:
+        return most
+    frames = whole_periods(replica_frames(one_core_ms, replicas), batch * replicas)
+    window_s = frames * one_core_ms / 1e3 / replicas
+    return max(1, min(most, math.ceil(REPLICA_SPAN_S / window_s)))
 
 
 def short_replica_windows(one_core_ms: float, replicas: int) -> bool:
@@ -131,8 +154,15 @@ def gained_batches(batch_ms: Mapping[str, float], one_core_ms: float, gain_min: 
 
 def median_ms(fn: Callable[[], object], reps: int = 7, min_s: float = 0.0) -> float:
     """Warm-up, then the median of the faster half of ``reps`` timed runs, or of as many more
-    as ``min_s`` seconds of them take (at most :data:`MAX_REPS`)."""
+    as ``min_s`` seconds of them take (at most :data:`MAX_REPS`); of fewer, :data:`MIN_REPS` at
+    least, where ``reps`` of them would span more than :data:`TIMING_SPAN_S`: a long call
+    averages the host's jitter over itself, and seven of VGG-16's one-core calls took 7 s of a
+    quick profile (seen while developing)."""
+    t0 = time.perf_counter()
     fn()
+    first_s = time.perf_counter() - t0  # the cold call: longer, so never too few
+    if first_s > 0:
+        reps = max(min(reps, MIN_REPS), min(reps, int(TIMING_SPAN_S / first_s) + 1))
     times: list[float] = []
     while len(times) < reps or (sum(times) < min_s * 1e3 and len(times) < MAX_REPS):
         t0 = time.perf_counter()

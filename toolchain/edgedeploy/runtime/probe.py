@@ -190,6 +190,7 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
         gained_batches,
         replica_fps,
         replica_frames,
+        replica_windows,
         session_ms,
         time_layers,
     )
@@ -238,7 +239,8 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
                  "message": f"replicas: {spec['name']} x{cores} on {cluster}"})
             base = one_core_ms.get(cluster, 0.0)
             fps = replica_fps(graph, onnx_path, cfg["cpus"], cores,
-                              frames=replica_frames(base, cores), windows=windows)
+                              frames=replica_frames(base, cores),
+                              windows=replica_windows(windows, base, cores))
             out({"event": "replicas", "model": spec["name"], "size": spec.get("size"),
                  "cluster": cluster, "cores": cores, "fps": fps})
             count += 1
@@ -251,7 +253,8 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
                 out({"event": "info", "message": f"replicas: {spec['name']} x{cores} on "
                                                  f"{cluster}, {b} frames a call"})
                 fps_b = replica_fps(graph, batched_path, cfg["cpus"], cores,
-                                    frames=replica_frames(ms, cores), batch=b, windows=windows)
+                                    frames=replica_frames(ms, cores), batch=b,
+                                    windows=replica_windows(windows, ms, cores, b))
                 out({"event": REPLICA_BATCH_EVENT, "model": spec["name"], "size": spec.get("size"),
                      "cluster": cluster, "cores": cores, "batch": b, "fps": fps_b,
                      "unbatched_fps": fps})

@@ -516,6 +516,34 @@ def test_latency_is_sampled_in_every_round_only_where_it_decides(objective: str)
     assert winner.name == ("onnxruntime_replicas" if objective == "latency" else "plan")
 
 
+def test_a_reported_latency_of_long_frames_is_sampled_in_the_first_round_alone() -> None:
+    """Four of a heavy model's frames one at a time take a second and more a contender: where
+    the first round's samples took longer than REPORTED_LATENCY_SPAN_S, the reported latency
+    is that round's; a latency objective still samples every round."""
+    from edgedeploy.benchmarks.decide import REPORTED_LATENCY_SPAN_S, Entry, decide
+    from edgedeploy.benchmarks.estimator import Window
+    from edgedeploy.schemas.plan import Predicted
+
+    none = Predicted(throughput_fps=None, latency_ms=None, energy_mj=None, power_w=None,
+                     period_ms=None)
+    slow_ms = 1e3 * REPORTED_LATENCY_SPAN_S  # four samples of it span four times as long
+    ms = {"plan": slow_ms, "onnxruntime_replicas": 10.0}
+    for objective in ("throughput", "latency"):
+        entries = [Entry(n, [], [], none, baseline=n == "onnxruntime_replicas") for n in ms]
+        asked: dict[str, list[bool]] = {n: [] for n in ms}
+
+        def measure(e: Entry, frames: int, warmup: int, latency: bool,
+                    asked: dict[str, list[bool]] = asked) -> tuple[Window, float | None, None]:
+            asked[e.name].append(latency)
+            return Window(frames, frames / 10.0), ms[e.name] if latency else None, None
+
+        decide(entries, measure, objective=objective, budget_s=0.0, target="local",
+               simulated=False)
+        slow, fast = entries
+        assert len(fast.latency_ms) == (len(fast.windows) if objective == "latency" else 2)
+        assert len(slow.latency_ms) == (len(slow.windows) if objective == "latency" else 1)
+
+
 def test_contenders_far_behind_leave_the_race_only_where_the_budget_cannot_hold_them():
     """Where the budget cannot hold MIN_ROUNDS rounds of every contender, those over
     RACE_MARGIN behind the fastest after the first pair of rounds are measured no more; the

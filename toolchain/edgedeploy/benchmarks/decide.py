@@ -72,8 +72,11 @@ SEGMENT_START_COPIES = 3.5
 #: in the lockfile, not decided by, so a few per round do ...
 REPORTED_LATENCY_SAMPLES = 4
 #: ... in this many rounds (a pair, one in each order), not in every one: ResNet-50's frames
-#: one at a time took 5-7 s of its decision's 25 s when every round and probe took them.
+#: one at a time took 5-7 s of its decision's 25 s when every round and probe took them ...
 REPORTED_LATENCY_ROUNDS = 2
+#: ... and in the first alone where one round's samples took longer than this: four of
+#: VGG-16's frames one at a time take 1-1.5 s a contender, 10 s a pair of rounds of seven.
+REPORTED_LATENCY_SPAN_S = 0.5
 #: A contender that is not a baseline must beat the best measured baseline by this fraction:
 #: rounds on a shared machine move by a few percent, and a tie goes to what a user would run.
 WIN_MARGIN = 0.03
@@ -333,7 +336,8 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
     far behind after the first pair of rounds leave the race (:func:`_race`).
     ``measure(entry, frames, warmup, latency) -> (window, latency ms, energy mJ)``: latency
     samples (None without them) where ``latency`` asks for them, in every round
-    for the latency objective and in the first :data:`REPORTED_LATENCY_ROUNDS` otherwise."""
+    for the latency objective and in the first :data:`REPORTED_LATENCY_ROUNDS` otherwise
+    (:func:`_reports_latency`)."""
     say = progress or (lambda _m: None)
     start = time.monotonic()
     entries = list(entries)
@@ -376,8 +380,7 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
             elapsed = time.monotonic() - start
             eta = per_round_s * (rounds - r)
             say(f"measure round {r + 1}/{rounds}: {e.key} ({elapsed:.0f} s, ETA {eta:.0f} s)")
-            window, latency, energy = timed(
-                e, objective == "latency" or r < REPORTED_LATENCY_ROUNDS)
+            window, latency, energy = timed(e, objective == "latency" or _reports_latency(e, r))
             e.windows.append(window)
             if latency is not None:
                 e.latency_ms.append(latency)
@@ -438,6 +441,16 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
                               confirm_fps=[w.throughput_fps for w in e.confirm] or None)
                     for e in entries])
     return winner, decision
+
+
+def _reports_latency(e: Entry, r: int) -> bool:
+    """Whether round ``r`` (from 0) of ``e`` samples its reported latency: the first, and the
+    next of :data:`REPORTED_LATENCY_ROUNDS` where the first's samples took no longer than
+    :data:`REPORTED_LATENCY_SPAN_S` together."""
+    if r == 0:
+        return True
+    return (r < REPORTED_LATENCY_ROUNDS and bool(e.latency_ms)
+            and REPORTED_LATENCY_SAMPLES * e.latency_ms[0] / 1e3 <= REPORTED_LATENCY_SPAN_S)
 
 
 def _race(running: list[Entry]) -> list[Entry]:
@@ -635,8 +648,11 @@ class LocalTrials:
             while pending and (not wave or used + need[pending[0].name] <= budget):
                 used += need[pending[0].name]
                 wave.append(pending.pop(0))
+            t0 = time.monotonic()
             with ThreadPoolExecutor(max_workers=len(wave)) as pool:
                 list(pool.map(start, wave))
+            log.info("measure: started %s together in %.1f s",
+                     ", ".join(e.key for e in wave), time.monotonic() - t0)
         self._providers.clear()  # the cut segments live on in the workers that run them
 
     def _provider(self, dynamic: bool) -> Any:
@@ -814,6 +830,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
         trial = WinogradTrial.prepare(manifest, fp32.graph, entries, budget, say,
                                       timings_of=board_timings(manifest, alias, access)
                                       if kind == "ssh" else None)
+        log.info("winograd: layers timed in context in %.1f s", time.monotonic() - t0)
         budget = max(budget - (time.monotonic() - t0), floor)
         if trial is not None and trial.promising:
             trial_s = TRIAL_SHARE * budget
@@ -843,9 +860,12 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
                                            latency_samples=samples) for a in arms}
     held = None  # the winner's system, left running for the Winograd trial
     try:
+        t0 = time.monotonic()
         for precision, t in trials.items():
             if isinstance(t, LocalTrials):
                 t.open([e for e in entries if e.precision == precision])
+        log.info("measure: %d contender(s) started in %.1f s", len(entries),
+                 time.monotonic() - t0)
         winner, decision = decide(entries, lambda e, n, w, lat: trials[e.precision](e, n, w, lat),
                                   objective=plan.objective, budget_s=budget, target=alias,
                                   simulated=kind == "sim", progress=progress)

@@ -63,6 +63,28 @@ def test_a_segment_with_a_free_batch_axis_runs_frames_together_as_apart(model: P
             np.testing.assert_allclose(b[k:k + 1], a, rtol=1e-5, atol=1e-5)
 
 
+def test_a_batched_provider_cut_by_another_makes_the_same_segments_from_its_cuts(model: Path):
+    """Cutting a large model takes seconds: the contenders that micro-batch get their segments
+    from the cuts of those that do not, each cut once, and the same bytes as cut afresh."""
+    graph = api.load_model(model)
+    ins, outs = segment_io(graph, 3, len(graph.layers) - 2)
+    cuts: list[tuple[str, ...]] = []
+    static = segment_provider(graph, model)
+
+    def counted(engine: str, i: list[str], o: list[str]) -> bytes:
+        cuts.append((engine, *i, *o))
+        return static(engine, i, o)
+
+    free = segment_provider(graph, model, dynamic_batch=True, cut_by=counted)
+    assert free("onnxruntime", ins, outs) == \
+        segment_provider(graph, model, dynamic_batch=True)("onnxruntime", ins, outs)
+    assert free("onnxruntime", ins, outs) == free("onnxruntime", ins, outs)
+    assert len(cuts) == 1  # asked of the other once, kept
+    whole_in, whole_out = segment_io(graph, 0, len(graph.layers))
+    free("onnxruntime", whole_in, whole_out)
+    assert len(cuts) == 2
+
+
 def _plan(model: Path, objective: str, constraints: str = "{}"):
     manifest = model.parent / f"{objective}.yaml"
     manifest.write_text(MANIFEST.format(objective=objective, constraints=constraints))
@@ -101,6 +123,38 @@ def test_the_shortlist_tries_micro_batches_of_every_whole_model_baseline(model: 
     for name in tight:
         base, b = name.rsplit("_batch", 1)
         assert plan.baselines[base].predicted.latency_ms * int(b) <= bound
+
+
+def test_measure_to_decide_cuts_each_segment_once_for_batched_and_unbatched_contenders(
+        model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgedeploy.benchmarks.decide import LocalTrials
+    from edgedeploy.importers import segments
+    from edgedeploy.runtime.vocab import ONNX
+
+    made: list[tuple[str, ...]] = []
+    real = segments.CUTTERS[ONNX]
+
+    def counting(graph: object, path: Path):  # type: ignore[no-untyped-def]
+        cut = real(graph, path)
+
+        def counted(ins: list[str], outs: list[str]) -> bytes:
+            made.append((*ins, *outs))
+            return cut(ins, outs)
+        return counted
+
+    monkeypatch.setitem(segments.CUTTERS, ONNX, counting)
+    graph = api.load_model(model)
+    whole = [e for e in shortlist(_plan(model, "throughput"), graph=graph)
+             if len(e.stages) == 1 and all(c == "onnxruntime" for c in e.choices)]
+    assert any(e.stages[0].batch > 1 for e in whole) and any(
+        e.stages[0].batch == 1 for e in whole)
+    trials = LocalTrials(graph, model)
+    try:
+        trials.open(whole)
+        assert set(trials.systems) == {e.name for e in whole}  # every one started
+    finally:
+        trials.close()
+    assert len(made) == len(set(made)) == 1  # the whole model, cut once for all of them
 
 
 def test_a_batched_plan_is_built_verified_and_run_by_the_runner(model: Path, tmp_path: Path):

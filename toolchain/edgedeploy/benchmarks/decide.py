@@ -659,9 +659,12 @@ class LocalTrials:
         from edgedeploy.importers.segments import segment_provider
 
         with self._lock:
-            if dynamic not in self._providers:
-                self._providers[dynamic] = segment_provider(self.graph, self.model_path,
-                                                            dynamic_batch=dynamic)
+            if False not in self._providers:
+                self._providers[False] = segment_provider(self.graph, self.model_path)
+            if dynamic not in self._providers:  # cut from the same cuts as the others
+                self._providers[dynamic] = segment_provider(
+                    self.graph, self.model_path, dynamic_batch=True,
+                    cut_by=self._providers[False])
             return self._providers[dynamic]
 
     def _system(self, e: Entry) -> Any:

@@ -103,10 +103,15 @@ def _rewritten_nodes(bundle: Path) -> int:
 def test_where_the_rewrite_runs_faster_it_is_planned_built_and_pushed(project: Path,
                                                                        timed) -> None:
     timed.slow = "given"
+    given = load_plan(api.plan(project, "local", measure=False, output=project.parent / "g.json"
+                               )[0].plan_file)
     p = _plan(project)
     w = p.winograd
     sites = sorted(s.node for s in conv_sites(onnx.load(str(project.parent / "block.onnx"))))
     assert w.chosen and w.layers == sites and set(w.layer_gains) == set(sites)
+    # the baselines are what a user runs instead: the model as given, as priced for it
+    assert {n: b.predicted for n, b in p.baselines.items()} == \
+        {n: b.predicted for n, b in given.baselines.items()}
     assert w.model == p.model["path"] and w.model.startswith("build/winograd/")
     assert w.rewritten_fps > w.as_given_fps > 0 and "rewritten" in (w.reason or "")
     assert p.measured is not None and p.measured["throughput_fps"] == w.rewritten_fps

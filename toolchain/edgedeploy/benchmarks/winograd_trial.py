@@ -312,9 +312,14 @@ class WinogradTrial:
         rewritten_graph = graphs[tuple(record["layers"])]
         doc = plan_document(self.manifest, Path(self.manifest.source), decision.target,
                             plan.target["board"], rewritten_graph, plan_file)
-        # the precision measurement chose (auto), which the rewritten model's plan keeps
-        new = as_plan(Plan.model_validate(doc), rewritten_graph, e, decision).model_copy(
-            update={"precision": plan.precision})
+        # the precision measurement chose (auto), which the rewritten model's plan keeps; the
+        # baselines are what a user runs instead, on the model as given: the cost model has no
+        # whole runs of the rewritten file, and priced VGG-16's at three times their speed
+        given_baselines = {name: b.predicted for name, b in plan.baselines.items()}
+        new = as_plan(Plan.model_validate(doc), rewritten_graph, e, decision)
+        new = new.model_copy(update={"precision": plan.precision, "baselines": {
+            name: b.model_copy(update={"predicted": given_baselines.get(name, b.predicted)})
+            for name, b in new.baselines.items()}})
         return _record(new, chosen=True, model=relpath(path, plan_file.parent),
                        reason=f"{found}; rewritten", **fields)
 

@@ -193,7 +193,7 @@ def test_the_winograd_trial_times_layers_and_models_on_the_board(sshd, home, cap
 
     monkeypatch.setattr(winograd, "MIN_LAYER_GAIN", 0.0)  # every convolution taken on this
     monkeypatch.setattr(winograd, "MIN_LAYER_MACS", 0)  # side, tiny as they are and however
-    monkeypatch.setattr(WinogradTrial, "saving", lambda *_: None)  # little they save:
+    monkeypatch.setattr(WinogradTrial, "saved", lambda *_: None)  # little they save:
     # (the trial against the winner is checked, not which contenders raced for it: the plan and
     # the baselines, not their micro-batched variants besides, each a pipeline on the board)
     monkeypatch.setattr(decide, "BATCH_SIZES", ())

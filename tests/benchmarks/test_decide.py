@@ -80,8 +80,11 @@ def _winner_checks(plan) -> None:
 
 
 def pooled(rounds_fps: list[float]) -> float:
-    """A contender's rate over rounds of equal frames, as decide pools them: frames over the
-    rounds' wall time together, the harmonic mean of their rates."""
+    """A contender's rate over rounds of equal frames, as decide scores them: frames over the
+    rounds' wall time together, the harmonic mean of their rates, the slowest round left out
+    of four or more."""
+    if len(rounds_fps) >= 4:
+        rounds_fps = sorted(rounds_fps)[1:]
     return statistics.harmonic_mean(rounds_fps)
 
 
@@ -359,16 +362,42 @@ def test_a_mean_lifted_by_one_lucky_pair_is_no_win():
     from edgedeploy.benchmarks.decide import _winner
 
     base = _measured("onnxruntime_replicas", [100.0] * 8, baseline=True)
-    lucky = _measured("plan", [98.0] * 6 + [140.0, 140.0])  # mean 108.5, one pair of four
+    lucky = _measured("plan", [98.0] * 6 + [140.0, 140.0])  # one pair of four lifts it
     assert lucky.measured_fps > base.measured_fps * (1 + WIN_MARGIN)
     assert pairs_won(lucky, base) == 0.25 < WIN_PAIR_SHARE
     assert _winner([lucky, base], "throughput") is base
     from edgedeploy.benchmarks.decide import _kept_baseline
 
     why = _kept_baseline([lucky, base], base, "throughput") or ""
-    assert "plan measured 108.5 fps" in why and "faster in 25% of the paired rounds" in why
+    assert f"plan measured {lucky.measured_fps:.4g} fps" in why
+    assert "faster in 25% of the paired rounds" in why
     steady = _measured("plan", [104.0, 110.0] * 4)  # every pair faster
     assert _winner([steady, base], "throughput") is steady
+
+
+def test_one_round_under_a_burst_does_not_decide_but_a_slow_half_does() -> None:
+    """Rounds of equal frames: a round at half speed weighs twice in a pool, and a neighbour's
+    burst lands on one contender's round. The slowest of four or more is left out, for every
+    contender alike; a configuration slow in half its rounds is still scored slow."""
+    from edgedeploy.benchmarks.decide import Entry, _winner, scored_fps
+    from edgedeploy.benchmarks.estimator import Window
+    from edgedeploy.schemas.plan import Predicted
+
+    def rounds(name: str, fps: list[float]) -> Entry:
+        e = Entry(name, [], [], Predicted(throughput_fps=None, latency_ms=None, energy_mj=None,
+                                          power_w=None, period_ms=None), baseline=True)
+        e.windows = [Window(100, 100 / f) for f in fps]
+        return e
+
+    replicas = rounds("onnxruntime_replicas", [160.0, 77.5, 156.0, 161.0])
+    threads = rounds("onnxruntime_threads", [110.0, 132.0, 143.0, 131.0])
+    assert _winner([replicas, threads], "throughput") is replicas
+    assert replicas.measured_fps == pytest.approx(300 / (100 / 160 + 100 / 156 + 100 / 161))
+    slow_half = rounds("onnxruntime_replicas", [160.0, 80.0, 160.0, 80.0])
+    steady = rounds("onnxruntime_threads", [125.0] * 4)
+    assert _winner([slow_half, steady], "throughput") is steady
+    # fewer rounds than TRIMMED_FROM: every one counts
+    assert scored_fps([Window(100, 1.0), Window(100, 2.0)]) == pytest.approx(200 / 3.0)
 
 
 @given(st.lists(st.floats(1.0, 1e4), min_size=0, max_size=10),

@@ -560,11 +560,9 @@ def test_a_reported_latency_of_long_frames_is_sampled_in_the_first_round_alone()
     ms = {"plan": slow_ms, "onnxruntime_replicas": 10.0}
     for objective in ("throughput", "latency"):
         entries = [Entry(n, [], [], none, baseline=n == "onnxruntime_replicas") for n in ms]
-        asked: dict[str, list[bool]] = {n: [] for n in ms}
 
-        def measure(e: Entry, frames: int, warmup: int, latency: bool,
-                    asked: dict[str, list[bool]] = asked) -> tuple[Window, float | None, None]:
-            asked[e.name].append(latency)
+        def measure(e: Entry, frames: int, warmup: int, latency: bool
+                    ) -> tuple[Window, float | None, None]:
             return Window(frames, frames / 10.0), ms[e.name] if latency else None, None
 
         decide(entries, measure, objective=objective, budget_s=0.0, target="local",

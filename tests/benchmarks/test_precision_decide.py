@@ -144,10 +144,10 @@ def test_where_int8_runs_slower_fp32_is_planned_built_and_pushed(project: Path, 
 def test_where_int8_wins_the_bundle_runs_the_int8_model(project: Path, timed) -> None:
     """int8 is no baseline, so it must win its rounds and then rounds timed again. Under the
     parallel suite's load (four test processes on two cores) it was once not chosen though its
-    best read 905 fps against fp32's 69: a pipeline's completion times are stamped when its
-    collecting thread reads them, and a reader held off the cores reads a burst of them at once
-    (``runtime.window.pooled_fps``). So it runs alone, as a plan does: what it checks is the
-    branch where int8 wins."""
+    best read 905 fps against fp32's 69, when a pipeline's completion times were stamped as its
+    collecting thread read them and a reader held off the cores read a burst of them at once
+    (since stamped by the last stage, ``runtime.shm.Ring.published_s``). It runs alone, as a
+    plan does: what it checks is the branch where int8 wins."""
     timed.slow = "fp32"
     api.plan(project, "local")
     p = _checks(project)

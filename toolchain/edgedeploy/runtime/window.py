@@ -42,11 +42,11 @@ def throughput_fps(frames: int, wall_s: float) -> float:
 def pooled_fps(windows: Sequence[Window]) -> float:
     """Frames completed over the wall time of ``windows`` together: a system's rate over its
     rounds, by the one estimator's rule. A mean of the rounds' rates is not bounded by what ran:
-    a reader held off the CPU collects the frames finished meanwhile in one burst, and a short
-    window that falls in it reads any rate at all (under the test suite's load a 32 px
-    SqueezeNet's plan averaged 21,560 fps where the model's other contenders read 100-300).
-    Pooled, such a window adds its frames but no time: with windows of equal frames, at most
-    one window's share too many."""
+    a short window can read any rate at all (under the test suite's load a 32 px SqueezeNet's
+    plan averaged 21,560 fps where the model's other contenders read 100-300, when a
+    pipeline's frames were timed as a reader held off the CPU collected them in one burst;
+    its last stage stamps them now, ``Pipeline.stream``). Pooled, such a window adds its frames
+    but no time: with windows of equal frames, at most one window's share too many."""
     wall = sum(w.wall_s for w in windows)
     return throughput_fps(sum(w.frames for w in windows), wall)
 

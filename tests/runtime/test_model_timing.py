@@ -125,3 +125,27 @@ def test_long_replica_windows_are_taken_fewer_times() -> None:
     # four frames a call: three periods of eight frames at least -> longer windows
     assert replica_windows(OWN_REPLICA_WINDOWS, 100.0, 2, batch=4) == 2
     assert replica_windows(OWN_REPLICA_WINDOWS, 0.0, 2) == OWN_REPLICA_WINDOWS  # unknown
+
+
+def test_a_paired_timing_keeps_each_sessions_idle_threads_from_spinning(monkeypatch) -> None:
+    # with spinning, the threads of the session that just ran hold the cores the other's call
+    # needs: on two cores, both forms of a convolution read about twice their time alone
+    from edgedeploy.runtime.engines.onnxruntime import SPINNING_KEY
+
+    opened: list[OrtSegment] = []
+    real = OrtSegment.__init__
+
+    def recorded(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(OrtSegment, "__init__", recorded)
+    light = in_context(ConvSite("conv", 16, 16, 28, 28)).SerializeToString()
+    x = {"x": np.random.default_rng(0).standard_normal((1, 16, 28, 28)).astype(np.float32)}
+    before = available_cpus()
+    try:
+        paired_ms(light, light, x, before[:2], pairs=3)
+    finally:
+        pin_process(before)
+    assert len(opened) == 2
+    assert all(s.options.get_session_config_entry(SPINNING_KEY) == "0" for s in opened)

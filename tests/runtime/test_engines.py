@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -92,6 +93,20 @@ def test_two_thread_segment_pins_the_second_thread_by_1_based_id_and_runs():
     assert os.sched_getaffinity(0) == set(cpus)
     ref = ort_default_session(conv_model()).run({"x": X})["y"]
     np.testing.assert_allclose(seg.run({"x": X})["y"], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_a_runner_session_keeps_onnxruntimes_warnings_about_the_model_off_stderr(capfd):
+    # a Caffe2 export carries initializers no node reads: onnxruntime warns of each one it
+    # removes, once per session, where a plan opens dozens of sessions of the model
+    proto = onnx.load_from_string(conv_model())
+    proto.graph.initializer.append(numpy_helper.from_array(np.zeros(4, np.float32), "unused"))
+    model = proto.SerializeToString()
+    x = {"x": np.zeros((1, 3, 16, 16), np.float32)}
+    OrtSegment(model, cpus=affinity.available_cpus()[:1]).run(x)
+    assert "unused" not in capfd.readouterr().err
+    # the default session, what a user runs instead, keeps onnxruntime's own settings
+    ort_default_session(model).run(x)
+    assert "Removing initializer 'unused'" in capfd.readouterr().err
 
 
 def test_ort_thread_affinities_gives_one_1_based_group_per_extra_thread():

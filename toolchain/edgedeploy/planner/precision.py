@@ -174,6 +174,7 @@ def _outputs(model: Path, frames: list[dict[str, np.ndarray]], *, fp16: bool = F
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only: its warnings are about the model file
     sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     runs = [sess.run(names, f) for f in frames]

@@ -203,6 +203,10 @@ class OrtSegment:
         if self.cpus is None and self.threads is None:
             return opts  # onnxruntime's defaults, untouched: the baseline session
         n = int(self.threads or len(self.cpus or [])) or 1
+        # errors only: onnxruntime warns of what it tidies in the model each time a session
+        # opens it (a Caffe2 export's unused initializer: 11 lines among one plan of
+        # Inception v1's progress), and a runner's journal would repeat it every start
+        opts.log_severity_level = 3
         opts.intra_op_num_threads = n
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

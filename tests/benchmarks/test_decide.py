@@ -660,3 +660,43 @@ def test_a_contender_probed_before_goes_straight_to_its_rounds():
     assert calls["winograd:plan"][0] == 2  # probed: two frames first
     assert len(calls["winograd:plan"]) > len(rewritten.windows) + len(rewritten.confirm)
     assert rewritten.probe_fps == pytest.approx(100.0)
+
+
+def test_the_first_rounds_eta_counts_the_frames_a_batched_round_streams() -> None:
+    """Before a round has been timed, the ETA counts what each contender's round streams at
+    its probe's rate: for two replicas of four frames a call, the warm-up, three whole periods
+    of eight and two batches a replica fed behind; not the window's frames alone."""
+    from edgedeploy.benchmarks.decide import Entry, decide, streamed_frames
+    from edgedeploy.benchmarks.estimator import Window
+    from edgedeploy.schemas.plan import ParetoStage, Predicted
+
+    none = Predicted(throughput_fps=None, latency_ms=None, energy_mj=None, power_w=None,
+                     period_ms=None)
+
+    def stage(replicas: int, batch: int, inline: bool = False) -> ParetoStage:
+        return ParetoStage(start=0, stop=1, cluster="cpu", cores=2 // replicas,
+                           replicas=replicas, cpus=[0, 1], choices=["onnxruntime"],
+                           engine="onnxruntime", batch=batch, inline=inline)
+
+    batched = Entry("onnxruntime_replicas_batch4", [stage(2, 4)], ["onnxruntime"], none,
+                    optional=True)
+    plain = Entry("onnxruntime_replicas", [stage(2, 1)], ["onnxruntime"], none, baseline=True)
+    inline = Entry("onnxruntime_threads_inline", [stage(1, 1, inline=True)], ["onnxruntime"],
+                   none, baseline=True)
+    assert streamed_frames(batched, 5) == 2 + 24 + 16
+    assert streamed_frames(plain, 5) == 2 + 6 + 4  # three periods of two, two frames a replica
+    assert streamed_frames(inline, 5) == 2 + 5
+    said: list[str] = []
+
+    def measure(e: Entry, frames: int, warmup: int, latency: bool
+                ) -> tuple[Window, None, None]:
+        return Window(frames, frames / 5.0), None, None  # 5 fps: a VGG-16 on two cores
+
+    decide([plain, batched, inline], measure, objective="throughput", budget_s=1.0,
+           target="local", simulated=False, progress=said.append)
+    first = next(line for line in said if line.startswith("measure round 1/"))
+    eta = float(first.split("ETA ")[1].split(" s")[0])
+    rounds = int(first.split("/")[1].split(":")[0])
+    frames = 4  # the floor of a window: a 1 s budget holds no more of three contenders
+    streamed = sum(streamed_frames(e, frames) for e in (plain, batched, inline))
+    assert eta >= rounds * streamed / 5.0

@@ -380,10 +380,10 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
     def timed(e: Entry, latency: bool = False) -> tuple[Window, float | None, float | None]:
         """One window of ``e``: its frames, after the warm-up every round gives it."""
         return measure(e, frames[e.key], max(2, frames[e.key] // 10), latency)
-    # until a round has been timed: its windows and warm-ups from the probes, a quarter more for
-    # the latency samples
-    per_round_s = max(sum(1.25 * frames[e.key] / max(probe[e.key], 1e-9) for e in entries),
-                      1e-3)
+    # until a round has been timed: the frames each contender's round streams at its probe's
+    # rate, a quarter more for the latency samples
+    per_round_s = max(sum(1.25 * streamed_frames(e, frames[e.key]) / max(probe[e.key], 1e-9)
+                          for e in entries), 1e-3)
     running = list(entries)  # those still in the race (:func:`_race`)
     for r in range(max_rounds):
         order = running if r % 2 == 0 else running[::-1]
@@ -456,6 +456,22 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
                               confirm_fps=[w.throughput_fps for w in e.confirm] or None)
                     for e in entries])
     return winner, decision
+
+
+def streamed_frames(e: Entry, frames: int) -> int:
+    """Frames one round of ``e`` streams for a window of ``frames``: the warm-up every round
+    gives, the window in whole periods of its completions, three at least
+    (``runtime.metrics.timed_frames``), and the frames fed behind it, as its pipeline runs
+    (inline: one frame at a time, none behind). A round of VGG-16's two replicas of four frames
+    a call streams 42 frames for a window of 5; counted on the 5, the first round's ETA said
+    31 s, and the four rounds took 76 s more (seen while developing)."""
+    from edgedeploy.runtime.metrics import timed_frames
+    from edgedeploy.runtime.pipeline import period_of, tail_of
+
+    warmup = max(2, frames // 10)
+    if any(s.inline for s in e.stages):
+        return warmup + frames
+    return warmup + timed_frames(frames, period_of(e.stages)) + tail_of(e.stages)
 
 
 def _reports_latency(e: Entry, r: int) -> bool:

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import connection
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -74,6 +74,25 @@ class _Replica:
     conn: Any
     info: dict | None = None
     stats: deque = field(default_factory=deque)
+
+
+class _Replicated(Protocol):
+    """A stage as its completions' pattern sees it."""
+
+    replicas: int
+    batch: int
+
+
+def period_of(stages: Sequence[_Replicated]) -> int:
+    """Frames after which a pipeline of ``stages`` repeats the pattern of its completions:
+    each stage hands back its replicas' batches in turn (replicas x batch)."""
+    return math.lcm(*(s.replicas * s.batch for s in stages))
+
+
+def tail_of(stages: Sequence[_Replicated]) -> int:
+    """Frames to feed behind a timed run of a pipeline of ``stages`` so that no replica drains
+    inside it: two whole batches per replica."""
+    return 2 * sum(s.replicas * s.batch for s in stages)
 
 
 class Pipeline:
@@ -149,14 +168,13 @@ class Pipeline:
 
     @property
     def period(self) -> int:
-        """Frames after which the completions repeat their pattern (replicas x batch)."""
-        return math.lcm(*(s.replicas * s.batch for s in self.stages))
+        """Frames after which the completions repeat their pattern (:func:`period_of`)."""
+        return period_of(self.stages)
 
     @property
     def tail(self) -> int:
-        """Frames to feed behind a timed run so that no replica drains inside it: two whole
-        batches per replica."""
-        return 2 * sum(s.replicas * s.batch for s in self.stages)
+        """Frames to feed behind a timed run (:func:`tail_of`)."""
+        return tail_of(self.stages)
 
     @property
     def replica_info(self) -> list[dict]:

@@ -97,7 +97,7 @@ def test_two_thread_segment_pins_the_second_thread_by_1_based_id_and_runs():
 
 def test_a_runner_session_keeps_onnxruntimes_warnings_about_the_model_off_stderr(capfd):
     # a Caffe2 export carries initializers no node reads: onnxruntime warns of each one it
-    # removes, once per session, where a plan opens dozens of sessions of the model
+    # removes, once per session, and a plan opens sessions of the model again and again
     proto = onnx.load_from_string(conv_model())
     proto.graph.initializer.append(numpy_helper.from_array(np.zeros(4, np.float32), "unused"))
     model = proto.SerializeToString()

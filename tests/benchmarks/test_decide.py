@@ -700,3 +700,12 @@ def test_the_first_rounds_eta_counts_the_frames_a_batched_round_streams() -> Non
     frames = 4  # the floor of a window: a 1 s budget holds no more of three contenders
     streamed = sum(streamed_frames(e, frames) for e in (plain, batched, inline))
     assert eta >= rounds * streamed / 5.0
+    # and the overrun is said before the rounds start, where a budget that holds them is not
+    over = [line for line in said if "over the 1 s budget" in line]
+    assert len(over) == 1 and said.index(over[0]) < said.index(first)
+    for e in (plain, batched, inline):
+        e.windows.clear()
+    said.clear()
+    decide([plain, batched, inline], measure, objective="throughput", budget_s=3600.0,
+           target="local", simulated=False, progress=said.append)
+    assert not [line for line in said if "budget" in line]

@@ -384,6 +384,12 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
     # rate, a quarter more for the latency samples
     per_round_s = max(sum(1.25 * streamed_frames(e, frames[e.key]) / max(probe[e.key], 1e-9)
                           for e in entries), 1e-3)
+    if MIN_ROUNDS * per_round_s > budget_s > 0:  # said before it happens, not only after
+        say(f"measure: {MIN_ROUNDS} rounds of {len(entries)} contender(s), the fewest a "
+            f"decision takes, need about {MIN_ROUNDS * per_round_s:.0f} s on this model, over "
+            f"the {budget_s:.0f} s budget"
+            + (": those far behind after two leave the race" if objective == "throughput"
+               and len(entries) > 2 else ""))
     running = list(entries)  # those still in the race (:func:`_race`)
     for r in range(max_rounds):
         order = running if r % 2 == 0 else running[::-1]

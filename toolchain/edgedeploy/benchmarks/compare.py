@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy.benchmarks import systems
+from edgedeploy.benchmarks.estimator import warmup_frames
 from edgedeploy.errors import InputError
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import random_inputs
@@ -131,7 +132,7 @@ def _bench(source: Path, request: BenchRequest, workdir: Path,
         rates = [s.probe(PROBE_FRAMES, frame) for s in candidates]
         per_round = max(1, request.frames // rounds, math.ceil(min(
             max(rates) * MIN_WINDOW_S, max(min(rates) * MAX_WINDOW_S, 1.0))))
-        warmup = max(2, per_round // 10)  # the same for every system, before every window
+        warmup = warmup_frames(per_round)  # the same for every system, before every window
         for r in range(rounds):
             order = candidates if r % 2 == 0 else candidates[::-1]  # alternate who goes first
             for system in order:

@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.benchmarks.estimator import PROBE_MIN_S, Window, pooled_fps, probe_rate
+from edgedeploy.benchmarks.estimator import (
+    PROBE_MIN_S,
+    Window,
+    pooled_fps,
+    probe_rate,
+    warmup_frames,
+)
 from edgedeploy.benchmarks.systems import LATENCY_SAMPLES
 from edgedeploy.importers.onnx_batch import frames_kept_apart
 from edgedeploy.runtime import ir
@@ -379,7 +385,7 @@ def decide(entries: list[Entry], measure: Measure, *, objective: str, budget_s: 
 
     def timed(e: Entry, latency: bool = False) -> tuple[Window, float | None, float | None]:
         """One window of ``e``: its frames, after the warm-up every round gives it."""
-        return measure(e, frames[e.key], max(2, frames[e.key] // 10), latency)
+        return measure(e, frames[e.key], warmup_frames(frames[e.key]), latency)
     # until a round has been timed: the frames each contender's round streams at its probe's
     # rate, a quarter more for the latency samples
     per_round_s = max(sum(1.25 * streamed_frames(e, frames[e.key]) / max(probe[e.key], 1e-9)
@@ -474,10 +480,10 @@ def streamed_frames(e: Entry, frames: int) -> int:
     from edgedeploy.runtime.metrics import timed_frames
     from edgedeploy.runtime.pipeline import period_of, tail_of
 
-    warmup = max(2, frames // 10)
     if any(s.inline for s in e.stages):
-        return warmup + frames
-    return warmup + timed_frames(frames, period_of(e.stages)) + tail_of(e.stages)
+        return warmup_frames(frames) + frames
+    return (warmup_frames(frames) + timed_frames(frames, period_of(e.stages))
+            + tail_of(e.stages))
 
 
 def _reports_latency(e: Entry, r: int) -> bool:

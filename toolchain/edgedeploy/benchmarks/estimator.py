@@ -41,6 +41,12 @@ PROBE_MAX_FRAMES = 4096
 PROBE_ONCE_S = 0.25
 
 
+def warmup_frames(frames: int) -> int:
+    """Frames fed before a timed window of ``frames``, every round and every system alike: a
+    tenth of the window, two at least."""
+    return max(2, frames // 10)
+
+
 def probe_rate(run: Callable[[int], Window], frames: int) -> float:
     """A rough rate to size windows by (and a warm-up): ``run(n)`` times ``n`` frames, with
     ``n`` growing fourfold from ``frames`` until a window lasts :data:`PROBE_MIN_S`, then once

@@ -23,6 +23,7 @@ from edgedeploy.benchmarks.estimator import (
     timed_round,
     window_of,
 )
+from edgedeploy.boards.detect import detect_local
 from edgedeploy.runtime.affinity import available_cpus
 
 
@@ -109,6 +110,9 @@ def test_bench_reports_medians_spread_and_the_estimator(tmp_path):
     seconds = [r["frames"] / 4 / r["throughput_fps"] for r in answer["results"]]
     assert min(seconds) > 0.5 * MIN_WINDOW_S or max(seconds) > 0.5 * MAX_WINDOW_S
     assert "median over rounds" in answer["estimator"]
+    host = detect_local()  # which machine measured, so a results file says so
+    assert answer["host"]["fingerprint"] == host.fingerprint
+    assert [c["simd"] for c in answer["host"]["clusters"]] == [c.simd for c in host.clusters]
     ours = answer["results"][0]["rounds_fps"]
     base = next(r for r in answer["results"] if r["system"] == answer["best_baseline"])
     ratios = [a / b for a, b in zip(ours, base["rounds_fps"], strict=True)]

@@ -138,6 +138,36 @@ def test_fp16_arithmetic_is_a_fact_of_each_cluster(tmp_path: Path,
     assert (little.core_type, little.fp16_arithmetic) == ("cortex-a53", False)
 
 
+def test_simd_extensions_every_core_lists_are_the_clusters_and_in_its_fingerprint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two boards alike in cores, clocks and caches but not in their vector extensions run the
+    engines' kernels at different speeds: they must not share a profile."""
+    features = {cpu: "fp asimd asimddp" + (" i8mm" if cpu != 5 else "") for cpu in range(6)}
+    parts = {cpu: {"cpu part": "0xd0b" if cpu >= 4 else "0xd03", "features": features[cpu]}
+             for cpu in range(6)}
+    with_dot = _detected_arm(parts, tmp_path / "a", monkeypatch)
+    big, little = with_dot.clusters
+    assert little.simd == ["asimd", "asimddp", "i8mm"]
+    assert big.simd == ["asimd", "asimddp"]  # cpu5 lacks i8mm: the cluster cannot count on it
+    plain = {cpu: {**p, "features": "fp asimd"} for cpu, p in parts.items()}
+    without = _detected_arm(plain, tmp_path / "b", monkeypatch)
+    assert [c.l2_kib for c in without.clusters] == [c.l2_kib for c in with_dot.clusters]
+    assert without.fingerprint != with_dot.fingerprint
+
+
+def test_a_board_without_simd_facts_keeps_its_fingerprint() -> None:
+    """Catalog boards list no extensions: their fingerprints (and stored profiles) stay put."""
+    target = detect_local()
+    bare = target.model_copy(deep=True)
+    for c in bare.clusters:
+        c.simd = []
+    listed = bare.model_copy(deep=True)
+    listed.clusters[0].simd = ["avx2"]
+    assert fingerprint(listed) != fingerprint(bare)
+    assert all("simd" not in c for c in detect.hardware_facts(bare)["clusters"])
+    assert "simd" in detect.hardware_facts(listed)["clusters"][0]
+
+
 @pytest.mark.parametrize("machine, flags, saturates", [
     ("x86_64", "fma avx2", True),  # Zen 3, Haswell..Skylake client: VPMADDUBSW into 16 bits
     ("x86_64", "avx2 avx512f avx512_vnni", False),

@@ -188,6 +188,18 @@ def _given_model(source: Path, doc: dict[str, Any]) -> tuple[Path | None, str]:
     return Path(load_manifest(source).model.path).resolve(), suffix
 
 
+def _host() -> dict[str, Any]:
+    """Which machine measured: its fingerprint, description and each cluster's cores and SIMD
+    extensions. Two VMs sold under one CPU name ("AMD EPYC") can differ in both, and a results
+    file that does not say which ran it cannot be compared with the next."""
+    from edgedeploy.boards.detect import detect_local
+
+    target = detect_local()
+    return {"fingerprint": target.fingerprint, "description": target.description,
+            "clusters": [{"name": c.name, "cores": c.cores, "max_freq_mhz": c.max_freq_mhz,
+                          "l2_kib": c.l2_kib, "simd": c.simd} for c in target.clusters]}
+
+
 def _describe(plan: Plan) -> str:
     parts = [f"{s.cluster}:{s.cores}x{s.replicas}" + (f" batch {s.batch}" if s.batch > 1 else "")
              for s in plan.stages]
@@ -225,6 +237,7 @@ def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Gra
     return {
         "model": graph.name,
         "target": doc["target"]["board"],
+        "host": _host(),
         "results": results,
         "ratio_vs_default": ours / default["throughput_fps"],
         "ratio_vs_best_baseline": ours / best["throughput_fps"],

@@ -42,6 +42,15 @@ _ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64":
 FP16_FLAGS = frozenset({"asimdhp", "avx512_fp16"})
 #: /proc/cpuinfo flags of x86's int8 dot product that accumulates in 32 bits (VNNI).
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
+#: /proc/cpuinfo flags of the vector and dot-product extensions engines' kernels dispatch on.
+#: Two hosts alike in cores, clocks and caches can differ here (an EPYC with AVX-512 and VNNI
+#: and one with AVX2 only run onnxruntime's and numpy's kernels at different speeds), so these
+#: belong in the fingerprint: a profile measured on one must not calibrate the other.
+SIMD_FLAGS = frozenset({
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+    "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
+    "neon", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2", "sme",
+})
 #: Arm "CPU part" ids (implementer 0x41 Arm, 0x4e NVIDIA) -> (core type, FP32 FLOPs/cycle).
 ARM_PARTS = {
     "0x41:0xc07": ("cortex-a7", 2), "0x41:0xc0f": ("cortex-a15", 8),
@@ -103,21 +112,26 @@ def saturates_u8s8() -> bool:
 
 
 def fingerprint(target: Target, model_name: str | None = None) -> str:
-    """First 16 hex of the sha256 of the canonical JSON of the target's hardware facts."""
-    facts: dict[str, Any] = {
+    """First 16 hex of the sha256 of the canonical JSON of :func:`hardware_facts`."""
+    blob = json.dumps(hardware_facts(target, model_name), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def hardware_facts(target: Target, model_name: str | None = None) -> dict[str, Any]:
+    """What a fingerprint hashes: the target's hardware, never load or current clocks. A
+    cluster's SIMD extensions count only where known, so a catalog board's stays put."""
+    return {
         "arch": target.arch,
         "model": model_name if model_name is not None else target.description,
         "clusters": [
             {"core_type": c.core_type, "cores": c.cores, "max_freq_mhz": round(c.max_freq_mhz, -2),
              "flops_per_cycle": c.flops_per_cycle, "l1d_kib": c.l1d_kib, "l2_kib": c.l2_kib,
-             "l3_kib": c.l3_kib}
+             "l3_kib": c.l3_kib, **({"simd": sorted(c.simd)} if c.simd else {})}
             for c in target.clusters
         ],
         "gpu": None if target.gpu is None else {"name": target.gpu.name,
                                                 "cuda_cores": target.gpu.cuda_cores},
     }
-    blob = json.dumps(facts, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # ---- sources ---------------------------------------------------------------------------------
@@ -178,7 +192,7 @@ def _cpu_facts(cpu: int, arch: str, info: dict[str, str], lscpu: _LazyLscpu) -> 
     core_type, flops = _core_type(cpu, arch, info)
     flags = _flags(info)
     return {"cpu": cpu, "core_type": core_type, "flops": flops,
-            "fp16": bool(flags & FP16_FLAGS),
+            "fp16": bool(flags & FP16_FLAGS), "simd": flags & SIMD_FLAGS,
             "freq": _max_freq_mhz(cpu, info, lscpu), "caches": _caches(cpu)}
 
 
@@ -263,6 +277,7 @@ def _clusters(per_cpu: dict[int, dict[str, Any]], lscpu: _LazyLscpu) -> list[Clu
             name=re.sub(r"[^A-Za-z0-9_.-]", "-", name), core_type=core_type, cpu_ids=sorted(cpus),
             max_freq_mhz=freq, flops_per_cycle=flops, l1d_kib=l1d, l2_kib=l2, l3_kib=l3,
             fp16_arithmetic=all(per_cpu[c]["fp16"] for c in cpus),
+            simd=sorted(set.intersection(*(per_cpu[c]["simd"] for c in cpus))),
             idle_power_w=0.5 * len(cpus), active_power_w_per_core=_core_power(flops, freq)))
     return clusters
 

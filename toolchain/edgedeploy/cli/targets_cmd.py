@@ -76,6 +76,9 @@ def _render(target: Target) -> None:
                      g.fp32_gflops, "-", "-", "-", g.idle_power_w, g.active_power_w])
     output.table("clusters", ["cluster", "core", "cpus", "MHz", "flops/cycle", "peak GFLOPS",
                               "L1d KiB", "L2 KiB", "L3 KiB", "idle W", "active W/core"], rows)
+    for c in target.clusters:
+        if c.simd:
+            print(f"  {c.name} SIMD: {' '.join(c.simd)}")
     ic = target.inter_cluster
     print(f"  inter-cluster hand-over {ic.latency_us:g} us + {ic.bandwidth_gbps:g} GB/s")
 

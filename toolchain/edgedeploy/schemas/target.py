@@ -36,6 +36,12 @@ class Cluster(_Strict):
         description="Computes float16 natively (Arm FEAT_FP16, 'asimdhp' in /proc/cpuinfo: "
                     "Cortex-A55/A75 and later, Carmel; x86 'avx512_fp16'): where LiteRT's "
                     "XNNPACK runs precision fp16. Not Cortex-A53/A57/A72/A73.")
+    simd: list[str] = Field(
+        default_factory=list,
+        description="Vector and dot-product extensions every core lists in /proc/cpuinfo "
+                    "(x86 'avx2', 'avx512f', 'avx512_vnni'...; Arm 'asimd', 'asimddp', "
+                    "'i8mm', 'sve'...): which kernels the engines dispatch to. Detected for "
+                    "the local host; part of its fingerprint.")
     l1d_kib: float = Field(ge=0, description="L1 data cache per core.")
     l2_kib: float = Field(ge=0, description="L2 cache of the whole cluster (sum if per core).")
     l3_kib: float = Field(default=0, ge=0,

@@ -142,8 +142,14 @@ BASE_FEATURES = ("log_flops", "log_bytes", "log_intensity", "log_c_in", "log_c_o
 #: kernels starve when a dimension runs short is its own, and not linear in the log sizes (on
 #: held-out layers of three profiles of the 2-vCPU Xeon, Kendall tau 0.69-0.72 -> 0.71-0.75, most
 #: of it on 1x1 layers, whose variants differ by which dimension their threads divide).
+#: The three ``_x_`` columns are products of the log GEMM sizes (pixels, output channels and
+#: depth per group, two at a time): a GEMM kernel's efficiency follows the aspect of its operands,
+#: not each size alone, and each primitive hands its GEMM a different aspect (on held-out layers
+#: of three profiles of the 2-vCPU Zen 4 EPYC, with the one-sided loss of ``fit._robust``: tau
+#: 0.658/0.662/0.694 -> 0.691/0.677/0.713, beyond 5 % 0.746/0.749/0.766 -> 0.783/0.787/0.815).
 KEY_FEATURES = ("one", "log_prior_ms", "log_cores", "log_cig", "log_pixels", "log_cog",
-                "log_pixels_eff", "log_cog_eff")
+                "log_pixels_eff", "log_cog_eff", "log_pixels_x_cog", "log_cig_x_cog",
+                "log_pixels_x_cig")
 #: The size at which a GEMM dimension (rows, columns or depth) reaches half its efficiency, in
 #: the prior's shape term and in :data:`KEY_FEATURES`. One constant for rows and columns: on one
 #: thread OpenBLAS runs a product and its transpose alike (timed on the 2-vCPU Xeon over rows and
@@ -173,9 +179,11 @@ def feature_matrix(dm: np.ndarray, keys: np.ndarray, cm: np.ndarray,
         lp,
     ])
     cores = cm[:, CF["cores"]]
+    pixels, cig, cog = np.log1p(k["pixels"]), np.log(k["cig"]), np.log(k["cog"])
     per_key = np.column_stack([
-        np.ones(len(dm)), lp, np.log(cores), np.log(k["cig"]), np.log1p(k["pixels"]),
-        np.log(k["cog"]), _log_eff(k["pixels"] / cores), _log_eff(k["cog"] / cores),
+        np.ones(len(dm)), lp, np.log(cores), cig, pixels, cog,
+        _log_eff(k["pixels"] / cores), _log_eff(k["cog"] / cores),
+        pixels * cog, cig * cog, pixels * cig,
     ])
     onehot = np.zeros((len(dm), len(key_table().keys)))
     onehot[np.arange(len(dm)), keys] = 1.0

@@ -58,7 +58,7 @@ from edgedeploy.runtime.vocab import LITERT, NATIVE, ONNXRUNTIME
 #: when either changes, so that factors measured against the old predictions are measured again
 #: rather than misapplied (a host's MobileNetV2 read 500 fps predicted for 350 measured on
 #: factors from before the depthwise terms below changed, seen while developing).
-PRIOR_VERSION = 4
+PRIOR_VERSION = 5
 GPU_EFF = 0.35
 #: Python + numpy dispatch cost of one numpy call at 2 GHz, and of entering a primitive.
 CALL_US = 4.0

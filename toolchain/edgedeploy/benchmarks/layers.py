@@ -14,6 +14,7 @@ import numpy as np
 from edgedeploy.runtime import ir, primitives
 from edgedeploy.runtime.affinity import limit_blas_threads
 from edgedeploy.runtime.primitives import NHWC, NO_ACTIVATION
+from edgedeploy.runtime.vocab import ORT_ERRORS_ONLY
 
 MEMORY_CAP = 768 * 2**20  # skip a primitive whose packed weights + workspace exceed this
 
@@ -26,7 +27,7 @@ def _ort_conv(d: ir.Descriptor, weights: dict[str, np.ndarray], threads: int) ->
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    opts.log_severity_level = ORT_ERRORS_ONLY
     sess = ort.InferenceSession(conv_onnx(d, weights["weight"], weights["bias"]), opts,
                                 providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name

@@ -30,7 +30,7 @@ from edgedeploy.runtime.engines.ort_files import (
     SAVE_MIN_KEY,
     optimized_paths,
 )
-from edgedeploy.runtime.vocab import ONNX
+from edgedeploy.runtime.vocab import ONNX, ORT_ERRORS_ONLY
 
 
 def optimize_segment(model: bytes, name: str) -> dict[str, bytes] | None:
@@ -54,7 +54,7 @@ def optimize_segment(model: bytes, name: str) -> dict[str, bytes] | None:
         opts.optimized_model_filepath = str(out)
         opts.add_session_config_entry(SAVE_DATA_KEY, Path(rel["data"]).name)
         opts.add_session_config_entry(SAVE_MIN_KEY, str(EXTERNAL_MIN_BYTES))
-        opts.log_severity_level = 3  # its warnings are about the host, not the bundle
+        opts.log_severity_level = ORT_ERRORS_ONLY  # its warnings are about the host, not the bundle
         try:
             ort.InferenceSession(str(src), opts, providers=[OPTIMIZED_PROVIDER])
         except Exception:  # an op this host's onnxruntime lacks: ship the plain segment only

@@ -18,6 +18,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgedeploy.runtime.vocab import ORT_ERRORS_ONLY
+
 if TYPE_CHECKING:
     import onnx
 
@@ -108,7 +110,7 @@ def batched_model(graph: ir.Graph, model: Path) -> bytes | None:
     try:  # the model file itself, not a cut segment (cutting VGG-16's took 13 s of 16.6)
         free = with_dynamic_batch(Path(model).read_bytes())
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # errors only: its warnings are about the model file
+        opts.log_severity_level = ORT_ERRORS_ONLY  # its warnings are about the model file
         sess = ort.InferenceSession(free, opts, providers=["CPUExecutionProvider"])
         apart = [sess.run(outs, {t: f[t] for t in ins}) for f in frames]
         together = sess.run(outs, {t: np.concatenate([f[t] for f in frames]) for t in ins})

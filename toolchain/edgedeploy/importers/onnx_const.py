@@ -28,6 +28,7 @@ from edgedeploy.importers.onnx_prep import (
     name_nodes,
     real_inputs,
 )
+from edgedeploy.runtime.vocab import ORT_ERRORS_ONLY
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def shapes_from_onnxruntime(
                 declared.add(out)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
+    opts.log_severity_level = ORT_ERRORS_ONLY
     try:
         sess = ort.InferenceSession(probe.SerializeToString(), opts,
                                     providers=["CPUExecutionProvider"])

@@ -57,7 +57,7 @@ from edgedeploy.importers.quantize import quantize
 from edgedeploy.planner.lock import sha256_calibration, sha256_file, sha256_text
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import max_rel_error, random_inputs
-from edgedeploy.runtime.vocab import FP16, INT8, LOCAL, TFLITE
+from edgedeploy.runtime.vocab import FP16, INT8, LOCAL, ORT_ERRORS_ONLY, TFLITE
 from edgedeploy.schemas.manifest import Manifest, ModelSpec
 
 log = logging.getLogger("edgedeploy.planner")
@@ -174,7 +174,7 @@ def _outputs(model: Path, frames: list[dict[str, np.ndarray]], *, fp16: bool = F
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3  # errors only: its warnings are about the model file
+    opts.log_severity_level = ORT_ERRORS_ONLY  # its warnings are about the model file
     sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     runs = [sess.run(names, f) for f in frames]

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from edgedeploy.runtime.executor import max_rel_error
+from edgedeploy.runtime.vocab import ORT_ERRORS_ONLY
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 #: Contiguous runs a model is cut into for keeping part of it in fp32.
@@ -89,7 +90,7 @@ def _run(model: bytes, names: list[str], frames: list[dict[str, np.ndarray]]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3  # errors only: its warnings are about the model file
+    opts.log_severity_level = ORT_ERRORS_ONLY  # its warnings are about the model file
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     runs = [sess.run(names, f) for f in frames]
     return {n: np.stack([r[k] for r in runs]) for k, n in enumerate(names)}

@@ -32,6 +32,12 @@ GPU_CLUSTER = "gpu"
 #: The board name (and default target alias) of the machine edgedeploy runs on.
 LOCAL = "local"
 
+#: onnxruntime's log severity that keeps errors only (0 verbose, 1 info, 2 warning, 3 error):
+#: what the sessions the toolchain opens for itself log. Their warnings are about a model file or
+#: the host (an unused initializer, a graph fitted to this CPU), not the user's deployment; the
+#: session a user would open themselves (the ``ort_default`` baseline) keeps onnxruntime's own.
+ORT_ERRORS_ONLY = 3
+
 #: Model formats.
 ONNX = "onnx"
 TFLITE = "tflite"

@@ -16,6 +16,7 @@ import numpy as np
 from ..runtime.activations import apply_activation
 from ..runtime.ir import CONV2D, Descriptor, conv_output_size
 from ..runtime.primitives import NHWC, NO_ACTIVATION, Activation, conv2d_reference, get
+from ..runtime.vocab import ORT_ERRORS_ONLY
 
 #: Max relative error per family (Winograd F(4,3)'s transforms amplify float32 rounding).
 TOLERANCES = {"winograd_f4x3": 1e-3}
@@ -89,7 +90,7 @@ def ort_conv_session(d: Descriptor, weights: Mapping[str, np.ndarray]):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    opts.log_severity_level = ORT_ERRORS_ONLY
     return ort.InferenceSession(conv_model_bytes(d, weights), opts,
                                 providers=["CPUExecutionProvider"])
 

@@ -58,7 +58,7 @@ from edgedeploy.runtime.engines.ort_files import (
     staging_dir,
 )
 from edgedeploy.runtime.errors import ExecutionError, ModelError
-from edgedeploy.runtime.vocab import ONNX, ONNXRUNTIME
+from edgedeploy.runtime.vocab import ONNX, ONNXRUNTIME, ORT_ERRORS_ONLY
 
 AFFINITY_KEY = "session.intra_op_thread_affinities"
 SPINNING_KEY = "session.intra_op.allow_spinning"
@@ -176,7 +176,7 @@ class OrtSegment:
             except OSError:  # a read-only release: no cache, nothing else changes
                 return self._try(ort, path)
             opts = self._options(ort, self._spinning, self._cpu_only)
-            opts.log_severity_level = 3  # its warning: the graph fits this CPU (as meant here)
+            opts.log_severity_level = ORT_ERRORS_ONLY  # warns the graph fits this CPU, as meant
             opts.optimized_model_filepath = str(staged)
             opts.add_session_config_entry(SAVE_DATA_KEY, f"{save_to.name}.data")
             opts.add_session_config_entry(SAVE_MIN_KEY, str(EXTERNAL_MIN_BYTES))
@@ -206,7 +206,7 @@ class OrtSegment:
         # errors only: onnxruntime warns of what it tidies in the model each time a session
         # opens it (a Caffe2 export's unused initializer: 11 lines among one plan of
         # Inception v1's progress), and a runner's journal would repeat it every start
-        opts.log_severity_level = 3
+        opts.log_severity_level = ORT_ERRORS_ONLY
         opts.intra_op_num_threads = n
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

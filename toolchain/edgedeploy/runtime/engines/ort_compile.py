@@ -35,6 +35,7 @@ from edgedeploy.runtime.engines.ort_files import (
     staging_dir,
 )
 from edgedeploy.runtime.process_memory import rss_bytes
+from edgedeploy.runtime.vocab import ORT_ERRORS_ONLY
 
 LOCK_NAME = ".optimize.lock"
 #: A stage waits at most this long for the child (a large model on a slow board takes minutes).
@@ -107,7 +108,7 @@ def main(argv: list[str]) -> int:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3  # its warning: the graph fits this CPU (as meant here)
+    opts.log_severity_level = ORT_ERRORS_ONLY  # its warning: the graph fits this CPU, as meant
     opts.optimized_model_filepath = str(staged)
     opts.add_session_config_entry(SAVE_DATA_KEY, f"{cache.name}.data")
     opts.add_session_config_entry(SAVE_MIN_KEY, str(EXTERNAL_MIN_BYTES))

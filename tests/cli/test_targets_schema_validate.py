@@ -63,6 +63,9 @@ def test_targets_show_local_includes_the_fingerprint() -> None:
     assert len(data["fingerprint"]) == 16
     text = runner.invoke(app, ["targets", "show", "local"]).stdout
     assert f"fingerprint {data['fingerprint']}" in text
+    for cluster in data["clusters"]:  # what the fingerprint tells apart, shown to the user
+        if cluster["simd"]:
+            assert f"{cluster['name']} SIMD: {' '.join(cluster['simd'])}" in text
 
 
 def test_targets_show_unknown_board_exits_2_with_suggestion(capsys: pytest.CaptureFixture) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgedeploy.runtime.metrics import warmup_frames  # noqa: F401 - shared with refinement
 from edgedeploy.runtime.window import (
     Frame,
     Process,
@@ -39,12 +40,6 @@ PROBE_MAX_FRAMES = 4096
 #: timed again. A ResNet-50's contenders took 0.4-2 s a probe window on 2 cores (two replicas of
 #: four frames run three whole periods), and timing each twice took 13 s of its plan.
 PROBE_ONCE_S = 0.25
-
-
-def warmup_frames(frames: int) -> int:
-    """Frames fed before a timed window of ``frames``, every round and every system alike: a
-    tenth of the window, two at least."""
-    return max(2, frames // 10)
 
 
 def probe_rate(run: Callable[[int], Window], frames: int) -> float:

@@ -17,6 +17,7 @@ from edgedeploy.planner.partition import Limits
 from edgedeploy.refine.candidate import Candidate, baselines_from_plan, seeds_from_plan
 from edgedeploy.refine.measure import LocalBackend, Measurement, RunnerBackend
 from edgedeploy.refine.search import CLOSE, Budget, Goal, OnEval, SearchResult, guided_search
+from edgedeploy.runtime.metrics import warmup_frames
 from edgedeploy.runtime.stages import BATCH_SIZES
 
 
@@ -98,7 +99,7 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
         ctx.space.batches = (1, *BATCH_SIZES)
 
     r = manifest.refine
-    cache = MeasureCache(backend, r.frames_per_eval, max(2, r.frames_per_eval // 10))
+    cache = MeasureCache(backend, r.frames_per_eval, warmup_frames(r.frames_per_eval))
     c = manifest.constraints
     goal = Goal(manifest.objective, c.max_latency_ms, c.min_throughput_fps, c.max_power_w)
     budget = Budget(max_evals or r.max_evals, budget_s or r.budget_s)

@@ -155,6 +155,13 @@ def throughput_fps(first: Sequence[float], t_last: float, frames: int, wall_s: f
 MIN_PERIODS = 3
 
 
+def warmup_frames(frames: int) -> int:
+    """Frames fed before a timed window of ``frames``, every round and every system alike (a
+    bench, a decision's rounds, a refinement's evaluations): a tenth of the window, two at
+    least."""
+    return max(2, frames // 10)
+
+
 def timed_frames(frames: int, period: int) -> int:
     """``frames`` rounded up to whole periods, and to at least :data:`MIN_PERIODS` of them: a
     shorter run of a batching system is rated by its completion groups, and two replicas

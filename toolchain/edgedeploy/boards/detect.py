@@ -197,7 +197,7 @@ def _cpu_facts(cpu: int, arch: str, info: dict[str, str], lscpu: _LazyLscpu) -> 
 
 
 def _core_type(cpu: int, arch: str, info: dict[str, str]) -> tuple[str, float]:
-    flags = set((info.get("flags") or info.get("features") or "").split())
+    flags = _flags(info)
     if arch == "x86_64":
         hybrid = ""
         for kind, label in (("cpu_core", "p-core"), ("cpu_atom", "e-core")):

@@ -59,3 +59,43 @@ def test_the_cutter_types_tensors_as_inference_of_the_whole_model_does():
     assert typed.graph.initializer[0] == model.graph.initializer[0]
     cut = onnx.load_from_string(SegmentCutter(model)(["c"], ["y"]))
     assert [v.name for v in cut.graph.input] == ["c"]
+
+
+def _shapeless_output_model() -> onnx.ModelProto:
+    """A Conv flattened by a Reshape whose target is gathered at run time (a Range of indices
+    into the Conv's Shape, as exporters write a dynamic flatten): inference cannot tell the
+    output's rank, so the graph output stays without a shape."""
+    w = np.random.default_rng(1).standard_normal((4, 2, 3, 3)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"),
+             *(numpy_helper.from_array(np.array(v, np.int64), n)
+               for n, v in [("zero", 0), ("two", 2), ("one", 1), ("rest", [-1])])]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Shape", ["c"], ["s"]),
+             helper.make_node("Range", ["zero", "two", "one"], ["idx"]),
+             helper.make_node("Gather", ["s", "idx"], ["head"]),
+             helper.make_node("Concat", ["head", "rest"], ["target"], axis=0),
+             helper.make_node("Reshape", ["c", "target"], ["y"])]
+    graph = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                             [1, 2, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_graph_output_inference_leaves_shapeless_takes_the_shape_the_importer_knows():
+    import onnxruntime as ort
+
+    model = _shapeless_output_model()
+    inferred = shape_inference.infer_shapes(model)
+    assert not inferred.graph.output[0].type.tensor_type.HasField("shape")  # the premise
+    cutter = SegmentCutter(model, shapes={"c": (1, 4, 5, 5), "y": (1, 4, 25)})
+    cut = onnx.load_from_string(cutter(["x"], ["y"]))  # checker-valid: outputs need a shape
+    (y,) = cut.graph.output
+    assert [d.dim_value for d in y.type.tensor_type.shape.dim] == [1, 4, 25]
+    x = np.ones((1, 2, 5, 5), np.float32)
+    got = ort.InferenceSession(cut.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    want = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, want)

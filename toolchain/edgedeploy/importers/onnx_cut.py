@@ -173,11 +173,16 @@ def _with_value_infos(proto: onnx.ModelProto, names: Sequence[str],
     shapes, dtypes = shapes or {}, dtypes or {}
     typed_ok = {v.name for v in [*g.value_info, *g.input, *g.output]
                 if v.type.tensor_type.HasField("shape") and v.type.tensor_type.elem_type}
+    outputs = {v.name: v for v in g.output}
     for name in names:
         if name not in typed_ok:
             shape = [int(d) for d in shapes[name]] if name in shapes else None
-            g.value_info.append(helper.make_tensor_value_info(
-                name, elem_type(dtypes.get(name, "float32")), shape))
+            info = helper.make_tensor_value_info(name, elem_type(dtypes.get(name, "float32")),
+                                                 shape)
+            if name in outputs:  # the Extractor types a cut's outputs by the graph's own
+                outputs[name].type.CopyFrom(info.type)
+            else:
+                g.value_info.append(info)
     return typed
 
 

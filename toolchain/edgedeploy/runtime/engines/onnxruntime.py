@@ -200,13 +200,14 @@ class OrtSegment:
 
     def _options(self, ort: Any, allow_spinning: bool, cpu_only: bool) -> Any:
         opts = ort.SessionOptions()
-        if self.cpus is None and self.threads is None:
-            return opts  # onnxruntime's defaults, untouched: the baseline session
-        n = int(self.threads or len(self.cpus or [])) or 1
-        # errors only: onnxruntime warns of what it tidies in the model each time a session
-        # opens it (a Caffe2 export's unused initializer: 11 lines among one plan of
-        # Inception v1's progress), and a runner's journal would repeat it every start
+        # errors only, in every session alike: onnxruntime warns of what it tidies in the
+        # model each time a session opens it (a Caffe2 export's unused initializer: 11 lines
+        # among one plan of Inception v1's progress), and of a declared output shape the
+        # model does not keep on every run (ddddocr's OCR model: 326 lines in one bench)
         opts.log_severity_level = ORT_ERRORS_ONLY
+        if self.cpus is None and self.threads is None:
+            return opts  # onnxruntime's defaults for all it computes with: the baseline session
+        n = int(self.threads or len(self.cpus or [])) or 1
         opts.intra_op_num_threads = n
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -201,3 +201,71 @@ def test_unknown_builtin_stays_as_an_opaque_layer_with_its_shape(tmp_path: Path)
         (ir.ACTIVATION, None), (ir.OPAQUE, "ABS"), (ir.OPAQUE, "GELU")]
     assert graph.outputs[0].shape == (1, 3, 4, 5)
     assert graph.source["opaque_ops"] == ["ABS", "GELU"]
+
+
+def _dynamic_input_model(tmp_path: Path, signature: tuple[int, ...]) -> Path:
+    b = TFLiteBuilder()
+    x = b.input("samples", (1, 1, 1, 4), signature=signature)
+    b.output(b.conv2d(x, _w(np.random.default_rng(0), 2, 1, 1, 4), None))
+    return b.save(tmp_path / "dynamic.tflite")
+
+
+def test_a_dynamic_size_past_the_batch_needs_the_users_shape(tmp_path: Path) -> None:
+    from edgedeploy import execute
+    from edgedeploy.errors import InputError
+    from edgedeploy.importers.tflite import import_tflite
+    from edgedeploy.runtime.executor import GraphExecutor, max_rel_error
+
+    path = _dynamic_input_model(tmp_path, (-1, -1, -1, 4))
+    with pytest.raises(InputError) as err:  # not the file's placeholder 1x1 image
+        import_tflite(path)
+    assert "'samples' has dynamic dimensions (?, 4, ?, ?)" in err.value.message
+    assert "--input-shape" in (err.value.hint or "")
+    graph = import_tflite(path, input_shape=(1, 4, 6, 5))
+    assert graph.outputs[0].shape == (1, 2, 6, 5)
+    feeds = {"samples": np.random.default_rng(1).standard_normal((1, 4, 6, 5), np.float32)}
+    _, want = execute.reference_outputs(graph, feeds)  # LiteRT, resized
+    got = GraphExecutor(graph).run(feeds)
+    assert max_rel_error(got, want) <= 1e-5
+    # a dynamic batch alone keeps the file's batch of 1, as LiteRT runs it
+    graph = check_model(_dynamic_input_model(tmp_path, (-1, 1, 1, 4)))
+    assert graph.inputs[0].shape == (1, 4, 1, 1)
+
+
+def test_an_empty_constant_is_a_constant(tmp_path: Path) -> None:
+    # onnx-tf squeezes an If's condition with a RESHAPE whose target holds no elements, its
+    # buffer empty: LiteRT keeps such a RESHAPE (of a bool), and its target is no activation
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgedeploy import execute
+    from edgedeploy.importers.segments import segment_provider
+    from edgedeploy.runtime.executor import GraphExecutor
+    from edgedeploy.runtime.vocab import LITERT
+
+    b = TFLiteBuilder()
+    x = b.input("input", (1, 1))
+    flag = b.tensor("flag", (1, 1), "bool")
+    b.op(schema.BuiltinOperator.GREATER_EQUAL, [b.logistic(x), b.const("half", [[0.5]])],
+         [flag])
+    target = b.tensor("target", (0,), "int32", data=np.zeros(0, np.int32))
+    scalar = b.tensor("scalar", (), "bool")
+    options = schema.ReshapeOptionsT()
+    options.newShape = []
+    b.op(schema.BuiltinOperator.RESHAPE, [flag, target], [scalar],
+         schema.BuiltinOptions.ReshapeOptions, options)
+    b.output(scalar)
+    path = b.save(tmp_path / "scalar.tflite")
+    graph = check_model(path, numerics=False)
+    assert graph.outputs[0].shape == ()
+    assert graph.layers[-1].inputs == ["flag"]  # the target is no activation
+    cutter = segment_provider(graph, path)
+    whole = Interpreter(model_content=cutter(LITERT, ["input"], ["scalar"]))  # a baseline's cut
+    whole.allocate_tensors()
+    for value in (-3.0, 3.0):  # runs, LiteRT running the bool operators
+        feeds = {"input": np.full((1, 1), value, np.float32)}
+        got = GraphExecutor(graph, segment_provider=cutter).run(feeds)
+        assert got == execute.reference_outputs(graph, feeds)[1] == {"scalar": value > 0}
+        whole.set_tensor(whole.get_input_details()[0]["index"], feeds["input"])
+        whole.invoke()
+        assert whole.get_tensor(whole.get_output_details()[0]["index"]) == (value > 0)

@@ -15,11 +15,14 @@ from typing import Any
 from edgedeploy.errors import InputError, ModelError
 from edgedeploy.runtime.ir import Graph
 
-__all__ = ["FORMATS", "ShapeOverride", "detect_format", "load_model", "parse_input_shapes",
-           "parse_shape", "plan_shapes"]
+__all__ = ["FORMATS", "SHAPE_HINT", "ShapeOverride", "detect_format", "load_model",
+           "parse_input_shapes", "parse_shape", "plan_shapes"]
 
 #: One shape (for the only, the named, or the only dynamic input) or input name -> shape.
 ShapeOverride = Sequence[int] | Mapping[str, Sequence[int]]
+#: What an error about a model input's dynamic dimensions tells the user to do.
+SHAPE_HINT = ("pass --input-shape N,C,H,W on the command line (name=1x3x224x224,mask=1x10 for "
+              "several inputs), or model.input_shape / model.input_shapes in the manifest")
 
 FORMATS = ("onnx", "tflite")
 _SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}

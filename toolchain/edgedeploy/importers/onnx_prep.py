@@ -20,6 +20,7 @@ import onnx
 from onnx import helper
 
 from edgedeploy.errors import InputError, ModelError
+from edgedeploy.importers import SHAPE_HINT
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ _NON_DETERMINISTIC = frozenset(
      "Bernoulli"}
 )
 
-SHAPE_HINT = ("pass --input-shape N,C,H,W on the command line (name=1x3x224x224,mask=1x10 for "
-              "several inputs), or model.input_shape / model.input_shapes in the manifest")
 
 
 @dataclass

@@ -32,6 +32,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from edgedeploy.errors import InputError, ModelError
+from edgedeploy.importers import SHAPE_HINT
 from edgedeploy.importers.descriptor import build_descriptor
 from edgedeploy.importers.tflite_context import (
     Context,
@@ -195,14 +196,31 @@ def _constants(path: Path, model: Any, sg: Any, data: bytes,
                names: list[str]) -> dict[int, np.ndarray]:
     """Constant tensors (those with buffer data), in TFLite layout and their own dtype."""
     consts: dict[int, np.ndarray] = {}
+    made = set(_ints(sg.inputs)) | {t for op in sg.operators or [] for t in _ints(op.outputs)}
     for i in range(len(sg.tensors or [])):
         try:
             value = constant_value(model, sg, data, i, names[i])
         except ModelError as exc:
             raise ModelError(f"{path}: {exc.message}") from None
+        if value is None and i not in made:
+            value = _empty_constant(sg.tensors[i])
         if value is not None:
             consts[i] = value
     return consts
+
+
+def holds_no_elements(t: Any) -> bool:
+    """Whether tensor ``t``'s shape has a size 0: one nothing produces is a constant whose
+    buffer holds nothing (onnx-tf writes the target of a RESHAPE to a scalar so: shape [0])."""
+    shape = _ints(t.shape)
+    return bool(shape) and min(shape) == 0
+
+
+def _empty_constant(t: Any) -> np.ndarray | None:
+    """The value of an empty constant (:func:`holds_no_elements`); None for any other."""
+    if t.type not in _DTYPES or not holds_no_elements(t):
+        return None
+    return np.zeros(_ints(t.shape), dtype=_DTYPES[t.type])
 
 
 def constant_value(model: Any, sg: Any, data: bytes, index: int, name: str
@@ -252,6 +270,13 @@ def _inputs(ctx: Context, sg: Any, names: list[str],
     infos = []
     for t in _ints(sg.inputs):
         shape = to_ir_shape(ctx.tflite_shapes[t])
+        signature = _ints(sg.tensors[t].shapeSignature)
+        # a dynamic size past the batch: the file's shape is a placeholder (1 for each), and
+        # a model planned at it computes nothing the user runs (a mel front end of 1 sample)
+        if names[t] not in wanted and any(d < 0 for d in signature[1:]):
+            dims = ", ".join("?" if d < 0 else str(d) for d in to_ir_shape(signature))
+            raise InputError(f"model input {names[t]!r} has dynamic dimensions ({dims}); the "
+                             f"file holds {list(shape)} in their place", SHAPE_HINT)
         if names[t] in wanted:
             new = tuple(int(d) for d in wanted[names[t]])
             if len(new) != len(shape) or min(new, default=1) < 1:

@@ -37,7 +37,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from edgedeploy.errors import ModelError
-from edgedeploy.importers.tflite import _ints, _tensor_names
+from edgedeploy.importers.tflite import _ints, _tensor_names, holds_no_elements
 from edgedeploy.runtime.executor import segment_io
 from edgedeploy.runtime.ir import Graph, Layer
 
@@ -268,7 +268,7 @@ def _slice(sg: Any, names: list[str], buffers: _Buffers, ins: list[int],
         if t in producer:
             kept.add(producer[t])
             todo.extend((u, origin) for u in _ints(sg.operators[producer[t]].inputs) if u >= 0)
-        elif not (buffers.is_const(tensor) or tensor.isVariable):
+        elif not (buffers.is_const(tensor) or tensor.isVariable or holds_no_elements(tensor)):
             why = "a graph input" if t in graph_inputs else "produced by no operator"
             raise ModelError(f"output {names[origin]!r} cannot be computed from inputs "
                              f"{[names[i] for i in ins]}: it needs {names[t]!r}, {why}")

@@ -36,9 +36,10 @@ _TYPES = {
     "float32": schema.TensorType.FLOAT32, "float16": schema.TensorType.FLOAT16,
     "int32": schema.TensorType.INT32, "int8": schema.TensorType.INT8,
     "uint8": schema.TensorType.UINT8, "int64": schema.TensorType.INT64,
+    "bool": schema.TensorType.BOOL,
 }
 _NP = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "int8": np.int8,
-       "uint8": np.uint8, "int64": np.int64}
+       "uint8": np.uint8, "int64": np.int64, "bool": np.bool_}
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
@@ -102,8 +103,13 @@ class TFLiteBuilder:
         self.tensors.append(t)
         return len(self.tensors) - 1
 
-    def input(self, name: str, shape: Sequence[int], dtype: str = "float32") -> int:
+    def input(self, name: str, shape: Sequence[int], dtype: str = "float32", *,
+              signature: Sequence[int] | None = None) -> int:
+        """A graph input; ``signature``: its shape signature, -1 where a size is dynamic (the
+        shape is then the placeholder the file holds)."""
         t = self.tensor(name, shape, dtype)
+        if signature is not None:
+            self.tensors[t].shapeSignature = [int(d) for d in signature]
         self.inputs.append(t)
         return t
 

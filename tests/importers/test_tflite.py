@@ -269,3 +269,34 @@ def test_an_empty_constant_is_a_constant(tmp_path: Path) -> None:
         whole.set_tensor(whole.get_input_details()[0]["index"], feeds["input"])
         whole.invoke()
         assert whole.get_tensor(whole.get_output_details()[0]["index"]) == (value > 0)
+
+
+def test_litert_runs_a_model_whose_placeholder_shape_cannot_be_prepared(tmp_path: Path) -> None:
+    # a mel front end holds 1x1 for its dynamic samples: a VALID 3x3 convolution of a 1x1 image
+    # fails LiteRT's preparation, so the segments and the whole-model runs must be allocated at
+    # the shape the user gave, not resized on a first run
+    from edgedeploy import execute
+    from edgedeploy.benchmarks.systems import litert_all_cores
+    from edgedeploy.importers.segments import segment_provider
+    from edgedeploy.importers.tflite import import_tflite
+    from edgedeploy.runtime.engines.litert import LiteRTModel, LiteRTSegment
+    from edgedeploy.runtime.vocab import LITERT
+
+    b = TFLiteBuilder()
+    x = b.input("samples", (1, 5, 6, 2), signature=(1, -1, -1, 2))
+    b.output(b.conv2d(x, _w(np.random.default_rng(2), 3, 3, 3, 2), None, padding="VALID"))
+    b.tensors[x].shape = [1, 1, 1, 2]  # the placeholder the converter writes
+    path = b.save(tmp_path / "placeholder.tflite")
+    with pytest.raises(Exception, match="prepare"):  # the premise
+        LiteRTModel(path)
+    graph = import_tflite(path, input_shape=(1, 2, 5, 6))
+    (out,) = graph.outputs
+    assert out.shape == (1, 3, 3, 4)
+    feeds = {"samples": np.random.default_rng(3).standard_normal((1, 2, 5, 6), np.float32)}
+    _, want = execute.reference_outputs(graph, feeds)
+    segment = LiteRTSegment(segment_provider(graph, path)(LITERT, ["samples"], [out.name]))
+    np.testing.assert_allclose(segment.run(feeds)[out.name], want[out.name], rtol=1e-5,
+                               atol=1e-5)
+    got = litert_all_cores(graph, path, threads=1).run_one([feeds["samples"]])  # a baseline
+    np.testing.assert_allclose(got[out.name].transpose(0, 3, 1, 2), want[out.name], rtol=1e-5,
+                               atol=1e-5)

@@ -197,6 +197,13 @@ def litert_feeds(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, 
     return out
 
 
+def litert_input_shapes(graph: ir.Graph) -> dict[str, list[int]]:
+    """The .tflite model's input shapes (its own layout) as the IR has them: what LiteRT must
+    allocate before a first run where the file holds placeholders for dynamic sizes (a mel
+    front end's 1x1, which its convolutions cannot even prepare)."""
+    return {m["name"]: list(m["shape"]) for m in graph.source.get("inputs", [])}
+
+
 def reference_outputs(graph: ir.Graph, feeds: Mapping[str, np.ndarray], *,
                       fp16: bool = False) -> tuple[str, dict]:
     """Outputs of the format's own runtime for IR-layout feeds, returned in IR layout
@@ -211,7 +218,8 @@ def reference_outputs(graph: ir.Graph, feeds: Mapping[str, np.ndarray], *,
     if fmt == "tflite":
         from edgedeploy.runtime.engines.litert import LiteRTHalfModel, LiteRTModel
 
-        with (LiteRTHalfModel if fp16 else LiteRTModel)(path) as model:
+        with (LiteRTHalfModel if fp16 else LiteRTModel)(
+                path, input_shapes=litert_input_shapes(graph)) as model:
             out = model.run(litert_feeds(graph, feeds))
         result = {}
         for meta in graph.source.get("outputs", []):
@@ -228,7 +236,7 @@ def stateful_reference(graph: ir.Graph, frames: Sequence[Mapping[str, np.ndarray
     streaming model's answer depends on every frame before it."""
     from edgedeploy.runtime.engines.litert import LiteRTModel
 
-    model = LiteRTModel(graph.source["path"])
+    model = LiteRTModel(graph.source["path"], input_shapes=litert_input_shapes(graph))
     out: dict[str, np.ndarray] = {}
     for feeds in frames:
         out = model.run(litert_feeds(graph, feeds))

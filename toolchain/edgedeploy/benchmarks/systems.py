@@ -176,7 +176,8 @@ def litert_all_cores(graph: ir.Graph, model_path: Path, threads: int | None = No
     from edgedeploy.runtime.engines.litert import LiteRTHalfModel, LiteRTModel
 
     threads = threads or len(available_cpus())
-    model = (LiteRTHalfModel if fp16 else LiteRTModel)(model_path, num_threads=threads)
+    model = (LiteRTHalfModel if fp16 else LiteRTModel)(
+        model_path, num_threads=threads, input_shapes=execute.litert_input_shapes(graph))
     names = [t.name for t in graph.inputs]
 
     def fn(xs: list[np.ndarray]) -> object:

@@ -27,10 +27,12 @@ def _onnx_cutter(graph: ir.Graph, model_path: Path) -> Cutter:
 
 
 def _tflite_cutter(graph: ir.Graph, model_path: Path) -> Cutter:
+    from edgedeploy.importers.tflite_context import to_tflite_shape
     from edgedeploy.importers.tflite_cut import cut_tflite
 
     data = Path(model_path).read_bytes()
-    return lambda ins, outs: cut_tflite(data, ins, outs)
+    shapes = {name: to_tflite_shape(t.shape) for name, t in graph.tensors.items()}
+    return lambda ins, outs: cut_tflite(data, ins, outs, shapes)
 
 
 #: Segment file format -> (source format it is cut from, cutter factory).

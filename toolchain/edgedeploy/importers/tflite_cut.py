@@ -28,7 +28,7 @@ outputs) are dropped.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,13 @@ _DROPPED_METADATA = {"TFLITE_METADATA"}  # input/output descriptions of the orig
 _ALIGN = 16
 
 
-def cut_tflite(data: bytes, inputs: Sequence[str], outputs: Sequence[str]) -> bytes:
+def cut_tflite(data: bytes, inputs: Sequence[str], outputs: Sequence[str],
+               shapes: Mapping[str, Sequence[int]] | None = None) -> bytes:
     """A valid .tflite computing ``outputs`` from ``inputs`` (subgraph 0; importer names).
 
+    ``shapes``: input shapes (TFLite layout) the cut declares in place of the file's, of the
+    same rank: a segment LiteRT must allocate at the shape it will run, where the file's
+    placeholder for a dynamic size cannot even be prepared.
     Raises :class:`ModelError` for an unreadable model, an unknown or constant boundary name, or
     outputs that need a tensor neither computed from ``inputs`` nor constant.
     """
@@ -70,6 +74,10 @@ def cut_tflite(data: bytes, inputs: Sequence[str], outputs: Sequence[str]) -> by
         tensor = sg.tensors[t]
         tensor.name = names[t]
         tensor.buffer = 0 if t in ins else buffers.carry(tensor.buffer)
+        shape = (shapes or {}).get(names[t]) if t in ins else None
+        if shape is not None and len(shape) == len(_ints(tensor.shape)):
+            tensor.shape = [int(d) for d in shape]
+            tensor.shapeSignature = None
     for op in ops:
         op.inputs = [renumber[t] if t >= 0 else -1 for t in _ints(op.inputs)]
         op.outputs = [renumber[t] for t in _ints(op.outputs)]

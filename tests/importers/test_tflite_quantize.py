@@ -175,3 +175,44 @@ def test_quantize_failures_are_model_errors() -> None:
         quantize_tflite(b"not a model at all", _frames(2))
     with pytest.raises(ModelError, match=r"lack the model input\(s\) \['image'\]"):
         quantize_tflite(_net(), [{"picture": np.zeros((1, SIDE, SIDE, 3), np.float32)}])
+
+
+def test_a_model_holding_placeholders_for_dynamic_sizes_quantizes_at_the_frames_shape() -> None:
+    # a converter writes 1 for each dynamic size and -1 in the signature; calibration frames
+    # come at the shape the user plans for, so the int8 model is declared at that shape
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(_net(), 0))
+    image = model.subgraphs[0].tensors[model.subgraphs[0].inputs[0]]
+    image.shape, image.shapeSignature = [1, 1, 1, 3], [1, -1, -1, 3]
+    builder = flatbuffers.Builder(1 << 16)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    data = bytes(builder.Output())
+    frames = _frames(10)
+    q = quantize_tflite(data, frames[:8])
+    it = Interpreter(model_content=q)
+    assert list(it.get_input_details()[0]["shape"]) == [1, SIDE, SIDE, 3]
+    want, got = _run(_net(), frames[9]), _run(q, frames[9])
+    scale = max(np.abs(v).max() for v in want.values())
+    assert all(np.abs(got[n] - want[n]).max() < 0.1 * scale for n in want)
+
+
+def test_float_model_names_every_tensor_apart_as_the_importer_does() -> None:
+    # the quantizer keys its parameters by tensor name; converters repeat names (onnx-tf's
+    # ``arg0`` in both branches of an IF; here two activations of subgraph 0)
+    from edgedeploy.importers.tflite import _tensor_names
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(_net(), 0))
+    sg = model.subgraphs[0]
+    first, second = (sg.operators[k].outputs[0] for k in (0, 1))
+    sg.tensors[second].name = sg.tensors[first].name
+    builder = flatbuffers.Builder(1 << 16)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    data = bytes(builder.Output())
+    named = schema.ModelT.InitFromObj(schema.Model.GetRootAs(float_model(data), 0))
+    names = [t.name.decode() for t in named.subgraphs[0].tensors]
+    assert len(set(names)) == len(names)
+    assert names == _tensor_names(named.subgraphs[0])  # the importer's names, unchanged
+    frames = _frames(9)
+    q = quantize_tflite(data, frames[:8])
+    want, got = _run(data, frames[8]), _run(q, frames[8])
+    scale = max(np.abs(v).max() for v in want.values())
+    assert all(np.abs(got[n] - want[n]).max() < 0.1 * scale for n in want)

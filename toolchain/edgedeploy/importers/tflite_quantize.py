@@ -35,7 +35,7 @@ import contextlib
 import io
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flatbuffers
@@ -43,7 +43,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from edgedeploy.errors import ModelError
-from edgedeploy.importers.tflite import _DTYPES, _ints, _op_kind, constant_value
+from edgedeploy.importers.tflite import _DTYPES, _ints, _op_kind, _tensor_names, constant_value
 from edgedeploy.importers.tflite_cut import _parse
 from edgedeploy.importers.tflite_quant import dequantized
 from edgedeploy.importers.tflite_sparse import densify
@@ -53,11 +53,12 @@ SIGNATURE = "serving_default"
 _WEIGHT_OPS = frozenset({"DEQUANTIZE", "DENSIFY"})
 
 
-def float_model(data: bytes) -> bytes:
+def float_model(data: bytes, input_shapes: Mapping[str, Sequence[int]] | None = None) -> bytes:
     """``data`` with weights behind DEQUANTIZE/DENSIFY folded into float32 constants, RELU
-    operators fused into the operator before them, every operator code in ``builtin_code`` and
-    a ``serving_default`` signature where it has none; ``data`` itself when none of that
-    applies. It computes what ``data`` computes."""
+    operators fused into the operator before them, every operator code in ``builtin_code``,
+    every tensor name unique across subgraphs, the inputs named in ``input_shapes`` declared at
+    those shapes, and a ``serving_default`` signature where it has none; ``data`` itself when
+    none of that applies. It computes what ``data`` computes."""
     model = _parse(data)
     _inline_buffers(model, data)
     sg = model.subgraphs[0]
@@ -66,11 +67,47 @@ def float_model(data: bytes) -> bytes:
     fused = _fuse_activations(model, sg)
     if folded or fused:
         _drop_unused_tensors(model, sg)
-    if not folded and not recoded and not fused and model.signatureDefs:
+    renamed = _unique_names(model)
+    resized = _declare_input_shapes(sg, input_shapes or {})
+    if not (folded or recoded or fused or renamed or resized) and model.signatureDefs:
         return data
     if not model.signatureDefs:
         model.signatureDefs = [_signature(sg)]
     return _packed(model, len(data) + sum(a.nbytes for a in folded.values()))
+
+
+def _unique_names(model: Any) -> bool:
+    """Name every tensor apart, across subgraphs (the quantizer keys its parameters by tensor
+    name; onnx-tf writes ``arg0`` in both branches of an IF): a repeat in subgraph 0 takes the
+    importer's name for it, one in a called subgraph its subgraph's index. Whether any changed."""
+    seen: set[bytes] = set()
+    changed = False
+    for k, sg in enumerate(model.subgraphs or []):
+        names = _tensor_names(sg) if k == 0 else None
+        for i, t in enumerate(sg.tensors or []):
+            name = t.name or b""
+            if names is not None and names[i].encode() != name:
+                name = names[i].encode()
+            while name in seen:
+                name = f"{name.decode(errors='replace')}_sg{k}_{i}".encode()
+            if name != (t.name or b""):
+                t.name, changed = name, True
+            seen.add(name)
+    return changed
+
+
+def _declare_input_shapes(sg: Any, shapes: Mapping[str, Sequence[int]]) -> bool:
+    """Declare subgraph 0's inputs named in ``shapes`` at those shapes (same rank), their
+    signature static: the quantizer calibrates at the declared shapes, and a dynamic size's
+    placeholder (a mel front end's one sample) cannot even be prepared. Whether any changed."""
+    changed = False
+    for i in _ints(sg.inputs):
+        t = sg.tensors[i]
+        shape = shapes.get((t.name or b"").decode(errors="replace"))
+        if shape is not None and len(shape) == len(_ints(t.shape)) and \
+                [int(d) for d in shape] != _ints(t.shape):
+            t.shape, t.shapeSignature, changed = [int(d) for d in shape], None, True
+    return changed
 
 
 def _inline_buffers(model: Any, data: bytes) -> None:
@@ -245,7 +282,7 @@ def quantize_tflite(data: bytes, frames: Sequence[dict[str, np.ndarray]], *,
     :class:`ModelError` when the quantizer fails or LiteRT cannot load what it wrote."""
     from ai_edge_litert.interpreter import Interpreter
 
-    source = float_model(data)
+    source = float_model(data, {n: np.shape(v) for n, v in (frames[0] if frames else {}).items()})
     signature = _signature_of(source)
     names = _signature_inputs(source, signature)
     missing = sorted({n for f in frames for n in names if n not in f})
@@ -253,7 +290,7 @@ def quantize_tflite(data: bytes, frames: Sequence[dict[str, np.ndarray]], *,
         raise ModelError(f"calibration frames for int8 quantization lack the model input(s) "
                          f"{missing or sorted(names)}")
     calibration = [{names[n]: np.asarray(f[n]) for n in names} for f in frames]
-    exclude = (*exclude, *_output_readers(source))
+    exclude = (*exclude, *_output_readers(source), *_branch_scopes(source))
     try:
         from ai_edge_quantizer import quantizer
 
@@ -307,6 +344,13 @@ def _output_readers(data: bytes) -> list[str]:
     sg = model.subgraphs[0]
     outputs = set(_ints(sg.outputs))
     return [_scope(sg, op) for op in sg.operators or [] if outputs & set(_ints(op.inputs))]
+
+
+def _branch_scopes(data: bytes) -> list[str]:
+    """Scopes of the operators in called subgraphs (an IF's branches): calibration runs one
+    branch a frame, and the quantizer fails on the operators it never saw run; kept float."""
+    model = _parse(data)
+    return [_scope(sg, op) for sg in (model.subgraphs or [])[1:] for op in sg.operators or []]
 
 
 def _scope(sg: Any, op: Any) -> str:

@@ -167,8 +167,11 @@ def _outputs(model: Path, frames: list[dict[str, np.ndarray]], *, fp16: bool = F
         from edgedeploy.runtime.engines.litert import LiteRTHalfModel, LiteRTModel
 
         runtime = LiteRTHalfModel if fp16 else LiteRTModel
-        with runtime(model, num_threads=1) as interpreter:
-            runs = [interpreter.run(f) for f in _tflite_frames(frames)]
+        feeds = _tflite_frames(frames)
+        # allocated at the frames' shapes: a dynamic size's placeholder may not even prepare
+        with runtime(model, num_threads=1,
+                     input_shapes={n: x.shape for n, x in feeds[0].items()}) as interpreter:
+            runs = [interpreter.run(f) for f in feeds]
         return {n: np.stack([r[n] for r in runs]) for n in sorted(runs[0])}
     import onnxruntime as ort
 

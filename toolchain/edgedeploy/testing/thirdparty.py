@@ -155,6 +155,18 @@ CORPUS = {m.name: m for m in [
         "c0aea21eb84a4ce90a08c870da41b7a7173b45269e6a3207c71d67c40f3a59d8",
         "TensorFlow Lite converter (openWakeWord speech embedding: LEAKY_RELU, MAXIMUM)",
         exercises=("fp32",)),
+    ThirdPartyModel(
+        "oww_melspectrogram_tflite", "wyoming-openwakeword==1.8.2",
+        "wyoming_openwakeword/models/melspectrogram.tflite",
+        "96fa0adccb6e8cf95cb14465409a1a2898ee4a96a85bb9ed3c7eb0e68bf163e8",
+        "TensorFlow Lite converter (openWakeWord mel front end: samples dynamic, the file's "
+        "placeholder 1x1 too small to prepare)", (1, 1280), exercises=("fp32", "dynamic-shape")),
+    ThirdPartyModel(
+        "oww_hey_jarvis_tflite", "wyoming-openwakeword==1.8.2",
+        "wyoming_openwakeword/models/hey_jarvis_v0.1.tflite",
+        "14bff778604985e1b5c19f0f7bbe477a69cf281d8db34b232b3b972411f710e2",
+        "onnx-tf, then the TensorFlow Lite converter (openWakeWord wake-word head: an IF over "
+        "subgraphs, an empty constant as a RESHAPE target)", exercises=("fp32", "control-flow")),
 ]}
 
 

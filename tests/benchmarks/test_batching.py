@@ -391,3 +391,33 @@ def test_a_push_ships_segments_free_in_the_batch_only_where_frames_stay_apart(
                             "  edge: {board: rpi4, host: 127.0.0.1}\n")
         m = load_manifest(manifest)
         assert _batch_on_device(m, "edge", api.load_model(path)) is free
+
+
+def test_a_batch_is_checked_with_the_constants_the_importer_folded(tmp_path: Path) -> None:
+    """PP-OCRv2's recognizer computes an LSTM's initial state from its input's Shape: the file
+    batches, but the importer folds that state at batch 1 and every segment cut from the file
+    holds it so, and the batched contenders failed in measure-to-decide. Here zeros made from
+    a Shape are concatenated to the conv's output."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgedeploy.importers.onnx_batch import frames_kept_apart
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Shape", ["c"], ["s"]),
+         helper.make_node("ConstantOfShape", ["s"], ["zeros"]),
+         helper.make_node("Concat", ["c", "zeros"], ["output"], axis=1)], "state",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")])
+    model = tmp_path / "state.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    graph_ir = api.load_model(model)
+    assert "zeros" in graph_ir.source["onnx_folded"]  # the premise: folded at batch 1
+    ins, outs = segment_io(graph_ir, 0, len(graph_ir.layers))
+    batched = ort.InferenceSession(segment_provider(graph_ir, model, dynamic_batch=True)(
+        "onnxruntime", ins, outs), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="Concat"):  # what a batched contender would run
+        batched.run(None, {"input": np.zeros((2, 3, 8, 8), np.float32)})
+    assert not frames_kept_apart(graph_ir, model)

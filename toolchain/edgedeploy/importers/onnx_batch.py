@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgedeploy.runtime.vocab import ORT_ERRORS_ONLY
+from edgedeploy.runtime.vocab import ORT_FATAL_ONLY
 
 if TYPE_CHECKING:
     import onnx
@@ -108,9 +108,9 @@ def batched_model(graph: ir.Graph, model: Path) -> bytes | None:
     ins, outs = segment_io(graph, 0, len(graph.layers))
     frames = [random_inputs(graph, seed=k) for k in (0, 1)]
     try:  # the model file itself, not a cut segment (cutting VGG-16's took 13 s of 16.6)
-        free = with_dynamic_batch(Path(model).read_bytes())
+        free = with_dynamic_batch(_with_folded(Path(model).read_bytes(), graph))
         opts = ort.SessionOptions()
-        opts.log_severity_level = ORT_ERRORS_ONLY  # its warnings are about the model file
+        opts.log_severity_level = ORT_FATAL_ONLY  # a batch it cannot take is an answer here
         sess = ort.InferenceSession(free, opts, providers=["CPUExecutionProvider"])
         apart = [sess.run(outs, {t: f[t] for t in ins}) for f in frames]
         together = sess.run(outs, {t: np.concatenate([f[t] for f in frames]) for t in ins})
@@ -121,6 +121,32 @@ def batched_model(graph: ir.Graph, model: Path) -> bytes | None:
         {o: together[i][k:k + 1]}, {o: apart[k][i]}) <= BATCH_AGREEMENT
         for i, o in enumerate(outs) for k in (0, 1))
     return free if agree else None
+
+
+def _with_folded(model: bytes, graph: ir.Graph) -> bytes:
+    """``model`` with the constants the importer folded (at batch 1) in place of the nodes that
+    computed them, as every segment cut from it has them: a Shape of the input folded into an
+    LSTM's initial state or a Reshape's target holds the batch of one (PP-OCRv2's recognizer),
+    and the model file alone would batch where its segments cannot."""
+    folded = {name: graph.weights[name] for name in graph.source.get("onnx_folded", [])
+              if name in graph.weights}
+    if not folded:
+        return model
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load_from_string(model)
+    keep = [n for n in proto.graph.node if not (n.output and all(o in folded or not o
+                                                                  for o in n.output))]
+    made = {o for n in keep for o in n.output}
+    del proto.graph.node[:]
+    proto.graph.node.extend(keep)
+    known = {t.name for t in proto.graph.initializer}
+    proto.graph.initializer.extend(numpy_helper.from_array(np.asarray(value), name)
+                                   for name, value in sorted(folded.items())
+                                   if name not in made and name not in known)
+    return proto.SerializeToString()
 
 
 #: How far a frame's answer within a batch may stray from its answer alone (float rounding of

@@ -32,11 +32,15 @@ GPU_CLUSTER = "gpu"
 #: The board name (and default target alias) of the machine edgedeploy runs on.
 LOCAL = "local"
 
-#: onnxruntime's log severity that keeps errors only (0 verbose, 1 info, 2 warning, 3 error):
+#: onnxruntime's log severity that keeps errors only (0 verbose ... 3 error, 4 fatal):
 #: what the sessions the toolchain opens for itself log. Their warnings are about a model file or
 #: the host (an unused initializer, a graph fitted to this CPU), not the user's deployment; the
-#: session a user would open themselves (the ``ort_default`` baseline) keeps onnxruntime's own.
+#: session a user would open themselves (the ``ort_default`` baseline) logs errors only too, its
+#: other settings onnxruntime's own.
 ORT_ERRORS_ONLY = 3
+#: ... and what a probe logs whose failure is an answer, not an error (a batch the model cannot
+#: take): onnxruntime's fatal messages only.
+ORT_FATAL_ONLY = 4
 
 #: Model formats.
 ONNX = "onnx"

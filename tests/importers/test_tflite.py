@@ -7,6 +7,7 @@ IR, NHWC in LiteRT).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -279,6 +280,7 @@ def test_litert_runs_a_model_whose_placeholder_shape_cannot_be_prepared(tmp_path
     from edgedeploy.benchmarks.systems import litert_all_cores
     from edgedeploy.importers.segments import segment_provider
     from edgedeploy.importers.tflite import import_tflite
+    from edgedeploy.runtime.affinity import available_cpus
     from edgedeploy.runtime.engines.litert import LiteRTModel, LiteRTSegment
     from edgedeploy.runtime.vocab import LITERT
 
@@ -300,3 +302,15 @@ def test_litert_runs_a_model_whose_placeholder_shape_cannot_be_prepared(tmp_path
     got = litert_all_cores(graph, path, threads=1).run_one([feeds["samples"]])  # a baseline
     np.testing.assert_allclose(got[out.name].transpose(0, 3, 1, 2), want[out.name], rtol=1e-5,
                                atol=1e-5)
+    # and the profile's whole-model timings of it, as a file and as a stage runs it
+    from edgedeploy.costmodel.segments import _Loaded, _stage_ms
+    from edgedeploy.runtime.model_timing import session_ms
+
+    cpus, before = [available_cpus()[0]], os.sched_getaffinity(0)
+    try:  # each pins the process, as the profiler's children are pinned
+        assert session_ms(str(path), execute.litert_feeds(graph, feeds), cpus, LITERT,
+                          reps=3) > 0
+        assert _stage_ms(_Loaded("placeholder", None, path, graph, engine=LITERT), feeds,
+                         cpus) > 0
+    finally:
+        os.sched_setaffinity(0, before)

@@ -527,7 +527,14 @@ def _stage_ms(m: _Loaded, feeds: dict[str, np.ndarray], cpus: Sequence[int]) -> 
     and out): what r replicas of it are measured against."""
     from edgedeploy.runtime.engines import EngineOptions, open_segment
 
-    segment = open_segment(m.engine, str(m.path), EngineOptions(cpus=tuple(cpus)))
+    model: str | bytes = str(m.path)
+    if m.engine == LITERT:  # cut whole, its inputs declared at the IR's shapes, as a stage's
+        from edgedeploy.importers.segments import segment_provider
+        from edgedeploy.runtime.executor import segment_io
+
+        model = segment_provider(m.graph, m.path)(LITERT, *segment_io(m.graph, 0,
+                                                                       len(m.graph.layers)))
+    segment = open_segment(m.engine, model, EngineOptions(cpus=tuple(cpus)))
     try:
         return median_ms(lambda: segment.run(feeds))
     finally:

@@ -213,8 +213,12 @@ def session_ms(onnx_path: str | bytes, feeds: Mapping[str, object], cpus: Sequen
         raise ValueError(f"session_ms times onnxruntime or LiteRT, not {engine!r}")
     pin_process(list(cpus))
     with limit_blas_threads(len(cpus)):
+        # LiteRT allocated at the feeds' shapes: a file's placeholder for a dynamic size (a
+        # mel front end's one sample) may not even prepare
         session = (OrtSegment(onnx_path, cpus=list(cpus)) if engine == ONNXRUNTIME
-                   else (LiteRTHalfModel if fp16 else LiteRTModel)(onnx_path, cpus=list(cpus)))
+                   else (LiteRTHalfModel if fp16 else LiteRTModel)(
+                       onnx_path, cpus=list(cpus),
+                       input_shapes={n: tuple(getattr(x, "shape", ())) for n, x in feeds.items()}))
         try:
             return median_ms(lambda: session.run(feeds), reps, min_s)
         finally:

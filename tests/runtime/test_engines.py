@@ -220,3 +220,15 @@ def test_ops_and_engines_import_on_a_device_without_host_packages_or_backends():
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "17"
+
+
+def test_an_fp16_model_takes_the_float32_frames_everything_else_makes():
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half = convert_float_to_float16(onnx.load_from_string(conv_model())).SerializeToString()
+    segment = ort_default_session(half)
+    assert segment.session.get_inputs()[0].type == "tensor(float16)"  # the premise
+    got = segment.run({"x": X})["y"]  # float32 frames, as a camera pipeline makes them
+    want = segment.run({"x": X.astype(np.float16)})["y"]
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, want)

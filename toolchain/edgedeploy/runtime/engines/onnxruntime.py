@@ -259,9 +259,12 @@ class OrtSegment:
         return dict(zip(self.output_names, outs, strict=True))
 
     def _as_input(self, name: str, value: np.ndarray) -> np.ndarray:
-        # A float64 array (numpy's default) fed to a float input is a common slip; cast it.
-        if self._input_types.get(name) == "tensor(float)" and value.dtype != np.float32:
-            value = value.astype(np.float32)
+        # A float array of another width than the input's is cast: float64 (numpy's default)
+        # fed to a float input is a common slip, and an fp16 model's input is fed the float32
+        # frames a camera pipeline (and every native layer) makes
+        want = _FLOAT_INPUTS.get(self._input_types.get(name, ""))
+        if want is not None and value.dtype != want and value.dtype.kind == "f":
+            value = value.astype(want)
         return np.ascontiguousarray(value)
 
     def close(self) -> None:
@@ -272,6 +275,11 @@ class OrtSegment:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: onnxruntime's names of the float input types, and their numpy types.
+_FLOAT_INPUTS = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16),
+                 "tensor(double)": np.dtype(np.float64)}
 
 
 def ort_default_session(path: bytes | str | Path) -> OrtSegment:

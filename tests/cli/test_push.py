@@ -142,3 +142,17 @@ def test_the_next_push_keeps_the_refined_plan_while_its_inputs_hold(project, cap
         assert third["plan"]["file"] == str(lock) and third["plan"]["replanned"]
     finally:
         main(["stop", "-m", str(manifest), "--target", "local"])
+
+
+def test_the_manifest_may_come_first_on_the_line_as_plan_takes_it(project, capsys) -> None:
+    manifest = project / "edgedeploy.yaml"
+    assert main(["push", str(manifest), "--target", "local", "--dry-run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["deploy"]["hosts"][0]["dry_run"] is True
+    assert main(["status", str(manifest), "--target", "local", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hosts"][0]["current"] is None
+    other = project / "other.yaml"
+    other.write_text(manifest.read_text())
+    assert main(["push", str(manifest), "-m", str(other), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "two manifests given" in err and "Traceback" not in err
+    assert main(["push", str(manifest), "-m", str(manifest), "--dry-run", "--json"]) == 0

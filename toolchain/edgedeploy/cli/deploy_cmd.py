@@ -11,7 +11,7 @@ import typer
 
 from edgedeploy import api
 from edgedeploy.cli import complete, output
-from edgedeploy.errors import EdgeDeployError
+from edgedeploy.errors import EdgeDeployError, InputError
 
 if TYPE_CHECKING:
     from edgedeploy.deploy.doctor import DoctorReport
@@ -22,11 +22,23 @@ DEFAULT_MANIFEST = api.DEFAULT_MANIFEST
 
 MANIFEST_OPT = typer.Option(None, "--manifest", "-m", help="Manifest (default: ./edgedeploy.yaml;"
                             " without one, target 'local' is this host's ~/edgedeploy).")
+#: The manifest named as `plan` and `bench` take it, first on the line (or with -m).
+MANIFEST_ARG = typer.Argument(None, metavar="[MANIFEST]", show_default=False,
+                              help="The manifest, as `plan` takes it (or -m).")
 TARGET_OPT = typer.Option("local", "--target", "-t", autocompletion=complete.targets,
                           help="Target alias from the manifest.")
 JSON_OPT = typer.Option(False, "--json", help="One JSON object on stdout.")
 ACCEPT_OPT = typer.Option(False, "--accept-new-host-keys",
                           help="Trust and record unknown SSH host keys (never changed ones).")
+
+
+def manifest_of(named: Path | None, option: Path | None) -> Path | None:
+    """The manifest given first on the line or with -m: a user who plans with `plan M.yaml`
+    pushes with `push M.yaml`. Both given, they must agree."""
+    if named is not None and option is not None and named != option:
+        raise InputError(f"two manifests given: {named} and -m {option}",
+                         hint="name the manifest once, first on the line or with -m")
+    return named if named is not None else option
 
 
 def resolve_cli_target(manifest: Path | None, alias: str) -> TargetRef:
@@ -65,12 +77,14 @@ def register(app: typer.Typer) -> None:
     app.command("doctor")(doctor_cmd)
 
 
-def status_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+def status_cmd(manifest_arg: Path | None = MANIFEST_ARG,
+               manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
                as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
     """Show each host's current release, runner pid, uptime and last health check.
 
     Example: edgedeploy status -m edgedeploy.yaml --target jetson --json
     """
+    manifest = manifest_of(manifest_arg, manifest)
     rows = api.status(manifest, target, accept_new_host_keys=accept_new)
     if as_json:
         output.emit_json({"target": target, "exit_code": rows.exit_code, "hosts": rows})
@@ -125,13 +139,15 @@ def _health(row: dict[str, Any]) -> str:
     return "-" if not health else ("ok" if health["ok"] else f"failing ({health['exit_code']})")
 
 
-def logs_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+def logs_cmd(manifest_arg: Path | None = MANIFEST_ARG,
+             manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
              lines: int = typer.Option(100, "--lines", "-n", min=1, help="Lines per host."),
              as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
     """Print the newest lines of the runner log on each host.
 
     Example: edgedeploy logs --target jetson -n 50
     """
+    manifest = manifest_of(manifest_arg, manifest)
     rows = api.logs(manifest, target, lines=lines, accept_new_host_keys=accept_new)
     if as_json:
         output.emit_json({"target": target, "exit_code": rows.exit_code, "hosts": rows})
@@ -143,7 +159,8 @@ def logs_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
     rows.raise_for_status()
 
 
-def journal_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+def journal_cmd(manifest_arg: Path | None = MANIFEST_ARG,
+                manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
                 entries: int = typer.Option(20, "--lines", "-n", min=1,
                                             help="Newest entries per host."),
                 local: bool = typer.Option(False, "--local",
@@ -156,6 +173,7 @@ def journal_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
 
     Example: edgedeploy journal --target jetson -n 50
     """
+    manifest = manifest_of(manifest_arg, manifest)
     rows = api.journal(manifest, target, entries=entries, local=local,
                        accept_new_host_keys=accept_new)
     if as_json:
@@ -173,18 +191,21 @@ def journal_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
     rows.raise_for_status()
 
 
-def stop_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+def stop_cmd(manifest_arg: Path | None = MANIFEST_ARG,
+             manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
              dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run."),
              as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
     """Stop the runner on each host (the release stays current).
 
     Example: edgedeploy stop --target jetson
     """
+    manifest = manifest_of(manifest_arg, manifest)
     _finish(api.stop(manifest, target, dry_run=dry_run, accept_new_host_keys=accept_new,
                      check=False), as_json)
 
 
-def rollback_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+def rollback_cmd(manifest_arg: Path | None = MANIFEST_ARG,
+                 manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
                  to: str | None = typer.Option(None, "--to", help="Release id (default: the "
                                                "previously active one)."),
                  dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run."),
@@ -193,16 +214,19 @@ def rollback_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
 
     Example: edgedeploy rollback --target jetson
     """
+    manifest = manifest_of(manifest_arg, manifest)
     _finish(api.rollback(manifest, target, to=to, dry_run=dry_run,
                          accept_new_host_keys=accept_new, check=False), as_json)
 
 
-def releases_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+def releases_cmd(manifest_arg: Path | None = MANIFEST_ARG,
+                 manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
                  as_json: bool = JSON_OPT, accept_new: bool = ACCEPT_OPT) -> None:
     """List the releases kept on each host, newest first, marking the current one.
 
     Example: edgedeploy releases --target jetson --json
     """
+    manifest = manifest_of(manifest_arg, manifest)
     rows = api.releases(manifest, target, accept_new_host_keys=accept_new)
     if as_json:
         output.emit_json({"target": target, "exit_code": rows.exit_code, "hosts": rows})
@@ -215,7 +239,8 @@ def releases_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
     rows.raise_for_status()
 
 
-def doctor_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
+def doctor_cmd(manifest_arg: Path | None = MANIFEST_ARG,
+               manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
                python: str = typer.Option(None, "--python",
                                           help="Python on the board (default: the target's, "
                                                "as push uses it)."),
@@ -229,6 +254,7 @@ def doctor_cmd(manifest: Path | None = MANIFEST_OPT, target: str = TARGET_OPT,
 
     Example: edgedeploy doctor --target jetson --require provider:CUDAExecutionProvider
     """
+    manifest = manifest_of(manifest_arg, manifest)
     reports = api.doctor(manifest, target, python=python,
                          requires=tuple(require) if require else None,
                          accept_new_host_keys=accept_new)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from edgedeploy.cli import complete, output
+from edgedeploy.cli.deploy_cmd import MANIFEST_ARG
 
 if TYPE_CHECKING:
     from edgedeploy.api import PushOutcome
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 def register(app: typer.Typer) -> None:
     @app.command()
     def push(
+        manifest_arg: Path = MANIFEST_ARG,
         manifest: Path = typer.Option(None, "--manifest", "-m",
                                       help="Manifest (default: ./edgedeploy.yaml)."),
         target: str = typer.Option("local", "--target", "-t", autocompletion=complete.targets,
@@ -41,13 +43,13 @@ def register(app: typer.Typer) -> None:
         plan is refined on the device within the manifest's refine budget, and a refined plan
         that measures faster is deployed as a new release (--no-refine skips this).
 
-        Example: edgedeploy push -m edgedeploy.yaml --target jetson
+        Example: edgedeploy push edgedeploy.yaml --target jetson
         """
         from edgedeploy import api
-        from edgedeploy.cli.deploy_cmd import DEFAULT_MANIFEST, render_result
+        from edgedeploy.cli.deploy_cmd import DEFAULT_MANIFEST, manifest_of, render_result
         from edgedeploy.errors import EdgeDeployError, InputError
 
-        path = manifest or DEFAULT_MANIFEST
+        path = manifest_of(manifest_arg, manifest) or DEFAULT_MANIFEST
         if not path.is_file():
             raise InputError(f"no manifest at {path}",
                              hint="pass -m MANIFEST or create one with `edgedeploy init`")

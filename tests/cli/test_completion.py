@@ -49,6 +49,10 @@ def test_bash_completes_commands_aliases_boards_and_zoo_models(tmp_path: Path) -
     assert set(_bash_complete(["edgedeploy", "zoo", "export", "res"], tmp_path)) \
         == {"resnet18", "resnet50"}
     assert "rpi5" in _bash_complete(["edgedeploy", "targets", "show", "rp"], tmp_path)
+    # a manifest named first on the line, as `plan` takes it, gives its aliases too
+    (tmp_path / "other.yaml").write_text(MANIFEST.replace("jetson:", "jetty:"))
+    assert _bash_complete(["edgedeploy", "push", "other.yaml", "--target", "jet"],
+                          tmp_path)[0] == "jetty"
 
 
 def test_a_manifest_that_does_not_parse_still_completes_boards(tmp_path: Path) -> None:

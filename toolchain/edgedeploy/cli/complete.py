@@ -14,15 +14,15 @@ from edgedeploy import api
 
 
 def _manifest(ctx: typer.Context) -> Path | None:
-    for key in ("manifest", "source"):
-        value = ctx.params.get(key)
+    # -m, or `bench`'s first word; one first on the line that completion leaves unparsed
+    for value in [ctx.params.get("manifest"), ctx.params.get("source"), *ctx.args]:
         if value and str(value).endswith((".yaml", ".yml")):
             return Path(value)
     return api.manifest_path(None)
 
 
 def targets(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
-    """The manifest's target aliases (``-m`` or ./edgedeploy.yaml), then the board catalogue."""
+    """The manifest's target aliases (named on the line, or ./edgedeploy.yaml), then the boards."""
     path = _manifest(ctx)
     found = [(a, f"target in {path.name}") for a in api.target_aliases(path)] if path else []
     seen = {a for a, _ in found}

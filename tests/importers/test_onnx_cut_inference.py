@@ -26,9 +26,14 @@ def _model() -> onnx.ModelProto:
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("Reshape", ["c", "shape"], ["r"]),
              helper.make_node("Resize", ["r", "", "scales"], ["y"], mode="nearest")]
+    return _x_to_y(nodes, inits, [1, 8, 8, 8])
+
+
+def _x_to_y(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto],
+            x_shape: list[int]) -> onnx.ModelProto:
+    """``nodes`` as a model from input ``x`` to output ``y``, declared without a shape."""
     graph = helper.make_graph(nodes, "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                             [1, 8, 8, 8])],
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -75,12 +80,7 @@ def _shapeless_output_model() -> onnx.ModelProto:
              helper.make_node("Gather", ["s", "idx"], ["head"]),
              helper.make_node("Concat", ["head", "rest"], ["target"], axis=0),
              helper.make_node("Reshape", ["c", "target"], ["y"])]
-    graph = helper.make_graph(nodes, "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                             [1, 2, 5, 5])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return _x_to_y(nodes, inits, [1, 2, 5, 5])
 
 
 def test_a_graph_output_inference_leaves_shapeless_takes_the_shape_the_importer_knows():

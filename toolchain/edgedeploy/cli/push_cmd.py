@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 def register(app: typer.Typer) -> None:
     @app.command()
     def push(
-        manifest_arg: Path = MANIFEST_ARG,
+        manifest_arg: Path | None = MANIFEST_ARG,
         manifest: Path = typer.Option(None, "--manifest", "-m",
                                       help="Manifest (default: ./edgedeploy.yaml)."),
         target: str = typer.Option("local", "--target", "-t", autocompletion=complete.targets,
@@ -52,7 +52,8 @@ def register(app: typer.Typer) -> None:
         path = manifest_of(manifest_arg, manifest) or DEFAULT_MANIFEST
         if not path.is_file():
             raise InputError(f"no manifest at {path}",
-                             hint="pass -m MANIFEST or create one with `edgedeploy init`")
+                             hint="name it (`edgedeploy push MANIFEST`) or create one with "
+                                  "`edgedeploy init`")
         progress = None if as_json else output.info
         try:
             outcome = api.push(path, target, dry_run=dry_run, accept_new_host_keys=accept_new,

@@ -283,7 +283,8 @@ _FLOAT_INPUTS = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dt
 
 
 def ort_default_session(path: bytes | str | Path) -> OrtSegment:
-    """onnxruntime with every default (all cores, its own pinning): the baseline a user runs."""
+    """onnxruntime with every default (all cores, its own pinning) but the log level, errors
+    only as every session here: the baseline a user runs."""
     return OrtSegment(path)
 
 

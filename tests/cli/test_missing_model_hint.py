@@ -41,3 +41,13 @@ def test_other_names_get_the_path_rule_only(tmp_path: Path, monkeypatch, capsys)
     assert main(["inspect", "detector.onnx"]) == 2
     err = capsys.readouterr().err
     assert "zoo export" not in err and "check the path" in err
+
+
+def test_bench_of_a_missing_model_names_the_file_not_a_manifest_it_made(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "resnet50.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "model file not found: resnet50.onnx" in err
+    assert "edgedeploy zoo export resnet50 -o resnet50.onnx" in err
+    assert "bench.yaml" not in err and "Traceback" not in err

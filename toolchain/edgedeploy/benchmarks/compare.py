@@ -82,6 +82,9 @@ def planned_for(source: Path, target: str, input_shape: tuple[int, ...] | None,
     if target != "local":
         raise InputError("benchmarking a bare model runs on this host: use --target local",
                          hint="give a manifest to benchmark another alias")
+    from edgedeploy.importers import check_model_file
+
+    check_model_file(source)  # its error names the user's file, not the manifest made for it
     manifest = workdir / "bench.yaml"
     shape = f"\n  input_shape: {list(input_shape)}" if input_shape else ""
     manifest.write_text(f"name: {source.stem}\nmodel:\n  path: {source.resolve()}{shape}\n"

@@ -15,8 +15,8 @@ from typing import Any
 from edgedeploy.errors import InputError, ModelError
 from edgedeploy.runtime.ir import Graph
 
-__all__ = ["FORMATS", "SHAPE_HINT", "ShapeOverride", "detect_format", "load_model",
-           "parse_input_shapes", "parse_shape", "plan_shapes"]
+__all__ = ["FORMATS", "SHAPE_HINT", "ShapeOverride", "check_model_file", "detect_format",
+           "load_model", "parse_input_shapes", "parse_shape", "plan_shapes"]
 
 #: One shape (for the only, the named, or the only dynamic input) or input name -> shape.
 ShapeOverride = Sequence[int] | Mapping[str, Sequence[int]]
@@ -61,6 +61,20 @@ def load_model(path: str | Path, *, input_shape: ShapeOverride | None = None,
     Raises :class:`ModelError` (exit code 2) for a missing, unreadable or corrupt file, and
     :class:`InputError` for dynamic input dims without ``input_shape``.
     """
+    path = check_model_file(path)
+    kind = detect_format(path, fmt)
+    if kind == "tflite":
+        from edgedeploy.importers.tflite import import_tflite
+
+        return import_tflite(path, input_shape=input_shape, input_name=input_name)
+    from edgedeploy.importers.onnx import import_onnx
+
+    return import_onnx(path, input_shape=input_shape, input_name=input_name)
+
+
+def check_model_file(path: str | Path) -> Path:
+    """``path``, where it is a model file that is there and not empty; else :class:`ModelError`
+    saying which (a missing one named like a zoo model gets the command that writes it)."""
     path = Path(path)
     if not path.exists():
         from edgedeploy import zoo
@@ -73,14 +87,7 @@ def load_model(path: str | Path, *, input_shape: ShapeOverride | None = None,
         raise ModelError(f"not a model file: {path}", "give the path of an .onnx or .tflite file")
     if path.stat().st_size == 0:
         raise ModelError(f"model file is empty: {path}", "re-export or re-download it")
-    kind = detect_format(path, fmt)
-    if kind == "tflite":
-        from edgedeploy.importers.tflite import import_tflite
-
-        return import_tflite(path, input_shape=input_shape, input_name=input_name)
-    from edgedeploy.importers.onnx import import_onnx
-
-    return import_onnx(path, input_shape=input_shape, input_name=input_name)
+    return path
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

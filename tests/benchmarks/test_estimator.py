@@ -244,3 +244,27 @@ def test_a_probe_window_long_enough_to_be_warm_is_not_timed_again():
     assert PROBE_ONCE_S <= 0.4
     assert abs(probe_rate(run, 2) - 5.0) < 1e-9
     assert calls == [2]
+
+
+def test_a_latency_plan_is_compared_by_latency_too(tmp_path, capsys):
+    """A manifest that asks for latency is told how one frame's time compares, beside the
+    throughput every bench reports."""
+    import json
+
+    from edgedeploy.cli.main import main
+
+    zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32)
+    (tmp_path / "m.yaml").write_text("name: sq\nmodel: sq.onnx\nobjective: latency\n"
+                                     "targets:\n  local: {}\n")
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(tmp_path / "m.yaml"), "--frames", "20", "--rounds", "1",
+                 "--measure-budget-s", "0", "-o", str(out)]) == 0
+    answer = json.loads(out.read_text())
+    assert answer["objective"] == "latency"
+    baselines = [r for r in answer["results"] if r["system"] != "edgedeploy"]
+    quickest = min(baselines, key=lambda r: r["latency_ms_p50"])
+    assert answer["best_latency_baseline"] == quickest["system"]
+    ours = answer["results"][0]["latency_ms_p50"]
+    assert abs(answer["latency_ratio_vs_best_baseline"] * ours
+               - quickest["latency_ms_p50"]) < 1e-9
+    assert f"best baseline by latency ({quickest['system']})" in capsys.readouterr().out

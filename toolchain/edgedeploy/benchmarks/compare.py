@@ -230,6 +230,12 @@ def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Gra
     for key in ("precision", "winograd"):
         if doc.get(key):
             extra[key] = doc[key]
+    objective = doc.get("objective") or "throughput"
+    if objective == "latency":  # what the plan was chosen for: one frame's time, p50
+        quickest = min(baselines, key=lambda r: r["latency_ms_p50"])
+        extra.update({"best_latency_baseline": quickest["system"],
+                      "latency_ratio_vs_best_baseline":
+                          quickest["latency_ms_p50"] / by_name["edgedeploy"]["latency_ms_p50"]})
     for suffix in VARIANT_SUFFIXES:
         variant = [r for r in results if r["system"].endswith(suffix)]
         if variant:
@@ -240,6 +246,7 @@ def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Gra
     return {
         "model": graph.name,
         "target": doc["target"]["board"],
+        "objective": objective,
         "host": _host(),
         "results": results,
         "ratio_vs_default": ours / default["throughput_fps"],

@@ -78,6 +78,12 @@ def _render(data: dict) -> None:
     print(f"edgedeploy / default: {data['ratio_vs_default']:.2f}x, / best baseline "
           f"({data['best_baseline']}): {data['ratio_vs_best_baseline']:.2f}x; predicted "
           f"{data['predicted_throughput_fps']:.1f} fps")
+    if "best_latency_baseline" in data:  # the objective: one frame's time
+        ours = next(r for r in data["results"] if r["system"] == "edgedeploy")
+        best = next(r for r in data["results"] if r["system"] == data["best_latency_baseline"])
+        print(f"objective latency: edgedeploy p50 {ours['latency_ms_p50']:.4g} ms, best "
+              f"baseline by latency ({best['system']}) {best['latency_ms_p50']:.4g} ms: "
+              f"{data['latency_ratio_vs_best_baseline']:.2f}x as fast")
     if data.get("plan_is_best_baseline"):
         print(f"the plan is {data['best_baseline']}'s own configuration: that ratio is one "
               "configuration measured twice (its distance from 1.00x is this host's noise)")

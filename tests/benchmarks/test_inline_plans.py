@@ -116,3 +116,21 @@ def test_push_deploys_an_inline_plan_and_does_not_refine_it_away(tmp_path, monke
         assert row["running"] == outcome.bundle.id and row["alive"]
     finally:
         api.stop(manifest, "local")
+
+
+def test_plan_says_a_stage_runs_inline_and_why_its_prediction_is_a_workers(project, capsys):
+    from types import SimpleNamespace
+
+    from edgedeploy.cli.output import INLINE_NOTE
+    from edgedeploy.cli.plan_cmd import _render
+
+    plan, graph, _, inline = _inline(project)
+    chosen = as_plan(plan, graph, inline[0], Decision(measured=True, target="local"))
+    _render(SimpleNamespace(doc=chosen.model_dump(mode="json"), written=True, plan_file="p"))
+    said = capsys.readouterr()
+    cores = chosen.stages[0].cores
+    assert f"cpu:{cores} inline" in said.out
+    assert INLINE_NOTE in said.out + said.err
+    _render(SimpleNamespace(doc=plan.model_dump(mode="json"), written=True, plan_file="p"))
+    said = capsys.readouterr()
+    assert "inline" not in said.out + said.err

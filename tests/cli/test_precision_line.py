@@ -58,3 +58,17 @@ def test_fp16_names_the_model_as_given_and_the_guard_figures() -> None:
     assert line == ("precision fp16 (requested fp16), the model as given with its LiteRT "
                     "stages computing fp16: max relative error 0.0072 <= 0.05 on 2 held-out "
                     "frame(s)")
+
+
+def test_bench_says_an_inline_plans_prediction_is_a_workers(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from edgedeploy.cli.bench_cmd import _render
+    from edgedeploy.cli.output import INLINE_NOTE
+
+    data = {"model": "m", "target": "local", "results": [], "ratio_vs_default": 1.0,
+            "ratio_vs_best_baseline": 1.0, "best_baseline": "litert",
+            "predicted_throughput_fps": 10.0, "plan": {"stages": [{"inline": True}]}}
+    _render(data)
+    assert INLINE_NOTE in capsys.readouterr().out
+    _render({**data, "plan": {"stages": [{"inline": False}]}})
+    assert INLINE_NOTE not in capsys.readouterr().out

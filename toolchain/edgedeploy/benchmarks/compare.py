@@ -203,9 +203,13 @@ def _host() -> dict[str, Any]:
                           "l2_kib": c.l2_kib, "simd": c.simd} for c in target.clusters]}
 
 
+#: What a lockfile's stage leaves unwritten at its default (a batch of 1, not inline).
+_UNWRITTEN = {"batch": 1, "inline": False}
+
+
 def _describe(plan: Plan) -> str:
     parts = [f"{s.cluster}:{s.cores}x{s.replicas}" + (f" batch {s.batch}" if s.batch > 1 else "")
-             for s in plan.stages]
+             + (" inline" if s.inline else "") for s in plan.stages]
     return f"planned: {len(plan.stages)} stage(s) " + " | ".join(parts)
 
 
@@ -267,9 +271,9 @@ def _answer(candidates: list[systems.System], doc: dict[str, Any], graph: ir.Gra
         "predicted_throughput_fps": doc["predicted"]["throughput_fps"],
         "decision": doc.get("decision"),
         "prediction_error": (doc["predicted"]["throughput_fps"] - ours) / ours if ours else None,
-        "plan": {"stages": [{k: s.get(k, 1 if k == "batch" else None)
+        "plan": {"stages": [{k: s.get(k, _UNWRITTEN.get(k))
                              for k in ("name", "cluster", "cores", "replicas", "batch", "cpus",
-                                       "engine", "engines", "primitive_mix")}
+                                       "engine", "engines", "primitive_mix", "inline")}
                             for s in doc["stages"]]},
         **extra,
     }

@@ -84,6 +84,8 @@ def _render(data: dict) -> None:
         print(f"objective latency: edgedeploy p50 {ours['latency_ms_p50']:.4g} ms, best "
               f"baseline by latency ({best['system']}) {best['latency_ms_p50']:.4g} ms: "
               f"{data['latency_ratio_vs_best_baseline']:.2f}x as fast")
+    if any(s.get("inline") for s in (data.get("plan") or {}).get("stages", [])):
+        print(output.INLINE_NOTE)
     if data.get("plan_is_best_baseline"):
         print(f"the plan is {data['best_baseline']}'s own configuration: that ratio is one "
               "configuration measured twice (its distance from 1.00x is this host's noise)")

@@ -132,6 +132,12 @@ def precision_line(record: dict[str, Any]) -> str:
     return words
 
 
+#: Under a plan whose stage runs inline: why its predicted figure is not what it measured.
+INLINE_NOTE = ("inline: the stage runs in the caller's process, with no hop to a worker; that "
+               "is measured, not predicted (the predicted figure is the same session's in a "
+               "worker)")
+
+
 def winograd_line(record: dict[str, Any]) -> str:
     """A lockfile's ``winograd`` block in one line: which convolutions run as Winograd F(4,3)
     and what was measured."""

@@ -81,7 +81,8 @@ def register(app: typer.Typer) -> None:
 
 def _render(r) -> None:
     d = r.doc
-    rows = [[s["name"], f"{s['start']}..{s['stop'] - 1}", f"{s['cluster']}:{s['cores']}",
+    rows = [[s["name"], f"{s['start']}..{s['stop'] - 1}",
+             f"{s['cluster']}:{s['cores']}" + (" inline" if s.get("inline") else ""),
              ",".join(map(str, s["cpus"])) or "-", s["replicas"],
              ", ".join(f"{k} x{v}" for k, v in s["primitive_mix"].items()), s["predicted_ms"]]
             for s in d["stages"]]
@@ -94,6 +95,8 @@ def _render(r) -> None:
             output.info(f"{s['name']} runs on {s['engine']} (device {s['device_id']}, feeding "
                         f"core {','.join(map(str, s['cpus'])) or '-'}; needs "
                         f"{', '.join(s['providers'])}): unverified until measured on the board")
+    if any(s.get("inline") for s in d["stages"]):
+        output.info(output.INLINE_NOTE)
     if d.get("precision"):
         output.info(output.precision_line(d["precision"]))
     _render_decision(d.get("decision") or {})

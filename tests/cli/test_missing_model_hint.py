@@ -51,3 +51,17 @@ def test_bench_of_a_missing_model_names_the_file_not_a_manifest_it_made(
     assert "model file not found: resnet50.onnx" in err
     assert "edgedeploy zoo export resnet50 -o resnet50.onnx" in err
     assert "bench.yaml" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["plan", "validate"])
+def test_a_model_given_where_a_manifest_goes_gets_the_two_ways_on(command, tmp_path: Path,
+                                                                  monkeypatch, capsys) -> None:
+    from edgedeploy import zoo
+
+    monkeypatch.chdir(tmp_path)
+    zoo.export("squeezenet1_1", tmp_path / "net.onnx", size=32)
+    assert main([command, "net.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "net.onnx: a model file, not a YAML manifest" in err
+    assert "edgedeploy init --model net.onnx" in err and "edgedeploy bench net.onnx" in err
+    assert "NUL byte" not in err and "Traceback" not in err

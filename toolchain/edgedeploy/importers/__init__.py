@@ -14,6 +14,7 @@ from typing import Any
 
 from edgedeploy.errors import InputError, ModelError
 from edgedeploy.runtime.ir import Graph
+from edgedeploy.runtime.vocab import MODEL_SUFFIXES
 
 __all__ = ["FORMATS", "SHAPE_HINT", "ShapeOverride", "check_model_file", "detect_format",
            "load_model", "parse_input_shapes", "parse_shape", "plan_shapes"]
@@ -25,7 +26,6 @@ SHAPE_HINT = ("pass --input-shape N,C,H,W on the command line (name=1x3x224x224,
               "several inputs), or model.input_shape / model.input_shapes in the manifest")
 
 FORMATS = ("onnx", "tflite")
-_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
 
 
 def detect_format(path: str | Path, fmt: str | None = None) -> str:
@@ -36,8 +36,8 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
         if norm not in FORMATS:
             raise InputError(f"unknown model format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
         return norm
-    if path.suffix.lower() in _SUFFIXES:
-        return _SUFFIXES[path.suffix.lower()]
+    if path.suffix.lower() in MODEL_SUFFIXES:
+        return MODEL_SUFFIXES[path.suffix.lower()]
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)

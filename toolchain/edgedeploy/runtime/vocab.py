@@ -42,9 +42,10 @@ ORT_ERRORS_ONLY = 3
 #: take): onnxruntime's fatal messages only.
 ORT_FATAL_ONLY = 4
 
-#: Model formats.
+#: Model formats, and the file suffix of each.
 ONNX = "onnx"
 TFLITE = "tflite"
+MODEL_SUFFIXES = {".onnx": ONNX, ".tflite": TFLITE}
 
 #: The 8-bit precision: a model's quantized variant, and its whole-model runs in calibration.
 INT8 = "int8"

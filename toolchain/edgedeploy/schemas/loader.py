@@ -26,6 +26,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.reader import ReaderError
 
 from edgedeploy.errors import InputError, ManifestError, did_you_mean
+from edgedeploy.runtime.vocab import MODEL_SUFFIXES
 from edgedeploy.schemas.manifest import (
     SECRET_HINT,
     SECRET_KEYS,
@@ -155,6 +156,10 @@ def read_yaml(path: Path) -> Any:
         raise _Problem(0, 0, "is a folder, not a YAML file") from None
     except OSError as exc:
         raise _Problem(0, 0, f"cannot read: {exc.strerror or exc}") from None
+    if path.suffix.lower() in MODEL_SUFFIXES:  # given where a manifest goes
+        raise _Problem(0, 0, "a model file, not a YAML manifest",
+                       f"write a manifest that names it (`edgedeploy init --model {path}`), or "
+                       f"plan and measure it alone on this host: `edgedeploy bench {path}`")
     if b"\x00" in raw:
         line = raw[: raw.index(b"\x00")].count(b"\n") + 1
         raise _Problem(line, 1, "binary file (NUL byte): expected UTF-8 YAML text")

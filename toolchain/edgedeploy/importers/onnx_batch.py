@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING
 from edgedeploy.runtime.vocab import ORT_FATAL_ONLY
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import numpy as np
     import onnx
 
     from edgedeploy.runtime import ir
@@ -30,11 +33,15 @@ log = logging.getLogger("edgedeploy.importers")
 BATCH_AXIS = "batch"
 
 
-def with_dynamic_batch(model: bytes) -> bytes:
-    """``model`` with every graph input's and output's leading dimension of 1 made symbolic."""
+def with_dynamic_batch(model: bytes, folded: Mapping[str, np.ndarray] | None = None) -> bytes:
+    """``model`` with every graph input's and output's leading dimension of 1 made symbolic;
+    ``folded``: constants (name -> value) that take the place of the nodes computing them
+    first (:func:`_fold_into`), in the one parse of the model."""
     import onnx
 
     proto = onnx.load_from_string(model)
+    if folded:
+        _fold_into(proto, folded)
     _copy_batch_in_reshapes(proto)
     for value in [*proto.graph.input, *proto.graph.output]:
         dims = value.type.tensor_type.shape.dim
@@ -108,7 +115,9 @@ def batched_model(graph: ir.Graph, model: Path) -> bytes | None:
     ins, outs = segment_io(graph, 0, len(graph.layers))
     frames = [random_inputs(graph, seed=k) for k in (0, 1)]
     try:  # the model file itself, not a cut segment (cutting VGG-16's took 13 s of 16.6)
-        free = with_dynamic_batch(_with_folded(Path(model).read_bytes(), graph))
+        folded = {name: graph.weights[name] for name in graph.source.get("onnx_folded", [])
+                  if name in graph.weights}
+        free = with_dynamic_batch(Path(model).read_bytes(), folded)
         opts = ort.SessionOptions()
         opts.log_severity_level = ORT_FATAL_ONLY  # a batch it cannot take is an answer here
         sess = ort.InferenceSession(free, opts, providers=["CPUExecutionProvider"])
@@ -123,20 +132,14 @@ def batched_model(graph: ir.Graph, model: Path) -> bytes | None:
     return free if agree else None
 
 
-def _with_folded(model: bytes, graph: ir.Graph) -> bytes:
-    """``model`` with the constants the importer folded (at batch 1) in place of the nodes that
-    computed them, as every segment cut from it has them: a Shape of the input folded into an
-    LSTM's initial state or a Reshape's target holds the batch of one (PP-OCRv2's recognizer),
-    and the model file alone would batch where its segments cannot."""
-    folded = {name: graph.weights[name] for name in graph.source.get("onnx_folded", [])
-              if name in graph.weights}
-    if not folded:
-        return model
+def _fold_into(proto: onnx.ModelProto, folded: Mapping[str, np.ndarray]) -> None:
+    """The constants the importer folded (at batch 1) in place of the nodes that computed them,
+    as every segment cut from the model has them: a Shape of the input folded into an LSTM's
+    initial state or a Reshape's target holds the batch of one (PP-OCRv2's recognizer), and the
+    model file alone would batch where its segments cannot (in place)."""
     import numpy as np
-    import onnx
     from onnx import numpy_helper
 
-    proto = onnx.load_from_string(model)
     keep = [n for n in proto.graph.node if not (n.output and all(o in folded or not o
                                                                   for o in n.output))]
     made = {o for n in keep for o in n.output}
@@ -146,7 +149,6 @@ def _with_folded(model: bytes, graph: ir.Graph) -> bytes:
     proto.graph.initializer.extend(numpy_helper.from_array(np.asarray(value), name)
                                    for name, value in sorted(folded.items())
                                    if name not in made and name not in known)
-    return proto.SerializeToString()
 
 
 #: How far a frame's answer within a batch may stray from its answer alone (float rounding of

@@ -20,7 +20,7 @@ import onnx
 from onnx import helper
 
 from edgedeploy.errors import InputError, ModelError
-from edgedeploy.importers import SHAPE_HINT
+from edgedeploy.importers import SHAPE_HINT, check_model_file
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,7 @@ def load_proto(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, di
         proto = model
         path = None
     else:
-        path = Path(model)
-        if not path.is_file():
-            raise ModelError(f"model file not found: {path}", "check the path")
+        path = check_model_file(model)
         data = path.read_bytes()
         try:
             proto = onnx.load_from_string(data)

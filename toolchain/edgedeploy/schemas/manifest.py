@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from edgedeploy.runtime.errors import did_you_mean
+from edgedeploy.runtime.vocab import MODEL_SUFFIXES
 from edgedeploy.schemas.io import Io
 
 Objective = Literal["throughput", "latency", "energy"]
@@ -34,7 +35,6 @@ Precision = Literal["fp32", "fp16", "int8", "auto"]
 Transport = Literal["local", "ssh", "sim"]
 HostKeyPolicy = Literal["strict", "accept-new"]
 
-SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
 #: Keys that would hold a secret; the loader turns them into a pointed message.
 SECRET_KEYS = frozenset({"password", "passwd", "passphrase", "pass", "secret", "token",
                          "ssh_password", "sudo_password", "key_passphrase"})
@@ -128,7 +128,7 @@ class ModelSpec(_Strict):
     def _path(cls, value: Path, info: ValidationInfo) -> Path:
         path = _resolve(value, info)
         fmt = info.data.get("format")
-        if fmt is None and path.suffix.lower() not in SUFFIX_FORMATS:
+        if fmt is None and path.suffix.lower() not in MODEL_SUFFIXES:
             raise ValueError(f"cannot tell the format of {value.name!r} from its suffix; "
                              "name it .onnx or .tflite, or set model.format")
         if not _exists(path):
@@ -155,7 +155,7 @@ class ModelSpec(_Strict):
     @model_validator(mode="after")
     def _format(self) -> ModelSpec:
         if self.format is None:
-            self.format = SUFFIX_FORMATS[self.path.suffix.lower()]  # type: ignore[assignment]
+            self.format = MODEL_SUFFIXES[self.path.suffix.lower()]  # type: ignore[assignment]
         if self.input_shape is not None and self.input_shapes and not self.input_name:
             raise ValueError("input_shape and input_shapes both given: name the input "
                              "input_shape is for (model.input_name), or list it in input_shapes")

@@ -123,13 +123,14 @@ def test_bench_reports_medians_spread_and_the_estimator(tmp_path):
     assert answer["best_baseline"] == best["system"]
     assert abs(answer["ratio_vs_best_baseline"]
                - answer["results"][0]["throughput_fps"] / best["throughput_fps"]) < 1e-12
-    # the one-thread replicas are the plan's own configuration exactly when the plan is one
-    # stage of one-core replicas on every core with every layer in onnxruntime
+    # the one-thread replicas (threads of the caller, as a user writes them) are the plan's
+    # own configuration exactly when the plan is one inline stage of one-core replicas on
+    # every core with every layer in onnxruntime
     (stage,) = answer["plan"]["stages"] if len(answer["plan"]["stages"]) == 1 else [None]
     replicas = next(r for r in answer["results"] if r["system"] == "ort_replicas")
     own = (stage is not None and stage["cores"] == 1 and stage["batch"] == 1
            and stage["replicas"] == len(stage["cpus"]) == len(available_cpus())
-           and set(stage["engines"]) == {"onnxruntime"})
+           and set(stage["engines"]) == {"onnxruntime"} and stage.get("inline", False))
     assert replicas["same_configuration_as_plan"] is own
     assert answer["plan_is_best_baseline"] is (own and best["system"] == "ort_replicas")
 

@@ -1,6 +1,7 @@
-"""Inline plans: measure-to-decide offers each whole-model one-session baseline on every core
-run in the feeding process, and a lockfile that chose one builds a bundle whose runner runs it
-there -- verified against onnxruntime, served to a client."""
+"""Inline plans: measure-to-decide offers each whole-model baseline on every core (one threaded
+session, or one-thread replicas as threads) run in the feeding process, and a lockfile that
+chose one builds a bundle whose runner runs it there -- verified against onnxruntime, served
+to a client."""
 
 from __future__ import annotations
 
@@ -45,13 +46,15 @@ def _inline(project: Path):  # type: ignore[no-untyped-def]
     return plan, graph, entries, [e for e in entries if any(s.inline for s in e.stages)]
 
 
-def test_the_shortlist_runs_one_session_baselines_inline_on_a_host_it_measures(project):
+def test_the_shortlist_runs_whole_model_baselines_inline_on_a_host_it_measures(project):
     plan, _, _, inline = _inline(project)
     every = sorted(available_cpus())
-    one_session = [n for n, b in plan.baselines.items() if b.stages and len(b.stages) == 1
-                   and b.stages[0].replicas == 1 and sorted(b.stages[0].cpus) == every]
-    assert one_session  # onnxruntime threaded on every core, at least
-    assert sorted(e.name for e in inline) == sorted(f"{n}_inline" for n in one_session)
+    whole = [n for n, b in plan.baselines.items() if b.stages and len(b.stages) == 1
+             and b.stages[0].batch == 1 and sorted(b.stages[0].cpus) == every]
+    assert "onnxruntime_threads" in whole  # threaded on every core, at least
+    if len(every) > 1:  # and one one-thread session per core, as threads of the caller
+        assert "onnxruntime_replicas" in whole
+    assert sorted(e.name for e in inline) == sorted(f"{n}_inline" for n in whole)
     for e in inline:  # the stock runtime as its user runs it: a baseline, measured if it runs
         assert e.optional and e.baseline and len(e.stages) == 1
         base = plan.baselines[e.name.removesuffix("_inline")].stages[0]
@@ -65,9 +68,14 @@ def test_the_shortlist_runs_one_session_baselines_inline_on_a_host_it_measures(p
     assert not any(s.inline for s in twin.stages)
 
 
-def test_an_inline_lockfile_runs_verified_and_serves_in_the_runner_process(project, tmp_path):
+@pytest.mark.parametrize("which", ["onnxruntime_threads_inline", "onnxruntime_replicas_inline"])
+def test_an_inline_lockfile_runs_verified_and_serves_in_the_runner_process(project, tmp_path,
+                                                                          which):
     plan, graph, _, inline = _inline(project)
-    chosen = as_plan(plan, graph, inline[0], Decision(measured=True, target="local"))
+    entry = next((e for e in inline if e.name == which), None)
+    if entry is None:
+        pytest.skip(f"{which}: one core, no replicas")
+    chosen = as_plan(plan, graph, entry, Decision(measured=True, target="local"))
     path = project.parent / "inline.plan.json"
     path.write_text(dumps(chosen.model_dump(mode="json")))
     assert json.loads(path.read_text())["stages"][0]["inline"] is True
@@ -92,7 +100,8 @@ def test_an_inline_lockfile_runs_verified_and_serves_in_the_runner_process(proje
             for x in frames(4, seed=5, shape=(1, 3, 32, 32)):
                 assert_close(client.infer(x), reference(x))
         status = runner.wait_for(lambda s: s.get("replicas"))
-        assert [r["pid"] for r in status["replicas"]] == [runner.proc.pid]
+        replicas = chosen.stages[0].replicas  # threads of the runner's process, if several
+        assert [r["pid"] for r in status["replicas"]] == [runner.proc.pid] * replicas
 
 
 def test_push_deploys_an_inline_plan_and_does_not_refine_it_away(tmp_path, monkeypatch):
@@ -134,3 +143,27 @@ def test_plan_says_a_stage_runs_inline_and_why_its_prediction_is_a_workers(proje
     _render(SimpleNamespace(doc=plan.model_dump(mode="json"), written=True, plan_file="p"))
     said = capsys.readouterr()
     assert "inline" not in said.out + said.err
+
+
+def test_the_replicas_baseline_is_the_inline_replicas_plan_measured_twice(project):
+    """The bench's one-thread replicas run as a user writes them, a thread and a session per
+    core in one process: a plan that chose exactly that is the same configuration."""
+    from edgedeploy.benchmarks.compare import _systems
+
+    plan, graph, _, inline = _inline(project)
+    entry = next((e for e in inline if e.name == "onnxruntime_replicas_inline"), None)
+    if entry is None:
+        pytest.skip("one core, no replicas")
+    path = project.parent / "sq.onnx"
+    for name, same in (("onnxruntime_replicas_inline", True), ("onnxruntime_threads_inline",
+                                                               False)):
+        e = next(e for e in inline if e.name == name)
+        doc = as_plan(plan, graph, e, Decision(measured=True, target="local"))
+        ours, *baselines = _systems(graph, path, doc.model_dump(mode="json"))
+        try:
+            replicas = next(s for s in baselines if s.name == "ort_replicas")
+            assert (ours.configuration == replicas.configuration) is same
+            assert replicas.period == len(available_cpus()) and replicas.tail > 0
+        finally:
+            for s in (ours, *baselines):
+                s.close()

@@ -107,5 +107,5 @@ def test_what_cannot_run_inline_is_refused(model) -> None:
     with pytest.raises(BundleConfigError, match="inline stage"):
         parse_plan("p", {"stages": [stage, {"start": 3, "stop": 5}]})
     with pytest.raises(BundleConfigError, match="inline stage"):
-        parse_plan("p", {"stages": [{**stage, "replicas": 2}]})
+        parse_plan("p", {"stages": [{**stage, "batch": 2}]})
     assert parse_plan("p", {"stages": [stage]}).stages[0].inline

@@ -243,12 +243,14 @@ def _within_margin_of_a_baseline(point: Any, plan: Plan) -> bool:
 
 
 def inline_variants(plan: Plan) -> list[tuple[str, list[ParetoStage], Predicted]]:
-    """Each baseline that is the whole model in one session on every core of this host, run
-    inline (``<baseline>_inline``): in the feeding process, without the hop to a worker
-    process -- the stock runtime exactly as its user runs it, in the caller's process. They
-    count as baselines, whatever the model's size: a plan that is not one must beat them as it
-    must beat every way a user would run the model by hand. The hop can cost more than a small
-    model and the cost model does not price it, so they are measured, not predicted."""
+    """Each baseline that is the whole model in one stage over every core of this host, one
+    frame a call, run inline (``<baseline>_inline``): in the feeding process, without the hop
+    to a worker process -- one threaded session, or one one-thread session per core in a
+    thread each (``runtime.inline_replicas``): the stock runtime exactly as its user runs it,
+    in the caller's process. They count as baselines, whatever the model's size: a plan that
+    is not one must beat them as it must beat every way a user would run the model by hand.
+    The hop can cost more than a small model and the cost model does not price it, so they
+    are measured, not predicted."""
     from edgedeploy.runtime.affinity import available_cpus
     from edgedeploy.runtime.vocab import GPU_CLUSTER
 
@@ -256,7 +258,7 @@ def inline_variants(plan: Plan) -> list[tuple[str, list[ParetoStage], Predicted]
     out = []
     for name, b in sorted(plan.baselines.items()):
         stages = b.stages or []
-        if (len(stages) == 1 and stages[0].replicas == 1 and stages[0].batch == 1
+        if (len(stages) == 1 and stages[0].batch == 1
                 and stages[0].cluster != GPU_CLUSTER and sorted(stages[0].cpus) == every):
             out.append((f"{name}_inline", [stages[0].model_copy(update={"inline": True})],
                         b.predicted))
@@ -474,13 +476,13 @@ def streamed_frames(e: Entry, frames: int) -> int:
     """Frames one round of ``e`` streams for a window of ``frames``: the warm-up every round
     gives, the window in whole periods of its completions, three at least
     (``runtime.metrics.timed_frames``), and the frames fed behind it, as its pipeline runs
-    (inline: one frame at a time, none behind). A round of VGG-16's two replicas of four frames
-    a call streams 42 frames for a window of 5; counted on the 5, the first round's ETA said
-    31 s, and the four rounds took 76 s more (seen while developing)."""
+    (inline with one replica: one frame at a time, none behind). A round of VGG-16's two
+    replicas of four frames a call streams 42 frames for a window of 5; counted on the 5, the
+    first round's ETA said 31 s, and the four rounds took 76 s more (seen while developing)."""
     from edgedeploy.runtime.metrics import timed_frames
     from edgedeploy.runtime.pipeline import period_of, tail_of
 
-    if any(s.inline for s in e.stages):
+    if any(s.inline and s.replicas == 1 for s in e.stages):
         return warmup_frames(frames) + frames
     return (warmup_frames(frames) + timed_frames(frames, period_of(e.stages))
             + tail_of(e.stages))

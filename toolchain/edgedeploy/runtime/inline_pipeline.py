@@ -234,8 +234,13 @@ class InlinePipeline:
 
 
 def open_pipeline(stages: Sequence[StageSpec], **options: Any) -> Any:
-    """The executor for ``stages``: inline when the plan's only stage says so, else the
+    """The executor for ``stages``: inline when the plan's only stage says so (its replicas as
+    threads, :class:`~edgedeploy.runtime.inline_replicas.InlineReplicas`), else the
     multi-process :class:`~edgedeploy.runtime.pipeline.Pipeline` (``options`` go to it)."""
+    if len(stages) == 1 and stages[0].inline and stages[0].replicas > 1:
+        from .inline_replicas import InlineReplicas
+
+        return InlineReplicas(stages)
     if len(stages) == 1 and stages[0].inline:
         return InlinePipeline(stages)
     from .pipeline import Pipeline

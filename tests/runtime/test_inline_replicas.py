@@ -1,0 +1,169 @@
+"""Inline replicas: a plan's only stage replicated as pinned threads of the feeding process.
+The same answers as the multi-process pipeline, in submission order, the replicas truly in
+parallel on their own cores, and failures that name the stage."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+
+from edgedeploy import execute, zoo
+from edgedeploy.importers import load_model
+from edgedeploy.runtime.affinity import available_cpus
+from edgedeploy.runtime.errors import InputError, StageError
+from edgedeploy.runtime.executor import random_inputs
+from edgedeploy.runtime.inline_pipeline import open_pipeline
+from edgedeploy.runtime.inline_replicas import InlineReplicas
+from edgedeploy.runtime.pipeline import Pipeline
+from edgedeploy.runtime.pipeline_spec import StageSpec
+from edgedeploy.runtime.runner_config import BundleConfigError, parse_plan
+from edgedeploy.runtime.shm import TensorSpec
+from edgedeploy.runtime.stages import plan_stage_io
+from edgedeploy.runtime.vocab import ONNXRUNTIME
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    path = zoo.export("squeezenet1_1", tmp_path_factory.mktemp("m") / "sq.onnx", size=32)
+    return load_model(path), path
+
+
+def _specs(graph, path, *, inline: bool, replicas: int = 2):  # type: ignore[no-untyped-def]
+    io = plan_stage_io(graph, [])[0]
+    stage = execute.stage_from_io(io, available_cpus(), replicas, "whole", inline=inline)
+    choices = {layer.name: ONNXRUNTIME for layer in graph.layers}
+    segments = execute.segments_for(graph, [io], choices, path)
+    return execute.stage_specs(graph, [stage], choices, segments)
+
+
+def _frames(graph, n: int) -> list[list[np.ndarray]]:  # type: ignore[no-untyped-def]
+    return [[random_inputs(graph, seed=k)[t.name] for t in graph.inputs] for k in range(n)]
+
+
+def test_inline_replicas_answer_as_process_replicas_do(model) -> None:
+    graph, path = model
+    frames = _frames(graph, 9)
+    pipe = open_pipeline(_specs(graph, path, inline=True))
+    assert isinstance(pipe, InlineReplicas)
+    with pipe:
+        assert (pipe.workers, pipe.period, pipe.tail) == (2, 2, pipe.max_in_flight)
+        result = pipe.run(lambda k: frames[k % 9], 7, warmup=2, keep_outputs="all",
+                          tail=pipe.tail)
+        info = pipe.replica_info
+    with open_pipeline(_specs(graph, path, inline=False)) as ref:
+        assert isinstance(ref, Pipeline)
+        want = ref.run(lambda k: frames[k % 9], 7, warmup=2, keep_outputs="all",
+                       tail=ref.tail)
+    assert result.frames == 7 and result.mode == "inline" and len(result.outputs or []) == 7
+    for got, exp in zip(result.outputs or [], want.outputs or [], strict=True):
+        np.testing.assert_allclose(got[0], exp[0], rtol=1e-4, atol=1e-5)
+    (stage,) = result.stages
+    assert stage.frames == 7 and stage.service_ms_p50 > 0  # warm-up and tail count in nothing
+    assert {i["pid"] for i in info} == {os.getpid()} and all(i["inline"] for i in info)
+    assert len({i["thread"] for i in info}) == 2
+    if len(available_cpus()) >= 2:  # each replica on its own core, as a process replica is
+        assert [i["cpus"] for i in info] == [[c] for c in available_cpus()[:2]]
+    assert pipe.resource_names() == []
+
+
+def test_submit_and_get_from_two_threads_keep_order(model) -> None:
+    """As the service feed uses it: one thread submits, another collects, in order; the caller
+    may reuse its frame buffer once submit returns."""
+    graph, path = model
+    frames = _frames(graph, 6)
+    got: list[tuple[int, np.ndarray]] = []
+    with open_pipeline(_specs(graph, path, inline=True)) as pipe:
+        def collect() -> None:
+            for _ in range(len(frames)):
+                seq, outs = pipe.get(timeout=30)
+                got.append((seq, outs[0]))
+
+        collector = threading.Thread(target=collect)
+        collector.start()
+        buffer = [np.empty_like(x) for x in frames[0]]
+        for k, f in enumerate(frames):
+            for b, x in zip(buffer, f, strict=True):
+                b[...] = x
+            pipe.submit(100 + k, buffer)
+        collector.join(30)
+        assert pipe.in_flight == 0 and 1 <= pipe.peak_in_flight <= pipe.max_in_flight
+        done = pipe.stream(lambda k: frames[k % len(frames)], 5)
+    assert [s for s, _ in got] == [100 + k for k in range(len(frames))]
+    assert np.all(np.diff(done) >= 0)
+    with open_pipeline(_specs(graph, path, inline=False, replicas=1)) as ref:
+        want = ref.run(frames, len(frames), keep_outputs="all").outputs or []
+    for (_, out), exp in zip(got, want, strict=True):
+        np.testing.assert_allclose(out, exp[0], rtol=1e-4, atol=1e-5)
+
+
+# -- factories for stages that are not models (module-level, as a stage factory must be) --------
+def _sleeper(seconds: float) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
+    """A stage that holds its frame ``seconds`` without Python's lock, as an engine computes,
+    and answers with the cores its thread runs on."""
+    def fn(xs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        time.sleep(seconds)
+        return [np.array(sorted(os.sched_getaffinity(0)), np.float32), xs[0] + 1]
+    return fn
+
+
+def _failing_on_negative(_: float) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
+    def fn(xs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if float(xs[0][0]) < 0:
+            raise ValueError("negative frame")
+        return [xs[0]]
+    return fn
+
+
+def _broken(_: float) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
+    raise RuntimeError("no session")
+
+
+def _spec(factory: Callable[..., object], replicas: int = 2, seconds: float = 0.0) -> StageSpec:
+    return StageSpec(name="toy", cpus=tuple(available_cpus()), factory=factory,  # type: ignore[arg-type]
+                     inputs=(TensorSpec((1,)),), outputs=(TensorSpec((1,)), TensorSpec((1,))),
+                     replicas=replicas, factory_args=(seconds,), inline=True)
+
+
+def test_replicas_run_frames_at_once() -> None:
+    """Two replicas finish eight frames of 40 ms in about four frames' time, each frame in
+    turn to the next replica (odd frames on the second one's core)."""
+    frames = [[np.array([float(k)], np.float32)] for k in range(8)]
+    with InlineReplicas([_spec(_sleeper, seconds=0.04)]) as pipe:
+        t0 = time.perf_counter()
+        result = pipe.run(frames, 8, keep_outputs="all")
+        wall = time.perf_counter() - t0
+    assert wall < 0.75 * 8 * 0.04
+    outs = result.outputs or []
+    assert [float(o[1][0]) for o in outs] == [k + 1.0 for k in range(8)]
+    if len(available_cpus()) >= 2:
+        first, second = available_cpus()[:2]
+        assert [o[0].tolist() for o in outs[:2]] == [[first], [second]]
+
+
+def test_a_failing_frame_and_a_failing_factory_name_the_stage() -> None:
+    frames = [[np.array([v], np.float32)] for v in (1.0, -1.0, 2.0)]
+    with InlineReplicas([_spec(_failing_on_negative)]) as pipe:
+        pipe.submit(0, frames[0])
+        pipe.submit(1, frames[1])
+        assert pipe.get(timeout=10)[0] == 0
+        with pytest.raises(StageError, match=r"toy.*negative frame"):
+            pipe.get(timeout=10)
+        with pytest.raises(StageError):  # the pipeline stays failed
+            pipe.submit(2, frames[2])
+    with pytest.raises(StageError, match=r"toy.*factory failed.*no session"):
+        InlineReplicas([_spec(_broken)]).start()
+    with pytest.raises(InputError, match="two replicas or more"):
+        InlineReplicas([_spec(_sleeper, replicas=1)])
+
+
+def test_inline_replicas_parse_from_a_bundle_plan() -> None:
+    plan = parse_plan("p", {"stages": [{"start": 0, "stop": 3, "inline": True, "replicas": 2}]})
+    assert plan.stages[0].inline and plan.stages[0].replicas == 2
+    with pytest.raises(BundleConfigError, match="inline stage"):
+        parse_plan("p", {"stages": [{"start": 0, "stop": 3, "inline": True, "replicas": 2,
+                                     "batch": 2}]})

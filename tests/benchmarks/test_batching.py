@@ -5,6 +5,7 @@ runner builds, verifies and runs."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from edgedeploy.generator import BuildInput, PlanConfig, StageConfig, build_bund
 from edgedeploy.importers.onnx_batch import frames_kept_apart, with_dynamic_batch
 from edgedeploy.importers.segments import segment_provider
 from edgedeploy.planner.lock import dumps
+from edgedeploy.runtime.affinity import available_cpus
 from edgedeploy.runtime.executor import segment_io
 from edgedeploy.runtime.stages import BATCH_SIZES
 from edgedeploy.schemas.plan import Decision, load_plan
@@ -101,15 +103,20 @@ def test_the_shortlist_tries_micro_batches_of_every_whole_model_baseline(model: 
     best = max(whole, key=lambda n: plan.baselines[n].predicted.throughput_fps or 0.0)
     (other,) = set(whole) - {best}
     batched = [e for e in entries if any(s.batch > 1 for s in e.stages)]
-    assert [e.name for e in batched] == [*(f"{best}_batch{b}" for b in BATCH_SIZES),
-                                         f"{other}_batch{max(BATCH_SIZES)}"]
+    # a whole-model stage on every core of this host runs its batches inline (no worker hop)
+    assert [e.name.removesuffix("_inline") for e in batched] == [
+        *(f"{best}_batch{b}" for b in BATCH_SIZES), f"{other}_batch{max(BATCH_SIZES)}"]
     for e in batched:
-        base = plan.baselines[e.name.rsplit("_batch", 1)[0]]
+        base = plan.baselines[e.name.removesuffix("_inline").rsplit("_batch", 1)[0]]
         assert e.optional and not e.baseline
-        assert [s.model_copy(update={"batch": 1}) for s in e.stages] == base.stages
+        assert [s.model_copy(update={"batch": 1, "inline": False})
+                for s in e.stages] == base.stages
+        every = len(e.stages) == 1 and e.stages[0].cpus == sorted(available_cpus())
+        assert e.name.endswith("_inline") is every is e.stages[0].inline
 
     def batches(entries: list) -> list[str]:
-        return [e.name for e in entries if any(s.batch > 1 for s in e.stages)]
+        return [e.name.removesuffix("_inline") for e in entries
+                if any(s.batch > 1 for s in e.stages)]
 
     assert not batches(shortlist(plan))  # no graph (a twin): none
     assert not batches(shortlist(_plan(model, "latency"), graph=graph))
@@ -372,7 +379,8 @@ def test_measure_to_decide_drops_batches_that_mix_frames(tmp_path: Path) -> None
                         "  local: {}\nmeasure: {budget_s: 2, quick_profile_s: 0}\n")
     said: list[str] = []
     plan = load_plan(api.plan(manifest, "local", progress=said.append)[0].plan_file)
-    assert any("_batch2: a batch of two frames is not answered" in line for line in said)
+    assert any(re.search(r"_batch2(_inline)?: a batch of two frames is not answered", line)
+               for line in said)
     assert plan.decision is not None and plan.decision.measured
     assert all(s.batch == 1 for s in plan.stages)
     assert not any("_batch" in c.name for c in plan.decision.contenders)

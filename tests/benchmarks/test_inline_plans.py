@@ -54,8 +54,15 @@ def test_the_shortlist_runs_whole_model_baselines_inline_on_a_host_it_measures(p
     assert "onnxruntime_threads" in whole  # threaded on every core, at least
     if len(every) > 1:  # and one one-thread session per core, as threads of the caller
         assert "onnxruntime_replicas" in whole
-    assert sorted(e.name for e in inline) == sorted(f"{n}_inline" for n in whole)
+    batched = [e for e in inline if e.stages[0].batch > 1]  # micro-batched: inline only
+    assert sorted(e.name for e in inline if e.stages[0].batch == 1) == sorted(
+        f"{n}_inline" for n in whole)
+    assert all(not e.baseline and e.optional for e in batched)
+    assert all(len(e.stages) == 1 and e.stages[0].inline for e in _inline(project)[2]
+               if e.stages[0].batch > 1 and sorted(e.stages[0].cpus) == every)
     for e in inline:  # the stock runtime as its user runs it: a baseline, measured if it runs
+        if e.stages[0].batch > 1:
+            continue
         assert e.optional and e.baseline and len(e.stages) == 1
         base = plan.baselines[e.name.removesuffix("_inline")].stages[0]
         assert e.stages[0].model_copy(update={"inline": False}) == base
@@ -63,18 +70,20 @@ def test_the_shortlist_runs_whole_model_baselines_inline_on_a_host_it_measures(p
     # however slow the model is predicted: the user's own way to run it is always measured
     slow = {n: b.model_copy(update={"predicted": b.predicted.model_copy(
         update={"latency_ms": 1e4})}) for n, b in plan.baselines.items()}
-    assert len(inline_variants(plan.model_copy(update={"baselines": slow}))) == len(inline)
+    assert len(inline_variants(plan.model_copy(update={"baselines": slow}))) == len(
+        inline) - len(batched)
     twin = load_plan(api.plan(project, "pi")[0].plan_file)
     assert not any(s.inline for s in twin.stages)
 
 
-@pytest.mark.parametrize("which", ["onnxruntime_threads_inline", "onnxruntime_replicas_inline"])
+@pytest.mark.parametrize("which", ["onnxruntime_threads_inline", "onnxruntime_replicas_inline",
+                                   "onnxruntime_replicas_batch4_inline"])
 def test_an_inline_lockfile_runs_verified_and_serves_in_the_runner_process(project, tmp_path,
                                                                           which):
     plan, graph, _, inline = _inline(project)
     entry = next((e for e in inline if e.name == which), None)
     if entry is None:
-        pytest.skip(f"{which}: one core, no replicas")
+        pytest.skip(f"{which}: not on this host (one core, no replicas)")
     chosen = as_plan(plan, graph, entry, Decision(measured=True, target="local"))
     path = project.parent / "inline.plan.json"
     path.write_text(dumps(chosen.model_dump(mode="json")))

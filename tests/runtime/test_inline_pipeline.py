@@ -106,6 +106,4 @@ def test_what_cannot_run_inline_is_refused(model) -> None:
     stage = {"start": 0, "stop": 3, "inline": True}
     with pytest.raises(BundleConfigError, match="inline stage"):
         parse_plan("p", {"stages": [stage, {"start": 3, "stop": 5}]})
-    with pytest.raises(BundleConfigError, match="inline stage"):
-        parse_plan("p", {"stages": [{**stage, "batch": 2}]})
     assert parse_plan("p", {"stages": [stage]}).stages[0].inline

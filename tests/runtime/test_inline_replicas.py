@@ -162,8 +162,39 @@ def test_a_failing_frame_and_a_failing_factory_name_the_stage() -> None:
 
 
 def test_inline_replicas_parse_from_a_bundle_plan() -> None:
-    plan = parse_plan("p", {"stages": [{"start": 0, "stop": 3, "inline": True, "replicas": 2}]})
-    assert plan.stages[0].inline and plan.stages[0].replicas == 2
+    stage = {"start": 0, "stop": 3, "inline": True, "replicas": 2, "batch": 4}
+    plan = parse_plan("p", {"stages": [stage]})
+    assert plan.stages[0].inline and (plan.stages[0].replicas, plan.stages[0].batch) == (2, 4)
     with pytest.raises(BundleConfigError, match="inline stage"):
-        parse_plan("p", {"stages": [{"start": 0, "stop": 3, "inline": True, "replicas": 2,
-                                     "batch": 2}]})
+        parse_plan("p", {"stages": [stage, {"start": 3, "stop": 5}]})
+
+
+def _batch_counter(seconds: float) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
+    """A stage that micro-batches: doubles its frames and answers each with its call's size."""
+    def fn(xs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        time.sleep(seconds)
+        n = xs[0].shape[0]
+        return [np.full((n, 1), float(n), np.float32), xs[0] * 2]
+    return fn
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_a_micro_batching_stage_runs_waiting_frames_as_one_call(replicas: int) -> None:
+    """Frames already waiting for a replica run as one call along the leading axis (up to the
+    stage's batch), each frame's outputs split back out, in order; a lone frame runs alone."""
+    spec = StageSpec(name="toy", cpus=tuple(available_cpus()), factory=_batch_counter,
+                     inputs=(TensorSpec((1, 1)),), outputs=(TensorSpec((1, 1)),) * 2,
+                     replicas=replicas, batch=4, factory_args=(0.02,), inline=True)
+    frames = [[np.full((1, 1), float(k), np.float32)] for k in range(24)]
+    pipe = open_pipeline([spec])
+    assert isinstance(pipe, InlineReplicas)
+    with pipe:
+        assert pipe.period == 4 * replicas and pipe.max_in_flight >= 8 * replicas
+        result = pipe.run(frames, 24, keep_outputs="all")
+        pipe.submit(7, frames[3])
+        seq, (size, out) = pipe.get(timeout=10)
+    assert (seq, float(size[0, 0]), float(out[0, 0])) == (7, 1.0, 6.0)  # alone, at once
+    outs = result.outputs or []
+    assert [float(o[1][0, 0]) for o in outs] == [2.0 * k for k in range(24)]
+    sizes = [float(o[0][0, 0]) for o in outs]
+    assert max(sizes) == 4 and all(1 <= n <= 4 for n in sizes)

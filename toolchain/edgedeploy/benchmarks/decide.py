@@ -217,7 +217,12 @@ def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST, *,
             add(name, b.stages, b.predicted, baseline=True)
     if graph is None:  # a twin: its measurements do not run the real engines
         return out
-    variants = [(v, False) for v in batched_variants(plan, graph, factors)]
+    # a batched whole-model stage on every core runs inline only: the worker hop buys it
+    # nothing, and each contender costs the decision its start-up and rounds
+    batched = batched_variants(plan, graph, factors)
+    inline = {name.removesuffix("_inline"): (name, stages, predicted)
+              for name, stages, predicted in inline_copies(batched)}
+    variants = [(inline.get(v[0], v), False) for v in batched]
     variants += [(v, True) for v in inline_variants(plan)]
     for (name, stages, predicted), baseline in variants:
         if add(name, stages, predicted, baseline=baseline):
@@ -251,18 +256,24 @@ def inline_variants(plan: Plan) -> list[tuple[str, list[ParetoStage], Predicted]
     is not one must beat them as it must beat every way a user would run the model by hand.
     The hop can cost more than a small model and the cost model does not price it, so they
     are measured, not predicted."""
+    return inline_copies([(name, b.stages or [], b.predicted)
+                          for name, b in sorted(plan.baselines.items())], batch=1)
+
+
+def inline_copies(variants: list[tuple[str, list[ParetoStage], Predicted]],
+                  batch: int | None = None) -> list[tuple[str, list[ParetoStage], Predicted]]:
+    """Those of ``variants`` that are one CPU stage over every core of this host (of ``batch``
+    frames a call, if given), run inline (``<name>_inline``), with the same prediction: the
+    micro-batched replicas of a small model save the hop too (MTCNN's R-net took its best
+    figure from 4-frame replicas)."""
     from edgedeploy.runtime.affinity import available_cpus
     from edgedeploy.runtime.vocab import GPU_CLUSTER
 
     every = sorted(available_cpus())
-    out = []
-    for name, b in sorted(plan.baselines.items()):
-        stages = b.stages or []
-        if (len(stages) == 1 and stages[0].batch == 1
-                and stages[0].cluster != GPU_CLUSTER and sorted(stages[0].cpus) == every):
-            out.append((f"{name}_inline", [stages[0].model_copy(update={"inline": True})],
-                        b.predicted))
-    return out
+    return [(f"{name}_inline", [stages[0].model_copy(update={"inline": True})], predicted)
+            for name, stages, predicted in variants
+            if len(stages) == 1 and stages[0].cluster != GPU_CLUSTER
+            and sorted(stages[0].cpus) == every and batch in (None, stages[0].batch)]
 
 
 def batched_variants(plan: Plan, graph: ir.Graph, factors: dict[str, Any] | None = None
@@ -476,13 +487,13 @@ def streamed_frames(e: Entry, frames: int) -> int:
     """Frames one round of ``e`` streams for a window of ``frames``: the warm-up every round
     gives, the window in whole periods of its completions, three at least
     (``runtime.metrics.timed_frames``), and the frames fed behind it, as its pipeline runs
-    (inline with one replica: one frame at a time, none behind). A round of VGG-16's two
+    (inline, one replica of one frame: one frame at a time, none behind). A round of VGG-16's two
     replicas of four frames a call streams 42 frames for a window of 5; counted on the 5, the
     first round's ETA said 31 s, and the four rounds took 76 s more (seen while developing)."""
     from edgedeploy.runtime.metrics import timed_frames
     from edgedeploy.runtime.pipeline import period_of, tail_of
 
-    if any(s.inline and s.replicas == 1 for s in e.stages):
+    if any(s.inline and s.replicas == s.batch == 1 for s in e.stages):
         return warmup_frames(frames) + frames
     return (warmup_frames(frames) + timed_frames(frames, period_of(e.stages))
             + tail_of(e.stages))

@@ -46,8 +46,9 @@ class InlinePipeline:
     def __init__(self, stages: Sequence[StageSpec], *,
                  stats_capacity: int = DEFAULT_CAPACITY) -> None:
         if len(stages) != 1 or stages[0].replicas != 1 or stages[0].batch != 1:
-            raise InputError("an inline stage is the plan's only stage, with one replica and "
-                             "one frame per call")
+            raise InputError("an inline stage run in the calling thread is the plan's only "
+                             "stage, with one replica and one frame per call (open_pipeline "
+                             "runs replicas and micro-batches inline in threads)")
         self.stages = list(stages)
         self.spec = stages[0]
         self._capacity = stats_capacity
@@ -234,10 +235,11 @@ class InlinePipeline:
 
 
 def open_pipeline(stages: Sequence[StageSpec], **options: Any) -> Any:
-    """The executor for ``stages``: inline when the plan's only stage says so (its replicas as
-    threads, :class:`~edgedeploy.runtime.inline_replicas.InlineReplicas`), else the
-    multi-process :class:`~edgedeploy.runtime.pipeline.Pipeline` (``options`` go to it)."""
-    if len(stages) == 1 and stages[0].inline and stages[0].replicas > 1:
+    """The executor for ``stages``: inline when the plan's only stage says so (its replicas, or
+    its micro-batches, in threads: :class:`~edgedeploy.runtime.inline_replicas.InlineReplicas`),
+    else the multi-process :class:`~edgedeploy.runtime.pipeline.Pipeline` (``options`` go to
+    it)."""
+    if len(stages) == 1 and stages[0].inline and stages[0].replicas * stages[0].batch > 1:
         from .inline_replicas import InlineReplicas
 
         return InlineReplicas(stages)

@@ -1,4 +1,5 @@
-"""Replicas of a plan's only stage run as threads of the process that feeds it.
+"""Replicas of a plan's only stage run as threads of the process that feeds it (and a stage
+that micro-batches, one replica or several).
 
 One-core replicas in worker processes pay the worker hop on every frame: the frame crosses
 shared memory twice and wakes two processes. The engines (onnxruntime, LiteRT) release Python's
@@ -10,7 +11,9 @@ That is also how a user replicates a session by hand: a thread per core, a sessi
 
 Each replica is a thread pinned to its share of the stage's cores (``sched_setaffinity`` of the
 calling thread), where its own engine session is built, so the session sizes its pool by them.
-Frames go to the replicas in turn and come back in submission order; the class keeps the
+Frames go to the replicas in turn and come back in submission order; a stage of ``batch`` > 1
+runs up to that many of its frames already waiting as one call, as a worker process does
+(micro-batching: a lone frame runs alone). It keeps the
 :class:`~edgedeploy.runtime.pipeline.Pipeline` interface (``submit``/``get``, ``run``,
 ``stream``, the statistics) that the runner, the service feed and the benchmarks use.
 """
@@ -63,9 +66,9 @@ class InlineReplicas:
 
     def __init__(self, stages: Sequence[StageSpec], *,
                  stats_capacity: int = DEFAULT_CAPACITY) -> None:
-        if len(stages) != 1 or stages[0].replicas < 2 or stages[0].batch != 1:
+        if len(stages) != 1 or stages[0].replicas * stages[0].batch < 2:
             raise InputError("inline replicas are the plan's only stage, with two replicas or "
-                             "more and one frame per call")
+                             "more, or frames micro-batched")
         self.stages = list(stages)
         self.spec = stages[0]
         self._capacity = stats_capacity
@@ -125,26 +128,52 @@ class InlineReplicas:
             return
         if r.fn is None:
             return
-        while (item := r.inbox.get()) is not None:
-            index, seq, tensors, t_sub, warm = item
-            t0 = time.perf_counter()
-            outs: list[np.ndarray] | None = None
-            error: BaseException | None = None
-            try:
-                outs = [np.array(o) for o in r.fn(tensors)]  # an engine may reuse its buffers
-            except Exception as exc:
-                error = StageError(self.spec.name, f"{type(exc).__name__}: {exc}")
-            t1 = time.perf_counter()
-            with self._cond:
+        stop = False
+        while not stop:
+            items = [r.inbox.get()]
+            while items[-1] is not None and len(items) < self.spec.batch:
+                try:  # only frames already waiting: a lone frame runs alone
+                    items.append(r.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            if items[-1] is None:
+                stop = True
+                items.pop()
+            if items:
+                self._run_frames(r, r.fn, items)
+
+    def _run_frames(self, r: _Replica, fn: Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]],
+                    items: list[tuple]) -> None:
+        """One engine call over ``items`` (several: along the leading axis, micro-batching)."""
+        t0 = time.perf_counter()
+        results: list[list[np.ndarray] | None] = [None] * len(items)
+        error: BaseException | None = None
+        try:
+            if len(items) == 1:
+                ys = fn(items[0][2])
+            else:
+                ys = fn([np.concatenate(parts, axis=0)
+                           for parts in zip(*(it[2] for it in items), strict=True)])
+            ys = [np.array(y) for y in ys]  # an engine may reuse its buffers
+            if len(items) > 1 and any(y.shape[:1] != (len(items),) for y in ys):
+                raise ValueError(f"a batch of {len(items)} frames gave outputs of shapes "
+                                 f"{[y.shape for y in ys]}: the batch must lead")
+            results = [ys] if len(items) == 1 else [[y[j:j + 1] for y in ys]
+                                                    for j in range(len(items))]
+        except Exception as exc:
+            error = StageError(self.spec.name, f"{type(exc).__name__}: {exc}")
+        t1 = time.perf_counter()
+        with self._cond:
+            for (index, seq, _, t_sub, warm), outs in zip(items, results, strict=True):
                 if not warm:
-                    r.service.add(t1 - t0)
+                    r.service.add((t1 - t0) / len(items))
                     if r.t_idle:
                         r.wait.add(t0 - r.t_idle)
-                    r.busy_s += t1 - t0
                     r.frames += 1
-                r.t_idle = t1
+                    r.busy_s += (t1 - t0) / len(items)
                 r.done.append((index, seq, outs, t_sub, warm, t1, error))
-                self._cond.notify_all()
+            r.t_idle = t1
+            self._cond.notify_all()
 
     def close(self) -> None:
         if self._closed:
@@ -164,7 +193,7 @@ class InlineReplicas:
 
     @property
     def max_in_flight(self) -> int:
-        return DEPTH * len(self._replicas)
+        return DEPTH * len(self._replicas) * self.spec.batch
 
     @property
     def workers(self) -> int:
@@ -172,7 +201,7 @@ class InlineReplicas:
 
     @property
     def period(self) -> int:
-        return len(self._replicas)  # frames go to the replicas in turn
+        return len(self._replicas) * self.spec.batch  # frames go to the replicas in turn
 
     @property
     def tail(self) -> int:

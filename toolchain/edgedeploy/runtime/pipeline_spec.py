@@ -58,8 +58,8 @@ class StageSpec:
     #: Frames a replica may run as one call (micro-batching, see stage_worker._serve): its
     #: callable must then take and give tensors with the batch on the leading axis.
     batch: int = 1
-    #: Run in the feeding process (``inline_pipeline``; replicas as its threads,
-    #: ``inline_replicas``): only a plan's sole stage, one frame per call.
+    #: Run in the feeding process (``inline_pipeline``; replicas and micro-batches in its
+    #: threads, ``inline_replicas``): only a plan's sole stage.
     inline: bool = False
 
 

@@ -201,9 +201,9 @@ def parse_plan(name: str, data: Mapping[str, Any]) -> PlanConfig:
             raise BundleConfigError(f"plan {name!r}, stage {st.name}: {exc}") from None
         if st.batch < 1:
             raise BundleConfigError(f"plan {name!r}, stage {st.name}: batch must be >= 1")
-        if st.inline and (len(stages) > 1 or st.batch > 1):
+        if st.inline and len(stages) > 1:
             raise BundleConfigError(f"plan {name!r}, stage {st.name}: an inline stage is the "
-                                    "plan's only stage, with batch 1")
+                                    "plan's only stage")
     return PlanConfig(name, stages, choices, predicted)
 
 

@@ -41,8 +41,8 @@ def _without(data: Any, **unset: Any) -> Any:
 
 class _Batched(_Model):
     """A stage that may micro-batch: ``batch`` frames per engine call (1: one at a time), and
-    may run ``inline``, in the feeding process (a plan's only stage, one frame per call; its
-    replicas then run as threads of that process).
+    may run ``inline``, in the feeding process (a plan's only stage; its replicas and
+    micro-batches then run in threads of that process).
 
     A stage of batch 1 writes no ``batch`` key and one not inline no ``inline`` key, so
     lockfiles of other plans stay byte-identical to those written before stages could."""

@@ -709,3 +709,41 @@ def test_the_first_rounds_eta_counts_the_frames_a_batched_round_streams() -> Non
     decide([plain, batched, inline], measure, objective="throughput", budget_s=3600.0,
            target="local", simulated=False, progress=said.append)
     assert not [line for line in said if "budget" in line]
+
+
+@pytest.mark.parametrize(("worker_fps", "winner"), [
+    (102.0, "onnxruntime_replicas_inline"),  # within the margin: a tie goes to inline
+    (110.0, "onnxruntime_replicas"),  # faster on average and in every pair: the workers
+])
+def test_a_tie_between_worker_replicas_and_their_inline_twin_goes_inline(
+        worker_fps: float, winner: str) -> None:
+    """The same sessions in the feeding process are the stock runtime as its user runs them
+    and pay no hop: worker processes must beat them as a contender beats a baseline."""
+    from edgedeploy.benchmarks.decide import Entry, decide
+    from edgedeploy.benchmarks.estimator import Window
+    from edgedeploy.schemas.plan import ParetoStage, Predicted
+
+    none = Predicted(throughput_fps=None, latency_ms=None, energy_mj=None, power_w=None,
+                     period_ms=None)
+
+    def stage(inline: bool) -> ParetoStage:
+        return ParetoStage(start=0, stop=1, cluster="cpu", cores=1, replicas=2, cpus=[0, 1],
+                           choices=["onnxruntime"], engine="onnxruntime", inline=inline)
+
+    worker = Entry("onnxruntime_replicas", [stage(False)], ["onnxruntime"], none,
+                   baseline=True)
+    twin = Entry("onnxruntime_replicas_inline", [stage(True)], ["onnxruntime"], none,
+                 baseline=True, optional=True)
+    threads = Entry("onnxruntime_threads", [stage(False).model_copy(
+        update={"replicas": 1, "cores": 2})], ["onnxruntime"], none, baseline=True)
+    rates = {worker.name: worker_fps, twin.name: 100.0, threads.name: 60.0}
+
+    def measure(e: Entry, frames: int, warmup: int, latency: bool
+                ) -> tuple[Window, None, None]:
+        return Window(frames, frames / rates[e.name]), None, None
+
+    chosen, decision = decide([worker, twin, threads], measure, objective="throughput",
+                              budget_s=3600.0, target="local", simulated=False)
+    assert chosen.name == winner and decision.winner == winner
+    if winner == twin.name:
+        assert decision.reason is not None and "inline twin" in decision.reason

@@ -582,8 +582,31 @@ def _winner(entries: list[Entry], objective: str) -> Entry:
     best = max(entries, key=lambda e: (e.measured_fps, e.baseline, e.name == "plan"))
     base = _best_baseline(entries)
     if best.baseline or base is None:
+        return _inline_on_a_tie(best, entries)
+    if _clears(best.measured_fps, base.measured_fps, pairs_won(best, base)):
         return best
-    return best if _clears(best.measured_fps, base.measured_fps, pairs_won(best, base)) else base
+    return _inline_on_a_tie(base, entries)
+
+
+def _inline_twin(e: Entry, entries: list[Entry]) -> Entry | None:
+    """The contender that runs ``e``'s stages inline, where ``e`` runs in worker processes."""
+    if not e.stages or any(s.inline for s in e.stages):
+        return None
+    stages = [s.model_copy(update={"inline": True}) for s in e.stages]
+    return next((t for t in entries
+                 if t.stages == stages and t.choices == e.choices and t.windows), None)
+
+
+def _inline_on_a_tie(e: Entry, entries: list[Entry]) -> Entry:
+    """``e``, or its inline twin where ``e`` runs in worker processes and does not clear it as
+    a contender clears a baseline: the same sessions in the feeding process are the stock
+    runtime as its user runs it (the bench's baselines) and pay no hop, so a tie goes to them.
+    Chosen by a few noisy rounds, PP-OCRv6's detector ran as two worker replicas, then 0.93x
+    the same replicas as threads in the bench (seen while developing)."""
+    twin = _inline_twin(e, entries)
+    if twin is None or _clears(e.measured_fps, twin.measured_fps, pairs_won(e, twin)):
+        return e
+    return twin
 
 
 def _kept_baseline(entries: list[Entry], winner: Entry, objective: str) -> str | None:
@@ -591,6 +614,12 @@ def _kept_baseline(entries: list[Entry], winner: Entry, objective: str) -> str |
     fastest = max(entries, key=lambda e: e.measured_fps)
     if objective != "throughput" or fastest is winner:
         return None
+    if _inline_twin(fastest, entries) is winner:
+        return (f"{fastest.key} measured {fastest.measured_fps:.4g} fps against its inline "
+                f"twin {winner.key}'s {winner.measured_fps:.4g}, faster in "
+                f"{pairs_won(fastest, winner):.0%} of the paired rounds: worker processes must "
+                f"be {WIN_MARGIN:.0%} faster than the same stage inline on average and in "
+                f"{WIN_PAIR_SHARE:.0%} of the pairs; the inline twin is kept")
     return (f"{fastest.key} measured {fastest.measured_fps:.4g} fps against {winner.key}'s "
             f"{winner.measured_fps:.4g}, faster in {pairs_won(fastest, winner):.0%} of the "
             f"paired rounds: a contender that is no baseline must be {WIN_MARGIN:.0%} faster "

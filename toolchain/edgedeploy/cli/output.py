@@ -134,8 +134,8 @@ def precision_line(record: dict[str, Any]) -> str:
 
 #: Under a plan whose stage runs inline: why its predicted figure is not what it measured.
 INLINE_NOTE = ("inline: the stage runs in the caller's process, with no hop to a worker; that "
-               "is measured, not predicted (the predicted figure is the same session's in a "
-               "worker)")
+               "is measured, not predicted (the predicted figure is the same stage's in worker "
+               "processes)")
 
 
 def winograd_line(record: dict[str, Any]) -> str:

@@ -217,7 +217,7 @@ def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST, *,
             add(name, b.stages, b.predicted, baseline=True)
     if graph is None:  # a twin: its measurements do not run the real engines
         return out
-    # a batched whole-model stage on every core runs inline only: the worker hop buys it
+    # a batched whole-model stage on every core runs inline only: worker processes buy it
     # nothing, and each contender costs the decision its start-up and rounds
     batched = batched_variants(plan, graph, factors)
     inline = {name.removesuffix("_inline"): (name, stages, predicted)
@@ -263,9 +263,7 @@ def inline_variants(plan: Plan) -> list[tuple[str, list[ParetoStage], Predicted]
 def inline_copies(variants: list[tuple[str, list[ParetoStage], Predicted]],
                   batch: int | None = None) -> list[tuple[str, list[ParetoStage], Predicted]]:
     """Those of ``variants`` that are one CPU stage over every core of this host (of ``batch``
-    frames a call, if given), run inline (``<name>_inline``), with the same prediction: the
-    micro-batched replicas of a small model save the hop too (MTCNN's R-net took its best
-    figure from 4-frame replicas)."""
+    frames a call, if given), run inline (``<name>_inline``), with the same prediction."""
     from edgedeploy.runtime.affinity import available_cpus
     from edgedeploy.runtime.vocab import GPU_CLUSTER
 
@@ -600,7 +598,8 @@ def _inline_twin(e: Entry, entries: list[Entry]) -> Entry | None:
 def _inline_on_a_tie(e: Entry, entries: list[Entry]) -> Entry:
     """``e``, or its inline twin where ``e`` runs in worker processes and does not clear it as
     a contender clears a baseline: the same sessions in the feeding process are the stock
-    runtime as its user runs it (the bench's baselines) and pay no hop, so a tie goes to them.
+    runtime as its user runs it (the bench's baselines) and need no worker processes, so a tie
+    goes to them.
     Chosen by a few noisy rounds, PP-OCRv6's detector ran as two worker replicas, then 0.93x
     the same replicas as threads in the bench (seen while developing)."""
     twin = _inline_twin(e, entries)

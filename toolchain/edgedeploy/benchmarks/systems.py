@@ -148,9 +148,7 @@ def replicas(name: str, engine: str, graph: ir.Graph, model_path: Path,
     round-robin (the hand trick a user finds: replicas beat one threaded session), each in a
     thread of this process, as a user writes it by hand (``runtime.inline_replicas``; pinned
     to its core, which a user may not do: unpinned threads measured the same, within the
-    noise, on the 2-core host). Worker processes pay a hop per frame a user's threads do not:
-    MTCNN's R-net ran 1.3x as fast in threads, and plans of small models were scored against
-    a baseline weaker than the user's own."""
+    noise, on the 2-core host), not in worker processes, which a user does not start."""
     from edgedeploy.runtime.stages import plan_stage_io
 
     cpus = tuple(cpus or available_cpus())

@@ -4,10 +4,11 @@ that micro-batches, one replica or several).
 One-core replicas in worker processes pay the worker hop on every frame: the frame crosses
 shared memory twice and wakes two processes. The engines (onnxruntime, LiteRT) release Python's
 lock while they compute, so threads of the feeding process run their sessions as much in
-parallel as processes do, without the hop: on the 2-core host MTCNN's R-net (0.1 ms a frame)
-ran 1.3x as fast as two thread replicas as two process replicas, a selfie segmentation (1.2 ms)
-1.06x, a palm detector (4.5 ms) the same (8 alternated rounds each, seen while developing).
-That is also how a user replicates a session by hand: a thread per core, a session each.
+parallel as processes do, with no worker process to start, watch or stop: on the 2-core host
+eight small models ran 0.95-1.02x as fast as threads as in processes under the bench's
+estimator (8 alternated rounds each), the same within the noise. And it is how a user
+replicates a session by hand, a thread per core and a session each, which is what the bench
+compares a plan with: a plan that is those replicas runs the baseline's own configuration.
 
 Each replica is a thread pinned to its share of the stage's cores (``sched_setaffinity`` of the
 calling thread), where its own engine session is built, so the session sizes its pool by them.

@@ -64,12 +64,14 @@ def test_inline_answers_as_the_pipeline_does_in_this_process(model) -> None:
     assert inline.resource_names() == []
 
 
-def test_submit_and_get_from_two_threads_keep_order(model) -> None:
-    """As the service feed uses it: one thread submits, another collects, in order."""
+@pytest.mark.parametrize("replicas", [1, 2])  # 2: InlineReplicas, threads of this process
+def test_submit_and_get_from_two_threads_keep_order(model, replicas: int) -> None:
+    """As the service feed uses it: one thread submits, another collects, in order; the caller
+    may reuse its frame buffer once submit returns."""
     graph, path = model
-    frames = _frames(graph, 5)
+    frames = _frames(graph, 6)
     got: list[tuple[int, np.ndarray]] = []
-    with open_pipeline(_specs(graph, path, inline=True)) as pipe:
+    with open_pipeline(_specs(graph, path, inline=True, replicas=replicas)) as pipe:
         def collect() -> None:
             for _ in range(len(frames)):
                 seq, outs = pipe.get(timeout=30)
@@ -77,11 +79,16 @@ def test_submit_and_get_from_two_threads_keep_order(model) -> None:
 
         collector = threading.Thread(target=collect)
         collector.start()
+        buffer = [np.empty_like(x) for x in frames[0]]
         for k, f in enumerate(frames):
-            pipe.submit(100 + k, f)
+            for b, x in zip(buffer, f, strict=True):
+                b[...] = x
+            pipe.submit(100 + k, buffer)
         collector.join(30)
         assert pipe.in_flight == 0 and pipe.peak_in_flight >= 1
-        done = pipe.stream(lambda k: frames[k % len(frames)], 3)
+        if replicas > 1:  # submit blocks while the replicas hold their frames
+            assert pipe.peak_in_flight <= pipe.max_in_flight
+        done = pipe.stream(lambda k: frames[k % len(frames)], 5)
     assert [s for s, _ in got] == [100 + k for k in range(len(frames))]
     assert np.all(np.diff(done) >= 0)
     with open_pipeline(_specs(graph, path, inline=False)) as pipe:

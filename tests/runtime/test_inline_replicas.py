@@ -5,26 +5,24 @@ parallel on their own cores, and failures that name the stage."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
+from tests.runtime.test_inline_pipeline import _frames
+from tests.runtime.test_inline_pipeline import _specs as inline_specs
 
-from edgedeploy import execute, zoo
+from edgedeploy import zoo
 from edgedeploy.importers import load_model
 from edgedeploy.runtime.affinity import available_cpus
 from edgedeploy.runtime.errors import InputError, StageError
-from edgedeploy.runtime.executor import random_inputs
 from edgedeploy.runtime.inline_pipeline import open_pipeline
 from edgedeploy.runtime.inline_replicas import InlineReplicas
 from edgedeploy.runtime.pipeline import Pipeline
 from edgedeploy.runtime.pipeline_spec import StageSpec
 from edgedeploy.runtime.runner_config import BundleConfigError, parse_plan
 from edgedeploy.runtime.shm import TensorSpec
-from edgedeploy.runtime.stages import plan_stage_io
-from edgedeploy.runtime.vocab import ONNXRUNTIME
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +32,7 @@ def model(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
 
 
 def _specs(graph, path, *, inline: bool, replicas: int = 2):  # type: ignore[no-untyped-def]
-    io = plan_stage_io(graph, [])[0]
-    stage = execute.stage_from_io(io, available_cpus(), replicas, "whole", inline=inline)
-    choices = {layer.name: ONNXRUNTIME for layer in graph.layers}
-    segments = execute.segments_for(graph, [io], choices, path)
-    return execute.stage_specs(graph, [stage], choices, segments)
-
-
-def _frames(graph, n: int) -> list[list[np.ndarray]]:  # type: ignore[no-untyped-def]
-    return [[random_inputs(graph, seed=k)[t.name] for t in graph.inputs] for k in range(n)]
+    return inline_specs(graph, path, inline=inline, replicas=replicas)
 
 
 def test_inline_replicas_answer_as_process_replicas_do(model) -> None:
@@ -69,36 +59,6 @@ def test_inline_replicas_answer_as_process_replicas_do(model) -> None:
     if len(available_cpus()) >= 2:  # each replica on its own core, as a process replica is
         assert [i["cpus"] for i in info] == [[c] for c in available_cpus()[:2]]
     assert pipe.resource_names() == []
-
-
-def test_submit_and_get_from_two_threads_keep_order(model) -> None:
-    """As the service feed uses it: one thread submits, another collects, in order; the caller
-    may reuse its frame buffer once submit returns."""
-    graph, path = model
-    frames = _frames(graph, 6)
-    got: list[tuple[int, np.ndarray]] = []
-    with open_pipeline(_specs(graph, path, inline=True)) as pipe:
-        def collect() -> None:
-            for _ in range(len(frames)):
-                seq, outs = pipe.get(timeout=30)
-                got.append((seq, outs[0]))
-
-        collector = threading.Thread(target=collect)
-        collector.start()
-        buffer = [np.empty_like(x) for x in frames[0]]
-        for k, f in enumerate(frames):
-            for b, x in zip(buffer, f, strict=True):
-                b[...] = x
-            pipe.submit(100 + k, buffer)
-        collector.join(30)
-        assert pipe.in_flight == 0 and 1 <= pipe.peak_in_flight <= pipe.max_in_flight
-        done = pipe.stream(lambda k: frames[k % len(frames)], 5)
-    assert [s for s, _ in got] == [100 + k for k in range(len(frames))]
-    assert np.all(np.diff(done) >= 0)
-    with open_pipeline(_specs(graph, path, inline=False, replicas=1)) as ref:
-        want = ref.run(frames, len(frames), keep_outputs="all").outputs or []
-    for (_, out), exp in zip(got, want, strict=True):
-        np.testing.assert_allclose(out, exp[0], rtol=1e-4, atol=1e-5)
 
 
 # -- factories for stages that are not models (module-level, as a stage factory must be) --------

@@ -599,9 +599,8 @@ def _inline_on_a_tie(e: Entry, entries: list[Entry]) -> Entry:
     """``e``, or its inline twin where ``e`` runs in worker processes and does not clear it as
     a contender clears a baseline: the same sessions in the feeding process are the stock
     runtime as its user runs it (the bench's baselines) and need no worker processes, so a tie
-    goes to them.
-    Chosen by a few noisy rounds, PP-OCRv6's detector ran as two worker replicas, then 0.93x
-    the same replicas as threads in the bench (seen while developing)."""
+    goes to them. Chosen by a few noisy rounds, PP-OCRv6's detector ran as two worker
+    replicas, then 0.93x the same replicas as threads in the bench (seen while developing)."""
     twin = _inline_twin(e, entries)
     if twin is None or _clears(e.measured_fps, twin.measured_fps, pairs_won(e, twin)):
         return e

@@ -148,7 +148,8 @@ def replicas(name: str, engine: str, graph: ir.Graph, model_path: Path,
     round-robin (the hand trick a user finds: replicas beat one threaded session), each in a
     thread of this process, as a user writes it by hand (``runtime.inline_replicas``; pinned
     to its core, which a user may not do: unpinned threads measured the same, within the
-    noise, on the 2-core host), not in worker processes, which a user does not start."""
+    noise, on the 2-core host, seen while developing), not in worker processes, which a user
+    does not start."""
     from edgedeploy.runtime.stages import plan_stage_io
 
     cpus = tuple(cpus or available_cpus())

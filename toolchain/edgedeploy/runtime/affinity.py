@@ -18,7 +18,9 @@ def available_cpus() -> list[int]:
 
 
 def pin_process(cpus: Sequence[int]) -> bool:
-    """Pin the calling process (all its future threads) to ``cpus``; False if unsupported."""
+    """Pin the calling thread, and the threads it starts from now on, to ``cpus`` (Linux pins
+    threads: in a single-threaded process that is the whole process; an inline replica's
+    thread pins itself alone); False if unsupported."""
     if not cpus or not hasattr(os, "sched_setaffinity"):
         return False
     os.sched_setaffinity(0, set(cpus))

@@ -47,7 +47,7 @@ def _inline(project: Path):  # type: ignore[no-untyped-def]
 
 
 def test_the_shortlist_runs_whole_model_baselines_inline_on_a_host_it_measures(project):
-    plan, _, _, inline = _inline(project)
+    plan, _, entries, inline = _inline(project)
     every = sorted(available_cpus())
     whole = [n for n, b in plan.baselines.items() if b.stages and len(b.stages) == 1
              and b.stages[0].batch == 1 and sorted(b.stages[0].cpus) == every]
@@ -58,7 +58,7 @@ def test_the_shortlist_runs_whole_model_baselines_inline_on_a_host_it_measures(p
     assert sorted(e.name for e in inline if e.stages[0].batch == 1) == sorted(
         f"{n}_inline" for n in whole)
     assert all(not e.baseline and e.optional for e in batched)
-    assert all(len(e.stages) == 1 and e.stages[0].inline for e in _inline(project)[2]
+    assert all(len(e.stages) == 1 and e.stages[0].inline for e in entries
                if e.stages[0].batch > 1 and sorted(e.stages[0].cpus) == every)
     for e in inline:  # the stock runtime as its user runs it: a baseline, measured if it runs
         if e.stages[0].batch > 1:

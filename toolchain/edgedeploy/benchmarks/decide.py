@@ -489,7 +489,7 @@ def streamed_frames(e: Entry, frames: int) -> int:
     replicas of four frames a call streams 42 frames for a window of 5; counted on the 5, the
     first round's ETA said 31 s, and the four rounds took 76 s more (seen while developing)."""
     from edgedeploy.runtime.metrics import timed_frames
-    from edgedeploy.runtime.pipeline import period_of, tail_of
+    from edgedeploy.runtime.pipeline_spec import period_of, tail_of
 
     if any(s.inline and s.replicas == s.batch == 1 for s in e.stages):
         return warmup_frames(frames) + frames

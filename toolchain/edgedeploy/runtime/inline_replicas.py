@@ -35,10 +35,17 @@ import numpy as np
 from .affinity import limit_blas_threads
 from .errors import ExecutionError, InputError, StageError
 from .metrics import DEFAULT_CAPACITY, PipelineResult, RunRecord, SampleBuffer, stage_metrics
-from .pipeline_spec import KEEP, Frames, StageSpec, check_inputs, frame_reader, split_cpus
+from .pipeline_spec import (
+    KEEP,
+    Frames,
+    StageSpec,
+    check_inputs,
+    frame_reader,
+    period_of,
+    split_cpus,
+    tail_of,
+)
 
-#: Frames each replica holds at most: one it runs and one waiting, so it never idles between.
-DEPTH = 2
 #: Seconds a replica may take to build its session before start-up fails.
 STARTUP_TIMEOUT_S = 300.0
 
@@ -194,7 +201,9 @@ class InlineReplicas:
 
     @property
     def max_in_flight(self) -> int:
-        return DEPTH * len(self._replicas) * self.spec.batch
+        """Two whole batches a replica (one it runs, one waiting), as a worker's rings hold
+        behind it: :func:`tail_of`."""
+        return tail_of(self.stages)
 
     @property
     def workers(self) -> int:
@@ -202,11 +211,11 @@ class InlineReplicas:
 
     @property
     def period(self) -> int:
-        return len(self._replicas) * self.spec.batch  # frames go to the replicas in turn
+        return period_of(self.stages)  # frames go to the replicas in turn
 
     @property
     def tail(self) -> int:
-        return self.max_in_flight  # every replica kept busy behind a timed window
+        return tail_of(self.stages)  # every replica kept busy behind a timed window
 
     @property
     def replica_info(self) -> list[dict]:

@@ -19,7 +19,6 @@ every exit path by ``with``) terminates and joins every child and unlinks every 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import threading
@@ -28,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import connection
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -49,9 +48,11 @@ from .pipeline_spec import (
     TensorSpec,
     check_inputs,
     frame_reader,
+    period_of,
     pickle_spec,
     spin_budgets,
     split_cpus,
+    tail_of,
     validate_stages,
     write_spec_file,
 )
@@ -74,25 +75,6 @@ class _Replica:
     conn: Any
     info: dict | None = None
     stats: deque = field(default_factory=deque)
-
-
-class _Replicated(Protocol):
-    """A stage as its completions' pattern sees it."""
-
-    replicas: int
-    batch: int
-
-
-def period_of(stages: Sequence[_Replicated]) -> int:
-    """Frames after which a pipeline of ``stages`` repeats the pattern of its completions:
-    each stage hands back its replicas' batches in turn (replicas x batch)."""
-    return math.lcm(*(s.replicas * s.batch for s in stages))
-
-
-def tail_of(stages: Sequence[_Replicated]) -> int:
-    """Frames to feed behind a timed run of a pipeline of ``stages`` so that no replica drains
-    inside it: two whole batches per replica."""
-    return 2 * sum(s.replicas * s.batch for s in stages)
 
 
 class Pipeline:

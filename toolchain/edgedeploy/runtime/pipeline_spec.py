@@ -5,10 +5,12 @@ Kept apart from pipeline.py so the executor stays readable; importing this needs
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -19,8 +21,8 @@ from .shm import TensorSpec
 from .worker_start import START_METHODS
 
 __all__ = ["KEEP", "SPEC_PIPE_BYTES", "Frames", "StageFn", "StageSpec", "TensorSpec",
-           "check_inputs", "frame_reader", "pickle_spec", "split_cpus", "validate_stages",
-           "write_spec_file"]
+           "check_inputs", "frame_reader", "period_of", "pickle_spec", "split_cpus", "tail_of",
+           "validate_stages", "write_spec_file"]
 
 StageFn = Callable[[list[np.ndarray]], list[np.ndarray]]
 Frames = Iterable[Sequence[np.ndarray]] | Callable[[int], Sequence[np.ndarray]]
@@ -61,6 +63,25 @@ class StageSpec:
     #: Run in the feeding process (``inline_pipeline``; replicas and micro-batches in its
     #: threads, ``inline_replicas``): only a plan's sole stage.
     inline: bool = False
+
+
+class _Replicated(Protocol):
+    """A stage as its completions' pattern sees it."""
+
+    replicas: int
+    batch: int
+
+
+def period_of(stages: Sequence[_Replicated]) -> int:
+    """Frames after which a pipeline of ``stages`` repeats the pattern of its completions:
+    each stage hands back its replicas' batches in turn (replicas x batch)."""
+    return math.lcm(*(s.replicas * s.batch for s in stages))
+
+
+def tail_of(stages: Sequence[_Replicated]) -> int:
+    """Frames to feed behind a timed run of a pipeline of ``stages`` so that no replica drains
+    inside it: two whole batches per replica."""
+    return 2 * sum(s.replicas * s.batch for s in stages)
 
 
 def split_cpus(cpus: Sequence[int], replicas: int) -> list[tuple[int, ...]]:

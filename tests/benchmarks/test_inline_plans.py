@@ -76,6 +76,28 @@ def test_the_shortlist_runs_whole_model_baselines_inline_on_a_host_it_measures(p
     assert not any(s.inline for s in twin.stages)
 
 
+def test_inline_variants_cover_the_boards_cores_not_the_planning_hosts(project):
+    """A 4-core board's plan, shortlisted on this host, gets its whole-model baselines inline
+    over the board's four cores where it is told them (the board measures them), and none
+    from this host's count when that differs."""
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.planner.adapter import plan_cpus
+
+    plan = load_plan(api.plan(project, "pi")[0].plan_file)
+    graph = api.load_model(project.parent / "sq.onnx")
+    board = plan_cpus(load_target("rpi4"))
+    whole = sorted(n for n, b in plan.baselines.items() if b.stages and len(b.stages) == 1
+                   and sorted(b.stages[0].cpus) == board)
+    assert "onnxruntime_replicas" in whole
+    inline = [e for e in shortlist(plan, graph=graph, cpus=board)
+              if any(s.inline for s in e.stages)]
+    assert sorted(e.name for e in inline if e.stages[0].batch == 1) == [
+        f"{n}_inline" for n in whole]
+    assert all(sorted(e.stages[0].cpus) == board for e in inline)
+    if sorted(available_cpus()) != board:
+        assert not any(s.inline for e in shortlist(plan, graph=graph) for s in e.stages)
+
+
 @pytest.mark.parametrize("which", ["onnxruntime_threads_inline", "onnxruntime_replicas_inline",
                                    "onnxruntime_replicas_batch4_inline"])
 def test_an_inline_lockfile_runs_verified_and_serves_in_the_runner_process(project, tmp_path,

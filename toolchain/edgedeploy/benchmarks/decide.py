@@ -18,7 +18,7 @@ import logging
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,11 +176,13 @@ def _objective_value(predicted: Predicted, objective: str) -> float:
 
 
 def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST, *,
-              graph: ir.Graph | None = None,
-              factors: dict[str, Any] | None = None) -> list[Entry]:
+              graph: ir.Graph | None = None, factors: dict[str, Any] | None = None,
+              cpus: Sequence[int] | None = None) -> list[Entry]:
     """The plan, its next K-1 best predicted Pareto points, every runnable baseline and, given
     the ``graph`` (a target whose measurements run the real engines), micro-batched variants
-    (priced by the model's measured batch speed-ups in ``factors``, its segment factors)."""
+    (priced by the model's measured batch speed-ups in ``factors``, its segment factors) and
+    the variants inline that cover ``cpus``, every CPU the plan may use on its target (this
+    host's by default; ``planner.adapter.plan_cpus``)."""
     choices = [layer.choice for layer in plan.layers]
     own = [ParetoStage(start=s.start, stop=s.stop, cluster=s.cluster, cores=s.cores,
                        replicas=s.replicas, cpus=s.cpus, choices=choices[s.start:s.stop],
@@ -221,9 +223,9 @@ def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST, *,
     # nothing, and each contender costs the decision its start-up and rounds
     batched = batched_variants(plan, graph, factors)
     inline = {name.removesuffix("_inline"): (name, stages, predicted)
-              for name, stages, predicted in inline_copies(batched)}
+              for name, stages, predicted in inline_copies(batched, cpus)}
     variants = [(inline.get(v[0], v), False) for v in batched]
-    variants += [(v, True) for v in inline_variants(plan)]
+    variants += [(v, True) for v in inline_variants(plan, cpus)]
     for (name, stages, predicted), baseline in variants:
         if add(name, stages, predicted, baseline=baseline):
             out[-1].optional = True
@@ -247,27 +249,31 @@ def _within_margin_of_a_baseline(point: Any, plan: Plan) -> bool:
                for b in plan.baselines.values())
 
 
-def inline_variants(plan: Plan) -> list[tuple[str, list[ParetoStage], Predicted]]:
-    """Each baseline that is the whole model in one stage over every core of this host, one
-    frame a call, run inline (``<baseline>_inline``): in the feeding process, without the hop
-    to a worker process -- one threaded session, or one one-thread session per core in a
-    thread each (``runtime.inline_replicas``): the stock runtime exactly as its user runs it,
-    in the caller's process. They count as baselines, whatever the model's size: a plan that
-    is not one must beat them as it must beat every way a user would run the model by hand.
-    The hop can cost more than a small model and the cost model does not price it, so they
-    are measured, not predicted."""
+def inline_variants(plan: Plan, cpus: Sequence[int] | None = None
+                    ) -> list[tuple[str, list[ParetoStage], Predicted]]:
+    """Each baseline that is the whole model in one stage over every core of ``cpus`` (the
+    target's; this host's by default), one frame a call, run inline (``<baseline>_inline``): in
+    the feeding process, without the hop to a worker process -- one threaded session, or one
+    one-thread session per core in a thread each (``runtime.inline_replicas``): the stock
+    runtime exactly as its user runs it, in the caller's process. They count as baselines,
+    whatever the model's size: a plan that is not one must beat them as it must beat every way a
+    user would run the model by hand. The hop can cost more than a small model and the cost
+    model does not price it, so they are measured, not predicted."""
     return inline_copies([(name, b.stages or [], b.predicted)
-                          for name, b in sorted(plan.baselines.items())], batch=1)
+                          for name, b in sorted(plan.baselines.items())], cpus, batch=1)
 
 
 def inline_copies(variants: list[tuple[str, list[ParetoStage], Predicted]],
-                  batch: int | None = None) -> list[tuple[str, list[ParetoStage], Predicted]]:
-    """Those of ``variants`` that are one CPU stage over every core of this host (of ``batch``
-    frames a call, if given), run inline (``<name>_inline``), with the same prediction."""
+                  cpus: Sequence[int] | None = None, batch: int | None = None
+                  ) -> list[tuple[str, list[ParetoStage], Predicted]]:
+    """Those of ``variants`` that are one CPU stage over every core of ``cpus`` (this host's by
+    default; of ``batch`` frames a call, if given), run inline (``<name>_inline``), with the
+    same prediction. A board's cores, not the planning host's: a 4-core board planned from a
+    2-core laptop had no inline variant to measure."""
     from edgedeploy.runtime.affinity import available_cpus
     from edgedeploy.runtime.vocab import GPU_CLUSTER
 
-    every = sorted(available_cpus())
+    every = sorted(available_cpus() if cpus is None else cpus)
     return [(f"{name}_inline", [stages[0].model_copy(update={"inline": True})], predicted)
             for name, stages, predicted in variants
             if len(stages) == 1 and stages[0].cluster != GPU_CLUSTER
@@ -886,11 +892,12 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
 
         arms = [Arm(None, plan, planned_graph(manifest, result.doc, graph))]
     entries = []
+    cpus = _target_cpus(board)
     for arm in arms:
         real = kind != "sim"  # a twin's measurements do not run the real engines
         arm_entries = shortlist(arm.plan, settings.shortlist, graph=arm.graph if real else None,
                                 factors=_model_factors(manifest, alias, board, arm.graph)
-                                if real else None)
+                                if real else None, cpus=cpus)
         batched = [e for e in arm_entries if any(s.batch > 1 for s in e.stages)]
         if batched and not frames_kept_apart(arm.graph, _model_of(manifest, arm.graph)):
             for e in batched:
@@ -1031,6 +1038,15 @@ def _quick_board_profile(manifest: Any, alias: str, board: str, graph: ir.Graph,
                          calibration=calibration_models(budget_s))
         say(f"quick profile of {alias} done in {time.monotonic() - start:.0f} s")
     return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]
+
+
+def _target_cpus(board: str) -> list[int]:
+    """Every CPU a plan for ``board`` may use, as its descriptor names them (this host's for
+    ``local``)."""
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.planner.adapter import plan_cpus
+
+    return plan_cpus(load_target(board))
 
 
 def _model_factors(manifest: Any, alias: str, board: str, graph: ir.Graph) -> dict[str, Any]:

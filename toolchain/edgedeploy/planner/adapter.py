@@ -68,6 +68,11 @@ def clusters_of(target: Target) -> list[ClusterSpec]:
     return [c for c in out if c.is_gpu or c.cpu_ids]
 
 
+def plan_cpus(target: Target) -> list[int]:
+    """Every CPU a plan's stages may run on: the target's cores, less a GPU stage's feeder."""
+    return sorted(i for c in clusters_of(target) if not c.is_gpu for i in c.cpu_ids)
+
+
 def allowed(name: str, target: Target, fmt: str) -> bool:
     """Whether choice ``name`` can run on ``target`` for a model of format ``fmt``."""
     if is_segment_choice(name):

@@ -211,3 +211,19 @@ def test_a_board_with_cuda_but_not_tensorrt_plans_its_gpu_stage_on_cuda(tmp_path
     assert cfg.plan("plan").stages[stage.index].engine == "onnxruntime-cuda"
     assert "provider:CUDAExecutionProvider" in meta["requires"]
     assert "provider:TensorrtExecutionProvider" not in meta["requires"]
+
+
+def test_only_rank_4_tensors_are_priced_a_layout_conversion():
+    """The executor and LiteRT's edges convert rank-4 tensors only (NCHW <-> NHWC): the
+    problem prices no conversion on a classifier's rank-2 output, and one on its input."""
+    from edgedeploy.costmodel import CostModel
+    from edgedeploy.importers.onnx import import_onnx
+    from edgedeploy.planner.adapter import build_problem
+
+    graph = import_onnx(zoo.build("squeezenet1_1", size=32))
+    target = api.load_target("local")
+    problem = build_problem(graph, target, CostModel(target))
+    ranks = {t.name: len(graph.shape(t.name)) for t in problem.tensors}
+    assert {2, 4} <= set(ranks.values())
+    for k, t in enumerate(problem.tensors):
+        assert (problem.layout_ms[k] > 0).all() == (ranks[t.name] == 4), t.name

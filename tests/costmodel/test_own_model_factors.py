@@ -624,3 +624,24 @@ def test_a_total_budgets_layers_get_what_its_whole_runs_left_and_never_under_the
     assert _layer_budget(10.0, 30.0, 14.0, said.append) == 16.0
     assert _layer_budget(10.0, 30.0, 25.0, None) == 10.0  # a large model's runs took the rest
     assert said == ["profile: models run whole in 14 s; 16 s of layer samples"]
+
+
+def test_an_int8_models_whole_run_is_priced_as_the_planner_prices_its_layers():
+    """The planner prices an int8 layer at its float prediction times the board's int8 / float
+    time; the sum a whole int8 model's factor is measured against scales the same, so the
+    factor does not take the int8 speed-up in a second time."""
+    import dataclasses
+
+    from edgedeploy.costmodel.segments import _predicted_sum
+
+    graph = import_onnx(zoo.build("squeezenet1_1", size=32))
+    quantized = dataclasses.replace(graph, layers=[
+        dataclasses.replace(layer, descriptor=dataclasses.replace(layer.descriptor,
+                                                                  precision="int8"))
+        for layer in graph.layers])
+    cm = CostModel(load_target("local"))
+    whole = {layer.name: ONNXRUNTIME for layer in graph.layers}
+    config = CoreConfig("cpu", 1)
+    fp32 = _predicted_sum(cm, graph, config, whole)
+    assert _predicted_sum(cm, graph, config, whole, int8=0.4) == pytest.approx(fp32)
+    assert _predicted_sum(cm, quantized, config, whole, int8=0.4) == pytest.approx(0.4 * fp32)

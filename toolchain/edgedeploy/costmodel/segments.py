@@ -60,6 +60,7 @@ from edgedeploy.runtime import ir
 from edgedeploy.runtime.model_timing import (
     OWN_REPLICA_WINDOWS,
     REPLICA_WARMUP,
+    WHOLE_MIN_S,
     OpaqueLayer,
     batch_ms,
     median_ms,
@@ -219,9 +220,13 @@ def save_factors(profile_file: Path, factors: dict[str, dict[str, float]],
 
 
 def _predicted_sum(model: Any, graph: ir.Graph, config: CoreConfig,
-                   choices: dict[str, str], timed: dict[str, float] | None = None) -> float:
+                   choices: dict[str, str], timed: dict[str, float] | None = None,
+                   int8: float = 1.0) -> float:
     """The per-layer predictions of ``choices`` summed, a layer ``timed`` alone taking its
-    time: the planner prices it so (``planner.adapter``), and the factor must scale the same."""
+    time, an int8 layer's float prediction times ``int8`` (the board's int8 / float time): the
+    planner prices them so (``planner.adapter``), and the factor must scale the same. Summed
+    at float, an int8 TFLite model's LiteRT factor took its int8 speed-up in, and the planner
+    applied that speed-up again."""
     table = model.predict_table(graph, [config])
     total = 0.0
     for i, layer in enumerate(graph.layers):
@@ -230,7 +235,8 @@ def _predicted_sum(model: Any, graph: ir.Graph, config: CoreConfig,
             total += timed[layer.name]
         elif name in table.primitives:
             ms = float(table.ms[i, table.primitives.index(name), 0])
-            total += ms if np.isfinite(ms) else 0.0
+            scale = int8 if layer.descriptor.precision == INT8 else 1.0
+            total += ms * scale if np.isfinite(ms) else 0.0
     return total
 
 
@@ -326,17 +332,23 @@ def price(model: Any, whole: WholeRuns) -> tuple[dict[str, Any], list[dict[str, 
     predictions summed (an opaque layer timed alone taking its time), and the runs priced."""
     from edgedeploy.runtime.executor import default_choice
 
+    # int8 over float as these runs measured it (over the models' float runs, not priced),
+    # else as the board's profile holds it: what the planner will price int8 layers by
+    int8 = summarise(whole.runs, (INT8,)).get(INT8) or {}
     for run in whole.runs:
         graph = whole.graphs[(run["model"], run["size"])]
         config = CoreConfig.parse(run["config"])
+        int8_factor = (factor({INT8: int8}, INT8, config) if int8
+                       else model.precision_factor(INT8, config))
         for engine in (ONNXRUNTIME, LITERT):
             if engine in run:
                 run[engine][1] = _predicted_sum(
                     model, graph, config, {layer.name: engine for layer in graph.layers},
-                    run.get(LAYERS))
+                    run.get(LAYERS), int8_factor)
         if NATIVE in run:
             run[NATIVE][1] = _predicted_sum(
-                model, graph, config, {layer.name: default_choice(layer) for layer in graph.layers})
+                model, graph, config, {layer.name: default_choice(layer) for layer in graph.layers},
+                int8=int8_factor)
     factors: dict[str, Any] = {**summarise(whole.runs), REPLICAS: whole.replicas}
     own = whole.own
     if own is not None:
@@ -381,7 +393,8 @@ def measure_runs(target: Any, configs: Sequence[CoreConfig], cpus_of: Callable,
                     cpus = list(cpus_of(config))
                     if progress:
                         progress(f"segments: {m.name} on {config.key}")
-                    ms = session_ms(str(m.path), _file_feeds(m, feeds), cpus, m.engine)
+                    ms = session_ms(str(m.path), _file_feeds(m, feeds), cpus, m.engine,
+                                    min_s=WHOLE_MIN_S)
                     timed = time_layers(opaque, cpus)
                     run: dict[str, Any] = {
                         "model": m.name, "size": m.size, "config": config.key,
@@ -398,10 +411,12 @@ def measure_runs(target: Any, configs: Sequence[CoreConfig], cpus_of: Callable,
                     else:
                         with limit_blas_threads(len(cpus)):
                             ex = GraphExecutor(graph, native)
-                            native_ms = median_ms(lambda e=ex, f=feeds: e.run(f))
+                            native_ms = median_ms(lambda e=ex, f=feeds: e.run(f),
+                                                  min_s=WHOLE_MIN_S)
                         run[NATIVE] = [native_ms, None]
                     if int8 is not None:  # measured over the float model's measured time
-                        run[INT8] = [session_ms(str(int8), feeds, cpus), ms]
+                        run[INT8] = [session_ms(str(int8), feeds, cpus, min_s=WHOLE_MIN_S),
+                                     ms]
                     if m.engine == LITERT and m.sha256 and config.cluster in half:
                         half_ms = _half_ms(m, feeds, cpus)  # over the fp32 run's time, too
                         if half_ms is not None:
@@ -425,7 +440,8 @@ def _half_ms(m: _Loaded, feeds: dict[str, Any], cpus: list[int]) -> float | None
     from edgedeploy.runtime.errors import ModelError
 
     try:
-        return session_ms(str(m.path), _file_feeds(m, feeds), cpus, LITERT, fp16=True)
+        return session_ms(str(m.path), _file_feeds(m, feeds), cpus, LITERT, fp16=True,
+                          min_s=WHOLE_MIN_S)
     except ModelError as exc:
         log.warning("no fp16 calibration run of %s: %s", m.path.name, exc)
         return None
@@ -515,7 +531,8 @@ def _second_pass(m: _Loaded, feeds: dict[str, np.ndarray], runs: list[dict[str, 
         if whole_ms(run) >= LONG_CALL_MS:
             continue
         cpus = list(cpus_of(CoreConfig.parse(run["config"])))
-        again = session_ms(str(m.path), _file_feeds(m, feeds), cpus, m.engine)
+        again = session_ms(str(m.path), _file_feeds(m, feeds), cpus, m.engine,
+                           min_s=WHOLE_MIN_S)
         run[m.engine][0] = min(run[m.engine][0], again)
         if FP16 in run:
             half = _half_ms(m, feeds, cpus)
@@ -536,7 +553,7 @@ def _stage_ms(m: _Loaded, feeds: dict[str, np.ndarray], cpus: Sequence[int]) -> 
                                                                        len(m.graph.layers)))
     segment = open_segment(m.engine, model, EngineOptions(cpus=tuple(cpus)))
     try:
-        return median_ms(lambda: segment.run(feeds))
+        return median_ms(lambda: segment.run(feeds), min_s=WHOLE_MIN_S)
     finally:
         segment.close()
 
@@ -691,12 +708,14 @@ def int8_variant(path: Path, graph: ir.Graph, folder: Path) -> Path | None:
     return out
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per engine and config: the geometric mean of measured / predicted over the models (for
-    ``int8``: of its time over the float model's, where measured; ``fp16``: of LiteRT's time
-    computing fp16 over its fp32 time)."""
+def summarise(runs: list[dict[str, Any]],
+              engines: Sequence[str] = (ONNXRUNTIME, NATIVE, LITERT, INT8, FP16)
+              ) -> dict[str, dict[str, float]]:
+    """Per engine (of ``engines``) and config: the geometric mean of measured / predicted over
+    the models (for ``int8``: of its time over the float model's, where measured; ``fp16``: of
+    LiteRT's time computing fp16 over its fp32 time)."""
     out: dict[str, dict[str, float]] = {ONNXRUNTIME: {}, NATIVE: {}}
-    for engine in (ONNXRUNTIME, NATIVE, LITERT, INT8, FP16):
+    for engine in engines:
         by_config: dict[str, list[float]] = {}
         for run in runs:
             if engine not in run:

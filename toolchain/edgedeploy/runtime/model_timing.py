@@ -61,6 +61,11 @@ LAYER_REPS = 5
 BATCH_MIN_S = 0.2
 #: Calls a timing makes at most, however short a call is.
 MAX_REPS = 500
+#: Seconds of calls a model's whole-run timing spans at least (up to :data:`MAX_REPS` calls): a
+#: small model's seven calls read its time noise-high -- an audio model of 15 us a call on two
+#: cores read 13-26 us in seven calls and 34 us in a profile, 15-16 us in 0.05 s of calls --
+#: where a large model's seven calls already span longer.
+WHOLE_MIN_S = 0.05
 #: Seconds of alternated calls a paired timing aims at (:func:`paired_ms`), in pairs between
 #: MIN_PAIRS and the most asked for: nine pairs of VGG-16's large layers (85 ms a pair on one
 #: core) spent the Winograd trial's layer budget on two of its nine shapes, and its plan fell
@@ -177,10 +182,10 @@ def engine_ms(graph: ir.Graph, onnx_path: str, cpus: Sequence[int]) -> tuple[flo
 
     feeds = random_inputs(graph)
     native = {layer.name: default_choice(layer) for layer in graph.layers}
-    ort_ms = session_ms(onnx_path, feeds, cpus)
+    ort_ms = session_ms(onnx_path, feeds, cpus, min_s=WHOLE_MIN_S)
     with limit_blas_threads(len(cpus)):
         ex = GraphExecutor(graph, native)
-        native_ms = median_ms(lambda: ex.run(feeds))
+        native_ms = median_ms(lambda: ex.run(feeds), min_s=WHOLE_MIN_S)
     return ort_ms, native_ms
 
 

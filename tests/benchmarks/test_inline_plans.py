@@ -76,6 +76,25 @@ def test_the_shortlist_runs_whole_model_baselines_inline_on_a_host_it_measures(p
     assert not any(s.inline for s in twin.stages)
 
 
+def test_one_inline_session_is_predicted_without_the_frames_hand_over(project):
+    """The planner prices a worker stage's frame hand-over from the caller into it; the same
+    session inline takes no hand-over, and replicas keep the figure their measured speed-up
+    (measured through it) gives them."""
+    plan, graph, _, _ = _inline(project)
+    feed = 0.2
+    for e in shortlist(plan, graph=graph, feed_ms=feed):
+        if not e.stages[0].inline or e.stages[0].batch > 1:
+            continue
+        base = plan.baselines[e.name.removesuffix("_inline")].predicted
+        if e.stages[0].replicas > 1:
+            assert e.predicted == base
+            continue
+        assert e.predicted.period_ms == pytest.approx(base.period_ms - feed)
+        assert e.predicted.throughput_fps == pytest.approx(1000.0 / (base.period_ms - feed),
+                                                           rel=1e-4)  # figures rounded
+        assert e.predicted.latency_ms == pytest.approx(base.latency_ms - feed)
+
+
 def test_inline_variants_cover_the_boards_cores_not_the_planning_hosts(project):
     """A 4-core board's plan, shortlisted on this host, gets its whole-model baselines inline
     over the board's four cores where it is told them (the board measures them), and none

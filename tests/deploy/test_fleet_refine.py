@@ -33,8 +33,8 @@ def fleet_home(sshd_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     # refinement's flow is checked, not which contender wins: an inline winner (on a loaded
     # 2-core host the one-session baseline often is) would skip refinement altogether
-    monkeypatch.setattr(decide, "inline_variants", lambda plan: [])
-    monkeypatch.setattr(decide, "inline_copies", lambda variants, batch=None: [])
+    monkeypatch.setattr(decide, "inline_variants", lambda *_a, **_k: [])
+    monkeypatch.setattr(decide, "inline_copies", lambda *_a, **_k: [])
     servers = [sshd_factory(f"b{i}") for i in range(2)]
     monkeypatch.setenv("HOME", str(tmp_path))  # the CLI's ~/.ssh/config and known_hosts
     ssh = tmp_path / ".ssh"

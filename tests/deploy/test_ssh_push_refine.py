@@ -23,8 +23,8 @@ def manifest(sshd, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
 
     # refinement's flow is checked, not which contender wins: an inline winner (on a loaded
     # 2-core host the one-session baseline often is) would skip refinement altogether
-    monkeypatch.setattr(decide, "inline_variants", lambda plan: [])
-    monkeypatch.setattr(decide, "inline_copies", lambda variants, batch=None: [])
+    monkeypatch.setattr(decide, "inline_variants", lambda *_a, **_k: [])
+    monkeypatch.setattr(decide, "inline_copies", lambda *_a, **_k: [])
     monkeypatch.setenv("HOME", str(tmp_path))  # ~/.ssh/known_hosts lives here for the CLI
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no profile: the prior
     (tmp_path / ".ssh").mkdir()

@@ -166,3 +166,29 @@ def test_replication_is_the_lever_on_a_homogeneous_two_core_host():
     assert m.best.metrics.throughput_fps >= max(
         c.metrics.throughput_fps for c in brute_mappings(p, sel, Limits(max_stages=2))) * (1 - 1e-9)
     assert sum(s.replicas * p.configs[s.config].cores for s in m.best.stages) <= 2
+
+
+def test_the_first_stage_pays_the_frames_hand_over_from_the_caller_but_replicas_do_not():
+    """A worker stage receives its frame through the feeding process's ring as a later stage
+    receives its input: the same hop, priced on the graph inputs' bytes. Replicas' measured
+    speed-up was measured through that hop, so it is not added to them a second time."""
+    from edgedeploy.planner.partition import Stage, StageCosts, evaluate
+    from edgedeploy.planner.problem import fixed_transfer
+
+    p = _problem(3, 6, False, 1)
+    sel = select(p)
+    one = next(c for c, cfg in enumerate(p.configs) if cfg.cores == 1)
+    stages = {r: (Stage(0, 6, one, r),) for r in (1, 2)}
+    p.transfer_ms = fixed_transfer(0.0, 0.0)
+    free = {r: evaluate(p, StageCosts(p, sel), s) for r, s in stages.items()}
+    p.transfer_ms = fixed_transfer(0.5, 0.0)
+    fed = {r: evaluate(p, StageCosts(p, sel), s) for r, s in stages.items()}
+    assert fed[1].period_ms == pytest.approx(free[1].period_ms + 0.5)
+    assert fed[1].latency_ms == pytest.approx(free[1].latency_ms + 0.5)
+    assert fed[2] == free[2]
+    split = (Stage(0, 3, one, 1), Stage(3, 6, one, 1))  # the cut's hop, and the feed
+    p.transfer_ms = fixed_transfer(0.0, 0.0)
+    none = evaluate(p, StageCosts(p, sel), split)
+    p.transfer_ms = fixed_transfer(0.5, 0.0)
+    assert evaluate(p, StageCosts(p, sel), split).latency_ms == pytest.approx(
+        none.latency_ms + 2 * 0.5)

@@ -177,12 +177,13 @@ def _objective_value(predicted: Predicted, objective: str) -> float:
 
 def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST, *,
               graph: ir.Graph | None = None, factors: dict[str, Any] | None = None,
-              cpus: Sequence[int] | None = None) -> list[Entry]:
+              cpus: Sequence[int] | None = None, feed_ms: float = 0.0) -> list[Entry]:
     """The plan, its next K-1 best predicted Pareto points, every runnable baseline and, given
     the ``graph`` (a target whose measurements run the real engines), micro-batched variants
     (priced by the model's measured batch speed-ups in ``factors``, its segment factors) and
     the variants inline that cover ``cpus``, every CPU the plan may use on its target (this
-    host's by default; ``planner.adapter.plan_cpus``)."""
+    host's by default; ``planner.adapter.plan_cpus``), priced without the frame's hand-over
+    from the caller (``feed_ms``, :func:`inline_copies`)."""
     choices = [layer.choice for layer in plan.layers]
     own = [ParetoStage(start=s.start, stop=s.stop, cluster=s.cluster, cores=s.cores,
                        replicas=s.replicas, cpus=s.cpus, choices=choices[s.start:s.stop],
@@ -225,7 +226,7 @@ def shortlist(plan: Plan, k: int = DEFAULT_SHORTLIST, *,
     inline = {name.removesuffix("_inline"): (name, stages, predicted)
               for name, stages, predicted in inline_copies(batched, cpus)}
     variants = [(inline.get(v[0], v), False) for v in batched]
-    variants += [(v, True) for v in inline_variants(plan, cpus)]
+    variants += [(v, True) for v in inline_variants(plan, cpus, feed_ms)]
     for (name, stages, predicted), baseline in variants:
         if add(name, stages, predicted, baseline=baseline):
             out[-1].optional = True
@@ -249,7 +250,7 @@ def _within_margin_of_a_baseline(point: Any, plan: Plan) -> bool:
                for b in plan.baselines.values())
 
 
-def inline_variants(plan: Plan, cpus: Sequence[int] | None = None
+def inline_variants(plan: Plan, cpus: Sequence[int] | None = None, feed_ms: float = 0.0
                     ) -> list[tuple[str, list[ParetoStage], Predicted]]:
     """Each baseline that is the whole model in one stage over every core of ``cpus`` (the
     target's; this host's by default), one frame a call, run inline (``<baseline>_inline``): in
@@ -257,27 +258,42 @@ def inline_variants(plan: Plan, cpus: Sequence[int] | None = None
     one-thread session per core in a thread each (``runtime.inline_replicas``): the stock
     runtime exactly as its user runs it, in the caller's process. They count as baselines,
     whatever the model's size: a plan that is not one must beat them as it must beat every way a
-    user would run the model by hand. The hop can cost more than a small model and the cost
-    model does not price it, so they are measured, not predicted."""
+    user would run the model by hand. They are measured whatever they are predicted at."""
     return inline_copies([(name, b.stages or [], b.predicted)
-                          for name, b in sorted(plan.baselines.items())], cpus, batch=1)
+                          for name, b in sorted(plan.baselines.items())], cpus, batch=1,
+                         feed_ms=feed_ms)
 
 
 def inline_copies(variants: list[tuple[str, list[ParetoStage], Predicted]],
-                  cpus: Sequence[int] | None = None, batch: int | None = None
-                  ) -> list[tuple[str, list[ParetoStage], Predicted]]:
+                  cpus: Sequence[int] | None = None, batch: int | None = None,
+                  feed_ms: float = 0.0) -> list[tuple[str, list[ParetoStage], Predicted]]:
     """Those of ``variants`` that are one CPU stage over every core of ``cpus`` (this host's by
-    default; of ``batch`` frames a call, if given), run inline (``<name>_inline``), with the
-    same prediction. A board's cores, not the planning host's: a 4-core board planned from a
-    2-core laptop had no inline variant to measure."""
+    default; of ``batch`` frames a call, if given), run inline (``<name>_inline``). A board's
+    cores, not the planning host's: a 4-core board planned from a 2-core laptop had no inline
+    contender. One session taking one frame a call is predicted without ``feed_ms``, the
+    frame's hand-over from the feeding process the planner prices into a worker stage
+    (``planner.partition``); replicas keep their prediction, whose measured speed-up holds
+    their feeding."""
     from edgedeploy.runtime.affinity import available_cpus
     from edgedeploy.runtime.vocab import GPU_CLUSTER
 
     every = sorted(available_cpus() if cpus is None else cpus)
-    return [(f"{name}_inline", [stages[0].model_copy(update={"inline": True})], predicted)
+    return [(f"{name}_inline", [stages[0].model_copy(update={"inline": True})],
+             _unfed(predicted, feed_ms) if stages[0].replicas == stages[0].batch == 1
+             else predicted)
             for name, stages, predicted in variants
             if len(stages) == 1 and stages[0].cluster != GPU_CLUSTER
             and sorted(stages[0].cpus) == every and batch in (None, stages[0].batch)]
+
+
+def _unfed(predicted: Predicted, feed_ms: float) -> Predicted:
+    """``predicted`` of a worker stage without the frame's ``feed_ms`` hand-over, where it was
+    priced in and less than the whole period."""
+    period, latency = predicted.period_ms, predicted.latency_ms
+    if feed_ms <= 0 or period is None or period <= feed_ms:
+        return predicted
+    by = 1.0 if latency is None or latency <= feed_ms else (latency - feed_ms) / latency
+    return predicted.per_frame_faster(period / (period - feed_ms), by)
 
 
 def batched_variants(plan: Plan, graph: ir.Graph, factors: dict[str, Any] | None = None
@@ -897,7 +913,8 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
         real = kind != "sim"  # a twin's measurements do not run the real engines
         arm_entries = shortlist(arm.plan, settings.shortlist, graph=arm.graph if real else None,
                                 factors=_model_factors(manifest, alias, board, arm.graph)
-                                if real else None, cpus=cpus)
+                                if real else None, cpus=cpus,
+                                feed_ms=_feed_ms(board, arm.graph))
         batched = [e for e in arm_entries if any(s.batch > 1 for s in e.stages)]
         if batched and not frames_kept_apart(arm.graph, _model_of(manifest, arm.graph)):
             for e in batched:
@@ -1047,6 +1064,17 @@ def _target_cpus(board: str) -> list[int]:
     from edgedeploy.planner.adapter import plan_cpus
 
     return plan_cpus(load_target(board))
+
+
+def _feed_ms(board: str, graph: ir.Graph) -> float:
+    """The frame's hand-over from the feeding process into a worker stage on ``board``, as the
+    planner prices it (``planner.partition``: the graph inputs' bytes through the ring)."""
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.costmodel.model import ring_hop_ms
+
+    frame = sum(int(np.prod(t.shape, dtype=np.int64)) * ir.BYTES_PER_ELEMENT
+                for t in graph.inputs)
+    return ring_hop_ms(load_target(board), frame)
 
 
 def _model_factors(manifest: Any, alias: str, board: str, graph: ir.Graph) -> dict[str, Any]:

@@ -116,6 +116,12 @@ def _noise_weights(spread: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + (spread / 0.25) ** 2)
 
 
+def ring_hop_ms(target: Target, nbytes: int) -> float:
+    """Handing ``nbytes`` from one process to another on the same cluster of ``target``: the
+    ring's hand-over (queue + wake-up) and a copy at half the memory bandwidth."""
+    return target.inter_cluster.latency_us / 1000.0 + nbytes / (target.memory_bw_gbps * 0.5 * 1e6)
+
+
 def candidates(d: ir.Descriptor) -> list[str]:
     """Choices a layer can run with: applicable conv primitives (other ops: ``native``), plus
     the CPU segment engines. Which engines a board and a model format allow is the planner's
@@ -433,8 +439,7 @@ class CostModel:
         a, b = CoreConfig(from_cluster, 1), CoreConfig(to_cluster, 1)
         if a != b or a.is_gpu:
             return self.transfer_ms(nbytes, a, b)
-        return (self.target.inter_cluster.latency_us / 1000.0
-                + nbytes / (self.target.memory_bw_gbps * 0.5 * 1e6))
+        return ring_hop_ms(self.target, nbytes)
 
     def digest(self) -> str:
         """Identity of this model (prior version + correction) for plan lockfile hashes."""

@@ -3,12 +3,13 @@
 Stage ``[a, b)`` on configuration ``c`` (cluster q, n cores) with ``r`` replicas takes ``n * r``
 cores of q (a GPU: one unit, never replicated); stages never share cores. Its time is the prefix
 sum of the per-configuration selected layer times plus the hand-over from the previous stage
-(``transfer_ms`` of the bytes live across the cut), times its cluster's pipeline factor when the
-plan has several stages (``Problem.pipeline_factor``: they run beside each other). Period =
-max over stages of time / the measured speed-up of its replicas (``Problem.replica_speedup``; r
-when never measured); throughput = 1000 / period; latency = sum of stage times; energy per
-frame = sum of stage time x busy power + the board's idle power x period (power model from the
-target; Pipe-it, TVM-TX2).
+(``transfer_ms`` of the bytes live across the cut; for the first stage, of the frame from the
+feeding process, but for replicas, whose measured speed-up holds their feeding), times its
+cluster's pipeline factor when the plan has several stages (``Problem.pipeline_factor``: they
+run beside each other). Period = max over stages of time / the measured speed-up of its replicas
+(``Problem.replica_speedup``; r when never measured); throughput = 1000 / period; latency = sum
+of stage times; energy per frame = sum of stage time x busy power + the board's idle power x
+period (power model from the target; Pipe-it, TVM-TX2).
 
 The solver is one dynamic programme over (stage count, cut point, cores used per cluster, previous
 cluster), vectorised over the next cut and the previous cluster. It minimises either the bottleneck
@@ -113,6 +114,10 @@ class StageCosts:
         return float(self.problem.transfer_ms(int(self.bytes[cut]), cl[src_cluster].name,
                                               cl[dst_cluster].name))
 
+    def feed(self, cluster: int, replicas: int) -> float:
+        """The first stage's hand-over of the frame from the caller (``Problem.feed_ms``)."""
+        return self.problem.feed_ms(self.problem.clusters[cluster].name, replicas)
+
 
 def evaluate(problem: Problem, costs: StageCosts, stages: tuple[Stage, ...]) -> Metrics:
     """Metrics of a mapping (the one pricing every solver, baseline and test oracle shares)."""
@@ -122,8 +127,7 @@ def evaluate(problem: Problem, costs: StageCosts, stages: tuple[Stage, ...]) -> 
     for s in stages:
         q = costs.cluster_of[s.config]
         t = costs.compute(s.start, s.stop, s.config)
-        if prev is not None:
-            t += costs.hop(s.start, prev, q)
+        t += costs.feed(q, s.replicas) if prev is None else costs.hop(s.start, prev, q)
         if len(stages) > 1:  # stages run beside each other, not alone
             t *= problem.pipeline_factor(q)
         times.append(t)
@@ -202,8 +206,10 @@ class _Dp:
             base[c] = np.where(ok, m, np.inf)
         self.factor = [problem.pipeline_factor(q) for q in range(len(caps))]
         self.T, self.src, self.dst, self.energy = [], [], [], []
-        for c, _r, q, u in self.opts:
-            t = base[c][None, :, :] + hop[:, :, q].T[:, :, None]  # (nprev, npts, npts)
+        for c, r, q, u in self.opts:
+            into = hop[:, :, q].copy()
+            into[0, 0] = costs.feed(q, r)  # the first stage's input comes from the caller
+            t = base[c][None, :, :] + into.T[:, :, None]  # (nprev, npts, npts)
             self.T.append(t)
             self.energy.append(t * problem.active_w(c))
             src = np.nonzero(used[:, q] + u <= caps[q])[0]
@@ -330,7 +336,9 @@ def map_stages(problem: Problem, selection: Selection, objective: str = "through
     if fastest is None:
         raise InfeasibleError("no core configuration of this target can run every layer",
                               hint="check the primitives allow/deny lists and the engines")
-    cap0 = 1000.0 / limits.min_throughput_fps if limits.min_throughput_fps else np.inf
+    # within the tolerance _meets allows: a plan exactly at the bound is not lost to rounding
+    cap0 = (1000.0 / limits.min_throughput_fps * (1 + 1e-9) if limits.min_throughput_fps
+            else np.inf)
     if exact:
         exact = _sweep(dp, add, cap0, sweep_limit)
     else:

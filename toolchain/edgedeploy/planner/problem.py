@@ -179,6 +179,16 @@ class Problem:
                 diff[last + 1] -= t.nbytes
         return np.cumsum(diff)[: n + 1]
 
+    def feed_ms(self, cluster: str, replicas: int) -> float:
+        """The first stage's hand-over of the frame (the graph inputs it reads) from the caller,
+        a hop within ``cluster``, as a later stage's input hop is priced; none for replicas,
+        whose measured speed-up was measured through it (:meth:`replica_speedup`)."""
+        if replicas > 1:
+            return 0.0
+        frame = sum(t.nbytes for t in self.tensors if t.producer < 0
+                    and (t.consumers or t.is_output))
+        return float(self.transfer_ms(int(frame), cluster, cluster))
+
     def idle_w(self) -> float:
         return float(sum(c.idle_w for c in self.clusters))
 

@@ -36,11 +36,10 @@ class Context:
             o = layer.options.index(cand.choices[i]) if cand.choices[i] in layer.options else -1
             ms.append(float(layer.ms[o, ci]) if o >= 0 else float("inf"))
         k = cand.stages.index(s)
-        hop = 0.0
-        if k:
-            prev = cand.stages[k - 1].cluster
-            hop = p.transfer_ms(int(self._bytes[s.start]), prev, s.cluster)
-        return ms, hop
+        if k == 0:  # the frame from the caller
+            return ms, p.feed_ms(s.cluster, s.replicas)
+        prev = cand.stages[k - 1].cluster
+        return ms, p.transfer_ms(int(self._bytes[s.start]), prev, s.cluster)
 
     def predict(self, cand: Candidate) -> list[float] | None:
         """Predicted stage times (hand-over included; the stages of a plan of several beside

@@ -148,6 +148,16 @@ def test_a_profile_for_a_model_measures_it_first_and_runs_it_whole(
         assert r[ONNXRUNTIME][1] == pytest.approx(_predicted_sum(
             cm, g, CoreConfig.parse(r["config"]), {layer.name: ONNXRUNTIME for layer in g.layers},
             r.get(LAYERS)))
+    # its stage's own cost a frame: streamed inline on its most cores, where a call is short
+    from edgedeploy.costmodel.segments import FRAME, FRAME_MAX_CALL_MS, whole_ms
+
+    most = max(configs, key=lambda c: c.cores)
+    (run,) = [r for r in runs if r["model"] == "sq" and r["config"] == most.key]
+    assert (FRAME in own_factors) == (whole_ms(run) < FRAME_MAX_CALL_MS)
+    if FRAME in own_factors:
+        assert list(own_factors[FRAME]) == [most.key] and own_factors[FRAME][most.key] >= 0
+        assert priced.frame_ms() == own_factors[FRAME][most.key]
+    assert cm.frame_ms() == 0.0  # not the board's: measured on one model, it prices that one
     # a later profile without the model keeps what was measured on it
     profile_local(target, 0.2, calibration=CALIBRATION)
     assert load_factors(Path(prof.path))[MODELS][own.sha256] == own_factors

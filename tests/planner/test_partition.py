@@ -29,6 +29,7 @@ def _problem(seed, n, dag, n_clusters, gpu=False, shared=False):
     if shared:
         p.replica_scaling = {c.name: {2: float(rng.uniform(1.0, 2.0))} for c in p.clusters
                              if not c.is_gpu}
+    p.frame_ms = float(rng.choice([0.0, rng.uniform(0.0, 0.2)]))  # a stage's own cost a frame
     return p
 
 
@@ -192,3 +193,26 @@ def test_the_first_stage_pays_the_frames_hand_over_from_the_caller_but_replicas_
     p.transfer_ms = fixed_transfer(0.5, 0.0)
     assert evaluate(p, StageCosts(p, sel), split).latency_ms == pytest.approx(
         none.latency_ms + 2 * 0.5)
+
+
+def test_a_stage_pays_its_own_cost_a_frame_but_replicas_do_not():
+    """``frame_ms`` (measured on the model: a stage's work a frame around its layers) is added
+    to every one-replica stage; replicas' measured speed-up already holds it."""
+    from edgedeploy.planner.partition import Stage, StageCosts, evaluate
+
+    p = _problem(4, 6, False, 1)
+    p.frame_ms = 0.0
+    sel = select(p)
+    one = next(c for c, cfg in enumerate(p.configs) if cfg.cores == 1)
+    plans = [(Stage(0, 6, one, 1),), (Stage(0, 6, one, 2),),
+             (Stage(0, 3, one, 1), Stage(3, 6, one, 1))]
+    before = [evaluate(p, StageCosts(p, sel), s) for s in plans]
+    p.frame_ms = 0.25
+    after = [evaluate(p, StageCosts(p, sel), s) for s in plans]
+    assert after[0].latency_ms == pytest.approx(before[0].latency_ms + 0.25)
+    assert after[1] == before[1]
+    assert after[2].latency_ms == pytest.approx(before[2].latency_ms + 2 * 0.25)
+    # and the DP prices it as evaluate does
+    got = map_stages(p, sel, "throughput", Limits(max_stages=2), sweep_limit=200)
+    want = brute_best(p, sel, "throughput", Limits(max_stages=2))
+    assert got.best.metrics.period_ms == pytest.approx(want.metrics.period_ms, rel=1e-9)

@@ -248,6 +248,14 @@ class CostModel:
             engine = CPU_ENGINE_FAMILIES[0]
         return factor(self.segment_factors, engine, config)
 
+    def frame_ms(self) -> float:
+        """A stage's own cost a frame around its layers, as a profile measured it on this
+        model (``segments.FRAME``; for :meth:`for_model`'s model), else 0."""
+        from edgedeploy.costmodel.segments import FRAME
+
+        return max((float(v) for v in (self.segment_factors.get(FRAME) or {}).values()),
+                   default=0.0)
+
     def timed_ms(self, layer: str, config: CoreConfig) -> float | None:
         """Layer ``layer``'s milliseconds alone in onnxruntime on ``config``, where a profile
         for its model timed it (an opaque layer: ``costmodel.segments``), else None."""

@@ -147,7 +147,7 @@ def build_problem(graph: ir.Graph, target: Target, model: CostModel) -> Problem:
 
     return Problem(layers, tensors, clusters, configs, layout, model.hop_ms,
                    replica_scaling=replica_scaling(model.segment_factors),
-                   no_cut=unfused_cuts(graph))
+                   no_cut=unfused_cuts(graph), frame_ms=model.frame_ms())
 
 
 def _rank(graph: ir.Graph, tensor: str) -> int | None:

@@ -3,13 +3,14 @@
 Stage ``[a, b)`` on configuration ``c`` (cluster q, n cores) with ``r`` replicas takes ``n * r``
 cores of q (a GPU: one unit, never replicated); stages never share cores. Its time is the prefix
 sum of the per-configuration selected layer times plus the hand-over from the previous stage
-(``transfer_ms`` of the bytes live across the cut; for the first stage, of the frame from the
-feeding process, but for replicas, whose measured speed-up holds their feeding), times its
-cluster's pipeline factor when the plan has several stages (``Problem.pipeline_factor``: they
-run beside each other). Period = max over stages of time / the measured speed-up of its replicas
-(``Problem.replica_speedup``; r when never measured); throughput = 1000 / period; latency = sum
-of stage times; energy per frame = sum of stage time x busy power + the board's idle power x
-period (power model from the target; Pipe-it, TVM-TX2).
+(``transfer_ms`` of the bytes live across the cut) -- for the first stage, of the frame from the
+feeding process -- and the stage's own cost a frame (``Problem.frame_ms``), neither of the last
+two for replicas, whose measured speed-up holds them; times its cluster's pipeline factor when
+the plan has several stages (``Problem.pipeline_factor``: they run beside each other). Period =
+max over stages of time / the measured speed-up of its replicas (``Problem.replica_speedup``; r
+when never measured); throughput = 1000 / period; latency = sum of stage times; energy per
+frame = sum of stage time x busy power + the board's idle power x period (power model from the
+target; Pipe-it, TVM-TX2).
 
 The solver is one dynamic programme over (stage count, cut point, cores used per cluster, previous
 cluster), vectorised over the next cut and the previous cluster. It minimises either the bottleneck
@@ -126,7 +127,7 @@ def evaluate(problem: Problem, costs: StageCosts, stages: tuple[Stage, ...]) -> 
     prev = None
     for s in stages:
         q = costs.cluster_of[s.config]
-        t = costs.compute(s.start, s.stop, s.config)
+        t = costs.compute(s.start, s.stop, s.config) + problem.overhead_ms(s.replicas)
         t += costs.feed(q, s.replicas) if prev is None else costs.hop(s.start, prev, q)
         if len(stages) > 1:  # stages run beside each other, not alone
             t *= problem.pipeline_factor(q)
@@ -209,7 +210,8 @@ class _Dp:
         for c, r, q, u in self.opts:
             into = hop[:, :, q].copy()
             into[0, 0] = costs.feed(q, r)  # the first stage's input comes from the caller
-            t = base[c][None, :, :] + into.T[:, :, None]  # (nprev, npts, npts)
+            t = (base[c][None, :, :] + into.T[:, :, None]  # (nprev, npts, npts)
+                 + problem.overhead_ms(r))
             self.T.append(t)
             self.energy.append(t * problem.active_w(c))
             src = np.nonzero(used[:, q] + u <= caps[q])[0]

@@ -84,6 +84,9 @@ class Problem:
     replica_scaling: dict[str, dict[int, float]] = field(default_factory=dict)
     #: Layer indices no stage may start at (``runtime.stages.unfused_cuts``).
     no_cut: frozenset[int] = frozenset()
+    #: A stage's own cost a frame around its layers (taking the frame, handing the outputs
+    #: back), where a profile measured it on this model (``costmodel.segments.FRAME``).
+    frame_ms: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -178,6 +181,11 @@ class Problem:
                 diff[lo] += t.nbytes
                 diff[last + 1] -= t.nbytes
         return np.cumsum(diff)[: n + 1]
+
+    def overhead_ms(self, replicas: int) -> float:
+        """A stage's own cost a frame (:attr:`frame_ms`); none for replicas, whose measured
+        speed-up was measured with it (:meth:`replica_speedup`)."""
+        return self.frame_ms if replicas == 1 else 0.0
 
     def feed_ms(self, cluster: str, replicas: int) -> float:
         """The first stage's hand-over of the frame (the graph inputs it reads) from the caller,

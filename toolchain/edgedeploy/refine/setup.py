@@ -48,7 +48,7 @@ class Context:
         out = []
         for s in cand.stages:
             ms, hop = self.stage_prediction(cand, s)
-            t = sum(ms) + hop
+            t = sum(ms) + hop + p.overhead_ms(s.replicas)
             if t == float("inf"):
                 return None
             if len(cand.stages) > 1:

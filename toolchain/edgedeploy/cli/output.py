@@ -132,10 +132,10 @@ def precision_line(record: dict[str, Any]) -> str:
     return words
 
 
-#: Under a plan whose stage runs inline: why its predicted figure is not what it measured.
-INLINE_NOTE = ("inline: the stage runs in the caller's process, with no hop to a worker; that "
-               "is measured, not predicted (the predicted figure is the same stage's in worker "
-               "processes)")
+#: Under a plan whose stage runs inline: what its predicted figure is.
+INLINE_NOTE = ("inline: the stage runs in the caller's process, with no hop to a worker; one "
+               "session is predicted without the frame's hand-over to a worker, replicas and "
+               "micro-batches at the same stage's figure in worker processes")
 
 
 def winograd_line(record: dict[str, Any]) -> str:

@@ -593,8 +593,12 @@ def _frame_overhead(m: _Loaded, runs: list[dict[str, Any]], cpus_of: Callable) -
     stage = execute.stage_from_io(io=io, cpus=cpus, replicas=1, inline=True)
     pin_process(list(cpus))
     frames = int(min(max(FRAME_WINDOW_S * 1e3 / call_ms, 20), MAX_FRAME_WINDOW))
-    with InlinePipeline(execute.stage_specs(m.graph, [stage], choices, segments)) as pipe:
-        fps = median_window_fps(pipe, frame, frames, REPLICA_WARMUP, FRAME_WINDOWS)
+    try:
+        with InlinePipeline(execute.stage_specs(m.graph, [stage], choices, segments)) as pipe:
+            fps = median_window_fps(pipe, frame, frames, REPLICA_WARMUP, FRAME_WINDOWS)
+    except Exception as exc:  # the model ran whole already: its plan is priced without it
+        log.warning("no per-frame stage cost measured for %s: %s", m.path.name, exc)
+        return
     run[FRAME] = round(max(1e3 / fps - call_ms, 0.0), 6)
 
 

@@ -119,9 +119,11 @@ def test_a_dead_runner_is_reported_dead_and_its_rings_are_reclaimed_on_restart(
     supervisor = _supervisor(deployed)
     os.killpg(supervisor, signal.SIGKILL)
     # the group dies one process at a time: on a busy host the supervisor may still be
-    # going when the runner is gone, and is then rightly seen as about to restart it
+    # going when the runner is gone, and is then rightly seen as about to restart it; a row
+    # read while it was going says so, though it may be gone by the time the row is checked
     dead = _wait("a dead runner", lambda: _status(deployed),
-                 lambda r: not r["alive"] and _gone(supervisor), 10)
+                 lambda r: not r["alive"] and _gone(supervisor) and r["state"] != "restarting",
+                 10)
     assert dead["state"] == "dead" and dead["exit_code"] == 1
     assert dead["health"]["ok"] is False and "not running" in dead["health"]["output"]
     assert [n for n in leaked if (Path("/dev/shm") / n).exists()] == leaked  # really leaked

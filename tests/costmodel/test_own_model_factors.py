@@ -149,7 +149,8 @@ def test_a_profile_for_a_model_measures_it_first_and_runs_it_whole(
             cm, g, CoreConfig.parse(r["config"]), {layer.name: ONNXRUNTIME for layer in g.layers},
             r.get(LAYERS)))
     # its stage's own cost a frame: streamed inline on its most cores, where a call is short
-    from edgedeploy.costmodel.segments import FRAME, FRAME_MAX_CALL_MS, whole_ms
+    from edgedeploy.costmodel.segments import FRAME, whole_ms
+    from edgedeploy.runtime.model_timing import FRAME_MAX_CALL_MS
 
     most = max(configs, key=lambda c: c.cores)
     (run,) = [r for r in runs if r["model"] == "sq" and r["config"] == most.key]

@@ -260,3 +260,13 @@ def test_a_profile_over_ssh_for_a_model_measures_its_shapes_first_and_runs_it_on
     assert timed == {(cl, str(b)) for cl in clusters for b in BATCH_SIZES}
     assert all(0.05 < g < 20.0 for t in (own.get(REPLICA_BATCH) or {}).values()
                for g in t.values())
+    # its stage's own cost a frame, streamed on the board on its most cores where a call is
+    # short, as this host measures it for a model planned here
+    from edgedeploy.runtime.model_timing import FRAME, FRAME_MAX_CALL_MS
+
+    most = max((c for c in core_configs(target) if not c.is_gpu), key=lambda c: c.cores)
+    (run,) = [r for r in stored(Path(answer["profile"]))[1] if r["model"] == model.stem
+              and r["config"] == most.key]
+    assert (FRAME in own) == (whole_ms(run) < FRAME_MAX_CALL_MS)
+    if FRAME in own:
+        assert list(own[FRAME]) == [most.key] and own[FRAME][most.key] >= 0

@@ -25,7 +25,7 @@ import numpy as np
 from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.errors import ExecutionError, InputError
 from edgedeploy.runtime.layer_timing import Measurement
-from edgedeploy.runtime.model_timing import OWN_REPLICA_WINDOWS
+from edgedeploy.runtime.model_timing import FRAME, OWN_REPLICA_WINDOWS
 from edgedeploy.runtime.probe import BATCH as PROBE_BATCH
 from edgedeploy.runtime.probe import OPAQUE, REPLICA_BATCH_EVENT
 from edgedeploy.runtime.vocab import INT8
@@ -422,9 +422,14 @@ class BoardRuns:
     def priced(self, target: Target) -> list[dict[str, Any]]:
         """Each run in ``costmodel.segments``' form, priced by ``target``'s cost model."""
         from edgedeploy.costmodel import CostModel
+        from edgedeploy.costmodel.segments import summarise
+        from edgedeploy.runtime.vocab import ONNXRUNTIME
 
         model = CostModel.for_target(target)
-        return [_priced(model, self.graphs[(r["model"], r["size"])], r) for r in self.runs]
+        int8 = summarise([{"config": r["config"], INT8: [r[INT8], r[ONNXRUNTIME]]}
+                          for r in self.runs if r.get(INT8) is not None], (INT8,)).get(INT8)
+        return [_priced(model, self.graphs[(r["model"], r["size"])], r, int8 or {})
+                for r in self.runs]
 
 
 def _board_runs(target: Target, probe: Probe, info: Callable[[str], None] | None,
@@ -516,6 +521,7 @@ def calibration_files(models: Sequence[tuple[str, int]], tmp: Path, own: OwnMode
             # the model a profile is taken for prices its plans: as on this host, the median
             # of a few replica windows
             spec["replica_windows"] = OWN_REPLICA_WINDOWS
+            spec[FRAME] = True  # and its stage's own cost a frame, where a call is short
             opaque = _opaque_files(own, key, tmp)
             if opaque:
                 spec[OPAQUE] = [entry for entry, _ in opaque]
@@ -553,9 +559,12 @@ def _opaque_files(own: OwnModel, key: str, tmp: Path
     return out
 
 
-def _priced(model: Any, graph: Any, run: dict[str, Any]) -> dict[str, Any]:
-    """A board run in ``costmodel.segments``' form: per engine, [measured, predicted sum]."""
-    from edgedeploy.costmodel.segments import BATCH, LAYERS, _predicted_sum
+def _priced(model: Any, graph: Any, run: dict[str, Any],
+            int8: dict[str, float] | None = None) -> dict[str, Any]:
+    """A board run in ``costmodel.segments``' form: per engine, [measured, predicted sum], an
+    int8 layer summed at the board's int8 / float time (``int8``, as the runs measured it:
+    ``segments.int8_of``)."""
+    from edgedeploy.costmodel.segments import BATCH, LAYERS, _predicted_sum, int8_of
     from edgedeploy.runtime.executor import default_choice
     from edgedeploy.runtime.vocab import NATIVE, ONNXRUNTIME
 
@@ -563,17 +572,21 @@ def _priced(model: Any, graph: Any, run: dict[str, Any]) -> dict[str, Any]:
     ort = {layer.name: ONNXRUNTIME for layer in graph.layers}
     native = {layer.name: default_choice(layer) for layer in graph.layers}
     timed = {str(k): float(v) for k, v in (run.get(OPAQUE) or {}).items()}
+    scale = int8_of(int8 or {}, model, config)
     out = {"model": run["model"], "size": run["size"], "config": config.key,
            ONNXRUNTIME: [float(run[ONNXRUNTIME]),
-                         _predicted_sum(model, graph, config, ort, timed)]}
+                         _predicted_sum(model, graph, config, ort, timed, scale)]}
     if timed:  # the opaque layers timed alone on the board: they price its plans
         out[LAYERS] = timed
     if run.get(NATIVE) is not None:  # the model a profile is taken for runs onnxruntime only
-        out[NATIVE] = [float(run[NATIVE]), _predicted_sum(model, graph, config, native)]
+        out[NATIVE] = [float(run[NATIVE]), _predicted_sum(model, graph, config, native,
+                                                          int8=scale)]
     if run.get(INT8) is not None:  # over the float model's measured time
         out[INT8] = [float(run[INT8]), float(run[ONNXRUNTIME])]
     if run.get(PROBE_BATCH):  # per-frame ms at each batch size (segments.batch_speedups)
         out[BATCH] = {str(b): float(ms) for b, ms in run[PROBE_BATCH].items()}
+    if run.get(FRAME) is not None:  # a stage's own cost a frame (segments.own_factors)
+        out[FRAME] = float(run[FRAME])
     return out
 
 

@@ -58,6 +58,7 @@ from edgedeploy.costmodel.configs import CoreConfig
 from edgedeploy.costmodel.prior import PRIOR_VERSION
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.model_timing import (
+    FRAME,
     OWN_REPLICA_WINDOWS,
     REPLICA_WARMUP,
     WHOLE_MIN_S,
@@ -68,6 +69,7 @@ from edgedeploy.runtime.model_timing import (
     replica_frames,
     replica_windows,
     session_ms,
+    stage_frame_ms,
     time_layers,
 )
 from edgedeploy.runtime.stages import BATCH_SIZES, StageIO
@@ -111,14 +113,6 @@ MAX_TIMED_LAYERS = 32
 #: A run's time of the model as a stage runs it, where that differs from the engine's own call
 #: (LiteRT's segment transposes the IR's NCHW inputs to the file's NHWC and back).
 STAGE_MS = "stage_ms"
-#: A model's per-frame cost of a stage around its engine call, milliseconds, on the
-#: configuration it was measured on ({config: ms}; :func:`_frame_overhead`): the executor's
-#: own work a frame (taking the frame, the call's inputs and outputs, handing them back).
-FRAME = "frame"
-#: Calls at least this long are not measured for it, nor windows longer than FRAME_WINDOW_S, of
-#: at most MAX_FRAME_WINDOW frames, FRAME_WINDOWS of them (their median).
-FRAME_MAX_CALL_MS = 1.0
-FRAME_WINDOW_S, MAX_FRAME_WINDOW, FRAME_WINDOWS = 0.1, 2000, 3
 log = logging.getLogger("edgedeploy.costmodel")
 #: Seeded frames an int8 calibration model is calibrated on (its speed, not its accuracy, counts).
 INT8_FRAMES = 4
@@ -340,14 +334,11 @@ def price(model: Any, whole: WholeRuns) -> tuple[dict[str, Any], list[dict[str, 
     predictions summed (an opaque layer timed alone taking its time), and the runs priced."""
     from edgedeploy.runtime.executor import default_choice
 
-    # int8 over float as these runs measured it (over the models' float runs, not priced),
-    # else as the board's profile holds it: what the planner will price int8 layers by
     int8 = summarise(whole.runs, (INT8,)).get(INT8) or {}
     for run in whole.runs:
         graph = whole.graphs[(run["model"], run["size"])]
         config = CoreConfig.parse(run["config"])
-        int8_factor = (factor({INT8: int8}, INT8, config) if int8
-                       else model.precision_factor(INT8, config))
+        int8_factor = int8_of(int8, model, config)
         for engine in (ONNXRUNTIME, LITERT):
             if engine in run:
                 run[engine][1] = _predicted_sum(
@@ -365,6 +356,14 @@ def price(model: Any, whole: WholeRuns) -> tuple[dict[str, Any], list[dict[str, 
                                         **({REPLICA_BATCH: whole.batched_replicas}
                                            if whole.batched_replicas else {})}}
     return factors, whole.runs
+
+
+def int8_of(measured: dict[str, float], model: Any, config: CoreConfig) -> float:
+    """What the planner will price an int8 layer by on ``config``: the int8 / float time runs
+    ``measured`` ({config: factor}, over the models' float runs, not priced), else as the
+    board's profile holds it (``model.precision_factor``)."""
+    return (factor({INT8: measured}, INT8, config) if measured
+            else model.precision_factor(INT8, config))
 
 
 def measure_runs(target: Any, configs: Sequence[CoreConfig], cpus_of: Callable,
@@ -571,35 +570,28 @@ def _stage_ms(m: _Loaded, feeds: dict[str, np.ndarray], cpus: Sequence[int]) -> 
 
 def _frame_overhead(m: _Loaded, runs: list[dict[str, Any]], cpus_of: Callable) -> None:
     """The own model's run on the most cores it ran on gets the per-frame cost of a stage
-    around its engine's own call (``FRAME``): the model streamed inline as a stage over those
-    cores, less the call's time its factor scales the layers' predictions to. Only where a
-    call is under :data:`FRAME_MAX_CALL_MS`: above it the cost is under a percent of a frame
-    and the difference is noise. An audio model of 7 us a call streamed at 16 us a frame, and
-    was predicted 1.5x too fast without it."""
+    around its engine's own call (``FRAME``, ``model_timing.stage_frame_ms``), less the call's
+    time its factor scales the layers' predictions to, where a call is short."""
     from edgedeploy import execute
     from edgedeploy.runtime.affinity import pin_process
-    from edgedeploy.runtime.inline_pipeline import InlinePipeline
 
     cpu = [r for r in runs if not CoreConfig.parse(r["config"]).is_gpu]
     if not cpu:
         return
     run = max(cpu, key=lambda r: CoreConfig.parse(r["config"]).cores)
-    call_ms = whole_ms(run)
-    if not 0 < call_ms < FRAME_MAX_CALL_MS:
-        return
     cpus = tuple(cpus_of(CoreConfig.parse(run["config"])))
     choices, io, frame = _whole_model_run(m)
-    segments = execute.segments_for(m.graph, [io], choices, m.path)
-    stage = execute.stage_from_io(io=io, cpus=cpus, replicas=1, inline=True)
     pin_process(list(cpus))
-    frames = int(min(max(FRAME_WINDOW_S * 1e3 / call_ms, 20), MAX_FRAME_WINDOW))
     try:
-        with InlinePipeline(execute.stage_specs(m.graph, [stage], choices, segments)) as pipe:
-            fps = median_window_fps(pipe, frame, frames, REPLICA_WARMUP, FRAME_WINDOWS)
+        segments = execute.segments_for(m.graph, [io], choices, m.path)
+        stage = execute.stage_from_io(io=io, cpus=cpus, replicas=1, inline=True)
+        (spec,) = execute.stage_specs(m.graph, [stage], choices, segments)
+        ms = stage_frame_ms(spec, frame, whole_ms(run))
     except Exception as exc:  # the model ran whole already: its plan is priced without it
         log.warning("no per-frame stage cost measured for %s: %s", m.path.name, exc)
         return
-    run[FRAME] = round(max(1e3 / fps - call_ms, 0.0), 6)
+    if ms is not None:
+        run[FRAME] = ms
 
 
 def batched_file(m: _Loaded, folder: Path) -> str | None:

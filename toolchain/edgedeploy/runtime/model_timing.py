@@ -66,6 +66,14 @@ MAX_REPS = 500
 #: cores read 13-26 us in seven calls and 34 us in a profile, 15-16 us in 0.05 s of calls --
 #: where a large model's seven calls already span longer.
 WHOLE_MIN_S = 0.05
+#: The key of a stage's own cost a frame: a run's figure (ms), a factor table's ({config: ms})
+#: and a board request's model spec asking for it.
+FRAME = "frame"
+#: A stage's own cost a frame is measured where a call is shorter than FRAME_MAX_CALL_MS, in
+#: FRAME_WINDOWS windows (their median) of FRAME_WINDOW_S, at most MAX_FRAME_WINDOW frames each
+#: (:func:`stage_frame_ms`).
+FRAME_MAX_CALL_MS = 1.0
+FRAME_WINDOW_S, MAX_FRAME_WINDOW, FRAME_WINDOWS = 0.1, 2000, 3
 #: Seconds of alternated calls a paired timing aims at (:func:`paired_ms`), in pairs between
 #: MIN_PAIRS and the most asked for: nine pairs of VGG-16's large layers (85 ms a pair on one
 #: core) spent the Winograd trial's layer budget on two of its nine shapes, and its plan fell
@@ -321,6 +329,22 @@ def whole_model_spec(graph: ir.Graph, onnx_path: str, cpus: Sequence[int], repli
                      outputs=tuple(TensorSpec(graph.shape(t), ring_dtype(graph, t))
                                    for t in io.outputs))
     return spec, [feeds[t] for t in io.inputs]
+
+
+def stage_frame_ms(spec: Any, frame: Sequence[Any], call_ms: float) -> float | None:
+    """A stage's own cost a frame around its engine call: ``spec`` (one replica, the model
+    whole, on the cores this process is pinned to) streamed inline, less ``call_ms``, the
+    call's time alone; None where a call is :data:`FRAME_MAX_CALL_MS` or longer (the cost is
+    then under a percent of a frame and the difference noise). An audio model of 7 us a call
+    streamed at 16 us a frame, and was predicted 1.5x too fast without it."""
+    from .inline_pipeline import InlinePipeline
+
+    if not 0 < call_ms < FRAME_MAX_CALL_MS:
+        return None
+    frames = int(min(max(FRAME_WINDOW_S * 1e3 / call_ms, 20), MAX_FRAME_WINDOW))
+    with InlinePipeline([spec]) as pipe:
+        fps = median_window_fps(pipe, frame, frames, REPLICA_WARMUP, FRAME_WINDOWS)
+    return round(max(1e3 / fps - call_ms, 0.0), 6)
 
 
 def median_window_fps(pipe: Any, frame: Sequence[Any], frames: int, warmup: int,

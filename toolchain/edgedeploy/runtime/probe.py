@@ -185,6 +185,7 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
     from edgedeploy.runtime import ir
     from edgedeploy.runtime.executor import random_inputs
     from edgedeploy.runtime.model_timing import (
+        FRAME,
         WHOLE_MIN_S,
         batch_ms,
         engine_ms,
@@ -193,7 +194,9 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
         replica_frames,
         replica_windows,
         session_ms,
+        stage_frame_ms,
         time_layers,
+        whole_model_spec,
     )
 
     configs = section.get("configs") or []
@@ -211,6 +214,8 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
         one_core_batch: dict[str, dict[str, float]] = {}
         feeds = random_inputs(graph) if int8_path or batch or not native else {}
         opaque = requested_opaque_layers(spec.get(OPAQUE) or [], files)
+        # the model a profile is taken for: its stage's own cost a frame, on its most cores
+        framed = max(configs, key=lambda c: int(c["cores"])) if spec.get(FRAME) else None
         for cfg in configs:
             out({"event": "info", "message": f"segments: {spec['name']} on {cfg['key']}"})
             ort_ms, native_ms = (engine_ms(graph, onnx_path, cfg["cpus"]) if native
@@ -226,6 +231,11 @@ def measure_models(section: dict[str, Any], files: dict[str, str], out: Emit,
             if batched_path:  # per-frame ms at each batch size, one call of b frames
                 run[BATCH] = batch_ms(batched_path, feeds, cfg["cpus"], batch["sizes"],
                                       int(batch["reps"]))
+            if cfg is framed:
+                stage, frame = whole_model_spec(graph, onnx_path, cfg["cpus"], 1)
+                ms = stage_frame_ms(stage, frame, ort_ms)
+                if ms is not None:
+                    run[FRAME] = ms
             if int(cfg["cores"]) == 1:
                 one_core_ms[cfg["cluster"]] = ort_ms
                 one_core_batch[cfg["cluster"]] = run.get(BATCH) or {}

@@ -59,6 +59,7 @@ from edgedeploy.costmodel.prior import PRIOR_VERSION
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.model_timing import (
     FRAME,
+    FRAME_MAX_CALL_MS,
     OWN_REPLICA_WINDOWS,
     REPLICA_WARMUP,
     WHOLE_MIN_S,
@@ -579,6 +580,8 @@ def _frame_overhead(m: _Loaded, runs: list[dict[str, Any]], cpus_of: Callable) -
     if not cpu:
         return
     run = max(cpu, key=lambda r: CoreConfig.parse(r["config"]).cores)
+    if whole_ms(run) >= FRAME_MAX_CALL_MS:  # not measured: cut no segment for it
+        return
     cpus = tuple(cpus_of(CoreConfig.parse(run["config"])))
     choices, io, frame = _whole_model_run(m)
     pin_process(list(cpus))

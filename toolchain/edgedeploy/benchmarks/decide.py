@@ -875,6 +875,8 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
     reached over SSH (``access``: the deployer's ``TransportOptions``). A target that cannot be
     measured (another board named local, an SSH board that is unreachable or serving) is
     planned from the model alone and the lockfile says why."""
+    from edgedeploy.boards.catalog import load_target
+    from edgedeploy.planner.adapter import plan_cpus
     from edgedeploy.refine.api import resolve_kind
 
     plan = Plan.model_validate(result.doc)
@@ -908,13 +910,14 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
 
         arms = [Arm(None, plan, planned_graph(manifest, result.doc, graph))]
     entries = []
-    cpus = _target_cpus(board)
+    target = load_target(board)  # once: for this host, a detection
+    cpus = plan_cpus(target)
     for arm in arms:
         real = kind != "sim"  # a twin's measurements do not run the real engines
         arm_entries = shortlist(arm.plan, settings.shortlist, graph=arm.graph if real else None,
                                 factors=_model_factors(manifest, alias, board, arm.graph)
                                 if real else None, cpus=cpus,
-                                feed_ms=_feed_ms(board, arm.graph))
+                                feed_ms=_feed_ms(target, arm.graph))
         batched = [e for e in arm_entries if any(s.batch > 1 for s in e.stages)]
         if batched and not frames_kept_apart(arm.graph, _model_of(manifest, arm.graph)):
             for e in batched:
@@ -1057,24 +1060,13 @@ def _quick_board_profile(manifest: Any, alias: str, board: str, graph: ir.Graph,
     return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]
 
 
-def _target_cpus(board: str) -> list[int]:
-    """Every CPU a plan for ``board`` may use, as its descriptor names them (this host's for
-    ``local``)."""
-    from edgedeploy.boards.catalog import load_target
-    from edgedeploy.planner.adapter import plan_cpus
-
-    return plan_cpus(load_target(board))
-
-
-def _feed_ms(board: str, graph: ir.Graph) -> float:
-    """The frame's hand-over from the feeding process into a worker stage on ``board``, as the
-    planner prices it (``planner.partition``: the graph inputs' bytes through the ring)."""
-    from edgedeploy.boards.catalog import load_target
+def _feed_ms(target: Any, graph: ir.Graph) -> float:
+    """The frame's hand-over from the feeding process into a worker stage on ``target``, as
+    the planner prices it (``Problem.feed_ms``: the frame's bytes through the ring)."""
     from edgedeploy.costmodel.model import ring_hop_ms
+    from edgedeploy.planner.problem import frame_bytes, tensors_from_graph
 
-    frame = sum(int(np.prod(t.shape, dtype=np.int64)) * ir.BYTES_PER_ELEMENT
-                for t in graph.inputs)
-    return ring_hop_ms(load_target(board), frame)
+    return ring_hop_ms(target, frame_bytes(tensors_from_graph(graph)))
 
 
 def _model_factors(manifest: Any, alias: str, board: str, graph: ir.Graph) -> dict[str, Any]:

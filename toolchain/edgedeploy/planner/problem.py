@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -193,9 +194,13 @@ class Problem:
         whose measured speed-up was measured through it (:meth:`replica_speedup`)."""
         if replicas > 1:
             return 0.0
-        frame = sum(t.nbytes for t in self.tensors if t.producer < 0
-                    and (t.consumers or t.is_output))
-        return float(self.transfer_ms(int(frame), cluster, cluster))
+        return float(self.transfer_ms(self.frame_bytes, cluster, cluster))
+
+    @cached_property
+    def frame_bytes(self) -> int:
+        """:func:`frame_bytes` of this problem's tensors (computed once: every plan priced
+        pays it)."""
+        return frame_bytes(self.tensors)
 
     def idle_w(self) -> float:
         return float(sum(c.idle_w for c in self.clusters))
@@ -205,6 +210,12 @@ class Problem:
         cfg = self.configs[config]
         cl = self.cluster(cfg.cluster)
         return cl.active_w_per_core * (1 if cl.is_gpu else cfg.cores)
+
+
+def frame_bytes(tensors: Sequence[Tensor]) -> int:
+    """The bytes of a frame as the caller hands it over: the graph inputs a layer reads or the
+    caller wants back (what lives across the cut before the first layer)."""
+    return int(sum(t.nbytes for t in tensors if t.producer < 0 and (t.consumers or t.is_output)))
 
 
 def tensors_from_graph(graph: ir.Graph) -> list[Tensor]:

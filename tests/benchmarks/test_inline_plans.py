@@ -154,14 +154,15 @@ def test_an_inline_lockfile_runs_verified_and_serves_in_the_runner_process(proje
         assert [r["pid"] for r in status["replicas"]] == [runner.proc.pid] * replicas
 
 
-def test_push_deploys_an_inline_plan_and_does_not_refine_it_away(tmp_path, monkeypatch):
-    """Refinement's moves run stages as worker processes, so it would measure its start as
-    something other than what runs: push deploys the inline plan and says refinement skipped."""
+def test_push_refines_an_inline_plan_from_itself_as_it_runs(tmp_path, monkeypatch):
+    """Refinement starts from the inline plan measured inline (in the measuring process, as
+    the runner serves it), beside the baselines run the same way, so what it claims is against
+    what runs."""
     monkeypatch.setenv("HOME", str(tmp_path))
     zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32, num_classes=10)
     manifest = tmp_path / "edgedeploy.yaml"
     manifest.write_text("name: sq\nmodel: sq.onnx\ntargets:\n  local:\n    path: board\n"
-                        "measure: {enabled: false}\n")
+                        "measure: {enabled: false}\nrefine: {max_evals: 4, frames_per_eval: 8}\n")
     plan, graph, _, inline = _inline(manifest)
     lock = api.plan(manifest, "local")[0].plan_file
     chosen = as_plan(plan, graph, inline[0], Decision(measured=True, target="local"))
@@ -169,10 +170,12 @@ def test_push_deploys_an_inline_plan_and_does_not_refine_it_away(tmp_path, monke
     try:
         outcome = api.push(manifest, "local")
         assert not outcome.replanned and outcome.deploy.ok
-        assert outcome.refine == {"skipped": "the plan runs inline"}
-        assert outcome.running == outcome.bundle.id and outcome.to_dict()["refined"] is False
+        refine = outcome.refine or {}
+        assert "skipped" not in refine and refine["evaluations"] >= 1
+        assert refine["plan_before"]["measured"]["mode"] == "inline"
+        assert any(n.endswith("_inline") for n in refine["baselines"])
         (row,) = api.status(manifest, "local")
-        assert row["running"] == outcome.bundle.id and row["alive"]
+        assert row["running"] == outcome.running == refine["release"] and row["alive"]
     finally:
         api.stop(manifest, "local")
 

@@ -85,8 +85,7 @@ def test_push_refines_on_the_device_and_keeps_serving(project, capsys, monkeypat
     import edgedeploy.schemas
 
     manifest = project / "edgedeploy.yaml"
-    # planned from the cost model: measured, a loaded host could pick a stage run inline, which
-    # refinement skips
+    # planned from the cost model: the measured winner could be any (a stage run inline, often)
     manifest.write_text(manifest.read_text().replace(
         "measure: {budget_s: 1, shortlist: 1, quick_profile_s: 0}", "measure: {enabled: false}")
         + "refine:\n  max_evals: 3\n  frames_per_eval: 8\n")

@@ -49,7 +49,7 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 def _squeezenet_project(tmp_path: Path, *, max_evals: int, frames_per_eval: int) -> Path:
     """A squeezenet manifest deployed to a local folder, refined briefly. Planned from the cost
-    model: measured, a loaded host could pick a stage run inline, which refinement skips."""
+    model: the failures are checked, not which contender a measurement would pick."""
     zoo.export("squeezenet1_1", tmp_path / "net.onnx", size=64)
     manifest = tmp_path / "edgedeploy.yaml"
     manifest.write_text(

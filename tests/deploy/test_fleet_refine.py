@@ -31,8 +31,7 @@ measure: {{budget_s: 1}}
 def fleet_home(sshd_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from edgedeploy.benchmarks import decide
 
-    # refinement's flow is checked, not which contender wins: an inline winner (on a loaded
-    # 2-core host the one-session baseline often is) would skip refinement altogether
+    # refinement's flow is checked, not which contender wins: the same plan on every run
     monkeypatch.setattr(decide, "inline_variants", lambda *_a, **_k: [])
     monkeypatch.setattr(decide, "inline_copies", lambda *_a, **_k: [])
     servers = [sshd_factory(f"b{i}") for i in range(2)]

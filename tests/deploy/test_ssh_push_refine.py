@@ -7,6 +7,7 @@ would run instead on the board itself."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -21,8 +22,8 @@ pytestmark = pytest.mark.ssh
 def manifest(sshd, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     from edgedeploy.benchmarks import decide
 
-    # refinement's flow is checked, not which contender wins: an inline winner (on a loaded
-    # 2-core host the one-session baseline often is) would skip refinement altogether
+    # refinement's flow is checked, not which contender wins: the baselines it reports are the
+    # worker-process ones an inline winner would not ship
     monkeypatch.setattr(decide, "inline_variants", lambda *_a, **_k: [])
     monkeypatch.setattr(decide, "inline_copies", lambda *_a, **_k: [])
     monkeypatch.setenv("HOME", str(tmp_path))  # ~/.ssh/known_hosts lives here for the CLI
@@ -53,7 +54,8 @@ def test_the_default_push_over_ssh_refines_on_the_board_and_keeps_serving(manife
         refine = answer["refine"]
         assert "error" not in refine and refine["evaluations"] >= 1
         bases = refine["baselines"]  # measured through the board's runner, none left out
-        assert sorted(bases) == ["onnxruntime_replicas", "onnxruntime_threads"]
+        assert sorted(bases) == ["onnxruntime_replicas", "onnxruntime_replicas_inline",
+                                "onnxruntime_threads", "onnxruntime_threads_inline"]
         assert all(b["measured"]["throughput_fps"] > 0 for b in bases.values())
         assert refine["vs_best_baseline"] > 0
         assert answer["running"] == refine["release"]
@@ -61,5 +63,28 @@ def test_the_default_push_over_ssh_refines_on_the_board_and_keeps_serving(manife
         (row,) = json.loads(capsys.readouterr().out)["hosts"]
         assert row["alive"] and row["current"] == answer["running"]
         assert row["python"] == sys.executable
+    finally:
+        main(["stop", "-m", str(manifest), "--target", "edge"])
+
+
+def test_a_plan_that_runs_inline_is_refined_on_the_board_from_itself(manifest, capsys):
+    """The board's runner measures the inline start inline (``main.py measure`` runs it in its
+    own process, as it serves it), so refinement compares what runs with its candidates."""
+    assert main(["plan", str(manifest), "--target", "edge", "--no-measure", "--json"]) == 0
+    capsys.readouterr()
+    lock = manifest.parent / "sq.edge.plan.json"
+    doc = json.loads(lock.read_text())  # as measure-to-decide writes an inline winner
+    cpus = sorted(os.sched_getaffinity(0))
+    doc["stages"] = [{**doc["stages"][0], "stop": doc["stages"][-1]["stop"], "cpus": cpus,
+                      "cores": len(cpus), "replicas": 1, "inline": True}]
+    doc["decision"].update(measured=True, winner="onnxruntime_threads_inline")
+    lock.write_text(json.dumps(doc))
+    try:
+        rc = main(["push", "-m", str(manifest), "--target", "edge", "--json"])
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        refine = json.loads(out.out)["refine"]
+        assert "error" not in refine and refine["evaluations"] >= 1
+        assert refine["plan_before"]["measured"]["mode"] == "inline"
     finally:
         main(["stop", "-m", str(manifest), "--target", "edge"])

@@ -123,7 +123,9 @@ def test_refining_on_this_host_measures_the_baselines_and_says_so(tmp_path, monk
     assert "baselines on the board: onnxruntime_replicas" in out, out
     plan_file = out.strip().splitlines()[-1].removeprefix("wrote ")
     record = load_plan(plan_file).refinement or {}
-    assert sorted(record["baselines"]) == ["onnxruntime_replicas", "onnxruntime_threads"]
+    # each also inline, in the process that feeds it, as a user runs the stock runtime
+    assert sorted(record["baselines"]) == ["onnxruntime_replicas", "onnxruntime_replicas_inline",
+                                           "onnxruntime_threads", "onnxruntime_threads_inline"]
     rates = [b["measured"]["throughput_fps"] for b in record["baselines"].values()]
     assert min(rates) > 0
     # the refined plan is the fastest measured configuration, baselines included

@@ -304,14 +304,7 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
                          max_fail_percent=max_fail_percent, check=True)
     outcome = PushOutcome(plan_file, replanned, current.doc["predicted"], info, result,
                           running=None if dry_run else info.id)
-    inline = any(s.get("inline") for s in current.doc.get("stages", []))
-    if refine and not dry_run and inline:
-        # refinement's moves run stages as worker processes: its start would be measured as
-        # something other than what runs, and a "better" candidate could be slower than it
-        say("refine: skipped: the plan runs inline, in the runner's own process, which "
-            "refinement's moves do not keep")
-        outcome.refine = {"skipped": "the plan runs inline"}
-    elif refine and not dry_run:
+    if refine and not dry_run:
         _refine_after_push(manifest, target, outcome, m, graph, current.doc,
                            accept_new_host_keys=accept_new_host_keys, serial=serial,
                            max_fail_percent=max_fail_percent, say=say)

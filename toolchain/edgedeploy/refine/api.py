@@ -57,7 +57,8 @@ def baseline_figures(res: SearchResult, unmeasured: dict[str, str]) -> dict[str,
 
 def _figures(m: Measurement) -> dict[str, Any]:
     return {"throughput_fps": m.throughput_fps, "latency_ms": m.latency_ms,
-            "stage_ms": m.stage_ms, "power_w": m.power_w, "energy_mj": m.energy_mj}
+            "stage_ms": m.stage_ms, "power_w": m.power_w, "energy_mj": m.energy_mj,
+            "mode": m.mode}
 
 
 def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = None,
@@ -97,6 +98,7 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
                                    backend.free_batch)
     if manifest.objective == "throughput" and backend.free_batch and not backend.simulated:
         ctx.space.batches = (1, *BATCH_SIZES)
+    ctx.space.inline = not backend.simulated
 
     r = manifest.refine
     cache = MeasureCache(backend, r.frames_per_eval, warmup_frames(r.frames_per_eval))
@@ -279,7 +281,7 @@ def refined_document(doc: dict[str, Any], ctx, res: SearchResult, simulated: boo
                 extra["verified"] = True  # a measurement on the board ran it
         stage = plan_stage(k, io, s.cluster, s.cores, s.replicas, ids, mine, gpu, half=half,
                            predicted_ms=pred["stage_ms"][k], measured_ms=measured, **extra)
-        stages.append(stage.model_copy(update={"batch": s.batch}))
+        stages.append(stage.model_copy(update={"batch": s.batch, "inline": s.inline}))
         layers += plan_layers(ctx.graph, k, s.start, mine, ctx.stage_prediction(cand, s)[0])
     predicted = plan.predicted.model_copy(update={
         "throughput_fps": pred["throughput_fps"], "latency_ms": pred["latency_ms"],

@@ -30,6 +30,11 @@ class StageConf:
     #: neighbours unbatched; the seed keeps the measured plan's batch, so it is measured as
     #: deployed.
     batch: int = 1
+    #: Run in the feeding process (``runtime.inline_pipeline``), as the stock runtime runs:
+    #: only a candidate's one stage, over every CPU of the space. A seed keeps it, and so does a
+    #: neighbour that changes primitives only; the other operators build worker stages, and
+    #: ``toggle_inline`` moves between the two where the device measures both.
+    inline: bool = False
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,8 @@ class Candidate:
     def key(self) -> str:
         """Canonical text identity (the measurement cache's key)."""
         st = ";".join(f"{s.start}-{s.stop}@{s.cluster}:{s.cores}x{s.replicas}"
-                      + (f"b{s.batch}" if s.batch > 1 else "") for s in self.stages)
+                      + (f"b{s.batch}" if s.batch > 1 else "") + ("i" if s.inline else "")
+                      for s in self.stages)
         return st + "|" + ",".join(self.choices)
 
     def with_stages(self, stages: Sequence[StageConf]) -> Candidate:
@@ -72,6 +78,10 @@ class Space:
     #: (1,) unless the objective is throughput and the device runs segments free in the batch
     #: (never on a twin: it does not model batching). A seed keeps its own batch regardless.
     batches: tuple[int, ...] = (1,)
+    #: Whether the search may move a one-stage candidate over every CPU between a worker
+    #: process and inline (``toggle_inline``): where the device runs the runner's own executors
+    #: (never on a twin, which does not model the worker hop). A seed keeps its own regardless.
+    inline: bool = False
     #: Layer indices no stage may start at (``runtime.stages.unfused_cuts``).
     no_cut: frozenset[int] = frozenset()
     #: Clusters whose LiteRT stages compute fp16 (``planner.half``; empty unless the plan's
@@ -136,6 +146,10 @@ class Space:
                     c != ONNXRUNTIME for c in cand.choices[s.start:s.stop])):
                 out.append(f"stage {k}: batches {s.batch} frames, so every layer must run "
                            "in onnxruntime on a CPU")
+            if s.inline and (len(st) > 1 or s.cluster == GPU
+                             or s.cores * s.replicas != len(self.cpu_ids)):
+                out.append(f"stage {k}: runs inline, in the feeding process, so it must be "
+                           f"the only stage, over all {len(self.cpu_ids)} CPUs")
         if expect != self.n_layers:
             out.append(f"stages cover {expect} of {self.n_layers} layers")
         for cl, n in used.items():
@@ -144,6 +158,11 @@ class Space:
         if not out and self.runnable is not None:
             out += self.runnable(cand)
         return out
+
+    @property
+    def cpu_ids(self) -> tuple[int, ...]:
+        """Every CPU a stage may use (a GPU's cluster has none)."""
+        return tuple(sorted(i for c, ids in self.clusters.items() if c != GPU for i in ids))
 
     def is_valid(self, cand: Candidate) -> bool:
         return not self.violations(cand)
@@ -178,6 +197,7 @@ class Space:
         stages = [{"name": f"stage{k}", "start": s.start, "stop": s.stop, "cpus": ids,
                    "replicas": s.replicas, "cluster": s.cluster, "cores": s.cores,
                    **({"batch": s.batch} if s.batch > 1 else {}),
+                   **({"inline": True} if s.inline else {}),
                    **({"fp16": True} if self.fp16(cand, s) else {})}
                   for k, (s, ids) in enumerate(zip(cand.stages, self.cpus(cand), strict=True))]
         return {"stages": stages, "choices": dict(zip(self.layer_names, cand.choices,
@@ -197,10 +217,10 @@ def internal_choice(choice: str) -> str:
 def from_stages(space: Space, stages: Sequence[dict[str, Any]], choices: Sequence[str]
                 ) -> Candidate:
     """A candidate from plan-document stage entries (``start, stop, cluster, cores, replicas``,
-    ``batch``)."""
+    ``batch``, ``inline``)."""
     return Candidate(tuple(StageConf(int(s["start"]), int(s["stop"]), str(s["cluster"]),
                                      int(s["cores"]), int(s.get("replicas", 1)),
-                                     int(s.get("batch", 1)))
+                                     int(s.get("batch", 1)), s.get("inline") is True)
                            for s in stages), tuple(choices))
 
 
@@ -224,7 +244,10 @@ def baselines_from_plan(space: Space, doc: dict[str, Any]
                         ) -> tuple[list[tuple[str, Candidate]], dict[str, str]]:
     """The lockfile's runnable baselines (what a user would run instead: the whole model through
     one engine, threaded or replicated) as candidates, by name, and why each other runnable one
-    cannot be measured here (``space.violations``: a segment the deployed bundle lacks)."""
+    cannot be measured here (``space.violations``: a segment the deployed bundle lacks). Where
+    the device measures inline (``space.inline``), each one over every CPU also as a user runs
+    it, in the process that feeds it (``<name>_inline``), as measure-to-decide and the bench
+    measure them."""
     out: list[tuple[str, Candidate]] = []
     skipped: dict[str, str] = {}
     for name, base in sorted((doc.get("baselines") or {}).items()):
@@ -235,6 +258,9 @@ def baselines_from_plan(space: Space, doc: dict[str, Any]
         why = space.violations(cand)
         if why:
             skipped[name] = why[0]
-        else:
-            out.append((name, cand))
+            continue
+        out.append((name, cand))
+        inline = cand.with_stages([replace(s, inline=True) for s in cand.stages])
+        if space.inline and space.is_valid(inline):
+            out.append((f"{name}_inline", inline))
     return out, skipped

@@ -40,6 +40,9 @@ class Measurement:
     #: per stage, ``(start, stop, ms)`` per executor step, measured in-process one stage at a
     #: time (no contention); None where the device does not report them
     layer_ms: list[list[tuple[int, int, float]]] | None = None
+    #: How the stages ran: ``pipeline`` (worker processes) or ``inline`` (in the measuring
+    #: process; the executor's own word, as its result reports it).
+    mode: str = "pipeline"
 
     def merged(self, other: Measurement) -> Measurement:
         """Two runs of the same configuration: the median of the runs' throughputs."""
@@ -51,13 +54,13 @@ class Measurement:
         return Measurement(fps, self.latency_ms / k, [t / k for t in self.stage_ms],
                            self.seconds + other.seconds, self.power_w,
                            None if self.energy_mj is None else self.energy_mj / k,
-                           self.simulated, runs, self.layer_ms or other.layer_ms)
+                           self.simulated, runs, self.layer_ms or other.layer_ms, self.mode)
 
     def to_dict(self) -> dict[str, Any]:
         return {"throughput_fps": self.throughput_fps, "latency_ms": self.latency_ms,
                 "stage_ms": list(self.stage_ms), "power_w": self.power_w,
                 "energy_mj": self.energy_mj, "runs": len(self.runs) or 1,
-                "simulated": self.simulated,
+                "simulated": self.simulated, "mode": self.mode,
                 "layer_ms": None if self.layer_ms is None else
                 [[list(e) for e in st] for st in self.layer_ms]}
 
@@ -77,7 +80,7 @@ def from_runner_json(data: dict[str, Any], wall_s: float) -> Measurement:
     return Measurement(fps, lat, stage, float(data.get("seconds", wall_s)),
                        _opt_float(data.get("power_w")), _opt_float(data.get("energy_mj")),
                        bool(data.get("simulated", False)), [fps],
-                       parse_layer_ms(data.get("layer_ms")))
+                       parse_layer_ms(data.get("layer_ms")), str(data.get("mode", "pipeline")))
 
 
 def _opt_float(value: Any) -> float | None:
@@ -149,7 +152,7 @@ class LocalBackend:
 
         ios = plan_stage_io(self.graph, [s.start for s in cand.stages[1:]])
         plans = [stage_from_io(io=io, cpus=tuple(ids), replicas=s.replicas, name=f"stage{k}",
-                               batch=s.batch, fp16=self.space.fp16(cand, s))
+                               batch=s.batch, inline=s.inline, fp16=self.space.fp16(cand, s))
                  for k, (io, s, ids) in enumerate(zip(ios, cand.stages, self.space.cpus(cand),
                                                       strict=True))]
         choices = dict(zip(self.space.layer_names, cand.choices, strict=True))
@@ -161,7 +164,8 @@ class LocalBackend:
         fps = float(r["throughput_fps"])
         layers = self.layer_ms(cand, plans, choices) if self.layer_frames > 0 else None
         return Measurement(fps, float(r["latency_ms_p50"]), stage_ms,
-                           time.perf_counter() - t0, runs=[fps], layer_ms=layers)
+                           time.perf_counter() - t0, runs=[fps], layer_ms=layers,
+                           mode=str(r.get("mode", "pipeline")))
 
     def layer_ms(self, cand: Candidate, plans, choices) -> list[list[tuple[int, int, float]]]:
         """Per-step times of each stage in-process on one replica's cores (the runner's

@@ -6,14 +6,16 @@ names a stage (the measured bottleneck) the operator should act on; otherwise it
 Moves: shift a stage boundary by one layer, change a stage's core count, move a stage to another
 cluster, change one layer's primitive (among those that run there, onnxruntime's and the native
 ones included) or one primitive family across a stage, replicate or unreplicate a stage, swap two
-stages' units, split/merge stages (what changes the stage count, within ``max_stages``), and
-change the frames per call of a stage that runs wholly in onnxruntime (``Space.batches``).
+stages' units, split/merge stages (what changes the stage count, within ``max_stages``),
+change the frames per call of a stage that runs wholly in onnxruntime (``Space.batches``), and
+run a one-stage candidate over every CPU inline or in worker processes (``Space.inline``).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -217,17 +219,29 @@ def change_batch(cand: Candidate, space: Space, rng: np.random.Generator,
     return out if space.is_valid(out) else None
 
 
+def toggle_inline(cand: Candidate, space: Space, rng: np.random.Generator,
+                  focus: int | None = None) -> Candidate | None:
+    """The one stage over every CPU run inline (in the feeding process) or in worker
+    processes, whichever it is not: which is faster is measured, not priced (the hop to a worker
+    costs more than a tiny model; a worker process keeps a stage's Python off the feeder's)."""
+    if not space.inline or len(cand.stages) != 1:
+        return None
+    s = cand.stages[0]
+    out = cand.with_stages([replace(s, inline=not s.inline)])
+    return out if space.is_valid(out) else None
+
+
 OPERATORS: dict[str, Operator] = {
     "stage_primitive": stage_primitive, "swap_units": swap_units,
     "move_boundary": move_boundary, "change_cores": change_cores,
     "change_cluster": change_cluster, "change_primitive": change_primitive,
     "replicate": replicate, "split_stage": split_stage, "merge_stages": merge_stages,
-    "change_batch": change_batch,
+    "change_batch": change_batch, "toggle_inline": toggle_inline,
 }
 WEIGHTS = {"stage_primitive": 1.5, "swap_units": 1.0, "move_boundary": 3.0, "change_cores": 1.5,
            "change_cluster": 1.0,
            "change_primitive": 2.0, "replicate": 1.5, "split_stage": 0.7, "merge_stages": 0.7,
-           "change_batch": 1.0}
+           "change_batch": 1.0, "toggle_inline": 1.0}
 
 
 def mutate(cand: Candidate, space: Space, rng: np.random.Generator, focus: int | None = None,

@@ -36,8 +36,9 @@ class Context:
             o = layer.options.index(cand.choices[i]) if cand.choices[i] in layer.options else -1
             ms.append(float(layer.ms[o, ci]) if o >= 0 else float("inf"))
         k = cand.stages.index(s)
-        if k == 0:  # the frame from the caller
-            return ms, p.feed_ms(s.cluster, s.replicas)
+        if k == 0:  # the frame from the caller (none to hand over to a session inline)
+            inline = s.inline and s.replicas == s.batch == 1
+            return ms, 0.0 if inline else p.feed_ms(s.cluster, s.replicas)
         prev = cand.stages[k - 1].cluster
         return ms, p.transfer_ms(int(self._bytes[s.start]), prev, s.cluster)
 

@@ -17,7 +17,9 @@ from edgedeploy.costmodel.segments import (
     MODELS,
     NATIVE,
     ONNXRUNTIME,
+    OWN_RULE,
     REPLICAS,
+    RULE,
     OwnModel,
     _Loaded,
     factor,
@@ -54,8 +56,9 @@ def test_a_models_own_factors_replace_the_boards_where_measured_and_only_there()
 def test_own_factors_round_trip_beside_the_profile(tmp_path: Path):
     factors = {**BOARD, MODELS: {"abc": {ONNXRUNTIME: {"cpu:1": 0.9},
                                          REPLICAS: {"cpu": {"2": 1.8}}}}}
-    save_factors(tmp_path / "p.json", factors, [])
-    assert load_factors(tmp_path / "p.json") == factors
+    save_factors(tmp_path / "p.json", {**factors, MODELS: {
+        "abc": {RULE: OWN_RULE, **factors[MODELS]["abc"]}}}, [])
+    assert load_factors(tmp_path / "p.json") == factors  # the rule read, not handed on
 
 
 def test_the_planner_prices_a_model_by_its_own_factors(tmp_path: Path):
@@ -118,7 +121,8 @@ def test_a_profile_for_a_model_measures_it_first_and_runs_it_whole(
     assert any(m.startswith("profile: models run whole in ") for m in said)
     # its own factors: measured whole over its per-layer sum, on every configuration
     stored = load_factors(Path(prof.path))
-    assert stored[MODELS] == out["segment_factors"][MODELS]
+    assert stored[MODELS] == {sha: {k: v for k, v in d.items() if k != RULE}
+                              for sha, d in out["segment_factors"][MODELS].items()}
     own_factors = stored[MODELS][own.sha256]
     cm = CostModel.for_target(target)
     configs = [c for c in cm.configs if not c.is_gpu]
@@ -340,7 +344,7 @@ def test_replicas_are_timed_batched_against_unbatched_where_one_core_gained_from
     assert measure_replica_batches(configs, cpus, m, runs(0.5), {}, batched) == {}  # none
     assert measure_replica_batches(configs, cpus, m, runs(0.5), speedups, None) == {}
     profile_file = tmp_path / "p.json"
-    save_factors(profile_file, {MODELS: {m.sha256: {REPLICA_BATCH: gained}}}, [])
+    save_factors(profile_file, {MODELS: {m.sha256: {RULE: OWN_RULE, REPLICA_BATCH: gained}}}, [])
     mine = for_model(load_factors(profile_file), m.sha256)
     for cluster in clusters:
         assert replica_batch_gain(mine, cluster, int(b)) == pytest.approx(gained[cluster][b])

@@ -68,7 +68,7 @@ def test_factors_measured_against_another_prior_are_not_used_nor_kept(tmp_path: 
     never measured, and storing a model's own factors afterwards does not carry them over."""
     from edgedeploy.costmodel.prior import PRIOR_VERSION
     from edgedeploy.costmodel.profiling import _add_own
-    from edgedeploy.costmodel.segments import MODELS, stored
+    from edgedeploy.costmodel.segments import MODELS, OWN_RULE, RULE, stored
 
     profile = tmp_path / "abc.json"
     path = save_factors(profile, {ONNXRUNTIME: {"cpu:1": 0.6}}, [{"config": "cpu:1"}])
@@ -80,7 +80,8 @@ def test_factors_measured_against_another_prior_are_not_used_nor_kept(tmp_path: 
     class Own:
         sha256 = "f" * 64
 
-    _add_own(profile, Own(), {ONNXRUNTIME: {"cpu:1": 0.9}}, [{"config": "cpu:1", "own": True}])
+    _add_own(profile, Own(), {RULE: OWN_RULE, ONNXRUNTIME: {"cpu:1": 0.9}},
+             [{"config": "cpu:1", "own": True}])
     assert load_factors(profile) == {MODELS: {"f" * 64: {ONNXRUNTIME: {"cpu:1": 0.9}}}}
     assert stored(profile)[1] == [{"config": "cpu:1", "own": True}]
 
@@ -178,3 +179,25 @@ def test_the_planner_scales_int8_layers_by_the_int8_factor(tmp_path: Path):
     for q, a, b in zip(quantized, plain.layers, scaled.layers, strict=True):
         assert np.allclose(b.ms[:, col], a.ms[:, col] * (0.3 if q else 1.0))
     assert model.digest() != CostModel(target).digest()  # lockfiles see the calibration
+
+
+def test_a_models_own_entry_of_an_older_rule_is_timed_again_not_priced(tmp_path: Path):
+    """What an own-model entry holds changed (``OWN_RULE``): an entry measured by an older
+    rule prices no plan and counts as never measured, so the next plan of the model times it
+    again, and the board's own factors (another rule's business) stay."""
+    from edgedeploy.costmodel.profiling import has_own_factors
+    from edgedeploy.costmodel.segments import MODELS, OWN_RULE, RULE, own_factors
+
+    class Own:
+        sha256 = "e" * 64
+
+    entry = own_factors([{"config": "cpu:1", ONNXRUNTIME: (2.0, 1.0)}], {})
+    assert entry[RULE] == OWN_RULE  # every entry made is stamped
+    profile = tmp_path / "p.json"
+    older = {k: v for k, v in entry.items() if k != RULE}
+    save_factors(profile, {ONNXRUNTIME: {"cpu:1": 0.6}, MODELS: {Own.sha256: older}}, [])
+    assert load_factors(profile) == {ONNXRUNTIME: {"cpu:1": 0.6}, MODELS: {}}
+    assert not has_own_factors(profile, Own())  # type: ignore[arg-type]
+    save_factors(profile, {ONNXRUNTIME: {"cpu:1": 0.6}, MODELS: {Own.sha256: entry}}, [])
+    assert has_own_factors(profile, Own())  # type: ignore[arg-type]
+    assert RULE not in load_factors(profile)[MODELS][Own.sha256]

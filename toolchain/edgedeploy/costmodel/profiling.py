@@ -244,10 +244,10 @@ def _save_keeping(profile_file: Path, factors: dict[str, Any],
     """Save a profile's ``factors`` and ``runs`` beside it, keeping the own-model factors
     already there (read under the lock, after the measuring: models calibrated meanwhile
     stay)."""
-    from edgedeploy.costmodel.segments import MODELS, factors_lock, load_factors, save_factors
+    from edgedeploy.costmodel.segments import MODELS, factors_lock, save_factors, stored
 
     with factors_lock(profile_file):
-        kept = load_factors(profile_file).get(MODELS) or {}
+        kept = stored(profile_file)[0].get(MODELS) or {}  # as written: each with its rule
         save_factors(profile_file, _keeping(kept, factors), runs)
 
 

@@ -95,6 +95,13 @@ CALIBRATION_BUDGET_S = 10.0
 REPLICAS = "replicas"
 #: Factors of models calibrated by name: {sha256: {engine, "replicas" or "batch": table}}.
 MODELS = "models"
+#: The rule a model's own entry was measured and priced by (its key ``RULE``). Bumped when what
+#: an entry holds changes, so that a profile measures the models it holds again once, the next
+#: time one is planned, and plans no model by an entry of an older rule -- without profiling the
+#: board again (``prior.PRIOR_VERSION``). 2: an int8 model's factor no longer counts its int8
+#: speed-up twice, and the entry holds the stage's own cost a frame (``FRAME``).
+OWN_RULE = 2
+RULE = "rule"
 #: A model's per-frame speed-up at B frames a call, per configuration: {config: {B: speed-up}}.
 BATCH = "batch"
 #: A model's replicas' throughput at B frames a call over theirs at one, per cluster (as many
@@ -149,12 +156,14 @@ def stored(profile_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def load_factors(profile_file: Path) -> dict[str, dict[str, Any]]:
     """``{engine: {config key: factor}, "int8": {config key: int8 / float time}, "replicas":
     {cluster: {r: speed-up}}, "models": {sha256: the same for one model}}``; empty when never
-    measured, unreadable or measured against another prior (:func:`stored`)."""
+    measured, unreadable or measured against another prior (:func:`stored`). A model's entry
+    measured by an older rule (:data:`OWN_RULE`) is left out: the model is timed again."""
     factors, _ = stored(profile_file)
     try:
         out = _parsed(factors)
         if MODELS in factors:
-            out[MODELS] = {sha: _parsed(d) for sha, d in factors[MODELS].items()}
+            out[MODELS] = {sha: _parsed(d) for sha, d in factors[MODELS].items()
+                           if d.get(RULE) == OWN_RULE}
         return out
     except (ValueError, KeyError, TypeError, AttributeError):
         return {}
@@ -165,7 +174,7 @@ def _parsed(factors: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for e, d in factors.items():
         if e in (REPLICAS, BATCH, LAYERS, REPLICA_BATCH):
             out[e] = {cl: {str(r): float(v) for r, v in m.items()} for cl, m in d.items()}
-        elif e != MODELS:
+        elif e not in (MODELS, RULE):
             out[canonical_choice(e)] = {k: float(v) for k, v in d.items()}
     return out
 
@@ -459,13 +468,15 @@ def _half_ms(m: _Loaded, feeds: dict[str, Any], cpus: list[int]) -> float | None
 def own_factors(runs: Sequence[dict[str, Any]], replicas: dict[str, dict[str, float]]
                 ) -> dict[str, Any]:
     """One model's entry under ``factors["models"]``: the factors of the engine it ran whole
-    through, its replica speed-ups and, where it was timed batched, its batch speed-ups."""
+    through, its replica speed-ups and, where it was timed batched, its batch speed-ups; stamped
+    with the rule it was measured by (:data:`OWN_RULE`)."""
     layers: dict[str, dict[str, float]] = {}
     for run in runs:
         for name, ms in (run.get(LAYERS) or {}).items():
             layers.setdefault(name, {})[run["config"]] = float(ms)
     frame = {run["config"]: float(run[FRAME]) for run in runs if FRAME in run}
-    return {**{e: t for e, t in summarise(list(runs)).items() if t}, REPLICAS: replicas,
+    return {RULE: OWN_RULE, **{e: t for e, t in summarise(list(runs)).items() if t},
+            REPLICAS: replicas,
             **batch_speedups(runs), **({LAYERS: layers} if layers else {}),
             **({FRAME: frame} if frame else {})}
 

@@ -180,6 +180,29 @@ def test_push_refines_an_inline_plan_from_itself_as_it_runs(tmp_path, monkeypatc
         api.stop(manifest, "local")
 
 
+def test_refine_starts_from_the_plan_push_deploys(tmp_path, monkeypatch):
+    """`edgedeploy refine` without push starts where push would: from the up-to-date lockfile
+    (here a measured winner run inline), then from its own refined plan while the inputs
+    hold; from the plan the cost model makes only where the lockfile is stale."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32, num_classes=10)
+    manifest = tmp_path / "edgedeploy.yaml"
+    manifest.write_text("name: sq\nmodel: sq.onnx\ntargets:\n  local:\n    path: board\n"
+                        "measure: {enabled: false}\nrefine: {max_evals: 2, frames_per_eval: 8}\n")
+    plan, graph, _, inline = _inline(manifest)
+    lock = api.plan(manifest, "local")[0].plan_file
+    chosen = as_plan(plan, graph, inline[0], Decision(measured=True, target="local"))
+    lock.write_text(dumps(chosen.model_dump(mode="json")))
+    first = api.refine(manifest, "local", feedback=False).summary()
+    assert first["plan_before"]["file"] == str(lock)
+    assert first["plan_before"]["measured"]["mode"] == "inline"  # the lockfile's winner, as run
+    again = api.refine(manifest, "local", feedback=False).summary()
+    assert again["plan_before"]["file"] == first["plan_file"] != str(lock)
+    manifest.write_text(manifest.read_text().replace("max_evals: 2", "max_evals: 1"))
+    stale = api.refine(manifest, "local", feedback=False).summary()
+    assert stale["plan_before"]["file"] is None and stale["evaluations"] >= 1
+
+
 def test_plan_says_a_stage_runs_inline_and_why_its_prediction_is_a_workers(project, capsys):
     from types import SimpleNamespace
 

@@ -285,7 +285,9 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
         plan_file.parent.mkdir(parents=True, exist_ok=True)
         plan_file.write_text(current.text)
     else:
-        refined = _kept_refinement(plan_file, current.doc["inputs"])
+        from edgedeploy.refine.api import kept_refinement
+
+        refined = kept_refinement(plan_file, current.doc["inputs"])
         if refined is not None:  # the last refinement's plan, while its inputs still hold
             plan_file, current.doc = refined
             say(f"plan: keeping the refined plan {plan_file} (its inputs are unchanged)")
@@ -309,24 +311,6 @@ def push(manifest: str | Path, target: str = "local", *, dry_run: bool = False,
                            accept_new_host_keys=accept_new_host_keys, serial=serial,
                            max_fail_percent=max_fail_percent, say=say)
     return outcome
-
-
-def _kept_refinement(plan_file: Path, inputs: dict[str, Any]
-                     ) -> tuple[Path, dict[str, Any]] | None:
-    """``<name>.<alias>.refined.plan.json`` and its document when it was refined from a plan
-    with the current inputs (model, manifest, target): what the next push keeps."""
-    import json
-
-    from edgedeploy.planner.lock import stale_reasons
-
-    refined = plan_file.with_name(plan_file.name.replace(".plan.json", ".refined.plan.json"))
-    try:
-        doc = json.loads(refined.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or stale_reasons(doc.get("inputs") or {}, inputs):
-        return None
-    return refined, doc
 
 
 def _build_plan(plan_file: Path, out: Path, graph: Graph, m: Manifest, *,
@@ -385,7 +369,8 @@ def _refine_after_push(manifest: str | Path, target: str, outcome: PushOutcome, 
         say(f"refine: stopping the runner{where} while candidates are measured")
         stop(canary, alias=target,
              access=TransportOptions(accept_new_host_keys=accept_new_host_keys), check=True)
-        result = _refine(manifest, target, manifest=m, graph=graph, plan_doc=plan_doc)
+        result = _refine(manifest, target, manifest=m, graph=graph, plan_doc=plan_doc,
+                         plan_file=outcome.plan_file)
         summary = result.summary()
         if (summary.get("improvement") or 0.0) > 1.0:
             say(f"refine: {summary['improvement']:.2f}x measured; pushing {result.plan_file}")

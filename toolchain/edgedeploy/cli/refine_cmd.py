@@ -70,6 +70,7 @@ def refine_cmd(
     output.table(f"refined plan{label}", ["stage", "layers", "unit", "replicas", "pred ms",
                                           "measured ms"], rows)
     b, p = s["best"], s["plan_before"]["measured"]
+    print(f"started from {s['plan_before']['file'] or 'the plan made from the cost model'}")
     print(f"plan {p['throughput_fps']:.4g} fps -> refined {b['throughput_fps']:.4g} fps "
           f"(x{s['improvement']:.3f}) in {s['evaluations']} evaluations{label}")
     if (line := output.baselines_line(s)) is not None:

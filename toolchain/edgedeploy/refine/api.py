@@ -8,6 +8,7 @@ deployed bundle's ``main.py measure`` through the deployer's transport.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,17 @@ class RefineResult:
     search: SearchResult
     simulated: bool
     profile: dict[str, Any] | None
+    #: The plan refinement started from: the lockfile (or last refinement) push deploys, or
+    #: None for the plan made from the cost model (no up-to-date lockfile, or a twin).
+    start_file: Path | None = None
 
     def summary(self) -> dict[str, Any]:
         start_m, best_m = self.search.start[1], self.search.best[1]
         return {"plan_file": str(self.plan_file), "evaluations": self.search.evaluations,
                 "seconds": round(self.search.seconds, 3),
-                "best": _figures(best_m), "plan_before": {"measured": _figures(start_m)},
+                "best": _figures(best_m), "plan_before": {
+                    "file": None if self.start_file is None else str(self.start_file),
+                    "measured": _figures(start_m)},
                 "improvement": best_m.throughput_fps / start_m.throughput_fps
                 if start_m.throughput_fps else None,
                 **{k: v for k, v in self.doc.get("refinement", {}).items()
@@ -64,13 +70,17 @@ def _figures(m: Measurement) -> dict[str, Any]:
 def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = None,
            budget_s: float | None = None, seed: int = 0, output: str | Path | None = None,
            feedback: bool = True, on_eval: OnEval | None = None, manifest: Any = None,
-           graph: Any = None, plan_doc: dict[str, Any] | None = None) -> RefineResult:
+           graph: Any = None, plan_doc: dict[str, Any] | None = None,
+           plan_file: Path | None = None) -> RefineResult:
     """Refine the manifest's plan for ``target`` (an alias or ``sim:<board>``).
 
-    ``manifest``, ``graph`` and ``plan_doc`` (the plan to start from) are passed on by a caller
-    that holds them (``push``); otherwise they are loaded, imported and solved here.
+    ``manifest``, ``graph`` and ``plan_doc`` (the plan to start from, read from ``plan_file``)
+    are passed on by a caller that holds them (``push``). Otherwise the start is what ``push``
+    would deploy (:func:`deployed_plan`): the last refinement's plan while its inputs hold, else
+    the lockfile while it is up to date (a measured winner, as the board chose it), else the
+    plan made here from the cost model, as on a twin.
     """
-    from edgedeploy.planner.api import model_graph, plan_file_for
+    from edgedeploy.planner.api import model_graph, plan_file_for, planned_graph
     from edgedeploy.planner.lock import dumps
     from edgedeploy.refine.calibrate import feed_profile, stage_samples
     from edgedeploy.refine.setup import build_context
@@ -80,13 +90,19 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
     graph = graph or model_graph(manifest)
     alias, board, kind = resolve_kind(manifest, target)
     tgt = _target(board, kind)
+    label = alias.replace(":", "-")
+    out = Path(output) if output else plan_file_for(manifest, label).with_suffix("").with_suffix(
+        ".refined.plan.json")
+    start_file = plan_file if plan_doc is not None else None
+    if plan_doc is None and kind != "sim":
+        start = deployed_plan(manifest_path, alias, manifest, graph)
+        if start is not None:
+            start_file, plan_doc = start
+            graph = planned_graph(manifest, plan_doc, graph)  # its precision, its rewrite
     limits = Limits.of(manifest, graph)
     ctx = build_context(graph, tgt, limits=limits, allow=manifest.primitives.allow,
                         deny=manifest.primitives.deny,
                         max_memory_mb=manifest.constraints.max_memory_mb)
-    label = alias.replace(":", "-")
-    out = Path(output) if output else plan_file_for(manifest, label).with_suffix("").with_suffix(
-        ".refined.plan.json")
     doc = plan_doc or _plan_doc(manifest, Path(manifest_path), label, board, tgt, graph, ctx,
                                 out)
     backend = _backend(kind, ctx, graph, manifest, alias, tgt, seed)
@@ -122,7 +138,7 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
         for cand, m in (res.start, res.best):
             samples += stage_samples(ctx.problem, graph, cand, m, ctx.stage_prediction)
         prof = feed_profile(tgt, samples) if samples else None
-    return RefineResult(out, refined, res, backend.simulated, prof)
+    return RefineResult(out, refined, res, backend.simulated, prof, start_file)
 
 
 CONFIRM_ROUNDS = 3
@@ -176,6 +192,40 @@ def _target(board: str, kind: str):
     from edgedeploy.twins import twin_target
 
     return twin_target(board) if kind == "sim" else load_target(board)
+
+
+def deployed_plan(manifest_path: str | Path, alias: str, manifest: Any, graph: Any
+                  ) -> tuple[Path, dict[str, Any]] | None:
+    """The plan ``push`` deploys for ``alias`` without re-planning, and its file: the last
+    refinement's (:func:`kept_refinement`) while its inputs hold, else the lockfile while it is
+    up to date; None where the lockfile is missing or stale (``push`` would plan again)."""
+    from edgedeploy.planner import check
+    from edgedeploy.planner.lock import read_lock
+
+    current = check(manifest_path, alias, manifest=manifest, graph=graph)[0]
+    if current.stale:
+        return None
+    kept = kept_refinement(current.plan_file, current.doc["inputs"])
+    if kept is not None:
+        return kept
+    doc = read_lock(current.plan_file)
+    return None if doc is None else (current.plan_file, doc)
+
+
+def kept_refinement(plan_file: Path, inputs: dict[str, Any]
+                    ) -> tuple[Path, dict[str, Any]] | None:
+    """``<name>.<alias>.refined.plan.json`` and its document when it was refined from a plan
+    with the current inputs (model, manifest, target): what the next push keeps."""
+    from edgedeploy.planner.lock import stale_reasons
+
+    refined = plan_file.with_name(plan_file.name.replace(".plan.json", ".refined.plan.json"))
+    try:
+        doc = json.loads(refined.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or stale_reasons(doc.get("inputs") or {}, inputs):
+        return None
+    return refined, doc
 
 
 def _plan_doc(manifest, manifest_path: Path, alias: str, board: str, tgt, graph, ctx,

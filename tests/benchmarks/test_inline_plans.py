@@ -206,15 +206,17 @@ def test_refine_starts_from_the_plan_push_deploys(tmp_path, monkeypatch):
 def test_plan_says_a_stage_runs_inline_and_why_its_prediction_is_a_workers(project, capsys):
     from types import SimpleNamespace
 
-    from edgedeploy.cli.output import INLINE_NOTE
+    from edgedeploy.cli.output import INLINE_NOTE, stage_config
     from edgedeploy.cli.plan_cmd import _render
 
     plan, graph, _, inline = _inline(project)
     chosen = as_plan(plan, graph, inline[0], Decision(measured=True, target="local"))
-    _render(SimpleNamespace(doc=chosen.model_dump(mode="json"), written=True, plan_file="p"))
+    doc = chosen.model_dump(mode="json")
+    _render(SimpleNamespace(doc=doc, written=True, plan_file="p"))
     said = capsys.readouterr()
-    cores = chosen.stages[0].cores
-    assert f"cpu:{cores} inline" in said.out
+    config = stage_config(doc["stages"][0])  # "cpu:1 batch 4 inline", batched or not
+    assert config.startswith(f"cpu:{chosen.stages[0].cores}") and config.endswith(" inline")
+    assert config in said.out
     assert INLINE_NOTE in said.out + said.err
     _render(SimpleNamespace(doc=plan.model_dump(mode="json"), written=True, plan_file="p"))
     said = capsys.readouterr()
@@ -243,3 +245,28 @@ def test_the_replicas_baseline_is_the_inline_replicas_plan_measured_twice(projec
         finally:
             for s in (ours, *baselines):
                 s.close()
+
+
+def test_refine_prints_how_each_refined_stage_runs(tmp_path, monkeypatch, capsys):
+    """The refined plan's table says what the lockfile says: batch and inline beside the unit,
+    and the plan refinement started from."""
+    from edgedeploy.cli.main import main
+    from edgedeploy.cli.output import stage_config
+
+    assert stage_config({"cluster": "cpu", "cores": 1, "batch": 4, "inline": True}) == (
+        "cpu:1 batch 4 inline")
+    assert stage_config({"cluster": "big", "cores": 2}) == "big:2"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32, num_classes=10)
+    manifest = tmp_path / "edgedeploy.yaml"
+    manifest.write_text("name: sq\nmodel: sq.onnx\ntargets:\n  local:\n    path: board\n"
+                        "measure: {enabled: false}\nrefine: {max_evals: 1, frames_per_eval: 8}\n")
+    plan, graph, _, inline = _inline(manifest)
+    lock = api.plan(manifest, "local")[0].plan_file
+    chosen = as_plan(plan, graph, inline[0], Decision(measured=True, target="local"))
+    lock.write_text(dumps(chosen.model_dump(mode="json")))
+    assert main(["refine", "-m", str(manifest), "--target", "local", "--no-feedback"]) == 0
+    out = capsys.readouterr().out
+    assert f"started from {lock}" in out
+    refined = json.loads(lock.with_name("sq.local.refined.plan.json").read_text())
+    assert all(stage_config(s) in out for s in refined["stages"])

@@ -132,6 +132,13 @@ def precision_line(record: dict[str, Any]) -> str:
     return words
 
 
+def stage_config(stage: dict[str, Any]) -> str:
+    """A lockfile stage's unit and how it runs: ``cpu:2``, ``cpu:1 batch 4 inline``."""
+    batch = int(stage.get("batch") or 1)
+    return (f"{stage['cluster']}:{stage['cores']}" + (f" batch {batch}" if batch > 1 else "")
+            + (" inline" if stage.get("inline") else ""))
+
+
 #: Under a plan whose stage runs inline: what its predicted figure is.
 INLINE_NOTE = ("inline: the stage runs in the caller's process, with no hop to a worker; one "
                "session is predicted without the frame's hand-over to a worker, replicas and "

@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
 def _render(r) -> None:
     d = r.doc
     rows = [[s["name"], f"{s['start']}..{s['stop'] - 1}",
-             f"{s['cluster']}:{s['cores']}" + (" inline" if s.get("inline") else ""),
+             output.stage_config(s),
              ",".join(map(str, s["cpus"])) or "-", s["replicas"],
              ", ".join(f"{k} x{v}" for k, v in s["primitive_mix"].items()), s["predicted_ms"]]
             for s in d["stages"]]

@@ -65,7 +65,7 @@ def refine_cmd(
         output.emit_json(s)
         return
     label = " [simulated]" if res.simulated else ""
-    rows = [[st["index"], f"{st['start']}..{st['stop']}", f"{st['cluster']}:{st['cores']}",
+    rows = [[st["index"], f"{st['start']}..{st['stop']}", output.stage_config(st),
              st["replicas"], st["predicted_ms"], st.get("measured_ms")] for st in s["stages"]]
     output.table(f"refined plan{label}", ["stage", "layers", "unit", "replicas", "pred ms",
                                           "measured ms"], rows)

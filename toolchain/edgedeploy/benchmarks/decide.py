@@ -43,6 +43,7 @@ from edgedeploy.schemas.plan import (
     Plan,
     Predicted,
 )
+from edgedeploy.schemas.target import Target
 
 log = logging.getLogger("edgedeploy.decide")
 DEFAULT_SHORTLIST = 4
@@ -915,7 +916,7 @@ def measure_result(manifest: Any, alias: str, result: Any, graph: ir.Graph, *,
     for arm in arms:
         real = kind != "sim"  # a twin's measurements do not run the real engines
         arm_entries = shortlist(arm.plan, settings.shortlist, graph=arm.graph if real else None,
-                                factors=_model_factors(manifest, alias, board, arm.graph)
+                                factors=_model_factors(manifest, alias, target, arm.graph)
                                 if real else None, cpus=cpus,
                                 feed_ms=_feed_ms(target, arm.graph))
         batched = [e for e in arm_entries if any(s.batch > 1 for s in e.stages)]
@@ -1069,15 +1070,15 @@ def _feed_ms(target: Any, graph: ir.Graph) -> float:
     return ring_hop_ms(target, frame_bytes(tensors_from_graph(graph)))
 
 
-def _model_factors(manifest: Any, alias: str, board: str, graph: ir.Graph) -> dict[str, Any]:
+def _model_factors(manifest: Any, alias: str, target: Target, graph: ir.Graph
+                   ) -> dict[str, Any]:
     """The segment factors the target's cost model prices ``graph`` by (its own, where a
     profile ran it whole): read beside the profile ``planner.api.cost_model`` reads, without
     fitting the cost model again."""
-    from edgedeploy.boards.catalog import load_target
     from edgedeploy.costmodel.profile import profile_path
     from edgedeploy.costmodel.segments import for_model, load_factors
 
-    profile = manifest.target(alias).profile or profile_path(load_target(board))
+    profile = manifest.target(alias).profile or profile_path(target)
     return for_model(load_factors(profile), graph.source.get("sha256"))
 
 

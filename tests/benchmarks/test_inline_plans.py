@@ -46,6 +46,21 @@ def _inline(project: Path):  # type: ignore[no-untyped-def]
     return plan, graph, entries, [e for e in entries if any(s.inline for s in e.stages)]
 
 
+def _inline_lockfile(folder: Path, max_evals: int) -> tuple[Path, Path]:
+    """A manifest for the local target (refined with ``max_evals``) and its lockfile, written
+    as measure-to-decide writes a winner that runs inline."""
+    zoo.export("squeezenet1_1", folder / "sq.onnx", size=32, num_classes=10)
+    manifest = folder / "edgedeploy.yaml"
+    manifest.write_text("name: sq\nmodel: sq.onnx\ntargets:\n  local:\n    path: board\n"
+                        "measure: {enabled: false}\n"
+                        f"refine: {{max_evals: {max_evals}, frames_per_eval: 8}}\n")
+    plan, graph, _, inline = _inline(manifest)
+    lock = api.plan(manifest, "local")[0].plan_file
+    chosen = as_plan(plan, graph, inline[0], Decision(measured=True, target="local"))
+    lock.write_text(dumps(chosen.model_dump(mode="json")))
+    return manifest, lock
+
+
 def test_the_shortlist_runs_whole_model_baselines_inline_on_a_host_it_measures(project):
     plan, _, entries, inline = _inline(project)
     every = sorted(available_cpus())
@@ -159,20 +174,14 @@ def test_push_refines_an_inline_plan_from_itself_as_it_runs(tmp_path, monkeypatc
     the runner serves it), beside the baselines run the same way, so what it claims is against
     what runs."""
     monkeypatch.setenv("HOME", str(tmp_path))
-    zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32, num_classes=10)
-    manifest = tmp_path / "edgedeploy.yaml"
-    manifest.write_text("name: sq\nmodel: sq.onnx\ntargets:\n  local:\n    path: board\n"
-                        "measure: {enabled: false}\nrefine: {max_evals: 4, frames_per_eval: 8}\n")
-    plan, graph, _, inline = _inline(manifest)
-    lock = api.plan(manifest, "local")[0].plan_file
-    chosen = as_plan(plan, graph, inline[0], Decision(measured=True, target="local"))
-    lock.write_text(dumps(chosen.model_dump(mode="json")))
+    manifest, lock = _inline_lockfile(tmp_path, max_evals=4)
     try:
         outcome = api.push(manifest, "local")
         assert not outcome.replanned and outcome.deploy.ok
         refine = outcome.refine or {}
         assert "skipped" not in refine and refine["evaluations"] >= 1
         assert refine["plan_before"]["measured"]["mode"] == "inline"
+        assert refine["plan_before"]["file"] == str(lock)
         assert any(n.endswith("_inline") for n in refine["baselines"])
         (row,) = api.status(manifest, "local")
         assert row["running"] == outcome.running == refine["release"] and row["alive"]
@@ -185,14 +194,7 @@ def test_refine_starts_from_the_plan_push_deploys(tmp_path, monkeypatch):
     (here a measured winner run inline), then from its own refined plan while the inputs
     hold; from the plan the cost model makes only where the lockfile is stale."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32, num_classes=10)
-    manifest = tmp_path / "edgedeploy.yaml"
-    manifest.write_text("name: sq\nmodel: sq.onnx\ntargets:\n  local:\n    path: board\n"
-                        "measure: {enabled: false}\nrefine: {max_evals: 2, frames_per_eval: 8}\n")
-    plan, graph, _, inline = _inline(manifest)
-    lock = api.plan(manifest, "local")[0].plan_file
-    chosen = as_plan(plan, graph, inline[0], Decision(measured=True, target="local"))
-    lock.write_text(dumps(chosen.model_dump(mode="json")))
+    manifest, lock = _inline_lockfile(tmp_path, max_evals=2)
     first = api.refine(manifest, "local", feedback=False).summary()
     assert first["plan_before"]["file"] == str(lock)
     assert first["plan_before"]["measured"]["mode"] == "inline"  # the lockfile's winner, as run
@@ -257,14 +259,7 @@ def test_refine_prints_how_each_refined_stage_runs(tmp_path, monkeypatch, capsys
         "cpu:1 batch 4 inline")
     assert stage_config({"cluster": "big", "cores": 2}) == "big:2"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    zoo.export("squeezenet1_1", tmp_path / "sq.onnx", size=32, num_classes=10)
-    manifest = tmp_path / "edgedeploy.yaml"
-    manifest.write_text("name: sq\nmodel: sq.onnx\ntargets:\n  local:\n    path: board\n"
-                        "measure: {enabled: false}\nrefine: {max_evals: 1, frames_per_eval: 8}\n")
-    plan, graph, _, inline = _inline(manifest)
-    lock = api.plan(manifest, "local")[0].plan_file
-    chosen = as_plan(plan, graph, inline[0], Decision(measured=True, target="local"))
-    lock.write_text(dumps(chosen.model_dump(mode="json")))
+    manifest, lock = _inline_lockfile(tmp_path, max_evals=1)
     assert main(["refine", "-m", str(manifest), "--target", "local", "--no-feedback"]) == 0
     out = capsys.readouterr().out
     assert f"started from {lock}" in out

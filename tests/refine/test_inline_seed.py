@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgedeploy.refine.candidate import GPU, Candidate, Space, StageConf, from_stages
-from edgedeploy.refine.operators import OPERATORS, change_cores, toggle_inline
+from edgedeploy.refine.operators import OPERATORS, change_batch, change_cores, toggle_inline
 from edgedeploy.runtime.vocab import ONNXRUNTIME
 
 NAMES = [f"l{i}" for i in range(4)]
@@ -57,7 +57,10 @@ def test_toggle_inline_moves_the_one_stage_where_the_device_measures_both():
     assert toggle_inline(split, space, rng) is None
     half = Candidate((StageConf(0, 4, "cpu", 1),), (ONNXRUNTIME,) * 4)
     assert toggle_inline(half, space, rng) is None  # one core of two: the feeder has both
-    # the other moves build worker stages
+    # a batch changed keeps it inline (micro-batches run inline in threads); the other moves
+    # build worker stages
+    batched = change_batch(inline, _space(inline=True, batches=(1, 2, 4)), rng)
+    assert batched is not None and batched.stages[0].inline and batched.stages[0].batch > 1
     moved = change_cores(inline, space, rng)
     assert moved is None or not any(s.inline for s in moved.stages)
 

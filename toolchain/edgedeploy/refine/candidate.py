@@ -32,8 +32,8 @@ class StageConf:
     batch: int = 1
     #: Run in the feeding process (``runtime.inline_pipeline``), as the stock runtime runs:
     #: only a candidate's one stage, over every CPU of the space. A seed keeps it, and so does a
-    #: neighbour that changes primitives only; the other operators build worker stages, and
-    #: ``toggle_inline`` moves between the two where the device measures both.
+    #: neighbour that changes primitives or the batch only; the other operators build worker
+    #: stages, and ``toggle_inline`` moves between the two where the device measures both.
     inline: bool = False
 
 

@@ -213,8 +213,7 @@ def change_batch(cand: Candidate, space: Space, rng: np.random.Generator,
     s = cand.stages[k]
     others = [b for b in space.batches if b != s.batch]
     st = list(cand.stages)
-    st[k] = StageConf(s.start, s.stop, s.cluster, s.cores, s.replicas,
-                      others[int(rng.integers(len(others)))])
+    st[k] = replace(s, batch=others[int(rng.integers(len(others)))])  # inline stays inline
     out = cand.with_stages(st)
     return out if space.is_valid(out) else None
 

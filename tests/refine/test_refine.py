@@ -155,3 +155,20 @@ def test_the_refiner_prices_a_candidate_exactly_as_the_planner_does(small_graph)
         assert got["stage_ms"] == pytest.approx(list(pc.metrics.stage_ms), rel=1e-9)
         checked.add((len(pc.stages) > 1, any(s.replicas > 1 for s in pc.stages)))
     assert {True} <= {split for split, _ in checked} and {True} <= {r for _, r in checked}
+
+
+def test_a_twin_alias_refines_from_its_lockfile_and_sim_board_from_the_cost_model(manifest):
+    """A manifest alias whose transport is a twin has a lockfile, and refinement starts from
+    it as on a real board; ``sim:<board>`` names no alias, so no lockfile: the cost model's
+    plan."""
+    from edgedeploy.api import plan
+    from edgedeploy.refine.api import refine
+
+    manifest.write_text(manifest.read_text() + "targets:\n  pi: {board: rpi4, transport: sim}\n"
+                        "measure: {enabled: false}\n")
+    lock = plan(manifest, "pi")[0].plan_file
+    assert lock.is_file()
+    aliased = refine(manifest, "pi", max_evals=2, feedback=False).summary()
+    assert aliased["plan_before"]["file"] == str(lock) and aliased["simulated"] is True
+    adhoc = refine(manifest, "sim:rpi4", max_evals=2, feedback=False).summary()
+    assert adhoc["plan_before"]["file"] is None

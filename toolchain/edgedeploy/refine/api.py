@@ -30,7 +30,7 @@ class RefineResult:
     simulated: bool
     profile: dict[str, Any] | None
     #: The plan refinement started from: the lockfile (or last refinement) push deploys, or
-    #: None for the plan made from the cost model (no up-to-date lockfile, or a twin).
+    #: None for the plan made from the cost model (no up-to-date lockfile, or ``sim:<board>``).
     start_file: Path | None = None
 
     def summary(self) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
     are passed on by a caller that holds them (``push``). Otherwise the start is what ``push``
     would deploy (:func:`deployed_plan`): the last refinement's plan while its inputs hold, else
     the lockfile while it is up to date (a measured winner, as the board chose it), else the
-    plan made here from the cost model, as on a twin.
+    plan made here from the cost model (as for ``sim:<board>``, which has no lockfile).
     """
     from edgedeploy.planner.api import model_graph, plan_file_for, planned_graph
     from edgedeploy.planner.lock import dumps
@@ -94,7 +94,7 @@ def refine(manifest_path: str | Path, target: str, *, max_evals: int | None = No
     out = Path(output) if output else plan_file_for(manifest, label).with_suffix("").with_suffix(
         ".refined.plan.json")
     start_file = plan_file if plan_doc is not None else None
-    if plan_doc is None and kind != "sim":
+    if plan_doc is None and alias in manifest.targets:  # not an ad-hoc ``sim:<board>``
         start = deployed_plan(manifest_path, alias, manifest, graph)
         if start is not None:
             start_file, plan_doc = start

@@ -115,6 +115,7 @@ def test_the_planner_prices_replicas_by_their_measured_speed_up():
     from edgedeploy.importers.onnx import import_onnx
     from edgedeploy.planner.adapter import build_problem
     from edgedeploy.planner.partition import Stage, StageCosts, evaluate
+    from edgedeploy.planner.problem import MIN_REPLICA_SPEEDUP
     from edgedeploy.planner.select import select
 
     graph = import_onnx(zoo.build("squeezenet1_1", size=32))
@@ -127,6 +128,14 @@ def test_the_planner_prices_replicas_by_their_measured_speed_up():
     assert perfect.replica_speedup(one, 2) == 2.0 and perfect.replica_speedup(one, 1) == 1.0
     assert measured.replica_speedup(one, 2) == 1.5
     assert measured.replica_speedup(one, 4) == pytest.approx(3.0)  # 2's efficiency, scaled
+    # a model so small that the hop to replicas costs more than its call: they are priced as
+    # measured, slower than one core's bare call, down to a floor
+    model.segment_factors = {REPLICAS: {"a72": {"2": 0.65}}}
+    hopping = build_problem(graph, target, model)
+    assert hopping.replica_speedup(one, 2) == pytest.approx(0.65)
+    assert hopping.replica_speedup(one, 4) == pytest.approx(1.3)
+    model.segment_factors = {REPLICAS: {"a72": {"2": 0.01}}}
+    assert build_problem(graph, target, model).replica_speedup(one, 2) == MIN_REPLICA_SPEEDUP
     stages = (Stage(0, len(graph.layers), one, 2),)
     fast = evaluate(perfect, StageCosts(perfect, select(perfect)), stages).throughput_fps
     slow = evaluate(measured, StageCosts(measured, select(measured)), stages).throughput_fps

@@ -22,12 +22,13 @@ VALUE = {"throughput": "period_ms", "latency": "latency_ms", "energy": "energy_m
 
 def _problem(seed, n, dag, n_clusters, gpu=False, shared=False):
     """A random problem; ``shared``: its clusters' cores measured to share (two one-core
-    replicas 1.0-2.0x one), which slows replicas and every stage of a pipeline."""
+    replicas 0.5-2.0x one: under one where the hop to them costs more than a tiny model), which
+    slows replicas and every stage of a pipeline."""
     rng = np.random.default_rng(seed)
     p = random_problem(rng, n, n_options=3, dag=dag,
                        clusters=clusters_for(n_clusters, cores=2, gpu=gpu))
     if shared:
-        p.replica_scaling = {c.name: {2: float(rng.uniform(1.0, 2.0))} for c in p.clusters
+        p.replica_scaling = {c.name: {2: float(rng.uniform(0.5, 2.0))} for c in p.clusters
                              if not c.is_gpu}
     p.frame_ms = float(rng.choice([0.0, rng.uniform(0.0, 0.2)]))  # a stage's own cost a frame
     return p

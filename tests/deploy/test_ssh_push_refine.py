@@ -22,8 +22,8 @@ pytestmark = pytest.mark.ssh
 def manifest(sshd, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     from edgedeploy.benchmarks import decide
 
-    # refinement's flow is checked, not which contender wins: the baselines it reports are the
-    # worker-process ones an inline winner would not ship
+    # refinement's flow is checked, not which contender wins: with no inline contender in
+    # measure-to-decide the plan, and the segments its bundle ships, are alike on every run
     monkeypatch.setattr(decide, "inline_variants", lambda *_a, **_k: [])
     monkeypatch.setattr(decide, "inline_copies", lambda *_a, **_k: [])
     monkeypatch.setenv("HOME", str(tmp_path))  # ~/.ssh/known_hosts lives here for the CLI

@@ -215,7 +215,7 @@ class PushOutcome:
         return {"plan": {"file": str(self.plan_file), "replanned": self.replanned,
                          "predicted": self.predicted},
                 "bundle": self.bundle.to_dict(), "deploy": self.deploy.to_dict(),
-                "refined": self.refine is not None and not {"error", "skipped"} & set(self.refine),
+                "refined": self.refine is not None and "error" not in self.refine,
                 "refine": self.refine, "running": self.running}
 
 

@@ -262,6 +262,6 @@ def test_refine_prints_how_each_refined_stage_runs(tmp_path, monkeypatch, capsys
     manifest, lock = _inline_lockfile(tmp_path, max_evals=1)
     assert main(["refine", "-m", str(manifest), "--target", "local", "--no-feedback"]) == 0
     out = capsys.readouterr().out
-    assert f"started from {lock}" in out
+    assert f"started from {lock}: layers 0.." in out and ", inline" in out
     refined = json.loads(lock.with_name("sq.local.refined.plan.json").read_text())
     assert all(stage_config(s) in out for s in refined["stages"])

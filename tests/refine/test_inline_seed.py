@@ -29,6 +29,8 @@ def test_the_seed_keeps_inline_and_is_measured_so():
     assert inline.stages[0].inline and not worker.stages[0].inline
     assert space.is_valid(inline) and inline.key != worker.key  # measured and cached apart
     assert space.variant(inline)["stages"][0]["inline"] is True
+    assert inline.describe() == "layers 0..3 on cpu:2 x1, inline"
+    assert worker.describe() == "layers 0..3 on cpu:2 x1"
     assert "inline" not in space.variant(worker)["stages"][0]
     # a neighbour that changes primitives only is the same stage, still inline
     assert inline.with_choice(1, "native").stages[0].inline

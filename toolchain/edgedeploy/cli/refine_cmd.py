@@ -65,12 +65,15 @@ def refine_cmd(
         output.emit_json(s)
         return
     label = " [simulated]" if res.simulated else ""
-    rows = [[st["index"], f"{st['start']}..{st['stop']}", output.stage_config(st),
+    rows = [[st["index"], f"{st['start']}..{st['stop'] - 1}", output.stage_config(st),
              st["replicas"], st["predicted_ms"], st.get("measured_ms")] for st in s["stages"]]
     output.table(f"refined plan{label}", ["stage", "layers", "unit", "replicas", "pred ms",
                                           "measured ms"], rows)
     b, p = s["best"], s["plan_before"]["measured"]
-    print(f"started from {s['plan_before']['file'] or 'the plan made from the cost model'}")
+    print(f"started from {s['plan_before']['file'] or 'the plan made from the cost model'}: "
+          f"{s['plan_before']['stages']}")
+    if s["best_stages"] != s["plan_before"]["stages"]:
+        print(f"refined to: {s['best_stages']}")
     print(f"plan {p['throughput_fps']:.4g} fps -> refined {b['throughput_fps']:.4g} fps "
           f"(x{s['improvement']:.3f}) in {s['evaluations']} evaluations{label}")
     if (line := output.baselines_line(s)) is not None:

@@ -39,7 +39,8 @@ class RefineResult:
                 "seconds": round(self.search.seconds, 3),
                 "best": _figures(best_m), "plan_before": {
                     "file": None if self.start_file is None else str(self.start_file),
-                    "measured": _figures(start_m)},
+                    "stages": self.search.start[0].describe(), "measured": _figures(start_m)},
+                "best_stages": self.search.best[0].describe(),
                 "improvement": best_m.throughput_fps / start_m.throughput_fps
                 if start_m.throughput_fps else None,
                 **{k: v for k, v in self.doc.get("refinement", {}).items()

@@ -64,6 +64,13 @@ class Candidate:
     def as_tuples(self) -> list[tuple[int, int, str, int, int]]:
         return [(s.start, s.stop, s.cluster, s.cores, s.replicas) for s in self.stages]
 
+    def describe(self) -> str:
+        """The stages as a person reads them (layers first..last, as ``plan`` prints them):
+        ``layers 0..38 on cpu:1 x2, batch 2, inline``."""
+        return " | ".join(f"layers {s.start}..{s.stop - 1} on {s.cluster}:{s.cores} x{s.replicas}"
+                          + (f", batch {s.batch}" if s.batch > 1 else "")
+                          + (", inline" if s.inline else "") for s in self.stages)
+
 
 @dataclass
 class Space:

@@ -71,9 +71,9 @@ def refine_cmd(
                                           "measured ms"], rows)
     b, p = s["best"], s["plan_before"]["measured"]
     print(f"started from {s['plan_before']['file'] or 'the plan made from the cost model'}: "
-          f"{s['plan_before']['stages']}")
-    if s["best_stages"] != s["plan_before"]["stages"]:
-        print(f"refined to: {s['best_stages']}")
+          f"{s['plan_before']['configuration']}")
+    if s["configuration"] != s["plan_before"]["configuration"]:
+        print(f"refined to: {s['configuration']}")
     print(f"plan {p['throughput_fps']:.4g} fps -> refined {b['throughput_fps']:.4g} fps "
           f"(x{s['improvement']:.3f}) in {s['evaluations']} evaluations{label}")
     if (line := output.baselines_line(s)) is not None:

@@ -39,8 +39,9 @@ class RefineResult:
                 "seconds": round(self.search.seconds, 3),
                 "best": _figures(best_m), "plan_before": {
                     "file": None if self.start_file is None else str(self.start_file),
-                    "stages": self.search.start[0].describe(), "measured": _figures(start_m)},
-                "best_stages": self.search.best[0].describe(),
+                    "configuration": self.search.start[0].describe(),
+                    "measured": _figures(start_m)},
+                "configuration": self.search.best[0].describe(),
                 "improvement": best_m.throughput_fps / start_m.throughput_fps
                 if start_m.throughput_fps else None,
                 **{k: v for k, v in self.doc.get("refinement", {}).items()

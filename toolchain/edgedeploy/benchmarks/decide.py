@@ -1061,7 +1061,7 @@ def _quick_board_profile(manifest: Any, alias: str, board: str, graph: ir.Graph,
     return replan(manifest.source, alias, write=False, manifest=manifest, graph=graph)[0]
 
 
-def _feed_ms(target: Any, graph: ir.Graph) -> float:
+def _feed_ms(target: Target, graph: ir.Graph) -> float:
     """The frame's hand-over from the feeding process into a worker stage on ``target``, as
     the planner prices it (``Problem.feed_ms``: the frame's bytes through the ring)."""
     from edgedeploy.costmodel.model import ring_hop_ms

@@ -591,7 +591,8 @@ def _frame_overhead(m: _Loaded, runs: list[dict[str, Any]], cpus_of: Callable) -
     if not cpu:
         return
     run = max(cpu, key=lambda r: CoreConfig.parse(r["config"]).cores)
-    if whole_ms(run) >= FRAME_MAX_CALL_MS:  # not measured: cut no segment for it
+    call_ms = whole_ms(run)
+    if call_ms >= FRAME_MAX_CALL_MS:  # not measured: cut no segment for it
         return
     cpus = tuple(cpus_of(CoreConfig.parse(run["config"])))
     choices, io, frame = _whole_model_run(m)
@@ -600,7 +601,7 @@ def _frame_overhead(m: _Loaded, runs: list[dict[str, Any]], cpus_of: Callable) -
         segments = execute.segments_for(m.graph, [io], choices, m.path)
         stage = execute.stage_from_io(io=io, cpus=cpus, replicas=1, inline=True)
         (spec,) = execute.stage_specs(m.graph, [stage], choices, segments)
-        ms = stage_frame_ms(spec, frame, whole_ms(run))
+        ms = stage_frame_ms(spec, frame, call_ms)
     except Exception as exc:  # the model ran whole already: its plan is priced without it
         log.warning("no per-frame stage cost measured for %s: %s", m.path.name, exc)
         return

@@ -198,16 +198,15 @@ def test_a_tflite_model_runs_whole_through_litert_for_its_own_factors(
     priced = CostModel.for_target(target).for_model(own.sha256)
     for key, value in mine[LITERT].items():
         assert priced.segment_factor(LITERT, CoreConfig.parse(key)) == value
-    # timed on inputs in the file's layout; replicas against the time a stage takes
-    # (transposing them in and out), both kept in the run
+    # timed on inputs in the file's layout, as a stage is fed them
     import json
 
-    from edgedeploy.costmodel.segments import STAGE_MS, factors_path
+    from edgedeploy.costmodel.segments import factors_path
 
     stored = json.loads(factors_path(Path(out["profile"])).read_text())["runs"]
     runs = [r for r in stored if r.get("sha256") == own.sha256]
     assert len(runs) == len(configs)
-    assert all(r[LITERT][0] > 0 and r[STAGE_MS] > 0 for r in runs)
+    assert all(r[LITERT][0] > 0 for r in runs)
     # where the cores compute fp16, the model is timed computing fp16 too, over its fp32 time,
     # and an fp16 plan's LiteRT layers are priced by that; elsewhere by the prior
     from edgedeploy.costmodel.model import HALF_PRIOR

@@ -56,7 +56,7 @@ def _network() -> bytes:
 
 
 def _frames() -> np.ndarray:
-    """IR layout (NCHW), as the manifest's .npz holds them."""
+    """IR layout (NCHW); the manifest's .npz holds them in the model's own (NHWC)."""
     frames = np.random.default_rng(1).random((FRAMES, 1, 3, 16, 16), dtype=np.float32)
     frames[:, 0, 0, 0, 0] = 1000.0
     return frames
@@ -87,7 +87,7 @@ def _error(model: bytes, reference: bytes, frames: np.ndarray) -> float:
 def mixed_plan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("mixed_tflite")
     (folder / "net.tflite").write_bytes(_network())
-    np.savez(folder / "frames.npz", image=_frames())
+    np.savez(folder / "frames.npz", image=_frames().transpose(0, 1, 3, 4, 2))  # NHWC, its own
     (folder / "m.yaml").write_text(MANIFEST)
     assert main(["plan", str(folder / "m.yaml"), "--target", "local"]) == 0
     return folder / "net.local.plan.json"

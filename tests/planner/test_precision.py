@@ -354,7 +354,7 @@ def test_int8_of_a_tflite_source_is_quantized_for_litert(
     tensors, and the recorded error is LiteRT's on the held-out frames."""
     rng = np.random.default_rng(3)
     frames = rng.random((FRAMES, 1, 3, 16, 16), dtype=np.float32)
-    np.savez(project / "img.npz", image=frames)
+    np.savez(project / "img.npz", image=frames.transpose(0, 1, 3, 4, 2))  # the model's NHWC
     manifest = _tflite_manifest(
         project, "  precision: int8\n  calibration: img.npz\n  max_output_error: 0.5\n")
     assert main(["plan", str(manifest), "--target", "local"]) == 0

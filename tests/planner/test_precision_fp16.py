@@ -55,13 +55,13 @@ def _network(folder: Path) -> Path:
 
 
 def _frames() -> np.ndarray:
-    """IR layout (NCHW), as the manifest's .npz holds them."""
+    """IR layout (NCHW); the manifest's .npz holds them in the model's own (NHWC)."""
     return np.random.default_rng(3).random((FRAMES, 1, 3, SIZE, SIZE), dtype=np.float32)
 
 
 def _project(folder: Path, extra: str = "", measure: str = "{enabled: false}") -> Path:
     _network(folder)
-    np.savez(folder / "img.npz", image=_frames())
+    np.savez(folder / "img.npz", image=_frames().transpose(0, 1, 3, 4, 2))  # NHWC, its own
     manifest = folder / "m.yaml"
     manifest.write_text(MANIFEST.format(extra=extra, measure=measure))
     return manifest

@@ -15,10 +15,12 @@ from edgedeploy.planner.synthetic import clusters_for, random_problem
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31), n=st.integers(3, 8), dag=st.booleans(),
-       n_options=st.integers(2, 4), n_clusters=st.integers(1, 2))
-def test_selection_equals_brute_force_on_chains_and_dags(seed, n, dag, n_options, n_clusters):
+       n_options=st.integers(2, 4), n_clusters=st.integers(1, 2), model_edges=st.booleans())
+def test_selection_equals_brute_force_on_chains_and_dags(seed, n, dag, n_options, n_clusters,
+                                                         model_edges):
     rng = np.random.default_rng(seed)
-    p = random_problem(rng, n, n_options=n_options, clusters=clusters_for(n_clusters), dag=dag)
+    p = random_problem(rng, n, n_options=n_options, clusters=clusters_for(n_clusters), dag=dag,
+                       model_edges=model_edges)
     sel = select(p)
     np.testing.assert_allclose(sel.total_ms, brute_select(p), rtol=1e-9)
 
@@ -81,3 +83,23 @@ def test_a_layer_left_without_options_is_infeasible_and_named():
         select(p, max_workspace_bytes=-1)
     assert "l0" in str(err.value) and "max_memory_mb" in str(err.value)
     assert err.value.exit_code == 3
+
+
+def test_a_model_edge_in_its_own_layout_is_priced_against_the_option_that_reads_it():
+    """A graph input handed over NHWC (a .tflite model's) costs an NCHW option a conversion and
+    an NHWC one none; NCHW input, the other way round."""
+    from dataclasses import replace
+
+    from edgedeploy.planner.select import layer_times
+    from edgedeploy.runtime.vocab import NCHW, NHWC
+
+    p = random_problem(np.random.default_rng(2), 1, n_options=1)
+    layer = replace(p.layers[0], options=("direct/nchw", "gemm_1x1/nhwc"),
+                    layout_in=(NCHW, NHWC), layout_out=(NCHW, NCHW),
+                    workspace_bytes=(0, 0), ms=np.ones((2, len(p.configs))))
+    for edge, slower in ((NHWC, 0), (NCHW, 1)):
+        q = replace(p, layers=[layer], tensors=[replace(p.tensors[0], edge_layout=edge),
+                                                p.tensors[1]])
+        times = [layer_times(q, np.full((1, len(q.configs)), o))[0] for o in (0, 1)]
+        np.testing.assert_allclose(times[slower] - times[1 - slower], q.layout_ms[0])
+        assert (select(q).choice == 1 - slower).all()

@@ -12,6 +12,7 @@ from edgedeploy.importers import load_model
 from edgedeploy.planner.api import stage_plans
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import random_inputs
+from edgedeploy.runtime.layouts import to_ir, to_model
 from edgedeploy.runtime.stages import GraphStage
 from edgedeploy.schemas.plan import load_plan
 
@@ -42,7 +43,7 @@ def run_plan(plan_file: Path, path: Path, shapes: object = None, graph: ir.Graph
     stages = stage_plans(plan, graph)
     segments = execute.segments_for(graph, [s.io for s in stages], plan.choices, path)
     feeds = random_inputs(graph, seed=11)
-    env = dict(feeds)
+    env = to_model(graph, feeds)  # a pipeline's edges speak the model's own layout
     for stage in stages:
         run = GraphStage(graph, stage.io, plan.choices, segments)
         outs = run([env[t] for t in stage.io.inputs])
@@ -51,4 +52,4 @@ def run_plan(plan_file: Path, path: Path, shapes: object = None, graph: ir.Graph
             env[name] = value
         run.executor.close()
     runtime, ref = execute.reference_outputs(graph, feeds)
-    return {k: env[k] for k in ref}, ref, runtime
+    return to_ir(graph, {k: env[k] for k in ref}), ref, runtime

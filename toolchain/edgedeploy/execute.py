@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from edgedeploy.errors import InputError
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.affinity import available_cpus
 from edgedeploy.runtime.executor import default_choice, max_rel_error
+from edgedeploy.runtime.layouts import carried_shape, to_ir, to_model
 from edgedeploy.runtime.runner_config import StageConfig
 from edgedeploy.runtime.stage_weights import StageWeights
 from edgedeploy.runtime.stages import (
@@ -187,16 +189,6 @@ def segments_for(graph: ir.Graph, ios: Sequence[StageIO], choices: Mapping[str, 
     return {segment_key(e, i, o): provide(e, list(i), list(o)) for e, i, o in wanted}
 
 
-def litert_feeds(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """IR-layout (NCHW) inputs back in the .tflite model's own layout (NHWC), by input name."""
-    metas = {m["name"]: m for m in graph.source.get("inputs", [])}
-    out = {}
-    for name, x in feeds.items():
-        perm = metas.get(name, {}).get("to_ir_perm")
-        out[name] = np.ascontiguousarray(np.transpose(x, np.argsort(perm)) if perm else x)
-    return out
-
-
 def litert_input_shapes(graph: ir.Graph) -> dict[str, list[int]]:
     """The .tflite model's input shapes (its own layout) as the IR has them: what LiteRT must
     allocate before a first run where the file holds placeholders for dynamic sizes (a mel
@@ -220,13 +212,9 @@ def reference_outputs(graph: ir.Graph, feeds: Mapping[str, np.ndarray], *,
 
         with (LiteRTHalfModel if fp16 else LiteRTModel)(
                 path, input_shapes=litert_input_shapes(graph)) as model:
-            out = model.run(litert_feeds(graph, feeds))
-        result = {}
-        for meta in graph.source.get("outputs", []):
-            y = out[meta["name"]]
-            perm = meta.get("to_ir_perm")
-            result[meta["name"]] = np.transpose(y, perm) if perm else y
-        return "litert-fp16" if fp16 else "litert", result
+            out = model.run(to_model(graph, feeds))
+        names = [meta["name"] for meta in graph.source.get("outputs", [])]
+        return "litert-fp16" if fp16 else "litert", to_ir(graph, {n: out[n] for n in names})
     raise InputError(f"no reference runtime for format {fmt!r}")
 
 
@@ -239,10 +227,8 @@ def stateful_reference(graph: ir.Graph, frames: Sequence[Mapping[str, np.ndarray
     model = LiteRTModel(graph.source["path"], input_shapes=litert_input_shapes(graph))
     out: dict[str, np.ndarray] = {}
     for feeds in frames:
-        out = model.run(litert_feeds(graph, feeds))
-    metas = {m["name"]: m for m in graph.source.get("outputs", [])}
-    return "litert", {name: np.transpose(y, metas[name]["to_ir_perm"]) if name in metas else y
-                      for name, y in out.items()}
+        out = model.run(to_model(graph, feeds))
+    return "litert", to_ir(graph, out)
 
 
 # --- stages ------------------------------------------------------------------------------------
@@ -266,7 +252,7 @@ def stage_specs(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[
     from edgedeploy.runtime.pipeline import StageSpec, TensorSpec
 
     def specs(names: Sequence[str]) -> tuple:
-        return tuple(TensorSpec(graph.shape(t), ring_dtype(graph, t)) for t in names)
+        return tuple(TensorSpec(carried_shape(graph, t), ring_dtype(graph, t)) for t in names)
 
     out = []
     for k, sp in enumerate(plans):
@@ -289,7 +275,7 @@ def run_stages(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[s
                             dynamic_batch=any(p.batch > 1 for p in plans))
     pool = [random_inputs(graph, request.seed + k) for k in range(max(1, request.pool))]
     input_names = list(plans[0].io.inputs)
-    frames = [[feeds[n] for n in input_names] for feeds in pool]
+    frames = [[feeds[n] for n in input_names] for feeds in map(partial(to_model, graph), pool)]
 
     def frame(k: int) -> list[np.ndarray]:
         return frames[k % len(frames)]
@@ -313,7 +299,7 @@ def run_stages(graph: ir.Graph, plans: Sequence[StageConfig], choices: Mapping[s
             ref_name, ref = stateful_reference(graph, seen)
         else:
             ref_name, ref = reference_outputs(graph, pool[(total - 1) % len(pool)])
-        got = dict(zip(plans[-1].io.outputs, result.outputs[-1], strict=True))
+        got = to_ir(graph, dict(zip(plans[-1].io.outputs, result.outputs[-1], strict=True)))
         report.max_rel_error = max_rel_error({k: got[k] for k in ref}, ref)
         report.reference = ref_name
     return report

@@ -17,6 +17,7 @@ from edgedeploy.benchmarks.estimator import warmup_frames
 from edgedeploy.errors import InputError
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import random_inputs
+from edgedeploy.runtime.layouts import to_model
 from edgedeploy.schemas.plan import Plan
 
 #: Seconds a timed window lasts at least, for every system (the same frames for all, so the
@@ -120,7 +121,8 @@ def _bench(source: Path, request: BenchRequest, workdir: Path,
         candidates += _baselines(load_model(given, input_shape=shape), given)
     if (doc.get("precision") or {}).get("chosen") == "fp16":  # the stock runtime in fp16 too
         candidates += _baselines(graph, model_path, FP16_SUFFIX, fp16=True)
-    pool = [random_inputs(graph, request.seed + k) for k in range(4)]
+    # in the model's own layout, as its application holds them for every system
+    pool = [to_model(graph, random_inputs(graph, request.seed + k)) for k in range(4)]
     names = [t.name for t in graph.inputs]
     frames = [[feeds[n] for n in names] for feeds in pool]
 

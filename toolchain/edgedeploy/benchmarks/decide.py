@@ -708,12 +708,13 @@ class LocalTrials:
     def __init__(self, graph: ir.Graph, model_path: Any, seed: int = 0,
                  latency_samples: int = LATENCY_SAMPLES) -> None:
         from edgedeploy.runtime.executor import random_inputs
+        from edgedeploy.runtime.layouts import to_model
 
         self.graph, self.model_path = graph, model_path
         self.latency_samples = latency_samples
         names = [t.name for t in graph.inputs]
-        self.frames = [[f[n] for n in names] for f in
-                       (random_inputs(graph, seed + k) for k in range(4))]
+        self.frames = [[f[n] for n in names] for f in  # as the application feeds them
+                       (to_model(graph, random_inputs(graph, seed + k)) for k in range(4))]
         self.systems: dict[str, Any] = {}
         # one provider per batch axis: contenders started together share each segment's cut
         self._providers: dict[bool, Any] = {}

@@ -46,6 +46,7 @@ import numpy as np
 
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import GraphExecutor, SegmentProvider
+from edgedeploy.runtime.layouts import carried_shape
 from edgedeploy.runtime.process_memory import rss_bytes
 
 #: A weightless one-node model: opening it starts onnxruntime in a process (see the module doc).
@@ -227,7 +228,8 @@ def measure_stage_memory(root: str | Path, stage: int = 0, frames: int = 3) -> d
     structure = load_graph(cfg, 0, 0)
     stage_cfg = resolve_stages(structure, plan)[stage]
     rng = np.random.default_rng(0)
-    xs = [rng.standard_normal(structure.shape(t)).astype(np.float32) for t in stage_cfg.inputs]
+    xs = [rng.standard_normal(carried_shape(structure, t)).astype(np.float32)
+          for t in stage_cfg.inputs]
     engine_runtime = start_engine_runtime(root)
     gc.collect()
     baseline = rss_bytes()

@@ -185,7 +185,7 @@ def litert_all_cores(graph: ir.Graph, model_path: Path, threads: int | None = No
     names = [t.name for t in graph.inputs]
 
     def fn(xs: list[np.ndarray]) -> object:
-        return model.run(execute.litert_feeds(graph, dict(zip(names, xs, strict=True))))
+        return model.run(dict(zip(names, xs, strict=True)))  # the model's own layout
 
     return in_process("litert", f"LiteRT, {threads} threads" + (" computing fp16" if fp16
                                                                   else ""), fn)

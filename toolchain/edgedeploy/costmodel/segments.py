@@ -118,9 +118,6 @@ BATCH_REPS = 3
 LAYERS = "layers"
 #: Distinct opaque layers (operator, attributes, input shapes) a profile times at most.
 MAX_TIMED_LAYERS = 32
-#: A run's time of the model as a stage runs it, where that differs from the engine's own call
-#: (LiteRT's segment transposes the IR's NCHW inputs to the file's NHWC and back).
-STAGE_MS = "stage_ms"
 log = logging.getLogger("edgedeploy.costmodel")
 #: Seeded frames an int8 calibration model is calibrated on (its speed, not its accuracy, counts).
 INT8_FRAMES = 4
@@ -418,8 +415,6 @@ def measure_runs(target: Any, configs: Sequence[CoreConfig], cpus_of: Callable,
                         m.engine: [ms, None]}
                     if timed:
                         run[LAYERS] = timed
-                    if m.engine == LITERT:
-                        run[STAGE_MS] = _stage_ms(m, feeds, cpus)
                     if m.sha256:
                         run["sha256"] = m.sha256
                         if batched is not None:
@@ -534,11 +529,11 @@ def opaque_work(graph: ir.Graph, layer: ir.Layer) -> int:
 
 
 def _file_feeds(m: _Loaded, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """IR-layout ``feeds`` in the layout of the model's file (a .tflite file's is NHWC): the
-    transposes between the two are priced as layout transforms, not in the engine's factor."""
-    from edgedeploy.execute import litert_feeds
+    """IR-layout ``feeds`` in the layout of the model's file (a .tflite file's is NHWC), as an
+    application hands them to the model's stage and to its own engine."""
+    from edgedeploy.runtime.layouts import to_model
 
-    return litert_feeds(m.graph, feeds) if m.engine == LITERT else feeds
+    return to_model(m.graph, feeds)
 
 
 def _second_pass(m: _Loaded, feeds: dict[str, np.ndarray], runs: list[dict[str, Any]],
@@ -559,25 +554,6 @@ def _second_pass(m: _Loaded, feeds: dict[str, np.ndarray], runs: list[dict[str, 
         if FP16 in run:
             half = _half_ms(m, feeds, cpus)
             run[FP16] = [min(run[FP16][0], half or run[FP16][0]), run[m.engine][0]]
-
-
-def _stage_ms(m: _Loaded, feeds: dict[str, np.ndarray], cpus: Sequence[int]) -> float:
-    """The model's time as a stage's engine segment runs it (IR-layout inputs, transposed in
-    and out): what r replicas of it are measured against."""
-    from edgedeploy.runtime.engines import EngineOptions, open_segment
-
-    model: str | bytes = str(m.path)
-    if m.engine == LITERT:  # cut whole, its inputs declared at the IR's shapes, as a stage's
-        from edgedeploy.importers.segments import segment_provider
-        from edgedeploy.runtime.executor import segment_io
-
-        model = segment_provider(m.graph, m.path)(LITERT, *segment_io(m.graph, 0,
-                                                                       len(m.graph.layers)))
-    segment = open_segment(m.engine, model, EngineOptions(cpus=tuple(cpus)))
-    try:
-        return median_ms(lambda: segment.run(feeds), min_s=WHOLE_MIN_S)
-    finally:
-        segment.close()
 
 
 def _frame_overhead(m: _Loaded, runs: list[dict[str, Any]], cpus_of: Callable) -> None:
@@ -645,10 +621,11 @@ def _whole_model_run(m: _Loaded) -> tuple[dict[str, str], StageIO, list[np.ndarr
     """What a replica run of ``m`` whole through its engine needs: every layer's choice, the
     one stage's tensors and a seeded frame."""
     from edgedeploy.runtime.executor import random_inputs
+    from edgedeploy.runtime.layouts import to_model
     from edgedeploy.runtime.stages import plan_stage_io
 
     io = plan_stage_io(m.graph, [])[0]
-    feeds = random_inputs(m.graph)
+    feeds = to_model(m.graph, random_inputs(m.graph))  # as an application feeds the stage
     return ({layer.name: m.engine for layer in m.graph.layers}, io,
             [feeds[t] for t in io.inputs])
 
@@ -710,7 +687,7 @@ def measure_replicas(configs: Sequence[CoreConfig], cpus_of: Callable,
     from edgedeploy.runtime.pipeline import Pipeline
 
     one = {(r["model"], r["size"], CoreConfig.parse(r["config"]).cluster):
-           r.get(STAGE_MS) or whole_ms(r) for r in runs if CoreConfig.parse(r["config"]).cores == 1}
+           whole_ms(r) for r in runs if CoreConfig.parse(r["config"]).cores == 1}
     logs: dict[str, dict[str, list[float]]] = {}
     own: dict[str, dict[str, float]] = {}
     for m in models:

@@ -41,6 +41,7 @@ from edgedeploy.generator.context import BuildInput, render_context
 from edgedeploy.generator.optimize import optimized_segments
 from edgedeploy.generator.render import render_all
 from edgedeploy.runtime import ir
+from edgedeploy.runtime.layouts import carried_shape
 from edgedeploy.runtime.stages import (
     batchable,
     boundary_tensors,
@@ -175,9 +176,12 @@ def _reference(graph: ir.Graph, seed: int, fp16: bool = False
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     from edgedeploy.execute import reference_outputs
     from edgedeploy.runtime.executor import random_inputs
+    from edgedeploy.runtime.layouts import to_model
 
     feeds = random_inputs(graph, seed)
     runtime_name, outs = reference_outputs(graph, feeds, fp16=fp16)
+    # in the model's own layout at its edges, as the runner takes and gives them
+    feeds, outs = to_model(graph, feeds), to_model(graph, outs)
     ins = [t.name for t in graph.inputs]
     outputs = [t.name for t in graph.outputs]
     arrays = {f"in{k}": feeds[n] for k, n in enumerate(ins)}
@@ -210,8 +214,11 @@ def _config(graph: ir.Graph, build: BuildInput, plans: dict[str, Any],
     return {
         "schema_version": 1, "name": build.name, "target": build.target,
         "graph": "app/graph.json", "weights": "app/weights.npz",
-        "inputs": [t.to_dict() for t in graph.inputs],
-        "outputs": [t.to_dict() for t in graph.outputs],
+        # as the runner takes and gives them: in the model's own layout
+        "inputs": [{**t.to_dict(), "shape": list(carried_shape(graph, t.name))}
+                   for t in graph.inputs],
+        "outputs": [{**t.to_dict(), "shape": list(carried_shape(graph, t.name))}
+                    for t in graph.outputs],
         "active": build.active_plan.name, "plans": plans,
         "segments": [{k: v for k, v in s.items() if k != "model"} for s in segments],
         "reference": reference, "tolerance": build.tolerance, "state_dir": None,

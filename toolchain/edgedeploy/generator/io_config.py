@@ -10,16 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.errors import ManifestError
-from edgedeploy.schemas.io import Io, check_io
+from edgedeploy.runtime.layouts import carried_shape, own_layout
+from edgedeploy.schemas.io import Io, check_io, with_layout
 
 
 def graph_inputs(graph: Any) -> list[tuple[str, tuple[int, ...], str]]:
-    return [(t.name, tuple(t.shape), str(t.dtype)) for t in graph.inputs]
+    """The model's inputs as an application hands them to the runner (its own layout)."""
+    return [(t.name, carried_shape(graph, t.name), str(t.dtype)) for t in graph.inputs]
 
 
 def ensure_io_fits(io: Io, graph: Any) -> None:
     """ManifestError (exit 2) listing what in ``io`` does not fit the model's inputs."""
-    problems = check_io(io, graph_inputs(graph))
+    problems = check_io(with_layout(io, own_layout(graph)), graph_inputs(graph))
     if problems:
         raise ManifestError("io: " + "; ".join(problems),
                             hint="the model's inputs: " + ", ".join(
@@ -27,8 +29,9 @@ def ensure_io_fits(io: Io, graph: Any) -> None:
 
 
 def runner_io(io: Io, graph: Any) -> tuple[dict[str, Any], tuple[tuple[str, bytes], ...]]:
-    """``(config io, app files)`` for ``io``."""
+    """``(config io, app files)`` for ``io`` (its preprocessing's layout always said)."""
     ensure_io_fits(io, graph)
+    io = with_layout(io, own_layout(graph))
     files: dict[str, bytes] = {}
     source = _endpoint(io.source.kind, io.source.path, io.source.callable, files)
     if io.source.kind == "random":

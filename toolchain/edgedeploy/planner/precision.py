@@ -57,6 +57,7 @@ from edgedeploy.importers.quantize import quantize
 from edgedeploy.planner.lock import sha256_calibration, sha256_file, sha256_text
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.executor import max_rel_error, random_inputs
+from edgedeploy.runtime.layouts import carried_shape, own_layout, stacked_to_ir
 from edgedeploy.runtime.vocab import FP16, INT8, LOCAL, ORT_ERRORS_ONLY, TFLITE
 from edgedeploy.schemas.manifest import Manifest, ModelSpec
 
@@ -115,7 +116,7 @@ def load_frames(spec: ModelSpec, graph: ir.Graph,
     """The calibration frames for ``graph``'s inputs: the manifest's .npz checked name by name
     and shape by shape, or its folder of images through ``preprocess`` (InputError, exit 2),
     or seeded random frames."""
-    shapes = {t.name: tuple(t.shape) for t in graph.inputs}
+    shapes = {t.name: carried_shape(graph, t.name) for t in graph.inputs}  # as a user has them
     if spec.calibration is None:
         frames = [random_inputs(graph, seed=RANDOM_SEED + k) for k in range(RANDOM_FRAMES)]
         return Frames({n: np.stack([f[n] for f in frames]) for n in shapes}, "random", None)
@@ -154,8 +155,8 @@ def load_frames(spec: ModelSpec, graph: ir.Graph,
                          f"{sorted(counts)}", hint=hint)
     dtypes = {t.name: np.dtype(t.dtype) if t.dtype else np.dtype(np.float32)
               for t in graph.inputs}
-    return Frames({n: arrays[n].astype(dtypes[n], copy=False) for n in shapes}, str(path),
-                  sha256_file(path))
+    return Frames({n: stacked_to_ir(graph, n, arrays[n]).astype(dtypes[n], copy=False)
+                   for n in shapes}, str(path), sha256_file(path))
 
 
 def _outputs(model: Path, frames: list[dict[str, np.ndarray]], *, fp16: bool = False
@@ -211,8 +212,11 @@ def _image_frames(folder: Path, graph: ir.Graph, preprocess: Mapping[str, Any] |
     if len(files) < 2:
         raise InputError(f"calibration {folder}: {len(files)} image(s); at least 2 are needed "
                          "(one is held out for the accuracy guard)", hint=hint)
-    name, shape = graph.inputs[0].name, tuple(graph.inputs[0].shape)
-    prep = Preprocess.for_input(shape, preprocess)
+    name = graph.inputs[0].name
+    shape = carried_shape(graph, name)  # as the runner takes the input, in its own layout
+    spec = dict(preprocess or {})
+    spec["layout"] = spec.get("layout") or own_layout(graph)
+    prep = Preprocess.for_input(shape, spec)
     digest = sha256_text(json.dumps({"images": sha256_calibration(folder),
                                      "preprocess": dict(preprocess or {})}, sort_keys=True))
     frames = []
@@ -223,7 +227,7 @@ def _image_frames(folder: Path, graph: ir.Graph, preprocess: Mapping[str, Any] |
                              f"takes {list(shape)}", hint=hint)
         frames.append(x)
     dtype = np.dtype(graph.inputs[0].dtype or np.float32)
-    return Frames({name: np.stack(frames).astype(dtype, copy=False)},
+    return Frames({name: stacked_to_ir(graph, name, np.stack(frames)).astype(dtype, copy=False)},
                   f"{folder} ({len(files)} images)", digest)
 
 

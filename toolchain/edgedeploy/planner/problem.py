@@ -15,6 +15,8 @@ from functools import cached_property
 import numpy as np
 
 from edgedeploy.runtime import ir
+from edgedeploy.runtime.layouts import edge_layouts
+from edgedeploy.runtime.vocab import NCHW
 
 #: ``transfer_ms(nbytes, from_cluster, to_cluster)``: cost of one hand-over between stages.
 TransferFn = Callable[[int, str, str], float]
@@ -65,13 +67,15 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class Tensor:
-    """An activation: its producer (-1: a graph input), its readers, whether the caller wants it."""
+    """An activation: its producer (-1: a graph input), its readers, whether the caller wants it,
+    and the layout the caller hands it over or takes it back in (the model's own)."""
 
     name: str
     nbytes: int
     producer: int
     consumers: tuple[int, ...]
     is_output: bool = False
+    edge_layout: str = NCHW
 
 
 @dataclass
@@ -230,6 +234,7 @@ def tensors_from_graph(graph: ir.Graph) -> list[Tensor]:
     producers = graph.producers()
     consumers = graph.consumers()
     outputs = {t.name for t in graph.outputs}
+    edges = edge_layouts(graph)
     names = [t.name for t in graph.inputs] + [t for layer in graph.layers for t in layer.outputs]
     out = []
     for name in dict.fromkeys(names):
@@ -238,7 +243,8 @@ def tensors_from_graph(graph: ir.Graph) -> list[Tensor]:
                                               if t.name == name), ())
         nbytes = int(np.prod(shape, dtype=np.int64)) * ir.BYTES_PER_ELEMENT if shape else 4
         out.append(Tensor(name, nbytes, producers.get(name, -1),
-                          tuple(sorted(set(consumers.get(name, [])))), name in outputs))
+                          tuple(sorted(set(consumers.get(name, [])))), name in outputs,
+                          edges.get(name, NCHW)))
     return out
 
 

@@ -10,8 +10,9 @@ exact branching on the highest-degree node while a small branch budget lasts, th
 heuristic (pick the locally best option). Every array carries a trailing configuration axis, so all
 core configurations are solved in one pass.
 
-Graph inputs arrive NCHW and the caller gets NCHW outputs (the executor's contract), so an option
-whose layouts differ pays a conversion there too. Conversions are attributed to the consumer (input
+Graph inputs arrive and graph outputs leave in the model's own layout (``Tensor.edge_layout``:
+NHWC for a .tflite model's rank-4 ones, else NCHW; the runner's contract), so an option whose
+layouts differ pays a conversion there too. Conversions are attributed to the consumer (input
 side) or producer (graph outputs), so per-layer times sum to the total and stages can be priced by
 prefix sums.
 """
@@ -26,7 +27,6 @@ import numpy as np
 
 from edgedeploy.errors import InfeasibleError
 from edgedeploy.planner.problem import Problem, primitive_matches
-from edgedeploy.runtime.vocab import NCHW
 
 #: RN branches explored exactly before falling back to the heuristic.
 BRANCH_BUDGET = 64
@@ -87,11 +87,11 @@ def node_costs(problem: Problem, masks: list[np.ndarray]) -> list[np.ndarray]:
         conv = problem.layout_ms[k]
         if t.producer < 0:
             for v in t.consumers:
-                bad = np.array([lay != NCHW for lay in problem.layers[v].layout_in])
+                bad = np.array([lay != t.edge_layout for lay in problem.layers[v].layout_in])
                 costs[v] = costs[v] + bad[:, None] * conv[None, :]
         if t.is_output and t.producer >= 0:
             u = t.producer
-            bad = np.array([lay != NCHW for lay in problem.layers[u].layout_out])
+            bad = np.array([lay != t.edge_layout for lay in problem.layers[u].layout_out])
             costs[u] = costs[u] + bad[:, None] * conv[None, :]
     return costs
 
@@ -112,12 +112,12 @@ def layer_times(problem: Problem, choice: np.ndarray) -> np.ndarray:
     for k, t in enumerate(problem.tensors):
         conv = problem.layout_ms[k]
         out_lay = (np.array(problem.layers[t.producer].layout_out)[choice[t.producer]]
-                   if t.producer >= 0 else np.full(n_cfg, NCHW))
+                   if t.producer >= 0 else np.full(n_cfg, t.edge_layout))
         for v in t.consumers:
             in_lay = np.array(problem.layers[v].layout_in)[choice[v]]
             out[v] += (out_lay != in_lay) * conv
         if t.is_output and t.producer >= 0:
-            out[t.producer] += (out_lay != NCHW) * conv
+            out[t.producer] += (out_lay != t.edge_layout) * conv
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from edgedeploy.planner.problem import (
@@ -32,8 +34,11 @@ def clusters_for(n_clusters: int, cores: int = 2, gpu: bool = False) -> list[Clu
 
 def random_problem(rng: np.random.Generator, n_layers: int, *, n_options: int = 3,
                    clusters: list[ClusterSpec] | None = None, dag: bool = False,
-                   transfer: tuple[float, float] = (0.05, 1e-7)) -> Problem:
-    """Layers with random option times; ``dag`` adds skip edges (residual/branching shapes)."""
+                   transfer: tuple[float, float] = (0.05, 1e-7),
+                   model_edges: bool = False) -> Problem:
+    """Layers with random option times; ``dag`` adds skip edges (residual/branching shapes);
+    ``model_edges``: the graph's input and output in a random layout each (a model's own, as
+    a .tflite model's are NHWC)."""
     clusters = clusters or clusters_for(2)
     configs = [Config(c.name, n) for c in clusters for n in range(1, c.capacity + 1)]
     speed = np.array([(1.0 + 0.5 * i) / (n ** 0.8) for i, c in enumerate(clusters)
@@ -59,6 +64,10 @@ def random_problem(rng: np.random.Generator, n_layers: int, *, n_options: int = 
         tensors.append(Tensor(f"t{i}", int(rng.integers(1, 64)) * 4096, i, cons,
                               is_output=i == n_layers - 1))
     layout = rng.uniform(0.01, 0.5, size=(len(tensors), len(configs)))
+    if model_edges:
+        first, last = (NHWC if rng.random() < 0.5 else NCHW for _ in range(2))
+        tensors[0] = replace(tensors[0], edge_layout=first)
+        tensors[-1] = replace(tensors[-1], edge_layout=last)
     return Problem(layers, tensors, clusters, configs, layout, fixed_transfer(*transfer))
 
 

@@ -172,6 +172,7 @@ class LocalBackend:
         ``chain_layer_ms``, so a bundle and this host report the same figure)."""
         from edgedeploy.execute import segments_for
         from edgedeploy.runtime.executor import random_inputs
+        from edgedeploy.runtime.layouts import to_model
         from edgedeploy.runtime.runner import chain_layer_ms
         from edgedeploy.runtime.stages import GraphStage
 
@@ -179,7 +180,8 @@ class LocalBackend:
         makers = [lambda io=p.io: GraphStage(self.graph, io, choices, segs,
                                              cpus=_allowed()).executor for p in plans]
         cpus = [list(p.cpus)[:max(1, len(p.cpus) // p.replicas)] for p in plans]
-        raw = chain_layer_ms(makers, cpus, random_inputs(self.graph, 0), self.layer_frames)
+        feeds = to_model(self.graph, random_inputs(self.graph, 0))  # as the runner is fed
+        raw = chain_layer_ms(makers, cpus, feeds, self.layer_frames)
         return [[(int(a), int(b), float(ms)) for a, b, ms in st] for st in raw]
 
 

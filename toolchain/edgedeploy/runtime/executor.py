@@ -9,8 +9,10 @@ A *choice* names, for each layer, how it runs (``runtime.vocab``):
   Its model comes from a *segment provider* (the host cuts it from the source model, a bundle
   ships it as a file) and it is opened through the engine registry with the stage's resources.
 
-Tensors carry a layout (NCHW or NHWC); where a primitive's layout differs from the tensor's, a
-layout-transform primitive is inserted, exactly as the planner costs it. Tensors are freed after
+Tensors carry a layout (NCHW or NHWC); where a primitive's or an engine's layout differs from the
+tensor's, a layout-transform primitive is inserted, exactly as the planner costs it. The range's
+own inputs and outputs are in the IR's layout unless ``edges`` says otherwise (a model's edges in
+its own layout: ``runtime.layouts``). Tensors are freed after
 their last reader so peak memory follows the live set, not the graph size.
 """
 
@@ -23,7 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgedeploy.runtime import ir
-from edgedeploy.runtime.engines import EngineOptions, is_segment_choice, open_segment
+from edgedeploy.runtime.engines import (
+    EngineOptions,
+    engine_spec,
+    is_segment_choice,
+    open_segment,
+)
 from edgedeploy.runtime.errors import ExecutionError
 from edgedeploy.runtime.stage_weights import weight_nbytes
 from edgedeploy.runtime.vocab import LITERT, NATIVE, NCHW, ONNX, ONNXRUNTIME, TFLITE
@@ -113,8 +120,11 @@ class GraphExecutor:
         cpus: Sequence[int] | None = None,
         packed_weights: Mapping[str, Mapping[str, np.ndarray]] | None = None,
         options: EngineOptions | None = None,
+        edges: Mapping[str, str] | None = None,
     ) -> None:
         self.graph = graph
+        #: The layout of each input fed and output returned where it is not NCHW.
+        self.edges = dict(edges or {})
         self.start = start
         self.stop = len(graph.layers) if stop is None else stop
         self.inputs, self.outputs = segment_io(graph, self.start, self.stop)
@@ -211,8 +221,9 @@ class GraphExecutor:
         layers = list(self.graph.layers[start:stop])
         held = sum(weight_nbytes(self.graph.weights, k) for layer in layers
                    for k in layer.weights.values() if k in self.graph.weights)
-        return _Step("segment", layers, inputs, outputs, session=session, weight_nbytes=held,
-                     engine=engine)
+        layout = engine_spec(engine).layout  # the engine speaks its own layout
+        return _Step("segment", layers, inputs, outputs, layout_in=layout, layout_out=layout,
+                     session=session, weight_nbytes=held, engine=engine)
 
     def _last_uses(self) -> dict[str, int]:
         last: dict[str, int] = {}
@@ -226,7 +237,8 @@ class GraphExecutor:
     # --- execution -----------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, np.ndarray],
             timings: list[float] | None = None) -> dict[str, np.ndarray]:
-        """Run once. ``feeds`` holds every segment input (NCHW); returns the segment outputs.
+        """Run once. ``feeds`` holds every input of the range (NCHW, or as ``edges`` says);
+        returns its outputs likewise.
 
         With ``timings`` given, appends each step's seconds to it (for profiling).
         """
@@ -237,7 +249,7 @@ class GraphExecutor:
                 raise ExecutionError(f"missing input tensor {name!r}",
                                      hint=f"this segment reads: {', '.join(self.inputs)}")
             env[name] = np.ascontiguousarray(feeds[name], dtype=tensor_dtype(self.graph, name))
-            layouts[name] = NCHW
+            layouts[name] = self.edges.get(name, NCHW)
         for k, step in enumerate(self.steps):
             t0 = time.perf_counter() if timings is not None else 0.0
             self._run_step(step, env, layouts)
@@ -246,7 +258,8 @@ class GraphExecutor:
             for t in step.inputs:
                 if self._last_use.get(t, -1) <= k and t not in self.outputs:
                     env.pop(t, None)
-        return {name: _to_layout(env[name], layouts[name], NCHW) for name in self.outputs}
+        return {name: _to_layout(env[name], layouts[name], self.edges.get(name, NCHW))
+                for name in self.outputs}
 
     def _run_step(self, step: _Step, env: dict[str, np.ndarray], layouts: dict[str, str]) -> None:
         layer = step.layers[0]
@@ -264,11 +277,11 @@ class GraphExecutor:
                     env[name] = y
                     layouts[name] = NCHW
             else:
-                feeds = {t: _to_layout(env[t], layouts[t], NCHW) for t in step.inputs}
+                feeds = {t: _to_layout(env[t], layouts[t], step.layout_in) for t in step.inputs}
                 result = step.session.run(feeds)
                 for name in step.outputs:
                     env[name] = result[name]
-                    layouts[name] = NCHW
+                    layouts[name] = step.layout_out
         except ExecutionError:
             raise
         except Exception as exc:  # name the layer: a bare numpy error says nothing useful

@@ -195,7 +195,7 @@ class Preprocess:
         and the manifest's ``io.preprocess`` entries; images are resized to the input's own
         height and width (``resize`` names the method: bilinear or nearest)."""
         spec = dict(spec or {})
-        layout = str(spec.get("layout", "nchw"))
+        layout = str(spec.get("layout") or "nchw")  # a bundle's config always says it
         if len(shape) != 4 or layout not in ("nchw", "nhwc"):
             raise ImageError(f"image preprocessing needs a 4-D NCHW or NHWC input, got shape "
                              f"{list(shape)} with layout {layout!r}")

@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.runtime.errors import EdgeDeployError, ExitCode
+from edgedeploy.runtime.layouts import carried_shape
 from edgedeploy.runtime.runner_config import (
     STATUS_FILE,
     BundleConfigError,
@@ -289,7 +290,7 @@ def measure(cfg: RunnerConfig, plan_name: str | None, config_json: str | None, f
     else:
         plan = cfg.plan(plan_name)
     graph = load_graph(cfg, 0, 0)
-    source = make_source(cfg, [(t.name, tuple(t.shape)) for t in graph.inputs])
+    source = make_source(cfg, [(t.name, carried_shape(graph, t.name)) for t in graph.inputs])
     meter = power_meter(cfg, cfg.state_dir())
     with open_pipeline(stage_specs(cfg, graph, plan)) as pipe:
         result = pipe.run(source, timed_frames(frames, pipe.period), warmup=warmup,

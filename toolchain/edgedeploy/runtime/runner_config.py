@@ -21,6 +21,7 @@ import numpy as np
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.engines import EngineOptions, engine_spec
 from edgedeploy.runtime.errors import InputError
+from edgedeploy.runtime.layouts import carried_shape
 from edgedeploy.runtime.stage_weights import StageWeights
 from edgedeploy.runtime.stages import (
     GraphStage,
@@ -363,8 +364,9 @@ def limit_heap_retention(threshold: int = 1 << 20) -> bool:
 
 
 def tensor_shape(graph: ir.Graph, name: str) -> tuple[int, ...]:
+    """The shape ``name`` crosses a stage boundary in (the model's own for its edges)."""
     try:
-        return graph.shape(name)
+        return carried_shape(graph, name)
     except KeyError:
         raise BundleConfigError(
             f"tensor {name!r} has no known shape in the bundle's graph") from None

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy.runtime.errors import EdgeDeployError
+from edgedeploy.runtime.layouts import carried_shape
 from edgedeploy.runtime.power import PowerMeter
 from edgedeploy.runtime.runner_config import (
     CONTROL_FILE,
@@ -191,7 +192,8 @@ class Server:
         if self.io.kind == "client":
             self.source: FrameSource | None = None
         elif "io" not in cfg.raw and source is None:  # a bundle without io: as it always was
-            self.source = make_source(cfg, [(t.name, tuple(t.shape)) for t in self.graph.inputs])
+            self.source = make_source(cfg, [(t.name, carried_shape(self.graph, t.name))
+                                           for t in self.graph.inputs])
         else:
             self.source, self.available = frame_source(self.io, cfg, state_dir)
         self.sink = sink or frame_sink(self.io, cfg, state_dir)
@@ -310,7 +312,7 @@ class Server:
         for them, and they measure the plan's capacity for the status (and the runtime manager)
         until clients' frames replace the figures. Counted in status ``frames``, not in
         ``io.served`` nor ``--frames``."""
-        inputs = [(t.name, tuple(t.shape)) for t in self.graph.inputs]
+        inputs = [(t.name, carried_shape(self.graph, t.name)) for t in self.graph.inputs]
         result = pipe.run(make_source(self.cfg, inputs), frames, warmup=warmup,
                           keep_outputs="none")
         self.warm_frames += result.frames

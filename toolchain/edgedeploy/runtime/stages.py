@@ -16,6 +16,7 @@ import numpy as np
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.engines import EngineOptions, engine_spec, is_segment_choice
 from edgedeploy.runtime.executor import GraphExecutor, default_choice, segment_io
+from edgedeploy.runtime.layouts import edge_layouts
 
 #: A segment model's identity: (segment file format, input names, output names). Engines that
 #: share a format (onnxruntime on CPU and on a GPU) share the file.
@@ -82,7 +83,9 @@ def plan_stage_io(graph: ir.Graph, cuts: Sequence[int]) -> list[StageIO]:
 
 
 class GraphStage:
-    """The callable a pipeline process runs: list of input arrays -> list of output arrays."""
+    """The callable a pipeline process runs: list of input arrays -> list of output arrays,
+    the model's own inputs and outputs among them in the model's own layout
+    (``layouts.edge_layouts``), every other tensor in the IR's."""
 
     def __init__(self, graph: ir.Graph, io: StageIO, choices: Mapping[str, str],
                  segments: Mapping[SegmentKey, bytes | str] | None = None,
@@ -97,7 +100,7 @@ class GraphStage:
 
         self.executor = GraphExecutor(graph, choices, start=io.start, stop=io.stop,
                                       segment_provider=provider if segs else None, cpus=cpus,
-                                      options=options)
+                                      options=options, edges=edge_layouts(graph))
 
     def __call__(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         env = dict(zip(self.io.inputs, xs, strict=True))

@@ -30,6 +30,7 @@ import statistics
 from collections.abc import Iterable
 from typing import IO, Any
 
+from edgedeploy.runtime.layouts import carried_shape
 from edgedeploy.runtime.runner_config import RunnerConfig, load_graph, parse_plan
 
 
@@ -54,7 +55,7 @@ def serve_trials(cfg: RunnerConfig, lines: Iterable[str], out: IO[str]) -> int:
     need = {str(k): float(v) for k, v in dict(request.get("start_bytes") or {}).items()}
     share = float(request.get("memory_share", 0.5))
     graph = load_graph(cfg, 0, 0)
-    source = make_source(cfg, [(t.name, tuple(t.shape)) for t in graph.inputs])
+    source = make_source(cfg, [(t.name, carried_shape(graph, t.name)) for t in graph.inputs])
     meter = power_meter(cfg, cfg.state_dir())
     pipes: dict[str, Any] = {}
     opened: dict[str, str | None] = {}

@@ -137,7 +137,9 @@ class Preprocess(_Strict):
     """How an image becomes the model's input: resized to the input's own height and width,
     multiplied by ``scale``, then ``(x - mean) / std`` per channel."""
 
-    layout: Literal["nchw", "nhwc"] = "nchw"
+    layout: Literal["nchw", "nhwc"] | None = Field(
+        default=None, description="The input tensor's layout. Default: the model's own (nhwc "
+        "for a .tflite model's image input, nchw for an ONNX one's), as the runner takes it.")
     channel_order: Literal["rgb", "bgr", "gray"] | None = Field(
         default=None, description="Default: rgb for 3 channels, gray for 1.")
     scale: float = Field(default=1.0 / 255.0, gt=0)
@@ -214,7 +216,8 @@ class Io(_Strict):
 
 
 def check_io(io: Io, inputs: list[tuple[str, tuple[int, ...], str]]) -> list[str]:
-    """What in ``io`` does not fit the model's inputs (``(name, shape, dtype)``); empty: fine."""
+    """What in ``io`` does not fit the model's inputs (``(name, shape, dtype)``, as the runner
+    takes them); empty: fine. ``io.preprocess.layout`` is resolved (:func:`with_layout`)."""
     problems = []
     images = io.source.kind == "images" or io.preprocess is not None
     if io.source.kind == "npy" and len(inputs) != 1:
@@ -226,7 +229,7 @@ def check_io(io: Io, inputs: list[tuple[str, tuple[int, ...], str]]) -> list[str
             problems.append(f"image preprocessing needs one 4-D image input; the model takes "
                             f"{shapes}")
             return problems
-        prep = io.preprocess or Preprocess()
+        prep = io.preprocess or Preprocess(layout="nchw")
         _, shape, dtype = inputs[0]
         channels = shape[1] if prep.layout == "nchw" else shape[3]
         order = prep.channel_order or ("rgb" if channels == 3 else "gray")
@@ -242,3 +245,11 @@ def check_io(io: Io, inputs: list[tuple[str, tuple[int, ...], str]]) -> list[str
         if prep.dtype != dtype:
             problems.append(f"preprocess dtype {prep.dtype}; the model's input is {dtype}")
     return problems
+
+
+def with_layout(io: Io, own: str) -> Io:
+    """``io`` with its preprocessing's layout said: the model input's own (``own``) unless the
+    manifest gives one."""
+    if io.preprocess is None or io.preprocess.layout is not None:
+        return io
+    return io.model_copy(update={"preprocess": io.preprocess.model_copy(update={"layout": own})})

@@ -35,7 +35,8 @@ AFFINITY = "affinity"  # pins its threads to given cores
 
 @runtime_checkable
 class Engine(Protocol):
-    """What every engine instance offers: named tensors in, named tensors out (IR layout)."""
+    """What every engine instance offers: named tensors in, named tensors out, rank-4 ones in
+    its spec's ``layout`` (the executor converts at its edges where a neighbour wants another)."""
 
     name: str
     capabilities: frozenset[str]
@@ -84,8 +85,9 @@ class EngineSpec:
     providers: tuple[str, ...] = ()
     #: Runs ops the IR keeps opaque (no native implementation).
     runs_opaque: bool = False
-    #: The layout of its rank-4 tensors inside a segment: entering or leaving a segment of an
-    #: engine whose layout is not the IR's (NCHW) costs a transpose, which the planner prices.
+    #: The layout of its rank-4 tensors, in a segment and at its edges: entering or leaving a
+    #: segment of an engine whose layout is not its neighbour's costs a transpose, which the
+    #: planner prices.
     layout: str = NCHW
     #: What a board needs for it, as bundle requirements: Python distributions and
     #: ``provider:<Name>`` entries (onnxruntime execution providers); ``doctor`` checks them.

@@ -1,9 +1,10 @@
 """The LiteRT engine: a .tflite model (whole, or a segment cut from one) with ``num_threads``.
 
 :class:`LiteRTModel` speaks the model's own layout (NHWC) and is the reference for TFLite inputs;
-:class:`LiteRTSegment` is the pipeline's engine: IR-layout tensors in and out, converted at its
-edges (rank-4 tensors only; see ``runtime.layouts``), so a LiteRT stage sits beside native and
-onnxruntime stages like any other. XNNPACK threads follow the stage's cores.
+:class:`LiteRTSegment` is the pipeline's engine, in the same layout (the spec's ``layout``): the
+executor converts a rank-4 tensor at the segment's edge only where a neighbour wants the IR's
+(``runtime.layouts``), so a whole-model LiteRT stage fed the model's own frames transposes
+nothing. XNNPACK threads follow the stage's cores.
 
 ``ai_edge_litert`` is the maintained interpreter; ``tflite_runtime`` is used only where LiteRT is
 absent (tflite-runtime 2.14 fails to load under numpy 2).
@@ -39,7 +40,6 @@ from edgedeploy.runtime.engines.base import (
     register_engine,
 )
 from edgedeploy.runtime.errors import ExecutionError, ModelError
-from edgedeploy.runtime.layouts import ir_to_tflite, tflite_to_ir
 from edgedeploy.runtime.vocab import LITERT, NHWC, TFLITE
 
 
@@ -175,7 +175,7 @@ class LiteRTModel(_LiteRTRun):
 
 
 class LiteRTSegment:
-    """A cut .tflite segment as a pipeline engine: IR-layout (NCHW) tensors in and out."""
+    """A cut .tflite segment as a pipeline engine: tensors in the file's own layout (NHWC)."""
 
     name = LITERT
     capabilities = frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY})
@@ -188,8 +188,7 @@ class LiteRTSegment:
         self.output_names = self.model.output_names
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = {n: ir_to_tflite(inputs[n]) for n in self.input_names if n in inputs}
-        return {n: tflite_to_ir(y) for n, y in self.model.run(feeds).items()}
+        return self.model.run({n: inputs[n] for n in self.input_names if n in inputs})
 
     def close(self) -> None:
         self.model.close()

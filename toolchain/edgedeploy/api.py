@@ -943,9 +943,10 @@ def infer(manifest: str | Path | None, target: str, source: str | Path, *,
 
     m = _manifest_for(manifest)
     prep = m.io.preprocess.model_dump(exclude_none=True) if m.io.preprocess else None
-    if prep is not None and "layout" not in prep:  # the model's own: an image input of a
-        from edgedeploy.importers import detect_format  # .tflite model is NHWC
+    if prep is not None and "layout" not in prep:
+        from edgedeploy.importers import detect_format
 
+        # the runner takes the model's own layout: a .tflite model's image input is NHWC
         prep["layout"] = NHWC if detect_format(m.model.path, m.model.format) == TFLITE else NCHW
     with infer_client(manifest, target, host=host, window=window, loaded=m,
                       accept_new_host_keys=accept_new_host_keys) as client:

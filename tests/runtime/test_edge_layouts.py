@@ -5,6 +5,7 @@ LiteRT itself."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,16 @@ def test_image_preprocessing_feeds_a_tflite_model_nhwc_unless_the_manifest_says_
     assert prep(np.zeros((30, 20, 3), np.uint8)).shape == image
     with pytest.raises(ManifestError, match="check layout"):  # NCHW said for an NHWC input
         runner_io(Io.model_validate({"preprocess": {"layout": "nchw"}}), graph)
+
+
+def test_inspect_says_the_shape_the_runner_takes_a_tflite_models_edges_in(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgedeploy.cli.main import main
+
+    path = _model(tmp_path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "image 1x3x12x10 (the runner's: 1x12x10x3, the model's own layout)" in out
+    assert main(["inspect", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [t["own_shape"] for t in report["outputs"]] == [[1, 12, 10, 4], [1, 4]]

@@ -50,13 +50,18 @@ def _render(report: dict[str, Any]) -> None:
     print(f"layers: {t['layers']}  GMACs: {t['macs'] / 1e9:.3f}  GFLOPs: {t['flops'] / 1e9:.3f}"
           f"  params: {t['params'] / 1e6:.3f} M  weights: {t['bytes_weights'] / 2**20:.2f} MiB")
     print(f"ops: {ops}")
-    ins = ", ".join(f"{x['name']} {_shape(x['shape'])}" for x in report["inputs"])
-    outs = ", ".join(f"{x['name']} {_shape(x['shape'])}" for x in report["outputs"])
-    print(f"inputs: {ins}")
-    print(f"outputs: {outs}")
+    print(f"inputs: {_edges(report['inputs'])}")
+    print(f"outputs: {_edges(report['outputs'])}")
     if model.get("batch_taken_as_1"):
         print(f"dynamic batch axis taken as 1: {', '.join(model['batch_taken_as_1'])} "
               "(--input-shape to choose another)")
+
+
+def _edges(tensors: list[dict[str, Any]]) -> str:
+    """Each tensor's IR shape, and the shape the runner takes it in where that differs."""
+    return ", ".join(f"{x['name']} {_shape(x['shape'])}" + (
+        f" (the runner's: {_shape(x['own_shape'])}, the model's own layout)"
+        if x.get("own_shape", x["shape"]) != x["shape"] else "") for x in tensors)
 
 
 def _row(index: int, layer: dict[str, Any]) -> list[Any]:

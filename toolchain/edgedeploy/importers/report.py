@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 from edgedeploy.runtime.ir import Graph, Layer
+from edgedeploy.runtime.layouts import carried_shape
 
 __all__ = ["describe", "layer_row", "op_counts"]
 
@@ -22,8 +23,11 @@ def describe(graph: Graph) -> dict[str, Any]:
     totals["op_counts"] = op_counts(graph)
     return {
         "model": {"name": graph.name, **graph.source},
-        "inputs": [t.to_dict() for t in graph.inputs],
-        "outputs": [t.to_dict() for t in graph.outputs],
+        # ``own_shape``: as the runner takes and gives it, in the model's own layout
+        "inputs": [{**t.to_dict(), "own_shape": list(carried_shape(graph, t.name))}
+                   for t in graph.inputs],
+        "outputs": [{**t.to_dict(), "own_shape": list(carried_shape(graph, t.name))}
+                    for t in graph.outputs],
         "layers": layers,
         "totals": totals,
     }

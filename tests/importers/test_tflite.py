@@ -220,9 +220,9 @@ def test_a_dynamic_size_past_the_batch_needs_the_users_shape(tmp_path: Path) -> 
     path = _dynamic_input_model(tmp_path, (-1, -1, -1, 4))
     with pytest.raises(InputError) as err:  # not the file's placeholder 1x1 image
         import_tflite(path)
-    assert "'samples' has dynamic dimensions (?, 4, ?, ?)" in err.value.message
+    assert "'samples' has dynamic dimensions (?, ?, ?, 4)" in err.value.message  # its own
     assert "--input-shape" in (err.value.hint or "")
-    graph = import_tflite(path, input_shape=(1, 4, 6, 5))
+    graph = import_tflite(path, input_shape=(1, 6, 5, 4))  # the model's own layout, NHWC
     assert graph.outputs[0].shape == (1, 2, 6, 5)
     feeds = {"samples": np.random.default_rng(1).standard_normal((1, 4, 6, 5), np.float32)}
     _, want = execute.reference_outputs(graph, feeds)  # LiteRT, resized
@@ -292,7 +292,7 @@ def test_litert_runs_a_model_whose_placeholder_shape_cannot_be_prepared(tmp_path
     path = b.save(tmp_path / "placeholder.tflite")
     with pytest.raises(Exception, match="prepare"):  # the premise
         LiteRTModel(path)
-    graph = import_tflite(path, input_shape=(1, 2, 5, 6))
+    graph = import_tflite(path, input_shape=(1, 5, 6, 2))  # the model's own layout, NHWC
     (out,) = graph.outputs
     assert out.shape == (1, 3, 3, 4)
     feeds = {"samples": np.random.default_rng(3).standard_normal((1, 2, 5, 6), np.float32)}

@@ -140,16 +140,16 @@ def test_the_int8_test_model_is_itself_valid_for_litert(tmp_path: Path) -> None:
     assert it.get_tensor(it.get_output_details()[0]["index"]).shape == (1, 8, 8, 4)
 
 
-def test_input_shape_override_is_in_nchw_and_propagates(tmp_path: Path) -> None:
+def test_input_shape_override_is_in_the_models_own_nhwc_and_propagates(tmp_path: Path) -> None:
     path = mobilenet_like(tmp_path / "m.tflite")
-    graph = import_tflite(path, input_shape=(4, 3, 64, 48))
+    graph = import_tflite(path, input_shape=(4, 64, 48, 3))  # as the file and LiteRT have it
     assert graph.source["inputs"][0]["shape"] == [4, 64, 48, 3]
     assert graph.tensors["model/stem/Relu6"].shape == (4, 8, 32, 24)
     assert graph.outputs[0].shape == (4, 10)
-    same = import_tflite(path, input_shape={"serving_default_input:0": (1, 3, 32, 32)})
+    same = import_tflite(path, input_shape={"serving_default_input:0": (1, 32, 32, 3)})
     assert same.to_dict()["layers"] == import_tflite(path).to_dict()["layers"]
-    with pytest.raises(InputError, match="does not fit"):
-        import_tflite(path, input_shape=(1, 3, 32))
+    with pytest.raises(InputError, match=r"does not fit .* of shape \[1, 32, 32, 3\]"):
+        import_tflite(path, input_shape=(1, 32, 32))
     with pytest.raises(InputError, match="unknown inputs"):
         import_tflite(path, input_shape={"nope": (1, 3, 8, 8)})
 

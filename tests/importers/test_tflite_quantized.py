@@ -187,6 +187,6 @@ def test_a_batch_override_reaches_litert_operators_and_their_reshapes(tmp_path) 
     y = b.unary(b.relu(x), "ABS")
     b.output(b.reshape(y, (-1, 144)))
     path = b.save(tmp_path / "b.tflite")
-    graph = load_model(path, input_shape=(3, 4, 6, 6))
+    graph = load_model(path, input_shape=(3, 6, 6, 4))  # the model's own layout, NHWC
     assert graph.outputs[0].shape == (3, 144)
     assert _check(path, graph) <= 1e-6 and _check(path, graph, [1, 2]) <= 1e-6

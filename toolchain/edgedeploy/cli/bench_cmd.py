@@ -22,7 +22,9 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(1, "--threads", min=1, help="`layers`: threads per kernel."),
         runs: int = typer.Option(None, "--runs", min=1, help="`layers`: timed runs per kernel."),
         input_shape: str = typer.Option(None, "--input-shape",
-                                        help="N,C,H,W for models with dynamic dimensions."),
+                                        help="The input's shape for models with dynamic "
+                                        "dimensions, in the model's own layout (N,C,H,W for "
+                                        "ONNX images, N,H,W,C for TFLite)."),
         out: Path = typer.Option(None, "--out", "-o", help="Also write the JSON to this file."),
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
         measure_budget_s: float = typer.Option(30.0, "--measure-budget-s", min=0.0,

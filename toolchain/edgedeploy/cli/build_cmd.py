@@ -19,7 +19,9 @@ def register(app: typer.Typer) -> None:
         family: str = typer.Option(None, "--family",
                                    help="Template family override: linux, jetson or rpi."),
         input_shape: str = typer.Option(None, "--input-shape",
-                                        help="N,C,H,W for models with dynamic dimensions."),
+                                        help="The input's shape for models with dynamic "
+                                        "dimensions, in the model's own layout (N,C,H,W for "
+                                        "ONNX images, N,H,W,C for TFLite)."),
         as_json: bool = typer.Option(False, "--json", help="Print the bundle facts as JSON."),
     ) -> None:
         """Build the runner bundle (scripts, config, weights, segments, runtime, SHA256SUMS).

@@ -27,8 +27,10 @@ def register(app: typer.Typer) -> None:
         sequential: bool = typer.Option(False, "--sequential",
                                         help="Run in this process, no pipeline processes."),
         input_shape: str = typer.Option(None, "--input-shape",
-                                        help="Fix dynamic dimensions: N,C,H,W for the input, "
-                                        "or name=1x3x224x224,mask=1x10 for several."),
+                                        help="Fix dynamic dimensions: the input's shape in "
+                                        "the model's own layout (N,C,H,W for ONNX images, "
+                                        "N,H,W,C for TFLite), or name=1x3x224x224,mask=1x10 "
+                                        "for several."),
         as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     ) -> None:
         """Run frames through a model or plan on this host, on pinned cores, and measure.

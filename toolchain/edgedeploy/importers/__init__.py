@@ -22,7 +22,8 @@ __all__ = ["FORMATS", "SHAPE_HINT", "ShapeOverride", "check_model_file", "detect
 #: One shape (for the only, the named, or the only dynamic input) or input name -> shape.
 ShapeOverride = Sequence[int] | Mapping[str, Sequence[int]]
 #: What an error about a model input's dynamic dimensions tells the user to do.
-SHAPE_HINT = ("pass --input-shape N,C,H,W on the command line (name=1x3x224x224,mask=1x10 for "
+SHAPE_HINT = ("pass --input-shape on the command line, in the model's own layout (N,C,H,W for an "
+              "ONNX image, N,H,W,C for a .tflite one; name=1x3x224x224,mask=1x10 for "
               "several inputs), or model.input_shape / model.input_shapes in the manifest")
 
 FORMATS = ("onnx", "tflite")

@@ -68,9 +68,9 @@ def import_tflite(path: str | Path, *, input_shape: ShapeOverride = None,
                   input_name: str | None = None) -> ir.Graph:
     """Read ``path`` into an IR :class:`~edgedeploy.runtime.ir.Graph` (subgraph 0).
 
-    ``input_shape`` overrides input shapes in the IR's layout (N, C, H, W for images), as
-    ``--input-shape`` does for ONNX: one shape for the first input (or for ``input_name``), or a
-    mapping name -> shape.
+    ``input_shape`` overrides input shapes in the model's own layout (N, H, W, C for images, as
+    the file and LiteRT have them, and as the runner takes frames): one shape for the first
+    input (or for ``input_name``), or a mapping name -> shape.
     Raises :class:`ModelError` for an unreadable file or an inconsistent one (a sparse
     constant whose metadata does not cover its values, say).
     """
@@ -273,16 +273,17 @@ def _inputs(ctx: Context, sg: Any, names: list[str],
         signature = _ints(sg.tensors[t].shapeSignature)
         # a dynamic size past the batch: the file's shape is a placeholder (1 for each), and
         # a model planned at it computes nothing the user runs (a mel front end of 1 sample)
+        own = list(ctx.tflite_shapes[t])  # as the file has it: NHWC for images
         if names[t] not in wanted and any(d < 0 for d in signature[1:]):
-            dims = ", ".join("?" if d < 0 else str(d) for d in to_ir_shape(signature))
+            dims = ", ".join("?" if d < 0 else str(d) for d in signature)
             raise InputError(f"model input {names[t]!r} has dynamic dimensions ({dims}); the "
-                             f"file holds {list(shape)} in their place", SHAPE_HINT)
+                             f"file holds {own} in their place", SHAPE_HINT)
         if names[t] in wanted:
             new = tuple(int(d) for d in wanted[names[t]])
             if len(new) != len(shape) or min(new, default=1) < 1:
                 raise InputError(f"input_shape {list(new)} does not fit input {names[t]!r} of "
-                                 f"shape {list(shape)} (N, C, H, W for images)")
-            shape = new
+                                 f"shape {own} (the model's own layout: N, H, W, C for images)")
+            shape = to_ir_shape(new)
         ctx.set_output(t, shape)
         dtype = np.dtype(_DTYPES.get(sg.tensors[t].type, np.float32)).name
         infos.append(ir.TensorInfo(names[t], shape, dtype))

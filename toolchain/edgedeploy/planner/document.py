@@ -22,6 +22,7 @@ from edgedeploy.planner.solve import Solution
 from edgedeploy.runtime import ir
 from edgedeploy.runtime.engines import ENGINES, engine_of
 from edgedeploy.runtime.executor import default_choice
+from edgedeploy.runtime.layouts import carried_shape
 from edgedeploy.runtime.stages import plan_stage_io
 from edgedeploy.runtime.vocab import GPU_CLUSTER, LITERT, LOCAL, TFLITE
 from edgedeploy.schemas.plan import (
@@ -269,8 +270,11 @@ def build_plan(manifest, alias: str, board: str, target, graph: ir.Graph, proble
                 "simulated": bool(target.simulated), "engines": list(target.engines)},
         model={"path": relpath(_planned_model(manifest, graph), plan_path.parent),
                "format": spec.format,
-               "input_shape": list(graph.inputs[0].shape) if graph.inputs else [],
-               **({"input_shapes": {t.name: list(t.shape) for t in graph.inputs}}
+               # as load_model takes them back: in the model's own layout
+               "input_shape": (list(carried_shape(graph, graph.inputs[0].name))
+                               if graph.inputs else []),
+               **({"input_shapes": {t.name: list(carried_shape(graph, t.name))
+                                    for t in graph.inputs}}
                   if len(graph.inputs) > 1 else {}),
                "layers": len(graph.layers)},
         inputs=inputs,

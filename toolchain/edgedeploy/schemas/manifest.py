@@ -86,7 +86,9 @@ class ModelSpec(_Strict):
                                    description="Input to feed (default: the model's first input).")
     input_shape: list[int] | None = Field(
         default=None, min_length=1, max_length=8,
-        description="Full input shape, fixing dynamic dims (e.g. [1, 3, 224, 224]).")
+        description="Full input shape, fixing dynamic dims, in the model's own layout "
+                    "(e.g. [1, 3, 224, 224] for an ONNX image, [1, 224, 224, 3] for a .tflite "
+                    "one).")
     input_shapes: dict[str, list[int]] | None = Field(
         default=None, min_length=1,
         description="Shapes by input name, fixing dynamic dims of several inputs "

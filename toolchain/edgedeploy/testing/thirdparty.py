@@ -25,7 +25,7 @@ class ThirdPartyModel:
     member: str  # path inside the wheel
     sha256: str
     exporter: str  # who produced it, for the test's documentation
-    input_shape: tuple[int, ...] | None = None  # IR layout (N,C,H,W), for dynamic inputs
+    input_shape: tuple[int, ...] | None = None  # the model's own layout, for dynamic inputs
     #: Shapes by input name (several dynamic inputs); the importer's ``input_shape`` mapping.
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
     #: Extra ``pip download`` arguments (a pure-Python wheel published for another Python).

@@ -167,7 +167,7 @@ class LiteRTModel(_LiteRTRun):
         for name, detail in self._inputs.items():
             self.interpreter.set_tensor(detail["index"], feeds[name])
         self.interpreter.invoke()
-        return {name: self.interpreter.get_tensor(d["index"]).copy()
+        return {name: self.interpreter.get_tensor(d["index"])  # a copy already
                 for name, d in self._outputs.items()}
 
     def close(self) -> None:

@@ -165,6 +165,9 @@ def test_image_preprocessing_feeds_a_tflite_model_nhwc_unless_the_manifest_says_
     assert prep(np.zeros((30, 20, 3), np.uint8)).shape == image
     with pytest.raises(ManifestError, match="check layout"):  # NCHW said for an NHWC input
         runner_io(Io.model_validate({"preprocess": {"layout": "nchw"}}), graph)
+    # an images source without a preprocess entry reads them in the model's layout too
+    config, _ = runner_io(Io.model_validate({"source": {"images": "/data/cam"}}), graph)
+    assert config["preprocess"]["layout"] == NHWC
 
 
 def test_inspect_says_the_shape_the_runner_takes_a_tflite_models_edges_in(

@@ -248,8 +248,11 @@ def check_io(io: Io, inputs: list[tuple[str, tuple[int, ...], str]]) -> list[str
 
 
 def with_layout(io: Io, own: str) -> Io:
-    """``io`` with its preprocessing's layout said: the model input's own (``own``) unless the
-    manifest gives one."""
-    if io.preprocess is None or io.preprocess.layout is not None:
+    """``io`` with its preprocessing's layout said, where images are read: the model input's
+    own (``own``) unless the manifest gives one."""
+    if io.preprocess is None:
+        return (io.model_copy(update={"preprocess": Preprocess(layout=own)})
+                if io.source.kind == "images" else io)
+    if io.preprocess.layout is not None:
         return io
     return io.model_copy(update={"preprocess": io.preprocess.model_copy(update={"layout": own})})

@@ -136,6 +136,7 @@ class OrtSegment:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._input_types = {i.name: i.type for i in self.session.get_inputs()}
+        self._widths = [_FLOAT_INPUTS.get(self._input_types[n]) for n in self.input_names]
 
     def _open_best(self, ort: Any, segment: Path, cache_dir: str | Path | None) -> Any:
         """A session over the most optimised form of ``segment`` this board may use (see
@@ -257,6 +258,21 @@ class OrtSegment:
             shapes = {n: tuple(v.shape) for n, v in feeds.items()}
             raise ExecutionError(f"onnxruntime failed on inputs {shapes}: {exc}") from exc
         return dict(zip(self.output_names, outs, strict=True))
+
+    def run_ordered(self, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`run` for inputs in :attr:`input_names`' order, outputs in
+        :attr:`output_names`': the session's own call, a float input cast where its width
+        differs (as :meth:`run` does), as a user's loop makes it. What the session refuses
+        goes the checked way, for its error."""
+        feeds = {}
+        for name, x, want in zip(self.input_names, xs, self._widths, strict=True):
+            feeds[name] = x if want is None or x.dtype == want or x.dtype.kind != "f" \
+                else x.astype(want)
+        try:
+            return self.session.run(None, feeds)
+        except Exception:  # onnxruntime's own error types
+            out = self.run(dict(zip(self.input_names, xs, strict=True)))
+            return [out[n] for n in self.output_names]
 
     def _as_input(self, name: str, value: np.ndarray) -> np.ndarray:
         # A float array of another width than the input's is cast: float64 (numpy's default)

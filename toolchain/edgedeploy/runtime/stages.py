@@ -103,8 +103,11 @@ class GraphStage:
         self.executor = GraphExecutor(graph, choices, start=io.start, stop=io.stop,
                                       segment_provider=provider if segs else None, cpus=cpus,
                                       options=options, edges=edge_layouts(graph))
+        #: The engine's input order and output picks where it is the whole stage and takes
+        #: frames in order (``run_ordered``); whether they are the stage's own orders.
         self._order: list[int] | None = None
         self._pick: list[int] = []
+        self._in_order = self._out_order = False
         self._session = self._sole_session()
 
     def _sole_session(self) -> object | None:

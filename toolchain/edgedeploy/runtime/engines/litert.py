@@ -77,6 +77,10 @@ class _LiteRTRun:
     capabilities = frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY})
     _inputs: dict[str, dict[str, Any]]
     _outputs: dict[str, dict[str, Any]]
+    #: Each input's (name, shape, dtype) as allocated, and the ``_inputs`` they were read from
+    #: (a reallocation replaces it).
+    _specs: list[tuple[str, tuple[int, ...], np.dtype]]
+    _specs_of: object = None
 
     @property
     def input_names(self) -> list[str]:
@@ -113,8 +117,6 @@ class _LiteRTRun:
             return self._invoke(feeds)
         except RuntimeError as exc:
             raise ExecutionError(f"LiteRT failed: {exc}") from exc
-
-    _specs_of: object = None
 
     def _allocated(self) -> None:
         """Each input's (name, shape, dtype) as allocated, for :meth:`run`."""

@@ -30,6 +30,12 @@ def _tflite(tmp_path: Path) -> Path:
     return b.save(tmp_path / "two_in.tflite")
 
 
+def _frame(graph, seed: int) -> list[np.ndarray]:
+    """A seeded frame as a pipeline feeds the whole-model stage: in the model's own layout."""
+    feeds = to_model(graph, random_inputs(graph, seed))
+    return [feeds[t] for t in plan_stage_io(graph, [])[0].inputs]
+
+
 def _both_ways(graph, choices, path, xs):
     io = plan_stage_io(graph, [])[0]
     segments = execute.segments_for(graph, [io], choices, path)
@@ -46,10 +52,8 @@ def test_a_whole_model_litert_stage_calls_the_interpreter_and_answers_as_the_exe
         tmp_path: Path) -> None:
     path = _tflite(tmp_path)
     graph = load_model(path)
-    frame = to_model(graph, random_inputs(graph, 1))
-    io = plan_stage_io(graph, [])[0]
-    xs = [frame[t] for t in io.inputs]
-    stage, io, fast, general = _both_ways(graph, {la.name: LITERT for la in graph.layers}, path,
+    xs = _frame(graph, 1)
+    stage, _, fast, general = _both_ways(graph, {la.name: LITERT for la in graph.layers}, path,
                                           xs)
     assert stage._session is not None and stage._order is not None
     for a, b in zip(fast, general, strict=True):
@@ -65,9 +69,7 @@ def test_a_whole_model_onnxruntime_stage_goes_straight_to_its_session(tmp_path: 
     path = tmp_path / "block.onnx"
     onnx.save(pytorch_style_resnet_block(), path)
     graph = load_model(path)
-    feeds = random_inputs(graph, 2)
-    io = plan_stage_io(graph, [])[0]
-    xs = [feeds[t] for t in io.inputs]
+    xs = _frame(graph, 2)
     stage, _, fast, general = _both_ways(graph, {la.name: ONNXRUNTIME for la in graph.layers},
                                          path, xs)
     assert stage._session is not None
@@ -79,9 +81,7 @@ def test_a_stage_of_native_layers_or_several_steps_keeps_the_executors_path(
         tmp_path: Path) -> None:
     path = _tflite(tmp_path)
     graph = load_model(path)
-    frame = to_model(graph, random_inputs(graph, 3))
-    io = plan_stage_io(graph, [])[0]
-    xs = [frame[t] for t in io.inputs]
+    xs = _frame(graph, 3)
     mixed = {la.name: LITERT for la in graph.layers[1:]}  # the conv native, NCHW
     stage, _, fast, general = _both_ways(graph, mixed, path, xs)
     assert stage._session is None

@@ -55,7 +55,7 @@ def test_a_whole_model_litert_stage_calls_the_interpreter_and_answers_as_the_exe
     xs = _frame(graph, 1)
     stage, _, fast, general = _both_ways(graph, {la.name: LITERT for la in graph.layers}, path,
                                           xs)
-    assert stage._session is not None and stage._order is not None
+    assert stage._session is not None and stage._ordered
     for a, b in zip(fast, general, strict=True):
         np.testing.assert_array_equal(a, b)
     # float64 frames: the interpreter refuses them as they come; the checked way casts them

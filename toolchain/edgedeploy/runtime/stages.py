@@ -103,11 +103,12 @@ class GraphStage:
         self.executor = GraphExecutor(graph, choices, start=io.start, stop=io.stop,
                                       segment_provider=provider if segs else None, cpus=cpus,
                                       options=options, edges=edge_layouts(graph))
-        #: The engine's input order and output picks where it is the whole stage and takes
-        #: frames in order (``run_ordered``); whether they are the stage's own orders.
+        #: Where the one engine session takes frames in order (``run_ordered``): the stage's
+        #: inputs in the engine's order and the engine's outputs the stage hands on (None:
+        #: the same order, all of them).
+        self._ordered = False
         self._order: list[int] | None = None
-        self._pick: list[int] = []
-        self._in_order = self._out_order = False
+        self._pick: list[int] | None = None
         self._session = self._sole_session()
 
     def _sole_session(self) -> object | None:
@@ -128,22 +129,21 @@ class GraphStage:
             return None
         self._dtypes = [tensor_dtype(ex.graph, t) for t in self.io.inputs]
         session: Any = step.session
-        if hasattr(session, "run_ordered"):  # the engine's own call order, picked once
-            self._order = [self.io.inputs.index(n) for n in session.input_names]
-            self._pick = [list(session.output_names).index(t) for t in self.io.outputs]
-            self._in_order = self._order == list(range(len(self._order)))
-            self._out_order = self._pick == list(range(len(session.output_names)))
+        self._ordered = hasattr(session, "run_ordered")
+        if self._ordered:  # the engine's own call order, picked once
+            order = [self.io.inputs.index(n) for n in session.input_names]
+            pick = [list(session.output_names).index(t) for t in self.io.outputs]
+            self._order = None if order == list(range(len(order))) else order
+            self._pick = None if pick == list(range(len(session.output_names))) else pick
         return session
 
     def __call__(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         session: Any = self._session
         if session is not None:
-            if self._order is not None:
-                if self._in_order:
-                    outs = session.run_ordered(xs)
-                    return outs if self._out_order else [outs[j] for j in self._pick]
-                outs = session.run_ordered([xs[i] for i in self._order])
-                return [outs[j] for j in self._pick]
+            if self._ordered:
+                outs = session.run_ordered(xs if self._order is None
+                                           else [xs[i] for i in self._order])
+                return outs if self._pick is None else [outs[j] for j in self._pick]
             feeds = {t: x if x.dtype == want else x.astype(want)
                      for t, x, want in zip(self.io.inputs, xs, self._dtypes, strict=True)}
             out = session.run(feeds)

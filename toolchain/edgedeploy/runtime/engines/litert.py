@@ -77,10 +77,9 @@ class _LiteRTRun:
     capabilities = frozenset({SEGMENT, WHOLE_MODEL, THREADS, AFFINITY})
     _inputs: dict[str, dict[str, Any]]
     _outputs: dict[str, dict[str, Any]]
-    #: Each input's (name, shape, dtype) as allocated, and the ``_inputs`` they were read from
-    #: (a reallocation replaces it).
+    #: Each input's (name, shape, dtype) as allocated (:meth:`_allocated`, after every
+    #: ``_reallocate``).
     _specs: list[tuple[str, tuple[int, ...], np.dtype]]
-    _specs_of: object = None
 
     @property
     def input_names(self) -> list[str]:
@@ -96,8 +95,6 @@ class _LiteRTRun:
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # The hot path of a model of 10-20 us a call: each input looked at once, against
         # shapes and types read when the tensors were allocated (:meth:`_allocated`).
-        if self._specs_of is not self._inputs:
-            self._allocated()
         missing = [n for n in self._inputs if n not in inputs]
         if missing:
             raise ExecutionError(f"LiteRT model is missing input(s) {missing}",
@@ -107,7 +104,6 @@ class _LiteRTRun:
             for n in changed:
                 self._resize(n, inputs[n].shape)
             self._reallocate()
-            self._allocated()
         feeds = {}
         for name, _, dtype in self._specs:
             x = inputs[name]
@@ -122,7 +118,12 @@ class _LiteRTRun:
         """Each input's (name, shape, dtype) as allocated, for :meth:`run`."""
         self._specs = [(name, self.input_shape(name), np.dtype(d["dtype"]))
                        for name, d in self._inputs.items()]
-        self._specs_of = self._inputs
+
+    def run_ordered(self, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`run` for inputs in :attr:`input_names`' order, outputs in
+        :attr:`output_names`' (a stage's hot path where the model is the whole stage)."""
+        out = self.run(dict(zip(self._inputs, xs, strict=True)))
+        return [out[n] for n in self._outputs]
 
     def _resize(self, name: str, shape: Sequence[int]) -> None:
         raise NotImplementedError
@@ -180,6 +181,7 @@ class LiteRTModel(_LiteRTRun):
     def _reallocate(self) -> None:
         self.interpreter.allocate_tensors()
         self._refresh()
+        self._allocated()
 
     def _invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name, detail in self._inputs.items():
@@ -219,17 +221,12 @@ class LiteRTSegment:
             model, cpus=cpus, num_threads=num_threads)
         self.input_names = self.model.input_names
         self.output_names = self.model.output_names
-        if isinstance(self.model, LiteRTModel):  # one call fewer on the hot path
-            self.run_ordered = self.model.run_ordered  # type: ignore[method-assign]
+        #: Inputs in :attr:`input_names`' order, outputs in :attr:`output_names`': the
+        #: model's own, bound here (one call fewer on a stage's hot path).
+        self.run_ordered = self.model.run_ordered
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.model.run({n: inputs[n] for n in self.input_names if n in inputs})
-
-    def run_ordered(self, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Inputs in :attr:`input_names`' order, outputs in :attr:`output_names`' (the
-        stage's hot path where this segment is the whole stage)."""
-        out = self.model.run(dict(zip(self.input_names, xs, strict=True)))
-        return [out[n] for n in self.output_names]
 
     def close(self) -> None:
         self.model.close()
@@ -295,6 +292,7 @@ class LiteRTHalfModel(_LiteRTRun):
                         zip(self._details(inputs=True), self._ins, strict=True)}
         self._outputs = {n: b.get_tensor_details() for n, b in
                          zip(self._details(inputs=False), self._outs, strict=True)}
+        self._allocated()
 
     def _resize(self, name: str, shape: Sequence[int]) -> None:
         if name not in self._input_index:
